@@ -1,0 +1,93 @@
+/**
+ * The validated, immutable shape of the limit configuration. The loader turns YAML in
+ * envoyproxy/ratelimit's format (plus our extensions) into this; everything downstream reads
+ * only this, so a config that failed validation can never be half-applied.
+ */
+
+export type Algorithm = "fixed_window" | "sliding_window" | "token_bucket" | "concurrency";
+
+/** envoyproxy/ratelimit's units, plus what `duration_until_reset` and window length derive from. */
+export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";
+
+/** Seconds per unit, as envoyproxy/ratelimit divides time into windows. */
+export const UNIT_SECONDS: Readonly<Record<Unit, number>> = {
+  second: 1,
+  minute: 60,
+  hour: 3600,
+  day: 86_400,
+  week: 604_800,
+  month: 2_592_000,
+  year: 31_536_000,
+};
+
+/** Envoy's `RateLimitResponse.RateLimit.Unit` enum values. */
+export const UNIT_PROTO: Readonly<Record<Unit, number>> = {
+  second: 1,
+  minute: 2,
+  hour: 3,
+  day: 4,
+  month: 5,
+  year: 6,
+  week: 7,
+};
+
+export type FailMode = "open" | "closed";
+
+/** One limit, as attached to a descriptor node. */
+export interface LimitRule {
+  /** Stable identity: `domain` + descriptor path (+ name). Used in metrics and as counter namespace. */
+  readonly id: string;
+  readonly name?: string;
+  readonly domain: string;
+  readonly algorithm: Algorithm;
+  /** Units admitted per window (for `concurrency`: the most held at once). */
+  readonly limit: number;
+  /** Window length in milliseconds (token bucket: the time to refill `limit` units). */
+  readonly windowMs: number;
+  /** Token bucket capacity above zero, in units. Defaults to `limit`. Ignored by other algorithms. */
+  readonly burst: number;
+  /** The envoy unit the limit was written in (reported back in `current_limit`). */
+  readonly unit: Unit;
+  /** What one unit of cost means (`requests`, `tokens`, `inference_units`...): informational. */
+  readonly costUnit: string;
+  readonly unlimited: boolean;
+  /** Count and report, but never reject. */
+  readonly shadowMode: boolean;
+  /** Names of rules this one replaces when both apply to one request. */
+  readonly replaces: readonly string[];
+  /** Concurrency only: a held slot is released after this long without a release. */
+  readonly leaseTimeoutMs: number;
+  /** Batched mode: units a gateway may admit for a key it has no policy for yet (0 = strict). */
+  readonly localAllowance: number;
+  /** Batched mode: what a gateway does when the key's owner is unreachable. */
+  readonly failMode: FailMode;
+  /** Where the rule came from, for error messages and `status`. */
+  readonly source: { readonly file: string; readonly path: string };
+}
+
+/** A request's descriptor: ordered (key, value) entries, as Envoy sends them. */
+export interface DescriptorEntry {
+  readonly key: string;
+  readonly value: string;
+}
+
+/** What a descriptor resolved to. */
+export interface Resolved {
+  readonly rule: LimitRule;
+  /** The counter's key: domain and every matched entry, values included. */
+  readonly counterKey: string;
+  /** The key that places the counter on an owner; equal for limits that must be decided together. */
+  readonly shardKey: string;
+}
+
+/** A loaded, validated configuration. Immutable; replaced whole on reload. */
+export interface LimitConfig {
+  readonly domains: readonly string[];
+  readonly rules: readonly LimitRule[];
+  /** Most specific match wins, per envoyproxy/ratelimit. `undefined`: no limit applies. */
+  resolve(domain: string, entries: readonly DescriptorEntry[]): Resolved | undefined;
+  /** Rule by id, for batched reports that name a rule directly. */
+  ruleById(id: string): LimitRule | undefined;
+  /** Files the config was read from, for reload watching and messages. */
+  readonly files: readonly string[];
+}

@@ -1,0 +1,105 @@
+import { waterLevel } from "./fair-share.js";
+
+/** One gateway's view of one key, as the owner keeps it for batched mode. */
+export class ClientShare {
+  /** Offered units per ms (admitted + rejected), smoothed: rises at once, decays gradually. */
+  demand = 0;
+  lastSeen = 0;
+  /** Concurrency: units this client holds now (it reports the absolute number). */
+  held = 0;
+  /** Whether a re-sent window-to-date total from this client was already folded in. */
+  rebuilt = false;
+  reports = 0;
+}
+
+/** Weight of a new measurement when demand falls; a rise is taken at once so a shift is met fast. */
+const DEMAND_DECAY = 0.3;
+/** How long the cached water level may be reused by other clients' reports. */
+const LEVEL_TTL_MS = 10;
+
+/** The gateways reporting one key, with running sums so each report costs O(1) on average. */
+export class ClientTable {
+  readonly map = new Map<string, ClientShare>();
+  sumDemand = 0;
+  sumHeld = 0;
+  private level = Number.POSITIVE_INFINITY;
+  private levelCapacity = Number.NaN;
+  private levelAt = Number.NEGATIVE_INFINITY;
+  private prunedAt = 0;
+  /** The staleness the table was last pruned with, so a sweep can prune it the same way. */
+  staleMs = 0;
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  upsert(clientId: string, now: number): ClientShare {
+    let s = this.map.get(clientId);
+    if (!s) {
+      s = new ClientShare();
+      this.map.set(clientId, s);
+      this.levelAt = Number.NEGATIVE_INFINITY;
+    }
+    s.lastSeen = now;
+    return s;
+  }
+
+  observe(s: ClientShare, offeredPerMs: number): void {
+    const next =
+      s.reports === 0 || offeredPerMs >= s.demand
+        ? offeredPerMs
+        : s.demand + DEMAND_DECAY * (offeredPerMs - s.demand);
+    this.sumDemand += next - s.demand;
+    s.demand = next;
+    s.reports++;
+  }
+
+  setHeld(s: ClientShare, held: number): void {
+    this.sumHeld += held - s.held;
+    s.held = held;
+  }
+
+  /** Drops clients not heard from since `now - staleMs`; their demand and holds stop counting. */
+  prune(now: number, staleMs: number): void {
+    this.staleMs = staleMs;
+    if (now - this.prunedAt < staleMs / 4) return;
+    this.pruneNow(now);
+  }
+
+  pruneNow(now: number): void {
+    const staleMs = this.staleMs;
+    this.prunedAt = now;
+    const cutoff = now - staleMs;
+    for (const [id, s] of this.map) {
+      if (s.lastSeen < cutoff) {
+        this.map.delete(id);
+        this.sumDemand -= s.demand;
+        this.sumHeld -= s.held;
+        this.levelAt = Number.NEGATIVE_INFINITY;
+      }
+    }
+    if (this.map.size === 0) {
+      // Running sums drift by float rounding; an empty table resets them exactly.
+      this.sumDemand = 0;
+      this.sumHeld = 0;
+    }
+  }
+
+  /**
+   * This client's fair share of `capacity` (units per ms). Under the capacity every client gets
+   * its demand plus an equal part of the surplus, so none is starved and growth is possible;
+   * over it, max-min fairness: a heavy client cannot crowd out light ones.
+   */
+  fairShare(s: ClientShare, capacity: number, now: number): number {
+    const n = this.map.size;
+    if (this.sumDemand <= capacity) return s.demand + (capacity - this.sumDemand) / n;
+    if (now - this.levelAt > LEVEL_TTL_MS || Math.abs(capacity - this.levelCapacity) > capacity * 0.02) {
+      const demands: number[] = [];
+      for (const c of this.map.values()) demands.push(c.demand);
+      this.level = waterLevel(demands, capacity);
+      this.levelCapacity = capacity;
+      this.levelAt = now;
+    }
+    return Math.min(s.demand, this.level);
+  }
+}

@@ -1,0 +1,27 @@
+import type { Algorithm } from "../config/types.js";
+import type { ClientTable } from "./clients.js";
+import type { LeaseTable } from "./concurrency.js";
+
+/**
+ * One counter's state: a few numbers. A single class for every algorithm keeps V8's property
+ * access monomorphic on the hot path; each algorithm documents what `t`, `x` and `y` mean to it.
+ */
+export class Counter {
+  algorithm: Algorithm;
+  /** Fixed/sliding window: current window start. Token bucket: last refill time. */
+  t = 0;
+  /** Fixed/sliding window: units in the current window. Token bucket: tokens. Concurrency: units held by leases. */
+  x = 0;
+  /** Sliding window: units in the previous window. */
+  y = 0;
+  /** After this the counter is indistinguishable from a fresh one and may be dropped. */
+  expiresAt = 0;
+  /** Batched mode: the gateways reporting this key, with their demand. */
+  clients: ClientTable | undefined = undefined;
+  /** Concurrency: held leases by id. */
+  leases: LeaseTable | undefined = undefined;
+
+  constructor(algorithm: Algorithm) {
+    this.algorithm = algorithm;
+  }
+}

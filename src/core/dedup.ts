@@ -1,0 +1,65 @@
+/**
+ * Applies each (client id, sequence number) once. A window of the last 32 sequence numbers per
+ * client accepts reports that arrive out of order, and refuses to guess about anything older.
+ */
+export type SeqVerdict = "new" | "duplicate" | "too_old";
+
+export const SEQ_WINDOW = 32;
+
+class SeqWindow {
+  max = 0;
+  /** Bit i set: sequence number `max - i` was applied. */
+  bits = 0;
+  lastSeen = 0;
+}
+
+export class ReportDedup {
+  private readonly clients = new Map<string, SeqWindow>();
+
+  get size(): number {
+    return this.clients.size;
+  }
+
+  /** Pure look-up: what `accept` would say, without recording anything. */
+  verdict(clientId: string, seq: number): SeqVerdict {
+    const w = this.clients.get(clientId);
+    if (!w || seq > w.max) return "new";
+    const offset = w.max - seq;
+    if (offset >= SEQ_WINDOW) return "too_old";
+    return w.bits & (1 << offset) ? "duplicate" : "new";
+  }
+
+  /** Records `seq` as applied if it is new. */
+  accept(clientId: string, seq: number, now: number): SeqVerdict {
+    let w = this.clients.get(clientId);
+    if (!w) {
+      w = new SeqWindow();
+      this.clients.set(clientId, w);
+    }
+    w.lastSeen = now;
+    if (seq > w.max) {
+      const shift = seq - w.max;
+      w.bits = shift >= SEQ_WINDOW ? 1 : ((w.bits << shift) | 1) >>> 0;
+      w.max = seq;
+      return "new";
+    }
+    const offset = w.max - seq;
+    if (offset >= SEQ_WINDOW) return "too_old";
+    const mask = (1 << offset) >>> 0;
+    if (w.bits & mask) return "duplicate";
+    w.bits = (w.bits | mask) >>> 0;
+    return "new";
+  }
+
+  /** Forgets clients idle since before `cutoff`: a later report from them starts afresh. */
+  sweep(cutoff: number): number {
+    let removed = 0;
+    for (const [id, w] of this.clients) {
+      if (w.lastSeen < cutoff) {
+        this.clients.delete(id);
+        removed++;
+      }
+    }
+    return removed;
+  }
+}

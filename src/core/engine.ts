@@ -1,0 +1,382 @@
+import { ShardlimitError } from "../errors.js";
+import { RATE_ALGORITHMS } from "./algorithms/index.js";
+import type { RateAlgorithm } from "./algorithms/types.js";
+import { ClientTable } from "./clients.js";
+import { LeaseTable } from "./concurrency.js";
+import { Counter } from "./counter.js";
+import { ReportDedup, type SeqVerdict } from "./dedup.js";
+import type { Limit } from "./limit.js";
+import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
+
+/** The outcome of a synchronous decision on one key. */
+export interface Decision {
+  allowed: boolean;
+  /** The limit is in shadow mode and would have rejected: let through, but count it as such. */
+  shadowed: boolean;
+  /** Units left after this decision (never negative). */
+  remaining: number;
+  /** When the counter is full again. */
+  resetAt: number;
+  /** Earliest time the same cost could be admitted; `now` when allowed, Infinity if never. */
+  retryAt: number;
+}
+
+export interface CheckItem {
+  key: string;
+  limit: Limit;
+  cost: number;
+}
+
+/**
+ * - `strict`: each item is admitted only if its full cost fits; a rejected item changes nothing.
+ * - `atomic`: as strict, but all items are admitted together or none is (a tenant and its group).
+ * - `envoy`: envoyproxy/ratelimit's semantics: fixed windows count every hit, admitted or not.
+ */
+export type CheckMode = "strict" | "atomic" | "envoy";
+
+/** One gateway's counts for one key since its last report. */
+export interface ReportEntry {
+  /** Units admitted locally since the last report. */
+  admitted: number;
+  /** Units rejected locally since the last report (they show the demand). */
+  rejected: number;
+  /** Concurrency: units the gateway holds now. */
+  held: number;
+  /**
+   * Re-sent after a generation change: the gateway's units admitted in the limit's current window
+   * (including `admitted`), so an owner that replaced a crashed one rebuilds the count.
+   */
+  windowAdmitted: number;
+}
+
+export class CapacityError extends ShardlimitError {
+  constructor(max: number) {
+    super("COUNTERS_EXHAUSTED", `the server holds its maximum of ${max} counters; try again later`);
+  }
+}
+
+export interface EngineOptions {
+  /** New keys past this many counters are refused, so memory stays bounded. */
+  maxCounters?: number;
+  /** Dedup state of a client silent this long is forgotten. */
+  clientTtlMs?: number;
+}
+
+const UNLIMITED_DECISION: Decision = {
+  allowed: true,
+  shadowed: false,
+  remaining: Number.POSITIVE_INFINITY,
+  resetAt: 0,
+  retryAt: 0,
+};
+
+/**
+ * The counting engine: every counter, every algorithm, synchronous and pure of I/O. Time comes in
+ * as `now` on every call, so tests and the simulation drive it exactly.
+ */
+export class Engine {
+  private readonly counters = new Map<string, Counter>();
+  private readonly dedup = new ReportDedup();
+  private readonly maxCounters: number;
+  private readonly clientTtlMs: number;
+  private sweepCursor: Iterator<[string, Counter]> | undefined;
+  private readonly pending = new Map<Counter, number>();
+
+  constructor(opts: EngineOptions = {}) {
+    this.maxCounters = opts.maxCounters ?? 5_000_000;
+    this.clientTtlMs = opts.clientTtlMs ?? 600_000;
+  }
+
+  get size(): number {
+    return this.counters.size;
+  }
+
+  get clients(): number {
+    return this.dedup.size;
+  }
+
+  /** The counter for `key`, created fresh (or re-created if the algorithm changed). */
+  private counterFor(key: string, l: Limit, now: number): Counter {
+    let c = this.counters.get(key);
+    if (c !== undefined && c.algorithm === l.algorithm) return c;
+    if (c === undefined && this.counters.size >= this.maxCounters) throw new CapacityError(this.maxCounters);
+    c = new Counter(l.algorithm);
+    if (l.algorithm === "concurrency") c.leases = new LeaseTable();
+    else RATE_ALGORITHMS[l.algorithm].init(c, l, now);
+    this.counters.set(key, c);
+    return c;
+  }
+
+  /** Read-only: the state of `key` as a decision of cost 0 would see it. */
+  peek(key: string, l: Limit, now: number): Decision {
+    if (l.unlimited) return UNLIMITED_DECISION;
+    const c = this.counters.get(key);
+    if (l.algorithm === "concurrency") {
+      const held = c?.algorithm === "concurrency" ? this.held(c, l, now) : 0;
+      return {
+        allowed: held < l.limit,
+        shadowed: false,
+        remaining: Math.max(0, l.limit - held),
+        resetAt: now,
+        retryAt: now,
+      };
+    }
+    const alg = RATE_ALGORITHMS[l.algorithm];
+    const probe = new Counter(l.algorithm);
+    if (c?.algorithm === l.algorithm) {
+      probe.t = c.t;
+      probe.x = c.x;
+      probe.y = c.y;
+    } else alg.init(probe, l, now);
+    alg.advance(probe, l, now);
+    return this.decision(alg, probe, l, true, false, 0, now);
+  }
+
+  private decision(
+    alg: RateAlgorithm,
+    c: Counter,
+    l: Limit,
+    allowed: boolean,
+    shadowed: boolean,
+    cost: number,
+    now: number,
+  ): Decision {
+    return {
+      allowed,
+      shadowed,
+      remaining: Math.max(0, Math.floor(alg.available(c, l, now))),
+      resetAt: alg.resetAt(c, l, now),
+      retryAt: allowed ? now : alg.availableAt(c, l, cost, now),
+    };
+  }
+
+  /** One key, strict: admitted only if the whole cost fits. */
+  check(key: string, l: Limit, cost: number, now: number): Decision {
+    return this.checkMany([{ key, limit: l, cost }], now, "strict")[0]!;
+  }
+
+  checkMany(items: readonly CheckItem[], now: number, mode: CheckMode): Decision[] {
+    const out: Decision[] = new Array(items.length);
+    const counters: (Counter | undefined)[] = new Array(items.length);
+    const fits: boolean[] = new Array(items.length);
+    // Phase 1: decide every item against the state plus what earlier items of this call take,
+    // so two descriptors on one counter cannot both pass on the same remaining units.
+    let allFit = true;
+    this.pending.clear();
+    for (let i = 0; i < items.length; i++) {
+      const { key, limit: l, cost } = items[i]!;
+      if (l.unlimited) {
+        fits[i] = true;
+        continue;
+      }
+      if (l.algorithm === "concurrency") {
+        throw new RangeError(`checkMany: ${key} is a concurrency limit; use acquire/release`);
+      }
+      const c = this.counterFor(key, l, now);
+      const alg = RATE_ALGORITHMS[l.algorithm];
+      alg.advance(c, l, now);
+      counters[i] = c;
+      const taken = this.pending.get(c) ?? 0;
+      const fit =
+        mode === "envoy" && l.algorithm === "fixed_window" ? true : alg.available(c, l, now) - taken >= cost;
+      fits[i] = fit;
+      this.pending.set(c, taken + cost);
+      if (!fit && !l.shadowMode) allFit = false;
+    }
+    // Phase 2: commit.
+    for (let i = 0; i < items.length; i++) {
+      const { limit: l, cost } = items[i]!;
+      const c = counters[i];
+      if (c === undefined) {
+        out[i] = UNLIMITED_DECISION;
+        continue;
+      }
+      const alg = RATE_ALGORITHMS[l.algorithm as keyof typeof RATE_ALGORITHMS];
+      if (mode === "envoy" && l.algorithm === "fixed_window") {
+        // envoyproxy/ratelimit increments first and compares after, admitted or not.
+        alg.consume(c, l, cost, now);
+        const over = c.x > l.limit;
+        out[i] = this.decision(alg, c, l, !over || l.shadowMode, over && l.shadowMode, cost, now);
+        continue;
+      }
+      const fit = fits[i]!;
+      const admit = mode === "atomic" ? allFit && (fit || l.shadowMode) : fit || l.shadowMode;
+      if (admit) alg.consume(c, l, cost, now);
+      out[i] = this.decision(alg, c, l, admit, admit && !fit, cost, now);
+    }
+    return out;
+  }
+
+  /**
+   * Settles a cost known only afterwards: `delta` is actual minus reserved. A positive delta is
+   * charged even past the limit (the work is done; the debt is paid back), a negative one refunds.
+   */
+  adjust(key: string, l: Limit, delta: number, now: number): Decision {
+    if (l.unlimited) return UNLIMITED_DECISION;
+    if (l.algorithm === "concurrency") throw new RangeError(`adjust: ${key} is a concurrency limit`);
+    const c = this.counterFor(key, l, now);
+    const alg = RATE_ALGORITHMS[l.algorithm];
+    alg.advance(c, l, now);
+    alg.consume(c, l, delta, now);
+    alg.advance(c, l, now); // refresh expiry for the new balance
+    return this.decision(alg, c, l, true, false, 0, now);
+  }
+
+  private held(c: Counter, l: Limit, now: number): number {
+    c.leases!.sweep(now);
+    this.pruneConcurrencyClients(c, l, now);
+    return c.leases!.held + (c.clients?.sumHeld ?? 0);
+  }
+
+  /** Takes `amount` concurrency slots under `leaseId` until released or `now + timeout`. */
+  acquire(
+    key: string,
+    l: Limit,
+    leaseId: string,
+    amount: number,
+    now: number,
+    timeoutMs = l.leaseTimeoutMs,
+  ): Decision {
+    if (l.unlimited) return UNLIMITED_DECISION;
+    const c = this.counterFor(key, l, now);
+    const leases = c.leases!;
+    this.pruneConcurrencyClients(c, l, now);
+    leases.sweep(now);
+    if (leases.has(leaseId)) {
+      // A retried acquire of a lease already held: renew it, take nothing more.
+      leases.renew(leaseId, now + timeoutMs);
+      c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+      return this.concurrencyDecision(c, l, true, false, now);
+    }
+    const free = l.limit - leases.held - (c.clients?.sumHeld ?? 0);
+    const fit = free >= amount;
+    if (fit || l.shadowMode) {
+      leases.add(leaseId, amount, now + timeoutMs);
+      c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+    }
+    return this.concurrencyDecision(c, l, fit || l.shadowMode, !fit && l.shadowMode, now);
+  }
+
+  /** Extends a held lease; false if it is unknown or expired. */
+  renew(key: string, l: Limit, leaseId: string, now: number, timeoutMs = l.leaseTimeoutMs): boolean {
+    const c = this.counters.get(key);
+    if (!c?.leases) return false;
+    c.leases.sweep(now);
+    const ok = c.leases.renew(leaseId, now + timeoutMs);
+    if (ok) c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+    return ok;
+  }
+
+  /** Frees a lease; false if it was unknown (already released or expired). */
+  release(key: string, leaseId: string, now: number): boolean {
+    const c = this.counters.get(key);
+    if (!c?.leases) return false;
+    c.leases.sweep(now);
+    return c.leases.release(leaseId) > 0;
+  }
+
+  private pruneConcurrencyClients(c: Counter, l: Limit, now: number): void {
+    if (c.clients) c.clients.prune(now, l.leaseTimeoutMs);
+  }
+
+  private concurrencyDecision(
+    c: Counter,
+    l: Limit,
+    allowed: boolean,
+    shadowed: boolean,
+    now: number,
+  ): Decision {
+    const free = l.limit - c.leases!.held - (c.clients?.sumHeld ?? 0);
+    return {
+      allowed,
+      shadowed,
+      remaining: Math.max(0, Math.floor(free)),
+      resetAt: now,
+      retryAt: allowed ? now : Number.NaN,
+    };
+  }
+
+  /** Whether a batched report (client id, sequence number) is new, recording it if so. */
+  acceptReport(clientId: string, seq: number, now: number): SeqVerdict {
+    return this.dedup.accept(clientId, seq, now);
+  }
+
+  /**
+   * Folds one gateway's counts for one key into the counter (when `apply`; a duplicate report only
+   * re-reads) and returns that gateway's policy for the key.
+   */
+  report(
+    key: string,
+    l: Limit,
+    clientId: string,
+    e: ReportEntry,
+    apply: boolean,
+    intervalMs: number,
+    now: number,
+  ): Policy {
+    if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
+    const c = this.counterFor(key, l, now);
+    c.clients ??= new ClientTable();
+    const table = c.clients;
+    if (l.algorithm === "concurrency") {
+      table.prune(now, l.leaseTimeoutMs);
+      const s = table.upsert(clientId, now);
+      if (apply) {
+        table.setHeld(s, e.held);
+        table.observe(s, (e.admitted + e.rejected) / intervalMs);
+      }
+      c.leases!.sweep(now);
+      c.expiresAt = Math.max(c.expiresAt, now + l.leaseTimeoutMs);
+      return concurrencyPolicy(c.leases!.held + table.sumHeld, l, s, table, intervalMs, now);
+    }
+    table.prune(now, clientStaleMs(intervalMs));
+    const s = table.upsert(clientId, now);
+    const alg = RATE_ALGORITHMS[l.algorithm];
+    alg.advance(c, l, now);
+    if (apply) {
+      // A re-sent window total from a client this owner has never heard from rebuilds the count
+      // after a crash; from a known client it is already counted.
+      const used = s.reports === 0 && e.windowAdmitted > e.admitted ? e.windowAdmitted : e.admitted;
+      alg.consume(c, l, used, now);
+      table.observe(s, (e.admitted + e.rejected) / intervalMs);
+    }
+    const policy = ratePolicy(alg, c, l, s, table, intervalMs, now);
+    c.expiresAt = Math.max(c.expiresAt, now + clientStaleMs(intervalMs));
+    return policy;
+  }
+
+  /**
+   * Drops counters that are as good as new (window over, bucket full, no holders, no reporting
+   * gateway), visiting at most `budget` counters so a large table is swept in slices.
+   */
+  sweep(now: number, budget = 10_000): number {
+    let removed = 0;
+    this.sweepCursor ??= this.counters.entries();
+    for (let i = 0; i < budget; i++) {
+      const next = this.sweepCursor.next();
+      if (next.done) {
+        this.sweepCursor = undefined;
+        this.dedup.sweep(now - this.clientTtlMs);
+        break;
+      }
+      const [key, c] = next.value;
+      if (c.expiresAt > now) continue;
+      if (c.leases && c.leases.size > 0) {
+        c.leases.sweep(now);
+        if (c.leases.size > 0) continue;
+      }
+      if (c.clients && c.clients.size > 0) {
+        c.clients.pruneNow(now);
+        if (c.clients.size > 0) continue;
+      }
+      this.counters.delete(key);
+      removed++;
+    }
+    return removed;
+  }
+}
+
+/** A gateway that missed this many intervals no longer counts toward a key's demand. */
+export function clientStaleMs(intervalMs: number): number {
+  return Math.max(1000, intervalMs * 10);
+}

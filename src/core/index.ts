@@ -1,0 +1,19 @@
+export * from "./algorithms/index.js";
+export { ClientShare, ClientTable } from "./clients.js";
+export { type Clock, ManualClock, systemClock } from "./clock.js";
+export { Counter } from "./counter.js";
+export { ReportDedup, type SeqVerdict } from "./dedup.js";
+export {
+  CapacityError,
+  type CheckItem,
+  type CheckMode,
+  clientStaleMs,
+  type Decision,
+  Engine,
+  type EngineOptions,
+  type ReportEntry,
+} from "./engine.js";
+export { waterLevel } from "./fair-share.js";
+export { type Limit, limitDefaults } from "./limit.js";
+export { LocalKey } from "./local-decision.js";
+export { allowPolicy, POLICY_LIFETIME_INTERVALS, type Policy, PolicyKind } from "./policy.js";

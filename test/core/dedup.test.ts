@@ -1,0 +1,34 @@
+import { describe, expect, it } from "vitest";
+import { ReportDedup } from "../../src/core/index.js";
+
+describe("report dedup", () => {
+  it("applies each sequence number once, in or out of order", () => {
+    const d = new ReportDedup();
+    expect(d.accept("c", 1, 0)).toBe("new");
+    expect(d.accept("c", 3, 0)).toBe("new");
+    expect(d.accept("c", 1, 0)).toBe("duplicate");
+    expect(d.accept("c", 2, 0)).toBe("new");
+    expect(d.accept("c", 2, 0)).toBe("duplicate");
+    expect(d.accept("other", 2, 0)).toBe("new");
+  });
+
+  it("refuses to guess about reports older than its window", () => {
+    const d = new ReportDedup();
+    d.accept("c", 100, 0);
+    expect(d.verdict("c", 69)).toBe("new");
+    expect(d.verdict("c", 68)).toBe("too_old");
+    expect(d.accept("c", 40, 0)).toBe("too_old");
+    d.accept("c", 200, 0); // a jump clears the window
+    expect(d.accept("c", 199, 0)).toBe("new");
+    expect(d.accept("c", 200, 0)).toBe("duplicate");
+  });
+
+  it("forgets idle clients", () => {
+    const d = new ReportDedup();
+    d.accept("a", 1, 10);
+    d.accept("b", 1, 20);
+    expect(d.sweep(15)).toBe(1);
+    expect(d.accept("a", 1, 30)).toBe("new");
+    expect(d.accept("b", 1, 30)).toBe("duplicate");
+  });
+});
