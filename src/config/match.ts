@@ -1,0 +1,91 @@
+import { encodeKey } from "./key.js";
+import type { DescriptorEntry, LimitRule, Resolved } from "./types.js";
+
+/**
+ * The descriptor tree, laid out for per-request lookup: one Map lookup for the key and one for
+ * the value per level, a scan only over that key's wildcard values. Matching follows
+ * envoyproxy/ratelimit (src/config/config_impl.go, GetLimit):
+ * - at each level an exact key+value node wins, then the first wildcard (`value: "foo*"`, in file
+ *   order) whose prefix the value starts with (a bare `*` matches any value), then a key-only node;
+ * - no backtracking: once a level picked a node, a miss below it is a miss;
+ * - the rule is the one on the node reached by the LAST entry. A rule on an intermediate node does
+ *   not apply to a longer descriptor (Envoy README, Example 4), and a request deeper than the tree
+ *   matches nothing.
+ * Counters are keyed by the request's own values (Envoy's cache key does the same), so a key-only
+ * or wildcard node gives each distinct value its own counter, unless the wildcard node sets
+ * `share_threshold: true`, in which case its pattern stands in for the value and all matching
+ * values share one counter, as in Envoy.
+ */
+
+export interface MatchNode {
+  readonly rule: LimitRule | undefined;
+  readonly children: Level | undefined;
+  readonly shardKey: boolean;
+  /** `share_threshold`: the pattern counted in place of the request's value. */
+  readonly sharedValue: string | undefined;
+}
+
+export interface KeyBranch {
+  /** Exact values. Wildcard nodes are here too under their pattern, so a counter key that
+   *  carries a shared pattern resolves back to the same node. */
+  readonly exact: ReadonlyMap<string, MatchNode>;
+  readonly wildcards: readonly { readonly prefix: string; readonly node: MatchNode }[];
+  readonly any: MatchNode | undefined;
+}
+
+export type Level = ReadonlyMap<string, KeyBranch>;
+
+export function resolveIn(
+  domain: string,
+  root: Level,
+  entries: readonly DescriptorEntry[],
+): Resolved | undefined {
+  const n = entries.length;
+  let level: Level | undefined = root;
+  let node: MatchNode | undefined;
+  let shardDepth = -1;
+  let shared: (string | undefined)[] | undefined;
+  for (let i = 0; i < n; i++) {
+    if (level === undefined) return undefined;
+    const entry = entries[i]!;
+    const branch = level.get(entry.key);
+    if (branch === undefined) return undefined;
+    node = branch.exact.get(entry.value);
+    if (node === undefined) {
+      for (const w of branch.wildcards) {
+        if (entry.value.startsWith(w.prefix)) {
+          node = w.node;
+          break;
+        }
+      }
+      node ??= branch.any;
+      if (node === undefined) return undefined;
+    }
+    if (node.shardKey) shardDepth = i;
+    if (node.sharedValue !== undefined) {
+      shared ??= [];
+      shared[i] = node.sharedValue;
+    }
+    level = node.children;
+  }
+  const rule = node?.rule;
+  if (rule === undefined) return undefined;
+  const counterKey = encodeKey(domain, shared ? withShared(entries, shared) : entries);
+  const shardKey =
+    shardDepth < 0 || shardDepth === n - 1 ? counterKey : keyPrefix(counterKey, shardDepth + 1);
+  return { rule, counterKey, shardKey };
+}
+
+function withShared(entries: readonly DescriptorEntry[], shared: readonly (string | undefined)[]) {
+  return entries.map((e, i) => {
+    const value = shared[i];
+    return value === undefined ? e : { key: e.key, value };
+  });
+}
+
+/** The domain and first `depth` entries of a canonical key. Escaped parts never contain `/`. */
+function keyPrefix(key: string, depth: number): string {
+  let at = -1;
+  for (let i = 0; i <= depth; i++) at = key.indexOf("/", at + 1);
+  return key.slice(0, at);
+}

@@ -1,0 +1,177 @@
+import { isScalar, type Node } from "yaml";
+import type { ConfigProblem } from "../errors.js";
+import { parseRule, RATE_LIMIT_FIELDS, type RuleDraft } from "./parse-rule.js";
+import { readBool, readText } from "./values.js";
+import { type DocReader, type Field, type PlacementHints, parseYaml } from "./yaml-read.js";
+
+/** Reads one file in envoyproxy/ratelimit's format into a tree of descriptor specs. */
+
+export interface DescriptorSpec {
+  readonly key: string;
+  /** `""` for a key-only descriptor (matches any value); a trailing `*` makes it a prefix wildcard. */
+  readonly value: string;
+  readonly path: string;
+  readonly rule?: RuleDraft;
+  readonly shadowMode: boolean;
+  readonly shardKey: boolean;
+  /** Envoy's `share_threshold`: all values matching this wildcard share one counter. */
+  readonly shareThreshold: boolean;
+  readonly children: readonly DescriptorSpec[];
+}
+
+export interface DomainSpec {
+  readonly file: string;
+  readonly domain: string;
+  readonly line: number | undefined;
+  readonly descriptors: readonly DescriptorSpec[];
+}
+
+export interface ParsedDomainFile {
+  /** Every domain that could be read, even from a file with problems elsewhere. */
+  readonly specs: readonly DomainSpec[];
+  readonly problems: readonly ConfigProblem[];
+}
+
+const ROOT_FIELDS = ["domain", "descriptors"];
+const DESCRIPTOR_FIELDS = [
+  "key",
+  "value",
+  "rate_limit",
+  "descriptors",
+  "shadow_mode",
+  "share_threshold",
+  // Envoy's metric-naming switches: accepted so Envoy files load unchanged, and ignored.
+  "detailed_metric",
+  "value_to_metric",
+  // shardlimit: this node's path is the shard key for every limit at and below it.
+  "shard_key",
+];
+const DESCRIPTOR_HINTS: PlacementHints = Object.fromEntries(
+  RATE_LIMIT_FIELDS.map((k) => [k, `${k} belongs inside the descriptor's rate_limit block`]),
+);
+
+export function parseDomainFile(file: string, text: string): ParsedDomainFile {
+  const { problems, docs } = parseYaml(file, text);
+  // A stray `---` at the end of a file is an empty document, not a mistake worth failing on.
+  const filled = docs.filter((r) => !isEmpty(r.root));
+  if (filled.length === 0 && problems.length === 0) {
+    problems.push({
+      file,
+      path: "",
+      line: 1,
+      message: "the file is empty (expected domain: and descriptors:)",
+    });
+  }
+  const specs: DomainSpec[] = [];
+  for (const r of filled) {
+    const spec = readDomain(r);
+    if (spec) specs.push(spec);
+  }
+  return { specs, problems };
+}
+
+function isEmpty(root: Node | null): boolean {
+  return root === null || (isScalar(root) && root.value === null);
+}
+
+function readDomain(r: DocReader): DomainSpec | undefined {
+  const root = r.root;
+  const fields = r.map(root, "", "the document", ROOT_FIELDS);
+  if (!fields) return undefined;
+
+  const domainField = fields.get("domain");
+  const domain = domainField ? readText(r, domainField) : undefined;
+  if (!domainField) r.report("domain", "is required (the name Envoy sends as the request's domain)", root);
+  else if (domain === "") r.report("domain", "must not be empty", domainField.value, domainField.keyNode);
+
+  const descriptorsField = fields.get("descriptors");
+  const descriptors = descriptorsField ? readDescriptors(r, descriptorsField, false) : [];
+  if (!domain) return undefined;
+  return { file: r.file, domain, line: r.lineOf(domainField?.value), descriptors };
+}
+
+function readDescriptors(r: DocReader, field: Field, underShardKey: boolean): DescriptorSpec[] {
+  const items = r.list(field, "- key: ...");
+  if (!items) return [];
+  const out: DescriptorSpec[] = [];
+  const seen = new Map<string, number | undefined>();
+  items.forEach((item, i) => {
+    const spec = readDescriptor(r, item, `${field.path}[${i}]`, underShardKey, field.keyNode);
+    if (!spec) return;
+    // Envoy's own identity for a level's entries: the key, plus the value when there is one.
+    const identity = `${spec.key}\u0000${spec.value}`;
+    if (seen.has(identity)) {
+      const first = seen.get(identity);
+      const what = spec.value
+        ? `key ${q(spec.key)} value ${q(spec.value)}`
+        : `key ${q(spec.key)} with no value`;
+      r.report(
+        spec.path,
+        `duplicate descriptor: ${what} is already defined at line ${first} on this level`,
+        item,
+      );
+      return;
+    }
+    seen.set(identity, r.lineOf(item));
+    out.push(spec);
+  });
+  return out;
+}
+
+function readDescriptor(
+  r: DocReader,
+  node: Node | null,
+  path: string,
+  underShardKey: boolean,
+  fallback: Node,
+): DescriptorSpec | undefined {
+  const fields = r.map(node, path, "a descriptor", DESCRIPTOR_FIELDS, DESCRIPTOR_HINTS, fallback);
+  if (!fields) return undefined;
+  const flag = (k: string) => {
+    const f = fields.get(k);
+    return f ? (readBool(r, f) ?? false) : false;
+  };
+
+  const keyField = fields.get("key");
+  const key = keyField ? readText(r, keyField) : undefined;
+  if (!keyField) r.report(`${path}.key`, "is required", node);
+  else if (key === "") r.report(keyField.path, "must not be empty", keyField.value, keyField.keyNode);
+  const valueField = fields.get("value");
+  const value = (valueField ? readText(r, valueField) : "") ?? "";
+
+  const shadowMode = flag("shadow_mode");
+  const shardKey = flag("shard_key");
+  if (shardKey && underShardKey) {
+    r.report(`${path}.shard_key`, "a parent descriptor already sets shard_key; only one per path", node);
+  }
+  const shareThreshold = flag("share_threshold");
+  if (shareThreshold && !value.endsWith("*")) {
+    r.report(
+      `${path}.share_threshold`,
+      "only applies to a wildcard value (ending with *)",
+      fields.get("share_threshold")?.keyNode,
+    );
+  }
+  flag("detailed_metric");
+  flag("value_to_metric");
+
+  const ruleField = fields.get("rate_limit");
+  const rule = ruleField ? parseRule(r, ruleField) : undefined;
+  const childField = fields.get("descriptors");
+  const children = childField ? readDescriptors(r, childField, underShardKey || shardKey) : [];
+  if (!key) return undefined;
+  return {
+    key,
+    value,
+    path,
+    ...(rule ? { rule } : {}),
+    shadowMode,
+    shardKey,
+    shareThreshold,
+    children,
+  };
+}
+
+function q(s: string): string {
+  return JSON.stringify(s);
+}

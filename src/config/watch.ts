@@ -1,0 +1,175 @@
+import { createHash } from "node:crypto";
+import { type FSWatcher, realpathSync, statSync, watch } from "node:fs";
+import { basename, dirname } from "node:path";
+import type { ConfigError } from "../errors.js";
+import { type ConfigSource, compileSources, readSources } from "./load.js";
+import type { LimitConfig } from "./types.js";
+
+export interface ConfigWatcherOptions {
+  /** A YAML file or a directory of them, as for `loadConfig`. */
+  readonly path: string;
+  /** Called with each new valid config. Never called with an invalid one. */
+  readonly onSwap: (config: LimitConfig) => void;
+  /** Called when a reload fails; the last swapped config stays in force. */
+  readonly onError: (err: ConfigError | Error) => void;
+  /** Quiet period after the last file event before reloading. Editors write in bursts. */
+  readonly debounceMs?: number;
+}
+
+/**
+ * Reloads the config when its files change, and on demand (`reload()`, which the server calls on
+ * SIGHUP). It watches directories, never the files themselves: editors save by writing a new file
+ * and renaming it over the old one, and a Kubernetes ConfigMap volume swaps a `..data` symlink,
+ * both of which leave a watch on the old file watching nothing. So:
+ * - for a file path, its parent directory is watched and any event there triggers a reload;
+ * - for a directory path, the directory is watched, and so is its parent for the directory's own
+ *   name, so a swapped symlink (`current -> v2`) is followed to the new target.
+ * Reloads triggered by events are skipped when the files' content is byte-for-byte what was last
+ * loaded, so chmods, touches and unrelated files cause no swap. `reload()` always loads and swaps.
+ */
+export class ConfigWatcher {
+  private readonly path: string;
+  private readonly onSwap: (config: LimitConfig) => void;
+  private readonly onError: (err: ConfigError | Error) => void;
+  private readonly debounceMs: number;
+  private readonly watchers = new Map<string, FSWatcher>();
+  private watchedTarget: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastFingerprint: string | undefined;
+  private running = false;
+
+  constructor(options: ConfigWatcherOptions) {
+    const debounceMs = options.debounceMs ?? 200;
+    if (!Number.isFinite(debounceMs) || debounceMs < 0) {
+      throw new RangeError(`debounceMs must be a non-negative number of milliseconds, got ${debounceMs}`);
+    }
+    this.path = options.path;
+    this.onSwap = options.onSwap;
+    this.onError = options.onError;
+    this.debounceMs = debounceMs;
+  }
+
+  /**
+   * Starts watching, then loads once (swap or error), so no change between an initial load and
+   * the watch can be missed. Returns whether that first load was valid.
+   */
+  start(): boolean {
+    if (this.running) throw new Error("ConfigWatcher is already started");
+    this.running = true;
+    this.watchAll();
+    return this.reload();
+  }
+
+  /** Loads and validates now; swaps on success, reports on failure. Returns whether it was valid. */
+  reload(): boolean {
+    return this.load(true);
+  }
+
+  stop(): void {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
+    this.watchedTarget = undefined;
+  }
+
+  private load(force: boolean): boolean {
+    let sources: ConfigSource[];
+    try {
+      sources = readSources(this.path);
+    } catch (err) {
+      this.lastFingerprint = undefined;
+      this.onError(err as Error);
+      return false;
+    }
+    const fingerprint = fingerprintOf(sources);
+    if (!force && fingerprint === this.lastFingerprint) return true;
+    this.lastFingerprint = fingerprint;
+    let config: LimitConfig;
+    try {
+      config = compileSources(sources);
+    } catch (err) {
+      this.onError(err as Error);
+      return false;
+    }
+    this.onSwap(config);
+    return true;
+  }
+
+  private schedule = (): void => {
+    if (!this.running) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (!this.running) return;
+      this.watchAll();
+      this.load(false);
+    }, this.debounceMs);
+    this.timer.unref();
+  };
+
+  /** (Re)establishes the watches; a directory whose symlink now points elsewhere is re-watched. */
+  private watchAll(): void {
+    if (isDirectory(this.path)) {
+      const target = realpathOrUndefined(this.path);
+      if (target !== this.watchedTarget) {
+        this.unwatch(this.path);
+        if (this.watchDir(this.path)) this.watchedTarget = target;
+      }
+      const name = basename(this.path);
+      this.watchDir(dirname(this.path), (file) => file === null || file === name);
+    } else {
+      this.watchDir(dirname(this.path));
+    }
+  }
+
+  private watchDir(dir: string, relevant?: (file: string | null) => boolean): boolean {
+    if (this.watchers.has(dir)) return true;
+    let w: FSWatcher;
+    try {
+      // Not persistent: a watcher alone should not keep the process alive.
+      w = watch(dir, { persistent: false }, (_event, file) => {
+        if (!relevant || relevant(file === null ? null : String(file))) this.schedule();
+      });
+    } catch (err) {
+      this.onError(new Error(`cannot watch ${dir} for config changes: ${(err as Error).message}`));
+      return false;
+    }
+    w.on("error", () => {
+      // Typically the directory itself went away; re-watch on the next event or reload.
+      this.unwatch(dir);
+      this.schedule();
+    });
+    this.watchers.set(dir, w);
+    return true;
+  }
+
+  private unwatch(dir: string): void {
+    this.watchers.get(dir)?.close();
+    this.watchers.delete(dir);
+    if (dir === this.path) this.watchedTarget = undefined;
+  }
+}
+
+function fingerprintOf(sources: readonly ConfigSource[]): string {
+  const h = createHash("sha256");
+  for (const s of sources) h.update(s.file).update("\0").update(s.text).update("\0");
+  return h.digest("hex");
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,43 @@
+import { z } from "zod";
+
+/**
+ * Bounds on what one request may ask. Every violation is answered with an error naming the bound
+ * and changes nothing; none of them can crash or stall the server.
+ */
+export const InputLimitsSchema = z.object({
+  /** Entries in one report, items in one Check, descriptors in one ShouldRateLimit. */
+  maxBatch: z.number().int().positive().default(10_000),
+  /** Bytes of one counter key (UTF-16 code units, a close upper bound of bytes for ASCII keys). */
+  maxKeyLength: z.number().int().positive().default(1024),
+  /** Largest amount (cost, hits, admitted units) in one item. */
+  maxAmount: z.number().positive().default(1e9),
+  /** Largest gRPC message accepted, in bytes. */
+  maxMessageBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(16 * 1024 * 1024),
+  /** Entries in one Envoy descriptor. */
+  maxDescriptorEntries: z.number().int().positive().default(32),
+  /** Length of a client or lease id. */
+  maxIdLength: z.number().int().positive().default(256),
+});
+
+export type InputLimits = z.infer<typeof InputLimitsSchema>;
+
+export const DEFAULT_INPUT_LIMITS: InputLimits = InputLimitsSchema.parse({});
+
+/** Why an amount is unacceptable, or undefined if it is fine. */
+export function amountProblem(name: string, v: number, limits: InputLimits): string | undefined {
+  if (typeof v !== "number" || Number.isNaN(v)) return `${name} is not a number`;
+  if (v < 0) return `${name} is negative (${v})`;
+  if (!Number.isFinite(v) || v > limits.maxAmount) return `${name} ${v} exceeds the maximum of ${limits.maxAmount}`;
+  return undefined;
+}
+
+/** Why a key is unacceptable before it is even parsed, or undefined. */
+export function keyProblem(key: string, limits: InputLimits): string | undefined {
+  if (key.length === 0) return "key is empty";
+  if (key.length > limits.maxKeyLength) return `key is ${key.length} long, over the maximum of ${limits.maxKeyLength}`;
+  return undefined;
+}

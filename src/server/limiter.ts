@@ -1,0 +1,340 @@
+import type { LimitConfig, Resolved } from "../config/types.js";
+import type { Clock } from "../core/clock.js";
+import { CapacityError, type CheckItem, type Decision, type Engine } from "../core/engine.js";
+import type { Policy } from "../core/policy.js";
+import { InvalidArgumentError } from "../errors.js";
+import { amountProblem, type InputLimits, keyProblem } from "./input-limits.js";
+import {
+  type AcquireRequest,
+  type AcquireResponse,
+  type CheckRequest,
+  type CheckResponse,
+  type CheckResult,
+  type ClusterView,
+  ErrorCode,
+  type ItemError,
+  type KeyPolicy,
+  type ReleaseRequest,
+  type ReleaseResponse,
+  type ReportRequest,
+  type ReportResponse,
+  type SettleRequest,
+  type SettleResponse,
+} from "./messages.js";
+import type { LimiterMetrics } from "./metrics.js";
+import type { Ownership } from "./ownership.js";
+import { KeyResolver } from "./resolver.js";
+
+export interface LimiterDeps {
+  engine: Engine;
+  clock: Clock;
+  config: LimitConfig;
+  ownership: Ownership;
+  limits: InputLimits;
+  metrics: LimiterMetrics;
+}
+
+/** Policies for keys no limit applies to: allow, and ask again in a minute. */
+const NO_LIMIT_VALID_MS = 60_000;
+const DEFAULT_INTERVAL_MS = 100;
+const MAX_INTERVAL_MS = 60_000;
+const MAX_U32 = 0xffff_ffff;
+
+function ms(v: number): number {
+  if (!(v > 0)) return 0;
+  return v >= MAX_U32 ? MAX_U32 : Math.ceil(v);
+}
+
+function itemError(code: ErrorCode, message: string): ItemError {
+  return { code, message };
+}
+
+const CODE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
+
+/**
+ * The request path of shardlimit's own API: validate, resolve the key's rule, check ownership,
+ * call the engine. Synchronous and free of gRPC, so it is tested and benchmarked directly; the
+ * gRPC layer only decodes, calls this, and maps a thrown `InvalidArgumentError` to a status.
+ */
+export class Limiter {
+  private resolver: KeyResolver;
+  readonly engine: Engine;
+  private readonly clock: Clock;
+  private readonly ownership: Ownership;
+  private readonly limits: InputLimits;
+  private readonly metrics: LimiterMetrics;
+
+  constructor(deps: LimiterDeps) {
+    this.engine = deps.engine;
+    this.clock = deps.clock;
+    this.ownership = deps.ownership;
+    this.limits = deps.limits;
+    this.metrics = deps.metrics;
+    this.resolver = new KeyResolver(deps.config);
+  }
+
+  get config(): LimitConfig {
+    return this.resolver.config;
+  }
+
+  /** Swaps the whole configuration at once; requests in flight finish on the old one. */
+  setConfig(config: LimitConfig): void {
+    this.resolver = new KeyResolver(config);
+  }
+
+  /** Resolves `key` and checks that this server may serve it; an ItemError if not. */
+  private route(key: string): Resolved | undefined | ItemError {
+    const bad = keyProblem(key, this.limits);
+    if (bad !== undefined) return itemError(ErrorCode.INVALID_KEY, bad);
+    const r = this.resolver.resolve(key);
+    if (typeof r === "string") return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
+    if (r === undefined) return undefined;
+    const verdict = this.ownership.check(r.shardKey);
+    if (verdict === "own") return r;
+    const generation = this.ownership.generation();
+    return verdict === "not_owner"
+      ? itemError(ErrorCode.NOT_OWNER, `not the owner of this key in generation ${generation}`)
+      : itemError(ErrorCode.SLICE_NOT_READY, `this key's slice is being handed over (generation ${generation})`);
+  }
+
+  private checkBatch(what: string, n: number): void {
+    if (n > this.limits.maxBatch) {
+      throw new InvalidArgumentError(`${what} has ${n} items, over the maximum of ${this.limits.maxBatch}`);
+    }
+  }
+
+  private checkId(what: string, id: string): void {
+    if (id.length === 0) throw new InvalidArgumentError(`${what} is empty`);
+    if (id.length > this.limits.maxIdLength) {
+      throw new InvalidArgumentError(`${what} is ${id.length} long, over the maximum of ${this.limits.maxIdLength}`);
+    }
+  }
+
+  reportAndGetPolicy(req: ReportRequest): ReportResponse {
+    this.checkId("client_id", req.clientId);
+    if (!Number.isSafeInteger(req.seq) || req.seq < 1) {
+      throw new InvalidArgumentError(`seq must be a positive integer, got ${req.seq}`);
+    }
+    this.checkBatch("report", req.entries.length);
+    if (req.intervalMs > MAX_INTERVAL_MS) {
+      throw new InvalidArgumentError(`interval_ms ${req.intervalMs} is over the maximum of ${MAX_INTERVAL_MS}`);
+    }
+    const interval = req.intervalMs > 0 ? Math.max(10, req.intervalMs) : DEFAULT_INTERVAL_MS;
+    const now = this.clock.now();
+    const verdict = this.engine.acceptReport(req.clientId, req.seq, now);
+    // A report older than the dedup window cannot be told from one already applied: not applying
+    // it may lose its counts, applying it may double them; the invariant is never to double.
+    const apply = verdict === "new";
+    const policies: KeyPolicy[] = new Array(req.entries.length);
+    let domain = "";
+    let admittedSum = 0;
+    let rejectedSum = 0;
+    for (let i = 0; i < req.entries.length; i++) {
+      const e = req.entries[i]!;
+      const bad =
+        amountProblem("admitted", e.admitted, this.limits) ??
+        amountProblem("rejected", e.rejected, this.limits) ??
+        amountProblem("held", e.held, this.limits) ??
+        amountProblem("window_admitted", e.windowAdmitted, this.limits);
+      if (bad !== undefined) {
+        policies[i] = this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad));
+        continue;
+      }
+      const r = this.route(e.key);
+      if (r === undefined) {
+        policies[i] = { kind: 1, validMs: NO_LIMIT_VALID_MS };
+        continue;
+      }
+      if ("code" in r) {
+        policies[i] = this.failItem("report", r);
+        continue;
+      }
+      let p: Policy;
+      try {
+        p = this.engine.report(r.counterKey, r.rule, req.clientId, e, apply, interval, now);
+      } catch (err) {
+        if (!(err instanceof CapacityError)) throw err;
+        policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
+        continue;
+      }
+      this.metrics.policy(p.kind);
+      if (apply) {
+        if (r.rule.domain !== domain) {
+          if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
+          domain = r.rule.domain;
+          admittedSum = 0;
+          rejectedSum = 0;
+        }
+        admittedSum += e.admitted;
+        rejectedSum += e.rejected;
+      }
+      policies[i] = {
+        kind: p.kind,
+        units: p.units,
+        fraction: p.fraction,
+        validMs: ms(p.until - now),
+        remaining: Number.isFinite(p.remaining) ? p.remaining : 0,
+        limit: r.rule.unlimited ? 0 : r.rule.limit,
+        resetMs: ms(p.resetAt - now),
+        rule: r.rule.id,
+      };
+    }
+    if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
+    this.metrics.report(req.entries.length, !apply);
+    return { generation: this.ownership.generation(), policies, duplicate: !apply };
+  }
+
+  private failItem<T extends { error?: ItemError }>(api: string, error: ItemError): T {
+    this.metrics.itemError(api, CODE_NAMES[error.code] ?? String(error.code));
+    return { error } as T;
+  }
+
+  check(req: CheckRequest): CheckResponse {
+    if (req.items.length === 0) throw new InvalidArgumentError("check has no items");
+    this.checkBatch("check", req.items.length);
+    const now = this.clock.now();
+    const results: CheckResult[] = new Array(req.items.length);
+    const items: CheckItem[] = [];
+    const positions: number[] = [];
+    const rules: Resolved[] = [];
+    for (let i = 0; i < req.items.length; i++) {
+      const it = req.items[i]!;
+      const cost = it.cost === 0 ? 1 : it.cost;
+      const bad = amountProblem("cost", cost, this.limits);
+      if (bad !== undefined) {
+        results[i] = this.failItem("check", itemError(ErrorCode.INVALID_AMOUNT, bad));
+        continue;
+      }
+      const r = this.route(it.key);
+      if (r === undefined) {
+        results[i] = { allowed: true };
+        continue;
+      }
+      if ("code" in r) {
+        results[i] = this.failItem("check", r);
+        continue;
+      }
+      if (r.rule.algorithm === "concurrency") {
+        results[i] = this.failItem(
+          "check",
+          itemError(ErrorCode.WRONG_ALGORITHM, `${r.rule.id} is a concurrency limit: use Acquire and Release`),
+        );
+        continue;
+      }
+      items.push({ key: r.counterKey, limit: r.rule, cost });
+      positions.push(i);
+      rules.push(r);
+    }
+    // All together or none: an item that failed validation fails the whole atomic check.
+    const atomicFailed = req.atomic && items.length < req.items.length;
+    let decisions: Decision[];
+    try {
+      decisions = atomicFailed ? [] : this.engine.checkMany(items, now, req.atomic ? "atomic" : "strict");
+    } catch (err) {
+      if (!(err instanceof CapacityError)) throw err;
+      const e = itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message);
+      for (const i of positions) results[i] = this.failItem("check", e);
+      return { generation: this.ownership.generation(), results };
+    }
+    for (let j = 0; j < positions.length; j++) {
+      const r = rules[j]!;
+      const d = decisions[j];
+      if (d === undefined) {
+        results[positions[j]!] = { allowed: false, limit: r.rule.limit, rule: r.rule.id };
+        continue;
+      }
+      results[positions[j]!] = this.result(r, d, now);
+      this.metrics.decision("check", r.rule.domain, d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit");
+    }
+    return { generation: this.ownership.generation(), results };
+  }
+
+  private result(r: Resolved, d: Decision, now: number): CheckResult {
+    return {
+      allowed: d.allowed,
+      shadowed: d.shadowed,
+      remaining: Number.isFinite(d.remaining) ? d.remaining : 0,
+      limit: r.rule.unlimited ? 0 : r.rule.limit,
+      resetMs: ms(d.resetAt - now),
+      retryMs: d.allowed || !Number.isFinite(d.retryAt) ? 0 : Math.max(1, ms(d.retryAt - now)),
+      rule: r.rule.id,
+    };
+  }
+
+  /** Resolves a single-key request's key to a rule of `algorithm`-kind, or an error. */
+  private single(key: string, wantConcurrency: boolean, api: string): Resolved | undefined | ItemError {
+    const r = this.route(key);
+    if (r === undefined || "code" in r) return r;
+    if ((r.rule.algorithm === "concurrency") !== wantConcurrency) {
+      return itemError(
+        ErrorCode.WRONG_ALGORITHM,
+        wantConcurrency
+          ? `${r.rule.id} is a ${r.rule.algorithm} limit, not a concurrency limit: use Check`
+          : `${r.rule.id} is a concurrency limit: ${api} does not apply`,
+      );
+    }
+    return r;
+  }
+
+  acquire(req: AcquireRequest): AcquireResponse {
+    this.checkId("lease_id", req.leaseId);
+    const generation = this.ownership.generation();
+    const amount = req.amount === 0 ? 1 : req.amount;
+    const bad = amountProblem("amount", amount, this.limits);
+    if (bad !== undefined) return { error: itemError(ErrorCode.INVALID_AMOUNT, bad), generation };
+    const r = this.single(req.key, true, "Acquire");
+    if (r === undefined) return { allowed: true, generation };
+    if ("code" in r) return { error: r, generation };
+    const now = this.clock.now();
+    try {
+      const timeout = req.timeoutMs > 0 ? req.timeoutMs : r.rule.leaseTimeoutMs;
+      const d = this.engine.acquire(r.counterKey, r.rule, req.leaseId, amount, now, timeout);
+      this.metrics.decision("acquire", r.rule.domain, d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit");
+      return {
+        allowed: d.allowed,
+        shadowed: d.shadowed,
+        remaining: Number.isFinite(d.remaining) ? d.remaining : 0,
+        limit: r.rule.limit,
+        rule: r.rule.id,
+        generation,
+      };
+    } catch (err) {
+      if (!(err instanceof CapacityError)) throw err;
+      return { error: itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message), generation };
+    }
+  }
+
+  release(req: ReleaseRequest): ReleaseResponse {
+    this.checkId("lease_id", req.leaseId);
+    const generation = this.ownership.generation();
+    const r = this.single(req.key, true, "Release");
+    if (r === undefined) return { released: false, generation };
+    if ("code" in r) return { error: r, generation };
+    return { released: this.engine.release(r.counterKey, req.leaseId, this.clock.now()), generation };
+  }
+
+  settle(req: SettleRequest): SettleResponse {
+    const generation = this.ownership.generation();
+    if (!Number.isFinite(req.delta) || Math.abs(req.delta) > this.limits.maxAmount) {
+      return {
+        error: itemError(ErrorCode.INVALID_AMOUNT, `delta ${req.delta} is not within ±${this.limits.maxAmount}`),
+        generation,
+      };
+    }
+    const r = this.single(req.key, false, "Settle");
+    if (r === undefined) return { generation };
+    if ("code" in r) return { error: r, generation };
+    const now = this.clock.now();
+    try {
+      const d = this.engine.adjust(r.counterKey, r.rule, req.delta, now);
+      return { remaining: d.remaining, limit: r.rule.limit, resetMs: ms(d.resetAt - now), generation };
+    } catch (err) {
+      if (!(err instanceof CapacityError)) throw err;
+      return { error: itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message), generation };
+    }
+  }
+
+  clusterView(): ClusterView {
+    return this.ownership.view();
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The decoded shapes of our wire messages, as protobufjs produces them: camelCase fields, absent
+ * fields read as their defaults. Kept by hand next to proto/; the gRPC tests catch any drift.
+ */
+
+export const ErrorCode = {
+  NOT_OWNER: 1,
+  INVALID_KEY: 2,
+  INVALID_AMOUNT: 3,
+  COUNTERS_EXHAUSTED: 4,
+  WRONG_ALGORITHM: 5,
+  SLICE_NOT_READY: 6,
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface ItemError {
+  code: ErrorCode;
+  message: string;
+}
+
+export interface ReportEntryMsg {
+  key: string;
+  admitted: number;
+  rejected: number;
+  held: number;
+  windowAdmitted: number;
+}
+
+export interface ReportRequest {
+  clientId: string;
+  seq: number;
+  generation: number;
+  intervalMs: number;
+  entries: ReportEntryMsg[];
+}
+
+export interface KeyPolicy {
+  kind?: number;
+  units?: number;
+  fraction?: number;
+  validMs?: number;
+  remaining?: number;
+  limit?: number;
+  resetMs?: number;
+  error?: ItemError;
+  rule?: string;
+}
+
+export interface ReportResponse {
+  generation: number;
+  policies: KeyPolicy[];
+  duplicate: boolean;
+}
+
+export interface CheckItemMsg {
+  key: string;
+  cost: number;
+}
+
+export interface CheckRequest {
+  items: CheckItemMsg[];
+  atomic: boolean;
+  generation: number;
+}
+
+export interface CheckResult {
+  allowed?: boolean;
+  shadowed?: boolean;
+  remaining?: number;
+  limit?: number;
+  resetMs?: number;
+  retryMs?: number;
+  rule?: string;
+  error?: ItemError;
+}
+
+export interface CheckResponse {
+  generation: number;
+  results: CheckResult[];
+}
+
+export interface AcquireRequest {
+  key: string;
+  leaseId: string;
+  amount: number;
+  timeoutMs: number;
+  generation: number;
+}
+
+export interface AcquireResponse {
+  allowed?: boolean;
+  shadowed?: boolean;
+  remaining?: number;
+  limit?: number;
+  rule?: string;
+  error?: ItemError;
+  generation: number;
+}
+
+export interface ReleaseRequest {
+  key: string;
+  leaseId: string;
+  generation: number;
+}
+
+export interface ReleaseResponse {
+  released?: boolean;
+  error?: ItemError;
+  generation: number;
+}
+
+export interface SettleRequest {
+  key: string;
+  delta: number;
+  generation: number;
+}
+
+export interface SettleResponse {
+  remaining?: number;
+  limit?: number;
+  resetMs?: number;
+  error?: ItemError;
+  generation: number;
+}
+
+export interface ClusterViewRequest {
+  knownGeneration: number;
+}
+
+export interface ClusterView {
+  generation: number;
+  members: { id: string; address: string }[];
+  slices: { start: string; owner: number }[];
+  standalone: boolean;
+}
+
+// envoy.service.ratelimit.v3
+
+export const EnvoyCode = { UNKNOWN: 0, OK: 1, OVER_LIMIT: 2 } as const;
+
+export interface EnvoyDescriptor {
+  entries: { key: string; value: string }[];
+  limit?: { requestsPerUnit: number; unit: number } | null;
+  hitsAddend?: { value: number } | null;
+}
+
+export interface EnvoyRequest {
+  domain: string;
+  descriptors: EnvoyDescriptor[];
+  hitsAddend: number;
+}
+
+export interface EnvoyDescriptorStatus {
+  code: number;
+  currentLimit?: { name: string; requestsPerUnit: number; unit: number };
+  limitRemaining?: number;
+  durationUntilReset?: { seconds: number; nanos: number };
+}
+
+export interface EnvoyResponse {
+  overallCode: number;
+  statuses: EnvoyDescriptorStatus[];
+}

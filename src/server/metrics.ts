@@ -1,0 +1,185 @@
+import client from "prom-client";
+
+/** What the request path records. Narrow, so tests and benchmarks can pass a no-op. */
+export interface LimiterMetrics {
+  /** Synchronous decisions (Check, ShouldRateLimit, Acquire), by API, domain and result. */
+  decision(api: string, domain: string, result: DecisionResult, n?: number): void;
+  /** Units gateways reported for a domain in batched mode. */
+  reported(domain: string, admitted: number, rejected: number): void;
+  policy(kind: number): void;
+  itemError(api: string, code: string): void;
+  report(entries: number, duplicate: boolean): void;
+}
+
+export type DecisionResult = "ok" | "over_limit" | "shadow_over_limit" | "no_limit";
+
+export const noopMetrics: LimiterMetrics = {
+  decision() {},
+  reported() {},
+  policy() {},
+  itemError() {},
+  report() {},
+};
+
+const POLICY_NAMES = ["unspecified", "allow", "reject_until", "reject_fraction", "grant"];
+
+/**
+ * Prometheus metrics. The request path bumps plain numbers in maps; prom-client reads them at
+ * scrape time (`collect`), so a report of 500 entries costs no label hashing per entry.
+ */
+export class PromMetrics implements LimiterMetrics {
+  readonly registry = new client.Registry();
+  private readonly decisions = new Map<string, number>();
+  private readonly reportedUnits = new Map<string, number>();
+  private readonly policies = new Array<number>(POLICY_NAMES.length).fill(0);
+  private readonly itemErrors = new Map<string, number>();
+  private readonly knownDomains = new Set<string>();
+  readonly requestDuration: client.Histogram<"method" | "code">;
+  readonly reportEntries: client.Histogram;
+  readonly configReloads: client.Counter<"result">;
+  duplicates = 0;
+
+  constructor(gauges: { counters: () => number; clients: () => number; ready: () => boolean }) {
+    const r = this.registry;
+    client.collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 10 });
+    const self = this;
+    new client.Counter({
+      name: "shardlimit_decisions_total",
+      help: "Synchronous decisions by API, domain and result",
+      labelNames: ["api", "domain", "result"],
+      registers: [r],
+      collect() {
+        for (const [k, v] of self.decisions) {
+          const [api, domain, result] = k.split("\u0000") as [string, string, string];
+          this.labels({ api, domain, result }).inc(v);
+        }
+        self.decisions.clear();
+      },
+    });
+    new client.Counter({
+      name: "shardlimit_reported_units_total",
+      help: "Units gateways reported in batched mode, by domain and local result",
+      labelNames: ["domain", "result"],
+      registers: [r],
+      collect() {
+        for (const [k, v] of self.reportedUnits) {
+          const [domain, result] = k.split("\u0000") as [string, string];
+          this.labels({ domain, result }).inc(v);
+        }
+        self.reportedUnits.clear();
+      },
+    });
+    new client.Counter({
+      name: "shardlimit_policies_total",
+      help: "Batched-mode policies sent, by kind",
+      labelNames: ["kind"],
+      registers: [r],
+      collect() {
+        self.policies.forEach((v, i) => {
+          if (v > 0) this.labels({ kind: POLICY_NAMES[i]! }).inc(v);
+        });
+        self.policies.fill(0);
+      },
+    });
+    new client.Counter({
+      name: "shardlimit_item_errors_total",
+      help: "Per-item errors in batch answers, by API and code",
+      labelNames: ["api", "code"],
+      registers: [r],
+      collect() {
+        for (const [k, v] of self.itemErrors) {
+          const [api, code] = k.split("\u0000") as [string, string];
+          this.labels({ api, code }).inc(v);
+        }
+        self.itemErrors.clear();
+      },
+    });
+    new client.Counter({
+      name: "shardlimit_duplicate_reports_total",
+      help: "Reports whose (client id, sequence number) had been applied already",
+      registers: [r],
+      collect() {
+        this.inc(self.duplicates);
+        self.duplicates = 0;
+      },
+    });
+    new client.Gauge({
+      name: "shardlimit_counters",
+      help: "Counters held in memory",
+      registers: [r],
+      collect() {
+        this.set(gauges.counters());
+      },
+    });
+    new client.Gauge({
+      name: "shardlimit_clients",
+      help: "Gateways with report state on this server",
+      registers: [r],
+      collect() {
+        this.set(gauges.clients());
+      },
+    });
+    new client.Gauge({
+      name: "shardlimit_ready",
+      help: "1 when the server is ready to serve",
+      registers: [r],
+      collect() {
+        this.set(gauges.ready() ? 1 : 0);
+      },
+    });
+    this.requestDuration = new client.Histogram({
+      name: "shardlimit_request_duration_seconds",
+      help: "gRPC request handling time on the server, by method and status code",
+      labelNames: ["method", "code"],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
+      registers: [r],
+    });
+    this.reportEntries = new client.Histogram({
+      name: "shardlimit_report_entries",
+      help: "Entries per ReportAndGetPolicy request",
+      buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+      registers: [r],
+    });
+    this.configReloads = new client.Counter({
+      name: "shardlimit_config_reloads_total",
+      help: "Configuration reloads by result",
+      labelNames: ["result"],
+      registers: [r],
+    });
+  }
+
+  /** Domains outside the config are folded into one label value so cardinality stays bounded. */
+  setDomains(domains: readonly string[]): void {
+    this.knownDomains.clear();
+    for (const d of domains) this.knownDomains.add(d);
+  }
+
+  private domainLabel(domain: string): string {
+    return this.knownDomains.has(domain) ? domain : "(unknown)";
+  }
+
+  decision(api: string, domain: string, result: DecisionResult, n = 1): void {
+    const k = `${api}\u0000${this.domainLabel(domain)}\u0000${result}`;
+    this.decisions.set(k, (this.decisions.get(k) ?? 0) + n);
+  }
+
+  reported(domain: string, admitted: number, rejected: number): void {
+    const d = this.domainLabel(domain);
+    if (admitted > 0) this.reportedUnits.set(`${d}\u0000admitted`, (this.reportedUnits.get(`${d}\u0000admitted`) ?? 0) + admitted);
+    if (rejected > 0) this.reportedUnits.set(`${d}\u0000rejected`, (this.reportedUnits.get(`${d}\u0000rejected`) ?? 0) + rejected);
+  }
+
+  policy(kind: number): void {
+    this.policies[kind] = (this.policies[kind] ?? 0) + 1;
+  }
+
+  itemError(api: string, code: string): void {
+    const k = `${api}\u0000${code}`;
+    this.itemErrors.set(k, (this.itemErrors.get(k) ?? 0) + 1);
+  }
+
+  report(entries: number, duplicate: boolean): void {
+    this.reportEntries.observe(entries);
+    if (duplicate) this.duplicates++;
+  }
+}

@@ -1,0 +1,32 @@
+import type { ClusterView } from "./messages.js";
+
+export type OwnershipVerdict = "own" | "not_owner" | "not_ready";
+
+/**
+ * Who serves which keys. Standalone, this server owns everything; the cluster implementation
+ * answers from the assignment of its current generation. The request path only asks this.
+ */
+export interface Ownership {
+  /** The assignment generation this server serves in (0 standalone). */
+  generation(): number;
+  check(shardKey: string): OwnershipVerdict;
+  view(): ClusterView;
+}
+
+export class StandaloneOwnership implements Ownership {
+  constructor(private readonly selfAddress: string) {}
+  generation(): number {
+    return 0;
+  }
+  check(): OwnershipVerdict {
+    return "own";
+  }
+  view(): ClusterView {
+    return {
+      generation: 0,
+      members: [{ id: "standalone", address: this.selfAddress }],
+      slices: [{ start: "0", owner: 0 }],
+      standalone: true,
+    };
+  }
+}

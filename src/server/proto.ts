@@ -1,0 +1,61 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { ServiceDefinition } from "@grpc/grpc-js";
+import protobuf from "protobufjs";
+
+// 64-bit fields decode to plain numbers: every one of ours stays far below 2^53, and Long objects
+// on the hot path cost an allocation per field. Must run before any type is loaded.
+protobuf.util.Long = undefined as unknown as typeof protobuf.util.Long;
+protobuf.configure();
+
+/** `proto/` at the package root, from src/server (tests) or dist/server (installed). */
+export const PROTO_DIR = (() => {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const up of ["../../proto", "../../../proto"]) {
+    const dir = path.resolve(here, up);
+    if (existsSync(path.join(dir, "shardlimit/v1/ratelimiter.proto"))) return dir;
+  }
+  throw new Error(`shardlimit: cannot find the proto/ directory above ${here}`);
+})();
+
+export const PROTO_FILES = ["shardlimit/v1/ratelimiter.proto", "envoy/service/ratelimit/v3/rls.proto"];
+
+function loadRoot(): protobuf.Root {
+  const root = new protobuf.Root();
+  // google/protobuf/* are not on disk: protobufjs serves them from its bundled copies.
+  root.resolvePath = (_origin, target) => path.join(PROTO_DIR, target);
+  root.loadSync(PROTO_FILES, { keepCase: false });
+  root.resolveAll();
+  return root;
+}
+
+export const root = loadRoot();
+
+/**
+ * A grpc-js service definition whose codec is protobufjs's generated encoder and decoder (which
+ * writes Node Buffers, so nothing is copied):
+ * messages arrive as protobufjs objects (camelCase fields, defaults on the prototype), with none
+ * of proto-loader's conversion copy in between.
+ */
+export function serviceDefinition(fullName: string): ServiceDefinition {
+  const service = root.lookupService(fullName);
+  const def: Record<string, ServiceDefinition[string]> = {};
+  for (const method of Object.values(service.methods)) {
+    const req = root.lookupType(method.resolvedRequestType!.fullName);
+    const res = root.lookupType(method.resolvedResponseType!.fullName);
+    def[method.name] = {
+      path: `/${fullName}/${method.name}`,
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: (m: object) => req.encode(m).finish() as Buffer,
+      requestDeserialize: (b: Buffer) => req.decode(b),
+      responseSerialize: (m: object) => res.encode(m).finish() as Buffer,
+      responseDeserialize: (b: Buffer) => res.decode(b),
+    };
+  }
+  return def as ServiceDefinition;
+}
+
+export const RATE_LIMITER_SERVICE = "shardlimit.v1.RateLimiter";
+export const ENVOY_RLS_SERVICE = "envoy.service.ratelimit.v3.RateLimitService";
