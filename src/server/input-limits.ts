@@ -31,13 +31,15 @@ export const DEFAULT_INPUT_LIMITS: InputLimits = InputLimitsSchema.parse({});
 export function amountProblem(name: string, v: number, limits: InputLimits): string | undefined {
   if (typeof v !== "number" || Number.isNaN(v)) return `${name} is not a number`;
   if (v < 0) return `${name} is negative (${v})`;
-  if (!Number.isFinite(v) || v > limits.maxAmount) return `${name} ${v} exceeds the maximum of ${limits.maxAmount}`;
+  if (!Number.isFinite(v) || v > limits.maxAmount)
+    return `${name} ${v} exceeds the maximum of ${limits.maxAmount}`;
   return undefined;
 }
 
 /** Why a key is unacceptable before it is even parsed, or undefined. */
 export function keyProblem(key: string, limits: InputLimits): string | undefined {
   if (key.length === 0) return "key is empty";
-  if (key.length > limits.maxKeyLength) return `key is ${key.length} long, over the maximum of ${limits.maxKeyLength}`;
+  if (key.length > limits.maxKeyLength)
+    return `key is ${key.length} long, over the maximum of ${limits.maxKeyLength}`;
   return undefined;
 }

@@ -49,7 +49,9 @@ function itemError(code: ErrorCode, message: string): ItemError {
   return { code, message };
 }
 
-const CODE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
+const CODE_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(ErrorCode).map(([k, v]) => [v, k]),
+);
 
 /**
  * The request path of shardlimit's own API: validate, resolve the key's rule, check ownership,
@@ -87,14 +89,18 @@ export class Limiter {
     const bad = keyProblem(key, this.limits);
     if (bad !== undefined) return itemError(ErrorCode.INVALID_KEY, bad);
     const r = this.resolver.resolve(key);
-    if (typeof r === "string") return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
+    if (typeof r === "string")
+      return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
     if (r === undefined) return undefined;
     const verdict = this.ownership.check(r.shardKey);
     if (verdict === "own") return r;
     const generation = this.ownership.generation();
     return verdict === "not_owner"
       ? itemError(ErrorCode.NOT_OWNER, `not the owner of this key in generation ${generation}`)
-      : itemError(ErrorCode.SLICE_NOT_READY, `this key's slice is being handed over (generation ${generation})`);
+      : itemError(
+          ErrorCode.SLICE_NOT_READY,
+          `this key's slice is being handed over (generation ${generation})`,
+        );
   }
 
   private checkBatch(what: string, n: number): void {
@@ -106,7 +112,9 @@ export class Limiter {
   private checkId(what: string, id: string): void {
     if (id.length === 0) throw new InvalidArgumentError(`${what} is empty`);
     if (id.length > this.limits.maxIdLength) {
-      throw new InvalidArgumentError(`${what} is ${id.length} long, over the maximum of ${this.limits.maxIdLength}`);
+      throw new InvalidArgumentError(
+        `${what} is ${id.length} long, over the maximum of ${this.limits.maxIdLength}`,
+      );
     }
   }
 
@@ -117,7 +125,9 @@ export class Limiter {
     }
     this.checkBatch("report", req.entries.length);
     if (req.intervalMs > MAX_INTERVAL_MS) {
-      throw new InvalidArgumentError(`interval_ms ${req.intervalMs} is over the maximum of ${MAX_INTERVAL_MS}`);
+      throw new InvalidArgumentError(
+        `interval_ms ${req.intervalMs} is over the maximum of ${MAX_INTERVAL_MS}`,
+      );
     }
     const interval = req.intervalMs > 0 ? Math.max(10, req.intervalMs) : DEFAULT_INTERVAL_MS;
     const now = this.clock.now();
@@ -217,7 +227,10 @@ export class Limiter {
       if (r.rule.algorithm === "concurrency") {
         results[i] = this.failItem(
           "check",
-          itemError(ErrorCode.WRONG_ALGORITHM, `${r.rule.id} is a concurrency limit: use Acquire and Release`),
+          itemError(
+            ErrorCode.WRONG_ALGORITHM,
+            `${r.rule.id} is a concurrency limit: use Acquire and Release`,
+          ),
         );
         continue;
       }
@@ -244,7 +257,11 @@ export class Limiter {
         continue;
       }
       results[positions[j]!] = this.result(r, d, now);
-      this.metrics.decision("check", r.rule.domain, d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit");
+      this.metrics.decision(
+        "check",
+        r.rule.domain,
+        d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit",
+      );
     }
     return { generation: this.ownership.generation(), results };
   }
@@ -289,7 +306,11 @@ export class Limiter {
     try {
       const timeout = req.timeoutMs > 0 ? req.timeoutMs : r.rule.leaseTimeoutMs;
       const d = this.engine.acquire(r.counterKey, r.rule, req.leaseId, amount, now, timeout);
-      this.metrics.decision("acquire", r.rule.domain, d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit");
+      this.metrics.decision(
+        "acquire",
+        r.rule.domain,
+        d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit",
+      );
       return {
         allowed: d.allowed,
         shadowed: d.shadowed,
@@ -317,7 +338,10 @@ export class Limiter {
     const generation = this.ownership.generation();
     if (!Number.isFinite(req.delta) || Math.abs(req.delta) > this.limits.maxAmount) {
       return {
-        error: itemError(ErrorCode.INVALID_AMOUNT, `delta ${req.delta} is not within ±${this.limits.maxAmount}`),
+        error: itemError(
+          ErrorCode.INVALID_AMOUNT,
+          `delta ${req.delta} is not within ±${this.limits.maxAmount}`,
+        ),
         generation,
       };
     }

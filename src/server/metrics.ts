@@ -165,8 +165,16 @@ export class PromMetrics implements LimiterMetrics {
 
   reported(domain: string, admitted: number, rejected: number): void {
     const d = this.domainLabel(domain);
-    if (admitted > 0) this.reportedUnits.set(`${d}\u0000admitted`, (this.reportedUnits.get(`${d}\u0000admitted`) ?? 0) + admitted);
-    if (rejected > 0) this.reportedUnits.set(`${d}\u0000rejected`, (this.reportedUnits.get(`${d}\u0000rejected`) ?? 0) + rejected);
+    if (admitted > 0)
+      this.reportedUnits.set(
+        `${d}\u0000admitted`,
+        (this.reportedUnits.get(`${d}\u0000admitted`) ?? 0) + admitted,
+      );
+    if (rejected > 0)
+      this.reportedUnits.set(
+        `${d}\u0000rejected`,
+        (this.reportedUnits.get(`${d}\u0000rejected`) ?? 0) + rejected,
+      );
   }
 
   policy(kind: number): void {

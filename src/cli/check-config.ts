@@ -1,0 +1,19 @@
+import { Command } from "commander";
+import { checkConfig } from "../config/check.js";
+import { formatProblem } from "../errors.js";
+
+export function checkConfigCommand(): Command {
+  return new Command("check-config")
+    .description("validate a limit config (file or directory); exit 0 if valid, 1 with every problem if not")
+    .argument("<path>", "a YAML file or a directory of them")
+    .action((path: string) => {
+      const result = checkConfig(path);
+      if (result.ok) {
+        process.stdout.write(`${result.summary}\n`);
+        return;
+      }
+      process.stderr.write(`${result.problems.length} problem(s) in ${path}:\n`);
+      for (const p of result.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
+      process.exitCode = 1;
+    });
+}

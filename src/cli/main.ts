@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+import { Command } from "commander";
+import { OptionsError } from "../errors.js";
+import { checkConfigCommand } from "./check-config.js";
+import { serveCommand } from "./serve.js";
+
+const program = new Command("shardlimit")
+  .description(
+    "distributed rate limiting: in-memory counters sharded by key, batched reports, Envoy-compatible",
+  )
+  .version("0.1.0")
+  .showHelpAfterError()
+  .addCommand(serveCommand())
+  .addCommand(checkConfigCommand());
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof OptionsError) {
+    process.stderr.write(`shardlimit: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+});

@@ -1,0 +1,122 @@
+import { Command, Option } from "commander";
+import { pino } from "pino";
+import { ConfigError } from "../errors.js";
+import { startServer } from "../server/app.js";
+import { InputLimitsSchema } from "../server/input-limits.js";
+import { intOption, portOption } from "./options.js";
+
+interface ServeFlags {
+  config: string;
+  grpcHost: string;
+  grpcPort: number;
+  httpHost: string;
+  httpPort: number;
+  logLevel: string;
+  maxCounters: number;
+  maxBatch: number;
+  maxKeyLength: number;
+  shutdownGrace: number;
+}
+
+export function serveCommand(): Command {
+  return new Command("serve")
+    .description("run a rate-limit server (standalone: this server owns every key)")
+    .addOption(
+      new Option("-c, --config <path>", "limit config: a YAML file or a directory of them")
+        .env("SHARDLIMIT_CONFIG")
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option("--grpc-host <host>", "gRPC listen address").env("SHARDLIMIT_GRPC_HOST").default("0.0.0.0"),
+    )
+    .addOption(
+      new Option("--grpc-port <n>", "gRPC port (0: any free port)")
+        .env("SHARDLIMIT_GRPC_PORT")
+        .default(8081)
+        .argParser(portOption("--grpc-port")),
+    )
+    .addOption(
+      new Option("--http-host <host>", "HTTP listen address (/metrics, /healthz, /readyz)")
+        .env("SHARDLIMIT_HTTP_HOST")
+        .default("0.0.0.0"),
+    )
+    .addOption(
+      new Option("--http-port <n>", "HTTP port (0: any free port)")
+        .env("SHARDLIMIT_HTTP_PORT")
+        .default(8080)
+        .argParser(portOption("--http-port")),
+    )
+    .addOption(
+      new Option("--log-level <level>", "log level")
+        .env("SHARDLIMIT_LOG_LEVEL")
+        .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
+        .default("info"),
+    )
+    .addOption(
+      new Option("--max-counters <n>", "most counters held; new keys past it get COUNTERS_EXHAUSTED")
+        .env("SHARDLIMIT_MAX_COUNTERS")
+        .default(5_000_000)
+        .argParser(intOption("--max-counters", 1, 1e9)),
+    )
+    .addOption(
+      new Option("--max-batch <n>", "most entries in one report or check")
+        .env("SHARDLIMIT_MAX_BATCH")
+        .default(10_000)
+        .argParser(intOption("--max-batch", 1, 1e6)),
+    )
+    .addOption(
+      new Option("--max-key-length <n>", "longest counter key")
+        .env("SHARDLIMIT_MAX_KEY_LENGTH")
+        .default(1024)
+        .argParser(intOption("--max-key-length", 1, 65_536)),
+    )
+    .addOption(
+      new Option("--shutdown-grace <ms>", "on SIGTERM, how long calls in flight may finish")
+        .env("SHARDLIMIT_SHUTDOWN_GRACE_MS")
+        .default(5000)
+        .argParser(intOption("--shutdown-grace", 0, 600_000)),
+    )
+    .action(async (flags: ServeFlags) => {
+      const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
+      let server: Awaited<ReturnType<typeof startServer>>;
+      try {
+        server = await startServer(
+          {
+            configPath: flags.config,
+            grpcHost: flags.grpcHost,
+            grpcPort: flags.grpcPort,
+            httpHost: flags.httpHost,
+            httpPort: flags.httpPort,
+            maxCounters: flags.maxCounters,
+            shutdownGraceMs: flags.shutdownGrace,
+            limits: InputLimitsSchema.parse({ maxBatch: flags.maxBatch, maxKeyLength: flags.maxKeyLength }),
+          },
+          log,
+        );
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`shardlimit: the config is invalid:\n${err.message}\n`);
+        } else {
+          process.stderr.write(`shardlimit: cannot start: ${(err as Error).message}\n`);
+        }
+        process.exitCode = 1;
+        return;
+      }
+      process.on("SIGHUP", () => {
+        log.info("SIGHUP: reloading config");
+        server.reload();
+      });
+      const stop = (signal: string) => {
+        log.info({ signal }, "stopping");
+        server.shutdown().then(
+          () => process.exit(0),
+          (err) => {
+            log.error({ err }, "shutdown failed");
+            process.exit(1);
+          },
+        );
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+}

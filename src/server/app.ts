@@ -1,0 +1,166 @@
+import type { Server as HttpServer } from "node:http";
+import type { Logger } from "pino";
+import type { LimitConfig } from "../config/types.js";
+import { ConfigWatcher } from "../config/watch.js";
+import { type Clock, systemClock } from "../core/clock.js";
+import { Engine } from "../core/engine.js";
+import { ConfigError } from "../errors.js";
+import { EnvoyRateLimit } from "./envoy.js";
+import { type GrpcServer, setServing, startGrpc, stopGrpc } from "./grpc.js";
+import { startHttp } from "./http.js";
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from "./input-limits.js";
+import { Limiter } from "./limiter.js";
+import { PromMetrics } from "./metrics.js";
+import { type Ownership, StandaloneOwnership } from "./ownership.js";
+
+export interface ServeOptions {
+  configPath: string;
+  grpcHost: string;
+  grpcPort: number;
+  httpHost: string;
+  httpPort: number;
+  limits?: InputLimits;
+  maxCounters?: number;
+  /** How long SIGTERM waits for calls in flight before closing them. */
+  shutdownGraceMs?: number;
+  /** How often idle counters are swept. */
+  sweepIntervalMs?: number;
+}
+
+export interface RunningServer {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly limiter: Limiter;
+  readonly engine: Engine;
+  /** Loads the config again; false (old config kept) if it is invalid. */
+  reload(): boolean;
+  isReady(): boolean;
+  shutdown(): Promise<void>;
+}
+
+/**
+ * All wiring in one place: config watcher -> limiter and Envoy service -> gRPC and HTTP servers,
+ * metrics, the sweeper, readiness. Standalone when no cluster ownership is given.
+ */
+export async function startServer(
+  opts: ServeOptions,
+  log: Logger,
+  deps: { clock?: Clock; ownership?: Ownership } = {},
+): Promise<RunningServer> {
+  const clock = deps.clock ?? systemClock;
+  const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
+  const engine = new Engine({ maxCounters: opts.maxCounters });
+  let ready = false;
+  let draining = false;
+  let limiter: Limiter | undefined;
+  let envoy: EnvoyRateLimit | undefined;
+  let initialError: Error | undefined;
+
+  const metrics = new PromMetrics({
+    counters: () => engine.size,
+    clients: () => engine.clients,
+    ready: () => ready && !draining,
+  });
+
+  const watcher = new ConfigWatcher({
+    path: opts.configPath,
+    onSwap: (config: LimitConfig) => {
+      metrics.setDomains(config.domains);
+      if (limiter) {
+        limiter.setConfig(config);
+        metrics.configReloads.inc({ result: "ok" });
+        log.info({ domains: config.domains, rules: config.rules.length }, "config reloaded");
+      } else {
+        initialConfig = config;
+      }
+    },
+    onError: (err) => {
+      if (!limiter) {
+        initialError = err;
+        return;
+      }
+      metrics.configReloads.inc({ result: "error" });
+      log.error(
+        { err: err.message, problems: err instanceof ConfigError ? err.problems : undefined },
+        "config reload refused; the previous config keeps serving",
+      );
+    },
+  });
+  let initialConfig: LimitConfig | undefined;
+  if (!watcher.start() || !initialConfig) {
+    watcher.stop();
+    throw initialError ?? new Error(`cannot load config from ${opts.configPath}`);
+  }
+  const ownership = deps.ownership ?? new StandaloneOwnership(`${opts.grpcHost}:${opts.grpcPort}`);
+  limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
+  const current = limiter;
+  envoy = new EnvoyRateLimit({ engine, clock, ownership, limits, metrics }, (domain, entries) =>
+    current.config.resolve(domain, entries),
+  );
+
+  let grpc: GrpcServer;
+  let http: { server: HttpServer; port: number };
+  try {
+    grpc = await startGrpc(
+      {
+        limiter,
+        envoy,
+        metrics,
+        maxMessageBytes: limits.maxMessageBytes,
+        onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
+      },
+      opts.grpcHost,
+      opts.grpcPort,
+    );
+    http = await startHttp(
+      { registry: metrics.registry, ready: () => ready && !draining },
+      opts.httpHost,
+      opts.httpPort,
+    );
+  } catch (err) {
+    watcher.stop();
+    throw err;
+  }
+
+  const sweeper = setInterval(() => {
+    const removed = engine.sweep(clock.now(), 50_000);
+    if (removed > 0) log.debug({ removed, counters: engine.size }, "swept idle counters");
+  }, opts.sweepIntervalMs ?? 1000);
+  sweeper.unref();
+
+  ready = true;
+  setServing(grpc.health, true);
+  log.info(
+    {
+      grpcPort: grpc.port,
+      httpPort: http.port,
+      domains: initialConfig.domains,
+      rules: initialConfig.rules.length,
+      mode: "standalone",
+    },
+    "shardlimit serving",
+  );
+
+  return {
+    grpcPort: grpc.port,
+    httpPort: http.port,
+    limiter,
+    engine,
+    reload: () => watcher.reload(),
+    isReady: () => ready && !draining,
+    async shutdown() {
+      if (draining) return;
+      draining = true;
+      setServing(grpc.health, false);
+      log.info("shutting down: not ready, finishing calls in flight");
+      clearInterval(sweeper);
+      watcher.stop();
+      await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000);
+      await new Promise<void>((resolve) => {
+        http.server.close(() => resolve());
+        http.server.closeAllConnections();
+      });
+      log.info("shut down");
+    },
+  };
+}

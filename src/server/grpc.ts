@@ -1,0 +1,117 @@
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { ShardlimitError } from "../errors.js";
+import type { EnvoyRateLimit } from "./envoy.js";
+import type { Limiter } from "./limiter.js";
+import type { PromMetrics } from "./metrics.js";
+import {
+  ENVOY_RLS_SERVICE,
+  PROTO_DIR,
+  PROTO_FILES,
+  RATE_LIMITER_SERVICE,
+  serviceDefinition,
+} from "./proto.js";
+
+export interface GrpcDeps {
+  limiter: Limiter;
+  envoy: EnvoyRateLimit;
+  metrics?: PromMetrics;
+  maxMessageBytes: number;
+  onUnexpected: (method: string, err: unknown) => void;
+}
+
+/** A thrown error as a gRPC status: our errors by their code, anything else as INTERNAL. */
+function toStatus(err: unknown): Partial<grpc.StatusObject> {
+  if (err instanceof ShardlimitError) {
+    const code =
+      err.code === "INVALID_ARGUMENT"
+        ? grpc.status.INVALID_ARGUMENT
+        : err.code === "COUNTERS_EXHAUSTED"
+          ? grpc.status.RESOURCE_EXHAUSTED
+          : grpc.status.FAILED_PRECONDITION;
+    return { code, details: err.message };
+  }
+  return { code: grpc.status.INTERNAL, details: "internal error" };
+}
+
+/** Wraps a synchronous handler: times it, maps thrown errors to statuses. */
+function unary<Req, Res>(
+  method: string,
+  deps: GrpcDeps,
+  fn: (req: Req) => Res,
+): grpc.handleUnaryCall<Req, Res> {
+  const hist = deps.metrics?.requestDuration;
+  return (call, callback) => {
+    const start = process.hrtime.bigint();
+    let code = "OK";
+    try {
+      callback(null, fn(call.request));
+    } catch (err) {
+      const status = toStatus(err);
+      code = grpc.status[status.code!] ?? "UNKNOWN";
+      if (status.code === grpc.status.INTERNAL) deps.onUnexpected(method, err);
+      callback(status, null);
+    }
+    hist?.observe({ method, code }, Number(process.hrtime.bigint() - start) / 1e9);
+  };
+}
+
+export interface GrpcServer {
+  server: grpc.Server;
+  health: HealthImplementation;
+  port: number;
+}
+
+export async function startGrpc(deps: GrpcDeps, host: string, port: number): Promise<GrpcServer> {
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": deps.maxMessageBytes,
+    "grpc.max_send_message_length": deps.maxMessageBytes,
+  });
+  const { limiter, envoy } = deps;
+  server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
+    ReportAndGetPolicy: unary("ReportAndGetPolicy", deps, limiter.reportAndGetPolicy.bind(limiter)),
+    Check: unary("Check", deps, limiter.check.bind(limiter)),
+    Acquire: unary("Acquire", deps, limiter.acquire.bind(limiter)),
+    Release: unary("Release", deps, limiter.release.bind(limiter)),
+    Settle: unary("Settle", deps, limiter.settle.bind(limiter)),
+    GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
+  });
+  server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
+    ShouldRateLimit: unary("ShouldRateLimit", deps, envoy.shouldRateLimit.bind(envoy)),
+  });
+  const health = new HealthImplementation({
+    "": "NOT_SERVING",
+    [RATE_LIMITER_SERVICE]: "NOT_SERVING",
+    [ENVOY_RLS_SERVICE]: "NOT_SERVING",
+  });
+  health.addToServer(server);
+  const pkg = protoLoader.loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR] });
+  new ReflectionService(pkg).addToServer(server);
+  const bound = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    );
+  });
+  return { server, health, port: bound };
+}
+
+export function setServing(health: HealthImplementation, serving: boolean): void {
+  const status = serving ? "SERVING" : "NOT_SERVING";
+  for (const s of ["", RATE_LIMITER_SERVICE, ENVOY_RLS_SERVICE]) health.setStatus(s, status);
+}
+
+/** Stops accepting calls and waits for those in flight, forcing the rest after `graceMs`. */
+export function stopGrpc(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
