@@ -17,9 +17,14 @@ const DEMAND_DECAY = 0.3;
 /** How long the cached water level may be reused by other clients' reports. */
 const LEVEL_TTL_MS = 10;
 
-/** The gateways reporting one key, with running sums so each report costs O(1) on average. */
+/**
+ * The gateways reporting one key, with running sums so each report costs O(1) on average. Most
+ * keys are reported by one gateway: it is held inline, and a Map is made only for a second one.
+ */
 export class ClientTable {
-  readonly map = new Map<string, ClientShare>();
+  private soleId: string | undefined = undefined;
+  private sole: ClientShare | undefined = undefined;
+  private many: Map<string, ClientShare> | undefined = undefined;
   sumDemand = 0;
   sumHeld = 0;
   private level = Number.POSITIVE_INFINITY;
@@ -30,14 +35,31 @@ export class ClientTable {
   staleMs = 0;
 
   get size(): number {
-    return this.map.size;
+    return this.many !== undefined ? this.many.size : this.sole !== undefined ? 1 : 0;
   }
 
   upsert(clientId: string, now: number): ClientShare {
-    let s = this.map.get(clientId);
-    if (!s) {
+    let s: ClientShare | undefined;
+    if (this.many !== undefined) {
+      s = this.many.get(clientId);
+      if (s === undefined) {
+        s = new ClientShare();
+        this.many.set(clientId, s);
+        this.levelAt = Number.NEGATIVE_INFINITY;
+      }
+    } else if (this.sole === undefined) {
+      s = this.sole = new ClientShare();
+      this.soleId = clientId;
+    } else if (this.soleId === clientId) {
+      s = this.sole;
+    } else {
       s = new ClientShare();
-      this.map.set(clientId, s);
+      this.many = new Map([
+        [this.soleId!, this.sole],
+        [clientId, s],
+      ]);
+      this.sole = undefined;
+      this.soleId = undefined;
       this.levelAt = Number.NEGATIVE_INFINITY;
     }
     s.lastSeen = now;
@@ -67,18 +89,24 @@ export class ClientTable {
   }
 
   pruneNow(now: number): void {
-    const staleMs = this.staleMs;
     this.prunedAt = now;
-    const cutoff = now - staleMs;
-    for (const [id, s] of this.map) {
-      if (s.lastSeen < cutoff) {
-        this.map.delete(id);
-        this.sumDemand -= s.demand;
-        this.sumHeld -= s.held;
-        this.levelAt = Number.NEGATIVE_INFINITY;
+    const cutoff = now - this.staleMs;
+    if (this.many === undefined) {
+      if (this.sole !== undefined && this.sole.lastSeen < cutoff) {
+        this.sole = undefined;
+        this.soleId = undefined;
+      }
+    } else {
+      for (const [id, s] of this.many) {
+        if (s.lastSeen < cutoff) {
+          this.many.delete(id);
+          this.sumDemand -= s.demand;
+          this.sumHeld -= s.held;
+          this.levelAt = Number.NEGATIVE_INFINITY;
+        }
       }
     }
-    if (this.map.size === 0) {
+    if (this.size === 0) {
       // Running sums drift by float rounding; an empty table resets them exactly.
       this.sumDemand = 0;
       this.sumHeld = 0;
@@ -91,11 +119,12 @@ export class ClientTable {
    * over it, max-min fairness: a heavy client cannot crowd out light ones.
    */
   fairShare(s: ClientShare, capacity: number, now: number): number {
-    const n = this.map.size;
+    const n = this.size;
     if (this.sumDemand <= capacity) return s.demand + (capacity - this.sumDemand) / n;
+    if (this.many === undefined) return capacity;
     if (now - this.levelAt > LEVEL_TTL_MS || Math.abs(capacity - this.levelCapacity) > capacity * 0.02) {
       const demands: number[] = [];
-      for (const c of this.map.values()) demands.push(c.demand);
+      for (const c of this.many.values()) demands.push(c.demand);
       this.level = waterLevel(demands, capacity);
       this.levelCapacity = capacity;
       this.levelAt = now;

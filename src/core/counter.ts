@@ -18,6 +18,8 @@ export class Counter {
   expiresAt = 0;
   /** Batched mode: the gateways reporting this key, with their demand. */
   clients: ClientTable | undefined = undefined;
+  /** Set when the engine dropped or replaced this counter, so a caller's cached reference is refreshed. */
+  removed = false;
   /** Concurrency: held leases by id. */
   leases: LeaseTable | undefined = undefined;
 

@@ -95,11 +95,15 @@ export class Engine {
     return this.dedup.size;
   }
 
-  /** The counter for `key`, created fresh (or re-created if the algorithm changed). */
-  private counterFor(key: string, l: Limit, now: number): Counter {
+  /**
+   * The counter for `key`, created fresh (or re-created if the algorithm changed). Callers may keep
+   * the reference across calls while `removed` is false and the algorithm is unchanged.
+   */
+  counterFor(key: string, l: Limit, now: number): Counter {
     let c = this.counters.get(key);
     if (c !== undefined && c.algorithm === l.algorithm) return c;
     if (c === undefined && this.counters.size >= this.maxCounters) throw new CapacityError(this.maxCounters);
+    if (c !== undefined) c.removed = true;
     c = new Counter(l.algorithm);
     if (l.algorithm === "concurrency") c.leases = new LeaseTable();
     else RATE_ALGORITHMS[l.algorithm].init(c, l, now);
@@ -315,7 +319,20 @@ export class Engine {
     now: number,
   ): Policy {
     if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
-    const c = this.counterFor(key, l, now);
+    return this.reportOn(this.counterFor(key, l, now), l, clientId, e, apply, intervalMs, now);
+  }
+
+  /** `report` on a counter reference from `counterFor` that is still current (not `removed`). */
+  reportOn(
+    c: Counter,
+    l: Limit,
+    clientId: string,
+    e: ReportEntry,
+    apply: boolean,
+    intervalMs: number,
+    now: number,
+  ): Policy {
+    if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
     c.clients ??= new ClientTable();
     const table = c.clients;
     if (l.algorithm === "concurrency") {
@@ -370,6 +387,7 @@ export class Engine {
         if (c.clients.size > 0) continue;
       }
       this.counters.delete(key);
+      c.removed = true;
       removed++;
     }
     return removed;

@@ -94,8 +94,10 @@ export async function startServer(
   const ownership = deps.ownership ?? new StandaloneOwnership(`${opts.grpcHost}:${opts.grpcPort}`);
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
-  envoy = new EnvoyRateLimit({ engine, clock, ownership, limits, metrics }, (domain, entries) =>
-    current.config.resolve(domain, entries),
+  envoy = new EnvoyRateLimit(
+    { engine, clock, ownership, limits, metrics },
+    (domain, entries) => current.config.resolve(domain, entries),
+    (domain) => current.config.domains.includes(domain),
   );
 
   let grpc: GrpcServer;

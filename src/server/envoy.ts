@@ -19,13 +19,11 @@ const UNIT_BY_PROTO = new Map<number, Unit>(Object.entries(UNIT_PROTO).map(([u, 
 
 /**
  * A limit from the request itself (`RateLimitDescriptor.limit`), as envoyproxy/ratelimit honours
- * it: a fixed window of the given size and unit, counted apart from the configured one.
+ * it (config_impl.go, GetLimit): in a known domain only, whether or not the config matches the
+ * descriptor; a fixed window of the given size and unit, counted apart from the configured one;
+ * never in shadow mode, with no name and no `replaces` of its own.
  */
-function overrideRule(
-  domain: string,
-  d: EnvoyDescriptor,
-  base: LimitRule | undefined,
-): LimitRule | undefined {
+function overrideRule(domain: string, d: EnvoyDescriptor): LimitRule | undefined {
   const o = d.limit;
   if (!o) return undefined;
   const unit = UNIT_BY_PROTO.get(o.unit);
@@ -34,7 +32,6 @@ function overrideRule(
   const windowMs = UNIT_SECONDS[unit] * 1000;
   return {
     id: `${domain}/override/${o.requestsPerUnit}/${unit}`,
-    name: base?.name,
     domain,
     algorithm: "fixed_window",
     limit: o.requestsPerUnit,
@@ -43,8 +40,8 @@ function overrideRule(
     unit,
     costUnit: "requests",
     unlimited: false,
-    shadowMode: base?.shadowMode ?? false,
-    replaces: base?.replaces ?? [],
+    shadowMode: false,
+    replaces: [],
     leaseTimeoutMs: 0,
     localAllowance: 0,
     failMode: "open",
@@ -71,6 +68,8 @@ export class EnvoyRateLimit {
   constructor(
     private readonly deps: EnvoyDeps,
     private readonly resolve: (domain: string, entries: EnvoyDescriptor["entries"]) => Resolved | undefined,
+    /** Whether the config defines `domain`: a limit override in an unknown domain is ignored. */
+    private readonly knownDomain: (domain: string) => boolean,
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse {
@@ -104,7 +103,7 @@ export class EnvoyRateLimit {
       if (bad !== undefined) throw new InvalidArgumentError(bad);
       hits[i] = h;
       const configured = d.entries.length > 0 ? this.resolve(req.domain, d.entries) : undefined;
-      const override = overrideRule(req.domain, d, configured?.rule);
+      const override = d.limit && this.knownDomain(req.domain) ? overrideRule(req.domain, d) : undefined;
       if (override) {
         const counterKey = `${encodeKey(req.domain, d.entries)}#${override.id}`;
         resolved[i] = { rule: override, counterKey, shardKey: configured?.shardKey ?? counterKey };

@@ -49,6 +49,20 @@ function itemError(code: ErrorCode, message: string): ItemError {
   return { code, message };
 }
 
+/**
+ * A policy for the wire. Zero fields are left out rather than set: protobufjs writes every field
+ * present, and most policies are ALLOW or GRANT with half their fields zero.
+ */
+function keyPolicy(p: Policy, limit: number, now: number): KeyPolicy {
+  const out: KeyPolicy = { kind: p.kind, validMs: ms(p.until - now), limit };
+  if (p.units !== 0) out.units = p.units;
+  if (p.fraction !== 0) out.fraction = p.fraction;
+  if (p.remaining > 0 && Number.isFinite(p.remaining)) out.remaining = p.remaining;
+  const reset = ms(p.resetAt - now);
+  if (reset > 0) out.resetMs = reset;
+  return out;
+}
+
 const CODE_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(ErrorCode).map(([k, v]) => [v, k]),
 );
@@ -88,9 +102,13 @@ export class Limiter {
   private route(key: string): Resolved | undefined | ItemError {
     const bad = keyProblem(key, this.limits);
     if (bad !== undefined) return itemError(ErrorCode.INVALID_KEY, bad);
-    const r = this.resolver.resolve(key);
-    if (typeof r === "string")
+    return this.owned(key, this.resolver.resolve(key));
+  }
+
+  private owned(key: string, r: Resolved | undefined | string): Resolved | undefined | ItemError {
+    if (typeof r === "string") {
       return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
+    }
     if (r === undefined) return undefined;
     const verdict = this.ownership.check(r.shardKey);
     if (verdict === "own") return r;
@@ -150,7 +168,10 @@ export class Limiter {
         policies[i] = this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad));
         continue;
       }
-      const r = this.route(e.key);
+      const badKey = keyProblem(e.key, this.limits);
+      const hit = badKey === undefined ? this.resolver.lookup(e.key) : undefined;
+      const r =
+        hit === undefined ? itemError(ErrorCode.INVALID_KEY, badKey!) : this.owned(e.key, hit.resolved);
       if (r === undefined) {
         policies[i] = { kind: 1, validMs: NO_LIMIT_VALID_MS };
         continue;
@@ -161,7 +182,12 @@ export class Limiter {
       }
       let p: Policy;
       try {
-        p = this.engine.report(r.counterKey, r.rule, req.clientId, e, apply, interval, now);
+        let c = hit!.counter;
+        if (c === undefined || c.removed || c.algorithm !== r.rule.algorithm) {
+          c = this.engine.counterFor(r.counterKey, r.rule, now);
+          hit!.counter = c;
+        }
+        p = this.engine.reportOn(c, r.rule, req.clientId, e, apply, interval, now);
       } catch (err) {
         if (!(err instanceof CapacityError)) throw err;
         policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
@@ -178,16 +204,7 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      policies[i] = {
-        kind: p.kind,
-        units: p.units,
-        fraction: p.fraction,
-        validMs: ms(p.until - now),
-        remaining: Number.isFinite(p.remaining) ? p.remaining : 0,
-        limit: r.rule.unlimited ? 0 : r.rule.limit,
-        resetMs: ms(p.resetAt - now),
-        rule: r.rule.id,
-      };
+      policies[i] = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, now);
     }
     if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
     this.metrics.report(req.entries.length, !apply);

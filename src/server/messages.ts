@@ -43,7 +43,6 @@ export interface KeyPolicy {
   limit?: number;
   resetMs?: number;
   error?: ItemError;
-  rule?: string;
 }
 
 export interface ReportResponse {
