@@ -222,7 +222,6 @@ export class Engine {
     const alg = RATE_ALGORITHMS[l.algorithm];
     alg.advance(c, l, now);
     alg.consume(c, l, delta, now);
-    alg.advance(c, l, now); // refresh expiry for the new balance
     return this.decision(alg, c, l, true, false, 0, now);
   }
 

@@ -169,4 +169,38 @@ describe("no algorithm admits more than it may, for any hit sequence", () => {
       { numRuns: 300 },
     );
   });
+
+  it("sweeping idle counters never changes a decision (nothing is dropped while it still counts)", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom("fixed_window", "sliding_window", "token_bucket"),
+        limitArb,
+        fc.array(
+          fc.record({
+            gap: fc.integer({ min: 0, max: 700 }),
+            cost: fc.integer({ min: 1, max: 8 }),
+            sweep: fc.boolean(),
+          }),
+          {
+            maxLength: 200,
+          },
+        ),
+        (algorithm, { limit, windowMs }, seq) => {
+          const l = limitDefaults({ algorithm, limit, windowMs });
+          const swept = new Engine();
+          const kept = new Engine();
+          let t = T0 + 3;
+          for (const s of seq) {
+            t += s.gap;
+            if (s.sweep) swept.sweep(t);
+            const a = swept.check("k", l, s.cost, t);
+            const b = kept.check("k", l, s.cost, t);
+            expect(a.allowed).toBe(b.allowed);
+            expect(a.remaining).toBe(b.remaining);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
 });

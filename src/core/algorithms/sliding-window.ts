@@ -31,8 +31,9 @@ export const slidingWindow: RateAlgorithm = {
   available(c, l, now) {
     return l.limit - estimate(c, l, now);
   },
-  consume(c, _l, amount) {
+  consume(c, l, amount) {
     c.x = Math.max(0, c.x + amount);
+    c.expiresAt = c.x > 0 ? c.t + 2 * l.windowMs : c.t + l.windowMs;
   },
   availableAt(c, l, amount, now) {
     const need = l.limit - amount;

@@ -26,6 +26,7 @@ export const tokenBucket: RateAlgorithm = {
   },
   consume(c, l, amount) {
     c.x = Math.min(l.burst, c.x - amount);
+    c.expiresAt = c.t + ceilMs(((l.burst - c.x) * l.windowMs) / l.limit);
   },
   availableAt(c, l, amount, now) {
     if (amount > l.burst) return Number.POSITIVE_INFINITY;

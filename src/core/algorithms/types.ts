@@ -10,7 +10,10 @@ export interface RateAlgorithm {
   advance(c: Counter, l: Limit, now: number): void;
   /** Units that may be admitted now. Negative while in debt. */
   available(c: Counter, l: Limit, now: number): number;
-  /** Adds usage; a negative amount refunds. Usage may exceed what is available (debt). */
+  /**
+   * Adds usage; a negative amount refunds. Usage may exceed what is available (debt). Keeps
+   * `expiresAt` current, so a counter is never swept while it still holds usage.
+   */
   consume(c: Counter, l: Limit, amount: number, now: number): void;
   /** Earliest time at which `amount` units are available; Infinity if never (more than the limit). */
   availableAt(c: Counter, l: Limit, amount: number, now: number): number;
