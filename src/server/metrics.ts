@@ -21,6 +21,32 @@ export const noopMetrics: LimiterMetrics = {
   report() {},
 };
 
+/**
+ * A counter whose values accumulate in `values` (keyed by label values joined with NUL) between
+ * scrapes, and are moved into prom-client when it collects.
+ */
+function mapCounter(
+  registry: client.Registry,
+  name: string,
+  help: string,
+  labelNames: string[],
+  values: Map<string, number>,
+): void {
+  new client.Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      for (const [k, v] of values) {
+        const parts = k.split("\u0000");
+        this.labels(Object.fromEntries(labelNames.map((l, i) => [l, parts[i] ?? ""]))).inc(v);
+      }
+      values.clear();
+    },
+  });
+}
+
 const POLICY_NAMES = ["unspecified", "allow", "reject_until", "reject_fraction", "grant"];
 
 /**
@@ -43,32 +69,20 @@ export class PromMetrics implements LimiterMetrics {
     const r = this.registry;
     client.collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 10 });
     const self = this;
-    new client.Counter({
-      name: "shardlimit_decisions_total",
-      help: "Synchronous decisions by API, domain and result",
-      labelNames: ["api", "domain", "result"],
-      registers: [r],
-      collect() {
-        for (const [k, v] of self.decisions) {
-          const [api, domain, result] = k.split("\u0000") as [string, string, string];
-          this.labels({ api, domain, result }).inc(v);
-        }
-        self.decisions.clear();
-      },
-    });
-    new client.Counter({
-      name: "shardlimit_reported_units_total",
-      help: "Units gateways reported in batched mode, by domain and local result",
-      labelNames: ["domain", "result"],
-      registers: [r],
-      collect() {
-        for (const [k, v] of self.reportedUnits) {
-          const [domain, result] = k.split("\u0000") as [string, string];
-          this.labels({ domain, result }).inc(v);
-        }
-        self.reportedUnits.clear();
-      },
-    });
+    mapCounter(
+      r,
+      "shardlimit_decisions_total",
+      "Synchronous decisions by API, domain and result",
+      ["api", "domain", "result"],
+      this.decisions,
+    );
+    mapCounter(
+      r,
+      "shardlimit_reported_units_total",
+      "Units gateways reported in batched mode, by domain and local result",
+      ["domain", "result"],
+      this.reportedUnits,
+    );
     new client.Counter({
       name: "shardlimit_policies_total",
       help: "Batched-mode policies sent, by kind",
@@ -81,19 +95,13 @@ export class PromMetrics implements LimiterMetrics {
         self.policies.fill(0);
       },
     });
-    new client.Counter({
-      name: "shardlimit_item_errors_total",
-      help: "Per-item errors in batch answers, by API and code",
-      labelNames: ["api", "code"],
-      registers: [r],
-      collect() {
-        for (const [k, v] of self.itemErrors) {
-          const [api, code] = k.split("\u0000") as [string, string];
-          this.labels({ api, code }).inc(v);
-        }
-        self.itemErrors.clear();
-      },
-    });
+    mapCounter(
+      r,
+      "shardlimit_item_errors_total",
+      "Per-item errors in batch answers, by API and code",
+      ["api", "code"],
+      this.itemErrors,
+    );
     new client.Counter({
       name: "shardlimit_duplicate_reports_total",
       help: "Reports whose (client id, sequence number) had been applied already",
