@@ -78,7 +78,30 @@ export function serveCommand(): Command {
     )
     .action(async (flags: ServeFlags) => {
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
-      let server: Awaited<ReturnType<typeof startServer>>;
+      let server: Awaited<ReturnType<typeof startServer>> | undefined;
+      // Signal handlers go in before the server starts: it reports ready (log, /readyz, health)
+      // before startServer returns, and until a handler exists SIGTERM and SIGHUP kill outright.
+      let stopping: string | undefined;
+      const drainAndExit = (s: NonNullable<typeof server>) =>
+        s.shutdown().then(
+          () => process.exit(0),
+          (err) => {
+            log.error({ err }, "shutdown failed");
+            process.exit(1);
+          },
+        );
+      const stop = (signal: string) => {
+        log.info({ signal }, "stopping");
+        stopping = signal;
+        if (server) drainAndExit(server);
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+      process.on("SIGHUP", () => {
+        if (!server) return;
+        log.info("SIGHUP: reloading config");
+        server.reload();
+      });
       try {
         server = await startServer(
           {
@@ -102,21 +125,7 @@ export function serveCommand(): Command {
         process.exitCode = 1;
         return;
       }
-      process.on("SIGHUP", () => {
-        log.info("SIGHUP: reloading config");
-        server.reload();
-      });
-      const stop = (signal: string) => {
-        log.info({ signal }, "stopping");
-        server.shutdown().then(
-          () => process.exit(0),
-          (err) => {
-            log.error({ err }, "shutdown failed");
-            process.exit(1);
-          },
-        );
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
+      // A signal that came while starting is acted on now.
+      if (stopping !== undefined) drainAndExit(server);
     });
 }

@@ -184,7 +184,9 @@ export class Engine {
       const fit =
         mode === "envoy" && l.algorithm === "fixed_window" ? true : alg.available(c, l, now) - taken >= cost;
       fits[i] = fit;
-      this.pending.set(c, taken + cost);
+      // Only what will be consumed holds units back from later items (a rejected strict item
+      // takes nothing; an atomic call with any rejection takes nothing at all).
+      if (fit || l.shadowMode) this.pending.set(c, taken + cost);
       if (!fit && !l.shadowMode) allFit = false;
     }
     // Phase 2: commit.

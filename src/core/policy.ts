@@ -72,7 +72,7 @@ export function ratePolicy(
   }
   const capacity = refill + avail / alg.spendHorizonMs(c, l, now);
   if (capacity <= 0) {
-    const at = alg.availableAt(c, l, 0, now);
+    const at = alg.availableAt(c, l, 1, now);
     return {
       kind: PolicyKind.REJECT_UNTIL,
       units: 0,

@@ -91,7 +91,9 @@ export async function startServer(
     watcher.stop();
     throw initialError ?? new Error(`cannot load config from ${opts.configPath}`);
   }
-  const ownership = deps.ownership ?? new StandaloneOwnership(`${opts.grpcHost}:${opts.grpcPort}`);
+  // The bound port replaces the requested one (0: any free port) once gRPC listens.
+  let selfAddress = `${opts.grpcHost}:${opts.grpcPort}`;
+  const ownership = deps.ownership ?? new StandaloneOwnership(() => selfAddress);
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
   envoy = new EnvoyRateLimit(
@@ -114,6 +116,7 @@ export async function startServer(
       opts.grpcHost,
       opts.grpcPort,
     );
+    selfAddress = `${opts.grpcHost}:${grpc.port}`;
     http = await startHttp(
       { registry: metrics.registry, ready: () => ready && !draining },
       opts.httpHost,

@@ -2,12 +2,13 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { ShardlimitError } from "../errors.js";
+import { InvalidArgumentError, ShardlimitError } from "../errors.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import {
   ENVOY_RLS_SERVICE,
+  MalformedRequest,
   PROTO_DIR,
   PROTO_FILES,
   RATE_LIMITER_SERVICE,
@@ -47,7 +48,11 @@ function unary<Req, Res>(
     const start = process.hrtime.bigint();
     let code = "OK";
     try {
-      callback(null, fn(call.request));
+      const req: unknown = call.request;
+      if (req instanceof MalformedRequest) {
+        throw new InvalidArgumentError(`malformed ${req.type}: ${req.reason}`);
+      }
+      callback(null, fn(req as Req));
     } catch (err) {
       const status = toStatus(err);
       code = grpc.status[status.code!] ?? "UNKNOWN";

@@ -224,21 +224,27 @@ export class Limiter {
     const items: CheckItem[] = [];
     const positions: number[] = [];
     const rules: Resolved[] = [];
+    /** Items no limit applies to: allowed, unless an atomic check they are part of fails. */
+    const noLimit: number[] = [];
+    let invalid = 0;
     for (let i = 0; i < req.items.length; i++) {
       const it = req.items[i]!;
       const cost = it.cost === 0 ? 1 : it.cost;
       const bad = amountProblem("cost", cost, this.limits);
       if (bad !== undefined) {
         results[i] = this.failItem("check", itemError(ErrorCode.INVALID_AMOUNT, bad));
+        invalid++;
         continue;
       }
       const r = this.route(it.key);
       if (r === undefined) {
         results[i] = { allowed: true };
+        noLimit.push(i);
         continue;
       }
       if ("code" in r) {
         results[i] = this.failItem("check", r);
+        invalid++;
         continue;
       }
       if (r.rule.algorithm === "concurrency") {
@@ -249,14 +255,16 @@ export class Limiter {
             `${r.rule.id} is a concurrency limit: use Acquire and Release`,
           ),
         );
+        invalid++;
         continue;
       }
       items.push({ key: r.counterKey, limit: r.rule, cost });
       positions.push(i);
       rules.push(r);
     }
-    // All together or none: an item that failed validation fails the whole atomic check.
-    const atomicFailed = req.atomic && items.length < req.items.length;
+    // All together or none: an item that failed validation fails the whole atomic check (an item
+    // no limit applies to does not).
+    const atomicFailed = req.atomic && invalid > 0;
     let decisions: Decision[];
     try {
       decisions = atomicFailed ? [] : this.engine.checkMany(items, now, req.atomic ? "atomic" : "strict");
@@ -279,6 +287,9 @@ export class Limiter {
         r.rule.domain,
         d.shadowed ? "shadow_over_limit" : d.allowed ? "ok" : "over_limit",
       );
+    }
+    if (req.atomic && (atomicFailed || decisions.some((d) => !d.allowed))) {
+      for (const i of noLimit) results[i] = { allowed: false };
     }
     return { generation: this.ownership.generation(), results };
   }

@@ -14,7 +14,8 @@ export interface Ownership {
 }
 
 export class StandaloneOwnership implements Ownership {
-  constructor(private readonly selfAddress: string) {}
+  /** `selfAddress` may be a function: the port is known only once the server is bound. */
+  constructor(private readonly selfAddress: string | (() => string)) {}
   generation(): number {
     return 0;
   }
@@ -24,7 +25,12 @@ export class StandaloneOwnership implements Ownership {
   view(): ClusterView {
     return {
       generation: 0,
-      members: [{ id: "standalone", address: this.selfAddress }],
+      members: [
+        {
+          id: "standalone",
+          address: typeof this.selfAddress === "function" ? this.selfAddress() : this.selfAddress,
+        },
+      ],
       slices: [{ start: "0", owner: 0 }],
       standalone: true,
     };

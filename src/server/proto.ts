@@ -33,6 +33,19 @@ function loadRoot(): protobuf.Root {
 export const root = loadRoot();
 
 /**
+ * A request whose bytes did not decode. grpc-js answers a throwing deserializer with a bare
+ * INTERNAL ("Error deserializing request"), as if the server were at fault; so the server's
+ * deserializer returns this instead, and the handler answers INVALID_ARGUMENT saying why.
+ */
+export class MalformedRequest {
+  constructor(
+    /** The message type that was expected, e.g. `shardlimit.v1.CheckRequest`. */
+    readonly type: string,
+    readonly reason: string,
+  ) {}
+}
+
+/**
  * A grpc-js service definition whose codec is protobufjs's generated encoder and decoder (which
  * writes Node Buffers, so nothing is copied):
  * messages arrive as protobufjs objects (camelCase fields, defaults on the prototype), with none
@@ -49,7 +62,13 @@ export function serviceDefinition(fullName: string): ServiceDefinition {
       requestStream: false,
       responseStream: false,
       requestSerialize: (m: object) => req.encode(m).finish() as Buffer,
-      requestDeserialize: (b: Buffer) => req.decode(b),
+      requestDeserialize: (b: Buffer) => {
+        try {
+          return req.decode(b);
+        } catch (err) {
+          return new MalformedRequest(req.fullName.replace(/^\./, ""), (err as Error).message);
+        }
+      },
       responseSerialize: (m: object) => res.encode(m).finish() as Buffer,
       responseDeserialize: (b: Buffer) => res.decode(b),
     };

@@ -163,6 +163,15 @@ describe("batched mode: the policy loop converges on the limit", () => {
     expect(light.units).toBeGreaterThanOrEqual(1);
   });
 
+  it("an exhausted fixed window answers REJECT_UNTIL the window ends", () => {
+    const e = new Engine();
+    const l = limitDefaults({ algorithm: "fixed_window", limit: 10, windowMs: 60_000 });
+    const t = 1_700_000_080_000; // 40 s into the minute window that started at ...040_000
+    const p = e.report("k", l, "gw", { admitted: 10, rejected: 5, held: 0, windowAdmitted: 0 }, true, 100, t);
+    expect(p.kind).toBe(PolicyKind.REJECT_UNTIL);
+    expect(p.until).toBe(1_700_000_100_000);
+  });
+
   it("a retried report (same client, same sequence number) is counted once", () => {
     const e = new Engine();
     const l = limitDefaults({ algorithm: "fixed_window", limit: 100, windowMs: 60_000 });

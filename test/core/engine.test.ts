@@ -40,6 +40,21 @@ describe("engine", () => {
     expect(e.peek("k", l, clock.now()).remaining).toBe(1);
   });
 
+  it("a rejected item holds nothing back from later items on the same counter", () => {
+    const e = new Engine();
+    const l = fw(10);
+    const d = e.checkMany(
+      [
+        { key: "k", limit: l, cost: 11 },
+        { key: "k", limit: l, cost: 2 },
+      ],
+      T0,
+      "strict",
+    );
+    expect(d.map((x) => x.allowed)).toEqual([false, true]);
+    expect(e.peek("k", l, T0).remaining).toBe(8);
+  });
+
   it("unlimited limits create no counter", () => {
     const e = new Engine();
     const l = { ...fw(1), unlimited: true };

@@ -1,0 +1,235 @@
+import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { connect } from "../../src/client/rpc.js";
+import { type CliProcess, ensureBuilt, httpGet, killAllCli, REPO_ROOT, runCli, startCli } from "./harness.js";
+
+/**
+ * The built command line as a real process: `serve` on ports chosen by the OS, SIGHUP reloads,
+ * SIGTERM drains and exits 0, `check-config`, help, and flags from the environment.
+ */
+
+const EXAMPLE = path.join(REPO_ROOT, "examples/config.yaml");
+const LOOPBACK = ["--grpc-host", "127.0.0.1", "--http-host", "127.0.0.1"];
+
+/** A copy of the example config that a test may overwrite. */
+function exampleCopy(): string {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-proc-")), "config.yaml");
+  copyFileSync(EXAMPLE, file);
+  return file;
+}
+
+/** Waits for "shardlimit serving" and returns the ports it logged. */
+async function serving(p: CliProcess): Promise<{ grpcPort: number; httpPort: number }> {
+  const { log } = await p.waitForLog('"shardlimit serving"', (l) => l.msg === "shardlimit serving");
+  expect(log).toMatchObject({
+    level: 30,
+    svc: "shardlimit",
+    mode: "standalone",
+    domains: ["api", "messaging"],
+  });
+  const grpcPort = log.grpcPort as number;
+  const httpPort = log.httpPort as number;
+  expect(grpcPort).toBeGreaterThan(0);
+  expect(httpPort).toBeGreaterThan(0);
+  expect(grpcPort).not.toBe(httpPort);
+  return { grpcPort, httpPort };
+}
+
+/** Remaining and limit on one remote address (600 a minute in the example config), over gRPC. */
+async function checkOnce(grpcPort: number, key = "api/remote_address=192.0.2.1") {
+  const rpc = connect(`127.0.0.1:${grpcPort}`);
+  try {
+    return (await rpc.check({ items: [{ key, cost: 1 }] }, { deadlineMs: 5000 })).results[0]!;
+  } finally {
+    rpc.close();
+  }
+}
+
+beforeAll(() => {
+  ensureBuilt();
+});
+
+afterEach(async () => {
+  await killAllCli();
+});
+afterAll(async () => {
+  await killAllCli();
+});
+
+describe("shardlimit serve", () => {
+  it("serves gRPC and HTTP on the ports it logs; SIGHUP with an invalid config keeps the old one; SIGTERM exits 0", async () => {
+    const config = exampleCopy();
+    const p = startCli(["serve", "--config", config, "--grpc-port", "0", "--http-port", "0", ...LOOPBACK]);
+    const { grpcPort, httpPort } = await serving(p);
+
+    expect(await checkOnce(grpcPort)).toMatchObject({ allowed: true, remaining: 599, limit: 600 });
+    expect(await httpGet(`http://127.0.0.1:${httpPort}/readyz`)).toMatchObject({ status: 200 });
+    const rpc = connect(`127.0.0.1:${grpcPort}`);
+    try {
+      const view = await rpc.getClusterView({});
+      expect(view.members.map((m) => m.address)).toEqual([`127.0.0.1:${grpcPort}`]);
+    } finally {
+      rpc.close();
+    }
+
+    // An invalid config written in place, then SIGHUP: refused, logged, the old config serves.
+    writeFileSync(
+      config,
+      "domain: api\ndescriptors:\n  - key: x\n    rate_limit: { unit: secnd, requests_per_unit: 1 }\n",
+    );
+    const mark = p.lines.length;
+    p.child.kill("SIGHUP");
+    const hup = await p.waitForLog("the SIGHUP log", (l) => l.msg === "SIGHUP: reloading config", {
+      from: mark,
+    });
+    const refused = await p.waitForLog(
+      "the refusal",
+      (l) => l.msg === "config reload refused; the previous config keeps serving",
+      { from: hup.index },
+    );
+    expect(refused.log.level).toBe(50);
+    expect(String(refused.log.err)).toMatch(/secnd/);
+    expect(p.child.exitCode).toBeNull();
+    expect(await checkOnce(grpcPort)).toMatchObject({ allowed: true, remaining: 598, limit: 600 });
+    expect(await httpGet(`http://127.0.0.1:${httpPort}/readyz`)).toMatchObject({ status: 200 });
+
+    // SIGTERM: drains and exits 0; the HTTP port stops answering (or answers 503 while draining).
+    const started = Date.now();
+    p.child.kill("SIGTERM");
+    const exit = await p.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(5000);
+    await p.waitForLog('"shut down"', (l) => l.msg === "shut down");
+    const after = await httpGet(`http://127.0.0.1:${httpPort}/readyz`).then(
+      (r) => r.status,
+      () => "closed",
+    );
+    expect([503, "closed"]).toContain(after);
+  });
+
+  it("takes its settings from SHARDLIMIT_* environment variables instead of flags", async () => {
+    const p = startCli(["serve"], {
+      SHARDLIMIT_CONFIG: exampleCopy(),
+      SHARDLIMIT_GRPC_PORT: "0",
+      SHARDLIMIT_HTTP_PORT: "0",
+      SHARDLIMIT_GRPC_HOST: "127.0.0.1",
+      SHARDLIMIT_HTTP_HOST: "127.0.0.1",
+      SHARDLIMIT_MAX_BATCH: "2",
+    });
+    const { grpcPort, httpPort } = await serving(p);
+    expect(await checkOnce(grpcPort)).toMatchObject({ allowed: true, limit: 600 });
+    expect(await httpGet(`http://127.0.0.1:${httpPort}/healthz`)).toMatchObject({ status: 200 });
+    // SHARDLIMIT_MAX_BATCH reached the server.
+    const rpc = connect(`127.0.0.1:${grpcPort}`);
+    try {
+      const items = Array.from({ length: 3 }, () => ({ key: "api/remote_address=192.0.2.9", cost: 1 }));
+      await expect(rpc.check({ items })).rejects.toMatchObject({
+        details: expect.stringMatching(/maximum of 2/),
+      });
+    } finally {
+      rpc.close();
+    }
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("SIGINT also drains and exits 0", async () => {
+    const p = startCli(["serve", "-c", exampleCopy(), "--grpc-port", "0", "--http-port", "0", ...LOOPBACK]);
+    await serving(p);
+    p.child.kill("SIGINT");
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("a bad flag value exits non-zero naming the flag, from the command line or the environment", () => {
+    const flag = runCli(["serve", "--config", EXAMPLE, "--grpc-port", "abc"]);
+    expect(flag.status).not.toBe(0);
+    expect(flag.stderr).toMatch(/--grpc-port must be a whole number from 0 to 65535, got "abc"/);
+
+    const big = runCli(["serve", "--config", EXAMPLE, "--http-port", "70000"]);
+    expect(big.status).not.toBe(0);
+    expect(big.stderr).toMatch(/--http-port/);
+
+    const env = runCli(["serve", "--config", EXAMPLE], { SHARDLIMIT_GRPC_PORT: "abc" });
+    expect(env.status).not.toBe(0);
+    expect(env.stderr).toMatch(/--grpc-port/);
+
+    const level = runCli(["serve", "--config", EXAMPLE, "--log-level", "loud"]);
+    expect(level.status).not.toBe(0);
+    expect(level.stderr).toMatch(/--log-level/);
+  });
+
+  it("without a config, or with a config that does not load, it exits 1 and says why", () => {
+    const none = runCli(["serve"]);
+    expect(none.status).toBe(1);
+    expect(none.stderr).toMatch(/--config/);
+
+    const bad = runCli([
+      "serve",
+      "--config",
+      path.join(REPO_ROOT, "test/config/fixtures/bad/bad-unit.yaml"),
+      "--grpc-port",
+      "0",
+      "--http-port",
+      "0",
+      ...LOOPBACK,
+    ]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/config is invalid/);
+    expect(bad.stderr).toMatch(/bad-unit\.yaml:6/);
+  });
+});
+
+describe("shardlimit check-config", () => {
+  it("exits 0 on the example config and summarises it", () => {
+    const r = runCli(["check-config", EXAMPLE]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^2 domains, 13 rules from 1 file/);
+    expect(r.stderr).toBe("");
+  });
+
+  it("exits 1 on a bad config, naming the file and line", () => {
+    const file = path.join(REPO_ROOT, "test/config/fixtures/bad/bad-unit.yaml");
+    const r = runCli(["check-config", file]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`${file}:6: descriptors[0].rate_limit.unit: "secnd" is not a unit`);
+  });
+});
+
+describe("shardlimit --help", () => {
+  it("lists the commands", () => {
+    const r = runCli(["--help"]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/Usage: shardlimit/);
+    expect(r.stdout).toMatch(/serve/);
+    expect(r.stdout).toMatch(/check-config/);
+  });
+
+  it("serve --help lists every flag and its environment variable", () => {
+    const r = runCli(["serve", "--help"]);
+    expect(r.status).toBe(0);
+    for (const flag of [
+      "--config",
+      "--grpc-host",
+      "--grpc-port",
+      "--http-host",
+      "--http-port",
+      "--log-level",
+      "--max-counters",
+      "--max-batch",
+      "--max-key-length",
+      "--shutdown-grace",
+    ]) {
+      expect(r.stdout).toContain(flag);
+    }
+    expect(r.stdout).toContain("SHARDLIMIT_CONFIG");
+    expect(r.stdout).toContain("SHARDLIMIT_GRPC_PORT");
+  });
+
+  it("--version prints the version", () => {
+    const r = runCli(["--version"]);
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});
