@@ -26,7 +26,7 @@ import {
 } from "./lib/cpuprofile.js";
 import { type Caller, closedLoop, METHOD, makeClient, measuredRun, type Run } from "./lib/raw-client.js";
 import { type BenchServer, scrapeMetric, spawnServer } from "./lib/spawn-server.js";
-import { BENCH_CONFIG, ReportResponseType, reportBodies, reportRequest } from "./lib/wire.js";
+import { BENCH_CONFIG, handleBodies, ReportResponseType, reportBodies, reportRequest } from "./lib/wire.js";
 
 const TARGET_ENTRIES_PER_S = 1_000_000;
 
@@ -55,7 +55,9 @@ const list = (v: string) =>
 const m = machine();
 const busy = warnIfBusy(m);
 
-const bodies = reportBodies(opts.keys, opts.batch);
+const stringBodies = reportBodies(opts.keys, opts.batch);
+/** What the calls send now: string keys at first, then the handles the server issued for them. */
+let bodies = stringBodies;
 const clientId = Buffer.from("bench-gw-1");
 let seq = 0;
 let chunk = 0;
@@ -116,6 +118,18 @@ const measure = (server: BenchServer, client: Caller, concurrency: number, secon
           console.log(
             `sanity: a decoded response has ${first.policies.length} policies, none with an error\n`,
           );
+          // As the gateway client does: send each key's string once, then the handle it got back.
+          const learned: Buffer[] = [];
+          for (const body of stringBodies)
+            learned.push(await client.callAsync(METHOD.report, reportRequest(clientId, ++seq, body)));
+          const withHandles = handleBodies(
+            learned.map((b) => ReportResponseType.decode(b) as never),
+            opts.batch,
+          );
+          bodies = withHandles;
+          console.log(
+            `key handles learned for ${num(opts.keys)} keys; calls now send handles, not strings\n`,
+          );
           await closedLoop(client, METHOD.report, opts.concurrency, opts.warmup, nextRequest);
           for (const c of list(opts.sweep)) {
             runs.push({
@@ -131,6 +145,16 @@ const measure = (server: BenchServer, client: Caller, concurrency: number, secon
             client: kind,
             main: true,
           });
+          // The same load with string keys (a gateway that does not use handles), for comparison.
+          bodies = stringBodies;
+          await closedLoop(client, METHOD.report, opts.concurrency, 1, nextRequest);
+          runs.push({
+            ...(await measure(server, client, opts.concurrency, opts.otherSeconds)),
+            server_: "shardlimit, string keys",
+            client: kind,
+            main: false,
+          });
+          bodies = withHandles;
           if (opts.profile) {
             // A separate run under the sampling profiler (it slows the server): where the time goes.
             await server.profileStart("cpu");

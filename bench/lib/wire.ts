@@ -67,6 +67,25 @@ export function reportBodies(keys: number, batch: number, intervalMs = 100): Buf
   return bodies;
 }
 
+/**
+ * Bodies that name keys by the handles the server issued: `responses[c]` answered string body `c`
+ * (`reportBodies` order), so entry i of chunk c is key c*batch+i with the same counts as before.
+ */
+export function handleBodies(
+  responses: { keyEpoch: number; policies: { keyHandle?: number }[] }[],
+  batch: number,
+  intervalMs = 100,
+): Buffer[] {
+  return responses.map((res, c) => {
+    const entries = res.policies.map((p, i) => {
+      const { key: _key, ...counts } = entryFor(c * batch + i);
+      if (!p.keyHandle) throw new Error(`no key handle for key ${c * batch + i}`);
+      return { ...counts, keyHandle: p.keyHandle };
+    });
+    return Buffer.from(ReportRequestType.encode({ intervalMs, keyEpoch: res.keyEpoch, entries }).finish());
+  });
+}
+
 /** `client_id` (field 1) and `seq` (field 2) of a ReportRequest, to prepend to a body. */
 export function reportHeader(clientId: Buffer, seq: number): Buffer {
   if (clientId.length > 127) throw new RangeError("client id too long for the one-byte length");

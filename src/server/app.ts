@@ -13,6 +13,9 @@ import { Limiter } from "./limiter.js";
 import { PromMetrics } from "./metrics.js";
 import { type Ownership, StandaloneOwnership } from "./ownership.js";
 
+/** Counters visited per sweeper tick: ~0.3 ms; at one tick per 50 ms, 100k counters a second. */
+const SWEEP_SLICE = 2000;
+
 export interface ServeOptions {
   configPath: string;
   grpcHost: string;
@@ -127,10 +130,12 @@ export async function startServer(
     throw err;
   }
 
+  // Small slices often: one turn of the event loop must stay well under a millisecond, or every
+  // call in flight waits for it (50k counters in one slice stalled calls for ~15 ms).
   const sweeper = setInterval(() => {
-    const removed = engine.sweep(clock.now(), 50_000);
+    const removed = engine.sweep(clock.now(), SWEEP_SLICE);
     if (removed > 0) log.debug({ removed, counters: engine.size }, "swept idle counters");
-  }, opts.sweepIntervalMs ?? 1000);
+  }, opts.sweepIntervalMs ?? 50);
   sweeper.unref();
 
   ready = true;

@@ -23,7 +23,7 @@ import {
 } from "./messages.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
-import { KeyResolver } from "./resolver.js";
+import { type CachedKey, KeyResolver } from "./resolver.js";
 
 export interface LimiterDeps {
   engine: Engine;
@@ -168,12 +168,24 @@ export class Limiter {
         policies[i] = this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad));
         continue;
       }
-      const badKey = keyProblem(e.key, this.limits);
-      const hit = badKey === undefined ? this.resolver.lookup(e.key) : undefined;
-      const r =
-        hit === undefined ? itemError(ErrorCode.INVALID_KEY, badKey!) : this.owned(e.key, hit.resolved);
+      const byString = e.key !== "" || !e.keyHandle;
+      let hit: CachedKey | undefined;
+      let r: Resolved | undefined | ItemError;
+      if (byString) {
+        const badKey = keyProblem(e.key, this.limits);
+        hit = badKey === undefined ? this.resolver.lookup(e.key) : undefined;
+        r = hit === undefined ? itemError(ErrorCode.INVALID_KEY, badKey!) : this.owned(hit.key, hit.resolved);
+      } else {
+        hit = this.resolver.byHandle(req.keyEpoch, e.keyHandle!);
+        r =
+          hit === undefined
+            ? this.unknownHandle(req.keyEpoch, e.keyHandle!)
+            : this.owned(hit.key, hit.resolved);
+      }
       if (r === undefined) {
-        policies[i] = { kind: 1, validMs: NO_LIMIT_VALID_MS };
+        policies[i] = byString
+          ? { kind: 1, validMs: NO_LIMIT_VALID_MS, keyHandle: hit!.handle }
+          : { kind: 1, validMs: NO_LIMIT_VALID_MS };
         continue;
       }
       if ("code" in r) {
@@ -204,11 +216,25 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      policies[i] = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, now);
+      const out = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, now);
+      if (byString) out.keyHandle = hit!.handle;
+      policies[i] = out;
     }
     if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
     this.metrics.report(req.entries.length, !apply);
-    return { generation: this.ownership.generation(), policies, duplicate: !apply };
+    return {
+      generation: this.ownership.generation(),
+      policies,
+      duplicate: !apply,
+      keyEpoch: this.resolver.epoch,
+    };
+  }
+
+  private unknownHandle(epoch: number, handle: number): ItemError {
+    return itemError(
+      ErrorCode.UNKNOWN_KEY_HANDLE,
+      `key handle ${handle} of key epoch ${epoch} is not known here (epoch ${this.resolver.epoch}): send the key`,
+    );
   }
 
   private failItem<T extends { error?: ItemError }>(api: string, error: ItemError): T {

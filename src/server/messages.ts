@@ -10,6 +10,7 @@ export const ErrorCode = {
   COUNTERS_EXHAUSTED: 4,
   WRONG_ALGORITHM: 5,
   SLICE_NOT_READY: 6,
+  UNKNOWN_KEY_HANDLE: 7,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -20,6 +21,7 @@ export interface ItemError {
 
 export interface ReportEntryMsg {
   key: string;
+  keyHandle?: number;
   admitted: number;
   rejected: number;
   held: number;
@@ -32,6 +34,7 @@ export interface ReportRequest {
   generation: number;
   intervalMs: number;
   entries: ReportEntryMsg[];
+  keyEpoch: number;
 }
 
 export interface KeyPolicy {
@@ -43,12 +46,14 @@ export interface KeyPolicy {
   limit?: number;
   resetMs?: number;
   error?: ItemError;
+  keyHandle?: number;
 }
 
 export interface ReportResponse {
   generation: number;
   policies: KeyPolicy[];
   duplicate: boolean;
+  keyEpoch: number;
 }
 
 export interface CheckItemMsg {

@@ -236,6 +236,57 @@ describe("RateLimiter over gRPC", () => {
         entries: entries as ReportEntryMsg[],
       });
 
+    it("issues key handles that stand for the key string, refused after the epoch changes", async () => {
+      clock.set(T0 + 400_000);
+      const first = await t.rpc.reportAndGetPolicy({
+        clientId: "gw-h",
+        seq: 1,
+        intervalMs: 100,
+        entries: [entry("api/fw=h", 2) as ReportEntryMsg, entry("api/none=x", 1) as ReportEntryMsg],
+      });
+      const handle = first.policies[0]!.keyHandle!;
+      expect(handle).toBeGreaterThan(0);
+      expect(first.policies[1]!.keyHandle).toBeGreaterThan(0);
+      expect(first.keyEpoch).toBeGreaterThan(0);
+      const byHandle = await t.rpc.reportAndGetPolicy({
+        clientId: "gw-h",
+        seq: 2,
+        intervalMs: 100,
+        keyEpoch: first.keyEpoch,
+        entries: [{ keyHandle: handle, admitted: 3 } as ReportEntryMsg],
+      });
+      expect(byHandle.policies[0]!.error).toBeFalsy();
+      expect(byHandle.policies[0]!.keyHandle).toBeFalsy(); // only answered for string keys
+      expect(remaining("api/fw=h")).toBe(5);
+      const stale = await t.rpc.reportAndGetPolicy({
+        clientId: "gw-h",
+        seq: 3,
+        intervalMs: 100,
+        keyEpoch: first.keyEpoch + 1,
+        entries: [
+          { keyHandle: handle, admitted: 3 } as ReportEntryMsg,
+          { keyHandle: 999_999, admitted: 1 } as ReportEntryMsg,
+        ],
+      });
+      expect(stale.policies.map((p) => p.error?.code)).toEqual([
+        ErrorCode.UNKNOWN_KEY_HANDLE,
+        ErrorCode.UNKNOWN_KEY_HANDLE,
+      ]);
+      expect(stale.policies[0]!.error!.message).toMatch(/send the key/);
+      expect(remaining("api/fw=h")).toBe(5);
+      // A config reload starts a new key table: old handles are refused, never misread.
+      expect(t.server.reload()).toBe(true);
+      const afterReload = await t.rpc.reportAndGetPolicy({
+        clientId: "gw-h",
+        seq: 4,
+        intervalMs: 100,
+        keyEpoch: first.keyEpoch,
+        entries: [{ keyHandle: handle, admitted: 1 } as ReportEntryMsg],
+      });
+      expect(afterReload.keyEpoch).not.toBe(first.keyEpoch);
+      expect(afterReload.policies[0]!.error!.code).toBe(ErrorCode.UNKNOWN_KEY_HANDLE);
+    });
+
     it("answers a policy per entry, in order; unknown keys get ALLOW with no limit", async () => {
       clock.set(T0);
       const res = await report([
