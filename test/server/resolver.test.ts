@@ -3,7 +3,10 @@ import { compileSources } from "../../src/config/load.js";
 import { KeyResolver } from "../../src/server/resolver.js";
 
 const config = compileSources([
-  { file: "t.yaml", text: "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: 5 }\n" },
+  {
+    file: "t.yaml",
+    text: "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: 5 }\n",
+  },
 ]);
 
 describe("KeyResolver", () => {
