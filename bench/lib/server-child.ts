@@ -88,7 +88,46 @@ async function serve(configPath: string) {
   };
 }
 
+/** The floor of node:http2 itself: gRPC framing by hand, no grpc-js (SHARDLIMIT_RAW_ECHO=1). */
+async function rawEcho(setup: EchoSetup) {
+  const http2 = await import("node:http2");
+  const frames = new Map<string, Buffer>();
+  for (const [path, b64] of Object.entries(setup.responses)) {
+    const res = Buffer.from(b64, "base64");
+    const frame = Buffer.alloc(5 + res.length);
+    frame.writeUInt32BE(res.length, 1);
+    res.copy(frame, 5);
+    frames.set(path, frame);
+  }
+  const server = http2.createServer();
+  server.on("stream", (stream, headers) => {
+    const frame = frames.get(headers[":path"] as string);
+    stream.on("data", () => {});
+    stream.on("end", () => {
+      if (!frame) {
+        stream.respond(
+          { ":status": 200, "content-type": "application/grpc", "grpc-status": "12" },
+          { endStream: true },
+        );
+        return;
+      }
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(frame);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address() as { port: number };
+  return {
+    grpcPort: addr.port,
+    httpPort: 0,
+    counters: () => 0,
+    stop: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
 async function echo(setup: EchoSetup) {
+  if (process.env.SHARDLIMIT_RAW_ECHO === "1") return rawEcho(setup);
   const server = new grpc.Server({
     "grpc.max_receive_message_length": 64 * 1024 * 1024,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
