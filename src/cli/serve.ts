@@ -102,6 +102,13 @@ export function serveCommand(): Command {
         log.info("SIGHUP: reloading config");
         server.reload();
       });
+      if (flags.config.trim() === "") {
+        process.stderr.write(
+          "shardlimit: --config (or SHARDLIMIT_CONFIG) is empty: name a YAML file or a directory of them\n",
+        );
+        process.exitCode = 2;
+        return;
+      }
       try {
         server = await startServer(
           {

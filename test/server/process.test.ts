@@ -165,6 +165,10 @@ describe("shardlimit serve", () => {
     expect(none.status).toBe(1);
     expect(none.stderr).toMatch(/--config/);
 
+    const empty = runCli(["serve"], { SHARDLIMIT_CONFIG: "" });
+    expect(empty.status).not.toBe(0);
+    expect(empty.stderr).toMatch(/SHARDLIMIT_CONFIG\) is empty/);
+
     const bad = runCli([
       "serve",
       "--config",
