@@ -4,6 +4,7 @@ import { cpus, loadavg } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as hdr from "hdr-histogram-js";
+import { seededRandom } from "../../src/core/random.js";
 
 /** bench/ */
 export const BENCH_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -154,21 +155,9 @@ export function ms(us: number): string {
   return `${(us / 1000).toFixed(3)} ms`;
 }
 
-/** A seeded PRNG (mulberry32), so every run sees the same key order. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export function shuffled<T>(xs: readonly T[], seed = 1): T[] {
   const out = [...xs];
-  const r = rng(seed);
+  const r = seededRandom(seed);
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(r() * (i + 1));
     [out[i], out[j]] = [out[j]!, out[i]!];

@@ -17,3 +17,4 @@ export { waterLevel } from "./fair-share.js";
 export { type Limit, limitDefaults } from "./limit.js";
 export { LocalKey } from "./local-decision.js";
 export { allowPolicy, POLICY_LIFETIME_INTERVALS, type Policy, PolicyKind } from "./policy.js";
+export { seededRandom } from "./random.js";

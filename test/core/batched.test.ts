@@ -7,18 +7,7 @@ import {
   ManualClock,
   PolicyKind,
 } from "../../src/core/index.js";
-
-/** A seeded PRNG (mulberry32) so every run sees the same arrivals. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as rng } from "../../src/core/random.js";
 
 interface Gateway {
   id: string;

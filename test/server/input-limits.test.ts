@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
+import { seededRandom as prng } from "../../src/core/random.js";
 import { InputLimitsSchema } from "../../src/server/input-limits.js";
 import { ErrorCode, type ReportEntryMsg } from "../../src/server/messages.js";
 import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
@@ -30,18 +31,6 @@ const LIMITS = InputLimitsSchema.parse({
   maxDescriptorEntries: 4,
   maxIdLength: 32,
 });
-
-/** A deterministic PRNG (mulberry32): the same "random" bytes on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("input limits over gRPC", () => {
   let t: TestServer;
