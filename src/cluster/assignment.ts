@@ -1,0 +1,85 @@
+/** A member of the cluster as the assignment names it. */
+export interface Member {
+  readonly id: string;
+  /** host:port of its gRPC endpoint. */
+  readonly address: string;
+}
+
+/**
+ * Who owns which slice of the key space in one generation. `starts` is sorted, begins at 0, and
+ * slice i covers [starts[i], starts[i+1]) (the last runs to 2^32); `owners[i]` indexes `members`.
+ * Every point has exactly one owner by construction. Immutable once built.
+ */
+export class Assignment {
+  constructor(
+    readonly generation: number,
+    readonly members: readonly Member[],
+    readonly starts: Uint32Array,
+    readonly owners: Uint16Array,
+  ) {
+    const problem = Assignment.problem(members, starts, owners);
+    if (problem !== undefined)
+      throw new RangeError(`invalid assignment (generation ${generation}): ${problem}`);
+  }
+
+  static problem(members: readonly Member[], starts: Uint32Array, owners: Uint16Array): string | undefined {
+    if (starts.length === 0) return "no slices";
+    if (starts.length !== owners.length) return `${starts.length} starts but ${owners.length} owners`;
+    if (starts[0] !== 0) return `the first slice starts at ${starts[0]}, not 0`;
+    for (let i = 1; i < starts.length; i++) {
+      if (starts[i]! <= starts[i - 1]!)
+        return `slice ${i} starts at ${starts[i]}, not after ${starts[i - 1]}`;
+    }
+    for (let i = 0; i < owners.length; i++) {
+      if (owners[i]! >= members.length)
+        return `slice ${i} is owned by member #${owners[i]} of ${members.length}`;
+    }
+    return undefined;
+  }
+
+  get slices(): number {
+    return this.starts.length;
+  }
+
+  /** The slice holding `point`: binary search over the starts. */
+  sliceOf(point: number): number {
+    const s = this.starts;
+    let lo = 0;
+    let hi = s.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (s[mid]! <= point) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  ownerOf(point: number): Member {
+    return this.members[this.owners[this.sliceOf(point)]!]!;
+  }
+
+  /** Width of slice i in points (of 2^32). */
+  width(i: number): number {
+    const end = i + 1 < this.starts.length ? this.starts[i + 1]! : 2 ** 32;
+    return end - this.starts[i]!;
+  }
+}
+
+/** Fraction of the key space whose owner differs between two assignments (by member id). */
+export function movedFraction(a: Assignment, b: Assignment): number {
+  // Walk both slice tables together over their merged boundaries.
+  let moved = 0;
+  let i = 0;
+  let j = 0;
+  let at = 0;
+  while (at < 2 ** 32) {
+    const endA = i + 1 < a.starts.length ? a.starts[i + 1]! : 2 ** 32;
+    const endB = j + 1 < b.starts.length ? b.starts[j + 1]! : 2 ** 32;
+    const end = Math.min(endA, endB);
+    if (a.members[a.owners[i]!]!.id !== b.members[b.owners[j]!]!.id) moved += end - at;
+    at = end;
+    if (end === endA) i++;
+    if (end === endB) j++;
+  }
+  return moved / 2 ** 32;
+}

@@ -1,0 +1,40 @@
+import HashRing from "hashring";
+import { Assignment, type Member } from "./assignment.js";
+
+/** Slices per member when the key space is first cut (Dicer uses 32-64 per server). */
+export const SLICES_PER_MEMBER = 64;
+/** Ring points per member (x4 replicas): anything but hashring's default 40, which it rounds. */
+const RING_VNODES = 50;
+
+/** Equal-width slice starts: `n` slices over the 2^32 points. */
+export function evenStarts(n: number): Uint32Array {
+  if (!Number.isInteger(n) || n < 1 || n > 65_536)
+    throw new RangeError(`slice count must be 1..65536, got ${n}`);
+  const starts = new Uint32Array(n);
+  for (let i = 0; i < n; i++) starts[i] = Math.floor((i * 2 ** 32) / n);
+  return starts;
+}
+
+/**
+ * Places slices on members with consistent hashing (ketama, via `hashring`): each slice goes to
+ * the member the ring picks for the slice's start. A member joining or leaving therefore moves
+ * only the slices the ring moves, about 1/N of them. md5 per slice is fine here: this runs in the
+ * assigner when membership changes, never per key.
+ */
+export function place(generation: number, members: readonly Member[], starts: Uint32Array): Assignment {
+  if (members.length === 0) throw new RangeError("cannot place slices on zero members");
+  const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const index = new Map(sorted.map((m, i) => [m.id, i]));
+  // Every member gets the same explicit number of ring points: hashring otherwise derives it as
+  // floor(40 * n / n), which float rounding makes 39 for some n, and then a join would also move
+  // slices between the members that stayed.
+  const ring = new HashRing(Object.fromEntries(sorted.map((m) => [m.id, { vnodes: RING_VNODES }])));
+  const owners = new Uint16Array(starts.length);
+  for (let i = 0; i < starts.length; i++) owners[i] = index.get(ring.get(`slice:${starts[i]}`))!;
+  return new Assignment(generation, sorted, starts, owners);
+}
+
+/** The first assignment of a cluster: `SLICES_PER_MEMBER` equal slices per member, placed. */
+export function initialAssignment(generation: number, members: readonly Member[]): Assignment {
+  return place(generation, members, evenStarts(Math.max(1, members.length) * SLICES_PER_MEMBER));
+}
