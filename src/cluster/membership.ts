@@ -1,0 +1,134 @@
+import type { Etcd3, Lease } from "etcd3";
+import { z } from "zod";
+import type { Clock } from "../core/clock.js";
+import type { Log } from "./log.js";
+import { PrefixView } from "./prefix-view.js";
+
+/** What a server publishes about itself under `<prefix>members/<id>`. */
+export const MemberRecordSchema = z.object({
+  id: z.string().min(1).max(256),
+  /** host:port where gateways and other servers reach its gRPC endpoint. */
+  address: z.string().min(1).max(512),
+  /** Relative capacity (1 = a standard server), for placing load. */
+  capacity: z.number().positive().max(1000),
+  startedAt: z.number().int().nonnegative(),
+});
+export type MemberRecord = z.infer<typeof MemberRecordSchema>;
+
+export interface MembershipOptions {
+  client: Etcd3;
+  /** Key prefix of the cluster, e.g. `/shardlimit/`. */
+  prefix: string;
+  self: MemberRecord;
+  /** Lease TTL in seconds: a crashed server's registration vanishes this long after its last keepalive. */
+  ttlSeconds: number;
+  clock: Clock;
+  log: Log;
+  /** Called with every member (sorted by id) whenever the set changes. */
+  onMembers: (members: MemberRecord[]) => void;
+}
+
+export function membersPrefix(prefix: string): string {
+  return `${prefix}members/`;
+}
+
+/**
+ * This server's registration (a key bound to a lease it keeps alive) and its view of everyone's.
+ * etcd3 declares a lease lost only after about twice its TTL without a keepalive, so the time of
+ * the last successful keepalive is tracked here: `registrationFresh` tells whether this server may
+ * still be registered, which the assigner uses to step down before its lease could have expired.
+ */
+export class Membership {
+  private lease: Lease | undefined;
+  private readonly view: PrefixView;
+  private lastKeepaliveAt = Number.NEGATIVE_INFINITY;
+  private stopped = false;
+  private members: MemberRecord[] = [];
+
+  constructor(private readonly opts: MembershipOptions) {
+    MemberRecordSchema.parse(opts.self);
+    this.view = new PrefixView({
+      client: opts.client,
+      prefix: membersPrefix(opts.prefix),
+      log: opts.log,
+      onChange: (entries) => this.onEntries(entries),
+    });
+  }
+
+  get current(): readonly MemberRecord[] {
+    return this.members;
+  }
+
+  /** The lease id of this server's registration (also used for leadership), once granted. */
+  async leaseId(): Promise<string> {
+    if (!this.lease) throw new Error("membership not started");
+    return this.lease.grant();
+  }
+
+  currentLease(): Lease | undefined {
+    return this.lease;
+  }
+
+  /** True while the last keepalive is younger than the TTL: the registration surely still exists. */
+  registrationFresh(now = this.opts.clock.now()): boolean {
+    return now - this.lastKeepaliveAt < this.opts.ttlSeconds * 1000;
+  }
+
+  async start(): Promise<void> {
+    await this.register();
+    await this.view.start();
+  }
+
+  private async register(): Promise<void> {
+    const { client, ttlSeconds, self, log } = this.opts;
+    const lease = client.lease(ttlSeconds, { autoKeepAlive: true });
+    this.lease = lease;
+    lease.on("keepaliveSucceeded", () => {
+      this.lastKeepaliveAt = this.opts.clock.now();
+    });
+    lease.on("lost", (err) => {
+      if (this.stopped || this.lease !== lease) return;
+      log.warn({ err: err.message }, "membership lease lost; registering again");
+      this.reRegister();
+    });
+    await lease.put(`${membersPrefix(this.opts.prefix)}${self.id}`).value(JSON.stringify(self));
+    this.lastKeepaliveAt = this.opts.clock.now();
+    log.info({ id: self.id, address: self.address, ttlSeconds }, "registered as a cluster member");
+  }
+
+  private reRegister(): void {
+    const attempt = () => {
+      if (this.stopped) return;
+      this.register().catch((err: Error) => {
+        this.opts.log.warn({ err: err.message }, "cannot register with etcd; retrying");
+        setTimeout(attempt, 500).unref();
+      });
+    };
+    attempt();
+  }
+
+  private onEntries(entries: ReadonlyMap<string, string>): void {
+    const members: MemberRecord[] = [];
+    for (const [key, value] of entries) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(value);
+      } catch {
+        parsed = undefined;
+      }
+      const r = MemberRecordSchema.safeParse(parsed);
+      if (r.success && r.data.id === key) members.push(r.data);
+      else this.opts.log.warn({ key }, "ignoring a malformed member record");
+    }
+    members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    this.members = members;
+    this.opts.onMembers(members);
+  }
+
+  /** A planned leave: the registration is revoked at once, so others need not wait for the TTL. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.view.stop();
+    await this.lease?.revoke().catch(() => {});
+  }
+}
