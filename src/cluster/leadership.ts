@@ -1,0 +1,111 @@
+import type { Etcd3, Watcher } from "etcd3";
+import type { Log } from "./log.js";
+import type { Membership } from "./membership.js";
+
+export interface LeadershipOptions {
+  client: Etcd3;
+  /** The key whose holder leads, e.g. `/shardlimit/assigner/leader`. */
+  key: string;
+  /** This candidate's id (the key's value while it leads). */
+  id: string;
+  /** The candidate's registration: the leader key is bound to its lease, so leadership ends with it. */
+  membership: Membership;
+  log: Log;
+  onChange?: (leading: boolean) => void;
+}
+
+/**
+ * Leader election on one etcd key bound to the candidate's membership lease: created only if
+ * absent (a transaction), released when the lease ends. Every write the leader makes is fenced
+ * by the same key (`fencedPut`): the transaction fails unless the key still holds this id under
+ * this lease, so a deposed leader cannot write. `leading()` also requires the lease to be fresh
+ * by our own clock, so a leader cut off from etcd stops acting before its lease can expire.
+ */
+export class Leadership {
+  private held = false;
+  private leaseId = "";
+  private watcher: Watcher | undefined;
+  private stopped = false;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: LeadershipOptions) {}
+
+  leading(): boolean {
+    return this.held && !this.stopped && this.opts.membership.registrationFresh();
+  }
+
+  async start(): Promise<void> {
+    const w = await this.opts.client.watch().key(this.opts.key).create();
+    this.watcher = w;
+    // The leader key vanished (leader left or its lease expired): campaign again.
+    w.on("delete", () => void this.campaign());
+    w.on("put", (kv) => {
+      if (kv.value.toString() !== this.opts.id && this.held) this.set(false);
+    });
+    await this.campaign();
+  }
+
+  private set(leading: boolean): void {
+    if (this.held === leading) return;
+    this.held = leading;
+    this.opts.log.info({ id: this.opts.id, leading }, leading ? "elected leader" : "no longer leader");
+    this.opts.onChange?.(leading);
+  }
+
+  private async campaign(): Promise<void> {
+    if (this.stopped) return;
+    const { client, key, id, membership, log } = this.opts;
+    try {
+      this.leaseId = await membership.leaseId();
+      const res = await client
+        .if(key, "Create", "==", 0)
+        .then(client.put(key).value(id).lease(this.leaseId))
+        .else(client.get(key))
+        .commit();
+      if (res.succeeded) {
+        this.set(true);
+        return;
+      }
+      const holder = res.responses[0]?.response_range?.kvs?.[0];
+      const ours = holder?.value.toString() === id && String(holder?.lease) === this.leaseId;
+      this.set(ours);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "leader campaign failed; retrying");
+      if (!this.retry && !this.stopped) {
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          void this.campaign();
+        }, 500);
+      }
+    }
+  }
+
+  /** Puts `value` at `key` only if this candidate still holds leadership; false if it does not. */
+  async fencedPut(key: string, value: string): Promise<boolean> {
+    if (!this.leading()) return false;
+    const { client } = this.opts;
+    const res = await client
+      .if(this.opts.key, "Value", "==", this.opts.id)
+      .and(this.opts.key, "Lease", "==", this.leaseId)
+      .then(client.put(key).value(value))
+      .commit();
+    if (!res.succeeded) this.set(false);
+    return res.succeeded;
+  }
+
+  /** Gives leadership up (deletes the key if it is ours) and stops campaigning. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    await this.watcher?.cancel().catch(() => {});
+    if (this.held) {
+      const { client } = this.opts;
+      await client
+        .if(this.opts.key, "Value", "==", this.opts.id)
+        .then(client.delete().key(this.opts.key))
+        .commit()
+        .catch(() => {});
+    }
+    this.set(false);
+  }
+}
