@@ -80,16 +80,25 @@ export class Leadership {
     }
   }
 
-  /** Puts `value` at `key` only if this candidate still holds leadership; false if it does not. */
-  async fencedPut(key: string, value: string): Promise<boolean> {
+  /**
+   * Puts `value` at `key` only if this candidate still holds leadership, and, when `previous` is
+   * given, only if `key` still holds exactly that (null: absent), so a leader whose view is behind
+   * cannot overwrite what it has not seen. False if either check fails.
+   */
+  async fencedPut(key: string, value: string, previous?: string | null): Promise<boolean> {
     if (!this.leading()) return false;
     const { client } = this.opts;
-    const res = await client
+    const txn = client
       .if(this.opts.key, "Value", "==", this.opts.id)
-      .and(this.opts.key, "Lease", "==", this.leaseId)
-      .then(client.put(key).value(value))
-      .commit();
-    if (!res.succeeded) this.set(false);
+      .and(this.opts.key, "Lease", "==", this.leaseId);
+    if (previous === null) txn.and(key, "Create", "==", 0);
+    else if (previous !== undefined) txn.and(key, "Value", "==", previous);
+    const res = await txn.then(client.put(key).value(value)).else(client.get(this.opts.key)).commit();
+    if (!res.succeeded) {
+      const holder = res.responses[0]?.response_range?.kvs?.[0];
+      if (holder?.value.toString() !== this.opts.id || String(holder?.lease) !== this.leaseId)
+        this.set(false);
+    }
     return res.succeeded;
   }
 
