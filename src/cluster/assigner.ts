@@ -1,29 +1,30 @@
-import type { Etcd3 } from "etcd3";
 import type { Assignment, Member } from "./assignment.js";
-import { decodeAssignment, encodeAssignment } from "./assignment-codec.js";
+import { encodeAssignment } from "./assignment-codec.js";
+import { type AssignmentView, assignmentKey } from "./assignment-view.js";
 import type { Leadership } from "./leadership.js";
 import type { Log } from "./log.js";
 import { initialAssignment, place } from "./placement.js";
-import { PrefixView } from "./prefix-view.js";
-
-export function assignmentKey(prefix: string): string {
-  return `${prefix}assignment/current`;
-}
 
 export interface AssignerOptions {
-  client: Etcd3;
   prefix: string;
+  /** The stored assignment, shared with the server; the assigner is kicked when it changes. */
+  view: AssignmentView;
   leadership: Leadership;
   log: Log;
 }
 
-function sameOwners(a: Assignment, members: readonly Member[], b: Assignment): boolean {
-  if (a.members.length !== members.length || a.slices !== b.slices) return false;
+function sameOwners(a: Assignment, b: Assignment): boolean {
+  if (a.members.length !== b.members.length || a.slices !== b.slices) return false;
   for (let i = 0; i < a.slices; i++) {
     if (a.starts[i] !== b.starts[i] || a.members[a.owners[i]!]!.id !== b.members[b.owners[i]!]!.id)
       return false;
   }
-  return a.members.every((m, i) => m.id === members[i]!.id && m.address === members[i]!.address);
+  return a.members.every(
+    (m, i) =>
+      m.id === b.members[i]!.id &&
+      m.address === b.members[i]!.address &&
+      Boolean(m.draining) === Boolean(b.members[i]!.draining),
+  );
 }
 
 /**
@@ -34,45 +35,23 @@ function sameOwners(a: Assignment, members: readonly Member[], b: Assignment): b
  * acting on a stale view cannot overwrite a newer assignment.
  */
 export class Assigner {
-  private readonly view: PrefixView;
-  private stored: { text: string; assignment: Assignment } | undefined;
   private members: Member[] = [];
   private running: Promise<void> | undefined;
   private again = false;
   /** Generations this assigner wrote (for tests and status). */
   written = 0;
 
-  constructor(private readonly opts: AssignerOptions) {
-    const key = assignmentKey(opts.prefix);
-    this.view = new PrefixView({
-      client: opts.client,
-      prefix: key,
-      log: opts.log,
-      onChange: (entries) => {
-        const text = entries.get("");
-        if (text === undefined) {
-          this.stored = undefined;
-          return;
-        }
-        const a = decodeAssignment(text);
-        if (typeof a === "string") opts.log.error({ problem: a }, "stored assignment is invalid");
-        else this.stored = { text, assignment: a };
-        this.kick();
-      },
-    });
-  }
-
-  async start(): Promise<void> {
-    await this.view.start();
-  }
+  constructor(private readonly opts: AssignerOptions) {}
 
   /** The latest assignment seen in etcd. */
   current(): Assignment | undefined {
-    return this.stored?.assignment;
+    return this.opts.view.current()?.assignment;
   }
 
   setMembers(members: readonly Member[]): void {
-    this.members = members.map((m) => ({ id: m.id, address: m.address }));
+    this.members = members.map((m) =>
+      m.draining ? { id: m.id, address: m.address, draining: true } : { id: m.id, address: m.address },
+    );
     this.kick();
   }
 
@@ -98,12 +77,12 @@ export class Assigner {
   private async reconcile(): Promise<void> {
     const { leadership, log } = this.opts;
     if (!leadership.leading() || this.members.length === 0) return;
-    const prev = this.stored;
+    const prev = this.opts.view.current();
     const generation = (prev?.assignment.generation ?? 0) + 1;
     const next = prev
-      ? place(generation, this.members, prev.assignment.starts)
+      ? place(generation, this.members, prev.assignment.starts, prev.assignment)
       : initialAssignment(generation, this.members);
-    if (prev && sameOwners(prev.assignment, next.members, next)) return;
+    if (prev && sameOwners(prev.assignment, next)) return;
     const text = encodeAssignment(next);
     const ok = await leadership.fencedPut(assignmentKey(this.opts.prefix), text, prev?.text ?? null);
     if (ok) {
@@ -112,8 +91,8 @@ export class Assigner {
     }
   }
 
+  /** Waits for a write in progress; the view belongs to the caller. */
   async stop(): Promise<void> {
-    await this.view.stop();
     await this.running;
   }
 }

@@ -2,23 +2,38 @@ import { z } from "zod";
 import { Assignment } from "./assignment.js";
 
 /** The assignment as stored in etcd (`<prefix>assignment`), JSON. */
-const StoredSchema = z.object({
+const TableSchema = z.object({
   generation: z.number().int().positive(),
   members: z
-    .array(z.object({ id: z.string().min(1), address: z.string().min(1) }))
+    .array(z.object({ id: z.string().min(1), address: z.string().min(1), draining: z.boolean().optional() }))
     .min(1)
     .max(65_535),
   starts: z.array(z.number().int().min(0).max(0xffff_ffff)).min(1),
   owners: z.array(z.number().int().min(0).max(65_535)).min(1),
 });
+const StoredSchema = TableSchema.extend({ previous: TableSchema.optional() });
+type Table = z.infer<typeof TableSchema>;
 
-export function encodeAssignment(a: Assignment): string {
-  return JSON.stringify({
+function table(a: Assignment): Table {
+  return {
     generation: a.generation,
-    members: a.members.map((m) => ({ id: m.id, address: m.address })),
+    members: a.members.map((m) => (m.draining ? { id: m.id, address: m.address, draining: true } : m)),
     starts: Array.from(a.starts),
     owners: Array.from(a.owners),
-  });
+  };
+}
+
+export function encodeAssignment(a: Assignment): string {
+  return JSON.stringify(a.previous ? { ...table(a), previous: table(a.previous) } : table(a));
+}
+
+function build(t: Table, previous?: Assignment): Assignment | string {
+  const starts = Uint32Array.from(t.starts);
+  const owners = Uint16Array.from(t.owners);
+  const problem = Assignment.problem(t.members, starts, owners);
+  if (problem !== undefined) return problem;
+  const members = t.members.map((m) => (m.draining ? m : { id: m.id, address: m.address }));
+  return new Assignment(t.generation, members, starts, owners, previous);
 }
 
 /** Parses and validates a stored assignment; an error message instead if it is not one. */
@@ -32,9 +47,8 @@ export function decodeAssignment(text: string): Assignment | string {
   const r = StoredSchema.safeParse(json);
   if (!r.success)
     return `assignment is malformed: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`;
-  const starts = Uint32Array.from(r.data.starts);
-  const owners = Uint16Array.from(r.data.owners);
-  const problem = Assignment.problem(r.data.members, starts, owners);
-  if (problem !== undefined) return `assignment is inconsistent: ${problem}`;
-  return new Assignment(r.data.generation, r.data.members, starts, owners);
+  const previous = r.data.previous ? build(r.data.previous) : undefined;
+  if (typeof previous === "string") return `previous assignment is inconsistent: ${previous}`;
+  const a = build(r.data, previous);
+  return typeof a === "string" ? `assignment is inconsistent: ${a}` : a;
 }

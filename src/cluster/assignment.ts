@@ -3,6 +3,11 @@ export interface Member {
   readonly id: string;
   /** host:port of its gRPC endpoint. */
   readonly address: string;
+  /**
+   * Leaving (SIGTERM): still registered and reachable, but placed no slices, so the slices it had
+   * move to others and it hands their counters over before it stops.
+   */
+  readonly draining?: boolean;
 }
 
 /**
@@ -16,6 +21,11 @@ export class Assignment {
     readonly members: readonly Member[],
     readonly starts: Uint32Array,
     readonly owners: Uint16Array,
+    /**
+     * The assignment this one replaced (without its own `previous`): who held each range before,
+     * so a server that did not see it can still tell which of its new ranges wait for a handoff.
+     */
+    readonly previous?: Assignment,
   ) {
     const problem = Assignment.problem(members, starts, owners);
     if (problem !== undefined)
@@ -65,10 +75,19 @@ export class Assignment {
   }
 }
 
-/** Fraction of the key space whose owner differs between two assignments (by member id). */
-export function movedFraction(a: Assignment, b: Assignment): number {
+/** A range of points whose owner differs between two assignments. */
+export interface Move {
+  start: number;
+  /** Exclusive, up to 2^32. */
+  end: number;
+  from: Member;
+  to: Member;
+}
+
+/** The ranges whose owner (by member id) differs from `a` to `b`, adjacent ones merged. */
+export function moves(a: Assignment, b: Assignment): Move[] {
   // Walk both slice tables together over their merged boundaries.
-  let moved = 0;
+  const out: Move[] = [];
   let i = 0;
   let j = 0;
   let at = 0;
@@ -76,10 +95,23 @@ export function movedFraction(a: Assignment, b: Assignment): number {
     const endA = i + 1 < a.starts.length ? a.starts[i + 1]! : 2 ** 32;
     const endB = j + 1 < b.starts.length ? b.starts[j + 1]! : 2 ** 32;
     const end = Math.min(endA, endB);
-    if (a.members[a.owners[i]!]!.id !== b.members[b.owners[j]!]!.id) moved += end - at;
+    const from = a.members[a.owners[i]!]!;
+    const to = b.members[b.owners[j]!]!;
+    if (from.id !== to.id) {
+      const last = out[out.length - 1];
+      if (last && last.end === at && last.from.id === from.id && last.to.id === to.id) last.end = end;
+      else out.push({ start: at, end, from, to });
+    }
     at = end;
     if (end === endA) i++;
     if (end === endB) j++;
   }
+  return out;
+}
+
+/** Fraction of the key space whose owner differs between two assignments (by member id). */
+export function movedFraction(a: Assignment, b: Assignment): number {
+  let moved = 0;
+  for (const m of moves(a, b)) moved += m.end - m.start;
   return moved / 2 ** 32;
 }

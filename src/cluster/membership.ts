@@ -12,6 +12,8 @@ export const MemberRecordSchema = z.object({
   /** Relative capacity (1 = a standard server), for placing load. */
   capacity: z.number().positive().max(1000),
   startedAt: z.number().int().nonnegative(),
+  /** Set when the server is leaving (SIGTERM): place nothing on it, let it hand its slices over. */
+  draining: z.boolean().optional(),
 });
 export type MemberRecord = z.infer<typeof MemberRecordSchema>;
 

@@ -21,17 +21,31 @@ export function evenStarts(n: number): Uint32Array {
  * only the slices the ring moves, about 1/N of them. md5 per slice is fine here: this runs in the
  * assigner when membership changes, never per key.
  */
-export function place(generation: number, members: readonly Member[], starts: Uint32Array): Assignment {
+export function place(
+  generation: number,
+  members: readonly Member[],
+  starts: Uint32Array,
+  previous?: Assignment,
+): Assignment {
   if (members.length === 0) throw new RangeError("cannot place slices on zero members");
   const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const index = new Map(sorted.map((m, i) => [m.id, i]));
+  // Draining members stay in the list (others wait for their handoff) but get no slices, unless
+  // every member is draining: the key space must still have owners.
+  const active = sorted.some((m) => !m.draining) ? sorted.filter((m) => !m.draining) : sorted;
   // Every member gets the same explicit number of ring points: hashring otherwise derives it as
   // floor(40 * n / n), which float rounding makes 39 for some n, and then a join would also move
   // slices between the members that stayed.
-  const ring = new HashRing(Object.fromEntries(sorted.map((m) => [m.id, { vnodes: RING_VNODES }])));
+  const ring = new HashRing(Object.fromEntries(active.map((m) => [m.id, { vnodes: RING_VNODES }])));
   const owners = new Uint16Array(starts.length);
   for (let i = 0; i < starts.length; i++) owners[i] = index.get(ring.get(`slice:${starts[i]}`))!;
-  return new Assignment(generation, sorted, starts, owners);
+  return new Assignment(generation, sorted, starts, owners, withoutPrevious(previous));
+}
+
+/** `a` without its own `previous`, so assignments do not chain. */
+export function withoutPrevious(a: Assignment | undefined): Assignment | undefined {
+  if (a === undefined || a.previous === undefined) return a;
+  return new Assignment(a.generation, a.members, a.starts, a.owners);
 }
 
 /** The first assignment of a cluster: `SLICES_PER_MEMBER` equal slices per member, placed. */

@@ -1,17 +1,11 @@
 import type { Node } from "yaml";
-import { type Algorithm, type FailMode, type LimitRule, UNIT_SECONDS, type Unit } from "./types.js";
+import { ALGORITHMS, type FailMode, type LimitRule, UNIT_SECONDS, type Unit } from "./types.js";
 import { MAX_UINT32, readBool, readChoice, readDuration, readInt, readString } from "./values.js";
 import type { DocReader, Field, PlacementHints } from "./yaml-read.js";
 
 /** Reads one `rate_limit:` block: Envoy's fields plus shardlimit's extensions (see examples/config.yaml). */
 
 export const UNITS: readonly Unit[] = ["second", "minute", "hour", "day", "week", "month", "year"];
-export const ALGORITHMS: readonly Algorithm[] = [
-  "fixed_window",
-  "sliding_window",
-  "token_bucket",
-  "concurrency",
-];
 const FAIL_MODES: readonly FailMode[] = ["open", "closed"];
 
 const ENVOY_FIELDS = ["unit", "requests_per_unit", "unlimited", "name", "replaces"] as const;

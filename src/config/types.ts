@@ -5,6 +5,12 @@
  */
 
 export type Algorithm = "fixed_window" | "sliding_window" | "token_bucket" | "concurrency";
+export const ALGORITHMS: readonly Algorithm[] = [
+  "fixed_window",
+  "sliding_window",
+  "token_bucket",
+  "concurrency",
+];
 
 /** envoyproxy/ratelimit's units, plus what `duration_until_reset` and window length derive from. */
 export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";

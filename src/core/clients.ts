@@ -66,6 +66,11 @@ export class ClientTable {
     return s;
   }
 
+  forEach(fn: (id: string, s: ClientShare) => void): void {
+    if (this.many !== undefined) for (const [id, s] of this.many) fn(id, s);
+    else if (this.sole !== undefined) fn(this.soleId!, this.sole);
+  }
+
   observe(s: ClientShare, offeredPerMs: number): void {
     const next =
       s.reports === 0 || offeredPerMs >= s.demand

@@ -30,6 +30,10 @@ export class LeaseTable {
     this.nextExpiry = next;
   }
 
+  forEach(fn: (id: string, amount: number, expiresAt: number) => void): void {
+    for (const [id, lease] of this.leases) fn(id, lease.amount, lease.expiresAt);
+  }
+
   has(id: string): boolean {
     return this.leases.has(id);
   }

@@ -8,6 +8,16 @@ import type { LeaseTable } from "./concurrency.js";
  */
 export class Counter {
   algorithm: Algorithm;
+  /**
+   * The shard key that placed this counter (its own key unless a limit co-locates it with a
+   * group's), so the counters of a slice can be found and handed to a new owner.
+   */
+  shard: string;
+  /**
+   * Whether this counter's count is whole: it was handed over by the previous owner, so a
+   * window-to-date total that gateways re-send after a generation change is already in it.
+   */
+  complete = false;
   /** Fixed/sliding window: current window start. Token bucket: last refill time. */
   t = 0;
   /** Fixed/sliding window: units in the current window. Token bucket: tokens. Concurrency: units held by leases. */
@@ -23,7 +33,8 @@ export class Counter {
   /** Concurrency: held leases by id. */
   leases: LeaseTable | undefined = undefined;
 
-  constructor(algorithm: Algorithm) {
+  constructor(algorithm: Algorithm, shard = "") {
     this.algorithm = algorithm;
+    this.shard = shard;
   }
 }

@@ -7,6 +7,7 @@ import { Counter } from "./counter.js";
 import { ReportDedup, type SeqVerdict } from "./dedup.js";
 import type { Limit } from "./limit.js";
 import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
+import { type CounterSnapshot, fuller, restoreCounter, snapshotCounter } from "./transfer.js";
 
 /** The outcome of a synchronous decision on one key. */
 export interface Decision {
@@ -25,6 +26,8 @@ export interface CheckItem {
   key: string;
   limit: Limit;
   cost: number;
+  /** The shard key that places the counter; the key itself when absent. */
+  shard?: string;
 }
 
 /**
@@ -99,12 +102,12 @@ export class Engine {
    * The counter for `key`, created fresh (or re-created if the algorithm changed). Callers may keep
    * the reference across calls while `removed` is false and the algorithm is unchanged.
    */
-  counterFor(key: string, l: Limit, now: number): Counter {
+  counterFor(key: string, l: Limit, now: number, shard = key): Counter {
     let c = this.counters.get(key);
     if (c !== undefined && c.algorithm === l.algorithm) return c;
     if (c === undefined && this.counters.size >= this.maxCounters) throw new CapacityError(this.maxCounters);
     if (c !== undefined) c.removed = true;
-    c = new Counter(l.algorithm);
+    c = new Counter(l.algorithm, shard);
     if (l.algorithm === "concurrency") c.leases = new LeaseTable();
     else RATE_ALGORITHMS[l.algorithm].init(c, l, now);
     this.counters.set(key, c);
@@ -168,7 +171,7 @@ export class Engine {
     let allFit = true;
     this.pending.clear();
     for (let i = 0; i < items.length; i++) {
-      const { key, limit: l, cost } = items[i]!;
+      const { key, limit: l, cost, shard } = items[i]!;
       if (l.unlimited) {
         fits[i] = true;
         continue;
@@ -176,7 +179,7 @@ export class Engine {
       if (l.algorithm === "concurrency") {
         throw new RangeError(`checkMany: ${key} is a concurrency limit; use acquire/release`);
       }
-      const c = this.counterFor(key, l, now);
+      const c = this.counterFor(key, l, now, shard);
       const alg = RATE_ALGORITHMS[l.algorithm];
       alg.advance(c, l, now);
       counters[i] = c;
@@ -217,10 +220,10 @@ export class Engine {
    * Settles a cost known only afterwards: `delta` is actual minus reserved. A positive delta is
    * charged even past the limit (the work is done; the debt is paid back), a negative one refunds.
    */
-  adjust(key: string, l: Limit, delta: number, now: number): Decision {
+  adjust(key: string, l: Limit, delta: number, now: number, shard = key): Decision {
     if (l.unlimited) return UNLIMITED_DECISION;
     if (l.algorithm === "concurrency") throw new RangeError(`adjust: ${key} is a concurrency limit`);
-    const c = this.counterFor(key, l, now);
+    const c = this.counterFor(key, l, now, shard);
     const alg = RATE_ALGORITHMS[l.algorithm];
     alg.advance(c, l, now);
     alg.consume(c, l, delta, now);
@@ -241,9 +244,10 @@ export class Engine {
     amount: number,
     now: number,
     timeoutMs = l.leaseTimeoutMs,
+    shard = key,
   ): Decision {
     if (l.unlimited) return UNLIMITED_DECISION;
-    const c = this.counterFor(key, l, now);
+    const c = this.counterFor(key, l, now, shard);
     const leases = c.leases!;
     this.pruneConcurrencyClients(c, l, now);
     leases.sweep(now);
@@ -354,13 +358,56 @@ export class Engine {
     if (apply) {
       // A re-sent window total from a client this owner has never heard from rebuilds the count
       // after a crash; from a known client it is already counted.
-      const used = s.reports === 0 && e.windowAdmitted > e.admitted ? e.windowAdmitted : e.admitted;
+      // A handed-over counter is whole already.
+      const used =
+        !c.complete && s.reports === 0 && e.windowAdmitted > e.admitted ? e.windowAdmitted : e.admitted;
       alg.consume(c, l, used, now);
       table.observe(s, (e.admitted + e.rejected) / intervalMs);
     }
     const policy = ratePolicy(alg, c, l, s, table, intervalMs, now);
     c.expiresAt = Math.max(c.expiresAt, now + clientStaleMs(intervalMs));
     return policy;
+  }
+
+  /**
+   * Removes the counters whose shard key `leaving` accepts and returns them as snapshots: the
+   * state of slices this server no longer owns, to hand to their new owner. Counters that are as
+   * good as new are dropped without a snapshot.
+   */
+  takeCounters(leaving: (shard: string) => boolean, now: number): CounterSnapshot[] {
+    const out: CounterSnapshot[] = [];
+    for (const [key, c] of this.counters) {
+      if (!leaving(c.shard)) continue;
+      this.counters.delete(key);
+      c.removed = true;
+      c.leases?.sweep(now);
+      if (c.expiresAt > now || (c.leases?.size ?? 0) > 0) out.push(snapshotCounter(key, c, now));
+    }
+    this.sweepCursor = undefined;
+    return out;
+  }
+
+  /**
+   * Installs counters handed over by a previous owner. A key this server already counts (a
+   * handoff that came late) keeps whichever state has less left. Returns how many were installed;
+   * past `maxCounters` the rest are refused with a CapacityError.
+   */
+  putCounters(snapshots: readonly CounterSnapshot[], now: number): number {
+    let n = 0;
+    for (const s of snapshots) {
+      const incoming = restoreCounter(s, now);
+      const existing = this.counters.get(s.key);
+      if (existing === undefined && this.counters.size >= this.maxCounters)
+        throw new CapacityError(this.maxCounters);
+      const keep = existing === undefined ? incoming : fuller(existing, incoming);
+      if (keep !== existing) {
+        if (existing !== undefined) existing.removed = true;
+        this.counters.set(s.key, keep);
+      }
+      keep.complete = true;
+      n++;
+    }
+    return n;
   }
 
   /**

@@ -18,3 +18,4 @@ export { type Limit, limitDefaults } from "./limit.js";
 export { LocalKey } from "./local-decision.js";
 export { allowPolicy, POLICY_LIFETIME_INTERVALS, type Policy, PolicyKind } from "./policy.js";
 export { seededRandom } from "./random.js";
+export { type CounterSnapshot, restoreCounter, snapshotCounter, snapshotProblem } from "./transfer.js";

@@ -127,7 +127,7 @@ export class EnvoyRateLimit {
     for (let i = 0; i < active.length; i++) {
       const r = active[i];
       if (r === undefined || r.rule.unlimited) continue;
-      items.push({ key: r.counterKey, limit: r.rule, cost: hits[i]! });
+      items.push({ key: r.counterKey, limit: r.rule, cost: hits[i]!, shard: r.shardKey });
       at.push(i);
     }
     const decisions = engine.checkMany(items, now, "envoy");

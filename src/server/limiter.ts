@@ -196,7 +196,7 @@ export class Limiter {
       try {
         let c = hit!.counter;
         if (c === undefined || c.removed || c.algorithm !== r.rule.algorithm) {
-          c = this.engine.counterFor(r.counterKey, r.rule, now);
+          c = this.engine.counterFor(r.counterKey, r.rule, now, r.shardKey);
           hit!.counter = c;
         }
         p = this.engine.reportOn(c, r.rule, req.clientId, e, apply, interval, now);
@@ -284,7 +284,7 @@ export class Limiter {
         invalid++;
         continue;
       }
-      items.push({ key: r.counterKey, limit: r.rule, cost });
+      items.push({ key: r.counterKey, limit: r.rule, cost, shard: r.shardKey });
       positions.push(i);
       rules.push(r);
     }
@@ -359,7 +359,7 @@ export class Limiter {
     const now = this.clock.now();
     try {
       const timeout = req.timeoutMs > 0 ? req.timeoutMs : r.rule.leaseTimeoutMs;
-      const d = this.engine.acquire(r.counterKey, r.rule, req.leaseId, amount, now, timeout);
+      const d = this.engine.acquire(r.counterKey, r.rule, req.leaseId, amount, now, timeout, r.shardKey);
       this.metrics.decision(
         "acquire",
         r.rule.domain,
@@ -404,7 +404,7 @@ export class Limiter {
     if ("code" in r) return { error: r, generation };
     const now = this.clock.now();
     try {
-      const d = this.engine.adjust(r.counterKey, r.rule, req.delta, now);
+      const d = this.engine.adjust(r.counterKey, r.rule, req.delta, now, r.shardKey);
       return { remaining: d.remaining, limit: r.rule.limit, resetMs: ms(d.resetAt - now), generation };
     } catch (err) {
       if (!(err instanceof CapacityError)) throw err;

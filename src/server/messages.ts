@@ -11,6 +11,7 @@ export const ErrorCode = {
   WRONG_ALGORITHM: 5,
   SLICE_NOT_READY: 6,
   UNKNOWN_KEY_HANDLE: 7,
+  OWNER_UNAVAILABLE: 8,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -164,4 +165,69 @@ export interface EnvoyDescriptorStatus {
 export interface EnvoyResponse {
   overallCode: number;
   statuses: EnvoyDescriptorStatus[];
+}
+
+// shardlimit.v1.Peer (server to server)
+
+export interface ForwardRequest {
+  generation: number;
+  envoy: EnvoyRequest[];
+  checks: CheckRequest[];
+}
+
+export interface ForwardedEnvoy {
+  response?: EnvoyResponse | null;
+  error?: ItemError | null;
+}
+
+export interface ForwardResponse {
+  generation: number;
+  envoy: ForwardedEnvoy[];
+  checks: CheckResponse[];
+  checkErrors: ItemError[];
+}
+
+export interface PointRange {
+  start: number;
+  /** Exclusive, up to 2^32. */
+  end: number;
+}
+
+export interface LeaseStateMsg {
+  id: string;
+  amount: number;
+  expiresInMs: number;
+}
+
+export interface ClientStateMsg {
+  id: string;
+  demand: number;
+  held: number;
+  seenMsAgo: number;
+}
+
+export interface CounterStateMsg {
+  key: string;
+  shard: string;
+  algorithm: string;
+  tRelMs: number;
+  x: number;
+  y: number;
+  expiresInMs: number;
+  leases: LeaseStateMsg[];
+  clients: ClientStateMsg[];
+}
+
+export interface HandoffRequest {
+  generation: number;
+  from: string;
+  ranges: PointRange[];
+  counters: CounterStateMsg[];
+  done: boolean;
+}
+
+export interface HandoffResponse {
+  accepted: number;
+  error?: ItemError | null;
+  generation: number;
 }

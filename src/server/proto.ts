@@ -19,7 +19,11 @@ export const PROTO_DIR = (() => {
   throw new Error(`shardlimit: cannot find the proto/ directory above ${here}`);
 })();
 
-export const PROTO_FILES = ["shardlimit/v1/ratelimiter.proto", "envoy/service/ratelimit/v3/rls.proto"];
+export const PROTO_FILES = [
+  "shardlimit/v1/ratelimiter.proto",
+  "shardlimit/v1/peer.proto",
+  "envoy/service/ratelimit/v3/rls.proto",
+];
 
 function loadRoot(): protobuf.Root {
   const root = new protobuf.Root();
@@ -78,3 +82,4 @@ export function serviceDefinition(fullName: string): ServiceDefinition {
 
 export const RATE_LIMITER_SERVICE = "shardlimit.v1.RateLimiter";
 export const ENVOY_RLS_SERVICE = "envoy.service.ratelimit.v3.RateLimitService";
+export const PEER_SERVICE = "shardlimit.v1.Peer";

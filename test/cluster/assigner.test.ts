@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Assigner } from "../../src/cluster/assigner.js";
 import { movedFraction } from "../../src/cluster/assignment.js";
+import { AssignmentView } from "../../src/cluster/assignment-view.js";
 import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
 import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
@@ -51,8 +52,9 @@ describe("assigner on a real etcd", () => {
       log,
       onChange: () => assigner?.kick(),
     });
-    assigner = new Assigner({ client, prefix, leadership, log });
-    await assigner.start();
+    const view = new AssignmentView({ client, prefix, log, onChange: () => assigner?.kick() });
+    assigner = new Assigner({ prefix, view, leadership, log });
+    await view.start();
     await membership.start();
     assigner.setMembers(membership.current);
     await leadership.start();
@@ -70,6 +72,7 @@ describe("assigner on a real etcd", () => {
       async stop() {
         await leadership.stop();
         await assigner!.stop();
+        await view.stop();
         await membership.stop();
       },
     };

@@ -1,0 +1,70 @@
+import type { Etcd3 } from "etcd3";
+import type { Assignment } from "./assignment.js";
+import { decodeAssignment } from "./assignment-codec.js";
+import type { Log } from "./log.js";
+import { PrefixView } from "./prefix-view.js";
+
+export function assignmentKey(prefix: string): string {
+  return `${prefix}assignment/current`;
+}
+
+/** The assignment as stored: its text (what fenced writes compare against) and its decoding. */
+export interface StoredAssignment {
+  readonly text: string;
+  readonly assignment: Assignment;
+}
+
+export interface AssignmentViewOptions {
+  client: Etcd3;
+  prefix: string;
+  log: Log;
+  /** Called with each valid assignment seen (and undefined if the key is deleted). */
+  onChange: (stored: StoredAssignment | undefined) => void;
+}
+
+/**
+ * The current assignment as etcd holds it, mirrored by a watch (which re-lists after a
+ * compaction and keeps the last one while etcd is away). Servers serve from it and the assigner
+ * writes against it; one view per process serves both.
+ */
+export class AssignmentView {
+  private readonly view: PrefixView;
+  private stored: StoredAssignment | undefined;
+
+  constructor(opts: AssignmentViewOptions) {
+    const key = assignmentKey(opts.prefix);
+    this.view = new PrefixView({
+      client: opts.client,
+      prefix: key,
+      log: opts.log,
+      onChange: (entries) => {
+        const text = entries.get("");
+        if (text === undefined) {
+          this.stored = undefined;
+          opts.onChange(undefined);
+          return;
+        }
+        if (text === this.stored?.text) return;
+        const a = decodeAssignment(text);
+        if (typeof a === "string") {
+          opts.log.error({ problem: a }, "stored assignment is invalid; keeping the last valid one");
+          return;
+        }
+        this.stored = { text, assignment: a };
+        opts.onChange(this.stored);
+      },
+    });
+  }
+
+  current(): StoredAssignment | undefined {
+    return this.stored;
+  }
+
+  start(): Promise<void> {
+    return this.view.start();
+  }
+
+  stop(): Promise<void> {
+    return this.view.stop();
+  }
+}
