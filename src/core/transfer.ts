@@ -25,9 +25,9 @@ export function snapshotCounter(key: string, c: Counter, now: number): CounterSn
     if (expiresAt > now) leases.push({ id, amount, expiresInMs: expiresAt - now });
   });
   const clients: CounterSnapshot["clients"] = [];
-  c.clients?.forEach((id, s) =>
-    clients.push({ id, demand: s.demand, held: s.held, seenMsAgo: Math.max(0, now - s.lastSeen) }),
-  );
+  c.clients?.forEach((id, s) => {
+    clients.push({ id, demand: s.demand, held: s.held, seenMsAgo: Math.max(0, now - s.lastSeen) });
+  });
   return {
     key,
     shard: c.shard,
