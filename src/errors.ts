@@ -62,3 +62,10 @@ export class UnknownLeaseError extends ShardlimitError {
     super("UNKNOWN_LEASE", message);
   }
 }
+
+/** A server this call depends on (the key's owner) cannot be reached now; retry shortly. */
+export class UnavailableError extends ShardlimitError {
+  constructor(message: string) {
+    super("UNAVAILABLE", message);
+  }
+}

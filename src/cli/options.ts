@@ -14,3 +14,50 @@ export function intOption(flag: string, min: number, max: number): (v: string) =
 }
 
 export const portOption = (flag: string) => intOption(flag, 0, 65_535);
+
+/** Comma-separated etcd client URLs, each http(s)://host:port. */
+export function etcdUrlsOption(flag: string): (v: string) => string[] {
+  return (v: string) => {
+    const urls = v
+      .split(",")
+      .map((u) => u.trim())
+      .filter((u) => u !== "");
+    if (urls.length === 0) throw new OptionsError(`${flag} names no etcd URL`);
+    for (const u of urls) {
+      let ok = false;
+      try {
+        const p = new URL(u);
+        ok = (p.protocol === "http:" || p.protocol === "https:") && p.port !== "";
+      } catch {
+        ok = false;
+      }
+      if (!ok)
+        throw new OptionsError(`${flag}: ${JSON.stringify(u)} is not an etcd URL like http://127.0.0.1:2379`);
+    }
+    return urls;
+  };
+}
+
+/** An etcd key prefix: starts and ends with `/`, no spaces. */
+export function prefixOption(flag: string): (v: string) => string {
+  return (v: string) => {
+    if (!/^\/(?:[A-Za-z0-9._-]+\/)*$/.test(v)) {
+      throw new OptionsError(
+        `${flag} must look like /shardlimit/ (start and end with /), got ${JSON.stringify(v)}`,
+      );
+    }
+    return v;
+  };
+}
+
+/** A member id: letters, digits, `.`, `_`, `-`, at most 128. */
+export function memberIdOption(flag: string): (v: string) => string {
+  return (v: string) => {
+    if (!/^[A-Za-z0-9._-]{1,128}$/.test(v)) {
+      throw new OptionsError(
+        `${flag} must be 1-128 letters, digits, '.', '_' or '-', got ${JSON.stringify(v)}`,
+      );
+    }
+    return v;
+  };
+}

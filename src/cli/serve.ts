@@ -1,9 +1,10 @@
+import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { ConfigError } from "../errors.js";
 import { startServer } from "../server/app.js";
 import { InputLimitsSchema } from "../server/input-limits.js";
-import { intOption, portOption } from "./options.js";
+import { etcdUrlsOption, intOption, memberIdOption, portOption, prefixOption } from "./options.js";
 
 interface ServeFlags {
   config: string;
@@ -16,11 +17,21 @@ interface ServeFlags {
   maxBatch: number;
   maxKeyLength: number;
   shutdownGrace: number;
+  etcd?: string[];
+  prefix: string;
+  id?: string;
+  advertiseAddress?: string;
+  leaseTtl: number;
+  assigner: boolean;
+  handoffTimeout: number;
+  drainTimeout: number;
 }
 
 export function serveCommand(): Command {
   return new Command("serve")
-    .description("run a rate-limit server (standalone: this server owns every key)")
+    .description(
+      "run a rate-limit server: standalone (owns every key) or, with --etcd, a member of a cluster",
+    )
     .addOption(
       new Option("-c, --config <path>", "limit config: a YAML file or a directory of them")
         .env("SHARDLIMIT_CONFIG")
@@ -76,6 +87,54 @@ export function serveCommand(): Command {
         .default(5000)
         .argParser(intOption("--shutdown-grace", 0, 600_000)),
     )
+    .addOption(
+      new Option("--etcd <urls>", "join a cluster through these etcd client URLs (comma-separated)")
+        .env("SHARDLIMIT_ETCD")
+        .argParser(etcdUrlsOption("--etcd")),
+    )
+    .addOption(
+      new Option("--prefix <prefix>", "etcd key prefix of the cluster")
+        .env("SHARDLIMIT_PREFIX")
+        .default("/shardlimit/")
+        .argParser(prefixOption("--prefix")),
+    )
+    .addOption(
+      new Option("--id <id>", "member id, unique in the cluster (default: hostname-grpcport)")
+        .env("SHARDLIMIT_ID")
+        .argParser(memberIdOption("--id")),
+    )
+    .addOption(
+      new Option(
+        "--advertise-address <host:port>",
+        "where other servers and gateways reach this server (default: grpc host, or hostname, and port)",
+      ).env("SHARDLIMIT_ADVERTISE_ADDRESS"),
+    )
+    .addOption(
+      new Option(
+        "--lease-ttl <s>",
+        "membership lease TTL in seconds: a crashed server's slices move after it",
+      )
+        .env("SHARDLIMIT_LEASE_TTL")
+        .default(3)
+        .argParser(intOption("--lease-ttl", 1, 60)),
+    )
+    .addOption(
+      new Option("--no-assigner", "do not campaign to run the assigner in this server").env(
+        "SHARDLIMIT_NO_ASSIGNER",
+      ),
+    )
+    .addOption(
+      new Option("--handoff-timeout <ms>", "how long a moved slice waits for its counters before serving")
+        .env("SHARDLIMIT_HANDOFF_TIMEOUT_MS")
+        .default(3000)
+        .argParser(intOption("--handoff-timeout", 0, 600_000)),
+    )
+    .addOption(
+      new Option("--drain-timeout <ms>", "on SIGTERM, how long to wait for this server's slices to move away")
+        .env("SHARDLIMIT_DRAIN_TIMEOUT_MS")
+        .default(15_000)
+        .argParser(intOption("--drain-timeout", 0, 600_000)),
+    )
     .action(async (flags: ServeFlags) => {
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
       let server: Awaited<ReturnType<typeof startServer>> | undefined;
@@ -120,6 +179,19 @@ export function serveCommand(): Command {
             maxCounters: flags.maxCounters,
             shutdownGraceMs: flags.shutdownGrace,
             limits: InputLimitsSchema.parse({ maxBatch: flags.maxBatch, maxKeyLength: flags.maxKeyLength }),
+            advertiseAddress: flags.advertiseAddress,
+            drainTimeoutMs: flags.drainTimeout,
+            cluster: flags.etcd
+              ? {
+                  etcd: flags.etcd,
+                  prefix: flags.prefix,
+                  id: flags.id ?? `${hostname()}-${flags.grpcPort}`,
+                  capacity: 1,
+                  leaseTtlSeconds: flags.leaseTtl,
+                  assigner: flags.assigner,
+                  handoffTimeoutMs: flags.handoffTimeout,
+                }
+              : undefined,
           },
           log,
         );

@@ -17,7 +17,7 @@ import type {
 } from "../server/messages.js";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../server/proto.js";
 
-type Unary<Req, Res> = (req: Partial<Req>, opts?: { deadlineMs?: number }) => Promise<Res>;
+export type Unary<Req, Res> = (req: Partial<Req>, opts?: { deadlineMs?: number }) => Promise<Res>;
 
 export interface RateLimiterRpc {
   reportAndGetPolicy: Unary<ReportRequest, ReportResponse>;
@@ -39,7 +39,7 @@ const EnvoyClient = grpc.makeGenericClientConstructor(
   "RateLimitService",
 );
 
-function promisify<Req, Res>(client: grpc.Client, method: string): Unary<Req, Res> {
+export function promisify<Req, Res>(client: grpc.Client, method: string): Unary<Req, Res> {
   const fn = (client as unknown as Record<string, grpc.requestCallback<Res> & ((...a: unknown[]) => void)>)[
     method
   ]!.bind(client);

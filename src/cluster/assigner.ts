@@ -80,8 +80,8 @@ export class Assigner {
     const prev = this.opts.view.current();
     const generation = (prev?.assignment.generation ?? 0) + 1;
     const next = prev
-      ? place(generation, this.members, prev.assignment.starts, prev.assignment)
-      : initialAssignment(generation, this.members);
+      ? place(generation, this.members, prev.assignment.starts, prev.assignment, Date.now())
+      : initialAssignment(generation, this.members, Date.now());
     if (prev && sameOwners(prev.assignment, next)) return;
     const text = encodeAssignment(next);
     const ok = await leadership.fencedPut(assignmentKey(this.opts.prefix), text, prev?.text ?? null);

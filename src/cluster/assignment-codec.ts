@@ -11,7 +11,10 @@ const TableSchema = z.object({
   starts: z.array(z.number().int().min(0).max(0xffff_ffff)).min(1),
   owners: z.array(z.number().int().min(0).max(65_535)).min(1),
 });
-const StoredSchema = TableSchema.extend({ previous: TableSchema.optional() });
+const StoredSchema = TableSchema.extend({
+  previous: TableSchema.optional(),
+  writtenAt: z.number().nonnegative().optional(),
+});
 type Table = z.infer<typeof TableSchema>;
 
 function table(a: Assignment): Table {
@@ -24,16 +27,20 @@ function table(a: Assignment): Table {
 }
 
 export function encodeAssignment(a: Assignment): string {
-  return JSON.stringify(a.previous ? { ...table(a), previous: table(a.previous) } : table(a));
+  return JSON.stringify({
+    ...table(a),
+    ...(a.previous ? { previous: table(a.previous) } : {}),
+    ...(a.writtenAt !== undefined ? { writtenAt: a.writtenAt } : {}),
+  });
 }
 
-function build(t: Table, previous?: Assignment): Assignment | string {
+function build(t: Table, previous?: Assignment, writtenAt?: number): Assignment | string {
   const starts = Uint32Array.from(t.starts);
   const owners = Uint16Array.from(t.owners);
   const problem = Assignment.problem(t.members, starts, owners);
   if (problem !== undefined) return problem;
   const members = t.members.map((m) => (m.draining ? m : { id: m.id, address: m.address }));
-  return new Assignment(t.generation, members, starts, owners, previous);
+  return new Assignment(t.generation, members, starts, owners, previous, writtenAt);
 }
 
 /** Parses and validates a stored assignment; an error message instead if it is not one. */
@@ -49,6 +56,6 @@ export function decodeAssignment(text: string): Assignment | string {
     return `assignment is malformed: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`;
   const previous = r.data.previous ? build(r.data.previous) : undefined;
   if (typeof previous === "string") return `previous assignment is inconsistent: ${previous}`;
-  const a = build(r.data, previous);
+  const a = build(r.data, previous, r.data.writtenAt);
   return typeof a === "string" ? `assignment is inconsistent: ${a}` : a;
 }

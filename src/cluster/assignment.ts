@@ -26,6 +26,8 @@ export class Assignment {
      * so a server that did not see it can still tell which of its new ranges wait for a handoff.
      */
     readonly previous?: Assignment,
+    /** Wall-clock ms when the assigner wrote it: servers measure propagation against it. */
+    readonly writtenAt?: number,
   ) {
     const problem = Assignment.problem(members, starts, owners);
     if (problem !== undefined)

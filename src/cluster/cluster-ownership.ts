@@ -1,38 +1,171 @@
+import type { Clock } from "../core/clock.js";
 import type { ClusterView } from "../server/messages.js";
-import type { Ownership, OwnershipVerdict } from "../server/ownership.js";
-import type { Assignment } from "./assignment.js";
+import type { Owner, Ownership, OwnershipVerdict } from "../server/ownership.js";
+import { type Assignment, type Move, moves } from "./assignment.js";
 import { keyPoint, pointToWire } from "./hash.js";
+
+/** A range this server was given whose previous owner is alive and will hand its counters over. */
+export interface PendingRange {
+  start: number;
+  end: number;
+  /** Member id of the previous owner. */
+  from: string;
+  generation: number;
+  /** After this the range is served without the handoff (its counts rebuilt from gateways). */
+  deadline: number;
+}
+
+/** What an assignment change means for this server. */
+export interface OwnershipChange {
+  generation: number;
+  /** Ranges this server no longer owns and must hand to their new owner. */
+  lost: Move[];
+  /** Ranges this server now owns. */
+  gained: Move[];
+  /** Of `gained`, those that wait for a handoff before they are served. */
+  pending: PendingRange[];
+}
+
+export interface ClusterOwnershipOptions {
+  selfId: string;
+  clock: Clock;
+  /** How long a gained range waits for its previous owner's handoff before being served anyway. */
+  handoffTimeoutMs: number;
+}
 
 /**
  * Ownership from the current assignment: this server serves a key only if the key's slice is
- * assigned to it in the generation it holds. Until a first assignment arrives it owns nothing.
+ * assigned to it in the generation it holds, and, for a slice it was just given by a live member,
+ * only once that member's counters have arrived (or the handoff timed out). Until a first
+ * assignment arrives it owns nothing.
  */
 export class ClusterOwnership implements Ownership {
   private assignment: Assignment | undefined;
   private selfIndex = -1;
+  private pending: PendingRange[] = [];
+  private waiters: (() => void)[] = [];
 
-  constructor(private readonly selfId: string) {}
+  constructor(private readonly opts: ClusterOwnershipOptions) {}
 
-  /** Installs a newer assignment; an older or equal generation is ignored (generations only grow). */
-  update(a: Assignment): boolean {
-    if (this.assignment && a.generation <= this.assignment.generation) return false;
+  /**
+   * Installs a newer assignment and says what changed for this server; an older or equal
+   * generation is ignored (generations only grow). The previous holder of each range is taken from
+   * the assignment this server held if it is the one just before, else from the one the new
+   * assignment names as its predecessor.
+   */
+  update(a: Assignment): OwnershipChange | undefined {
+    const held = this.assignment;
+    if (held && a.generation <= held.generation) return undefined;
+    const before = held && held.generation === a.generation - 1 ? held : (a.previous ?? held);
     this.assignment = a;
-    this.selfIndex = a.members.findIndex((m) => m.id === this.selfId);
+    this.selfIndex = a.members.findIndex((m) => m.id === this.opts.selfId);
+    const self = this.opts.selfId;
+    const diff = before ? moves(before, a) : [];
+    const lost = diff.filter((m) => m.from.id === self);
+    const gained = diff.filter((m) => m.to.id === self);
+    const alive = new Set(a.members.map((m) => m.id));
+    const deadline = this.opts.clock.now() + this.opts.handoffTimeoutMs;
+    // Ranges still waiting from an earlier generation keep waiting while this server owns them.
+    const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
+    const fresh = gained
+      .filter((m) => alive.has(m.from.id))
+      .map((m) => ({ start: m.start, end: m.end, from: m.from.id, generation: a.generation, deadline }));
+    this.pending = [...carried, ...fresh];
+    this.notify();
+    return { generation: a.generation, lost, gained, pending: fresh };
+  }
+
+  private ownsRange(start: number, end: number): boolean {
+    const a = this.assignment!;
+    for (let i = a.sliceOf(start); i < a.slices && a.starts[i]! < end; i++) {
+      if (a.owners[i] !== this.selfIndex) return false;
+    }
     return true;
+  }
+
+  /** The handoff from member `from` for `generation` (or earlier) is complete. */
+  handoffDone(from: string, generation: number): void {
+    const before = this.pending.length;
+    this.pending = this.pending.filter((p) => p.from !== from || p.generation > generation);
+    if (this.pending.length !== before) this.notify();
+  }
+
+  /** Ranges still waiting for a handoff (expired ones dropped). */
+  waiting(): readonly PendingRange[] {
+    this.expire();
+    return this.pending;
+  }
+
+  private expire(): void {
+    if (this.pending.length === 0) return;
+    const now = this.opts.clock.now();
+    const before = this.pending.length;
+    this.pending = this.pending.filter((p) => p.deadline > now);
+    if (this.pending.length !== before) this.notify();
+  }
+
+  /** Holds a current assignment and every range it owns is ready. */
+  ready(): boolean {
+    return this.assignment !== undefined && this.waiting().length === 0;
   }
 
   current(): Assignment | undefined {
     return this.assignment;
   }
 
+  slicesOwned(): number {
+    const a = this.assignment;
+    if (!a || this.selfIndex < 0) return 0;
+    let n = 0;
+    for (let i = 0; i < a.slices; i++) if (a.owners[i] === this.selfIndex) n++;
+    return n;
+  }
+
   generation(): number {
     return this.assignment?.generation ?? 0;
   }
 
-  check(shardKey: string): OwnershipVerdict {
+  owns(point: number): boolean {
     const a = this.assignment;
-    if (!a || this.selfIndex < 0) return "not_owner";
-    return a.owners[a.sliceOf(keyPoint(shardKey))] === this.selfIndex ? "own" : "not_owner";
+    return a !== undefined && this.selfIndex >= 0 && a.owners[a.sliceOf(point)] === this.selfIndex;
+  }
+
+  check(shardKey: string): OwnershipVerdict {
+    const point = keyPoint(shardKey);
+    if (!this.owns(point)) return "not_owner";
+    if (this.pending.length === 0) return "own";
+    this.expire();
+    for (const p of this.pending) if (point >= p.start && point < p.end) return "not_ready";
+    return "own";
+  }
+
+  ownerOf(shardKey: string): Owner | undefined {
+    const a = this.assignment;
+    if (!a) return undefined;
+    const i = a.owners[a.sliceOf(keyPoint(shardKey))]!;
+    const m = a.members[i]!;
+    return { id: m.id, address: m.address, self: i === this.selfIndex };
+  }
+
+  changed(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      const waiters = this.waiters;
+      function done() {
+        clearTimeout(timer);
+        const i = waiters.indexOf(done);
+        if (i >= 0) waiters.splice(i, 1);
+        resolve();
+      }
+      waiters.push(done);
+    });
+  }
+
+  private notify(): void {
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
   }
 
   view(): ClusterView {

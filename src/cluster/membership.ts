@@ -98,6 +98,18 @@ export class Membership {
     log.info({ id: self.id, address: self.address, ttlSeconds }, "registered as a cluster member");
   }
 
+  /**
+   * Marks this server as leaving, in place (same key, same lease): the assigner then moves its
+   * slices away while it is still here to hand their counters over.
+   */
+  async setDraining(): Promise<void> {
+    if (!this.lease) throw new Error("membership not started");
+    this.opts.self = { ...this.opts.self, draining: true };
+    await this.lease
+      .put(`${membersPrefix(this.opts.prefix)}${this.opts.self.id}`)
+      .value(JSON.stringify(this.opts.self));
+  }
+
   private reRegister(): void {
     const attempt = () => {
       if (this.stopped) return;

@@ -26,6 +26,7 @@ export function place(
   members: readonly Member[],
   starts: Uint32Array,
   previous?: Assignment,
+  writtenAt?: number,
 ): Assignment {
   if (members.length === 0) throw new RangeError("cannot place slices on zero members");
   const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -39,7 +40,7 @@ export function place(
   const ring = new HashRing(Object.fromEntries(active.map((m) => [m.id, { vnodes: RING_VNODES }])));
   const owners = new Uint16Array(starts.length);
   for (let i = 0; i < starts.length; i++) owners[i] = index.get(ring.get(`slice:${starts[i]}`))!;
-  return new Assignment(generation, sorted, starts, owners, withoutPrevious(previous));
+  return new Assignment(generation, sorted, starts, owners, withoutPrevious(previous), writtenAt);
 }
 
 /** `a` without its own `previous`, so assignments do not chain. */
@@ -49,6 +50,11 @@ export function withoutPrevious(a: Assignment | undefined): Assignment | undefin
 }
 
 /** The first assignment of a cluster: `SLICES_PER_MEMBER` equal slices per member, placed. */
-export function initialAssignment(generation: number, members: readonly Member[]): Assignment {
-  return place(generation, members, evenStarts(Math.max(1, members.length) * SLICES_PER_MEMBER));
+export function initialAssignment(
+  generation: number,
+  members: readonly Member[],
+  writtenAt?: number,
+): Assignment {
+  const active = members.filter((m) => !m.draining).length || members.length;
+  return place(generation, members, evenStarts(active * SLICES_PER_MEMBER), undefined, writtenAt);
 }

@@ -1,10 +1,13 @@
 import type { Server as HttpServer } from "node:http";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
+import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
 import { ConfigError } from "../errors.js";
+import { clusterMetrics } from "./cluster-metrics.js";
 import { EnvoyRateLimit } from "./envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "./grpc.js";
 import { startHttp } from "./http.js";
@@ -12,6 +15,8 @@ import { DEFAULT_INPUT_LIMITS, type InputLimits } from "./input-limits.js";
 import { Limiter } from "./limiter.js";
 import { PromMetrics } from "./metrics.js";
 import { type Ownership, StandaloneOwnership } from "./ownership.js";
+import { PeerService } from "./peer-service.js";
+import { Router } from "./router.js";
 
 /** Counters visited per sweeper tick: ~0.3 ms; at one tick per 50 ms, 100k counters a second. */
 const SWEEP_SLICE = 2000;
@@ -28,6 +33,12 @@ export interface ServeOptions {
   shutdownGraceMs?: number;
   /** How often idle counters are swept. */
   sweepIntervalMs?: number;
+  /** Join this cluster; standalone (owns every key) when absent. */
+  cluster?: ClusterOptions;
+  /** host:port other servers and gateways reach this one at (cluster mode); default host:grpcPort. */
+  advertiseAddress?: string;
+  /** On SIGTERM in cluster mode, how long to wait for slices to move away and be handed over. */
+  drainTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -35,6 +46,8 @@ export interface RunningServer {
   readonly httpPort: number;
   readonly limiter: Limiter;
   readonly engine: Engine;
+  /** Cluster mode only. */
+  readonly cluster: ClusterNode | undefined;
   /** Loads the config again; false (old config kept) if it is invalid. */
   reload(): boolean;
   isReady(): boolean;
@@ -42,8 +55,9 @@ export interface RunningServer {
 }
 
 /**
- * All wiring in one place: config watcher -> limiter and Envoy service -> gRPC and HTTP servers,
- * metrics, the sweeper, readiness. Standalone when no cluster ownership is given.
+ * All wiring in one place: config watcher -> limiter and Envoy service -> router -> gRPC and HTTP
+ * servers, metrics, the sweeper, readiness; in cluster mode also the cluster node (membership,
+ * assignment, assigner, forwarding, handoff). Standalone when no cluster is given.
  */
 export async function startServer(
   opts: ServeOptions,
@@ -56,7 +70,6 @@ export async function startServer(
   let ready = false;
   let draining = false;
   let limiter: Limiter | undefined;
-  let envoy: EnvoyRateLimit | undefined;
   let initialError: Error | undefined;
 
   const metrics = new PromMetrics({
@@ -96,14 +109,31 @@ export async function startServer(
   }
   // The bound port replaces the requested one (0: any free port) once gRPC listens.
   let selfAddress = `${opts.grpcHost}:${opts.grpcPort}`;
-  const ownership = deps.ownership ?? new StandaloneOwnership(() => selfAddress);
+  const node: ClusterNode | undefined = opts.cluster
+    ? new ClusterNode(opts.cluster, engine, {
+        clock,
+        log,
+        hooks: clusterMetrics(metrics.registry, {
+          generation: (): number => node!.ownership.generation(),
+          slicesOwned: () => node!.ownership.slicesOwned(),
+          rangesAwaitingHandoff: () => node!.ownership.waiting().length,
+        }),
+      })
+    : undefined;
+  const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress);
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
-  envoy = new EnvoyRateLimit(
+  const envoy = new EnvoyRateLimit(
     { engine, clock, ownership, limits, metrics },
     (domain, entries) => current.config.resolve(domain, entries),
     (domain) => current.config.domains.includes(domain),
   );
+
+  const router = new Router({ limiter, envoy, ownership, forwarder: node?.forwarder });
+  const peer = node
+    ? new PeerService({ limiter, envoy, ownership, receiveHandoff: (req) => node.handoff.receive(req) })
+    : undefined;
+  const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());
 
   let grpc: GrpcServer;
   let http: { server: HttpServer; port: number };
@@ -111,7 +141,8 @@ export async function startServer(
     grpc = await startGrpc(
       {
         limiter,
-        envoy,
+        router,
+        peer,
         metrics,
         maxMessageBytes: limits.maxMessageBytes,
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
@@ -120,13 +151,15 @@ export async function startServer(
       opts.grpcPort,
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
-    http = await startHttp(
-      { registry: metrics.registry, ready: () => ready && !draining },
-      opts.httpHost,
-      opts.httpPort,
-    );
+    http = await startHttp({ registry: metrics.registry, ready: isReady }, opts.httpHost, opts.httpPort);
+    if (node) {
+      const host = opts.grpcHost === "0.0.0.0" || opts.grpcHost === "::" ? hostname() : opts.grpcHost;
+      selfAddress = opts.advertiseAddress ?? `${host}:${grpc.port}`;
+      await node.start(selfAddress);
+    }
   } catch (err) {
     watcher.stop();
+    await node?.stop().catch(() => {});
     throw err;
   }
 
@@ -146,7 +179,8 @@ export async function startServer(
       httpPort: http.port,
       domains: initialConfig.domains,
       rules: initialConfig.rules.length,
-      mode: "standalone",
+      mode: node ? "cluster" : "standalone",
+      ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
     },
     "shardlimit serving",
   );
@@ -156,13 +190,23 @@ export async function startServer(
     httpPort: http.port,
     limiter,
     engine,
+    cluster: node,
     reload: () => watcher.reload(),
-    isReady: () => ready && !draining,
+    isReady,
     async shutdown() {
       if (draining) return;
       draining = true;
       setServing(grpc.health, false);
-      log.info("shutting down: not ready, finishing calls in flight");
+      if (node) {
+        // Still serving (forwarding moved keys) while the assigner moves the slices away and
+        // their counters are handed to the new owners; then leave the cluster.
+        log.info("shutting down: not ready, draining slices to other members");
+        const t0 = Date.now();
+        const drained = await node.drain(opts.drainTimeoutMs ?? 15_000);
+        log.info({ drained, ms: Date.now() - t0 }, drained ? "drained" : "drain timed out; leaving anyway");
+        await node.stop();
+      }
+      log.info("shutting down: finishing calls in flight");
       clearInterval(sweeper);
       watcher.stop();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000);

@@ -3,7 +3,7 @@ import { applyReplaces } from "../config/replaces.js";
 import { type LimitRule, type Resolved, UNIT_PROTO, UNIT_SECONDS, type Unit } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { CheckItem, Engine } from "../core/engine.js";
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError, NotOwnerError } from "../errors.js";
 import { amountProblem, type InputLimits, keyProblem } from "./input-limits.js";
 import {
   EnvoyCode,
@@ -49,6 +49,16 @@ function overrideRule(domain: string, d: EnvoyDescriptor): LimitRule | undefined
   };
 }
 
+/** A validated, resolved request: what each descriptor is limited by, before anything is charged. */
+export interface EnvoyPlan {
+  domain: string;
+  /** Per descriptor: its limit after `replaces`, or undefined when none applies. */
+  active: (Resolved | undefined)[];
+  hits: number[];
+  /** Indices of the descriptors with a limit to charge (not unlimited), in order. */
+  limited: number[];
+}
+
 export interface EnvoyDeps {
   engine: Engine;
   clock: Clock;
@@ -73,7 +83,25 @@ export class EnvoyRateLimit {
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse {
-    const { limits, engine, clock, metrics } = this.deps;
+    const plan = this.plan(req);
+    for (const i of plan.limited) {
+      const r = plan.active[i]!;
+      if (this.deps.ownership.check(r.shardKey) !== "own") {
+        throw new NotOwnerError(
+          `descriptor ${i}: this server does not serve ${r.counterKey} in generation ${this.deps.ownership.generation()}`,
+          this.deps.ownership.generation(),
+        );
+      }
+    }
+    return this.respond(plan, this.execute(plan, plan.limited));
+  }
+
+  /**
+   * Validates the request and resolves every descriptor against the config, with `replaces`
+   * applied. Touches no counter, so a cluster can split the result by owner first.
+   */
+  plan(req: EnvoyRequest): EnvoyPlan {
+    const { limits } = this.deps;
     if (req.domain === "") throw new InvalidArgumentError("rate limit domain must not be empty");
     if (req.descriptors.length === 0)
       throw new InvalidArgumentError("rate limit descriptor list must not be empty");
@@ -114,47 +142,59 @@ export class EnvoyRateLimit {
           `descriptor ${i} matches ${rule.id}, a concurrency limit, which ShouldRateLimit cannot release: use Acquire and Release`,
         );
       }
-      const r = resolved[i];
-      if (r && this.deps.ownership.check(r.shardKey) !== "own") {
-        // Standalone servers own everything; the cluster forwards before it gets here.
-        throw new InvalidArgumentError(`descriptor ${i}: this server does not own ${r.counterKey}`);
-      }
     }
     const active = applyReplaces(resolved);
-    const now = clock.now();
-    const items: CheckItem[] = [];
-    const at: number[] = [];
+    const limited: number[] = [];
     for (let i = 0; i < active.length; i++) {
       const r = active[i];
-      if (r === undefined || r.rule.unlimited) continue;
-      items.push({ key: r.counterKey, limit: r.rule, cost: hits[i]!, shard: r.shardKey });
-      at.push(i);
+      if (r !== undefined && !r.rule.unlimited) limited.push(i);
+    }
+    return { domain: req.domain, active, hits, limited };
+  }
+
+  /** Charges the descriptors at `indices` (limited ones of `plan`) here; their statuses, in order. */
+  execute(plan: EnvoyPlan, indices: readonly number[]): EnvoyDescriptorStatus[] {
+    const { engine, clock, metrics } = this.deps;
+    const now = clock.now();
+    const items: CheckItem[] = new Array(indices.length);
+    for (let j = 0; j < indices.length; j++) {
+      const r = plan.active[indices[j]!]!;
+      items[j] = { key: r.counterKey, limit: r.rule, cost: plan.hits[indices[j]!]!, shard: r.shardKey };
     }
     const decisions = engine.checkMany(items, now, "envoy");
-    // As envoyproxy/ratelimit answers: no limit -> remaining 0; unlimited -> remaining 2^32-1.
-    const statuses: EnvoyDescriptorStatus[] = active.map((r) =>
-      r?.rule.unlimited ? { code: EnvoyCode.OK, limitRemaining: 0xffff_ffff } : { code: EnvoyCode.OK },
-    );
-    let overall: number = EnvoyCode.OK;
-    for (let j = 0; j < at.length; j++) {
-      const i = at[j]!;
+    const out: EnvoyDescriptorStatus[] = new Array(indices.length);
+    for (let j = 0; j < indices.length; j++) {
       const d = decisions[j]!;
-      const rule = active[i]!.rule;
+      const rule = plan.active[indices[j]!]!.rule;
       const over = !d.allowed;
-      if (over) overall = EnvoyCode.OVER_LIMIT;
-      const status: EnvoyDescriptorStatus = {
+      out[j] = {
         code: over ? EnvoyCode.OVER_LIMIT : EnvoyCode.OK,
         currentLimit: { name: rule.name ?? "", requestsPerUnit: rule.limit, unit: UNIT_PROTO[rule.unit] },
         limitRemaining: d.remaining,
         durationUntilReset: { seconds: Math.max(0, Math.ceil((d.resetAt - now) / 1000)), nanos: 0 },
       };
-      statuses[i] = status;
       metrics.decision("envoy", rule.domain, d.shadowed ? "shadow_over_limit" : over ? "over_limit" : "ok");
     }
-    for (let i = 0; i < active.length; i++) {
-      if (active[i] === undefined || active[i]!.rule.unlimited)
-        metrics.decision("envoy", req.domain, "no_limit");
+    return out;
+  }
+
+  /**
+   * The answer: `statuses[j]` for the descriptor at `plan.limited[j]` (decided here or by its
+   * owner); descriptors without a limit answered as envoyproxy/ratelimit does.
+   */
+  respond(plan: EnvoyPlan, statuses: readonly EnvoyDescriptorStatus[]): EnvoyResponse {
+    // As envoyproxy/ratelimit answers: no limit -> remaining 0; unlimited -> remaining 2^32-1.
+    const out: EnvoyDescriptorStatus[] = plan.active.map((r) =>
+      r?.rule.unlimited ? { code: EnvoyCode.OK, limitRemaining: 0xffff_ffff } : { code: EnvoyCode.OK },
+    );
+    let overall: number = EnvoyCode.OK;
+    for (let j = 0; j < plan.limited.length; j++) {
+      const st = statuses[j]!;
+      out[plan.limited[j]!] = st;
+      if (st.code === EnvoyCode.OVER_LIMIT) overall = EnvoyCode.OVER_LIMIT;
     }
-    return { overallCode: overall, statuses };
+    const noLimit = plan.active.length - plan.limited.length;
+    if (noLimit > 0) this.deps.metrics.decision("envoy", plan.domain, "no_limit", noLimit);
+    return { overallCode: overall, statuses: out };
   }
 }

@@ -3,21 +3,26 @@ import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { InvalidArgumentError, ShardlimitError } from "../errors.js";
-import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
+import type { PeerService } from "./peer-service.js";
 import {
   ENVOY_RLS_SERVICE,
   MalformedRequest,
+  PEER_SERVICE,
   PROTO_DIR,
   PROTO_FILES,
   RATE_LIMITER_SERVICE,
   serviceDefinition,
 } from "./proto.js";
+import type { Router } from "./router.js";
 
 export interface GrpcDeps {
   limiter: Limiter;
-  envoy: EnvoyRateLimit;
+  /** Check and ShouldRateLimit: decided here or passed to the owner. */
+  router: Router;
+  /** Server-to-server calls (cluster mode only). */
+  peer?: PeerService;
   metrics?: PromMetrics;
   maxMessageBytes: number;
   onUnexpected: (method: string, err: unknown) => void;
@@ -31,33 +36,55 @@ function toStatus(err: unknown): Partial<grpc.StatusObject> {
         ? grpc.status.INVALID_ARGUMENT
         : err.code === "COUNTERS_EXHAUSTED"
           ? grpc.status.RESOURCE_EXHAUSTED
-          : grpc.status.FAILED_PRECONDITION;
+          : err.code === "UNAVAILABLE"
+            ? grpc.status.UNAVAILABLE
+            : grpc.status.FAILED_PRECONDITION;
     return { code, details: err.message };
   }
   return { code: grpc.status.INTERNAL, details: "internal error" };
 }
 
-/** Wraps a synchronous handler: times it, maps thrown errors to statuses. */
+/**
+ * Wraps a handler: times it, maps thrown errors to statuses. Most handlers answer synchronously;
+ * one that must ask another server (forwarding) returns a promise.
+ */
 function unary<Req, Res>(
   method: string,
   deps: GrpcDeps,
-  fn: (req: Req) => Res,
+  fn: (req: Req) => Res | Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   const hist = deps.metrics?.requestDuration;
   return (call, callback) => {
     const start = process.hrtime.bigint();
+    const fail = (err: unknown) => {
+      const status = toStatus(err);
+      if (status.code === grpc.status.INTERNAL) deps.onUnexpected(method, err);
+      callback(status, null);
+      return grpc.status[status.code!] ?? "UNKNOWN";
+    };
     let code = "OK";
     try {
       const req: unknown = call.request;
       if (req instanceof MalformedRequest) {
         throw new InvalidArgumentError(`malformed ${req.type}: ${req.reason}`);
       }
-      callback(null, fn(req as Req));
+      const out = fn(req as Req);
+      if (out instanceof Promise) {
+        out.then(
+          (res) => {
+            callback(null, res);
+            hist?.observe({ method, code: "OK" }, Number(process.hrtime.bigint() - start) / 1e9);
+          },
+          (err: unknown) => {
+            const c = fail(err);
+            hist?.observe({ method, code: c }, Number(process.hrtime.bigint() - start) / 1e9);
+          },
+        );
+        return;
+      }
+      callback(null, out);
     } catch (err) {
-      const status = toStatus(err);
-      code = grpc.status[status.code!] ?? "UNKNOWN";
-      if (status.code === grpc.status.INTERNAL) deps.onUnexpected(method, err);
-      callback(status, null);
+      code = fail(err);
     }
     hist?.observe({ method, code }, Number(process.hrtime.bigint() - start) / 1e9);
   };
@@ -74,18 +101,24 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     "grpc.max_receive_message_length": deps.maxMessageBytes,
     "grpc.max_send_message_length": deps.maxMessageBytes,
   });
-  const { limiter, envoy } = deps;
+  const { limiter, router, peer } = deps;
   server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
     ReportAndGetPolicy: unary("ReportAndGetPolicy", deps, limiter.reportAndGetPolicy.bind(limiter)),
-    Check: unary("Check", deps, limiter.check.bind(limiter)),
+    Check: unary("Check", deps, router.check.bind(router)),
     Acquire: unary("Acquire", deps, limiter.acquire.bind(limiter)),
     Release: unary("Release", deps, limiter.release.bind(limiter)),
     Settle: unary("Settle", deps, limiter.settle.bind(limiter)),
     GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
-    ShouldRateLimit: unary("ShouldRateLimit", deps, envoy.shouldRateLimit.bind(envoy)),
+    ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),
   });
+  if (peer) {
+    server.addService(serviceDefinition(PEER_SERVICE), {
+      Forward: unary("Forward", deps, peer.forward.bind(peer)),
+      Handoff: unary("Handoff", deps, peer.handoff.bind(peer)),
+    });
+  }
   const health = new HealthImplementation({
     "": "NOT_SERVING",
     [RATE_LIMITER_SERVICE]: "NOT_SERVING",

@@ -98,6 +98,13 @@ export class Limiter {
     this.resolver = new KeyResolver(config);
   }
 
+  /** The shard key that places `key`'s counter; undefined if the key is invalid or unlimited. */
+  shardKeyOf(key: string): string | undefined {
+    if (keyProblem(key, this.limits) !== undefined) return undefined;
+    const r = this.resolver.resolve(key);
+    return typeof r === "object" ? r.shardKey : undefined;
+  }
+
   /** Resolves `key` and checks that this server may serve it; an ItemError if not. */
   private route(key: string): Resolved | undefined | ItemError {
     const bad = keyProblem(key, this.limits);

@@ -2,6 +2,15 @@ import type { ClusterView } from "./messages.js";
 
 export type OwnershipVerdict = "own" | "not_owner" | "not_ready";
 
+/** The server that owns a key, as the current assignment names it. */
+export interface Owner {
+  readonly id: string;
+  /** host:port of its gRPC endpoint. */
+  readonly address: string;
+  /** This server. */
+  readonly self: boolean;
+}
+
 /**
  * Who serves which keys. Standalone, this server owns everything; the cluster implementation
  * answers from the assignment of its current generation. The request path only asks this.
@@ -10,6 +19,13 @@ export interface Ownership {
   /** The assignment generation this server serves in (0 standalone). */
   generation(): number;
   check(shardKey: string): OwnershipVerdict;
+  /** The owner of `shardKey`; undefined while no assignment is known. */
+  ownerOf(shardKey: string): Owner | undefined;
+  /**
+   * Resolves at the next change of assignment or readiness, or after `ms`, whichever is first:
+   * what a caller that met `not_owner` or `not_ready` waits for before trying again.
+   */
+  changed(ms: number): Promise<void>;
   view(): ClusterView;
 }
 
@@ -22,15 +38,19 @@ export class StandaloneOwnership implements Ownership {
   check(): OwnershipVerdict {
     return "own";
   }
+  private address(): string {
+    return typeof this.selfAddress === "function" ? this.selfAddress() : this.selfAddress;
+  }
+  ownerOf(): Owner {
+    return { id: "standalone", address: this.address(), self: true };
+  }
+  changed(ms: number): Promise<void> {
+    return new Promise((r) => setTimeout(r, ms).unref());
+  }
   view(): ClusterView {
     return {
       generation: 0,
-      members: [
-        {
-          id: "standalone",
-          address: typeof this.selfAddress === "function" ? this.selfAddress() : this.selfAddress,
-        },
-      ],
+      members: [{ id: "standalone", address: this.address() }],
       slices: [{ start: "0", owner: 0 }],
       standalone: true,
     };

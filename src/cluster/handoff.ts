@@ -1,0 +1,177 @@
+import type { Clock } from "../core/clock.js";
+import { CapacityError } from "../core/engine.js";
+import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
+import { ErrorCode, type HandoffRequest, type HandoffResponse } from "../server/messages.js";
+import type { Member, Move } from "./assignment.js";
+import type { ClusterOwnership, OwnershipChange } from "./cluster-ownership.js";
+import { keyPoint } from "./hash.js";
+import type { Log } from "./log.js";
+import type { PeerRpc } from "./peers.js";
+
+/** The engine as the handoff sees it. */
+export interface CounterStore {
+  takeCounters(leaving: (shard: string) => boolean, now: number): CounterSnapshot[];
+  putCounters(snapshots: readonly CounterSnapshot[], now: number): number;
+}
+
+export interface HandoffOptions {
+  selfId: string;
+  store: CounterStore;
+  ownership: ClusterOwnership;
+  peer: (address: string) => PeerRpc;
+  clock: Clock;
+  log: Log;
+  /** Counters per Handoff call. */
+  chunk?: number;
+  retryMs?: number;
+  /** A receiver that cannot be reached for this long is given up on (it rebuilds from gateways). */
+  giveUpMs?: number;
+  onSent?: (to: string, counters: number, ok: boolean) => void;
+  onReceived?: (from: string, counters: number) => void;
+}
+
+/** The move whose range holds `point`, by binary search over ranges sorted by start. */
+function moveAt(ranges: readonly Move[], point: number): Move | undefined {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const r = ranges[mid]!;
+    if (point < r.start) hi = mid - 1;
+    else if (point >= r.end) lo = mid + 1;
+    else return r;
+  }
+  return undefined;
+}
+
+/**
+ * Planned moves lose nothing: when an assignment takes ranges from this server, it stops serving
+ * them (ownership changed first), takes their counters out of the engine, and sends them to each
+ * new owner, which waits for the last chunk (`done`) before serving those ranges. The receiving
+ * side merges what arrives and marks the ranges ready.
+ */
+export class Handoff {
+  private readonly sending = new Set<Promise<void>>();
+
+  constructor(private readonly opts: HandoffOptions) {}
+
+  /** Hands the counters of `change.lost` to their new owners; resolves when every one is sent. */
+  send(change: OwnershipChange): Promise<void> {
+    if (change.lost.length === 0) return Promise.resolve();
+    const { store, clock } = this.opts;
+    const points = new Map<string, number>();
+    const pointOf = (shard: string) => {
+      let p = points.get(shard);
+      if (p === undefined) {
+        p = keyPoint(shard);
+        points.set(shard, p);
+      }
+      return p;
+    };
+    const lost = change.lost;
+    const snapshots = store.takeCounters((shard) => moveAt(lost, pointOf(shard)) !== undefined, clock.now());
+    const byTo = new Map<string, { to: Member; ranges: Move[]; counters: CounterSnapshot[] }>();
+    for (const m of lost) {
+      const g = byTo.get(m.to.id);
+      if (g) g.ranges.push(m);
+      else byTo.set(m.to.id, { to: m.to, ranges: [m], counters: [] });
+    }
+    for (const s of snapshots) byTo.get(moveAt(lost, pointOf(s.shard || s.key))!.to.id)!.counters.push(s);
+    const all = Promise.all(
+      [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, g.counters)),
+    ).then(() => {});
+    this.sending.add(all);
+    void all.finally(() => this.sending.delete(all));
+    return all;
+  }
+
+  /** Resolves once no handoff is being sent. */
+  async idle(): Promise<void> {
+    while (this.sending.size > 0) await Promise.all([...this.sending]);
+  }
+
+  private async sendTo(
+    generation: number,
+    to: Member,
+    ranges: readonly Move[],
+    counters: CounterSnapshot[],
+  ): Promise<void> {
+    const { selfId, log, clock } = this.opts;
+    const chunk = this.opts.chunk ?? 2000;
+    const giveUpAt = clock.now() + (this.opts.giveUpMs ?? 10_000);
+    const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
+    const started = clock.now();
+    for (let i = 0; i === 0 || i < counters.length; i += chunk) {
+      const part = counters.slice(i, i + chunk);
+      const req: HandoffRequest = {
+        generation,
+        from: selfId,
+        ranges: wire,
+        counters: part,
+        done: i + chunk >= counters.length,
+      };
+      for (;;) {
+        let problem: string;
+        try {
+          const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
+          if (!res.error?.code) break;
+          problem = res.error.message;
+        } catch (err) {
+          problem = (err as Error).message;
+        }
+        if (clock.now() >= giveUpAt) {
+          this.opts.onSent?.(to.id, counters.length - i, false);
+          log.error(
+            { to: to.id, generation, lost: counters.length - i, problem },
+            "handoff given up: the new owner will rebuild these counts from gateways",
+          );
+          return;
+        }
+        await new Promise((r) => setTimeout(r, this.opts.retryMs ?? 100));
+      }
+    }
+    this.opts.onSent?.(to.id, counters.length, true);
+    log.info(
+      { to: to.id, generation, counters: counters.length, ranges: ranges.length, ms: clock.now() - started },
+      "handed slices over",
+    );
+  }
+
+  /** The receiving side of one Handoff call. */
+  receive(req: HandoffRequest): HandoffResponse {
+    const { ownership, store, clock, log } = this.opts;
+    const generation = ownership.generation();
+    if (req.generation > generation) {
+      return {
+        accepted: 0,
+        generation,
+        error: {
+          code: ErrorCode.SLICE_NOT_READY,
+          message: `this server is on generation ${generation}, behind the handoff's ${req.generation}; retry`,
+        },
+      };
+    }
+    const mine: CounterSnapshot[] = [];
+    let refused = 0;
+    for (const s of req.counters) {
+      if (snapshotProblem(s) === undefined && ownership.owns(keyPoint(s.shard || s.key))) mine.push(s);
+      else refused++;
+    }
+    let accepted: number;
+    try {
+      accepted = store.putCounters(mine, clock.now());
+    } catch (err) {
+      if (!(err instanceof CapacityError)) throw err;
+      return { accepted: 0, generation, error: { code: ErrorCode.COUNTERS_EXHAUSTED, message: err.message } };
+    }
+    if (refused > 0) {
+      log.warn(
+        { from: req.from, refused, generation: req.generation },
+        "handoff: counters for ranges not owned here dropped",
+      );
+    }
+    this.opts.onReceived?.(req.from, accepted);
+    if (req.done) ownership.handoffDone(req.from, req.generation);
+    return { accepted, generation };
+  }
+}

@@ -1,0 +1,198 @@
+import { Etcd3 } from "etcd3";
+import type { Clock } from "../core/clock.js";
+import type { Forwarder } from "../server/router.js";
+import { Assigner } from "./assigner.js";
+import type { Assignment } from "./assignment.js";
+import { AssignmentView } from "./assignment-view.js";
+import { ClusterOwnership } from "./cluster-ownership.js";
+import { BatchingForwarder } from "./forwarder.js";
+import { type CounterStore, Handoff } from "./handoff.js";
+import { Leadership } from "./leadership.js";
+import type { Log } from "./log.js";
+import { Membership } from "./membership.js";
+import { PeerPool } from "./peers.js";
+
+export interface ClusterOptions {
+  /** etcd client URLs. */
+  etcd: string[];
+  /** Key prefix of the cluster in etcd, ending in `/`. */
+  prefix: string;
+  /** This server's member id (unique in the cluster). */
+  id: string;
+  capacity: number;
+  /** Lease TTL of the registration, seconds: a crashed server's slices move this long after. */
+  leaseTtlSeconds: number;
+  /** Whether this server campaigns to run the assigner. */
+  assigner: boolean;
+  /** How long a range given by a live member waits for its counters. */
+  handoffTimeoutMs: number;
+}
+
+export interface ClusterHooks {
+  /** A new assignment was installed; `lagMs` since the assigner wrote it (wall clocks). */
+  onAssignment?: (a: Assignment, lagMs: number | undefined) => void;
+  onHandoffSent?: (to: string, counters: number, ok: boolean) => void;
+  onHandoffReceived?: (from: string, counters: number) => void;
+  onForward?: (owner: string, parts: number, ok: boolean) => void;
+}
+
+/**
+ * A server's membership of the cluster: registration, the assignment it serves from, leader
+ * election and the assigner (when enabled), forwarding to owners, and counter handoff. The
+ * request path sees only `ownership` and `forwarder`.
+ */
+export class ClusterNode {
+  readonly ownership: ClusterOwnership;
+  readonly forwarder: Forwarder;
+  readonly handoff: Handoff;
+  private readonly client: Etcd3;
+  private membership: Membership | undefined;
+  private readonly view: AssignmentView;
+  private leadership: Leadership | undefined;
+  private assigner: Assigner | undefined;
+  private readonly peers = new PeerPool();
+
+  constructor(
+    private readonly opts: ClusterOptions,
+    store: CounterStore,
+    private readonly deps: { clock: Clock; log: Log; hooks?: ClusterHooks },
+  ) {
+    const { clock, log } = deps;
+    const hooks = deps.hooks ?? {};
+    this.client = new Etcd3({ hosts: opts.etcd, dialTimeout: 3000 });
+    this.ownership = new ClusterOwnership({
+      selfId: opts.id,
+      clock,
+      handoffTimeoutMs: opts.handoffTimeoutMs,
+    });
+    const peer = (address: string) => this.peers.get(address);
+    this.forwarder = new BatchingForwarder({ peer, onCall: hooks.onForward });
+    this.handoff = new Handoff({
+      selfId: opts.id,
+      store,
+      ownership: this.ownership,
+      peer,
+      clock,
+      log,
+      onSent: hooks.onHandoffSent,
+      onReceived: hooks.onHandoffReceived,
+    });
+    this.view = new AssignmentView({
+      client: this.client,
+      prefix: opts.prefix,
+      log,
+      onChange: (stored) => {
+        if (stored) this.install(stored.assignment);
+        this.assigner?.kick();
+      },
+    });
+  }
+
+  private install(a: Assignment): void {
+    const change = this.ownership.update(a);
+    if (!change) return;
+    const lag = a.writtenAt !== undefined ? Date.now() - a.writtenAt : undefined;
+    this.deps.hooks?.onAssignment?.(a, lag);
+    this.deps.log.info(
+      {
+        generation: a.generation,
+        members: a.members.length,
+        lost: change.lost.length,
+        gained: change.gained.length,
+        awaiting: change.pending.length,
+        lagMs: lag,
+      },
+      "assignment installed",
+    );
+    this.peers.retain(new Set(a.members.map((m) => m.address)));
+    void this.handoff.send(change);
+  }
+
+  /**
+   * Registers with `address` (host:port where gateways and other servers reach this server's
+   * gRPC endpoint, known once it is bound), learns the assignment, and campaigns for the
+   * assigner if enabled.
+   */
+  async start(address: string): Promise<void> {
+    const { opts } = this;
+    const { clock, log } = this.deps;
+    const membership = new Membership({
+      client: this.client,
+      prefix: opts.prefix,
+      self: { id: opts.id, address, capacity: opts.capacity, startedAt: Date.now() },
+      ttlSeconds: opts.leaseTtlSeconds,
+      clock,
+      log,
+      onMembers: (members) => this.assigner?.setMembers(members),
+    });
+    this.membership = membership;
+    if (opts.assigner) {
+      this.leadership = new Leadership({
+        client: this.client,
+        key: `${opts.prefix}assigner/leader`,
+        id: opts.id,
+        membership,
+        log,
+        onChange: () => this.assigner?.kick(),
+      });
+      this.assigner = new Assigner({
+        prefix: opts.prefix,
+        view: this.view,
+        leadership: this.leadership,
+        log,
+      });
+    }
+    await membership.start();
+    await this.view.start();
+    this.assigner?.setMembers(membership.current);
+    await this.leadership?.start();
+  }
+
+  /** Members as registered in etcd (for status). */
+  members() {
+    return this.membership?.current ?? [];
+  }
+
+  /** Whether this server holds no slice in the current assignment. */
+  private holdsNothing(): boolean {
+    const a = this.ownership.current();
+    if (!a) return true;
+    const self = a.members.findIndex((m) => m.id === this.opts.id);
+    return self < 0 || !a.owners.includes(self);
+  }
+
+  /**
+   * A planned leave, step one: announce draining, wait until the assignment has moved every slice
+   * away and their counters are handed over (or `timeoutMs` passes). Keeps serving meanwhile:
+   * calls for moved keys are forwarded to their new owners.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    try {
+      if (!this.membership) return true;
+      await this.membership.setDraining();
+    } catch (err) {
+      this.deps.log.warn(
+        { err: (err as Error).message },
+        "cannot announce draining; leaving without handoff",
+      );
+      return false;
+    }
+    while (!this.holdsNothing() && Date.now() < until) await this.ownership.changed(until - Date.now());
+    await Promise.race([
+      this.handoff.idle(),
+      new Promise((r) => setTimeout(r, Math.max(0, until - Date.now()))),
+    ]);
+    return this.holdsNothing();
+  }
+
+  /** Leaves: gives up leadership, revokes the registration, closes connections. */
+  async stop(): Promise<void> {
+    await this.leadership?.stop();
+    await this.assigner?.stop();
+    await this.view.stop();
+    await this.membership?.stop();
+    this.peers.close();
+    this.client.close();
+  }
+}

@@ -1,0 +1,57 @@
+import * as grpc from "@grpc/grpc-js";
+import { promisify, type Unary } from "../client/rpc.js";
+import type { ForwardRequest, ForwardResponse, HandoffRequest, HandoffResponse } from "../server/messages.js";
+import { PEER_SERVICE, serviceDefinition } from "../server/proto.js";
+
+export interface PeerRpc {
+  forward: Unary<ForwardRequest, ForwardResponse>;
+  handoff: Unary<HandoffRequest, HandoffResponse>;
+  close(): void;
+}
+
+const PeerClient = grpc.makeGenericClientConstructor(serviceDefinition(PEER_SERVICE), "Peer");
+
+export function connectPeer(address: string): PeerRpc {
+  const c = new PeerClient(address, grpc.credentials.createInsecure(), {
+    // A peer that restarts on the same address is reconnected to quickly.
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+  });
+  return {
+    forward: promisify(c, "Forward"),
+    handoff: promisify(c, "Handoff"),
+    close: () => c.close(),
+  };
+}
+
+/** One channel per peer address, made on first use and closed when the peer leaves. */
+export class PeerPool {
+  private readonly peers = new Map<string, PeerRpc>();
+
+  constructor(private readonly connect: (address: string) => PeerRpc = connectPeer) {}
+
+  get(address: string): PeerRpc {
+    let p = this.peers.get(address);
+    if (!p) {
+      p = this.connect(address);
+      this.peers.set(address, p);
+    }
+    return p;
+  }
+
+  /** Closes the channels of addresses no longer in the cluster. */
+  retain(addresses: ReadonlySet<string>): void {
+    for (const [address, p] of this.peers) {
+      if (!addresses.has(address)) {
+        p.close();
+        this.peers.delete(address);
+      }
+    }
+  }
+
+  close(): void {
+    this.retain(new Set());
+  }
+}

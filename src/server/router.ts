@@ -1,0 +1,258 @@
+import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../errors.js";
+import type { EnvoyPlan, EnvoyRateLimit } from "./envoy.js";
+import type { Limiter } from "./limiter.js";
+import {
+  type CheckRequest,
+  type CheckResponse,
+  type CheckResult,
+  type EnvoyDescriptorStatus,
+  type EnvoyRequest,
+  type EnvoyResponse,
+  ErrorCode,
+} from "./messages.js";
+import type { Owner, Ownership } from "./ownership.js";
+
+/**
+ * Passes calls on to the server that owns their keys. Rejects with `NotOwnerError` when the
+ * receiver does not own them in its generation, `UnavailableError` when it cannot be reached.
+ */
+export interface Forwarder {
+  envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse>;
+  check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse>;
+}
+
+export interface RouterDeps {
+  limiter: Limiter;
+  envoy: EnvoyRateLimit;
+  ownership: Ownership;
+  /** Absent standalone: every key is decided here. */
+  forwarder?: Forwarder;
+  /** Tries per call when an owner answers `not owner`, is not ready, or cannot be reached. */
+  attempts?: number;
+  /** How long one retry waits for the assignment or readiness to change. */
+  retryWaitMs?: number;
+}
+
+const RETRYABLE: ReadonlySet<number> = new Set([
+  ErrorCode.NOT_OWNER,
+  ErrorCode.OWNER_UNAVAILABLE,
+  ErrorCode.SLICE_NOT_READY,
+]);
+
+/**
+ * `ShouldRateLimit` and `Check` may reach any server: the keys this server owns are decided here,
+ * the others are passed to their owners (batched per owner by the forwarder) and the answers
+ * merged in order. Standalone, and whenever every key is local, the call stays synchronous.
+ */
+export class Router {
+  private readonly attempts: number;
+  private readonly retryWaitMs: number;
+
+  constructor(private readonly deps: RouterDeps) {
+    this.attempts = deps.attempts ?? 3;
+    this.retryWaitMs = deps.retryWaitMs ?? 250;
+  }
+
+  check(req: CheckRequest): CheckResponse | Promise<CheckResponse> {
+    const { limiter, forwarder } = this.deps;
+    if (forwarder === undefined) return limiter.check(req);
+    if (req.items.length === 0) throw new InvalidArgumentError("check has no items");
+    return this.routeCheck(req, 1);
+  }
+
+  private routeCheck(req: CheckRequest, attempt: number): CheckResponse | Promise<CheckResponse> {
+    const groups = this.groupCheck(req);
+    if (groups === undefined) return this.deps.limiter.check(req);
+    if (req.atomic) {
+      if (groups.size > 1) {
+        throw new InvalidArgumentError(
+          "an atomic check names keys owned by different servers: limits decided together need one shard key (shard_key: true on the group)",
+        );
+      }
+      const [owner] = [...groups.values()][0]!;
+      return this.forwardWholeCheck(owner, req, attempt);
+    }
+    return this.splitCheck(req, groups, attempt);
+  }
+
+  /** Items by remote owner (key -> owner, positions); undefined when every item is local. */
+  private groupCheck(req: CheckRequest): Map<string, [Owner, number[]]> | undefined {
+    const { limiter, ownership } = this.deps;
+    let groups: Map<string, [Owner, number[]]> | undefined;
+    for (let i = 0; i < req.items.length; i++) {
+      const shard = limiter.shardKeyOf(req.items[i]!.key);
+      if (shard === undefined) continue; // invalid or no limit: answered here
+      const owner = ownership.ownerOf(shard);
+      if (owner === undefined || owner.self) continue; // not_owner/not_ready answered per item
+      groups ??= new Map();
+      const g = groups.get(owner.id);
+      if (g) g[1].push(i);
+      else groups.set(owner.id, [owner, [i]]);
+    }
+    return groups;
+  }
+
+  private async forwardWholeCheck(owner: Owner, req: CheckRequest, attempt: number): Promise<CheckResponse> {
+    const { ownership, forwarder } = this.deps;
+    let res: CheckResponse;
+    try {
+      res = await forwarder!.check(
+        owner,
+        { ...req, generation: ownership.generation() },
+        ownership.generation(),
+      );
+    } catch (err) {
+      if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
+      res = failAll(req, err);
+    }
+    if (attempt < this.attempts && res.results.some((r) => r.error && RETRYABLE.has(r.error.code))) {
+      await ownership.changed(this.retryWaitMs);
+      return this.routeCheck(req, attempt + 1);
+    }
+    return { ...res, generation: ownership.generation() };
+  }
+
+  private async splitCheck(
+    req: CheckRequest,
+    groups: Map<string, [Owner, number[]]>,
+    attempt: number,
+  ): Promise<CheckResponse> {
+    const { limiter, ownership, forwarder } = this.deps;
+    const results: CheckResult[] = new Array(req.items.length);
+    const remote = new Set<number>();
+    for (const [, idx] of groups.values()) for (const i of idx) remote.add(i);
+    const localIdx: number[] = [];
+    for (let i = 0; i < req.items.length; i++) if (!remote.has(i)) localIdx.push(i);
+    const generation = ownership.generation();
+    const calls = [...groups.values()].map(async ([owner, idx]) => {
+      const sub: CheckRequest = { items: idx.map((i) => req.items[i]!), atomic: false, generation };
+      let res: CheckResponse;
+      try {
+        res = await forwarder!.check(owner, sub, generation);
+      } catch (err) {
+        if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
+        res = failAll(sub, err);
+      }
+      for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
+    });
+    if (localIdx.length > 0) {
+      const local = limiter.check({ items: localIdx.map((i) => req.items[i]!), atomic: false, generation });
+      for (let j = 0; j < localIdx.length; j++) results[localIdx[j]!] = local.results[j]!;
+    }
+    await Promise.all(calls);
+    const retry: number[] = [];
+    for (let i = 0; i < results.length; i++) {
+      const e = results[i]!.error;
+      if (e && RETRYABLE.has(e.code)) retry.push(i);
+    }
+    if (retry.length > 0 && attempt < this.attempts) {
+      await ownership.changed(this.retryWaitMs);
+      const sub: CheckRequest = { items: retry.map((i) => req.items[i]!), atomic: false, generation: 0 };
+      const again = this.groupCheck(sub);
+      const res = again === undefined ? limiter.check(sub) : await this.splitCheck(sub, again, attempt + 1);
+      for (let j = 0; j < retry.length; j++) results[retry[j]!] = res.results[j]!;
+    }
+    return { generation: ownership.generation(), results };
+  }
+
+  shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
+    const { envoy, forwarder } = this.deps;
+    if (forwarder === undefined) return envoy.shouldRateLimit(req);
+    const plan = envoy.plan(req);
+    const split = this.splitEnvoy(plan);
+    if (split.remote === undefined && split.waiting.length === 0) {
+      return envoy.respond(plan, envoy.execute(plan, plan.limited));
+    }
+    return this.routeEnvoy(req, plan, split, 1);
+  }
+
+  /** Positions in `plan.limited` decided here, waiting for a handoff here, or by remote owner. */
+  private splitEnvoy(plan: EnvoyPlan, among: readonly number[] = range(plan.limited.length)) {
+    const { ownership } = this.deps;
+    const local: number[] = [];
+    const waiting: number[] = [];
+    let remote: Map<string, [Owner, number[]]> | undefined;
+    for (const j of among) {
+      const r = plan.active[plan.limited[j]!]!;
+      const owner = ownership.ownerOf(r.shardKey);
+      if (owner === undefined) {
+        waiting.push(j);
+      } else if (owner.self) {
+        if (ownership.check(r.shardKey) === "own") local.push(j);
+        else waiting.push(j);
+      } else {
+        remote ??= new Map();
+        const g = remote.get(owner.id);
+        if (g) g[1].push(j);
+        else remote.set(owner.id, [owner, [j]]);
+      }
+    }
+    return { local, waiting, remote };
+  }
+
+  private async routeEnvoy(
+    req: EnvoyRequest,
+    plan: EnvoyPlan,
+    first: ReturnType<Router["splitEnvoy"]>,
+    attempt: number,
+  ): Promise<EnvoyResponse> {
+    const { envoy, ownership, forwarder } = this.deps;
+    const statuses: (EnvoyDescriptorStatus | undefined)[] = new Array(plan.limited.length);
+    let split = first;
+    let lastError: Error | undefined;
+    for (let n = attempt; ; n++) {
+      if (split.local.length > 0) {
+        const decided = envoy.execute(
+          plan,
+          split.local.map((j) => plan.limited[j]!),
+        );
+        for (let k = 0; k < split.local.length; k++) statuses[split.local[k]!] = decided[k];
+      }
+      const failed: number[] = [...split.waiting];
+      const generation = ownership.generation();
+      await Promise.all(
+        [...(split.remote?.values() ?? [])].map(async ([owner, js]) => {
+          const sub: EnvoyRequest = {
+            domain: req.domain,
+            hitsAddend: req.hitsAddend,
+            // Each descriptor carries its own hits, so the owner charges what this server would.
+            descriptors: js.map((j) => {
+              const i = plan.limited[j]!;
+              return { ...req.descriptors[i]!, hitsAddend: { value: plan.hits[i]! } };
+            }),
+          };
+          try {
+            const res = await forwarder!.envoy(owner, sub, generation);
+            for (let k = 0; k < js.length; k++) statuses[js[k]!] = res.statuses[k];
+          } catch (err) {
+            if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
+            lastError = err;
+            failed.push(...js);
+          }
+        }),
+      );
+      if (failed.length === 0) break;
+      if (n >= this.attempts) {
+        throw new UnavailableError(
+          `the owners of ${failed.length} descriptor(s) could not decide them: ${lastError?.message ?? "their slices are being handed over"}`,
+        );
+      }
+      await ownership.changed(this.retryWaitMs);
+      split = this.splitEnvoy(plan, failed);
+    }
+    return envoy.respond(plan, statuses as EnvoyDescriptorStatus[]);
+  }
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+function missing() {
+  return { code: ErrorCode.OWNER_UNAVAILABLE, message: "the owner's answer had no result for this item" };
+}
+
+function failAll(req: CheckRequest, err: Error): CheckResponse {
+  const code = err instanceof NotOwnerError ? ErrorCode.NOT_OWNER : ErrorCode.OWNER_UNAVAILABLE;
+  return { generation: 0, results: req.items.map(() => ({ error: { code, message: err.message } })) };
+}
