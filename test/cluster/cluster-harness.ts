@@ -1,0 +1,154 @@
+import { connect, type RateLimiterRpc } from "../../src/client/rpc.js";
+import { keyPoint, pointFromWire } from "../../src/cluster/hash.js";
+import type { ClusterView } from "../../src/server/messages.js";
+import { type CliProcess, ensureBuilt, httpGet, startCli, waitFor, writeConfig } from "../server/harness.js";
+import { type EtcdProcess, freePort, startEtcd } from "./etcd-harness.js";
+
+/** One `shardlimit serve --etcd` process of the cluster, on fixed ports (so a restart keeps them). */
+export interface ServerProcess {
+  readonly id: string;
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly address: string;
+  proc: CliProcess | undefined;
+  rpc: RateLimiterRpc;
+}
+
+export interface ClusterHarness {
+  readonly etcd: EtcdProcess;
+  readonly servers: ServerProcess[];
+  readonly configPath: string;
+  /** Starts (or restarts) server `id` and waits until it logs that it serves. */
+  start(id: string): Promise<ServerProcess>;
+  /** Sends `signal` and waits for the process to exit. */
+  kill(id: string, signal: NodeJS.Signals): Promise<void>;
+  server(id: string): ServerProcess;
+  /** The cluster view as server `id` answers it. */
+  view(id: string): Promise<ClusterView>;
+  /** The member id that owns `shardKey` in `view`. */
+  ownerIn(view: ClusterView, shardKey: string): string;
+  /** Waits until every running server answers /readyz 200 and they all serve one generation. */
+  settled(timeoutMs?: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export interface ClusterHarnessOptions {
+  servers: number;
+  config: string;
+  leaseTtlSeconds?: number;
+  extraArgs?: string[];
+}
+
+/**
+ * A real cluster for tests: one etcd and N `shardlimit serve --etcd` processes of the built CLI,
+ * on free loopback ports, with helpers to find owners, kill and restart servers, and wait for the
+ * cluster to settle. Always `stop()` it (afterAll).
+ */
+export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<ClusterHarness> {
+  ensureBuilt();
+  const etcd = await startEtcd();
+  const configPath = writeConfig(opts.config);
+  const prefix = `/t${Date.now().toString(36)}/`;
+  const servers: ServerProcess[] = [];
+  for (let i = 0; i < opts.servers; i++) {
+    const grpcPort = await freePort();
+    const httpPort = await freePort();
+    servers.push({
+      id: `s${i + 1}`,
+      grpcPort,
+      httpPort,
+      address: `127.0.0.1:${grpcPort}`,
+      proc: undefined,
+      rpc: connect(`127.0.0.1:${grpcPort}`, {
+        "grpc.initial_reconnect_backoff_ms": 100,
+        "grpc.max_reconnect_backoff_ms": 500,
+      }),
+    });
+  }
+  const server = (id: string) => {
+    const s = servers.find((x) => x.id === id);
+    if (!s) throw new Error(`no server ${id}`);
+    return s;
+  };
+
+  const h: ClusterHarness = {
+    etcd,
+    servers,
+    configPath,
+    server,
+    async start(id) {
+      const s = server(id);
+      s.proc = startCli([
+        "serve",
+        "--config",
+        configPath,
+        "--grpc-host",
+        "127.0.0.1",
+        "--http-host",
+        "127.0.0.1",
+        "--grpc-port",
+        String(s.grpcPort),
+        "--http-port",
+        String(s.httpPort),
+        "--etcd",
+        etcd.url,
+        "--prefix",
+        prefix,
+        "--id",
+        s.id,
+        "--lease-ttl",
+        String(opts.leaseTtlSeconds ?? 2),
+        ...(opts.extraArgs ?? []),
+      ]);
+      await s.proc.waitForLog(`${id} serving`, (l) => l.msg === "shardlimit serving", { timeoutMs: 20_000 });
+      return s;
+    },
+    async kill(id, signal) {
+      const p = server(id).proc;
+      if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+      p.child.kill(signal);
+      await p.exited;
+    },
+    async view(id) {
+      return server(id).rpc.getClusterView({}, { deadlineMs: 2000 });
+    },
+    ownerIn(view, shardKey) {
+      const point = keyPoint(shardKey);
+      let owner = -1;
+      for (const s of view.slices) {
+        if (pointFromWire(s.start)! <= point) owner = s.owner;
+        else break;
+      }
+      return view.members[owner]!.id;
+    },
+    async settled(timeoutMs = 20_000) {
+      let generation = 0;
+      await waitFor(
+        "every running server ready on one generation",
+        async () => {
+          const up = servers.filter(
+            (s) => s.proc && s.proc.child.exitCode === null && !s.proc.child.signalCode,
+          );
+          const gens = new Set<number>();
+          for (const s of up) {
+            if ((await httpGet(`http://127.0.0.1:${s.httpPort}/readyz`)).status !== 200) return false;
+            const v = await h.view(s.id);
+            if (v.members.length !== up.length) return false;
+            gens.add(v.generation);
+          }
+          generation = [...gens][0] ?? 0;
+          return gens.size === 1;
+        },
+        timeoutMs,
+        50,
+      );
+      return generation;
+    },
+    async stop() {
+      await Promise.all(servers.map((s) => h.kill(s.id, "SIGKILL")));
+      for (const s of servers) s.rpc.close();
+      await etcd.destroy();
+    },
+  };
+  return h;
+}
