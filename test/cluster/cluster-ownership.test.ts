@@ -1,0 +1,96 @@
+import { describe, expect, it } from "vitest";
+import { Assignment, type Member } from "../../src/cluster/assignment.js";
+import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
+import { keyPoint } from "../../src/cluster/hash.js";
+import { place } from "../../src/cluster/placement.js";
+import { ManualClock } from "../../src/core/clock.js";
+
+const m = (id: string, draining = false): Member => ({
+  id,
+  address: `${id}:1`,
+  ...(draining ? { draining } : {}),
+});
+const HALF = 2 ** 31;
+/** Two slices: [0, 2^31) and [2^31, 2^32). */
+const table = (gen: number, members: Member[], owners: number[], previous?: Assignment) =>
+  new Assignment(gen, members, Uint32Array.of(0, HALF), Uint16Array.from(owners), previous);
+
+/** A key whose point falls in the lower or upper half. */
+function keyIn(half: 0 | 1): string {
+  for (let i = 0; ; i++) if (keyPoint(`key-${i}`) >= HALF === (half === 1)) return `key-${i}`;
+}
+
+describe("ownership by generation", () => {
+  it("owns nothing before an assignment, then exactly its slices", () => {
+    const o = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
+    expect(o.check(keyIn(0))).toBe("not_owner");
+    expect(o.ready()).toBe(false);
+    o.update(table(1, [m("a"), m("b")], [0, 1]));
+    expect(o.check(keyIn(0))).toBe("own");
+    expect(o.check(keyIn(1))).toBe("not_owner");
+    expect(o.ownerOf(keyIn(1))).toEqual({ id: "b", address: "b:1", self: false });
+    expect(o.ready()).toBe(true);
+    expect(o.slicesOwned()).toBe(1);
+  });
+
+  it("generations only grow: an older or equal one is ignored", () => {
+    const o = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
+    o.update(table(5, [m("a"), m("b")], [0, 1]));
+    expect(o.update(table(4, [m("a"), m("b")], [1, 0]))).toBeUndefined();
+    expect(o.update(table(5, [m("a"), m("b")], [1, 0]))).toBeUndefined();
+    expect(o.check(keyIn(0))).toBe("own");
+  });
+
+  it("a range given by a live member waits for its handoff; one from a dead member is served at once", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
+    const g1 = table(1, [m("a"), m("b"), m("c")], [1, 2]);
+    o.update(g1);
+    // b drains (still a member), c crashed (gone): a gets both halves.
+    const change = o.update(table(2, [m("a"), m("b", true)], [0, 0], g1))!;
+    expect(change.gained.map((x) => x.from.id)).toEqual(["b", "c"]);
+    expect(change.pending.map((p) => p.from)).toEqual(["b"]);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    expect(o.check(keyIn(1))).toBe("own");
+    expect(o.ready()).toBe(false);
+    o.handoffDone("b", 2);
+    expect(o.check(keyIn(0))).toBe("own");
+    expect(o.ready()).toBe(true);
+  });
+
+  it("a handoff that never comes is given up at the deadline", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
+    const g1 = table(1, [m("a"), m("b")], [1, 1]);
+    o.update(g1);
+    o.update(table(2, [m("a"), m("b")], [0, 1], g1));
+    clock.advance(999);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    clock.advance(1);
+    expect(o.check(keyIn(0))).toBe("own");
+  });
+
+  it("the sender sees what it lost; a server that missed a generation uses the predecessor the assignment names", () => {
+    const a = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
+    const g1 = place(1, [m("a"), m("b")], Uint32Array.of(0, HALF));
+    a.update(g1);
+    const g2 = table(2, [m("a"), m("b")], [1, 1], g1);
+    const lost = a.update(g2)!.lost;
+    const aHad = g1.owners.reduce((n, o) => n + (o === 0 ? 1 : 0), 0);
+    expect(lost.length).toBe(aHad);
+    expect(lost.every((x) => x.to.id === "b")).toBe(true);
+    // b starts late and sees only generation 2: it still knows a has counters for it.
+    const b = new ClusterOwnership({ selfId: "b", clock: new ManualClock(), handoffTimeoutMs: 1000 });
+    expect(b.update(g2)!.pending.map((p) => p.from)).toEqual(lost.map(() => "a"));
+  });
+
+  it("changed() resolves at the next update, or after its timeout", async () => {
+    const o = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
+    const t0 = Date.now();
+    await o.changed(30);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(25);
+    const p = o.changed(60_000);
+    o.update(table(1, [m("a")], [0, 0]));
+    await p;
+  });
+});

@@ -1,0 +1,107 @@
+import { describe, expect, it } from "vitest";
+import { BatchingForwarder } from "../../src/cluster/forwarder.js";
+import type { PeerRpc } from "../../src/cluster/peers.js";
+import { NotOwnerError, UnavailableError } from "../../src/errors.js";
+import { ErrorCode, type ForwardRequest, type ForwardResponse } from "../../src/server/messages.js";
+
+const owner = { id: "b", address: "b:1", self: false };
+
+/** A peer that records each Forward call and answers it with `answer` once released. */
+function fakePeer(answer: (req: ForwardRequest) => ForwardResponse | Error) {
+  const calls: ForwardRequest[] = [];
+  const pending: (() => void)[] = [];
+  const peer: PeerRpc = {
+    forward: (req) =>
+      new Promise((resolve, reject) => {
+        calls.push(req as ForwardRequest);
+        pending.push(() => {
+          const a = answer(req as ForwardRequest);
+          if (a instanceof Error) reject(a);
+          else resolve(a);
+        });
+      }),
+    handoff: () => Promise.reject(new Error("unused")),
+    close() {},
+  };
+  const releaseAll = () => {
+    for (const p of pending.splice(0)) p();
+  };
+  return { peer, calls, releaseAll };
+}
+
+const echo = (req: ForwardRequest): ForwardResponse => ({
+  generation: 7,
+  envoy: req.envoy.map((e) => ({
+    response: { overallCode: 1, statuses: e.descriptors.map(() => ({ code: 1 })) },
+  })),
+  checks: req.checks.map((c) => ({ generation: 7, results: c.items.map(() => ({ allowed: true })) })),
+  checkErrors: req.checks.map(() => ({ code: 0 as ErrorCode, message: "" })),
+});
+
+const check = (n: number) => ({
+  items: Array.from({ length: n }, (_, i) => ({ key: `k${i}`, cost: 1 })),
+  atomic: false,
+  generation: 3,
+});
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe("forwarding in micro-batches", () => {
+  it("parts sent in one turn of the event loop go out in one call, answered each in order", async () => {
+    const f = fakePeer(echo);
+    const fw = new BatchingForwarder({ peer: () => f.peer });
+    const answers = Promise.all([
+      fw.check(owner, check(1), 3),
+      fw.envoy(owner, { domain: "d", descriptors: [{ entries: [] }, { entries: [] }], hitsAddend: 0 }, 3),
+      fw.check(owner, check(2), 3),
+    ]);
+    await tick();
+    expect(f.calls).toHaveLength(1);
+    expect(f.calls[0]!.checks).toHaveLength(2);
+    expect(f.calls[0]!.envoy).toHaveLength(1);
+    expect(f.calls[0]!.generation).toBe(3);
+    f.releaseAll();
+    const [c1, e, c2] = await answers;
+    expect(c1.results).toHaveLength(1);
+    expect(e.statuses).toHaveLength(2);
+    expect(c2.results).toHaveLength(2);
+  });
+
+  it("while calls are in flight, new parts queue and go out together when one returns", async () => {
+    const f = fakePeer(echo);
+    const fw = new BatchingForwarder({ peer: () => f.peer, maxInFlight: 1 });
+    const first = fw.check(owner, check(1), 1);
+    await tick();
+    const later = Array.from({ length: 5 }, () => fw.check(owner, check(1), 1));
+    await tick();
+    expect(f.calls).toHaveLength(1);
+    f.releaseAll();
+    await first;
+    await tick();
+    expect(f.calls).toHaveLength(2);
+    expect(f.calls[1]!.checks).toHaveLength(5);
+    f.releaseAll();
+    expect(await Promise.all(later)).toHaveLength(5);
+  });
+
+  it("a part the owner does not own rejects with NotOwnerError; a failed call rejects every part", async () => {
+    const f = fakePeer((req) => ({
+      ...echo(req),
+      checkErrors: [{ code: ErrorCode.NOT_OWNER, message: "not mine" }],
+    }));
+    const fw = new BatchingForwarder({ peer: () => f.peer });
+    const p = fw.check(owner, check(1), 1);
+    await tick();
+    f.releaseAll();
+    await expect(p).rejects.toBeInstanceOf(NotOwnerError);
+
+    const down = fakePeer(() => new Error("connect ECONNREFUSED"));
+    const fw2 = new BatchingForwarder({ peer: () => down.peer });
+    const parts = [
+      fw2.check(owner, check(1), 1),
+      fw2.envoy(owner, { domain: "d", descriptors: [], hitsAddend: 0 }, 1),
+    ];
+    await tick();
+    down.releaseAll();
+    for (const part of parts) await expect(part).rejects.toBeInstanceOf(UnavailableError);
+  });
+});
