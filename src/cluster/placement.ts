@@ -18,7 +18,10 @@ export function evenStarts(n: number): Uint32Array {
 /**
  * Places slices on members with consistent hashing (ketama, via `hashring`): each slice goes to
  * the member the ring picks for the slice's start. A member joining or leaving therefore moves
- * only the slices the ring moves, about 1/N of them. md5 per slice is fine here: this runs in the
+ * only the slices the ring moves, about 1/N of them. With a `previous` assignment placement is
+ * sticky: a slice stays with its owner unless that owner left (or is draining) or the ring gives
+ * it to a member that was not there before, so the moves load balancing made survive a join or a
+ * leave, and those still move only about 1/N. md5 per slice is fine here: this runs in the
  * assigner when membership changes, never per key.
  */
 export function place(
@@ -38,8 +41,15 @@ export function place(
   // floor(40 * n / n), which float rounding makes 39 for some n, and then a join would also move
   // slices between the members that stayed.
   const ring = new HashRing(Object.fromEntries(active.map((m) => [m.id, { vnodes: RING_VNODES }])));
+  const activeIds = new Set(active.map((m) => m.id));
+  const before = new Set(previous?.members.filter((m) => !m.draining).map((m) => m.id) ?? []);
   const owners = new Uint16Array(starts.length);
-  for (let i = 0; i < starts.length; i++) owners[i] = index.get(ring.get(`slice:${starts[i]}`))!;
+  for (let i = 0; i < starts.length; i++) {
+    const ringId = ring.get(`slice:${starts[i]}`);
+    const was = previous?.ownerOf(starts[i]!).id;
+    const keep = was !== undefined && activeIds.has(was) && before.has(ringId);
+    owners[i] = index.get(keep ? was : ringId)!;
+  }
   return new Assignment(generation, sorted, starts, owners, withoutPrevious(previous), writtenAt);
 }
 
