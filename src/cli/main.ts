@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 import { Command } from "commander";
 import { OptionsError } from "../errors.js";
+import { assignerCommand } from "./assigner.js";
 import { checkConfigCommand } from "./check-config.js";
 import { serveCommand } from "./serve.js";
+import { statusCommand } from "./status.js";
 
 const program = new Command("shardlimit")
   .description(
@@ -11,7 +13,9 @@ const program = new Command("shardlimit")
   .version("0.1.0")
   .showHelpAfterError()
   .addCommand(serveCommand())
-  .addCommand(checkConfigCommand());
+  .addCommand(checkConfigCommand())
+  .addCommand(assignerCommand())
+  .addCommand(statusCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof OptionsError) {

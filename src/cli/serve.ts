@@ -25,6 +25,8 @@ interface ServeFlags {
   assigner: boolean;
   handoffTimeout: number;
   drainTimeout: number;
+  loadInterval: number;
+  rebalanceInterval: number;
 }
 
 export function serveCommand(): Command {
@@ -135,6 +137,21 @@ export function serveCommand(): Command {
         .default(15_000)
         .argParser(intOption("--drain-timeout", 0, 600_000)),
     )
+    .addOption(
+      new Option("--load-interval <ms>", "how often this server publishes its per-slice load (0: never)")
+        .env("SHARDLIMIT_LOAD_INTERVAL_MS")
+        .default(2000)
+        .argParser(intOption("--load-interval", 0, 600_000)),
+    )
+    .addOption(
+      new Option(
+        "--rebalance-interval <ms>",
+        "how often the assigner balances load by moving slices (0: never)",
+      )
+        .env("SHARDLIMIT_REBALANCE_INTERVAL_MS")
+        .default(10_000)
+        .argParser(intOption("--rebalance-interval", 0, 3_600_000)),
+    )
     .action(async (flags: ServeFlags) => {
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
       let server: Awaited<ReturnType<typeof startServer>> | undefined;
@@ -190,6 +207,8 @@ export function serveCommand(): Command {
                   leaseTtlSeconds: flags.leaseTtl,
                   assigner: flags.assigner,
                   handoffTimeoutMs: flags.handoffTimeout,
+                  loadIntervalMs: flags.loadInterval,
+                  rebalanceIntervalMs: flags.rebalanceInterval,
                 }
               : undefined,
           },

@@ -4,6 +4,7 @@ import { type AssignmentView, assignmentKey } from "./assignment-view.js";
 import type { Leadership } from "./leadership.js";
 import type { Log } from "./log.js";
 import { initialAssignment, place } from "./placement.js";
+import { DEFAULT_REBALANCE, type RebalanceOptions, rebalance } from "./rebalance.js";
 
 export interface AssignerOptions {
   prefix: string;
@@ -11,6 +12,11 @@ export interface AssignerOptions {
   view: AssignmentView;
   leadership: Leadership;
   log: Log;
+  /** Measured load per slice of `a` (undefined when nothing is measured): enables rebalancing. */
+  loads?: (a: Assignment) => Float64Array | undefined;
+  /** How often a load-balancing round runs while leading. */
+  rebalanceIntervalMs?: number;
+  rebalance?: RebalanceOptions;
 }
 
 function sameOwners(a: Assignment, b: Assignment): boolean {
@@ -38,10 +44,23 @@ export class Assigner {
   private members: Member[] = [];
   private running: Promise<void> | undefined;
   private again = false;
+  private balanceDue = false;
+  private timer: NodeJS.Timeout | undefined;
   /** Generations this assigner wrote (for tests and status). */
   written = 0;
+  /** Load-balancing rounds that wrote an assignment. */
+  rebalances = 0;
 
-  constructor(private readonly opts: AssignerOptions) {}
+  constructor(private readonly opts: AssignerOptions) {
+    if (opts.loads && (opts.rebalanceIntervalMs ?? 0) > 0) {
+      this.timer = setInterval(() => {
+        if (!opts.leadership.leading()) return;
+        this.balanceDue = true;
+        this.kick();
+      }, opts.rebalanceIntervalMs);
+      this.timer.unref();
+    }
+  }
 
   /** The latest assignment seen in etcd. */
   current(): Assignment | undefined {
@@ -82,7 +101,10 @@ export class Assigner {
     const next = prev
       ? place(generation, this.members, prev.assignment.starts, prev.assignment, Date.now())
       : initialAssignment(generation, this.members, Date.now());
-    if (prev && sameOwners(prev.assignment, next)) return;
+    if (prev && sameOwners(prev.assignment, next)) {
+      if (this.balanceDue) await this.balance(prev.text, prev.assignment, generation);
+      return;
+    }
     const text = encodeAssignment(next);
     const ok = await leadership.fencedPut(assignmentKey(this.opts.prefix), text, prev?.text ?? null);
     if (ok) {
@@ -91,8 +113,42 @@ export class Assigner {
     }
   }
 
+  /** One load-balancing round: written only if the cluster is out of balance and it changes something. */
+  private async balance(prevText: string, current: Assignment, generation: number): Promise<void> {
+    this.balanceDue = false;
+    const load = this.opts.loads?.(current);
+    if (!load) return;
+    const opts = this.opts.rebalance ?? DEFAULT_REBALANCE;
+    const r = rebalance(current, load, generation, opts, Date.now());
+    // Merges alone are not worth a new generation; they ride along with the next real change.
+    if (r.imbalanceBefore <= opts.targetImbalance || (r.moves === 0 && r.splits === 0)) return;
+    const ok = await this.opts.leadership.fencedPut(
+      assignmentKey(this.opts.prefix),
+      encodeAssignment(r.assignment),
+      prevText,
+    );
+    if (ok) {
+      this.written++;
+      this.rebalances++;
+      this.opts.log.info(
+        {
+          generation,
+          imbalanceBefore: Number(r.imbalanceBefore.toFixed(3)),
+          imbalanceAfter: Number(r.imbalanceAfter.toFixed(3)),
+          churn: Number(r.churn.toFixed(4)),
+          moves: r.moves,
+          splits: r.splits,
+          merges: r.merges,
+          slices: r.assignment.slices,
+        },
+        "rebalanced by load",
+      );
+    }
+  }
+
   /** Waits for a write in progress; the view belongs to the caller. */
   async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
     await this.running;
   }
 }

@@ -44,6 +44,9 @@ export class ClusterOwnership implements Ownership {
   private selfIndex = -1;
   private pending: PendingRange[] = [];
   private waiters: (() => void)[] = [];
+  /** Key decisions per slice of the current assignment since the last `takeLoad`. */
+  private hits = new Float64Array(0);
+  private hitsSince = 0;
 
   constructor(private readonly opts: ClusterOwnershipOptions) {}
 
@@ -57,8 +60,10 @@ export class ClusterOwnership implements Ownership {
     const held = this.assignment;
     if (held && a.generation <= held.generation) return undefined;
     const before = held && held.generation === a.generation - 1 ? held : (a.previous ?? held);
+    this.takeLoad(); // counts of the old slices no longer fit the table
     this.assignment = a;
     this.selfIndex = a.members.findIndex((m) => m.id === this.opts.selfId);
+    this.hits = new Float64Array(a.slices);
     const self = this.opts.selfId;
     const diff = before ? moves(before, a) : [];
     const lost = diff.filter((m) => m.from.id === self);
@@ -130,9 +135,33 @@ export class ClusterOwnership implements Ownership {
     return a !== undefined && this.selfIndex >= 0 && a.owners[a.sliceOf(point)] === this.selfIndex;
   }
 
+  /**
+   * Decisions per second on each slice this server owns since the last call, as point ranges
+   * [start, end, rate] (slices with none left out): the load the assigner balances.
+   */
+  takeLoad(): { generation: number; ranges: [number, number, number][] } {
+    const a = this.assignment;
+    const now = this.opts.clock.now();
+    const seconds = Math.max(0.001, (now - this.hitsSince) / 1000);
+    const ranges: [number, number, number][] = [];
+    if (a) {
+      for (let i = 0; i < this.hits.length; i++) {
+        if (this.hits[i]! > 0)
+          ranges.push([a.starts[i]!, a.starts[i]! + a.width(i), this.hits[i]! / seconds]);
+      }
+    }
+    this.hits.fill(0);
+    this.hitsSince = now;
+    return { generation: a?.generation ?? 0, ranges };
+  }
+
   check(shardKey: string): OwnershipVerdict {
     const point = keyPoint(shardKey);
-    if (!this.owns(point)) return "not_owner";
+    const a = this.assignment;
+    if (a === undefined || this.selfIndex < 0) return "not_owner";
+    const slice = a.sliceOf(point);
+    if (a.owners[slice] !== this.selfIndex) return "not_owner";
+    this.hits[slice]!++;
     if (this.pending.length === 0) return "own";
     this.expire();
     for (const p of this.pending) if (point >= p.start && point < p.end) return "not_ready";

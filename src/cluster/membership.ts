@@ -98,6 +98,12 @@ export class Membership {
     log.info({ id: self.id, address: self.address, ttlSeconds }, "registered as a cluster member");
   }
 
+  /** Puts `value` at `key` bound to this server's lease, so it vanishes with the server. */
+  async putLeased(key: string, value: string): Promise<void> {
+    if (!this.lease) throw new Error("membership not started");
+    await this.lease.put(key).value(value);
+  }
+
   /**
    * Marks this server as leaving, in place (same key, same lease): the assigner then moves its
    * slices away while it is still here to hand their counters over.
@@ -122,21 +128,8 @@ export class Membership {
   }
 
   private onEntries(entries: ReadonlyMap<string, string>): void {
-    const members: MemberRecord[] = [];
-    for (const [key, value] of entries) {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(value);
-      } catch {
-        parsed = undefined;
-      }
-      const r = MemberRecordSchema.safeParse(parsed);
-      if (r.success && r.data.id === key) members.push(r.data);
-      else this.opts.log.warn({ key }, "ignoring a malformed member record");
-    }
-    members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    this.members = members;
-    this.opts.onMembers(members);
+    this.members = parseMembers(entries, this.opts.log);
+    this.opts.onMembers(this.members);
   }
 
   /** A planned leave: the registration is revoked at once, so others need not wait for the TTL. */
@@ -145,4 +138,22 @@ export class Membership {
     await this.view.stop();
     await this.lease?.revoke().catch(() => {});
   }
+}
+
+/** Member records from etcd entries (key: member id), sorted by id; malformed ones left out. */
+export function parseMembers(entries: ReadonlyMap<string, string>, log: Log): MemberRecord[] {
+  const members: MemberRecord[] = [];
+  for (const [key, value] of entries) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      parsed = undefined;
+    }
+    const r = MemberRecordSchema.safeParse(parsed);
+    if (r.success && r.data.id === key) members.push(r.data);
+    else log.warn({ key }, "ignoring a malformed member record");
+  }
+  members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return members;
 }

@@ -1,13 +1,13 @@
 import { Etcd3 } from "etcd3";
 import type { Clock } from "../core/clock.js";
 import type { Forwarder } from "../server/router.js";
-import { Assigner } from "./assigner.js";
+import { AssignerStack } from "./assigner-stack.js";
 import type { Assignment } from "./assignment.js";
 import { AssignmentView } from "./assignment-view.js";
 import { ClusterOwnership } from "./cluster-ownership.js";
 import { BatchingForwarder } from "./forwarder.js";
 import { type CounterStore, Handoff } from "./handoff.js";
-import { Leadership } from "./leadership.js";
+import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
 import { PeerPool } from "./peers.js";
@@ -26,6 +26,10 @@ export interface ClusterOptions {
   assigner: boolean;
   /** How long a range given by a live member waits for its counters. */
   handoffTimeoutMs: number;
+  /** How often this server publishes its per-slice load (0: never). */
+  loadIntervalMs?: number;
+  /** How often the assigner, when this server runs it, balances load (0: never). */
+  rebalanceIntervalMs?: number;
 }
 
 export interface ClusterHooks {
@@ -48,8 +52,8 @@ export class ClusterNode {
   private readonly client: Etcd3;
   private membership: Membership | undefined;
   private readonly view: AssignmentView;
-  private leadership: Leadership | undefined;
-  private assigner: Assigner | undefined;
+  private stack: AssignerStack | undefined;
+  private loadTimer: NodeJS.Timeout | undefined;
   private readonly peers = new PeerPool();
 
   constructor(
@@ -83,7 +87,7 @@ export class ClusterNode {
       log,
       onChange: (stored) => {
         if (stored) this.install(stored.assignment);
-        this.assigner?.kick();
+        this.stack?.assigner.kick();
       },
     });
   }
@@ -123,29 +127,40 @@ export class ClusterNode {
       ttlSeconds: opts.leaseTtlSeconds,
       clock,
       log,
-      onMembers: (members) => this.assigner?.setMembers(members),
+      onMembers: (members) => this.stack?.assigner.setMembers(members),
     });
     this.membership = membership;
     if (opts.assigner) {
-      this.leadership = new Leadership({
+      this.stack = new AssignerStack({
         client: this.client,
-        key: `${opts.prefix}assigner/leader`,
+        prefix: opts.prefix,
         id: opts.id,
         membership,
-        log,
-        onChange: () => this.assigner?.kick(),
-      });
-      this.assigner = new Assigner({
-        prefix: opts.prefix,
         view: this.view,
-        leadership: this.leadership,
         log,
+        loadIntervalMs: opts.loadIntervalMs ?? 2000,
+        rebalanceIntervalMs: opts.rebalanceIntervalMs ?? 10_000,
       });
     }
     await membership.start();
     await this.view.start();
-    this.assigner?.setMembers(membership.current);
-    await this.leadership?.start();
+    this.stack?.assigner.setMembers(membership.current);
+    await this.stack?.start();
+    this.publishLoadEvery(opts.loadIntervalMs ?? 2000);
+  }
+
+  /** Publishes this server's per-slice load every `ms`, bound to its lease. */
+  private publishLoadEvery(ms: number): void {
+    if (!(ms > 0)) return;
+    this.ownership.takeLoad();
+    this.loadTimer = setInterval(() => {
+      const l = this.ownership.takeLoad();
+      const record = { id: this.opts.id, generation: l.generation, at: Date.now(), ranges: l.ranges };
+      this.membership
+        ?.putLeased(`${loadPrefix(this.opts.prefix)}${this.opts.id}`, JSON.stringify(record))
+        .catch((err: Error) => this.deps.log.debug({ err: err.message }, "cannot publish load"));
+    }, ms);
+    this.loadTimer.unref();
   }
 
   /** Members as registered in etcd (for status). */
@@ -188,8 +203,8 @@ export class ClusterNode {
 
   /** Leaves: gives up leadership, revokes the registration, closes connections. */
   async stop(): Promise<void> {
-    await this.leadership?.stop();
-    await this.assigner?.stop();
+    if (this.loadTimer) clearInterval(this.loadTimer);
+    await this.stack?.stop();
     await this.view.stop();
     await this.membership?.stop();
     this.peers.close();

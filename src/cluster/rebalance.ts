@@ -14,6 +14,11 @@ export interface RebalanceOptions {
   splitAbove: number;
   /** How many times one slice may be halved in a round (its load inside is unknown until measured). */
   maxSplitsPerSlice: number;
+  /**
+   * Slices are not split below this many points (of 2^32): about one key per slice at a million
+   * keys. A slice that hot holds a hot key, which no split can divide.
+   */
+  minSplitWidth: number;
   /** Adjacent slices of one owner whose load together is below this fraction of the mean are merged. */
   mergeBelow: number;
   /** The table never grows past this many slices, nor shrinks below `minSlicesPerMember` each. */
@@ -26,6 +31,7 @@ export const DEFAULT_REBALANCE: RebalanceOptions = {
   targetImbalance: 1.05,
   splitAbove: 0.1,
   maxSplitsPerSlice: 4,
+  minSplitWidth: 4096,
   mergeBelow: 0.002,
   maxSlices: 65_536,
   minSlicesPerMember: 16,
@@ -78,7 +84,7 @@ export function rebalance(
   const nActive = active.filter(Boolean).length || m;
   let starts: number[] = Array.from(a.starts);
   let owners: number[] = Array.from(a.owners);
-  let loads: number[] = Array.from(load, (v) => (v > 0 ? v : 0));
+  let loads: number[] = Array.from(load, (v) => (Number.isFinite(v) && v > 0 ? v : 0));
   const width = (i: number) => (i + 1 < starts.length ? starts[i + 1]! : 2 ** 32) - starts[i]!;
   const total = loads.reduce((s, v) => s + v, 0);
   const memberLoad = new Array<number>(m).fill(0);
@@ -139,7 +145,7 @@ export function rebalance(
       while (
         n < 2 ** opts.maxSplitsPerSlice &&
         unitLoad[u]! / n > opts.splitAbove * mean &&
-        unitWidth[u]! / (n * 2) >= 1 &&
+        unitWidth[u]! / (n * 2) >= Math.max(1, opts.minSplitWidth) &&
         budget >= n
       ) {
         budget -= n;

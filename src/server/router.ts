@@ -62,7 +62,12 @@ export class Router {
 
   private routeCheck(req: CheckRequest, attempt: number): CheckResponse | Promise<CheckResponse> {
     const groups = this.groupCheck(req);
-    if (groups === undefined) return this.deps.limiter.check(req);
+    if (groups === undefined) {
+      const res = this.deps.limiter.check(req);
+      if (attempt >= this.attempts || !res.results.some((r) => r.error?.code === ErrorCode.SLICE_NOT_READY))
+        return res;
+      return this.retryNotReady(req, res, attempt);
+    }
     if (req.atomic) {
       if (groups.size > 1) {
         throw new InvalidArgumentError(
@@ -90,6 +95,29 @@ export class Router {
       else groups.set(owner.id, [owner, [i]]);
     }
     return groups;
+  }
+
+  /**
+   * Items whose slice is being handed over to this server are tried again once the handoff is in
+   * (it takes milliseconds), rather than failing the caller. An atomic check applied nothing, so
+   * it is tried again whole.
+   */
+  private async retryNotReady(
+    req: CheckRequest,
+    res: CheckResponse,
+    attempt: number,
+  ): Promise<CheckResponse> {
+    await this.deps.ownership.changed(this.retryWaitMs);
+    if (req.atomic) return this.routeCheck(req, attempt + 1);
+    const again: number[] = [];
+    for (let i = 0; i < res.results.length; i++) {
+      if (res.results[i]!.error?.code === ErrorCode.SLICE_NOT_READY) again.push(i);
+    }
+    const sub: CheckRequest = { items: again.map((i) => req.items[i]!), atomic: false, generation: 0 };
+    const next = await this.routeCheck(sub, attempt + 1);
+    const results = res.results.slice();
+    for (let j = 0; j < again.length; j++) results[again[j]!] = next.results[j]!;
+    return { generation: this.deps.ownership.generation(), results };
   }
 
   private async forwardWholeCheck(owner: Owner, req: CheckRequest, attempt: number): Promise<CheckResponse> {

@@ -18,6 +18,7 @@ export interface ClusterHarness {
   readonly etcd: EtcdProcess;
   readonly servers: ServerProcess[];
   readonly configPath: string;
+  readonly prefix: string;
   /** Starts (or restarts) server `id` and waits until it logs that it serves. */
   start(id: string): Promise<ServerProcess>;
   /** Sends `signal` and waits for the process to exit. */
@@ -75,6 +76,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
     etcd,
     servers,
     configPath,
+    prefix,
     server,
     async start(id) {
       const s = server(id);

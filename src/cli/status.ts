@@ -1,0 +1,42 @@
+import { Command, Option } from "commander";
+import { Etcd3 } from "etcd3";
+import { formatStatus, readStatus } from "../cluster/status.js";
+import { etcdUrlsOption, prefixOption } from "./options.js";
+
+export function statusCommand(): Command {
+  return new Command("status")
+    .description("print a cluster's members, assignment generation, slices and load per member")
+    .addOption(
+      new Option("--etcd <urls>", "etcd client URLs (comma-separated)")
+        .env("SHARDLIMIT_ETCD")
+        .makeOptionMandatory()
+        .argParser(etcdUrlsOption("--etcd")),
+    )
+    .addOption(
+      new Option("--prefix <prefix>", "etcd key prefix of the cluster")
+        .env("SHARDLIMIT_PREFIX")
+        .default("/shardlimit/")
+        .argParser(prefixOption("--prefix")),
+    )
+    .option("--json", "print JSON instead of a table")
+    .action(async (flags: { etcd: string[]; prefix: string; json?: boolean }) => {
+      const client = new Etcd3({ hosts: flags.etcd, dialTimeout: 3000 });
+      try {
+        const s = await Promise.race([
+          readStatus(client, flags.prefix),
+          new Promise<never>((_, reject) =>
+            setTimeout(
+              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within 3 s`)),
+              3000,
+            ),
+          ),
+        ]);
+        process.stdout.write(`${flags.json ? JSON.stringify(s, null, 2) : formatStatus(s)}\n`);
+      } catch (err) {
+        process.stderr.write(`shardlimit status: ${(err as Error).message}\n`);
+        process.exitCode = 1;
+      } finally {
+        client.close();
+      }
+    });
+}

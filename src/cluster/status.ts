@@ -1,0 +1,123 @@
+import type { Etcd3 } from "etcd3";
+import type { Assignment } from "./assignment.js";
+import { decodeAssignment } from "./assignment-codec.js";
+import { assignmentKey } from "./assignment-view.js";
+import { type LoadRecord, LoadRecordSchema, loadPrefix } from "./load.js";
+import { type MemberRecord, membersPrefix, parseMembers } from "./membership.js";
+
+export interface MemberStatus {
+  id: string;
+  address: string;
+  draining: boolean;
+  /** In the assignment, not (or no longer) registered. */
+  registered: boolean;
+  slices: number;
+  /** Share of the key space owned. */
+  keyspace: number;
+  /** Decisions per second last published (undefined when none). */
+  load: number | undefined;
+}
+
+export interface ClusterStatus {
+  prefix: string;
+  generation: number;
+  slices: number;
+  leader: string | undefined;
+  members: MemberStatus[];
+  /** Max over mean published load of the members that own slices. */
+  imbalance: number | undefined;
+  assignmentProblem: string | undefined;
+}
+
+const noLog = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** Reads members, assignment, leader and load from etcd in one consistent range read. */
+export async function readStatus(client: Etcd3, prefix: string): Promise<ClusterStatus> {
+  const res = await client.getAll().prefix(prefix).exec();
+  const kv = new Map(res.kvs.map((x) => [x.key.toString(), x.value.toString()]));
+  const under = (p: string) =>
+    new Map([...kv].filter(([k]) => k.startsWith(p)).map(([k, v]) => [k.slice(p.length), v]));
+  const members: MemberRecord[] = parseMembers(under(membersPrefix(prefix)), noLog);
+  const loads = new Map<string, LoadRecord>();
+  for (const [id, v] of under(loadPrefix(prefix))) {
+    try {
+      const r = LoadRecordSchema.safeParse(JSON.parse(v));
+      if (r.success) loads.set(id, r.data);
+    } catch {
+      // left out
+    }
+  }
+  const text = kv.get(assignmentKey(prefix));
+  const decoded = text === undefined ? undefined : decodeAssignment(text);
+  const a: Assignment | undefined = typeof decoded === "object" ? decoded : undefined;
+  const ids = new Set([...members.map((m) => m.id), ...(a?.members.map((m) => m.id) ?? [])]);
+  const out: MemberStatus[] = [...ids].sort().map((id) => {
+    const reg = members.find((m) => m.id === id);
+    const idx = a ? a.members.findIndex((m) => m.id === id) : -1;
+    let slices = 0;
+    let keyspace = 0;
+    if (a && idx >= 0) {
+      for (let i = 0; i < a.slices; i++) {
+        if (a.owners[i] === idx) {
+          slices++;
+          keyspace += a.width(i) / 2 ** 32;
+        }
+      }
+    }
+    const load = loads.get(id)?.ranges.reduce((s, r) => s + r[2], 0);
+    return {
+      id,
+      address: reg?.address ?? a?.members[idx]?.address ?? "",
+      draining: Boolean(reg?.draining ?? a?.members[idx]?.draining),
+      registered: reg !== undefined,
+      slices,
+      keyspace,
+      load,
+    };
+  });
+  const owning = out.filter((m) => m.slices > 0 && m.load !== undefined);
+  const total = owning.reduce((s, m) => s + m.load!, 0);
+  const imbalance =
+    owning.length > 0 && total > 0
+      ? Math.max(...owning.map((m) => m.load!)) / (total / owning.length)
+      : undefined;
+  return {
+    prefix,
+    generation: a?.generation ?? 0,
+    slices: a?.slices ?? 0,
+    leader: kv.get(`${prefix}assigner/leader`),
+    members: out,
+    imbalance,
+    assignmentProblem:
+      typeof decoded === "string" ? decoded : text === undefined ? "no assignment yet" : undefined,
+  };
+}
+
+/** The status as a table for people. */
+export function formatStatus(s: ClusterStatus): string {
+  const lines = [
+    `cluster ${s.prefix}  generation ${s.generation}  slices ${s.slices}  assigner leader ${s.leader ?? "(none)"}`,
+  ];
+  if (s.assignmentProblem) lines.push(`assignment: ${s.assignmentProblem}`);
+  const rows = [["member", "address", "state", "slices", "key space", "load/s"]];
+  for (const m of s.members) {
+    rows.push([
+      m.id,
+      m.address,
+      !m.registered ? "gone" : m.draining ? "draining" : "up",
+      String(m.slices),
+      `${(m.keyspace * 100).toFixed(1)}%`,
+      m.load === undefined ? "-" : m.load.toFixed(0),
+    ]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  for (const r of rows)
+    lines.push(
+      r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join("  ")
+        .trimEnd(),
+    );
+  if (s.imbalance !== undefined) lines.push(`load imbalance (max/mean): ${s.imbalance.toFixed(2)}`);
+  return lines.join("\n");
+}
