@@ -103,11 +103,15 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
   });
   const { limiter, router, peer } = deps;
   server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
-    ReportAndGetPolicy: unary("ReportAndGetPolicy", deps, limiter.reportAndGetPolicy.bind(limiter)),
+    ReportAndGetPolicy: unary(
+      "ReportAndGetPolicy",
+      deps,
+      router.caughtUp(limiter.reportAndGetPolicy.bind(limiter)),
+    ),
     Check: unary("Check", deps, router.check.bind(router)),
-    Acquire: unary("Acquire", deps, limiter.acquire.bind(limiter)),
-    Release: unary("Release", deps, limiter.release.bind(limiter)),
-    Settle: unary("Settle", deps, limiter.settle.bind(limiter)),
+    Acquire: unary("Acquire", deps, router.caughtUp(limiter.acquire.bind(limiter))),
+    Release: unary("Release", deps, router.caughtUp(limiter.release.bind(limiter))),
+    Settle: unary("Settle", deps, router.caughtUp(limiter.settle.bind(limiter))),
     GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {

@@ -53,10 +53,35 @@ export class Router {
     this.retryWaitMs = deps.retryWaitMs ?? 250;
   }
 
+  /**
+   * `fn` for a request routed with the generation it names: a request from a caller that knows a
+   * newer assignment than this server waits (briefly) until this server has it too, so a server
+   * whose view lags never serves keys it may no longer own in that generation.
+   */
+  caughtUp<Req extends { generation: number }, Res>(fn: (req: Req) => Res): (req: Req) => Res | Promise<Res> {
+    if (this.deps.forwarder === undefined) return fn;
+    const { ownership } = this.deps;
+    return (req) => {
+      if (!(req.generation > ownership.generation())) return fn(req);
+      return this.waitFor(req.generation).then(() => fn(req));
+    };
+  }
+
+  private async waitFor(generation: number): Promise<void> {
+    const { ownership } = this.deps;
+    const until = Date.now() + this.retryWaitMs * this.attempts;
+    while (ownership.generation() < generation && Date.now() < until) {
+      await ownership.changed(until - Date.now());
+    }
+  }
+
   check(req: CheckRequest): CheckResponse | Promise<CheckResponse> {
-    const { limiter, forwarder } = this.deps;
+    const { limiter, forwarder, ownership } = this.deps;
     if (forwarder === undefined) return limiter.check(req);
     if (req.items.length === 0) throw new InvalidArgumentError("check has no items");
+    if (req.generation > ownership.generation()) {
+      return this.waitFor(req.generation).then(() => this.routeCheck(req, 1));
+    }
     return this.routeCheck(req, 1);
   }
 

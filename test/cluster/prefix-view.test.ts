@@ -1,0 +1,57 @@
+import { Etcd3 } from "etcd3";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PrefixView } from "../../src/cluster/prefix-view.js";
+import { type EtcdProcess, startEtcd, startProxy } from "./etcd-harness.js";
+
+const log = pino({ level: "silent" });
+
+async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
+  const t0 = Date.now();
+  while (!ok()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("a mirrored etcd prefix", () => {
+  let etcd: EtcdProcess;
+  const clients: Etcd3[] = [];
+  beforeAll(async () => {
+    etcd = await startEtcd();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await etcd.destroy();
+  });
+
+  it("catches up after etcd compacted away the revision its watch would resume from", async () => {
+    const proxy = await startProxy(etcd.url);
+    const watching = new Etcd3({ hosts: proxy.url });
+    const writer = new Etcd3({ hosts: etcd.url });
+    clients.push(watching, writer);
+    await writer.put("/pv/a").value("1");
+    const view = new PrefixView({ client: watching, prefix: "/pv/", log, onChange: () => {}, retryMs: 100 });
+    await view.start();
+    expect([...view.current]).toEqual([["a", "1"]]);
+    const syncs = view.syncs;
+    // While the watcher is cut off, history moves on and is compacted: resuming from its last
+    // revision is impossible, and the view must list afresh.
+    proxy.cut();
+    await writer.put("/pv/b").value("2");
+    await writer.delete().key("/pv/a");
+    for (let i = 0; i < 5; i++) await writer.put("/other").value(String(i));
+    const rev = Number((await writer.get("/other").exec()).header.revision);
+    await writer.kv.compact({ revision: String(rev), physical: true });
+    expect(view.current.get("a")).toBe("1"); // cut off: the last known state stays
+    proxy.restore();
+    await until(
+      "the view to show the compacted changes",
+      () => view.current.get("b") === "2" && !view.current.has("a"),
+    );
+    expect([...view.current]).toEqual([["b", "2"]]);
+    expect(view.syncs).toBeGreaterThan(syncs);
+    await view.stop();
+    await proxy.close();
+  });
+});

@@ -1,0 +1,211 @@
+import { describe, expect, it } from "vitest";
+import { compileSources } from "../../src/config/load.js";
+import { ManualClock } from "../../src/core/clock.js";
+import { Engine } from "../../src/core/engine.js";
+import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../../src/errors.js";
+import { EnvoyRateLimit } from "../../src/server/envoy.js";
+import { DEFAULT_INPUT_LIMITS } from "../../src/server/input-limits.js";
+import { Limiter } from "../../src/server/limiter.js";
+import type { CheckRequest, EnvoyRequest } from "../../src/server/messages.js";
+import { ErrorCode } from "../../src/server/messages.js";
+import { noopMetrics } from "../../src/server/metrics.js";
+import type { Owner, Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
+import { type Forwarder, Router } from "../../src/server/router.js";
+
+const config = compileSources([
+  {
+    file: "r.yaml",
+    text: "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 100 }\n",
+  },
+]);
+
+/** Ownership by key name: `owners` maps a shard key to "self", a peer id, or "self-not-ready". */
+class FakeOwnership implements Ownership {
+  gen = 3;
+  owners = new Map<string, string>();
+  private waiters: (() => void)[] = [];
+  generation() {
+    return this.gen;
+  }
+  private who(shardKey: string) {
+    return this.owners.get(shardKey) ?? "self";
+  }
+  check(shardKey: string): OwnershipVerdict {
+    const w = this.who(shardKey);
+    return w === "self" ? "own" : w === "self-not-ready" ? "not_ready" : "not_owner";
+  }
+  ownerOf(shardKey: string): Owner {
+    const w = this.who(shardKey);
+    const self = w.startsWith("self");
+    return { id: self ? "a" : w, address: `${self ? "a" : w}:1`, self };
+  }
+  changed(ms: number) {
+    return new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  }
+  bump(mutate: () => void) {
+    mutate();
+    for (const w of this.waiters.splice(0)) w();
+  }
+  view() {
+    return { generation: this.gen, members: [], slices: [], standalone: false };
+  }
+}
+
+function setup() {
+  const clock = new ManualClock(Date.UTC(2030, 0, 1));
+  const ownership = new FakeOwnership();
+  const deps = { engine: new Engine(), clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
+  const limiter = new Limiter({ ...deps, config });
+  const envoy = new EnvoyRateLimit(
+    deps,
+    (domain, entries) => config.resolve(domain, entries),
+    (domain) => config.domains.includes(domain),
+  );
+  // Each peer is a Limiter of its own: what a forwarded part would get from its owner.
+  const peers = new Map<string, { limiter: Limiter; envoy: EnvoyRateLimit }>();
+  const peer = (id: string) => {
+    let p = peers.get(id);
+    if (!p) {
+      const o = new FakeOwnership();
+      const d = {
+        engine: new Engine(),
+        clock,
+        ownership: o,
+        limits: DEFAULT_INPUT_LIMITS,
+        metrics: noopMetrics,
+      };
+      p = {
+        limiter: new Limiter({ ...d, config }),
+        envoy: new EnvoyRateLimit(
+          d,
+          (dm, e) => config.resolve(dm, e),
+          () => true,
+        ),
+      };
+      peers.set(id, p);
+    }
+    return p;
+  };
+  const calls: { owner: string; kind: string; n: number }[] = [];
+  let fail: Error | undefined;
+  const forwarder: Forwarder = {
+    async check(owner, req) {
+      calls.push({ owner: owner.id, kind: "check", n: req.items.length });
+      if (fail) throw fail;
+      return peer(owner.id).limiter.check(req);
+    },
+    async envoy(owner, req) {
+      calls.push({ owner: owner.id, kind: "envoy", n: req.descriptors.length });
+      if (fail) throw fail;
+      return peer(owner.id).envoy.shouldRateLimit(req);
+    },
+  };
+  const router = new Router({ limiter, envoy, ownership, forwarder, retryWaitMs: 50 });
+  return { router, ownership, calls, setFail: (e: Error | undefined) => (fail = e) };
+}
+
+const check = (keys: string[], atomic = false): CheckRequest => ({
+  items: keys.map((key) => ({ key, cost: 1 })),
+  atomic,
+  generation: 3,
+});
+
+describe("routing Check and ShouldRateLimit to owners", () => {
+  it("decides local keys here, sends each owner's keys in one part, and answers in order", async () => {
+    const { router, ownership, calls } = setup();
+    ownership.owners.set("d/k=b1", "b").set("d/k=b2", "b").set("d/k=c1", "c");
+    const res = await router.check(check(["d/k=a1", "d/k=b1", "d/k=c1", "d/k=b2", "d/k=a1"]));
+    expect(res.results.map((r) => r.remaining)).toEqual([99, 99, 99, 99, 98]);
+    expect(calls).toEqual([
+      { owner: "b", kind: "check", n: 2 },
+      { owner: "c", kind: "check", n: 1 },
+    ]);
+  });
+
+  it("stays synchronous when every key is local", () => {
+    const { router } = setup();
+    const res = router.check(check(["d/k=x"]));
+    expect(res).not.toBeInstanceOf(Promise);
+  });
+
+  it("an atomic check goes whole to its one owner, and is refused when it spans owners", async () => {
+    const { router, ownership, calls } = setup();
+    ownership.owners.set("d/k=b1", "b").set("d/k=b2", "b").set("d/k=c1", "c");
+    const res = await router.check(check(["d/k=b1", "d/k=b2"], true));
+    expect(res.results.map((r) => r.allowed)).toEqual([true, true]);
+    expect(calls).toEqual([{ owner: "b", kind: "check", n: 2 }]);
+    expect(() => router.check(check(["d/k=b1", "d/k=c1"], true))).toThrow(InvalidArgumentError);
+  });
+
+  it("a key whose slice is being handed over here is decided once the handoff is in", async () => {
+    const { router, ownership } = setup();
+    ownership.owners.set("d/k=h", "self-not-ready");
+    const p = router.check(check(["d/k=h", "d/k=x"]));
+    expect(p).toBeInstanceOf(Promise);
+    ownership.bump(() => ownership.owners.set("d/k=h", "self"));
+    expect((await p).results.map((r) => r.remaining)).toEqual([99, 99]);
+  });
+
+  it("when the owner answers not-owner, it tries again after the assignment changes", async () => {
+    const { router, ownership, setFail } = setup();
+    ownership.owners.set("d/k=m", "b");
+    setFail(new NotOwnerError("moved", 4));
+    const p = router.check(check(["d/k=m"]));
+    await new Promise((r) => setTimeout(r, 5));
+    setFail(undefined);
+    ownership.bump(() => {
+      ownership.gen = 4;
+      ownership.owners.set("d/k=m", "self");
+    });
+    const res = await p;
+    expect(res.results[0]).toMatchObject({ allowed: true, remaining: 99 });
+    expect(res.generation).toBe(4);
+  });
+
+  it("an unreachable owner yields a per-item OWNER_UNAVAILABLE after the last try", async () => {
+    const { router, ownership, setFail } = setup();
+    ownership.owners.set("d/k=u", "b");
+    setFail(new UnavailableError("connection refused"));
+    const res = await router.check(check(["d/k=u", "d/k=x"]));
+    expect(res.results[0]!.error?.code).toBe(ErrorCode.OWNER_UNAVAILABLE);
+    expect(res.results[1]!.remaining).toBe(99);
+  });
+
+  it("ShouldRateLimit charges each descriptor at its owner with its own hits, and merges the statuses", async () => {
+    const { router, ownership, calls, setFail } = setup();
+    ownership.owners.set("d/k=b1", "b");
+    const req: EnvoyRequest = {
+      domain: "d",
+      hitsAddend: 5,
+      descriptors: [
+        { entries: [{ key: "k", value: "a1" }] },
+        { entries: [{ key: "k", value: "b1" }], hitsAddend: { value: 7 } },
+        { entries: [{ key: "none", value: "z" }] },
+      ],
+    };
+    const res = await router.shouldRateLimit(req);
+    expect(res.statuses.map((s) => s.limitRemaining ?? 0)).toEqual([95, 93, 0]);
+    expect(calls).toEqual([{ owner: "b", kind: "envoy", n: 1 }]);
+    setFail(new UnavailableError("down"));
+    await expect(router.shouldRateLimit(req)).rejects.toBeInstanceOf(UnavailableError);
+  });
+
+  it("a request routed with a newer generation waits until this server has it", async () => {
+    const { router, ownership } = setup();
+    const handler = router.caughtUp(
+      (req: { generation: number }) => ownership.generation() + req.generation * 0,
+    );
+    expect(handler({ generation: 3 })).toBe(3);
+    const p = handler({ generation: 5 });
+    ownership.bump(() => {
+      ownership.gen = 5;
+    });
+    expect(await p).toBe(5);
+  });
+});
