@@ -172,7 +172,16 @@ export async function startServer(
   sweeper.unref();
 
   ready = true;
-  setServing(grpc.health, true);
+  setServing(grpc.health, isReady());
+  // In a cluster readiness follows the assignment and handoffs; gRPC health tells the same story.
+  let serving = isReady();
+  const healthTimer = setInterval(() => {
+    if (isReady() !== serving) {
+      serving = !serving;
+      setServing(grpc.health, serving);
+    }
+  }, 250);
+  healthTimer.unref();
   log.info(
     {
       grpcPort: grpc.port,
@@ -208,6 +217,7 @@ export async function startServer(
       }
       log.info("shutting down: finishing calls in flight");
       clearInterval(sweeper);
+      clearInterval(healthTimer);
       watcher.stop();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000);
       await new Promise<void>((resolve) => {

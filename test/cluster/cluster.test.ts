@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EnvoyCode } from "../../src/server/messages.js";
-import { desc, httpGet, killAllCli, waitFor } from "../server/harness.js";
+import { desc, httpGet, killAllCli, runCli, waitFor } from "../server/harness.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
 
 /**
@@ -157,4 +157,79 @@ describe("a cluster of three servers", () => {
     await h.start("s3");
     expect(await h.settled()).toBeGreaterThan(g);
   });
+
+  it("the assigner's leader SIGKILLed: another server takes over and reassigns its slices", async () => {
+    const status = () =>
+      JSON.parse(runCli(["status", "--etcd", h.etcd.url, "--prefix", h.prefix, "--json"]).stdout);
+    const before = status();
+    const leader = before.leader as string;
+    expect(["s1", "s2", "s3"]).toContain(leader);
+    await h.kill(leader, "SIGKILL");
+    const t0 = Date.now();
+    const survivor = h.servers.find((s) => s.id !== leader)!.id;
+    await waitFor(
+      "a new leader and an assignment without the old one",
+      async () => {
+        const v = await h.view(survivor);
+        return v.generation > before.generation && !v.members.some((m) => m.id === leader);
+      },
+      10_000,
+      50,
+    );
+    const after = status();
+    expect(after.leader).not.toBe(leader);
+    console.log(
+      `assigner leader ${leader} SIGKILLed: ${after.leader} wrote generation ${after.generation} after ${Date.now() - t0} ms`,
+    );
+    for (const key of KEYS) await charge(survivor, key, 1);
+    await h.start(leader);
+    await h.settled();
+  });
+
+  it("a rolling restart of every server under load loses and doubles no count, with no failed call", async () => {
+    const keys = Array.from({ length: 40 }, (_, i) => `api/k=rolling-${i}`);
+    const admitted = new Map<string, number>(keys.map((k) => [k, 0]));
+    const down = new Set<string>();
+    let running = true;
+    let calls = 0;
+    let failures = 0;
+    const problems: string[] = [];
+    const workers = Array.from({ length: 8 }, async (_, w) => {
+      for (let i = w; running; i++) {
+        const up = h.servers.filter((s) => !down.has(s.id));
+        const via = up[i % up.length]!;
+        const key = keys[(i * 7 + w) % keys.length]!;
+        try {
+          const r = await via.rpc.check({ items: [{ key, cost: 1 }] }, { deadlineMs: 5000 });
+          const res = r.results[0]!;
+          if (res.error) {
+            failures++;
+            problems.push(`${key} via ${via.id}: ${res.error.message}`);
+          } else if (res.allowed) admitted.set(key, admitted.get(key)! + 1);
+        } catch (err) {
+          failures++;
+          problems.push(`${key} via ${via.id}: ${(err as Error).message}`);
+        }
+        calls++;
+      }
+    });
+    const t0 = Date.now();
+    for (const s of h.servers) {
+      // As a load balancer does on a failing /readyz: no new calls to it, then SIGTERM.
+      down.add(s.id);
+      await new Promise((r) => setTimeout(r, 100));
+      await h.kill(s.id, "SIGTERM");
+      await h.start(s.id);
+      down.delete(s.id);
+      await h.settled();
+    }
+    running = false;
+    await Promise.all(workers);
+    console.log(`rolling restart of 3 servers: ${Date.now() - t0} ms, ${calls} checks, ${failures} failed`);
+    expect(problems).toEqual([]);
+    for (const key of keys) {
+      const r = await h.server("s1").rpc.check({ items: [{ key, cost: 1 }] }, { deadlineMs: 5000 });
+      expect(r.results[0]!.remaining).toBe(1_000_000 - admitted.get(key)! - 1);
+    }
+  }, 60_000);
 });

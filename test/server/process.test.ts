@@ -158,6 +158,22 @@ describe("shardlimit serve", () => {
     const level = runCli(["serve", "--config", EXAMPLE, "--log-level", "loud"]);
     expect(level.status).not.toBe(0);
     expect(level.stderr).toMatch(/--log-level/);
+
+    const etcd = runCli(["serve", "--config", EXAMPLE, "--etcd", "127.0.0.1:2379"]);
+    expect(etcd.status).not.toBe(0);
+    expect(etcd.stderr).toMatch(/--etcd: "127.0.0.1:2379" is not an etcd URL like http:\/\/127.0.0.1:2379/);
+
+    const prefix = runCli(["serve", "--config", EXAMPLE], { SHARDLIMIT_PREFIX: "shardlimit" });
+    expect(prefix.status).not.toBe(0);
+    expect(prefix.stderr).toMatch(/--prefix must look like \/shardlimit\//);
+
+    const id = runCli(["serve", "--config", EXAMPLE, "--id", "has space"]);
+    expect(id.status).not.toBe(0);
+    expect(id.stderr).toMatch(/--id must be 1-128 letters/);
+
+    const ttl = runCli(["serve", "--config", EXAMPLE, "--lease-ttl", "0"]);
+    expect(ttl.status).not.toBe(0);
+    expect(ttl.stderr).toMatch(/--lease-ttl must be a whole number from 1 to 60/);
   });
 
   it("without a config, or with a config that does not load, it exits 1 and says why", () => {
@@ -208,6 +224,8 @@ describe("shardlimit --help", () => {
     expect(r.stdout).toMatch(/Usage: shardlimit/);
     expect(r.stdout).toMatch(/serve/);
     expect(r.stdout).toMatch(/check-config/);
+    expect(r.stdout).toMatch(/assigner/);
+    expect(r.stdout).toMatch(/status/);
   });
 
   it("serve --help lists every flag and its environment variable", () => {
@@ -224,11 +242,22 @@ describe("shardlimit --help", () => {
       "--max-batch",
       "--max-key-length",
       "--shutdown-grace",
+      "--etcd",
+      "--prefix",
+      "--id",
+      "--advertise-address",
+      "--lease-ttl",
+      "--no-assigner",
+      "--handoff-timeout",
+      "--drain-timeout",
+      "--load-interval",
+      "--rebalance-interval",
     ]) {
       expect(r.stdout).toContain(flag);
     }
     expect(r.stdout).toContain("SHARDLIMIT_CONFIG");
     expect(r.stdout).toContain("SHARDLIMIT_GRPC_PORT");
+    expect(r.stdout).toContain("SHARDLIMIT_ETCD");
   });
 
   it("--version prints the version", () => {
