@@ -4,7 +4,15 @@ import { pino } from "pino";
 import { ConfigError } from "../errors.js";
 import { startServer } from "../server/app.js";
 import { InputLimitsSchema } from "../server/input-limits.js";
-import { etcdUrlsOption, intOption, memberIdOption, portOption, prefixOption } from "./options.js";
+import {
+  etcdFlag,
+  leaseTtlFlag,
+  loadIntervalFlag,
+  logLevelFlag,
+  prefixFlag,
+  rebalanceIntervalFlag,
+} from "./common-options.js";
+import { intOption, memberIdOption, portOption } from "./options.js";
 
 interface ServeFlags {
   config: string;
@@ -59,12 +67,7 @@ export function serveCommand(): Command {
         .default(8080)
         .argParser(portOption("--http-port")),
     )
-    .addOption(
-      new Option("--log-level <level>", "log level")
-        .env("SHARDLIMIT_LOG_LEVEL")
-        .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
-        .default("info"),
-    )
+    .addOption(logLevelFlag())
     .addOption(
       new Option("--max-counters <n>", "most counters held; new keys past it get COUNTERS_EXHAUSTED")
         .env("SHARDLIMIT_MAX_COUNTERS")
@@ -89,17 +92,8 @@ export function serveCommand(): Command {
         .default(5000)
         .argParser(intOption("--shutdown-grace", 0, 600_000)),
     )
-    .addOption(
-      new Option("--etcd <urls>", "join a cluster through these etcd client URLs (comma-separated)")
-        .env("SHARDLIMIT_ETCD")
-        .argParser(etcdUrlsOption("--etcd")),
-    )
-    .addOption(
-      new Option("--prefix <prefix>", "etcd key prefix of the cluster")
-        .env("SHARDLIMIT_PREFIX")
-        .default("/shardlimit/")
-        .argParser(prefixOption("--prefix")),
-    )
+    .addOption(etcdFlag("join a cluster through these etcd client URLs (comma-separated)", false))
+    .addOption(prefixFlag())
     .addOption(
       new Option("--id <id>", "member id, unique in the cluster (default: hostname-grpcport)")
         .env("SHARDLIMIT_ID")
@@ -111,15 +105,7 @@ export function serveCommand(): Command {
         "where other servers and gateways reach this server (default: grpc host, or hostname, and port)",
       ).env("SHARDLIMIT_ADVERTISE_ADDRESS"),
     )
-    .addOption(
-      new Option(
-        "--lease-ttl <s>",
-        "membership lease TTL in seconds: a crashed server's slices move after it",
-      )
-        .env("SHARDLIMIT_LEASE_TTL")
-        .default(3)
-        .argParser(intOption("--lease-ttl", 1, 60)),
-    )
+    .addOption(leaseTtlFlag("membership lease TTL in seconds: a crashed server's slices move after it"))
     .addOption(
       new Option("--no-assigner", "do not campaign to run the assigner in this server").env(
         "SHARDLIMIT_NO_ASSIGNER",
@@ -137,21 +123,8 @@ export function serveCommand(): Command {
         .default(15_000)
         .argParser(intOption("--drain-timeout", 0, 600_000)),
     )
-    .addOption(
-      new Option("--load-interval <ms>", "how often this server publishes its per-slice load (0: never)")
-        .env("SHARDLIMIT_LOAD_INTERVAL_MS")
-        .default(2000)
-        .argParser(intOption("--load-interval", 0, 600_000)),
-    )
-    .addOption(
-      new Option(
-        "--rebalance-interval <ms>",
-        "how often the assigner balances load by moving slices (0: never)",
-      )
-        .env("SHARDLIMIT_REBALANCE_INTERVAL_MS")
-        .default(10_000)
-        .argParser(intOption("--rebalance-interval", 0, 3_600_000)),
-    )
+    .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
+    .addOption(rebalanceIntervalFlag())
     .action(async (flags: ServeFlags) => {
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
       let server: Awaited<ReturnType<typeof startServer>> | undefined;

@@ -1,23 +1,13 @@
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import { Etcd3 } from "etcd3";
 import { formatStatus, readStatus } from "../cluster/status.js";
-import { etcdUrlsOption, prefixOption } from "./options.js";
+import { etcdFlag, prefixFlag } from "./common-options.js";
 
 export function statusCommand(): Command {
   return new Command("status")
     .description("print a cluster's members, assignment generation, slices and load per member")
-    .addOption(
-      new Option("--etcd <urls>", "etcd client URLs (comma-separated)")
-        .env("SHARDLIMIT_ETCD")
-        .makeOptionMandatory()
-        .argParser(etcdUrlsOption("--etcd")),
-    )
-    .addOption(
-      new Option("--prefix <prefix>", "etcd key prefix of the cluster")
-        .env("SHARDLIMIT_PREFIX")
-        .default("/shardlimit/")
-        .argParser(prefixOption("--prefix")),
-    )
+    .addOption(etcdFlag("etcd client URLs (comma-separated)", true))
+    .addOption(prefixFlag())
     .option("--json", "print JSON instead of a table")
     .action(async (flags: { etcd: string[]; prefix: string; json?: boolean }) => {
       const client = new Etcd3({ hosts: flags.etcd, dialTimeout: 3000 });

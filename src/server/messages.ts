@@ -1,3 +1,5 @@
+import type { CounterSnapshot } from "../core/transfer.js";
+
 /**
  * The decoded shapes of our wire messages, as protobufjs produces them: camelCase fields, absent
  * fields read as their defaults. Kept by hand next to proto/; the gRPC tests catch any drift.
@@ -193,30 +195,8 @@ export interface PointRange {
   end: number;
 }
 
-export interface LeaseStateMsg {
-  id: string;
-  amount: number;
-  expiresInMs: number;
-}
-
-export interface ClientStateMsg {
-  id: string;
-  demand: number;
-  held: number;
-  seenMsAgo: number;
-}
-
-export interface CounterStateMsg {
-  key: string;
-  shard: string;
-  algorithm: string;
-  tRelMs: number;
-  x: number;
-  y: number;
-  expiresInMs: number;
-  leases: LeaseStateMsg[];
-  clients: ClientStateMsg[];
-}
+/** A counter on the wire is its snapshot (core/transfer.ts), field for field. */
+export type CounterStateMsg = CounterSnapshot;
 
 export interface HandoffRequest {
   generation: number;

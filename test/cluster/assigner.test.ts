@@ -8,17 +8,12 @@ import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
 import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
+import { waitFor as waitUntil } from "../server/harness.js";
 import { type EtcdProcess, startEtcd } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
-async function waitFor(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const waitFor = (what: string, ok: () => boolean) => waitUntil(what, ok, 15_000);
 
 describe("assigner on a real etcd", () => {
   let etcd: EtcdProcess;

@@ -2,17 +2,10 @@ import { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
+import { waitFor } from "../server/harness.js";
 import { type EtcdProcess, startEtcd, startProxy } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
-
-async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("a mirrored etcd prefix", () => {
   let etcd: EtcdProcess;
@@ -45,9 +38,10 @@ describe("a mirrored etcd prefix", () => {
     await writer.kv.compact({ revision: String(rev), physical: true });
     expect(view.current.get("a")).toBe("1"); // cut off: the last known state stays
     proxy.restore();
-    await until(
+    await waitFor(
       "the view to show the compacted changes",
       () => view.current.get("b") === "2" && !view.current.has("a"),
+      15_000,
     );
     expect([...view.current]).toEqual([["b", "2"]]);
     expect(view.syncs).toBeGreaterThan(syncs);
