@@ -1,6 +1,5 @@
-import { Etcd3 } from "etcd3";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Assigner } from "../../src/cluster/assigner.js";
 import { movedFraction } from "../../src/cluster/assignment.js";
 import { AssignmentView } from "../../src/cluster/assignment-view.js";
@@ -9,26 +8,17 @@ import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
 import { waitFor as waitUntil } from "../server/harness.js";
-import { type EtcdProcess, startEtcd } from "./etcd-harness.js";
+import { etcdPerSuite } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
 const waitFor = (what: string, ok: () => boolean) => waitUntil(what, ok, 15_000);
 
 describe("assigner on a real etcd", () => {
-  let etcd: EtcdProcess;
-  const clients: Etcd3[] = [];
-  beforeAll(async () => {
-    etcd = await startEtcd();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd.destroy();
-  });
+  const suite = etcdPerSuite();
 
   async function node(id: string, prefix: string) {
-    const client = new Etcd3({ hosts: etcd.url });
-    clients.push(client);
+    const client = suite.client();
     let assigner: Assigner | undefined;
     const membership = new Membership({
       client,

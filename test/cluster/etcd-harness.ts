@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Etcd3 } from "etcd3";
+import { afterAll, beforeAll } from "vitest";
 
 /** A free loopback TCP port (bound once, released, handed out). */
 export function freePort(): Promise<number> {
@@ -164,5 +166,29 @@ export async function startProxy(targetUrl: string): Promise<TcpProxy> {
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
+  };
+}
+
+/**
+ * One etcd for the enclosing `describe` block: started before its tests, destroyed after them,
+ * with every client made by `client()` closed first.
+ */
+export function etcdPerSuite(): { etcd(): EtcdProcess; client(hosts?: string): Etcd3 } {
+  let etcd: EtcdProcess | undefined;
+  const clients: Etcd3[] = [];
+  beforeAll(async () => {
+    etcd = await startEtcd();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await etcd?.destroy();
+  });
+  return {
+    etcd: () => etcd!,
+    client(hosts) {
+      const c = new Etcd3({ hosts: hosts ?? etcd!.url });
+      clients.push(c);
+      return c;
+    },
   };
 }

@@ -1,10 +1,9 @@
-import { Etcd3 } from "etcd3";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
-import { type EtcdProcess, startEtcd } from "./etcd-harness.js";
+import { etcdPerSuite } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
@@ -18,19 +17,10 @@ async function waitFor(what: string, ok: () => boolean, ms = 15_000): Promise<nu
 }
 
 describe("assigner leadership on a real etcd", () => {
-  let etcd: EtcdProcess;
-  const clients: Etcd3[] = [];
-  beforeAll(async () => {
-    etcd = await startEtcd();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd.destroy();
-  });
+  const suite = etcdPerSuite();
 
   async function candidate(id: string, prefix: string, ttlSeconds = 2) {
-    const client = new Etcd3({ hosts: etcd.url });
-    clients.push(client);
+    const client = suite.client();
     const membership = new Membership({
       client,
       prefix,

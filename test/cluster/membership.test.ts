@@ -1,9 +1,8 @@
-import { Etcd3 } from "etcd3";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type MemberRecord, Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
-import { type EtcdProcess, startEtcd } from "./etcd-harness.js";
+import { etcdPerSuite } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
@@ -18,19 +17,10 @@ async function waitFor<T>(what: string, fn: () => T | undefined, ms = 15_000): P
 }
 
 describe("membership on a real etcd", () => {
-  let etcd: EtcdProcess;
-  const clients: Etcd3[] = [];
-  beforeAll(async () => {
-    etcd = await startEtcd();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd.destroy();
-  });
+  const suite = etcdPerSuite();
 
   function member(id: string, prefix: string, ttlSeconds = 2) {
-    const client = new Etcd3({ hosts: etcd.url });
-    clients.push(client);
+    const client = suite.client();
     let seen: MemberRecord[] = [];
     const m = new Membership({
       client,
@@ -80,10 +70,10 @@ describe("membership on a real etcd", () => {
     const a = member("a", "/t3/");
     await a.m.start();
     await waitFor("self", () => (a.ids().join() === "a" ? true : undefined));
-    await etcd.stop();
+    await suite.etcd().stop();
     await new Promise((r) => setTimeout(r, 300));
     expect(a.ids()).toEqual(["a"]); // static stability: nothing forgotten while etcd is away
-    await etcd.start();
+    await suite.etcd().start();
     const b = member("b", "/t3/");
     await b.m.start();
     await waitFor("b seen after etcd returned", () => (a.ids().join() === "a,b" ? true : undefined), 20_000);

@@ -1,28 +1,18 @@
-import { Etcd3 } from "etcd3";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
 import { waitFor } from "../server/harness.js";
-import { type EtcdProcess, startEtcd, startProxy } from "./etcd-harness.js";
+import { etcdPerSuite, startProxy } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
 describe("a mirrored etcd prefix", () => {
-  let etcd: EtcdProcess;
-  const clients: Etcd3[] = [];
-  beforeAll(async () => {
-    etcd = await startEtcd();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd.destroy();
-  });
+  const suite = etcdPerSuite();
 
   it("catches up after etcd compacted away the revision its watch would resume from", async () => {
-    const proxy = await startProxy(etcd.url);
-    const watching = new Etcd3({ hosts: proxy.url });
-    const writer = new Etcd3({ hosts: etcd.url });
-    clients.push(watching, writer);
+    const proxy = await startProxy(suite.etcd().url);
+    const watching = suite.client(proxy.url);
+    const writer = suite.client();
     await writer.put("/pv/a").value("1");
     const view = new PrefixView({ client: watching, prefix: "/pv/", log, onChange: () => {}, retryMs: 100 });
     await view.start();
