@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { Etcd3 } from "etcd3";
+import { connectEtcd } from "../cluster/etcd-client.js";
 import { formatStatus, readStatus } from "../cluster/status.js";
 import { etcdFlag, prefixFlag } from "./common-options.js";
 
@@ -10,7 +10,7 @@ export function statusCommand(): Command {
     .addOption(prefixFlag())
     .option("--json", "print JSON instead of a table")
     .action(async (flags: { etcd: string[]; prefix: string; json?: boolean }) => {
-      const client = new Etcd3({ hosts: flags.etcd, dialTimeout: 3000 });
+      const client = connectEtcd(flags.etcd);
       try {
         const s = await Promise.race([
           readStatus(client, flags.prefix),

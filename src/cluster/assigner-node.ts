@@ -1,7 +1,8 @@
-import { Etcd3 } from "etcd3";
+import type { Etcd3 } from "etcd3";
 import type { Clock } from "../core/clock.js";
 import { AssignerStack } from "./assigner-stack.js";
 import { AssignmentView } from "./assignment-view.js";
+import { connectEtcd } from "./etcd-client.js";
 import type { Log } from "./log.js";
 import { Membership, membersPrefix, parseMembers } from "./membership.js";
 import { PrefixView } from "./prefix-view.js";
@@ -30,7 +31,7 @@ export class AssignerNode {
   readonly stack: AssignerStack;
 
   constructor(o: AssignerNodeOptions) {
-    this.client = new Etcd3({ hosts: o.etcd, dialTimeout: 3000 });
+    this.client = connectEtcd(o.etcd);
     let stack: AssignerStack | undefined;
     this.candidacy = new Membership({
       client: this.client,

@@ -45,6 +45,7 @@ export class Membership {
   private readonly view: PrefixView;
   private lastKeepaliveAt = Number.NEGATIVE_INFINITY;
   private stopped = false;
+  private reRegistering = false;
   private members: MemberRecord[] = [];
 
   constructor(private readonly opts: MembershipOptions) {
@@ -81,19 +82,28 @@ export class Membership {
     await this.view.start();
   }
 
+  /**
+   * Grants a lease and puts the record under it. The lease becomes this server's only once the put
+   * succeeded, so a lease that failed to register cannot start another round of re-registering.
+   */
   private async register(): Promise<void> {
     const { client, ttlSeconds, self, log } = this.opts;
     const lease = client.lease(ttlSeconds, { autoKeepAlive: true });
-    this.lease = lease;
     lease.on("keepaliveSucceeded", () => {
-      this.lastKeepaliveAt = this.opts.clock.now();
+      if (this.lease === lease) this.lastKeepaliveAt = this.opts.clock.now();
     });
     lease.on("lost", (err) => {
       if (this.stopped || this.lease !== lease) return;
       log.warn({ err: err.message }, "membership lease lost; registering again");
       this.reRegister();
     });
-    await lease.put(`${membersPrefix(this.opts.prefix)}${self.id}`).value(JSON.stringify(self));
+    try {
+      await lease.put(`${membersPrefix(this.opts.prefix)}${self.id}`).value(JSON.stringify(self));
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    this.lease = lease;
     this.lastKeepaliveAt = this.opts.clock.now();
     log.info({ id: self.id, address: self.address, ttlSeconds }, "registered as a cluster member");
   }
@@ -116,13 +126,29 @@ export class Membership {
       .value(JSON.stringify(this.opts.self));
   }
 
+  /** One retry loop at a time, backing off from 100 ms to 2 s; logs the first failure and every 10th. */
   private reRegister(): void {
+    if (this.reRegistering || this.stopped) return;
+    this.reRegistering = true;
+    let delay = 100;
+    let failures = 0;
     const attempt = () => {
-      if (this.stopped) return;
-      this.register().catch((err: Error) => {
-        this.opts.log.warn({ err: err.message }, "cannot register with etcd; retrying");
-        setTimeout(attempt, 500).unref();
-      });
+      if (this.stopped) {
+        this.reRegistering = false;
+        return;
+      }
+      this.register().then(
+        () => {
+          this.reRegistering = false;
+        },
+        (err: Error) => {
+          if (failures++ % 10 === 0) {
+            this.opts.log.warn({ err: err.message, failures }, "cannot register with etcd; retrying");
+          }
+          setTimeout(attempt, delay).unref();
+          delay = Math.min(2000, delay * 2);
+        },
+      );
     };
     attempt();
   }

@@ -1,10 +1,11 @@
-import { Etcd3 } from "etcd3";
+import type { Etcd3 } from "etcd3";
 import type { Clock } from "../core/clock.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
 import type { Assignment } from "./assignment.js";
 import { AssignmentView } from "./assignment-view.js";
 import { ClusterOwnership } from "./cluster-ownership.js";
+import { connectEtcd } from "./etcd-client.js";
 import { BatchingForwarder } from "./forwarder.js";
 import { type CounterStore, Handoff } from "./handoff.js";
 import { loadPrefix } from "./load.js";
@@ -63,7 +64,7 @@ export class ClusterNode {
   ) {
     const { clock, log } = deps;
     const hooks = deps.hooks ?? {};
-    this.client = new Etcd3({ hosts: opts.etcd, dialTimeout: 3000 });
+    this.client = connectEtcd(opts.etcd);
     this.ownership = new ClusterOwnership({
       selfId: opts.id,
       clock,
