@@ -69,3 +69,10 @@ export class UnavailableError extends ShardlimitError {
     super("UNAVAILABLE", message);
   }
 }
+
+/** The gateway client has not yet learned the limits and the assignment from any server. */
+export class NotReadyError extends ShardlimitError {
+  constructor(message: string) {
+    super("NOT_READY", message);
+  }
+}

@@ -8,6 +8,8 @@ import type {
   ClusterViewRequest,
   EnvoyRequest,
   EnvoyResponse,
+  Limits,
+  LimitsRequest,
   ReleaseRequest,
   ReleaseResponse,
   ReportRequest,
@@ -26,6 +28,7 @@ export interface RateLimiterRpc {
   release: Unary<ReleaseRequest, ReleaseResponse>;
   settle: Unary<SettleRequest, SettleResponse>;
   getClusterView: Unary<ClusterViewRequest, ClusterView>;
+  getLimits: Unary<LimitsRequest, Limits>;
   shouldRateLimit: Unary<EnvoyRequest, EnvoyResponse>;
   close(): void;
 }
@@ -69,6 +72,7 @@ export function connect(address: string, options: grpc.ChannelOptions = {}): Rat
     release: promisify(rl, "Release"),
     settle: promisify(rl, "Settle"),
     getClusterView: promisify(rl, "GetClusterView"),
+    getLimits: promisify(rl, "GetLimits"),
     shouldRateLimit: promisify(envoy, "ShouldRateLimit"),
     close() {
       rl.close();

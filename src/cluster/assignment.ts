@@ -1,3 +1,15 @@
+/** Index of the slice holding `point`, given sorted slice starts beginning at 0. */
+export function sliceIndex(starts: Uint32Array, point: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (starts[mid]! <= point) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** A member of the cluster as the assignment names it. */
 export interface Member {
   readonly id: string;
@@ -55,15 +67,7 @@ export class Assignment {
 
   /** The slice holding `point`: binary search over the starts. */
   sliceOf(point: number): number {
-    const s = this.starts;
-    let lo = 0;
-    let hi = s.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (s[mid]! <= point) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return sliceIndex(this.starts, point);
   }
 
   ownerOf(point: number): Member {

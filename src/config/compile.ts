@@ -4,7 +4,7 @@ import { escapePart } from "./key.js";
 import type { KeyBranch, Level, MatchNode } from "./match.js";
 import type { DescriptorSpec, DomainSpec } from "./parse-file.js";
 import type { NameRef } from "./parse-rule.js";
-import type { LimitRule } from "./types.js";
+import type { ConfigSource, LimitRule } from "./types.js";
 
 /**
  * Turns the per-file specs into one immutable config, checking what only shows across the
@@ -17,7 +17,7 @@ export interface CompileResult {
   readonly problems: readonly ConfigProblem[];
 }
 
-export function compile(specs: readonly DomainSpec[], files: readonly string[]): CompileResult {
+export function compile(specs: readonly DomainSpec[], sources: readonly ConfigSource[]): CompileResult {
   const problems: ConfigProblem[] = [];
   const roots = new Map<string, Level>();
   const owners = new Map<string, DomainSpec>();
@@ -40,7 +40,7 @@ export function compile(specs: readonly DomainSpec[], files: readonly string[]):
     problems.push(...domain.checkNames());
     rules.push(...domain.rules);
   }
-  return { config: new CompiledConfig(roots, rules, files), problems };
+  return { config: new CompiledConfig(roots, rules, sources), problems };
 }
 
 interface MutableBranch {

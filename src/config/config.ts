@@ -1,21 +1,38 @@
+import { createHash } from "node:crypto";
 import { decodeKey } from "./key.js";
 import { type Level, resolveIn } from "./match.js";
-import type { DescriptorEntry, LimitConfig, LimitRule, Resolved } from "./types.js";
+import type { ConfigSource, DescriptorEntry, LimitConfig, LimitRule, Resolved } from "./types.js";
 
 /** The loaded configuration: immutable, replaced whole on reload, safe to share across requests. */
 export class CompiledConfig implements LimitConfig {
   readonly domains: readonly string[];
   readonly rules: readonly LimitRule[];
   readonly files: readonly string[];
+  readonly sources: readonly ConfigSource[];
+  private digest: string | undefined;
   private readonly roots: ReadonlyMap<string, Level>;
   private readonly byId: ReadonlyMap<string, LimitRule>;
 
-  constructor(roots: ReadonlyMap<string, Level>, rules: readonly LimitRule[], files: readonly string[]) {
+  constructor(
+    roots: ReadonlyMap<string, Level>,
+    rules: readonly LimitRule[],
+    sources: readonly ConfigSource[],
+  ) {
     this.roots = roots;
     this.domains = Object.freeze([...roots.keys()]);
     this.rules = Object.freeze([...rules]);
-    this.files = Object.freeze([...files]);
+    this.sources = Object.freeze([...sources]);
+    this.files = Object.freeze(sources.map((s) => s.file));
     this.byId = new Map(rules.map((r) => [r.id, r]));
+  }
+
+  get version(): string {
+    if (this.digest === undefined) {
+      const h = createHash("sha256");
+      for (const s of this.sources) h.update(`${s.file.length}:${s.file}${s.text.length}:${s.text}`);
+      this.digest = h.digest("hex").slice(0, 16);
+    }
+    return this.digest;
   }
 
   resolve(domain: string, entries: readonly DescriptorEntry[]): Resolved | undefined {

@@ -3,7 +3,9 @@ import { join } from "node:path";
 import { ConfigError, type ConfigProblem } from "../errors.js";
 import { compile } from "./compile.js";
 import { type DomainSpec, parseDomainFile } from "./parse-file.js";
-import type { LimitConfig } from "./types.js";
+import type { ConfigSource, LimitConfig } from "./types.js";
+
+export type { ConfigSource };
 
 /**
  * Loads limits from one YAML file or a directory of them, in envoyproxy/ratelimit's format.
@@ -12,12 +14,6 @@ import type { LimitConfig } from "./types.js";
  * separated documents. Every problem in every file is collected and thrown as one ConfigError,
  * so nothing is half-applied and one run shows everything there is to fix.
  */
-
-export interface ConfigSource {
-  /** As it appears in messages: the given path, or the directory joined with the file name. */
-  readonly file: string;
-  readonly text: string;
-}
 
 export function loadConfig(path: string): LimitConfig {
   return compileSources(readSources(path));
@@ -38,10 +34,7 @@ export function compileSources(sources: readonly ConfigSource[]): LimitConfig {
     problems.push(...parsed.problems);
     specs.push(...parsed.specs);
   }
-  const compiled = compile(
-    specs,
-    sources.map((s) => s.file),
-  );
+  const compiled = compile(specs, sources);
   problems.push(...compiled.problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return compiled.config;

@@ -96,4 +96,15 @@ export interface LimitConfig {
   ruleById(id: string): LimitRule | undefined;
   /** Files the config was read from, for reload watching and messages. */
   readonly files: readonly string[];
+  /** The YAML it was compiled from, which servers hand to gateway clients (`GetLimits`). */
+  readonly sources: readonly ConfigSource[];
+  /** A digest of `sources`: equal versions are the same configuration. */
+  readonly version: string;
+}
+
+/** One configuration file's text, as read. */
+export interface ConfigSource {
+  /** As it appears in messages: the given path, or the directory joined with the file name. */
+  readonly file: string;
+  readonly text: string;
 }

@@ -14,6 +14,8 @@ export class ClientShare {
 
 /** Weight of a new measurement when demand falls; a rise is taken at once so a shift is met fast. */
 const DEMAND_DECAY = 0.3;
+/** Time constant of the key's total offered rate. */
+const RATE_TAU_MS = 1000;
 /** How long the cached water level may be reused by other clients' reports. */
 const LEVEL_TTL_MS = 10;
 
@@ -27,6 +29,9 @@ export class ClientTable {
   private many: Map<string, ClientShare> | undefined = undefined;
   sumDemand = 0;
   sumHeld = 0;
+  /** Units offered per ms by all clients together, smoothed over RATE_TAU_MS. */
+  private rate = 0;
+  private rateAt = Number.NEGATIVE_INFINITY;
   private level = Number.POSITIVE_INFINITY;
   private levelCapacity = Number.NaN;
   private levelAt = Number.NEGATIVE_INFINITY;
@@ -71,14 +76,41 @@ export class ClientTable {
     else if (this.sole !== undefined) fn(this.soleId!, this.sole);
   }
 
-  observe(s: ClientShare, offeredPerMs: number): void {
-    const next =
-      s.reports === 0 || offeredPerMs >= s.demand
-        ? offeredPerMs
-        : s.demand + DEMAND_DECAY * (offeredPerMs - s.demand);
+  /**
+   * Folds in one report's offered rate over `intervalMs`. A fall is smoothed when it could be
+   * arrival noise; a fall far beyond that (more than three Poisson deviations of the expected
+   * count) is demand that moved away, taken at once so its share goes to where it moved.
+   */
+  observe(s: ClientShare, offeredPerMs: number, intervalMs: number): void {
+    let next: number;
+    if (s.reports === 0 || offeredPerMs >= s.demand) next = offeredPerMs;
+    else {
+      const expected = s.demand * intervalMs;
+      const drop = expected - offeredPerMs * intervalMs;
+      next =
+        drop > 3 * Math.sqrt(expected) + 1
+          ? offeredPerMs
+          : s.demand + DEMAND_DECAY * (offeredPerMs - s.demand);
+    }
     this.sumDemand += next - s.demand;
     s.demand = next;
     s.reports++;
+  }
+
+  /**
+   * Adds units offered (admitted + rejected) in one report to the key's total offered rate. The
+   * per-client demands are rates over one interval, which a client sending rare bursts inflates
+   * many times over; the total measured at the counter is not fooled by that.
+   */
+  offered(units: number, now: number): void {
+    this.rate = this.offeredRate(now) + units / RATE_TAU_MS;
+    this.rateAt = now;
+  }
+
+  /** The smoothed total offered rate at `now`, units per ms. */
+  offeredRate(now: number): number {
+    if (this.rateAt === Number.NEGATIVE_INFINITY) return 0;
+    return this.rate * Math.exp(-(now - this.rateAt) / RATE_TAU_MS);
   }
 
   setHeld(s: ClientShare, held: number): void {

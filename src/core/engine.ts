@@ -322,12 +322,16 @@ export class Engine {
     apply: boolean,
     intervalMs: number,
     now: number,
+    spanMs = intervalMs,
   ): Policy {
     if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
-    return this.reportOn(this.counterFor(key, l, now), l, clientId, e, apply, intervalMs, now);
+    return this.reportOn(this.counterFor(key, l, now), l, clientId, e, apply, intervalMs, now, spanMs);
   }
 
-  /** `report` on a counter reference from `counterFor` that is still current (not `removed`). */
+  /**
+   * `report` on a counter reference from `counterFor` that is still current (not `removed`).
+   * `spanMs` is how long the counts took to gather: the client's demand is measured over it.
+   */
   reportOn(
     c: Counter,
     l: Limit,
@@ -336,6 +340,7 @@ export class Engine {
     apply: boolean,
     intervalMs: number,
     now: number,
+    spanMs = intervalMs,
   ): Policy {
     if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
     c.clients ??= new ClientTable();
@@ -345,7 +350,7 @@ export class Engine {
       const s = table.upsert(clientId, now);
       if (apply) {
         table.setHeld(s, e.held);
-        table.observe(s, (e.admitted + e.rejected) / intervalMs);
+        table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
       }
       c.leases!.sweep(now);
       c.expiresAt = Math.max(c.expiresAt, now + l.leaseTimeoutMs);
@@ -362,7 +367,8 @@ export class Engine {
       const used =
         !c.complete && s.reports === 0 && e.windowAdmitted > e.admitted ? e.windowAdmitted : e.admitted;
       alg.consume(c, l, used, now);
-      table.observe(s, (e.admitted + e.rejected) / intervalMs);
+      table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
+      table.offered(e.admitted + e.rejected, now);
     }
     const policy = ratePolicy(alg, c, l, s, table, intervalMs, now);
     c.expiresAt = Math.max(c.expiresAt, now + clientStaleMs(intervalMs));

@@ -30,7 +30,7 @@ export interface Policy {
 /** A policy outlives the report interval so one late report does not leave a gateway without one. */
 export const POLICY_LIFETIME_INTERVALS = 3;
 /** ALLOW only while the balance would survive this many times today's total demand. */
-const ALLOW_SAFETY = 2;
+const ALLOW_SAFETY = 1.5;
 const PACING_SLACK = 1.5;
 
 export function allowPolicy(until: number, remaining: number, resetAt: number): Policy {
@@ -67,10 +67,13 @@ export function ratePolicy(
   if (l.shadowMode) return allowPolicy(until, remaining, resetAt);
 
   const refill = alg.refillPerMs(c, l, now);
-  if (avail > 0 && avail + (refill - ALLOW_SAFETY * table.sumDemand) * lifetime > 0) {
+  // Demand as the smaller of the clients' own rates and the total measured at the counter: bursty
+  // clients that report rarely each look like a steady sender, the total does not.
+  const demand = Math.min(table.sumDemand, table.offeredRate(now));
+  if (avail > 0 && avail + (refill - ALLOW_SAFETY * demand) * lifetime > 0) {
     return allowPolicy(until, remaining, resetAt);
   }
-  const capacity = refill + avail / alg.spendHorizonMs(c, l, now);
+  const capacity = refill + avail / alg.spendHorizonMs(c, l, now, intervalMs);
   if (capacity <= 0) {
     const at = alg.availableAt(c, l, 1, now);
     return {

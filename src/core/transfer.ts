@@ -72,7 +72,7 @@ export function restoreCounter(s: CounterSnapshot, now: number): Counter {
     const table = new ClientTable();
     for (const cl of s.clients) {
       const share = table.upsert(cl.id, now - cl.seenMsAgo);
-      table.observe(share, cl.demand);
+      table.observe(share, cl.demand, 1); // first observation: taken as is
       table.setHeld(share, cl.held);
     }
     c.clients = table;

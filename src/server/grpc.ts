@@ -113,6 +113,7 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     Release: unary("Release", deps, router.caughtUp(limiter.release.bind(limiter))),
     Settle: unary("Settle", deps, router.caughtUp(limiter.settle.bind(limiter))),
     GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
+    GetLimits: unary("GetLimits", deps, limiter.getLimits.bind(limiter)),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
     ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),

@@ -14,6 +14,8 @@ import {
   ErrorCode,
   type ItemError,
   type KeyPolicy,
+  type Limits,
+  type LimitsRequest,
   type ReleaseRequest,
   type ReleaseResponse,
   type ReportRequest,
@@ -53,8 +55,9 @@ function itemError(code: ErrorCode, message: string): ItemError {
  * A policy for the wire. Zero fields are left out rather than set: protobufjs writes every field
  * present, and most policies are ALLOW or GRANT with half their fields zero.
  */
-function keyPolicy(p: Policy, limit: number, now: number): KeyPolicy {
+function keyPolicy(p: Policy, limit: number, gateways: number, now: number): KeyPolicy {
   const out: KeyPolicy = { kind: p.kind, validMs: ms(p.until - now), limit };
+  if (gateways > 1) out.gateways = gateways;
   if (p.units !== 0) out.units = p.units;
   if (p.fraction !== 0) out.fraction = p.fraction;
   if (p.remaining > 0 && Number.isFinite(p.remaining)) out.remaining = p.remaining;
@@ -155,6 +158,7 @@ export class Limiter {
       );
     }
     const interval = req.intervalMs > 0 ? Math.max(10, req.intervalMs) : DEFAULT_INTERVAL_MS;
+    const span = req.spanMs ? Math.min(MAX_INTERVAL_MS, Math.max(1, req.spanMs)) : interval;
     const now = this.clock.now();
     const verdict = this.engine.acceptReport(req.clientId, req.seq, now);
     // A report older than the dedup window cannot be told from one already applied: not applying
@@ -206,7 +210,7 @@ export class Limiter {
           c = this.engine.counterFor(r.counterKey, r.rule, now, r.shardKey);
           hit!.counter = c;
         }
-        p = this.engine.reportOn(c, r.rule, req.clientId, e, apply, interval, now);
+        p = this.engine.reportOn(c, r.rule, req.clientId, e, apply, interval, now, span);
       } catch (err) {
         if (!(err instanceof CapacityError)) throw err;
         policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
@@ -223,7 +227,7 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      const out = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, now);
+      const out = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, hit!.counter?.clients?.size ?? 1, now);
       if (byString) out.keyHandle = hit!.handle;
       policies[i] = out;
     }
@@ -234,6 +238,17 @@ export class Limiter {
       policies,
       duplicate: !apply,
       keyEpoch: this.resolver.epoch,
+      configVersion: this.config.version,
+    };
+  }
+
+  getLimits(req: LimitsRequest): Limits {
+    const config = this.config;
+    if (req.knownVersion === config.version) return { version: config.version, sources: [], unchanged: true };
+    return {
+      version: config.version,
+      sources: config.sources.map((s) => ({ file: s.file, text: s.text })),
+      unchanged: false,
     };
   }
 

@@ -37,6 +37,7 @@ export interface ReportRequest {
   generation: number;
   intervalMs: number;
   entries: ReportEntryMsg[];
+  spanMs?: number;
   keyEpoch: number;
 }
 
@@ -50,6 +51,7 @@ export interface KeyPolicy {
   resetMs?: number;
   error?: ItemError;
   keyHandle?: number;
+  gateways?: number;
 }
 
 export interface ReportResponse {
@@ -57,6 +59,17 @@ export interface ReportResponse {
   policies: KeyPolicy[];
   duplicate: boolean;
   keyEpoch: number;
+  configVersion: string;
+}
+
+export interface LimitsRequest {
+  knownVersion: string;
+}
+
+export interface Limits {
+  version: string;
+  sources: { file: string; text: string }[];
+  unchanged: boolean;
 }
 
 export interface CheckItemMsg {

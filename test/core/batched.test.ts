@@ -147,7 +147,9 @@ describe("batched mode: the policy loop converges on the limit", () => {
       t + 500,
     );
     expect(heavy.kind).toBe(PolicyKind.REJECT_FRACTION);
-    expect(heavy.fraction).toBeGreaterThan(0.85);
+    // Share ~90/s of 900/s offered (refill 100/s plus the bucket's one unit spent over an interval,
+    // less the light gateways' 20/s), paced at 1.5x: about 0.85 rejected.
+    expect(heavy.fraction).toBeGreaterThan(0.8);
     expect(light.kind).toBe(PolicyKind.GRANT);
     expect(light.units).toBeGreaterThanOrEqual(1);
   });

@@ -7,6 +7,9 @@ import { ceilMs } from "./types.js";
  * debt is paid back by refill before anything more is admitted.
  * `t`: time of last refill, `x`: tokens.
  */
+/** Reports over which a token bucket's balance or debt is evened out in batched mode. */
+const HORIZON_INTERVALS = 1;
+
 export const tokenBucket: RateAlgorithm = {
   init(c, l, now) {
     c.t = now;
@@ -39,7 +42,10 @@ export const tokenBucket: RateAlgorithm = {
   refillPerMs(_c, l) {
     return l.limit / l.windowMs;
   },
-  spendHorizonMs(_c, l) {
-    return l.windowMs;
+  spendHorizonMs(_c, l, _now, intervalMs) {
+    // A bucket's balance is there to be spent at once (that is what a burst is), and a debt must
+    // stop admission within a few reports: a refill-length horizon would let a debt of a whole
+    // window build up before grants reach zero (costly requests overdraw a grant).
+    return Math.min(l.windowMs, HORIZON_INTERVALS * intervalMs);
   },
 };

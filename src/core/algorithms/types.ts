@@ -21,8 +21,11 @@ export interface RateAlgorithm {
   resetAt(c: Counter, l: Limit, now: number): number;
   /** Units per ms that become available by themselves (batched-mode supply). */
   refillPerMs(c: Counter, l: Limit, now: number): number;
-  /** Over how long a positive balance should be handed out, or a debt paid back, in batched mode. */
-  spendHorizonMs(c: Counter, l: Limit, now: number): number;
+  /**
+   * Over how long a positive balance should be handed out, or a debt paid back, in batched mode,
+   * when gateways report every `intervalMs`.
+   */
+  spendHorizonMs(c: Counter, l: Limit, now: number, intervalMs: number): number;
 }
 
 /** Window starts aligned to the epoch, as envoyproxy/ratelimit aligns them to the unit. */

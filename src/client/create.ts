@@ -1,0 +1,38 @@
+import type client from "prom-client";
+import { GatewayLimiter, type GatewayLimiterOptions } from "./gateway-limiter.js";
+import { GrpcTransport } from "./grpc-transport.js";
+import { registerClientMetrics } from "./metrics.js";
+import { systemScheduler } from "./scheduler.js";
+
+export interface LimiterOptions
+  extends Omit<GatewayLimiterOptions, "transport" | "scheduler">,
+    Partial<Pick<GatewayLimiterOptions, "transport" | "scheduler">> {
+  /** How long to wait for a server to hand out the limits and the assignment (default 5000 ms). */
+  connectTimeoutMs?: number;
+  /** Registers the client's metrics here (keys in fallback, reports, units decided). */
+  registry?: client.Registry;
+}
+
+/**
+ * A gateway limiter connected to shardlimit servers over gRPC. Resolves once a server has handed
+ * out the limits and the assignment; rejects with NotReadyError if none does in time.
+ *
+ *   const limiter = await createLimiter({ servers: ["rl-0:8081"], clientId: "gw-7" });
+ *   if (!limiter.decide("api/tenant=acme")) return reply(429);
+ */
+export async function createLimiter(options: LimiterOptions): Promise<GatewayLimiter> {
+  const limiter = new GatewayLimiter({
+    ...options,
+    transport: options.transport ?? new GrpcTransport(),
+    scheduler: options.scheduler ?? systemScheduler,
+  });
+  if (options.registry) registerClientMetrics(options.registry, limiter);
+  limiter.start();
+  try {
+    await limiter.whenReady(options.connectTimeoutMs ?? 5000);
+  } catch (err) {
+    limiter.close();
+    throw err;
+  }
+  return limiter;
+}

@@ -1,0 +1,723 @@
+import { keyPoint } from "../cluster/hash.js";
+import { decodeKey, encodeKey } from "../config/key.js";
+import { compileSources } from "../config/load.js";
+import type { DescriptorEntry, LimitConfig, LimitRule } from "../config/types.js";
+import { type Policy, PolicyKind } from "../core/policy.js";
+import { InvalidArgumentError, NotReadyError } from "../errors.js";
+import {
+  ErrorCode,
+  type KeyPolicy,
+  type ReportEntryMsg as ReportEntry,
+  type ReportResponse,
+} from "../server/messages.js";
+import { ClientKey, type Drained } from "./client-key.js";
+import { Fallback } from "./fallback.js";
+import { OwnerChannel, type PendingReport } from "./owner-channel.js";
+import { Routing } from "./routing.js";
+import type { Scheduler, Timer } from "./scheduler.js";
+import type { ClientTransport } from "./transport.js";
+
+/** A request's descriptor as Envoy sends it: `decide` accepts it in place of a key string. */
+export interface Descriptor {
+  domain: string;
+  entries: readonly DescriptorEntry[];
+}
+
+/** What `reserve` admitted, for `settle` once the real cost is known. */
+export interface Ticket {
+  readonly key: ClientKey | undefined;
+  readonly estimate: number;
+}
+
+export interface LimiterLogger {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+export interface GatewayLimiterOptions {
+  /** Servers to learn the limits and the assignment from (host:port); any one of them will do. */
+  servers: readonly string[];
+  /** Names this gateway to the owners: their fair shares and dedup are per client id. */
+  clientId: string;
+  transport: ClientTransport;
+  scheduler: Scheduler;
+  reportIntervalMs?: number;
+  /** A report unanswered this long counts as failed; its keys fall back to a local share. */
+  reportTimeoutMs?: number;
+  /** How often the assignment is fetched even when nothing suggests it changed. */
+  viewRefreshMs?: number;
+  /** Keys unused this long are forgotten (their counts reported first). */
+  idleKeyMs?: number;
+  /** Counters tracked at most; the least recently used idle ones go first. */
+  maxKeys?: number;
+  /** Entries per report; the rest wait for the next interval. */
+  maxReportEntries?: number;
+  /** What `decide` answers before the limits are known: admit (default) or reject. */
+  beforeReady?: "open" | "closed";
+  /**
+   * Re-send window-to-date totals to a key's new owner (default true), so an owner that replaced
+   * a crashed one rebuilds the counts. Off only to measure what it is worth.
+   */
+  resendWindowTotals?: boolean;
+  /** For REJECT_FRACTION; seeded in simulations. */
+  random?: () => number;
+  logger?: LimiterLogger;
+}
+
+/** A key no limit applies to: always admitted, never reported. */
+class Unlimited {
+  lastUsed = 0;
+}
+
+type Entry = ClientKey | Unlimited;
+
+const silent: LimiterLogger = { warn() {}, info() {} };
+
+function policyFromWire(p: KeyPolicy, now: number): Policy {
+  return {
+    kind: (p.kind ?? PolicyKind.ALLOW) as Policy["kind"],
+    units: p.units ?? 0,
+    fraction: p.fraction ?? 0,
+    until: now + (p.validMs ?? 0),
+    remaining: p.remaining ?? 0,
+    resetAt: now + (p.resetMs ?? 0),
+  };
+}
+
+/** Codes after which the counts were not applied and go to the next report. */
+const RETRY_CODES = new Set<number>([
+  ErrorCode.NOT_OWNER,
+  ErrorCode.SLICE_NOT_READY,
+  ErrorCode.UNKNOWN_KEY_HANDLE,
+  ErrorCode.COUNTERS_EXHAUSTED,
+  ErrorCode.OWNER_UNAVAILABLE,
+]);
+
+export interface LimiterStats {
+  keys: number;
+  fallbackKeys: number;
+  reportsSent: number;
+  reportsFailed: number;
+  /** Units decided since start, counted as they are taken into reports. */
+  unitsAdmitted: number;
+  unitsRejected: number;
+  generation: number;
+  configVersion: string;
+}
+
+/**
+ * The gateway side of batched mode. `decide` runs on every request with no I/O: it applies the
+ * owner's latest policy for the key (or a small optimistic allowance, or a fallback share).
+ * Every `reportIntervalMs` the counts go, one report per owner, to the servers that own the keys,
+ * and each answer brings the next policies. Keys are resolved with the servers' own limit
+ * configuration (fetched with GetLimits), so a gateway knows a key's rule, counter and owner
+ * without asking.
+ */
+export class GatewayLimiter {
+  private readonly opts: Required<Omit<GatewayLimiterOptions, "logger">> & { logger: LimiterLogger };
+  private config: LimitConfig | undefined;
+  private routing: Routing | undefined;
+  /** Request key -> its counter (or Unlimited). */
+  private readonly keys = new Map<string, Entry>();
+  /** Counter key -> counter: request keys that share a counter share one ClientKey. */
+  private readonly counters = new Map<string, ClientKey>();
+  private dirty: ClientKey[] = [];
+  private readonly channels = new Map<string, OwnerChannel>();
+  private timer: Timer | undefined;
+  private early: Timer | undefined;
+  private earlyAt = Number.NEGATIVE_INFINITY;
+  private closed = false;
+  private viewAsking = false;
+  private viewAskedAt = Number.NEGATIVE_INFINITY;
+  private limitsAsking = false;
+  private lastSweep = 0;
+  private seedTurn = 0;
+  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  reportsSent = 0;
+  reportsFailed = 0;
+  private unitsAdmitted = 0;
+  private unitsRejected = 0;
+
+  constructor(options: GatewayLimiterOptions) {
+    if (options.servers.length === 0) throw new InvalidArgumentError("servers is empty: name at least one");
+    if (options.clientId === "") throw new InvalidArgumentError("clientId is empty");
+    const interval = options.reportIntervalMs ?? 100;
+    if (!(interval >= 1 && interval <= 60_000)) {
+      throw new InvalidArgumentError(`reportIntervalMs must be 1..60000, got ${interval}`);
+    }
+    this.opts = {
+      reportIntervalMs: interval,
+      reportTimeoutMs: options.reportTimeoutMs ?? Math.max(500, 5 * interval),
+      viewRefreshMs: options.viewRefreshMs ?? 5_000,
+      idleKeyMs: options.idleKeyMs ?? 60_000,
+      maxKeys: options.maxKeys ?? 100_000,
+      maxReportEntries: options.maxReportEntries ?? 10_000,
+      beforeReady: options.beforeReady ?? "open",
+      resendWindowTotals: options.resendWindowTotals ?? true,
+      random: options.random ?? Math.random,
+      logger: options.logger ?? silent,
+      servers: options.servers,
+      clientId: options.clientId,
+      transport: options.transport,
+      scheduler: options.scheduler,
+    };
+  }
+
+  /** Starts fetching the limits and the assignment, and the report loop. */
+  start(): void {
+    this.refreshLimits();
+    this.refreshView(true);
+    // Gateways started together should not all report in the same instant.
+    this.arm(this.opts.random() * this.opts.reportIntervalMs);
+  }
+
+  get ready(): boolean {
+    return this.config !== undefined && this.routing !== undefined;
+  }
+
+  /** Resolves once the limits and the assignment are known; rejects after `timeoutMs`. */
+  whenReady(timeoutMs: number): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w = { resolve, reject };
+      this.readyWaiters.push(w);
+      this.opts.scheduler.after(timeoutMs, () => {
+        const i = this.readyWaiters.indexOf(w);
+        if (i < 0) return;
+        this.readyWaiters.splice(i, 1);
+        reject(
+          new NotReadyError(
+            `no server among ${this.opts.servers.join(", ")} answered with ${
+              this.config ? "an assignment" : "the limits"
+            } within ${timeoutMs} ms`,
+          ),
+        );
+      });
+    });
+  }
+
+  private checkReady(): void {
+    if (!this.ready) return;
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
+  }
+
+  // ---- the request path -------------------------------------------------------------------
+
+  /**
+   * Admits or rejects one request of `cost` units (1 by default; tokens, inference units...).
+   * Synchronous and local. Throws InvalidArgumentError for a malformed key or cost.
+   */
+  decide(key: string | Descriptor, cost = 1): boolean {
+    const e = this.entry(key, cost);
+    if (e === undefined) return this.opts.beforeReady === "open";
+    const now = this.opts.scheduler.now();
+    e.lastUsed = now;
+    if (!(e instanceof ClientKey)) return true;
+    if (!e.dirty) this.markDirty(e);
+    if (e.rule.algorithm === "concurrency") {
+      throw new InvalidArgumentError(`${e.rule.id} is a concurrency limit: use acquire and release`);
+    }
+    if (e.fallback !== undefined) {
+      const ok = e.fallback.take(cost, now, e.windowAt);
+      if (ok) e.admitted += cost;
+      else e.rejected += cost;
+      return ok;
+    }
+    if (e.kind === 0 || now >= e.until) this.reportSoon(now);
+    const ok = e.decide(cost, now, this.opts.random());
+    // A grant used up within a quarter of an interval: demand jumped (load moved here). Ask for a
+    // policy that knows it now, once per policy, instead of rejecting until the next interval.
+    if (!ok && e.units <= 0 && !e.askedEarly && now - e.appliedAt < this.opts.reportIntervalMs / 4) {
+      e.askedEarly = true;
+      this.reportSoon(now);
+    }
+    return ok;
+  }
+
+  /**
+   * A key is being decided without a policy (new, or idle past its policy's life): report now
+   * rather than at the next interval, so a policy arrives within a round trip and the optimistic
+   * allowance is not all there is. Throttled to a tenth of the interval.
+   */
+  private reportSoon(now: number): void {
+    if (this.early !== undefined || now - this.earlyAt < this.opts.reportIntervalMs / 10) return;
+    this.early = this.opts.scheduler.after(0, () => {
+      this.early = undefined;
+      this.earlyAt = this.opts.scheduler.now();
+      this.tick();
+    });
+  }
+
+  /**
+   * Admits a request whose cost is known only afterwards (LLM output tokens): `estimate` is
+   * counted now, and `settle` corrects it. Null when rejected.
+   */
+  reserve(key: string | Descriptor, estimate: number): Ticket | null {
+    if (!this.decide(key, estimate)) return null;
+    const e = this.entry(key, estimate);
+    return { key: e instanceof ClientKey ? e : undefined, estimate };
+  }
+
+  /** Charges the difference between the real cost and the estimate `reserve` counted. */
+  settle(ticket: Ticket, actualCost: number): void {
+    checkCost(actualCost);
+    const k = ticket.key;
+    if (k === undefined) return;
+    const delta = actualCost - ticket.estimate;
+    if (delta > 0) {
+      k.admitted += delta;
+      k.sinceAsked += delta;
+      k.units -= delta;
+    } else k.refund -= delta;
+    if (!k.dirty) this.markDirty(k);
+  }
+
+  /**
+   * Takes `amount` slots of a concurrency limit (1 by default); false if the gateway's share of
+   * the limit is in use. Every true must be followed by `release` with the same amount.
+   */
+  acquire(key: string | Descriptor, amount = 1): boolean {
+    const e = this.entry(key, amount);
+    if (e === undefined) return this.opts.beforeReady === "open";
+    const now = this.opts.scheduler.now();
+    e.lastUsed = now;
+    if (!(e instanceof ClientKey)) return true;
+    if (e.rule.algorithm !== "concurrency") {
+      throw new InvalidArgumentError(`${e.rule.id} is a ${e.rule.algorithm} limit: use decide`);
+    }
+    if (!e.dirty) this.markDirty(e);
+    let max: number;
+    if (e.fallback !== undefined) max = e.fallback.maxHeld;
+    else if (e.kind === 0 || now >= e.until) max = e.held + e.allowance;
+    else max = e.units;
+    const ok = e.held + amount <= max || (e.kind === PolicyKind.ALLOW && now < e.until);
+    if (ok) {
+      e.held += amount;
+      e.admitted += amount;
+      if (e.kind === 0 || now >= e.until) e.allowance -= amount;
+    } else e.rejected += amount;
+    return ok;
+  }
+
+  release(key: string | Descriptor, amount = 1): void {
+    const e = this.entry(key, amount);
+    if (!(e instanceof ClientKey)) return;
+    e.held = Math.max(0, e.held - amount);
+    if (!e.dirty) this.markDirty(e);
+  }
+
+  /** The rule and the owner's latest figures for a key: what the sidecar answers Envoy with. */
+  describe(
+    key: string | Descriptor,
+  ): { rule: LimitRule; remaining: number; resetAt: number; fallback: boolean } | undefined {
+    const e = this.entry(key, 1);
+    if (!(e instanceof ClientKey)) return undefined;
+    return { rule: e.rule, remaining: e.remaining, resetAt: e.resetAt, fallback: e.fallback !== undefined };
+  }
+
+  private markDirty(k: ClientKey): void {
+    k.dirty = true;
+    this.dirty.push(k);
+  }
+
+  /** The key's counter, resolving it on first sight; undefined before the limits are known. */
+  private entry(key: string | Descriptor, cost: number): Entry | undefined {
+    checkCost(cost);
+    const name = typeof key === "string" ? key : descriptorKey(key);
+    const hit = this.keys.get(name);
+    if (hit !== undefined) return hit;
+    const config = this.config;
+    if (config === undefined) return undefined;
+    const e = this.resolve(config, name);
+    this.keys.set(name, e);
+    return e;
+  }
+
+  private resolve(config: LimitConfig, name: string): Entry {
+    const d = decodeKey(name);
+    if (typeof d === "string") throw new InvalidArgumentError(`${d}: ${JSON.stringify(name.slice(0, 100))}`);
+    const r = config.resolve(d.domain, d.entries);
+    if (r === undefined || r.rule.unlimited) return new Unlimited();
+    let k = this.counters.get(r.counterKey);
+    if (k === undefined || k.rule !== r.rule) {
+      const fresh = new ClientKey(r.counterKey, r.rule, keyPoint(r.shardKey));
+      if (k !== undefined) carryOver(k, fresh);
+      k = fresh;
+      this.counters.set(r.counterKey, k);
+    }
+    return k;
+  }
+
+  // ---- reporting --------------------------------------------------------------------------
+
+  private arm(ms: number): void {
+    if (this.closed) return;
+    this.timer = this.opts.scheduler.after(ms, () => {
+      this.tick();
+      this.arm(this.opts.reportIntervalMs);
+    });
+  }
+
+  /** One report interval: a report per owner with the keys used since the last one. */
+  tick(): void {
+    const routing = this.routing;
+    const now = this.opts.scheduler.now();
+    if (routing !== undefined) {
+      const batches = new Map<string, ClientKey[]>();
+      const keys = this.dirty;
+      this.dirty = [];
+      for (const k of keys) {
+        k.dirty = false;
+        if (this.counters.get(k.key) !== k) continue; // replaced by a config change
+        const address = routing.ownerOf(k.point);
+        let b = batches.get(address);
+        if (b === undefined) {
+          b = [];
+          batches.set(address, b);
+        }
+        b.push(k);
+      }
+      for (const [address, batch] of batches) this.send(this.channel(address), batch, now);
+    }
+    if (now - this.lastSweep >= 1000) {
+      this.lastSweep = now;
+      this.sweep(now);
+    }
+    if (now - this.viewAskedAt >= this.opts.viewRefreshMs) this.refreshView(true);
+  }
+
+  private channel(address: string): OwnerChannel {
+    let c = this.channels.get(address);
+    if (c === undefined) {
+      c = new OwnerChannel(address, this.opts.scheduler.now() * 1000);
+      this.channels.set(address, c);
+    }
+    return c;
+  }
+
+  private send(ch: OwnerChannel, batch: ClientKey[], now: number): void {
+    if (ch.down) {
+      for (const k of batch) if (k.fallback === undefined) this.enterFallback(k, now);
+    }
+    if (ch.inflight !== undefined || ch.failed !== undefined) {
+      // Busy, or a failed report must go first: these keys' counts ride in a later report.
+      for (const k of batch) if (!k.dirty) this.markDirty(k);
+      const f = ch.failed;
+      if (f !== undefined && ch.inflight === undefined) {
+        ch.failed = undefined;
+        this.transmit(ch, f);
+      }
+      return;
+    }
+    const n = Math.min(batch.length, this.opts.maxReportEntries);
+    const entries: ReportEntry[] = new Array(n);
+    const drained: Drained[] = new Array(n);
+    const keys = batch.slice(0, n);
+    for (let i = 0; i < n; i++) {
+      const k = keys[i]!;
+      k.roll(now);
+      const d = k.take();
+      drained[i] = d;
+      this.unitsAdmitted += d.admitted;
+      this.unitsRejected += d.rejected;
+      const entry: ReportEntry = {
+        key: "",
+        admitted: d.admitted,
+        rejected: d.rejected,
+        held: k.held,
+        // A new owner (after a crash, one that starts empty) rebuilds the window from these.
+        windowAdmitted:
+          k.reportedTo === ch.address || !this.opts.resendWindowTotals ? 0 : k.windowTotal + d.admitted,
+      };
+      if (k.handleAddress === ch.address && k.handleEpoch === ch.keyEpoch && k.handle !== 0) {
+        entry.keyHandle = k.handle;
+      } else entry.key = k.key;
+      entries[i] = entry;
+    }
+    for (let i = n; i < batch.length; i++) this.markDirty(batch[i]!);
+    const req = {
+      clientId: this.opts.clientId,
+      seq: ch.nextSeq(),
+      generation: this.routing?.generation ?? 0,
+      intervalMs: this.opts.reportIntervalMs,
+      entries,
+      keyEpoch: ch.keyEpoch,
+      spanMs: Number.isNaN(ch.lastBuiltAt)
+        ? this.opts.reportIntervalMs
+        : Math.min(60_000, Math.max(1, Math.round(now - ch.lastBuiltAt))),
+    };
+    ch.lastBuiltAt = now;
+    this.transmit(ch, { req, keys, drained, attempts: 0 });
+  }
+
+  private transmit(ch: OwnerChannel, p: PendingReport): void {
+    ch.inflight = p;
+    p.attempts++;
+    this.reportsSent++;
+    this.opts.transport.report(ch.address, p.req, this.opts.reportTimeoutMs, (err, res) => {
+      if (ch.inflight !== p) return; // dropped when the owner left the cluster
+      ch.inflight = undefined;
+      if (this.closed) return;
+      if (err !== undefined || res === undefined) this.failed(ch, p, err);
+      else this.answered(ch, p, res);
+    });
+  }
+
+  private failed(ch: OwnerChannel, p: PendingReport, err: Error | undefined): void {
+    this.reportsFailed++;
+    ch.failures++;
+    ch.lastError = err?.message ?? "no answer";
+    ch.failed = p;
+    if (ch.failures === 1) {
+      this.opts.logger.warn(
+        { owner: ch.address, err: ch.lastError },
+        "owner unreachable; its keys fall back to a local share",
+      );
+    }
+    const now = this.opts.scheduler.now();
+    for (const k of p.keys) {
+      if (k.fallback === undefined) this.enterFallback(k, now);
+      if (!k.dirty) this.markDirty(k);
+    }
+    // The owner may have died: a new assignment would name its successor.
+    this.refreshView(false);
+  }
+
+  private enterFallback(k: ClientKey, now: number): void {
+    k.roll(now);
+    k.fallback = new Fallback(k.rule, k.gateways, k.remaining, k.windowTotal + k.admitted, now);
+  }
+
+  private answered(ch: OwnerChannel, p: PendingReport, res: ReportResponse): void {
+    const now = this.opts.scheduler.now();
+    if (ch.failures > 0) this.opts.logger.info({ owner: ch.address }, "owner reachable again");
+    ch.failures = 0;
+    const handlesValid = res.keyEpoch === ch.keyEpoch;
+    ch.keyEpoch = res.keyEpoch;
+    let refresh = false;
+    for (let i = 0; i < p.keys.length; i++) {
+      const k = p.keys[i]!;
+      const d = p.drained[i]!;
+      const pol = res.policies[i];
+      if (pol === undefined) {
+        k.restore(d);
+      } else if ((pol.error?.code ?? 0) !== 0) {
+        const code = pol.error!.code;
+        if (RETRY_CODES.has(code)) {
+          k.restore(d);
+          if (code === ErrorCode.NOT_OWNER) refresh = true;
+          if (code === ErrorCode.UNKNOWN_KEY_HANDLE) k.handle = 0;
+          if (code === ErrorCode.COUNTERS_EXHAUSTED && k.fallback === undefined) {
+            this.enterFallback(k, now);
+          }
+        } else {
+          // Invalid here though valid in the limits we hold: our copy is stale. Counts dropped.
+          this.opts.logger.warn({ key: k.key, err: pol.error!.message }, "owner refused a key");
+          this.refreshLimits();
+        }
+      } else {
+        k.acknowledged(d, ch.address, now);
+        if (pol.keyHandle) {
+          k.handle = pol.keyHandle;
+          k.handleAddress = ch.address;
+          k.handleEpoch = res.keyEpoch;
+        } else if (!handlesValid && k.handleAddress === ch.address) k.handle = 0;
+        k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now);
+      }
+      if (k.admitted > 0 || k.rejected > 0) if (!k.dirty) this.markDirty(k);
+    }
+    if (refresh || res.generation > (this.routing?.generation ?? 0)) this.refreshView(true);
+    if (this.config !== undefined && res.configVersion !== "" && res.configVersion !== this.config.version) {
+      this.refreshLimits();
+    }
+  }
+
+  // ---- assignment and limits --------------------------------------------------------------
+
+  /** Asks servers in turn for the assignment; `force` skips the throttle. */
+  private refreshView(force: boolean): void {
+    const now = this.opts.scheduler.now();
+    if (this.viewAsking || this.closed) return;
+    if (!force && now - this.viewAskedAt < 4 * this.opts.reportIntervalMs) return;
+    this.viewAsking = true;
+    this.viewAskedAt = now;
+    const candidates = this.candidates();
+    const ask = (i: number): void => {
+      if (i >= candidates.length || this.closed) {
+        this.viewAsking = false;
+        return;
+      }
+      const address = candidates[i]!;
+      this.opts.transport.clusterView(address, this.opts.reportTimeoutMs, (err, view) => {
+        if (err !== undefined || view === undefined) return ask(i + 1);
+        const r = Routing.fromView(view, address);
+        if (typeof r === "string") return ask(i + 1);
+        this.viewAsking = false;
+        this.install(r);
+      });
+    };
+    ask(0);
+  }
+
+  /** Members of the assignment we hold first (healthy ones first), then the configured seeds. */
+  private candidates(): string[] {
+    const seeds = this.opts.servers;
+    const turn = this.seedTurn++;
+    const rotated = seeds.map((_, i) => seeds[(i + turn) % seeds.length]!);
+    const members = this.routing?.addresses ?? [];
+    const healthy = members.filter((a) => !(this.channels.get(a)?.down ?? false));
+    const rest = members.filter((a) => this.channels.get(a)?.down ?? false);
+    return [...new Set([...healthy, ...rotated, ...rest])];
+  }
+
+  private install(r: Routing): void {
+    const held = this.routing;
+    if (held !== undefined && r.generation < held.generation && r.generation !== 0) return;
+    this.routing = r;
+    if (held === undefined || r.generation !== held.generation) {
+      const members = new Set(r.addresses);
+      for (const [address, ch] of this.channels) {
+        if (members.has(address)) continue;
+        // Gone from the cluster: whatever it was sent may or may not have been applied before it
+        // died; the successor rebuilds the window from the re-sent totals, which include it.
+        const now = this.opts.scheduler.now();
+        for (const p of [ch.inflight, ch.failed]) {
+          if (p === undefined) continue;
+          for (let i = 0; i < p.keys.length; i++) p.keys[i]!.acknowledged(p.drained[i]!, address, now);
+        }
+        this.channels.delete(address);
+        this.opts.transport.drop(address);
+      }
+    }
+    this.checkReady();
+  }
+
+  private refreshLimits(): void {
+    if (this.limitsAsking || this.closed) return;
+    this.limitsAsking = true;
+    const candidates = this.candidates();
+    const known = this.config?.version ?? "";
+    const ask = (i: number): void => {
+      if (this.closed) return;
+      if (i >= candidates.length) {
+        this.limitsAsking = false;
+        // Without limits nothing can be decided: keep trying.
+        if (this.config === undefined)
+          this.opts.scheduler.after(this.opts.reportIntervalMs * 5, () => this.refreshLimits());
+        return;
+      }
+      const address = candidates[i]!;
+      this.opts.transport.limits(address, known, this.opts.reportTimeoutMs, (err, limits) => {
+        if (err !== undefined || limits === undefined) return ask(i + 1);
+        this.limitsAsking = false;
+        if (limits.unchanged) return;
+        try {
+          this.setConfig(compileSources(limits.sources));
+        } catch (e) {
+          this.opts.logger.warn(
+            { server: address, err: (e as Error).message },
+            "limits from server do not compile",
+          );
+        }
+      });
+    };
+    ask(0);
+  }
+
+  /** Swaps in new limits: keys are resolved again on next use; counts carry over. */
+  setConfig(config: LimitConfig): void {
+    const first = this.config === undefined;
+    this.config = config;
+    if (!first) this.keys.clear();
+    this.checkReady();
+  }
+
+  // ---- housekeeping -----------------------------------------------------------------------
+
+  private sweep(now: number): void {
+    const cutoff = now - this.opts.idleKeyMs;
+    for (const [name, e] of this.keys) {
+      if (e.lastUsed < cutoff && (!(e instanceof ClientKey) || idle(e))) this.keys.delete(name);
+    }
+    for (const [name, k] of this.counters) {
+      if (k.lastUsed < cutoff && idle(k)) this.counters.delete(name);
+    }
+    if (this.counters.size > this.opts.maxKeys) {
+      // Oldest first (Map order is insertion order); keys with counts to report stay.
+      const recent = now - this.opts.reportIntervalMs * 10;
+      for (const [name, k] of this.counters) {
+        if (this.counters.size <= this.opts.maxKeys) break;
+        if (k.lastUsed < recent && idle(k)) this.counters.delete(name);
+      }
+      for (const [name, e] of this.keys) {
+        if (e instanceof ClientKey && this.counters.get(e.key) !== e) this.keys.delete(name);
+      }
+    }
+  }
+
+  stats(): LimiterStats {
+    let fallback = 0;
+    for (const k of this.counters.values()) if (k.fallback !== undefined) fallback++;
+    return {
+      keys: this.counters.size,
+      fallbackKeys: fallback,
+      reportsSent: this.reportsSent,
+      reportsFailed: this.reportsFailed,
+      unitsAdmitted: this.unitsAdmitted,
+      unitsRejected: this.unitsRejected,
+      generation: this.routing?.generation ?? 0,
+      configVersion: this.config?.version ?? "",
+    };
+  }
+
+  /** Counter keys currently decided by the local fallback share (owner unreachable). */
+  fallbackKeys(max = 100): string[] {
+    const out: string[] = [];
+    for (const k of this.counters.values()) {
+      if (k.fallback !== undefined) out.push(k.key);
+      if (out.length >= max) break;
+    }
+    return out;
+  }
+
+  /** Stops reporting. Counts not yet reported are lost; call `flush` first to send them. */
+  close(): void {
+    this.closed = true;
+    this.timer?.cancel();
+    this.early?.cancel();
+    this.opts.transport.close();
+    for (const w of this.readyWaiters.splice(0)) w.reject(new NotReadyError("the limiter was closed"));
+  }
+
+  /** Sends what is pending now instead of at the next interval. */
+  flush(): void {
+    this.tick();
+  }
+}
+
+function idle(k: ClientKey): boolean {
+  return !k.dirty && k.admitted === 0 && k.rejected === 0 && k.held === 0;
+}
+
+function carryOver(from: ClientKey, to: ClientKey): void {
+  to.admitted = from.admitted;
+  to.rejected = from.rejected;
+  to.held = from.held;
+  to.refund = from.refund;
+  to.reportedTo = from.reportedTo;
+  to.windowAt = from.windowAt;
+  to.windowTotal = from.windowTotal;
+}
+
+function descriptorKey(d: Descriptor): string {
+  if (typeof d !== "object" || d === null || typeof d.domain !== "string" || !Array.isArray(d.entries)) {
+    throw new InvalidArgumentError("a descriptor needs a domain and an entries array");
+  }
+  return encodeKey(d.domain, d.entries);
+}
+
+function checkCost(cost: number): void {
+  if (!(cost >= 0) || cost === Number.POSITIVE_INFINITY) {
+    throw new InvalidArgumentError(`cost must be a finite number >= 0, got ${cost}`);
+  }
+}

@@ -1,0 +1,49 @@
+import type { ChannelOptions } from "@grpc/grpc-js";
+import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../server/messages.js";
+import { connect, type RateLimiterRpc } from "./rpc.js";
+import type { ClientTransport, Done } from "./transport.js";
+
+function settle<T>(p: Promise<T>, done: Done<T>): void {
+  p.then(
+    (res) => done(undefined, res),
+    (err: Error) => done(err),
+  );
+}
+
+/** The production transport: one gRPC channel per server address, opened on first use. */
+export class GrpcTransport implements ClientTransport {
+  private readonly clients = new Map<string, RateLimiterRpc>();
+
+  constructor(private readonly options: ChannelOptions = {}) {}
+
+  private client(address: string): RateLimiterRpc {
+    let c = this.clients.get(address);
+    if (c === undefined) {
+      c = connect(address, this.options);
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  report(address: string, req: ReportRequest, timeoutMs: number, done: Done<ReportResponse>): void {
+    settle(this.client(address).reportAndGetPolicy(req, { deadlineMs: timeoutMs }), done);
+  }
+
+  clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void {
+    settle(this.client(address).getClusterView({ knownGeneration: 0 }, { deadlineMs: timeoutMs }), done);
+  }
+
+  limits(address: string, knownVersion: string, timeoutMs: number, done: Done<Limits>): void {
+    settle(this.client(address).getLimits({ knownVersion }, { deadlineMs: timeoutMs }), done);
+  }
+
+  drop(address: string): void {
+    this.clients.get(address)?.close();
+    this.clients.delete(address);
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,17 @@
+import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../server/messages.js";
+
+/** Completion of one call: an error, or the answer. */
+export type Done<T> = (err: Error | undefined, res?: T) => void;
+
+/**
+ * The three calls the gateway client makes, by server address. Callbacks rather than promises
+ * so the in-memory simulation transport can deliver answers at exact virtual times.
+ */
+export interface ClientTransport {
+  report(address: string, req: ReportRequest, timeoutMs: number, done: Done<ReportResponse>): void;
+  clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void;
+  limits(address: string, knownVersion: string, timeoutMs: number, done: Done<Limits>): void;
+  /** Forgets a server that left the cluster (closes its connection). */
+  drop(address: string): void;
+  close(): void;
+}

@@ -1,0 +1,16 @@
+/**
+ * shardlimit as a library: the gateway client. The server runs as `shardlimit serve`.
+ */
+export { createLimiter, type LimiterOptions } from "./client/create.js";
+export {
+  type Descriptor,
+  GatewayLimiter,
+  type GatewayLimiterOptions,
+  type LimiterStats,
+  type Ticket,
+} from "./client/gateway-limiter.js";
+export { GrpcTransport } from "./client/grpc-transport.js";
+export { registerClientMetrics } from "./client/metrics.js";
+export { type Scheduler, systemScheduler } from "./client/scheduler.js";
+export type { ClientTransport } from "./client/transport.js";
+export { InvalidArgumentError, NotReadyError, ShardlimitError } from "./errors.js";
