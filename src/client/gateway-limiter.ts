@@ -286,6 +286,7 @@ export class GatewayLimiter {
       throw new InvalidArgumentError(`${e.rule.id} is a ${e.rule.algorithm} limit: use decide`);
     }
     if (!e.dirty) this.markDirty(e);
+    if (e.kind === 0 || now >= e.until) this.reportSoon(now);
     let max: number;
     if (e.fallback !== undefined) max = e.fallback.maxHeld;
     else if (e.kind === 0 || now >= e.until) max = e.held + e.allowance;
@@ -383,7 +384,9 @@ export class GatewayLimiter {
       this.lastSweep = now;
       this.sweep(now);
     }
-    if (now - this.viewAskedAt >= this.opts.viewRefreshMs) this.refreshView(true);
+    // Until a first assignment arrives, ask often; after, every viewRefreshMs.
+    const every = this.routing === undefined ? 5 * this.opts.reportIntervalMs : this.opts.viewRefreshMs;
+    if (now - this.viewAskedAt >= every) this.refreshView(true);
   }
 
   private channel(address: string): OwnerChannel {

@@ -1,0 +1,116 @@
+import type { ClientTransport, Done } from "../../src/client/transport.js";
+import { compileSources } from "../../src/config/load.js";
+import type { LimitConfig } from "../../src/config/types.js";
+import { Engine } from "../../src/core/engine.js";
+import { DEFAULT_INPUT_LIMITS } from "../../src/server/input-limits.js";
+import { Limiter } from "../../src/server/limiter.js";
+import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../../src/server/messages.js";
+import { noopMetrics } from "../../src/server/metrics.js";
+import { StandaloneOwnership } from "../../src/server/ownership.js";
+import type { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
+
+/** `lose`: the server applies the report but its answer never arrives (the call fails). */
+export type Mode = "ok" | "fail" | "hang" | "lose";
+
+/**
+ * A transport to real Limiters (one per address) whose answers arrive 1 ms later on a virtual
+ * clock, with each address switchable to failing or hanging, and every request recorded.
+ */
+export class FakeTransport implements ClientTransport {
+  readonly reports: { address: string; req: ReportRequest }[] = [];
+  readonly modes = new Map<string, Mode>();
+  readonly servers = new Map<string, Limiter>();
+  view: ClusterView;
+  limitsCalls = 0;
+  /** Key handles the servers handed out, per address, to read reports that use them. */
+  readonly handles = new Map<string, string>();
+  dropped: string[] = [];
+  /** Rewrites an answer before it is delivered (per-item errors). */
+  rewrite: ((address: string, res: ReportResponse) => ReportResponse) | undefined;
+
+  constructor(
+    readonly clock: VirtualScheduler,
+    public config: LimitConfig,
+    addresses: string[],
+  ) {
+    for (const a of addresses) this.servers.set(a, this.limiter());
+    this.view = { generation: 0, members: [], slices: [], standalone: true };
+  }
+
+  limiter(): Limiter {
+    return new Limiter({
+      engine: new Engine(),
+      clock: this.clock,
+      config: this.config,
+      ownership: new StandaloneOwnership("x:1"),
+      limits: DEFAULT_INPUT_LIMITS,
+      metrics: noopMetrics,
+    });
+  }
+
+  private answer<T>(address: string, done: Done<T>, timeoutMs: number, fn: () => T): void {
+    const mode = this.modes.get(address) ?? "ok";
+    if (mode === "hang") {
+      this.clock.after(timeoutMs, () => done(new Error("deadline exceeded")));
+      return;
+    }
+    this.clock.after(1, () => {
+      if (mode === "fail") done(new Error(`connect ECONNREFUSED ${address}`));
+      else if (mode === "lose") {
+        fn();
+        done(new Error("connection reset"));
+      } else done(undefined, fn());
+    });
+  }
+
+  report(address: string, req: ReportRequest, timeoutMs: number, done: Done<ReportResponse>): void {
+    this.reports.push({ address, req: structuredClone(req) });
+    this.answer(address, done, timeoutMs, () => {
+      const res = this.servers.get(address)!.reportAndGetPolicy(structuredClone(req));
+      res.policies.forEach((p, i) => {
+        if (p.keyHandle) this.handles.set(`${address}#${p.keyHandle}`, req.entries[i]!.key);
+      });
+      return this.rewrite ? this.rewrite(address, res) : res;
+    });
+  }
+
+  clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void {
+    this.answer(address, done, timeoutMs, () => this.view);
+  }
+
+  limits(address: string, knownVersion: string, timeoutMs: number, done: Done<Limits>): void {
+    this.limitsCalls++;
+    this.answer(address, done, timeoutMs, () => this.servers.get(address)!.getLimits({ knownVersion }));
+  }
+
+  drop(address: string): void {
+    this.dropped.push(address);
+  }
+
+  close(): void {}
+}
+
+export const YAML = `domain: api
+descriptors:
+  - key: tenant
+    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 100 }
+  - key: strict
+    rate_limit: { unit: second, requests_per_unit: 10, local_allowance: 0 }
+  - key: closed
+    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 100, fail_mode: closed }
+  - key: minute
+    rate_limit: { unit: minute, requests_per_unit: 600 }
+  - key: conc
+    rate_limit: { algorithm: concurrency, requests_per_unit: 4 }
+  - key: free
+    rate_limit: { unlimited: true }
+`;
+
+export function config(yaml = YAML): LimitConfig {
+  return compileSources([{ file: "test.yaml", text: yaml }]);
+}
+
+/** The key a recorded entry is for, whether it was sent by name or by handle. */
+export function entryKey(t: FakeTransport, address: string, e: { key: string; keyHandle?: number }): string {
+  return e.key !== "" ? e.key : (t.handles.get(`${address}#${e.keyHandle}`) ?? "?");
+}
