@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { OptionsError } from "../errors.js";
 import { assignerCommand } from "./assigner.js";
+import { benchCommand } from "./bench.js";
 import { checkConfigCommand } from "./check-config.js";
 import { serveCommand } from "./serve.js";
 import { statusCommand } from "./status.js";
@@ -15,7 +16,8 @@ const program = new Command("shardlimit")
   .addCommand(serveCommand())
   .addCommand(checkConfigCommand())
   .addCommand(assignerCommand())
-  .addCommand(statusCommand());
+  .addCommand(statusCommand())
+  .addCommand(benchCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof OptionsError) {

@@ -42,6 +42,8 @@ export class ClientKey extends LocalKey {
   /** When the policy in force arrived, and whether a fresh one was asked for early since. */
   appliedAt = Number.NEGATIVE_INFINITY;
   askedEarly = false;
+  /** Units the policy in force granted when it arrived. */
+  granted = 0;
   /** Set while its owner cannot be reached. */
   fallback: Fallback | undefined = undefined;
 
@@ -90,6 +92,7 @@ export class ClientKey extends LocalKey {
 
   applyPolicy(p: Policy, gateways: number, now: number): void {
     this.apply(p);
+    this.granted = this.units;
     this.appliedAt = now;
     this.askedEarly = false;
     // After this policy expires, until the next answer: the optimistic allowance, or this

@@ -122,6 +122,8 @@ export class GatewayLimiter {
   /** Counter key -> counter: request keys that share a counter share one ClientKey. */
   private readonly counters = new Map<string, ClientKey>();
   private dirty: ClientKey[] = [];
+  /** Keys given a share (GRANT, REJECT_FRACTION) in answer to counts since the last tick. */
+  private holding: ClientKey[] = [];
   private readonly channels = new Map<string, OwnerChannel>();
   private timer: Timer | undefined;
   private early: Timer | undefined;
@@ -225,9 +227,7 @@ export class GatewayLimiter {
     }
     if (e.kind === 0 || now >= e.until) this.reportSoon(now);
     const ok = e.decide(cost, now, this.opts.random());
-    // A grant used up within a quarter of an interval: demand jumped (load moved here). Ask for a
-    // policy that knows it now, once per policy, instead of rejecting until the next interval.
-    if (!ok && e.units <= 0 && !e.askedEarly && now - e.appliedAt < this.opts.reportIntervalMs / 4) {
+    if (!e.askedEarly && this.demandMoved(e, ok, now)) {
       e.askedEarly = true;
       this.reportSoon(now);
     }
@@ -235,16 +235,32 @@ export class GatewayLimiter {
   }
 
   /**
-   * A key is being decided without a policy (new, or idle past its policy's life): report now
-   * rather than at the next interval, so a policy arrives within a round trip and the optimistic
-   * allowance is not all there is. Throttled to a tenth of the interval.
+   * Whether this key's demand has clearly moved since its policy was made, so a fresh one should
+   * be asked for now instead of at the next interval (once per policy):
+   * - its grant ran out within half an interval: load moved here;
+   * - it was rationed (REJECT_FRACTION) but uses under a quarter of its pace: load moved away,
+   *   and its unused share should go to where it went.
+   */
+  private demandMoved(e: ClientKey, ok: boolean, now: number): boolean {
+    const interval = this.opts.reportIntervalMs;
+    const elapsed = now - e.appliedAt;
+    if (!ok) return e.units <= 0 && elapsed < interval / 2;
+    if (e.kind !== PolicyKind.REJECT_FRACTION || elapsed < interval / 4 || elapsed > interval) return false;
+    const used = e.granted - e.units;
+    return used < (0.25 * e.granted * elapsed) / interval;
+  }
+
+  /**
+   * Reports now rather than at the next interval: a key is decided without a policy (new, or idle
+   * past its policy's life), or its demand moved. At most one early report per tenth of an interval.
    */
   private reportSoon(now: number): void {
-    if (this.early !== undefined || now - this.earlyAt < this.opts.reportIntervalMs / 10) return;
-    this.early = this.opts.scheduler.after(0, () => {
+    if (this.early !== undefined) return;
+    const wait = Math.max(0, this.earlyAt + this.opts.reportIntervalMs / 10 - now);
+    this.early = this.opts.scheduler.after(wait, () => {
       this.early = undefined;
       this.earlyAt = this.opts.scheduler.now();
-      this.tick();
+      this.tick(true);
     });
   }
 
@@ -359,11 +375,18 @@ export class GatewayLimiter {
     });
   }
 
-  /** One report interval: a report per owner with the keys used since the last one. */
-  tick(): void {
+  /**
+   * One report interval: a report per owner with the keys used since the last one. An `early`
+   * tick that finds an owner busy sends to it as soon as the answer is in.
+   */
+  tick(early = false): void {
     const routing = this.routing;
     const now = this.opts.scheduler.now();
     if (routing !== undefined) {
+      // A key that was given a share and then went unused is reported once with zero counts, so
+      // its owner stops reserving a share for it and gives it to where the demand went.
+      for (const k of this.holding) if (!k.dirty) this.markDirty(k);
+      this.holding = [];
       const batches = new Map<string, ClientKey[]>();
       const keys = this.dirty;
       this.dirty = [];
@@ -378,7 +401,7 @@ export class GatewayLimiter {
         }
         b.push(k);
       }
-      for (const [address, batch] of batches) this.send(this.channel(address), batch, now);
+      for (const [address, batch] of batches) this.send(this.channel(address), batch, now, early);
     }
     if (now - this.lastSweep >= 1000) {
       this.lastSweep = now;
@@ -398,13 +421,14 @@ export class GatewayLimiter {
     return c;
   }
 
-  private send(ch: OwnerChannel, batch: ClientKey[], now: number): void {
+  private send(ch: OwnerChannel, batch: ClientKey[], now: number, early: boolean): void {
     if (ch.down) {
       for (const k of batch) if (k.fallback === undefined) this.enterFallback(k, now);
     }
     if (ch.inflight !== undefined || ch.failed !== undefined) {
       // Busy, or a failed report must go first: these keys' counts ride in a later report.
       for (const k of batch) if (!k.dirty) this.markDirty(k);
+      if (early) ch.wantSoon = true;
       const f = ch.failed;
       if (f !== undefined && ch.inflight === undefined) {
         ch.failed = undefined;
@@ -463,6 +487,10 @@ export class GatewayLimiter {
       if (this.closed) return;
       if (err !== undefined || res === undefined) this.failed(ch, p, err);
       else this.answered(ch, p, res);
+      if (ch.wantSoon) {
+        ch.wantSoon = false;
+        this.reportSoon(this.opts.scheduler.now());
+      }
     });
   }
 
@@ -526,6 +554,12 @@ export class GatewayLimiter {
           k.handleEpoch = res.keyEpoch;
         } else if (!handlesValid && k.handleAddress === ch.address) k.handle = 0;
         k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now);
+        if (
+          (d.admitted > 0 || d.rejected > 0) &&
+          (k.kind === PolicyKind.GRANT || k.kind === PolicyKind.REJECT_FRACTION)
+        ) {
+          this.holding.push(k);
+        }
       }
       if (k.admitted > 0 || k.rejected > 0) if (!k.dirty) this.markDirty(k);
     }

@@ -24,6 +24,8 @@ export class OwnerChannel {
   /** Consecutive failed calls; 0 after any answer. */
   failures = 0;
   lastError = "";
+  /** An early report found this owner busy: send one as soon as the answer is in. */
+  wantSoon = false;
   /** When the last new report was built: its successor's counts cover the time since. */
   lastBuiltAt = Number.NaN;
 

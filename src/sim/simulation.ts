@@ -1,6 +1,7 @@
 import { GatewayLimiter } from "../client/gateway-limiter.js";
 import { decodeKey } from "../config/key.js";
 import { compileSources } from "../config/load.js";
+import { Engine } from "../core/engine.js";
 import { seededRandom } from "../core/random.js";
 import { SimNetwork } from "./network.js";
 import { SimCluster } from "./sim-cluster.js";
@@ -19,6 +20,8 @@ export interface SimulationSpec {
   seconds: number;
   /** Requests (or bursts) per second gateway `g` offers at virtual ms `t` since T0. */
   rate(g: number, t: number): number;
+  /** `rate` changes only at multiples of this (ms since T0); arrivals follow a change at once. */
+  rateStepMs?: number;
   /** Requests per arrival (D: bursts of 3). */
   burst?: number;
   /** Cost of one request. */
@@ -43,6 +46,9 @@ export interface SimulationRun {
   /** Admitted units per bucket of `bucketMs` since T0. */
   admittedSeries: number[];
   offeredSeries: number[];
+  /** What one exact, central limiter (the same rule, decided synchronously) admits of the same arrivals. */
+  idealAdmitted: number;
+  idealSeries: number[];
   bucketMs: number;
   reports: number;
   failedReports: number;
@@ -84,6 +90,12 @@ export function simulate(spec: SimulationSpec): SimulationRun {
   const buckets = Math.ceil((spec.seconds * 1000) / bucketMs);
   const admittedSeries = new Array<number>(buckets).fill(0);
   const offeredSeries = new Array<number>(buckets).fill(0);
+  const idealSeries = new Array<number>(buckets).fill(0);
+  let idealAdmitted = 0;
+  const ideal = new Engine();
+  const keyParts = decodeKey(spec.key);
+  const resolved =
+    typeof keyParts === "string" ? undefined : config.resolve(keyParts.domain, keyParts.entries);
   let offered = 0;
   let admitted = 0;
   const burst = spec.burst ?? 1;
@@ -102,9 +114,32 @@ export function simulate(spec: SimulationSpec): SimulationRun {
           admitted += c;
           admittedSeries[b]! += c;
         }
+        if (
+          resolved !== undefined &&
+          ideal.check(resolved.counterKey, resolved.rule, c, clock.now()).allowed
+        ) {
+          idealAdmitted += c;
+          idealSeries[b]! += c;
+        }
       }
     }
     // Poisson arrivals; an idle gateway looks again every 100 ms in case its rate rises.
+    let next = rate > 0 ? (-Math.log(1 - random()) * 1000) / rate : 100;
+    // Rates change only at multiples of rateStepMs: an arrival drawn past the next change is
+    // drawn again from there at the new rate (exact, as waiting times are memoryless).
+    const step = spec.rateStepMs;
+    let fresh = true;
+    if (step !== undefined && t >= 0) {
+      const change = (Math.floor(t / step) + 1) * step - t;
+      if (next > change) {
+        next = change;
+        fresh = false;
+      }
+    }
+    if (clock.now() + next < end) clock.after(next, () => (fresh ? arrive(g) : redraw(g)));
+  };
+  const redraw = (g: number): void => {
+    const rate = spec.rate(g, clock.now() - T0);
     const next = rate > 0 ? (-Math.log(1 - random()) * 1000) / rate : 100;
     if (clock.now() + next < end) clock.after(next, () => arrive(g));
   };
@@ -114,9 +149,7 @@ export function simulate(spec: SimulationSpec): SimulationRun {
   }
   if (spec.crashAtMs !== undefined) {
     clock.after(1000 + spec.crashAtMs, () => {
-      const d = decodeKey(spec.key);
-      const r = typeof d === "string" ? undefined : config.resolve(d.domain, d.entries);
-      if (r !== undefined) cluster.crash(cluster.ownerOf(r.shardKey));
+      if (resolved !== undefined) cluster.crash(cluster.ownerOf(resolved.shardKey));
     });
   }
   clock.runUntil(end);
@@ -132,6 +165,8 @@ export function simulate(spec: SimulationSpec): SimulationRun {
     admitted,
     admittedSeries,
     offeredSeries,
+    idealAdmitted,
+    idealSeries,
     bucketMs,
     reports,
     failedReports,

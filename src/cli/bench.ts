@@ -1,0 +1,62 @@
+import { writeFileSync } from "node:fs";
+import { Command, InvalidArgumentError } from "commander";
+import { runAccuracy, type ScenarioResult } from "../sim/accuracy.js";
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new InvalidArgumentError(`expected a positive integer, got ${v}`);
+  return n;
+}
+
+function table(results: readonly ScenarioResult[]): string {
+  const rows = results.map((r) => [
+    r.pass ? "pass" : "FAIL",
+    r.ratio.toFixed(4),
+    r.target,
+    String(Math.round(r.admitted)),
+    String(Math.round(r.offered)),
+    `${r.from_s}-${r.to_s} s`,
+    `${r.sim_wall_ms} ms`,
+    r.name + (r.detail ? `  ${JSON.stringify(r.detail)}` : ""),
+  ]);
+  const head = ["", "ratio", "target", "admitted", "offered", "measured", "wall", "scenario"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ");
+  return [line(head), ...rows.map(line)].join("\n");
+}
+
+function accuracyCommand(): Command {
+  return new Command("accuracy")
+    .description(
+      "run the accuracy scenarios A-G: real gateway clients and real server code in a deterministic " +
+        "simulation (virtual clock, in-memory network); ratio = admitted / the most that could rightly be admitted",
+    )
+    .option("--quick", "shorter simulated runs (20 s instead of 60 s for most scenarios)")
+    .option(
+      "--json <file>",
+      "write { scenarios: [{ name, limit, offered, admitted, ratio, pass, ... }] } here",
+    )
+    .option("--seed <n>", "random seed of arrivals and network jitter", positiveInt, 1)
+    .option("--only <letter>", "run only the scenario whose name starts with this letter")
+    .action((flags: { quick?: boolean; json?: string; seed: number; only?: string }) => {
+      const results = runAccuracy({ quick: flags.quick === true, seed: flags.seed, only: flags.only });
+      if (results.length === 0) {
+        process.stderr.write(
+          `shardlimit bench accuracy: no scenario starts with ${JSON.stringify(flags.only)}\n`,
+        );
+        process.exitCode = 2;
+        return;
+      }
+      process.stdout.write(`${table(results)}\n`);
+      if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ scenarios: results }, null, 2)}\n`);
+      const failed = results.filter((r) => !r.pass).length;
+      process.stdout.write(`${results.length - failed} passed, ${failed} failed\n`);
+      if (failed > 0) process.exitCode = 1;
+    });
+}
+
+export function benchCommand(): Command {
+  return new Command("bench").description("benchmarks and measurements").addCommand(accuracyCommand());
+}
