@@ -5,6 +5,7 @@ import { assignerCommand } from "./assigner.js";
 import { benchCommand } from "./bench.js";
 import { checkConfigCommand } from "./check-config.js";
 import { serveCommand } from "./serve.js";
+import { sidecarCommand } from "./sidecar.js";
 import { statusCommand } from "./status.js";
 
 const program = new Command("shardlimit")
@@ -17,6 +18,7 @@ const program = new Command("shardlimit")
   .addCommand(checkConfigCommand())
   .addCommand(assignerCommand())
   .addCommand(statusCommand())
+  .addCommand(sidecarCommand())
   .addCommand(benchCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -61,3 +61,28 @@ export function memberIdOption(flag: string): (v: string) => string {
     return v;
   };
 }
+
+/** host:port, as gRPC targets are written. */
+export function hostPortOption(flag: string): (v: string) => string {
+  return (v: string) => {
+    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(v.trim());
+    if (!m || Number(m[2]) > 65_535) {
+      throw new OptionsError(`${flag} must be host:port such as 127.0.0.1:8081, got ${JSON.stringify(v)}`);
+    }
+    return v.trim();
+  };
+}
+
+/** Comma-separated host:port addresses. */
+export function hostPortListOption(flag: string): (v: string) => string[] {
+  const one = hostPortOption(flag);
+  return (v: string) => {
+    const list = v
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "")
+      .map(one);
+    if (list.length === 0) throw new OptionsError(`${flag} names no server`);
+    return list;
+  };
+}

@@ -173,6 +173,16 @@ export class GatewayLimiter {
     this.arm(this.opts.random() * this.opts.reportIntervalMs);
   }
 
+  /** The limits in force (the servers' configuration); undefined until fetched. */
+  limitConfig(): LimitConfig | undefined {
+    return this.config;
+  }
+
+  /** What requests get before the limits are known (`beforeReady`). */
+  get admitsBeforeReady(): boolean {
+    return this.opts.beforeReady === "open";
+  }
+
   get ready(): boolean {
     return this.config !== undefined && this.routing !== undefined;
   }
@@ -218,6 +228,11 @@ export class GatewayLimiter {
     if (!e.dirty) this.markDirty(e);
     if (e.rule.algorithm === "concurrency") {
       throw new InvalidArgumentError(`${e.rule.id} is a concurrency limit: use acquire and release`);
+    }
+    if (e.rule.shadowMode) {
+      // Counted and reported, never rejected.
+      e.admitted += cost;
+      return true;
     }
     if (e.fallback !== undefined) {
       const ok = e.fallback.take(cost, now, e.windowAt);

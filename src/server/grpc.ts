@@ -48,9 +48,9 @@ function toStatus(err: unknown): Partial<grpc.StatusObject> {
  * Wraps a handler: times it, maps thrown errors to statuses. Most handlers answer synchronously;
  * one that must ask another server (forwarding) returns a promise.
  */
-function unary<Req, Res>(
+export function unary<Req, Res>(
   method: string,
-  deps: GrpcDeps,
+  deps: Pick<GrpcDeps, "metrics" | "onUnexpected">,
   fn: (req: Req) => Res | Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   const hist = deps.metrics?.requestDuration;

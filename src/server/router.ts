@@ -1,5 +1,6 @@
 import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../errors.js";
-import type { EnvoyPlan, EnvoyRateLimit } from "./envoy.js";
+import type { EnvoyRateLimit } from "./envoy.js";
+import type { EnvoyPlan } from "./envoy-plan.js";
 import type { Limiter } from "./limiter.js";
 import {
   type CheckRequest,

@@ -1,0 +1,83 @@
+import { hostname } from "node:os";
+import { Command, Option } from "commander";
+import { pino } from "pino";
+import { DEFAULT_INPUT_LIMITS } from "../server/input-limits.js";
+import { startSidecar } from "../sidecar/sidecar.js";
+import { logLevelFlag } from "./common-options.js";
+import { hostPortListOption, hostPortOption, intOption, memberIdOption, portOption } from "./options.js";
+
+interface SidecarFlags {
+  listen: string;
+  servers: string[];
+  clientId?: string;
+  reportInterval: number;
+  httpPort?: number;
+  logLevel: string;
+}
+
+export function sidecarCommand(): Command {
+  return new Command("sidecar")
+    .description(
+      "answer Envoy's ShouldRateLimit next to it from an embedded gateway client: decisions are local, " +
+        "counts go to the owners in batches",
+    )
+    .addOption(
+      new Option("--listen <host:port>", "where Envoy calls ShouldRateLimit (keep it on loopback)")
+        .env("SHARDLIMIT_LISTEN")
+        .argParser(hostPortOption("--listen"))
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option("--servers <list>", "shardlimit servers (host:port, comma-separated); any one will do")
+        .env("SHARDLIMIT_SERVERS")
+        .argParser(hostPortListOption("--servers"))
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option("--client-id <id>", "this gateway's id towards the owners (default: hostname-pid)")
+        .env("SHARDLIMIT_CLIENT_ID")
+        .argParser(memberIdOption("--client-id")),
+    )
+    .addOption(
+      new Option("--report-interval <ms>", "how often counts are reported to the owners")
+        .env("SHARDLIMIT_REPORT_INTERVAL_MS")
+        .default(100)
+        .argParser(intOption("--report-interval", 10, 60_000)),
+    )
+    .addOption(
+      new Option("--http-port <n>", "serve /metrics, /healthz, /readyz on 127.0.0.1 at this port")
+        .env("SHARDLIMIT_HTTP_PORT")
+        .argParser(portOption("--http-port")),
+    )
+    .addOption(logLevelFlag())
+    .action(async (flags: SidecarFlags) => {
+      const log = pino({ level: flags.logLevel, base: { svc: "shardlimit-sidecar" } });
+      try {
+        const running = await startSidecar({
+          listen: flags.listen,
+          servers: flags.servers,
+          clientId: flags.clientId ?? `${hostname()}-${process.pid}`,
+          reportIntervalMs: flags.reportInterval,
+          httpPort: flags.httpPort,
+          limits: DEFAULT_INPUT_LIMITS,
+          log,
+        });
+        const stop = (signal: string) => {
+          log.info({ signal }, "stopping");
+          running.stop().then(
+            () => process.exit(0),
+            () => process.exit(1),
+          );
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+        // Machine-readable for harnesses that start it on port 0.
+        process.stdout.write(
+          `${JSON.stringify({ listening: running.grpcPort, http: running.httpPort ?? null })}\n`,
+        );
+      } catch (err) {
+        process.stderr.write(`shardlimit sidecar: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+    });
+}

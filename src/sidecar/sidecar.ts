@@ -1,0 +1,156 @@
+import type http from "node:http";
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import client from "prom-client";
+import { createLimiter } from "../client/create.js";
+import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import { connect, type RateLimiterRpc } from "../client/rpc.js";
+import { UNIT_PROTO } from "../config/types.js";
+import { planEnvoy, respondEnvoy } from "../server/envoy-plan.js";
+import { unary } from "../server/grpc.js";
+import { startHttp } from "../server/http.js";
+import type { InputLimits } from "../server/input-limits.js";
+import {
+  EnvoyCode,
+  type EnvoyDescriptorStatus,
+  type EnvoyRequest,
+  type EnvoyResponse,
+} from "../server/messages.js";
+import { ENVOY_RLS_SERVICE, serviceDefinition } from "../server/proto.js";
+
+export interface SidecarOptions {
+  /** host:port to answer Envoy on (loopback next to Envoy). */
+  listen: string;
+  servers: string[];
+  clientId: string;
+  reportIntervalMs: number;
+  /** /metrics, /healthz, /readyz; 0 = an ephemeral port, undefined = none. */
+  httpPort?: number;
+  limits: InputLimits;
+  log: Logger;
+  connectTimeoutMs?: number;
+}
+
+export interface RunningSidecar {
+  limiter: GatewayLimiter;
+  grpcPort: number;
+  httpPort: number | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * Envoy's ShouldRateLimit answered from the embedded gateway client's local state: an unmodified
+ * Envoy gets batched-mode latency (no network on the request path), while the counts travel to
+ * the owners in batches. Requests carrying a per-request limit override (`descriptor.limit`) are
+ * passed to the servers synchronously: such limits exist only in the request, so only an exact
+ * counter can apply them.
+ */
+export class EnvoySidecar {
+  private passthrough: RateLimiterRpc | undefined;
+
+  constructor(
+    private readonly limiter: GatewayLimiter,
+    private readonly limits: InputLimits,
+    private readonly servers: readonly string[],
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
+    if (req.descriptors.some((d) => d.limit)) {
+      this.passthrough ??= connect(this.servers[0]!);
+      return this.passthrough.shouldRateLimit(req, { deadlineMs: 1000 });
+    }
+    const config = this.limiter.limitConfig();
+    if (config === undefined) {
+      // Not ready: nothing is known about the limits yet; answer as the limiter does before it is.
+      return {
+        overallCode: this.limiter.admitsBeforeReady ? EnvoyCode.OK : EnvoyCode.OVER_LIMIT,
+        statuses: [],
+      };
+    }
+    const plan = planEnvoy(req, {
+      limits: this.limits,
+      resolve: (domain, entries) => config.resolve(domain, entries),
+      knownDomain: (domain) => config.domains.includes(domain),
+    });
+    const now = this.now();
+    const statuses: EnvoyDescriptorStatus[] = plan.limited.map((i) => {
+      const r = plan.active[i]!;
+      const ok = this.limiter.decide(r.counterKey, plan.hits[i]!);
+      const d = this.limiter.describe(r.counterKey);
+      const rule = r.rule;
+      return {
+        code: ok ? EnvoyCode.OK : EnvoyCode.OVER_LIMIT,
+        currentLimit: { name: rule.name ?? "", requestsPerUnit: rule.limit, unit: UNIT_PROTO[rule.unit] },
+        limitRemaining: Math.max(0, Math.floor(d?.remaining ?? 0)),
+        durationUntilReset: {
+          seconds: Math.max(0, Math.ceil(((d?.resetAt ?? now) - now) / 1000)),
+          nanos: 0,
+        },
+      };
+    });
+    return respondEnvoy(plan, statuses, { decision() {} });
+  }
+
+  close(): void {
+    this.passthrough?.close();
+  }
+}
+
+export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
+  const { log } = opts;
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const limiter = await createLimiter({
+    servers: opts.servers,
+    clientId: opts.clientId,
+    reportIntervalMs: opts.reportIntervalMs,
+    registry,
+    connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+    logger: {
+      warn: (obj, msg) => log.warn(obj, msg),
+      info: (obj, msg) => log.info(obj, msg),
+    },
+  });
+  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers);
+  const server = new grpc.Server();
+  const deps = {
+    onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),
+  };
+  server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
+    ShouldRateLimit: unary("ShouldRateLimit", deps, sidecar.shouldRateLimit.bind(sidecar)),
+  });
+  const health = new HealthImplementation({ "": "SERVING" });
+  health.addToServer(server);
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(opts.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    ),
+  );
+  let httpServer: http.Server | undefined;
+  let httpPort: number | undefined;
+  if (opts.httpPort !== undefined) {
+    const h = await startHttp({ registry, ready: () => limiter.ready }, "127.0.0.1", opts.httpPort);
+    httpServer = h.server;
+    httpPort = h.port;
+  }
+  log.info(
+    { listen: opts.listen, port: grpcPort, servers: opts.servers },
+    "sidecar answering ShouldRateLimit",
+  );
+  return {
+    limiter,
+    grpcPort,
+    httpPort,
+    async stop() {
+      limiter.flush();
+      await new Promise<void>((r) => server.tryShutdown(() => r()));
+      httpServer?.close();
+      sidecar.close();
+      // Let the last reports leave before the channels close.
+      await new Promise((r) => setTimeout(r, 50));
+      limiter.close();
+    },
+  };
+}

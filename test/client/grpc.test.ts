@@ -1,0 +1,164 @@
+import { status } from "@grpc/grpc-js";
+import client from "prom-client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLimiter } from "../../src/client/create.js";
+import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
+import { connect, type RateLimiterRpc } from "../../src/client/rpc.js";
+import { NotReadyError } from "../../src/errors.js";
+import { EnvoyCode } from "../../src/server/messages.js";
+import {
+  type CliProcess,
+  callError,
+  desc,
+  ensureBuilt,
+  killAllCli,
+  startCli,
+  startTestServer,
+  type TestServer,
+  waitFor,
+} from "../server/harness.js";
+
+/** The gateway client and the sidecar against a real server over gRPC on loopback. */
+
+const YAML = `
+domain: api
+descriptors:
+  - key: tenant
+    rate_limit: { unit: hour, requests_per_unit: 50 }
+  - key: free
+    rate_limit: { unlimited: true }
+`;
+
+/** Remaining of `key` as the server's engine holds it, read without charging anything. */
+function remainingOf(s: TestServer, key: string): number {
+  const config = s.server.limiter.config;
+  const d = key
+    .split("/")
+    .slice(1)
+    .map((p) => ({ key: p.split("=")[0]!, value: p.split("=")[1]! }));
+  const r = config.resolve(key.split("/")[0]!, d)!;
+  return s.server.engine.peek(r.counterKey, r.rule, Date.now()).remaining;
+}
+
+describe("gateway client over gRPC (standalone server)", () => {
+  let s: TestServer;
+  let limiter: GatewayLimiter;
+  const registry = new client.Registry();
+  beforeAll(async () => {
+    s = await startTestServer(YAML);
+    limiter = await createLimiter({
+      servers: [`127.0.0.1:${s.server.grpcPort}`],
+      clientId: "gw-test",
+      reportIntervalMs: 20,
+      registry,
+    });
+  });
+  afterAll(async () => {
+    limiter?.close();
+    await s?.stop();
+  });
+
+  it("decides locally and its reports reach the owner exactly", async () => {
+    let admitted = 0;
+    for (let i = 0; i < 30; i++) {
+      if (limiter.decide("api/tenant=a")) admitted++;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(admitted).toBeGreaterThanOrEqual(25);
+    await waitFor("reported", () => remainingOf(s, "api/tenant=a") === 50 - admitted, 3000);
+  });
+
+  it("holds the limit: 50 per hour, 200 offered", async () => {
+    let admitted = 0;
+    for (let i = 0; i < 200; i++) {
+      if (limiter.decide("api/tenant=b")) admitted++;
+      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(admitted).toBeGreaterThanOrEqual(45);
+    expect(admitted).toBeLessThanOrEqual(52);
+  });
+
+  it("exposes its metrics", async () => {
+    const text = await registry.metrics();
+    expect(text).toMatch(/shardlimit_client_keys \d+/);
+    expect(text).toMatch(/shardlimit_client_reports_total\{result="sent"\} [1-9]/);
+    expect(text).toMatch(/shardlimit_client_fallback_keys 0/);
+  });
+
+  it("createLimiter fails with NotReadyError when no server answers", async () => {
+    await expect(
+      createLimiter({ servers: ["127.0.0.1:1"], clientId: "x", connectTimeoutMs: 300 }),
+    ).rejects.toBeInstanceOf(NotReadyError);
+  });
+});
+
+describe("shardlimit sidecar (Envoy's ShouldRateLimit from local state)", () => {
+  let s: TestServer;
+  let side: CliProcess;
+  let envoy: RateLimiterRpc;
+  beforeAll(async () => {
+    ensureBuilt();
+    s = await startTestServer(YAML);
+    side = startCli([
+      "sidecar",
+      "--listen",
+      "127.0.0.1:0",
+      "--servers",
+      `127.0.0.1:${s.server.grpcPort}`,
+      "--client-id",
+      "sidecar-1",
+      "--report-interval",
+      "20",
+      "--log-level",
+      "warn",
+    ]);
+    await waitFor("sidecar port", () => side.lines.some((l) => l.includes('"listening"')), 10_000);
+    const port = JSON.parse(side.lines.find((l) => l.includes('"listening"'))!).listening as number;
+    envoy = connect(`127.0.0.1:${port}`);
+  }, 30_000);
+  afterAll(async () => {
+    envoy?.close();
+    await killAllCli();
+    await s?.stop();
+  });
+
+  it("answers OK with current_limit, then OVER_LIMIT once the hour's 50 are used, and reports them", async () => {
+    let ok = 0;
+    let last = undefined as Awaited<ReturnType<RateLimiterRpc["shouldRateLimit"]>> | undefined;
+    for (let i = 0; i < 80; i++) {
+      last = await envoy.shouldRateLimit({ domain: "api", descriptors: [desc("tenant=z")] });
+      if (last.overallCode === EnvoyCode.OK) ok++;
+      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 30));
+    }
+    expect(ok).toBeGreaterThanOrEqual(45);
+    expect(ok).toBeLessThanOrEqual(52);
+    expect(last!.overallCode).toBe(EnvoyCode.OVER_LIMIT);
+    expect(last!.statuses[0]!.currentLimit?.requestsPerUnit).toBe(50);
+    await waitFor("counts at the owner", () => remainingOf(s, "api/tenant=z") === Math.max(0, 50 - ok), 3000);
+  });
+
+  it("answers like envoyproxy/ratelimit for no limit, unlimited, and bad requests", async () => {
+    const r = await envoy.shouldRateLimit({
+      domain: "api",
+      descriptors: [desc("nothing=x"), desc("free=y")],
+    });
+    expect(r.overallCode).toBe(EnvoyCode.OK);
+    expect(r.statuses[0]!.currentLimit ?? null).toBeNull();
+    expect(r.statuses[1]!.limitRemaining).toBe(0xffff_ffff);
+    const unknown = await envoy.shouldRateLimit({ domain: "other", descriptors: [desc("a=b")] });
+    expect(unknown.overallCode).toBe(EnvoyCode.OK);
+    const empty = await callError(envoy.shouldRateLimit({ domain: "", descriptors: [desc("a=b")] }));
+    expect(empty.code).toBe(status.INVALID_ARGUMENT);
+    expect(empty.details).toMatch(/domain must not be empty/);
+    const none = await callError(envoy.shouldRateLimit({ domain: "api", descriptors: [] }));
+    expect(none.details).toMatch(/descriptor list must not be empty/);
+  });
+
+  it("passes requests with a per-request limit override to the servers", async () => {
+    const d = { ...desc("tenant=o"), limit: { requestsPerUnit: 2, unit: 2 } };
+    const codes = [];
+    for (let i = 0; i < 3; i++)
+      codes.push((await envoy.shouldRateLimit({ domain: "api", descriptors: [d] })).overallCode);
+    expect(codes).toEqual([EnvoyCode.OK, EnvoyCode.OK, EnvoyCode.OVER_LIMIT]);
+  });
+});
