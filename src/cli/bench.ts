@@ -9,6 +9,20 @@ function positiveInt(v: string): number {
   return n;
 }
 
+function nonNegative(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n <= 10_000))
+    throw new InvalidArgumentError(`expected milliseconds from 0 to 10000, got ${v}`);
+  return n;
+}
+
+function probability(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n < 1))
+    throw new InvalidArgumentError(`expected a probability from 0 to below 1, got ${v}`);
+  return n;
+}
+
 function table(results: readonly ScenarioResult[]): string {
   const rows = results.map((r) => [
     r.pass ? "pass" : "FAIL",
@@ -40,21 +54,42 @@ function accuracyCommand(): Command {
     )
     .option("--seed <n>", "random seed of arrivals and network jitter", positiveInt, 1)
     .option("--only <letter>", "run only the scenario whose name starts with this letter")
-    .action((flags: { quick?: boolean; json?: string; seed: number; only?: string }) => {
-      const results = runAccuracy({ quick: flags.quick === true, seed: flags.seed, only: flags.only });
-      if (results.length === 0) {
-        process.stderr.write(
-          `shardlimit bench accuracy: no scenario starts with ${JSON.stringify(flags.only)}\n`,
-        );
-        process.exitCode = 2;
-        return;
-      }
-      process.stdout.write(`${table(results)}\n`);
-      if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ scenarios: results }, null, 2)}\n`);
-      const failed = results.filter((r) => !r.pass).length;
-      process.stdout.write(`${results.length - failed} passed, ${failed} failed\n`);
-      if (failed > 0) process.exitCode = 1;
-    });
+    .option(
+      "--delay-ms <ms>",
+      "one-way network delay of every message (jitter: half of it more)",
+      nonNegative,
+    )
+    .option("--loss <p>", "probability that a message is lost (0-1)", probability)
+    .action(
+      (flags: {
+        quick?: boolean;
+        json?: string;
+        seed: number;
+        only?: string;
+        delayMs?: number;
+        loss?: number;
+      }) => {
+        const results = runAccuracy({
+          quick: flags.quick === true,
+          seed: flags.seed,
+          only: flags.only,
+          delayMs: flags.delayMs,
+          loss: flags.loss,
+        });
+        if (results.length === 0) {
+          process.stderr.write(
+            `shardlimit bench accuracy: no scenario starts with ${JSON.stringify(flags.only)}\n`,
+          );
+          process.exitCode = 2;
+          return;
+        }
+        process.stdout.write(`${table(results)}\n`);
+        if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ scenarios: results }, null, 2)}\n`);
+        const failed = results.filter((r) => !r.pass).length;
+        process.stdout.write(`${results.length - failed} passed, ${failed} failed\n`);
+        if (failed > 0) process.exitCode = 1;
+      },
+    );
 }
 
 export function benchCommand(): Command {

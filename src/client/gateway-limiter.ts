@@ -149,7 +149,9 @@ export class GatewayLimiter {
     }
     this.opts = {
       reportIntervalMs: interval,
-      reportTimeoutMs: options.reportTimeoutMs ?? Math.max(500, 5 * interval),
+      // Short enough that one lost message is retried before the policies in force (three
+      // intervals long) run out.
+      reportTimeoutMs: options.reportTimeoutMs ?? Math.max(200, 2 * interval),
       viewRefreshMs: options.viewRefreshMs ?? 5_000,
       idleKeyMs: options.idleKeyMs ?? 60_000,
       maxKeys: options.maxKeys ?? 100_000,
@@ -438,7 +440,7 @@ export class GatewayLimiter {
 
   private send(ch: OwnerChannel, batch: ClientKey[], now: number, early: boolean): void {
     if (ch.down) {
-      for (const k of batch) if (k.fallback === undefined) this.enterFallback(k, now);
+      for (const k of batch) this.maybeFallback(ch, k, now);
     }
     if (ch.inflight !== undefined || ch.failed !== undefined) {
       // Busy, or a failed report must go first: these keys' counts ride in a later report.
@@ -522,11 +524,21 @@ export class GatewayLimiter {
     }
     const now = this.opts.scheduler.now();
     for (const k of p.keys) {
-      if (k.fallback === undefined) this.enterFallback(k, now);
+      this.maybeFallback(ch, k, now);
       if (!k.dirty) this.markDirty(k);
     }
     // The owner may have died: a new assignment would name its successor.
     this.refreshView(false);
+    // Most failures are one lost message: send it again now rather than at the next interval.
+    if (ch.failures === 1) this.reportSoon(this.opts.scheduler.now());
+  }
+
+  /**
+   * One lost message is not an outage: a key keeps its policy while it is valid and goes to the
+   * fallback share once the owner has failed twice in a row or the policy has run out.
+   */
+  private maybeFallback(ch: OwnerChannel, k: ClientKey, now: number): void {
+    if (k.fallback === undefined && (ch.failures >= 2 || now >= k.until)) this.enterFallback(k, now);
   }
 
   private enterFallback(k: ClientKey, now: number): void {

@@ -271,9 +271,27 @@ export function runScenario(s: Scenario): ScenarioResult {
   };
 }
 
-export function runAccuracy(opts: { quick: boolean; seed?: number; only?: string }): ScenarioResult[] {
+export interface AccuracyOptions {
+  quick: boolean;
+  seed?: number;
+  only?: string;
+  /** Network: one-way delay and loss probability of every message (defaults 0.25-0.5 ms, 0). */
+  delayMs?: number;
+  loss?: number;
+}
+
+export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   const list = scenarios(opts.quick, opts.seed ?? 1).filter(
     (s) => opts.only === undefined || s.name.startsWith(opts.only),
   );
-  return list.map(runScenario);
+  return list.map((s) =>
+    runScenario({
+      ...s,
+      spec: {
+        ...s.spec,
+        ...(opts.delayMs !== undefined ? { delayMs: opts.delayMs, jitterMs: opts.delayMs / 2 } : {}),
+        ...(opts.loss !== undefined ? { loss: opts.loss } : {}),
+      },
+    }),
+  );
 }
