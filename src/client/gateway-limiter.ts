@@ -564,7 +564,13 @@ export class GatewayLimiter {
         if (RETRY_CODES.has(code)) {
           k.restore(d);
           if (code === ErrorCode.NOT_OWNER) refresh = true;
-          if (code === ErrorCode.UNKNOWN_KEY_HANDLE) k.handle = 0;
+          if (code === ErrorCode.UNKNOWN_KEY_HANDLE) {
+            // A new key epoch: a config reload, or a restarted owner that lost its counters. The
+            // key goes again by name with its window total; an owner that already counts this
+            // client for the key ignores the total, a restarted one rebuilds from it.
+            k.handle = 0;
+            k.reportedTo = "";
+          }
           if (code === ErrorCode.COUNTERS_EXHAUSTED && k.fallback === undefined) {
             this.enterFallback(k, now);
           }

@@ -224,6 +224,23 @@ describe("GatewayLimiter: owners moving and failing", () => {
     expect(moved[0]!.windowAdmitted).toBe(7);
   });
 
+  it("an owner restarted at the same address (counters lost) is rebuilt from the window total", () => {
+    const { t, limiter, run } = setup();
+    run(10);
+    limiter.decide("api/minute=m");
+    run(10);
+    for (let i = 0; i < 20; i++) limiter.decide("api/minute=m");
+    run(200);
+    // SIGKILL and restart before the lease ran out: same address, same assignment, empty engine.
+    t.servers.set(A, t.limiter());
+    limiter.decide("api/minute=m");
+    run(300);
+    const c = t.servers
+      .get(A)!
+      .check({ items: [{ key: "api/minute=m", cost: 1 }], atomic: false, generation: 0 });
+    expect(c.results[0]!.remaining).toBe(600 - 22 - 1);
+  });
+
   it("falls back to limit / gateways when the owner is unreachable; fail_mode closed rejects", () => {
     const { t, limiter, run } = setup();
     run(10);
