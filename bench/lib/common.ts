@@ -3,7 +3,6 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import * as hdr from "hdr-histogram-js";
 import { seededRandom } from "../../src/core/random.js";
 
 /** bench/ */
@@ -120,36 +119,7 @@ export function secondsSince(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e9;
 }
 
-/** Latencies in microseconds, 3 significant digits, up to 60 s. */
-export function latencyHistogram(): hdr.Histogram {
-  return hdr.build({
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: 60_000_000,
-    numberOfSignificantValueDigits: 3,
-  });
-}
-
-export interface LatencySummary {
-  count: number;
-  p50Us: number;
-  p90Us: number;
-  p99Us: number;
-  p999Us: number;
-  maxUs: number;
-  meanUs: number;
-}
-
-export function summarize(h: hdr.Histogram): LatencySummary {
-  return {
-    count: h.totalCount,
-    p50Us: h.getValueAtPercentile(50),
-    p90Us: h.getValueAtPercentile(90),
-    p99Us: h.getValueAtPercentile(99),
-    p999Us: h.getValueAtPercentile(99.9),
-    maxUs: h.maxValue,
-    meanUs: Math.round(h.mean),
-  };
-}
+export { type LatencySummary, latencyHistogram, summarize } from "../../src/loadtest/histogram.js";
 
 export function ms(us: number): string {
   return `${(us / 1000).toFixed(3)} ms`;

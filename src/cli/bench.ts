@@ -1,5 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
+import { startRedisLimiterService } from "../loadtest/redis-limiter-service.js";
+import { baseline } from "../loadtest/scenarios/baseline.js";
 import { runAccuracy, type ScenarioResult } from "../sim/accuracy.js";
 
 function positiveInt(v: string): number {
@@ -92,6 +94,78 @@ function accuracyCommand(): Command {
     );
 }
 
+function baselineCommand(): Command {
+  return new Command("baseline")
+    .description(
+      "shardlimit against Redis-backed limiters (rate-limiter-flexible; envoyproxy/ratelimit's INCRBY+EXPIRE) " +
+        "on the same batched and sync workloads, with CPU seconds of every process; starts etcd, servers and redis-server",
+    )
+    .option("--servers <n>", "shardlimit servers", positiveInt, 2)
+    .option("--gateways <n>", "load threads (each one gateway)", positiveInt, 2)
+    .option("--duration <s>", "seconds per run", positiveInt, 10)
+    .option("--quick", "3 s runs at lower rates")
+    .option("--batched-rate <n>", "decisions/s offered to shardlimit in batched mode", positiveInt)
+    .option("--redis-rate <n>", "decisions/s offered to the Redis limiters in batched mode", positiveInt)
+    .option("--sync-rate <n>", "Check calls/s offered to every system", positiveInt)
+    .option(
+      "--json <file>",
+      "write { results: [{ system, workload, decisions_per_s, cpu_s_per_s, p50_ms, p99_ms }] }",
+    )
+    .action(
+      async (flags: {
+        servers: number;
+        gateways: number;
+        duration: number;
+        quick?: boolean;
+        batchedRate?: number;
+        redisRate?: number;
+        syncRate?: number;
+        json?: string;
+      }) => {
+        const quick = flags.quick === true;
+        const results = await baseline({
+          servers: flags.servers,
+          threads: flags.gateways,
+          seconds: quick ? 3 : flags.duration,
+          keys: 10_000,
+          batchedRate: flags.batchedRate ?? (quick ? 200_000 : 1_000_000),
+          redisBatchedRate: flags.redisRate ?? (quick ? 10_000 : 30_000),
+          syncRate: flags.syncRate ?? (quick ? 1_000 : 2_000),
+          log: (l) => process.stderr.write(`${l}\n`),
+        });
+        if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ results }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ results }, null, 2)}\n`);
+      },
+    );
+}
+
+/** The Redis-backed baseline as a service process; `bench baseline` starts it. */
+function redisLimiterCommand(): Command {
+  return new Command("redis-limiter")
+    .description("(internal) a Redis-backed limiter service answering Check, the baseline for sync work")
+    .requiredOption("--redis <url>", "redis://host:port")
+    .option("--mode <mode>", "flexible | fixed-window", "flexible")
+    .option("--limit <n>", "decisions per second per key", positiveInt, 1_000_000)
+    .option("--port <n>", "gRPC port (0: any)", "0")
+    .action(async (flags: { redis: string; mode: string; limit: number; port: string }) => {
+      if (flags.mode !== "flexible" && flags.mode !== "fixed-window") {
+        throw new InvalidArgumentError(`--mode must be flexible or fixed-window, got ${flags.mode}`);
+      }
+      const svc = await startRedisLimiterService({
+        redisUrl: flags.redis,
+        mode: flags.mode,
+        limit: flags.limit,
+        port: Number(flags.port),
+      });
+      process.stdout.write(`${JSON.stringify({ listening: svc.port })}\n`);
+      process.once("SIGTERM", () => svc.stop().then(() => process.exit(0)));
+    });
+}
+
 export function benchCommand(): Command {
-  return new Command("bench").description("benchmarks and measurements").addCommand(accuracyCommand());
+  return new Command("bench")
+    .description("benchmarks and measurements")
+    .addCommand(accuracyCommand())
+    .addCommand(baselineCommand())
+    .addCommand(redisLimiterCommand(), { hidden: true });
 }

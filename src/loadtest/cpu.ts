@@ -1,0 +1,80 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+let ticks: number | undefined;
+
+/** Clock ticks per second of /proc's CPU times (CLK_TCK, almost always 100). */
+function clockTicks(): number {
+  if (ticks === undefined) {
+    try {
+      ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+    } catch {
+      ticks = 100;
+    }
+  }
+  return ticks;
+}
+
+/** CPU seconds (user + system, all threads) a process has used so far; undefined once it is gone. */
+export function processCpuSeconds(pid: number): number | undefined {
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name may hold spaces: fields count from after its closing parenthesis.
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const utime = Number(rest[11]);
+    const stime = Number(rest[12]);
+    return (utime + stime) / clockTicks();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU seconds used by a set of processes between `start()` and `stop()`. A process that exits
+ * in between counts up to its last reading (take readings with `sample()` now and then).
+ */
+export class CpuMeter {
+  private readonly first = new Map<number, number>();
+  private readonly last = new Map<number, number>();
+  private t0 = 0;
+  private t1 = 0;
+
+  constructor(private readonly pids: () => readonly number[]) {}
+
+  start(): void {
+    this.t0 = performance.now();
+    for (const pid of this.pids()) {
+      const c = processCpuSeconds(pid);
+      if (c !== undefined) {
+        this.first.set(pid, c);
+        this.last.set(pid, c);
+      }
+    }
+  }
+
+  sample(): void {
+    for (const pid of this.pids()) {
+      const c = processCpuSeconds(pid);
+      if (c === undefined) continue;
+      if (!this.first.has(pid)) this.first.set(pid, 0); // started during the run
+      this.last.set(pid, c);
+    }
+  }
+
+  stop(): { cpuSeconds: number; wallSeconds: number; byPid: Record<number, number> } {
+    this.sample();
+    this.t1 = performance.now();
+    const byPid: Record<number, number> = {};
+    let total = 0;
+    for (const [pid, c] of this.last) {
+      const used = c - (this.first.get(pid) ?? 0);
+      byPid[pid] = used;
+      total += used;
+    }
+    return { cpuSeconds: total, wallSeconds: (this.t1 - this.t0) / 1000, byPid };
+  }
+}

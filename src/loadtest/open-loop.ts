@@ -1,0 +1,115 @@
+import { performance } from "node:perf_hooks";
+import type * as hdr from "hdr-histogram-js";
+import { latencyHistogram } from "./histogram.js";
+
+export interface OpenLoopOutcome {
+  sent: number;
+  completed: number;
+  errors: number;
+  firstError: string | undefined;
+  /** From each call's scheduled time to its completion, in microseconds. */
+  latency: hdr.Histogram;
+  /** Completed and failed calls per 100 ms since the start, for timelines. */
+  okPer100ms: number[];
+  errPer100ms: number[];
+  wallSeconds: number;
+}
+
+/**
+ * Open loop: call i is due at start + i / rate whatever happened to earlier calls, and its latency
+ * counts from that due time, so a stall shows in the latency of every call behind it (no
+ * coordinated omission). Calls go out in the timer tick at or after they are due (about 1 ms
+ * granularity), so a few hundred microseconds of every latency are the schedule's own. `call` may be synchronous (returns anything but a promise). Calls still
+ * running `graceMs` after the last is due count as errors.
+ */
+export function openLoop(opts: {
+  ratePerSec: number;
+  seconds: number;
+  call: (i: number) => unknown;
+  graceMs?: number;
+  stop?: () => boolean;
+}): Promise<OpenLoopOutcome> {
+  const { ratePerSec, seconds, call } = opts;
+  const total = Math.floor(ratePerSec * seconds);
+  const intervalMs = 1000 / ratePerSec;
+  const lat = latencyHistogram();
+  const buckets = Math.ceil(seconds * 10) + 1;
+  const okPer100ms = new Array<number>(buckets).fill(0);
+  const errPer100ms = new Array<number>(buckets).fill(0);
+  let sent = 0;
+  let completed = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  let inFlight = 0;
+  const start = performance.now() + 5;
+  const bucketOf = (t: number) => Math.min(buckets - 1, Math.max(0, Math.floor((t - start) / 100)));
+  return new Promise((resolve) => {
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      errors += inFlight;
+      resolve({
+        sent,
+        completed,
+        errors,
+        firstError,
+        latency: lat,
+        okPer100ms,
+        errPer100ms,
+        wallSeconds: (performance.now() - start) / 1000,
+      });
+    };
+    const done = (due: number) => {
+      const t = performance.now();
+      inFlight--;
+      completed++;
+      okPer100ms[bucketOf(t)]!++;
+      lat.recordValue(Math.max(1, Math.round((t - due) * 1000)));
+    };
+    const failed = (err: unknown) => {
+      inFlight--;
+      errors++;
+      errPer100ms[bucketOf(performance.now())]!++;
+      firstError ??= err instanceof Error ? err.message : String(err);
+    };
+    const tick = () => {
+      const now = performance.now();
+      while (sent < total && start + sent * intervalMs <= now && !opts.stop?.()) {
+        const due = start + sent * intervalMs;
+        const i = sent++;
+        inFlight++;
+        let out: unknown;
+        try {
+          out = call(i);
+        } catch (err) {
+          failed(err);
+          continue;
+        }
+        if (out instanceof Promise) out.then(() => done(due), failed);
+        else done(due);
+      }
+      if (sent >= total || opts.stop?.()) {
+        if (inFlight === 0) finish();
+        else {
+          const grace = setTimeout(finish, opts.graceMs ?? 5000);
+          const poll = () => {
+            if (inFlight === 0) {
+              clearTimeout(grace);
+              finish();
+            } else if (!finished) setTimeout(poll, 5);
+          };
+          poll();
+        }
+        return;
+      }
+      // Sleep until the next call is due rather than spin: the generator's CPU counts in the
+      // figures, so it must use only what its calls need. Timers fire about every millisecond;
+      // the latency of a call sent late counts from its due time all the same.
+      const wait = start + sent * intervalMs - performance.now();
+      if (wait > 0) setTimeout(tick, Math.max(0, wait - 0.5));
+      else setImmediate(tick);
+    };
+    setTimeout(tick, 5);
+  });
+}

@@ -1,0 +1,60 @@
+import { type EtcdProcess, startEtcd } from "./etcd.js";
+import { type ServerProcess, serverProcess, waitAllReady, writeTempConfig } from "./servers.js";
+
+/** Limits for the load keys `bench/k=<n>`: far above what any key is offered, so all is admitted. */
+export const BENCH_LIMITS = `domain: bench
+descriptors:
+  - key: k
+    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000000 }
+`;
+
+/** etcd and N `shardlimit serve --etcd` processes on loopback, started and stopped together. */
+export interface Stack {
+  readonly etcd: EtcdProcess;
+  readonly servers: ServerProcess[];
+  readonly configPath: string;
+  addresses(): string[];
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+export async function startStack(opts: {
+  servers: number;
+  config?: string;
+  extraArgs?: string[];
+}): Promise<Stack> {
+  const etcd = await startEtcd();
+  const configPath = writeTempConfig(opts.config ?? BENCH_LIMITS);
+  const prefix = `/bench-${Date.now().toString(36)}/`;
+  const servers: ServerProcess[] = [];
+  try {
+    for (let i = 0; i < opts.servers; i++) {
+      servers.push(
+        await serverProcess({
+          id: `s${i + 1}`,
+          configPath,
+          etcdUrl: etcd.url,
+          prefix,
+          extraArgs: ["--rebalance-interval", "0", ...(opts.extraArgs ?? [])],
+        }),
+      );
+    }
+    await Promise.all(servers.map((s) => s.start()));
+    await waitAllReady(servers);
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.stop("SIGKILL")));
+    await etcd.destroy();
+    throw err;
+  }
+  return {
+    etcd,
+    servers,
+    configPath,
+    addresses: () => servers.map((s) => s.address),
+    pids: () => [etcd.pid(), ...servers.map((s) => s.pid())].filter((p): p is number => p !== undefined),
+    async stop() {
+      await Promise.all(servers.map((s) => s.stop("SIGTERM")));
+      await etcd.destroy();
+    },
+  };
+}

@@ -1,0 +1,56 @@
+import { parentPort, workerData } from "node:worker_threads";
+import { encodeHistogram } from "./histogram.js";
+import { openLoop } from "./open-loop.js";
+import { openWorkload, type WorkloadSpec } from "./workloads.js";
+
+/** What a load thread is told to do. */
+export interface WorkerTask {
+  spec: WorkloadSpec;
+  ratePerSec: number;
+  seconds: number;
+  keys: number;
+  /** Run at the same rate this long, unmeasured, before the measured run. */
+  warmupSeconds: number;
+  /** Keys are drawn in a seeded order per thread. */
+  seed: number;
+}
+
+export interface WorkerResult {
+  sent: number;
+  completed: number;
+  errors: number;
+  firstError: string | undefined;
+  latency: string;
+  okPer100ms: number[];
+  errPer100ms: number[];
+  wallSeconds: number;
+}
+
+const task = workerData as WorkerTask;
+const w = await openWorkload(task.spec, task.keys);
+let x = task.seed >>> 0 || 1;
+const call = () => {
+  // xorshift: a cheap, repeatable key order
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  return w.call((x >>> 0) % task.keys);
+};
+// Warm up (JIT, connections, first policies) at the same rate before anything is measured.
+if (task.warmupSeconds > 0)
+  await openLoop({ ratePerSec: task.ratePerSec, seconds: task.warmupSeconds, call });
+parentPort!.postMessage({ ready: true });
+await new Promise<void>((resolve) => parentPort!.once("message", () => resolve()));
+const out = await openLoop({ ratePerSec: task.ratePerSec, seconds: task.seconds, call });
+await w.close();
+const result: WorkerResult = {
+  sent: out.sent,
+  completed: out.completed,
+  errors: out.errors,
+  firstError: out.firstError,
+  latency: encodeHistogram(out.latency),
+  okPer100ms: out.okPer100ms,
+  errPer100ms: out.errPer100ms,
+  wallSeconds: out.wallSeconds,
+};
+parentPort!.postMessage({ result });

@@ -1,0 +1,65 @@
+import { Redis } from "ioredis";
+import { createLimiter } from "../client/create.js";
+import { connect } from "../client/rpc.js";
+import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
+
+/**
+ * What one load-generator thread drives. Batched workloads decide in the gateway (shardlimit:
+ * locally, reports every 100 ms; Redis: one round trip per decision, auto-pipelined); sync
+ * workloads call a service's `Check` for each decision.
+ */
+export type WorkloadSpec =
+  | { kind: "shardlimit-batched"; servers: string[]; clientId: string }
+  | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
+  | { kind: "check"; address: string };
+
+export interface Workload {
+  /** One decision for key number `k`; a promise when it waits on the network. */
+  call(k: number): unknown;
+  close(): Promise<void>;
+}
+
+export function keyName(k: number): string {
+  return `bench/k=${k}`;
+}
+
+export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Workload> {
+  const names = Array.from({ length: keys }, (_, k) => keyName(k));
+  switch (spec.kind) {
+    case "shardlimit-batched": {
+      const limiter = await createLimiter({ servers: spec.servers, clientId: spec.clientId });
+      return {
+        call: (k) => limiter.decide(names[k]!),
+        async close() {
+          limiter.flush();
+          await new Promise((r) => setTimeout(r, 100));
+          limiter.close();
+        },
+      };
+    }
+    case "redis-batched": {
+      const redis = new Redis(spec.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+      const l =
+        spec.mode === "flexible" ? flexibleLimiter(redis, spec.limit) : fixedWindowLimiter(redis, spec.limit);
+      return {
+        call: (k) => l.decide(names[k]!, 1),
+        async close() {
+          redis.disconnect();
+        },
+      };
+    }
+    case "check": {
+      const rpc = connect(spec.address);
+      return {
+        call: (k) =>
+          rpc.check({ items: [{ key: names[k]!, cost: 1 }] }, { deadlineMs: 5000 }).then((r) => {
+            const e = r.results[0]?.error;
+            if (e?.code) throw new Error(e.message);
+          }),
+        async close() {
+          rpc.close();
+        },
+      };
+    }
+  }
+}
