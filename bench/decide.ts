@@ -17,7 +17,14 @@ import { systemClock } from "../src/core/clock.js";
 import { Engine } from "../src/core/engine.js";
 import { DEFAULT_INPUT_LIMITS } from "../src/server/input-limits.js";
 import { Limiter } from "../src/server/limiter.js";
-import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../src/server/messages.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  ClusterView,
+  Limits,
+  ReportRequest,
+  ReportResponse,
+} from "../src/server/messages.js";
 import { noopMetrics } from "../src/server/metrics.js";
 import { StandaloneOwnership } from "../src/server/ownership.js";
 import {
@@ -58,6 +65,9 @@ const server = new Limiter({
 const transport: ClientTransport = {
   report(_a: string, req: ReportRequest, _t: number, done: Done<ReportResponse>) {
     setImmediate(() => done(undefined, server.reportAndGetPolicy(req)));
+  },
+  check(_a: string, req: CheckRequest, _t: number, done: Done<CheckResponse>) {
+    setImmediate(() => done(undefined, server.check(req)));
   },
   clusterView(_a: string, _t: number, done: Done<ClusterView>) {
     setImmediate(() => done(undefined, server.clusterView()));

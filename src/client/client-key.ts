@@ -29,8 +29,11 @@ export class ClientKey extends LocalKey {
   windowAt = Number.NEGATIVE_INFINITY;
   /** Units the owner(s) acknowledged in that window: what is re-sent to a new owner. */
   windowTotal = 0;
-  /** The address its counts were last acknowledged by. */
+  /** The address, and that server's incarnation (process), its counts were last acknowledged by. */
   reportedTo = "";
+  reportedInc = "";
+  /** Set when a config change replaced this counter: late settles and answers go there. */
+  replacedBy: ClientKey | undefined = undefined;
   /** Key handle from `handleAddress` in its key epoch `handleEpoch`. */
   handle = 0;
   handleAddress = "";
@@ -50,11 +53,24 @@ export class ClientKey extends LocalKey {
   constructor(
     /** The key reports name: the counter key. */
     readonly key: string,
-    readonly rule: LimitRule,
+    /** Swapped for an equal rule of a new config; a changed rule makes a new ClientKey. */
+    public rule: LimitRule,
     point: number,
   ) {
     super(rule.localAllowance);
     this.point = point;
+  }
+
+  /**
+   * Admits under the policy (or the allowance when none is valid). What is admitted under a
+   * policy also comes off the allowance, which stands for this gateway's part of what the owner
+   * said was left: spent once, whether before or after the policy runs out.
+   */
+  override decide(cost: number, now: number, random: number): boolean {
+    const underPolicy = this.kind !== 0 && now < this.until;
+    const ok = super.decide(cost, now, random);
+    if (ok && underPolicy) this.allowance -= cost;
+    return ok;
   }
 
   /** Starts a new counting window when `now` is past the current one. */
@@ -83,11 +99,22 @@ export class ClientKey extends LocalKey {
     this.rejected += d.rejected;
   }
 
-  /** The owner applied `d` (or may have: it is then counted in the window total to re-send). */
-  acknowledged(d: Drained, address: string, now: number): void {
+  /**
+   * The owner applied `d` (or may have: it is then counted in the window total to re-send), and
+   * holds this key's window from `incarnation` on ("" when that is not known to be so).
+   */
+  acknowledged(d: Drained, address: string, incarnation: string, now: number): void {
     this.roll(now);
     this.windowTotal += d.admitted;
     this.reportedTo = address;
+    this.reportedInc = incarnation;
+  }
+
+  /** This counter, or what replaced it after a config change. */
+  current(): ClientKey {
+    let k: ClientKey = this;
+    while (k.replacedBy !== undefined) k = k.replacedBy;
+    return k;
   }
 
   applyPolicy(p: Policy, gateways: number, now: number): void {

@@ -1,4 +1,5 @@
 import type { LimitRule } from "../config/types.js";
+import { windowStart } from "../core/algorithms/types.js";
 
 /**
  * What a gateway admits for a key while its owner is unreachable: its own share of the limit,
@@ -34,13 +35,13 @@ export class Fallback {
     return this.rule.failMode === "closed" ? 0 : this.share;
   }
 
-  take(cost: number, now: number, windowStart: number): boolean {
+  take(cost: number, now: number): boolean {
     if (this.rule.failMode === "closed") return false;
     const r = this.rule;
     if (r.algorithm === "token_bucket") {
       const cap = r.burst * (this.share / r.limit);
       this.tokens = Math.min(cap, this.tokens + ((now - this.at) * this.share) / r.windowMs);
-    } else if (this.at < windowStart) {
+    } else if (this.at < windowStart(now, r.windowMs)) {
       this.tokens = this.share; // a new window: a whole share again
     }
     this.at = now;

@@ -236,8 +236,13 @@ export class GatewayLimiter {
       e.admitted += cost;
       return true;
     }
+    if (cost > e.rule.limit + (e.rule.algorithm === "token_bucket" ? e.rule.burst : 0)) {
+      // More than the limit could ever admit at once (as envoyproxy/ratelimit rejects it).
+      e.rejected += cost;
+      return false;
+    }
     if (e.fallback !== undefined) {
-      const ok = e.fallback.take(cost, now, e.windowAt);
+      const ok = e.fallback.take(cost, now);
       if (ok) e.admitted += cost;
       else e.rejected += cost;
       return ok;
@@ -294,7 +299,7 @@ export class GatewayLimiter {
   /** Charges the difference between the real cost and the estimate `reserve` counted. */
   settle(ticket: Ticket, actualCost: number): void {
     checkCost(actualCost);
-    const k = ticket.key;
+    const k = ticket.key?.current();
     if (k === undefined) return;
     const delta = actualCost - ticket.estimate;
     if (delta > 0) {
@@ -340,13 +345,52 @@ export class GatewayLimiter {
     if (!e.dirty) this.markDirty(e);
   }
 
+  /**
+   * A synchronous, exact decision by the key's owner (`Check`), for the few calls that must not
+   * rely on a policy: one network round trip, sent straight to the owner (any server would
+   * forward it). Resolves true for keys no limit applies to; rejects when no server answers.
+   */
+  check(key: string | Descriptor, cost = 1): Promise<boolean> {
+    const e = this.entry(key, cost);
+    if (e === undefined) return Promise.reject(new NotReadyError("the limits are not known yet"));
+    if (!(e instanceof ClientKey)) return Promise.resolve(true);
+    const address = this.routing?.ownerOf(e.point) ?? this.opts.servers[0]!;
+    const req = { items: [{ key: e.key, cost }], atomic: false, generation: this.routing?.generation ?? 0 };
+    return new Promise((resolve, reject) => {
+      this.opts.transport.check(address, req, this.opts.reportTimeoutMs * 5, (err, res) => {
+        if (err !== undefined || res === undefined) return reject(err ?? new Error("no answer"));
+        if (res.generation > (this.routing?.generation ?? 0)) this.refreshView(true);
+        const r = res.results[0];
+        if (r?.error?.code) return reject(new Error(r.error.message));
+        resolve(r?.allowed === true);
+      });
+    });
+  }
+
   /** The rule and the owner's latest figures for a key: what the sidecar answers Envoy with. */
-  describe(
-    key: string | Descriptor,
-  ): { rule: LimitRule; remaining: number; resetAt: number; fallback: boolean } | undefined {
+  describe(key: string | Descriptor):
+    | {
+        rule: LimitRule;
+        /** Whether the owner has answered for this key yet. */
+        known: boolean;
+        /** Cluster-wide units left, and when the counter is full again, as of the owner's last answer. */
+        remaining: number;
+        resetAt: number;
+        /** Units this gateway admitted since that answer. */
+        admittedSince: number;
+        fallback: boolean;
+      }
+    | undefined {
     const e = this.entry(key, 1);
     if (!(e instanceof ClientKey)) return undefined;
-    return { rule: e.rule, remaining: e.remaining, resetAt: e.resetAt, fallback: e.fallback !== undefined };
+    return {
+      rule: e.rule,
+      known: e.kind !== 0,
+      remaining: e.remaining,
+      resetAt: e.resetAt,
+      admittedSince: e.admitted,
+      fallback: e.fallback !== undefined,
+    };
   }
 
   private markDirty(k: ClientKey): void {
@@ -373,11 +417,17 @@ export class GatewayLimiter {
     const r = config.resolve(d.domain, d.entries);
     if (r === undefined || r.rule.unlimited) return new Unlimited();
     let k = this.counters.get(r.counterKey);
-    if (k === undefined || k.rule !== r.rule) {
+    if (k !== undefined && k.rule !== r.rule && sameLimit(k.rule, r.rule)) {
+      k.rule = r.rule; // a reload that left this limit as it was: keep the policy in force
+    } else if (k === undefined || k.rule !== r.rule) {
       const fresh = new ClientKey(r.counterKey, r.rule, keyPoint(r.shardKey));
-      if (k !== undefined) carryOver(k, fresh);
+      if (k !== undefined) {
+        carryOver(k, fresh);
+        k.replacedBy = fresh;
+      }
       k = fresh;
       this.counters.set(r.counterKey, k);
+      if (!k.dirty) this.markDirty(k);
     }
     return k;
   }
@@ -387,7 +437,11 @@ export class GatewayLimiter {
   private arm(ms: number): void {
     if (this.closed) return;
     this.timer = this.opts.scheduler.after(ms, () => {
-      this.tick();
+      try {
+        this.tick();
+      } catch (e) {
+        this.opts.logger.warn({ err: (e as Error).message }, "report tick failed");
+      }
       this.arm(this.opts.reportIntervalMs);
     });
   }
@@ -456,6 +510,7 @@ export class GatewayLimiter {
     const n = Math.min(batch.length, this.opts.maxReportEntries);
     const entries: ReportEntry[] = new Array(n);
     const drained: Drained[] = new Array(n);
+    const resent: boolean[] = new Array(n);
     const keys = batch.slice(0, n);
     for (let i = 0; i < n; i++) {
       const k = keys[i]!;
@@ -469,10 +524,14 @@ export class GatewayLimiter {
         admitted: d.admitted,
         rejected: d.rejected,
         held: k.held,
-        // A new owner (after a crash, one that starts empty) rebuilds the window from these.
-        windowAdmitted:
-          k.reportedTo === ch.address || !this.opts.resendWindowTotals ? 0 : k.windowTotal + d.admitted,
+        windowAdmitted: 0,
       };
+      // A new owner, or a restarted one (both start empty, unless counters were handed over),
+      // rebuilds the key's window from this total.
+      resent[i] =
+        this.opts.resendWindowTotals &&
+        (k.reportedTo !== ch.address || k.reportedInc !== ch.incarnation || ch.incarnation === "");
+      if (resent[i]) entry.windowAdmitted = k.windowTotal + d.admitted;
       if (k.handleAddress === ch.address && k.handleEpoch === ch.keyEpoch && k.handle !== 0) {
         entry.keyHandle = k.handle;
       } else entry.key = k.key;
@@ -491,7 +550,7 @@ export class GatewayLimiter {
         : Math.min(60_000, Math.max(1, Math.round(now - ch.lastBuiltAt))),
     };
     ch.lastBuiltAt = now;
-    this.transmit(ch, { req, keys, drained, attempts: 0 });
+    this.transmit(ch, { req, keys, drained, resent, incarnation: ch.incarnation, attempts: 0 });
   }
 
   private transmit(ch: OwnerChannel, p: PendingReport): void {
@@ -502,8 +561,16 @@ export class GatewayLimiter {
       if (ch.inflight !== p) return; // dropped when the owner left the cluster
       ch.inflight = undefined;
       if (this.closed) return;
-      if (err !== undefined || res === undefined) this.failed(ch, p, err);
-      else this.answered(ch, p, res);
+      try {
+        if (err !== undefined || res === undefined) this.failed(ch, p, err);
+        else this.answered(ch, p, res);
+      } catch (e) {
+        // A gateway must never go down with its limiter: log it and carry on.
+        this.opts.logger.warn(
+          { owner: ch.address, err: (e as Error).message },
+          "handling a report's answer failed",
+        );
+      }
       if (ch.wantSoon) {
         ch.wantSoon = false;
         this.reportSoon(this.opts.scheduler.now());
@@ -523,7 +590,8 @@ export class GatewayLimiter {
       );
     }
     const now = this.opts.scheduler.now();
-    for (const k of p.keys) {
+    for (const key of p.keys) {
+      const k = key.current();
       this.maybeFallback(ch, k, now);
       if (!k.dirty) this.markDirty(k);
     }
@@ -552,9 +620,15 @@ export class GatewayLimiter {
     ch.failures = 0;
     const handlesValid = res.keyEpoch === ch.keyEpoch;
     ch.keyEpoch = res.keyEpoch;
+    const inc = res.incarnation ?? "";
+    if (inc !== ch.incarnation) {
+      if (ch.incarnation !== "")
+        this.opts.logger.info({ owner: ch.address }, "owner restarted: re-sending window totals");
+      ch.incarnation = inc;
+    }
     let refresh = false;
     for (let i = 0; i < p.keys.length; i++) {
-      const k = p.keys[i]!;
+      const k = p.keys[i]!.current();
       const d = p.drained[i]!;
       const pol = res.policies[i];
       if (pol === undefined) {
@@ -564,13 +638,7 @@ export class GatewayLimiter {
         if (RETRY_CODES.has(code)) {
           k.restore(d);
           if (code === ErrorCode.NOT_OWNER) refresh = true;
-          if (code === ErrorCode.UNKNOWN_KEY_HANDLE) {
-            // A new key epoch: a config reload, or a restarted owner that lost its counters. The
-            // key goes again by name with its window total; an owner that already counts this
-            // client for the key ignores the total, a restarted one rebuilds from it.
-            k.handle = 0;
-            k.reportedTo = "";
-          }
+          if (code === ErrorCode.UNKNOWN_KEY_HANDLE) k.handle = 0;
           if (code === ErrorCode.COUNTERS_EXHAUSTED && k.fallback === undefined) {
             this.enterFallback(k, now);
           }
@@ -580,7 +648,10 @@ export class GatewayLimiter {
           this.refreshLimits();
         }
       } else {
-        k.acknowledged(d, ch.address, now);
+        // The entry built the owner's window if it carried the total, or if the owner is the
+        // incarnation it was sent to; otherwise (the owner restarted meanwhile) the next report
+        // carries the total.
+        k.acknowledged(d, ch.address, p.resent[i] || p.incarnation === inc ? inc : "", now);
         if (pol.keyHandle) {
           k.handle = pol.keyHandle;
           k.handleAddress = ch.address;
@@ -653,8 +724,12 @@ export class GatewayLimiter {
         const now = this.opts.scheduler.now();
         for (const p of [ch.inflight, ch.failed]) {
           if (p === undefined) continue;
-          for (let i = 0; i < p.keys.length; i++) p.keys[i]!.acknowledged(p.drained[i]!, address, now);
+          for (let i = 0; i < p.keys.length; i++)
+            p.keys[i]!.current().acknowledged(p.drained[i]!, address, "", now);
         }
+        // A late answer from it must not be applied as well.
+        ch.inflight = undefined;
+        ch.failed = undefined;
         this.channels.delete(address);
         this.opts.transport.drop(address);
       }
@@ -723,6 +798,14 @@ export class GatewayLimiter {
         if (e instanceof ClientKey && this.counters.get(e.key) !== e) this.keys.delete(name);
       }
     }
+    // Request keys (unlimited ones, and names sharing a counter) are capped too: dropping one
+    // only means resolving it again on its next use.
+    if (this.keys.size > 2 * this.opts.maxKeys) {
+      for (const name of this.keys.keys()) {
+        if (this.keys.size <= this.opts.maxKeys) break;
+        this.keys.delete(name);
+      }
+    }
   }
 
   stats(): LimiterStats {
@@ -765,6 +848,22 @@ export class GatewayLimiter {
   }
 }
 
+/** Whether two rules limit the same way (a reload recompiles every rule into a new object). */
+function sameLimit(a: LimitRule, b: LimitRule): boolean {
+  return (
+    a.id === b.id &&
+    a.algorithm === b.algorithm &&
+    a.limit === b.limit &&
+    a.windowMs === b.windowMs &&
+    a.burst === b.burst &&
+    a.unlimited === b.unlimited &&
+    a.shadowMode === b.shadowMode &&
+    a.localAllowance === b.localAllowance &&
+    a.failMode === b.failMode &&
+    a.leaseTimeoutMs === b.leaseTimeoutMs
+  );
+}
+
 function idle(k: ClientKey): boolean {
   return !k.dirty && k.admitted === 0 && k.rejected === 0 && k.held === 0;
 }
@@ -775,6 +874,7 @@ function carryOver(from: ClientKey, to: ClientKey): void {
   to.held = from.held;
   to.refund = from.refund;
   to.reportedTo = from.reportedTo;
+  to.reportedInc = from.reportedInc;
   to.windowAt = from.windowAt;
   to.windowTotal = from.windowTotal;
 }

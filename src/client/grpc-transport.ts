@@ -1,5 +1,12 @@
 import type { ChannelOptions } from "@grpc/grpc-js";
-import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../server/messages.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  ClusterView,
+  Limits,
+  ReportRequest,
+  ReportResponse,
+} from "../server/messages.js";
 import { connect, type RateLimiterRpc } from "./rpc.js";
 import type { ClientTransport, Done } from "./transport.js";
 
@@ -27,6 +34,10 @@ export class GrpcTransport implements ClientTransport {
 
   report(address: string, req: ReportRequest, timeoutMs: number, done: Done<ReportResponse>): void {
     settle(this.client(address).reportAndGetPolicy(req, { deadlineMs: timeoutMs }), done);
+  }
+
+  check(address: string, req: CheckRequest, timeoutMs: number, done: Done<CheckResponse>): void {
+    settle(this.client(address).check(req, { deadlineMs: timeoutMs }), done);
   }
 
   clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void {

@@ -6,6 +6,10 @@ export interface PendingReport {
   readonly req: ReportRequest;
   readonly keys: readonly ClientKey[];
   readonly drained: readonly Drained[];
+  /** Per entry: whether it carried the key's window total. */
+  readonly resent: readonly boolean[];
+  /** The owner's incarnation as known when the report was built. */
+  readonly incarnation: string;
   attempts: number;
 }
 
@@ -19,6 +23,8 @@ export class OwnerChannel {
   /** Per-owner sequence numbers: each owner's dedup window sees a dense series. */
   private seq: number;
   keyEpoch = 0;
+  /** The owner process's incarnation from its last answer ("" before the first). */
+  incarnation = "";
   inflight: PendingReport | undefined = undefined;
   failed: PendingReport | undefined = undefined;
   /** Consecutive failed calls; 0 after any answer. */

@@ -1,4 +1,11 @@
-import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../server/messages.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  ClusterView,
+  Limits,
+  ReportRequest,
+  ReportResponse,
+} from "../server/messages.js";
 
 /** Completion of one call: an error, or the answer. */
 export type Done<T> = (err: Error | undefined, res?: T) => void;
@@ -9,6 +16,8 @@ export type Done<T> = (err: Error | undefined, res?: T) => void;
  */
 export interface ClientTransport {
   report(address: string, req: ReportRequest, timeoutMs: number, done: Done<ReportResponse>): void;
+  /** A synchronous, exact decision (`Check`) by the key's owner. */
+  check(address: string, req: CheckRequest, timeoutMs: number, done: Done<CheckResponse>): void;
   clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void;
   limits(address: string, knownVersion: string, timeoutMs: number, done: Done<Limits>): void;
   /** Forgets a server that left the cluster (closes its connection). */

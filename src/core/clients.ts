@@ -9,6 +9,8 @@ export class ClientShare {
   held = 0;
   /** Whether a re-sent window-to-date total from this client was already folded in. */
   rebuilt = false;
+  /** Units consumed from this client's reports on this counter since the counter was made. */
+  counted = 0;
   reports = 0;
 }
 
@@ -16,6 +18,8 @@ export class ClientShare {
 const DEMAND_DECAY = 0.3;
 /** Time constant of the key's total offered rate. */
 const RATE_TAU_MS = 1000;
+const FAST_TAU_MS = 250;
+const PEAK_TAU_MS = 5000;
 /** How long the cached water level may be reused by other clients' reports. */
 const LEVEL_TTL_MS = 10;
 
@@ -29,9 +33,12 @@ export class ClientTable {
   private many: Map<string, ClientShare> | undefined = undefined;
   sumDemand = 0;
   sumHeld = 0;
-  /** Units offered per ms by all clients together, smoothed over RATE_TAU_MS. */
+  /** Units offered per ms by all clients together, smoothed over RATE_TAU_MS and FAST_TAU_MS. */
   private rate = 0;
+  private fast = 0;
   private rateAt = Number.NEGATIVE_INFINITY;
+  /** The largest single report's offered units lately (decays over PEAK_TAU_MS). */
+  private peak = 0;
   private level = Number.POSITIVE_INFINITY;
   private levelCapacity = Number.NaN;
   private levelAt = Number.NEGATIVE_INFINITY;
@@ -103,14 +110,26 @@ export class ClientTable {
    * many times over; the total measured at the counter is not fooled by that.
    */
   offered(units: number, now: number): void {
-    this.rate = this.offeredRate(now) + units / RATE_TAU_MS;
+    const dt = this.rateAt === Number.NEGATIVE_INFINITY ? 0 : now - this.rateAt;
+    this.rate = this.rate * Math.exp(-dt / RATE_TAU_MS) + units / RATE_TAU_MS;
+    this.fast = this.fast * Math.exp(-dt / FAST_TAU_MS) + units / FAST_TAU_MS;
+    this.peak = Math.max(units, this.peak * Math.exp(-dt / PEAK_TAU_MS));
     this.rateAt = now;
   }
 
   /** The smoothed total offered rate at `now`, units per ms. */
   offeredRate(now: number): number {
     if (this.rateAt === Number.NEGATIVE_INFINITY) return 0;
-    return this.rate * Math.exp(-(now - this.rateAt) / RATE_TAU_MS);
+    const dt = now - this.rateAt;
+    // The slow average is steady for bursty senders; the fast one sees a surge within a few
+    // reports. The larger of the two errs on the side of rationing.
+    return Math.max(this.rate * Math.exp(-dt / RATE_TAU_MS), this.fast * Math.exp(-dt / FAST_TAU_MS));
+  }
+
+  /** The largest single report's offered units lately: how big a burst one gateway brings. */
+  peakReport(now: number): number {
+    if (this.rateAt === Number.NEGATIVE_INFINITY) return 0;
+    return this.peak * Math.exp(-(now - this.rateAt) / PEAK_TAU_MS);
   }
 
   setHeld(s: ClientShare, held: number): void {

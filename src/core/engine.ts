@@ -361,11 +361,16 @@ export class Engine {
     const alg = RATE_ALGORITHMS[l.algorithm];
     alg.advance(c, l, now);
     if (apply) {
-      // A re-sent window total from a client this owner has never heard from rebuilds the count
-      // after a crash; from a known client it is already counted.
-      // A handed-over counter is whole already.
-      const used =
-        !c.complete && s.reports === 0 && e.windowAdmitted > e.admitted ? e.windowAdmitted : e.admitted;
+      // A client re-sends its window-to-date total when the key's owner (or that owner's process)
+      // changed. A counter that did not come whole by handoff takes it once per client, less what
+      // it already counted from that client: the count is rebuilt after a crash or a restart,
+      // never doubled. A handed-over counter is whole already.
+      let used = e.admitted;
+      if (!c.complete && !s.rebuilt && e.windowAdmitted > 0) {
+        used = Math.max(e.admitted, e.windowAdmitted - s.counted);
+        s.rebuilt = true;
+      }
+      s.counted += used;
       alg.consume(c, l, used, now);
       table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
       table.offered(e.admitted + e.rejected, now);

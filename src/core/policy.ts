@@ -69,8 +69,14 @@ export function ratePolicy(
   const refill = alg.refillPerMs(c, l, now);
   // Demand as the smaller of the clients' own rates and the total measured at the counter: bursty
   // clients that report rarely each look like a steady sender, the total does not.
-  const demand = Math.min(table.sumDemand, table.offeredRate(now));
-  if (avail > 0 && avail + (refill - ALLOW_SAFETY * demand) * lifetime > 0) {
+  // A window without refill cannot pay an overshoot back, so it trusts only the larger figure.
+  const demand = refill === 0 ? table.sumDemand : Math.min(table.sumDemand, table.offeredRate(now));
+  // ALLOW also needs room for the biggest burst one report has brought lately: a gateway whose
+  // traffic comes in bursts looks idle between them.
+  if (
+    avail > ALLOW_SAFETY * table.peakReport(now) &&
+    avail + (refill - ALLOW_SAFETY * demand) * lifetime > 0
+  ) {
     return allowPolicy(until, remaining, resetAt);
   }
   const capacity = refill + avail / alg.spendHorizonMs(c, l, now, intervalMs);

@@ -11,6 +11,7 @@ import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
 export type WorkloadSpec =
   | { kind: "shardlimit-batched"; servers: string[]; clientId: string }
   | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
+  | { kind: "shardlimit-check"; servers: string[]; clientId: string }
   | { kind: "check"; address: string };
 
 export interface Workload {
@@ -33,6 +34,16 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
         async close() {
           limiter.flush();
           await new Promise((r) => setTimeout(r, 100));
+          limiter.close();
+        },
+      };
+    }
+    case "shardlimit-check": {
+      // The gateway client sends each Check straight to the key's owner.
+      const limiter = await createLimiter({ servers: spec.servers, clientId: spec.clientId });
+      return {
+        call: (k) => limiter.check(names[k]!),
+        async close() {
           limiter.close();
         },
       };

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { LimitConfig, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { CapacityError, type CheckItem, type Decision, type Engine } from "../core/engine.js";
@@ -77,6 +78,8 @@ const CODE_NAMES: Record<number, string> = Object.fromEntries(
  */
 export class Limiter {
   private resolver: KeyResolver;
+  /** This process's counters: a restart makes a new one (see ReportResponse.incarnation). */
+  readonly incarnation = randomBytes(8).toString("hex");
   readonly engine: Engine;
   private readonly clock: Clock;
   private readonly ownership: Ownership;
@@ -239,6 +242,7 @@ export class Limiter {
       duplicate: !apply,
       keyEpoch: this.resolver.epoch,
       configVersion: this.config.version,
+      incarnation: this.incarnation,
     };
   }
 

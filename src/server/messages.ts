@@ -60,6 +60,7 @@ export interface ReportResponse {
   duplicate: boolean;
   keyEpoch: number;
   configVersion: string;
+  incarnation: string;
 }
 
 export interface LimitsRequest {

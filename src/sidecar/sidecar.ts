@@ -7,6 +7,7 @@ import { createLimiter } from "../client/create.js";
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { connect, type RateLimiterRpc } from "../client/rpc.js";
 import { UNIT_PROTO } from "../config/types.js";
+import { UnavailableError } from "../errors.js";
 import { planEnvoy, respondEnvoy } from "../server/envoy-plan.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
@@ -47,7 +48,8 @@ export interface RunningSidecar {
  * counter can apply them.
  */
 export class EnvoySidecar {
-  private passthrough: RateLimiterRpc | undefined;
+  private readonly passthrough = new Map<string, RateLimiterRpc>();
+  private turn = 0;
 
   constructor(
     private readonly limiter: GatewayLimiter,
@@ -57,18 +59,14 @@ export class EnvoySidecar {
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
-    if (req.descriptors.some((d) => d.limit)) {
-      this.passthrough ??= connect(this.servers[0]!);
-      return this.passthrough.shouldRateLimit(req, { deadlineMs: 1000 });
-    }
     const config = this.limiter.limitConfig();
     if (config === undefined) {
-      // Not ready: nothing is known about the limits yet; answer as the limiter does before it is.
-      return {
-        overallCode: this.limiter.admitsBeforeReady ? EnvoyCode.OK : EnvoyCode.OVER_LIMIT,
-        statuses: [],
-      };
+      // Not ready: validate as always, then answer as the limiter does before it knows the limits.
+      planEnvoy(req, { limits: this.limits, resolve: () => undefined, knownDomain: () => false });
+      const code = this.limiter.admitsBeforeReady ? EnvoyCode.OK : EnvoyCode.OVER_LIMIT;
+      return { overallCode: code, statuses: req.descriptors.map(() => ({ code })) };
     }
+    if (req.descriptors.some((d) => d.limit)) return this.passThrough(req);
     const plan = planEnvoy(req, {
       limits: this.limits,
       resolve: (domain, entries) => config.resolve(domain, entries),
@@ -93,8 +91,30 @@ export class EnvoySidecar {
     return respondEnvoy(plan, statuses, { decision() {} });
   }
 
+  /** A request with a per-request limit override: to the servers, in turn until one answers. */
+  private async passThrough(req: EnvoyRequest): Promise<EnvoyResponse> {
+    let last: unknown;
+    for (let i = 0; i < this.servers.length; i++) {
+      const address = this.servers[(this.turn + i) % this.servers.length]!;
+      let rpc = this.passthrough.get(address);
+      if (rpc === undefined) {
+        rpc = connect(address);
+        this.passthrough.set(address, rpc);
+      }
+      try {
+        return await rpc.shouldRateLimit(req, { deadlineMs: 1000 });
+      } catch (err) {
+        last = err;
+        this.turn++;
+      }
+    }
+    throw new UnavailableError(
+      `no server answered a request with a limit override: ${(last as Error)?.message}`,
+    );
+  }
+
   close(): void {
-    this.passthrough?.close();
+    for (const rpc of this.passthrough.values()) rpc.close();
   }
 }
 

@@ -1,5 +1,12 @@
 import type { ClientTransport, Done } from "../client/transport.js";
-import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../server/messages.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  ClusterView,
+  Limits,
+  ReportRequest,
+  ReportResponse,
+} from "../server/messages.js";
 import type { SimCluster } from "./sim-cluster.js";
 import type { VirtualScheduler } from "./virtual-scheduler.js";
 
@@ -73,6 +80,10 @@ export class SimNetwork implements ClientTransport {
     this.call(address, timeoutMs, done, () =>
       this.cluster.byAddress(address)!.limiter.reportAndGetPolicy(req),
     );
+  }
+
+  check(address: string, req: CheckRequest, timeoutMs: number, done: Done<CheckResponse>): void {
+    this.call(address, timeoutMs, done, () => this.cluster.byAddress(address)!.limiter.check(req));
   }
 
   clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void {

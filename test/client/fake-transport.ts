@@ -4,7 +4,14 @@ import type { LimitConfig } from "../../src/config/types.js";
 import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/server/input-limits.js";
 import { Limiter } from "../../src/server/limiter.js";
-import type { ClusterView, Limits, ReportRequest, ReportResponse } from "../../src/server/messages.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  ClusterView,
+  Limits,
+  ReportRequest,
+  ReportResponse,
+} from "../../src/server/messages.js";
 import { noopMetrics } from "../../src/server/metrics.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
 import type { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
@@ -22,6 +29,8 @@ export class FakeTransport implements ClientTransport {
   readonly servers = new Map<string, Limiter>();
   view: ClusterView;
   limitsCalls = 0;
+  /** Addresses `check` calls went to. */
+  readonly checks: string[] = [];
   /** Key handles the servers handed out, per address, to read reports that use them. */
   readonly handles = new Map<string, string>();
   dropped: string[] = [];
@@ -72,6 +81,11 @@ export class FakeTransport implements ClientTransport {
       });
       return this.rewrite ? this.rewrite(address, res) : res;
     });
+  }
+
+  check(address: string, req: CheckRequest, timeoutMs: number, done: Done<CheckResponse>): void {
+    this.checks.push(address);
+    this.answer(address, done, timeoutMs, () => this.servers.get(address)!.check(req));
   }
 
   clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void {

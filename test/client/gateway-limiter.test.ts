@@ -152,6 +152,22 @@ describe("GatewayLimiter: deciding and reporting", () => {
     for (const r of t.reports) expect(r.req.generation).toBe(1);
   });
 
+  it("check() asks the key's owner synchronously and exactly", async () => {
+    const { t, limiter, run } = setup({}, [A, B]);
+    twoOwners(t);
+    run(10);
+    const keys = Array.from({ length: 10 }, (_, i) => `api/minute=c${i}`);
+    const answers = keys.map((k) => limiter.check(k, 600));
+    run(5);
+    expect(await Promise.all(answers)).toEqual(keys.map(() => true));
+    expect(new Set(t.checks)).toEqual(new Set([A, B]));
+    const again = limiter.check(keys[0]!, 1);
+    run(5);
+    expect(await again).toBe(false); // the owner counted the 600
+    const free = limiter.check("api/free=1");
+    expect(await free).toBe(true);
+  });
+
   it("a slow owner gets one report in flight and then the merged counts, not a queue", () => {
     const { t, limiter, run } = setup({ reportTimeoutMs: 10_000 });
     run(10);

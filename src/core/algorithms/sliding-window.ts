@@ -52,7 +52,10 @@ export const slidingWindow: RateAlgorithm = {
   refillPerMs(c, l) {
     return c.y / l.windowMs;
   },
-  spendHorizonMs(c, l, now) {
-    return Math.max(1, c.t + l.windowMs - now);
+  spendHorizonMs(c, l, now, intervalMs) {
+    // What is left of the window is handed out within a few reports, as a counter deciding each
+    // request admits until the limit: pacing it over the rest of an hour-long window would
+    // starve bursts that the window has room for.
+    return Math.max(1, Math.min(c.t + l.windowMs - now, 3 * intervalMs));
   },
 };

@@ -129,12 +129,16 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
           }),
       );
     }
-    await measure("shardlimit", "sync (Check, 1 key per call)", [], (onStart) =>
+    await measure("shardlimit", "sync (Check, 1 key per call, sent to its owner)", [], (onStart) =>
       runLoad({
         ...common,
         onStart,
         ratePerSec: opts.syncRate,
-        specFor: (i) => ({ kind: "check", address: stack.addresses()[i % opts.servers]! }),
+        specFor: (i) => ({
+          kind: "shardlimit-check",
+          servers: stack.addresses(),
+          clientId: `bench-sync-${i}`,
+        }),
       }),
     );
     for (const mode of ["flexible", "fixed-window"] as const) {
