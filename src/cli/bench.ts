@@ -1,7 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
 import { startRedisLimiterService } from "../loadtest/redis-limiter-service.js";
-import { baseline } from "../loadtest/scenarios/baseline.js";
+import { runBench, SCENARIOS, type ScenarioName } from "../loadtest/run.js";
 import { runAccuracy, type ScenarioResult } from "../sim/accuracy.js";
 
 function positiveInt(v: string): number {
@@ -94,49 +94,88 @@ function accuracyCommand(): Command {
     );
 }
 
-function baselineCommand(): Command {
-  return new Command("baseline")
-    .description(
-      "shardlimit against Redis-backed limiters (rate-limiter-flexible; envoyproxy/ratelimit's INCRBY+EXPIRE) " +
-        "on the same batched and sync workloads, with CPU seconds of every process; starts etcd, servers and redis-server",
-    )
-    .option("--servers <n>", "shardlimit servers", positiveInt, 2)
+interface LoadFlags {
+  servers: number;
+  gateways: number;
+  duration: number;
+  quick?: boolean;
+  json?: string;
+  html?: string;
+  target?: string[];
+}
+
+/** The flags every load scenario takes. */
+function withLoadFlags(c: Command): Command {
+  return c
+    .option("--servers <n>", "shardlimit servers to start", positiveInt, 2)
     .option("--gateways <n>", "load threads (each one gateway)", positiveInt, 2)
-    .option("--duration <s>", "seconds per run", positiveInt, 10)
-    .option("--quick", "3 s runs at lower rates")
-    .option("--batched-rate <n>", "decisions/s offered to shardlimit in batched mode", positiveInt)
-    .option("--redis-rate <n>", "decisions/s offered to the Redis limiters in batched mode", positiveInt)
-    .option("--sync-rate <n>", "Check calls/s offered to every system", positiveInt)
+    .option("--duration <s>", "seconds per measured run", positiveInt, 10)
+    .option("--quick", "short runs at low rates (all scenarios in under 2 minutes)")
+    .option("--json <file>", "write the report as JSON")
+    .option("--html <file>", "write the report as an HTML page with charts")
     .option(
-      "--json <file>",
-      "write { results: [{ system, workload, decisions_per_s, cpu_s_per_s, p50_ms, p99_ms }] }",
-    )
-    .action(
-      async (flags: {
-        servers: number;
-        gateways: number;
-        duration: number;
-        quick?: boolean;
-        batchedRate?: number;
-        redisRate?: number;
-        syncRate?: number;
-        json?: string;
-      }) => {
-        const quick = flags.quick === true;
-        const results = await baseline({
-          servers: flags.servers,
-          threads: flags.gateways,
-          seconds: quick ? 3 : flags.duration,
-          keys: 10_000,
-          batchedRate: flags.batchedRate ?? (quick ? 200_000 : 1_000_000),
-          redisBatchedRate: flags.redisRate ?? (quick ? 10_000 : 30_000),
-          syncRate: flags.syncRate ?? (quick ? 1_000 : 2_000),
-          log: (l) => process.stderr.write(`${l}\n`),
-        });
-        if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ results }, null, 2)}\n`);
-        process.stdout.write(`${JSON.stringify({ results }, null, 2)}\n`);
-      },
+      "--target <list>",
+      "drive these servers (host:port, comma-separated) instead of starting a cluster",
+      (v: string) =>
+        v
+          .split(",")
+          .map((x) => x.trim())
+          .filter((x) => x !== ""),
     );
+}
+
+async function runFlags(scenarios: readonly ScenarioName[], flags: LoadFlags): Promise<void> {
+  if (flags.target && scenarios.some((s) => s === "failover" || s === "scale" || s === "baseline")) {
+    const bad = scenarios.filter((s) => s === "failover" || s === "scale" || s === "baseline");
+    throw new InvalidArgumentError(
+      `--target drives accuracy, throughput and sync; ${bad.join(", ")} start their own processes`,
+    );
+  }
+  const report = await runBench({
+    scenarios,
+    quick: flags.quick === true,
+    servers: flags.servers,
+    gateways: flags.gateways,
+    duration: flags.duration,
+    json: flags.json,
+    html: flags.html,
+    target: flags.target,
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  process.stdout.write(`${JSON.stringify(summary(report), null, 2)}\n`);
+}
+
+/** The headline figures of a report, for the terminal. */
+function summary(r: Awaited<ReturnType<typeof runBench>>): Record<string, unknown> {
+  const out: Record<string, unknown> = { timings_s: r.timings };
+  if (r.accuracy) {
+    out.accuracy = {
+      loopback_ratio: r.accuracy.loopback.ratio,
+      simulation: Object.fromEntries(r.accuracy.simulation.map((x) => [x.name[0], x.ratio])),
+    };
+  }
+  if (r.throughput) out.throughput = r.throughput;
+  if (r.sync)
+    out.sync = {
+      knee: r.sync.knee,
+      rows: r.sync.rows.map((x) => `${x.api} ${x.target_per_s}/s: p50 ${x.p50_ms} ms, p99 ${x.p99_ms} ms`),
+    };
+  if (r.failover)
+    out.failover = r.failover.map((f) => ({
+      name: f.name,
+      batched_errors: f.batched_errors,
+      sync_errors: f.sync_errors,
+      recovered_after_ms: f.recovered_after_ms,
+    }));
+  if (r.scale) out.scale = r.scale;
+  if (r.results) out.results = r.results;
+  return out;
+}
+
+function scenarioCommand(name: ScenarioName, description: string): Command {
+  return withLoadFlags(new Command(name).description(description)).action((flags: LoadFlags) =>
+    runFlags([name], flags),
+  );
 }
 
 /** The Redis-backed baseline as a service process; `bench baseline` starts it. */
@@ -163,9 +202,37 @@ function redisLimiterCommand(): Command {
 }
 
 export function benchCommand(): Command {
-  return new Command("bench")
-    .description("benchmarks and measurements")
-    .addCommand(accuracyCommand())
-    .addCommand(baselineCommand())
-    .addCommand(redisLimiterCommand(), { hidden: true });
+  return (
+    withLoadFlags(
+      new Command("bench").description(
+        "load-test harness: with no scenario, runs them all (accuracy, throughput, sync, failover, scale, baseline); " +
+          "starts etcd, servers and redis-server on loopback itself",
+      ),
+    )
+      // Each scenario takes the same flags itself: `bench sync --quick` means the sync scenario's.
+      .enablePositionalOptions()
+      .action((flags: LoadFlags) => runFlags(SCENARIOS, flags))
+      .addCommand(accuracyCommand())
+      .addCommand(
+        scenarioCommand(
+          "throughput",
+          "batched mode end to end: gateways deciding, servers ingesting reports",
+        ),
+      )
+      .addCommand(
+        scenarioCommand("sync", "Check and ShouldRateLimit at rising open-loop rates, to find the knee"),
+      )
+      .addCommand(
+        scenarioCommand("failover", "SIGKILL of a server mid-run, then a rolling restart, under load"),
+      )
+      .addCommand(scenarioCommand("scale", "the same batched load on 1, 2, ... servers"))
+      .addCommand(
+        scenarioCommand(
+          "baseline",
+          "shardlimit against Redis-backed limiters (rate-limiter-flexible; envoyproxy/ratelimit's INCRBY+EXPIRE) on the same " +
+            "batched and sync workloads, CPU seconds of every process; writes { results: [...] } with --json",
+        ),
+      )
+      .addCommand(redisLimiterCommand(), { hidden: true })
+  );
 }

@@ -15,6 +15,9 @@ export interface LoadResult {
   /** Completed and failed decisions per 100 ms, all threads together. */
   okPer100ms: number[];
   errPer100ms: number[];
+  /** Decisions that admitted, all threads, per 100 ms; and in all. */
+  admittedPer100ms: number[];
+  admitted: number;
   wallSeconds: number;
 }
 
@@ -30,15 +33,19 @@ export async function runLoad(opts: {
   seconds: number;
   keys: number;
   specFor: (thread: number) => WorkloadSpec;
+  /** Thread i's share of `ratePerSec` (default: equal shares). */
+  shareFor?: (thread: number) => number;
   /** Unmeasured run at the same rate first (default 1 s). */
   warmupSeconds?: number;
   /** Called when every thread is warmed up, just before the measured run starts. */
   onStart?: () => void;
+  /** Called every 100 ms of the measured run (progress, failure injection). */
+  onTick?: (elapsedMs: number) => void;
 }): Promise<LoadResult> {
   const workers = Array.from({ length: opts.threads }, (_, i) => {
     const task: WorkerTask = {
       spec: opts.specFor(i),
-      ratePerSec: opts.ratePerSec / opts.threads,
+      ratePerSec: opts.ratePerSec * (opts.shareFor ? opts.shareFor(i) : 1 / opts.threads),
       seconds: opts.seconds,
       keys: opts.keys,
       warmupSeconds: opts.warmupSeconds ?? 1,
@@ -75,7 +82,9 @@ export async function runLoad(opts: {
   );
   opts.onStart?.();
   for (const w of workers) w.postMessage("go");
-  const rs = await Promise.all(results);
+  const t0 = performance.now();
+  const ticker = opts.onTick ? setInterval(() => opts.onTick!(performance.now() - t0), 100) : undefined;
+  const rs = await Promise.all(results).finally(() => clearInterval(ticker));
   await Promise.all(workers.map((w) => w.terminate()));
   const h = latencyHistogram();
   for (const r of rs) h.add(decodeHistogram(r.latency));
@@ -96,6 +105,8 @@ export async function runLoad(opts: {
     latency: summarize(h),
     okPer100ms: series((r) => r.okPer100ms),
     errPer100ms: series((r) => r.errPer100ms),
+    admittedPer100ms: series((r) => r.admittedPer100ms),
+    admitted: sum((r) => r.admitted),
     wallSeconds,
   };
 }

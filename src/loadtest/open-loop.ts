@@ -12,6 +12,9 @@ export interface OpenLoopOutcome {
   /** Completed and failed calls per 100 ms since the start, for timelines. */
   okPer100ms: number[];
   errPer100ms: number[];
+  /** Calls that completed with `true` (admitted), per 100 ms. */
+  admittedPer100ms: number[];
+  admitted: number;
   wallSeconds: number;
 }
 
@@ -36,6 +39,8 @@ export function openLoop(opts: {
   const buckets = Math.ceil(seconds * 10) + 1;
   const okPer100ms = new Array<number>(buckets).fill(0);
   const errPer100ms = new Array<number>(buckets).fill(0);
+  const admittedPer100ms = new Array<number>(buckets).fill(0);
+  let admitted = 0;
   let sent = 0;
   let completed = 0;
   let errors = 0;
@@ -57,14 +62,20 @@ export function openLoop(opts: {
         latency: lat,
         okPer100ms,
         errPer100ms,
+        admittedPer100ms,
+        admitted,
         wallSeconds: (performance.now() - start) / 1000,
       });
     };
-    const done = (due: number) => {
+    const done = (due: number, result: unknown) => {
       const t = performance.now();
       inFlight--;
       completed++;
       okPer100ms[bucketOf(t)]!++;
+      if (result === true) {
+        admitted++;
+        admittedPer100ms[bucketOf(t)]!++;
+      }
       lat.recordValue(Math.max(1, Math.round((t - due) * 1000)));
     };
     const failed = (err: unknown) => {
@@ -86,8 +97,8 @@ export function openLoop(opts: {
           failed(err);
           continue;
         }
-        if (out instanceof Promise) out.then(() => done(due), failed);
-        else done(due);
+        if (out instanceof Promise) out.then((r) => done(due, r), failed);
+        else done(due, out);
       }
       if (sent >= total || opts.stop?.()) {
         if (inFlight === 0) finish();

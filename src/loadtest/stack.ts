@@ -1,11 +1,16 @@
 import { type EtcdProcess, startEtcd } from "./etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeTempConfig } from "./servers.js";
 
-/** Limits for the load keys `bench/k=<n>`: far above what any key is offered, so all is admitted. */
+/**
+ * Limits for the load keys `bench/k=<n>`: far above what any key is offered, so all is admitted;
+ * and `bench/acc=<v>`, 1000/s, for accuracy over real processes.
+ */
 export const BENCH_LIMITS = `domain: bench
 descriptors:
   - key: k
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000000 }
+  - key: acc
+    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000 }
 `;
 
 /** etcd and N `shardlimit serve --etcd` processes on loopback, started and stopped together. */
@@ -56,5 +61,17 @@ export async function startStack(opts: {
       await Promise.all(servers.map((s) => s.stop("SIGTERM")));
       await etcd.destroy();
     },
+  };
+}
+
+/** An existing cluster to drive (`--target`): nothing is started or stopped; only this process's CPU is known. */
+export function targetStack(addresses: string[]): Stack {
+  return {
+    etcd: undefined as unknown as EtcdProcess,
+    servers: [],
+    configPath: "",
+    addresses: () => addresses,
+    pids: () => [],
+    async stop() {},
   };
 }

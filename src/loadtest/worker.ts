@@ -23,6 +23,8 @@ export interface WorkerResult {
   latency: string;
   okPer100ms: number[];
   errPer100ms: number[];
+  admittedPer100ms: number[];
+  admitted: number;
   wallSeconds: number;
 }
 
@@ -51,6 +53,8 @@ const result: WorkerResult = {
   latency: encodeHistogram(out.latency),
   okPer100ms: out.okPer100ms,
   errPer100ms: out.errPer100ms,
+  admittedPer100ms: out.admittedPer100ms,
+  admitted: out.admitted,
   wallSeconds: out.wallSeconds,
 };
 parentPort!.postMessage({ result });

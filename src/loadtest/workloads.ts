@@ -9,10 +9,11 @@ import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
  * workloads call a service's `Check` for each decision.
  */
 export type WorkloadSpec =
-  | { kind: "shardlimit-batched"; servers: string[]; clientId: string }
+  | { kind: "shardlimit-batched"; servers: string[]; clientId: string; key?: string }
   | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
   | { kind: "shardlimit-check"; servers: string[]; clientId: string }
-  | { kind: "check"; address: string };
+  | { kind: "check"; address: string }
+  | { kind: "envoy"; address: string };
 
 export interface Workload {
   /** One decision for key number `k`; a promise when it waits on the network. */
@@ -29,8 +30,9 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
   switch (spec.kind) {
     case "shardlimit-batched": {
       const limiter = await createLimiter({ servers: spec.servers, clientId: spec.clientId });
+      const fixed = spec.key;
       return {
-        call: (k) => limiter.decide(names[k]!),
+        call: fixed === undefined ? (k) => limiter.decide(names[k]!) : () => limiter.decide(fixed),
         async close() {
           limiter.flush();
           await new Promise((r) => setTimeout(r, 100));
@@ -59,6 +61,21 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
         },
       };
     }
+    case "envoy": {
+      const rpc = connect(spec.address);
+      return {
+        call: (k) =>
+          rpc
+            .shouldRateLimit(
+              { domain: "bench", descriptors: [{ entries: [{ key: "k", value: String(k) }] }] },
+              { deadlineMs: 5000 },
+            )
+            .then((r) => r.overallCode === 1),
+        async close() {
+          rpc.close();
+        },
+      };
+    }
     case "check": {
       const rpc = connect(spec.address);
       return {
@@ -66,6 +83,7 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
           rpc.check({ items: [{ key: names[k]!, cost: 1 }] }, { deadlineMs: 5000 }).then((r) => {
             const e = r.results[0]?.error;
             if (e?.code) throw new Error(e.message);
+            return r.results[0]?.allowed === true;
           }),
         async close() {
           rpc.close();

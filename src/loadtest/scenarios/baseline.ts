@@ -4,7 +4,7 @@ import { type LoadResult, runLoad } from "../load.js";
 import { startRedis } from "../redis.js";
 import type { RedisMode } from "../redis-limiter-service.js";
 import { spawnCli } from "../servers.js";
-import { startStack } from "../stack.js";
+import { type Stack, startStack } from "../stack.js";
 
 export interface BaselineRow {
   system: string;
@@ -30,6 +30,8 @@ export interface BaselineOptions {
   redisBatchedRate: number;
   syncRate: number;
   log: (line: string) => void;
+  /** A cluster to use; else one is started and stopped. */
+  stack?: Stack;
 }
 
 const REDIS_LIMIT = 1_000_000;
@@ -79,7 +81,7 @@ async function redisService(redisUrl: string, mode: RedisMode) {
  */
 export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
   const rows: BaselineRow[] = [];
-  const stack = await startStack({ servers: opts.servers });
+  const stack = opts.stack ?? (await startStack({ servers: opts.servers }));
   const redis = await startRedis();
   const basePids = () => [process.pid, ...stack.pids(), redis.pid];
   const measure = async (
@@ -162,7 +164,7 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
     }
   } finally {
     await redis.stop();
-    await stack.stop();
+    if (!opts.stack) await stack.stop();
   }
   return rows;
 }
