@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import { CpuMeter, processCpuSeconds } from "../../src/loadtest/cpu.js";
+import { lineChart, renderHtml } from "../../src/loadtest/html.js";
+import { openLoop } from "../../src/loadtest/open-loop.js";
+import { newReport } from "../../src/loadtest/report.js";
+
+describe("load-test parts", () => {
+  it("CPU seconds of a process grow with work, and a gone process reads as undefined", () => {
+    const meter = new CpuMeter(() => [process.pid]);
+    meter.start();
+    let x = 0;
+    const until = performance.now() + 50;
+    while (performance.now() < until) x += Math.sqrt(x + 1);
+    const r = meter.stop();
+    expect(r.cpuSeconds).toBeGreaterThan(0.02);
+    expect(processCpuSeconds(2 ** 22 + 12345)).toBeUndefined();
+    expect(x).toBeGreaterThan(0);
+  });
+
+  it("the open loop sends the scheduled number of calls and counts admissions and failures", async () => {
+    let i = 0;
+    const r = await openLoop({
+      ratePerSec: 2000,
+      seconds: 0.1,
+      call: () => {
+        i++;
+        if (i % 10 === 0) throw new Error("boom");
+        return i % 2 === 0 ? Promise.resolve(true) : false;
+      },
+    });
+    expect(r.sent).toBe(200);
+    expect(r.errors).toBe(20);
+    expect(r.completed).toBe(180);
+    expect(r.admitted).toBe(80);
+    expect(r.firstError).toBe("boom");
+  });
+
+  it("charts are SVG paths, one per series, and the page escapes what it shows", () => {
+    const svg = lineChart({
+      title: "t <x>",
+      xLabel: "s",
+      yLabel: "v",
+      series: [
+        {
+          name: "a",
+          color: "#000",
+          points: [
+            [0, 1],
+            [1, 2],
+          ],
+        },
+        {
+          name: "b",
+          color: "#f00",
+          points: [
+            [0, 2],
+            [1, 1],
+          ],
+        },
+      ],
+      markers: [{ x: 0.5, label: "kill" }],
+    });
+    expect(svg.match(/<path /g)).toHaveLength(2);
+    expect(svg).toContain("t &lt;x&gt;");
+    const page = renderHtml({ ...newReport(true), timings: { a: 1 } });
+    expect(page.startsWith("<!doctype html>")).toBe(true);
+  });
+});
