@@ -150,7 +150,7 @@ function summary(r: Awaited<ReturnType<typeof runBench>>): Record<string, unknow
   const out: Record<string, unknown> = { timings_s: r.timings };
   if (r.accuracy) {
     out.accuracy = {
-      loopback_ratio: r.accuracy.loopback.ratio,
+      loopback: Object.fromEntries(r.accuracy.loopback.map((x) => [x.name[0], x.ratio])),
       simulation: Object.fromEntries(r.accuracy.simulation.map((x) => [x.name[0], x.ratio])),
     };
   }

@@ -105,24 +105,26 @@ export function renderHtml(r: BenchReport): string {
   s.push(`<h1>shardlimit bench</h1><p>${esc(r.generated)} · ${r.machine.cpus} CPUs (${esc(r.machine.model)}) ·
     node ${esc(r.machine.node)}${r.quick ? " · quick" : ""}</p>`);
   if (r.accuracy) {
-    const a = r.accuracy.loopback;
-    s.push(`<h2>Accuracy</h2><p>${esc(a.name)}: ratio <b>${a.ratio}</b> (${a.pass ? "pass" : "FAIL"})</p>`);
-    s.push(
-      lineChart({
-        title: "Admitted per second against the limit (real processes, loopback)",
-        xLabel: "seconds",
-        yLabel: "admitted / s",
-        series: [
-          { name: "admitted", color: COLORS[0]!, points: a.admitted_per_s.map((v, i) => [i + 1, v]) },
-          {
-            name: "limit",
-            color: COLORS[1]!,
-            dashed: true,
-            points: a.admitted_per_s.map((_, i) => [i + 1, a.limit]),
-          },
-        ],
-      }),
-    );
+    s.push(`<h2>Accuracy</h2>`);
+    for (const a of r.accuracy.loopback) {
+      s.push(`<p>${esc(a.name)}: ratio <b>${a.ratio}</b> (${a.pass ? "pass" : "FAIL"})</p>`);
+      s.push(
+        lineChart({
+          title: `Admitted per second against the limit: ${a.name.slice(0, 1)} (real processes, loopback)`,
+          xLabel: "seconds",
+          yLabel: "admitted / s",
+          series: [
+            { name: "admitted", color: COLORS[0]!, points: a.admitted_per_s.map((v, i) => [i + 1, v]) },
+            {
+              name: "limit",
+              color: COLORS[1]!,
+              dashed: true,
+              points: a.admitted_per_s.map((_, i) => [i + 1, a.limit]),
+            },
+          ],
+        }),
+      );
+    }
     s.push(
       `<h3>Simulation (scenarios A-G)</h3>`,
       table(r.accuracy.simulation as unknown as Record<string, unknown>[]),

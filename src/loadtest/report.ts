@@ -16,7 +16,7 @@ export interface BenchReport {
   results?: BaselineRow[];
   throughput?: ThroughputResult;
   sync?: SyncResult;
-  accuracy?: { simulation: ScenarioResult[]; loopback: RealAccuracyResult };
+  accuracy?: { simulation: ScenarioResult[]; loopback: RealAccuracyResult[] };
   failover?: FailoverRun[];
   scale?: ScaleRow[];
   /** Wall seconds per scenario. */

@@ -3,7 +3,7 @@ import { SingleBar } from "cli-progress";
 import { runAccuracy } from "../sim/accuracy.js";
 import { renderHtml } from "./html.js";
 import { type BenchReport, newReport } from "./report.js";
-import { accuracyReal } from "./scenarios/accuracy-real.js";
+import { accuracyCase, loopbackCases } from "./scenarios/accuracy-real.js";
 import { baseline } from "./scenarios/baseline.js";
 import { failover } from "./scenarios/failover.js";
 import { scale } from "./scenarios/scale.js";
@@ -51,16 +51,22 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       if (!bar) o.log(`== ${name}`);
       const t0 = performance.now();
       switch (name) {
-        case "accuracy":
-          report.accuracy = {
-            simulation: runAccuracy({ quick: o.quick }),
-            loopback: await accuracyReal({
-              servers: o.servers,
-              gateways: Math.max(2, o.gateways),
-              seconds: o.quick ? 4 : 2 * d,
-            }),
-          };
+        case "accuracy": {
+          // Over loopback, A always; B and C too at full length.
+          const cases = loopbackCases(o.gateways).slice(0, o.quick ? 1 : 3);
+          const loopback = [];
+          for (const c of cases) {
+            loopback.push(
+              await accuracyCase(c, {
+                servers: o.servers,
+                seconds: o.quick ? 4 : 2 * d,
+                stack: await stack(),
+              }),
+            );
+          }
+          report.accuracy = { simulation: runAccuracy({ quick: o.quick }), loopback };
           break;
+        }
         case "throughput":
           report.throughput = await throughput({
             servers: o.servers,

@@ -9,7 +9,14 @@ import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
  * workloads call a service's `Check` for each decision.
  */
 export type WorkloadSpec =
-  | { kind: "shardlimit-batched"; servers: string[]; clientId: string; key?: string }
+  | {
+      kind: "shardlimit-batched";
+      servers: string[];
+      clientId: string;
+      key?: string;
+      /** Gateways this thread hosts (default 1), each its own client id, taking calls in turn. */
+      gateways?: number;
+    }
   | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
   | { kind: "shardlimit-check"; servers: string[]; clientId: string }
   | { kind: "check"; address: string }
@@ -29,14 +36,24 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
   const names = Array.from({ length: keys }, (_, k) => keyName(k));
   switch (spec.kind) {
     case "shardlimit-batched": {
-      const limiter = await createLimiter({ servers: spec.servers, clientId: spec.clientId });
+      const n = spec.gateways ?? 1;
+      const limiters = await Promise.all(
+        Array.from({ length: n }, (_, g) =>
+          createLimiter({
+            servers: spec.servers,
+            clientId: n === 1 ? spec.clientId : `${spec.clientId}-${g}`,
+          }),
+        ),
+      );
       const fixed = spec.key;
+      let turn = 0;
+      const next = () => limiters[n === 1 ? 0 : turn++ % n]!;
       return {
-        call: fixed === undefined ? (k) => limiter.decide(names[k]!) : () => limiter.decide(fixed),
+        call: fixed === undefined ? (k) => next().decide(names[k]!) : () => next().decide(fixed),
         async close() {
-          limiter.flush();
+          for (const l of limiters) l.flush();
           await new Promise((r) => setTimeout(r, 100));
-          limiter.close();
+          for (const l of limiters) l.close();
         },
       };
     }
