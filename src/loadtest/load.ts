@@ -17,6 +17,7 @@ export interface LoadResult {
   errPer100ms: number[];
   /** Decisions that admitted, all threads, per 100 ms; and in all. */
   admittedPer100ms: number[];
+  offeredUnitsPer100ms: number[];
   admitted: number;
   wallSeconds: number;
 }
@@ -35,6 +36,8 @@ export async function runLoad(opts: {
   specFor: (thread: number) => WorkloadSpec;
   /** Thread i's share of `ratePerSec` (default: equal shares). */
   shareFor?: (thread: number) => number;
+  /** Thread i's stepping rate, instead of a share of `ratePerSec`. */
+  stepsFor?: (thread: number) => { everyMs: number; rates: number[] } | undefined;
   /** Unmeasured run at the same rate first (default 1 s). */
   warmupSeconds?: number;
   /** Called when every thread is warmed up, just before the measured run starts. */
@@ -49,6 +52,7 @@ export async function runLoad(opts: {
       seconds: opts.seconds,
       keys: opts.keys,
       warmupSeconds: opts.warmupSeconds ?? 1,
+      ...(opts.stepsFor?.(i) ? { rateSteps: opts.stepsFor(i) } : {}),
       seed: 7919 * (i + 1),
     };
     return new Worker(WORKER, { workerData: task, execArgv: process.execArgv });
@@ -106,6 +110,7 @@ export async function runLoad(opts: {
     okPer100ms: series((r) => r.okPer100ms),
     errPer100ms: series((r) => r.errPer100ms),
     admittedPer100ms: series((r) => r.admittedPer100ms),
+    offeredUnitsPer100ms: series((r) => r.offeredUnitsPer100ms),
     admitted: sum((r) => r.admitted),
     wallSeconds,
   };

@@ -12,8 +12,10 @@ export interface OpenLoopOutcome {
   /** Completed and failed calls per 100 ms since the start, for timelines. */
   okPer100ms: number[];
   errPer100ms: number[];
-  /** Calls that completed with `true` (admitted), per 100 ms. */
+  /** Units admitted (a call that returned true is one unit), per 100 ms. */
   admittedPer100ms: number[];
+  /** Units offered by completed calls, per 100 ms. */
+  offeredUnitsPer100ms: number[];
   admitted: number;
   wallSeconds: number;
 }
@@ -29,17 +31,27 @@ export function openLoop(opts: {
   ratePerSec: number;
   seconds: number;
   call: (i: number) => unknown;
+  /** A rate that changes over the run (ms since the start); overrides `ratePerSec`. */
+  rateAt?: (ms: number) => number;
   graceMs?: number;
   stop?: () => boolean;
 }): Promise<OpenLoopOutcome> {
   const { ratePerSec, seconds, call } = opts;
-  const total = Math.floor(ratePerSec * seconds);
-  const intervalMs = 1000 / ratePerSec;
+  const endMs = seconds * 1000;
+  /** Due time of the next call, ms since the start. */
+  let dueMs = 0;
+  const advance = () => {
+    const rate = opts.rateAt ? opts.rateAt(dueMs) : ratePerSec;
+    // At rate 0 look again 10 ms later.
+    dueMs += rate > 0 ? 1000 / rate : 10;
+    return rate > 0;
+  };
   const lat = latencyHistogram();
   const buckets = Math.ceil(seconds * 10) + 1;
   const okPer100ms = new Array<number>(buckets).fill(0);
   const errPer100ms = new Array<number>(buckets).fill(0);
   const admittedPer100ms = new Array<number>(buckets).fill(0);
+  const offeredUnitsPer100ms = new Array<number>(buckets).fill(0);
   let admitted = 0;
   let sent = 0;
   let completed = 0;
@@ -63,6 +75,7 @@ export function openLoop(opts: {
         okPer100ms,
         errPer100ms,
         admittedPer100ms,
+        offeredUnitsPer100ms,
         admitted,
         wallSeconds: (performance.now() - start) / 1000,
       });
@@ -72,9 +85,12 @@ export function openLoop(opts: {
       inFlight--;
       completed++;
       okPer100ms[bucketOf(t)]!++;
-      if (result === true) {
-        admitted++;
-        admittedPer100ms[bucketOf(t)]!++;
+      // true/false: one call admitted or not; a number: units admitted (> 0) or rejected (< 0).
+      const units = typeof result === "number" ? result : result === true ? 1 : 0;
+      offeredUnitsPer100ms[bucketOf(t)]! += typeof result === "number" ? Math.abs(result) : 1;
+      if (units > 0) {
+        admitted += units;
+        admittedPer100ms[bucketOf(t)]! += units;
       }
       lat.recordValue(Math.max(1, Math.round((t - due) * 1000)));
     };
@@ -86,8 +102,9 @@ export function openLoop(opts: {
     };
     const tick = () => {
       const now = performance.now();
-      while (sent < total && start + sent * intervalMs <= now && !opts.stop?.()) {
-        const due = start + sent * intervalMs;
+      while (dueMs < endMs && start + dueMs <= now && !opts.stop?.()) {
+        const due = start + dueMs;
+        if (!advance()) continue;
         const i = sent++;
         inFlight++;
         let out: unknown;
@@ -100,7 +117,7 @@ export function openLoop(opts: {
         if (out instanceof Promise) out.then((r) => done(due, r), failed);
         else done(due, out);
       }
-      if (sent >= total || opts.stop?.()) {
+      if (dueMs >= endMs || opts.stop?.()) {
         if (inFlight === 0) finish();
         else {
           const grace = setTimeout(finish, opts.graceMs ?? 5000);
@@ -117,7 +134,7 @@ export function openLoop(opts: {
       // Sleep until the next call is due rather than spin: the generator's CPU counts in the
       // figures, so it must use only what its calls need. Timers fire about every millisecond;
       // the latency of a call sent late counts from its due time all the same.
-      const wait = start + sent * intervalMs - performance.now();
+      const wait = start + dueMs - performance.now();
       if (wait > 0) setTimeout(tick, Math.max(0, wait - 0.5));
       else setImmediate(tick);
     };

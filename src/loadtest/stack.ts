@@ -11,6 +11,8 @@ descriptors:
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000000 }
   - key: acc
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000 }
+  - key: tokens
+    rate_limit: { algorithm: token_bucket, unit: minute, requests_per_unit: 100000, cost_unit: tokens }
 `;
 
 /** etcd and N `shardlimit serve --etcd` processes on loopback, started and stopped together. */

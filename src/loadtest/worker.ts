@@ -9,6 +9,8 @@ export interface WorkerTask {
   ratePerSec: number;
   seconds: number;
   keys: number;
+  /** A rate that steps: rates[k % rates.length] during step k of everyMs (overrides ratePerSec). */
+  rateSteps?: { everyMs: number; rates: number[] };
   /** Run at the same rate this long, unmeasured, before the measured run. */
   warmupSeconds: number;
   /** Keys are drawn in a seeded order per thread. */
@@ -24,6 +26,7 @@ export interface WorkerResult {
   okPer100ms: number[];
   errPer100ms: number[];
   admittedPer100ms: number[];
+  offeredUnitsPer100ms: number[];
   admitted: number;
   wallSeconds: number;
 }
@@ -43,7 +46,15 @@ if (task.warmupSeconds > 0)
   await openLoop({ ratePerSec: task.ratePerSec, seconds: task.warmupSeconds, call });
 parentPort!.postMessage({ ready: true });
 await new Promise<void>((resolve) => parentPort!.once("message", () => resolve()));
-const out = await openLoop({ ratePerSec: task.ratePerSec, seconds: task.seconds, call });
+const steps = task.rateSteps;
+const out = await openLoop({
+  ratePerSec: task.ratePerSec,
+  seconds: task.seconds,
+  call,
+  ...(steps
+    ? { rateAt: (ms: number) => steps.rates[Math.floor(ms / steps.everyMs) % steps.rates.length]! }
+    : {}),
+});
 await w.close();
 const result: WorkerResult = {
   sent: out.sent,
@@ -54,6 +65,7 @@ const result: WorkerResult = {
   okPer100ms: out.okPer100ms,
   errPer100ms: out.errPer100ms,
   admittedPer100ms: out.admittedPer100ms,
+  offeredUnitsPer100ms: out.offeredUnitsPer100ms,
   admitted: out.admitted,
   wallSeconds: out.wallSeconds,
 };

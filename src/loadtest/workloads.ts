@@ -16,6 +16,8 @@ export type WorkloadSpec =
       key?: string;
       /** Gateways this thread hosts (default 1), each its own client id, taking calls in turn. */
       gateways?: number;
+      /** Costs drawn log-uniformly from 1 to this (LLM tokens); the call returns ± units. */
+      maxCost?: number;
     }
   | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
   | { kind: "shardlimit-check"; servers: string[]; clientId: string }
@@ -48,8 +50,23 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
       const fixed = spec.key;
       let turn = 0;
       const next = () => limiters[n === 1 ? 0 : turn++ % n]!;
+      const max = spec.maxCost;
+      let seed = 12345;
+      const cost = () => {
+        seed = (seed * 16807) % 2147483647;
+        return Math.max(1, Math.round(Math.exp((seed / 2147483647) * Math.log(max!))));
+      };
+      const costed = (key: string) => {
+        const c = cost();
+        return next().decide(key, c) ? c : -c;
+      };
       return {
-        call: fixed === undefined ? (k) => next().decide(names[k]!) : () => next().decide(fixed),
+        call:
+          max !== undefined
+            ? (k) => costed(fixed ?? names[k]!)
+            : fixed === undefined
+              ? (k) => next().decide(names[k]!)
+              : () => next().decide(fixed),
         async close() {
           for (const l of limiters) l.flush();
           await new Promise((r) => setTimeout(r, 100));

@@ -20,6 +20,8 @@ interface LoopbackCase {
   total: number;
   /** Per load thread: its share of `total` and how many gateways it hosts. */
   threads: { share: number; gateways: number }[];
+  /** Per load thread: a stepping rate instead of a share of `total` (E: the load moves). */
+  steps?: (thread: number) => { everyMs: number; rates: number[] };
   /** Under the limit: the ratio is admitted over offered. */
   under: boolean;
 }
@@ -59,6 +61,18 @@ export function loopbackCases(gateways: number): LoopbackCase[] {
       ],
       under: true,
     },
+    {
+      name: `E. load shift over loopback: ${g} gateways, 2000/s, the heavy sender changes every 5 s`,
+      key: "bench/acc=e",
+      limit: 1000,
+      total: 2000,
+      threads: Array.from({ length: g }, () => ({ share: 1 / g, gateways: 1 })),
+      steps: (i) => ({
+        everyMs: 5000,
+        rates: Array.from({ length: g }, (_, k) => (k === i ? 1800 : 200 / (g - 1))),
+      }),
+      under: false,
+    },
   ];
 }
 
@@ -80,6 +94,7 @@ export async function accuracyCase(
       keys: 1,
       warmupSeconds: 0,
       shareFor: (i) => c.threads[i]!.share,
+      ...(c.steps ? { stepsFor: c.steps } : {}),
       specFor: (i) => ({
         kind: "shardlimit-batched",
         servers: stack.addresses(),
@@ -89,7 +104,7 @@ export async function accuracyCase(
       }),
     });
     const perS = perSecond(r.admittedPer100ms);
-    const offeredPerS = perSecond(r.okPer100ms);
+    const offeredPerS = perSecond(r.offeredUnitsPer100ms);
     const admitted = perS.slice(2).reduce((a, b) => a + b, 0);
     const offered = offeredPerS.slice(2).reduce((a, b) => a + b, 0);
     const right = c.under ? offered : Math.min(offered, c.limit * perS.slice(2).length);
