@@ -78,14 +78,15 @@ export class EnvoySidecar {
       const ok = this.limiter.decide(r.counterKey, plan.hits[i]!);
       const d = this.limiter.describe(r.counterKey);
       const rule = r.rule;
+      // The owner's figures as of its last answer, less what this gateway admitted since; before
+      // any answer, the limit less what it admitted.
+      const remaining = d?.known ? d.remaining - d.admittedSince : rule.limit - (d?.admittedSince ?? 0);
+      const resetAt = d?.known && d.resetAt > now ? d.resetAt : now + rule.windowMs;
       return {
         code: ok ? EnvoyCode.OK : EnvoyCode.OVER_LIMIT,
         currentLimit: { name: rule.name ?? "", requestsPerUnit: rule.limit, unit: UNIT_PROTO[rule.unit] },
-        limitRemaining: Math.max(0, Math.floor(d?.remaining ?? 0)),
-        durationUntilReset: {
-          seconds: Math.max(0, Math.ceil(((d?.resetAt ?? now) - now) / 1000)),
-          nanos: 0,
-        },
+        limitRemaining: ok ? Math.max(0, Math.floor(remaining)) : 0,
+        durationUntilReset: { seconds: Math.max(0, Math.ceil((resetAt - now) / 1000)), nanos: 0 },
       };
     });
     return respondEnvoy(plan, statuses, { decision() {} });
