@@ -1,3 +1,4 @@
+import { GatewayLimiter, type GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
 import type { ClientTransport, Done } from "../../src/client/transport.js";
 import { compileSources } from "../../src/config/load.js";
 import type { LimitConfig } from "../../src/config/types.js";
@@ -14,7 +15,7 @@ import type {
 } from "../../src/server/messages.js";
 import { noopMetrics } from "../../src/server/metrics.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
-import type { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
+import { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
 
 /** `lose`: the server applies the report but its answer never arrives (the call fails). */
 export type Mode = "ok" | "fail" | "hang" | "lose";
@@ -127,4 +128,37 @@ export function config(yaml = YAML): LimitConfig {
 /** The key a recorded entry is for, whether it was sent by name or by handle. */
 export function entryKey(t: FakeTransport, address: string, e: { key: string; keyHandle?: number }): string {
   return e.key !== "" ? e.key : (t.handles.get(`${address}#${e.keyHandle}`) ?? "?");
+}
+
+/**
+ * A GatewayLimiter (client id gw1, seeded randomness) on a fresh virtual clock and a
+ * FakeTransport to real Limiters at `addresses`, started; `run(ms)` advances the clock.
+ */
+export function startGateway(
+  o: {
+    opts?: Partial<GatewayLimiterOptions>;
+    addresses?: string[];
+    yaml?: string;
+    modes?: Record<string, Mode>;
+  } = {},
+) {
+  const addresses = o.addresses ?? ["a:1"];
+  const clock = new VirtualScheduler(600_000);
+  const t = new FakeTransport(clock, config(o.yaml), addresses);
+  for (const [a, m] of Object.entries(o.modes ?? {})) t.modes.set(a, m);
+  let seed = 1;
+  const limiter = new GatewayLimiter({
+    servers: addresses,
+    clientId: "gw1",
+    transport: t,
+    scheduler: clock,
+    random: () => {
+      seed = (seed * 16807) % 2147483647;
+      return seed / 2147483647;
+    },
+    ...o.opts,
+  });
+  limiter.start();
+  const run = (ms: number) => clock.runUntil(clock.now() + ms);
+  return { clock, t, limiter, run };
 }

@@ -1,38 +1,20 @@
 import { describe, expect, it } from "vitest";
-import { GatewayLimiter, type GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
+import type { GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
 import { pointToWire } from "../../src/cluster/hash.js";
 import { InvalidArgumentError, NotReadyError } from "../../src/errors.js";
 import { ErrorCode } from "../../src/server/messages.js";
-import { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
-import { config, entryKey, FakeTransport, YAML } from "./fake-transport.js";
+import { config, entryKey, type FakeTransport, startGateway, YAML } from "./fake-transport.js";
 
 const A = "a:1";
 const B = "b:1";
-const START = 600_000;
+const _START = 600_000;
 
 function setup(
   opts: Partial<GatewayLimiterOptions> = {},
   addresses = [A],
   modes: Record<string, "fail"> = {},
 ) {
-  const clock = new VirtualScheduler(START);
-  const t = new FakeTransport(clock, config(), addresses);
-  for (const [a, m] of Object.entries(modes)) t.modes.set(a, m);
-  let seed = 1;
-  const limiter = new GatewayLimiter({
-    servers: addresses,
-    clientId: "gw1",
-    transport: t,
-    scheduler: clock,
-    random: () => {
-      seed = (seed * 16807) % 2147483647;
-      return seed / 2147483647;
-    },
-    ...opts,
-  });
-  limiter.start();
-  const run = (ms: number) => clock.runUntil(clock.now() + ms);
-  return { clock, t, limiter, run };
+  return startGateway({ opts, addresses, modes });
 }
 
 /** Two servers splitting the key space in half. */

@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { keyPoint, pointToWire } from "../../src/cluster/hash.js";
-import { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
-import { config, FakeTransport } from "./fake-transport.js";
+import type { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
+import { config, type FakeTransport, startGateway } from "./fake-transport.js";
 
 /**
  * Counting across owner reloads and restarts, outages, config swaps and members leaving with a
@@ -13,23 +12,9 @@ const A = "a:1";
 const B = "b:1";
 
 function setup(addresses = [A], yaml?: string) {
-  const clock = new VirtualScheduler(600_000);
-  const t = new FakeTransport(clock, config(yaml), addresses);
-  let seed = 1;
-  const limiter = new GatewayLimiter({
-    servers: addresses,
-    clientId: "gw1",
-    transport: t,
-    scheduler: clock,
-    random: () => {
-      seed = (seed * 16807) % 2147483647;
-      return seed / 2147483647;
-    },
-  });
-  limiter.start();
-  const run = (ms: number) => clock.runUntil(clock.now() + ms);
-  run(10);
-  return { clock, t, limiter, run };
+  const g = startGateway({ addresses, ...(yaml ? { yaml } : {}) });
+  g.run(10);
+  return g;
 }
 
 /** Units the owner at `address` has counted for `api/minute=<v>` (limit 600). */
