@@ -3,7 +3,7 @@ import { SingleBar } from "cli-progress";
 import { runAccuracy } from "../sim/accuracy.js";
 import { renderHtml } from "./html.js";
 import { type BenchReport, newReport } from "./report.js";
-import { accuracyCase, loopbackCases } from "./scenarios/accuracy-real.js";
+import { accuracyCase, crashMidWindow, loopbackCases } from "./scenarios/accuracy-real.js";
 import { baseline } from "./scenarios/baseline.js";
 import { failover } from "./scenarios/failover.js";
 import { scale } from "./scenarios/scale.js";
@@ -64,6 +64,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
               }),
             );
           }
+          if (!o.quick && !o.target) loopback.push(await crashMidWindow({ gateways: o.gateways }));
           report.accuracy = { simulation: runAccuracy({ quick: o.quick }), loopback };
           break;
         }

@@ -1,3 +1,6 @@
+import { Routing } from "../../client/routing.js";
+import { connect } from "../../client/rpc.js";
+import { keyPoint } from "../../cluster/hash.js";
 import { runLoad } from "../load.js";
 import { type Stack, startStack } from "../stack.js";
 import { perSecond } from "./common.js";
@@ -120,5 +123,70 @@ export async function accuracyCase(
     };
   } finally {
     if (!o.stack) await stack.stop();
+  }
+}
+
+/**
+ * F over real processes: gateways offer 2000/s to a 10,000-per-10 s fixed window; 3 s into a
+ * window the key's owner is SIGKILLed. Its lease runs out (2 s), the slices move, the gateways
+ * re-send their window totals to the new owner. Admitted in that window over the limit.
+ */
+export async function crashMidWindow(o: { gateways: number }): Promise<RealAccuracyResult> {
+  const stack = await startStack({ servers: 3 });
+  const key = "bench/win=f";
+  try {
+    const rpc = connect(stack.addresses()[0]!);
+    const view = await rpc.getClusterView({}, { deadlineMs: 3000 });
+    rpc.close();
+    const routing = Routing.fromView(view, stack.addresses()[0]!);
+    if (typeof routing === "string") throw new Error(routing);
+    const ownerAddress = routing.ownerOf(keyPoint(key));
+    const victim = stack.servers.find((s) => s.address === ownerAddress)!;
+    const WINDOW = 10_000;
+    // The window under test starts once the gateways are warm; the run covers it whole.
+    const startWall = Date.now() + 300;
+    const windowAt = Math.ceil((startWall + 1500) / WINDOW) * WINDOW;
+    const seconds = (windowAt + WINDOW + 500 - startWall) / 1000;
+    let t0 = 0;
+    let killed = false;
+    const gateways = Math.max(2, o.gateways);
+    const r = await runLoad({
+      threads: gateways,
+      ratePerSec: 2000,
+      seconds,
+      keys: 1,
+      warmupSeconds: 0,
+      specFor: (i) => ({
+        kind: "shardlimit-batched",
+        servers: stack.addresses(),
+        clientId: `accf-${i}`,
+        key,
+      }),
+      onStart: () => {
+        t0 = Date.now();
+      },
+      onTick: () => {
+        if (!killed && Date.now() >= windowAt + 3000) {
+          killed = true;
+          void victim.stop("SIGKILL");
+        }
+      },
+    });
+    const from = Math.max(0, Math.round((windowAt - t0) / 100));
+    const to = from + WINDOW / 100;
+    const admitted = r.admittedPer100ms.slice(from, to).reduce((a, b) => a + b, 0);
+    const offered = r.offeredUnitsPer100ms.slice(from, to).reduce((a, b) => a + b, 0);
+    const ratio = admitted / Math.min(offered, 10_000);
+    return {
+      name: `F. owner SIGKILLed 3 s into a 10,000 per 10 s fixed window, ${gateways} gateways at 2000/s, 3 servers (lease 2 s)`,
+      limit: 10_000,
+      offered,
+      admitted,
+      ratio: Math.round(ratio * 10_000) / 10_000,
+      pass: ratio >= 0.95 && ratio <= 1.05,
+      admitted_per_s: perSecond(r.admittedPer100ms),
+    };
+  } finally {
+    await stack.stop();
   }
 }
