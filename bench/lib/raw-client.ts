@@ -1,18 +1,9 @@
 import * as grpc from "@grpc/grpc-js";
+import type { Caller } from "../../src/loadtest/h2-client.js";
 import { type LatencySummary, latencyHistogram, summarize } from "./common.js";
 import { type BenchServer, type ServerStatsDelta, statsDelta } from "./spawn-server.js";
 
-/** What the load loops need of a client: send request bytes, get response bytes back. */
-export interface Caller {
-  ready(): Promise<void>;
-  call(
-    method: string,
-    body: Buffer,
-    done: (err: { code: number; details: string } | null, res?: Buffer) => void,
-  ): void;
-  callAsync(method: string, body: Buffer): Promise<Buffer>;
-  close(): void;
-}
+export type { Caller };
 
 export type ClientKind = "h2" | "grpc-js";
 
@@ -21,7 +12,7 @@ export async function makeClient(kind: string, address: string, connections = 1)
   if (kind === "grpc-js") return new RawClient(address, connections);
   if (kind !== "h2") throw new Error(`unknown client ${kind}: h2 or grpc-js`);
   if (connections !== 1) throw new Error("the h2 client uses one connection");
-  const { H2Client } = await import("./h2-client.js");
+  const { H2Client } = await import("../../src/loadtest/h2-client.js");
   return new H2Client(address);
 }
 

@@ -12,6 +12,8 @@ export interface LoadResult {
   firstError: string | undefined;
   achievedPerSec: number;
   latency: LatencySummary;
+  /** Send to answer, without the schedule's own lateness. */
+  service: LatencySummary;
   /** Completed and failed decisions per 100 ms, all threads together. */
   okPer100ms: number[];
   errPer100ms: number[];
@@ -91,7 +93,11 @@ export async function runLoad(opts: {
   const rs = await Promise.all(results).finally(() => clearInterval(ticker));
   await Promise.all(workers.map((w) => w.terminate()));
   const h = latencyHistogram();
-  for (const r of rs) h.add(decodeHistogram(r.latency));
+  const sh = latencyHistogram();
+  for (const r of rs) {
+    h.add(decodeHistogram(r.latency));
+    sh.add(decodeHistogram(r.service));
+  }
   const sum = (f: (r: WorkerResult) => number) => rs.reduce((s, r) => s + f(r), 0);
   const series = (f: (r: WorkerResult) => number[]) => {
     const len = Math.max(...rs.map((r) => f(r).length));
@@ -107,6 +113,7 @@ export async function runLoad(opts: {
     firstError: rs.find((r) => r.firstError)?.firstError,
     achievedPerSec: sum((r) => r.completed) / wallSeconds,
     latency: summarize(h),
+    service: summarize(sh),
     okPer100ms: series((r) => r.okPer100ms),
     errPer100ms: series((r) => r.errPer100ms),
     admittedPer100ms: series((r) => r.admittedPer100ms),

@@ -9,6 +9,8 @@ export interface OpenLoopOutcome {
   firstError: string | undefined;
   /** From each call's scheduled time to its completion, in microseconds. */
   latency: hdr.Histogram;
+  /** From each call's actual send to its completion (without the schedule's timer lateness). */
+  service: hdr.Histogram;
   /** Completed and failed calls per 100 ms since the start, for timelines. */
   okPer100ms: number[];
   errPer100ms: number[];
@@ -47,6 +49,7 @@ export function openLoop(opts: {
     return rate > 0;
   };
   const lat = latencyHistogram();
+  const service = latencyHistogram();
   const buckets = Math.ceil(seconds * 10) + 1;
   const okPer100ms = new Array<number>(buckets).fill(0);
   const errPer100ms = new Array<number>(buckets).fill(0);
@@ -72,6 +75,7 @@ export function openLoop(opts: {
         errors,
         firstError,
         latency: lat,
+        service,
         okPer100ms,
         errPer100ms,
         admittedPer100ms,
@@ -80,8 +84,9 @@ export function openLoop(opts: {
         wallSeconds: (performance.now() - start) / 1000,
       });
     };
-    const done = (due: number, result: unknown) => {
+    const done = (due: number, sentAt: number, result: unknown) => {
       const t = performance.now();
+      service.recordValue(Math.max(1, Math.round((t - sentAt) * 1000)));
       inFlight--;
       completed++;
       okPer100ms[bucketOf(t)]!++;
@@ -107,6 +112,7 @@ export function openLoop(opts: {
         if (!advance()) continue;
         const i = sent++;
         inFlight++;
+        const sentAt = performance.now();
         let out: unknown;
         try {
           out = call(i);
@@ -114,8 +120,8 @@ export function openLoop(opts: {
           failed(err);
           continue;
         }
-        if (out instanceof Promise) out.then((r) => done(due, r), failed);
-        else done(due, out);
+        if (out instanceof Promise) out.then((r) => done(due, sentAt, r), failed);
+        else done(due, sentAt, out);
       }
       if (dueMs >= endMs || opts.stop?.()) {
         if (inFlight === 0) finish();

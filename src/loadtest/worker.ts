@@ -23,6 +23,7 @@ export interface WorkerResult {
   errors: number;
   firstError: string | undefined;
   latency: string;
+  service: string;
   okPer100ms: number[];
   errPer100ms: number[];
   admittedPer100ms: number[];
@@ -62,6 +63,7 @@ const result: WorkerResult = {
   errors: out.errors,
   firstError: out.firstError,
   latency: encodeHistogram(out.latency),
+  service: encodeHistogram(out.service),
   okPer100ms: out.okPer100ms,
   errPer100ms: out.errPer100ms,
   admittedPer100ms: out.admittedPer100ms,

@@ -1,6 +1,10 @@
 import { Redis } from "ioredis";
 import { createLimiter } from "../client/create.js";
+import { Routing } from "../client/routing.js";
 import { connect } from "../client/rpc.js";
+import { keyPoint } from "../cluster/hash.js";
+import { root } from "../server/proto.js";
+import { H2Client } from "./h2-client.js";
 import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
 
 /**
@@ -22,6 +26,8 @@ export type WorkloadSpec =
   | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
   | { kind: "shardlimit-check"; servers: string[]; clientId: string }
   | { kind: "check"; address: string }
+  /** `Check` through the lean HTTP/2 client, each key sent to its owner when `route`. */
+  | { kind: "check-h2"; servers: string[]; route: boolean }
   | { kind: "envoy"; address: string };
 
 export interface Workload {
@@ -29,6 +35,9 @@ export interface Workload {
   call(k: number): unknown;
   close(): Promise<void>;
 }
+
+const CheckRequestType = root.lookupType("shardlimit.v1.CheckRequest");
+const CHECK_PATH = "/shardlimit.v1.RateLimiter/Check";
 
 export function keyName(k: number): string {
   return `bench/k=${k}`;
@@ -107,6 +116,33 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
             .then((r) => r.overallCode === 1),
         async close() {
           rpc.close();
+        },
+      };
+    }
+    case "check-h2": {
+      const clients = new Map<string, H2Client>();
+      for (const a of spec.servers) {
+        const c = new H2Client(a);
+        await c.ready();
+        clients.set(a, c);
+      }
+      let ownerOf = (_k: number) => spec.servers[0]!;
+      if (spec.route) {
+        const rpc = connect(spec.servers[0]!);
+        const view = await rpc.getClusterView({}, { deadlineMs: 3000 });
+        rpc.close();
+        const routing = Routing.fromView(view, spec.servers[0]!);
+        if (typeof routing === "string") throw new Error(routing);
+        ownerOf = (k) => routing.ownerOf(keyPoint(names[k]!));
+      }
+      const owners = names.map((_, k) => clients.get(ownerOf(k)) ?? clients.get(spec.servers[0]!)!);
+      const bodies = names.map((key) =>
+        Buffer.from(CheckRequestType.encode({ items: [{ key, cost: 1 }] }).finish()),
+      );
+      return {
+        call: (k) => owners[k]!.callAsync(CHECK_PATH, bodies[k]!).then(() => true),
+        async close() {
+          for (const c of clients.values()) c.close();
         },
       };
     }

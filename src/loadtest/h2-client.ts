@@ -1,5 +1,15 @@
 import net from "node:net";
-import type { Caller } from "./raw-client.js";
+/** What the load loops need of a client: send request bytes, get response bytes back. */
+export interface Caller {
+  ready(): Promise<void>;
+  call(
+    method: string,
+    body: Buffer,
+    done: (err: { code: number; details: string } | null, res?: Buffer) => void,
+  ): void;
+  callAsync(method: string, body: Buffer): Promise<Buffer>;
+  close(): void;
+}
 
 /**
  * A minimal gRPC-over-HTTP/2 client for load generation: one TCP connection, hand-written frames,
@@ -7,8 +17,8 @@ import type { Caller } from "./raw-client.js";
  * A call succeeds when its stream carries a message before END_STREAM; a trailers-only answer (how
  * gRPC reports an error status) counts as an error. It costs a few microseconds per call where
  * grpc-js's client costs well over a hundred, so on a 2-CPU machine the generator is not what
- * limits the server. Used only by the benchmarks; correctness of answers is checked separately
- * with decoded responses.
+ * limits the server. Used only by load generation (`bench/`, and `shardlimit bench`'s sync workloads);
+ * correctness of answers is checked separately with decoded responses.
  */
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
