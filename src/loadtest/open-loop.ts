@@ -91,8 +91,17 @@ export function openLoop(opts: {
       completed++;
       okPer100ms[bucketOf(t)]!++;
       // true/false: one call admitted or not; a number: units admitted (> 0) or rejected (< 0).
-      const units = typeof result === "number" ? result : result === true ? 1 : 0;
-      offeredUnitsPer100ms[bucketOf(t)]! += typeof result === "number" ? Math.abs(result) : 1;
+      // { admitted, offered }: a burst of several requests.
+      const burst =
+        typeof result === "object" && result !== null
+          ? (result as { admitted: number; offered: number })
+          : undefined;
+      const units = burst ? burst.admitted : typeof result === "number" ? result : result === true ? 1 : 0;
+      offeredUnitsPer100ms[bucketOf(t)]! += burst
+        ? burst.offered
+        : typeof result === "number"
+          ? Math.abs(result)
+          : 1;
       if (units > 0) {
         admitted += units;
         admittedPer100ms[bucketOf(t)]! += units;

@@ -52,8 +52,8 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       const t0 = performance.now();
       switch (name) {
         case "accuracy": {
-          // Over loopback, A always; B, C and E too at full length (D, F and G: simulation only).
-          const cases = loopbackCases(o.gateways).slice(0, o.quick ? 1 : 4);
+          // Over loopback, A always; B, C, E, D and F too at full length (G: simulation only).
+          const cases = loopbackCases(o.gateways).slice(0, o.quick ? 1 : 5);
           const loopback = [];
           for (const c of cases) {
             loopback.push(

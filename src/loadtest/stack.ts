@@ -11,6 +11,8 @@ descriptors:
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000000 }
   - key: acc
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000 }
+  - key: frag
+    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 100, local_allowance: 3 }
   - key: win
     rate_limit: { window: 10s, requests_per_unit: 10000 }
   - key: tokens

@@ -33,6 +33,9 @@ export interface WorkerResult {
 }
 
 const task = workerData as WorkerTask;
+// The gateway client's timers are unref'd and gRPC may not hold the loop open while connecting:
+// without a handle of its own the thread could exit with its top-level await still pending.
+const keepAlive = setInterval(() => {}, 1000);
 const w = await openWorkload(task.spec, task.keys);
 let x = task.seed >>> 0 || 1;
 const call = () => {
@@ -72,3 +75,4 @@ const result: WorkerResult = {
   wallSeconds: out.wallSeconds,
 };
 parentPort!.postMessage({ result });
+clearInterval(keepAlive);

@@ -1,5 +1,6 @@
 import { Redis } from "ioredis";
 import { createLimiter } from "../client/create.js";
+import { GrpcTransport } from "../client/grpc-transport.js";
 import { Routing } from "../client/routing.js";
 import { connect } from "../client/rpc.js";
 import { keyPoint } from "../cluster/hash.js";
@@ -22,6 +23,8 @@ export type WorkloadSpec =
       gateways?: number;
       /** Costs drawn log-uniformly from 1 to this (LLM tokens); the call returns ± units. */
       maxCost?: number;
+      /** Each call is a burst of this many requests at one gateway (D: fragmentation). */
+      burst?: number;
     }
   | { kind: "redis-batched"; redisUrl: string; mode: "flexible" | "fixed-window"; limit: number }
   | { kind: "shardlimit-check"; servers: string[]; clientId: string }
@@ -48,17 +51,47 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
   switch (spec.kind) {
     case "shardlimit-batched": {
       const n = spec.gateways ?? 1;
+      // Gateways hosted together share one channel per server (their own would be n x servers).
+      const shared = new GrpcTransport();
+      const transport =
+        n === 1 ? shared : (Object.assign(Object.create(shared), { close() {} }) as GrpcTransport);
       const limiters = await Promise.all(
         Array.from({ length: n }, (_, g) =>
           createLimiter({
             servers: spec.servers,
             clientId: n === 1 ? spec.clientId : `${spec.clientId}-${g}`,
+            transport,
+            connectTimeoutMs: 20_000,
           }),
         ),
       );
       const fixed = spec.key;
-      let turn = 0;
-      const next = () => limiters[n === 1 ? 0 : turn++ % n]!;
+      let pick = 12345;
+      // Calls go to the hosted gateways at random, so each sees its own random arrival times.
+      const next = () => {
+        if (n === 1) return limiters[0]!;
+        pick = (pick * 48271) % 2147483647;
+        return limiters[pick % n]!;
+      };
+      const close = async () => {
+        for (const l of limiters) l.flush();
+        await new Promise((r) => setTimeout(r, 100));
+        for (const l of limiters) l.close();
+        shared.close();
+      };
+      const burst = spec.burst;
+      if (burst !== undefined) {
+        return {
+          call: (k) => {
+            const g = next();
+            const key = fixed ?? names[k]!;
+            let admitted = 0;
+            for (let b = 0; b < burst; b++) if (g.decide(key)) admitted++;
+            return { admitted, offered: burst };
+          },
+          close,
+        };
+      }
       const max = spec.maxCost;
       let seed = 12345;
       const cost = () => {
@@ -76,11 +109,7 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
             : fixed === undefined
               ? (k) => next().decide(names[k]!)
               : () => next().decide(fixed),
-        async close() {
-          for (const l of limiters) l.flush();
-          await new Promise((r) => setTimeout(r, 100));
-          for (const l of limiters) l.close();
-        },
+        close,
       };
     }
     case "shardlimit-check": {

@@ -27,6 +27,8 @@ interface LoopbackCase {
   steps?: (thread: number) => { everyMs: number; rates: number[] };
   /** Under the limit: the ratio is admitted over offered. */
   under: boolean;
+  /** Each arrival is a burst of this many requests (D). */
+  burst?: number;
 }
 
 /** The client issue's single-key scenarios that fit a few load threads: A, B and C. */
@@ -76,6 +78,18 @@ export function loopbackCases(gateways: number): LoopbackCase[] {
       }),
       under: false,
     },
+    {
+      name: "D. fragmentation over loopback: limit 100/s over 500 gateways (2 threads), bursts of 3 at random times, 80/s in all",
+      key: "bench/frag=d",
+      limit: 100,
+      total: 80 / 3,
+      threads: [
+        { share: 0.5, gateways: 250 },
+        { share: 0.5, gateways: 250 },
+      ],
+      burst: 3,
+      under: true,
+    },
   ];
 }
 
@@ -104,6 +118,7 @@ export async function accuracyCase(
         clientId: `acc-${c.key}-${i}`,
         key: c.key,
         gateways: c.threads[i]!.gateways,
+        ...(c.burst ? { burst: c.burst } : {}),
       }),
     });
     const perS = perSecond(r.admittedPer100ms);
