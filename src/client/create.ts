@@ -5,7 +5,7 @@ import { registerClientMetrics } from "./metrics.js";
 import { systemScheduler } from "./scheduler.js";
 
 export interface LimiterOptions
-  extends Omit<GatewayLimiterOptions, "transport" | "scheduler">,
+  extends Omit<GatewayLimiterOptions, "transport" | "scheduler" | "closeTransport">,
     Partial<Pick<GatewayLimiterOptions, "transport" | "scheduler">> {
   /** How long to wait for a server to hand out the limits and the assignment (default 5000 ms). */
   connectTimeoutMs?: number;
@@ -24,6 +24,8 @@ export async function createLimiter(options: LimiterOptions): Promise<GatewayLim
   const limiter = new GatewayLimiter({
     ...options,
     transport: options.transport ?? new GrpcTransport(),
+    // The channels it opens itself close with it; a transport passed in belongs to the caller.
+    closeTransport: options.transport === undefined,
     scheduler: options.scheduler ?? systemScheduler,
   });
   if (options.registry) registerClientMetrics(options.registry, limiter);

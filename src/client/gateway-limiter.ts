@@ -40,6 +40,8 @@ export interface GatewayLimiterOptions {
   /** Names this gateway to the owners: their fair shares and dedup are per client id. */
   clientId: string;
   transport: ClientTransport;
+  /** Close `transport` with the limiter (default false: a transport passed in may be shared). */
+  closeTransport?: boolean;
   scheduler: Scheduler;
   reportIntervalMs?: number;
   /** A report unanswered this long counts as failed; its keys fall back to a local share. */
@@ -158,6 +160,7 @@ export class GatewayLimiter {
       maxReportEntries: options.maxReportEntries ?? 10_000,
       beforeReady: options.beforeReady ?? "open",
       resendWindowTotals: options.resendWindowTotals ?? true,
+      closeTransport: options.closeTransport ?? false,
       random: options.random ?? Math.random,
       logger: options.logger ?? silent,
       servers: options.servers,
@@ -838,7 +841,7 @@ export class GatewayLimiter {
     this.closed = true;
     this.timer?.cancel();
     this.early?.cancel();
-    this.opts.transport.close();
+    if (this.opts.closeTransport) this.opts.transport.close();
     for (const w of this.readyWaiters.splice(0)) w.reject(new NotReadyError("the limiter was closed"));
   }
 

@@ -26,8 +26,9 @@ export interface OpenLoopOutcome {
  * Open loop: call i is due at start + i / rate whatever happened to earlier calls, and its latency
  * counts from that due time, so a stall shows in the latency of every call behind it (no
  * coordinated omission). Calls go out in the timer tick at or after they are due (about 1 ms
- * granularity), so a few hundred microseconds of every latency are the schedule's own. `call` may be synchronous (returns anything but a promise). Calls still
- * running `graceMs` after the last is due count as errors.
+ * granularity), so up to a millisecond of each latency is the schedule's own; `service` leaves it
+ * out. `call` may be synchronous (returns anything but a promise). Calls still running `graceMs`
+ * after the last is due count as errors.
  */
 export function openLoop(opts: {
   ratePerSec: number;

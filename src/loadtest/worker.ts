@@ -1,6 +1,6 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { encodeHistogram } from "./histogram.js";
-import { openLoop } from "./open-loop.js";
+import { type OpenLoopOutcome, openLoop } from "./open-loop.js";
 import { openWorkload, type WorkloadSpec } from "./workloads.js";
 
 /** What a load thread is told to do. */
@@ -17,20 +17,11 @@ export interface WorkerTask {
   seed: number;
 }
 
-export interface WorkerResult {
-  sent: number;
-  completed: number;
-  errors: number;
-  firstError: string | undefined;
+/** An open loop's outcome with its histograms encoded, to cross the thread boundary. */
+export type WorkerResult = Omit<OpenLoopOutcome, "latency" | "service"> & {
   latency: string;
   service: string;
-  okPer100ms: number[];
-  errPer100ms: number[];
-  admittedPer100ms: number[];
-  offeredUnitsPer100ms: number[];
-  admitted: number;
-  wallSeconds: number;
-}
+};
 
 const task = workerData as WorkerTask;
 // The gateway client's timers are unref'd and gRPC may not hold the loop open while connecting:
@@ -61,18 +52,9 @@ const out = await openLoop({
 });
 await w.close();
 const result: WorkerResult = {
-  sent: out.sent,
-  completed: out.completed,
-  errors: out.errors,
-  firstError: out.firstError,
+  ...out,
   latency: encodeHistogram(out.latency),
   service: encodeHistogram(out.service),
-  okPer100ms: out.okPer100ms,
-  errPer100ms: out.errPer100ms,
-  admittedPer100ms: out.admittedPer100ms,
-  offeredUnitsPer100ms: out.offeredUnitsPer100ms,
-  admitted: out.admitted,
-  wallSeconds: out.wallSeconds,
 };
 parentPort!.postMessage({ result });
 clearInterval(keepAlive);

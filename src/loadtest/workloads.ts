@@ -53,14 +53,12 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
       const n = spec.gateways ?? 1;
       // Gateways hosted together share one channel per server (their own would be n x servers).
       const shared = new GrpcTransport();
-      const transport =
-        n === 1 ? shared : (Object.assign(Object.create(shared), { close() {} }) as GrpcTransport);
       const limiters = await Promise.all(
         Array.from({ length: n }, (_, g) =>
           createLimiter({
             servers: spec.servers,
             clientId: n === 1 ? spec.clientId : `${spec.clientId}-${g}`,
-            transport,
+            transport: shared,
             connectTimeoutMs: 20_000,
           }),
         ),

@@ -68,19 +68,21 @@ export function scenarios(quick: boolean, seed: number): Scenario[] {
   const shiftPhases = quick ? 4 : 10;
   const fLen = quick ? 60 : 120;
   const gLen = 600;
+  /** 20 gateways on a 1000/s token bucket, one of them sending half of `total`. */
+  const skewedSpec = (total: number): SimulationSpec => ({
+    yaml: tokenBucket(1000),
+    key,
+    servers: 3,
+    gateways: 20,
+    seconds: long,
+    rate: skewed(total, 20, 0.5),
+    seed,
+  });
   return [
     {
       name: "A. steady overload: 20 gateways, 2000/s offered, one sending half",
       limitPerS: 1000,
-      spec: {
-        yaml: tokenBucket(1000),
-        key,
-        servers: 3,
-        gateways: 20,
-        seconds: long,
-        rate: skewed(2000, 20, 0.5),
-        seed,
-      },
+      spec: skewedSpec(2000),
       from: 2,
       to: long,
       capacityPerS: 1000,
@@ -90,15 +92,7 @@ export function scenarios(quick: boolean, seed: number): Scenario[] {
     {
       name: "B. under the limit: 900/s offered over 20 gateways, one sending half",
       limitPerS: 1000,
-      spec: {
-        yaml: tokenBucket(1000),
-        key,
-        servers: 3,
-        gateways: 20,
-        seconds: long,
-        rate: skewed(900, 20, 0.5),
-        seed,
-      },
+      spec: skewedSpec(900),
       from: 2,
       to: long,
       capacityPerS: 1000,

@@ -1,10 +1,10 @@
 import { waitReady } from "../child.js";
-import { CpuMeter } from "../cpu.js";
 import { type LoadResult, runLoad } from "../load.js";
 import { startRedis } from "../redis.js";
 import type { RedisMode } from "../redis-limiter-service.js";
 import { spawnCli } from "../servers.js";
 import { type Stack, startStack } from "../stack.js";
+import { measured } from "./common.js";
 
 export interface BaselineRow {
   system: string;
@@ -95,12 +95,10 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
     extraPids: number[],
     load: (onStart: () => void) => Promise<LoadResult>,
   ) => {
-    const meter = new CpuMeter(() => [...basePids(), ...extraPids]);
-    // Measured from when every load thread is connected and warmed up.
-    const r = await load(() => meter.start());
-    const cpu = meter.stop();
-    if (process.env.SHARDLIMIT_BENCH_DEBUG) opts.log(JSON.stringify(cpu.byPid));
-    const out = row(system, workload, r, cpu);
+    // CPU measured from when every load thread is connected and warmed up.
+    const m = await measured(() => [...basePids(), ...extraPids], load);
+    if (process.env.SHARDLIMIT_BENCH_DEBUG) opts.log(JSON.stringify(m.byPid));
+    const out = row(system, workload, m.load, m);
     rows.push(out);
     opts.log(
       `${system} / ${workload}: ${out.decisions_per_s.toLocaleString("en-US")} decisions/s, ` +
