@@ -166,6 +166,7 @@ function summary(r: Awaited<ReturnType<typeof runBench>>): Record<string, unknow
       batched_errors: f.batched_errors,
       sync_errors: f.sync_errors,
       recovered_after_ms: f.recovered_after_ms,
+      cpu_s_per_s: f.cpu_s_per_s,
     }));
   if (r.scale) out.scale = r.scale;
   if (r.results) out.results = r.results;

@@ -78,3 +78,33 @@ export class CpuMeter {
     return { cpuSeconds: total, wallSeconds: (this.t1 - this.t0) / 1000, byPid };
   }
 }
+
+/**
+ * CPU seconds of a set of processes in each interval between `sample()` calls, for timelines. A
+ * process that appears between samples (a restart) counts from its start; one that dies loses
+ * only what it used after its last sample.
+ */
+export class CpuTimeline {
+  private readonly prev = new Map<number, number>();
+  readonly perSample: number[] = [];
+
+  constructor(private readonly pids: () => readonly number[]) {}
+
+  start(): void {
+    for (const pid of this.pids()) {
+      const c = processCpuSeconds(pid);
+      if (c !== undefined) this.prev.set(pid, c);
+    }
+  }
+
+  sample(): void {
+    let used = 0;
+    for (const pid of this.pids()) {
+      const c = processCpuSeconds(pid);
+      if (c === undefined) continue;
+      used += c - (this.prev.get(pid) ?? 0);
+      this.prev.set(pid, c);
+    }
+    this.perSample.push(used);
+  }
+}

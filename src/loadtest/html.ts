@@ -189,6 +189,13 @@ export function renderHtml(r: BenchReport): string {
         ],
         markers: f.events.map((e) => ({ x: e.at_ms / 1000, label: e.what })),
       }),
+      lineChart({
+        title: `Servers' CPU (all processes of the run: ${f.cpu_s_per_s} CPU-s/s on average)`,
+        xLabel: "seconds",
+        yLabel: "CPU-s / s",
+        series: [{ name: "servers", color: COLORS[4]!, points: t(f.timeline.server_cpu_s_per_s) }],
+        markers: f.events.map((e) => ({ x: e.at_ms / 1000, label: e.what })),
+      }),
     );
   }
   if (r.scale) s.push(`<h2>Scale</h2>`, table(r.scale as unknown as Record<string, unknown>[]));

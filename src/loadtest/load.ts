@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import type * as hdr from "hdr-histogram-js";
 import { decodeHistogram, type LatencySummary, latencyHistogram, summarize } from "./histogram.js";
 import type { WorkerResult, WorkerTask } from "./worker.js";
 import type { WorkloadSpec } from "./workloads.js";
@@ -22,17 +23,16 @@ export interface LoadResult {
   offeredUnitsPer100ms: number[];
   admitted: number;
   wallSeconds: number;
+  /** The histograms behind `latency` and `service`, to pool runs. */
+  histograms: { latency: hdr.Histogram; service: hdr.Histogram };
 }
 
 const WORKER = new URL(`./worker.${import.meta.url.endsWith(".ts") ? "ts" : "js"}`, import.meta.url);
 
-/**
- * Runs `threads` load threads, each an open loop at `ratePerSec / threads`, all started together
- * once every one has connected. `specFor(i)` says what thread i drives.
- */
-export async function runLoad(opts: {
+export interface LoadOptions {
   threads: number;
   ratePerSec: number;
+  /** Seconds of each measured run. */
   seconds: number;
   keys: number;
   specFor: (thread: number) => WorkloadSpec;
@@ -40,13 +40,29 @@ export async function runLoad(opts: {
   shareFor?: (thread: number) => number;
   /** Thread i's stepping rate, instead of a share of `ratePerSec`. */
   stepsFor?: (thread: number) => { everyMs: number; rates: number[] } | undefined;
-  /** Unmeasured run at the same rate first (default 1 s). */
+  /** Unmeasured run at the same rate once the threads have connected (default 1 s). */
   warmupSeconds?: number;
-  /** Called when every thread is warmed up, just before the measured run starts. */
+}
+
+export interface RunHooks {
+  /** Called when every thread is ready, just before the measured run starts. */
   onStart?: () => void;
   /** Called every 100 ms of the measured run (progress, failure injection). */
   onTick?: (elapsedMs: number) => void;
-}): Promise<LoadResult> {
+}
+
+/** Load threads that stay connected and warm between measured runs. */
+export interface LoadThreads {
+  /** One measured run on every thread, started together. */
+  run(hooks?: RunHooks): Promise<LoadResult>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts `threads` load threads, each with its workload open and warmed up, each an open loop at
+ * `ratePerSec / threads` when run. `specFor(i)` says what thread i drives.
+ */
+export async function startLoad(opts: LoadOptions): Promise<LoadThreads> {
   const workers = Array.from({ length: opts.threads }, (_, i) => {
     const task: WorkerTask = {
       spec: opts.specFor(i),
@@ -59,66 +75,139 @@ export async function runLoad(opts: {
     };
     return new Worker(WORKER, { workerData: task, execArgv: process.execArgv });
   });
-  const results: Promise<WorkerResult>[] = workers.map(
-    (w) =>
-      new Promise((resolve, reject) => {
-        w.on("message", (m: { result?: WorkerResult }) => {
-          if (m.result) resolve(m.result);
-        });
-        w.once("error", reject);
-        w.once("exit", (code) => {
-          if (code !== 0) reject(new Error(`load thread exited with ${code}`));
-        });
-      }),
-  );
-  await Promise.all(
-    workers.map(
-      (w) =>
-        new Promise<void>((resolve, reject) => {
-          const onMsg = (m: { ready?: boolean }) => {
-            if (m.ready) {
-              w.off("message", onMsg);
-              resolve();
-            }
-          };
-          w.on("message", onMsg);
-          w.once("error", reject);
-        }),
-    ),
-  );
-  opts.onStart?.();
-  for (const w of workers) w.postMessage("go");
-  const t0 = performance.now();
-  const ticker = opts.onTick ? setInterval(() => opts.onTick!(performance.now() - t0), 100) : undefined;
-  const rs = await Promise.all(results).finally(() => clearInterval(ticker));
-  await Promise.all(workers.map((w) => w.terminate()));
+  // A thread that fails or exits fails the run in progress (or the next one).
+  let failure: Error | undefined;
+  const waiting = new Set<(err: Error) => void>();
+  const fail = (err: Error) => {
+    failure ??= err;
+    for (const reject of waiting) reject(err);
+  };
+  let closing = false;
+  for (const w of workers) {
+    w.once("error", fail);
+    w.once("exit", (code) => {
+      if (code !== 0 && !closing) fail(new Error(`load thread exited with ${code}`));
+    });
+  }
+  const nextMessage = <T>(w: Worker, pick: (m: Record<string, unknown>) => T | undefined) =>
+    new Promise<T>((resolve, reject) => {
+      if (failure) return reject(failure);
+      waiting.add(reject);
+      const onMsg = (m: Record<string, unknown>) => {
+        const v = pick(m);
+        if (v === undefined) return;
+        w.off("message", onMsg);
+        waiting.delete(reject);
+        resolve(v);
+      };
+      w.on("message", onMsg);
+    });
+  try {
+    await Promise.all(workers.map((w) => nextMessage(w, (m) => (m.ready ? true : undefined))));
+  } catch (err) {
+    closing = true;
+    await Promise.all(workers.map((w) => w.terminate()));
+    throw err;
+  }
+  return {
+    async run(hooks: RunHooks = {}) {
+      const results = workers.map((w) => nextMessage(w, (m) => m.result as WorkerResult | undefined));
+      hooks.onStart?.();
+      for (const w of workers) w.postMessage("go");
+      const t0 = performance.now();
+      const ticker = hooks.onTick ? setInterval(() => hooks.onTick!(performance.now() - t0), 100) : undefined;
+      const rs = await Promise.all(results).finally(() => clearInterval(ticker));
+      return combine(opts, rs);
+    },
+    async close() {
+      closing = true;
+      const exited = workers.map((w) => new Promise((r) => w.once("exit", r)));
+      for (const w of workers) w.postMessage("stop");
+      const timeout = new Promise((r) => setTimeout(r, 5000).unref());
+      await Promise.race([Promise.all(exited), timeout]);
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}
+
+/** Starts load threads, runs once, closes them. */
+export async function runLoad(opts: LoadOptions & RunHooks): Promise<LoadResult> {
+  const load = await startLoad(opts);
+  try {
+    return await load.run(opts);
+  } finally {
+    await load.close();
+  }
+}
+
+type Series = "okPer100ms" | "errPer100ms" | "admittedPer100ms" | "offeredUnitsPer100ms";
+type Part = Pick<
+  LoadResult,
+  "sent" | "completed" | "errors" | "firstError" | "admitted" | "wallSeconds" | Series
+>;
+
+/**
+ * Parts (threads of one run, or runs of one workload) as one result: counts summed, histograms
+ * merged; `together` says whether the parts ran at the same time (wall time the longest, timelines
+ * added up) or one after another (wall time summed, timelines end to end).
+ */
+function merge(
+  base: { threads: number; targetPerSec: number },
+  parts: readonly Part[],
+  histograms: readonly { latency: hdr.Histogram; service: hdr.Histogram }[],
+  together: boolean,
+): LoadResult {
   const h = latencyHistogram();
   const sh = latencyHistogram();
-  for (const r of rs) {
-    h.add(decodeHistogram(r.latency));
-    sh.add(decodeHistogram(r.service));
+  for (const x of histograms) {
+    h.add(x.latency);
+    sh.add(x.service);
   }
-  const sum = (f: (r: WorkerResult) => number) => rs.reduce((s, r) => s + f(r), 0);
-  const series = (f: (r: WorkerResult) => number[]) => {
-    const len = Math.max(...rs.map((r) => f(r).length));
-    return Array.from({ length: len }, (_, i) => rs.reduce((s, r) => s + (f(r)[i] ?? 0), 0));
+  const sum = (f: (r: Part) => number) => parts.reduce((s, r) => s + f(r), 0);
+  const series = (k: Series) => {
+    if (!together) return parts.flatMap((r) => r[k]);
+    const len = Math.max(...parts.map((r) => r[k].length));
+    return Array.from({ length: len }, (_, i) => parts.reduce((s, r) => s + (r[k][i] ?? 0), 0));
   };
-  const wallSeconds = Math.max(...rs.map((r) => r.wallSeconds));
+  const wallSeconds = together ? Math.max(...parts.map((r) => r.wallSeconds)) : sum((r) => r.wallSeconds);
   return {
-    threads: opts.threads,
-    targetPerSec: opts.ratePerSec,
+    ...base,
     sent: sum((r) => r.sent),
     completed: sum((r) => r.completed),
     errors: sum((r) => r.errors),
-    firstError: rs.find((r) => r.firstError)?.firstError,
+    firstError: parts.find((r) => r.firstError)?.firstError,
     achievedPerSec: sum((r) => r.completed) / wallSeconds,
     latency: summarize(h),
     service: summarize(sh),
-    okPer100ms: series((r) => r.okPer100ms),
-    errPer100ms: series((r) => r.errPer100ms),
-    admittedPer100ms: series((r) => r.admittedPer100ms),
-    offeredUnitsPer100ms: series((r) => r.offeredUnitsPer100ms),
+    okPer100ms: series("okPer100ms"),
+    errPer100ms: series("errPer100ms"),
+    admittedPer100ms: series("admittedPer100ms"),
+    offeredUnitsPer100ms: series("offeredUnitsPer100ms"),
     admitted: sum((r) => r.admitted),
     wallSeconds,
+    histograms: { latency: h, service: sh },
   };
+}
+
+function combine(opts: LoadOptions, rs: WorkerResult[]): LoadResult {
+  const histograms = rs.map((r) => ({
+    latency: decodeHistogram(r.latency),
+    service: decodeHistogram(r.service),
+  }));
+  return merge({ threads: opts.threads, targetPerSec: opts.ratePerSec }, rs, histograms, true);
+}
+
+/**
+ * Several runs of one workload as one: histograms merged, counts summed, the achieved rate over
+ * their summed wall time, timelines one after another.
+ */
+export function poolLoads(rs: readonly LoadResult[]): LoadResult {
+  if (rs.length === 0) throw new RangeError("poolLoads needs at least one run");
+  const base = { threads: rs[0]!.threads, targetPerSec: rs[0]!.targetPerSec };
+  return merge(
+    base,
+    rs,
+    rs.map((r) => r.histograms),
+    false,
+  );
 }

@@ -1,6 +1,14 @@
 import { performance } from "node:perf_hooks";
 import type * as hdr from "hdr-histogram-js";
 import { latencyHistogram } from "./histogram.js";
+import { PreciseTimer } from "./precise-timer.js";
+
+/**
+ * Up to this rate the schedule wakes through a PreciseTimer (one message per wake-up, ~0.2 ms
+ * late); above it calls are less than half a millisecond apart and Node's timers, which send
+ * whatever is due on each whole-millisecond tick, cost less.
+ */
+const PRECISE_UP_TO_PER_SEC = 2000;
 
 export interface OpenLoopOutcome {
   sent: number;
@@ -25,12 +33,12 @@ export interface OpenLoopOutcome {
 /**
  * Open loop: call i is due at start + i / rate whatever happened to earlier calls, and its latency
  * counts from that due time, so a stall shows in the latency of every call behind it (no
- * coordinated omission). Calls go out in the timer tick at or after they are due (about 1 ms
- * granularity), so up to a millisecond of each latency is the schedule's own; `service` leaves it
- * out. `call` may be synchronous (returns anything but a promise). Calls still running `graceMs`
+ * coordinated omission). Calls go out when the schedule wakes at or after they are due: ~0.1-0.3
+ * ms late through a PreciseTimer at low rates, up to a millisecond on Node's timers at high ones;
+ * `service` leaves that lateness out. `call` may be synchronous (returns anything but a promise). Calls still running `graceMs`
  * after the last is due count as errors.
  */
-export function openLoop(opts: {
+export async function openLoop(opts: {
   ratePerSec: number;
   seconds: number;
   call: (i: number) => unknown;
@@ -62,6 +70,7 @@ export function openLoop(opts: {
   let errors = 0;
   let firstError: string | undefined;
   let inFlight = 0;
+  const precise = opts.rateAt || ratePerSec <= PRECISE_UP_TO_PER_SEC ? await PreciseTimer.start() : undefined;
   const start = performance.now() + 5;
   const bucketOf = (t: number) => Math.min(buckets - 1, Math.max(0, Math.floor((t - start) / 100)));
   return new Promise((resolve) => {
@@ -69,6 +78,7 @@ export function openLoop(opts: {
     const finish = () => {
       if (finished) return;
       finished = true;
+      precise?.close();
       errors += inFlight;
       resolve({
         sent,
@@ -148,11 +158,13 @@ export function openLoop(opts: {
         return;
       }
       // Sleep until the next call is due rather than spin: the generator's CPU counts in the
-      // figures, so it must use only what its calls need. Timers fire about every millisecond;
-      // the latency of a call sent late counts from its due time all the same.
+      // figures, so it must use only what its calls need. The latency of a call sent late counts
+      // from its due time all the same.
       const wait = start + dueMs - performance.now();
-      if (wait > 0) setTimeout(tick, Math.max(0, wait - 0.5));
-      else setImmediate(tick);
+      if (wait <= 0) setImmediate(tick);
+      else if (precise && (opts.rateAt ? opts.rateAt(dueMs) : ratePerSec) <= PRECISE_UP_TO_PER_SEC)
+        precise.at(start + dueMs, tick);
+      else setTimeout(tick, Math.max(0, wait - 0.5));
     };
     setTimeout(tick, 5);
   });

@@ -29,6 +29,9 @@ export async function startRedis(): Promise<RedisProcess> {
     dir,
   ]);
   const probe = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0 });
+  // Refused connections are expected until redis-server listens; without a listener ioredis
+  // prints each as an unhandled error.
+  probe.on("error", () => undefined);
   try {
     await waitReady(
       child,

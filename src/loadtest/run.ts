@@ -115,6 +115,10 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
             batchedRate: o.quick ? 200_000 : 1_000_000,
             redisBatchedRate: o.quick ? 10_000 : 30_000,
             syncRate: o.quick ? 500 : 1000,
+            syncSeconds: o.quick ? 2 : 2 * d,
+            syncRounds: o.quick ? 1 : 4,
+            syncWarmupSeconds: o.quick ? 1 : 3,
+            syncSettleRounds: o.quick ? 0 : 1,
             log: o.log,
             stack: await stack(),
           });

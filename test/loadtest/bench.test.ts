@@ -76,6 +76,14 @@ describe("shardlimit bench --quick", () => {
     expect(kill!.recovered_after_ms).toBeLessThan(10_000);
     expect(rolling!.events.filter((e) => e.what.startsWith("SIGTERM"))).toHaveLength(3);
     expect(rolling!.batched_errors).toBe(0);
+    // CPU of the run: every process, and the servers' per 100 ms (a restarted server counts too).
+    for (const f of [kill!, rolling!]) {
+      expect(f.cpu_s_per_s).toBeGreaterThan(0);
+      expect(f.timeline.server_cpu_s_per_s.length).toBeGreaterThan(10);
+      expect(f.timeline.server_cpu_s_per_s.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    }
+    const afterRestarts = rolling!.timeline.server_cpu_s_per_s.slice(-10);
+    expect(afterRestarts.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   });
 
   it("renders its HTML report to PNG in headless Chromium", { timeout: 60_000 }, () => {

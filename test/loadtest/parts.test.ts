@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { CpuMeter, processCpuSeconds } from "../../src/loadtest/cpu.js";
+import { CpuMeter, CpuTimeline, processCpuSeconds } from "../../src/loadtest/cpu.js";
 import { lineChart, renderHtml } from "../../src/loadtest/html.js";
 import { openLoop } from "../../src/loadtest/open-loop.js";
+import { PreciseTimer } from "../../src/loadtest/precise-timer.js";
 import { newReport } from "../../src/loadtest/report.js";
 
 describe("load-test parts", () => {
@@ -15,6 +16,43 @@ describe("load-test parts", () => {
     expect(r.cpuSeconds).toBeGreaterThan(0.02);
     expect(processCpuSeconds(2 ** 22 + 12345)).toBeUndefined();
     expect(x).toBeGreaterThan(0);
+  });
+
+  it("a CPU timeline gives each interval's CPU, not the total so far", () => {
+    const t = new CpuTimeline(() => [process.pid, 2 ** 22 + 12345]);
+    t.start();
+    const busy = (ms: number) => {
+      let x = 0;
+      const until = performance.now() + ms;
+      while (performance.now() < until) x += Math.sqrt(x + 1);
+      return x;
+    };
+    busy(60);
+    t.sample();
+    t.sample();
+    expect(t.perSample).toHaveLength(2);
+    expect(t.perSample[0]).toBeGreaterThan(0.03);
+    expect(t.perSample[1]).toBeLessThan(0.01);
+  });
+
+  it("a precise timer fires at or after the instant asked, and a newer request replaces the older", async () => {
+    const timer = await PreciseTimer.start();
+    try {
+      const fired: string[] = [];
+      const at = performance.now() + 20;
+      const firedAt = await new Promise<number>((resolve) => {
+        timer.at(performance.now() + 5, () => fired.push("replaced"));
+        timer.at(at, () => {
+          fired.push("kept");
+          resolve(performance.now());
+        });
+      });
+      expect(firedAt).toBeGreaterThanOrEqual(at);
+      await new Promise((r) => setTimeout(r, 30));
+      expect(fired).toEqual(["kept"]);
+    } finally {
+      timer.close();
+    }
   });
 
   it("the open loop sends the scheduled number of calls and counts admissions and failures", async () => {

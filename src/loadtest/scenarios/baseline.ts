@@ -1,9 +1,10 @@
 import { waitReady } from "../child.js";
-import { type LoadResult, runLoad } from "../load.js";
+import { type LoadResult, type LoadThreads, poolLoads, runLoad, startLoad } from "../load.js";
 import { startRedis } from "../redis.js";
 import type { RedisMode } from "../redis-limiter-service.js";
 import { spawnCli } from "../servers.js";
 import { type Stack, startStack } from "../stack.js";
+import type { WorkloadSpec } from "../workloads.js";
 import { measured } from "./common.js";
 
 export interface BaselineRow {
@@ -32,6 +33,17 @@ export interface BaselineOptions {
   batchedRate: number;
   redisBatchedRate: number;
   syncRate: number;
+  /** Measured seconds per system of sync work, over all rounds. */
+  syncSeconds: number;
+  /** Sync rows are measured in this many rounds, the systems taking turns (pooled per system). */
+  syncRounds: number;
+  /** Unmeasured calls before each system's first round (its load thread is kept between rounds). */
+  syncWarmupSeconds: number;
+  /**
+   * Rounds run first and not counted: in the first round after processes start every system's
+   * tail is several times its later one (start-up garbage collected, JIT still settling).
+   */
+  syncSettleRounds: number;
   log: (line: string) => void;
   /** A cluster to use; else one is started and stopped. */
   stack?: Stack;
@@ -89,6 +101,14 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
   const stack = opts.stack ?? (await startStack({ servers: opts.servers }));
   const redis = await startRedis();
   const basePids = () => [process.pid, ...stack.pids(), redis.pid];
+  const report = (out: BaselineRow) => {
+    rows.push(out);
+    opts.log(
+      `${out.system} / ${out.workload}: ${out.decisions_per_s.toLocaleString("en-US")} decisions/s, ` +
+        `${out.cpu_s_per_s} CPU-s/s, ${out.decisions_per_cpu_s.toLocaleString("en-US")} per CPU-s, ` +
+        `p50 ${out.p50_ms} ms, p99 ${out.p99_ms} ms (send to answer: ${out.service_p50_ms}, ${out.service_p99_ms} ms), ${out.errors} errors`,
+    );
+  };
   const measure = async (
     system: string,
     workload: string,
@@ -98,13 +118,7 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
     // CPU measured from when every load thread is connected and warmed up.
     const m = await measured(() => [...basePids(), ...extraPids], load);
     if (process.env.SHARDLIMIT_BENCH_DEBUG) opts.log(JSON.stringify(m.byPid));
-    const out = row(system, workload, m.load, m);
-    rows.push(out);
-    opts.log(
-      `${system} / ${workload}: ${out.decisions_per_s.toLocaleString("en-US")} decisions/s, ` +
-        `${out.cpu_s_per_s} CPU-s/s, ${out.decisions_per_cpu_s.toLocaleString("en-US")} per CPU-s, ` +
-        `p50 ${out.p50_ms} ms, p99 ${out.p99_ms} ms (send to answer: ${out.service_p50_ms}, ${out.service_p99_ms} ms), ${out.errors} errors`,
-    );
+    report(row(system, workload, m.load, m));
   };
   try {
     const common = { threads: opts.threads, seconds: opts.seconds, keys: opts.keys };
@@ -134,38 +148,86 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
           }),
       );
     }
-    await measure("shardlimit", "sync (Check, 1 key per call, sent to its owner)", [], (onStart) =>
-      runLoad({
-        ...common,
-        onStart,
-        ratePerSec: opts.syncRate,
-        // The lean HTTP/2 client for both systems' sync calls: grpc-js's client costs ~1 ms a call
-        // on this machine and would set both tails by itself.
-        specFor: () => ({ kind: "check-h2", servers: stack.addresses(), route: true }),
-      }),
-    );
-    for (const mode of ["flexible", "fixed-window"] as const) {
-      const svc = await redisService(redis.url, mode);
-      try {
-        await measure(
-          mode === "flexible" ? "redis: rate-limiter-flexible" : "redis: envoy-style fixed window",
-          "sync (Check, 1 key per call, via a limiter service)",
-          [svc.pid],
-          (onStart) =>
-            runLoad({
-              ...common,
-              onStart,
-              ratePerSec: opts.syncRate,
-              specFor: () => ({ kind: "check-h2", servers: [svc.address], route: false }),
-            }),
-        );
-      } finally {
-        await svc.stop();
-      }
-    }
+    await syncRows(opts, stack, redis.url, basePids, report);
   } finally {
     await redis.stop();
     if (!opts.stack) await stack.stop();
   }
   return rows;
+}
+
+/**
+ * Sync work, shardlimit's Check against the Redis-backed services at one rate: a warm-up first,
+ * then rounds in which the systems take turns, pooled per system, so
+ * that a slow spell of the shared machine lands on all of them rather than on whichever ran then.
+ */
+async function syncRows(
+  opts: BaselineOptions,
+  stack: Stack,
+  redisUrl: string,
+  basePids: () => number[],
+  report: (row: BaselineRow) => void,
+): Promise<void> {
+  const services = await Promise.all(
+    (["flexible", "fixed-window"] as const).map((mode) => redisService(redisUrl, mode)),
+  );
+  try {
+    const systems: { system: string; workload: string; spec: WorkloadSpec; pids: number[] }[] = [
+      {
+        system: "shardlimit",
+        workload: "sync (Check, 1 key per call, sent to its owner)",
+        // The lean HTTP/2 client for every system's sync calls: grpc-js's client costs ~1 ms a
+        // call on this machine and would set both tails by itself.
+        spec: { kind: "check-h2", servers: stack.addresses(), route: true },
+        pids: [],
+      },
+      ...services.map((svc, i): (typeof systems)[number] => ({
+        system: i === 0 ? "redis: rate-limiter-flexible" : "redis: envoy-style fixed window",
+        workload: "sync (Check, 1 key per call, via a limiter service)",
+        spec: { kind: "check-h2", servers: [svc.address], route: false },
+        pids: [svc.pid],
+      })),
+    ];
+    const runs = systems.map(() => ({ loads: [] as LoadResult[], cpuSeconds: 0, wallSeconds: 0 }));
+    // One load thread per system, kept between rounds: warmed once, each round on a warm client.
+    // One thread, because 1,000 calls/s is a small part of what the lean client sends, and fewer
+    // threads on 2 CPUs means less of the generator's own scheduling in the tails.
+    const threads: LoadThreads[] = [];
+    try {
+      for (const sys of systems) {
+        threads.push(
+          await startLoad({
+            threads: 1,
+            seconds: Math.max(1, opts.syncSeconds / opts.syncRounds),
+            keys: opts.keys,
+            ratePerSec: opts.syncRate,
+            warmupSeconds: opts.syncWarmupSeconds,
+            specFor: () => sys.spec,
+          }),
+        );
+      }
+      for (let round = 0; round < opts.syncSettleRounds; round++) {
+        for (const t of threads) await t.run();
+      }
+      for (let round = 0; round < opts.syncRounds; round++) {
+        for (const [i, sys] of systems.entries()) {
+          const m = await measured(
+            () => [...basePids(), ...sys.pids],
+            (onStart) => threads[i]!.run({ onStart }),
+          );
+          runs[i]!.loads.push(m.load);
+          runs[i]!.cpuSeconds += m.cpuSeconds;
+          runs[i]!.wallSeconds += m.wallSeconds;
+        }
+      }
+    } finally {
+      await Promise.all(threads.map((t) => t.close()));
+    }
+    for (const [i, sys] of systems.entries()) {
+      const r = runs[i]!;
+      report(row(sys.system, sys.workload, poolLoads(r.loads), r));
+    }
+  } finally {
+    await Promise.all(services.map((s) => s.stop()));
+  }
 }

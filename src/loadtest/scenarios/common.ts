@@ -1,13 +1,20 @@
 import { CpuMeter } from "../cpu.js";
 import type { LoadResult } from "../load.js";
 
-/** A load run with the CPU of every process in it measured from the moment load starts. */
+/**
+ * A load run with the CPU of every process in it measured from the moment load starts. Readings
+ * every 100 ms keep what a process used before it was killed or restarted.
+ */
 export async function measured(
   pids: () => number[],
   load: (onStart: () => void) => Promise<LoadResult>,
 ): Promise<{ load: LoadResult; cpuSeconds: number; wallSeconds: number; byPid: Record<number, number> }> {
   const meter = new CpuMeter(pids);
-  const r = await load(() => meter.start());
+  let timer: NodeJS.Timeout | undefined;
+  const r = await load(() => {
+    meter.start();
+    timer = setInterval(() => meter.sample(), 100);
+  }).finally(() => clearInterval(timer));
   const cpu = meter.stop();
   return { load: r, ...cpu };
 }

@@ -1,6 +1,8 @@
+import { CpuTimeline } from "../cpu.js";
 import { type LoadResult, runLoad } from "../load.js";
 import { waitAllReady } from "../servers.js";
 import { type Stack, startStack } from "../stack.js";
+import { measured, round } from "./common.js";
 
 export interface FailoverEvent {
   at_ms: number;
@@ -18,8 +20,13 @@ export interface FailoverRun {
   sync_errors: number;
   /** From the failure to the last failed sync call (0 when none failed). */
   recovered_after_ms: number;
-  /** Per 100 ms since the load started: batched decisions, sync OK, sync failed. */
-  timeline: { batched: number[]; sync_ok: number[]; sync_err: number[] };
+  /** CPU seconds per wall second of every process (load threads, servers, etcd) over the run. */
+  cpu_s_per_s: number;
+  /**
+   * Per 100 ms since the load started: batched decisions, sync OK, sync failed, and the servers'
+   * CPU seconds per second (a restarted server counts under its new process).
+   */
+  timeline: { batched: number[]; sync_ok: number[]; sync_err: number[]; server_cpu_s_per_s: number[] };
 }
 
 async function withLoad(
@@ -29,28 +36,47 @@ async function withLoad(
 ) {
   const events: FailoverEvent[] = [];
   const common = { seconds: o.seconds, keys: 1000, warmupSeconds: 0.5 };
-  const [batched, syncR] = await Promise.all([
-    runLoad({
-      ...common,
-      threads: o.gateways,
-      ratePerSec: o.batchedRate,
-      specFor: (i) => ({ kind: "shardlimit-batched", servers: stack.addresses(), clientId: `fo-gw-${i}` }),
-    }),
-    runLoad({
-      ...common,
-      threads: 1,
-      ratePerSec: o.syncRate,
-      specFor: () => ({ kind: "shardlimit-check", servers: stack.addresses(), clientId: "fo-sync" }),
-      onTick: (ms) => inject(ms, events),
-    }),
-  ]);
-  return { batched, sync: syncR, events };
+  const serverCpu = new CpuTimeline(() =>
+    stack.servers.map((s) => s.pid()).filter((p): p is number => p !== undefined),
+  );
+  // Both loads start together; the CPU of the whole run counts from when the sync load (which
+  // injects the failures) starts its measured part.
+  let batched: Promise<LoadResult> | undefined;
+  const m = await measured(
+    () => [process.pid, ...stack.pids()],
+    (onStart) => {
+      batched = runLoad({
+        ...common,
+        threads: o.gateways,
+        ratePerSec: o.batchedRate,
+        specFor: (i) => ({ kind: "shardlimit-batched", servers: stack.addresses(), clientId: `fo-gw-${i}` }),
+      });
+      return runLoad({
+        ...common,
+        threads: 1,
+        ratePerSec: o.syncRate,
+        specFor: () => ({ kind: "shardlimit-check", servers: stack.addresses(), clientId: "fo-sync" }),
+        onStart: () => {
+          onStart();
+          serverCpu.start();
+        },
+        onTick: (ms) => {
+          serverCpu.sample();
+          inject(ms, events);
+        },
+      });
+    },
+  );
+  return {
+    batched: await batched!,
+    sync: m.load,
+    events,
+    cpuPerS: m.cpuSeconds / m.wallSeconds,
+    serverCpuPerS: serverCpu.perSample.map((c) => round(c * 10)),
+  };
 }
 
-function summarize(
-  name: string,
-  r: { batched: LoadResult; sync: LoadResult; events: FailoverEvent[] },
-): FailoverRun {
+function summarize(name: string, r: Awaited<ReturnType<typeof withLoad>>): FailoverRun {
   const failAt = r.events[0]?.at_ms ?? 0;
   let lastErr = -1;
   r.sync.errPer100ms.forEach((n, i) => {
@@ -64,7 +90,13 @@ function summarize(
     sync_calls: r.sync.completed + r.sync.errors,
     sync_errors: r.sync.errors,
     recovered_after_ms: lastErr < 0 ? 0 : Math.max(0, (lastErr + 1) * 100 - failAt),
-    timeline: { batched: r.batched.okPer100ms, sync_ok: r.sync.okPer100ms, sync_err: r.sync.errPer100ms },
+    cpu_s_per_s: round(r.cpuPerS),
+    timeline: {
+      batched: r.batched.okPer100ms,
+      sync_ok: r.sync.okPer100ms,
+      sync_err: r.sync.errPer100ms,
+      server_cpu_s_per_s: r.serverCpuPerS,
+    },
   };
 }
 
