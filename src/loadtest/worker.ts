@@ -26,7 +26,12 @@ export type WorkerResult = Omit<OpenLoopOutcome, "latency" | "service"> & {
 
 const task = workerData as WorkerTask;
 /** Workloads whose figures are latencies of calls to a service: the generator is only the instrument. */
-const SYNC_KINDS: ReadonlySet<WorkloadSpec["kind"]> = new Set(["shardlimit-check", "check", "check-h2", "envoy"]);
+const SYNC_KINDS: ReadonlySet<WorkloadSpec["kind"]> = new Set([
+  "shardlimit-check",
+  "check",
+  "check-h2",
+  "envoy",
+]);
 if (SYNC_KINDS.has(task.spec.kind)) {
   // On Linux priority is per thread: this raises this load thread (and the timer thread it starts)
   // only, not the servers it measures, so that a wake-up of the generator waiting for a busy CPU
