@@ -18,8 +18,7 @@ import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { constants, monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
-import { pino } from "pino";
-import { startServer } from "../../src/server/app.js";
+import { startLoopbackServer } from "./loopback-server.js";
 
 export interface ChildStats {
   type: "stats";
@@ -69,17 +68,7 @@ export interface EchoSetup {
 const send = (m: unknown) => process.send!(m);
 
 async function serve(configPath: string) {
-  const server = await startServer(
-    {
-      configPath,
-      grpcHost: "127.0.0.1",
-      grpcPort: 0,
-      httpHost: "127.0.0.1",
-      httpPort: 0,
-      shutdownGraceMs: 500,
-    },
-    pino({ level: "warn" }),
-  );
+  const server = await startLoopbackServer(configPath);
   return {
     grpcPort: server.grpcPort,
     httpPort: server.httpPort,
