@@ -88,6 +88,15 @@ export function lineChart(o: {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">${parts.join("")}</svg>`;
 }
 
+/** Each point the mean of it and the `n - 1` before it (fewer at the start). */
+function movingAverage(xs: readonly number[], n: number): number[] {
+  let sum = 0;
+  return xs.map((x, i) => {
+    sum += x - (i >= n ? xs[i - n]! : 0);
+    return sum / Math.min(i + 1, n);
+  });
+}
+
 function table(rows: Record<string, unknown>[]): string {
   if (rows.length === 0) return "";
   const cols = Object.keys(rows[0]!).filter((c) =>
@@ -190,10 +199,13 @@ export function renderHtml(r: BenchReport): string {
         markers: f.events.map((e) => ({ x: e.at_ms / 1000, label: e.what })),
       }),
       lineChart({
-        title: `Servers' CPU (all processes of the run: ${f.cpu_s_per_s} CPU-s/s on average)`,
+        title: `Servers' CPU, 500 ms average (every process of the run: ${f.cpu_s_per_s} CPU-s/s)`,
         xLabel: "seconds",
         yLabel: "CPU-s / s",
-        series: [{ name: "servers", color: COLORS[4]!, points: t(f.timeline.server_cpu_s_per_s) }],
+        // /proc counts CPU in 10 ms ticks: single 100 ms readings jump in steps of 0.1.
+        series: [
+          { name: "servers", color: COLORS[4]!, points: t(movingAverage(f.timeline.server_cpu_s_per_s, 5)) },
+        ],
         markers: f.events.map((e) => ({ x: e.at_ms / 1000, label: e.what })),
       }),
     );

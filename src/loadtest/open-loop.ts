@@ -46,6 +46,8 @@ export async function openLoop(opts: {
   rateAt?: (ms: number) => number;
   graceMs?: number;
   stop?: () => boolean;
+  /** Wakes the schedule at low rates; the caller's to close. */
+  timer?: PreciseTimer;
 }): Promise<OpenLoopOutcome> {
   const { ratePerSec, seconds, call } = opts;
   const endMs = seconds * 1000;
@@ -70,7 +72,11 @@ export async function openLoop(opts: {
   let errors = 0;
   let firstError: string | undefined;
   let inFlight = 0;
-  const precise = opts.rateAt || ratePerSec <= PRECISE_UP_TO_PER_SEC ? await PreciseTimer.start() : undefined;
+  const needsTimer = opts.rateAt !== undefined || ratePerSec <= PRECISE_UP_TO_PER_SEC;
+  // A timer of the caller's is kept (starting its thread takes tens of milliseconds, which would
+  // shift this run's start against the caller's clock); one started here is closed here.
+  const own = needsTimer && !opts.timer ? await PreciseTimer.start() : undefined;
+  const precise = needsTimer ? (opts.timer ?? own) : undefined;
   const start = performance.now() + 5;
   const bucketOf = (t: number) => Math.min(buckets - 1, Math.max(0, Math.floor((t - start) / 100)));
   return new Promise((resolve) => {
@@ -78,7 +84,7 @@ export async function openLoop(opts: {
     const finish = () => {
       if (finished) return;
       finished = true;
-      precise?.close();
+      own?.close();
       errors += inFlight;
       resolve({
         sent,

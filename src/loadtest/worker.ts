@@ -2,6 +2,7 @@ import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { encodeHistogram } from "./histogram.js";
 import { type OpenLoopOutcome, openLoop } from "./open-loop.js";
+import { PreciseTimer } from "./precise-timer.js";
 import { openWorkload, type WorkloadSpec } from "./workloads.js";
 
 /** What a load thread is told to do. */
@@ -46,6 +47,9 @@ if (SYNC_KINDS.has(task.spec.kind)) {
 // without a handle of its own the thread could exit with its top-level await still pending.
 const keepAlive = setInterval(() => {}, 1000);
 const w = await openWorkload(task.spec, task.keys);
+// One timer thread for every run of this thread, started before the first: a run then begins
+// as soon as it is told to, on the same clock as the caller's events.
+const timer = await PreciseTimer.start();
 let x = task.seed >>> 0 || 1;
 const call = () => {
   // xorshift: a cheap, repeatable key order
@@ -56,7 +60,7 @@ const call = () => {
 };
 // Warm up (JIT, connections, first policies) at the same rate before anything is measured.
 if (task.warmupSeconds > 0)
-  await openLoop({ ratePerSec: task.ratePerSec, seconds: task.warmupSeconds, call });
+  await openLoop({ ratePerSec: task.ratePerSec, seconds: task.warmupSeconds, call, timer });
 parentPort!.postMessage({ ready: true });
 // Each "go" is one measured run; "stop" closes the workload. Runs of one thread share its warm
 // JIT, connections and policies.
@@ -68,6 +72,7 @@ for (;;) {
     ratePerSec: task.ratePerSec,
     seconds: task.seconds,
     call,
+    timer,
     ...(steps
       ? { rateAt: (ms: number) => steps.rates[Math.floor(ms / steps.everyMs) % steps.rates.length]! }
       : {}),
@@ -80,4 +85,5 @@ for (;;) {
   parentPort!.postMessage({ result });
 }
 await w.close();
+timer.close();
 clearInterval(keepAlive);
