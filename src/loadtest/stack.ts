@@ -1,3 +1,4 @@
+import { connect } from "../client/rpc.js";
 import { type EtcdProcess, startEtcd } from "./etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeTempConfig } from "./servers.js";
 
@@ -26,6 +27,8 @@ export interface Stack {
   readonly configPath: string;
   addresses(): string[];
   pids(): number[];
+  /** Starts one more server (a join) and waits until it owns slices and every server is ready. */
+  addServer(): Promise<ServerProcess>;
   stop(): Promise<void>;
 }
 
@@ -38,18 +41,16 @@ export async function startStack(opts: {
   const configPath = writeTempConfig(opts.config ?? BENCH_LIMITS);
   const prefix = `/bench-${Date.now().toString(36)}/`;
   const servers: ServerProcess[] = [];
+  const newServer = () =>
+    serverProcess({
+      id: `s${servers.length + 1}`,
+      configPath,
+      etcdUrl: etcd.url,
+      prefix,
+      extraArgs: ["--rebalance-interval", "0", ...(opts.extraArgs ?? [])],
+    });
   try {
-    for (let i = 0; i < opts.servers; i++) {
-      servers.push(
-        await serverProcess({
-          id: `s${i + 1}`,
-          configPath,
-          etcdUrl: etcd.url,
-          prefix,
-          extraArgs: ["--rebalance-interval", "0", ...(opts.extraArgs ?? [])],
-        }),
-      );
-    }
+    for (let i = 0; i < opts.servers; i++) servers.push(await newServer());
     await Promise.all(servers.map((s) => s.start()));
     await waitAllReady(servers);
   } catch (err) {
@@ -63,11 +64,37 @@ export async function startStack(opts: {
     configPath,
     addresses: () => servers.map((s) => s.address),
     pids: () => [etcd.pid(), ...servers.map((s) => s.pid())].filter((p): p is number => p !== undefined),
+    async addServer() {
+      const s = await newServer();
+      servers.push(s);
+      await s.start();
+      await waitOwners(servers[0]!.address, servers.length);
+      await waitAllReady(servers);
+      return s;
+    },
     async stop() {
       await Promise.all(servers.map((s) => s.stop("SIGTERM")));
       await etcd.destroy();
     },
   };
+}
+
+/** Waits until the cluster's assignment, as `address` serves it, gives slices to `n` members. */
+async function waitOwners(address: string, n: number, timeoutMs = 20_000): Promise<void> {
+  const rpc = connect(address);
+  try {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const view = await rpc
+        .getClusterView({ knownGeneration: 0 }, { deadlineMs: 2000 })
+        .catch(() => undefined);
+      if (view && new Set(view.slices.map((s) => s.owner)).size >= n) return;
+      if (Date.now() > until) throw new Error(`the assignment did not reach ${n} owners in ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    rpc.close();
+  }
 }
 
 /** An existing cluster to drive (`--target`): nothing is started or stopped; only this process's CPU is known. */
@@ -78,6 +105,7 @@ export function targetStack(addresses: string[]): Stack {
     configPath: "",
     addresses: () => addresses,
     pids: () => [],
+    addServer: () => Promise.reject(new Error("--target: servers are not this harness's to start")),
     async stop() {},
   };
 }

@@ -44,6 +44,14 @@ describe("shardlimit bench --quick", () => {
     ]);
   });
 
+  it("scale: a joining server takes its share, so two servers decide about twice what one does", () => {
+    const [one, two] = report.scale!;
+    expect(one!.servers).toBe(1);
+    expect(two!.servers).toBe(2);
+    expect(two!.scaling).toBeGreaterThan(0.9);
+    expect(two!.decisions_per_s).toBeGreaterThan(1.8 * one!.decisions_per_s);
+  });
+
   it("the baseline rows have the fields and the systems the issue names", () => {
     const rows = report.results!;
     for (const r of rows) {
