@@ -44,7 +44,7 @@ describe("shardlimit bench --quick", () => {
     ]);
   });
 
-  it("scale: a joining server takes its share, so two servers decide about twice what one does", () => {
+  it("scale: after a server joins (it must own slices before the step runs), twice the load is decided", () => {
     const [one, two] = report.scale!;
     expect(one!.servers).toBe(1);
     expect(two!.servers).toBe(2);
