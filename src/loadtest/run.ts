@@ -83,7 +83,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
             servers: o.servers,
             gateways: 1,
             seconds: o.quick ? 2 : d,
-            rates: o.quick ? [500, 2000] : [250, 500, 1000, 2000, 4000, 8000],
+            rates: o.quick ? [500, 2000] : [250, 500, 1000, 2000, 4000, 8000, 16000],
             keys: 10_000,
             stack: await stack(),
           });

@@ -32,6 +32,7 @@ const SYNC_KINDS: ReadonlySet<WorkloadSpec["kind"]> = new Set([
   "check",
   "check-h2",
   "envoy",
+  "envoy-h2",
 ]);
 if (SYNC_KINDS.has(task.spec.kind)) {
   // On Linux priority is per thread: this raises this load thread (and the timer thread it starts)

@@ -4,6 +4,7 @@ import { GrpcTransport } from "../client/grpc-transport.js";
 import { Routing } from "../client/routing.js";
 import { connect } from "../client/rpc.js";
 import { keyPoint } from "../cluster/hash.js";
+import type { CheckResponse, EnvoyResponse } from "../server/messages.js";
 import { root } from "../server/proto.js";
 import { H2Client } from "./h2-client.js";
 import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
@@ -31,7 +32,9 @@ export type WorkloadSpec =
   | { kind: "check"; address: string }
   /** `Check` through the lean HTTP/2 client, each key sent to its owner when `route`. */
   | { kind: "check-h2"; servers: string[]; route: boolean }
-  | { kind: "envoy"; address: string };
+  | { kind: "envoy"; address: string }
+  /** Envoy's ShouldRateLimit through the lean HTTP/2 client (Envoy's own client is not grpc-js). */
+  | { kind: "envoy-h2"; address: string };
 
 export interface Workload {
   /** One decision for key number `k`; a promise when it waits on the network. */
@@ -40,7 +43,19 @@ export interface Workload {
 }
 
 const CheckRequestType = root.lookupType("shardlimit.v1.CheckRequest");
+const CheckResponseType = root.lookupType("shardlimit.v1.CheckResponse");
 const CHECK_PATH = "/shardlimit.v1.RateLimiter/Check";
+const RateLimitRequestType = root.lookupType("envoy.service.ratelimit.v3.RateLimitRequest");
+const RateLimitResponseType = root.lookupType("envoy.service.ratelimit.v3.RateLimitResponse");
+const SHOULD_RATE_LIMIT_PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+
+/** A Check answer's one item: admitted or not; a per-item error is the call's error. */
+function checkAllowed(res: Buffer): boolean {
+  const r = CheckResponseType.decode(res) as unknown as CheckResponse;
+  const item = r.results[0];
+  if (item?.error?.code) throw new Error(item.error.message);
+  return item?.allowed === true;
+}
 
 export function keyName(k: number): string {
   return `bench/k=${k}`;
@@ -167,9 +182,30 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
         Buffer.from(CheckRequestType.encode({ items: [{ key, cost: 1 }] }).finish()),
       );
       return {
-        call: (k) => owners[k]!.callAsync(CHECK_PATH, bodies[k]!).then(() => true),
+        call: (k) => owners[k]!.callAsync(CHECK_PATH, bodies[k]!).then(checkAllowed),
         async close() {
           for (const c of clients.values()) c.close();
+        },
+      };
+    }
+    case "envoy-h2": {
+      const client = new H2Client(spec.address);
+      await client.ready();
+      const bodies = names.map((_, k) =>
+        Buffer.from(
+          RateLimitRequestType.encode({
+            domain: "bench",
+            descriptors: [{ entries: [{ key: "k", value: String(k) }] }],
+          }).finish(),
+        ),
+      );
+      return {
+        call: (k) =>
+          client
+            .callAsync(SHOULD_RATE_LIMIT_PATH, bodies[k]!)
+            .then((res) => (RateLimitResponseType.decode(res) as unknown as EnvoyResponse).overallCode === 1),
+        async close() {
+          client.close();
         },
       };
     }

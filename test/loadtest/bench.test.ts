@@ -52,6 +52,22 @@ describe("shardlimit bench --quick", () => {
     expect(two!.decisions_per_s).toBeGreaterThan(1.8 * one!.decisions_per_s);
   });
 
+  it("sync: Check and ShouldRateLimit answer every call at each rate, with the knee named per API", () => {
+    const { rows, knee } = report.sync!;
+    expect(rows.map((r) => `${r.api} ${r.target_per_s}`)).toEqual([
+      "Check 500",
+      "Check 2000",
+      "ShouldRateLimit 500",
+      "ShouldRateLimit 2000",
+    ]);
+    for (const r of rows) {
+      // A per-item error in an answer (e.g. NOT_OWNER) counts as an error, not as an answer.
+      expect(r.errors, `${r.api} ${r.target_per_s}`).toBe(0);
+      expect(r.achieved_per_s).toBeGreaterThan(0.95 * r.target_per_s);
+    }
+    expect(Object.keys(knee).sort()).toEqual(["Check", "ShouldRateLimit"]);
+  });
+
   it("the baseline rows have the fields and the systems the issue names", () => {
     const rows = report.results!;
     for (const r of rows) {
