@@ -6,9 +6,10 @@
  * compression.
  */
 import http2 from "node:http2";
+import { grpcMessage } from "../../src/loadtest/h2-client.js";
 import type { CheckRequest } from "../../src/server/messages.js";
 import { RATE_LIMITER_SERVICE, serviceDefinition } from "../../src/server/proto.js";
-import { startLoopbackServer } from "./loopback-server.js";
+import { respondGrpc, startLoopbackServer } from "./loopback-server.js";
 
 const running = await startLoopbackServer(process.argv[2]!);
 const check = serviceDefinition(RATE_LIMITER_SERVICE).Check!;
@@ -19,14 +20,7 @@ lean.on("stream", (stream) => {
   stream.on("end", () => {
     const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     const req = check.requestDeserialize(buf.subarray(5)) as CheckRequest;
-    const body = check.responseSerialize(running.limiter.check(req));
-    const out = Buffer.allocUnsafe(5 + body.length);
-    out[0] = 0;
-    out.writeUInt32BE(body.length, 1);
-    body.copy(out, 5);
-    stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-    stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-    stream.end(out);
+    respondGrpc(stream, grpcMessage(check.responseSerialize(running.limiter.check(req))));
   });
 });
 lean.listen(0, "127.0.0.1", () => {

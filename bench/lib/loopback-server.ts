@@ -1,3 +1,4 @@
+import type { ServerHttp2Stream } from "node:http2";
 import { pino } from "pino";
 import { type RunningServer, startServer } from "../../src/server/app.js";
 
@@ -14,4 +15,11 @@ export function startLoopbackServer(configPath: string): Promise<RunningServer> 
     },
     pino({ level: "warn" }),
   );
+}
+
+/** Answers a gRPC call on a bare node:http2 stream: headers, the message, then grpc-status 0. */
+export function respondGrpc(stream: ServerHttp2Stream, message: Buffer): void {
+  stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+  stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+  stream.end(message);
 }

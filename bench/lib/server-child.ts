@@ -18,7 +18,8 @@ import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { constants, monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
-import { startLoopbackServer } from "./loopback-server.js";
+import { grpcMessage } from "../../src/loadtest/h2-client.js";
+import { respondGrpc, startLoopbackServer } from "./loopback-server.js";
 
 export interface ChildStats {
   type: "stats";
@@ -82,11 +83,7 @@ async function rawEcho(setup: EchoSetup) {
   const http2 = await import("node:http2");
   const frames = new Map<string, Buffer>();
   for (const [path, b64] of Object.entries(setup.responses)) {
-    const res = Buffer.from(b64, "base64");
-    const frame = Buffer.alloc(5 + res.length);
-    frame.writeUInt32BE(res.length, 1);
-    res.copy(frame, 5);
-    frames.set(path, frame);
+    frames.set(path, grpcMessage(Buffer.from(b64, "base64")));
   }
   const server = http2.createServer();
   server.on("stream", (stream, headers) => {
@@ -100,9 +97,7 @@ async function rawEcho(setup: EchoSetup) {
         );
         return;
       }
-      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-      stream.end(frame);
+      respondGrpc(stream, frame);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -68,6 +68,15 @@ function headerBlock(authority: string, path: string): Buffer {
   ]);
 }
 
+/** A gRPC length-prefixed message: flag 0 (not compressed), 4-byte length, the bytes. */
+export function grpcMessage(body: Uint8Array): Buffer {
+  const msg = Buffer.allocUnsafe(5 + body.length);
+  msg[0] = 0;
+  msg.writeUInt32BE(body.length, 1);
+  msg.set(body, 5);
+  return msg;
+}
+
 type Done = (err: { code: number; details: string } | null, res?: Buffer) => void;
 
 interface Pending {
@@ -150,10 +159,7 @@ export class H2Client implements Caller {
     const len = body.length + 5;
     if (len > this.sendWindow || len > this.streamWindow) return false;
     this.sendWindow -= len;
-    const msg = Buffer.allocUnsafe(len);
-    msg[0] = 0;
-    msg.writeUInt32BE(body.length, 1);
-    body.copy(msg, 5);
+    const msg = grpcMessage(body);
     this.push(frame(HEADERS, END_HEADERS, stream, headers));
     for (let off = 0; off < len; off += this.maxFrame) {
       const end = Math.min(len, off + this.maxFrame);

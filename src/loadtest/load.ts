@@ -1,28 +1,25 @@
 import { Worker } from "node:worker_threads";
 import type * as hdr from "hdr-histogram-js";
 import { decodeHistogram, type LatencySummary, latencyHistogram, summarize } from "./histogram.js";
+import type { OpenLoopOutcome } from "./open-loop.js";
 import type { WorkerResult, WorkerTask } from "./worker.js";
 import type { WorkloadSpec } from "./workloads.js";
 
-export interface LoadResult {
+type Series = "okPer100ms" | "errPer100ms" | "admittedPer100ms" | "offeredUnitsPer100ms";
+/** What a load thread counts, summed over threads or runs (timelines per 100 ms). */
+type Part = Pick<
+  OpenLoopOutcome,
+  "sent" | "completed" | "errors" | "firstError" | "admitted" | "wallSeconds" | Series
+>;
+
+/** A run of every load thread together; timelines are all threads per 100 ms. */
+export interface LoadResult extends Part {
   threads: number;
   targetPerSec: number;
-  sent: number;
-  completed: number;
-  errors: number;
-  firstError: string | undefined;
   achievedPerSec: number;
   latency: LatencySummary;
   /** Send to answer, without the schedule's own lateness. */
   service: LatencySummary;
-  /** Completed and failed decisions per 100 ms, all threads together. */
-  okPer100ms: number[];
-  errPer100ms: number[];
-  /** Decisions that admitted, all threads, per 100 ms; and in all. */
-  admittedPer100ms: number[];
-  offeredUnitsPer100ms: number[];
-  admitted: number;
-  wallSeconds: number;
   /** The histograms behind `latency` and `service`, to pool runs. */
   histograms: { latency: hdr.Histogram; service: hdr.Histogram };
 }
@@ -139,12 +136,6 @@ export async function runLoad(opts: LoadOptions & RunHooks): Promise<LoadResult>
     await load.close();
   }
 }
-
-type Series = "okPer100ms" | "errPer100ms" | "admittedPer100ms" | "offeredUnitsPer100ms";
-type Part = Pick<
-  LoadResult,
-  "sent" | "completed" | "errors" | "firstError" | "admitted" | "wallSeconds" | Series
->;
 
 /**
  * Parts (threads of one run, or runs of one workload) as one result: counts summed, histograms

@@ -53,8 +53,9 @@ export async function openLoop(opts: {
   const endMs = seconds * 1000;
   /** Due time of the next call, ms since the start. */
   let dueMs = 0;
+  const rateAt = opts.rateAt ?? (() => ratePerSec);
   const advance = () => {
-    const rate = opts.rateAt ? opts.rateAt(dueMs) : ratePerSec;
+    const rate = rateAt(dueMs);
     // At rate 0 look again 10 ms later.
     dueMs += rate > 0 ? 1000 / rate : 10;
     return rate > 0;
@@ -168,8 +169,7 @@ export async function openLoop(opts: {
       // from its due time all the same.
       const wait = start + dueMs - performance.now();
       if (wait <= 0) setImmediate(tick);
-      else if (precise && (opts.rateAt ? opts.rateAt(dueMs) : ratePerSec) <= PRECISE_UP_TO_PER_SEC)
-        precise.at(start + dueMs, tick);
+      else if (precise && rateAt(dueMs) <= PRECISE_UP_TO_PER_SEC) precise.at(start + dueMs, tick);
       else setTimeout(tick, Math.max(0, wait - 0.5));
     };
     setTimeout(tick, 5);

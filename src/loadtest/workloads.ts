@@ -50,11 +50,15 @@ const RateLimitResponseType = root.lookupType("envoy.service.ratelimit.v3.RateLi
 const SHOULD_RATE_LIMIT_PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 
 /** A Check answer's one item: admitted or not; a per-item error is the call's error. */
-function checkAllowed(res: Buffer): boolean {
-  const r = CheckResponseType.decode(res) as unknown as CheckResponse;
+function checkAllowed(r: CheckResponse): boolean {
   const item = r.results[0];
   if (item?.error?.code) throw new Error(item.error.message);
   return item?.allowed === true;
+}
+
+/** Envoy's request for key number `k`: one descriptor, one entry. */
+function envoyRequest(k: number) {
+  return { domain: "bench", descriptors: [{ entries: [{ key: "k", value: String(k) }] }] };
 }
 
 export function keyName(k: number): string {
@@ -150,12 +154,7 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
       const rpc = connect(spec.address);
       return {
         call: (k) =>
-          rpc
-            .shouldRateLimit(
-              { domain: "bench", descriptors: [{ entries: [{ key: "k", value: String(k) }] }] },
-              { deadlineMs: 5000 },
-            )
-            .then((r) => r.overallCode === 1),
+          rpc.shouldRateLimit(envoyRequest(k), { deadlineMs: 5000 }).then((r) => r.overallCode === 1),
         async close() {
           rpc.close();
         },
@@ -182,7 +181,10 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
         Buffer.from(CheckRequestType.encode({ items: [{ key, cost: 1 }] }).finish()),
       );
       return {
-        call: (k) => owners[k]!.callAsync(CHECK_PATH, bodies[k]!).then(checkAllowed),
+        call: (k) =>
+          owners[k]!.callAsync(CHECK_PATH, bodies[k]!).then((res) =>
+            checkAllowed(CheckResponseType.decode(res) as unknown as CheckResponse),
+          ),
         async close() {
           for (const c of clients.values()) c.close();
         },
@@ -191,14 +193,7 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
     case "envoy-h2": {
       const client = new H2Client(spec.address);
       await client.ready();
-      const bodies = names.map((_, k) =>
-        Buffer.from(
-          RateLimitRequestType.encode({
-            domain: "bench",
-            descriptors: [{ entries: [{ key: "k", value: String(k) }] }],
-          }).finish(),
-        ),
-      );
+      const bodies = names.map((_, k) => Buffer.from(RateLimitRequestType.encode(envoyRequest(k)).finish()));
       return {
         call: (k) =>
           client
@@ -213,11 +208,7 @@ export async function openWorkload(spec: WorkloadSpec, keys: number): Promise<Wo
       const rpc = connect(spec.address);
       return {
         call: (k) =>
-          rpc.check({ items: [{ key: names[k]!, cost: 1 }] }, { deadlineMs: 5000 }).then((r) => {
-            const e = r.results[0]?.error;
-            if (e?.code) throw new Error(e.message);
-            return r.results[0]?.allowed === true;
-          }),
+          rpc.check({ items: [{ key: names[k]!, cost: 1 }] }, { deadlineMs: 5000 }).then(checkAllowed),
         async close() {
           rpc.close();
         },

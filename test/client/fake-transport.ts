@@ -1,5 +1,6 @@
 import { GatewayLimiter, type GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
 import type { ClientTransport, Done } from "../../src/client/transport.js";
+import { pointToWire } from "../../src/cluster/hash.js";
 import { compileSources } from "../../src/config/load.js";
 import type { LimitConfig } from "../../src/config/types.js";
 import { Engine } from "../../src/core/engine.js";
@@ -103,6 +104,26 @@ export class FakeTransport implements ClientTransport {
   }
 
   close(): void {}
+}
+
+/** Two servers' addresses, A owning the lower half of the key space and B the upper. */
+export const A = "a:1";
+export const B = "b:1";
+
+/** Gives `t` a view of two servers, A and B, splitting the key space in half. */
+export function twoOwners(t: FakeTransport, generation = 1): void {
+  t.view = {
+    generation,
+    members: [
+      { id: "a", address: A },
+      { id: "b", address: B },
+    ],
+    slices: [
+      { start: "0", owner: 0 },
+      { start: pointToWire(2 ** 31), owner: 1 },
+    ],
+    standalone: false,
+  };
 }
 
 export const YAML = `domain: api

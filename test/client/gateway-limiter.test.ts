@@ -1,12 +1,18 @@
 import { describe, expect, it } from "vitest";
 import type { GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
-import { pointToWire } from "../../src/cluster/hash.js";
 import { InvalidArgumentError, NotReadyError } from "../../src/errors.js";
 import { ErrorCode } from "../../src/server/messages.js";
-import { config, entryKey, type FakeTransport, startGateway, YAML } from "./fake-transport.js";
+import {
+  A,
+  B,
+  config,
+  entryKey,
+  type FakeTransport,
+  startGateway,
+  twoOwners,
+  YAML,
+} from "./fake-transport.js";
 
-const A = "a:1";
-const B = "b:1";
 const _START = 600_000;
 
 function setup(
@@ -15,22 +21,6 @@ function setup(
   modes: Record<string, "fail"> = {},
 ) {
   return startGateway({ opts, addresses, modes });
-}
-
-/** Two servers splitting the key space in half. */
-function twoOwners(t: FakeTransport, generation = 1) {
-  t.view = {
-    generation,
-    members: [
-      { id: "a", address: A },
-      { id: "b", address: B },
-    ],
-    slices: [
-      { start: "0", owner: 0 },
-      { start: pointToWire(2 ** 31), owner: 1 },
-    ],
-    standalone: false,
-  };
 }
 
 function sumOf(t: FakeTransport, key: string | undefined, field: "admitted" | "offered"): number {

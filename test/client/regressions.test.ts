@@ -1,15 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { keyPoint, pointToWire } from "../../src/cluster/hash.js";
+import { keyPoint } from "../../src/cluster/hash.js";
 import type { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
-import { config, type FakeTransport, startGateway } from "./fake-transport.js";
+import { A, B, config, type FakeTransport, startGateway, twoOwners } from "./fake-transport.js";
 
 /**
  * Counting across owner reloads and restarts, outages, config swaps and members leaving with a
  * report in flight: each case once lost or doubled counts (found in review).
  */
-
-const A = "a:1";
-const B = "b:1";
 
 function setup(addresses = [A], yaml?: string) {
   const g = startGateway({ addresses, ...(yaml ? { yaml } : {}) });
@@ -57,18 +54,7 @@ describe("counts stay exact", () => {
 
   it("a late answer from a member that left the assignment is not applied twice", () => {
     const { t, limiter, run } = setup([A, B]);
-    t.view = {
-      generation: 1,
-      members: [
-        { id: "a", address: A },
-        { id: "b", address: B },
-      ],
-      slices: [
-        { start: "0", owner: 0 },
-        { start: pointToWire(2 ** 31), owner: 1 },
-      ],
-      standalone: false,
-    };
+    twoOwners(t);
     run(6000); // the periodic refresh picks the view up
     let key = "";
     for (let i = 0; ; i++) {

@@ -51,6 +51,13 @@ export interface BaselineOptions {
 
 const REDIS_LIMIT = 1_000_000;
 
+/** How the report names each Redis-backed limiter. */
+const REDIS_SYSTEM: Record<RedisMode, string> = {
+  flexible: "redis: rate-limiter-flexible",
+  "fixed-window": "redis: envoy-style fixed window",
+};
+const REDIS_MODES = Object.keys(REDIS_SYSTEM) as RedisMode[];
+
 function row(
   system: string,
   workload: string,
@@ -134,9 +141,9 @@ export async function baseline(opts: BaselineOptions): Promise<BaselineRow[]> {
         }),
       }),
     );
-    for (const mode of ["flexible", "fixed-window"] as const) {
+    for (const mode of REDIS_MODES) {
       await measure(
-        mode === "flexible" ? "redis: rate-limiter-flexible" : "redis: envoy-style fixed window",
+        REDIS_SYSTEM[mode],
         "batched (gateway decide, one Redis round trip each, auto-pipelined)",
         [],
         (onStart) =>
@@ -169,7 +176,7 @@ async function syncRows(
   report: (row: BaselineRow) => void,
 ): Promise<void> {
   const services = await Promise.all(
-    (["flexible", "fixed-window"] as const).map((mode) => redisService(redisUrl, mode)),
+    REDIS_MODES.map(async (mode) => ({ mode, ...(await redisService(redisUrl, mode)) })),
   );
   try {
     const systems: { system: string; workload: string; spec: WorkloadSpec; pids: number[] }[] = [
@@ -181,8 +188,8 @@ async function syncRows(
         spec: { kind: "check-h2", servers: stack.addresses(), route: true },
         pids: [],
       },
-      ...services.map((svc, i): (typeof systems)[number] => ({
-        system: i === 0 ? "redis: rate-limiter-flexible" : "redis: envoy-style fixed window",
+      ...services.map((svc): (typeof systems)[number] => ({
+        system: REDIS_SYSTEM[svc.mode],
         workload: "sync (Check, 1 key per call, via a limiter service)",
         spec: { kind: "check-h2", servers: [svc.address], route: false },
         pids: [svc.pid],
