@@ -8,7 +8,7 @@
  * Options: --servers 20  --keys 1000000  --rounds 6  --zipf "0.8,0.9,0.99,1.1"
  */
 
-import { simulateBalance } from "../src/cluster/balance-sim.js";
+import { simulateBalance } from "../src/keyspace/balance-sim.js";
 import { machine, parseArgs, printTable, writeResult } from "./lib/common.js";
 
 const opts = parseArgs({ servers: 20, keys: 1_000_000, rounds: 6, zipf: "0.8,0.9,0.99,1.1" });

@@ -10,13 +10,11 @@
  */
 
 import { GatewayLimiter } from "../src/client/gateway-limiter.js";
-import { systemScheduler } from "../src/client/scheduler.js";
 import type { ClientTransport, Done } from "../src/client/transport.js";
 import { compileSources } from "../src/config/load.js";
 import { systemClock } from "../src/core/clock.js";
 import { Engine } from "../src/core/engine.js";
-import { DEFAULT_INPUT_LIMITS } from "../src/server/input-limits.js";
-import { Limiter } from "../src/server/limiter.js";
+import { DEFAULT_INPUT_LIMITS } from "../src/protocol/input-limits.js";
 import type {
   CheckRequest,
   CheckResponse,
@@ -24,7 +22,8 @@ import type {
   Limits,
   ReportRequest,
   ReportResponse,
-} from "../src/server/messages.js";
+} from "../src/protocol/messages.js";
+import { Limiter } from "../src/server/limiter.js";
 import { noopMetrics } from "../src/server/metrics.js";
 import { StandaloneOwnership } from "../src/server/ownership.js";
 import {
@@ -83,7 +82,7 @@ const limiter = new GatewayLimiter({
   servers: ["local:1"],
   clientId: "bench",
   transport,
-  scheduler: systemScheduler,
+  clock: systemClock,
   maxKeys: opts.keys * 2,
   maxReportEntries: 200_000,
 });

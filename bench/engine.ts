@@ -12,9 +12,9 @@ import type { Algorithm } from "../src/config/types.js";
 import { systemClock } from "../src/core/clock.js";
 import { Engine, type ReportEntry } from "../src/core/engine.js";
 import { type Limit, limitDefaults } from "../src/core/limit.js";
-import { DEFAULT_INPUT_LIMITS } from "../src/server/input-limits.js";
+import { DEFAULT_INPUT_LIMITS } from "../src/protocol/input-limits.js";
+import type { ReportRequest } from "../src/protocol/messages.js";
 import { Limiter } from "../src/server/limiter.js";
-import type { ReportRequest } from "../src/server/messages.js";
 import { PromMetrics } from "../src/server/metrics.js";
 import { StandaloneOwnership } from "../src/server/ownership.js";
 import {

@@ -14,12 +14,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Etcd3 } from "etcd3";
-import { connect } from "../src/client/rpc.js";
-import { Assignment } from "../src/cluster/assignment.js";
-import { encodeAssignment } from "../src/cluster/assignment-codec.js";
 import { assignmentKey } from "../src/cluster/assignment-view.js";
-import { initialAssignment, withoutPrevious } from "../src/cluster/placement.js";
 import { seededRandom } from "../src/core/random.js";
+import { Assignment } from "../src/keyspace/assignment.js";
+import { encodeAssignment } from "../src/keyspace/assignment-codec.js";
+import { initialAssignment, withoutPrevious } from "../src/keyspace/placement.js";
+import { connect } from "../src/protocol/rpc.js";
 import { freePort, startEtcd } from "../test/cluster/etcd-harness.js";
 import {
   latencyHistogram,

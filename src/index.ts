@@ -11,6 +11,6 @@ export {
 } from "./client/gateway-limiter.js";
 export { GrpcTransport } from "./client/grpc-transport.js";
 export { registerClientMetrics } from "./client/metrics.js";
-export { type Scheduler, systemScheduler } from "./client/scheduler.js";
 export type { ClientTransport } from "./client/transport.js";
-export { InvalidArgumentError, NotReadyError, ShardlimitError } from "./errors.js";
+export { type Clock, ManualClock, systemClock, type Timer } from "./core/clock.js";
+export { InvalidArgumentError, NotReadyError, ShardlimitError } from "./core/errors.js";

@@ -7,8 +7,8 @@
  */
 import http2 from "node:http2";
 import { grpcMessage } from "../../src/loadtest/h2-client.js";
-import type { CheckRequest } from "../../src/server/messages.js";
-import { RATE_LIMITER_SERVICE, serviceDefinition } from "../../src/server/proto.js";
+import type { CheckRequest } from "../../src/protocol/messages.js";
+import { RATE_LIMITER_SERVICE, serviceDefinition } from "../../src/protocol/proto.js";
 import { respondGrpc, startLoopbackServer } from "./loopback-server.js";
 
 const running = await startLoopbackServer(process.argv[2]!);

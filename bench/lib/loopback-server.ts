@@ -1,6 +1,6 @@
 import type { ServerHttp2Stream } from "node:http2";
 import { pino } from "pino";
-import { type RunningServer, startServer } from "../../src/server/app.js";
+import { type RunningServer, startServer } from "../../src/app/serve.js";
 
 /** A standalone server in this process on free loopback ports, logging warnings only. */
 export function startLoopbackServer(configPath: string): Promise<RunningServer> {

@@ -1,4 +1,4 @@
-import { root } from "../../src/server/proto.js";
+import { root } from "../../src/protocol/proto.js";
 
 /**
  * Pre-encoded request bytes, so a load generator spends its time sending, not encoding.

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { AssignerNode } from "../cluster/assigner-node.js";
+import { AssignerNode } from "../app/assigner.js";
 import { systemClock } from "../core/clock.js";
 import {
   etcdFlag,

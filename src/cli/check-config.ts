@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { checkConfig } from "../config/check.js";
-import { formatProblem } from "../errors.js";
+import { formatProblem } from "../config/errors.js";
 
 export function checkConfigCommand(): Command {
   return new Command("check-config")

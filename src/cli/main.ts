@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { OptionsError } from "../errors.js";
+import { OptionsError } from "../core/errors.js";
 import { assignerCommand } from "./assigner.js";
 import { benchCommand } from "./bench.js";
 import { checkConfigCommand } from "./check-config.js";

@@ -1,4 +1,4 @@
-import { OptionsError } from "../errors.js";
+import { OptionsError } from "../core/errors.js";
 
 /** Parsers for commander that name the flag in their error. */
 export function intOption(flag: string, min: number, max: number): (v: string) => number {

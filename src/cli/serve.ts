@@ -1,9 +1,9 @@
 import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { ConfigError } from "../errors.js";
-import { startServer } from "../server/app.js";
-import { InputLimitsSchema } from "../server/input-limits.js";
+import { startServer } from "../app/serve.js";
+import { ConfigError } from "../config/errors.js";
+import { InputLimitsSchema } from "../protocol/input-limits.js";
 import {
   etcdFlag,
   leaseTtlFlag,

@@ -1,8 +1,8 @@
 import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { DEFAULT_INPUT_LIMITS } from "../server/input-limits.js";
-import { startSidecar } from "../sidecar/sidecar.js";
+import { startSidecar } from "../app/sidecar.js";
+import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
 import { hostPortListOption, hostPortOption, intOption, memberIdOption, portOption } from "./options.js";
 

@@ -1,12 +1,12 @@
 import type client from "prom-client";
+import { systemClock } from "../core/clock.js";
 import { GatewayLimiter, type GatewayLimiterOptions } from "./gateway-limiter.js";
 import { GrpcTransport } from "./grpc-transport.js";
 import { registerClientMetrics } from "./metrics.js";
-import { systemScheduler } from "./scheduler.js";
 
 export interface LimiterOptions
-  extends Omit<GatewayLimiterOptions, "transport" | "scheduler" | "closeTransport">,
-    Partial<Pick<GatewayLimiterOptions, "transport" | "scheduler">> {
+  extends Omit<GatewayLimiterOptions, "transport" | "clock" | "closeTransport">,
+    Partial<Pick<GatewayLimiterOptions, "transport" | "clock">> {
   /** How long to wait for a server to hand out the limits and the assignment (default 5000 ms). */
   connectTimeoutMs?: number;
   /** Registers the client's metrics here (keys in fallback, reports, units decided). */
@@ -26,7 +26,7 @@ export async function createLimiter(options: LimiterOptions): Promise<GatewayLim
     transport: options.transport ?? new GrpcTransport(),
     // The channels it opens itself close with it; a transport passed in belongs to the caller.
     closeTransport: options.transport === undefined,
-    scheduler: options.scheduler ?? systemScheduler,
+    clock: options.clock ?? systemClock,
   });
   if (options.registry) registerClientMetrics(options.registry, limiter);
   limiter.start();

@@ -1,20 +1,16 @@
-import { keyPoint } from "../cluster/hash.js";
 import { decodeKey, encodeKey } from "../config/key.js";
 import { compileSources } from "../config/load.js";
 import type { DescriptorEntry, LimitConfig, LimitRule } from "../config/types.js";
+import type { Clock, Timer } from "../core/clock.js";
+import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
 import { type Policy, PolicyKind } from "../core/policy.js";
-import { InvalidArgumentError, NotReadyError } from "../errors.js";
-import {
-  ErrorCode,
-  type KeyPolicy,
-  type ReportEntryMsg as ReportEntry,
-  type ReportResponse,
-} from "../server/messages.js";
+import { keyPoint } from "../keyspace/hash.js";
+import { Routing } from "../keyspace/routing.js";
+import { clientRetries, ErrorCode, errorFromItem } from "../protocol/item-errors.js";
+import type { KeyPolicy, ReportEntryMsg as ReportEntry, ReportResponse } from "../protocol/messages.js";
 import { ClientKey, type Drained } from "./client-key.js";
 import { Fallback } from "./fallback.js";
 import { OwnerChannel, type PendingReport } from "./owner-channel.js";
-import { Routing } from "./routing.js";
-import type { Scheduler, Timer } from "./scheduler.js";
 import type { ClientTransport } from "./transport.js";
 
 /** A request's descriptor as Envoy sends it: `decide` accepts it in place of a key string. */
@@ -42,7 +38,7 @@ export interface GatewayLimiterOptions {
   transport: ClientTransport;
   /** Close `transport` with the limiter (default false: a transport passed in may be shared). */
   closeTransport?: boolean;
-  scheduler: Scheduler;
+  clock: Clock;
   reportIntervalMs?: number;
   /** A report unanswered this long counts as failed; its keys fall back to a local share. */
   reportTimeoutMs?: number;
@@ -85,15 +81,6 @@ function policyFromWire(p: KeyPolicy, now: number): Policy {
     resetAt: now + (p.resetMs ?? 0),
   };
 }
-
-/** Codes after which the counts were not applied and go to the next report. */
-const RETRY_CODES = new Set<number>([
-  ErrorCode.NOT_OWNER,
-  ErrorCode.SLICE_NOT_READY,
-  ErrorCode.UNKNOWN_KEY_HANDLE,
-  ErrorCode.COUNTERS_EXHAUSTED,
-  ErrorCode.OWNER_UNAVAILABLE,
-]);
 
 export interface LimiterStats {
   keys: number;
@@ -166,7 +153,7 @@ export class GatewayLimiter {
       servers: options.servers,
       clientId: options.clientId,
       transport: options.transport,
-      scheduler: options.scheduler,
+      clock: options.clock,
     };
   }
 
@@ -198,7 +185,7 @@ export class GatewayLimiter {
     return new Promise((resolve, reject) => {
       const w = { resolve, reject };
       this.readyWaiters.push(w);
-      this.opts.scheduler.after(timeoutMs, () => {
+      this.opts.clock.after(timeoutMs, () => {
         const i = this.readyWaiters.indexOf(w);
         if (i < 0) return;
         this.readyWaiters.splice(i, 1);
@@ -227,7 +214,7 @@ export class GatewayLimiter {
   decide(key: string | Descriptor, cost = 1): boolean {
     const e = this.entry(key, cost);
     if (e === undefined) return this.opts.beforeReady === "open";
-    const now = this.opts.scheduler.now();
+    const now = this.opts.clock.now();
     e.lastUsed = now;
     if (!(e instanceof ClientKey)) return true;
     if (!e.dirty) this.markDirty(e);
@@ -282,9 +269,9 @@ export class GatewayLimiter {
   private reportSoon(now: number): void {
     if (this.early !== undefined) return;
     const wait = Math.max(0, this.earlyAt + this.opts.reportIntervalMs / 10 - now);
-    this.early = this.opts.scheduler.after(wait, () => {
+    this.early = this.opts.clock.after(wait, () => {
       this.early = undefined;
-      this.earlyAt = this.opts.scheduler.now();
+      this.earlyAt = this.opts.clock.now();
       this.tick(true);
     });
   }
@@ -320,7 +307,7 @@ export class GatewayLimiter {
   acquire(key: string | Descriptor, amount = 1): boolean {
     const e = this.entry(key, amount);
     if (e === undefined) return this.opts.beforeReady === "open";
-    const now = this.opts.scheduler.now();
+    const now = this.opts.clock.now();
     e.lastUsed = now;
     if (!(e instanceof ClientKey)) return true;
     if (e.rule.algorithm !== "concurrency") {
@@ -364,7 +351,7 @@ export class GatewayLimiter {
         if (err !== undefined || res === undefined) return reject(err ?? new Error("no answer"));
         if (res.generation > (this.routing?.generation ?? 0)) this.refreshView(true);
         const r = res.results[0];
-        if (r?.error?.code) return reject(new Error(r.error.message));
+        if (r?.error?.code) return reject(errorFromItem(r.error, res.generation));
         resolve(r?.allowed === true);
       });
     });
@@ -439,7 +426,7 @@ export class GatewayLimiter {
 
   private arm(ms: number): void {
     if (this.closed) return;
-    this.timer = this.opts.scheduler.after(ms, () => {
+    this.timer = this.opts.clock.after(ms, () => {
       try {
         this.tick();
       } catch (e) {
@@ -455,7 +442,7 @@ export class GatewayLimiter {
    */
   tick(early = false): void {
     const routing = this.routing;
-    const now = this.opts.scheduler.now();
+    const now = this.opts.clock.now();
     if (routing !== undefined) {
       // A key that was given a share and then went unused is reported once with zero counts, so
       // its owner stops reserving a share for it and gives it to where the demand went.
@@ -489,7 +476,7 @@ export class GatewayLimiter {
   private channel(address: string): OwnerChannel {
     let c = this.channels.get(address);
     if (c === undefined) {
-      c = new OwnerChannel(address, this.opts.scheduler.now() * 1000);
+      c = new OwnerChannel(address, this.opts.clock.now() * 1000);
       this.channels.set(address, c);
     }
     return c;
@@ -576,7 +563,7 @@ export class GatewayLimiter {
       }
       if (ch.wantSoon) {
         ch.wantSoon = false;
-        this.reportSoon(this.opts.scheduler.now());
+        this.reportSoon(this.opts.clock.now());
       }
     });
   }
@@ -592,7 +579,7 @@ export class GatewayLimiter {
         "owner unreachable; its keys fall back to a local share",
       );
     }
-    const now = this.opts.scheduler.now();
+    const now = this.opts.clock.now();
     for (const key of p.keys) {
       const k = key.current();
       this.maybeFallback(ch, k, now);
@@ -601,7 +588,7 @@ export class GatewayLimiter {
     // The owner may have died: a new assignment would name its successor.
     this.refreshView(false);
     // Most failures are one lost message: send it again now rather than at the next interval.
-    if (ch.failures === 1) this.reportSoon(this.opts.scheduler.now());
+    if (ch.failures === 1) this.reportSoon(this.opts.clock.now());
   }
 
   /**
@@ -618,7 +605,7 @@ export class GatewayLimiter {
   }
 
   private answered(ch: OwnerChannel, p: PendingReport, res: ReportResponse): void {
-    const now = this.opts.scheduler.now();
+    const now = this.opts.clock.now();
     if (ch.failures > 0) this.opts.logger.info({ owner: ch.address }, "owner reachable again");
     ch.failures = 0;
     const handlesValid = res.keyEpoch === ch.keyEpoch;
@@ -638,7 +625,7 @@ export class GatewayLimiter {
         k.restore(d);
       } else if ((pol.error?.code ?? 0) !== 0) {
         const code = pol.error!.code;
-        if (RETRY_CODES.has(code)) {
+        if (clientRetries(code)) {
           k.restore(d);
           if (code === ErrorCode.NOT_OWNER) refresh = true;
           if (code === ErrorCode.UNKNOWN_KEY_HANDLE) k.handle = 0;
@@ -680,7 +667,7 @@ export class GatewayLimiter {
 
   /** Asks servers in turn for the assignment; `force` skips the throttle. */
   private refreshView(force: boolean): void {
-    const now = this.opts.scheduler.now();
+    const now = this.opts.clock.now();
     if (this.viewAsking || this.closed) return;
     if (!force && now - this.viewAskedAt < 4 * this.opts.reportIntervalMs) return;
     this.viewAsking = true;
@@ -724,7 +711,7 @@ export class GatewayLimiter {
         if (members.has(address)) continue;
         // Gone from the cluster: whatever it was sent may or may not have been applied before it
         // died; the successor rebuilds the window from the re-sent totals, which include it.
-        const now = this.opts.scheduler.now();
+        const now = this.opts.clock.now();
         for (const p of [ch.inflight, ch.failed]) {
           if (p === undefined) continue;
           for (let i = 0; i < p.keys.length; i++)
@@ -751,7 +738,7 @@ export class GatewayLimiter {
         this.limitsAsking = false;
         // Without limits nothing can be decided: keep trying.
         if (this.config === undefined)
-          this.opts.scheduler.after(this.opts.reportIntervalMs * 5, () => this.refreshLimits());
+          this.opts.clock.after(this.opts.reportIntervalMs * 5, () => this.refreshLimits());
         return;
       }
       const address = candidates[i]!;

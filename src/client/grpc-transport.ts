@@ -6,8 +6,8 @@ import type {
   Limits,
   ReportRequest,
   ReportResponse,
-} from "../server/messages.js";
-import { connect, type RateLimiterRpc } from "./rpc.js";
+} from "../protocol/messages.js";
+import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { ClientTransport, Done } from "./transport.js";
 
 function settle<T>(p: Promise<T>, done: Done<T>): void {

@@ -1,4 +1,4 @@
-import type { ReportRequest } from "../server/messages.js";
+import type { ReportRequest } from "../protocol/messages.js";
 import type { ClientKey, Drained } from "./client-key.js";
 
 /** One report on its way to an owner, with what each entry took from its key. */

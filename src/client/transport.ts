@@ -5,7 +5,7 @@ import type {
   Limits,
   ReportRequest,
   ReportResponse,
-} from "../server/messages.js";
+} from "../protocol/messages.js";
 
 /** Completion of one call: an error, or the answer. */
 export type Done<T> = (err: Error | undefined, res?: T) => void;

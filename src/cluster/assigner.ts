@@ -1,10 +1,10 @@
-import type { Assignment, Member } from "./assignment.js";
-import { encodeAssignment } from "./assignment-codec.js";
+import type { Assignment, Member } from "../keyspace/assignment.js";
+import { encodeAssignment } from "../keyspace/assignment-codec.js";
+import { initialAssignment, place } from "../keyspace/placement.js";
+import { DEFAULT_REBALANCE, type RebalanceOptions, rebalance } from "../keyspace/rebalance.js";
 import { type AssignmentView, assignmentKey } from "./assignment-view.js";
 import type { Leadership } from "./leadership.js";
 import type { Log } from "./log.js";
-import { initialAssignment, place } from "./placement.js";
-import { DEFAULT_REBALANCE, type RebalanceOptions, rebalance } from "./rebalance.js";
 
 export interface AssignerOptions {
   prefix: string;

@@ -1,8 +1,8 @@
 import type { Clock } from "../core/clock.js";
-import type { ClusterView } from "../server/messages.js";
+import { type Assignment, type Move, moves } from "../keyspace/assignment.js";
+import { keyPoint, pointToWire } from "../keyspace/hash.js";
+import type { ClusterView } from "../protocol/messages.js";
 import type { Owner, Ownership, OwnershipVerdict } from "../server/ownership.js";
-import { type Assignment, type Move, moves } from "./assignment.js";
-import { keyPoint, pointToWire } from "./hash.js";
 
 /** A range this server was given whose previous owner is alive and will hand its counters over. */
 export interface PendingRange {

@@ -1,13 +1,12 @@
-import { NotOwnerError, UnavailableError } from "../errors.js";
-import {
-  type CheckRequest,
-  type CheckResponse,
-  type EnvoyRequest,
-  type EnvoyResponse,
-  ErrorCode,
-  type ForwardRequest,
-  type ItemError,
-} from "../server/messages.js";
+import { NotOwnerError, UnavailableError } from "../core/errors.js";
+import { ErrorCode, type ItemError } from "../protocol/item-errors.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  EnvoyRequest,
+  EnvoyResponse,
+  ForwardRequest,
+} from "../protocol/messages.js";
 import type { Owner } from "../server/ownership.js";
 import type { Forwarder } from "../server/router.js";
 import type { PeerRpc } from "./peers.js";

@@ -1,10 +1,11 @@
 import type { Clock } from "../core/clock.js";
 import { CapacityError } from "../core/engine.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
-import { ErrorCode, type HandoffRequest, type HandoffResponse } from "../server/messages.js";
-import type { Member, Move } from "./assignment.js";
+import type { Member, Move } from "../keyspace/assignment.js";
+import { keyPoint } from "../keyspace/hash.js";
+import { ErrorCode } from "../protocol/item-errors.js";
+import type { HandoffRequest, HandoffResponse } from "../protocol/messages.js";
 import type { ClusterOwnership, OwnershipChange } from "./cluster-ownership.js";
-import { keyPoint } from "./hash.js";
 import type { Log } from "./log.js";
 import type { PeerRpc } from "./peers.js";
 

@@ -1,6 +1,6 @@
 import type { Etcd3 } from "etcd3";
 import { z } from "zod";
-import type { Assignment } from "./assignment.js";
+import type { Assignment } from "../keyspace/assignment.js";
 import type { Log } from "./log.js";
 import { PrefixView } from "./prefix-view.js";
 

@@ -1,8 +1,8 @@
 import type { Etcd3 } from "etcd3";
 import type { Clock } from "../core/clock.js";
+import type { Assignment } from "../keyspace/assignment.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
-import type { Assignment } from "./assignment.js";
 import { AssignmentView } from "./assignment-view.js";
 import { ClusterOwnership } from "./cluster-ownership.js";
 import { connectEtcd } from "./etcd-client.js";

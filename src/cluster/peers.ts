@@ -1,7 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
-import { promisify, type Unary } from "../client/rpc.js";
-import type { ForwardRequest, ForwardResponse, HandoffRequest, HandoffResponse } from "../server/messages.js";
-import { PEER_SERVICE, serviceDefinition } from "../server/proto.js";
+import type {
+  ForwardRequest,
+  ForwardResponse,
+  HandoffRequest,
+  HandoffResponse,
+} from "../protocol/messages.js";
+import { PEER_SERVICE, serviceDefinition } from "../protocol/proto.js";
+import { promisify, type Unary } from "../protocol/rpc.js";
 
 export interface PeerRpc {
   forward: Unary<ForwardRequest, ForwardResponse>;

@@ -1,6 +1,6 @@
 import type { Etcd3 } from "etcd3";
-import type { Assignment } from "./assignment.js";
-import { decodeAssignment } from "./assignment-codec.js";
+import type { Assignment } from "../keyspace/assignment.js";
+import { decodeAssignment } from "../keyspace/assignment-codec.js";
 import { assignmentKey } from "./assignment-view.js";
 import { type LoadRecord, LoadRecordSchema, loadPrefix } from "./load.js";
 import { type MemberRecord, membersPrefix, parseMembers } from "./membership.js";

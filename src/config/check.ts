@@ -1,5 +1,5 @@
-import { ConfigError, type ConfigProblem } from "../errors.js";
 import { formatDuration } from "./duration.js";
+import { ConfigError, type ConfigProblem } from "./errors.js";
 import { loadConfig } from "./load.js";
 import type { LimitConfig, LimitRule } from "./types.js";
 

@@ -1,5 +1,5 @@
-import type { ConfigProblem } from "../errors.js";
 import { CompiledConfig } from "./config.js";
+import type { ConfigProblem } from "./errors.js";
 import { escapePart } from "./key.js";
 import type { KeyBranch, Level, MatchNode } from "./match.js";
 import type { DescriptorSpec, DomainSpec } from "./parse-file.js";

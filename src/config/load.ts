@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, type ConfigProblem } from "../errors.js";
 import { compile } from "./compile.js";
+import { ConfigError, type ConfigProblem } from "./errors.js";
 import { type DomainSpec, parseDomainFile } from "./parse-file.js";
 import type { ConfigSource, LimitConfig } from "./types.js";
 

@@ -1,5 +1,5 @@
 import { isScalar, type Node } from "yaml";
-import type { ConfigProblem } from "../errors.js";
+import type { ConfigProblem } from "./errors.js";
 import { parseRule, RATE_LIMIT_FIELDS, type RuleDraft } from "./parse-rule.js";
 import { readBool, readText } from "./values.js";
 import { type DocReader, type Field, type PlacementHints, parseYaml } from "./yaml-read.js";

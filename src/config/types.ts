@@ -4,13 +4,9 @@
  * only this, so a config that failed validation can never be half-applied.
  */
 
-export type Algorithm = "fixed_window" | "sliding_window" | "token_bucket" | "concurrency";
-export const ALGORITHMS: readonly Algorithm[] = [
-  "fixed_window",
-  "sliding_window",
-  "token_bucket",
-  "concurrency",
-];
+import type { Algorithm } from "../core/algorithms/names.js";
+
+export { ALGORITHMS, type Algorithm } from "../core/algorithms/names.js";
 
 /** envoyproxy/ratelimit's units, plus what `duration_until_reset` and window length derive from. */
 export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { type FSWatcher, realpathSync, statSync, watch } from "node:fs";
 import { basename, dirname } from "node:path";
-import type { ConfigError } from "../errors.js";
+import type { ConfigError } from "./errors.js";
 import { type ConfigSource, compileSources, readSources } from "./load.js";
 import type { LimitConfig } from "./types.js";
 

@@ -9,7 +9,7 @@ import {
   parseAllDocuments,
   type Scalar,
 } from "yaml";
-import type { ConfigProblem } from "../errors.js";
+import type { ConfigProblem } from "./errors.js";
 
 /**
  * Reading one YAML document node by node (rather than `toJS()` and a schema) keeps every value

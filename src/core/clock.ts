@@ -1,24 +1,130 @@
-/** Milliseconds since the epoch. The core never reads time itself: callers pass `now`. */
-export interface Clock {
-  now(): number;
+/**
+ * The one time port. Everything that reads the time or sets a timer takes a `Clock`, so the
+ * deterministic simulation and exact tests drive the real code on a virtual clock. The core's
+ * pure functions take `now` as a number instead.
+ *
+ * `Date.now` and `setTimeout` appear only here (biome's plugin rule `no-raw-time` keeps it so).
+ */
+export interface Timer {
+  cancel(): void;
 }
 
-export const systemClock: Clock = { now: () => Date.now() };
+export interface Clock {
+  /** Milliseconds since the epoch (the virtual clocks start wherever they are told). */
+  now(): number;
+  /** Runs `fn` once after `ms`. The system clock's timers never keep the process alive. */
+  after(ms: number, fn: () => void): Timer;
+}
 
-/** A frozen clock that moves only when told: exact tests and simulations. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  after(ms, fn) {
+    const t = setTimeout(fn, ms);
+    // A timer of a library or server part must never keep its process alive on its own.
+    t.unref();
+    return { cancel: () => clearTimeout(t) };
+  },
+};
+
+/** Resolves after `ms` on `clock`. */
+export function sleep(clock: Clock, ms: number): Promise<void> {
+  return new Promise((resolve) => clock.after(ms, resolve));
+}
+
+interface Event {
+  at: number;
+  order: number;
+  fn: (() => void) | undefined;
+}
+
+/**
+ * A frozen clock that moves only when told, with timers: exact tests and the simulation. Timers
+ * fire in time order (ties in the order they were set) as `advance` or `runUntil` passes them,
+ * and time jumps from one event to the next, so a simulated minute takes only as long as the
+ * work in it.
+ */
 export class ManualClock implements Clock {
   private t: number;
+  private order = 0;
+  private heap: Event[] = [];
+
   constructor(start = 1_700_000_000_000) {
     this.t = start;
   }
+
   now(): number {
     return this.t;
   }
+
+  after(ms: number, fn: () => void): Timer {
+    const e: Event = { at: this.t + Math.max(0, ms), order: this.order++, fn };
+    this.push(e);
+    return {
+      cancel: () => {
+        e.fn = undefined;
+      },
+    };
+  }
+
+  /** Moves the clock forward by `ms`, firing every timer that falls due on the way. */
   advance(ms: number): void {
     if (!(ms >= 0)) throw new RangeError(`ManualClock.advance: ms must be >= 0, got ${ms}`);
-    this.t += ms;
+    this.runUntil(this.t + ms);
   }
+
+  /** Sets the time, forwards or back, firing no timers (a test placing itself in a window). */
   set(t: number): void {
     this.t = t;
+  }
+
+  /** Runs every timer due up to `until`, then sets the clock to `until`. */
+  runUntil(until: number): void {
+    for (;;) {
+      const e = this.heap[0];
+      if (e === undefined || e.at > until) break;
+      this.pop();
+      this.t = Math.max(this.t, e.at);
+      e.fn?.();
+    }
+    this.t = Math.max(this.t, until);
+  }
+
+  /** Timers set and not yet fired (cancelled ones included until their time). */
+  get pending(): number {
+    return this.heap.length;
+  }
+
+  private less(a: Event, b: Event): boolean {
+    return a.at < b.at || (a.at === b.at && a.order < b.order);
+  }
+
+  private push(e: Event): void {
+    const h = this.heap;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(h[i]!, h[p]!)) break;
+      [h[i], h[p]] = [h[p]!, h[i]!];
+      i = p;
+    }
+  }
+
+  private pop(): void {
+    const h = this.heap;
+    const last = h.pop()!;
+    if (h.length === 0) return;
+    h[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < h.length && this.less(h[l]!, h[m]!)) m = l;
+      if (r < h.length && this.less(h[r]!, h[m]!)) m = r;
+      if (m === i) break;
+      [h[i], h[m]] = [h[m]!, h[i]!];
+      i = m;
+    }
   }
 }

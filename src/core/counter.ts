@@ -1,4 +1,4 @@
-import type { Algorithm } from "../config/types.js";
+import type { Algorithm } from "./algorithms/names.js";
 import type { ClientTable } from "./clients.js";
 import type { LeaseTable } from "./concurrency.js";
 

@@ -1,10 +1,10 @@
-import { ShardlimitError } from "../errors.js";
 import { RATE_ALGORITHMS } from "./algorithms/index.js";
 import type { RateAlgorithm } from "./algorithms/types.js";
 import { ClientTable } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
 import { Counter } from "./counter.js";
 import { ReportDedup, type SeqVerdict } from "./dedup.js";
+import { ShardlimitError } from "./errors.js";
 import type { Limit } from "./limit.js";
 import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
 import { type CounterSnapshot, fuller, restoreCounter, snapshotCounter } from "./transfer.js";

@@ -1,4 +1,4 @@
-import type { Algorithm } from "../config/types.js";
+import type { Algorithm } from "./algorithms/names.js";
 
 /**
  * What the core needs to know about a limit. `LimitRule` from the config satisfies it; tests pass

@@ -1,4 +1,4 @@
-import { ALGORITHMS, type Algorithm } from "../config/types.js";
+import { ALGORITHMS, type Algorithm } from "./algorithms/names.js";
 import { ClientTable } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
 import { Counter } from "./counter.js";

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
-import type { CheckRequest, CheckResponse } from "../server/messages.js";
-import { RATE_LIMITER_SERVICE, serviceDefinition } from "../server/proto.js";
+import type { CheckRequest, CheckResponse } from "../protocol/messages.js";
+import { RATE_LIMITER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { fixedWindowLimiter, flexibleLimiter, type RedisBackedLimiter } from "./redis-limiters.js";
 
 export type RedisMode = "flexible" | "fixed-window";

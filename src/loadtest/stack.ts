@@ -1,4 +1,4 @@
-import { connect } from "../client/rpc.js";
+import { connect } from "../protocol/rpc.js";
 import { type EtcdProcess, startEtcd } from "./etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeTempConfig } from "./servers.js";
 

@@ -1,11 +1,11 @@
 import { Redis } from "ioredis";
 import { createLimiter } from "../client/create.js";
 import { GrpcTransport } from "../client/grpc-transport.js";
-import { Routing } from "../client/routing.js";
-import { connect } from "../client/rpc.js";
-import { keyPoint } from "../cluster/hash.js";
-import type { CheckResponse, EnvoyResponse } from "../server/messages.js";
-import { root } from "../server/proto.js";
+import { keyPoint } from "../keyspace/hash.js";
+import { Routing } from "../keyspace/routing.js";
+import type { CheckResponse, EnvoyResponse } from "../protocol/messages.js";
+import { root } from "../protocol/proto.js";
+import { connect } from "../protocol/rpc.js";
 import { H2Client } from "./h2-client.js";
 import { fixedWindowLimiter, flexibleLimiter } from "./redis-limiters.js";
 

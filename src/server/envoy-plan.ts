@@ -1,15 +1,15 @@
 import { encodeKey } from "../config/key.js";
 import { applyReplaces } from "../config/replaces.js";
 import { type LimitRule, type Resolved, UNIT_PROTO, UNIT_SECONDS, type Unit } from "../config/types.js";
-import { InvalidArgumentError } from "../errors.js";
-import { amountProblem, type InputLimits, keyProblem } from "./input-limits.js";
+import { InvalidArgumentError } from "../core/errors.js";
+import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import {
   EnvoyCode,
   type EnvoyDescriptor,
   type EnvoyDescriptorStatus,
   type EnvoyRequest,
   type EnvoyResponse,
-} from "./messages.js";
+} from "../protocol/messages.js";
 import type { LimiterMetrics } from "./metrics.js";
 
 /**

@@ -1,16 +1,16 @@
 import { type Resolved, UNIT_PROTO } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { CheckItem, Engine } from "../core/engine.js";
-import { NotOwnerError } from "../errors.js";
-import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
-import type { InputLimits } from "./input-limits.js";
+import { NotOwnerError } from "../core/errors.js";
+import type { InputLimits } from "../protocol/input-limits.js";
 import {
   EnvoyCode,
   type EnvoyDescriptor,
   type EnvoyDescriptorStatus,
   type EnvoyRequest,
   type EnvoyResponse,
-} from "./messages.js";
+} from "../protocol/messages.js";
+import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 

@@ -2,10 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { InvalidArgumentError, ShardlimitError } from "../errors.js";
-import type { Limiter } from "./limiter.js";
-import type { PromMetrics } from "./metrics.js";
-import type { PeerService } from "./peer-service.js";
+import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
 import {
   ENVOY_RLS_SERVICE,
   MalformedRequest,
@@ -14,7 +11,10 @@ import {
   PROTO_FILES,
   RATE_LIMITER_SERVICE,
   serviceDefinition,
-} from "./proto.js";
+} from "../protocol/proto.js";
+import type { Limiter } from "./limiter.js";
+import type { PromMetrics } from "./metrics.js";
+import type { PeerService } from "./peer-service.js";
 import type { Router } from "./router.js";
 
 export interface GrpcDeps {
@@ -28,19 +28,9 @@ export interface GrpcDeps {
   onUnexpected: (method: string, err: unknown) => void;
 }
 
-/** A thrown error as a gRPC status: our errors by their code, anything else as INTERNAL. */
+/** A thrown error as a gRPC status: ours by the error table, anything else as INTERNAL. */
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
-  if (err instanceof ShardlimitError) {
-    const code =
-      err.code === "INVALID_ARGUMENT"
-        ? grpc.status.INVALID_ARGUMENT
-        : err.code === "COUNTERS_EXHAUSTED"
-          ? grpc.status.RESOURCE_EXHAUSTED
-          : err.code === "UNAVAILABLE"
-            ? grpc.status.UNAVAILABLE
-            : grpc.status.FAILED_PRECONDITION;
-    return { code, details: err.message };
-  }
+  if (err instanceof ShardlimitError) return { code: ERRORS[err.code].grpc, details: err.message };
   return { code: grpc.status.INTERNAL, details: "internal error" };
 }
 

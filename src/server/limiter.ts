@@ -2,28 +2,27 @@ import { randomBytes } from "node:crypto";
 import type { LimitConfig, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { CapacityError, type CheckItem, type Decision, type Engine } from "../core/engine.js";
+import { InvalidArgumentError } from "../core/errors.js";
 import type { Policy } from "../core/policy.js";
-import { InvalidArgumentError } from "../errors.js";
-import { amountProblem, type InputLimits, keyProblem } from "./input-limits.js";
-import {
-  type AcquireRequest,
-  type AcquireResponse,
-  type CheckRequest,
-  type CheckResponse,
-  type CheckResult,
-  type ClusterView,
-  ErrorCode,
-  type ItemError,
-  type KeyPolicy,
-  type Limits,
-  type LimitsRequest,
-  type ReleaseRequest,
-  type ReleaseResponse,
-  type ReportRequest,
-  type ReportResponse,
-  type SettleRequest,
-  type SettleResponse,
-} from "./messages.js";
+import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
+import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
+import type {
+  AcquireRequest,
+  AcquireResponse,
+  CheckRequest,
+  CheckResponse,
+  CheckResult,
+  ClusterView,
+  KeyPolicy,
+  Limits,
+  LimitsRequest,
+  ReleaseRequest,
+  ReleaseResponse,
+  ReportRequest,
+  ReportResponse,
+  SettleRequest,
+  SettleResponse,
+} from "../protocol/messages.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
@@ -48,10 +47,6 @@ function ms(v: number): number {
   return v >= MAX_U32 ? MAX_U32 : Math.ceil(v);
 }
 
-function itemError(code: ErrorCode, message: string): ItemError {
-  return { code, message };
-}
-
 /**
  * A policy for the wire. Zero fields are left out rather than set: protobufjs writes every field
  * present, and most policies are ALLOW or GRANT with half their fields zero.
@@ -66,10 +61,6 @@ function keyPolicy(p: Policy, limit: number, gateways: number, now: number): Key
   if (reset > 0) out.resetMs = reset;
   return out;
 }
-
-const CODE_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(ErrorCode).map(([k, v]) => [v, k]),
-);
 
 /**
  * The request path of shardlimit's own API: validate, resolve the key's rule, check ownership,
@@ -264,7 +255,7 @@ export class Limiter {
   }
 
   private failItem<T extends { error?: ItemError }>(api: string, error: ItemError): T {
-    this.metrics.itemError(api, CODE_NAMES[error.code] ?? String(error.code));
+    this.metrics.itemError(api, errorName(error.code));
     return { error } as T;
   }
 

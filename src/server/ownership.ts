@@ -1,4 +1,4 @@
-import type { ClusterView } from "./messages.js";
+import type { ClusterView } from "../protocol/messages.js";
 
 export type OwnershipVerdict = "own" | "not_owner" | "not_ready";
 

@@ -1,16 +1,15 @@
-import { InvalidArgumentError, NotOwnerError } from "../errors.js";
+import { InvalidArgumentError, NotOwnerError } from "../core/errors.js";
+import { ErrorCode, type ItemError } from "../protocol/item-errors.js";
+import type {
+  CheckResponse,
+  ForwardedEnvoy,
+  ForwardRequest,
+  ForwardResponse,
+  HandoffRequest,
+  HandoffResponse,
+} from "../protocol/messages.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
-import {
-  type CheckResponse,
-  ErrorCode,
-  type ForwardedEnvoy,
-  type ForwardRequest,
-  type ForwardResponse,
-  type HandoffRequest,
-  type HandoffResponse,
-  type ItemError,
-} from "./messages.js";
 import type { Ownership } from "./ownership.js";
 
 export interface PeerServiceDeps {

@@ -1,16 +1,16 @@
-import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../errors.js";
+import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../core/errors.js";
+import { ErrorCode, serverRetries } from "../protocol/item-errors.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  CheckResult,
+  EnvoyDescriptorStatus,
+  EnvoyRequest,
+  EnvoyResponse,
+} from "../protocol/messages.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { EnvoyPlan } from "./envoy-plan.js";
 import type { Limiter } from "./limiter.js";
-import {
-  type CheckRequest,
-  type CheckResponse,
-  type CheckResult,
-  type EnvoyDescriptorStatus,
-  type EnvoyRequest,
-  type EnvoyResponse,
-  ErrorCode,
-} from "./messages.js";
 import type { Owner, Ownership } from "./ownership.js";
 
 /**
@@ -33,12 +33,6 @@ export interface RouterDeps {
   /** How long one retry waits for the assignment or readiness to change. */
   retryWaitMs?: number;
 }
-
-const RETRYABLE: ReadonlySet<number> = new Set([
-  ErrorCode.NOT_OWNER,
-  ErrorCode.OWNER_UNAVAILABLE,
-  ErrorCode.SLICE_NOT_READY,
-]);
 
 /**
  * `ShouldRateLimit` and `Check` may reach any server: the keys this server owns are decided here,
@@ -159,7 +153,7 @@ export class Router {
       if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
       res = failAll(req, err);
     }
-    if (attempt < this.attempts && res.results.some((r) => r.error && RETRYABLE.has(r.error.code))) {
+    if (attempt < this.attempts && res.results.some((r) => r.error && serverRetries(r.error.code))) {
       await ownership.changed(this.retryWaitMs);
       return this.routeCheck(req, attempt + 1);
     }
@@ -197,7 +191,7 @@ export class Router {
     const retry: number[] = [];
     for (let i = 0; i < results.length; i++) {
       const e = results[i]!.error;
-      if (e && RETRYABLE.has(e.code)) retry.push(i);
+      if (e && serverRetries(e.code)) retry.push(i);
     }
     if (retry.length > 0 && attempt < this.attempts) {
       await ownership.changed(this.retryWaitMs);

@@ -1,4 +1,5 @@
 import type { ClientTransport, Done } from "../client/transport.js";
+import type { ManualClock } from "../core/clock.js";
 import type {
   CheckRequest,
   CheckResponse,
@@ -6,9 +7,8 @@ import type {
   Limits,
   ReportRequest,
   ReportResponse,
-} from "../server/messages.js";
+} from "../protocol/messages.js";
 import type { SimCluster } from "./sim-cluster.js";
-import type { VirtualScheduler } from "./virtual-scheduler.js";
 
 export interface NetworkOptions {
   /** One-way delay, ms. */
@@ -30,7 +30,7 @@ export class SimNetwork implements ClientTransport {
   lost = 0;
 
   constructor(
-    private readonly clock: VirtualScheduler,
+    private readonly clock: ManualClock,
     private readonly cluster: SimCluster,
     private readonly opts: NetworkOptions,
   ) {}

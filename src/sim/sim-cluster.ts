@@ -1,13 +1,13 @@
-import type { Assignment, Member } from "../cluster/assignment.js";
 import { ClusterOwnership } from "../cluster/cluster-ownership.js";
-import { keyPoint } from "../cluster/hash.js";
-import { initialAssignment, place } from "../cluster/placement.js";
 import type { LimitConfig } from "../config/types.js";
+import type { ManualClock } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
-import { DEFAULT_INPUT_LIMITS } from "../server/input-limits.js";
+import type { Assignment, Member } from "../keyspace/assignment.js";
+import { keyPoint } from "../keyspace/hash.js";
+import { initialAssignment, place } from "../keyspace/placement.js";
+import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { Limiter } from "../server/limiter.js";
 import { noopMetrics } from "../server/metrics.js";
-import type { VirtualScheduler } from "./virtual-scheduler.js";
 
 /** One simulated server: the real Limiter, Engine and ClusterOwnership on the virtual clock. */
 export interface SimServer {
@@ -27,7 +27,7 @@ export class SimCluster {
   private assignment: Assignment;
 
   constructor(
-    private readonly clock: VirtualScheduler,
+    private readonly clock: ManualClock,
     private readonly config: LimitConfig,
     n: number,
     private readonly leaseMs = 3000,

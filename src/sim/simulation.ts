@@ -1,11 +1,11 @@
 import { GatewayLimiter } from "../client/gateway-limiter.js";
 import { decodeKey } from "../config/key.js";
 import { compileSources } from "../config/load.js";
+import { ManualClock } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
 import { seededRandom } from "../core/random.js";
 import { SimNetwork } from "./network.js";
 import { SimCluster } from "./sim-cluster.js";
-import { VirtualScheduler } from "./virtual-scheduler.js";
 
 /** Virtual time at which traffic starts: a whole minute, so windows of any unit start with it. */
 export const T0 = 600_000;
@@ -62,7 +62,7 @@ export interface SimulationRun {
 export function simulate(spec: SimulationSpec): SimulationRun {
   const started = performance.now();
   const random = seededRandom(spec.seed ?? 1);
-  const clock = new VirtualScheduler(T0 - 1000);
+  const clock = new ManualClock(T0 - 1000);
   const config = compileSources([{ file: "sim.yaml", text: spec.yaml }]);
   const cluster = new SimCluster(clock, config, spec.servers, spec.leaseMs ?? 3000);
   const net = new SimNetwork(clock, cluster, {
@@ -77,7 +77,7 @@ export function simulate(spec: SimulationSpec): SimulationRun {
       servers: addresses,
       clientId: `gw${g}`,
       transport: net,
-      scheduler: clock,
+      clock,
       random,
       reportIntervalMs: spec.reportIntervalMs ?? 100,
       ...spec.client,

@@ -1,11 +1,11 @@
 import { GatewayLimiter, type GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
 import type { ClientTransport, Done } from "../../src/client/transport.js";
-import { pointToWire } from "../../src/cluster/hash.js";
 import { compileSources } from "../../src/config/load.js";
 import type { LimitConfig } from "../../src/config/types.js";
+import { ManualClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
-import { DEFAULT_INPUT_LIMITS } from "../../src/server/input-limits.js";
-import { Limiter } from "../../src/server/limiter.js";
+import { pointToWire } from "../../src/keyspace/hash.js";
+import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import type {
   CheckRequest,
   CheckResponse,
@@ -13,10 +13,10 @@ import type {
   Limits,
   ReportRequest,
   ReportResponse,
-} from "../../src/server/messages.js";
+} from "../../src/protocol/messages.js";
+import { Limiter } from "../../src/server/limiter.js";
 import { noopMetrics } from "../../src/server/metrics.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
-import { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
 
 /** `lose`: the server applies the report but its answer never arrives (the call fails). */
 export type Mode = "ok" | "fail" | "hang" | "lose";
@@ -40,7 +40,7 @@ export class FakeTransport implements ClientTransport {
   rewrite: ((address: string, res: ReportResponse) => ReportResponse) | undefined;
 
   constructor(
-    readonly clock: VirtualScheduler,
+    readonly clock: ManualClock,
     public config: LimitConfig,
     addresses: string[],
   ) {
@@ -164,7 +164,7 @@ export function startGateway(
   } = {},
 ) {
   const addresses = o.addresses ?? ["a:1"];
-  const clock = new VirtualScheduler(600_000);
+  const clock = new ManualClock(600_000);
   const t = new FakeTransport(clock, config(o.yaml), addresses);
   for (const [a, m] of Object.entries(o.modes ?? {})) t.modes.set(a, m);
   let seed = 1;
@@ -172,7 +172,7 @@ export function startGateway(
     servers: addresses,
     clientId: "gw1",
     transport: t,
-    scheduler: clock,
+    clock,
     random: () => {
       seed = (seed * 16807) % 2147483647;
       return seed / 2147483647;

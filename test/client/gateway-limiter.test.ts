@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
-import { InvalidArgumentError, NotReadyError } from "../../src/errors.js";
-import { ErrorCode } from "../../src/server/messages.js";
+import {
+  InvalidArgumentError,
+  NotOwnerError,
+  NotReadyError,
+  ShardlimitError,
+} from "../../src/core/errors.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
 import {
   A,
   B,
@@ -138,6 +143,32 @@ describe("GatewayLimiter: deciding and reporting", () => {
     expect(await again).toBe(false); // the owner counted the 600
     const free = limiter.check("api/free=1");
     expect(await free).toBe(true);
+  });
+
+  it("check() rejects with the typed error of the owner's per-item code", async () => {
+    const { t, limiter, run } = setup({}, [A]);
+    run(10);
+    // A real refusal: Check on a concurrency key is the wrong algorithm.
+    const wrong = limiter.check("api/conc=x");
+    run(5);
+    await expect(wrong).rejects.toMatchObject({ code: "WRONG_ALGORITHM" });
+    const server = t.servers.get(A)!;
+    server.check = () => ({
+      generation: 4,
+      results: [{ error: { code: ErrorCode.NOT_OWNER, message: "moved" } }],
+    });
+    const moved = limiter.check("api/minute=m");
+    run(5);
+    await expect(moved).rejects.toBeInstanceOf(NotOwnerError);
+    await expect(moved).rejects.toMatchObject({ code: "NOT_OWNER", generation: 4, message: "moved" });
+    server.check = () => ({
+      generation: 0,
+      results: [{ error: { code: ErrorCode.INVALID_KEY, message: "bad" } }],
+    });
+    const bad = limiter.check("api/minute=m");
+    run(5);
+    await expect(bad).rejects.toBeInstanceOf(ShardlimitError);
+    await expect(bad).rejects.toMatchObject({ code: "INVALID_KEY", message: "bad" });
   });
 
   it("a slow owner gets one report in flight and then the merged counts, not a queue", () => {

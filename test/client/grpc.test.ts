@@ -3,9 +3,9 @@ import client from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
-import { connect, type RateLimiterRpc } from "../../src/client/rpc.js";
-import { NotReadyError } from "../../src/errors.js";
-import { EnvoyCode } from "../../src/server/messages.js";
+import { NotReadyError } from "../../src/core/errors.js";
+import { EnvoyCode } from "../../src/protocol/messages.js";
+import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import {
   type CliProcess,
   callError,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { keyPoint } from "../../src/cluster/hash.js";
-import type { VirtualScheduler } from "../../src/sim/virtual-scheduler.js";
+import type { ManualClock } from "../../src/core/clock.js";
+import { keyPoint } from "../../src/keyspace/hash.js";
 import { A, B, config, type FakeTransport, startGateway, twoOwners } from "./fake-transport.js";
 
 /**
@@ -15,7 +15,7 @@ function setup(addresses = [A], yaml?: string) {
 }
 
 /** Units the owner at `address` has counted for `api/minute=<v>` (limit 600). */
-function used(t: FakeTransport, clock: VirtualScheduler, value: string, address = A): number {
+function used(t: FakeTransport, clock: ManualClock, value: string, address = A): number {
   const r = t.config.resolve("api", [{ key: "minute", value }])!;
   return 600 - t.servers.get(address)!.engine.peek(r.counterKey, r.rule, clock.now()).remaining;
 }

@@ -1,12 +1,12 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { Assigner } from "../../src/cluster/assigner.js";
-import { movedFraction } from "../../src/cluster/assignment.js";
 import { AssignmentView } from "../../src/cluster/assignment-view.js";
 import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
 import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
+import { movedFraction } from "../../src/keyspace/assignment.js";
 import { waitFor as waitUntil } from "../server/harness.js";
 import { etcdPerSuite } from "./etcd-harness.js";
 

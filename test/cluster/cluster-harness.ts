@@ -1,6 +1,6 @@
-import { connect, type RateLimiterRpc } from "../../src/client/rpc.js";
-import { keyPoint, pointFromWire } from "../../src/cluster/hash.js";
-import type { ClusterView } from "../../src/server/messages.js";
+import { keyPoint, pointFromWire } from "../../src/keyspace/hash.js";
+import type { ClusterView } from "../../src/protocol/messages.js";
+import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { type CliProcess, ensureBuilt, httpGet, startCli, waitFor, writeConfig } from "../server/harness.js";
 import { type EtcdProcess, freePort, startEtcd } from "./etcd-harness.js";
 

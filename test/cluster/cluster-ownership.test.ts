@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { Assignment, type Member } from "../../src/cluster/assignment.js";
 import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
-import { keyPoint } from "../../src/cluster/hash.js";
-import { place } from "../../src/cluster/placement.js";
 import { ManualClock } from "../../src/core/clock.js";
+import { Assignment, type Member } from "../../src/keyspace/assignment.js";
+import { keyPoint } from "../../src/keyspace/hash.js";
+import { place } from "../../src/keyspace/placement.js";
 
 const m = (id: string, draining = false): Member => ({
   id,

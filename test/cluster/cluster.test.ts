@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EnvoyCode } from "../../src/server/messages.js";
+import { EnvoyCode } from "../../src/protocol/messages.js";
 import { desc, httpGet, killAllCli, runCli, waitFor } from "../server/harness.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
 

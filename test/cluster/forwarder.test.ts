@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { BatchingForwarder } from "../../src/cluster/forwarder.js";
 import type { PeerRpc } from "../../src/cluster/peers.js";
-import { NotOwnerError, UnavailableError } from "../../src/errors.js";
-import { ErrorCode, type ForwardRequest, type ForwardResponse } from "../../src/server/messages.js";
+import { NotOwnerError, UnavailableError } from "../../src/core/errors.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
+import type { ForwardRequest, ForwardResponse } from "../../src/protocol/messages.js";
 
 const owner = { id: "b", address: "b:1", self: false };
 

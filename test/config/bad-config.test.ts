@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { ConfigError } from "../../src/config/errors.js";
 import { loadConfig } from "../../src/config/index.js";
-import { ConfigError } from "../../src/errors.js";
 
 const BAD = "test/config/fixtures/bad";
 

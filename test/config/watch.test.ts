@@ -2,8 +2,8 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ConfigError } from "../../src/config/errors.js";
 import { ConfigWatcher, type LimitConfig } from "../../src/config/index.js";
-import { ConfigError } from "../../src/errors.js";
 
 function limits(domain: string, rps: number): string {
   return `domain: ${domain}\ndescriptors:\n  - key: tenant\n    rate_limit:\n      unit: second\n      requests_per_unit: ${rps}\n`;

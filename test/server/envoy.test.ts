@@ -1,7 +1,7 @@
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
-import type { EnvoyDescriptor, EnvoyDescriptorStatus, EnvoyRequest } from "../../src/server/messages.js";
+import type { EnvoyDescriptor, EnvoyDescriptorStatus, EnvoyRequest } from "../../src/protocol/messages.js";
 import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
 
 /**

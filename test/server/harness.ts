@@ -5,13 +5,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServiceError } from "@grpc/grpc-js";
 import { pino } from "pino";
-import { connect, type RateLimiterRpc } from "../../src/client/rpc.js";
+import { type RunningServer, startServer } from "../../src/app/serve.js";
 import { resolveKey } from "../../src/config/config.js";
 import type { Clock } from "../../src/core/clock.js";
 import type { Decision } from "../../src/core/engine.js";
-import { type RunningServer, startServer } from "../../src/server/app.js";
-import type { InputLimits } from "../../src/server/input-limits.js";
-import type { EnvoyDescriptor } from "../../src/server/messages.js";
+import type { InputLimits } from "../../src/protocol/input-limits.js";
+import type { EnvoyDescriptor } from "../../src/protocol/messages.js";
+import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 
 export interface TestServer {
   server: RunningServer;

@@ -2,8 +2,9 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { seededRandom as prng } from "../../src/core/random.js";
-import { InputLimitsSchema } from "../../src/server/input-limits.js";
-import { ErrorCode, type ReportEntryMsg } from "../../src/server/messages.js";
+import { InputLimitsSchema } from "../../src/protocol/input-limits.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
+import type { ReportEntryMsg } from "../../src/protocol/messages.js";
 import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
 
 /**

@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { connect } from "../../src/client/rpc.js";
+import { connect } from "../../src/protocol/rpc.js";
 import { type CliProcess, ensureBuilt, httpGet, killAllCli, REPO_ROOT, runCli, startCli } from "./harness.js";
 
 /**

@@ -1,7 +1,8 @@
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
-import { type CheckItemMsg, ErrorCode, type ReportEntryMsg } from "../../src/server/messages.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
+import type { CheckItemMsg, ReportEntryMsg } from "../../src/protocol/messages.js";
 import { callError, peek, pick, startTestServer, T0, type TestServer } from "./harness.js";
 
 /** shardlimit's own API (`shardlimit.v1.RateLimiter`) over a real gRPC connection. */

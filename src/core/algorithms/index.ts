@@ -1,5 +1,5 @@
-import type { Algorithm } from "../../config/types.js";
 import { fixedWindow } from "./fixed-window.js";
+import type { Algorithm } from "./names.js";
 import { slidingWindow } from "./sliding-window.js";
 import { tokenBucket } from "./token-bucket.js";
 import type { RateAlgorithm } from "./types.js";

@@ -1,6 +1,6 @@
-import { Routing } from "../../client/routing.js";
-import { connect } from "../../client/rpc.js";
-import { keyPoint } from "../../cluster/hash.js";
+import { keyPoint } from "../../keyspace/hash.js";
+import { Routing } from "../../keyspace/routing.js";
+import { connect } from "../../protocol/rpc.js";
 import { runLoad } from "../load.js";
 import { type Stack, startStack } from "../stack.js";
 import { perSecond } from "./common.js";

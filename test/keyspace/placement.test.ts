@@ -1,8 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { Assignment, type Member, movedFraction } from "../../src/cluster/assignment.js";
-import { keyPoint, pointFromWire, pointToWire } from "../../src/cluster/hash.js";
-import { evenStarts, initialAssignment, place, SLICES_PER_MEMBER } from "../../src/cluster/placement.js";
+import { Assignment, type Member, movedFraction } from "../../src/keyspace/assignment.js";
+import { keyPoint, pointFromWire, pointToWire } from "../../src/keyspace/hash.js";
+import { evenStarts, initialAssignment, place, SLICES_PER_MEMBER } from "../../src/keyspace/placement.js";
 
 const members = (n: number, prefix = "m"): Member[] =>
   Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, address: `10.0.0.${i}:8081` }));

@@ -1,22 +1,22 @@
 import type { Server as HttpServer } from "node:http";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
+import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
+import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
-import { ConfigError } from "../errors.js";
-import { clusterMetrics } from "./cluster-metrics.js";
-import { EnvoyRateLimit } from "./envoy.js";
-import { type GrpcServer, setServing, startGrpc, stopGrpc } from "./grpc.js";
-import { startHttp } from "./http.js";
-import { DEFAULT_INPUT_LIMITS, type InputLimits } from "./input-limits.js";
-import { Limiter } from "./limiter.js";
-import { PromMetrics } from "./metrics.js";
-import { type Ownership, StandaloneOwnership } from "./ownership.js";
-import { PeerService } from "./peer-service.js";
-import { Router } from "./router.js";
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { EnvoyRateLimit } from "../server/envoy.js";
+import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
+import { startHttp } from "../server/http.js";
+import { Limiter } from "../server/limiter.js";
+import { PromMetrics } from "../server/metrics.js";
+import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
+import { PeerService } from "../server/peer-service.js";
+import { Router } from "../server/router.js";
 
 /** Counters visited per sweeper tick: ~0.3 ms; at one tick per 50 ms, 100k counters a second. */
 const SWEEP_SLICE = 2000;

@@ -1,6 +1,6 @@
-import { sliceIndex } from "../cluster/assignment.js";
-import { pointFromWire } from "../cluster/hash.js";
-import type { ClusterView } from "../server/messages.js";
+import type { ClusterView } from "../protocol/messages.js";
+import { sliceIndex } from "./assignment.js";
+import { pointFromWire } from "./hash.js";
 
 /**
  * Where a gateway sends each key's reports: the owner of the key's slice in the newest

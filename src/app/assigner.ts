@@ -1,11 +1,11 @@
 import type { Etcd3 } from "etcd3";
+import { AssignerStack } from "../cluster/assigner-stack.js";
+import { AssignmentView } from "../cluster/assignment-view.js";
+import { connectEtcd } from "../cluster/etcd-client.js";
+import type { Log } from "../cluster/log.js";
+import { Membership, membersPrefix, parseMembers } from "../cluster/membership.js";
+import { PrefixView } from "../cluster/prefix-view.js";
 import type { Clock } from "../core/clock.js";
-import { AssignerStack } from "./assigner-stack.js";
-import { AssignmentView } from "./assignment-view.js";
-import { connectEtcd } from "./etcd-client.js";
-import type { Log } from "./log.js";
-import { Membership, membersPrefix, parseMembers } from "./membership.js";
-import { PrefixView } from "./prefix-view.js";
 
 export interface AssignerNodeOptions {
   etcd: string[];

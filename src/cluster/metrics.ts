@@ -1,5 +1,5 @@
 import client from "prom-client";
-import type { ClusterHooks } from "../cluster/node.js";
+import type { ClusterHooks } from "./node.js";
 
 export interface ClusterGauges {
   generation: () => number;

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { Assignment, type Member, movedFraction } from "../../src/cluster/assignment.js";
-import { simulateBalance } from "../../src/cluster/balance-sim.js";
 import { type LoadRecord, sliceLoads } from "../../src/cluster/load.js";
-import { evenStarts, place } from "../../src/cluster/placement.js";
-import { DEFAULT_REBALANCE, rebalance } from "../../src/cluster/rebalance.js";
+import { Assignment, type Member, movedFraction } from "../../src/keyspace/assignment.js";
+import { simulateBalance } from "../../src/keyspace/balance-sim.js";
+import { evenStarts, place } from "../../src/keyspace/placement.js";
+import { DEFAULT_REBALANCE, rebalance } from "../../src/keyspace/rebalance.js";
 
 const members = (n: number): Member[] =>
   Array.from({ length: n }, (_, i) => ({ id: `m${i}`, address: `a${i}:1` }));

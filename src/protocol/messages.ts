@@ -1,26 +1,10 @@
 import type { CounterSnapshot } from "../core/transfer.js";
+import type { ItemError } from "./item-errors.js";
 
 /**
  * The decoded shapes of our wire messages, as protobufjs produces them: camelCase fields, absent
  * fields read as their defaults. Kept by hand next to proto/; the gRPC tests catch any drift.
  */
-
-export const ErrorCode = {
-  NOT_OWNER: 1,
-  INVALID_KEY: 2,
-  INVALID_AMOUNT: 3,
-  COUNTERS_EXHAUSTED: 4,
-  WRONG_ALGORITHM: 5,
-  SLICE_NOT_READY: 6,
-  UNKNOWN_KEY_HANDLE: 7,
-  OWNER_UNAVAILABLE: 8,
-} as const;
-export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
-
-export interface ItemError {
-  code: ErrorCode;
-  message: string;
-}
 
 export interface ReportEntryMsg {
   key: string;

@@ -16,8 +16,8 @@ import type {
   ReportResponse,
   SettleRequest,
   SettleResponse,
-} from "../server/messages.js";
-import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../server/proto.js";
+} from "./messages.js";
+import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "./proto.js";
 
 export type Unary<Req, Res> = (req: Partial<Req>, opts?: { deadlineMs?: number }) => Promise<Res>;
 

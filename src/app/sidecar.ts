@@ -1,0 +1,93 @@
+import type http from "node:http";
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import client from "prom-client";
+import { createLimiter } from "../client/create.js";
+import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import type { InputLimits } from "../protocol/input-limits.js";
+import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
+import { unary } from "../server/grpc.js";
+import { startHttp } from "../server/http.js";
+import { EnvoySidecar } from "../sidecar/sidecar.js";
+
+/**
+ * `shardlimit sidecar` wired: an embedded gateway client, a gRPC server answering Envoy's
+ * ShouldRateLimit (and health) from it, and optionally /metrics, /healthz, /readyz.
+ */
+export interface SidecarOptions {
+  /** host:port to answer Envoy on (loopback next to Envoy). */
+  listen: string;
+  servers: string[];
+  clientId: string;
+  reportIntervalMs: number;
+  /** /metrics, /healthz, /readyz; 0 = an ephemeral port, undefined = none. */
+  httpPort?: number;
+  limits: InputLimits;
+  log: Logger;
+  connectTimeoutMs?: number;
+}
+
+export interface RunningSidecar {
+  limiter: GatewayLimiter;
+  grpcPort: number;
+  httpPort: number | undefined;
+  stop(): Promise<void>;
+}
+
+export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
+  const { log } = opts;
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const limiter = await createLimiter({
+    servers: opts.servers,
+    clientId: opts.clientId,
+    reportIntervalMs: opts.reportIntervalMs,
+    registry,
+    connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+    logger: {
+      warn: (obj, msg) => log.warn(obj, msg),
+      info: (obj, msg) => log.info(obj, msg),
+    },
+  });
+  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers);
+  const server = new grpc.Server();
+  const deps = {
+    onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),
+  };
+  server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
+    ShouldRateLimit: unary("ShouldRateLimit", deps, sidecar.shouldRateLimit.bind(sidecar)),
+  });
+  const health = new HealthImplementation({ "": "SERVING" });
+  health.addToServer(server);
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(opts.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    ),
+  );
+  let httpServer: http.Server | undefined;
+  let httpPort: number | undefined;
+  if (opts.httpPort !== undefined) {
+    const h = await startHttp({ registry, ready: () => limiter.ready }, "127.0.0.1", opts.httpPort);
+    httpServer = h.server;
+    httpPort = h.port;
+  }
+  log.info(
+    { listen: opts.listen, port: grpcPort, servers: opts.servers },
+    "sidecar answering ShouldRateLimit",
+  );
+  return {
+    limiter,
+    grpcPort,
+    httpPort,
+    async stop() {
+      limiter.flush();
+      await new Promise<void>((r) => server.tryShutdown(() => r()));
+      httpServer?.close();
+      sidecar.close();
+      // Let the last reports leave before the channels close.
+      await new Promise((r) => setTimeout(r, 50));
+      limiter.close();
+    },
+  };
+}
