@@ -1,0 +1,53 @@
+import { ShardlimitError } from "./errors.js";
+import type { Limit } from "./limit.js";
+
+/** What the engine's operations take and give: decisions, check items, report entries. */
+
+/** The outcome of a synchronous decision on one key. */
+export interface Decision {
+  allowed: boolean;
+  /** The limit is in shadow mode and would have rejected: let through, but count it as such. */
+  shadowed: boolean;
+  /** Units left after this decision (never negative). */
+  remaining: number;
+  /** When the counter is full again. */
+  resetAt: number;
+  /** Earliest time the same cost could be admitted; `now` when allowed, Infinity if never. */
+  retryAt: number;
+}
+
+export interface CheckItem {
+  key: string;
+  limit: Limit;
+  cost: number;
+  /** The shard key that places the counter; the key itself when absent. */
+  shard?: string;
+}
+
+/**
+ * - `strict`: each item is admitted only if its full cost fits; a rejected item changes nothing.
+ * - `atomic`: as strict, but all items are admitted together or none is (a tenant and its group).
+ * - `envoy`: envoyproxy/ratelimit's semantics: fixed windows count every hit, admitted or not.
+ */
+export type CheckMode = "strict" | "atomic" | "envoy";
+
+/** One gateway's counts for one key since its last report. */
+export interface ReportEntry {
+  /** Units admitted locally since the last report. */
+  admitted: number;
+  /** Units rejected locally since the last report (they show the demand). */
+  rejected: number;
+  /** Concurrency: units the gateway holds now. */
+  held: number;
+  /**
+   * Re-sent after a generation change: the gateway's units admitted in the limit's current window
+   * (including `admitted`), so an owner that replaced a crashed one rebuilds the count.
+   */
+  windowAdmitted: number;
+}
+
+export class CapacityError extends ShardlimitError {
+  constructor(max: number) {
+    super("COUNTERS_EXHAUSTED", `the server holds its maximum of ${max} counters; try again later`);
+  }
+}
