@@ -13,4 +13,13 @@ export { GrpcTransport } from "./client/grpc-transport.js";
 export { registerClientMetrics } from "./client/metrics.js";
 export type { ClientTransport } from "./client/transport.js";
 export { type Clock, ManualClock, systemClock, type Timer } from "./core/clock.js";
-export { InvalidArgumentError, NotReadyError, ShardlimitError } from "./core/errors.js";
+// check() rejects with these: match on `code` (the table in ERRORS) or on the class.
+export {
+  ERRORS,
+  type ErrorName,
+  InvalidArgumentError,
+  NotOwnerError,
+  NotReadyError,
+  ShardlimitError,
+  UnavailableError,
+} from "./core/errors.js";
