@@ -2,7 +2,7 @@ import type { LimitRule } from "../config/types.js";
 import { windowStart } from "../core/algorithms/types.js";
 import { LocalKey } from "../core/local-decision.js";
 import { type Policy, PolicyKind } from "../core/policy.js";
-import type { Fallback } from "./fallback.js";
+import { Fallback } from "./fallback.js";
 
 /** Counts taken from a key into a report, kept until the owner says whether it applied them. */
 export interface Drained {
@@ -13,52 +13,113 @@ export interface Drained {
 /**
  * One counter as a gateway sees it: the owner's latest policy and the counts since the last
  * report (LocalKey), plus what routing, re-sending and fallback need. Several request keys may
- * share one (a `share_threshold` wildcard counts all its values together).
+ * share one (a `share_threshold` wildcard counts all its values together). Its state changes
+ * only through its own methods; the limiter's parts read it.
  */
 export class ClientKey extends LocalKey {
   /** Where its slice lives: the hash point of the shard key. */
   readonly point: number;
-  lastUsed = 0;
+  #rule: LimitRule;
+  #lastUsed = 0;
   /** Waiting in the limiter's list of keys to report. */
-  dirty = false;
+  #dirty = false;
   /** Units of settled over-estimates, taken off the next report. */
-  refund = 0;
+  private refund = 0;
   /** Concurrency: units held now. */
-  held = 0;
+  #held = 0;
   /** Start of the counting window `windowTotal` is for. */
-  windowAt = Number.NEGATIVE_INFINITY;
+  private windowAt = Number.NEGATIVE_INFINITY;
   /** Units the owner(s) acknowledged in that window: what is re-sent to a new owner. */
-  windowTotal = 0;
+  #windowTotal = 0;
   /** The address, and that server's incarnation (process), its counts were last acknowledged by. */
-  reportedTo = "";
-  reportedInc = "";
+  private reportedTo = "";
+  private reportedInc = "";
   /** Set when a config change replaced this counter: late settles and answers go there. */
-  replacedBy: ClientKey | undefined = undefined;
+  private replacedBy: ClientKey | undefined = undefined;
   /** Key handle from `handleAddress` in its key epoch `handleEpoch`. */
-  handle = 0;
-  handleAddress = "";
-  handleEpoch = 0;
+  private handle = 0;
+  private handleAddress = "";
+  private handleEpoch = 0;
   /** As the owner last said. */
-  gateways = 1;
-  remaining = 0;
-  resetAt = 0;
+  private gateways = 1;
+  #remaining = 0;
+  #resetAt = 0;
   /** When the policy in force arrived, and whether a fresh one was asked for early since. */
-  appliedAt = Number.NEGATIVE_INFINITY;
-  askedEarly = false;
+  private appliedAt = Number.NEGATIVE_INFINITY;
+  private askedEarly = false;
   /** Units the policy in force granted when it arrived. */
-  granted = 0;
+  private granted = 0;
   /** Set while its owner cannot be reached. */
-  fallback: Fallback | undefined = undefined;
+  private fallback: Fallback | undefined = undefined;
 
   constructor(
     /** The key reports name: the counter key. */
     readonly key: string,
-    /** Swapped for an equal rule of a new config; a changed rule makes a new ClientKey. */
-    public rule: LimitRule,
+    /** Swapped for an equal rule of a new config (`adoptRule`); a changed rule makes a new ClientKey. */
+    rule: LimitRule,
     point: number,
   ) {
     super(rule.localAllowance);
+    this.#rule = rule;
     this.point = point;
+  }
+
+  get rule(): LimitRule {
+    return this.#rule;
+  }
+  get lastUsed(): number {
+    return this.#lastUsed;
+  }
+  get dirty(): boolean {
+    return this.#dirty;
+  }
+  get held(): number {
+    return this.#held;
+  }
+  get windowTotal(): number {
+    return this.#windowTotal;
+  }
+  /** Cluster-wide units left, and when the counter is full again, as of the owner's last answer. */
+  get remaining(): number {
+    return this.#remaining;
+  }
+  get resetAt(): number {
+    return this.#resetAt;
+  }
+  get inFallback(): boolean {
+    return this.fallback !== undefined;
+  }
+
+  touch(now: number): void {
+    this.#lastUsed = now;
+  }
+
+  /** Puts the key on the list to report; false if it already was. */
+  markDirty(): boolean {
+    if (this.#dirty) return false;
+    this.#dirty = true;
+    return true;
+  }
+
+  clearDirty(): void {
+    this.#dirty = false;
+  }
+
+  /** Nothing to report and nothing held: the key may be forgotten. */
+  get idle(): boolean {
+    return !this.#dirty && this.admitted === 0 && this.rejected === 0 && this.#held === 0;
+  }
+
+  /** Whether a policy from the owner is in force (otherwise the allowance applies). */
+  hasPolicy(now: number): boolean {
+    return this.kind !== 0 && now < this.until;
+  }
+
+  /** Counts a decision made without the policy (shadow mode, a cost over the limit). */
+  tally(ok: boolean, cost: number): boolean {
+    if (ok) this.admitted += cost;
+    else this.rejected += cost;
+    return ok;
   }
 
   /**
@@ -73,12 +134,68 @@ export class ClientKey extends LocalKey {
     return ok;
   }
 
+  /** Decides under the fallback share; only while `inFallback`. */
+  decideFallback(cost: number, now: number): boolean {
+    return this.tally(this.fallback!.take(cost, now), cost);
+  }
+
+  /**
+   * Whether this key's demand has clearly moved since its policy was made, so a fresh one should
+   * be asked for now instead of at the next interval; true once per policy:
+   * - its grant ran out within half an interval: load moved here;
+   * - it was rationed (REJECT_FRACTION) but uses under a quarter of its pace: load moved away,
+   *   and its unused share should go to where it went.
+   */
+  askEarly(ok: boolean, now: number, interval: number): boolean {
+    if (this.askedEarly || !this.demandMoved(ok, now, interval)) return false;
+    this.askedEarly = true;
+    return true;
+  }
+
+  private demandMoved(ok: boolean, now: number, interval: number): boolean {
+    const elapsed = now - this.appliedAt;
+    if (!ok) return this.units <= 0 && elapsed < interval / 2;
+    if (this.kind !== PolicyKind.REJECT_FRACTION || elapsed < interval / 4 || elapsed > interval)
+      return false;
+    const used = this.granted - this.units;
+    return used < (0.25 * this.granted * elapsed) / interval;
+  }
+
+  /** Concurrency: takes `amount` slots if this gateway's share allows. */
+  acquire(amount: number, now: number): boolean {
+    const noPolicy = !this.hasPolicy(now);
+    let max: number;
+    if (this.fallback !== undefined) max = this.fallback.maxHeld;
+    else if (noPolicy) max = this.#held + this.allowance;
+    else max = this.units;
+    const ok = this.#held + amount <= max || (this.kind === PolicyKind.ALLOW && now < this.until);
+    if (ok) {
+      this.#held += amount;
+      this.admitted += amount;
+      if (noPolicy) this.allowance -= amount;
+    } else this.rejected += amount;
+    return ok;
+  }
+
+  release(amount: number): void {
+    this.#held = Math.max(0, this.#held - amount);
+  }
+
+  /** Charges `delta` more than was estimated (or refunds it when negative). */
+  settle(delta: number): void {
+    if (delta > 0) {
+      this.admitted += delta;
+      this.sinceAsked += delta;
+      this.units -= delta;
+    } else this.refund -= delta;
+  }
+
   /** Starts a new counting window when `now` is past the current one. */
   roll(now: number): void {
-    const start = windowStart(now, this.rule.windowMs);
+    const start = windowStart(now, this.#rule.windowMs);
     if (start !== this.windowAt) {
       this.windowAt = start;
-      this.windowTotal = 0;
+      this.#windowTotal = 0;
     }
   }
 
@@ -100,14 +217,42 @@ export class ClientKey extends LocalKey {
   }
 
   /**
+   * Whether a report to `address` (whose process is `incarnation`) must carry the window total:
+   * a new owner, or a restarted one (both start empty, unless counters were handed over).
+   */
+  needsWindowTotal(address: string, incarnation: string): boolean {
+    return this.reportedTo !== address || this.reportedInc !== incarnation || incarnation === "";
+  }
+
+  /**
    * The owner applied `d` (or may have: it is then counted in the window total to re-send), and
    * holds this key's window from `incarnation` on ("" when that is not known to be so).
    */
   acknowledged(d: Drained, address: string, incarnation: string, now: number): void {
     this.roll(now);
-    this.windowTotal += d.admitted;
+    this.#windowTotal += d.admitted;
     this.reportedTo = address;
     this.reportedInc = incarnation;
+  }
+
+  /** The handle to name this key by in a report to `address` in key epoch `epoch`; 0: by name. */
+  handleFor(address: string, epoch: number): number {
+    return this.handleAddress === address && this.handleEpoch === epoch ? this.handle : 0;
+  }
+
+  acceptHandle(handle: number, address: string, epoch: number): void {
+    this.handle = handle;
+    this.handleAddress = address;
+    this.handleEpoch = epoch;
+  }
+
+  forgetHandle(): void {
+    this.handle = 0;
+  }
+
+  /** The owner at `address` began a new key epoch: handles it gave out before are void. */
+  forgetHandleFrom(address: string): void {
+    if (this.handleAddress === address) this.handle = 0;
   }
 
   /** This counter, or what replaced it after a config change. */
@@ -117,6 +262,36 @@ export class ClientKey extends LocalKey {
     return k;
   }
 
+  /** A reload left this key's limit as it was: keep the policy in force under the new rule. */
+  adoptRule(rule: LimitRule): void {
+    this.#rule = rule;
+  }
+
+  /** A reload changed this key's limit: `next` takes over its counts and what was reported. */
+  replaceWith(next: ClientKey): void {
+    next.admitted = this.admitted;
+    next.rejected = this.rejected;
+    next.#held = this.#held;
+    next.refund = this.refund;
+    next.reportedTo = this.reportedTo;
+    next.reportedInc = this.reportedInc;
+    next.windowAt = this.windowAt;
+    next.#windowTotal = this.#windowTotal;
+    this.replacedBy = next;
+  }
+
+  /** The owner is unreachable: decide on this gateway's share of the limit from now on. */
+  enterFallback(now: number): void {
+    this.roll(now);
+    this.fallback = new Fallback(
+      this.#rule,
+      this.gateways,
+      this.#remaining,
+      this.#windowTotal + this.admitted,
+      now,
+    );
+  }
+
   applyPolicy(p: Policy, gateways: number, now: number): void {
     this.apply(p);
     this.granted = this.units;
@@ -124,12 +299,12 @@ export class ClientKey extends LocalKey {
     this.askedEarly = false;
     // After this policy expires, until the next answer: the optimistic allowance, or this
     // gateway's part of what the owner says is left, whichever is more. Strict keys get nothing.
-    const local = this.rule.localAllowance;
+    const local = this.#rule.localAllowance;
     const rejecting = p.kind === PolicyKind.REJECT_UNTIL || p.kind === PolicyKind.REJECT_FRACTION;
     this.allowance = local === 0 || rejecting ? local : Math.max(local, p.remaining / Math.max(1, gateways));
     this.gateways = gateways;
-    this.remaining = p.remaining;
-    this.resetAt = p.resetAt;
+    this.#remaining = p.remaining;
+    this.#resetAt = p.resetAt;
     this.fallback = undefined;
   }
 }

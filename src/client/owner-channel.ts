@@ -13,6 +13,16 @@ export interface PendingReport {
   attempts: number;
 }
 
+/** What an answer told about its owner, for the reporter to act on. */
+export interface Answered {
+  /** The owner had failed before this answer. */
+  readonly recovered: boolean;
+  /** Key handles given out before are still valid (same key epoch). */
+  readonly handlesValid: boolean;
+  /** The owner's process changed since its previous answer (not on the first). */
+  readonly restarted: boolean;
+}
+
 /**
  * The reporting state towards one server. At most one report is in flight: while it is, counts
  * keep accumulating in the keys and travel merged in the next one, so a slow owner sees fewer,
@@ -22,18 +32,18 @@ export interface PendingReport {
 export class OwnerChannel {
   /** Per-owner sequence numbers: each owner's dedup window sees a dense series. */
   private seq: number;
-  keyEpoch = 0;
+  #keyEpoch = 0;
   /** The owner process's incarnation from its last answer ("" before the first). */
-  incarnation = "";
-  inflight: PendingReport | undefined = undefined;
-  failed: PendingReport | undefined = undefined;
+  #incarnation = "";
+  private inflight: PendingReport | undefined = undefined;
+  private failed: PendingReport | undefined = undefined;
   /** Consecutive failed calls; 0 after any answer. */
-  failures = 0;
-  lastError = "";
+  #failures = 0;
+  #lastError = "";
   /** An early report found this owner busy: send one as soon as the answer is in. */
-  wantSoon = false;
+  private wantSoon = false;
   /** When the last new report was built: its successor's counts cover the time since. */
-  lastBuiltAt = Number.NaN;
+  private lastBuiltAt = Number.NaN;
 
   constructor(
     readonly address: string,
@@ -43,11 +53,100 @@ export class OwnerChannel {
     this.seq = Math.max(0, Math.floor(seqBase));
   }
 
+  get keyEpoch(): number {
+    return this.#keyEpoch;
+  }
+  get incarnation(): string {
+    return this.#incarnation;
+  }
+  get failures(): number {
+    return this.#failures;
+  }
+  get lastError(): string {
+    return this.#lastError;
+  }
+
   get down(): boolean {
-    return this.failures > 0;
+    return this.#failures > 0;
+  }
+
+  /** A report is in flight, or a failed one waits to be sent again before any new one. */
+  get busy(): boolean {
+    return this.inflight !== undefined || this.failed !== undefined;
   }
 
   nextSeq(): number {
     return ++this.seq;
+  }
+
+  /** The span a new report's counts cover (`fallbackMs` for the first), clamped to 1 ms..60 s. */
+  nextSpan(now: number, fallbackMs: number): number {
+    const span = Number.isNaN(this.lastBuiltAt)
+      ? fallbackMs
+      : Math.min(60_000, Math.max(1, Math.round(now - this.lastBuiltAt)));
+    this.lastBuiltAt = now;
+    return span;
+  }
+
+  /** Asks for a report as soon as the one in flight is answered. */
+  wantReportSoon(): void {
+    this.wantSoon = true;
+  }
+
+  /** Whether a report was asked for while busy; clears the request. */
+  takeWantSoon(): boolean {
+    const w = this.wantSoon;
+    this.wantSoon = false;
+    return w;
+  }
+
+  /** The failed report, to send again, once nothing is in flight. */
+  takeRetry(): PendingReport | undefined {
+    const f = this.failed;
+    if (f === undefined || this.inflight !== undefined) return undefined;
+    this.failed = undefined;
+    return f;
+  }
+
+  /** `p` goes out now. */
+  sent(p: PendingReport): void {
+    this.inflight = p;
+    p.attempts++;
+  }
+
+  /** `p` came back (answer or error): false if it no longer counts (the owner was dropped). */
+  settled(p: PendingReport): boolean {
+    if (this.inflight !== p) return false;
+    this.inflight = undefined;
+    return true;
+  }
+
+  /** `p` failed and waits to be sent again; returns the consecutive failures so far. */
+  markFailed(p: PendingReport, error: string): number {
+    this.#failures++;
+    this.#lastError = error;
+    this.failed = p;
+    return this.#failures;
+  }
+
+  /** An answer came, in `keyEpoch` from process `incarnation`. */
+  markAnswered(keyEpoch: number, incarnation: string): Answered {
+    const recovered = this.#failures > 0;
+    this.#failures = 0;
+    const handlesValid = keyEpoch === this.#keyEpoch;
+    this.#keyEpoch = keyEpoch;
+    const restarted = incarnation !== this.#incarnation && this.#incarnation !== "";
+    this.#incarnation = incarnation;
+    return { recovered, handlesValid, restarted };
+  }
+
+  /** The owner left the cluster: returns what was in flight or failed, and forgets it. */
+  abandon(): PendingReport[] {
+    const out: PendingReport[] = [];
+    if (this.inflight !== undefined) out.push(this.inflight);
+    if (this.failed !== undefined) out.push(this.failed);
+    this.inflight = undefined;
+    this.failed = undefined;
+    return out;
   }
 }

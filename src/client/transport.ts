@@ -24,3 +24,9 @@ export interface ClientTransport {
   drop(address: string): void;
   close(): void;
 }
+
+/** Where the limiter tells of owners failing and recovering, and of answers it could not use. */
+export interface LimiterLogger {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}

@@ -16,7 +16,7 @@ import {
   startGateway,
   twoOwners,
   YAML,
-} from "./fake-transport.js";
+} from "../../src/testkit/fake-transport.js";
 
 const _START = 600_000;
 

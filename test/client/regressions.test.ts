@@ -1,7 +1,16 @@
 import { describe, expect, it } from "vitest";
+import type { Directory } from "../../src/client/directory.js";
+import type { KeyTable } from "../../src/client/key-table.js";
 import type { ManualClock } from "../../src/core/clock.js";
 import { keyPoint } from "../../src/keyspace/hash.js";
-import { A, B, config, type FakeTransport, startGateway, twoOwners } from "./fake-transport.js";
+import {
+  A,
+  B,
+  config,
+  type FakeTransport,
+  startGateway,
+  twoOwners,
+} from "../../src/testkit/fake-transport.js";
 
 /**
  * Counting across owner reloads and restarts, outages, config swaps and members leaving with a
@@ -67,9 +76,7 @@ describe("counts stay exact", () => {
     }
     run(300);
     const windowTotal = () =>
-      limiter.describe(key) &&
-      (limiter as unknown as { counters: Map<string, { windowTotal: number }> }).counters.get(key)!
-        .windowTotal;
+      limiter.describe(key) && (limiter as unknown as { keys: KeyTable }).keys.counter(key)!.windowTotal;
     const before = windowTotal()!;
     for (let j = 0; j < 10; j++) limiter.decide(key);
     t.view = {
@@ -80,7 +87,7 @@ describe("counts stay exact", () => {
     };
     // The view without A is asked for, then a report goes to A; both answers come a millisecond
     // later, the view first: the report's answer arrives from a member no longer in the view.
-    (limiter as unknown as { refreshView(force: boolean): void }).refreshView(true);
+    (limiter as unknown as { directory: Directory }).directory.refreshView(true);
     limiter.flush();
     run(5);
     expect(windowTotal()).toBe(before + 10);

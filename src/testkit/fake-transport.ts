@@ -1,11 +1,11 @@
-import { GatewayLimiter, type GatewayLimiterOptions } from "../../src/client/gateway-limiter.js";
-import type { ClientTransport, Done } from "../../src/client/transport.js";
-import { compileSources } from "../../src/config/load.js";
-import type { LimitConfig } from "../../src/config/types.js";
-import { ManualClock } from "../../src/core/clock.js";
-import { Engine } from "../../src/core/engine.js";
-import { pointToWire } from "../../src/keyspace/hash.js";
-import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
+import { GatewayLimiter, type GatewayLimiterOptions } from "../client/gateway-limiter.js";
+import type { ClientTransport, Done } from "../client/transport.js";
+import { compileSources } from "../config/load.js";
+import type { LimitConfig } from "../config/types.js";
+import { ManualClock } from "../core/clock.js";
+import { Engine } from "../core/engine.js";
+import { pointToWire } from "../keyspace/hash.js";
+import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import type {
   CheckRequest,
   CheckResponse,
@@ -13,10 +13,10 @@ import type {
   Limits,
   ReportRequest,
   ReportResponse,
-} from "../../src/protocol/messages.js";
-import { Limiter } from "../../src/server/limiter.js";
-import { noopMetrics } from "../../src/server/metrics.js";
-import { StandaloneOwnership } from "../../src/server/ownership.js";
+} from "../protocol/messages.js";
+import { Limiter } from "../server/limiter.js";
+import { noopMetrics } from "../server/metrics.js";
+import { StandaloneOwnership } from "../server/ownership.js";
 
 /** `lose`: the server applies the report but its answer never arrives (the call fails). */
 export type Mode = "ok" | "fail" | "hang" | "lose";

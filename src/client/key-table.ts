@@ -1,0 +1,177 @@
+import { decodeKey, encodeKey } from "../config/key.js";
+import type { DescriptorEntry, LimitConfig } from "../config/types.js";
+import { InvalidArgumentError } from "../core/errors.js";
+import { keyPoint } from "../keyspace/hash.js";
+import { ClientKey } from "./client-key.js";
+import { sameLimit } from "./same-limit.js";
+
+/** A request's descriptor as Envoy sends it: `decide` accepts it in place of a key string. */
+export interface Descriptor {
+  domain: string;
+  entries: readonly DescriptorEntry[];
+}
+
+/** A key no limit applies to: always admitted, never reported. */
+export class Unlimited {
+  #lastUsed = 0;
+  get lastUsed(): number {
+    return this.#lastUsed;
+  }
+  touch(now: number): void {
+    this.#lastUsed = now;
+  }
+}
+
+export type Entry = ClientKey | Unlimited;
+
+export interface KeyTableOptions {
+  /** Keys unused this long are forgotten. */
+  readonly idleKeyMs: number;
+  /** Counters tracked at most; the least recently used idle ones go first. */
+  readonly maxKeys: number;
+  readonly reportIntervalMs: number;
+}
+
+/**
+ * Request keys resolved to their counters with the limits in force. Request keys that share a
+ * counter share one ClientKey; a config swap resolves every key again on its next use, keeping a
+ * counter whose limit is unchanged and carrying the counts of one that changed into its successor.
+ * Idle keys are forgotten, and the number of counters is capped.
+ */
+export class KeyTable {
+  #config: LimitConfig | undefined;
+  /** Request key -> its counter (or Unlimited). */
+  private readonly keys = new Map<string, Entry>();
+  /** Counter key -> counter. */
+  private readonly counters = new Map<string, ClientKey>();
+  private lastSweep = 0;
+
+  constructor(
+    private readonly opts: KeyTableOptions,
+    /** A new counter: it is reported at the next interval. */
+    private readonly added: (k: ClientKey) => void,
+  ) {}
+
+  /** The limits in force; undefined until fetched. */
+  get config(): LimitConfig | undefined {
+    return this.#config;
+  }
+
+  /** Swaps in new limits: keys are resolved again on next use; counts carry over. */
+  setConfig(config: LimitConfig): void {
+    const first = this.#config === undefined;
+    this.#config = config;
+    if (!first) this.keys.clear();
+  }
+
+  /** The key's counter, resolving it on first sight; undefined before the limits are known. */
+  entry(key: string | Descriptor, cost: number): Entry | undefined {
+    checkCost(cost);
+    const name = typeof key === "string" ? key : descriptorKey(key);
+    const hit = this.keys.get(name);
+    if (hit !== undefined) return hit;
+    const config = this.#config;
+    if (config === undefined) return undefined;
+    const e = this.resolve(config, name);
+    this.keys.set(name, e);
+    return e;
+  }
+
+  private resolve(config: LimitConfig, name: string): Entry {
+    const d = decodeKey(name);
+    if (typeof d === "string") throw new InvalidArgumentError(`${d}: ${JSON.stringify(name.slice(0, 100))}`);
+    const r = config.resolve(d.domain, d.entries);
+    if (r === undefined || r.rule.unlimited) return new Unlimited();
+    let k = this.counters.get(r.counterKey);
+    if (k !== undefined && k.rule !== r.rule && sameLimit(k.rule, r.rule)) {
+      k.adoptRule(r.rule); // a reload that left this limit as it was: keep the policy in force
+    } else if (k === undefined || k.rule !== r.rule) {
+      const fresh = new ClientKey(r.counterKey, r.rule, keyPoint(r.shardKey));
+      k?.replaceWith(fresh);
+      k = fresh;
+      this.counters.set(r.counterKey, k);
+      if (!k.dirty) this.added(k);
+    }
+    return k;
+  }
+
+  /** Whether `k` still counts for its key (a config change may have replaced it). */
+  isCurrent(k: ClientKey): boolean {
+    return this.counters.get(k.key) === k;
+  }
+
+  /** The counter for a counter key, if tracked. */
+  counter(key: string): ClientKey | undefined {
+    return this.counters.get(key);
+  }
+
+  /** Counters tracked. */
+  get size(): number {
+    return this.counters.size;
+  }
+
+  fallbackCount(): number {
+    let n = 0;
+    for (const k of this.counters.values()) if (k.inFallback) n++;
+    return n;
+  }
+
+  /** Counter keys currently decided by the local fallback share, at most `max`. */
+  fallbackKeys(max: number): string[] {
+    const out: string[] = [];
+    for (const k of this.counters.values()) {
+      if (k.inFallback) out.push(k.key);
+      if (out.length >= max) break;
+    }
+    return out;
+  }
+
+  /** Forgets idle keys, at most once a second. */
+  sweepEvery(now: number): void {
+    if (now - this.lastSweep < 1000) return;
+    this.lastSweep = now;
+    this.sweep(now);
+  }
+
+  private sweep(now: number): void {
+    const cutoff = now - this.opts.idleKeyMs;
+    for (const [name, e] of this.keys) {
+      if (e.lastUsed < cutoff && (!(e instanceof ClientKey) || e.idle)) this.keys.delete(name);
+    }
+    for (const [name, k] of this.counters) {
+      if (k.lastUsed < cutoff && k.idle) this.counters.delete(name);
+    }
+    if (this.counters.size > this.opts.maxKeys) {
+      // Oldest first (Map order is insertion order); keys with counts to report stay.
+      const recent = now - this.opts.reportIntervalMs * 10;
+      for (const [name, k] of this.counters) {
+        if (this.counters.size <= this.opts.maxKeys) break;
+        if (k.lastUsed < recent && k.idle) this.counters.delete(name);
+      }
+      for (const [name, e] of this.keys) {
+        if (e instanceof ClientKey && this.counters.get(e.key) !== e) this.keys.delete(name);
+      }
+    }
+    // Request keys (unlimited ones, and names sharing a counter) are capped too: dropping one
+    // only means resolving it again on its next use.
+    if (this.keys.size > 2 * this.opts.maxKeys) {
+      for (const name of this.keys.keys()) {
+        if (this.keys.size <= this.opts.maxKeys) break;
+        this.keys.delete(name);
+      }
+    }
+  }
+}
+
+function descriptorKey(d: Descriptor): string {
+  if (typeof d !== "object" || d === null || typeof d.domain !== "string" || !Array.isArray(d.entries)) {
+    throw new InvalidArgumentError("a descriptor needs a domain and an entries array");
+  }
+  return encodeKey(d.domain, d.entries);
+}
+
+export function checkCost(cost: number): void {
+  if (!(cost >= 0) || cost === Number.POSITIVE_INFINITY) {
+    throw new InvalidArgumentError(`cost must be a finite number >= 0, got ${cost}`);
+  }
+}
