@@ -1,9 +1,3 @@
-import type http from "node:http";
-import * as grpc from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
-import type { Logger } from "pino";
-import client from "prom-client";
-import { createLimiter } from "../client/create.js";
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { UNIT_PROTO } from "../config/types.js";
 import { UnavailableError } from "../core/errors.js";
@@ -14,11 +8,8 @@ import {
   type EnvoyRequest,
   type EnvoyResponse,
 } from "../protocol/messages.js";
-import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import { planEnvoy, respondEnvoy } from "../server/envoy-plan.js";
-import { unary } from "../server/grpc.js";
-import { startHttp } from "../server/http.js";
 
 /**
  * Envoy's ShouldRateLimit answered from the embedded gateway client's local state: an unmodified
