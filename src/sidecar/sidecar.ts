@@ -6,6 +6,7 @@ import client from "prom-client";
 import { createLimiter } from "../client/create.js";
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { UNIT_PROTO } from "../config/types.js";
+import { type Clock, systemClock } from "../core/clock.js";
 import { UnavailableError } from "../core/errors.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import {
@@ -35,7 +36,7 @@ export class EnvoySidecar {
     private readonly limiter: GatewayLimiter,
     private readonly limits: InputLimits,
     private readonly servers: readonly string[],
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
@@ -52,7 +53,7 @@ export class EnvoySidecar {
       resolve: (domain, entries) => config.resolve(domain, entries),
       knownDomain: (domain) => config.domains.includes(domain),
     });
-    const now = this.now();
+    const now = this.clock.now();
     const statuses: EnvoyDescriptorStatus[] = plan.limited.map((i) => {
       const r = plan.active[i]!;
       const ok = this.limiter.decide(r.counterKey, plan.hits[i]!);
@@ -79,7 +80,7 @@ export class EnvoySidecar {
       const address = this.servers[(this.turn + i) % this.servers.length]!;
       let rpc = this.passthrough.get(address);
       if (rpc === undefined) {
-        rpc = connect(address);
+        rpc = connect(address, {}, this.clock);
         this.passthrough.set(address, rpc);
       }
       try {
