@@ -11,7 +11,7 @@ import { type CounterStore, Handoff } from "./handoff.js";
 import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
-import { connectPeer, PeerPool } from "./peers.js";
+import { PeerPool } from "./peers.js";
 
 export interface ClusterOptions {
   /** etcd client URLs. */
@@ -55,7 +55,11 @@ export class ClusterNode {
   private readonly view: AssignmentView;
   private stack: AssignerStack | undefined;
   private loadTimer: Timer | undefined;
-  private readonly peers: PeerPool;
+  /**
+   * Real gRPC channels, whose deadlines are wall-clock times: they stay on the system clock even
+   * when this node runs on another (a virtual time would make every deadline nonsense).
+   */
+  private readonly peers = new PeerPool();
 
   constructor(
     private readonly opts: ClusterOptions,
@@ -65,8 +69,6 @@ export class ClusterNode {
     const { clock, log } = deps;
     const hooks = deps.hooks ?? {};
     this.client = connectEtcd(opts.etcd);
-    // Forwarded calls and handoffs set their gRPC deadlines on this node's clock.
-    this.peers = new PeerPool((address) => connectPeer(address, clock));
     this.ownership = new ClusterOwnership({
       selfId: opts.id,
       clock,

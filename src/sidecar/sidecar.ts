@@ -80,7 +80,7 @@ export class EnvoySidecar {
       const address = this.servers[(this.turn + i) % this.servers.length]!;
       let rpc = this.passthrough.get(address);
       if (rpc === undefined) {
-        rpc = connect(address, {}, this.clock);
+        rpc = connect(address);
         this.passthrough.set(address, rpc);
       }
       try {

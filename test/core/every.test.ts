@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { every, ManualClock, sleep } from "../../src/core/clock.js";
+import { every, ManualClock } from "../../src/core/clock.js";
 
 describe("every(clock, ms, fn)", () => {
   it("runs fn every ms on the clock, like setInterval, until cancelled", () => {
@@ -31,21 +31,5 @@ describe("every(clock, ms, fn)", () => {
     every(clock, 0, () => n++);
     clock.advance(5);
     expect(n).toBe(5);
-  });
-});
-
-describe("sleep(clock, ms)", () => {
-  it("resolves when the clock passes ms, whatever the timer options", async () => {
-    const clock = new ManualClock(0);
-    let done = false;
-    const p = sleep(clock, 50, { ref: true }).then(() => {
-      done = true;
-    });
-    clock.advance(49);
-    await Promise.resolve();
-    expect(done).toBe(false);
-    clock.advance(1);
-    await p;
-    expect(done).toBe(true);
   });
 });
