@@ -36,7 +36,7 @@ export class AssignerNode {
     this.candidacy = new Membership({
       client: this.client,
       prefix: `${o.prefix}assigners/`,
-      self: { id: o.id, address: "(assigner)", capacity: 1, startedAt: Date.now() },
+      self: { id: o.id, address: "(assigner)", capacity: 1, startedAt: o.clock.now() },
       ttlSeconds: o.leaseTtlSeconds,
       clock: o.clock,
       log: o.log,
@@ -45,12 +45,14 @@ export class AssignerNode {
     this.view = new AssignmentView({
       client: this.client,
       prefix: o.prefix,
+      clock: o.clock,
       log: o.log,
       onChange: () => stack?.assigner.kick(),
     });
     this.members = new PrefixView({
       client: this.client,
       prefix: membersPrefix(o.prefix),
+      clock: o.clock,
       log: o.log,
       onChange: (entries) => stack?.assigner.setMembers(parseMembers(entries, o.log)),
     });
@@ -60,6 +62,7 @@ export class AssignerNode {
       id: o.id,
       membership: this.candidacy,
       view: this.view,
+      clock: o.clock,
       log: o.log,
       loadIntervalMs: o.loadIntervalMs,
       rebalanceIntervalMs: o.rebalanceIntervalMs,

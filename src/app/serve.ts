@@ -6,7 +6,7 @@ import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
-import { type Clock, systemClock } from "../core/clock.js";
+import { type Clock, every, systemClock } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
@@ -80,6 +80,7 @@ export async function startServer(
 
   const watcher = new ConfigWatcher({
     path: opts.configPath,
+    clock,
     onSwap: (config: LimitConfig) => {
       metrics.setDomains(config.domains);
       if (limiter) {
@@ -120,7 +121,7 @@ export async function startServer(
         }),
       })
     : undefined;
-  const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress);
+  const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
   const envoy = new EnvoyRateLimit(
@@ -129,7 +130,7 @@ export async function startServer(
     (domain) => current.config.domains.includes(domain),
   );
 
-  const router = new Router({ limiter, envoy, ownership, forwarder: node?.forwarder });
+  const router = new Router({ limiter, envoy, ownership, clock, forwarder: node?.forwarder });
   const peer = node
     ? new PeerService({ limiter, envoy, ownership, receiveHandoff: (req) => node.handoff.receive(req) })
     : undefined;
@@ -165,23 +166,21 @@ export async function startServer(
 
   // Small slices often: one turn of the event loop must stay well under a millisecond, or every
   // call in flight waits for it (50k counters in one slice stalled calls for ~15 ms).
-  const sweeper = setInterval(() => {
+  const sweeper = every(clock, opts.sweepIntervalMs ?? 50, () => {
     const removed = engine.sweep(clock.now(), SWEEP_SLICE);
     if (removed > 0) log.debug({ removed, counters: engine.size }, "swept idle counters");
-  }, opts.sweepIntervalMs ?? 50);
-  sweeper.unref();
+  });
 
   ready = true;
   setServing(grpc.health, isReady());
   // In a cluster readiness follows the assignment and handoffs; gRPC health tells the same story.
   let serving = isReady();
-  const healthTimer = setInterval(() => {
+  const healthTimer = every(clock, 250, () => {
     if (isReady() !== serving) {
       serving = !serving;
       setServing(grpc.health, serving);
     }
-  }, 250);
-  healthTimer.unref();
+  });
   log.info(
     {
       grpcPort: grpc.port,
@@ -210,16 +209,16 @@ export async function startServer(
         // Still serving (forwarding moved keys) while the assigner moves the slices away and
         // their counters are handed to the new owners; then leave the cluster.
         log.info("shutting down: not ready, draining slices to other members");
-        const t0 = Date.now();
+        const t0 = clock.now();
         const drained = await node.drain(opts.drainTimeoutMs ?? 15_000);
-        log.info({ drained, ms: Date.now() - t0 }, drained ? "drained" : "drain timed out; leaving anyway");
+        log.info({ drained, ms: clock.now() - t0 }, drained ? "drained" : "drain timed out; leaving anyway");
         await node.stop();
       }
       log.info("shutting down: finishing calls in flight");
-      clearInterval(sweeper);
-      clearInterval(healthTimer);
+      sweeper.cancel();
+      healthTimer.cancel();
       watcher.stop();
-      await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000);
+      await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());
         http.server.closeAllConnections();

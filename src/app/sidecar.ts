@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import client from "prom-client";
 import { createLimiter } from "../client/create.js";
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { unary } from "../server/grpc.js";
@@ -26,6 +27,8 @@ export interface SidecarOptions {
   limits: InputLimits;
   log: Logger;
   connectTimeoutMs?: number;
+  /** The system clock unless a test brings its own. */
+  clock?: Clock;
 }
 
 export interface RunningSidecar {
@@ -37,6 +40,7 @@ export interface RunningSidecar {
 
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { log } = opts;
+  const clock = opts.clock ?? systemClock;
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
   const limiter = await createLimiter({
@@ -45,12 +49,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     reportIntervalMs: opts.reportIntervalMs,
     registry,
     connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+    clock,
     logger: {
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),
     },
   });
-  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers);
+  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock);
   const server = new grpc.Server();
   const deps = {
     onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),
@@ -85,8 +90,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       await new Promise<void>((r) => server.tryShutdown(() => r()));
       httpServer?.close();
       sidecar.close();
-      // Let the last reports leave before the channels close.
-      await new Promise((r) => setTimeout(r, 50));
+      // Let the last reports leave before the channels close (ref'd, as before: this wait must end).
+      await sleep(clock, 50, { ref: true });
       limiter.close();
     },
   };

@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { connectEtcd } from "../cluster/etcd-client.js";
 import { formatStatus, readStatus } from "../cluster/status.js";
+import { systemClock } from "../core/clock.js";
 import { etcdFlag, prefixFlag } from "./common-options.js";
 
 export function statusCommand(): Command {
@@ -14,10 +15,12 @@ export function statusCommand(): Command {
       try {
         const s = await Promise.race([
           readStatus(client, flags.prefix),
+          // Ref'd, as before: the CLI waits for etcd's answer or this timeout, nothing else.
           new Promise<never>((_, reject) =>
-            setTimeout(
-              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within 3 s`)),
+            systemClock.after(
               3000,
+              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within 3 s`)),
+              { ref: true },
             ),
           ),
         ]);

@@ -1,4 +1,5 @@
 import type { Etcd3 } from "etcd3";
+import type { Clock } from "../core/clock.js";
 import { Assigner } from "./assigner.js";
 import type { AssignmentView } from "./assignment-view.js";
 import { Leadership } from "./leadership.js";
@@ -15,6 +16,7 @@ export interface AssignerStackOptions {
   membership: Membership;
   /** The stored assignment; its owner must call `assigner.kick()` when it changes. */
   view: AssignmentView;
+  clock: Clock;
   log: Log;
   /** How often servers publish load: records older than three of these are ignored. */
   loadIntervalMs: number;
@@ -38,19 +40,21 @@ export class AssignerStack {
       key: `${o.prefix}assigner/leader`,
       id: o.id,
       membership: o.membership,
+      clock: o.clock,
       log: o.log,
       onChange: () => assigner?.kick(),
     });
-    const loads = new LoadView({ client: o.client, prefix: o.prefix, log: o.log });
+    const loads = new LoadView({ client: o.client, prefix: o.prefix, clock: o.clock, log: o.log });
     this.loads = loads;
     assigner = new Assigner({
       prefix: o.prefix,
       view: o.view,
       leadership: this.leadership,
+      clock: o.clock,
       log: o.log,
       rebalanceIntervalMs: o.rebalanceIntervalMs,
       loads: (a) => {
-        const fresh = loads.fresh(Date.now(), 3 * o.loadIntervalMs);
+        const fresh = loads.fresh(o.clock.now(), 3 * o.loadIntervalMs);
         return fresh.length > 0 ? sliceLoads(a, fresh) : undefined;
       },
     });

@@ -1,3 +1,4 @@
+import { type Clock, every, type Timer } from "../core/clock.js";
 import type { Assignment, Member } from "../keyspace/assignment.js";
 import { encodeAssignment } from "../keyspace/assignment-codec.js";
 import { initialAssignment, place } from "../keyspace/placement.js";
@@ -11,6 +12,8 @@ export interface AssignerOptions {
   /** The stored assignment, shared with the server; the assigner is kicked when it changes. */
   view: AssignmentView;
   leadership: Leadership;
+  /** Stamps each assignment written (`writtenAt`, wall time in production) and times rebalancing. */
+  clock: Clock;
   log: Log;
   /** Measured load per slice of `a` (undefined when nothing is measured): enables rebalancing. */
   loads?: (a: Assignment) => Float64Array | undefined;
@@ -45,7 +48,7 @@ export class Assigner {
   private running: Promise<void> | undefined;
   private again = false;
   private balanceDue = false;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   /** Generations this assigner wrote (for tests and status). */
   written = 0;
   /** Load-balancing rounds that wrote an assignment. */
@@ -53,12 +56,11 @@ export class Assigner {
 
   constructor(private readonly opts: AssignerOptions) {
     if (opts.loads && (opts.rebalanceIntervalMs ?? 0) > 0) {
-      this.timer = setInterval(() => {
+      this.timer = every(opts.clock, opts.rebalanceIntervalMs!, () => {
         if (!opts.leadership.leading()) return;
         this.balanceDue = true;
         this.kick();
-      }, opts.rebalanceIntervalMs);
-      this.timer.unref();
+      });
     }
   }
 
@@ -94,13 +96,13 @@ export class Assigner {
   }
 
   private async reconcile(): Promise<void> {
-    const { leadership, log } = this.opts;
+    const { leadership, log, clock } = this.opts;
     if (!leadership.leading() || this.members.length === 0) return;
     const prev = this.opts.view.current();
     const generation = (prev?.assignment.generation ?? 0) + 1;
     const next = prev
-      ? place(generation, this.members, prev.assignment.starts, prev.assignment, Date.now())
-      : initialAssignment(generation, this.members, Date.now());
+      ? place(generation, this.members, prev.assignment.starts, prev.assignment, clock.now())
+      : initialAssignment(generation, this.members, clock.now());
     if (prev && sameOwners(prev.assignment, next)) {
       if (this.balanceDue) await this.balance(prev.text, prev.assignment, generation);
       return;
@@ -119,7 +121,7 @@ export class Assigner {
     const load = this.opts.loads?.(current);
     if (!load) return;
     const opts = this.opts.rebalance ?? DEFAULT_REBALANCE;
-    const r = rebalance(current, load, generation, opts, Date.now());
+    const r = rebalance(current, load, generation, opts, this.opts.clock.now());
     // Merges alone are not worth a new generation; they ride along with the next real change.
     if (r.imbalanceBefore <= opts.targetImbalance || (r.moves === 0 && r.splits === 0)) return;
     const ok = await this.opts.leadership.fencedPut(
@@ -148,7 +150,7 @@ export class Assigner {
 
   /** Waits for a write in progress; the view belongs to the caller. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
     await this.running;
   }
 }

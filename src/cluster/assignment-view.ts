@@ -1,4 +1,5 @@
 import type { Etcd3 } from "etcd3";
+import type { Clock } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
 import { decodeAssignment } from "../keyspace/assignment-codec.js";
 import type { Log } from "./log.js";
@@ -17,6 +18,8 @@ export interface StoredAssignment {
 export interface AssignmentViewOptions {
   client: Etcd3;
   prefix: string;
+  /** Times the mirror's retries. */
+  clock: Clock;
   log: Log;
   /** Called with each valid assignment seen (and undefined if the key is deleted). */
   onChange: (stored: StoredAssignment | undefined) => void;
@@ -36,6 +39,7 @@ export class AssignmentView {
     this.view = new PrefixView({
       client: opts.client,
       prefix: key,
+      clock: opts.clock,
       log: opts.log,
       onChange: (entries) => {
         const text = entries.get("");

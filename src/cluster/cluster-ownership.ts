@@ -178,11 +178,10 @@ export class ClusterOwnership implements Ownership {
 
   changed(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      timer.unref();
+      const timer = this.opts.clock.after(ms, done);
       const waiters = this.waiters;
       function done() {
-        clearTimeout(timer);
+        timer.cancel();
         const i = waiters.indexOf(done);
         if (i >= 0) waiters.splice(i, 1);
         resolve();

@@ -1,4 +1,4 @@
-import type { Clock } from "../core/clock.js";
+import { type Clock, sleep } from "../core/clock.js";
 import { CapacityError } from "../core/engine.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
@@ -128,7 +128,8 @@ export class Handoff {
           );
           return;
         }
-        await new Promise((r) => setTimeout(r, this.opts.retryMs ?? 100));
+        // Ref'd, as before: a handoff being retried keeps a leaving process until it is sent or given up.
+        await sleep(clock, this.opts.retryMs ?? 100, { ref: true });
       }
     }
     this.opts.onSent?.(to.id, counters.length, true);

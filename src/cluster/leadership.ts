@@ -1,4 +1,5 @@
 import type { Etcd3, Watcher } from "etcd3";
+import type { Clock, Timer } from "../core/clock.js";
 import type { Log } from "./log.js";
 import type { Membership } from "./membership.js";
 
@@ -10,6 +11,8 @@ export interface LeadershipOptions {
   id: string;
   /** The candidate's registration: the leader key is bound to its lease, so leadership ends with it. */
   membership: Membership;
+  /** Times the campaign's retry; `leading()` reads freshness from the membership's clock. */
+  clock: Clock;
   log: Log;
   onChange?: (leading: boolean) => void;
 }
@@ -26,7 +29,7 @@ export class Leadership {
   private leaseId = "";
   private watcher: Watcher | undefined;
   private stopped = false;
-  private retry: NodeJS.Timeout | undefined;
+  private retry: Timer | undefined;
 
   constructor(private readonly opts: LeadershipOptions) {}
 
@@ -72,10 +75,15 @@ export class Leadership {
     } catch (err) {
       log.warn({ err: (err as Error).message }, "leader campaign failed; retrying");
       if (!this.retry && !this.stopped) {
-        this.retry = setTimeout(() => {
-          this.retry = undefined;
-          void this.campaign();
-        }, 500);
+        // Ref'd, as before: a candidate keeps campaigning until it is stopped.
+        this.retry = this.opts.clock.after(
+          500,
+          () => {
+            this.retry = undefined;
+            void this.campaign();
+          },
+          { ref: true },
+        );
       }
     }
   }
@@ -105,7 +113,7 @@ export class Leadership {
   /** Gives leadership up (deletes the key if it is ours) and stops campaigning. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.retry) clearTimeout(this.retry);
+    this.retry?.cancel();
     await this.watcher?.cancel().catch(() => {});
     if (this.held) {
       const { client } = this.opts;

@@ -1,5 +1,6 @@
 import type { Etcd3 } from "etcd3";
 import { z } from "zod";
+import type { Clock } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
 import type { Log } from "./log.js";
 import { PrefixView } from "./prefix-view.js";
@@ -53,10 +54,11 @@ export class LoadView {
   private readonly view: PrefixView;
   private records: LoadRecord[] = [];
 
-  constructor(opts: { client: Etcd3; prefix: string; log: Log }) {
+  constructor(opts: { client: Etcd3; prefix: string; clock: Clock; log: Log }) {
     this.view = new PrefixView({
       client: opts.client,
       prefix: loadPrefix(opts.prefix),
+      clock: opts.clock,
       log: opts.log,
       onChange: (entries) => {
         const out: LoadRecord[] = [];

@@ -53,6 +53,7 @@ export class Membership {
     this.view = new PrefixView({
       client: opts.client,
       prefix: membersPrefix(opts.prefix),
+      clock: opts.clock,
       log: opts.log,
       onChange: (entries) => this.onEntries(entries),
     });
@@ -145,7 +146,7 @@ export class Membership {
           if (failures++ % 10 === 0) {
             this.opts.log.warn({ err: err.message, failures }, "cannot register with etcd; retrying");
           }
-          setTimeout(attempt, delay).unref();
+          this.opts.clock.after(delay, attempt);
           delay = Math.min(2000, delay * 2);
         },
       );

@@ -1,5 +1,5 @@
 import type { Etcd3 } from "etcd3";
-import type { Clock } from "../core/clock.js";
+import { type Clock, every, sleep, type Timer } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
@@ -54,7 +54,11 @@ export class ClusterNode {
   private membership: Membership | undefined;
   private readonly view: AssignmentView;
   private stack: AssignerStack | undefined;
-  private loadTimer: NodeJS.Timeout | undefined;
+  private loadTimer: Timer | undefined;
+  /**
+   * Real gRPC channels, whose deadlines are wall-clock times: they stay on the system clock even
+   * when this node runs on another (a virtual time would make every deadline nonsense).
+   */
   private readonly peers = new PeerPool();
 
   constructor(
@@ -85,6 +89,7 @@ export class ClusterNode {
     this.view = new AssignmentView({
       client: this.client,
       prefix: opts.prefix,
+      clock,
       log,
       onChange: (stored) => {
         if (stored) this.install(stored.assignment);
@@ -96,7 +101,7 @@ export class ClusterNode {
   private install(a: Assignment): void {
     const change = this.ownership.update(a);
     if (!change) return;
-    const lag = a.writtenAt !== undefined ? Date.now() - a.writtenAt : undefined;
+    const lag = a.writtenAt !== undefined ? this.deps.clock.now() - a.writtenAt : undefined;
     this.deps.hooks?.onAssignment?.(a, lag);
     this.deps.log.info(
       {
@@ -124,7 +129,7 @@ export class ClusterNode {
     const membership = new Membership({
       client: this.client,
       prefix: opts.prefix,
-      self: { id: opts.id, address, capacity: opts.capacity, startedAt: Date.now() },
+      self: { id: opts.id, address, capacity: opts.capacity, startedAt: clock.now() },
       ttlSeconds: opts.leaseTtlSeconds,
       clock,
       log,
@@ -138,6 +143,7 @@ export class ClusterNode {
         id: opts.id,
         membership,
         view: this.view,
+        clock,
         log,
         loadIntervalMs: opts.loadIntervalMs ?? 2000,
         rebalanceIntervalMs: opts.rebalanceIntervalMs ?? 10_000,
@@ -154,14 +160,14 @@ export class ClusterNode {
   private publishLoadEvery(ms: number): void {
     if (!(ms > 0)) return;
     this.ownership.takeLoad();
-    this.loadTimer = setInterval(() => {
+    const { clock, log } = this.deps;
+    this.loadTimer = every(clock, ms, () => {
       const l = this.ownership.takeLoad();
-      const record = { id: this.opts.id, generation: l.generation, at: Date.now(), ranges: l.ranges };
+      const record = { id: this.opts.id, generation: l.generation, at: clock.now(), ranges: l.ranges };
       this.membership
         ?.putLeased(`${loadPrefix(this.opts.prefix)}${this.opts.id}`, JSON.stringify(record))
-        .catch((err: Error) => this.deps.log.debug({ err: err.message }, "cannot publish load"));
-    }, ms);
-    this.loadTimer.unref();
+        .catch((err: Error) => log.debug({ err: err.message }, "cannot publish load"));
+    });
   }
 
   /** Members as registered in etcd (for status). */
@@ -183,7 +189,8 @@ export class ClusterNode {
    * calls for moved keys are forwarded to their new owners.
    */
   async drain(timeoutMs: number): Promise<boolean> {
-    const until = Date.now() + timeoutMs;
+    const { clock } = this.deps;
+    const until = clock.now() + timeoutMs;
     try {
       if (!this.membership) return true;
       await this.membership.setDraining();
@@ -194,17 +201,18 @@ export class ClusterNode {
       );
       return false;
     }
-    while (!this.holdsNothing() && Date.now() < until) await this.ownership.changed(until - Date.now());
+    while (!this.holdsNothing() && clock.now() < until) await this.ownership.changed(until - clock.now());
     await Promise.race([
       this.handoff.idle(),
-      new Promise((r) => setTimeout(r, Math.max(0, until - Date.now()))),
+      // Ref'd, as before: the drain's deadline stands even once nothing else is pending.
+      sleep(clock, Math.max(0, until - clock.now()), { ref: true }),
     ]);
     return this.holdsNothing();
   }
 
   /** Leaves: gives up leadership, revokes the registration, closes connections. */
   async stop(): Promise<void> {
-    if (this.loadTimer) clearInterval(this.loadTimer);
+    this.loadTimer?.cancel();
     await this.stack?.stop();
     await this.view.stop();
     await this.membership?.stop();

@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { type Clock, systemClock } from "../core/clock.js";
 import type {
   ForwardRequest,
   ForwardResponse,
@@ -16,7 +17,8 @@ export interface PeerRpc {
 
 const PeerClient = grpc.makeGenericClientConstructor(serviceDefinition(PEER_SERVICE), "Peer");
 
-export function connectPeer(address: string): PeerRpc {
+/** A channel to one peer; call deadlines are set on `clock` (wall time: gRPC's deadlines are). */
+export function connectPeer(address: string, clock: Clock = systemClock): PeerRpc {
   const c = new PeerClient(address, grpc.credentials.createInsecure(), {
     // A peer that restarts on the same address is reconnected to quickly.
     "grpc.initial_reconnect_backoff_ms": 100,
@@ -25,8 +27,8 @@ export function connectPeer(address: string): PeerRpc {
     "grpc.max_send_message_length": 64 * 1024 * 1024,
   });
   return {
-    forward: promisify(c, "Forward"),
-    handoff: promisify(c, "Handoff"),
+    forward: promisify(c, "Forward", clock),
+    handoff: promisify(c, "Handoff", clock),
     close: () => c.close(),
   };
 }

@@ -1,4 +1,5 @@
 import type { Etcd3, Watcher } from "etcd3";
+import { type Clock, sleep, type Timer } from "../core/clock.js";
 import type { Log } from "./log.js";
 
 export interface PrefixViewOptions {
@@ -7,6 +8,8 @@ export interface PrefixViewOptions {
   prefix: string;
   onChange: (entries: ReadonlyMap<string, string>) => void;
   log: Log;
+  /** Times the waits before listing again. */
+  clock: Clock;
   /** Wait before listing again after etcd could not be reached. */
   retryMs?: number;
 }
@@ -21,7 +24,7 @@ export class PrefixView {
   private entries = new Map<string, string>();
   private watcher: Watcher | undefined;
   private stopped = false;
-  private retry: NodeJS.Timeout | undefined;
+  private retry: Timer | undefined;
   revision = 0;
   /** Times the mirror was rebuilt from a fresh list (the first included). */
   syncs = 0;
@@ -36,7 +39,8 @@ export class PrefixView {
   async start(): Promise<void> {
     while (!this.stopped) {
       if (await this.sync()) return;
-      await new Promise((r) => setTimeout(r, this.opts.retryMs ?? 500));
+      // Ref'd, as before: starting waits for etcd however long it takes.
+      await sleep(this.opts.clock, this.opts.retryMs ?? 500, { ref: true });
     }
   }
 
@@ -88,15 +92,20 @@ export class PrefixView {
 
   private scheduleResync(): void {
     if (this.stopped || this.retry) return;
-    this.retry = setTimeout(async () => {
-      this.retry = undefined;
-      if (!(await this.sync())) this.scheduleResync();
-    }, this.opts.retryMs ?? 500);
+    // Ref'd, as before: a mirror that lost its watch keeps trying to list until stopped.
+    this.retry = this.opts.clock.after(
+      this.opts.retryMs ?? 500,
+      async () => {
+        this.retry = undefined;
+        if (!(await this.sync())) this.scheduleResync();
+      },
+      { ref: true },
+    );
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.retry) clearTimeout(this.retry);
+    this.retry?.cancel();
     await this.watcher?.cancel().catch(() => {});
     this.watcher = undefined;
   }

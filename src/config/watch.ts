@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { type FSWatcher, realpathSync, statSync, watch } from "node:fs";
 import { basename, dirname } from "node:path";
+import { type Clock, systemClock, type Timer } from "../core/clock.js";
 import type { ConfigError } from "./errors.js";
 import { type ConfigSource, compileSources, readSources } from "./load.js";
 import type { LimitConfig } from "./types.js";
@@ -14,6 +15,8 @@ export interface ConfigWatcherOptions {
   readonly onError: (err: ConfigError | Error) => void;
   /** Quiet period after the last file event before reloading. Editors write in bursts. */
   readonly debounceMs?: number;
+  /** Times the debounce; the system clock when absent. */
+  readonly clock?: Clock;
 }
 
 /**
@@ -32,9 +35,10 @@ export class ConfigWatcher {
   private readonly onSwap: (config: LimitConfig) => void;
   private readonly onError: (err: ConfigError | Error) => void;
   private readonly debounceMs: number;
+  private readonly clock: Clock;
   private readonly watchers = new Map<string, FSWatcher>();
   private watchedTarget: string | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private lastFingerprint: string | undefined;
   private running = false;
 
@@ -47,6 +51,7 @@ export class ConfigWatcher {
     this.onSwap = options.onSwap;
     this.onError = options.onError;
     this.debounceMs = debounceMs;
+    this.clock = options.clock ?? systemClock;
   }
 
   /**
@@ -67,7 +72,7 @@ export class ConfigWatcher {
 
   stop(): void {
     this.running = false;
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     this.timer = undefined;
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();
@@ -99,14 +104,13 @@ export class ConfigWatcher {
 
   private schedule = (): void => {
     if (!this.running) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
+    this.timer?.cancel();
+    this.timer = this.clock.after(this.debounceMs, () => {
       this.timer = undefined;
       if (!this.running) return;
       this.watchAll();
       this.load(false);
-    }, this.debounceMs);
-    this.timer.unref();
+    });
   };
 
   /** (Re)establishes the watches; a directory whose symlink now points elsewhere is re-watched. */

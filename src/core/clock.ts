@@ -3,32 +3,69 @@
  * deterministic simulation and exact tests drive the real code on a virtual clock. The core's
  * pure functions take `now` as a number instead.
  *
- * `Date.now` and `setTimeout` appear only here (biome's plugin rule `no-raw-time` keeps it so).
+ * `Date.now` and the timer globals appear only here (and in the load-test harness, which paces real
+ * threads by wall time): biome's `noRestrictedGlobals` and the `lint/no-date-now.grit` plugin
+ * keep it so.
  */
 export interface Timer {
   cancel(): void;
 }
 
+export interface TimerOptions {
+  /**
+   * Keep the process alive until the timer fires (system clock only; virtual clocks ignore it).
+   * Off by default: only a step the process must finish before exiting asks for it, e.g. forcing
+   * a shutdown after its grace period or a retry that has to run.
+   */
+  ref?: boolean;
+}
+
 export interface Clock {
   /** Milliseconds since the epoch (the virtual clocks start wherever they are told). */
   now(): number;
-  /** Runs `fn` once after `ms`. The system clock's timers never keep the process alive. */
-  after(ms: number, fn: () => void): Timer;
+  /**
+   * Runs `fn` once after `ms`. The system clock's timers do not keep the process alive unless
+   * `opts.ref` asks them to.
+   */
+  after(ms: number, fn: () => void, opts?: TimerOptions): Timer;
 }
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  after(ms, fn) {
+  after(ms, fn, opts) {
     const t = setTimeout(fn, ms);
     // A timer of a library or server part must never keep its process alive on its own.
-    t.unref();
+    if (!opts?.ref) t.unref();
     return { cancel: () => clearTimeout(t) };
   },
 };
 
 /** Resolves after `ms` on `clock`. */
-export function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => clock.after(ms, resolve));
+export function sleep(clock: Clock, ms: number, opts?: TimerOptions): Promise<void> {
+  return new Promise((resolve) => clock.after(ms, resolve, opts));
+}
+
+/**
+ * Runs `fn` every `ms` on `clock` until cancelled, like `setInterval`: each run sets the next
+ * one before calling `fn`, so the period does not drift with `fn`'s own time.
+ */
+export function every(clock: Clock, ms: number, fn: () => void, opts?: TimerOptions): Timer {
+  // As setInterval does, a period under 1 ms is 1 ms (and a virtual clock cannot spin in place).
+  const period = Math.max(1, ms);
+  let timer: Timer | undefined;
+  let stopped = false;
+  const tick = () => {
+    if (stopped) return;
+    timer = clock.after(period, tick, opts);
+    fn();
+  };
+  timer = clock.after(period, tick, opts);
+  return {
+    cancel: () => {
+      stopped = true;
+      timer?.cancel();
+    },
+  };
 }
 
 interface Event {

@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { type Clock, systemClock } from "../core/clock.js";
 import type {
   AcquireRequest,
   AcquireResponse,
@@ -42,14 +43,23 @@ const EnvoyClient = grpc.makeGenericClientConstructor(
   "RateLimitService",
 );
 
-export function promisify<Req, Res>(client: grpc.Client, method: string): Unary<Req, Res> {
+/**
+ * A typed promise over one unary method. `deadlineMs` becomes an absolute gRPC deadline on
+ * `clock`; gRPC deadlines are wall-clock times, so only the system clock makes sense over a
+ * real channel (the parameter exists so no part reads the time behind the clock's back).
+ */
+export function promisify<Req, Res>(
+  client: grpc.Client,
+  method: string,
+  clock: Clock = systemClock,
+): Unary<Req, Res> {
   const fn = (client as unknown as Record<string, grpc.requestCallback<Res> & ((...a: unknown[]) => void)>)[
     method
   ]!.bind(client);
   return (req, opts) =>
     new Promise((resolve, reject) => {
       const options: grpc.CallOptions = {};
-      if (opts?.deadlineMs !== undefined) options.deadline = Date.now() + opts.deadlineMs;
+      if (opts?.deadlineMs !== undefined) options.deadline = clock.now() + opts.deadlineMs;
       fn(req, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res?: Res) =>
         err ? reject(err) : resolve(res!),
       );
@@ -60,20 +70,24 @@ export function promisify<Req, Res>(client: grpc.Client, method: string): Unary<
  * A typed client for one server's gRPC endpoint (`host:port`): shardlimit's own API and Envoy's
  * ShouldRateLimit over one shared channel.
  */
-export function connect(address: string, options: grpc.ChannelOptions = {}): RateLimiterRpc {
+export function connect(
+  address: string,
+  options: grpc.ChannelOptions = {},
+  clock: Clock = systemClock,
+): RateLimiterRpc {
   const creds = grpc.credentials.createInsecure();
   const rl = new RateLimiterClient(address, creds, options);
   // Same target and options: grpc-js shares the subchannel, so this is one connection.
   const envoy = new EnvoyClient(address, creds, options);
   return {
-    reportAndGetPolicy: promisify(rl, "ReportAndGetPolicy"),
-    check: promisify(rl, "Check"),
-    acquire: promisify(rl, "Acquire"),
-    release: promisify(rl, "Release"),
-    settle: promisify(rl, "Settle"),
-    getClusterView: promisify(rl, "GetClusterView"),
-    getLimits: promisify(rl, "GetLimits"),
-    shouldRateLimit: promisify(envoy, "ShouldRateLimit"),
+    reportAndGetPolicy: promisify(rl, "ReportAndGetPolicy", clock),
+    check: promisify(rl, "Check", clock),
+    acquire: promisify(rl, "Acquire", clock),
+    release: promisify(rl, "Release", clock),
+    settle: promisify(rl, "Settle", clock),
+    getClusterView: promisify(rl, "GetClusterView", clock),
+    getLimits: promisify(rl, "GetLimits", clock),
+    shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock),
     close() {
       rl.close();
       envoy.close();

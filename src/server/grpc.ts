@@ -2,6 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
+import type { Clock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
 import {
   ENVOY_RLS_SERVICE,
@@ -135,15 +136,20 @@ export function setServing(health: HealthImplementation, serving: boolean): void
   for (const s of ["", RATE_LIMITER_SERVICE, ENVOY_RLS_SERVICE]) health.setStatus(s, status);
 }
 
-/** Stops accepting calls and waits for those in flight, forcing the rest after `graceMs`. */
-export function stopGrpc(server: grpc.Server, graceMs: number): Promise<void> {
+/** Stops accepting calls and waits for those in flight, forcing the rest after `graceMs` on `clock`. */
+export function stopGrpc(server: grpc.Server, graceMs: number, clock: Clock): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
+    // Ref'd: the forced shutdown must happen even if nothing else keeps the process alive.
+    const timer = clock.after(
+      graceMs,
+      () => {
+        server.forceShutdown();
+        resolve();
+      },
+      { ref: true },
+    );
     server.tryShutdown(() => {
-      clearTimeout(timer);
+      timer.cancel();
       resolve();
     });
   });

@@ -1,3 +1,4 @@
+import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { ClusterView } from "../protocol/messages.js";
 
 export type OwnershipVerdict = "own" | "not_owner" | "not_ready";
@@ -30,8 +31,14 @@ export interface Ownership {
 }
 
 export class StandaloneOwnership implements Ownership {
-  /** `selfAddress` may be a function: the port is known only once the server is bound. */
-  constructor(private readonly selfAddress: string | (() => string)) {}
+  /**
+   * `selfAddress` may be a function: the port is known only once the server is bound. Nothing
+   * changes standalone, so `changed` just waits out `ms` on `clock`.
+   */
+  constructor(
+    private readonly selfAddress: string | (() => string),
+    private readonly clock: Clock = systemClock,
+  ) {}
   generation(): number {
     return 0;
   }
@@ -45,7 +52,7 @@ export class StandaloneOwnership implements Ownership {
     return { id: "standalone", address: this.address(), self: true };
   }
   changed(ms: number): Promise<void> {
-    return new Promise((r) => setTimeout(r, ms).unref());
+    return sleep(this.clock, ms);
   }
   view(): ClusterView {
     return {

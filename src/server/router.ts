@@ -1,3 +1,4 @@
+import type { Clock } from "../core/clock.js";
 import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../core/errors.js";
 import { ErrorCode, serverRetries } from "../protocol/item-errors.js";
 import type {
@@ -26,6 +27,8 @@ export interface RouterDeps {
   limiter: Limiter;
   envoy: EnvoyRateLimit;
   ownership: Ownership;
+  /** Times the wait for a newer generation. */
+  clock: Clock;
   /** Absent standalone: every key is decided here. */
   forwarder?: Forwarder;
   /** Tries per call when an owner answers `not owner`, is not ready, or cannot be reached. */
@@ -63,10 +66,10 @@ export class Router {
   }
 
   private async waitFor(generation: number): Promise<void> {
-    const { ownership } = this.deps;
-    const until = Date.now() + this.retryWaitMs * this.attempts;
-    while (ownership.generation() < generation && Date.now() < until) {
-      await ownership.changed(until - Date.now());
+    const { ownership, clock } = this.deps;
+    const until = clock.now() + this.retryWaitMs * this.attempts;
+    while (ownership.generation() < generation && clock.now() < until) {
+      await ownership.changed(until - clock.now());
     }
   }
 

@@ -1,5 +1,6 @@
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { UNIT_PROTO } from "../config/types.js";
+import { type Clock, systemClock } from "../core/clock.js";
 import { UnavailableError } from "../core/errors.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import {
@@ -26,7 +27,7 @@ export class EnvoySidecar {
     private readonly limiter: GatewayLimiter,
     private readonly limits: InputLimits,
     private readonly servers: readonly string[],
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
@@ -43,7 +44,7 @@ export class EnvoySidecar {
       resolve: (domain, entries) => config.resolve(domain, entries),
       knownDomain: (domain) => config.domains.includes(domain),
     });
-    const now = this.now();
+    const now = this.clock.now();
     const statuses: EnvoyDescriptorStatus[] = plan.limited.map((i) => {
       const r = plan.active[i]!;
       const ok = this.limiter.decide(r.counterKey, plan.hits[i]!);

@@ -34,11 +34,18 @@ describe("assigner on a real etcd", () => {
       key: `${prefix}assigner/leader`,
       id,
       membership,
+      clock: systemClock,
       log,
       onChange: () => assigner?.kick(),
     });
-    const view = new AssignmentView({ client, prefix, log, onChange: () => assigner?.kick() });
-    assigner = new Assigner({ prefix, view, leadership, log });
+    const view = new AssignmentView({
+      client,
+      prefix,
+      clock: systemClock,
+      log,
+      onChange: () => assigner?.kick(),
+    });
+    assigner = new Assigner({ prefix, view, leadership, clock: systemClock, log });
     await view.start();
     await membership.start();
     assigner.setMembers(membership.current);

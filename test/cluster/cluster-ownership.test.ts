@@ -85,10 +85,19 @@ describe("ownership by generation", () => {
   });
 
   it("changed() resolves at the next update, or after its timeout", async () => {
-    const o = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
-    const t0 = Date.now();
-    await o.changed(30);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(25);
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
+    // The timeout runs on the ownership's clock, exactly: not at 29 ms, at 30.
+    let resolved = false;
+    const timedOut = o.changed(30).then(() => {
+      resolved = true;
+    });
+    clock.advance(29);
+    await Promise.resolve();
+    expect(resolved).toBe(false);
+    clock.advance(1);
+    await timedOut;
+    expect(resolved).toBe(true);
     const p = o.changed(60_000);
     o.update(table(1, [m("a")], [0, 0]));
     await p;

@@ -31,7 +31,14 @@ describe("assigner leadership on a real etcd", () => {
       onMembers: () => {},
     });
     await membership.start();
-    const leadership = new Leadership({ client, key: `${prefix}assigner/leader`, id, membership, log });
+    const leadership = new Leadership({
+      client,
+      key: `${prefix}assigner/leader`,
+      id,
+      membership,
+      clock: systemClock,
+      log,
+    });
     await leadership.start();
     return { client, membership, leadership };
   }

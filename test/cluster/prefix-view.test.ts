@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
+import { systemClock } from "../../src/core/clock.js";
 import { waitFor } from "../server/harness.js";
 import { etcdPerSuite, startProxy } from "./etcd-harness.js";
 
@@ -14,7 +15,14 @@ describe("a mirrored etcd prefix", () => {
     const watching = suite.client(proxy.url);
     const writer = suite.client();
     await writer.put("/pv/a").value("1");
-    const view = new PrefixView({ client: watching, prefix: "/pv/", log, onChange: () => {}, retryMs: 100 });
+    const view = new PrefixView({
+      client: watching,
+      prefix: "/pv/",
+      clock: systemClock,
+      log,
+      onChange: () => {},
+      retryMs: 100,
+    });
     await view.start();
     expect([...view.current]).toEqual([["a", "1"]]);
     const syncs = view.syncs;

@@ -174,16 +174,26 @@ describe("config reload", () => {
   });
 
   it("the file watcher applies a rewritten file, refuses an invalid one, then applies the next valid one", async () => {
+    // The watcher's debounce runs on the server's clock: each poll moves it past the quiet period,
+    // so a file event that has arrived (in real time) is acted on.
+    const debounced = () => clock.advance(200);
     writeFileSync(t.configPath, CONFIG(7));
-    await waitFor("the watcher to apply requests_per_unit 7", async () => (await limitNow()) === 7);
+    await waitFor("the watcher to apply requests_per_unit 7", async () => {
+      debounced();
+      return (await limitNow()) === 7;
+    });
 
     writeFileSync(t.configPath, "domain: api\ndescriptors: {}\n");
-    await waitFor("the watcher to refuse the invalid file", async () =>
-      /^shardlimit_config_reloads_total\{result="error"\} [2-9]/m.test(await metrics()),
-    );
+    await waitFor("the watcher to refuse the invalid file", async () => {
+      debounced();
+      return /^shardlimit_config_reloads_total\{result="error"\} [2-9]/m.test(await metrics());
+    });
     expect(await limitNow()).toBe(7);
 
     writeFileSync(t.configPath, CONFIG(4));
-    await waitFor("the watcher to apply requests_per_unit 4", async () => (await limitNow()) === 4);
+    await waitFor("the watcher to apply requests_per_unit 4", async () => {
+      debounced();
+      return (await limitNow()) === 4;
+    });
   });
 });

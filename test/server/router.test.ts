@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compileSources } from "../../src/config/load.js";
-import { ManualClock } from "../../src/core/clock.js";
+import { ManualClock, systemClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../../src/core/errors.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
@@ -106,7 +106,8 @@ function setup() {
       return peer(owner.id).envoy.shouldRateLimit(req);
     },
   };
-  const router = new Router({ limiter, envoy, ownership, forwarder, retryWaitMs: 50 });
+  // The fake ownership's `changed` waits in real time, so the router's waits run on the system clock.
+  const router = new Router({ limiter, envoy, ownership, clock: systemClock, forwarder, retryWaitMs: 50 });
   return { router, ownership, calls, setFail: (e: Error | undefined) => (fail = e) };
 }
 

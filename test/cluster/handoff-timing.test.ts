@@ -1,0 +1,66 @@
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
+import { Handoff } from "../../src/cluster/handoff.js";
+import type { PeerRpc } from "../../src/cluster/peers.js";
+import { ManualClock } from "../../src/core/clock.js";
+import type { Member } from "../../src/keyspace/assignment.js";
+
+const log = pino({ level: "silent" });
+const m = (id: string): Member => ({ id, address: `${id}:1` });
+/** Lets the handoff's awaits (a failed call, then its retry sleep) settle. */
+const settle = () => new Promise((r) => setImmediate(r));
+
+describe("handoff retries on its clock", () => {
+  it("retries an unreachable receiver every retryMs and gives up at giveUpMs, exactly", async () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const tries: number[] = [];
+    const sent: [string, number, boolean][] = [];
+    const peer: PeerRpc = {
+      forward: () => Promise.reject(new Error("unused")),
+      handoff: () => {
+        tries.push(clock.now() - t0);
+        return Promise.reject(new Error("unreachable"));
+      },
+      close() {},
+    };
+    const handoff = new Handoff({
+      selfId: "a",
+      store: { takeCounters: () => [], putCounters: () => 0 },
+      ownership: new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 }),
+      peer: () => peer,
+      clock,
+      log,
+      retryMs: 100,
+      giveUpMs: 1000,
+      onSent: (to, n, ok) => sent.push([to, n, ok]),
+    });
+    const done = handoff.send({
+      generation: 2,
+      lost: [{ start: 0, end: 2 ** 32, from: m("a"), to: m("b") }],
+      gained: [],
+      pending: [],
+    });
+    await settle();
+    expect(tries).toEqual([0]);
+    clock.advance(99);
+    await settle();
+    expect(tries).toEqual([0]);
+    clock.advance(1);
+    await settle();
+    expect(tries).toEqual([0, 100]);
+    for (let i = 0; i < 8; i++) {
+      clock.advance(100);
+      await settle();
+    }
+    expect(tries.at(-1)).toBe(900);
+    expect(sent).toEqual([]);
+    // The try at 1000 ms fails too, at the give-up time: no further retry.
+    clock.advance(100);
+    await done;
+    expect(tries).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
+    expect(sent).toEqual([["b", 0, false]]);
+    expect(clock.pending).toBe(0);
+  });
+});
