@@ -1,21 +1,57 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { type Child, spawnChild, waitReady } from "./child.js";
+import type { Child } from "./child.js";
+import { type CliOptions, spawnCli } from "./cli.js";
 import { freePort } from "./ports.js";
+import { waitFor } from "./wait.js";
 
-/** The CLI next to this module: dist/cli/main.js when built, src/cli/main.ts under tsx. */
-const CLI = (() => {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const ext = import.meta.url.endsWith(".ts") ? "ts" : "js";
-  return path.join(here, "..", "cli", `main.${ext}`);
-})();
+/** A config file (config.yaml) in a fresh temp dir, or in `dir`. */
+export function writeConfig(yaml: string, dir = mkdtempSync(path.join(tmpdir(), "shardlimit-"))): string {
+  const file = path.join(dir, "config.yaml");
+  writeFileSync(file, yaml);
+  return file;
+}
 
-/** Runs this package's CLI in a child process (with this process's node flags, e.g. tsx). */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Child {
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SHARDLIMIT_")));
-  return spawnChild(process.execPath, [...process.execArgv, CLI, ...args], { ...base, ...env });
+export interface ServeArgs {
+  configPath: string;
+  grpcPort: number;
+  httpPort: number;
+  /** Left to serve's default when not given. */
+  logLevel?: string;
+  /** A cluster member on this etcd. */
+  etcd?: { url: string; prefix: string; id: string; leaseTtlSeconds?: number };
+  extraArgs?: readonly string[];
+}
+
+/** The one place `shardlimit serve`'s command line is written: loopback ports, optional etcd. */
+export function serveArgs(o: ServeArgs): string[] {
+  return [
+    "serve",
+    "--config",
+    o.configPath,
+    "--grpc-host",
+    "127.0.0.1",
+    "--http-host",
+    "127.0.0.1",
+    "--grpc-port",
+    String(o.grpcPort),
+    "--http-port",
+    String(o.httpPort),
+    ...(o.logLevel !== undefined ? ["--log-level", o.logLevel] : []),
+    ...(o.etcd
+      ? [
+          "--etcd",
+          o.etcd.url,
+          "--prefix",
+          o.etcd.prefix,
+          "--id",
+          o.etcd.id,
+          ...(o.etcd.leaseTtlSeconds !== undefined ? ["--lease-ttl", String(o.etcd.leaseTtlSeconds)] : []),
+        ]
+      : []),
+    ...(o.extraArgs ?? []),
+  ];
 }
 
 export interface ServerProcess {
@@ -25,58 +61,55 @@ export interface ServerProcess {
   readonly httpPort: number;
   child: Child | undefined;
   pid(): number | undefined;
+  /** Starts (or restarts, on the same ports) the process and waits until it is ready. */
   start(): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export function writeTempConfig(yaml: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-bench-"));
-  const file = path.join(dir, "limits.yaml");
-  writeFileSync(file, yaml);
-  return file;
-}
-
-/**
- * A `shardlimit serve` process on free loopback ports: standalone, or a cluster member with
- * `etcdUrl`. Ready when it logs that it serves.
- */
-export async function serverProcess(opts: {
+export interface ServerProcessOptions {
   id: string;
   configPath: string;
   etcdUrl?: string;
   prefix?: string;
+  /** 2 s by default for a cluster member (failures show quickly); `null` leaves serve's default. */
+  leaseTtlSeconds?: number | null;
+  /** info by default: readiness is read from the "shardlimit serving" log line. */
+  logLevel?: string;
   extraArgs?: string[];
-}): Promise<ServerProcess> {
+  /**
+   * When `start()` returns: `serving` (default) once it logs "shardlimit serving"; `spawned` at
+   * once, for servers that serve only after something else happens (`--no-assigner` members
+   * wait for an assignment the caller writes).
+   */
+  ready?: "serving" | "spawned";
+  readyTimeoutMs?: number;
+  /** Which CLI runs it and how (see `spawnCli`). */
+  cli?: CliOptions["cli"];
+  onLine?: (line: string) => void;
+}
+
+/**
+ * A `shardlimit serve` process on free loopback ports (chosen once, so a restart keeps them):
+ * standalone, or a cluster member with `etcdUrl`.
+ */
+export async function serverProcess(opts: ServerProcessOptions): Promise<ServerProcess> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const args = [
-    "serve",
-    "--config",
-    opts.configPath,
-    "--grpc-host",
-    "127.0.0.1",
-    "--http-host",
-    "127.0.0.1",
-    "--grpc-port",
-    String(grpcPort),
-    "--http-port",
-    String(httpPort),
-    "--log-level",
-    "info",
-    ...(opts.etcdUrl
-      ? [
-          "--etcd",
-          opts.etcdUrl,
-          "--prefix",
-          opts.prefix ?? "/shardlimit-bench/",
-          "--id",
-          opts.id,
-          "--lease-ttl",
-          "2",
-        ]
-      : []),
-    ...(opts.extraArgs ?? []),
-  ];
+  const args = serveArgs({
+    configPath: opts.configPath,
+    grpcPort,
+    httpPort,
+    logLevel: opts.logLevel ?? "info",
+    etcd: opts.etcdUrl
+      ? {
+          url: opts.etcdUrl,
+          prefix: opts.prefix ?? "/shardlimit-bench/",
+          id: opts.id,
+          leaseTtlSeconds: opts.leaseTtlSeconds === null ? undefined : (opts.leaseTtlSeconds ?? 2),
+        }
+      : undefined,
+    extraArgs: opts.extraArgs,
+  });
   const s: ServerProcess = {
     id: opts.id,
     address: `127.0.0.1:${grpcPort}`,
@@ -85,14 +118,12 @@ export async function serverProcess(opts: {
     child: undefined,
     pid: () => s.child?.pid,
     async start() {
-      const c = spawnCli(args);
+      const c = spawnCli(args, { cli: opts.cli, onLine: opts.onLine });
       s.child = c;
-      await waitReady(
-        c,
-        `server ${opts.id}`,
-        () => c.lines.some((l) => l.includes('"shardlimit serving"')),
-        30_000,
-      );
+      if (opts.ready === "spawned") return;
+      await c.waitForLog(`server ${opts.id} serving`, (l) => l.msg === "shardlimit serving", {
+        timeoutMs: opts.readyTimeoutMs ?? 30_000,
+      });
     },
     async stop(signal: NodeJS.Signals = "SIGTERM") {
       await s.child?.stop(signal);
@@ -103,18 +134,23 @@ export async function serverProcess(opts: {
 
 /** Waits until every server answers /readyz with 200. */
 export async function waitAllReady(servers: readonly ServerProcess[], timeoutMs = 20_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const states = await Promise.all(
-      servers.map((s) =>
-        fetch(`http://127.0.0.1:${s.httpPort}/readyz`).then(
-          (r) => r.status === 200,
-          () => false,
+  let states: boolean[] = [];
+  await waitFor(
+    "every server to answer /readyz 200",
+    async () => {
+      states = await Promise.all(
+        servers.map((s) =>
+          fetch(`http://127.0.0.1:${s.httpPort}/readyz`).then(
+            (r) => r.status === 200,
+            () => false,
+          ),
         ),
-      ),
-    );
-    if (states.every(Boolean)) return;
-    if (Date.now() > until) throw new Error(`servers not ready within ${timeoutMs} ms: ${states}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+      );
+      return states.every(Boolean);
+    },
+    timeoutMs,
+    100,
+  ).catch(() => {
+    throw new Error(`servers not ready within ${timeoutMs} ms: ${states}`);
+  });
 }
