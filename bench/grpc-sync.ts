@@ -16,8 +16,16 @@
  */
 import { machine, ms, num, parseArgs, printTable, warnIfBusy, writeResult } from "./lib/common.js";
 import { type ProfileSummary, printProfile, summarizeProfile } from "./lib/cpuprofile.js";
-import { type OpenLoopResult, openLoop } from "./lib/open-loop.js";
-import { type Caller, closedLoop, METHOD, makeClient, measuredRun, type Run } from "./lib/raw-client.js";
+import {
+  type Caller,
+  closedLoop,
+  METHOD,
+  makeClient,
+  measuredRun,
+  type OpenLoopResult,
+  openLoop,
+  type Run,
+} from "./lib/raw-client.js";
 import { type BenchServer, type ServerStatsDelta, spawnServer, statsDelta } from "./lib/spawn-server.js";
 import {
   BENCH_CONFIG,

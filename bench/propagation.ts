@@ -9,10 +9,6 @@
  * Options: --servers 3  --generations 100  --everyMs 200  --moves 4  --inFlight 32  --keys 10000
  */
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { Etcd3 } from "etcd3";
 import { assignmentKey } from "../src/cluster/assignment-view.js";
 import { seededRandom } from "../src/core/random.js";
@@ -20,7 +16,8 @@ import { Assignment } from "../src/keyspace/assignment.js";
 import { encodeAssignment } from "../src/keyspace/assignment-codec.js";
 import { initialAssignment, withoutPrevious } from "../src/keyspace/placement.js";
 import { connect } from "../src/protocol/rpc.js";
-import { freePort, startEtcd } from "../test/cluster/etcd-harness.js";
+import { startEtcd } from "../src/testkit/etcd.js";
+import { type ServerProcess, serverProcess, writeConfig } from "../src/testkit/serve.js";
 import {
   latencyHistogram,
   machine,
@@ -38,11 +35,7 @@ console.log(
   `${opts.servers} servers, ${opts.generations} generations every ${opts.everyMs} ms moving ${opts.moves} slices each, Check load at ${opts.inFlight} in flight\n`,
 );
 
-const CLI = path.resolve(import.meta.dirname, "../dist/cli/main.js");
-const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-prop-"));
-const config = path.join(dir, "config.yaml");
-writeFileSync(
-  config,
+const config = writeConfig(
   "domain: b\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 1000000000 }\n",
 );
 
@@ -54,53 +47,32 @@ interface Installed {
 }
 const installs = new Map<string, Installed[]>();
 const handoffs: { ms: number; counters: number }[] = [];
-const servers = [];
+const servers: ServerProcess[] = [];
 for (let i = 0; i < opts.servers; i++) {
   const id = `s${i + 1}`;
-  const grpcPort = await freePort();
-  const httpPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      "serve",
-      "--config",
-      config,
-      "--grpc-host",
-      "127.0.0.1",
-      "--http-host",
-      "127.0.0.1",
-      "--grpc-port",
-      String(grpcPort),
-      "--http-port",
-      String(httpPort),
-      "--etcd",
-      etcd.url,
-      "--prefix",
-      prefix,
-      "--id",
-      id,
-      "--no-assigner",
-      "--load-interval",
-      "0",
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
   installs.set(id, []);
-  let partial = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-    const lines = (partial + chunk).split("\n");
-    partial = lines.pop()!;
-    for (const line of lines) {
+  const s = await serverProcess({
+    id,
+    configPath: config,
+    etcdUrl: etcd.url,
+    prefix,
+    leaseTtlSeconds: null,
+    extraArgs: ["--no-assigner", "--load-interval", "0"],
+    // The built CLI (npm run bench:propagation builds it). They serve once this process, the
+    // assigner, writes the first assignment below; started is enough.
+    cli: "built",
+    ready: "spawned",
+    onLine(line) {
       try {
         const l = JSON.parse(line);
         if (l.msg === "assignment installed" && typeof l.lagMs === "number")
           installs.get(id)!.push({ generation: l.generation, lagMs: l.lagMs });
         if (l.msg === "handed slices over") handoffs.push({ ms: l.ms, counters: l.counters });
       } catch {}
-    }
+    },
   });
-  servers.push({ id, address: `127.0.0.1:${grpcPort}`, child });
+  await s.start();
+  servers.push(s);
 }
 
 const client = new Etcd3({ hosts: etcd.url });
@@ -230,6 +202,6 @@ writeResult("propagation", {
 });
 for (const r of rpcs) r.close();
 client.close();
-for (const s of servers) s.child.kill("SIGKILL");
+await Promise.all(servers.map((s) => s.stop("SIGKILL")));
 await etcd.destroy();
 process.exit(0);

@@ -11,8 +11,8 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 // Load threads are worker threads that load built modules (npm run bench:transport builds first).
 import { type LoadResult, type LoadThreads, poolLoads, startLoad } from "../dist/loadtest/load.js";
-import { writeTempConfig } from "../dist/loadtest/servers.js";
 import { BENCH_LIMITS } from "../dist/loadtest/stack.js";
+import { writeConfig } from "../dist/testkit/serve.js";
 import { machine, printTable, ratio, writeResult } from "./lib/common.js";
 
 const { values } = parseArgs({
@@ -31,7 +31,7 @@ const child = spawn(
   [
     ...process.execArgv,
     path.join(import.meta.dirname, "lib/lean-check-server.ts"),
-    writeTempConfig(BENCH_LIMITS),
+    writeConfig(BENCH_LIMITS),
   ],
   { stdio: ["ignore", "pipe", "inherit"] },
 );

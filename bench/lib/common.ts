@@ -119,7 +119,7 @@ export function secondsSince(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e9;
 }
 
-export { type LatencySummary, latencyHistogram, summarize } from "../../src/loadtest/histogram.js";
+export { type LatencySummary, latencyHistogram, summarize } from "../../src/testkit/histogram.js";
 
 export function ms(us: number): string {
   return `${(us / 1000).toFixed(3)} ms`;

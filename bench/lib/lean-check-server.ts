@@ -9,9 +9,10 @@ import http2 from "node:http2";
 import { grpcMessage } from "../../src/loadtest/h2-client.js";
 import type { CheckRequest } from "../../src/protocol/messages.js";
 import { RATE_LIMITER_SERVICE, serviceDefinition } from "../../src/protocol/proto.js";
-import { respondGrpc, startLoopbackServer } from "./loopback-server.js";
+import { startLoopbackServer } from "../../src/testkit/in-process.js";
+import { respondGrpc } from "./respond-grpc.js";
 
-const running = await startLoopbackServer(process.argv[2]!);
+const running = await startLoopbackServer(process.argv[2]!, { logLevel: "warn" });
 const check = serviceDefinition(RATE_LIMITER_SERVICE).Check!;
 const lean = http2.createServer();
 lean.on("stream", (stream) => {

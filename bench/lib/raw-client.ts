@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Caller } from "../../src/loadtest/h2-client.js";
+import { openLoop as runOpenLoop } from "../../src/testkit/open-loop.js";
 import { type LatencySummary, latencyHistogram, summarize } from "./common.js";
 import { type BenchServer, type ServerStatsDelta, statsDelta } from "./spawn-server.js";
 
@@ -196,5 +197,64 @@ export async function measuredRun(
     serverCpuUsPerCall: (1e6 * cpuS) / Math.max(1, r.calls),
     clientCpuPerWallS: (c1.user + c1.system) / 1e6 / sd.wallS,
     responseBytesPerCall: r.responseBytes / Math.max(1, r.calls),
+  };
+}
+
+export interface OpenLoopResult {
+  targetPerSec: number;
+  achievedPerSec: number;
+  sent: number;
+  completed: number;
+  errors: number;
+  firstError: string | undefined;
+  /** From the scheduled send time to the answer: includes any wait the generator itself caused. */
+  latency: LatencySummary;
+  /** From the actual send to the answer. */
+  service: LatencySummary;
+  /** How late sends left against their schedule (the generator's own lag). */
+  sendLag: LatencySummary;
+  maxInFlight: number;
+  clientCpuPerWallS: number;
+}
+
+/**
+ * The test kit's open loop (no coordinated omission: latency counts from each call's due time)
+ * over a Caller, spinning on setImmediate so sends leave on schedule at any rate; the generator
+ * spins one core while it runs.
+ */
+export async function openLoop(
+  client: Caller,
+  method: string,
+  ratePerSec: number,
+  seconds: number,
+  request: (i: number) => Buffer,
+): Promise<OpenLoopResult> {
+  const cpu0 = process.cpuUsage();
+  const o = await runOpenLoop({
+    ratePerSec,
+    seconds,
+    spin: true,
+    // The old loop waited for every call; a minute is longer than any deadline here.
+    graceMs: 60_000,
+    call: (i) =>
+      new Promise<void>((resolve, reject) =>
+        client.call(method, request(i), (err) =>
+          err ? reject(new Error(`${err.code} ${err.details}`)) : resolve(),
+        ),
+      ),
+  });
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    targetPerSec: ratePerSec,
+    achievedPerSec: o.completed / o.wallSeconds,
+    sent: o.sent,
+    completed: o.completed,
+    errors: o.errors,
+    firstError: o.firstError,
+    latency: summarize(o.latency),
+    service: summarize(o.service),
+    sendLag: summarize(o.sendLag),
+    maxInFlight: o.maxInFlight,
+    clientCpuPerWallS: (cpu.user + cpu.system) / 1e6 / o.wallSeconds,
   };
 }

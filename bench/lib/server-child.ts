@@ -19,7 +19,8 @@ import { Session } from "node:inspector";
 import { constants, monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { grpcMessage } from "../../src/loadtest/h2-client.js";
-import { respondGrpc, startLoopbackServer } from "./loopback-server.js";
+import { startLoopbackServer } from "../../src/testkit/in-process.js";
+import { respondGrpc } from "./respond-grpc.js";
 
 export interface ChildStats {
   type: "stats";
@@ -69,7 +70,7 @@ export interface EchoSetup {
 const send = (m: unknown) => process.send!(m);
 
 async function serve(configPath: string) {
-  const server = await startLoopbackServer(configPath);
+  const server = await startLoopbackServer(configPath, { logLevel: "warn" });
   return {
     grpcPort: server.grpcPort,
     httpPort: server.httpPort,

@@ -1,7 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
+import { writeConfig } from "../../src/testkit/serve.js";
 import { BENCH_DIR, OUT_DIR } from "./common.js";
 import type { ChildStats, EchoSetup, ProfileKind } from "./server-child.js";
 
@@ -67,10 +67,7 @@ export const PROFILE_DIR = path.join(OUT_DIR, "prof");
 export async function spawnServer(opts: SpawnOptions): Promise<BenchServer> {
   const modeArgs = ["echo"];
   if (opts.config !== undefined) {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-bench-"));
-    const configPath = path.join(dir, "config.yaml");
-    writeFileSync(configPath, opts.config);
-    modeArgs.splice(0, 1, "serve", configPath);
+    modeArgs.splice(0, 1, "serve", writeConfig(opts.config));
   } else if (opts.echo === undefined) throw new Error("spawnServer: give a config or echo responses");
   // Extra V8/node flags for the server only, e.g. BENCH_SERVER_NODE_FLAGS="--trace-gc".
   const extra = (process.env.BENCH_SERVER_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "");

@@ -1,8 +1,35 @@
 import { writeFileSync } from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
-import { startRedisLimiterService } from "../loadtest/redis-limiter-service.js";
-import { runBench, SCENARIOS, type ScenarioName } from "../loadtest/run.js";
+import type { runBench } from "../loadtest/run.js";
+import { SCENARIOS, type ScenarioName } from "../loadtest/scenario-names.js";
 import { runAccuracy, type ScenarioResult } from "../sim/accuracy.js";
+
+/**
+ * Packages only the load test uses: devDependencies here and optional peers of the published
+ * package, so `npm install shardlimit` (the gateway library) does not install them.
+ */
+export const LOAD_TEST_PACKAGES = ["ioredis", "rate-limiter-flexible", "cli-progress", "hdr-histogram-js"];
+
+/**
+ * Loads load-test code on first use (never at start-up, so the CLI's other commands run without
+ * those packages); if one is missing, says what to install and exits 1.
+ */
+async function loadTestCode<T>(load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    const missing = LOAD_TEST_PACKAGES.find(
+      (p) => e.code === "ERR_MODULE_NOT_FOUND" && (e.message ?? "").includes(`'${p}'`),
+    );
+    if (!missing) throw err;
+    process.stderr.write(
+      `shardlimit bench needs packages that \`npm install shardlimit\` leaves out (${missing} is missing). ` +
+        `Install them next to shardlimit:\n  npm install ${LOAD_TEST_PACKAGES.join(" ")}\n`,
+    );
+    process.exit(1);
+  }
+}
 
 function positiveInt(v: string): number {
   const n = Number(v);
@@ -131,6 +158,7 @@ async function runFlags(scenarios: readonly ScenarioName[], flags: LoadFlags): P
       `--target drives accuracy, throughput and sync; ${bad.join(", ")} start their own processes`,
     );
   }
+  const { runBench } = await loadTestCode(() => import("../loadtest/run.js"));
   const report = await runBench({
     scenarios,
     quick: flags.quick === true,
@@ -191,6 +219,9 @@ function redisLimiterCommand(): Command {
       if (flags.mode !== "flexible" && flags.mode !== "fixed-window") {
         throw new InvalidArgumentError(`--mode must be flexible or fixed-window, got ${flags.mode}`);
       }
+      const { startRedisLimiterService } = await loadTestCode(
+        () => import("../loadtest/redis-limiter-service.js"),
+      );
       const svc = await startRedisLimiterService({
         redisUrl: flags.redis,
         mode: flags.mode,

@@ -1,7 +1,7 @@
 import { Worker } from "node:worker_threads";
 import type * as hdr from "hdr-histogram-js";
-import { decodeHistogram, type LatencySummary, latencyHistogram, summarize } from "./histogram.js";
-import type { OpenLoopOutcome } from "./open-loop.js";
+import { decodeHistogram, type LatencySummary, latencyHistogram, summarize } from "../testkit/histogram.js";
+import type { OpenLoopOutcome } from "../testkit/open-loop.js";
 import type { WorkerResult, WorkerTask } from "./worker.js";
 import type { WorkloadSpec } from "./workloads.js";
 

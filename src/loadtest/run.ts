@@ -3,6 +3,7 @@ import { SingleBar } from "cli-progress";
 import { runAccuracy } from "../sim/accuracy.js";
 import { renderHtml } from "./html.js";
 import { type BenchReport, newReport } from "./report.js";
+import type { ScenarioName } from "./scenario-names.js";
 import { accuracyCase, crashMidWindow, loopbackCases } from "./scenarios/accuracy-real.js";
 import { baseline } from "./scenarios/baseline.js";
 import { failover } from "./scenarios/failover.js";
@@ -11,8 +12,7 @@ import { sync } from "./scenarios/sync.js";
 import { throughput } from "./scenarios/throughput.js";
 import { type Stack, startStack, targetStack } from "./stack.js";
 
-export const SCENARIOS = ["accuracy", "throughput", "sync", "failover", "scale", "baseline"] as const;
-export type ScenarioName = (typeof SCENARIOS)[number];
+export { SCENARIOS, type ScenarioName } from "./scenario-names.js";
 
 export interface RunOptions {
   scenarios: readonly ScenarioName[];

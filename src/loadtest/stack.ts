@@ -1,6 +1,7 @@
 import { connect } from "../protocol/rpc.js";
-import { type EtcdProcess, startEtcd } from "./etcd.js";
-import { type ServerProcess, serverProcess, waitAllReady, writeTempConfig } from "./servers.js";
+import { type EtcdProcess, startEtcd } from "../testkit/etcd.js";
+import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../testkit/serve.js";
+import { waitFor } from "../testkit/wait.js";
 
 /**
  * Limits for the load keys `bench/k=<n>`: far above what any key is offered, so all is admitted;
@@ -38,7 +39,7 @@ export async function startStack(opts: {
   extraArgs?: string[];
 }): Promise<Stack> {
   const etcd = await startEtcd();
-  const configPath = writeTempConfig(opts.config ?? BENCH_LIMITS);
+  const configPath = writeConfig(opts.config ?? BENCH_LIMITS);
   const prefix = `/bench-${Date.now().toString(36)}/`;
   const servers: ServerProcess[] = [];
   const newServer = () =>
@@ -83,15 +84,15 @@ export async function startStack(opts: {
 async function waitOwners(address: string, n: number, timeoutMs = 20_000): Promise<void> {
   const rpc = connect(address);
   try {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const view = await rpc
-        .getClusterView({ knownGeneration: 0 }, { deadlineMs: 2000 })
-        .catch(() => undefined);
-      if (view && new Set(view.slices.map((s) => s.owner)).size >= n) return;
-      if (Date.now() > until) throw new Error(`the assignment did not reach ${n} owners in ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitFor(
+      `the assignment to reach ${n} owners`,
+      async () => {
+        const view = await rpc.getClusterView({ knownGeneration: 0 }, { deadlineMs: 2000 });
+        return new Set(view.slices.map((s) => s.owner)).size >= n;
+      },
+      timeoutMs,
+      100,
+    );
   } finally {
     rpc.close();
   }

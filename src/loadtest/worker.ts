@@ -1,8 +1,8 @@
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
-import { encodeHistogram } from "./histogram.js";
-import { type OpenLoopOutcome, openLoop } from "./open-loop.js";
-import { PreciseTimer } from "./precise-timer.js";
+import { encodeHistogram } from "../testkit/histogram.js";
+import { type OpenLoopOutcome, openLoop } from "../testkit/open-loop.js";
+import { PreciseTimer } from "../testkit/precise-timer.js";
 import { openWorkload, type WorkloadSpec } from "./workloads.js";
 
 /** What a load thread is told to do. */
@@ -19,8 +19,11 @@ export interface WorkerTask {
   seed: number;
 }
 
-/** An open loop's outcome with its histograms encoded, to cross the thread boundary. */
-export type WorkerResult = Omit<OpenLoopOutcome, "latency" | "service"> & {
+/**
+ * An open loop's outcome with its histograms encoded, to cross the thread boundary (the send lag
+ * stays behind: no report shows it).
+ */
+export type WorkerResult = Omit<OpenLoopOutcome, "latency" | "service" | "sendLag"> & {
   latency: string;
   service: string;
 };
@@ -78,8 +81,9 @@ for (;;) {
       ? { rateAt: (ms: number) => steps.rates[Math.floor(ms / steps.everyMs) % steps.rates.length]! }
       : {}),
   });
+  const { sendLag: _, ...counts } = out;
   const result: WorkerResult = {
-    ...out,
+    ...counts,
     latency: encodeHistogram(out.latency),
     service: encodeHistogram(out.service),
   };

@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
+import { killAllCli } from "../../src/testkit/cli.js";
+import { httpGet } from "../../src/testkit/http.js";
+import { waitFor } from "../../src/testkit/wait.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
-import { httpGet, killAllCli, waitFor } from "../server/harness.js";
 
 /**
  * The gateway client against three real `serve --etcd` processes on a real etcd: reports go

@@ -6,17 +6,10 @@ import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { NotReadyError } from "../../src/core/errors.js";
 import { EnvoyCode } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
-import {
-  type CliProcess,
-  callError,
-  desc,
-  ensureBuilt,
-  killAllCli,
-  startCli,
-  startTestServer,
-  type TestServer,
-  waitFor,
-} from "../server/harness.js";
+import type { Child as CliProcess } from "../../src/testkit/child.js";
+import { ensureBuilt, killAllCli } from "../../src/testkit/cli.js";
+import { waitFor } from "../../src/testkit/wait.js";
+import { callError, desc, startCli, startTestServer, type TestServer } from "../server/harness.js";
 
 /** The gateway client and the sidecar against a real server over gRPC on loopback. */
 

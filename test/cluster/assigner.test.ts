@@ -7,7 +7,7 @@ import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
 import { movedFraction } from "../../src/keyspace/assignment.js";
-import { waitFor as waitUntil } from "../server/harness.js";
+import { waitFor as waitUntil } from "../../src/testkit/wait.js";
 import { etcdPerSuite } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });

@@ -1,16 +1,17 @@
 import { keyPoint, pointFromWire } from "../../src/keyspace/hash.js";
 import type { ClusterView } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
-import { type CliProcess, ensureBuilt, httpGet, startCli, waitFor, writeConfig } from "../server/harness.js";
-import { type EtcdProcess, freePort, startEtcd } from "./etcd-harness.js";
+import { ensureBuilt } from "../../src/testkit/cli.js";
+import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
+import { httpGet } from "../../src/testkit/http.js";
+import { type ServerProcess as ServeProcess, serverProcess, writeConfig } from "../../src/testkit/serve.js";
+import { waitFor } from "../../src/testkit/wait.js";
 
-/** One `shardlimit serve --etcd` process of the cluster, on fixed ports (so a restart keeps them). */
-export interface ServerProcess {
-  readonly id: string;
-  readonly grpcPort: number;
-  readonly httpPort: number;
-  readonly address: string;
-  proc: CliProcess | undefined;
+/**
+ * One `shardlimit serve --etcd` process of the cluster, on fixed ports (so a restart keeps them),
+ * with a client to it. `child` is the running process (undefined before the first start).
+ */
+export interface ServerProcess extends ServeProcess {
   rpc: RateLimiterRpc;
 }
 
@@ -52,19 +53,24 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
   const prefix = `/t${Date.now().toString(36)}/`;
   const servers: ServerProcess[] = [];
   for (let i = 0; i < opts.servers; i++) {
-    const grpcPort = await freePort();
-    const httpPort = await freePort();
-    servers.push({
+    const p = await serverProcess({
       id: `s${i + 1}`,
-      grpcPort,
-      httpPort,
-      address: `127.0.0.1:${grpcPort}`,
-      proc: undefined,
-      rpc: connect(`127.0.0.1:${grpcPort}`, {
-        "grpc.initial_reconnect_backoff_ms": 100,
-        "grpc.max_reconnect_backoff_ms": 500,
-      }),
+      configPath,
+      etcdUrl: etcd.url,
+      prefix,
+      leaseTtlSeconds: opts.leaseTtlSeconds ?? 2,
+      extraArgs: opts.extraArgs,
+      cli: "built",
+      readyTimeoutMs: 20_000,
     });
+    servers.push(
+      Object.assign(p, {
+        rpc: connect(p.address, {
+          "grpc.initial_reconnect_backoff_ms": 100,
+          "grpc.max_reconnect_backoff_ms": 500,
+        }),
+      }),
+    );
   }
   const server = (id: string) => {
     const s = servers.find((x) => x.id === id);
@@ -80,34 +86,13 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
     server,
     async start(id) {
       const s = server(id);
-      s.proc = startCli([
-        "serve",
-        "--config",
-        configPath,
-        "--grpc-host",
-        "127.0.0.1",
-        "--http-host",
-        "127.0.0.1",
-        "--grpc-port",
-        String(s.grpcPort),
-        "--http-port",
-        String(s.httpPort),
-        "--etcd",
-        etcd.url,
-        "--prefix",
-        prefix,
-        "--id",
-        s.id,
-        "--lease-ttl",
-        String(opts.leaseTtlSeconds ?? 2),
-        ...(opts.extraArgs ?? []),
-      ]);
-      await s.proc.waitForLog(`${id} serving`, (l) => l.msg === "shardlimit serving", { timeoutMs: 20_000 });
+      await s.start();
       return s;
     },
     async kill(id, signal) {
-      const p = server(id).proc;
+      const p = server(id).child;
       if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+      // No SIGKILL after a grace: a test of a graceful exit waits for it as long as it takes.
       p.child.kill(signal);
       await p.exited;
     },
@@ -129,7 +114,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
         "every running server ready on one generation",
         async () => {
           const up = servers.filter(
-            (s) => s.proc && s.proc.child.exitCode === null && !s.proc.child.signalCode,
+            (s) => s.child && s.child.child.exitCode === null && !s.child.child.signalCode,
           );
           const gens = new Set<number>();
           for (const s of up) {

@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EnvoyCode } from "../../src/protocol/messages.js";
-import { desc, httpGet, killAllCli, runCli, waitFor } from "../server/harness.js";
+import { killAllCli, runCli } from "../../src/testkit/cli.js";
+import { httpGet } from "../../src/testkit/http.js";
+import { waitFor } from "../../src/testkit/wait.js";
+import { desc } from "../server/harness.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
 
 /**
@@ -106,7 +109,7 @@ describe("a cluster of three servers", () => {
     const t0 = Date.now();
     await h.kill(leaving, "SIGTERM");
     const drainMs = Date.now() - t0;
-    expect(h.server(leaving).proc!.child.exitCode).toBe(0);
+    expect(h.server(leaving).child!.child.exitCode).toBe(0);
     for (const key of KEYS) expect(await charge("s3", key, 1)).toBe(before.get(key)! - 1);
     const after = await h.view("s3");
     for (const key of itsKeys) expect(h.ownerIn(after, key)).not.toBe(leaving);

@@ -1,11 +1,9 @@
 import net from "node:net";
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll } from "vitest";
-// The etcd process and free ports come from the load-test harness, which the `bench` CLI uses too.
-import { type EtcdProcess, startEtcd } from "../../src/loadtest/etcd.js";
-
-export { freePort } from "../../src/loadtest/ports.js";
-export { type EtcdProcess, startEtcd };
+// The etcd process comes from the test kit, which bench/ and `shardlimit bench` use too; the
+// proxy and the per-suite etcd are the cluster tests' own.
+import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 
 export interface TcpProxy {
   /** http://127.0.0.1:PORT, to give a client instead of the etcd URL. */

@@ -2,18 +2,24 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { type MemberRecord, Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
+import { waitFor as waitUntil } from "../../src/testkit/wait.js";
 import { etcdPerSuite } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
+/** Waits until `fn` gives a value, and returns it. */
 async function waitFor<T>(what: string, fn: () => T | undefined, ms = 15_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  let v: T | undefined;
+  await waitUntil(
+    what,
+    () => {
+      v = fn();
+      return v !== undefined;
+    },
+    ms,
+    25,
+  );
+  return v!;
 }
 
 describe("membership on a real etcd", () => {

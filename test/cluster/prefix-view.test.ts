@@ -2,7 +2,7 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
 import { systemClock } from "../../src/core/clock.js";
-import { waitFor } from "../server/harness.js";
+import { waitFor } from "../../src/testkit/wait.js";
 import { etcdPerSuite, startProxy } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });

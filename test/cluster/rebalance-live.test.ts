@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, type CliProcess, killAllCli, runCli, startCli } from "../server/harness.js";
+import type { Child as CliProcess } from "../../src/testkit/child.js";
+import { BUILT_CLI as CLI, killAllCli, runCli } from "../../src/testkit/cli.js";
+import { startCli } from "../server/harness.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
 
 /**

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
 import { ConfigWatcher, type LimitConfig } from "../../src/config/index.js";
+import { waitFor } from "../../src/testkit/wait.js";
 
 function limits(domain: string, rps: number): string {
   return `domain: ${domain}\ndescriptors:\n  - key: tenant\n    rate_limit:\n      unit: second\n      requests_per_unit: ${rps}\n`;
@@ -13,12 +14,8 @@ function rpsOf(config: LimitConfig | undefined, domain = "api"): number | undefi
   return config?.resolve(domain, [{ key: "tenant", value: "t" }])?.rule.limit;
 }
 
-async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  return waitFor(what, condition, timeoutMs, 10);
 }
 
 describe("ConfigWatcher", () => {

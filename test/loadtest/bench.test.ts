@@ -4,10 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { BenchReport } from "../../src/loadtest/report.js";
-import { ensureBuilt } from "../server/harness.js";
-
-const REPO = path.resolve(import.meta.dirname, "../..");
-const CLI = path.join(REPO, "dist/cli/main.js");
+import { BUILT_CLI as CLI, ensureBuilt, REPO_ROOT as REPO } from "../../src/testkit/cli.js";
 
 /**
  * `shardlimit bench --quick`: every scenario, small, on real etcd, server and redis-server

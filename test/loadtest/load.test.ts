@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ensureBuilt } from "../server/harness.js";
+import { ensureBuilt } from "../../src/testkit/cli.js";
 
 /**
  * Load threads on a real standalone server (load threads are worker threads that load the built
@@ -8,10 +8,10 @@ import { ensureBuilt } from "../server/harness.js";
 describe("runLoad", () => {
   it("runs load threads against a server; runs pool into one", { timeout: 60_000 }, async () => {
     ensureBuilt();
-    const { serverProcess, writeTempConfig } = await import("../../dist/loadtest/servers.js");
+    const { serverProcess, writeConfig } = await import("../../dist/testkit/serve.js");
     const { BENCH_LIMITS } = await import("../../dist/loadtest/stack.js");
     const { runLoad, startLoad, poolLoads } = await import("../../dist/loadtest/load.js");
-    const server = await serverProcess({ id: "s1", configPath: writeTempConfig(BENCH_LIMITS) });
+    const server = await serverProcess({ id: "s1", configPath: writeConfig(BENCH_LIMITS) });
     await server.start();
     try {
       const decisions = async () => {

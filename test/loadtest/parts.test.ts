@@ -1,8 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { CpuMeter, CpuTimeline, processCpuSeconds } from "../../src/loadtest/cpu.js";
 import { lineChart, renderHtml } from "../../src/loadtest/html.js";
-import { openLoop } from "../../src/loadtest/open-loop.js";
-import { PreciseTimer } from "../../src/loadtest/precise-timer.js";
 import { newReport } from "../../src/loadtest/report.js";
 
 describe("load-test parts", () => {
@@ -33,44 +31,6 @@ describe("load-test parts", () => {
     expect(t.perSample).toHaveLength(2);
     expect(t.perSample[0]).toBeGreaterThan(0.03);
     expect(t.perSample[1]).toBeLessThan(0.01);
-  });
-
-  it("a precise timer fires at or after the instant asked, and a newer request replaces the older", async () => {
-    const timer = await PreciseTimer.start();
-    try {
-      const fired: string[] = [];
-      const at = performance.now() + 20;
-      const firedAt = await new Promise<number>((resolve) => {
-        timer.at(performance.now() + 5, () => fired.push("replaced"));
-        timer.at(at, () => {
-          fired.push("kept");
-          resolve(performance.now());
-        });
-      });
-      expect(firedAt).toBeGreaterThanOrEqual(at);
-      await new Promise((r) => setTimeout(r, 30));
-      expect(fired).toEqual(["kept"]);
-    } finally {
-      timer.close();
-    }
-  });
-
-  it("the open loop sends the scheduled number of calls and counts admissions and failures", async () => {
-    let i = 0;
-    const r = await openLoop({
-      ratePerSec: 2000,
-      seconds: 0.1,
-      call: () => {
-        i++;
-        if (i % 10 === 0) throw new Error("boom");
-        return i % 2 === 0 ? Promise.resolve(true) : false;
-      },
-    });
-    expect(r.sent).toBe(200);
-    expect(r.errors).toBe(20);
-    expect(r.completed).toBe(180);
-    expect(r.admitted).toBe(80);
-    expect(r.firstError).toBe("boom");
   });
 
   it("charts are SVG paths, one per series, and the page escapes what it shows", () => {

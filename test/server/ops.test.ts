@@ -7,7 +7,9 @@ import { protoPath as healthProtoPath } from "grpc-health-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE } from "../../src/protocol/proto.js";
-import { callError, desc, httpGet, startTestServer, T0, type TestServer, waitFor } from "./harness.js";
+import { httpGet } from "../../src/testkit/http.js";
+import { waitFor } from "../../src/testkit/wait.js";
+import { callError, desc, startTestServer, T0, type TestServer } from "./harness.js";
 
 /** What operators touch: HTTP health, readiness and metrics, gRPC health and reflection, reloads. */
 

@@ -3,7 +3,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
-import { type CliProcess, ensureBuilt, httpGet, killAllCli, REPO_ROOT, runCli, startCli } from "./harness.js";
+import type { Child as CliProcess } from "../../src/testkit/child.js";
+import { ensureBuilt, killAllCli, REPO_ROOT, runCli } from "../../src/testkit/cli.js";
+import { httpGet } from "../../src/testkit/http.js";
+import { startCli } from "./harness.js";
 
 /**
  * The built command line as a real process: `serve` on ports chosen by the OS, SIGHUP reloads,

@@ -1,8 +1,8 @@
-import { waitReady } from "../child.js";
+import { waitReady } from "../../testkit/child.js";
+import { spawnCli } from "../../testkit/cli.js";
+import { startRedis } from "../../testkit/redis.js";
 import { type LoadResult, type LoadThreads, poolLoads, runLoad, startLoad } from "../load.js";
-import { startRedis } from "../redis.js";
 import type { RedisMode } from "../redis-limiter-service.js";
-import { spawnCli } from "../servers.js";
 import { type Stack, startStack } from "../stack.js";
 import type { WorkloadSpec } from "../workloads.js";
 import { measured } from "./common.js";

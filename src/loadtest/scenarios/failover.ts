@@ -1,6 +1,6 @@
+import { waitAllReady } from "../../testkit/serve.js";
 import { CpuTimeline } from "../cpu.js";
 import { type LoadResult, runLoad } from "../load.js";
-import { waitAllReady } from "../servers.js";
 import { type Stack, startStack } from "../stack.js";
 import { measured, round } from "./common.js";
 

@@ -19,6 +19,9 @@ export interface OpenLoopOutcome {
   latency: hdr.Histogram;
   /** From each call's actual send to its completion (without the schedule's timer lateness). */
   service: hdr.Histogram;
+  /** How late each call left against its schedule: the generator's own lag. */
+  sendLag: hdr.Histogram;
+  maxInFlight: number;
   /** Completed and failed calls per 100 ms since the start, for timelines. */
   okPer100ms: number[];
   errPer100ms: number[];
@@ -48,6 +51,12 @@ export async function openLoop(opts: {
   stop?: () => boolean;
   /** Wakes the schedule at low rates; the caller's to close. */
   timer?: PreciseTimer;
+  /**
+   * Keep the schedule on setImmediate instead of sleeping between calls: calls leave on time at
+   * any rate, at the cost of one busy core (the gRPC benchmarks, whose generator's CPU is not in
+   * the figures).
+   */
+  spin?: boolean;
 }): Promise<OpenLoopOutcome> {
   const { ratePerSec, seconds, call } = opts;
   const endMs = seconds * 1000;
@@ -62,6 +71,7 @@ export async function openLoop(opts: {
   };
   const lat = latencyHistogram();
   const service = latencyHistogram();
+  const lag = latencyHistogram();
   const buckets = Math.ceil(seconds * 10) + 1;
   const okPer100ms = new Array<number>(buckets).fill(0);
   const errPer100ms = new Array<number>(buckets).fill(0);
@@ -73,7 +83,8 @@ export async function openLoop(opts: {
   let errors = 0;
   let firstError: string | undefined;
   let inFlight = 0;
-  const needsTimer = opts.rateAt !== undefined || ratePerSec <= PRECISE_UP_TO_PER_SEC;
+  let maxInFlight = 0;
+  const needsTimer = !opts.spin && (opts.rateAt !== undefined || ratePerSec <= PRECISE_UP_TO_PER_SEC);
   // A timer of the caller's is kept (starting its thread takes tens of milliseconds, which would
   // shift this run's start against the caller's clock); one started here is closed here.
   const own = needsTimer && !opts.timer ? await PreciseTimer.start() : undefined;
@@ -94,6 +105,8 @@ export async function openLoop(opts: {
         firstError,
         latency: lat,
         service,
+        sendLag: lag,
+        maxInFlight,
         okPer100ms,
         errPer100ms,
         admittedPer100ms,
@@ -139,7 +152,9 @@ export async function openLoop(opts: {
         if (!advance()) continue;
         const i = sent++;
         inFlight++;
+        if (inFlight > maxInFlight) maxInFlight = inFlight;
         const sentAt = performance.now();
+        lag.recordValue(Math.max(1, Math.round((sentAt - due) * 1000)));
         let out: unknown;
         try {
           out = call(i);
@@ -168,7 +183,7 @@ export async function openLoop(opts: {
       // figures, so it must use only what its calls need. The latency of a call sent late counts
       // from its due time all the same.
       const wait = start + dueMs - performance.now();
-      if (wait <= 0) setImmediate(tick);
+      if (wait <= 0 || opts.spin) setImmediate(tick);
       else if (precise && rateAt(dueMs) <= PRECISE_UP_TO_PER_SEC) precise.at(start + dueMs, tick);
       else setTimeout(tick, Math.max(0, wait - 0.5));
     };

@@ -1,6 +1,6 @@
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EtcdProcess, startEtcd } from "./etcd-harness.js";
+import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 
 describe("etcd harness (a real etcd process)", () => {
   let etcd: EtcdProcess;
