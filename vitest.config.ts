@@ -1,29 +1,5 @@
 import { defineConfig } from "vitest/config";
-
-/**
- * Tests in three tiers, each a vitest project (`npm test` runs all three; `npm run test:unit` and
- * so on, one). A file is in the tier of the heaviest thing it does:
- * - e2e: the whole CLI as a user runs it, with every process (`shardlimit bench --quick` renders
- *   its report in Chromium; the packed package installed in an empty project).
- * - integration: starts real processes: etcd, `shardlimit serve` / `assigner` / `sidecar`,
- *   redis-server.
- * - unit: everything else: in memory, or in-process servers on loopback ports; seconds in all.
- * The lists name files, so a new test is unit until it is listed here.
- */
-const E2E = ["test/loadtest/bench.test.ts", "test/package.test.ts"];
-const INTEGRATION = [
-  "test/client/cluster-client.test.ts",
-  "test/client/grpc.test.ts",
-  "test/cluster/assigner.test.ts",
-  "test/cluster/cluster.test.ts",
-  "test/cluster/leadership.test.ts",
-  "test/cluster/membership.test.ts",
-  "test/cluster/prefix-view.test.ts",
-  "test/cluster/rebalance-live.test.ts",
-  "test/loadtest/load.test.ts",
-  "test/server/process.test.ts",
-  "test/testkit/etcd.test.ts",
-];
+import { E2E, INTEGRATION } from "./test/tiers.js";
 
 export default defineConfig({
   test: {
