@@ -3,9 +3,9 @@
  * deterministic simulation and exact tests drive the real code on a virtual clock. The core's
  * pure functions take `now` as a number instead.
  *
- * `Date.now` and the timer globals appear only here (and in the load-test harness, which paces real
- * threads by wall time): biome's `noRestrictedGlobals` and the `lint/no-date-now.grit` plugin
- * keep it so.
+ * `Date.now` and the timer globals appear only here (and in the load-test harness and the test kit,
+ * which pace real threads and wait on real processes by wall time): biome's `noRestrictedGlobals`
+ * and the `lint/no-date-now.grit` plugin keep it so (lint/README.md).
  */
 export interface Timer {
   cancel(): void;
