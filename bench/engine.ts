@@ -10,7 +10,8 @@
 import { compileSources } from "../src/config/load.js";
 import type { Algorithm } from "../src/config/types.js";
 import { systemClock } from "../src/core/clock.js";
-import { Engine, type ReportEntry } from "../src/core/engine.js";
+import type { ReportEntry } from "../src/core/decision.js";
+import { Engine } from "../src/core/engine.js";
 import { type Limit, limitDefaults } from "../src/core/limit.js";
 import { DEFAULT_INPUT_LIMITS } from "../src/protocol/input-limits.js";
 import type { ReportRequest } from "../src/protocol/messages.js";

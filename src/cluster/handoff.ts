@@ -1,5 +1,5 @@
 import { type Clock, sleep } from "../core/clock.js";
-import { CapacityError } from "../core/engine.js";
+import { CapacityError } from "../core/decision.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";

@@ -15,14 +15,6 @@ import type { Limit } from "./limit.js";
 import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
 import { type CounterSnapshot, fuller, restoreCounter, snapshotCounter } from "./transfer.js";
 
-export {
-  CapacityError,
-  type CheckItem,
-  type CheckMode,
-  type Decision,
-  type ReportEntry,
-} from "./decision.js";
-
 export interface EngineOptions {
   /** New keys past this many counters are refused, so memory stays bounded. */
   maxCounters?: number;

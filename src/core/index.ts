@@ -1,18 +1,16 @@
 export * from "./algorithms/index.js";
 export { ClientShare, ClientTable } from "./clients.js";
-export { type Clock, ManualClock, systemClock } from "./clock.js";
+export { type Clock, every, ManualClock, sleep, systemClock, type Timer } from "./clock.js";
 export { Counter } from "./counter.js";
-export { ReportDedup, type SeqVerdict } from "./dedup.js";
 export {
   CapacityError,
   type CheckItem,
   type CheckMode,
-  clientStaleMs,
   type Decision,
-  Engine,
-  type EngineOptions,
   type ReportEntry,
-} from "./engine.js";
+} from "./decision.js";
+export { ReportDedup, type SeqVerdict } from "./dedup.js";
+export { clientStaleMs, Engine, type EngineOptions } from "./engine.js";
 export { waterLevel } from "./fair-share.js";
 export { type Limit, limitDefaults } from "./limit.js";
 export { LocalKey } from "./local-decision.js";

@@ -1,6 +1,7 @@
 import { type Resolved, UNIT_PROTO } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
-import type { CheckItem, Engine } from "../core/engine.js";
+import type { CheckItem } from "../core/decision.js";
+import type { Engine } from "../core/engine.js";
 import { NotOwnerError } from "../core/errors.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import {

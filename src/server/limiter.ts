@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import type { LimitConfig, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
-import { CapacityError, type CheckItem, type Decision, type Engine } from "../core/engine.js";
+import { CapacityError, type CheckItem, type Decision } from "../core/decision.js";
+import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import type { Policy } from "../core/policy.js";
 import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";

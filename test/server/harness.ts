@@ -2,7 +2,7 @@ import type { ServiceError } from "@grpc/grpc-js";
 import type { RunningServer } from "../../src/app/serve.js";
 import { resolveKey } from "../../src/config/config.js";
 import type { Clock } from "../../src/core/clock.js";
-import type { Decision } from "../../src/core/engine.js";
+import type { Decision } from "../../src/core/decision.js";
 import type { InputLimits } from "../../src/protocol/input-limits.js";
 import type { EnvoyDescriptor } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
