@@ -118,6 +118,14 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
       const counterKey = `${encodeKey(req.domain, d.entries)}#${override.id}`;
       resolved[i] = { rule: override, counterKey, shardKey: configured?.shardKey ?? counterKey };
     } else resolved[i] = configured;
+    const key = resolved[i]?.counterKey;
+    // Each entry is bounded, but up to 32 of them make one counter key: bound that too, or a
+    // caller could park kilobytes of key per counter (for a year, with a limit override).
+    if (key !== undefined && key.length > limits.maxKeyLength) {
+      throw new InvalidArgumentError(
+        `descriptor ${i}: its counter key is ${key.length} long, over the maximum of ${limits.maxKeyLength}`,
+      );
+    }
     const rule = resolved[i]?.rule;
     if (rule?.algorithm === "concurrency") {
       throw new InvalidArgumentError(

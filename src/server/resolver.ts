@@ -20,36 +20,41 @@ export interface CachedKey {
  * look-up is a cache miss on a freshly decoded string, so entries also get numeric handles that
  * gateways send back instead: an array index, no string decoded or hashed.
  *
- * The table belongs to one config (a swap replaces it) and is bounded: when full it starts over
- * under a new epoch rather than grow, and handles of an old epoch are refused, never misread.
+ * The table belongs to one config (a swap replaces it) and is bounded, in entries and in the
+ * characters of its keys: when full it starts over under a new epoch rather than grow, and
+ * handles of an old epoch are refused, never misread. A malformed key gets no entry at all
+ * (parsing it again is cheap, and caching it would let junk from one caller crowd out the keys
+ * of all the others and reset everyone's handles).
  */
 export class KeyResolver {
   private readonly byKey = new Map<string, CachedKey>();
   private entries: CachedKey[] = [];
+  private chars = 0;
   /** Random per table, so no handle outlives the table (or the process) that issued it. */
   epoch = randomInt(1, 0x7fff_ffff);
 
   constructor(
     readonly config: LimitConfig,
     private readonly maxEntries = 1_000_000,
+    /** 64 Mi characters: ~128 MB of key strings at the most. */
+    private readonly maxChars = 64 * 1024 * 1024,
   ) {}
 
   lookup(key: string): CachedKey {
     let hit = this.byKey.get(key);
     if (hit === undefined) {
-      if (this.entries.length >= this.maxEntries) {
+      const resolved = resolveKey(this.config, key);
+      if (typeof resolved === "string") return { key, resolved, counter: undefined, handle: 0 };
+      if (this.entries.length >= this.maxEntries || this.chars + key.length > this.maxChars) {
         this.byKey.clear();
         this.entries = [];
+        this.chars = 0;
         this.epoch = this.epoch === 0x7fff_ffff ? 1 : this.epoch + 1;
       }
-      hit = {
-        key,
-        resolved: resolveKey(this.config, key),
-        counter: undefined,
-        handle: this.entries.length + 1,
-      };
+      hit = { key, resolved, counter: undefined, handle: this.entries.length + 1 };
       this.entries.push(hit);
       this.byKey.set(key, hit);
+      this.chars += key.length;
     }
     return hit;
   }

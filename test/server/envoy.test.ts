@@ -345,6 +345,26 @@ describe("ShouldRateLimit over gRPC", () => {
     expect(err.details).toMatch(/unit/);
   });
 
+  it("a descriptor whose counter key would pass the key bound is INVALID_ARGUMENT, and makes no counter", async () => {
+    const long = "v".repeat(1020); // each entry within the bound; the counter key is not
+    const before = t.server.engine.size;
+    const cases: EnvoyDescriptor[] = [
+      {
+        entries: [
+          { key: "path", value: "/api" },
+          { key: "method", value: long },
+        ],
+      },
+      { entries: [{ key: "user", value: long }], limit: { requestsPerUnit: 1, unit: MINUTE } },
+    ];
+    for (const d of cases) {
+      const err = await callError(call("edge", [d]));
+      expect(err.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+      expect(err.details).toMatch(/^descriptor 0: its counter key is \d+ long, over the maximum of 1024$/);
+    }
+    expect(t.server.engine.size).toBe(before);
+  });
+
   it("an empty domain is INVALID_ARGUMENT", async () => {
     const err = await callError(call("", [desc("remote_address=1.2.3.4")]));
     expect(err.code).toBe(GrpcStatus.INVALID_ARGUMENT);

@@ -36,4 +36,24 @@ describe("KeyResolver", () => {
     expect(r.byHandle(first, a.handle)).toBeUndefined();
     expect(r.byHandle(r.epoch, 1)?.key).toBe("d/k=d");
   });
+
+  it("keeps no entry for a malformed key, so junk cannot crowd out real keys or force a new epoch", () => {
+    const r = new KeyResolver(config, 3);
+    const first = r.epoch;
+    const a = r.lookup("d/k=a");
+    for (let i = 0; i < 10; i++) expect(typeof r.lookup(`junk-${i}`).resolved).toBe("string");
+    expect(r.epoch).toBe(first);
+    expect(r.byHandle(first, a.handle)).toBe(a);
+    expect(r.lookup("junk-0").handle).toBe(0);
+  });
+
+  it("is bounded in characters as well as entries: long keys start it over sooner", () => {
+    const r = new KeyResolver(config, 1000, 20);
+    const first = r.epoch;
+    r.lookup("d/k=aaaaaaaa"); // 12 characters
+    expect(r.epoch).toBe(first);
+    const b = r.lookup("d/k=bbbbbbbb"); // 24 in all: over 20, starts over
+    expect(r.epoch).not.toBe(first);
+    expect(b.handle).toBe(1);
+  });
 });
