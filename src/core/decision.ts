@@ -46,8 +46,9 @@ export interface ReportEntry {
   windowAdmitted: number;
 }
 
+/** A bound on the engine's state is reached: counters in all, or leases on one key. */
 export class CapacityError extends ShardlimitError {
-  constructor(max: number) {
-    super("COUNTERS_EXHAUSTED", `the server holds its maximum of ${max} counters; try again later`);
+  constructor(max: number, message = `the server holds its maximum of ${max} counters; try again later`) {
+    super("COUNTERS_EXHAUSTED", message);
   }
 }

@@ -20,6 +20,11 @@ export interface EngineOptions {
   maxCounters?: number;
   /** Dedup state of a client silent this long is forgotten. */
   clientTtlMs?: number;
+  /**
+   * Leases held at once on one concurrency key. Amounts may be fractional, so the limit alone
+   * does not bound how many leases fit under it.
+   */
+  maxLeasesPerKey?: number;
 }
 
 const UNLIMITED_DECISION: Decision = {
@@ -38,6 +43,7 @@ export class Engine {
   private readonly counters = new Map<string, Counter>();
   private readonly dedup = new ReportDedup();
   private readonly maxCounters: number;
+  private readonly maxLeasesPerKey: number;
   private readonly clientTtlMs: number;
   private sweepCursor: Iterator<[string, Counter]> | undefined;
   private readonly pending = new Map<Counter, number>();
@@ -45,6 +51,7 @@ export class Engine {
   constructor(opts: EngineOptions = {}) {
     this.maxCounters = opts.maxCounters ?? 5_000_000;
     this.clientTtlMs = opts.clientTtlMs ?? 600_000;
+    this.maxLeasesPerKey = opts.maxLeasesPerKey ?? 100_000;
   }
 
   get size(): number {
@@ -213,6 +220,12 @@ export class Engine {
       leases.renew(leaseId, now + timeoutMs);
       c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
       return this.concurrencyDecision(c, l, true, false, now);
+    }
+    if (leases.size >= this.maxLeasesPerKey) {
+      throw new CapacityError(
+        this.maxLeasesPerKey,
+        `${key} holds its maximum of ${this.maxLeasesPerKey} leases; release some first`,
+      );
     }
     const free = l.limit - leases.held - (c.clients?.sumHeld ?? 0);
     const fit = free >= amount;

@@ -62,7 +62,7 @@ export const ERRORS = {
     grpc: RESOURCE_EXHAUSTED,
     clientRetries: true,
     serverRetries: false,
-    meaning: "the server holds its maximum of counters",
+    meaning: "a bound on the server's state is reached: its counters in all, or one key's leases",
   },
   WRONG_ALGORITHM: {
     wire: 5,

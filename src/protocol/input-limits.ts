@@ -21,6 +21,8 @@ export const InputLimitsSchema = z.object({
   maxDescriptorEntries: z.number().int().positive().default(32),
   /** Length of a client or lease id. */
   maxIdLength: z.number().int().positive().default(256),
+  /** A caller-chosen lease timeout (Acquire): a crashed caller holds its slot at most this long. */
+  maxLeaseTimeoutMs: z.number().int().positive().default(3_600_000),
 });
 
 export type InputLimits = z.infer<typeof InputLimitsSchema>;

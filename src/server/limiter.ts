@@ -369,7 +369,11 @@ export class Limiter {
     this.checkId("lease_id", req.leaseId);
     const generation = this.ownership.generation();
     const amount = req.amount === 0 ? 1 : req.amount;
-    const bad = amountProblem("amount", amount, this.limits);
+    const bad =
+      amountProblem("amount", amount, this.limits) ??
+      (req.timeoutMs > this.limits.maxLeaseTimeoutMs
+        ? `timeout_ms ${req.timeoutMs} exceeds the maximum of ${this.limits.maxLeaseTimeoutMs}`
+        : undefined);
     if (bad !== undefined) return { error: itemError(ErrorCode.INVALID_AMOUNT, bad), generation };
     const r = this.single(req.key, true, "Acquire");
     if (r === undefined) return { allowed: true, generation };

@@ -72,4 +72,16 @@ describe("concurrency", () => {
     clock.advance(2001); // gw1 went silent: its holds lapse with the lease timeout
     expect(e.acquire("k", l, "a", 3, clock.now()).allowed).toBe(true);
   });
+
+  it("holds at most maxLeasesPerKey leases on one key, however small their amounts", () => {
+    const clock = new ManualClock(T0);
+    const e = new Engine({ maxLeasesPerKey: 3 });
+    const l = cc(10);
+    for (const id of ["a", "b", "c"]) expect(e.acquire("k", l, id, 0.001, clock.now()).allowed).toBe(true);
+    expect(() => e.acquire("k", l, "d", 0.001, clock.now())).toThrow(/holds its maximum of 3 leases/);
+    // A held lease may still be renewed by a retried acquire, and a release makes room.
+    expect(e.acquire("k", l, "a", 0.001, clock.now()).allowed).toBe(true);
+    expect(e.release("k", "b", clock.now())).toBe(true);
+    expect(e.acquire("k", l, "d", 0.001, clock.now()).allowed).toBe(true);
+  });
 });

@@ -416,6 +416,19 @@ describe("RateLimiter over gRPC", () => {
       expect(await t.rpc.release({ key: "api/conc=c3", leaseId: "a" })).toMatchObject({ released: false });
     });
 
+    it("a lease timeout over the bound (an hour) is INVALID_AMOUNT naming it, and holds nothing", async () => {
+      clock.set(T0);
+      const key = "api/conc=long";
+      const res = await t.rpc.acquire({ key, leaseId: "forever", timeoutMs: 4_000_000_000 });
+      expect(res.error?.code).toBe(ErrorCode.INVALID_AMOUNT);
+      expect(res.error?.message).toBe("timeout_ms 4000000000 exceeds the maximum of 3600000");
+      expect(res.allowed).toBe(false);
+      expect(await t.rpc.acquire({ key, leaseId: "b", amount: 2 })).toMatchObject({ allowed: true });
+      expect(await t.rpc.acquire({ key, leaseId: "ok", timeoutMs: 3_600_000 })).toMatchObject({
+        allowed: false,
+      });
+    });
+
     it("Check on a concurrency key and Acquire/Release on a rate key are WRONG_ALGORITHM", async () => {
       const c = await t.rpc.check({ items: [{ key: "api/conc=w", cost: 1 }] });
       expect(c.results[0]!.error?.code).toBe(ErrorCode.WRONG_ALGORITHM);
