@@ -105,14 +105,16 @@ export class Directory {
   /** Until a first assignment arrives, ask often; after, every viewRefreshMs. */
   refreshIfDue(now: number): void {
     const every = this.#routing === undefined ? 5 * this.opts.reportIntervalMs : this.opts.viewRefreshMs;
-    if (now - this.viewAskedAt >= every) this.refreshView(true);
+    // A wall clock stepped back (now before the last ask) makes it due too, or the assignment
+    // would not be asked for again until the clock caught up, maybe hours later.
+    if (now - this.viewAskedAt >= every || now < this.viewAskedAt) this.refreshView(true);
   }
 
   /** Asks servers in turn for the assignment; `force` skips the throttle. */
   refreshView(force: boolean): void {
     const now = this.opts.clock.now();
     if (this.viewAsking || this.closed) return;
-    if (!force && now - this.viewAskedAt < 4 * this.opts.reportIntervalMs) return;
+    if (!force && now >= this.viewAskedAt && now - this.viewAskedAt < 4 * this.opts.reportIntervalMs) return;
     this.viewAsking = true;
     this.viewAskedAt = now;
     const candidates = this.candidates();

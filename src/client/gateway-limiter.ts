@@ -1,6 +1,8 @@
+import { randomBytes } from "node:crypto";
 import type { LimitConfig, LimitRule } from "../config/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
+import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
 import { Directory } from "./directory.js";
@@ -22,6 +24,13 @@ export interface GatewayLimiterOptions {
   servers: readonly string[];
   /** Names this gateway to the owners: their fair shares and dedup are per client id. */
   clientId: string;
+  /**
+   * This process's part of the client id on the wire (`<clientId>/<instanceId>`; default 8
+   * random hex digits), so two processes configured with the same `clientId` (replicas, or a
+   * restart with the wall clock set back) never share a fair share or a dedup window. Set it only
+   * to make a simulation repeatable.
+   */
+  instanceId?: string;
   transport: ClientTransport;
   /** Close `transport` with the limiter (default false: a transport passed in may be shared). */
   closeTransport?: boolean;
@@ -56,6 +65,8 @@ export interface LimiterStats {
   fallbackKeys: number;
   reportsSent: number;
   reportsFailed: number;
+  /** Reports an owner refused as older than its dedup window; their counts were sent again. */
+  reportsTooOld: number;
   /** Units decided since start, counted as they are taken into reports. */
   unitsAdmitted: number;
   unitsRejected: number;
@@ -86,6 +97,13 @@ export class GatewayLimiter {
   constructor(options: GatewayLimiterOptions) {
     if (options.servers.length === 0) throw new InvalidArgumentError("servers is empty: name at least one");
     if (options.clientId === "") throw new InvalidArgumentError("clientId is empty");
+    const instanceId = options.instanceId ?? randomBytes(4).toString("hex");
+    const idLength = options.clientId.length + 1 + instanceId.length;
+    if (idLength > DEFAULT_INPUT_LIMITS.maxIdLength) {
+      throw new InvalidArgumentError(
+        `clientId is ${options.clientId.length} long: with "/${instanceId}" appended that is over the servers' default maximum of ${DEFAULT_INPUT_LIMITS.maxIdLength}`,
+      );
+    }
     const interval = options.reportIntervalMs ?? 100;
     if (!(interval >= 1 && interval <= 60_000)) {
       throw new InvalidArgumentError(`reportIntervalMs must be 1..60000, got ${interval}`);
@@ -106,6 +124,7 @@ export class GatewayLimiter {
       logger: options.logger ?? silent,
       servers: options.servers,
       clientId: options.clientId,
+      instanceId,
       transport: options.transport,
       clock: options.clock,
     };
@@ -318,6 +337,7 @@ export class GatewayLimiter {
       fallbackKeys: this.keys.fallbackCount(),
       reportsSent: this.reporter.reportsSent,
       reportsFailed: this.reporter.reportsFailed,
+      reportsTooOld: this.reporter.reportsTooOld,
       unitsAdmitted: this.reporter.unitsAdmitted,
       unitsRejected: this.reporter.unitsRejected,
       generation: this.directory.generation,

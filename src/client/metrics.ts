@@ -53,6 +53,7 @@ export function registerClientMetrics(registry: client.Registry, limiter: Gatewa
       this.reset();
       this.inc({ result: "sent" }, s.reportsSent);
       this.inc({ result: "failed" }, s.reportsFailed);
+      this.inc({ result: "too_old" }, s.reportsTooOld);
     },
   });
   new client.Counter({

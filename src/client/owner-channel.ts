@@ -1,3 +1,4 @@
+import { SEQ_WINDOW } from "../core/dedup.js";
 import type { ReportRequest } from "../protocol/messages.js";
 import type { ClientKey, Drained } from "./client-key.js";
 
@@ -32,6 +33,8 @@ export interface Answered {
 export class OwnerChannel {
   /** Per-owner sequence numbers: each owner's dedup window sees a dense series. */
   private seq: number;
+  /** Reports answered too old in a row: each one jumps the sequence twice as far as the last. */
+  private tooOldStreak = 0;
   #keyEpoch = 0;
   /** The owner process's incarnation from its last answer ("" before the first). */
   #incarnation = "";
@@ -47,7 +50,11 @@ export class OwnerChannel {
 
   constructor(
     readonly address: string,
-    /** Where sequence numbers start: time-based, so a restarted gateway never reuses one. */
+    /**
+     * Where sequence numbers start: above any this process used towards any owner (a channel made
+     * again for an owner that left and came back), and time-based. The wire client id carries a
+     * per-process part, so another process never shares this series whatever its clock says.
+     */
     seqBase: number,
   ) {
     this.seq = Math.max(0, Math.floor(seqBase));
@@ -75,8 +82,27 @@ export class OwnerChannel {
     return this.inflight !== undefined || this.failed !== undefined;
   }
 
+  /** The last sequence number handed out. */
+  get lastSeq(): number {
+    return this.seq;
+  }
+
   nextSeq(): number {
     return ++this.seq;
+  }
+
+  /**
+   * The owner answered a report too old: it has seen numbers of this client id far above ours
+   * (another process under the same id, say). Nothing of that report was applied; its counts go
+   * again under numbers past the owner's window. The owner does not say how far it is, so the
+   * jump doubles with each too-old answer in a row (from twice the window): an hour of the old
+   * time-based numbers (3.6e9) is crossed in about 26 round trips. Returns the too-old answers
+   * in a row before this one.
+   */
+  rebase(): number {
+    const jump = 2 * SEQ_WINDOW * 2 ** Math.min(this.tooOldStreak, 46);
+    this.seq = Math.min(Number.MAX_SAFE_INTEGER - 1e9, this.seq + jump);
+    return this.tooOldStreak++;
   }
 
   /** The span a new report's counts cover (`fallbackMs` for the first), clamped to 1 ms..60 s. */
@@ -130,7 +156,8 @@ export class OwnerChannel {
   }
 
   /** An answer came, in `keyEpoch` from process `incarnation`. */
-  markAnswered(keyEpoch: number, incarnation: string): Answered {
+  markAnswered(keyEpoch: number, incarnation: string, tooOld = false): Answered {
+    if (!tooOld) this.tooOldStreak = 0;
     const recovered = this.#failures > 0;
     this.#failures = 0;
     const handlesValid = keyEpoch === this.#keyEpoch;

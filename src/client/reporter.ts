@@ -9,6 +9,8 @@ import type { ClientTransport, LimiterLogger } from "./transport.js";
 
 export interface ReporterOptions {
   readonly clientId: string;
+  /** This process's part of the client id on the wire (see `GatewayLimiterOptions.instanceId`). */
+  readonly instanceId: string;
   readonly transport: ClientTransport;
   readonly clock: Clock;
   readonly reportIntervalMs: number;
@@ -59,6 +61,11 @@ export class Reporter {
   private closed = false;
   #reportsSent = 0;
   #reportsFailed = 0;
+  #reportsTooOld = 0;
+  /** Above every sequence number a dropped channel used: a channel made again starts past it. */
+  private seqFloor = 0;
+  /** The client id reports carry: the configured one and this process's part. */
+  private readonly wireId: string;
   /** Units decided since start, counted as they are taken into reports. */
   #unitsAdmitted = 0;
   #unitsRejected = 0;
@@ -66,13 +73,19 @@ export class Reporter {
   constructor(
     private readonly opts: ReporterOptions,
     private readonly ports: ReporterPorts,
-  ) {}
+  ) {
+    this.wireId = `${opts.clientId}/${opts.instanceId}`;
+  }
 
   get reportsSent(): number {
     return this.#reportsSent;
   }
   get reportsFailed(): number {
     return this.#reportsFailed;
+  }
+  /** Reports an owner refused as older than its dedup window (sent again under new numbers). */
+  get reportsTooOld(): number {
+    return this.#reportsTooOld;
   }
   get unitsAdmitted(): number {
     return this.#unitsAdmitted;
@@ -97,7 +110,9 @@ export class Reporter {
    */
   reportSoon(now: number): void {
     if (this.early !== undefined) return;
-    const wait = Math.max(0, this.earlyAt + this.opts.reportIntervalMs / 10 - now);
+    const gap = this.opts.reportIntervalMs / 10;
+    // Capped at the gap: a wall clock stepped back must not hold early reports until it catches up.
+    const wait = Math.min(gap, Math.max(0, this.earlyAt + gap - now));
     this.early = this.opts.clock.after(wait, () => {
       this.early = undefined;
       this.earlyAt = this.opts.clock.now();
@@ -134,7 +149,8 @@ export class Reporter {
   private channel(address: string): OwnerChannel {
     let c = this.channels.get(address);
     if (c === undefined) {
-      c = new OwnerChannel(address, this.opts.clock.now() * 1000);
+      // Past any number used before towards this address, even if the wall clock stepped back.
+      c = new OwnerChannel(address, Math.max(this.opts.clock.now() * 1000, this.seqFloor));
       this.channels.set(address, c);
     }
     return c;
@@ -181,7 +197,7 @@ export class Reporter {
     }
     for (let i = n; i < batch.length; i++) this.markDirty(batch[i]!);
     const req = {
-      clientId: this.opts.clientId,
+      clientId: this.wireId,
       seq: ch.nextSeq(),
       generation: this.ports.directory.generation,
       intervalMs: this.opts.reportIntervalMs,
@@ -244,10 +260,17 @@ export class Reporter {
   private answered(ch: OwnerChannel, p: PendingReport, res: ReportResponse): void {
     const now = this.opts.clock.now();
     const inc = res.incarnation ?? "";
-    const a = ch.markAnswered(res.keyEpoch, inc);
+    const tooOld = res.tooOld === true;
+    const a = ch.markAnswered(res.keyEpoch, inc, tooOld);
     if (a.recovered) this.opts.logger.info({ owner: ch.address }, "owner reachable again");
     if (a.restarted)
       this.opts.logger.info({ owner: ch.address }, "owner restarted: re-sending window totals");
+    if (tooOld) {
+      this.tooOld(ch, p);
+      return;
+    }
+    // A duplicate is a retry of a report this owner applied before (its answer was lost).
+    const duplicate = res.duplicate === true;
     let refresh = false;
     for (let i = 0; i < p.keys.length; i++) {
       const k = p.keys[i]!.current();
@@ -257,7 +280,16 @@ export class Reporter {
         k.restore(d);
       } else if ((pol.error?.code ?? 0) !== 0) {
         const code = pol.error!.code;
-        if (clientRetries(code)) {
+        if (clientRetries(code) && duplicate) {
+          // Answered now with NOT_OWNER (the key moved since) or the like, but the first copy was
+          // applied, before any handoff: the counts are where the key's counter went. Sent again
+          // they would count twice; so they count as applied (maybe: the first copy may have
+          // failed for this item too, a loss within one report), into the window total that a
+          // new owner without the counter rebuilds from.
+          k.acknowledged(d, ch.address, "", now);
+          if (code === ErrorCode.NOT_OWNER) refresh = true;
+          if (code === ErrorCode.UNKNOWN_KEY_HANDLE) k.forgetHandle();
+        } else if (clientRetries(code)) {
           k.restore(d);
           if (code === ErrorCode.NOT_OWNER) refresh = true;
           if (code === ErrorCode.UNKNOWN_KEY_HANDLE) k.forgetHandle();
@@ -290,6 +322,28 @@ export class Reporter {
   }
 
   /**
+   * `p` was refused as older than the owner's dedup window: nothing of it was applied. The counts
+   * go back into their keys and are sent again soon under sequence numbers past the window (a
+   * silent "applied" here would lose them for as long as the numbers stay behind).
+   */
+  private tooOld(ch: OwnerChannel, p: PendingReport): void {
+    this.#reportsTooOld++;
+    // Logged once per run of them: the jumps that follow are expected.
+    if (ch.rebase() === 0) {
+      this.opts.logger.warn(
+        { owner: ch.address, seq: p.req.seq, clientId: this.wireId },
+        "owner refused a report as too old (another process with this client id?): sending its counts again under new sequence numbers",
+      );
+    }
+    for (let i = 0; i < p.keys.length; i++) {
+      const k = p.keys[i]!.current();
+      k.restore(p.drained[i]!);
+      this.markDirty(k);
+    }
+    this.reportSoon(this.opts.clock.now());
+  }
+
+  /**
    * Servers not among `members` left the cluster: whatever they were sent may or may not have
    * been applied before they died; the successor rebuilds the window from the re-sent totals,
    * which include it. A late answer from one must not be applied as well.
@@ -302,6 +356,7 @@ export class Reporter {
         for (let i = 0; i < p.keys.length; i++)
           p.keys[i]!.current().acknowledged(p.drained[i]!, address, "", now);
       }
+      this.seqFloor = Math.max(this.seqFloor, ch.lastSeq);
       this.channels.delete(address);
       this.opts.transport.drop(address);
     }

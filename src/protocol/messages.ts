@@ -45,6 +45,8 @@ export interface ReportResponse {
   keyEpoch: number;
   configVersion: string;
   incarnation: string;
+  /** seq was older than the dedup window: nothing applied (duplicate is true too). */
+  tooOld?: boolean;
 }
 
 export interface LimitsRequest {

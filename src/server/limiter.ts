@@ -157,7 +157,9 @@ export class Limiter {
     const now = this.clock.now();
     const verdict = this.engine.acceptReport(req.clientId, req.seq, now);
     // A report older than the dedup window cannot be told from one already applied: not applying
-    // it may lose its counts, applying it may double them; the invariant is never to double.
+    // it may lose its counts, applying it may double them; the invariant is never to double. The
+    // answer says so (too_old), so the client sends the counts again under newer numbers rather
+    // than taking them as applied.
     const apply = verdict === "new";
     const policies: KeyPolicy[] = new Array(req.entries.length);
     let domain = "";
@@ -235,6 +237,7 @@ export class Limiter {
       keyEpoch: this.resolver.epoch,
       configVersion: this.config.version,
       incarnation: this.incarnation,
+      ...(verdict === "too_old" ? { tooOld: true } : {}),
     };
   }
 

@@ -338,6 +338,23 @@ describe("RateLimiter over gRPC", () => {
       expect(remaining("api/fw=r2")).toBe(5);
     });
 
+    it("a report older than the dedup window answers too_old, applies nothing, and says so", async () => {
+      clock.set(T0);
+      const id = "gw-too-old";
+      const high = await report([entry("api/fw=r9", 1)], { seq: 1000, clientId: id });
+      expect(high.duplicate).toBe(false);
+      expect(high.tooOld ?? false).toBe(false);
+      // 900 is behind 1000 by more than the window: it cannot be told from one applied before.
+      const old = await report([entry("api/fw=r9", 4)], { seq: 900, clientId: id });
+      expect(old.duplicate).toBe(true);
+      expect(old.tooOld).toBe(true);
+      expect(remaining("api/fw=r9")).toBe(9);
+      // A plain duplicate is not too old.
+      const dup = await report([entry("api/fw=r9", 1)], { seq: 1000, clientId: id });
+      expect(dup.duplicate).toBe(true);
+      expect(dup.tooOld ?? false).toBe(false);
+    });
+
     it("per-item INVALID_KEY and INVALID_AMOUNT inside a good batch; the good items are applied", async () => {
       clock.set(T0);
       const res = await report([
