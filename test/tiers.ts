@@ -17,6 +17,7 @@ export const INTEGRATION = [
   "test/cluster/cluster.test.ts",
   "test/cluster/leadership.test.ts",
   "test/cluster/membership.test.ts",
+  "test/cluster/node-partition.test.ts",
   "test/cluster/prefix-view.test.ts",
   "test/cluster/rebalance-live.test.ts",
   "test/loadtest/load.test.ts",

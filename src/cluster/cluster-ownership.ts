@@ -47,6 +47,8 @@ export class ClusterOwnership implements Ownership {
   /** Key decisions per slice of the current assignment since the last `takeLoad`. */
   private hits = new Float64Array(0);
   private hitsSince = 0;
+  /** Set while this server must not decide anything (see `suspend`). */
+  private suspended = false;
 
   constructor(private readonly opts: ClusterOwnershipOptions) {}
 
@@ -109,9 +111,24 @@ export class ClusterOwnership implements Ownership {
     if (this.pending.length !== before) this.notify();
   }
 
-  /** Holds a current assignment and every range it owns is ready. */
+  /** Holds a current assignment, is not suspended, and every range it owns is ready. */
   ready(): boolean {
-    return this.assignment !== undefined && this.waiting().length === 0;
+    return this.assignment !== undefined && !this.suspended && this.waiting().length === 0;
+  }
+
+  /**
+   * While suspended every key answers `not_owner` (gateways then fetch a fresh view and re-route)
+   * and the server is not ready: set when this server may have lost its lease and cannot rule out
+   * that its slices were given to others (`ClusterNode`'s lease guard).
+   */
+  suspend(on: boolean): void {
+    if (this.suspended === on) return;
+    this.suspended = on;
+    this.notify();
+  }
+
+  isSuspended(): boolean {
+    return this.suspended;
   }
 
   current(): Assignment | undefined {
@@ -158,7 +175,7 @@ export class ClusterOwnership implements Ownership {
   check(shardKey: string): OwnershipVerdict {
     const point = keyPoint(shardKey);
     const a = this.assignment;
-    if (a === undefined || this.selfIndex < 0) return "not_owner";
+    if (a === undefined || this.selfIndex < 0 || this.suspended) return "not_owner";
     const slice = a.sliceOf(point);
     if (a.owners[slice] !== this.selfIndex) return "not_owner";
     this.hits[slice]!++;

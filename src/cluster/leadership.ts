@@ -1,5 +1,5 @@
 import type { Etcd3, Watcher } from "etcd3";
-import type { Clock, Timer } from "../core/clock.js";
+import { type Clock, every, type Timer } from "../core/clock.js";
 import type { Log } from "./log.js";
 import type { Membership } from "./membership.js";
 
@@ -15,6 +15,11 @@ export interface LeadershipOptions {
   clock: Clock;
   log: Log;
   onChange?: (leading: boolean) => void;
+  /**
+   * How often a candidate campaigns (or, leading, re-reads the key) whatever its watch says: the
+   * safety net for a watch event that never came. Default 1000 ms; 0 turns it off.
+   */
+  recheckMs?: number;
 }
 
 /**
@@ -23,6 +28,13 @@ export interface LeadershipOptions {
  * by the same key (`fencedPut`): the transaction fails unless the key still holds this id under
  * this lease, so a deposed leader cannot write. `leading()` also requires the lease to be fresh
  * by our own clock, so a leader cut off from etcd stops acting before its lease can expire.
+ *
+ * The watch on the key is only a fast path. etcd cancels a watch whose resume revision was
+ * compacted away while the client was disconnected; the etcd3 client then emits `error` on it and
+ * drops it. Without a handler the candidate would never see the leader key vanish again and, once
+ * the leader died, nobody would campaign. So an `error` re-creates the watch and campaigns, a
+ * reconnected watch campaigns (the leader may have gone meanwhile), and a periodic campaign
+ * (`recheckMs`) covers any event lost some other way.
  */
 export class Leadership {
   private held = false;
@@ -30,6 +42,8 @@ export class Leadership {
   private watcher: Watcher | undefined;
   private stopped = false;
   private retry: Timer | undefined;
+  private recheck: Timer | undefined;
+  private rewatch: Timer | undefined;
 
   constructor(private readonly opts: LeadershipOptions) {}
 
@@ -38,14 +52,58 @@ export class Leadership {
   }
 
   async start(): Promise<void> {
-    const w = await this.opts.client.watch().key(this.opts.key).create();
+    await this.watch();
+    await this.campaign();
+    const ms = this.opts.recheckMs ?? 1000;
+    // Ref'd, as the campaign retry: a candidate keeps campaigning until it is stopped.
+    if (ms > 0 && !this.stopped)
+      this.recheck = every(this.opts.clock, ms, () => void this.campaign(), { ref: true });
+  }
+
+  /** (Re)creates the watch on the leader key; a failure to create it is retried. */
+  private async watch(): Promise<void> {
+    if (this.stopped) return;
+    const { client, key, id, log } = this.opts;
+    let w: Watcher;
+    try {
+      w = await client.watch().key(key).create();
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "cannot watch the leader key; retrying");
+      this.scheduleRewatch();
+      return;
+    }
+    if (this.stopped) {
+      await w.cancel().catch(() => {});
+      return;
+    }
     this.watcher = w;
     // The leader key vanished (leader left or its lease expired): campaign again.
     w.on("delete", () => void this.campaign());
     w.on("put", (kv) => {
-      if (kv.value.toString() !== this.opts.id && this.held) this.set(false);
+      if (kv.value.toString() !== id && this.held) this.set(false);
     });
-    await this.campaign();
+    // Back after a disconnect: events replayed from the resume revision arrive anyway, but a
+    // campaign now costs one transaction and does not depend on them.
+    w.on("connected", () => void this.campaign());
+    w.on("error", (err) => {
+      // Cancelled by etcd (e.g. its resume revision was compacted): the client has dropped it.
+      log.warn({ err: err.message, key }, "leader watch cancelled by etcd; watching again");
+      if (this.watcher === w) this.watcher = undefined;
+      this.scheduleRewatch(0);
+    });
+  }
+
+  private scheduleRewatch(ms = 500): void {
+    if (this.stopped || this.rewatch) return;
+    this.rewatch = this.opts.clock.after(
+      ms,
+      () => {
+        this.rewatch = undefined;
+        // Watch first, then campaign: a delete after the campaign's read is then seen by the watch.
+        void this.watch().then(() => this.campaign());
+      },
+      { ref: true },
+    );
   }
 
   private set(leading: boolean): void {
@@ -114,6 +172,8 @@ export class Leadership {
   async stop(): Promise<void> {
     this.stopped = true;
     this.retry?.cancel();
+    this.recheck?.cancel();
+    this.rewatch?.cancel();
     await this.watcher?.cancel().catch(() => {});
     if (this.held) {
       const { client } = this.opts;

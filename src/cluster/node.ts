@@ -1,6 +1,7 @@
 import type { Etcd3 } from "etcd3";
 import { type Clock, every, sleep, type Timer } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
+import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
 import { AssignmentView } from "./assignment-view.js";
@@ -12,6 +13,9 @@ import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
 import { PeerPool } from "./peers.js";
+
+/** How often the lease guard looks, and how long it waits for a peer's answer. */
+const GUARD_INTERVAL_MS = 250;
 
 export interface ClusterOptions {
   /** etcd client URLs. */
@@ -60,11 +64,23 @@ export class ClusterNode {
    * when this node runs on another (a virtual time would make every deadline nonsense).
    */
   private readonly peers = new PeerPool();
+  /** Channels for asking peers their generation while this server's lease may have expired. */
+  private readonly viewClients = new Map<string, RateLimiterRpc>();
+  private guardTimer: Timer | undefined;
+  private probing = false;
+  /** The newest generation a peer has reported: this server serves nothing older. */
+  private newestSeen = 0;
 
   constructor(
     private readonly opts: ClusterOptions,
     store: CounterStore,
-    private readonly deps: { clock: Clock; log: Log; hooks?: ClusterHooks },
+    private readonly deps: {
+      clock: Clock;
+      log: Log;
+      hooks?: ClusterHooks;
+      /** A peer's generation (tests inject one); default: its GetClusterView. */
+      peerGeneration?: (address: string) => Promise<number>;
+    },
   ) {
     const { clock, log } = deps;
     const hooks = deps.hooks ?? {};
@@ -115,6 +131,11 @@ export class ClusterNode {
       "assignment installed",
     );
     this.peers.retain(new Set(a.members.map((m) => m.address)));
+    for (const [address, c] of this.viewClients) {
+      if (a.members.some((m) => m.address === address)) continue;
+      c.close();
+      this.viewClients.delete(address);
+    }
     void this.handoff.send(change);
   }
 
@@ -154,6 +175,67 @@ export class ClusterNode {
     this.stack?.assigner.setMembers(membership.current);
     await this.stack?.start();
     this.publishLoadEvery(opts.loadIntervalMs ?? 2000);
+    this.guardTimer = every(clock, GUARD_INTERVAL_MS, () => this.guard());
+  }
+
+  /**
+   * The lease guard (design invariant 9). While the last keepalive is younger than the TTL, etcd
+   * surely still holds this server's registration, so nobody was given its slices. Once it is
+   * older, the assigner may have written a generation without this server and a new owner may be
+   * deciding its keys: it asks its peers (the other members of its assignment) for their
+   * generation every GUARD_INTERVAL_MS and stops deciding (every key `not_owner`, not ready) when
+   * one reports a newer generation or none answers. When every peer answers with no newer one,
+   * etcd is unreachable for the cluster (or the peers are behind too) and nobody could have moved
+   * anything: it keeps serving from the last assignment (static stability). It decides again once
+   * its registration is fresh and its view has caught up with what peers reported.
+   */
+  private guard(): void {
+    const m = this.membership;
+    const own = this.ownership;
+    if (!m || this.probing) return;
+    if (m.registrationFresh()) {
+      this.setSuspended(this.newestSeen > own.generation(), "lease fresh");
+      return;
+    }
+    const a = own.current();
+    if (!a) return; // owns nothing yet
+    const peers = a.members.filter((x) => x.id !== this.opts.id).map((x) => x.address);
+    this.probing = true;
+    void Promise.allSettled(peers.map((p) => this.peerGeneration(p))).then((rs) => {
+      this.probing = false;
+      let reached = 0;
+      for (const r of rs) {
+        if (r.status !== "fulfilled") continue;
+        reached++;
+        this.newestSeen = Math.max(this.newestSeen, r.value);
+      }
+      if (m.registrationFresh()) this.setSuspended(this.newestSeen > own.generation(), "lease fresh");
+      else if (reached === 0) this.setSuspended(true, "lease may have expired and no peer answers");
+      else if (this.newestSeen > own.generation())
+        this.setSuspended(true, "lease may have expired and a peer holds a newer generation");
+      else this.setSuspended(false, "etcd unreachable but peers confirm the generation");
+    });
+  }
+
+  private setSuspended(on: boolean, why: string): void {
+    if (this.ownership.isSuspended() === on) return;
+    this.ownership.suspend(on);
+    const fields = { generation: this.ownership.generation(), newestSeen: this.newestSeen, why };
+    if (on) this.deps.log.warn(fields, "not deciding: this server may no longer own its slices");
+    else this.deps.log.info(fields, "deciding again");
+  }
+
+  private peerGeneration(address: string): Promise<number> {
+    if (this.deps.peerGeneration) return this.deps.peerGeneration(address);
+    let c = this.viewClients.get(address);
+    if (!c) {
+      // Real gRPC deadlines are wall-clock times: the system clock, as for the peer pool.
+      c = connect(address);
+      this.viewClients.set(address, c);
+    }
+    return c
+      .getClusterView({ knownGeneration: 0 }, { deadlineMs: GUARD_INTERVAL_MS })
+      .then((v) => v.generation);
   }
 
   /** Publishes this server's per-slice load every `ms`, bound to its lease. */
@@ -213,10 +295,12 @@ export class ClusterNode {
   /** Leaves: gives up leadership, revokes the registration, closes connections. */
   async stop(): Promise<void> {
     this.loadTimer?.cancel();
+    this.guardTimer?.cancel();
     await this.stack?.stop();
     await this.view.stop();
     await this.membership?.stop();
     this.peers.close();
+    for (const c of this.viewClients.values()) c.close();
     this.client.close();
   }
 }

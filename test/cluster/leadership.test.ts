@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { Leadership } from "../../src/cluster/leadership.js";
 import { Membership } from "../../src/cluster/membership.js";
 import { systemClock } from "../../src/core/clock.js";
-import { etcdPerSuite } from "./etcd-harness.js";
+import { etcdPerSuite, startProxy } from "./etcd-harness.js";
 
 const log = pino({ level: "silent" });
 
@@ -19,8 +19,8 @@ async function waitFor(what: string, ok: () => boolean, ms = 15_000): Promise<nu
 describe("assigner leadership on a real etcd", () => {
   const suite = etcdPerSuite();
 
-  async function candidate(id: string, prefix: string, ttlSeconds = 2) {
-    const client = suite.client();
+  async function candidate(id: string, prefix: string, ttlSeconds = 2, hosts?: string, recheckMs?: number) {
+    const client = suite.client(hosts);
     const membership = new Membership({
       client,
       prefix,
@@ -38,6 +38,7 @@ describe("assigner leadership on a real etcd", () => {
       membership,
       clock: systemClock,
       log,
+      recheckMs,
     });
     await leadership.start();
     return { client, membership, leadership };
@@ -86,5 +87,30 @@ describe("assigner leadership on a real etcd", () => {
     expect(cStopped).toBeLessThanOrEqual(dLeads);
     expect(dLeads).toBeLessThan(6000);
     await d.leadership.stop();
+  });
+
+  it("a candidate whose leader watch etcd cancelled (compacted) still takes over when the leader dies", async () => {
+    const a = await candidate("a", "/l4/");
+    await waitFor("a leads", () => a.leadership.leading());
+    const proxy = await startProxy(suite.etcd().url);
+    // b reaches etcd through a proxy the test cuts; its TTL outlasts the cut, so only its watch
+    // is hurt, not its registration. Its periodic campaign is off: this is about the watch.
+    const b = await candidate("b", "/l4/", 5, proxy.url, 0);
+    expect(b.leadership.leading()).toBe(false);
+    proxy.cut();
+    // While b is cut off, history moves on and is compacted past the revision b's leader watch
+    // would resume from: etcd cancels that watch when b reconnects.
+    for (let i = 0; i < 5; i++) await a.client.put("/l4/other").value(String(i));
+    const rev = Number((await a.client.get("/l4/other").exec()).header.revision);
+    await a.client.kv.compact({ revision: String(rev), physical: true });
+    proxy.restore();
+    await waitFor("b's registration to be kept alive again", () => b.membership.registrationFresh());
+    // Give b's watch stream time to reconnect and be cancelled (the client backs off first).
+    await new Promise((r) => setTimeout(r, 1500));
+    await a.membership.stop(); // the leader leaves: its lease and with it the leader key are gone
+    expect(await waitFor("b leads after a left", () => b.leadership.leading(), 6000)).toBeLessThan(6000);
+    await b.leadership.stop();
+    await b.membership.stop();
+    await proxy.close();
   });
 });
