@@ -1,5 +1,11 @@
 import type { Clock } from "../core/clock.js";
-import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../core/errors.js";
+import {
+  ERRORS,
+  InvalidArgumentError,
+  NotOwnerError,
+  ShardlimitError,
+  UnavailableError,
+} from "../core/errors.js";
 import { ErrorCode, serverRetries } from "../protocol/item-errors.js";
 import type {
   CheckRequest,
@@ -181,7 +187,8 @@ export class Router {
       try {
         res = await forwarder!.check(owner, sub, generation);
       } catch (err) {
-        if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
+        // A part that failed on its own (e.g. COUNTERS_EXHAUSTED) fails its items, not the call.
+        if (!(err instanceof ShardlimitError && itemCode(err) !== undefined)) throw err;
         res = failAll(sub, err);
       }
       for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
@@ -303,7 +310,18 @@ function missing() {
   return { code: ErrorCode.OWNER_UNAVAILABLE, message: "the owner's answer had no result for this item" };
 }
 
+/** The per-item code for a forwarded part's error: its own wire code, else OWNER_UNAVAILABLE. */
+function itemCode(err: ShardlimitError): ErrorCode | undefined {
+  if (err instanceof UnavailableError) return ErrorCode.OWNER_UNAVAILABLE;
+  if (err instanceof InvalidArgumentError) return ErrorCode.INVALID_KEY;
+  const spec = ERRORS[err.code];
+  return "wire" in spec ? (spec.wire as ErrorCode) : undefined;
+}
+
 function failAll(req: CheckRequest, err: Error): CheckResponse {
-  const code = err instanceof NotOwnerError ? ErrorCode.NOT_OWNER : ErrorCode.OWNER_UNAVAILABLE;
+  const code =
+    err instanceof ShardlimitError
+      ? (itemCode(err) ?? ErrorCode.OWNER_UNAVAILABLE)
+      : ErrorCode.OWNER_UNAVAILABLE;
   return { generation: 0, results: req.items.map(() => ({ error: { code, message: err.message } })) };
 }
