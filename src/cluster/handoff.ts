@@ -133,9 +133,13 @@ export class Handoff {
     const all = Promise.all(
       [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, g.counters)),
     ).then(() => {});
-    this.sending.add(all);
-    void all.finally(() => this.sending.delete(all));
-    return all;
+    return this.track(all);
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    this.sending.add(p);
+    void p.finally(() => this.sending.delete(p));
+    return p;
   }
 
   /** Resolves once no handoff is being sent. */
@@ -148,6 +152,8 @@ export class Handoff {
     to: Member,
     ranges: readonly Move[],
     counters: CounterSnapshot[],
+    /** Whether the last chunk says `done` (marks `ranges` ready at the receiver). */
+    marksDone = true,
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
     const giveUpAt = clock.now() + (this.opts.giveUpMs ?? 10_000);
@@ -177,7 +183,7 @@ export class Handoff {
         from: selfId,
         ranges: wire,
         counters: part,
-        done: n === chunks.length - 1,
+        done: marksDone && n === chunks.length - 1,
       };
       for (;;) {
         let problem: string;
@@ -223,10 +229,25 @@ export class Handoff {
       };
     }
     const mine: CounterSnapshot[] = [];
+    // Counters of ranges that moved on from here (back-to-back moves: A -> B, then B -> C before
+    // A's chunks reached B), by their owner now. B is the previous owner of C's move, so B passes
+    // them on as a handoff of its own; dropping them would lose the counts while A hears "accepted".
+    const onward = new Map<string, { to: Member; counters: CounterSnapshot[] }>();
     let refused = 0;
     for (const s of req.counters) {
-      if (snapshotProblem(s) === undefined && ownership.owns(keyPoint(s.shard || s.key))) mine.push(s);
-      else refused++;
+      const shard = s.shard || s.key;
+      if (snapshotProblem(s) !== undefined) refused++;
+      else if (ownership.owns(keyPoint(shard))) mine.push(s);
+      else {
+        const owner = ownership.ownerOf(shard);
+        if (owner === undefined || owner.self) {
+          refused++;
+          continue;
+        }
+        const g = onward.get(owner.id);
+        if (g) g.counters.push(s);
+        else onward.set(owner.id, { to: { id: owner.id, address: owner.address }, counters: [s] });
+      }
     }
     let accepted: number;
     try {
@@ -238,8 +259,17 @@ export class Handoff {
     if (refused > 0) {
       log.warn(
         { from: req.from, refused, generation: req.generation },
-        "handoff: counters for ranges not owned here dropped",
+        "handoff: malformed counters dropped",
       );
+    }
+    for (const g of onward.values()) {
+      log.info(
+        { from: req.from, to: g.to.id, counters: g.counters.length, generation },
+        "handoff: counters of ranges that moved on passed to their owner",
+      );
+      // `done` stays false: the new owner's wait for this server's own handoff ends with that one.
+      void this.track(this.sendTo(generation, g.to, [], g.counters, false));
+      accepted += g.counters.length;
     }
     this.opts.onReceived?.(req.from, accepted);
     if (req.done) ownership.handoffDone(req.from, req.generation);
