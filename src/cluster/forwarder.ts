@@ -11,7 +11,7 @@ import type {
   ForwardResponse,
 } from "../protocol/messages.js";
 import type { Owner } from "../server/ownership.js";
-import type { Forwarder } from "../server/router.js";
+import { type Forwarder, ForwardLostError } from "../server/router.js";
 import type { PeerRpc } from "./peers.js";
 
 export interface ForwarderOptions {
@@ -175,7 +175,7 @@ export class BatchingForwarder implements Forwarder {
           },
           (err: Error) => {
             this.opts.onCall?.(address, nEnvoy + nChecks, false);
-            const e = new UnavailableError(`forwarding to ${address} failed: ${err.message}`);
+            const e = new ForwardLostError(`forwarding to ${address} failed: ${err.message}`, address);
             for (const w of envoyWaiters) w.reject(e);
             for (const w of checkWaiters) w.reject(e);
           },

@@ -29,6 +29,21 @@ export interface Forwarder {
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse>;
 }
 
+/**
+ * A forwarded call that failed as a whole after the forwarder's resends (deadline, connection):
+ * its owner may have applied it. The router does not send those parts to that owner again under
+ * a new id (that would charge them twice); it tries them again only where the key's owner changed.
+ */
+export class ForwardLostError extends UnavailableError {
+  constructor(
+    message: string,
+    /** The address the call went to. */
+    readonly address: string,
+  ) {
+    super(message);
+  }
+}
+
 export interface RouterDeps {
   limiter: Limiter;
   envoy: EnvoyRateLimit;
@@ -152,6 +167,7 @@ export class Router {
   private async forwardWholeCheck(owner: Owner, req: CheckRequest, attempt: number): Promise<CheckResponse> {
     const { ownership, forwarder } = this.deps;
     let res: CheckResponse;
+    let lost: string | undefined;
     try {
       res = await forwarder!.check(
         owner,
@@ -161,10 +177,13 @@ export class Router {
     } catch (err) {
       if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
       res = failAll(req, err);
+      lost = err instanceof ForwardLostError ? owner.id : undefined;
     }
     if (attempt < this.attempts && res.results.some((r) => r.error && serverRetries(r.error.code))) {
       await ownership.changed(this.retryWaitMs);
-      return this.routeCheck(req, attempt + 1);
+      // Not again to the owner that may have applied it (see ForwardLostError).
+      if (lost === undefined || this.ownerIdOf(req.items[0]!.key) !== lost)
+        return this.routeCheck(req, attempt + 1);
     }
     return { ...res, generation: ownership.generation() };
   }
@@ -181,6 +200,8 @@ export class Router {
     const localIdx: number[] = [];
     for (let i = 0; i < req.items.length; i++) if (!remote.has(i)) localIdx.push(i);
     const generation = ownership.generation();
+    // Positions whose call to this owner may have been applied (its answer was lost).
+    const lostTo = new Map<number, string>();
     const calls = [...groups.values()].map(async ([owner, idx]) => {
       const sub: CheckRequest = { items: idx.map((i) => req.items[i]!), atomic: false, generation };
       let res: CheckResponse;
@@ -189,6 +210,7 @@ export class Router {
       } catch (err) {
         // A part that failed on its own (e.g. COUNTERS_EXHAUSTED) fails its items, not the call.
         if (!(err instanceof ShardlimitError && itemCode(err) !== undefined)) throw err;
+        if (err instanceof ForwardLostError) for (const i of idx) lostTo.set(i, owner.id);
         res = failAll(sub, err);
       }
       for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
@@ -205,12 +227,26 @@ export class Router {
     }
     if (retry.length > 0 && attempt < this.attempts) {
       await ownership.changed(this.retryWaitMs);
+      if (lostTo.size > 0) {
+        const stay = retry.filter((i) => {
+          const lost = lostTo.get(i);
+          return lost === undefined || this.ownerIdOf(req.items[i]!.key) !== lost;
+        });
+        retry.splice(0, retry.length, ...stay);
+      }
+    }
+    if (retry.length > 0 && attempt < this.attempts) {
       const sub: CheckRequest = { items: retry.map((i) => req.items[i]!), atomic: false, generation: 0 };
       const again = this.groupCheck(sub);
       const res = again === undefined ? limiter.check(sub) : await this.splitCheck(sub, again, attempt + 1);
       for (let j = 0; j < retry.length; j++) results[retry[j]!] = res.results[j]!;
     }
     return { generation: ownership.generation(), results };
+  }
+
+  private ownerIdOf(key: string): string | undefined {
+    const shard = this.deps.limiter.shardKeyOf(key);
+    return shard === undefined ? undefined : this.deps.ownership.ownerOf(shard)?.id;
   }
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
@@ -258,6 +294,8 @@ export class Router {
     const statuses: (EnvoyDescriptorStatus | undefined)[] = new Array(plan.limited.length);
     let split = first;
     let lastError: Error | undefined;
+    // Positions whose call to this owner may have been applied (its answer was lost).
+    const lostTo = new Map<number, string>();
     for (let n = attempt; ; n++) {
       if (split.local.length > 0) {
         const decided = envoy.execute(
@@ -285,6 +323,7 @@ export class Router {
           } catch (err) {
             if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
             lastError = err;
+            if (err instanceof ForwardLostError) for (const j of js) lostTo.set(j, owner.id);
             failed.push(...js);
           }
         }),
@@ -297,6 +336,10 @@ export class Router {
       }
       await ownership.changed(this.retryWaitMs);
       split = this.splitEnvoy(plan, failed);
+      for (const [owner, js] of split.remote?.values() ?? []) {
+        // Not again to the owner that may have applied them (see ForwardLostError).
+        if (js.some((j) => lostTo.get(j) === owner.id)) throw lastError!;
+      }
     }
     return envoy.respond(plan, statuses as EnvoyDescriptorStatus[]);
   }

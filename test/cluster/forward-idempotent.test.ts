@@ -6,6 +6,7 @@ import { ManualClock, systemClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { ShardlimitError } from "../../src/core/errors.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { EnvoyRequest, ForwardRequest, ForwardResponse } from "../../src/protocol/messages.js";
 import { EnvoyRateLimit } from "../../src/server/envoy.js";
 import { Limiter } from "../../src/server/limiter.js";
@@ -109,6 +110,38 @@ describe("forwarded parts are applied once", () => {
     // The owner's counter: charged by the first call only (the second got the remembered answer).
     const after = b.limiter.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
     expect(after.results[0]!.remaining).toBe(98);
+  });
+
+  it("a part whose every send lost its answer is not sent to that owner again under a new id", async () => {
+    const clock = new ManualClock(Date.UTC(2030, 0, 1));
+    const b = server(clock, new FakeOwnership());
+    const owner = new PeerService({
+      limiter: b.limiter,
+      envoy: b.envoy,
+      ownership: new FakeOwnership(),
+      receiveHandoff: () => ({ accepted: 0, generation: 3 }),
+      clock,
+    });
+    const wire = lossyPeer(owner, 1000);
+    const entryOwnership = new FakeOwnership(new Set(["d/k=b1"]));
+    const a = server(clock, entryOwnership);
+    const router = new Router({
+      limiter: a.limiter,
+      envoy: a.envoy,
+      ownership: entryOwnership,
+      clock: systemClock,
+      forwarder: new BatchingForwarder({ peer: () => wire.peer, resendMs: 1, clock: systemClock }),
+      retryWaitMs: 5,
+    });
+    const res = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    // One call and its two resends, all with the same part id; no retry by the router.
+    expect(wire.calls.map((c) => c.checkIds)).toEqual([[1], [1], [1]]);
+    expect(res.results[0]!.error?.code).toBe(ErrorCode.OWNER_UNAVAILABLE);
+    const after = b.limiter.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(after.results[0]!.remaining).toBe(98);
+    await expect(router.shouldRateLimit(envoyReq("b1"))).rejects.toThrow("DEADLINE_EXCEEDED");
+    const after2 = b.limiter.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(after2.results[0]!.remaining).toBe(96);
   });
 
   it("one part hitting COUNTERS_EXHAUSTED gets its own error; the batch's other parts are charged once and answered", async () => {
