@@ -56,6 +56,17 @@ function server(clock: ManualClock, ownership: Ownership, engine = new Engine())
   return { engine, limiter, envoy };
 }
 
+/** The owner's side of Forward over `b`'s request path. */
+function peerService(b: ReturnType<typeof server>, clock: ManualClock) {
+  return new PeerService({
+    limiter: b.limiter,
+    envoy: b.envoy,
+    ownership: new FakeOwnership(),
+    receiveHandoff: () => ({ accepted: 0, generation: 3 }),
+    clock,
+  });
+}
+
 /**
  * A channel to the owner's PeerService that loses the answers of the first `lose` calls after the
  * owner has applied them (as a deadline that expires while the answer is on its way).
@@ -82,28 +93,37 @@ const envoyReq = (value: string, hits = 1): EnvoyRequest => ({
   descriptors: [{ entries: [{ key: "k", value }] }],
 });
 
+/**
+ * Entry server a forwarding key d/k=b1 to its owner b over a wire that loses the first `lose`
+ * answers; the forwarder resends after 1 ms, the router retries after 5 ms.
+ */
+function throughLossyWire(lose: number) {
+  const clock = new ManualClock(Date.UTC(2030, 0, 1));
+  const b = server(clock, new FakeOwnership());
+  const owner = new PeerService({
+    limiter: b.limiter,
+    envoy: b.envoy,
+    ownership: new FakeOwnership(),
+    receiveHandoff: () => ({ accepted: 0, generation: 3 }),
+    clock,
+  });
+  const wire = lossyPeer(owner, lose);
+  const entryOwnership = new FakeOwnership(new Set(["d/k=b1"]));
+  const a = server(clock, entryOwnership);
+  const router = new Router({
+    limiter: a.limiter,
+    envoy: a.envoy,
+    ownership: entryOwnership,
+    clock: systemClock,
+    forwarder: new BatchingForwarder({ peer: () => wire.peer, resendMs: 1, clock: systemClock }),
+    retryWaitMs: 5,
+  });
+  return { b, wire, router };
+}
+
 describe("forwarded parts are applied once", () => {
   it("a Forward whose answer is lost is sent again and charged once", async () => {
-    const clock = new ManualClock(Date.UTC(2030, 0, 1));
-    const b = server(clock, new FakeOwnership());
-    const owner = new PeerService({
-      limiter: b.limiter,
-      envoy: b.envoy,
-      ownership: new FakeOwnership(),
-      receiveHandoff: () => ({ accepted: 0, generation: 3 }),
-      clock,
-    });
-    const wire = lossyPeer(owner, 1);
-    const entryOwnership = new FakeOwnership(new Set(["d/k=b1"]));
-    const a = server(clock, entryOwnership);
-    const router = new Router({
-      limiter: a.limiter,
-      envoy: a.envoy,
-      ownership: entryOwnership,
-      clock: systemClock,
-      forwarder: new BatchingForwarder({ peer: () => wire.peer, resendMs: 1, clock: systemClock }),
-      retryWaitMs: 5,
-    });
+    const { b, wire, router } = throughLossyWire(1);
     const res = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
     expect(wire.calls.length).toBe(2);
     expect(res.results[0]).toMatchObject({ allowed: true, remaining: 99 });
@@ -113,26 +133,7 @@ describe("forwarded parts are applied once", () => {
   });
 
   it("a part whose every send lost its answer is not sent to that owner again under a new id", async () => {
-    const clock = new ManualClock(Date.UTC(2030, 0, 1));
-    const b = server(clock, new FakeOwnership());
-    const owner = new PeerService({
-      limiter: b.limiter,
-      envoy: b.envoy,
-      ownership: new FakeOwnership(),
-      receiveHandoff: () => ({ accepted: 0, generation: 3 }),
-      clock,
-    });
-    const wire = lossyPeer(owner, 1000);
-    const entryOwnership = new FakeOwnership(new Set(["d/k=b1"]));
-    const a = server(clock, entryOwnership);
-    const router = new Router({
-      limiter: a.limiter,
-      envoy: a.envoy,
-      ownership: entryOwnership,
-      clock: systemClock,
-      forwarder: new BatchingForwarder({ peer: () => wire.peer, resendMs: 1, clock: systemClock }),
-      retryWaitMs: 5,
-    });
+    const { b, wire, router } = throughLossyWire(1000);
     const res = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
     // One call and its two resends, all with the same part id; no retry by the router.
     expect(wire.calls.map((c) => c.checkIds)).toEqual([[1], [1], [1]]);
@@ -147,13 +148,7 @@ describe("forwarded parts are applied once", () => {
   it("one part hitting COUNTERS_EXHAUSTED gets its own error; the batch's other parts are charged once and answered", async () => {
     const clock = new ManualClock(Date.UTC(2030, 0, 1));
     const b = server(clock, new FakeOwnership(), new Engine({ maxCounters: 2 }));
-    const owner = new PeerService({
-      limiter: b.limiter,
-      envoy: b.envoy,
-      ownership: new FakeOwnership(),
-      receiveHandoff: () => ({ accepted: 0, generation: 3 }),
-      clock,
-    });
+    const owner = peerService(b, clock);
     const wire = lossyPeer(owner, 0);
     const fw = new BatchingForwarder({ peer: () => wire.peer });
     const to = { id: "b", address: "b:1", self: false };
