@@ -111,7 +111,7 @@ export async function startServer(
   // The bound port replaces the requested one (0: any free port) once gRPC listens.
   let selfAddress = `${opts.grpcHost}:${opts.grpcPort}`;
   const node: ClusterNode | undefined = opts.cluster
-    ? new ClusterNode(opts.cluster, engine, {
+    ? new ClusterNode({ maxMessageBytes: limits.maxMessageBytes, ...opts.cluster }, engine, {
         clock,
         log,
         hooks: clusterMetrics(metrics.registry, {
@@ -132,7 +132,13 @@ export async function startServer(
 
   const router = new Router({ limiter, envoy, ownership, clock, forwarder: node?.forwarder });
   const peer = node
-    ? new PeerService({ limiter, envoy, ownership, receiveHandoff: (req) => node.handoff.receive(req) })
+    ? new PeerService({
+        limiter,
+        envoy,
+        ownership,
+        clock,
+        receiveHandoff: (req) => node.handoff.receive(req),
+      })
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());
 

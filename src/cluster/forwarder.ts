@@ -1,14 +1,17 @@
+import { randomBytes } from "node:crypto";
+import { type Clock, sleep, systemClock } from "../core/clock.js";
 import { NotOwnerError, UnavailableError } from "../core/errors.js";
-import { ErrorCode, type ItemError } from "../protocol/item-errors.js";
+import { ErrorCode, errorFromItem, type ItemError, serverRetries } from "../protocol/item-errors.js";
 import type {
   CheckRequest,
   CheckResponse,
   EnvoyRequest,
   EnvoyResponse,
   ForwardRequest,
+  ForwardResponse,
 } from "../protocol/messages.js";
 import type { Owner } from "../server/ownership.js";
-import type { Forwarder } from "../server/router.js";
+import { type Forwarder, ForwardLostError } from "../server/router.js";
 import type { PeerRpc } from "./peers.js";
 
 export interface ForwarderOptions {
@@ -18,6 +21,17 @@ export interface ForwarderOptions {
   /** Forward calls in flight per owner; parts queue (and batch) behind them. */
   maxInFlight?: number;
   deadlineMs?: number;
+  /**
+   * Times a call that failed as a whole (deadline, connection) is sent again, unchanged, before its
+   * parts fail: its answer may have been lost after the owner applied it, and only a resend with
+   * the same part ids is answered from the owner's memory instead of being charged again.
+   */
+  resends?: number;
+  /** Wait before a resend. */
+  resendMs?: number;
+  clock?: Clock;
+  /** This sender's id in part ids; one per process run, so a restart never reuses a sequence. */
+  sender?: string;
   /** Counts forwarded parts and calls, for metrics. */
   onCall?: (owner: string, parts: number, ok: boolean) => void;
 }
@@ -29,8 +43,10 @@ interface Waiter<T> {
 
 class OwnerQueue {
   envoy: EnvoyRequest[] = [];
+  envoyIds: number[] = [];
   envoyWaiters: Waiter<EnvoyResponse>[] = [];
   checks: CheckRequest[] = [];
+  checkIds: number[] = [];
   checkWaiters: Waiter<CheckResponse>[] = [];
   inFlight = 0;
   scheduled = false;
@@ -40,11 +56,16 @@ class OwnerQueue {
   }
 }
 
+/**
+ * A part's error: NOT_OWNER typed with the owner's generation, the codes a forwarding server tries
+ * again (not ready, owner unavailable) as UnavailableError, the others (COUNTERS_EXHAUSTED,
+ * INVALID_KEY...) as the typed error of their code: that part failed, and only that part.
+ */
 function asError(e: ItemError | null | undefined, generation: number): Error | undefined {
   if (!e?.code) return undefined;
-  return e.code === ErrorCode.NOT_OWNER
-    ? new NotOwnerError(e.message, generation)
-    : new UnavailableError(e.message);
+  if (e.code === ErrorCode.NOT_OWNER) return new NotOwnerError(e.message, generation);
+  if (serverRetries(e.code)) return new UnavailableError(e.message);
+  return errorFromItem(e, generation);
 }
 
 /**
@@ -57,17 +78,21 @@ export class BatchingForwarder implements Forwarder {
   private readonly maxBatch: number;
   private readonly maxInFlight: number;
   private readonly deadlineMs: number;
+  private readonly sender: string;
+  private seq = 0;
 
   constructor(private readonly opts: ForwarderOptions) {
     this.maxBatch = opts.maxBatch ?? 512;
     this.maxInFlight = opts.maxInFlight ?? 2;
     this.deadlineMs = opts.deadlineMs ?? 2000;
+    this.sender = opts.sender ?? randomBytes(8).toString("hex");
   }
 
   envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse> {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
       q.envoy.push(req);
+      q.envoyIds.push(++this.seq);
       q.envoyWaiters.push({ resolve, reject });
       this.schedule(owner.address, q, generation);
     });
@@ -77,6 +102,7 @@ export class BatchingForwarder implements Forwarder {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
       q.checks.push(req);
+      q.checkIds.push(++this.seq);
       q.checkWaiters.push({ resolve, reject });
       this.schedule(owner.address, q, generation);
     });
@@ -101,6 +127,19 @@ export class BatchingForwarder implements Forwarder {
     });
   }
 
+  /** One Forward call, sent again unchanged (same part ids) while it fails as a whole. */
+  private async send(address: string, req: ForwardRequest): Promise<ForwardResponse> {
+    const resends = this.opts.resends ?? 2;
+    for (let n = 0; ; n++) {
+      try {
+        return await this.opts.peer(address).forward(req, { deadlineMs: this.deadlineMs });
+      } catch (err) {
+        if (n >= resends) throw err;
+      }
+      await sleep(this.opts.clock ?? systemClock, this.opts.resendMs ?? 100);
+    }
+  }
+
   private flush(address: string, q: OwnerQueue): void {
     while (q.size > 0 && q.inFlight < this.maxInFlight) {
       const nEnvoy = Math.min(q.envoy.length, this.maxBatch);
@@ -109,13 +148,14 @@ export class BatchingForwarder implements Forwarder {
         generation: q.generation,
         envoy: q.envoy.splice(0, nEnvoy),
         checks: q.checks.splice(0, nChecks),
+        sender: this.sender,
+        envoyIds: q.envoyIds.splice(0, nEnvoy),
+        checkIds: q.checkIds.splice(0, nChecks),
       };
       const envoyWaiters = q.envoyWaiters.splice(0, nEnvoy);
       const checkWaiters = q.checkWaiters.splice(0, nChecks);
       q.inFlight++;
-      this.opts
-        .peer(address)
-        .forward(req, { deadlineMs: this.deadlineMs })
+      this.send(address, req)
         .then(
           (res) => {
             this.opts.onCall?.(address, nEnvoy + nChecks, true);
@@ -135,7 +175,7 @@ export class BatchingForwarder implements Forwarder {
           },
           (err: Error) => {
             this.opts.onCall?.(address, nEnvoy + nChecks, false);
-            const e = new UnavailableError(`forwarding to ${address} failed: ${err.message}`);
+            const e = new ForwardLostError(`forwarding to ${address} failed: ${err.message}`, address);
             for (const w of envoyWaiters) w.reject(e);
             for (const w of checkWaiters) w.reject(e);
           },

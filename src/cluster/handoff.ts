@@ -5,9 +5,10 @@ import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { ErrorCode } from "../protocol/item-errors.js";
 import type { HandoffRequest, HandoffResponse } from "../protocol/messages.js";
+import { root } from "../protocol/proto.js";
 import type { ClusterOwnership, OwnershipChange } from "./cluster-ownership.js";
 import type { Log } from "./log.js";
-import type { PeerRpc } from "./peers.js";
+import { PEER_MAX_MESSAGE_BYTES, type PeerRpc } from "./peers.js";
 
 /** The engine as the handoff sees it. */
 export interface CounterStore {
@@ -22,13 +23,64 @@ export interface HandoffOptions {
   peer: (address: string) => PeerRpc;
   clock: Clock;
   log: Log;
-  /** Counters per Handoff call. */
+  /** Most counters per Handoff call. */
   chunk?: number;
+  /**
+   * The receiver's largest accepted message: chunks are cut by encoded size below it (a hot key
+   * reported by hundreds of gateways is a large snapshot, so a count alone does not bound bytes).
+   */
+  maxMessageBytes?: number;
   retryMs?: number;
   /** A receiver that cannot be reached for this long is given up on (it rebuilds from gateways). */
   giveUpMs?: number;
   onSent?: (to: string, counters: number, ok: boolean) => void;
   onReceived?: (from: string, counters: number) => void;
+}
+
+const HandoffRequestType = root.lookupType("shardlimit.v1.HandoffRequest");
+const CounterStateType = root.lookupType("shardlimit.v1.CounterState");
+
+/** Bytes of a varint holding `n`. */
+function varintBytes(n: number): number {
+  let b = 1;
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    b++;
+  }
+  return b;
+}
+
+/**
+ * `counters` cut into chunks of at most `maxCount` counters and `budget` encoded bytes each (a
+ * counter in a repeated field costs its tag, its length and its bytes). A counter larger than the
+ * budget on its own goes in `oversized`: no chunk could carry it.
+ */
+export function chunkBySize(
+  counters: readonly CounterSnapshot[],
+  budget: number,
+  maxCount: number,
+): { chunks: CounterSnapshot[][]; oversized: CounterSnapshot[] } {
+  const chunks: CounterSnapshot[][] = [];
+  const oversized: CounterSnapshot[] = [];
+  let current: CounterSnapshot[] = [];
+  let bytes = 0;
+  for (const c of counters) {
+    const len = CounterStateType.encode(c).finish().length;
+    const size = 1 + varintBytes(len) + len;
+    if (size > budget) {
+      oversized.push(c);
+      continue;
+    }
+    if (current.length > 0 && (bytes + size > budget || current.length >= maxCount)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(c);
+    bytes += size;
+  }
+  if (current.length > 0 || chunks.length === 0) chunks.push(current);
+  return { chunks, oversized };
 }
 
 /** The move whose range holds `point`, by binary search over ranges sorted by start. */
@@ -81,9 +133,13 @@ export class Handoff {
     const all = Promise.all(
       [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, g.counters)),
     ).then(() => {});
-    this.sending.add(all);
-    void all.finally(() => this.sending.delete(all));
-    return all;
+    return this.track(all);
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    this.sending.add(p);
+    void p.finally(() => this.sending.delete(p));
+    return p;
   }
 
   /** Resolves once no handoff is being sent. */
@@ -96,20 +152,38 @@ export class Handoff {
     to: Member,
     ranges: readonly Move[],
     counters: CounterSnapshot[],
+    /** Whether the last chunk says `done` (marks `ranges` ready at the receiver). */
+    marksDone = true,
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
-    const chunk = this.opts.chunk ?? 2000;
     const giveUpAt = clock.now() + (this.opts.giveUpMs ?? 10_000);
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
     const started = clock.now();
-    for (let i = 0; i === 0 || i < counters.length; i += chunk) {
-      const part = counters.slice(i, i + chunk);
+    // The request's other fields, plus room for the varints of `generation` and `done`.
+    const header =
+      HandoffRequestType.encode({ generation, from: selfId, ranges: wire, counters: [], done: true }).finish()
+        .length + 16;
+    const { chunks, oversized } = chunkBySize(
+      counters,
+      (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
+      this.opts.chunk ?? 2000,
+    );
+    if (oversized.length > 0) {
+      this.opts.onSent?.(to.id, oversized.length, false);
+      log.error(
+        { to: to.id, generation, lost: oversized.length, keys: oversized.slice(0, 5).map((c) => c.key) },
+        "handoff: counters larger than a message on their own are not sent (the new owner rebuilds them from gateways)",
+      );
+    }
+    let i = 0;
+    for (let n = 0; n < chunks.length; n++) {
+      const part = chunks[n]!;
       const req: HandoffRequest = {
         generation,
         from: selfId,
         ranges: wire,
         counters: part,
-        done: i + chunk >= counters.length,
+        done: marksDone && n === chunks.length - 1,
       };
       for (;;) {
         let problem: string;
@@ -121,9 +195,9 @@ export class Handoff {
           problem = (err as Error).message;
         }
         if (clock.now() >= giveUpAt) {
-          this.opts.onSent?.(to.id, counters.length - i, false);
+          this.opts.onSent?.(to.id, counters.length - oversized.length - i, false);
           log.error(
-            { to: to.id, generation, lost: counters.length - i, problem },
+            { to: to.id, generation, lost: counters.length - oversized.length - i, problem },
             "handoff given up: the new owner will rebuild these counts from gateways",
           );
           return;
@@ -131,8 +205,9 @@ export class Handoff {
         // Ref'd, as before: a handoff being retried keeps a leaving process until it is sent or given up.
         await sleep(clock, this.opts.retryMs ?? 100, { ref: true });
       }
+      i += part.length;
     }
-    this.opts.onSent?.(to.id, counters.length, true);
+    this.opts.onSent?.(to.id, counters.length - oversized.length, true);
     log.info(
       { to: to.id, generation, counters: counters.length, ranges: ranges.length, ms: clock.now() - started },
       "handed slices over",
@@ -154,10 +229,25 @@ export class Handoff {
       };
     }
     const mine: CounterSnapshot[] = [];
+    // Counters of ranges that moved on from here (back-to-back moves: A -> B, then B -> C before
+    // A's chunks reached B), by their owner now. B is the previous owner of C's move, so B passes
+    // them on as a handoff of its own; dropping them would lose the counts while A hears "accepted".
+    const onward = new Map<string, { to: Member; counters: CounterSnapshot[] }>();
     let refused = 0;
     for (const s of req.counters) {
-      if (snapshotProblem(s) === undefined && ownership.owns(keyPoint(s.shard || s.key))) mine.push(s);
-      else refused++;
+      const shard = s.shard || s.key;
+      if (snapshotProblem(s) !== undefined) refused++;
+      else if (ownership.owns(keyPoint(shard))) mine.push(s);
+      else {
+        const owner = ownership.ownerOf(shard);
+        if (owner === undefined || owner.self) {
+          refused++;
+          continue;
+        }
+        const g = onward.get(owner.id);
+        if (g) g.counters.push(s);
+        else onward.set(owner.id, { to: { id: owner.id, address: owner.address }, counters: [s] });
+      }
     }
     let accepted: number;
     try {
@@ -169,8 +259,17 @@ export class Handoff {
     if (refused > 0) {
       log.warn(
         { from: req.from, refused, generation: req.generation },
-        "handoff: counters for ranges not owned here dropped",
+        "handoff: malformed counters dropped",
       );
+    }
+    for (const g of onward.values()) {
+      log.info(
+        { from: req.from, to: g.to.id, counters: g.counters.length, generation },
+        "handoff: counters of ranges that moved on passed to their owner",
+      );
+      // `done` stays false: the new owner's wait for this server's own handoff ends with that one.
+      void this.track(this.sendTo(generation, g.to, [], g.counters, false));
+      accepted += g.counters.length;
     }
     this.opts.onReceived?.(req.from, accepted);
     if (req.done) ownership.handoffDone(req.from, req.generation);

@@ -1,5 +1,5 @@
 import type { Etcd3 } from "etcd3";
-import { type Clock, every, sleep, type Timer } from "../core/clock.js";
+import { type Clock, every, sleep, systemClock, type Timer } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { Forwarder } from "../server/router.js";
@@ -12,7 +12,7 @@ import { type CounterStore, Handoff } from "./handoff.js";
 import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
-import { PeerPool } from "./peers.js";
+import { connectPeer, PEER_MAX_MESSAGE_BYTES, PeerPool } from "./peers.js";
 
 /** How often the lease guard looks, and how long it waits for a peer's answer. */
 const GUARD_INTERVAL_MS = 250;
@@ -35,6 +35,11 @@ export interface ClusterOptions {
   loadIntervalMs?: number;
   /** How often the assigner, when this server runs it, balances load (0: never). */
   rebalanceIntervalMs?: number;
+  /**
+   * The largest message between peers, both ways (the server's own receive limit): handoff
+   * chunks are cut below it. Default: the default input limit.
+   */
+  maxMessageBytes?: number;
 }
 
 export interface ClusterHooks {
@@ -63,7 +68,7 @@ export class ClusterNode {
    * Real gRPC channels, whose deadlines are wall-clock times: they stay on the system clock even
    * when this node runs on another (a virtual time would make every deadline nonsense).
    */
-  private readonly peers = new PeerPool();
+  private readonly peers: PeerPool;
   /** Channels for asking peers their generation while this server's lease may have expired. */
   private readonly viewClients = new Map<string, RateLimiterRpc>();
   private guardTimer: Timer | undefined;
@@ -90,6 +95,8 @@ export class ClusterNode {
       clock,
       handoffTimeoutMs: opts.handoffTimeoutMs,
     });
+    const maxMessageBytes = opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES;
+    this.peers = new PeerPool((address) => connectPeer(address, systemClock, maxMessageBytes));
     const peer = (address: string) => this.peers.get(address);
     this.forwarder = new BatchingForwarder({ peer, onCall: hooks.onForward });
     this.handoff = new Handoff({
@@ -99,6 +106,7 @@ export class ClusterNode {
       peer,
       clock,
       log,
+      maxMessageBytes,
       onSent: hooks.onHandoffSent,
       onReceived: hooks.onHandoffReceived,
     });

@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { type Clock, systemClock } from "../core/clock.js";
+import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import type {
   ForwardRequest,
   ForwardResponse,
@@ -17,14 +18,24 @@ export interface PeerRpc {
 
 const PeerClient = grpc.makeGenericClientConstructor(serviceDefinition(PEER_SERVICE), "Peer");
 
+/**
+ * The largest message between peers: the servers' receive limit (`maxMessageBytes`), so what a
+ * peer may send is what the other accepts. Handoff chunks are cut below it (handoff.ts).
+ */
+export const PEER_MAX_MESSAGE_BYTES = DEFAULT_INPUT_LIMITS.maxMessageBytes;
+
 /** A channel to one peer; call deadlines are set on `clock` (wall time: gRPC's deadlines are). */
-export function connectPeer(address: string, clock: Clock = systemClock): PeerRpc {
+export function connectPeer(
+  address: string,
+  clock: Clock = systemClock,
+  maxMessageBytes = PEER_MAX_MESSAGE_BYTES,
+): PeerRpc {
   const c = new PeerClient(address, grpc.credentials.createInsecure(), {
     // A peer that restarts on the same address is reconnected to quickly.
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
-    "grpc.max_receive_message_length": 64 * 1024 * 1024,
-    "grpc.max_send_message_length": 64 * 1024 * 1024,
+    "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.max_send_message_length": maxMessageBytes,
   });
   return {
     forward: promisify(c, "Forward", clock),

@@ -175,6 +175,10 @@ export interface ForwardRequest {
   generation: number;
   envoy: EnvoyRequest[];
   checks: CheckRequest[];
+  /** Idempotency (see peer.proto): the sender's run id and a sequence number per part. */
+  sender?: string;
+  envoyIds?: number[];
+  checkIds?: number[];
 }
 
 export interface ForwardedEnvoy {

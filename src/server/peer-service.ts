@@ -1,5 +1,6 @@
-import { InvalidArgumentError, NotOwnerError } from "../core/errors.js";
-import { ErrorCode, type ItemError } from "../protocol/item-errors.js";
+import { type Clock, systemClock } from "../core/clock.js";
+import { ERRORS, InvalidArgumentError, NotOwnerError, ShardlimitError } from "../core/errors.js";
+import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
   CheckResponse,
   ForwardedEnvoy,
@@ -19,39 +20,90 @@ export interface PeerServiceDeps {
   receiveHandoff: (req: HandoffRequest) => HandoffResponse;
   /** How long a forwarded call from a server on a newer generation waits for this one to catch up. */
   catchUpMs?: number;
+  /** Times the memory of answered parts. */
+  clock?: Clock;
+  /** Most answered parts remembered (oldest forgotten first). */
+  rememberParts?: number;
+  /** How long an answered part is remembered: longer than a sender's resends take. */
+  rememberMs?: number;
 }
 
 const NO_ERROR: ItemError = { code: 0 as ItemError["code"], message: "" };
 
+/**
+ * One part's failure as its per-item error. Any error of the table with a wire code (NOT_OWNER,
+ * COUNTERS_EXHAUSTED...) fails that part alone: throwing would fail the whole call, and the sender
+ * would try every other part of the batch again although they were applied.
+ */
 function partError(err: unknown): ItemError {
   if (err instanceof NotOwnerError) return { code: ErrorCode.NOT_OWNER, message: err.message };
   if (err instanceof InvalidArgumentError) return { code: ErrorCode.INVALID_KEY, message: err.message };
+  if (err instanceof ShardlimitError) {
+    const spec = ERRORS[err.code];
+    if ("wire" in spec) return itemError(spec.wire, err.message);
+  }
   throw err;
 }
 
+type Answer = { envoy: ForwardedEnvoy } | { check: CheckResponse; error: ItemError };
+
 /** The owner's side of server-to-server calls: forwarded parts are decided as if sent here. */
 export class PeerService {
+  /** Answered parts by sender and part id, oldest first (a Map keeps insertion order). */
+  private readonly answered = new Map<string, { at: number; answer: Answer }>();
+
   constructor(private readonly deps: PeerServiceDeps) {}
+
+  /**
+   * A part's remembered answer, or `fn`'s (then remembered). A sender sends a call again only
+   * when it got no answer, so a repeat means "the first answer was lost": it is answered the same
+   * and charges nothing.
+   */
+  private once(sender: string | undefined, id: number | undefined, fn: () => Answer): Answer {
+    if (!sender || !id) return fn(); // a sender of an older version: no ids
+    const clock = this.deps.clock ?? systemClock;
+    const now = clock.now();
+    const maxAge = this.deps.rememberMs ?? 30_000;
+    const maxParts = this.deps.rememberParts ?? 20_000;
+    for (const [k, v] of this.answered) {
+      if (now - v.at < maxAge && this.answered.size < maxParts) break;
+      this.answered.delete(k);
+    }
+    const key = `${sender}/${id}`;
+    const seen = this.answered.get(key);
+    if (seen) return seen.answer;
+    const answer = fn();
+    this.answered.set(key, { at: now, answer });
+    return answer;
+  }
 
   async forward(req: ForwardRequest): Promise<ForwardResponse> {
     const { limiter, envoy, ownership } = this.deps;
     if (req.generation > ownership.generation()) await ownership.changed(this.deps.catchUpMs ?? 300);
-    const envoyOut: ForwardedEnvoy[] = req.envoy.map((part) => {
-      try {
-        return { response: envoy.shouldRateLimit(part) };
-      } catch (err) {
-        return { error: partError(err) };
-      }
+    const envoyOut: ForwardedEnvoy[] = req.envoy.map((part, i) => {
+      const a = this.once(req.sender, req.envoyIds?.[i], () => {
+        try {
+          return { envoy: { response: envoy.shouldRateLimit(part) } };
+        } catch (err) {
+          return { envoy: { error: partError(err) } };
+        }
+      });
+      return "envoy" in a ? a.envoy : { error: NO_ERROR };
     });
     const checks: CheckResponse[] = [];
     const checkErrors: ItemError[] = [];
-    for (const part of req.checks) {
-      try {
-        checks.push(limiter.check(part));
-        checkErrors.push(NO_ERROR);
-      } catch (err) {
-        checks.push({ generation: ownership.generation(), results: [] });
-        checkErrors.push(partError(err));
+    for (let i = 0; i < req.checks.length; i++) {
+      const part = req.checks[i]!;
+      const a = this.once(req.sender, req.checkIds?.[i], () => {
+        try {
+          return { check: limiter.check(part), error: NO_ERROR };
+        } catch (err) {
+          return { check: { generation: ownership.generation(), results: [] }, error: partError(err) };
+        }
+      });
+      if ("check" in a) {
+        checks.push(a.check);
+        checkErrors.push(a.error);
       }
     }
     return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors };

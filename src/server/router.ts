@@ -1,5 +1,11 @@
 import type { Clock } from "../core/clock.js";
-import { InvalidArgumentError, NotOwnerError, UnavailableError } from "../core/errors.js";
+import {
+  ERRORS,
+  InvalidArgumentError,
+  NotOwnerError,
+  ShardlimitError,
+  UnavailableError,
+} from "../core/errors.js";
 import { ErrorCode, serverRetries } from "../protocol/item-errors.js";
 import type {
   CheckRequest,
@@ -21,6 +27,21 @@ import type { Owner, Ownership } from "./ownership.js";
 export interface Forwarder {
   envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse>;
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse>;
+}
+
+/**
+ * A forwarded call that failed as a whole after the forwarder's resends (deadline, connection):
+ * its owner may have applied it. The router does not send those parts to that owner again under
+ * a new id (that would charge them twice); it tries them again only where the key's owner changed.
+ */
+export class ForwardLostError extends UnavailableError {
+  constructor(
+    message: string,
+    /** The address the call went to. */
+    readonly address: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface RouterDeps {
@@ -146,6 +167,7 @@ export class Router {
   private async forwardWholeCheck(owner: Owner, req: CheckRequest, attempt: number): Promise<CheckResponse> {
     const { ownership, forwarder } = this.deps;
     let res: CheckResponse;
+    let lost: string | undefined;
     try {
       res = await forwarder!.check(
         owner,
@@ -155,10 +177,13 @@ export class Router {
     } catch (err) {
       if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
       res = failAll(req, err);
+      lost = err instanceof ForwardLostError ? owner.id : undefined;
     }
     if (attempt < this.attempts && res.results.some((r) => r.error && serverRetries(r.error.code))) {
       await ownership.changed(this.retryWaitMs);
-      return this.routeCheck(req, attempt + 1);
+      // Not again to the owner that may have applied it (see ForwardLostError).
+      if (lost === undefined || this.ownerIdOf(req.items[0]!.key) !== lost)
+        return this.routeCheck(req, attempt + 1);
     }
     return { ...res, generation: ownership.generation() };
   }
@@ -175,13 +200,17 @@ export class Router {
     const localIdx: number[] = [];
     for (let i = 0; i < req.items.length; i++) if (!remote.has(i)) localIdx.push(i);
     const generation = ownership.generation();
+    // Positions whose call to this owner may have been applied (its answer was lost).
+    const lostTo = new Map<number, string>();
     const calls = [...groups.values()].map(async ([owner, idx]) => {
       const sub: CheckRequest = { items: idx.map((i) => req.items[i]!), atomic: false, generation };
       let res: CheckResponse;
       try {
         res = await forwarder!.check(owner, sub, generation);
       } catch (err) {
-        if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
+        // A part that failed on its own (e.g. COUNTERS_EXHAUSTED) fails its items, not the call.
+        if (!(err instanceof ShardlimitError && itemCode(err) !== undefined)) throw err;
+        if (err instanceof ForwardLostError) for (const i of idx) lostTo.set(i, owner.id);
         res = failAll(sub, err);
       }
       for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
@@ -198,12 +227,26 @@ export class Router {
     }
     if (retry.length > 0 && attempt < this.attempts) {
       await ownership.changed(this.retryWaitMs);
+      if (lostTo.size > 0) {
+        const stay = retry.filter((i) => {
+          const lost = lostTo.get(i);
+          return lost === undefined || this.ownerIdOf(req.items[i]!.key) !== lost;
+        });
+        retry.splice(0, retry.length, ...stay);
+      }
+    }
+    if (retry.length > 0 && attempt < this.attempts) {
       const sub: CheckRequest = { items: retry.map((i) => req.items[i]!), atomic: false, generation: 0 };
       const again = this.groupCheck(sub);
       const res = again === undefined ? limiter.check(sub) : await this.splitCheck(sub, again, attempt + 1);
       for (let j = 0; j < retry.length; j++) results[retry[j]!] = res.results[j]!;
     }
     return { generation: ownership.generation(), results };
+  }
+
+  private ownerIdOf(key: string): string | undefined {
+    const shard = this.deps.limiter.shardKeyOf(key);
+    return shard === undefined ? undefined : this.deps.ownership.ownerOf(shard)?.id;
   }
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
@@ -251,6 +294,8 @@ export class Router {
     const statuses: (EnvoyDescriptorStatus | undefined)[] = new Array(plan.limited.length);
     let split = first;
     let lastError: Error | undefined;
+    // Positions whose call to this owner may have been applied (its answer was lost).
+    const lostTo = new Map<number, string>();
     for (let n = attempt; ; n++) {
       if (split.local.length > 0) {
         const decided = envoy.execute(
@@ -278,6 +323,7 @@ export class Router {
           } catch (err) {
             if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
             lastError = err;
+            if (err instanceof ForwardLostError) for (const j of js) lostTo.set(j, owner.id);
             failed.push(...js);
           }
         }),
@@ -290,6 +336,10 @@ export class Router {
       }
       await ownership.changed(this.retryWaitMs);
       split = this.splitEnvoy(plan, failed);
+      for (const [owner, js] of split.remote?.values() ?? []) {
+        // Not again to the owner that may have applied them (see ForwardLostError).
+        if (js.some((j) => lostTo.get(j) === owner.id)) throw lastError!;
+      }
     }
     return envoy.respond(plan, statuses as EnvoyDescriptorStatus[]);
   }
@@ -303,7 +353,18 @@ function missing() {
   return { code: ErrorCode.OWNER_UNAVAILABLE, message: "the owner's answer had no result for this item" };
 }
 
+/** The per-item code for a forwarded part's error: its own wire code, else OWNER_UNAVAILABLE. */
+function itemCode(err: ShardlimitError): ErrorCode | undefined {
+  if (err instanceof UnavailableError) return ErrorCode.OWNER_UNAVAILABLE;
+  if (err instanceof InvalidArgumentError) return ErrorCode.INVALID_KEY;
+  const spec = ERRORS[err.code];
+  return "wire" in spec ? (spec.wire as ErrorCode) : undefined;
+}
+
 function failAll(req: CheckRequest, err: Error): CheckResponse {
-  const code = err instanceof NotOwnerError ? ErrorCode.NOT_OWNER : ErrorCode.OWNER_UNAVAILABLE;
+  const code =
+    err instanceof ShardlimitError
+      ? (itemCode(err) ?? ErrorCode.OWNER_UNAVAILABLE)
+      : ErrorCode.OWNER_UNAVAILABLE;
   return { generation: 0, results: req.items.map(() => ({ error: { code, message: err.message } })) };
 }

@@ -96,7 +96,7 @@ describe("forwarding in micro-batches", () => {
     await expect(p).rejects.toBeInstanceOf(NotOwnerError);
 
     const down = fakePeer(() => new Error("connect ECONNREFUSED"));
-    const fw2 = new BatchingForwarder({ peer: () => down.peer });
+    const fw2 = new BatchingForwarder({ peer: () => down.peer, resends: 0 });
     const parts = [
       fw2.check(owner, check(1), 1),
       fw2.envoy(owner, { domain: "d", descriptors: [], hitsAddend: 0 }, 1),

@@ -1,0 +1,185 @@
+import { describe, expect, it } from "vitest";
+import { BatchingForwarder } from "../../src/cluster/forwarder.js";
+import type { PeerRpc } from "../../src/cluster/peers.js";
+import { compileSources } from "../../src/config/load.js";
+import { ManualClock, systemClock } from "../../src/core/clock.js";
+import { Engine } from "../../src/core/engine.js";
+import { ShardlimitError } from "../../src/core/errors.js";
+import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
+import type { EnvoyRequest, ForwardRequest, ForwardResponse } from "../../src/protocol/messages.js";
+import { EnvoyRateLimit } from "../../src/server/envoy.js";
+import { Limiter } from "../../src/server/limiter.js";
+import { noopMetrics } from "../../src/server/metrics.js";
+import type { Owner, Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
+import { PeerService } from "../../src/server/peer-service.js";
+import { Router } from "../../src/server/router.js";
+
+const config = compileSources([
+  {
+    file: "r.yaml",
+    text: "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 100 }\n",
+  },
+]);
+
+/** Keys named in `remote` belong to member b; every other key is this server's. */
+class FakeOwnership implements Ownership {
+  constructor(private readonly remote: ReadonlySet<string> = new Set()) {}
+  generation() {
+    return 3;
+  }
+  check(shardKey: string): OwnershipVerdict {
+    return this.remote.has(shardKey) ? "not_owner" : "own";
+  }
+  ownerOf(shardKey: string): Owner {
+    return this.remote.has(shardKey)
+      ? { id: "b", address: "b:1", self: false }
+      : { id: "a", address: "a:1", self: true };
+  }
+  changed(ms: number) {
+    return new Promise<void>((r) => setTimeout(r, ms));
+  }
+  view() {
+    return { generation: 3, members: [], slices: [], standalone: false };
+  }
+}
+
+/** A server's request path on `engine`: what the owner of a forwarded part runs. */
+function server(clock: ManualClock, ownership: Ownership, engine = new Engine()) {
+  const deps = { engine, clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
+  const limiter = new Limiter({ ...deps, config });
+  const envoy = new EnvoyRateLimit(
+    deps,
+    (domain, entries) => config.resolve(domain, entries),
+    (domain) => config.domains.includes(domain),
+  );
+  return { engine, limiter, envoy };
+}
+
+/** The owner's side of Forward over `b`'s request path. */
+function peerService(b: ReturnType<typeof server>, clock: ManualClock) {
+  return new PeerService({
+    limiter: b.limiter,
+    envoy: b.envoy,
+    ownership: new FakeOwnership(),
+    receiveHandoff: () => ({ accepted: 0, generation: 3 }),
+    clock,
+  });
+}
+
+/**
+ * A channel to the owner's PeerService that loses the answers of the first `lose` calls after the
+ * owner has applied them (as a deadline that expires while the answer is on its way).
+ */
+function lossyPeer(owner: PeerService, lose: number) {
+  const calls: ForwardRequest[] = [];
+  const peer: PeerRpc = {
+    async forward(req) {
+      calls.push(req as ForwardRequest);
+      // Through the wire codec's shapes: the owner sees what protobufjs would decode.
+      const res: ForwardResponse = await owner.forward(req as ForwardRequest);
+      if (calls.length <= lose) throw new Error("4 DEADLINE_EXCEEDED: Deadline exceeded");
+      return res;
+    },
+    handoff: () => Promise.reject(new Error("unused")),
+    close() {},
+  };
+  return { peer, calls };
+}
+
+const envoyReq = (value: string, hits = 1): EnvoyRequest => ({
+  domain: "d",
+  hitsAddend: hits,
+  descriptors: [{ entries: [{ key: "k", value }] }],
+});
+
+/**
+ * Entry server a forwarding key d/k=b1 to its owner b over a wire that loses the first `lose`
+ * answers; the forwarder resends after 1 ms, the router retries after 5 ms.
+ */
+function throughLossyWire(lose: number) {
+  const clock = new ManualClock(Date.UTC(2030, 0, 1));
+  const b = server(clock, new FakeOwnership());
+  const owner = new PeerService({
+    limiter: b.limiter,
+    envoy: b.envoy,
+    ownership: new FakeOwnership(),
+    receiveHandoff: () => ({ accepted: 0, generation: 3 }),
+    clock,
+  });
+  const wire = lossyPeer(owner, lose);
+  const entryOwnership = new FakeOwnership(new Set(["d/k=b1"]));
+  const a = server(clock, entryOwnership);
+  const router = new Router({
+    limiter: a.limiter,
+    envoy: a.envoy,
+    ownership: entryOwnership,
+    clock: systemClock,
+    forwarder: new BatchingForwarder({ peer: () => wire.peer, resendMs: 1, clock: systemClock }),
+    retryWaitMs: 5,
+  });
+  return { b, wire, router };
+}
+
+describe("forwarded parts are applied once", () => {
+  it("a Forward whose answer is lost is sent again and charged once", async () => {
+    const { b, wire, router } = throughLossyWire(1);
+    const res = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(wire.calls.length).toBe(2);
+    expect(res.results[0]).toMatchObject({ allowed: true, remaining: 99 });
+    // The owner's counter: charged by the first call only (the second got the remembered answer).
+    const after = b.limiter.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(after.results[0]!.remaining).toBe(98);
+  });
+
+  it("a part whose every send lost its answer is not sent to that owner again under a new id", async () => {
+    const { b, wire, router } = throughLossyWire(1000);
+    const res = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    // One call and its two resends, all with the same part id; no retry by the router.
+    expect(wire.calls.map((c) => c.checkIds)).toEqual([[1], [1], [1]]);
+    expect(res.results[0]!.error?.code).toBe(ErrorCode.OWNER_UNAVAILABLE);
+    const after = b.limiter.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(after.results[0]!.remaining).toBe(98);
+    await expect(router.shouldRateLimit(envoyReq("b1"))).rejects.toThrow("DEADLINE_EXCEEDED");
+    const after2 = b.limiter.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(after2.results[0]!.remaining).toBe(96);
+  });
+
+  it("one part hitting COUNTERS_EXHAUSTED gets its own error; the batch's other parts are charged once and answered", async () => {
+    const clock = new ManualClock(Date.UTC(2030, 0, 1));
+    const b = server(clock, new FakeOwnership(), new Engine({ maxCounters: 2 }));
+    const owner = peerService(b, clock);
+    const wire = lossyPeer(owner, 0);
+    const fw = new BatchingForwarder({ peer: () => wire.peer });
+    const to = { id: "b", address: "b:1", self: false };
+    // One micro-batch: x and y take the owner's two counters, z finds none left, x again.
+    const parts = [
+      fw.envoy(to, envoyReq("x"), 3),
+      fw.envoy(to, envoyReq("y"), 3),
+      fw.envoy(to, envoyReq("z"), 3),
+      fw.envoy(to, envoyReq("x", 2), 3),
+    ].map((p) =>
+      p.then(
+        (r) => r,
+        (e: Error) => e,
+      ),
+    );
+    const [x, y, z, x2] = await Promise.all(parts);
+    expect(wire.calls.length).toBe(1);
+    expect(x).toMatchObject({ overallCode: 1, statuses: [{ limitRemaining: 99 }] });
+    expect(y).toMatchObject({ overallCode: 1, statuses: [{ limitRemaining: 99 }] });
+    expect(z).toBeInstanceOf(ShardlimitError);
+    expect((z as ShardlimitError).code).toBe("COUNTERS_EXHAUSTED");
+    expect(x2).toMatchObject({ overallCode: 1, statuses: [{ limitRemaining: 97 }] });
+    // Each charged once at the owner: x 1 + 2, y 1 (and this check takes 1 more of each).
+    const left = b.limiter.check({
+      items: [
+        { key: "d/k=x", cost: 1 },
+        { key: "d/k=y", cost: 1 },
+      ],
+      atomic: false,
+      generation: 3,
+    });
+    expect(left.results.map((r) => r.remaining)).toEqual([96, 98]);
+  });
+});
