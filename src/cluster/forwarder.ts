@@ -22,6 +22,16 @@ export interface ForwarderOptions {
   maxInFlight?: number;
   deadlineMs?: number;
   /**
+   * Parts waiting per owner (not yet sent, behind the calls in flight). Past it a part is refused
+   * at once with UnavailableError (OWNER_UNAVAILABLE per item), never queued nor sent.
+   */
+  maxQueued?: number;
+  /**
+   * How long a part may wait in its owner's queue. A part still unsent past it is dropped, never
+   * sent (so never charged), and rejected with UnavailableError: its caller has likely given up.
+   */
+  queueMs?: number;
+  /**
    * Times a call that failed as a whole (deadline, connection) is sent again, unchanged, before its
    * parts fail: its answer may have been lost after the owner applied it, and only a resend with
    * the same part ids is answered from the owner's memory instead of being charged again.
@@ -45,9 +55,12 @@ class OwnerQueue {
   envoy: EnvoyRequest[] = [];
   envoyIds: number[] = [];
   envoyWaiters: Waiter<EnvoyResponse>[] = [];
+  /** When each part's wait ends: ascending, since every part waits the same `queueMs`. */
+  envoyDeadlines: number[] = [];
   checks: CheckRequest[] = [];
   checkIds: number[] = [];
   checkWaiters: Waiter<CheckResponse>[] = [];
+  checkDeadlines: number[] = [];
   inFlight = 0;
   scheduled = false;
   generation = 0;
@@ -78,6 +91,9 @@ export class BatchingForwarder implements Forwarder {
   private readonly maxBatch: number;
   private readonly maxInFlight: number;
   private readonly deadlineMs: number;
+  private readonly maxQueued: number;
+  private readonly queueMs: number;
+  private readonly clock: Clock;
   private readonly sender: string;
   private seq = 0;
 
@@ -85,15 +101,20 @@ export class BatchingForwarder implements Forwarder {
     this.maxBatch = opts.maxBatch ?? 512;
     this.maxInFlight = opts.maxInFlight ?? 2;
     this.deadlineMs = opts.deadlineMs ?? 2000;
+    this.maxQueued = opts.maxQueued ?? 10_000;
+    this.queueMs = opts.queueMs ?? this.deadlineMs;
+    this.clock = opts.clock ?? systemClock;
     this.sender = opts.sender ?? randomBytes(8).toString("hex");
   }
 
   envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse> {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
+      if (this.full(owner.address, q, reject)) return;
       q.envoy.push(req);
       q.envoyIds.push(++this.seq);
       q.envoyWaiters.push({ resolve, reject });
+      q.envoyDeadlines.push(this.clock.now() + this.queueMs);
       this.schedule(owner.address, q, generation);
     });
   }
@@ -101,11 +122,46 @@ export class BatchingForwarder implements Forwarder {
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse> {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
+      if (this.full(owner.address, q, reject)) return;
       q.checks.push(req);
       q.checkIds.push(++this.seq);
       q.checkWaiters.push({ resolve, reject });
+      q.checkDeadlines.push(this.clock.now() + this.queueMs);
       this.schedule(owner.address, q, generation);
     });
+  }
+
+  /** Refuses a part when its owner's queue holds `maxQueued` parts already. */
+  private full(address: string, q: OwnerQueue, reject: (e: Error) => void): boolean {
+    if (q.size < this.maxQueued) return false;
+    if (q.size === 0 && q.inFlight === 0) this.queues.delete(address);
+    reject(
+      new UnavailableError(
+        `${q.size} parts already wait to be forwarded to ${address} (maxQueued ${this.maxQueued}): the owner is overloaded`,
+      ),
+    );
+    return true;
+  }
+
+  /** Drops, unsent, the parts at the head of the queue whose wait is over, and rejects them. */
+  private dropExpired(address: string, q: OwnerQueue): void {
+    const now = this.clock.now();
+    let e = 0;
+    while (e < q.envoyDeadlines.length && q.envoyDeadlines[e]! <= now) e++;
+    let c = 0;
+    while (c < q.checkDeadlines.length && q.checkDeadlines[c]! <= now) c++;
+    if (e + c === 0) return;
+    const err = new UnavailableError(
+      `waited over ${this.queueMs} ms to be forwarded to ${address}, past its deadline: dropped unsent`,
+    );
+    q.envoy.splice(0, e);
+    q.envoyIds.splice(0, e);
+    q.envoyDeadlines.splice(0, e);
+    for (const w of q.envoyWaiters.splice(0, e)) w.reject(err);
+    q.checks.splice(0, c);
+    q.checkIds.splice(0, c);
+    q.checkDeadlines.splice(0, c);
+    for (const w of q.checkWaiters.splice(0, c)) w.reject(err);
   }
 
   private queue(address: string): OwnerQueue {
@@ -136,11 +192,13 @@ export class BatchingForwarder implements Forwarder {
       } catch (err) {
         if (n >= resends) throw err;
       }
-      await sleep(this.opts.clock ?? systemClock, this.opts.resendMs ?? 100);
+      await sleep(this.clock, this.opts.resendMs ?? 100);
     }
   }
 
   private flush(address: string, q: OwnerQueue): void {
+    this.dropExpired(address, q);
+    if (q.size === 0 && q.inFlight === 0) this.queues.delete(address);
     while (q.size > 0 && q.inFlight < this.maxInFlight) {
       const nEnvoy = Math.min(q.envoy.length, this.maxBatch);
       const nChecks = Math.min(q.checks.length, this.maxBatch - nEnvoy);
@@ -154,6 +212,8 @@ export class BatchingForwarder implements Forwarder {
       };
       const envoyWaiters = q.envoyWaiters.splice(0, nEnvoy);
       const checkWaiters = q.checkWaiters.splice(0, nChecks);
+      q.envoyDeadlines.splice(0, nEnvoy);
+      q.checkDeadlines.splice(0, nChecks);
       q.inFlight++;
       this.send(address, req)
         .then(

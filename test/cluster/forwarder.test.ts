@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BatchingForwarder } from "../../src/cluster/forwarder.js";
 import type { PeerRpc } from "../../src/cluster/peers.js";
+import { ManualClock } from "../../src/core/clock.js";
 import { NotOwnerError, UnavailableError } from "../../src/core/errors.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { ForwardRequest, ForwardResponse } from "../../src/protocol/messages.js";
@@ -104,5 +105,50 @@ describe("forwarding in micro-batches", () => {
     await tick();
     down.releaseAll();
     for (const part of parts) await expect(part).rejects.toBeInstanceOf(UnavailableError);
+  });
+
+  it("parts queued past maxQueued per owner are refused at once, never sent", async () => {
+    const f = fakePeer(echo);
+    const fw = new BatchingForwarder({ peer: () => f.peer, maxInFlight: 1, maxQueued: 3 });
+    const first = fw.check(owner, check(1), 1);
+    await tick();
+    const queued = Array.from({ length: 3 }, () => fw.check(owner, check(1), 1));
+    const over = fw.check(owner, check(1), 1);
+    await expect(over).rejects.toBeInstanceOf(UnavailableError);
+    await expect(over).rejects.toThrow(/maxQueued|3 parts/);
+    f.releaseAll();
+    await first;
+    await tick();
+    expect(f.calls).toHaveLength(2);
+    expect(f.calls[1]!.checks).toHaveLength(3);
+    f.releaseAll();
+    expect(await Promise.all(queued)).toHaveLength(3);
+  });
+
+  it("a part whose deadline passed while queued is dropped unsent (never charged) and answered", async () => {
+    const clock = new ManualClock(1_000);
+    const f = fakePeer(echo);
+    const fw = new BatchingForwarder({ peer: () => f.peer, maxInFlight: 1, queueMs: 500, clock });
+    const first = fw.check(owner, check(1), 1);
+    await tick();
+    const stale = fw.check(owner, check(1), 1).catch((e: Error) => e);
+    const staleEnvoy = fw
+      .envoy(owner, { domain: "d", descriptors: [{ entries: [] }], hitsAddend: 0 }, 1)
+      .catch((e: Error) => e);
+    clock.advance(400);
+    const fresh = fw.check(owner, check(2), 1);
+    clock.advance(200); // the first two queued parts are now 600 ms old, the last 200 ms
+    f.releaseAll();
+    await first;
+    await tick();
+    expect(await stale).toBeInstanceOf(UnavailableError);
+    expect(String(await stale)).toMatch(/deadline/);
+    expect(await staleEnvoy).toBeInstanceOf(UnavailableError);
+    expect(f.calls).toHaveLength(2);
+    expect(f.calls[1]!.checks).toHaveLength(1);
+    expect(f.calls[1]!.checks[0]!.items).toHaveLength(2);
+    expect(f.calls[1]!.envoy).toHaveLength(0);
+    f.releaseAll();
+    expect((await fresh).results).toHaveLength(2);
   });
 });
