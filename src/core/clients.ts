@@ -24,8 +24,22 @@ const PEAK_TAU_MS = 5000;
 const LEVEL_TTL_MS = 10;
 
 /**
+ * Gateways tracked one by one per key. A fair-share pass costs O(n log n) in them (at most once
+ * per LEVEL_TTL_MS per key), a prune O(n), a handoff snapshot O(n) bytes: the bound keeps each of
+ * those bounded however many client ids report a key.
+ */
+export const DEFAULT_MAX_CLIENTS_PER_KEY = 4096;
+
+/**
  * The gateways reporting one key, with running sums so each report costs O(1) on average. Most
  * keys are reported by one gateway: it is held inline, and a Map is made only for a second one.
+ *
+ * At most `maxClients` gateways are tracked one by one. A gateway past that is folded into one
+ * aggregate ("others"): its counts are consumed like any other's (the counter is exact), but it
+ * has no entry of its own. The aggregate's demand and holds are estimated from the rate of its
+ * reports (each gateway reports a key once per interval), and it takes part in the max-min
+ * division as one client, whose share its members split evenly: all gateways together are never
+ * offered more than the capacity, at the cost of fairness to the folded ones only.
  */
 export class ClientTable {
   private soleId: string | undefined = undefined;
@@ -45,15 +59,40 @@ export class ClientTable {
   private prunedAt = 0;
   /** The staleness the table was last pruned with, so a sweep can prune it the same way. */
   staleMs = 0;
+  /** The gateways past `maxClients`, together; its `demand` and `held` are per member. */
+  private others: ClientShare | undefined = undefined;
+  private othersAt = Number.NEGATIVE_INFINITY;
+  /** Reports, offered units and held units per ms from the folded gateways, smoothed. */
+  private othersReports = 0;
+  private othersOffered = 0;
+  private othersHeldRate = 0;
+  /** The last report interval of a folded gateway (their reports per interval = their number). */
+  private othersSpan = 100;
+  /** The folded gateways' demand and holds together, as counted in sumDemand and sumHeld. */
+  private othersDemand = 0;
+  private othersHeld = 0;
 
-  get size(): number {
+  constructor(readonly maxClients = DEFAULT_MAX_CLIENTS_PER_KEY) {}
+
+  /** Gateways tracked one by one (at most `maxClients`). */
+  get tracked(): number {
     return this.many !== undefined ? this.many.size : this.sole !== undefined ? 1 : 0;
+  }
+
+  /** Gateways reporting the key: the tracked ones, and an estimate of how many are folded. */
+  get size(): number {
+    return this.tracked + (this.others !== undefined ? this.othersCount() : 0);
+  }
+
+  private othersCount(): number {
+    return Math.max(1, Math.round(this.othersReports * this.othersSpan));
   }
 
   upsert(clientId: string, now: number): ClientShare {
     let s: ClientShare | undefined;
     if (this.many !== undefined) {
       s = this.many.get(clientId);
+      if (s === undefined && this.many.size >= this.maxClients) return this.fold(now);
       if (s === undefined) {
         s = new ClientShare();
         this.many.set(clientId, s);
@@ -64,6 +103,8 @@ export class ClientTable {
       this.soleId = clientId;
     } else if (this.soleId === clientId) {
       s = this.sole;
+    } else if (this.maxClients <= 1) {
+      return this.fold(now);
     } else {
       s = new ClientShare();
       this.many = new Map([
@@ -78,6 +119,29 @@ export class ClientTable {
     return s;
   }
 
+  /** The aggregate share of the gateways past `maxClients`. */
+  private fold(now: number): ClientShare {
+    if (this.others === undefined) {
+      this.others = new ClientShare();
+      this.levelAt = Number.NEGATIVE_INFINITY;
+    }
+    this.others.lastSeen = now;
+    return this.others;
+  }
+
+  /** Decays the folded gateways' smoothed rates to `now`. */
+  private decayOthers(now: number, spanMs: number): void {
+    const tau = Math.max(RATE_TAU_MS, 4 * spanMs);
+    if (this.othersAt !== Number.NEGATIVE_INFINITY && now > this.othersAt) {
+      const f = Math.exp(-(now - this.othersAt) / tau);
+      this.othersReports *= f;
+      this.othersOffered *= f;
+      this.othersHeldRate *= f;
+    }
+    this.othersAt = Math.max(this.othersAt, now);
+  }
+
+  /** Tracked gateways only: the folded ones have no id of their own (a snapshot leaves them out). */
   forEach(fn: (id: string, s: ClientShare) => void): void {
     if (this.many !== undefined) for (const [id, s] of this.many) fn(id, s);
     else if (this.sole !== undefined) fn(this.soleId!, this.sole);
@@ -89,6 +153,10 @@ export class ClientTable {
    * count) is demand that moved away, taken at once so its share goes to where it moved.
    */
   observe(s: ClientShare, offeredPerMs: number, intervalMs: number): void {
+    if (s === this.others) {
+      this.observeOthers(s, offeredPerMs, intervalMs);
+      return;
+    }
     let next: number;
     if (s.reports === 0 || offeredPerMs >= s.demand) next = offeredPerMs;
     else {
@@ -101,6 +169,21 @@ export class ClientTable {
     }
     this.sumDemand += next - s.demand;
     s.demand = next;
+    s.reports++;
+  }
+
+  /** One folded gateway's report: its offered rate is added to the aggregate's smoothed totals. */
+  private observeOthers(s: ClientShare, offeredPerMs: number, intervalMs: number): void {
+    const span = Math.max(1, intervalMs);
+    this.decayOthers(s.lastSeen, span);
+    const tau = Math.max(RATE_TAU_MS, 4 * span);
+    this.othersSpan = span;
+    this.othersReports += 1 / tau;
+    this.othersOffered += (offeredPerMs * span) / tau;
+    const total = this.othersOffered;
+    this.sumDemand += total - this.othersDemand;
+    this.othersDemand = total;
+    s.demand = total / this.othersCount();
     s.reports++;
   }
 
@@ -133,6 +216,17 @@ export class ClientTable {
   }
 
   setHeld(s: ClientShare, held: number): void {
+    if (s === this.others) {
+      // Each folded gateway reports its own absolute holds: their sum is estimated as the rate
+      // of held units reported times the interval (each reports once per interval).
+      this.decayOthers(s.lastSeen, this.othersSpan);
+      this.othersHeldRate += held / Math.max(RATE_TAU_MS, 4 * this.othersSpan);
+      const total = Math.max(held, this.othersHeldRate * this.othersSpan);
+      this.sumHeld += total - this.othersHeld;
+      this.othersHeld = total;
+      s.held = total / this.othersCount();
+      return;
+    }
     this.sumHeld += held - s.held;
     s.held = held;
   }
@@ -162,6 +256,15 @@ export class ClientTable {
         }
       }
     }
+    if (this.others !== undefined && this.others.lastSeen < cutoff) {
+      this.sumDemand -= this.othersDemand;
+      this.sumHeld -= this.othersHeld;
+      this.others = undefined;
+      this.othersAt = Number.NEGATIVE_INFINITY;
+      this.othersReports = this.othersOffered = this.othersHeldRate = 0;
+      this.othersDemand = this.othersHeld = 0;
+      this.levelAt = Number.NEGATIVE_INFINITY;
+    }
     if (this.size === 0) {
       // Running sums drift by float rounding; an empty table resets them exactly.
       this.sumDemand = 0;
@@ -177,14 +280,18 @@ export class ClientTable {
   fairShare(s: ClientShare, capacity: number, now: number): number {
     const n = this.size;
     if (this.sumDemand <= capacity) return s.demand + (capacity - this.sumDemand) / n;
-    if (this.many === undefined) return capacity;
+    if (this.others === undefined && this.many === undefined) return capacity;
     if (now - this.levelAt > LEVEL_TTL_MS || Math.abs(capacity - this.levelCapacity) > capacity * 0.02) {
       const demands: number[] = [];
-      for (const c of this.many.values()) demands.push(c.demand);
+      if (this.many !== undefined) for (const c of this.many.values()) demands.push(c.demand);
+      else if (this.sole !== undefined) demands.push(this.sole.demand);
+      // The folded gateways take part as one client; they split its share.
+      if (this.others !== undefined) demands.push(this.othersDemand);
       this.level = waterLevel(demands, capacity);
       this.levelCapacity = capacity;
       this.levelAt = now;
     }
+    if (s === this.others) return Math.min(this.othersDemand, this.level) / this.othersCount();
     return Math.min(s.demand, this.level);
   }
 }

@@ -1,5 +1,5 @@
 export * from "./algorithms/index.js";
-export { ClientShare, ClientTable } from "./clients.js";
+export { ClientShare, ClientTable, DEFAULT_MAX_CLIENTS_PER_KEY } from "./clients.js";
 export { type Clock, every, ManualClock, sleep, systemClock, type Timer } from "./clock.js";
 export { Counter } from "./counter.js";
 export {
