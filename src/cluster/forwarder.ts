@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import { NotOwnerError, UnavailableError } from "../core/errors.js";
+import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { ErrorCode, errorFromItem, type ItemError, serverRetries } from "../protocol/item-errors.js";
 import type {
   CheckRequest,
@@ -18,6 +19,8 @@ export interface ForwarderOptions {
   peer: (address: string) => PeerRpc;
   /** Most parts in one Forward call. */
   maxBatch?: number;
+  /** Most items (check items, Envoy descriptors) over one call's parts: the owner's maxForwardItems. */
+  maxItems?: number;
   /** Forward calls in flight per owner; parts queue (and batch) behind them. */
   maxInFlight?: number;
   deadlineMs?: number;
@@ -89,6 +92,7 @@ function asError(e: ItemError | null | undefined, generation: number): Error | u
 export class BatchingForwarder implements Forwarder {
   private readonly queues = new Map<string, OwnerQueue>();
   private readonly maxBatch: number;
+  private readonly maxItems: number;
   private readonly maxInFlight: number;
   private readonly deadlineMs: number;
   private readonly maxQueued: number;
@@ -99,6 +103,7 @@ export class BatchingForwarder implements Forwarder {
 
   constructor(private readonly opts: ForwarderOptions) {
     this.maxBatch = opts.maxBatch ?? 512;
+    this.maxItems = opts.maxItems ?? DEFAULT_INPUT_LIMITS.maxForwardItems;
     this.maxInFlight = opts.maxInFlight ?? 2;
     this.deadlineMs = opts.deadlineMs ?? 2000;
     this.maxQueued = opts.maxQueued ?? 10_000;
@@ -200,8 +205,23 @@ export class BatchingForwarder implements Forwarder {
     this.dropExpired(address, q);
     if (q.size === 0 && q.inFlight === 0) this.queues.delete(address);
     while (q.size > 0 && q.inFlight < this.maxInFlight) {
-      const nEnvoy = Math.min(q.envoy.length, this.maxBatch);
-      const nChecks = Math.min(q.checks.length, this.maxBatch - nEnvoy);
+      // Parts in order until maxBatch parts or maxItems items; at least one part per call.
+      let items = 0;
+      let nEnvoy = 0;
+      while (nEnvoy < q.envoy.length && nEnvoy < this.maxBatch) {
+        const n = q.envoy[nEnvoy]!.descriptors.length;
+        if (nEnvoy > 0 && items + n > this.maxItems) break;
+        items += n;
+        nEnvoy++;
+      }
+      let nChecks = 0;
+      // Checks only once every queued Envoy part fits: parts keep their order per kind.
+      while (nEnvoy === q.envoy.length && nChecks < q.checks.length && nEnvoy + nChecks < this.maxBatch) {
+        const n = q.checks[nChecks]!.items.length;
+        if (nEnvoy + nChecks > 0 && items + n > this.maxItems) break;
+        items += n;
+        nChecks++;
+      }
       const req: ForwardRequest = {
         generation: q.generation,
         envoy: q.envoy.splice(0, nEnvoy),

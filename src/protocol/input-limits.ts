@@ -23,6 +23,22 @@ export const InputLimitsSchema = z.object({
   maxIdLength: z.number().int().positive().default(256),
   /** A caller-chosen lease timeout (Acquire): a crashed caller holds its slot at most this long. */
   maxLeaseTimeoutMs: z.number().int().positive().default(3_600_000),
+  /** Items in one Peer.Forward call, all parts together (check items and Envoy descriptors). */
+  maxForwardItems: z.number().int().positive().default(100_000),
+  /**
+   * Counters in one Peer.Handoff chunk: a backstop, as chunks are cut by encoded size below the
+   * message limit. Each counter's clients are bounded by the client-table bound (4096) and its
+   * leases by `maxLeasesPerKey`.
+   */
+  maxHandoffCounters: z.number().int().positive().default(1_000_000),
+  /** Leases on one concurrency key (the engine's bound); a handed-over counter may hold no more. */
+  maxLeasesPerKey: z.number().int().positive().default(100_000),
+  /**
+   * A report's interval_ms: how often a gateway reports. The owner keeps a silent gateway's share
+   * for ten intervals, so a caller's interval sets how long its state is kept.
+   */
+  minIntervalMs: z.number().int().positive().default(10),
+  maxIntervalMs: z.number().int().positive().default(60_000),
 });
 
 export type InputLimits = z.infer<typeof InputLimitsSchema>;

@@ -1,5 +1,7 @@
+import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../core/clients.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, NotOwnerError, ShardlimitError } from "../core/errors.js";
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
   CheckResponse,
@@ -26,6 +28,8 @@ export interface PeerServiceDeps {
   rememberParts?: number;
   /** How long an answered part is remembered: longer than a sender's resends take. */
   rememberMs?: number;
+  /** Bounds on a Forward or Handoff request (maxBatch, maxForwardItems, maxHandoffCounters...). */
+  limits?: InputLimits;
 }
 
 const NO_ERROR: ItemError = { code: 0 as ItemError["code"], message: "" };
@@ -77,7 +81,36 @@ export class PeerService {
     return answer;
   }
 
+  private get limits(): InputLimits {
+    return this.deps.limits ?? DEFAULT_INPUT_LIMITS;
+  }
+
+  /** Refuses, whole and before anything is applied, a Forward over the bounds. */
+  private checkForward(req: ForwardRequest): void {
+    const limits = this.limits;
+    const parts = req.envoy.length + req.checks.length;
+    if (parts > limits.maxBatch) {
+      throw new InvalidArgumentError(
+        `forward has ${parts} parts, over the maximum of maxBatch ${limits.maxBatch}`,
+      );
+    }
+    let items = 0;
+    for (const p of req.envoy) items += p.descriptors?.length ?? 0;
+    for (const p of req.checks) items += p.items?.length ?? 0;
+    if (items > limits.maxForwardItems) {
+      throw new InvalidArgumentError(
+        `forward has ${items} items in its parts, over the maximum of maxForwardItems ${limits.maxForwardItems}`,
+      );
+    }
+    if (req.sender !== undefined && req.sender.length > limits.maxIdLength) {
+      throw new InvalidArgumentError(
+        `forward sender is ${req.sender.length} long, over the maximum of maxIdLength ${limits.maxIdLength}`,
+      );
+    }
+  }
+
   async forward(req: ForwardRequest): Promise<ForwardResponse> {
+    this.checkForward(req);
     const { limiter, envoy, ownership } = this.deps;
     if (req.generation > ownership.generation()) await ownership.changed(this.deps.catchUpMs ?? 300);
     const envoyOut: ForwardedEnvoy[] = req.envoy.map((part, i) => {
@@ -109,7 +142,29 @@ export class PeerService {
     return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors };
   }
 
+  /**
+   * A handoff chunk, refused whole (nothing installed) past the bounds on counters per chunk and,
+   * per counter, clients and leases: a sender on the same bounds never sends more.
+   */
   handoff(req: HandoffRequest): HandoffResponse {
+    const limits = this.limits;
+    if (req.counters.length > limits.maxHandoffCounters) {
+      throw new InvalidArgumentError(
+        `handoff has ${req.counters.length} counters, over the maximum of maxHandoffCounters ${limits.maxHandoffCounters}`,
+      );
+    }
+    for (const c of req.counters) {
+      if ((c.clients?.length ?? 0) > DEFAULT_MAX_CLIENTS_PER_KEY) {
+        throw new InvalidArgumentError(
+          `handoff counter ${JSON.stringify(c.key.slice(0, 100))} has ${c.clients.length} clients, over the maximum of ${DEFAULT_MAX_CLIENTS_PER_KEY} per key`,
+        );
+      }
+      if ((c.leases?.length ?? 0) > limits.maxLeasesPerKey) {
+        throw new InvalidArgumentError(
+          `handoff counter ${JSON.stringify(c.key.slice(0, 100))} has ${c.leases.length} leases, over the maximum of maxLeasesPerKey ${limits.maxLeasesPerKey}`,
+        );
+      }
+    }
     return this.deps.receiveHandoff(req);
   }
 }

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { BatchingForwarder } from "../../src/cluster/forwarder.js";
 import type { PeerRpc } from "../../src/cluster/peers.js";
 import { compileSources } from "../../src/config/load.js";
+import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../../src/core/clients.js";
 import { ManualClock, systemClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { ShardlimitError } from "../../src/core/errors.js";
@@ -181,5 +182,81 @@ describe("forwarded parts are applied once", () => {
       generation: 3,
     });
     expect(left.results.map((r) => r.remaining)).toEqual([96, 98]);
+  });
+});
+
+describe("Forward and Handoff requests are bounded (issue 11, hole 5)", () => {
+  const limits = { ...DEFAULT_INPUT_LIMITS, maxBatch: 3, maxForwardItems: 5, maxHandoffCounters: 2 };
+  const setup = () => {
+    const clock = new ManualClock(1_000_000);
+    const b = server(clock, new FakeOwnership());
+    let handoffs = 0;
+    const svc = new PeerService({
+      limiter: b.limiter,
+      envoy: b.envoy,
+      ownership: new FakeOwnership(),
+      receiveHandoff: () => {
+        handoffs++;
+        return { accepted: 0, generation: 3 };
+      },
+      clock,
+      limits,
+    });
+    return { b, svc, clock, handoffs: () => handoffs };
+  };
+  const part = (n: number) => ({
+    items: Array.from({ length: n }, () => ({ key: "d/k=x", cost: 1 })),
+    atomic: false,
+    generation: 3,
+  });
+
+  it("a Forward with more parts than maxBatch is refused whole, naming the bound; nothing charged", async () => {
+    const { b, svc } = setup();
+    const req = { generation: 3, envoy: [envoyReq("x")], checks: [part(1), part(1), part(1)] };
+    await expect(svc.forward(req)).rejects.toThrow(/4 parts.*maxBatch 3/);
+    expect(b.engine.size).toBe(0);
+  });
+
+  it("a Forward whose parts hold more items than maxForwardItems is refused whole; nothing charged", async () => {
+    const { b, svc } = setup();
+    const req = { generation: 3, envoy: [], checks: [part(3), part(3)] };
+    await expect(svc.forward(req)).rejects.toThrow(/6 items.*maxForwardItems 5/);
+    expect(b.engine.size).toBe(0);
+  });
+
+  it("a Forward's sender id is bounded by maxIdLength (it is kept in the memory of answered parts)", async () => {
+    const { svc } = setup();
+    const req = { generation: 3, envoy: [], checks: [part(1)], sender: "s".repeat(300), checkIds: [1] };
+    await expect(svc.forward(req)).rejects.toThrow(/sender.*256/);
+  });
+
+  it("a Handoff past maxHandoffCounters, or with a counter over the clients or leases bounds, is refused unapplied", () => {
+    const { svc, handoffs } = setup();
+    const counter = (clients: number, leases: number) => ({
+      key: "k",
+      shard: "k",
+      algorithm: "fixed_window",
+      tRelMs: 0,
+      x: 0,
+      y: 0,
+      expiresInMs: 1000,
+      leases: Array.from({ length: leases }, (_, i) => ({ id: `l${i}`, amount: 1, expiresInMs: 1000 })),
+      clients: Array.from({ length: clients }, (_, i) => ({ id: `c${i}`, demand: 1, held: 0, seenMsAgo: 0 })),
+    });
+    const req = (counters: ReturnType<typeof counter>[]) => ({
+      generation: 3,
+      from: "a",
+      ranges: [],
+      counters,
+      done: true,
+    });
+    expect(() => svc.handoff(req([counter(0, 0), counter(0, 0), counter(0, 0)]))).toThrow(
+      /3 counters.*maxHandoffCounters 2/,
+    );
+    expect(() => svc.handoff(req([counter(DEFAULT_MAX_CLIENTS_PER_KEY + 1, 0)]))).toThrow(/clients/);
+    expect(() => svc.handoff(req([counter(0, DEFAULT_INPUT_LIMITS.maxLeasesPerKey + 1)]))).toThrow(/leases/);
+    expect(handoffs()).toBe(0);
+    svc.handoff(req([counter(2, 2)]));
+    expect(handoffs()).toBe(1);
   });
 });

@@ -151,4 +151,14 @@ describe("forwarding in micro-batches", () => {
     f.releaseAll();
     expect((await fresh).results).toHaveLength(2);
   });
+
+  it("a call holds at most maxItems items over its parts (the owner's maxForwardItems)", async () => {
+    const f = fakePeer(echo);
+    const fw = new BatchingForwarder({ peer: () => f.peer, maxInFlight: 4, maxItems: 5 });
+    const parts = [fw.check(owner, check(3), 1), fw.check(owner, check(2), 1), fw.check(owner, check(4), 1)];
+    await tick();
+    expect(f.calls.map((c) => c.checks.map((p) => p.items.length))).toEqual([[3, 2], [4]]);
+    f.releaseAll();
+    expect((await Promise.all(parts)).map((r) => r.results.length)).toEqual([3, 2, 4]);
+  });
 });
