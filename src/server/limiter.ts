@@ -40,7 +40,6 @@ export interface LimiterDeps {
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
 const NO_LIMIT_VALID_MS = 60_000;
 const DEFAULT_INTERVAL_MS = 100;
-const MAX_INTERVAL_MS = 60_000;
 const MAX_U32 = 0xffff_ffff;
 
 function ms(v: number): number {
@@ -147,13 +146,20 @@ export class Limiter {
       throw new InvalidArgumentError(`seq must be a positive integer, got ${req.seq}`);
     }
     this.checkBatch("report", req.entries.length);
-    if (req.intervalMs > MAX_INTERVAL_MS) {
+    // The interval sets how long a silent gateway's share and the key's counter are kept (ten
+    // intervals): the caller chooses it, so it is bounded. Below the minimum it is taken as the
+    // minimum (gateways may report every millisecond; that only shortens what is kept).
+    const { minIntervalMs, maxIntervalMs } = this.limits;
+    if (req.intervalMs > maxIntervalMs) {
       throw new InvalidArgumentError(
-        `interval_ms ${req.intervalMs} is over the maximum of ${MAX_INTERVAL_MS}`,
+        `interval_ms ${req.intervalMs} is over the maximum of maxIntervalMs ${maxIntervalMs}`,
       );
     }
-    const interval = req.intervalMs > 0 ? Math.max(10, req.intervalMs) : DEFAULT_INTERVAL_MS;
-    const span = req.spanMs ? Math.min(MAX_INTERVAL_MS, Math.max(1, req.spanMs)) : interval;
+    const interval =
+      req.intervalMs > 0
+        ? Math.max(minIntervalMs, req.intervalMs)
+        : Math.min(DEFAULT_INTERVAL_MS, maxIntervalMs);
+    const span = req.spanMs ? Math.min(maxIntervalMs, Math.max(1, req.spanMs)) : interval;
     const now = this.clock.now();
     const verdict = this.engine.acceptReport(req.clientId, req.seq, now);
     // A report older than the dedup window cannot be told from one already applied: not applying
