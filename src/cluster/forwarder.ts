@@ -12,7 +12,7 @@ import type {
   ForwardResponse,
 } from "../protocol/messages.js";
 import type { Owner } from "../server/ownership.js";
-import { type Forwarder, ForwardLostError } from "../server/router.js";
+import { ForwardExpiredError, type Forwarder, ForwardLostError } from "../server/router.js";
 import type { PeerRpc } from "./peers.js";
 
 export interface ForwarderOptions {
@@ -156,7 +156,7 @@ export class BatchingForwarder implements Forwarder {
     let c = 0;
     while (c < q.checkDeadlines.length && q.checkDeadlines[c]! <= now) c++;
     if (e + c === 0) return;
-    const err = new UnavailableError(
+    const err = new ForwardExpiredError(
       `waited over ${this.queueMs} ms to be forwarded to ${address}, past its deadline: dropped unsent`,
     );
     q.envoy.splice(0, e);

@@ -44,6 +44,13 @@ export class ForwardLostError extends UnavailableError {
   }
 }
 
+/**
+ * Parts that waited past their deadline in the forwarder's queue and were dropped unsent (never
+ * charged). Their caller has waited long already: the router answers them at once (OWNER_UNAVAILABLE
+ * per item, UNAVAILABLE for ShouldRateLimit) rather than queueing them again.
+ */
+export class ForwardExpiredError extends UnavailableError {}
+
 export interface RouterDeps {
   limiter: Limiter;
   envoy: EnvoyRateLimit;
@@ -178,6 +185,7 @@ export class Router {
       if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
       res = failAll(req, err);
       lost = err instanceof ForwardLostError ? owner.id : undefined;
+      if (err instanceof ForwardExpiredError) return { ...res, generation: ownership.generation() };
     }
     if (attempt < this.attempts && res.results.some((r) => r.error && serverRetries(r.error.code))) {
       await ownership.changed(this.retryWaitMs);
@@ -202,6 +210,8 @@ export class Router {
     const generation = ownership.generation();
     // Positions whose call to this owner may have been applied (its answer was lost).
     const lostTo = new Map<number, string>();
+    // Positions dropped unsent at their queue deadline: answered as they are.
+    const expired = new Set<number>();
     const calls = [...groups.values()].map(async ([owner, idx]) => {
       const sub: CheckRequest = { items: idx.map((i) => req.items[i]!), atomic: false, generation };
       let res: CheckResponse;
@@ -211,6 +221,7 @@ export class Router {
         // A part that failed on its own (e.g. COUNTERS_EXHAUSTED) fails its items, not the call.
         if (!(err instanceof ShardlimitError && itemCode(err) !== undefined)) throw err;
         if (err instanceof ForwardLostError) for (const i of idx) lostTo.set(i, owner.id);
+        if (err instanceof ForwardExpiredError) for (const i of idx) expired.add(i);
         res = failAll(sub, err);
       }
       for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
@@ -223,7 +234,7 @@ export class Router {
     const retry: number[] = [];
     for (let i = 0; i < results.length; i++) {
       const e = results[i]!.error;
-      if (e && serverRetries(e.code)) retry.push(i);
+      if (e && serverRetries(e.code) && !expired.has(i)) retry.push(i);
     }
     if (retry.length > 0 && attempt < this.attempts) {
       await ownership.changed(this.retryWaitMs);
@@ -296,6 +307,7 @@ export class Router {
     let lastError: Error | undefined;
     // Positions whose call to this owner may have been applied (its answer was lost).
     const lostTo = new Map<number, string>();
+    let expired = false;
     for (let n = attempt; ; n++) {
       if (split.local.length > 0) {
         const decided = envoy.execute(
@@ -324,12 +336,13 @@ export class Router {
             if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
             lastError = err;
             if (err instanceof ForwardLostError) for (const j of js) lostTo.set(j, owner.id);
+            if (err instanceof ForwardExpiredError) expired = true;
             failed.push(...js);
           }
         }),
       );
       if (failed.length === 0) break;
-      if (n >= this.attempts) {
+      if (n >= this.attempts || expired) {
         throw new UnavailableError(
           `the owners of ${failed.length} descriptor(s) could not decide them: ${lastError?.message ?? "their slices are being handed over"}`,
         );

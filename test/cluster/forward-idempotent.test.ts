@@ -14,7 +14,7 @@ import { Limiter } from "../../src/server/limiter.js";
 import { noopMetrics } from "../../src/server/metrics.js";
 import type { Owner, Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
 import { PeerService } from "../../src/server/peer-service.js";
-import { Router } from "../../src/server/router.js";
+import { ForwardExpiredError, type Forwarder, Router } from "../../src/server/router.js";
 
 const config = compileSources([
   {
@@ -258,5 +258,37 @@ describe("Forward and Handoff requests are bounded (issue 11, hole 5)", () => {
     expect(handoffs()).toBe(0);
     svc.handoff(req([counter(2, 2)]));
     expect(handoffs()).toBe(1);
+  });
+});
+
+describe("a part dropped unsent at its queue deadline is answered at once, not tried again", () => {
+  const setup = () => {
+    const clock = new ManualClock(Date.UTC(2030, 0, 1));
+    const ownership = new FakeOwnership(new Set(["d/k=b1"]));
+    const a = server(clock, ownership);
+    let calls = 0;
+    const expired = () => {
+      calls++;
+      return Promise.reject(new ForwardExpiredError("waited over 2000 ms to be forwarded to b:1"));
+    };
+    const forwarder: Forwarder = { check: expired, envoy: expired };
+    const router = new Router({ ...a, ownership, clock: systemClock, forwarder, retryWaitMs: 5 });
+    return { router, calls: () => calls };
+  };
+
+  it("Check: the item gets OWNER_UNAVAILABLE after one try", async () => {
+    const { router, calls } = setup();
+    const res = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: false, generation: 3 });
+    expect(res.results[0]!.error?.code).toBe(ErrorCode.OWNER_UNAVAILABLE);
+    expect(calls()).toBe(1);
+    const atomic = await router.check({ items: [{ key: "d/k=b1", cost: 1 }], atomic: true, generation: 3 });
+    expect(atomic.results[0]!.error?.code).toBe(ErrorCode.OWNER_UNAVAILABLE);
+    expect(calls()).toBe(2);
+  });
+
+  it("ShouldRateLimit: UNAVAILABLE after one try", async () => {
+    const { router, calls } = setup();
+    await expect(Promise.resolve(router.shouldRateLimit(envoyReq("b1")))).rejects.toThrow(/forwarded/);
+    expect(calls()).toBe(1);
   });
 });
