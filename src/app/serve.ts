@@ -111,7 +111,7 @@ export async function startServer(
   // The bound port replaces the requested one (0: any free port) once gRPC listens.
   let selfAddress = `${opts.grpcHost}:${opts.grpcPort}`;
   const node: ClusterNode | undefined = opts.cluster
-    ? new ClusterNode({ maxMessageBytes: limits.maxMessageBytes, ...opts.cluster }, engine, {
+    ? new ClusterNode({ limits, ...opts.cluster }, engine, {
         clock,
         log,
         hooks: clusterMetrics(metrics.registry, {
@@ -137,6 +137,7 @@ export async function startServer(
         envoy,
         ownership,
         clock,
+        limits,
         receiveHandoff: (req) => node.handoff.receive(req),
       })
     : undefined;

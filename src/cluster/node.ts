@@ -1,6 +1,7 @@
 import type { Etcd3 } from "etcd3";
 import { type Clock, every, sleep, systemClock, type Timer } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
@@ -12,7 +13,7 @@ import { type CounterStore, Handoff } from "./handoff.js";
 import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
-import { connectPeer, PEER_MAX_MESSAGE_BYTES, PeerPool } from "./peers.js";
+import { connectPeer, PeerPool } from "./peers.js";
 
 /** How often the lease guard looks, and how long it waits for a peer's answer. */
 const GUARD_INTERVAL_MS = 250;
@@ -36,10 +37,11 @@ export interface ClusterOptions {
   /** How often the assigner, when this server runs it, balances load (0: never). */
   rebalanceIntervalMs?: number;
   /**
-   * The largest message between peers, both ways (the server's own receive limit): handoff
-   * chunks are cut below it. Default: the default input limit.
+   * The server's input bounds, which peers must keep to as well: the largest message both ways
+   * (handoff chunks are cut below it) and the parts and items of one Forward call. Default: the
+   * default input limits.
    */
-  maxMessageBytes?: number;
+  limits?: InputLimits;
 }
 
 export interface ClusterHooks {
@@ -95,10 +97,17 @@ export class ClusterNode {
       clock,
       handoffTimeoutMs: opts.handoffTimeoutMs,
     });
-    const maxMessageBytes = opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES;
+    const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
+    const maxMessageBytes = limits.maxMessageBytes;
     this.peers = new PeerPool((address) => connectPeer(address, systemClock, maxMessageBytes));
     const peer = (address: string) => this.peers.get(address);
-    this.forwarder = new BatchingForwarder({ peer, onCall: hooks.onForward });
+    // The owner refuses a call past its bounds (every server of a cluster runs the same flags).
+    this.forwarder = new BatchingForwarder({
+      peer,
+      onCall: hooks.onForward,
+      maxBatch: Math.min(512, limits.maxBatch),
+      maxItems: limits.maxForwardItems,
+    });
     this.handoff = new Handoff({
       selfId: opts.id,
       store,
