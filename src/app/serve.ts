@@ -152,7 +152,7 @@ export async function startServer(
       opts.grpcPort,
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
-    http = await startHttp({ registry: metrics.registry, ready: isReady }, opts.httpHost, opts.httpPort);
+    http = await startHttp({ registry: metrics.registry, ready: isReady, log }, opts.httpHost, opts.httpPort);
     if (node) {
       const host = opts.grpcHost === "0.0.0.0" || opts.grpcHost === "::" ? hostname() : opts.grpcHost;
       selfAddress = opts.advertiseAddress ?? `${host}:${grpc.port}`;
