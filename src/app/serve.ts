@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
+import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
@@ -62,6 +63,8 @@ export interface ServeOptions {
    * default); leaving the cluster afterwards has LEAVE_TIMEOUT_MS more.
    */
   drainTimeoutMs?: number;
+  /** Apply config reloads that remove a domain or a rule (refused by default). */
+  allowLimitRemoval?: boolean;
 }
 
 export interface RunningServer {
@@ -104,12 +107,14 @@ export async function startServer(
   const watcher = new ConfigWatcher({
     path: opts.configPath,
     clock,
-    onSwap: (config: LimitConfig) => {
+    allowRemoval: opts.allowLimitRemoval ?? false,
+    onSwap: (config: LimitConfig, diff) => {
       metrics.setDomains(config.domains);
       if (limiter) {
         limiter.setConfig(config);
         metrics.configReloads.inc({ result: "ok" });
-        log.info({ domains: config.domains, rules: config.rules.length }, "config reloaded");
+        // Every reload says what it changed, so a limit that vanished or moved is in the log.
+        log.info({ domains: config.domains, rules: config.rules.length, ...diff }, "config reloaded");
       } else {
         initialConfig = config;
       }
@@ -121,7 +126,15 @@ export async function startServer(
       }
       metrics.configReloads.inc({ result: "error" });
       log.error(
-        { err: err.message, problems: err instanceof ConfigError ? err.problems : undefined },
+        {
+          err: err.message,
+          problems: err instanceof ConfigError ? err.problems : undefined,
+          ...(err instanceof LimitRemovalError
+            ? {
+                hint: "to remove limits, restart the server with the new config, or run it with --allow-limit-removal",
+              }
+            : {}),
+        },
         "config reload refused; the previous config keeps serving",
       );
     },

@@ -33,6 +33,7 @@ interface ServeFlags {
   assigner: boolean;
   handoffTimeout: number;
   drainTimeout: number;
+  allowLimitRemoval: boolean;
   loadInterval: number;
   rebalanceInterval: number;
 }
@@ -126,6 +127,12 @@ export function serveCommand(): Command {
         .default(DEFAULT_DRAIN_TIMEOUT_MS)
         .argParser(intOption("--drain-timeout", 0, 600_000)),
     )
+    .addOption(
+      new Option(
+        "--allow-limit-removal",
+        "apply config reloads that remove a domain or a rule (refused by default: what they remove becomes unlimited)",
+      ).env("SHARDLIMIT_ALLOW_LIMIT_REMOVAL"),
+    )
     .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
     .addOption(rebalanceIntervalFlag())
     .action(async (flags: ServeFlags) => {
@@ -189,6 +196,7 @@ export function serveCommand(): Command {
             limits: InputLimitsSchema.parse({ maxBatch: flags.maxBatch, maxKeyLength: flags.maxKeyLength }),
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
+            allowLimitRemoval: flags.allowLimitRemoval ?? false,
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,
