@@ -136,17 +136,24 @@ export function serveCommand(): Command {
     .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
     .addOption(rebalanceIntervalFlag())
     .action(async (flags: ServeFlags) => {
-      const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
+      // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
+      // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
+      // events, never per call, so blocking writes cost nothing.
+      const log = pino(
+        { level: flags.logLevel, base: { svc: "shardlimit" } },
+        pino.destination({ dest: 1, sync: true }),
+      );
       let server: Awaited<ReturnType<typeof startServer>> | undefined;
       // Signal handlers go in before the server starts: it reports ready (log, /readyz, health)
       // before startServer returns, and until a handler exists SIGTERM and SIGHUP kill outright.
       let stopping: string | undefined;
+      const exit = (code: number) => process.exit(code);
       const drainAndExit = (s: NonNullable<typeof server>) =>
         s.shutdown().then(
-          () => process.exit(0),
+          () => exit(0),
           (err) => {
             log.error({ err }, "shutdown failed");
-            process.exit(1);
+            exit(1);
           },
         );
       // One SIGTERM starts the drain, which has its own deadline (--drain-timeout); a repeat
@@ -160,7 +167,7 @@ export function serveCommand(): Command {
               { slicesOwned: server?.cluster?.ownership.slicesOwned() },
               "SIGINT while stopping: exiting now without finishing the drain",
             );
-            process.exit(130);
+            exit(130);
           }
           log.info({ signal, stopping }, `already stopping: ${signal} ignored, the drain goes on`);
           return;

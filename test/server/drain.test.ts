@@ -39,6 +39,17 @@ async function member(drainTimeoutMs: number): Promise<ServerProcess> {
   return s;
 }
 
+/**
+ * The exit, once stdout is read to its end as well: 'exit' can come before the last lines are read,
+ * and the last line is what these tests check.
+ */
+async function exitedWithOutput(s: ServerProcess) {
+  const exit = await s.child!.exited;
+  const out = s.child!.child.stdout!;
+  if (!out.closed) await new Promise((resolve) => out.once("close", resolve));
+  return exit;
+}
+
 const draining = (s: ServerProcess) =>
   s.child!.waitForLog("the drain to start", (l) => String(l.msg).startsWith("shutting down: not ready"));
 
@@ -48,10 +59,12 @@ describe("serve: signals during a drain", () => {
     s.child!.child.kill("SIGTERM");
     await draining(s);
     s.child!.child.kill("SIGTERM");
-    expect(await s.child!.exited).toEqual({ code: 0, signal: null });
+    expect(await exitedWithOutput(s)).toEqual({ code: 0, signal: null });
     const msgs = s.child!.lines.map((l) => JSON.parse(l).msg as string);
     expect(msgs).toContain("already stopping: SIGTERM ignored, the drain goes on");
-    expect(msgs).toContain("drain timed out; leaving anyway");
+    // Usually the lone member's drain lasts to its deadline; sometimes the assigner has already
+    // left it nothing to hold. Either way the drain ended on its own terms.
+    expect(msgs.some((m) => m === "drain timed out; leaving anyway" || m === "drained")).toBe(true);
     expect(msgs[msgs.length - 1]).toBe("shut down");
   }, 30_000);
 
@@ -61,7 +74,7 @@ describe("serve: signals during a drain", () => {
     s.child!.child.kill("SIGINT");
     await draining(s);
     s.child!.child.kill("SIGINT");
-    expect(await s.child!.exited).toEqual({ code: 130, signal: null });
+    expect(await exitedWithOutput(s)).toEqual({ code: 130, signal: null });
     expect(Date.now() - t0).toBeLessThan(10_000);
     const msgs = s.child!.lines.map((l) => JSON.parse(l).msg as string);
     expect(msgs).toContain("SIGINT while stopping: exiting now without finishing the drain");
@@ -79,7 +92,7 @@ describe("serve: the drain's deadline", () => {
       const t0 = Date.now();
       s.child!.child.kill("SIGTERM");
       const exit = await Promise.race([
-        s.child!.exited,
+        exitedWithOutput(s),
         new Promise((resolve) => setTimeout(() => resolve("still running after 15 s"), 15_000)),
       ]);
       const ms = Date.now() - t0;

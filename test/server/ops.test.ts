@@ -200,7 +200,7 @@ describe("config reload", () => {
   });
 
   it("a reload that removes a domain is refused (unknown domains are unlimited); the old limits keep serving", async () => {
-    const before = await limitNow();
+    const before = (await limitNow())!;
     writeFileSync(t.configPath, CONFIG(before).replace("domain: api", "domain: apii"));
     expect(t.server.reload()).toBe(false);
     expect(await limitNow()).toBe(before);
