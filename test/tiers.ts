@@ -21,6 +21,7 @@ export const INTEGRATION = [
   "test/cluster/prefix-view.test.ts",
   "test/cluster/rebalance-live.test.ts",
   "test/loadtest/load.test.ts",
+  "test/server/drain.test.ts",
   "test/server/fuzz.test.ts",
   "test/server/process.test.ts",
   "test/testkit/etcd.test.ts",

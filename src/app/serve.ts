@@ -3,10 +3,11 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
+import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
-import { type Clock, every, systemClock } from "../core/clock.js";
+import { type Clock, every, systemClock, type Timer } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
@@ -17,6 +18,26 @@ import { PromMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
+
+/** On SIGTERM in cluster mode, how long the drain may take: with the leave and gRPC's grace, under 30 s. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
+/** After the drain, how long leaving the cluster (leadership, lease revoke) may take. */
+export const LEAVE_TIMEOUT_MS = 2000;
+
+const TIMED_OUT = Symbol("timed out");
+
+/** `p`, or TIMED_OUT after `ms` (ref'd: a deadline during shutdown must hold the process open). */
+async function within<T>(clock: Clock, ms: number, p: Promise<T>): Promise<T | typeof TIMED_OUT> {
+  let timer: Timer | undefined;
+  const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = clock.after(ms, () => resolve(TIMED_OUT), { ref: true });
+  });
+  try {
+    return await Promise.race([p, deadline]);
+  } finally {
+    timer?.cancel();
+  }
+}
 
 /** Counters visited per sweeper tick: ~0.3 ms; at one tick per 50 ms, 100k counters a second. */
 const SWEEP_SLICE = 2000;
@@ -37,8 +58,13 @@ export interface ServeOptions {
   cluster?: ClusterOptions;
   /** host:port other servers and gateways reach this one at (cluster mode); default host:grpcPort. */
   advertiseAddress?: string;
-  /** On SIGTERM in cluster mode, how long to wait for slices to move away and be handed over. */
+  /**
+   * On SIGTERM in cluster mode, the deadline for slices to move away and be handed over (15 s by
+   * default); leaving the cluster afterwards has LEAVE_TIMEOUT_MS more.
+   */
   drainTimeoutMs?: number;
+  /** Apply config reloads that remove a domain or a rule (refused by default). */
+  allowLimitRemoval?: boolean;
 }
 
 export interface RunningServer {
@@ -81,12 +107,14 @@ export async function startServer(
   const watcher = new ConfigWatcher({
     path: opts.configPath,
     clock,
-    onSwap: (config: LimitConfig) => {
+    allowRemoval: opts.allowLimitRemoval ?? false,
+    onSwap: (config: LimitConfig, diff) => {
       metrics.setDomains(config.domains);
       if (limiter) {
         limiter.setConfig(config);
         metrics.configReloads.inc({ result: "ok" });
-        log.info({ domains: config.domains, rules: config.rules.length }, "config reloaded");
+        // Every reload says what it changed, so a limit that vanished or moved is in the log.
+        log.info({ domains: config.domains, rules: config.rules.length, ...diff }, "config reloaded");
       } else {
         initialConfig = config;
       }
@@ -98,7 +126,15 @@ export async function startServer(
       }
       metrics.configReloads.inc({ result: "error" });
       log.error(
-        { err: err.message, problems: err instanceof ConfigError ? err.problems : undefined },
+        {
+          err: err.message,
+          problems: err instanceof ConfigError ? err.problems : undefined,
+          ...(err instanceof LimitRemovalError
+            ? {
+                hint: "to remove limits, restart the server with the new config, or run it with --allow-limit-removal",
+              }
+            : {}),
+        },
         "config reload refused; the previous config keeps serving",
       );
     },
@@ -159,7 +195,7 @@ export async function startServer(
       opts.grpcPort,
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
-    http = await startHttp({ registry: metrics.registry, ready: isReady }, opts.httpHost, opts.httpPort);
+    http = await startHttp({ registry: metrics.registry, ready: isReady, log }, opts.httpHost, opts.httpPort);
     if (node) {
       const host = opts.grpcHost === "0.0.0.0" || opts.grpcHost === "::" ? hostname() : opts.grpcHost;
       selfAddress = opts.advertiseAddress ?? `${host}:${grpc.port}`;
@@ -214,12 +250,43 @@ export async function startServer(
       setServing(grpc.health, false);
       if (node) {
         // Still serving (forwarding moved keys) while the assigner moves the slices away and
-        // their counters are handed to the new owners; then leave the cluster.
-        log.info("shutting down: not ready, draining slices to other members");
+        // their counters are handed to the new owners; then leave the cluster. Both steps talk to
+        // etcd, whose calls hang rather than fail behind a partition, so each has a deadline of
+        // its own: the whole shutdown must end inside Kubernetes' grace period (30 s by default),
+        // or the SIGKILL that follows skips gRPC's grace for calls in flight too.
+        const drainMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+        log.info({ drainTimeoutMs: drainMs }, "shutting down: not ready, draining slices to other members");
         const t0 = clock.now();
-        const drained = await node.drain(opts.drainTimeoutMs ?? 15_000);
-        log.info({ drained, ms: clock.now() - t0 }, drained ? "drained" : "drain timed out; leaving anyway");
-        await node.stop();
+        const drained = await within(clock, drainMs, node.drain(drainMs)).catch((err: Error) => {
+          log.warn({ err: err.message }, "drain failed");
+          return false;
+        });
+        const ms = clock.now() - t0;
+        if (drained === true) log.info({ ms }, "drained");
+        else {
+          log.warn(
+            {
+              ms,
+              slicesOwned: node.ownership.slicesOwned(),
+              rangesAwaitingHandoff: node.ownership.waiting().length,
+              reason:
+                drained === TIMED_OUT
+                  ? "deadline passed (etcd or the assigner unresponsive?)"
+                  : "not drained",
+            },
+            "drain timed out; leaving anyway",
+          );
+        }
+        const left = await within(clock, LEAVE_TIMEOUT_MS, node.stop()).catch((err: Error) => {
+          log.warn({ err: err.message }, "leaving the cluster failed");
+          return undefined;
+        });
+        if (left === TIMED_OUT) {
+          log.warn(
+            { leaveTimeoutMs: LEAVE_TIMEOUT_MS },
+            "could not leave the cluster in time (etcd unreachable?); the lease expires after its TTL",
+          );
+        }
       }
       log.info("shutting down: finishing calls in flight");
       sweeper.cancel();

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { startServer } from "../app/serve.js";
+import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
 import { ConfigError } from "../config/errors.js";
 import { InputLimitsSchema } from "../protocol/input-limits.js";
 import {
@@ -33,6 +33,7 @@ interface ServeFlags {
   assigner: boolean;
   handoffTimeout: number;
   drainTimeout: number;
+  allowLimitRemoval: boolean;
   loadInterval: number;
   rebalanceInterval: number;
 }
@@ -118,34 +119,65 @@ export function serveCommand(): Command {
         .argParser(intOption("--handoff-timeout", 0, 600_000)),
     )
     .addOption(
-      new Option("--drain-timeout <ms>", "on SIGTERM, how long to wait for this server's slices to move away")
+      new Option(
+        "--drain-timeout <ms>",
+        "on SIGTERM, the deadline for this server's slices to move away (leaving has 2 s more)",
+      )
         .env("SHARDLIMIT_DRAIN_TIMEOUT_MS")
-        .default(15_000)
+        .default(DEFAULT_DRAIN_TIMEOUT_MS)
         .argParser(intOption("--drain-timeout", 0, 600_000)),
+    )
+    .addOption(
+      new Option(
+        "--allow-limit-removal",
+        "apply config reloads that remove a domain or a rule (refused by default: what they remove becomes unlimited)",
+      ).env("SHARDLIMIT_ALLOW_LIMIT_REMOVAL"),
     )
     .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
     .addOption(rebalanceIntervalFlag())
     .action(async (flags: ServeFlags) => {
-      const log = pino({ level: flags.logLevel, base: { svc: "shardlimit" } });
+      // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
+      // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
+      // events, never per call, so blocking writes cost nothing.
+      const log = pino(
+        { level: flags.logLevel, base: { svc: "shardlimit" } },
+        pino.destination({ dest: 1, sync: true }),
+      );
       let server: Awaited<ReturnType<typeof startServer>> | undefined;
       // Signal handlers go in before the server starts: it reports ready (log, /readyz, health)
       // before startServer returns, and until a handler exists SIGTERM and SIGHUP kill outright.
       let stopping: string | undefined;
+      const exit = (code: number) => process.exit(code);
       const drainAndExit = (s: NonNullable<typeof server>) =>
         s.shutdown().then(
-          () => process.exit(0),
+          () => exit(0),
           (err) => {
             log.error({ err }, "shutdown failed");
-            process.exit(1);
+            exit(1);
           },
         );
+      // One SIGTERM starts the drain, which has its own deadline (--drain-timeout); a repeat
+      // (some supervisors resend) must not cut it short, or counters are lost that the drain was
+      // about to hand over. An operator's second Ctrl-C means "now": SIGINT while stopping exits
+      // at once, code 130 (128 + SIGINT), saying what it left undone.
       const stop = (signal: string) => {
-        log.info({ signal }, "stopping");
+        if (stopping !== undefined) {
+          if (signal === "SIGINT") {
+            log.warn(
+              { slicesOwned: server?.cluster?.ownership.slicesOwned() },
+              "SIGINT while stopping: exiting now without finishing the drain",
+            );
+            exit(130);
+          }
+          log.info({ signal, stopping }, `already stopping: ${signal} ignored, the drain goes on`);
+          return;
+        }
+        log.info({ signal }, signal === "SIGINT" ? "stopping (SIGINT again to exit at once)" : "stopping");
         stopping = signal;
         if (server) drainAndExit(server);
       };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
+      process.on("SIGTERM", () => stop("SIGTERM"));
+      process.on("SIGINT", () => stop("SIGINT"));
       process.on("SIGHUP", () => {
         if (!server) return;
         log.info("SIGHUP: reloading config");
@@ -171,6 +203,7 @@ export function serveCommand(): Command {
             limits: InputLimitsSchema.parse({ maxBatch: flags.maxBatch, maxKeyLength: flags.maxKeyLength }),
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
+            allowLimitRemoval: flags.allowLimitRemoval ?? false,
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { type FSWatcher, realpathSync, statSync, watch } from "node:fs";
 import { basename, dirname } from "node:path";
 import { type Clock, systemClock, type Timer } from "../core/clock.js";
+import { type ConfigDiff, diffConfigs, LimitRemovalError, removalProblems } from "./diff.js";
 import type { ConfigError } from "./errors.js";
 import { type ConfigSource, compileSources, readSources } from "./load.js";
 import type { LimitConfig } from "./types.js";
@@ -9,12 +10,21 @@ import type { LimitConfig } from "./types.js";
 export interface ConfigWatcherOptions {
   /** A YAML file or a directory of them, as for `loadConfig`. */
   readonly path: string;
-  /** Called with each new valid config. Never called with an invalid one. */
-  readonly onSwap: (config: LimitConfig) => void;
+  /**
+   * Called with each new valid config and, from the second on, what changed since the last one.
+   * Never called with an invalid one.
+   */
+  readonly onSwap: (config: LimitConfig, diff: ConfigDiff | undefined) => void;
   /** Called when a reload fails; the last swapped config stays in force. */
   readonly onError: (err: ConfigError | Error) => void;
   /** Quiet period after the last file event before reloading. Editors write in bursts. */
   readonly debounceMs?: number;
+  /**
+   * Apply reloads that remove a domain or a rule. Off by default: such a reload is refused (as
+   * invalid, through `onError`), because what it removes becomes unlimited without a word. The
+   * first load is never refused: starting the process is the explicit way to apply any config.
+   */
+  readonly allowRemoval?: boolean;
   /** Times the debounce; the system clock when absent. */
   readonly clock?: Clock;
 }
@@ -32,7 +42,9 @@ export interface ConfigWatcherOptions {
  */
 export class ConfigWatcher {
   private readonly path: string;
-  private readonly onSwap: (config: LimitConfig) => void;
+  private readonly onSwap: (config: LimitConfig, diff: ConfigDiff | undefined) => void;
+  private readonly allowRemoval: boolean;
+  private current: LimitConfig | undefined;
   private readonly onError: (err: ConfigError | Error) => void;
   private readonly debounceMs: number;
   private readonly clock: Clock;
@@ -51,6 +63,7 @@ export class ConfigWatcher {
     this.onSwap = options.onSwap;
     this.onError = options.onError;
     this.debounceMs = debounceMs;
+    this.allowRemoval = options.allowRemoval ?? false;
     this.clock = options.clock ?? systemClock;
   }
 
@@ -98,7 +111,16 @@ export class ConfigWatcher {
       this.onError(err as Error);
       return false;
     }
-    this.onSwap(config);
+    const diff = this.current && diffConfigs(this.current, config);
+    if (this.current && diff && !this.allowRemoval) {
+      const problems = removalProblems(this.current, diff);
+      if (problems.length > 0) {
+        this.onError(new LimitRemovalError(problems));
+        return false;
+      }
+    }
+    this.current = config;
+    this.onSwap(config, diff);
     return true;
   }
 

@@ -5,6 +5,11 @@ export interface HttpDeps {
   registry: Registry;
   /** Whether the server should receive traffic (config loaded, serving, not draining). */
   ready: () => boolean;
+  /** Where errors that do not stop the server are reported (pino's shape); unreported when absent. */
+  log?: {
+    warn(obj: object, msg: string): void;
+    debug(obj: object, msg: string): void;
+  };
 }
 
 /** `/metrics` for Prometheus, `/healthz` (the process is alive) and `/readyz` (send traffic). */
@@ -35,9 +40,25 @@ export function startHttp(
         .end("not found: try /metrics, /healthz, /readyz\n");
     }
   });
+  // A bad request (malformed, oversized headers, a reset mid-request) concerns one connection:
+  // answer 400 when the socket can still take it, and drop the socket.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    deps.log?.debug({ err: err.message, code: err.code }, "bad HTTP request");
+    if (socket.writable && err.code !== "ECONNRESET") {
+      socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    }
+    socket.destroy();
+  });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
+      // Errors before listening (port in use) fail the start; after it, an 'error' event (EMFILE
+      // when accept() runs out of descriptors, and the like) would be unhandled and kill the
+      // whole process, gRPC included. The listening socket survives such errors, so log and go on.
+      server.off("error", reject);
+      server.on("error", (err: NodeJS.ErrnoException) => {
+        deps.log?.warn({ err: err.message, code: err.code }, "HTTP server error; still serving");
+      });
       const addr = server.address();
       resolve({ server, port: typeof addr === "object" && addr ? addr.port : port });
     });

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
-import { ConfigWatcher, type LimitConfig } from "../../src/config/index.js";
+import { type ConfigDiff, ConfigWatcher, type LimitConfig } from "../../src/config/index.js";
 import { waitFor } from "../../src/testkit/wait.js";
 
 function limits(domain: string, rps: number): string {
@@ -142,6 +142,70 @@ describe("ConfigWatcher", () => {
     rmSync(file);
     expect(watcher?.reload()).toBe(false);
     expect(errors[1]?.message).toContain("does not exist");
+  });
+
+  describe("a reload that removes limits", () => {
+    let diffs: (ConfigDiff | undefined)[];
+    function startDir(allowRemoval?: boolean): boolean {
+      diffs = [];
+      watcher = new ConfigWatcher({
+        path: dir,
+        debounceMs: 20,
+        allowRemoval,
+        onSwap: (c, d) => {
+          swaps.push(c);
+          diffs.push(d);
+        },
+        onError: (e) => errors.push(e),
+      });
+      return watcher.start();
+    }
+    const twoDomains = () => {
+      writeFileSync(join(dir, "api.yaml"), limits("api", 10));
+      writeFileSync(join(dir, "web.yaml"), limits("web", 5));
+    };
+
+    it("is refused, naming what it would remove; the old config keeps serving", () => {
+      twoDomains();
+      expect(startDir()).toBe(true);
+      rmSync(join(dir, "web.yaml"));
+      expect(watcher?.reload()).toBe(false);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toBeInstanceOf(ConfigError);
+      expect(errors[0]?.message).toContain('removes domain "web"');
+      expect(errors[0]?.message).toContain("web/tenant");
+      expect(swaps).toHaveLength(1);
+      expect(rpsOf(last(), "web")).toBe(5);
+
+      // A rule removed inside a domain that stays is refused too.
+      twoDomains();
+      writeFileSync(
+        join(dir, "api.yaml"),
+        "domain: api\ndescriptors:\n  - key: other\n    rate_limit: { unit: second, requests_per_unit: 1 }\n",
+      );
+      expect(watcher?.reload()).toBe(false);
+      expect(errors[1]?.message).toContain('removes rule "api/tenant"');
+      expect(errors[1]?.message).not.toContain('domain "api"');
+    });
+
+    it("is applied with allowRemoval, and every swap carries the diff", () => {
+      twoDomains();
+      expect(startDir(true)).toBe(true);
+      expect(diffs).toEqual([undefined]);
+      rmSync(join(dir, "web.yaml"));
+      writeFileSync(join(dir, "api.yaml"), limits("api", 20));
+      writeFileSync(join(dir, "mail.yaml"), limits("mail", 1));
+      expect(watcher?.reload()).toBe(true);
+      expect(errors).toEqual([]);
+      expect(rpsOf(last())).toBe(20);
+      expect(diffs[1]).toEqual({
+        domainsAdded: ["mail"],
+        domainsRemoved: ["web"],
+        rulesAdded: ["mail/tenant"],
+        rulesRemoved: ["web/tenant"],
+        rulesChanged: ["api/tenant"],
+      });
+    });
   });
 
   it("skips event-driven reloads whose content is unchanged", async () => {

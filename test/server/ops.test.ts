@@ -198,4 +198,13 @@ describe("config reload", () => {
       return (await limitNow()) === 4;
     });
   });
+
+  it("a reload that removes a domain is refused (unknown domains are unlimited); the old limits keep serving", async () => {
+    const before = (await limitNow())!;
+    writeFileSync(t.configPath, CONFIG(before).replace("domain: api", "domain: apii"));
+    expect(t.server.reload()).toBe(false);
+    expect(await limitNow()).toBe(before);
+    writeFileSync(t.configPath, CONFIG(before));
+    expect(t.server.reload()).toBe(true);
+  });
 });
