@@ -73,7 +73,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let httpServer: http.Server | undefined;
   let httpPort: number | undefined;
   if (opts.httpPort !== undefined) {
-    const h = await startHttp({ registry, ready: () => limiter.ready }, "127.0.0.1", opts.httpPort);
+    const h = await startHttp({ registry, ready: () => limiter.ready, log }, "127.0.0.1", opts.httpPort);
     httpServer = h.server;
     httpPort = h.port;
   }
