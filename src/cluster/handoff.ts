@@ -1,5 +1,6 @@
 import { type Clock, sleep } from "../core/clock.js";
 import { CapacityError } from "../core/decision.js";
+import type { CounterTake, PointRange } from "../core/engine.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -12,9 +13,18 @@ import { PEER_MAX_MESSAGE_BYTES, type PeerRpc } from "./peers.js";
 
 /** The engine as the handoff sees it. */
 export interface CounterStore {
+  /** All counters whose shard `leaving` accepts, in one go: used only by stores without `takeRanges`. */
   takeCounters(leaving: (shard: string) => boolean, now: number): CounterSnapshot[];
+  /** The counters of `ranges`, taken a slice at a time (the engine's; test fakes may leave it out). */
+  takeRanges?(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake;
   putCounters(snapshots: readonly CounterSnapshot[], now: number): number;
 }
+
+/** The next batch of counters to send, and whether more may follow. */
+type Batches = () => { counters: CounterSnapshot[]; more: boolean };
+
+/** Yields to the event loop: I/O and timers due run before the next slice. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export interface HandoffOptions {
   selfId: string;
@@ -23,8 +33,13 @@ export interface HandoffOptions {
   peer: (address: string) => PeerRpc;
   clock: Clock;
   log: Log;
-  /** Most counters per Handoff call. */
+  /**
+   * Most counters per Handoff call. Counters are taken out of the store this many (visited) at a
+   * time, one slice per turn of the event loop, so a large table never holds the thread long.
+   */
   chunk?: number;
+  /** How the sender yields between slices (default: to the next turn of the event loop). */
+  yieldTurn?: () => Promise<void>;
   /**
    * The receiver's largest accepted message: chunks are cut by encoded size below it (a hot key
    * reported by hundreds of gateways is a large snapshot, so a count alone does not bound bytes).
@@ -83,6 +98,16 @@ export function chunkBySize(
   return { chunks, oversized };
 }
 
+/** Batches of a list of counters already taken, `size` at a time. */
+function listed(counters: readonly CounterSnapshot[], size: number): Batches {
+  let at = 0;
+  return () => {
+    const batch = counters.slice(at, at + size);
+    at += batch.length;
+    return { counters: batch, more: at < counters.length };
+  };
+}
+
 /** The move whose range holds `point`, by binary search over ranges sorted by start. */
 function moveAt(ranges: readonly Move[], point: number): Move | undefined {
   let lo = 0;
@@ -108,32 +133,42 @@ export class Handoff {
 
   constructor(private readonly opts: HandoffOptions) {}
 
-  /** Hands the counters of `change.lost` to their new owners; resolves when every one is sent. */
+  /**
+   * Hands the counters of `change.lost` to their new owners; resolves when every one is sent.
+   * Each new owner's ranges are taken out of the store and sent a slice at a time, yielding to the
+   * event loop between slices (the ranges are no longer served: ownership changed first).
+   */
   send(change: OwnershipChange): Promise<void> {
     if (change.lost.length === 0) return Promise.resolve();
-    const { store, clock } = this.opts;
-    const points = new Map<string, number>();
-    const pointOf = (shard: string) => {
-      let p = points.get(shard);
-      if (p === undefined) {
-        p = keyPoint(shard);
-        points.set(shard, p);
-      }
-      return p;
-    };
-    const lost = change.lost;
-    const snapshots = store.takeCounters((shard) => moveAt(lost, pointOf(shard)) !== undefined, clock.now());
-    const byTo = new Map<string, { to: Member; ranges: Move[]; counters: CounterSnapshot[] }>();
-    for (const m of lost) {
+    const byTo = new Map<string, { to: Member; ranges: Move[] }>();
+    for (const m of change.lost) {
       const g = byTo.get(m.to.id);
       if (g) g.ranges.push(m);
-      else byTo.set(m.to.id, { to: m.to, ranges: [m], counters: [] });
+      else byTo.set(m.to.id, { to: m.to, ranges: [m] });
     }
-    for (const s of snapshots) byTo.get(moveAt(lost, pointOf(s.shard || s.key))!.to.id)!.counters.push(s);
     const all = Promise.all(
-      [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, g.counters)),
+      [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, this.taking(g.ranges))),
     ).then(() => {});
     return this.track(all);
+  }
+
+  /** The counters of `ranges` out of the store, in slices of `chunk` counters. */
+  private taking(ranges: readonly Move[]): Batches {
+    const { store, clock } = this.opts;
+    const slice = this.opts.chunk ?? 2000;
+    if (store.takeRanges) {
+      const take = store.takeRanges(ranges, keyPoint);
+      return () => take.next(clock.now(), slice);
+    }
+    // A store that cannot take by ranges gives them all at once; they still go a slice per turn.
+    let rest: Batches | undefined;
+    return () => {
+      rest ??= listed(
+        store.takeCounters((shard) => moveAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
+        slice,
+      );
+      return rest();
+    };
   }
 
   private track(p: Promise<void>): Promise<void> {
@@ -151,11 +186,12 @@ export class Handoff {
     generation: number,
     to: Member,
     ranges: readonly Move[],
-    counters: CounterSnapshot[],
+    batches: Batches,
     /** Whether the last chunk says `done` (marks `ranges` ready at the receiver). */
     marksDone = true,
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
+    const yieldTurn = this.opts.yieldTurn ?? nextTurn;
     const giveUpAt = clock.now() + (this.opts.giveUpMs ?? 10_000);
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
     const started = clock.now();
@@ -163,53 +199,67 @@ export class Handoff {
     const header =
       HandoffRequestType.encode({ generation, from: selfId, ranges: wire, counters: [], done: true }).finish()
         .length + 16;
-    const { chunks, oversized } = chunkBySize(
-      counters,
-      (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
-      this.opts.chunk ?? 2000,
-    );
-    if (oversized.length > 0) {
-      this.opts.onSent?.(to.id, oversized.length, false);
-      log.error(
-        { to: to.id, generation, lost: oversized.length, keys: oversized.slice(0, 5).map((c) => c.key) },
-        "handoff: counters larger than a message on their own are not sent (the new owner rebuilds them from gateways)",
+    let sent = 0;
+    let tooBig = 0;
+    for (let first = true; ; first = false) {
+      if (!first) await yieldTurn();
+      const { counters, more } = batches();
+      const { chunks, oversized } = chunkBySize(
+        counters,
+        (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
+        this.opts.chunk ?? 2000,
       );
-    }
-    let i = 0;
-    for (let n = 0; n < chunks.length; n++) {
-      const part = chunks[n]!;
-      const req: HandoffRequest = {
-        generation,
-        from: selfId,
-        ranges: wire,
-        counters: part,
-        done: marksDone && n === chunks.length - 1,
-      };
-      for (;;) {
-        let problem: string;
-        try {
-          const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
-          if (!res.error?.code) break;
-          problem = res.error.message;
-        } catch (err) {
-          problem = (err as Error).message;
-        }
-        if (clock.now() >= giveUpAt) {
-          this.opts.onSent?.(to.id, counters.length - oversized.length - i, false);
-          log.error(
-            { to: to.id, generation, lost: counters.length - oversized.length - i, problem },
-            "handoff given up: the new owner will rebuild these counts from gateways",
-          );
-          return;
-        }
-        // Ref'd, as before: a handoff being retried keeps a leaving process until it is sent or given up.
-        await sleep(clock, this.opts.retryMs ?? 100, { ref: true });
+      if (oversized.length > 0) {
+        tooBig += oversized.length;
+        this.opts.onSent?.(to.id, oversized.length, false);
+        log.error(
+          { to: to.id, generation, lost: oversized.length, keys: oversized.slice(0, 5).map((c) => c.key) },
+          "handoff: counters larger than a message on their own are not sent (the new owner rebuilds them from gateways)",
+        );
       }
-      i += part.length;
+      for (let n = 0; n < chunks.length; n++) {
+        const part = chunks[n]!;
+        const done = marksDone && !more && n === chunks.length - 1;
+        // Nothing to carry and nothing to mark: no call (the last chunk goes even when empty).
+        if (part.length === 0 && !done) continue;
+        const req: HandoffRequest = { generation, from: selfId, ranges: wire, counters: part, done };
+        for (;;) {
+          let problem: string;
+          try {
+            const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
+            if (!res.error?.code) break;
+            problem = res.error.message;
+          } catch (err) {
+            problem = (err as Error).message;
+          }
+          if (clock.now() >= giveUpAt) {
+            // The rest of the ranges' counters still come out of the store (this server no longer
+            // owns them), a slice per turn, and count as lost with those of this batch not sent.
+            let lost =
+              counters.length - oversized.length - chunks.slice(0, n).reduce((a, c) => a + c.length, 0);
+            for (let rest = more; rest; ) {
+              await yieldTurn();
+              const b = batches();
+              lost += b.counters.length;
+              rest = b.more;
+            }
+            this.opts.onSent?.(to.id, lost, false);
+            log.error(
+              { to: to.id, generation, sent, lost, problem },
+              "handoff given up: the new owner will rebuild these counts from gateways",
+            );
+            return;
+          }
+          // Ref'd, as before: a handoff being retried keeps a leaving process until it is sent or given up.
+          await sleep(clock, this.opts.retryMs ?? 100, { ref: true });
+        }
+        sent += part.length;
+      }
+      if (!more) break;
     }
-    this.opts.onSent?.(to.id, counters.length - oversized.length, true);
+    this.opts.onSent?.(to.id, sent, true);
     log.info(
-      { to: to.id, generation, counters: counters.length, ranges: ranges.length, ms: clock.now() - started },
+      { to: to.id, generation, counters: sent, tooBig, ranges: ranges.length, ms: clock.now() - started },
       "handed slices over",
     );
   }
@@ -268,7 +318,7 @@ export class Handoff {
         "handoff: counters of ranges that moved on passed to their owner",
       );
       // `done` stays false: the new owner's wait for this server's own handoff ends with that one.
-      void this.track(this.sendTo(generation, g.to, [], g.counters, false));
+      void this.track(this.sendTo(generation, g.to, [], listed(g.counters, this.opts.chunk ?? 2000), false));
       accepted += g.counters.length;
     }
     this.opts.onReceived?.(req.from, accepted);
