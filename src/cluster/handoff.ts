@@ -33,11 +33,13 @@ export interface HandoffOptions {
   peer: (address: string) => PeerRpc;
   clock: Clock;
   log: Log;
-  /**
-   * Most counters per Handoff call. Counters are taken out of the store this many (visited) at a
-   * time, one slice per turn of the event loop, so a large table never holds the thread long.
-   */
+  /** Most counters per Handoff call. */
   chunk?: number;
+  /**
+   * Counters visited per turn of the event loop when taking them out of the store (default 500,
+   * about a millisecond): slices gather into chunks, so a large table never holds the thread long.
+   */
+  slice?: number;
   /** How the sender yields between slices (default: to the next turn of the event loop). */
   yieldTurn?: () => Promise<void>;
   /**
@@ -155,7 +157,7 @@ export class Handoff {
   /** The counters of `ranges` out of the store, in slices of `chunk` counters. */
   private taking(ranges: readonly Move[]): Batches {
     const { store, clock } = this.opts;
-    const slice = this.opts.chunk ?? 2000;
+    const slice = this.opts.slice ?? 500;
     if (store.takeRanges) {
       const take = store.takeRanges(ranges, keyPoint);
       return () => take.next(clock.now(), slice);
@@ -201,9 +203,15 @@ export class Handoff {
         .length + 16;
     let sent = 0;
     let tooBig = 0;
+    let gathered: CounterSnapshot[] = [];
     for (let first = true; ; first = false) {
       if (!first) await yieldTurn();
-      const { counters, more } = batches();
+      const { counters: slice, more } = batches();
+      for (const c of slice) gathered.push(c);
+      // Slices gather until they fill a chunk (or the ranges are done), then go.
+      if (more && gathered.length < (this.opts.chunk ?? 2000)) continue;
+      const counters = gathered;
+      gathered = [];
       const { chunks, oversized } = chunkBySize(
         counters,
         (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
@@ -318,7 +326,7 @@ export class Handoff {
         "handoff: counters of ranges that moved on passed to their owner",
       );
       // `done` stays false: the new owner's wait for this server's own handoff ends with that one.
-      void this.track(this.sendTo(generation, g.to, [], listed(g.counters, this.opts.chunk ?? 2000), false));
+      void this.track(this.sendTo(generation, g.to, [], listed(g.counters, this.opts.slice ?? 500), false));
       accepted += g.counters.length;
     }
     this.opts.onReceived?.(req.from, accepted);
