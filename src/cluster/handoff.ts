@@ -68,36 +68,65 @@ function varintBytes(n: number): number {
 }
 
 /**
- * `counters` cut into chunks of at most `maxCount` counters and `budget` encoded bytes each (a
- * counter in a repeated field costs its tag, its length and its bytes). A counter larger than the
- * budget on its own goes in `oversized`: no chunk could carry it.
+ * Counters cut into chunks of at most `maxCount` counters and `budget` encoded bytes each (a
+ * counter in a repeated field costs its tag, its length and its bytes), as they come: each is
+ * measured when added, so the cost is spread over the slices that take them. A counter larger than
+ * the budget on its own goes in `oversized`: no chunk could carry it.
  */
+export class ChunkCutter {
+  /** Chunks full and ready to go. */
+  ready: CounterSnapshot[][] = [];
+  oversized: CounterSnapshot[] = [];
+  private current: CounterSnapshot[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly budget: number,
+    private readonly maxCount: number,
+  ) {}
+
+  add(c: CounterSnapshot): void {
+    const len = CounterStateType.encode(c).finish().length;
+    const size = 1 + varintBytes(len) + len;
+    if (size > this.budget) {
+      this.oversized.push(c);
+      return;
+    }
+    if (
+      this.current.length > 0 &&
+      (this.bytes + size > this.budget || this.current.length >= this.maxCount)
+    ) {
+      this.ready.push(this.current);
+      this.current = [];
+      this.bytes = 0;
+    }
+    this.current.push(c);
+    this.bytes += size;
+  }
+
+  /** Counters added, in the chunks not yet full and the ready ones. */
+  get pending(): number {
+    return this.current.length + this.ready.reduce((n, c) => n + c.length, 0);
+  }
+
+  /** Ends the chunk being filled: it is ready too (an empty one only if nothing else is). */
+  flush(): void {
+    if (this.current.length > 0 || this.ready.length === 0) this.ready.push(this.current);
+    this.current = [];
+    this.bytes = 0;
+  }
+}
+
+/** `counters` cut into chunks as `ChunkCutter` cuts them (always at least one chunk). */
 export function chunkBySize(
   counters: readonly CounterSnapshot[],
   budget: number,
   maxCount: number,
 ): { chunks: CounterSnapshot[][]; oversized: CounterSnapshot[] } {
-  const chunks: CounterSnapshot[][] = [];
-  const oversized: CounterSnapshot[] = [];
-  let current: CounterSnapshot[] = [];
-  let bytes = 0;
-  for (const c of counters) {
-    const len = CounterStateType.encode(c).finish().length;
-    const size = 1 + varintBytes(len) + len;
-    if (size > budget) {
-      oversized.push(c);
-      continue;
-    }
-    if (current.length > 0 && (bytes + size > budget || current.length >= maxCount)) {
-      chunks.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(c);
-    bytes += size;
-  }
-  if (current.length > 0 || chunks.length === 0) chunks.push(current);
-  return { chunks, oversized };
+  const cut = new ChunkCutter(budget, maxCount);
+  for (const c of counters) cut.add(c);
+  cut.flush();
+  return { chunks: cut.ready, oversized: cut.oversized };
 }
 
 /** Batches of a list of counters already taken, `size` at a time. */
@@ -203,21 +232,17 @@ export class Handoff {
         .length + 16;
     let sent = 0;
     let tooBig = 0;
-    let gathered: CounterSnapshot[] = [];
+    const cut = new ChunkCutter(
+      (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
+      this.opts.chunk ?? 2000,
+    );
     for (let first = true; ; first = false) {
       if (!first) await yieldTurn();
       const { counters: slice, more } = batches();
-      for (const c of slice) gathered.push(c);
-      // Slices gather until they fill a chunk (or the ranges are done), then go.
-      if (more && gathered.length < (this.opts.chunk ?? 2000)) continue;
-      const counters = gathered;
-      gathered = [];
-      const { chunks, oversized } = chunkBySize(
-        counters,
-        (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
-        this.opts.chunk ?? 2000,
-      );
-      if (oversized.length > 0) {
+      for (const c of slice) cut.add(c);
+      if (cut.oversized.length > 0) {
+        const oversized = cut.oversized;
+        cut.oversized = [];
         tooBig += oversized.length;
         this.opts.onSent?.(to.id, oversized.length, false);
         log.error(
@@ -225,6 +250,10 @@ export class Handoff {
           "handoff: counters larger than a message on their own are not sent (the new owner rebuilds them from gateways)",
         );
       }
+      // Full chunks go as slices fill them; the last (done) once the ranges are all taken.
+      if (!more) cut.flush();
+      const chunks = cut.ready;
+      cut.ready = [];
       for (let n = 0; n < chunks.length; n++) {
         const part = chunks[n]!;
         const done = marksDone && !more && n === chunks.length - 1;
@@ -242,9 +271,8 @@ export class Handoff {
           }
           if (clock.now() >= giveUpAt) {
             // The rest of the ranges' counters still come out of the store (this server no longer
-            // owns them), a slice per turn, and count as lost with those of this batch not sent.
-            let lost =
-              counters.length - oversized.length - chunks.slice(0, n).reduce((a, c) => a + c.length, 0);
+            // owns them), a slice per turn, and count as lost with those taken and not sent.
+            let lost = chunks.slice(n).reduce((a, c) => a + c.length, 0) + cut.pending;
             for (let rest = more; rest; ) {
               await yieldTurn();
               const b = batches();
