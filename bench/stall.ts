@@ -18,6 +18,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { pino } from "pino";
 import { ClusterOwnership } from "../src/cluster/cluster-ownership.js";
 import { Handoff } from "../src/cluster/handoff.js";
@@ -41,6 +43,10 @@ const jsonAt = process.argv.indexOf("--json");
 const JSON_OUT = jsonAt > 0 ? process.argv[jsonAt + 1]! : "bench/out/stall.json";
 
 const T0 = 1_700_000_000_000;
+// A full collection on demand: the first half's garbage (the old table, its snapshots) is not
+// left to be collected in the middle of the second half's measurement.
+v8.setFlagsFromString("--expose-gc");
+const fullGc = vm.runInNewContext("gc") as () => void;
 const limit = limitDefaults({ algorithm: "token_bucket", limit: 1_000_000, windowMs: 60_000 });
 let engine = new Engine({ maxCounters: N + 1 });
 
@@ -64,6 +70,11 @@ for (let i = 0; i < N; i++) {
 }
 console.log(
   `filled in ${ms(t).toFixed(0)} ms; heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB`,
+);
+
+fullGc();
+console.log(
+  `after a full GC: heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB (engine without index)`,
 );
 
 const rows: { operation: string; ms: number; ratio_vs_scan: number }[] = [];
@@ -127,7 +138,7 @@ row(`dedup sweep in 2,000-client slices: longest slice`, longestDedup, scan);
 // ---- After: the indexed engine and the real handoff path, one slice per turn. ----
 engine = new Engine({ maxCounters: 1 }); // let the old table go first
 taken = [];
-global.gc?.();
+fullGc();
 const indexed = new Engine({ maxCounters: N + 1, pointOf: keyPoint });
 t = process.hrtime.bigint();
 for (let i = 0; i < N; i++) indexed.check(`bench/k=${i}`, limit, 500_000, T0);
@@ -192,6 +203,10 @@ const member = (id: string) => ({ id, address: `${id}:1` });
   chunks = 0;
   receiverLongest = 0;
 }
+fullGc();
+console.log(
+  `after a full GC: heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB (indexed engine and receiver)`,
+);
 // GC pauses meanwhile (young-generation scavenges copy the snapshots and counters still alive).
 let gcLongest = 0;
 const gcObserver = new PerformanceObserver((list) => {
