@@ -1,6 +1,6 @@
 import { type Clock, sleep } from "../core/clock.js";
 import { CapacityError } from "../core/decision.js";
-import type { CounterTake, PointRange } from "../core/engine.js";
+import { type CounterTake, type PointRange, rangeAt } from "../core/engine.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -139,20 +139,6 @@ function listed(counters: readonly CounterSnapshot[], size: number): Batches {
   };
 }
 
-/** The move whose range holds `point`, by binary search over ranges sorted by start. */
-function moveAt(ranges: readonly Move[], point: number): Move | undefined {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const r = ranges[mid]!;
-    if (point < r.start) hi = mid - 1;
-    else if (point >= r.end) lo = mid + 1;
-    else return r;
-  }
-  return undefined;
-}
-
 /**
  * Planned moves lose nothing: when an assignment takes ranges from this server, it stops serving
  * them (ownership changed first), takes their counters out of the engine, and sends them to each
@@ -195,7 +181,7 @@ export class Handoff {
     let rest: Batches | undefined;
     return () => {
       rest ??= listed(
-        store.takeCounters((shard) => moveAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
+        store.takeCounters((shard) => rangeAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
         slice,
       );
       return rest();

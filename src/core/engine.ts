@@ -436,7 +436,7 @@ export class Engine {
    */
   takeRanges(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake {
     const sorted = [...ranges].sort((a, b) => a.start - b.start);
-    const inRanges = (p: number) => rangeAt(sorted, p);
+    const inRanges = (p: number) => rangeAt(sorted, p) !== undefined;
     if (this.buckets === undefined) {
       const cursor = this.counters.entries();
       return {
@@ -549,8 +549,8 @@ export class Engine {
   }
 }
 
-/** Whether one of `ranges` (sorted by start, disjoint) holds `point`: a binary search. */
-function rangeAt(ranges: readonly PointRange[], point: number): boolean {
+/** The one of `ranges` (sorted by start, disjoint) that holds `point`: a binary search. */
+export function rangeAt<R extends PointRange>(ranges: readonly R[], point: number): R | undefined {
   let lo = 0;
   let hi = ranges.length - 1;
   while (lo <= hi) {
@@ -558,9 +558,9 @@ function rangeAt(ranges: readonly PointRange[], point: number): boolean {
     const r = ranges[mid]!;
     if (point < r.start) hi = mid - 1;
     else if (point >= r.end) lo = mid + 1;
-    else return true;
+    else return r;
   }
-  return false;
+  return undefined;
 }
 
 /** A gateway that missed this many intervals no longer counts toward a key's demand. */
