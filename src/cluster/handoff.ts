@@ -164,28 +164,58 @@ export class Handoff {
       else byTo.set(m.to.id, { to: m.to, ranges: [m] });
     }
     const all = Promise.all(
-      [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, this.taking(g.ranges))),
+      [...byTo.values()].map((g) =>
+        this.sendTo(change.generation, g.to, g.ranges, this.taking(g.ranges, change.generation)),
+      ),
     ).then(() => {});
     return this.track(all);
   }
 
   /** The counters of `ranges` out of the store, in slices of `chunk` counters. */
-  private taking(ranges: readonly Move[]): Batches {
+  private taking(ranges: readonly Move[], generation: number): Batches {
     const { store, clock } = this.opts;
     const slice = this.opts.slice ?? 500;
+    let next: Batches;
     if (store.takeRanges) {
       const take = store.takeRanges(ranges, keyPoint);
-      return () => take.next(clock.now(), slice);
+      next = () => take.next(clock.now(), slice);
+    } else {
+      // A store that cannot take by ranges gives them all at once; they still go a slice per turn.
+      let rest: Batches | undefined;
+      next = () => {
+        rest ??= listed(
+          store.takeCounters((shard) => rangeAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
+          slice,
+        );
+        return rest();
+      };
     }
-    // A store that cannot take by ranges gives them all at once; they still go a slice per turn.
-    let rest: Batches | undefined;
     return () => {
-      rest ??= listed(
-        store.takeCounters((shard) => rangeAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
-        slice,
-      );
-      return rest();
+      const b = next();
+      return { counters: this.notOwnedAgain(b.counters, generation), more: b.more };
     };
+  }
+
+  /**
+   * The take runs over many turns: if a newer assignment gave some of the ranges back to this
+   * server meanwhile, the counters it owns again go back into the store (whole: they never left)
+   * instead of to the old receiver, which would only pass them back.
+   */
+  private notOwnedAgain(counters: CounterSnapshot[], generation: number): CounterSnapshot[] {
+    const { ownership, store, clock, log } = this.opts;
+    if (ownership.generation() === generation || counters.length === 0) return counters;
+    const back: CounterSnapshot[] = [];
+    const out: CounterSnapshot[] = [];
+    for (const c of counters) (ownership.owns(keyPoint(c.shard || c.key)) ? back : out).push(c);
+    if (back.length > 0) {
+      try {
+        store.putCounters(back, clock.now());
+      } catch (err) {
+        if (!(err instanceof CapacityError)) throw err;
+        log.error({ generation, lost: back.length }, "handoff: counters owned again found no room back");
+      }
+    }
+    return out;
   }
 
   private track(p: Promise<void>): Promise<void> {

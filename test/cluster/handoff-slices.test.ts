@@ -6,7 +6,7 @@ import type { PeerRpc } from "../../src/cluster/peers.js";
 import { ManualClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { limitDefaults } from "../../src/core/limit.js";
-import type { Member } from "../../src/keyspace/assignment.js";
+import { Assignment, type Member } from "../../src/keyspace/assignment.js";
 import { keyPoint } from "../../src/keyspace/hash.js";
 import type { HandoffRequest } from "../../src/protocol/messages.js";
 
@@ -42,7 +42,7 @@ function setup() {
         },
       };
     },
-    putCounters: () => 0,
+    putCounters: (s, now) => engine.putCounters(s, now),
   };
   const received = new Map<string, HandoffRequest[]>();
   const peer = (address: string): PeerRpc => ({
@@ -139,5 +139,41 @@ describe("the handoff takes and sends a slice per turn of the event loop", () =>
     const lower = Array.from({ length: N }, (_, i) => `d/k=${i}`).filter((k) => keyPoint(k) < 2 ** 31);
     expect(sent).toEqual([["b", lower.length, false]]);
     expect(engine.size).toBe(N - lower.length);
+  });
+
+  it("ranges given back to this server while the take is under way: their counters stay, none lost or sent twice", async () => {
+    const { engine, store, received, peer, stop } = setup();
+    const clock = new ManualClock(T0 + 1);
+    const HALF = 2 ** 31;
+    const members = [m("a"), m("b")];
+    const table = (gen: number, owners: number[]) =>
+      new Assignment(gen, members, Uint32Array.of(0, HALF), Uint16Array.from(owners));
+    const ownership = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
+    ownership.update(table(1, [0, 0]));
+    const change = ownership.update(table(2, [1, 0]))!;
+    let turns = 0;
+    const handoff = new Handoff({
+      selfId: "a",
+      store,
+      ownership,
+      peer,
+      clock,
+      log,
+      chunk: CHUNK,
+      // Generation 3 gives the lower half back to a after a few slices.
+      yieldTurn: async () => {
+        if (++turns === 3) ownership.update(table(3, [0, 0]));
+      },
+    });
+    await handoff.send(change);
+    stop();
+    const sentKeys = received.get("b:1")!.flatMap((r) => r.counters.map((c) => c.key));
+    expect(sentKeys.length).toBeGreaterThan(0);
+    const lower = Array.from({ length: N }, (_, i) => `d/k=${i}`).filter((k) => keyPoint(k) < HALF);
+    expect(sentKeys.length).toBeLessThan(lower.length);
+    // Every counter once: either sent before the change or still here.
+    const here = engine.takeCounters(() => true, T0 + 1).map((c) => c.key);
+    expect(here.length + sentKeys.length).toBe(N);
+    expect(new Set([...here, ...sentKeys]).size).toBe(N);
   });
 });
