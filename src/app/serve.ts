@@ -9,6 +9,7 @@ import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
 import { type Clock, every, systemClock, type Timer } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
+import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
@@ -92,7 +93,9 @@ export async function startServer(
 ): Promise<RunningServer> {
   const clock = deps.clock ?? systemClock;
   const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
-  const engine = new Engine({ maxCounters: opts.maxCounters });
+  // In a cluster the engine indexes its counters by slice of the key space (each shard key hashed
+  // once, when its counter is made), so a handoff takes a slice's counters without a full scan.
+  const engine = new Engine({ maxCounters: opts.maxCounters, pointOf: opts.cluster ? keyPoint : undefined });
   let ready = false;
   let draining = false;
   let limiter: Limiter | undefined;

@@ -1,5 +1,6 @@
 import { type Clock, sleep } from "../core/clock.js";
 import { CapacityError } from "../core/decision.js";
+import { type CounterTake, type PointRange, rangeAt } from "../core/engine.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -12,9 +13,18 @@ import { PEER_MAX_MESSAGE_BYTES, type PeerRpc } from "./peers.js";
 
 /** The engine as the handoff sees it. */
 export interface CounterStore {
+  /** All counters whose shard `leaving` accepts, in one go: used only by stores without `takeRanges`. */
   takeCounters(leaving: (shard: string) => boolean, now: number): CounterSnapshot[];
+  /** The counters of `ranges`, taken a slice at a time (the engine's; test fakes may leave it out). */
+  takeRanges?(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake;
   putCounters(snapshots: readonly CounterSnapshot[], now: number): number;
 }
+
+/** The next batch of counters to send, and whether more may follow. */
+type Batches = () => { counters: CounterSnapshot[]; more: boolean };
+
+/** Yields to the event loop: I/O and timers due run before the next slice. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export interface HandoffOptions {
   selfId: string;
@@ -25,6 +35,13 @@ export interface HandoffOptions {
   log: Log;
   /** Most counters per Handoff call. */
   chunk?: number;
+  /**
+   * Counters visited per turn of the event loop when taking them out of the store (default 500,
+   * about a millisecond): slices gather into chunks, so a large table never holds the thread long.
+   */
+  slice?: number;
+  /** How the sender yields between slices (default: to the next turn of the event loop). */
+  yieldTurn?: () => Promise<void>;
   /**
    * The receiver's largest accepted message: chunks are cut by encoded size below it (a hot key
    * reported by hundreds of gateways is a large snapshot, so a count alone does not bound bytes).
@@ -51,50 +68,75 @@ function varintBytes(n: number): number {
 }
 
 /**
- * `counters` cut into chunks of at most `maxCount` counters and `budget` encoded bytes each (a
- * counter in a repeated field costs its tag, its length and its bytes). A counter larger than the
- * budget on its own goes in `oversized`: no chunk could carry it.
+ * Counters cut into chunks of at most `maxCount` counters and `budget` encoded bytes each (a
+ * counter in a repeated field costs its tag, its length and its bytes), as they come: each is
+ * measured when added, so the cost is spread over the slices that take them. A counter larger than
+ * the budget on its own goes in `oversized`: no chunk could carry it.
  */
+export class ChunkCutter {
+  /** Chunks full and ready to go. */
+  ready: CounterSnapshot[][] = [];
+  oversized: CounterSnapshot[] = [];
+  private current: CounterSnapshot[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly budget: number,
+    private readonly maxCount: number,
+  ) {}
+
+  add(c: CounterSnapshot): void {
+    const len = CounterStateType.encode(c).finish().length;
+    const size = 1 + varintBytes(len) + len;
+    if (size > this.budget) {
+      this.oversized.push(c);
+      return;
+    }
+    if (
+      this.current.length > 0 &&
+      (this.bytes + size > this.budget || this.current.length >= this.maxCount)
+    ) {
+      this.ready.push(this.current);
+      this.current = [];
+      this.bytes = 0;
+    }
+    this.current.push(c);
+    this.bytes += size;
+  }
+
+  /** Counters added, in the chunks not yet full and the ready ones. */
+  get pending(): number {
+    return this.current.length + this.ready.reduce((n, c) => n + c.length, 0);
+  }
+
+  /** Ends the chunk being filled: it is ready too (an empty one only if nothing else is). */
+  flush(): void {
+    if (this.current.length > 0 || this.ready.length === 0) this.ready.push(this.current);
+    this.current = [];
+    this.bytes = 0;
+  }
+}
+
+/** `counters` cut into chunks as `ChunkCutter` cuts them (always at least one chunk). */
 export function chunkBySize(
   counters: readonly CounterSnapshot[],
   budget: number,
   maxCount: number,
 ): { chunks: CounterSnapshot[][]; oversized: CounterSnapshot[] } {
-  const chunks: CounterSnapshot[][] = [];
-  const oversized: CounterSnapshot[] = [];
-  let current: CounterSnapshot[] = [];
-  let bytes = 0;
-  for (const c of counters) {
-    const len = CounterStateType.encode(c).finish().length;
-    const size = 1 + varintBytes(len) + len;
-    if (size > budget) {
-      oversized.push(c);
-      continue;
-    }
-    if (current.length > 0 && (bytes + size > budget || current.length >= maxCount)) {
-      chunks.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(c);
-    bytes += size;
-  }
-  if (current.length > 0 || chunks.length === 0) chunks.push(current);
-  return { chunks, oversized };
+  const cut = new ChunkCutter(budget, maxCount);
+  for (const c of counters) cut.add(c);
+  cut.flush();
+  return { chunks: cut.ready, oversized: cut.oversized };
 }
 
-/** The move whose range holds `point`, by binary search over ranges sorted by start. */
-function moveAt(ranges: readonly Move[], point: number): Move | undefined {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const r = ranges[mid]!;
-    if (point < r.start) hi = mid - 1;
-    else if (point >= r.end) lo = mid + 1;
-    else return r;
-  }
-  return undefined;
+/** Batches of a list of counters already taken, `size` at a time. */
+function listed(counters: readonly CounterSnapshot[], size: number): Batches {
+  let at = 0;
+  return () => {
+    const batch = counters.slice(at, at + size);
+    at += batch.length;
+    return { counters: batch, more: at < counters.length };
+  };
 }
 
 /**
@@ -108,32 +150,72 @@ export class Handoff {
 
   constructor(private readonly opts: HandoffOptions) {}
 
-  /** Hands the counters of `change.lost` to their new owners; resolves when every one is sent. */
+  /**
+   * Hands the counters of `change.lost` to their new owners; resolves when every one is sent.
+   * Each new owner's ranges are taken out of the store and sent a slice at a time, yielding to the
+   * event loop between slices (the ranges are no longer served: ownership changed first).
+   */
   send(change: OwnershipChange): Promise<void> {
     if (change.lost.length === 0) return Promise.resolve();
-    const { store, clock } = this.opts;
-    const points = new Map<string, number>();
-    const pointOf = (shard: string) => {
-      let p = points.get(shard);
-      if (p === undefined) {
-        p = keyPoint(shard);
-        points.set(shard, p);
-      }
-      return p;
-    };
-    const lost = change.lost;
-    const snapshots = store.takeCounters((shard) => moveAt(lost, pointOf(shard)) !== undefined, clock.now());
-    const byTo = new Map<string, { to: Member; ranges: Move[]; counters: CounterSnapshot[] }>();
-    for (const m of lost) {
+    const byTo = new Map<string, { to: Member; ranges: Move[] }>();
+    for (const m of change.lost) {
       const g = byTo.get(m.to.id);
       if (g) g.ranges.push(m);
-      else byTo.set(m.to.id, { to: m.to, ranges: [m], counters: [] });
+      else byTo.set(m.to.id, { to: m.to, ranges: [m] });
     }
-    for (const s of snapshots) byTo.get(moveAt(lost, pointOf(s.shard || s.key))!.to.id)!.counters.push(s);
     const all = Promise.all(
-      [...byTo.values()].map((g) => this.sendTo(change.generation, g.to, g.ranges, g.counters)),
+      [...byTo.values()].map((g) =>
+        this.sendTo(change.generation, g.to, g.ranges, this.taking(g.ranges, change.generation)),
+      ),
     ).then(() => {});
     return this.track(all);
+  }
+
+  /** The counters of `ranges` out of the store, in slices of `chunk` counters. */
+  private taking(ranges: readonly Move[], generation: number): Batches {
+    const { store, clock } = this.opts;
+    const slice = this.opts.slice ?? 500;
+    let next: Batches;
+    if (store.takeRanges) {
+      const take = store.takeRanges(ranges, keyPoint);
+      next = () => take.next(clock.now(), slice);
+    } else {
+      // A store that cannot take by ranges gives them all at once; they still go a slice per turn.
+      let rest: Batches | undefined;
+      next = () => {
+        rest ??= listed(
+          store.takeCounters((shard) => rangeAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
+          slice,
+        );
+        return rest();
+      };
+    }
+    return () => {
+      const b = next();
+      return { counters: this.notOwnedAgain(b.counters, generation), more: b.more };
+    };
+  }
+
+  /**
+   * The take runs over many turns: if a newer assignment gave some of the ranges back to this
+   * server meanwhile, the counters it owns again go back into the store (whole: they never left)
+   * instead of to the old receiver, which would only pass them back.
+   */
+  private notOwnedAgain(counters: CounterSnapshot[], generation: number): CounterSnapshot[] {
+    const { ownership, store, clock, log } = this.opts;
+    if (ownership.generation() === generation || counters.length === 0) return counters;
+    const back: CounterSnapshot[] = [];
+    const out: CounterSnapshot[] = [];
+    for (const c of counters) (ownership.owns(keyPoint(c.shard || c.key)) ? back : out).push(c);
+    if (back.length > 0) {
+      try {
+        store.putCounters(back, clock.now());
+      } catch (err) {
+        if (!(err instanceof CapacityError)) throw err;
+        log.error({ generation, lost: back.length }, "handoff: counters owned again found no room back");
+      }
+    }
+    return out;
   }
 
   private track(p: Promise<void>): Promise<void> {
@@ -151,11 +233,12 @@ export class Handoff {
     generation: number,
     to: Member,
     ranges: readonly Move[],
-    counters: CounterSnapshot[],
+    batches: Batches,
     /** Whether the last chunk says `done` (marks `ranges` ready at the receiver). */
     marksDone = true,
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
+    const yieldTurn = this.opts.yieldTurn ?? nextTurn;
     const giveUpAt = clock.now() + (this.opts.giveUpMs ?? 10_000);
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
     const started = clock.now();
@@ -163,53 +246,72 @@ export class Handoff {
     const header =
       HandoffRequestType.encode({ generation, from: selfId, ranges: wire, counters: [], done: true }).finish()
         .length + 16;
-    const { chunks, oversized } = chunkBySize(
-      counters,
+    let sent = 0;
+    let tooBig = 0;
+    const cut = new ChunkCutter(
       (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
       this.opts.chunk ?? 2000,
     );
-    if (oversized.length > 0) {
-      this.opts.onSent?.(to.id, oversized.length, false);
-      log.error(
-        { to: to.id, generation, lost: oversized.length, keys: oversized.slice(0, 5).map((c) => c.key) },
-        "handoff: counters larger than a message on their own are not sent (the new owner rebuilds them from gateways)",
-      );
-    }
-    let i = 0;
-    for (let n = 0; n < chunks.length; n++) {
-      const part = chunks[n]!;
-      const req: HandoffRequest = {
-        generation,
-        from: selfId,
-        ranges: wire,
-        counters: part,
-        done: marksDone && n === chunks.length - 1,
-      };
-      for (;;) {
-        let problem: string;
-        try {
-          const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
-          if (!res.error?.code) break;
-          problem = res.error.message;
-        } catch (err) {
-          problem = (err as Error).message;
-        }
-        if (clock.now() >= giveUpAt) {
-          this.opts.onSent?.(to.id, counters.length - oversized.length - i, false);
-          log.error(
-            { to: to.id, generation, lost: counters.length - oversized.length - i, problem },
-            "handoff given up: the new owner will rebuild these counts from gateways",
-          );
-          return;
-        }
-        // Ref'd, as before: a handoff being retried keeps a leaving process until it is sent or given up.
-        await sleep(clock, this.opts.retryMs ?? 100, { ref: true });
+    for (let first = true; ; first = false) {
+      if (!first) await yieldTurn();
+      const { counters: slice, more } = batches();
+      for (const c of slice) cut.add(c);
+      if (cut.oversized.length > 0) {
+        const oversized = cut.oversized;
+        cut.oversized = [];
+        tooBig += oversized.length;
+        this.opts.onSent?.(to.id, oversized.length, false);
+        log.error(
+          { to: to.id, generation, lost: oversized.length, keys: oversized.slice(0, 5).map((c) => c.key) },
+          "handoff: counters larger than a message on their own are not sent (the new owner rebuilds them from gateways)",
+        );
       }
-      i += part.length;
+      // Full chunks go as slices fill them; the last (done) once the ranges are all taken.
+      if (!more) cut.flush();
+      const chunks = cut.ready;
+      cut.ready = [];
+      for (let n = 0; n < chunks.length; n++) {
+        const part = chunks[n]!;
+        const done = marksDone && !more && n === chunks.length - 1;
+        // Nothing to carry and nothing to mark: no call (the last chunk goes even when empty).
+        if (part.length === 0 && !done) continue;
+        const req: HandoffRequest = { generation, from: selfId, ranges: wire, counters: part, done };
+        for (;;) {
+          let problem: string;
+          try {
+            const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
+            if (!res.error?.code) break;
+            problem = res.error.message;
+          } catch (err) {
+            problem = (err as Error).message;
+          }
+          if (clock.now() >= giveUpAt) {
+            // The rest of the ranges' counters still come out of the store (this server no longer
+            // owns them), a slice per turn, and count as lost with those taken and not sent.
+            let lost = chunks.slice(n).reduce((a, c) => a + c.length, 0) + cut.pending;
+            for (let rest = more; rest; ) {
+              await yieldTurn();
+              const b = batches();
+              lost += b.counters.length;
+              rest = b.more;
+            }
+            this.opts.onSent?.(to.id, lost, false);
+            log.error(
+              { to: to.id, generation, sent, lost, problem },
+              "handoff given up: the new owner will rebuild these counts from gateways",
+            );
+            return;
+          }
+          // Ref'd, as before: a handoff being retried keeps a leaving process until it is sent or given up.
+          await sleep(clock, this.opts.retryMs ?? 100, { ref: true });
+        }
+        sent += part.length;
+      }
+      if (!more) break;
     }
-    this.opts.onSent?.(to.id, counters.length - oversized.length, true);
+    this.opts.onSent?.(to.id, sent, true);
     log.info(
-      { to: to.id, generation, counters: counters.length, ranges: ranges.length, ms: clock.now() - started },
+      { to: to.id, generation, counters: sent, tooBig, ranges: ranges.length, ms: clock.now() - started },
       "handed slices over",
     );
   }
@@ -268,7 +370,7 @@ export class Handoff {
         "handoff: counters of ranges that moved on passed to their owner",
       );
       // `done` stays false: the new owner's wait for this server's own handoff ends with that one.
-      void this.track(this.sendTo(generation, g.to, [], g.counters, false));
+      void this.track(this.sendTo(generation, g.to, [], listed(g.counters, this.opts.slice ?? 500), false));
       accepted += g.counters.length;
     }
     this.opts.onReceived?.(req.from, accepted);

@@ -14,6 +14,11 @@ export class Counter {
    */
   shard: string;
   /**
+   * Where `shard` lands in the key space, when the engine was given a point function (else 0):
+   * computed once at creation, it files the counter in the engine's index by slice.
+   */
+  point = 0;
+  /**
    * Whether this counter's count is whole: it was handed over by the previous owner, so a
    * window-to-date total that gateways re-send after a generation change is already in it.
    */

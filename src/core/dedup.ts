@@ -15,6 +15,8 @@ class SeqWindow {
 
 export class ReportDedup {
   private readonly clients = new Map<string, SeqWindow>();
+  /** Where the sweep in progress left off (undefined: none under way). */
+  private cursor: Iterator<[string, SeqWindow]> | undefined;
 
   get size(): number {
     return this.clients.size;
@@ -51,15 +53,43 @@ export class ReportDedup {
     return "new";
   }
 
+  /** Whether a sweep pass is under way (started by `sweepSlice`, not yet at the end). */
+  get sweeping(): boolean {
+    return this.cursor !== undefined;
+  }
+
   /** Forgets clients idle since before `cutoff`: a later report from them starts afresh. */
   sweep(cutoff: number): number {
     let removed = 0;
-    for (const [id, w] of this.clients) {
+    for (;;) {
+      const r = this.sweepSlice(cutoff, Number.POSITIVE_INFINITY);
+      removed += r.removed;
+      if (r.done) return removed;
+    }
+  }
+
+  /**
+   * One slice of a sweep: visits at most `budget` clients from where the last slice stopped, so
+   * a large table is swept over many turns of the event loop. `done` when the pass reached the end
+   * (the next slice starts a new pass).
+   */
+  sweepSlice(cutoff: number, budget: number): { removed: number; visited: number; done: boolean } {
+    this.cursor ??= this.clients.entries();
+    let removed = 0;
+    let visited = 0;
+    while (visited < budget) {
+      const next = this.cursor.next();
+      if (next.done) {
+        this.cursor = undefined;
+        return { removed, visited, done: true };
+      }
+      visited++;
+      const [id, w] = next.value;
       if (w.lastSeen < cutoff) {
         this.clients.delete(id);
         removed++;
       }
     }
-    return removed;
+    return { removed, visited, done: false };
   }
 }
