@@ -1,6 +1,6 @@
 import { type Clock, sleep } from "../core/clock.js";
+import { type CounterTake, type PointRange, rangeAt } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
-import { type CounterTake, type PointRange, rangeAt } from "../core/engine.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";

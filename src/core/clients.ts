@@ -295,3 +295,8 @@ export class ClientTable {
     return Math.min(s.demand, this.level);
   }
 }
+
+/** A gateway that missed this many intervals no longer counts toward a key's demand. */
+export function clientStaleMs(intervalMs: number): number {
+  return Math.max(1000, intervalMs * 10);
+}

@@ -52,3 +52,12 @@ export class CapacityError extends ShardlimitError {
     super("COUNTERS_EXHAUSTED", message);
   }
 }
+
+/** What a limit marked `unlimited` answers: always allowed, nothing counted. */
+export const UNLIMITED_DECISION: Decision = {
+  allowed: true,
+  shadowed: false,
+  remaining: Number.POSITIVE_INFINITY,
+  resetAt: 0,
+  retryAt: 0,
+};

@@ -1,14 +1,16 @@
 import { RATE_ALGORITHMS } from "./algorithms/index.js";
 import type { RateAlgorithm } from "./algorithms/types.js";
-import { ClientTable } from "./clients.js";
+import { ClientTable, clientStaleMs } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
 import { Counter } from "./counter.js";
+import { CounterTable, type CounterTake, type PointRange } from "./counter-table.js";
 import {
   CapacityError,
   type CheckItem,
   type CheckMode,
   type Decision,
   type ReportEntry,
+  UNLIMITED_DECISION,
 } from "./decision.js";
 import { ReportDedup, type SeqVerdict } from "./dedup.js";
 import type { Limit } from "./limit.js";
@@ -33,81 +35,24 @@ export interface EngineOptions {
   pointOf?: (shard: string) => number;
 }
 
-/** A range of key-space points, [start, end), end up to 2^32. */
-export interface PointRange {
-  start: number;
-  end: number;
-}
-
-/** Taking the counters of some ranges out of the engine, a slice at a time. */
-export interface CounterTake {
-  /**
-   * Takes out the next counters of the ranges, visiting at most `budget` counters (so one call
-   * holds the thread briefly), and returns the snapshots of those worth handing over. `more`
-   * while some of the ranges' counters may remain.
-   */
-  next(now: number, budget: number): { counters: CounterSnapshot[]; more: boolean };
-}
-
-/** The index keeps one bucket per 2^20 points: the top 12 bits of a point, 4,096 buckets. */
-const BUCKET_SHIFT = 20;
-const BUCKET_WIDTH = 2 ** BUCKET_SHIFT;
-const BUCKETS = 2 ** (32 - BUCKET_SHIFT);
-
-const UNLIMITED_DECISION: Decision = {
-  allowed: true,
-  shadowed: false,
-  remaining: Number.POSITIVE_INFINITY,
-  resetAt: 0,
-  retryAt: 0,
-};
-
 /**
  * The counting engine: every counter, every algorithm, synchronous and pure of I/O. Time comes in
  * as `now` on every call, so tests and the simulation drive it exactly.
  */
 export class Engine {
-  private readonly counters = new Map<string, Counter>();
+  private readonly counters: CounterTable;
   private readonly dedup = new ReportDedup();
   private readonly maxCounters: number;
   private readonly maxLeasesPerKey: number;
   private readonly clientTtlMs: number;
   private sweepCursor: Iterator<[string, Counter]> | undefined;
   private readonly pending = new Map<Counter, number>();
-  private readonly pointOf: ((shard: string) => number) | undefined;
-  /** With `pointOf`: the counters by bucket of their point (see BUCKET_SHIFT). */
-  private readonly buckets: Map<string, Counter>[] | undefined;
 
   constructor(opts: EngineOptions = {}) {
     this.maxCounters = opts.maxCounters ?? 5_000_000;
     this.clientTtlMs = opts.clientTtlMs ?? 600_000;
     this.maxLeasesPerKey = opts.maxLeasesPerKey ?? 100_000;
-    this.pointOf = opts.pointOf;
-    this.buckets = opts.pointOf ? Array.from({ length: BUCKETS }, () => new Map()) : undefined;
-  }
-
-  /** Adds or replaces the counter of `key`, keeping the index in step. */
-  private install(key: string, c: Counter, replaced: Counter | undefined): void {
-    if (replaced !== undefined) this.unindex(key, replaced);
-    this.counters.set(key, c);
-    if (this.buckets !== undefined) {
-      c.point =
-        replaced !== undefined && replaced.shard === c.shard ? replaced.point : this.pointOf!(c.shard);
-      this.buckets[c.point >>> BUCKET_SHIFT]!.set(key, c);
-    }
-  }
-
-  private unindex(key: string, c: Counter): void {
-    c.removed = true;
-    if (this.buckets === undefined) return;
-    const b = this.buckets[c.point >>> BUCKET_SHIFT]!;
-    if (b.get(key) === c) b.delete(key);
-  }
-
-  /** Removes the counter of `key` (which is `c`). */
-  private drop(key: string, c: Counter): void {
-    this.counters.delete(key);
-    this.unindex(key, c);
+    this.counters = new CounterTable(opts.pointOf);
   }
 
   get size(): number {
@@ -130,7 +75,7 @@ export class Engine {
     c = new Counter(l.algorithm, shard);
     if (l.algorithm === "concurrency") c.leases = new LeaseTable();
     else RATE_ALGORITHMS[l.algorithm].init(c, l, now);
-    this.install(key, c, old);
+    this.counters.install(key, c, old);
     return c;
   }
 
@@ -422,7 +367,7 @@ export class Engine {
   }
 
   private take(key: string, c: Counter, now: number, out: CounterSnapshot[]): void {
-    this.drop(key, c);
+    this.counters.drop(key, c);
     c.leases?.sweep(now);
     if (c.expiresAt > now || (c.leases?.size ?? 0) > 0) out.push(snapshotCounter(key, c, now));
   }
@@ -435,58 +380,12 @@ export class Engine {
    * Counters added to the ranges while the take is under way may or may not be taken.
    */
   takeRanges(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake {
-    const sorted = [...ranges].sort((a, b) => a.start - b.start);
-    const inRanges = (p: number) => rangeAt(sorted, p) !== undefined;
-    if (this.buckets === undefined) {
-      const cursor = this.counters.entries();
-      return {
-        next: (now, budget) => {
-          const out: CounterSnapshot[] = [];
-          for (let i = 0; i < budget; i++) {
-            const n = cursor.next();
-            if (n.done) return { counters: out, more: false };
-            const [key, c] = n.value;
-            if (inRanges(pointOf(c.shard))) this.take(key, c, now, out);
-          }
-          return { counters: out, more: true };
-        },
-      };
-    }
-    // The buckets the ranges touch, each with whether a range covers it whole.
-    const todo: { bucket: number; whole: boolean }[] = [];
-    for (const r of sorted) {
-      if (r.end <= r.start) continue;
-      const first = Math.floor(r.start / BUCKET_WIDTH);
-      const last = Math.floor((r.end - 1) / BUCKET_WIDTH);
-      for (let b = first; b <= last; b++) {
-        const whole = b * BUCKET_WIDTH >= r.start && (b + 1) * BUCKET_WIDTH <= r.end;
-        const prev = todo[todo.length - 1];
-        if (prev?.bucket === b) prev.whole = false;
-        else todo.push({ bucket: b, whole });
-      }
-    }
-    const buckets = this.buckets;
-    let at = 0;
-    let cursor: Iterator<[string, Counter]> | undefined;
+    const walk = this.counters.walkRanges(ranges, pointOf);
     return {
       next: (now, budget) => {
         const out: CounterSnapshot[] = [];
-        let visited = 0;
-        while (at < todo.length) {
-          const { bucket, whole } = todo[at]!;
-          cursor ??= buckets[bucket]!.entries();
-          for (;;) {
-            if (visited >= budget) return { counters: out, more: true };
-            const n = cursor.next();
-            if (n.done) break;
-            visited++;
-            const [key, c] = n.value;
-            if (whole || inRanges(c.point)) this.take(key, c, now, out);
-          }
-          cursor = undefined;
-          at++;
-        }
-        return { counters: out, more: false };
+        const more = walk(budget, (key, c) => this.take(key, c, now, out));
+        return { counters: out, more };
       },
     };
   }
@@ -504,7 +403,7 @@ export class Engine {
       if (existing === undefined && this.counters.size >= this.maxCounters)
         throw new CapacityError(this.maxCounters);
       const keep = existing === undefined ? incoming : fuller(existing, incoming);
-      if (keep !== existing) this.install(s.key, keep, existing);
+      if (keep !== existing) this.counters.install(s.key, keep, existing);
       keep.complete = true;
       n++;
     }
@@ -542,28 +441,9 @@ export class Engine {
         c.clients.pruneNow(now);
         if (c.clients.size > 0) continue;
       }
-      this.drop(key, c);
+      this.counters.drop(key, c);
       removed++;
     }
     return removed;
   }
-}
-
-/** The one of `ranges` (sorted by start, disjoint) that holds `point`: a binary search. */
-export function rangeAt<R extends PointRange>(ranges: readonly R[], point: number): R | undefined {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const r = ranges[mid]!;
-    if (point < r.start) hi = mid - 1;
-    else if (point >= r.end) lo = mid + 1;
-    else return r;
-  }
-  return undefined;
-}
-
-/** A gateway that missed this many intervals no longer counts toward a key's demand. */
-export function clientStaleMs(intervalMs: number): number {
-  return Math.max(1000, intervalMs * 10);
 }

@@ -10,7 +10,7 @@ export {
   type ReportEntry,
 } from "./decision.js";
 export { ReportDedup, type SeqVerdict } from "./dedup.js";
-export { clientStaleMs, Engine, type EngineOptions } from "./engine.js";
+export { Engine, type EngineOptions } from "./engine.js";
 export { waterLevel } from "./fair-share.js";
 export { type Limit, limitDefaults } from "./limit.js";
 export { LocalKey } from "./local-decision.js";

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import type { PointRange } from "../../src/core/counter-table.js";
 import { ReportDedup } from "../../src/core/dedup.js";
-import { Engine, type PointRange } from "../../src/core/engine.js";
+import { Engine } from "../../src/core/engine.js";
 import { limitDefaults } from "../../src/core/limit.js";
 import type { CounterSnapshot } from "../../src/core/transfer.js";
 

@@ -1,0 +1,152 @@
+import type { Counter } from "./counter.js";
+import type { CounterSnapshot } from "./transfer.js";
+
+/** A range of key-space points, [start, end), end up to 2^32. */
+export interface PointRange {
+  start: number;
+  end: number;
+}
+
+/** Taking the counters of some ranges out of the engine, a slice at a time. */
+export interface CounterTake {
+  /**
+   * Takes out the next counters of the ranges, visiting at most `budget` counters (so one call
+   * holds the thread briefly), and returns the snapshots of those worth handing over. `more`
+   * while some of the ranges' counters may remain.
+   */
+  next(now: number, budget: number): { counters: CounterSnapshot[]; more: boolean };
+}
+
+/** The index keeps one bucket per 2^20 points: the top 12 bits of a point, 4,096 buckets. */
+const BUCKET_SHIFT = 20;
+const BUCKET_WIDTH = 2 ** BUCKET_SHIFT;
+const BUCKETS = 2 ** (32 - BUCKET_SHIFT);
+
+/**
+ * The engine's counters by key, and, given a point function, indexed by bucket of the key space
+ * too, so the counters of some ranges (slices that moved) are found without visiting the rest.
+ */
+export class CounterTable {
+  private readonly map = new Map<string, Counter>();
+  /** With `pointOf`: the counters by bucket of their point (see BUCKET_SHIFT). */
+  private readonly buckets: Map<string, Counter>[] | undefined;
+
+  constructor(private readonly pointOf?: (shard: string) => number) {
+    this.buckets = pointOf ? Array.from({ length: BUCKETS }, () => new Map()) : undefined;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(key: string): Counter | undefined {
+    return this.map.get(key);
+  }
+
+  entries(): IterableIterator<[string, Counter]> {
+    return this.map.entries();
+  }
+
+  [Symbol.iterator](): IterableIterator<[string, Counter]> {
+    return this.map.entries();
+  }
+
+  /** Adds or replaces the counter of `key`, keeping the index in step. */
+  install(key: string, c: Counter, replaced: Counter | undefined): void {
+    if (replaced !== undefined) this.unindex(key, replaced);
+    this.map.set(key, c);
+    if (this.buckets !== undefined) {
+      c.point =
+        replaced !== undefined && replaced.shard === c.shard ? replaced.point : this.pointOf!(c.shard);
+      this.buckets[c.point >>> BUCKET_SHIFT]!.set(key, c);
+    }
+  }
+
+  /** Removes the counter of `key` (which is `c`) and marks it removed. */
+  drop(key: string, c: Counter): void {
+    this.map.delete(key);
+    this.unindex(key, c);
+  }
+
+  private unindex(key: string, c: Counter): void {
+    c.removed = true;
+    if (this.buckets === undefined) return;
+    const b = this.buckets[c.point >>> BUCKET_SHIFT]!;
+    if (b.get(key) === c) b.delete(key);
+  }
+
+  /**
+   * A walk over the counters whose shard's point lies in `ranges` (disjoint): each call visits at
+   * most `budget` counters, passes those in the ranges to `visit` (which may drop them), and
+   * returns whether some may remain. With the index it visits only the buckets overlapping the
+   * ranges; without, every counter, asking `pointOf` (which must agree with the table's).
+   * Counters added to the ranges while the walk is under way may or may not be visited.
+   */
+  walkRanges(
+    ranges: readonly PointRange[],
+    pointOf: (shard: string) => number,
+  ): (budget: number, visit: (key: string, c: Counter) => void) => boolean {
+    const sorted = [...ranges].sort((a, b) => a.start - b.start);
+    const inRanges = (p: number) => rangeAt(sorted, p) !== undefined;
+    if (this.buckets === undefined) {
+      const cursor = this.map.entries();
+      return (budget, visit) => {
+        for (let i = 0; i < budget; i++) {
+          const n = cursor.next();
+          if (n.done) return false;
+          const [key, c] = n.value;
+          if (inRanges(pointOf(c.shard))) visit(key, c);
+        }
+        return true;
+      };
+    }
+    // The buckets the ranges touch, each with whether a range covers it whole.
+    const todo: { bucket: number; whole: boolean }[] = [];
+    for (const r of sorted) {
+      if (r.end <= r.start) continue;
+      const first = Math.floor(r.start / BUCKET_WIDTH);
+      const last = Math.floor((r.end - 1) / BUCKET_WIDTH);
+      for (let b = first; b <= last; b++) {
+        const whole = b * BUCKET_WIDTH >= r.start && (b + 1) * BUCKET_WIDTH <= r.end;
+        const prev = todo[todo.length - 1];
+        if (prev?.bucket === b) prev.whole = false;
+        else todo.push({ bucket: b, whole });
+      }
+    }
+    const buckets = this.buckets;
+    let at = 0;
+    let cursor: Iterator<[string, Counter]> | undefined;
+    return (budget, visit) => {
+      let visited = 0;
+      while (at < todo.length) {
+        const { bucket, whole } = todo[at]!;
+        cursor ??= buckets[bucket]!.entries();
+        for (;;) {
+          if (visited >= budget) return true;
+          const n = cursor.next();
+          if (n.done) break;
+          visited++;
+          const [key, c] = n.value;
+          if (whole || inRanges(c.point)) visit(key, c);
+        }
+        cursor = undefined;
+        at++;
+      }
+      return false;
+    };
+  }
+}
+
+/** The one of `ranges` (sorted by start, disjoint) that holds `point`: a binary search. */
+export function rangeAt<R extends PointRange>(ranges: readonly R[], point: number): R | undefined {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const r = ranges[mid]!;
+    if (point < r.start) hi = mid - 1;
+    else if (point >= r.end) lo = mid + 1;
+    else return r;
+  }
+  return undefined;
+}
