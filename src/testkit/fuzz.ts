@@ -134,6 +134,19 @@ function changed(before: Record<string, number>, after: Record<string, number>):
 
 const identity = (b: Buffer) => b;
 
+/** A unary method that sends and receives raw bytes: what a hostile caller puts on the wire. */
+export function rawMethod(path: string): grpc.MethodDefinition<Buffer, Buffer> {
+  return {
+    path,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  };
+}
+
 /** Runs `casesPerMethod` mutated calls against every unary method of `target.services`. */
 export async function fuzzServer(
   target: FuzzTarget,
@@ -156,15 +169,7 @@ export async function fuzzServer(
     const service = root.lookupService(serviceName);
     const def: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
     for (const m of Object.values(service.methods)) {
-      def[m.name] = {
-        path: `/${serviceName}/${m.name}`,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: identity,
-        requestDeserialize: identity,
-        responseSerialize: identity,
-        responseDeserialize: identity,
-      };
+      def[m.name] = rawMethod(`/${serviceName}/${m.name}`);
     }
     const Client = grpc.makeGenericClientConstructor(def as grpc.ServiceDefinition, "Fuzz");
     const client = new Client(target.address, grpc.credentials.createInsecure(), {

@@ -5,6 +5,7 @@ import { seededRandom as prng } from "../../src/core/random.js";
 import { InputLimitsSchema } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { ReportEntryMsg } from "../../src/protocol/messages.js";
+import { rawMethod } from "../../src/testkit/fuzz.js";
 import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
 
 /**
@@ -324,16 +325,6 @@ describe("input limits over gRPC", () => {
         cb: (err: grpc.ServiceError | null, res?: Buffer) => void,
       ) => void;
       let client: grpc.Client & Record<"Check" | "ShouldRateLimit", RawCall>;
-      const identity = (b: Buffer) => b;
-      const rawMethod = (path: string) => ({
-        path,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: identity,
-        requestDeserialize: identity,
-        responseSerialize: identity,
-        responseDeserialize: identity,
-      });
 
       beforeAll(() => {
         const Raw = grpc.makeGenericClientConstructor(
