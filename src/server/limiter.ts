@@ -24,6 +24,7 @@ import type {
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
+import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
@@ -40,28 +41,6 @@ export interface LimiterDeps {
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
 const NO_LIMIT_VALID_MS = 60_000;
 const DEFAULT_INTERVAL_MS = 100;
-const MAX_U32 = 0xffff_ffff;
-
-function ms(v: number): number {
-  if (!(v > 0)) return 0;
-  return v >= MAX_U32 ? MAX_U32 : Math.ceil(v);
-}
-
-/**
- * A policy for the wire. Zero fields are left out rather than set: protobufjs writes every field
- * present, and most policies are ALLOW or GRANT with half their fields zero.
- */
-function keyPolicy(p: Policy, limit: number, gateways: number, now: number): KeyPolicy {
-  const out: KeyPolicy = { kind: p.kind, validMs: ms(p.until - now), limit };
-  if (gateways > 1) out.gateways = gateways;
-  if (p.units !== 0) out.units = p.units;
-  if (p.fraction !== 0) out.fraction = p.fraction;
-  if (p.remaining > 0 && Number.isFinite(p.remaining)) out.remaining = p.remaining;
-  const reset = ms(p.resetAt - now);
-  if (reset > 0) out.resetMs = reset;
-  return out;
-}
-
 /**
  * The request path of shardlimit's own API: validate, resolve the key's rule, check ownership,
  * call the engine. Synchronous and free of gRPC, so it is tested and benchmarked directly; the
@@ -103,20 +82,33 @@ export class Limiter {
   }
 
   /** Resolves `key` and checks that this server may serve it; an ItemError if not. */
-  private route(key: string): Resolved | undefined | ItemError {
+  private route(key: string, asked: number): Resolved | undefined | ItemError {
     const bad = keyProblem(key, this.limits);
     if (bad !== undefined) return itemError(ErrorCode.INVALID_KEY, bad);
-    return this.owned(key, this.resolver.resolve(key));
+    return this.owned(key, this.resolver.resolve(key), asked);
   }
 
-  private owned(key: string, r: Resolved | undefined | string): Resolved | undefined | ItemError {
+  /** Whether this server may decide `r` for a request routed with generation `asked`. */
+  private owned(
+    key: string,
+    r: Resolved | undefined | string,
+    asked: number,
+  ): Resolved | undefined | ItemError {
     if (typeof r === "string") {
       return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
     }
     if (r === undefined) return undefined;
+    const generation = this.ownership.generation();
+    // The caller knows an assignment this server has not seen (the router waited for it): the key
+    // may be another server's there, so deciding it on the old view could count it twice.
+    if (asked > generation) {
+      return itemError(
+        ErrorCode.NOT_OWNER,
+        `this server has not confirmed generation ${asked} yet (it serves generation ${generation})`,
+      );
+    }
     const verdict = this.ownership.check(r.shardKey);
     if (verdict === "own") return r;
-    const generation = this.ownership.generation();
     return verdict === "not_owner"
       ? itemError(ErrorCode.NOT_OWNER, `not the owner of this key in generation ${generation}`)
       : itemError(
@@ -188,13 +180,16 @@ export class Limiter {
       if (byString) {
         const badKey = keyProblem(e.key, this.limits);
         hit = badKey === undefined ? this.resolver.lookup(e.key) : undefined;
-        r = hit === undefined ? itemError(ErrorCode.INVALID_KEY, badKey!) : this.owned(hit.key, hit.resolved);
+        r =
+          hit === undefined
+            ? itemError(ErrorCode.INVALID_KEY, badKey!)
+            : this.owned(hit.key, hit.resolved, req.generation);
       } else {
         hit = this.resolver.byHandle(req.keyEpoch, e.keyHandle!);
         r =
           hit === undefined
             ? this.unknownHandle(req.keyEpoch, e.keyHandle!)
-            : this.owned(hit.key, hit.resolved);
+            : this.owned(hit.key, hit.resolved, req.generation);
       }
       if (r === undefined) {
         policies[i] = byString
@@ -289,7 +284,7 @@ export class Limiter {
         invalid++;
         continue;
       }
-      const r = this.route(it.key);
+      const r = this.route(it.key, req.generation);
       if (r === undefined) {
         results[i] = { allowed: true };
         noLimit.push(i);
@@ -360,8 +355,13 @@ export class Limiter {
   }
 
   /** Resolves a single-key request's key to a rule of `algorithm`-kind, or an error. */
-  private single(key: string, wantConcurrency: boolean, api: string): Resolved | undefined | ItemError {
-    const r = this.route(key);
+  private single(
+    key: string,
+    asked: number,
+    wantConcurrency: boolean,
+    api: string,
+  ): Resolved | undefined | ItemError {
+    const r = this.route(key, asked);
     if (r === undefined || "code" in r) return r;
     if ((r.rule.algorithm === "concurrency") !== wantConcurrency) {
       return itemError(
@@ -384,7 +384,7 @@ export class Limiter {
         ? `timeout_ms ${req.timeoutMs} exceeds the maximum of ${this.limits.maxLeaseTimeoutMs}`
         : undefined);
     if (bad !== undefined) return { error: itemError(ErrorCode.INVALID_AMOUNT, bad), generation };
-    const r = this.single(req.key, true, "Acquire");
+    const r = this.single(req.key, req.generation, true, "Acquire");
     if (r === undefined) return { allowed: true, generation };
     if ("code" in r) return { error: r, generation };
     const now = this.clock.now();
@@ -413,7 +413,7 @@ export class Limiter {
   release(req: ReleaseRequest): ReleaseResponse {
     this.checkId("lease_id", req.leaseId);
     const generation = this.ownership.generation();
-    const r = this.single(req.key, true, "Release");
+    const r = this.single(req.key, req.generation, true, "Release");
     if (r === undefined) return { released: false, generation };
     if ("code" in r) return { error: r, generation };
     return { released: this.engine.release(r.counterKey, req.leaseId, this.clock.now()), generation };
@@ -430,7 +430,7 @@ export class Limiter {
         generation,
       };
     }
-    const r = this.single(req.key, false, "Settle");
+    const r = this.single(req.key, req.generation, false, "Settle");
     if (r === undefined) return { generation };
     if ("code" in r) return { error: r, generation };
     const now = this.clock.now();

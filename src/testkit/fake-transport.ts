@@ -48,12 +48,25 @@ export class FakeTransport implements ClientTransport {
     this.view = { generation: 0, members: [], slices: [], standalone: true };
   }
 
+  /**
+   * Each server owns every key, in the generation of the view the gateways are given (as the
+   * servers of a real cluster serve the generation they hand out).
+   */
+  private ownership(): StandaloneOwnership {
+    const view = () => this.view;
+    return new (class extends StandaloneOwnership {
+      override generation(): number {
+        return view().generation;
+      }
+    })("x:1");
+  }
+
   limiter(): Limiter {
     return new Limiter({
       engine: new Engine(),
       clock: this.clock,
       config: this.config,
-      ownership: new StandaloneOwnership("x:1"),
+      ownership: this.ownership(),
       limits: DEFAULT_INPUT_LIMITS,
       metrics: noopMetrics,
     });

@@ -108,7 +108,7 @@ function setup() {
   };
   // The fake ownership's `changed` waits in real time, so the router's waits run on the system clock.
   const router = new Router({ limiter, envoy, ownership, clock: systemClock, forwarder, retryWaitMs: 50 });
-  return { router, ownership, calls, setFail: (e: Error | undefined) => (fail = e) };
+  return { router, ownership, limiter, calls, setFail: (e: Error | undefined) => (fail = e) };
 }
 
 const check = (keys: string[], atomic = false): CheckRequest => ({
@@ -209,4 +209,28 @@ describe("routing Check and ShouldRateLimit to owners", () => {
     });
     expect(await p).toBe(5);
   });
+
+  it("a request naming a generation this server cannot confirm is not decided on its old view", async () => {
+    const { router, ownership, limiter } = setup();
+    // Routed with generation 5; this server stays at 3 through every wait: NOT_OWNER, nothing counted.
+    const res = await router.check({ ...check(["d/k=stale"]), generation: 5 });
+    expect(res.results[0]!.error?.code).toBe(ErrorCode.NOT_OWNER);
+    expect(res.results[0]!.error?.message).toBe(
+      "this server has not confirmed generation 5 yet (it serves generation 3)",
+    );
+    const report = router.caughtUp(limiter.reportAndGetPolicy.bind(limiter));
+    const ans = await report({
+      clientId: "g",
+      seq: 1,
+      generation: 5,
+      intervalMs: 100,
+      keyEpoch: 0,
+      entries: [{ key: "d/k=stale", admitted: 7, rejected: 0, held: 0, windowAdmitted: 7 }],
+    });
+    expect(ans.policies[0]!.error?.code).toBe(ErrorCode.NOT_OWNER);
+    // On the generation it has, the key is untouched.
+    expect((await router.check(check(["d/k=stale"]))).results[0]!.remaining).toBe(99);
+    expect(ownership.generation()).toBe(3);
+  });
 });
+
