@@ -233,4 +233,3 @@ describe("routing Check and ShouldRateLimit to owners", () => {
     expect(ownership.generation()).toBe(3);
   });
 });
-
