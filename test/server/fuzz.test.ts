@@ -48,7 +48,7 @@ describe("RPC fuzzing of a cluster member", () => {
   });
 
   it("no crash, no INTERNAL, nothing changed by a refused call, for every method and mutation", {
-    timeout: 240_000,
+    timeout: 60_000 + CASES * 1_000,
   }, async () => {
     const reports = await fuzzServer(
       {
