@@ -11,6 +11,7 @@
  */
 export const E2E = ["test/loadtest/bench.test.ts", "test/package.test.ts"];
 export const INTEGRATION = [
+  "test/chaos/cutoff.test.ts",
   "test/client/cluster-client.test.ts",
   "test/client/grpc.test.ts",
   "test/cluster/assigner.test.ts",
