@@ -1,5 +1,5 @@
 import { type Clock, sleep } from "../core/clock.js";
-import { type CounterTake, type PointRange, rangeAt } from "../core/counter-table.js";
+import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
@@ -13,10 +13,8 @@ import { PEER_MAX_MESSAGE_BYTES, type PeerRpc } from "./peers.js";
 
 /** The engine as the handoff sees it. */
 export interface CounterStore {
-  /** All counters whose shard `leaving` accepts, in one go: used only by stores without `takeRanges`. */
-  takeCounters(leaving: (shard: string) => boolean, now: number): CounterSnapshot[];
-  /** The counters of `ranges`, taken a slice at a time (the engine's; test fakes may leave it out). */
-  takeRanges?(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake;
+  /** The counters of `ranges`, taken out a slice at a time. */
+  takeRanges(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake;
   putCounters(snapshots: readonly CounterSnapshot[], now: number): number;
 }
 
@@ -117,18 +115,6 @@ export class ChunkCutter {
   }
 }
 
-/** `counters` cut into chunks as `ChunkCutter` cuts them (always at least one chunk). */
-export function chunkBySize(
-  counters: readonly CounterSnapshot[],
-  budget: number,
-  maxCount: number,
-): { chunks: CounterSnapshot[][]; oversized: CounterSnapshot[] } {
-  const cut = new ChunkCutter(budget, maxCount);
-  for (const c of counters) cut.add(c);
-  cut.flush();
-  return { chunks: cut.ready, oversized: cut.oversized };
-}
-
 /** Batches of a list of counters already taken, `size` at a time. */
 function listed(counters: readonly CounterSnapshot[], size: number): Batches {
   let at = 0;
@@ -171,27 +157,13 @@ export class Handoff {
     return this.track(all);
   }
 
-  /** The counters of `ranges` out of the store, in slices of `chunk` counters. */
+  /** The counters of `ranges` out of the store, `slice` counters visited per batch. */
   private taking(ranges: readonly Move[], generation: number): Batches {
     const { store, clock } = this.opts;
     const slice = this.opts.slice ?? 500;
-    let next: Batches;
-    if (store.takeRanges) {
-      const take = store.takeRanges(ranges, keyPoint);
-      next = () => take.next(clock.now(), slice);
-    } else {
-      // A store that cannot take by ranges gives them all at once; they still go a slice per turn.
-      let rest: Batches | undefined;
-      next = () => {
-        rest ??= listed(
-          store.takeCounters((shard) => rangeAt(ranges, keyPoint(shard)) !== undefined, clock.now()),
-          slice,
-        );
-        return rest();
-      };
-    }
+    const take = store.takeRanges(ranges, keyPoint);
     return () => {
-      const b = next();
+      const b = take.next(clock.now(), slice);
       return { counters: this.notOwnedAgain(b.counters, generation), more: b.more };
     };
   }

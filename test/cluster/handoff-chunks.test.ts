@@ -4,40 +4,20 @@ import { ClusterOwnership } from "../../src/cluster/cluster-ownership.js";
 import { Handoff } from "../../src/cluster/handoff.js";
 import type { PeerRpc } from "../../src/cluster/peers.js";
 import { ManualClock } from "../../src/core/clock.js";
-import type { CounterSnapshot } from "../../src/core/transfer.js";
 import type { Member } from "../../src/keyspace/assignment.js";
 import type { HandoffRequest } from "../../src/protocol/messages.js";
 import { root } from "../../src/protocol/proto.js";
+import { listStore, snapshot } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
 const m = (id: string): Member => ({ id, address: `${id}:1` });
 const HandoffRequestType = root.lookupType("shardlimit.v1.HandoffRequest");
 
-/** A hot key: reported by `gateways` gateways, each a client in its snapshot (~40 bytes apiece). */
-function hot(key: string, gateways: number): CounterSnapshot {
-  return {
-    key,
-    shard: key,
-    algorithm: "sliding_window",
-    tRelMs: -10,
-    x: 5,
-    y: 7,
-    expiresInMs: 60_000,
-    leases: [],
-    clients: Array.from({ length: gateways }, (_, i) => ({
-      id: `gateway-${i}`,
-      demand: 0.5,
-      held: 0,
-      seenMsAgo: 10,
-    })),
-  };
-}
-
 describe("handoff chunks are bounded by bytes", () => {
   it("counters whose snapshots total more than the message limit arrive in several chunks, all of them", async () => {
     const clock = new ManualClock();
     const limit = 64 * 1024;
-    const counters = Array.from({ length: 20 }, (_, i) => hot(`d/k=hot${i}`, 300));
+    const counters = Array.from({ length: 20 }, (_, i) => snapshot(`d/k=hot${i}`, 300));
     const received: HandoffRequest[] = [];
     const sent: [string, number, boolean][] = [];
     // The receiver's gRPC server refuses a message over its receive limit, as grpc-js does.
@@ -54,7 +34,7 @@ describe("handoff chunks are bounded by bytes", () => {
     };
     const handoff = new Handoff({
       selfId: "a",
-      store: { takeCounters: () => counters, putCounters: () => 0 },
+      store: listStore(counters),
       ownership: new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 }),
       peer: () => peer,
       clock,

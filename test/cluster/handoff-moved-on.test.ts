@@ -8,6 +8,7 @@ import type { CounterSnapshot } from "../../src/core/transfer.js";
 import { Assignment, type Member } from "../../src/keyspace/assignment.js";
 import { keyPoint } from "../../src/keyspace/hash.js";
 import type { HandoffRequest } from "../../src/protocol/messages.js";
+import { listStore, snapshot } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
 const m = (id: string): Member => ({ id, address: `${id}:1` });
@@ -20,17 +21,6 @@ const table = (gen: number, owners: number[]) =>
 const key = (() => {
   for (let i = 0; ; i++) if (keyPoint(`d/k=${i}`) < HALF) return `d/k=${i}`;
 })();
-const snap = (k: string): CounterSnapshot => ({
-  key: k,
-  shard: k,
-  algorithm: "sliding_window",
-  tRelMs: -10,
-  x: 5,
-  y: 7,
-  expiresInMs: 60_000,
-  leases: [],
-  clients: [{ id: "g1", demand: 1, held: 0, seenMsAgo: 5 }],
-});
 const settle = () => new Promise((r) => setImmediate(r));
 
 describe("back-to-back moves", () => {
@@ -49,13 +39,7 @@ describe("back-to-back moves", () => {
     const put: CounterSnapshot[] = [];
     const b = new Handoff({
       selfId: "b",
-      store: {
-        takeCounters: () => [],
-        putCounters: (s) => {
-          put.push(...s);
-          return s.length;
-        },
-      },
+      store: listStore([], put),
       ownership,
       peer: (address) => {
         expect(address).toBe("c:1");
@@ -77,7 +61,7 @@ describe("back-to-back moves", () => {
       generation: 2,
       from: "a",
       ranges: [{ start: 0, end: HALF }],
-      counters: [snap(key)],
+      counters: [snapshot(key)],
       done: true,
     });
     expect(res.error?.code ?? 0).toBe(0);

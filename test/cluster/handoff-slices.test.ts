@@ -30,7 +30,6 @@ function setup() {
   setImmediate(tick);
   const sliceTurns: number[][] = [];
   const store: CounterStore = {
-    takeCounters: (leaving, now) => engine.takeCounters(leaving, now),
     takeRanges: (ranges, pointOf) => {
       const take = engine.takeRanges(ranges, pointOf);
       const turns: number[] = [];

@@ -5,6 +5,7 @@ import { Handoff } from "../../src/cluster/handoff.js";
 import type { PeerRpc } from "../../src/cluster/peers.js";
 import { ManualClock } from "../../src/core/clock.js";
 import type { Member } from "../../src/keyspace/assignment.js";
+import { listStore } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
 const m = (id: string): Member => ({ id, address: `${id}:1` });
@@ -27,7 +28,7 @@ describe("handoff retries on its clock", () => {
     };
     const handoff = new Handoff({
       selfId: "a",
-      store: { takeCounters: () => [], putCounters: () => 0 },
+      store: listStore(),
       ownership: new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 }),
       peer: () => peer,
       clock,

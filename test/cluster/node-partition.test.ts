@@ -4,9 +4,10 @@ import { ClusterNode } from "../../src/cluster/node.js";
 import { systemClock } from "../../src/core/clock.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { etcdPerSuite, startProxy } from "./etcd-harness.js";
+import { listStore } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
-const store = { takeCounters: () => [], putCounters: () => 0 };
+const store = listStore();
 
 /**
  * Servers (cluster nodes in this process) cut off from etcd by a proxy. Their peers are asked for
