@@ -95,7 +95,12 @@ export async function startServer(
   const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
   // In a cluster the engine indexes its counters by slice of the key space (each shard key hashed
   // once, when its counter is made), so a handoff takes a slice's counters without a full scan.
-  const engine = new Engine({ maxCounters: opts.maxCounters, pointOf: opts.cluster ? keyPoint : undefined });
+  // One value of the lease bound for the engine and for what a handoff may carry (PeerService).
+  const engine = new Engine({
+    maxCounters: opts.maxCounters,
+    maxLeasesPerKey: limits.maxLeasesPerKey,
+    pointOf: opts.cluster ? keyPoint : undefined,
+  });
   let ready = false;
   let draining = false;
   let limiter: Limiter | undefined;

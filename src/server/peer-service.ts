@@ -1,6 +1,6 @@
 import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../core/clients.js";
 import { type Clock, systemClock } from "../core/clock.js";
-import { ERRORS, InvalidArgumentError, NotOwnerError, ShardlimitError } from "../core/errors.js";
+import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
@@ -40,7 +40,6 @@ const NO_ERROR: ItemError = { code: 0 as ItemError["code"], message: "" };
  * would try every other part of the batch again although they were applied.
  */
 function partError(err: unknown): ItemError {
-  if (err instanceof NotOwnerError) return { code: ErrorCode.NOT_OWNER, message: err.message };
   if (err instanceof InvalidArgumentError) return { code: ErrorCode.INVALID_KEY, message: err.message };
   if (err instanceof ShardlimitError) {
     const spec = ERRORS[err.code];
