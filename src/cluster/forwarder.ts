@@ -49,21 +49,19 @@ export interface ForwarderOptions {
   onCall?: (owner: string, parts: number, ok: boolean) => void;
 }
 
-interface Waiter<T> {
-  resolve(v: T): void;
+/** One forwarded part waiting for its call: the request, its id, its caller, when its wait ends. */
+interface Part<Req, Res> {
+  req: Req;
+  id: number;
+  resolve(v: Res): void;
   reject(e: Error): void;
+  deadline: number;
 }
 
 class OwnerQueue {
-  envoy: EnvoyRequest[] = [];
-  envoyIds: number[] = [];
-  envoyWaiters: Waiter<EnvoyResponse>[] = [];
-  /** When each part's wait ends: ascending, since every part waits the same `queueMs`. */
-  envoyDeadlines: number[] = [];
-  checks: CheckRequest[] = [];
-  checkIds: number[] = [];
-  checkWaiters: Waiter<CheckResponse>[] = [];
-  checkDeadlines: number[] = [];
+  /** Parts by kind, in order; deadlines ascend, since every part waits the same `queueMs`. */
+  envoy: Part<EnvoyRequest, EnvoyResponse>[] = [];
+  checks: Part<CheckRequest, CheckResponse>[] = [];
   inFlight = 0;
   scheduled = false;
   generation = 0;
@@ -113,25 +111,23 @@ export class BatchingForwarder implements Forwarder {
   }
 
   envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse> {
-    return new Promise((resolve, reject) => {
-      const q = this.queue(owner.address);
-      if (this.full(owner.address, q, reject)) return;
-      q.envoy.push(req);
-      q.envoyIds.push(++this.seq);
-      q.envoyWaiters.push({ resolve, reject });
-      q.envoyDeadlines.push(this.clock.now() + this.queueMs);
-      this.schedule(owner.address, q, generation);
-    });
+    return this.enqueue(owner, generation, (q) => q.envoy, req);
   }
 
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse> {
+    return this.enqueue(owner, generation, (q) => q.checks, req);
+  }
+
+  private enqueue<Req, Res>(
+    owner: Owner,
+    generation: number,
+    list: (q: OwnerQueue) => Part<Req, Res>[],
+    req: Req,
+  ): Promise<Res> {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
       if (this.full(owner.address, q, reject)) return;
-      q.checks.push(req);
-      q.checkIds.push(++this.seq);
-      q.checkWaiters.push({ resolve, reject });
-      q.checkDeadlines.push(this.clock.now() + this.queueMs);
+      list(q).push({ req, id: ++this.seq, resolve, reject, deadline: this.clock.now() + this.queueMs });
       this.schedule(owner.address, q, generation);
     });
   }
@@ -151,22 +147,19 @@ export class BatchingForwarder implements Forwarder {
   /** Drops, unsent, the parts at the head of the queue whose wait is over, and rejects them. */
   private dropExpired(address: string, q: OwnerQueue): void {
     const now = this.clock.now();
-    let e = 0;
-    while (e < q.envoyDeadlines.length && q.envoyDeadlines[e]! <= now) e++;
-    let c = 0;
-    while (c < q.checkDeadlines.length && q.checkDeadlines[c]! <= now) c++;
+    const due = (parts: readonly { deadline: number }[]) => {
+      let n = 0;
+      while (n < parts.length && parts[n]!.deadline <= now) n++;
+      return n;
+    };
+    const e = due(q.envoy);
+    const c = due(q.checks);
     if (e + c === 0) return;
     const err = new ForwardExpiredError(
       `waited over ${this.queueMs} ms to be forwarded to ${address}, past its deadline: dropped unsent`,
     );
-    q.envoy.splice(0, e);
-    q.envoyIds.splice(0, e);
-    q.envoyDeadlines.splice(0, e);
-    for (const w of q.envoyWaiters.splice(0, e)) w.reject(err);
-    q.checks.splice(0, c);
-    q.checkIds.splice(0, c);
-    q.checkDeadlines.splice(0, c);
-    for (const w of q.checkWaiters.splice(0, c)) w.reject(err);
+    for (const p of q.envoy.splice(0, e)) p.reject(err);
+    for (const p of q.checks.splice(0, c)) p.reject(err);
   }
 
   private queue(address: string): OwnerQueue {
@@ -209,7 +202,7 @@ export class BatchingForwarder implements Forwarder {
       let items = 0;
       let nEnvoy = 0;
       while (nEnvoy < q.envoy.length && nEnvoy < this.maxBatch) {
-        const n = q.envoy[nEnvoy]!.descriptors.length;
+        const n = q.envoy[nEnvoy]!.req.descriptors.length;
         if (nEnvoy > 0 && items + n > this.maxItems) break;
         items += n;
         nEnvoy++;
@@ -217,47 +210,45 @@ export class BatchingForwarder implements Forwarder {
       let nChecks = 0;
       // Checks only once every queued Envoy part fits: parts keep their order per kind.
       while (nEnvoy === q.envoy.length && nChecks < q.checks.length && nEnvoy + nChecks < this.maxBatch) {
-        const n = q.checks[nChecks]!.items.length;
+        const n = q.checks[nChecks]!.req.items.length;
         if (nEnvoy + nChecks > 0 && items + n > this.maxItems) break;
         items += n;
         nChecks++;
       }
+      const envoyParts = q.envoy.splice(0, nEnvoy);
+      const checkParts = q.checks.splice(0, nChecks);
       const req: ForwardRequest = {
         generation: q.generation,
-        envoy: q.envoy.splice(0, nEnvoy),
-        checks: q.checks.splice(0, nChecks),
+        envoy: envoyParts.map((p) => p.req),
+        checks: checkParts.map((p) => p.req),
         sender: this.sender,
-        envoyIds: q.envoyIds.splice(0, nEnvoy),
-        checkIds: q.checkIds.splice(0, nChecks),
+        envoyIds: envoyParts.map((p) => p.id),
+        checkIds: checkParts.map((p) => p.id),
       };
-      const envoyWaiters = q.envoyWaiters.splice(0, nEnvoy);
-      const checkWaiters = q.checkWaiters.splice(0, nChecks);
-      q.envoyDeadlines.splice(0, nEnvoy);
-      q.checkDeadlines.splice(0, nChecks);
       q.inFlight++;
       this.send(address, req)
         .then(
           (res) => {
             this.opts.onCall?.(address, nEnvoy + nChecks, true);
-            for (let i = 0; i < envoyWaiters.length; i++) {
+            for (let i = 0; i < envoyParts.length; i++) {
               const part = res.envoy[i];
               const err = part ? asError(part.error, res.generation) : new UnavailableError("no answer");
-              if (err) envoyWaiters[i]!.reject(err);
-              else envoyWaiters[i]!.resolve(part!.response ?? { overallCode: 0, statuses: [] });
+              if (err) envoyParts[i]!.reject(err);
+              else envoyParts[i]!.resolve(part!.response ?? { overallCode: 0, statuses: [] });
             }
-            for (let i = 0; i < checkWaiters.length; i++) {
+            for (let i = 0; i < checkParts.length; i++) {
               const part = res.checks[i];
               const err = asError(res.checkErrors[i], res.generation);
-              if (err) checkWaiters[i]!.reject(err);
-              else if (!part) checkWaiters[i]!.reject(new UnavailableError("no answer"));
-              else checkWaiters[i]!.resolve(part);
+              if (err) checkParts[i]!.reject(err);
+              else if (!part) checkParts[i]!.reject(new UnavailableError("no answer"));
+              else checkParts[i]!.resolve(part);
             }
           },
           (err: Error) => {
             this.opts.onCall?.(address, nEnvoy + nChecks, false);
             const e = new ForwardLostError(`forwarding to ${address} failed: ${err.message}`, address);
-            for (const w of envoyWaiters) w.reject(e);
-            for (const w of checkWaiters) w.reject(e);
+            for (const p of envoyParts) p.reject(e);
+            for (const p of checkParts) p.reject(e);
           },
         )
         .finally(() => {
