@@ -72,7 +72,7 @@ export class ClusterNode {
    */
   private readonly peers: PeerPool;
   /** Channels for asking peers their generation while this server's lease may have expired. */
-  private readonly viewClients = new Map<string, RateLimiterRpc>();
+  private readonly viewClients = new PeerPool<RateLimiterRpc>((address) => connect(address));
   private guardTimer: Timer | undefined;
   private probing = false;
   /** The newest generation a peer has reported: this server serves nothing older. */
@@ -147,12 +147,9 @@ export class ClusterNode {
       },
       "assignment installed",
     );
-    this.peers.retain(new Set(a.members.map((m) => m.address)));
-    for (const [address, c] of this.viewClients) {
-      if (a.members.some((m) => m.address === address)) continue;
-      c.close();
-      this.viewClients.delete(address);
-    }
+    const addresses = new Set(a.members.map((m) => m.address));
+    this.peers.retain(addresses);
+    this.viewClients.retain(addresses);
     void this.handoff.send(change);
   }
 
@@ -244,13 +241,9 @@ export class ClusterNode {
 
   private peerGeneration(address: string): Promise<number> {
     if (this.deps.peerGeneration) return this.deps.peerGeneration(address);
-    let c = this.viewClients.get(address);
-    if (!c) {
-      // Real gRPC deadlines are wall-clock times: the system clock, as for the peer pool.
-      c = connect(address);
-      this.viewClients.set(address, c);
-    }
-    return c
+    // Real gRPC deadlines are wall-clock times: the system clock, as for the peer pool.
+    return this.viewClients
+      .get(address)
       .getClusterView({ knownGeneration: 0 }, { deadlineMs: GUARD_INTERVAL_MS })
       .then((v) => v.generation);
   }
@@ -317,7 +310,7 @@ export class ClusterNode {
     await this.view.stop();
     await this.membership?.stop();
     this.peers.close();
-    for (const c of this.viewClients.values()) c.close();
+    this.viewClients.close();
     this.client.close();
   }
 }

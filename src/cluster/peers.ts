@@ -45,12 +45,12 @@ export function connectPeer(
 }
 
 /** One channel per peer address, made on first use and closed when the peer leaves. */
-export class PeerPool {
-  private readonly peers = new Map<string, PeerRpc>();
+export class PeerPool<C extends { close(): void } = PeerRpc> {
+  private readonly peers = new Map<string, C>();
 
-  constructor(private readonly connect: (address: string) => PeerRpc = connectPeer) {}
+  constructor(private readonly connect: (address: string) => C) {}
 
-  get(address: string): PeerRpc {
+  get(address: string): C {
     let p = this.peers.get(address);
     if (!p) {
       p = this.connect(address);
