@@ -152,8 +152,7 @@ let handed = 0;
 let chunks = 0;
 /** The receiving side's longest call (its own turn, in a real cluster). */
 let receiverLongest = 0;
-const peer: PeerRpc = {
-  forward: () => Promise.reject(new Error("unused")),
+const peer: Pick<PeerRpc, "handoff"> = {
   handoff: async (req) => {
     const t0 = process.hrtime.bigint();
     // The wire both ways, the receiver's ownership check (a hash per counter) and its put.
@@ -169,7 +168,6 @@ const peer: PeerRpc = {
     receiverLongest = Math.max(receiverLongest, ms(t0));
     return { accepted: mine.length, generation: 2 };
   },
-  close() {},
 };
 // The counters' time (T0), not the machine's: no retries happen, so the clock need not move.
 const clock = new ManualClock(T0 + 1);
@@ -198,6 +196,7 @@ const member = (id: string) => ({ id, address: `${id}:1` });
     lost: [{ start: 0, end: 2 ** 32, from: member("a"), to: member("b") }],
     gained: [],
     pending: [],
+    orphaned: [],
   });
   handed = 0;
   chunks = 0;
@@ -229,6 +228,7 @@ await handoff.send({
   lost: [{ start: 0, end: 2 ** 30, from: member("a"), to: member("b") }],
   gained: [],
   pending: [],
+  orphaned: [],
 });
 const total = ms(t);
 ticking = false;

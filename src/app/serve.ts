@@ -183,6 +183,7 @@ export async function startServer(
         clock,
         limits,
         receiveHandoff: (req) => node.handoff.receive(req),
+        reclaim: (req) => node.reclaim(req),
       })
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());

@@ -24,6 +24,11 @@ export interface OwnershipChange {
   gained: Move[];
   /** Of `gained`, those that wait for a handoff before they are served. */
   pending: PendingRange[];
+  /**
+   * Of `gained`, those whose previous owner is no longer a member: it left without handing them
+   * over (its lease expired). With `reclaimOrphans` they wait too, for its counters if it is alive.
+   */
+  orphaned: Move[];
 }
 
 export interface ClusterOwnershipOptions {
@@ -31,6 +36,12 @@ export interface ClusterOwnershipOptions {
   clock: Clock;
   /** How long a gained range waits for its previous owner's handoff before being served anyway. */
   handoffTimeoutMs: number;
+  /**
+   * Whether ranges gained from a previous owner that is no longer a member wait for its counters
+   * too (the node reclaims them: a server cut off from etcd is alive and holds them) until
+   * `handoffDone` or the timeout. Off: they are served at once, counts rebuilt from gateways.
+   */
+  reclaimOrphans?: boolean;
 }
 
 /**
@@ -74,12 +85,13 @@ export class ClusterOwnership implements Ownership {
     const deadline = this.opts.clock.now() + this.opts.handoffTimeoutMs;
     // Ranges still waiting from an earlier generation keep waiting while this server owns them.
     const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
+    const orphaned = gained.filter((m) => !alive.has(m.from.id));
     const fresh = gained
-      .filter((m) => alive.has(m.from.id))
+      .filter((m) => this.opts.reclaimOrphans || alive.has(m.from.id))
       .map((m) => ({ start: m.start, end: m.end, from: m.from.id, generation: a.generation, deadline }));
     this.pending = [...carried, ...fresh];
     this.notify();
-    return { generation: a.generation, lost, gained, pending: fresh };
+    return { generation: a.generation, lost, gained, pending: fresh, orphaned };
   }
 
   private ownsRange(start: number, end: number): boolean {

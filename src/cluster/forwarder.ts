@@ -16,7 +16,8 @@ import { ForwardExpiredError, type Forwarder, ForwardLostError } from "../server
 import type { PeerRpc } from "./peers.js";
 
 export interface ForwarderOptions {
-  peer: (address: string) => PeerRpc;
+  /** Only the Forward call is used: tests pass a fake with just that. */
+  peer: (address: string) => Pick<PeerRpc, "forward">;
   /** Most parts in one Forward call. */
   maxBatch?: number;
   /** Most items (check items, Envoy descriptors) over one call's parts: the owner's maxForwardItems. */

@@ -28,7 +28,8 @@ export interface HandoffOptions {
   selfId: string;
   store: CounterStore;
   ownership: ClusterOwnership;
-  peer: (address: string) => PeerRpc;
+  /** Only the Handoff call is used: tests pass a fake with just that. */
+  peer: (address: string) => Pick<PeerRpc, "handoff">;
   clock: Clock;
   log: Log;
   /** Most counters per Handoff call. */
@@ -157,14 +158,27 @@ export class Handoff {
     return this.track(all);
   }
 
-  /** The counters of `ranges` out of the store, `slice` counters visited per batch. */
-  private taking(ranges: readonly Move[], generation: number): Batches {
+  /**
+   * An unplanned move's old side: a server that kept its counters while cut off from etcd hands
+   * `ranges` to `to`, which was given them in `generation` (newer than this server holds, so its
+   * own view cannot say it lost them: it has stopped deciding, see ClusterNode.reclaim). The last
+   * chunk marks the ranges ready there.
+   */
+  surrender(generation: number, to: Member, ranges: readonly PointRange[]): Promise<void> {
+    return this.track(this.sendTo(generation, to, ranges, this.taking(ranges, generation, false)));
+  }
+
+  /**
+   * The counters of `ranges` out of the store, `slice` counters visited per batch; with
+   * `keepOwned`, those this server owns again by then stay (see notOwnedAgain).
+   */
+  private taking(ranges: readonly PointRange[], generation: number, keepOwned = true): Batches {
     const { store, clock } = this.opts;
     const slice = this.opts.slice ?? 500;
     const take = store.takeRanges(ranges, keyPoint);
     return () => {
       const b = take.next(clock.now(), slice);
-      return { counters: this.notOwnedAgain(b.counters, generation), more: b.more };
+      return { counters: keepOwned ? this.notOwnedAgain(b.counters, generation) : b.counters, more: b.more };
     };
   }
 
@@ -204,7 +218,7 @@ export class Handoff {
   private async sendTo(
     generation: number,
     to: Member,
-    ranges: readonly Move[],
+    ranges: readonly PointRange[],
     batches: Batches,
     /** Whether the last chunk says `done` (marks `ranges` ready at the receiver). */
     marksDone = true,

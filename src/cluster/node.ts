@@ -1,7 +1,9 @@
 import type { Etcd3 } from "etcd3";
 import { type Clock, every, sleep, systemClock, type Timer } from "../core/clock.js";
-import type { Assignment } from "../keyspace/assignment.js";
+import type { Assignment, Move } from "../keyspace/assignment.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { ErrorCode, itemError } from "../protocol/item-errors.js";
+import type { ReclaimRequest, ReclaimResponse } from "../protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
@@ -13,10 +15,12 @@ import { type CounterStore, Handoff } from "./handoff.js";
 import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
-import { connectPeer, PeerPool } from "./peers.js";
+import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
 
 /** How often the lease guard looks, and how long it waits for a peer's answer. */
 const GUARD_INTERVAL_MS = 250;
+/** How long a Reclaim waits for the previous owner's answer (a live one answers at once). */
+const RECLAIM_DEADLINE_MS = 1000;
 
 export interface ClusterOptions {
   /** etcd client URLs. */
@@ -77,6 +81,10 @@ export class ClusterNode {
   private probing = false;
   /** The newest generation a peer has reported: this server serves nothing older. */
   private newestSeen = 0;
+  /** Since when, registered and in touch with etcd, this server has been behind `newestSeen`. */
+  private behindSince: number | undefined;
+  /** Where peers reach this server (known once started). */
+  private address = "";
 
   constructor(
     private readonly opts: ClusterOptions,
@@ -87,6 +95,8 @@ export class ClusterNode {
       hooks?: ClusterHooks;
       /** A peer's generation (tests inject one); default: its GetClusterView. */
       peerGeneration?: (address: string) => Promise<number>;
+      /** A peer's Peer service (tests inject one); default: a gRPC channel per address. */
+      peer?: (address: string) => PeerRpc;
     },
   ) {
     const { clock, log } = deps;
@@ -96,10 +106,13 @@ export class ClusterNode {
       selfId: opts.id,
       clock,
       handoffTimeoutMs: opts.handoffTimeoutMs,
+      reclaimOrphans: true,
     });
     const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
     const maxMessageBytes = limits.maxMessageBytes;
-    this.peers = new PeerPool((address) => connectPeer(address, systemClock, maxMessageBytes));
+    this.peers = new PeerPool(
+      (address) => deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes),
+    );
     const peer = (address: string) => this.peers.get(address);
     // The owner refuses a call past its bounds (every server of a cluster runs the same flags).
     this.forwarder = new BatchingForwarder({
@@ -151,6 +164,88 @@ export class ClusterNode {
     this.peers.retain(addresses);
     this.viewClients.retain(addresses);
     void this.handoff.send(change);
+    this.reclaimOrphans(a.generation, change.orphaned);
+  }
+
+  /**
+   * Ranges this server was given from a server that is no longer a member (its lease expired)
+   * wait for that server's counters: one cut off from etcd is alive and holds them (design
+   * invariant 9: without them the new owner starts the window empty and admits up to twice the
+   * limit to callers that cannot re-send totals, such as sync Check). A dead one does not answer,
+   * and the ranges are served at once, their counts rebuilt from gateways.
+   */
+  private reclaimOrphans(generation: number, orphaned: readonly Move[]): void {
+    const byFrom = new Map<string, Move[]>();
+    for (const m of orphaned) byFrom.set(m.from.id, [...(byFrom.get(m.from.id) ?? []), m]);
+    for (const moves of byFrom.values()) {
+      const from = moves[0]!.from;
+      const ranges = moves.map((m) => ({ start: m.start, end: m.end }));
+      const serveWithout = (why: string) => {
+        this.deps.log.warn(
+          { from: from.id, generation, ranges: ranges.length, why },
+          "previous owner left without handing over: serving its ranges without its counts (rebuilt from gateways)",
+        );
+        this.ownership.handoffDone(from.id, generation);
+      };
+      this.peers
+        .get(from.address)
+        .reclaim(
+          { generation, from: this.opts.id, address: this.address, ranges },
+          { deadlineMs: RECLAIM_DEADLINE_MS },
+        )
+        .then(
+          (res) => {
+            if (res.error?.code) serveWithout(res.error.message);
+            else
+              this.deps.log.info(
+                { from: from.id, generation },
+                "reclaiming counters from the previous owner",
+              );
+          },
+          (err: Error) => serveWithout(err.message),
+        );
+    }
+  }
+
+  /**
+   * The other side of `reclaimOrphans`: a member that was given ranges of this server in a
+   * generation this server does not hold. That generation exists, so this server is behind (cut
+   * off from etcd, its lease expired): it stops deciding until its view catches up, as the lease
+   * guard would, and hands the ranges' counters over. Refused when this server holds that
+   * generation or a newer one and owns some of the ranges in it.
+   */
+  reclaim(req: ReclaimRequest): ReclaimResponse {
+    const own = this.ownership;
+    const generation = own.generation();
+    if (req.generation <= generation) {
+      for (const r of req.ranges) {
+        if (own.owns(r.start) || own.owns(r.end - 1)) {
+          return {
+            generation,
+            error: itemError(
+              ErrorCode.NOT_OWNER,
+              `this server owns range [${r.start}, ${r.end}) in generation ${generation} (the reclaim names ${req.generation})`,
+            ),
+          };
+        }
+      }
+    } else if (this.membership?.registrationFresh()) {
+      // Registered in etcd for sure (a keepalive within the TTL), so still a member for the
+      // assigner: the caller's view is odd, or this server re-registered and its own view is
+      // catching up; either way its counters follow by the ordinary handoff.
+      return {
+        generation,
+        error: itemError(
+          ErrorCode.NOT_OWNER,
+          `this server's registration is live; its counters follow by handoff once it holds generation ${req.generation}`,
+        ),
+      };
+    } else {
+      this.newestSeen = Math.max(this.newestSeen, req.generation);
+      this.setSuspended(true, `${req.from} reclaims ranges given to it in generation ${req.generation}`);
+    }
+    void this.handoff.surrender(req.generation, { id: req.from, address: req.address }, req.ranges);
+    return { generation };
   }
 
   /**
@@ -161,6 +256,7 @@ export class ClusterNode {
   async start(address: string): Promise<void> {
     const { opts } = this;
     const { clock, log } = this.deps;
+    this.address = address;
     const membership = new Membership({
       client: this.client,
       prefix: opts.prefix,
@@ -208,6 +304,7 @@ export class ClusterNode {
     const own = this.ownership;
     if (!m || this.probing) return;
     if (m.registrationFresh()) {
+      this.forgetUnseenGeneration();
       this.setSuspended(this.newestSeen > own.generation(), "lease fresh");
       return;
     }
@@ -229,6 +326,27 @@ export class ClusterNode {
         this.setSuspended(true, "lease may have expired and a peer holds a newer generation");
       else this.setSuspended(false, "etcd unreachable but peers confirm the generation");
     });
+  }
+
+  /**
+   * A generation a peer reported that etcd never shows, though this server is registered and
+   * reaches etcd (a confused or forged peer): after twice the lease TTL it is forgotten, so one
+   * bad answer cannot stop this server deciding for good.
+   */
+  private forgetUnseenGeneration(): void {
+    const now = this.deps.clock.now();
+    if (this.newestSeen <= this.ownership.generation()) {
+      this.behindSince = undefined;
+      return;
+    }
+    this.behindSince ??= now;
+    if (now - this.behindSince < 2 * this.opts.leaseTtlSeconds * 1000) return;
+    this.deps.log.warn(
+      { newestSeen: this.newestSeen, generation: this.ownership.generation() },
+      "a generation reported by a peer never appeared in etcd: forgotten",
+    );
+    this.newestSeen = this.ownership.generation();
+    this.behindSince = undefined;
   }
 
   private setSuspended(on: boolean, why: string): void {

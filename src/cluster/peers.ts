@@ -6,6 +6,8 @@ import type {
   ForwardResponse,
   HandoffRequest,
   HandoffResponse,
+  ReclaimRequest,
+  ReclaimResponse,
 } from "../protocol/messages.js";
 import { PEER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { promisify, type Unary } from "../protocol/rpc.js";
@@ -13,6 +15,7 @@ import { promisify, type Unary } from "../protocol/rpc.js";
 export interface PeerRpc {
   forward: Unary<ForwardRequest, ForwardResponse>;
   handoff: Unary<HandoffRequest, HandoffResponse>;
+  reclaim: Unary<ReclaimRequest, ReclaimResponse>;
   close(): void;
 }
 
@@ -40,6 +43,7 @@ export function connectPeer(
   return {
     forward: promisify(c, "Forward", clock),
     handoff: promisify(c, "Handoff", clock),
+    reclaim: promisify(c, "Reclaim", clock),
     close: () => c.close(),
   };
 }

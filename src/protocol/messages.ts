@@ -215,3 +215,15 @@ export interface HandoffResponse {
   error?: ItemError | null;
   generation: number;
 }
+
+export interface ReclaimRequest {
+  generation: number;
+  from: string;
+  address: string;
+  ranges: PointRange[];
+}
+
+export interface ReclaimResponse {
+  error?: ItemError | null;
+  generation: number;
+}

@@ -113,6 +113,7 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     server.addService(serviceDefinition(PEER_SERVICE), {
       Forward: unary("Forward", deps, peer.forward.bind(peer)),
       Handoff: unary("Handoff", deps, peer.handoff.bind(peer)),
+      Reclaim: unary("Reclaim", deps, peer.reclaim.bind(peer)),
     });
   }
   const health = new HealthImplementation({

@@ -10,6 +10,8 @@ import type {
   ForwardResponse,
   HandoffRequest,
   HandoffResponse,
+  ReclaimRequest,
+  ReclaimResponse,
 } from "../protocol/messages.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
@@ -20,6 +22,8 @@ export interface PeerServiceDeps {
   envoy: EnvoyRateLimit;
   ownership: Ownership;
   receiveHandoff: (req: HandoffRequest) => HandoffResponse;
+  /** A valid Reclaim (the cluster node decides whether to surrender the ranges). */
+  reclaim?: (req: ReclaimRequest) => ReclaimResponse;
   /** How long a forwarded call from a server on a newer generation waits for this one to catch up. */
   catchUpMs?: number;
   /** Times the memory of answered parts. */
@@ -166,4 +170,48 @@ export class PeerService {
     }
     return this.deps.receiveHandoff(req);
   }
+
+  /**
+   * A new owner asking for the counters of ranges it was given from this server without a
+   * handoff: refused whole (nothing changes here) when malformed.
+   */
+  reclaim(req: ReclaimRequest): ReclaimResponse {
+    const problem = reclaimProblem(req, this.limits.maxKeyLength);
+    if (problem !== undefined) throw new InvalidArgumentError(`reclaim: ${problem}`);
+    if (!this.deps.reclaim) {
+      return {
+        generation: this.deps.ownership.generation(),
+        error: itemError(ErrorCode.NOT_OWNER, "this server is not a cluster member"),
+      };
+    }
+    return this.deps.reclaim(req);
+  }
+}
+
+/** At most this many ranges in one Reclaim: an assignment has far fewer slices. */
+export const MAX_RECLAIM_RANGES = 65_536;
+
+/** What is wrong with a Reclaim request, if anything. */
+function reclaimProblem(req: ReclaimRequest, maxIdLength: number): string | undefined {
+  if (!(req.generation > 0)) return "generation must be positive";
+  if (req.from.length === 0 || req.from.length > maxIdLength)
+    return `from must be a member id of 1 to ${maxIdLength} characters`;
+  if (!/^[^\s/]+:\d{1,5}$/.test(req.address) || req.address.length > 300)
+    return `address ${JSON.stringify(req.address.slice(0, 100))} is not host:port`;
+  if (req.ranges.length === 0) return "no ranges";
+  if (req.ranges.length > MAX_RECLAIM_RANGES)
+    return `${req.ranges.length} ranges, over the maximum of ${MAX_RECLAIM_RANGES}`;
+  for (const r of req.ranges) {
+    if (
+      !(
+        Number.isInteger(r.start) &&
+        Number.isInteger(r.end) &&
+        r.start >= 0 &&
+        r.start < r.end &&
+        r.end <= 2 ** 32
+      )
+    )
+      return `range [${r.start}, ${r.end}) is not within [0, 2^32) with start < end`;
+  }
+  return undefined;
 }

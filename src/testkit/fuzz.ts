@@ -80,6 +80,10 @@ function seeds(method: string, i: number): object[] {
           done: i % 2 === 0,
         },
       ];
+    case "Reclaim":
+      return [
+        { generation: 1 + i, from: "fuzzer", address: "127.0.0.1:1", ranges: [{ start: 0, end: 2 ** 32 }] },
+      ];
     default:
       return [{}];
   }

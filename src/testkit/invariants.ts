@@ -150,3 +150,17 @@ function ratio(admitted: number, limit: number): number {
   if (limit > 0) return admitted / limit;
   return admitted > 0 ? Number.POSITIVE_INFINITY : 0;
 }
+
+/**
+ * When to record a sync answer so it lands in the window the server decided it in (a late answer
+ * recorded on arrival falls into the next window and looks like excess there). The decision was
+ * made between `sentAt` and `answeredAt`, and the server said its window ends `resetMs` after it,
+ * so the end lies in [sentAt + resetMs, answeredAt + resetMs]; windows being epoch-aligned, it is
+ * the boundary nearest the middle of that span (exact while the call took under half a window).
+ * Without a reset (0: none given) the answer's arrival is all there is.
+ */
+export function decidedAt(sentAt: number, answeredAt: number, resetMs: number, windowMs: number): number {
+  if (!(resetMs > 0)) return answeredAt;
+  const end = Math.round(((sentAt + answeredAt) / 2 + resetMs) / windowMs) * windowMs;
+  return end - 1;
+}

@@ -58,6 +58,23 @@ describe("ownership by generation", () => {
     expect(o.ready()).toBe(true);
   });
 
+  it("with reclaimOrphans, a range from a member that left without handing over waits for its counters too", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000, reclaimOrphans: true });
+    const g1 = table(1, [m("a"), m("c")], [0, 1]);
+    o.update(g1);
+    // c's lease expired (cut off from etcd, or dead): a is given c's half.
+    const change = o.update(table(2, [m("a")], [0, 0], g1))!;
+    expect(change.orphaned.map((x) => [x.from.id, x.from.address])).toEqual([["c", "c:1"]]);
+    expect(change.pending.map((p) => p.from)).toEqual(["c"]);
+    expect(o.check(keyIn(1))).toBe("not_ready");
+    expect(o.check(keyIn(0))).toBe("own");
+    // c answered with its counters (or could not be reached): served.
+    o.handoffDone("c", 2);
+    expect(o.check(keyIn(1))).toBe("own");
+    expect(o.ready()).toBe(true);
+  });
+
   it("a handoff that never comes is given up at the deadline", () => {
     const clock = new ManualClock();
     const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });

@@ -74,7 +74,7 @@ function peerService(b: ReturnType<typeof server>, clock: ManualClock) {
  */
 function lossyPeer(owner: PeerService, lose: number) {
   const calls: ForwardRequest[] = [];
-  const peer: PeerRpc = {
+  const peer: Pick<PeerRpc, "forward"> = {
     async forward(req) {
       calls.push(req as ForwardRequest);
       // Through the wire codec's shapes: the owner sees what protobufjs would decode.
@@ -82,8 +82,6 @@ function lossyPeer(owner: PeerService, lose: number) {
       if (calls.length <= lose) throw new Error("4 DEADLINE_EXCEEDED: Deadline exceeded");
       return res;
     },
-    handoff: () => Promise.reject(new Error("unused")),
-    close() {},
   };
   return { peer, calls };
 }

@@ -12,7 +12,7 @@ const owner = { id: "b", address: "b:1", self: false };
 function fakePeer(answer: (req: ForwardRequest) => ForwardResponse | Error) {
   const calls: ForwardRequest[] = [];
   const pending: (() => void)[] = [];
-  const peer: PeerRpc = {
+  const peer: Pick<PeerRpc, "forward"> = {
     forward: (req) =>
       new Promise((resolve, reject) => {
         calls.push(req as ForwardRequest);
@@ -22,8 +22,6 @@ function fakePeer(answer: (req: ForwardRequest) => ForwardResponse | Error) {
           else resolve(a);
         });
       }),
-    handoff: () => Promise.reject(new Error("unused")),
-    close() {},
   };
   const releaseAll = () => {
     for (const p of pending.splice(0)) p();

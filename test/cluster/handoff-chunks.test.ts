@@ -21,8 +21,7 @@ describe("handoff chunks are bounded by bytes", () => {
     const received: HandoffRequest[] = [];
     const sent: [string, number, boolean][] = [];
     // The receiver's gRPC server refuses a message over its receive limit, as grpc-js does.
-    const peer: PeerRpc = {
-      forward: () => Promise.reject(new Error("unused")),
+    const peer: Pick<PeerRpc, "handoff"> = {
       handoff: async (req) => {
         const bytes = HandoffRequestType.encode(req).finish().length;
         if (bytes > limit)
@@ -30,7 +29,6 @@ describe("handoff chunks are bounded by bytes", () => {
         received.push(req as HandoffRequest);
         return { accepted: (req as HandoffRequest).counters.length, generation: 2 };
       },
-      close() {},
     };
     const handoff = new Handoff({
       selfId: "a",
@@ -49,6 +47,7 @@ describe("handoff chunks are bounded by bytes", () => {
       lost: [{ start: 0, end: 2 ** 32, from: m("a"), to: m("b") }],
       gained: [],
       pending: [],
+      orphaned: [],
     });
     expect(sent).toEqual([["b", 20, true]]);
     expect(received.length).toBeGreaterThan(1);

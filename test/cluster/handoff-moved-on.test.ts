@@ -28,13 +28,11 @@ describe("back-to-back moves", () => {
     const clock = new ManualClock();
     const ownership = new ClusterOwnership({ selfId: "b", clock, handoffTimeoutMs: 3000 });
     const toC: HandoffRequest[] = [];
-    const c: PeerRpc = {
-      forward: () => Promise.reject(new Error("unused")),
+    const c: Pick<PeerRpc, "handoff"> = {
       handoff: async (req) => {
         toC.push(req as HandoffRequest);
         return { accepted: (req as HandoffRequest).counters.length, generation: 3 };
       },
-      close() {},
     };
     const put: CounterSnapshot[] = [];
     const b = new Handoff({

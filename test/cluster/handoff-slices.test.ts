@@ -44,8 +44,7 @@ function setup() {
     putCounters: (s, now) => engine.putCounters(s, now),
   };
   const received = new Map<string, HandoffRequest[]>();
-  const peer = (address: string): PeerRpc => ({
-    forward: () => Promise.reject(new Error("unused")),
+  const peer = (address: string): Pick<PeerRpc, "handoff"> => ({
     // Answers at once: without a yield of its own the sender would never leave the turn.
     handoff: async (req) => {
       const list = received.get(address) ?? [];
@@ -53,7 +52,6 @@ function setup() {
       received.set(address, list);
       return { accepted: (req as HandoffRequest).counters.length, generation: 2 };
     },
-    close() {},
   });
   return { engine, store, sliceTurns, received, peer, stop: () => (ticking = false) };
 }
@@ -84,6 +82,7 @@ describe("the handoff takes and sends a slice per turn of the event loop", () =>
       ],
       gained: [],
       pending: [],
+      orphaned: [],
     });
     stop();
     // Every slice of a take in a later turn than the one before: the thread was let go between.
@@ -116,7 +115,10 @@ describe("the handoff takes and sends a slice per turn of the event loop", () =>
     const { engine, store, peer, stop } = setup();
     const clock = new ManualClock(T0 + 1);
     const sent: [string, number, boolean][] = [];
-    const down: PeerRpc = { ...peer("x"), handoff: () => Promise.reject(new Error("14 UNAVAILABLE")) };
+    const down: Pick<PeerRpc, "handoff"> = {
+      ...peer("x"),
+      handoff: () => Promise.reject(new Error("14 UNAVAILABLE")),
+    };
     const handoff = new Handoff({
       selfId: "a",
       store,
@@ -133,6 +135,7 @@ describe("the handoff takes and sends a slice per turn of the event loop", () =>
       lost: [{ start: 0, end: 2 ** 31, from: m("a"), to: m("b") }],
       gained: [],
       pending: [],
+      orphaned: [],
     });
     stop();
     const lower = Array.from({ length: N }, (_, i) => `d/k=${i}`).filter((k) => keyPoint(k) < 2 ** 31);

@@ -18,13 +18,11 @@ describe("handoff retries on its clock", () => {
     const t0 = clock.now();
     const tries: number[] = [];
     const sent: [string, number, boolean][] = [];
-    const peer: PeerRpc = {
-      forward: () => Promise.reject(new Error("unused")),
+    const peer: Pick<PeerRpc, "handoff"> = {
       handoff: () => {
         tries.push(clock.now() - t0);
         return Promise.reject(new Error("unreachable"));
       },
-      close() {},
     };
     const handoff = new Handoff({
       selfId: "a",
@@ -42,6 +40,7 @@ describe("handoff retries on its clock", () => {
       lost: [{ start: 0, end: 2 ** 32, from: m("a"), to: m("b") }],
       gained: [],
       pending: [],
+      orphaned: [],
     });
     await settle();
     expect(tries).toEqual([0]);

@@ -1,10 +1,15 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import type { CounterStore } from "../../src/cluster/handoff.js";
 import { ClusterNode } from "../../src/cluster/node.js";
+import type { PeerRpc } from "../../src/cluster/peers.js";
 import { systemClock } from "../../src/core/clock.js";
+import type { CounterSnapshot } from "../../src/core/transfer.js";
+import { keyPoint } from "../../src/keyspace/hash.js";
+import type { HandoffRequest, ReclaimRequest } from "../../src/protocol/messages.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { etcdPerSuite, startProxy } from "./etcd-harness.js";
-import { listStore } from "./handoff-fakes.js";
+import { listStore, snapshot } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
 const store = listStore();
@@ -17,7 +22,11 @@ const store = listStore();
 describe("a server cut off from etcd", () => {
   const suite = etcdPerSuite();
 
-  async function cluster(prefix: string, proxied: { a: boolean; b: boolean }) {
+  async function cluster(
+    prefix: string,
+    proxied: { a: boolean; b: boolean },
+    stores: { a?: CounterStore; b?: CounterStore } = {},
+  ) {
     const proxies = {
       a: proxied.a ? await startProxy(suite.etcd().url) : undefined,
       b: proxied.b ? await startProxy(suite.etcd().url) : undefined,
@@ -27,6 +36,21 @@ describe("a server cut off from etcd", () => {
       const n = nodes.get(address);
       if (!n) throw new Error(`no peer at ${address}`);
       return n.ownership.generation();
+    };
+    // Peer calls go straight to the other node (a stopped node answers UNAVAILABLE).
+    const stopped = new Set<string>();
+    const peer = (address: string): PeerRpc => {
+      const n = () => {
+        const node = nodes.get(address);
+        if (!node || stopped.has(address)) throw new Error(`14 UNAVAILABLE: no peer at ${address}`);
+        return node;
+      };
+      return {
+        forward: () => Promise.reject(new Error("unused")),
+        handoff: async (req) => n().handoff.receive(req as HandoffRequest),
+        reclaim: async (req) => n().reclaim(req as ReclaimRequest),
+        close() {},
+      };
     };
     const make = (id: "a" | "b", assigner: boolean) =>
       new ClusterNode(
@@ -41,8 +65,8 @@ describe("a server cut off from etcd", () => {
           loadIntervalMs: 0,
           rebalanceIntervalMs: 0,
         },
-        store,
-        { clock: systemClock, log, peerGeneration },
+        stores[id] ?? store,
+        { clock: systemClock, log, peerGeneration, peer },
       );
     const a = make("a", true);
     const b = make("b", false);
@@ -64,7 +88,7 @@ describe("a server cut off from etcd", () => {
       for (const n of [a, b]) await n.stop().catch(() => {});
       for (const p of Object.values(proxies)) await p?.close();
     };
-    return { a, b, key, proxies, stop };
+    return { a, b, key, proxies, stop, stopped };
   }
 
   it("stops deciding its old slices once the assigner could have given them away", async () => {
@@ -93,6 +117,86 @@ describe("a server cut off from etcd", () => {
         15_000,
       );
     } finally {
+      await stop();
+    }
+  });
+
+  it("the new owner reclaims the counters of a server cut off from etcd before deciding its keys", async () => {
+    // b holds a counter for every key it is asked about; a records what it is given.
+    const taken: string[] = [];
+    const bStore: CounterStore = {
+      takeRanges: (ranges) => {
+        let done = false;
+        return {
+          next: () => {
+            if (done) return { counters: [], more: false };
+            done = true;
+            const out = held.filter((c) =>
+              ranges.some((r) => keyPoint(c.key) >= r.start && keyPoint(c.key) < r.end),
+            );
+            taken.push(...out.map((c) => c.key));
+            return { counters: out, more: false };
+          },
+        };
+      },
+      putCounters: (s) => s.length,
+    };
+    const put: CounterSnapshot[] = [];
+    // What a said of b's key when b's counters arrived: still waiting for them, not yet deciding.
+    const verdictAtPut: string[] = [];
+    let nodeA: ClusterNode | undefined;
+    const aStore: CounterStore = {
+      takeRanges: () => ({ next: () => ({ counters: [], more: false }) }),
+      putCounters: (s) => {
+        put.push(...s);
+        for (const c of s) verdictAtPut.push(nodeA!.ownership.check(c.key));
+        return s.length;
+      },
+    };
+    const held: CounterSnapshot[] = [];
+    const { a, b, key, proxies, stop } = await cluster(
+      "/np3/",
+      { a: false, b: true },
+      { a: aStore, b: bStore },
+    );
+    try {
+      held.push(snapshot(key));
+      nodeA = a;
+      const g = b.ownership.generation();
+      proxies.b!.cut();
+      // Before Peer.Reclaim, a served b's key as soon as it was given it, with an empty counter
+      // (b, cut off from etcd, could not hand over): up to twice the limit in that window.
+      await waitFor(
+        "a is given b's key",
+        () => a.ownership.generation() > g && a.ownership.owns(keyPoint(key)),
+        15_000,
+      );
+      await waitFor("a serves b's key", () => a.ownership.check(key) === "own", 5_000);
+      expect(put.map((c) => c.key)).toEqual([key]);
+      expect(verdictAtPut).toEqual(["not_ready"]);
+      expect(taken).toEqual([key]);
+      // b stopped deciding the moment it learnt of the newer generation.
+      expect(b.ownership.check(key)).toBe("not_owner");
+    } finally {
+      proxies.b!.restore();
+      await stop();
+    }
+  });
+
+  it("a range whose previous owner is gone is served at once (nobody to reclaim from)", async () => {
+    const { a, b, key, proxies, stop, stopped } = await cluster("/np4/", { a: false, b: true });
+    try {
+      const g = b.ownership.generation();
+      stopped.add("127.0.0.1:2"); // b's Peer service answers nothing, as a dead server's
+      proxies.b!.cut();
+      await waitFor(
+        "a is given b's key",
+        () => a.ownership.generation() > g && a.ownership.owns(keyPoint(key)),
+        15_000,
+      );
+      await waitFor("a serves b's key", () => a.ownership.check(key) === "own", 1_000);
+    } finally {
+      proxies.b!.restore();
       await stop();
     }
   });
