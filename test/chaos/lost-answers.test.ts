@@ -208,11 +208,12 @@ describe("chaos: answers lost between a gateway and its server", () => {
       // A gateway that enters its fallback share while a report is unanswered counts only
       // windowTotal (acknowledged) + admitted (not yet drained), not the units drained into the
       // report in flight, so it admits those again. The default run pins it: only the batched
-      // keys, only in windows from the first loss to a window after the last, at most 2x.
+      // keys, only in windows from the first loss to two windows after the last (reconnecting and leaving
+      // the fallback take a while), at most 2x. Measured 1.19-1.97x over four runs.
       for (const v of over) {
         expect(v.key).not.toBe(SYNC_KEY);
         expect(v.windowStart).toBeGreaterThanOrEqual(t0 + PHASES[0]!.at - WINDOW_MS);
-        expect(v.windowStart).toBeLessThanOrEqual(t0 + PHASES[2]!.at + WINDOW_MS);
+        expect(v.windowStart).toBeLessThanOrEqual(t0 + PHASES[2]!.at + 2 * WINDOW_MS);
         expect(v.ratio).toBeLessThanOrEqual(2 * (1 + EPSILON_BATCHED));
       }
     }
