@@ -1,5 +1,5 @@
 import { defineConfig } from "vitest/config";
-import { E2E, INTEGRATION } from "./test/tiers.js";
+import { CHAOS, E2E, INTEGRATION } from "./test/tiers.js";
 
 export default defineConfig({
   test: {
@@ -11,10 +11,14 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: [...E2E, ...INTEGRATION] },
+        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: [...E2E, ...INTEGRATION, ...CHAOS] },
       },
       { extends: true, test: { name: "integration", include: INTEGRATION } },
       { extends: true, test: { name: "e2e", include: E2E } },
+      // The long chaos scenarios only when asked for (`npm run test:chaos`), one file at a time.
+      ...(process.env.SHARDLIMIT_CHAOS === "1"
+        ? [{ extends: true as const, test: { name: "chaos", include: CHAOS, fileParallelism: false } }]
+        : []),
     ],
   },
 });

@@ -28,6 +28,18 @@ export const INTEGRATION = [
   "test/testkit/etcd.test.ts",
 ];
 
+/**
+ * Long chaos scenarios (real processes, 30 s or more each, timing-sensitive): not in `npm test`;
+ * `npm run test:chaos` runs them (SHARDLIMIT_CHAOS=1 adds the `chaos` vitest project, one file at a
+ * time). To run one: `SHARDLIMIT_CHAOS=1 npx vitest run test/chaos/peers.test.ts`.
+ */
+export const CHAOS = [
+  "test/chaos/dup-client-ids.test.ts",
+  "test/chaos/etcd-compaction.test.ts",
+  "test/chaos/lost-answers.test.ts",
+  "test/chaos/peers.test.ts",
+];
+
 /** What a test file calls when it starts a real process (etcd, the CLI, redis-server). */
 export const PROCESS_STARTERS = [
   "startCli(",
