@@ -51,6 +51,11 @@ export class ClientKey extends LocalKey {
   private granted = 0;
   /** Set while its owner cannot be reached. */
   private fallback: Fallback | undefined = undefined;
+  /**
+   * Units admitted here that sit in reports sent and not yet answered (applied or not: unknown).
+   * They came out of this window's share, so a fallback share must not hand them out again.
+   */
+  private unanswered = 0;
 
   constructor(
     /** The key reports name: the counter key. */
@@ -117,8 +122,11 @@ export class ClientKey extends LocalKey {
 
   /** Counts a decision made without the policy (shadow mode, a cost over the limit). */
   tally(ok: boolean, cost: number): boolean {
-    if (ok) this.admitted += cost;
-    else this.rejected += cost;
+    if (ok) {
+      this.admitted += cost;
+      // Not in the report the next policy answers: charged against that policy's grant.
+      this.sinceAsked += cost;
+    } else this.rejected += cost;
     return ok;
   }
 
@@ -207,13 +215,24 @@ export class ClientKey extends LocalKey {
       d.admitted -= r;
       this.refund -= r;
     }
+    this.unanswered += d.admitted;
     return d;
   }
 
   /** Puts back counts an owner did not apply, for the next report. */
   restore(d: Drained): void {
+    this.answered(d);
     this.admitted += d.admitted;
     this.rejected += d.rejected;
+  }
+
+  /** The counts of `d` were refused for good (the owner found the key invalid): dropped. */
+  dropped(d: Drained): void {
+    this.answered(d);
+  }
+
+  private answered(d: Drained): void {
+    this.unanswered = Math.max(0, this.unanswered - d.admitted);
   }
 
   /**
@@ -229,6 +248,7 @@ export class ClientKey extends LocalKey {
    * holds this key's window from `incarnation` on ("" when that is not known to be so).
    */
   acknowledged(d: Drained, address: string, incarnation: string, now: number): void {
+    this.answered(d);
     this.roll(now);
     this.#windowTotal += d.admitted;
     this.reportedTo = address;
@@ -277,6 +297,7 @@ export class ClientKey extends LocalKey {
     next.reportedInc = this.reportedInc;
     next.windowAt = this.windowAt;
     next.#windowTotal = this.#windowTotal;
+    next.unanswered = this.unanswered;
     this.replacedBy = next;
   }
 
@@ -287,7 +308,8 @@ export class ClientKey extends LocalKey {
       this.#rule,
       this.gateways,
       this.#remaining,
-      this.#windowTotal + this.admitted,
+      this.#windowTotal + this.admitted + this.unanswered,
+      this.admitted + this.unanswered,
       now,
     );
   }

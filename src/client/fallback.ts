@@ -16,15 +16,20 @@ export class Fallback {
     gateways: number,
     /** Cluster-wide units the owner last said were left. */
     remaining: number,
-    /** Units this gateway admitted in the current window (fixed and sliding windows). */
+    /**
+     * Units this gateway admitted in the current window (fixed and sliding windows), counting
+     * those in reports not yet answered.
+     */
     admittedInWindow: number,
+    /** Units this gateway admitted that `remaining` does not count yet (token bucket). */
+    unconfirmed: number,
     now: number,
   ) {
     const n = Math.max(1, gateways);
     this.share = rule.limit / n;
     this.at = now;
     if (rule.algorithm === "token_bucket") {
-      this.tokens = Math.min(rule.burst / n, Math.max(0, remaining) / n);
+      this.tokens = Math.max(0, Math.min(rule.burst / n, Math.max(0, remaining) / n) - unconfirmed);
     } else {
       this.tokens = Math.max(0, this.share - admittedInWindow);
     }

@@ -296,6 +296,7 @@ export class Reporter {
           if (code === ErrorCode.COUNTERS_EXHAUSTED && !k.inFallback) k.enterFallback(now);
         } else {
           // Invalid here though valid in the limits we hold: our copy is stale. Counts dropped.
+          k.dropped(d);
           this.opts.logger.warn({ key: k.key, err: pol.error!.message }, "owner refused a key");
           this.ports.directory.refreshLimits();
         }

@@ -235,3 +235,33 @@ describe("4c: sequence numbers never make reports silently unapplied", () => {
     expect(limiter.stats().reportsTooOld).toBeGreaterThan(0);
   });
 });
+
+describe("answers lost while a window fills (chaos: lost-answers)", () => {
+  it("the fallback share counts the units of reports sent but not answered", () => {
+    const { t, limiter, run } = startGateway();
+    run(10);
+    let admitted = 0;
+    const decideFor = (ms: number) => {
+      for (let i = 0; i < ms; i++) {
+        if (limiter.decide("api/minute=x")) admitted++;
+        run(1);
+      }
+    };
+    decideFor(300); // about half the limit (600 a minute), every report answered
+    // From now on the owner applies every report but no answer comes back: the gateway retries
+    // the unanswered report and decides on its fallback share (one gateway: the whole limit).
+    t.modes.set(A, "lose");
+    decideFor(20_000);
+    expect(limiter.stats().fallbackKeys).toBe(1);
+    // Before the fix the share left out the unanswered report's units: admitted 899 of 600.
+    expect(admitted).toBeLessThanOrEqual(600);
+    const whileLost = admitted;
+    // Once answers come back, what was admitted is applied (the owner's count stops at the limit),
+    // and nothing more is admitted in the window (before the fix: 10 more, on a grant answered
+    // before the units admitted on the fallback share had been reported).
+    t.modes.set(A, "ok");
+    decideFor(2000);
+    expect(used(t, "x")).toBe(Math.min(600, whileLost));
+    expect(admitted).toBe(whileLost);
+  });
+});
