@@ -1,5 +1,8 @@
 import { defineConfig } from "vitest/config";
-import { E2E, INTEGRATION } from "./test/tiers.js";
+import { CHAOS, E2E, INTEGRATION } from "./test/tiers.js";
+
+/** The long chaos scenarios run only when asked for: `vitest run test/chaos...` or SHARDLIMIT_CHAOS=1. */
+const chaos = process.env.SHARDLIMIT_CHAOS === "1" || process.argv.some((a) => a.includes("test/chaos"));
 
 export default defineConfig({
   test: {
@@ -11,10 +14,13 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: [...E2E, ...INTEGRATION] },
+        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: [...E2E, ...INTEGRATION, ...CHAOS] },
       },
       { extends: true, test: { name: "integration", include: INTEGRATION } },
       { extends: true, test: { name: "e2e", include: E2E } },
+      ...(chaos
+        ? [{ extends: true as const, test: { name: "chaos", include: CHAOS, testTimeout: 180_000 } }]
+        : []),
     ],
   },
 });
