@@ -218,8 +218,10 @@ describe("chaos: random SIGKILL and SIGTERM of servers and of the assigner leade
     if (process.env.CHAOS_STRICT === "1") {
       expect(fb.violations).toEqual([]);
     } else {
-      // FOUND (not explained yet): one run (seed 1972296872, third run) had a batched key admit
-      // 1.6x in a window 7 s after a SIGKILL and 4 s before the next one. Pinned below two
+      // FOUND (not explained yet): batched keys over the bound outside any kill window: 1.6x once
+      // (7 s after a SIGKILL, 4 s before the next); 1.175-1.19x on three keys at once (seed
+      // 1139378800) in the window their slices moved back (s4 -> s1, generation 11) onto a server
+      // restarted after a SIGKILL: a planned move, so the handoff should have kept the counts. Pinned below two
       // windows' worth and printed by default; CHAOS_STRICT=1 asks for the bound.
       for (const v of fb.violations) expect(v.ratio).toBeLessThanOrEqual(2 * (1 + EPSILON_BATCHED));
     }
