@@ -1,6 +1,9 @@
 import { defineConfig } from "vitest/config";
 import { CHAOS, E2E, INTEGRATION } from "./test/tiers.js";
 
+/** The long chaos scenarios run only when asked for: `vitest run test/chaos...` or SHARDLIMIT_CHAOS=1. */
+const chaos = process.env.SHARDLIMIT_CHAOS === "1" || process.argv.some((a) => a.includes("test/chaos"));
+
 export default defineConfig({
   test: {
     testTimeout: 20_000,
@@ -15,9 +18,14 @@ export default defineConfig({
       },
       { extends: true, test: { name: "integration", include: INTEGRATION } },
       { extends: true, test: { name: "e2e", include: E2E } },
-      // The long chaos scenarios only when asked for (`npm run test:chaos`), one file at a time.
-      ...(process.env.SHARDLIMIT_CHAOS === "1"
-        ? [{ extends: true as const, test: { name: "chaos", include: CHAOS, fileParallelism: false } }]
+      // One file at a time: each loads the machine, and timing is part of what they judge.
+      ...(chaos
+        ? [
+            {
+              extends: true as const,
+              test: { name: "chaos", include: CHAOS, fileParallelism: false, testTimeout: 180_000 },
+            },
+          ]
         : []),
     ],
   },

@@ -30,11 +30,15 @@ export const INTEGRATION = [
 
 /**
  * Long chaos scenarios (real processes, 30 s or more each, timing-sensitive): not in `npm test`;
- * `npm run test:chaos` runs them (SHARDLIMIT_CHAOS=1 adds the `chaos` vitest project, one file at a
- * time). To run one: `SHARDLIMIT_CHAOS=1 npx vitest run test/chaos/peers.test.ts`.
+ * `npm run test:chaos` runs them in a project of their own (`chaos`), one file at a time, which
+ * vitest.config.ts adds when asked for: SHARDLIMIT_CHAOS=1 or a command line naming test/chaos
+ * (`npx vitest run test/chaos/peers.test.ts`).
  */
 export const CHAOS = [
+  "test/chaos/drains.test.ts",
   "test/chaos/dup-client-ids.test.ts",
+  "test/chaos/hotkey.test.ts",
+  "test/chaos/kill.test.ts",
   "test/chaos/etcd-compaction.test.ts",
   "test/chaos/lost-answers.test.ts",
   "test/chaos/peers.test.ts",
