@@ -265,12 +265,12 @@ export async function startServer(
         // or the SIGKILL that follows skips gRPC's grace for calls in flight too.
         const drainMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
         log.info({ drainTimeoutMs: drainMs }, "shutting down: not ready, draining slices to other members");
-        const t0 = clock.now();
+        const t0 = clock.elapsed();
         const drained = await within(clock, drainMs, node.drain(drainMs)).catch((err: Error) => {
           log.warn({ err: err.message }, "drain failed");
           return false;
         });
-        const ms = clock.now() - t0;
+        const ms = clock.elapsed() - t0;
         if (drained === true) log.info({ ms }, "drained");
         else {
           log.warn(

@@ -11,7 +11,7 @@ export interface PendingRange {
   /** Member id of the previous owner. */
   from: string;
   generation: number;
-  /** After this the range is served without the handoff (its counts rebuilt from gateways). */
+  /** After this (`Clock.elapsed`) the range is served without the handoff (its counts rebuilt from gateways). */
   deadline: number;
 }
 
@@ -82,7 +82,7 @@ export class ClusterOwnership implements Ownership {
     const lost = diff.filter((m) => m.from.id === self);
     const gained = diff.filter((m) => m.to.id === self);
     const alive = new Set(a.members.map((m) => m.id));
-    const deadline = this.opts.clock.now() + this.opts.handoffTimeoutMs;
+    const deadline = this.opts.clock.elapsed() + this.opts.handoffTimeoutMs;
     // Ranges still waiting from an earlier generation keep waiting while this server owns them.
     const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
     const orphaned = gained.filter((m) => !alive.has(m.from.id));
@@ -117,7 +117,7 @@ export class ClusterOwnership implements Ownership {
 
   private expire(): void {
     if (this.pending.length === 0) return;
-    const now = this.opts.clock.now();
+    const now = this.opts.clock.elapsed();
     const before = this.pending.length;
     this.pending = this.pending.filter((p) => p.deadline > now);
     if (this.pending.length !== before) this.notify();
@@ -170,7 +170,7 @@ export class ClusterOwnership implements Ownership {
    */
   takeLoad(): { generation: number; ranges: [number, number, number][] } {
     const a = this.assignment;
-    const now = this.opts.clock.now();
+    const now = this.opts.clock.elapsed();
     const seconds = Math.max(0.001, (now - this.hitsSince) / 1000);
     const ranges: [number, number, number][] = [];
     if (a) {

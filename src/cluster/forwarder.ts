@@ -128,7 +128,7 @@ export class BatchingForwarder implements Forwarder {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
       if (this.full(owner.address, q, reject)) return;
-      list(q).push({ req, id: ++this.seq, resolve, reject, deadline: this.clock.now() + this.queueMs });
+      list(q).push({ req, id: ++this.seq, resolve, reject, deadline: this.clock.elapsed() + this.queueMs });
       this.schedule(owner.address, q, generation);
     });
   }
@@ -147,7 +147,7 @@ export class BatchingForwarder implements Forwarder {
 
   /** Drops, unsent, the parts at the head of the queue whose wait is over, and rejects them. */
   private dropExpired(address: string, q: OwnerQueue): void {
-    const now = this.clock.now();
+    const now = this.clock.elapsed();
     const due = (parts: readonly { deadline: number }[]) => {
       let n = 0;
       while (n < parts.length && parts[n]!.deadline <= now) n++;

@@ -225,9 +225,9 @@ export class Handoff {
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
     const yieldTurn = this.opts.yieldTurn ?? nextTurn;
-    const giveUpAt = clock.now() + (this.opts.giveUpMs ?? 10_000);
+    const giveUpAt = clock.elapsed() + (this.opts.giveUpMs ?? 10_000);
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
-    const started = clock.now();
+    const started = clock.elapsed();
     // The request's other fields, plus room for the varints of `generation` and `done`.
     const header =
       HandoffRequestType.encode({ generation, from: selfId, ranges: wire, counters: [], done: true }).finish()
@@ -271,7 +271,7 @@ export class Handoff {
           } catch (err) {
             problem = (err as Error).message;
           }
-          if (clock.now() >= giveUpAt) {
+          if (clock.elapsed() >= giveUpAt) {
             // The rest of the ranges' counters still come out of the store (this server no longer
             // owns them), a slice per turn, and count as lost with those taken and not sent.
             let lost = chunks.slice(n).reduce((a, c) => a + c.length, 0) + cut.pending;
@@ -297,7 +297,7 @@ export class Handoff {
     }
     this.opts.onSent?.(to.id, sent, true);
     log.info(
-      { to: to.id, generation, counters: sent, tooBig, ranges: ranges.length, ms: clock.now() - started },
+      { to: to.id, generation, counters: sent, tooBig, ranges: ranges.length, ms: clock.elapsed() - started },
       "handed slices over",
     );
   }

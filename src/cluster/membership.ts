@@ -74,7 +74,7 @@ export class Membership {
   }
 
   /** True while the last keepalive is younger than the TTL: the registration surely still exists. */
-  registrationFresh(now = this.opts.clock.now()): boolean {
+  registrationFresh(now = this.opts.clock.elapsed()): boolean {
     return now - this.lastKeepaliveAt < this.opts.ttlSeconds * 1000;
   }
 
@@ -91,7 +91,7 @@ export class Membership {
     const { client, ttlSeconds, self, log } = this.opts;
     const lease = client.lease(ttlSeconds, { autoKeepAlive: true });
     lease.on("keepaliveSucceeded", () => {
-      if (this.lease === lease) this.lastKeepaliveAt = this.opts.clock.now();
+      if (this.lease === lease) this.lastKeepaliveAt = this.opts.clock.elapsed();
     });
     lease.on("lost", (err) => {
       if (this.stopped || this.lease !== lease) return;
@@ -105,7 +105,7 @@ export class Membership {
       throw err;
     }
     this.lease = lease;
-    this.lastKeepaliveAt = this.opts.clock.now();
+    this.lastKeepaliveAt = this.opts.clock.elapsed();
     log.info({ id: self.id, address: self.address, ttlSeconds }, "registered as a cluster member");
   }
 

@@ -334,7 +334,7 @@ export class ClusterNode {
    * bad answer cannot stop this server deciding for good.
    */
   private forgetUnseenGeneration(): void {
-    const now = this.deps.clock.now();
+    const now = this.deps.clock.elapsed();
     if (this.newestSeen <= this.ownership.generation()) {
       this.behindSince = undefined;
       return;
@@ -400,7 +400,7 @@ export class ClusterNode {
    */
   async drain(timeoutMs: number): Promise<boolean> {
     const { clock } = this.deps;
-    const until = clock.now() + timeoutMs;
+    const until = clock.elapsed() + timeoutMs;
     try {
       if (!this.membership) return true;
       await this.membership.setDraining();
@@ -411,11 +411,12 @@ export class ClusterNode {
       );
       return false;
     }
-    while (!this.holdsNothing() && clock.now() < until) await this.ownership.changed(until - clock.now());
+    while (!this.holdsNothing() && clock.elapsed() < until)
+      await this.ownership.changed(until - clock.elapsed());
     await Promise.race([
       this.handoff.idle(),
       // Ref'd, as before: the drain's deadline stands even once nothing else is pending.
-      sleep(clock, Math.max(0, until - clock.now()), { ref: true }),
+      sleep(clock, Math.max(0, until - clock.elapsed()), { ref: true }),
     ]);
     return this.holdsNothing();
   }

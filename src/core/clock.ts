@@ -21,8 +21,17 @@ export interface TimerOptions {
 }
 
 export interface Clock {
-  /** Milliseconds since the epoch (the virtual clocks start wherever they are told). */
+  /**
+   * Milliseconds since the epoch (the virtual clocks start wherever they are told): for what is
+   * shared with other processes or aligned to the calendar, such as windows. It can step.
+   */
   now(): number;
+  /**
+   * Milliseconds from an arbitrary origin that never step back: for durations and deadlines
+   * within this process (leases, timeouts, retries), which a wall clock stepped by NTP or by hand
+   * would stretch or cut.
+   */
+  elapsed(): number;
   /**
    * Runs `fn` once after `ms`. The system clock's timers do not keep the process alive unless
    * `opts.ref` asks them to.
@@ -32,6 +41,7 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
+  elapsed: () => performance.now(),
   after(ms, fn, opts) {
     const t = setTimeout(fn, ms);
     // A timer of a library or server part must never keep its process alive on its own.
@@ -82,6 +92,8 @@ interface Event {
  */
 export class ManualClock implements Clock {
   private t: number;
+  /** The monotonic reading: moves with `advance`/`runUntil`, not with `set`. */
+  private mono = 0;
   private order = 0;
   private heap: Event[] = [];
 
@@ -91,6 +103,10 @@ export class ManualClock implements Clock {
 
   now(): number {
     return this.t;
+  }
+
+  elapsed(): number {
+    return this.mono;
   }
 
   after(ms: number, fn: () => void): Timer {
@@ -109,7 +125,10 @@ export class ManualClock implements Clock {
     this.runUntil(this.t + ms);
   }
 
-  /** Sets the time, forwards or back, firing no timers (a test placing itself in a window). */
+  /**
+   * Sets the wall time, forwards or back, firing no timers and leaving `elapsed` as it is (a test
+   * placing itself in a window, or a wall clock stepped by hand).
+   */
   set(t: number): void {
     this.t = t;
   }
@@ -120,10 +139,17 @@ export class ManualClock implements Clock {
       const e = this.heap[0];
       if (e === undefined || e.at > until) break;
       this.pop();
-      this.t = Math.max(this.t, e.at);
+      this.moveTo(e.at);
       e.fn?.();
     }
-    this.t = Math.max(this.t, until);
+    this.moveTo(until);
+  }
+
+  private moveTo(t: number): void {
+    if (t > this.t) {
+      this.mono += t - this.t;
+      this.t = t;
+    }
   }
 
   /** Timers set and not yet fired (cancelled ones included until their time). */

@@ -95,9 +95,9 @@ export class Router {
 
   private async waitFor(generation: number): Promise<void> {
     const { ownership, clock } = this.deps;
-    const until = clock.now() + this.retryWaitMs * this.attempts;
-    while (ownership.generation() < generation && clock.now() < until) {
-      await ownership.changed(until - clock.now());
+    const until = clock.elapsed() + this.retryWaitMs * this.attempts;
+    while (ownership.generation() < generation && clock.elapsed() < until) {
+      await ownership.changed(until - clock.elapsed());
     }
   }
 

@@ -33,7 +33,11 @@ function keyIn(lo: number, hi: number, prefix: string): string {
 function offsetClock(base: ManualClock): { clock: Clock; step(ms: number): void } {
   let offset = 0;
   return {
-    clock: { now: () => base.now() + offset, after: (ms, fn) => base.after(ms, fn) },
+    clock: {
+      now: () => base.now() + offset,
+      elapsed: () => base.elapsed(),
+      after: (ms, fn) => base.after(ms, fn),
+    },
     step(ms) {
       offset += ms;
     },

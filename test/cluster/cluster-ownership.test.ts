@@ -87,6 +87,20 @@ describe("ownership by generation", () => {
     expect(o.check(keyIn(0))).toBe("own");
   });
 
+  it("a wall clock stepped back does not stretch the handoff wait (deadlines are monotonic)", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
+    const g1 = table(1, [m("a"), m("b")], [1, 1]);
+    o.update(g1);
+    o.update(table(2, [m("a"), m("b")], [0, 1], g1));
+    clock.set(clock.now() - 3_600_000); // NTP steps the wall clock an hour back
+    clock.advance(999);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    clock.advance(1);
+    // Before: the deadline was a wall time, an hour away now.
+    expect(o.check(keyIn(0))).toBe("own");
+  });
+
   it("the sender sees what it lost; a server that missed a generation uses the predecessor the assignment names", () => {
     const a = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
     const g1 = place(1, [m("a"), m("b")], Uint32Array.of(0, HALF));

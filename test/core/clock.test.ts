@@ -33,6 +33,20 @@ describe("ManualClock", () => {
     expect(() => c.advance(-1)).toThrow(RangeError);
   });
 
+  it("elapsed() moves with advance and runUntil, never with set(), never back", () => {
+    const c = new ManualClock(1000);
+    expect(c.elapsed()).toBe(0);
+    c.advance(40);
+    expect(c.elapsed()).toBe(40);
+    c.set(0); // the wall clock stepped back
+    expect(c.elapsed()).toBe(40);
+    c.advance(10);
+    expect([c.now(), c.elapsed()]).toEqual([10, 50]);
+    c.set(5000); // and forward
+    c.runUntil(5001);
+    expect(c.elapsed()).toBe(51);
+  });
+
   it("sleep resolves when the clock reaches it", async () => {
     const c = new ManualClock(0);
     let done = false;
