@@ -117,7 +117,20 @@ export class ClientKey extends LocalKey {
 
   /** Whether a policy from the owner is in force (otherwise the allowance applies). */
   hasPolicy(now: number): boolean {
+    this.expireIfStepped(now);
     return this.kind !== 0 && now < this.until;
+  }
+
+  /**
+   * A policy lasts a few intervals from its arrival by the wall clock (windows need wall time);
+   * a wall clock stepped back before that arrival would keep it, an ALLOW included, for as long
+   * as the step: it ends instead, and the next answer brings a fresh one.
+   */
+  private expireIfStepped(now: number): void {
+    if (now < this.appliedAt) {
+      this.until = now;
+      this.appliedAt = now;
+    }
   }
 
   /** Counts a decision made without the policy (shadow mode, a cost over the limit). */
@@ -136,6 +149,7 @@ export class ClientKey extends LocalKey {
    * said was left: spent once, whether before or after the policy runs out.
    */
   override decide(cost: number, now: number, random: number): boolean {
+    this.expireIfStepped(now);
     const underPolicy = this.kind !== 0 && now < this.until;
     const ok = super.decide(cost, now, random);
     if (ok && underPolicy) this.allowance -= cost;

@@ -3,6 +3,7 @@ import type { ClientKey } from "../../src/client/client-key.js";
 import { KeyTable, Unlimited } from "../../src/client/key-table.js";
 import { OwnerChannel, type PendingReport } from "../../src/client/owner-channel.js";
 import { compileSources } from "../../src/config/load.js";
+import { allowPolicy } from "../../src/core/policy.js";
 
 const YAML = `domain: api
 descriptors:
@@ -67,5 +68,19 @@ describe("KeyTable", () => {
     expect(k.current()).toBe(next);
     expect(t.isCurrent(k)).toBe(false);
     expect(t.entry("other/x=y", 1)).toBeInstanceOf(Unlimited); // no limit applies
+  });
+});
+
+describe("ClientKey", () => {
+  it("a policy ends when the wall clock steps back before its arrival, an ALLOW included", () => {
+    const t = new KeyTable({ idleKeyMs: 60_000, maxKeys: 10, reportIntervalMs: 100 }, () => {});
+    t.setConfig(config());
+    const k = t.entry("api/minute=x", 1) as ClientKey;
+    const now = 1_700_000_000_000;
+    k.applyPolicy(allowPolicy(now + 300, 600, now + 60_000), 1, now);
+    expect(k.hasPolicy(now + 100)).toBe(true);
+    // NTP steps the clock an hour back: before, the ALLOW held for the hour and 300 ms.
+    expect(k.hasPolicy(now - 3_600_000)).toBe(false);
+    expect(k.hasPolicy(now - 3_600_000 + 100)).toBe(false);
   });
 });
