@@ -1,3 +1,5 @@
+import { ShardlimitError } from "./errors.js";
+
 /**
  * Applies each (client id, sequence number) once. A window of the last 32 sequence numbers per
  * client accepts reports that arrive out of order, and refuses to guess about anything older.
@@ -5,6 +7,22 @@
 export type SeqVerdict = "new" | "duplicate" | "too_old";
 
 export const SEQ_WINDOW = 32;
+
+/**
+ * Client ids remembered at most (about 100 bytes each): a caller inventing a new id per report
+ * would otherwise grow the table until the idle sweep (10 minutes) catches up.
+ */
+export const DEFAULT_MAX_REPORT_CLIENTS = 1_000_000;
+
+/** A report from a client id not yet known, with the table full: refused, nothing applied. */
+export class ClientsExhaustedError extends ShardlimitError {
+  constructor(max: number) {
+    super(
+      "COUNTERS_EXHAUSTED",
+      `the server tracks its maximum of ${max} reporting client ids (idle ones are forgotten after 10 minutes); try again later`,
+    );
+  }
+}
 
 class SeqWindow {
   max = 0;
@@ -15,6 +33,8 @@ class SeqWindow {
 
 export class ReportDedup {
   private readonly clients = new Map<string, SeqWindow>();
+
+  constructor(private readonly maxClients = DEFAULT_MAX_REPORT_CLIENTS) {}
   /** Where the sweep in progress left off (undefined: none under way). */
   private cursor: Iterator<[string, SeqWindow]> | undefined;
 
@@ -31,10 +51,11 @@ export class ReportDedup {
     return w.bits & (1 << offset) ? "duplicate" : "new";
   }
 
-  /** Records `seq` as applied if it is new. */
+  /** Records `seq` as applied if it is new; a new client id past `maxClients` is refused. */
   accept(clientId: string, seq: number, now: number): SeqVerdict {
     let w = this.clients.get(clientId);
     if (!w) {
+      if (this.clients.size >= this.maxClients) throw new ClientsExhaustedError(this.maxClients);
       w = new SeqWindow();
       this.clients.set(clientId, w);
     }

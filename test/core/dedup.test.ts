@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { ClientsExhaustedError } from "../../src/core/dedup.js";
 import { ReportDedup } from "../../src/core/index.js";
 
 describe("report dedup", () => {
@@ -30,5 +31,17 @@ describe("report dedup", () => {
     expect(d.sweep(15)).toBe(1);
     expect(d.accept("a", 1, 30)).toBe("new");
     expect(d.accept("b", 1, 30)).toBe("duplicate");
+  });
+
+  it("remembers at most maxClients client ids: a new one past it is refused, known ones go on", () => {
+    const d = new ReportDedup(3);
+    for (const id of ["a", "b", "c"]) expect(d.accept(id, 1, 0)).toBe("new");
+    expect(() => d.accept("d", 1, 0)).toThrow(ClientsExhaustedError);
+    expect(() => d.accept("d", 1, 0)).toThrow(/maximum of 3 reporting client ids/);
+    expect(d.size).toBe(3);
+    expect(d.accept("a", 2, 0)).toBe("new");
+    // Once idle ones are forgotten there is room again.
+    d.sweep(1);
+    expect(d.accept("d", 1, 5)).toBe("new");
   });
 });
