@@ -16,6 +16,7 @@ import {
   startChaosCluster,
   startGateways,
   syncLoad,
+  trace,
   trackOwners,
 } from "./chaos-harness.js";
 
@@ -102,6 +103,7 @@ describe("chaos: random SIGKILL and SIGTERM of servers and of the assigner leade
     const gwErrors = new ErrorCounts();
     const gateways = await startGateways({ cluster, count: 6, errors: gwErrors, random: rng(seed ^ 0x5eed) });
     const t0 = Date.now();
+    trace({ ev: "t0" });
     // Batched: 400 decisions/s per key (2x the limit), each from a gateway picked at random.
     batchedLoad(gateways, {
       keys: B_KEYS,

@@ -31,4 +31,16 @@ describe("report dedup", () => {
     expect(d.accept("a", 1, 30)).toBe("new");
     expect(d.accept("b", 1, 30)).toBe("duplicate");
   });
+
+  it("a report forgotten (it applied nothing) is new when sent again; others stay", () => {
+    const d = new ReportDedup();
+    for (const seq of [5, 6, 7]) expect(d.accept("a", seq, 0)).toBe("new");
+    d.forget("a", 6);
+    d.forget("a", 100); // past max: nothing to forget
+    d.forget("b", 1); // unknown client
+    expect(d.accept("a", 6, 1)).toBe("new");
+    expect(d.accept("a", 6, 1)).toBe("duplicate");
+    expect(d.accept("a", 5, 1)).toBe("duplicate");
+    expect(d.accept("a", 7, 1)).toBe("duplicate");
+  });
 });
