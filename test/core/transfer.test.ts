@@ -133,5 +133,14 @@ describe("a fixed window handed over late (chaos: kill, a restarted owner taking
     expect(b.check("k", fw, 10, w0 + 1100).allowed).toBe(true);
     expect(b.check("k", fw, 1, w0 + 1500).allowed).toBe(false);
     expect(b.peek("k", fw, w0 + 1500).resetAt).toBe(w0 + 2000);
+    // A receiver whose clock is 50 ms behind the sender's, the chunk 10 ms in transit: still w0.
+    const c = new Engine();
+    c.putCounters(a2(), w0 + 510 - 50);
+    expect(c.peek("k", fw, w0 + 950 - 50).remaining).toBe(0);
+    function a2() {
+      const s = new Engine();
+      s.check("k", fw, 10, w0 + 400);
+      return s.takeCounters(() => true, w0 + 500);
+    }
   });
 });
