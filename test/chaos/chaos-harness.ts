@@ -209,7 +209,7 @@ export async function startChaosCluster(o: ChaosClusterOptions): Promise<ChaosCl
       for (const s of servers) {
         if (!s.up()) continue;
         try {
-          return await s.rpc.getClusterView({}, { deadlineMs: 1000 });
+          return await s.rpc.getClusterView({}, { deadlineMs: 3000 });
         } catch {}
       }
       throw new Error("no server answered GetClusterView");
@@ -575,7 +575,7 @@ export async function startGateways(o: {
               const gw = limiters[p.pick(tick, j) % limiters.length]!;
               const allowed = gw.decide(key);
               decisions++;
-              if (TRACE !== undefined && allowed) {
+              if (TRACE !== undefined && allowed && process.env.CHAOS_TRACE_DECISIONS !== "0") {
                 const d = gw.describe(key);
                 trace({
                   ev: "ok",
