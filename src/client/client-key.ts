@@ -156,9 +156,9 @@ export class ClientKey extends LocalKey {
     return ok;
   }
 
-  /** Decides under the fallback share; only while `inFallback`. */
-  decideFallback(cost: number, now: number): boolean {
-    return this.tally(this.fallback!.take(cost, now), cost);
+  /** Decides under the fallback share; only while `inFallback`. `random` in [0, 1). */
+  decideFallback(cost: number, now: number, random: number): boolean {
+    return this.tally(this.fallback!.take(cost, now, random), cost);
   }
 
   /**
@@ -325,6 +325,7 @@ export class ClientKey extends LocalKey {
       this.#windowTotal + this.admitted + this.unanswered,
       this.admitted + this.unanswered,
       now,
+      this.#resetAt,
     );
   }
 

@@ -206,7 +206,7 @@ export class GatewayLimiter {
       // More than the limit could ever admit at once (as envoyproxy/ratelimit rejects it).
       return e.tally(false, cost);
     }
-    if (e.inFallback) return e.decideFallback(cost, now);
+    if (e.inFallback) return e.decideFallback(cost, now, this.opts.random());
     if (!e.hasPolicy(now)) this.reporter.reportSoon(now);
     const ok = e.decide(cost, now, this.opts.random());
     if (e.askEarly(ok, now, this.opts.reportIntervalMs)) this.reporter.reportSoon(now);

@@ -74,6 +74,13 @@ export class ReportDedup {
     return "new";
   }
 
+  /** Un-records `seq` (nothing of it was applied): a copy sent again is new. */
+  forget(clientId: string, seq: number): void {
+    const w = this.clients.get(clientId);
+    const offset = w === undefined ? SEQ_WINDOW : w.max - seq;
+    if (offset >= 0 && offset < SEQ_WINDOW) w!.bits = (w!.bits & ~(1 << offset)) >>> 0;
+  }
+
   /** Whether a sweep pass is under way (started by `sweepSlice`, not yet at the end). */
   get sweeping(): boolean {
     return this.cursor !== undefined;

@@ -63,10 +63,7 @@ export class Engine {
     return this.dedup.size;
   }
 
-  /**
-   * The counter for `key`, created fresh (or re-created if the algorithm changed). Callers may keep
-   * the reference across calls while `removed` is false and the algorithm is unchanged.
-   */
+  /** The counter for `key`, new (or re-made for a new algorithm); valid while not `removed`. */
   counterFor(key: string, l: Limit, now: number, shard = key): Counter {
     let c = this.counters.get(key);
     if (c !== undefined && c.algorithm === l.algorithm) return c;
@@ -181,10 +178,7 @@ export class Engine {
     return out;
   }
 
-  /**
-   * Settles a cost known only afterwards: `delta` is actual minus reserved. A positive delta is
-   * charged even past the limit (the work is done; the debt is paid back), a negative one refunds.
-   */
+  /** Settles a cost known afterwards (`delta`: actual - reserved), charged even past the limit. */
   adjust(key: string, l: Limit, delta: number, now: number, shard = key): Decision {
     if (l.unlimited) return UNLIMITED_DECISION;
     if (l.algorithm === "concurrency") throw new RangeError(`adjust: ${key} is a concurrency limit`);
@@ -279,6 +273,11 @@ export class Engine {
   /** Whether a batched report (client id, sequence number) is new, recording it if so. */
   acceptReport(clientId: string, seq: number, now: number): SeqVerdict {
     return this.dedup.accept(clientId, seq, now);
+  }
+
+  /** A report accepted as new applied nothing: a copy sent again is new too. */
+  forgetReport(clientId: string, seq: number): void {
+    this.dedup.forget(clientId, seq);
   }
 
   /**

@@ -27,6 +27,7 @@ import type {
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
+import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 
 export interface LimiterDeps {
@@ -117,27 +118,12 @@ export class Limiter {
         );
   }
 
-  private checkBatch(what: string, n: number): void {
-    if (n > this.limits.maxBatch) {
-      throw new InvalidArgumentError(`${what} has ${n} items, over the maximum of ${this.limits.maxBatch}`);
-    }
-  }
-
-  private checkId(what: string, id: string): void {
-    if (id.length === 0) throw new InvalidArgumentError(`${what} is empty`);
-    if (id.length > this.limits.maxIdLength) {
-      throw new InvalidArgumentError(
-        `${what} is ${id.length} long, over the maximum of ${this.limits.maxIdLength}`,
-      );
-    }
-  }
-
   reportAndGetPolicy(req: ReportRequest): ReportResponse {
-    this.checkId("client_id", req.clientId);
+    checkId(this.limits, "client_id", req.clientId);
     if (!Number.isSafeInteger(req.seq) || req.seq < 1) {
       throw new InvalidArgumentError(`seq must be a positive integer, got ${req.seq}`);
     }
-    this.checkBatch("report", req.entries.length);
+    checkBatch(this.limits, "report", req.entries.length);
     // The interval sets how long a silent gateway's share and the key's counter are kept (ten
     // intervals): the caller chooses it, so it is bounded. Below the minimum it is taken as the
     // minimum (gateways may report every millisecond; that only shortens what is kept).
@@ -163,6 +149,7 @@ export class Limiter {
     let domain = "";
     let admittedSum = 0;
     let rejectedSum = 0;
+    let applied = 0;
     for (let i = 0; i < req.entries.length; i++) {
       const e = req.entries[i]!;
       const bad =
@@ -216,6 +203,7 @@ export class Limiter {
       }
       this.metrics.policy(p.kind);
       if (apply) {
+        applied++;
         if (r.rule.domain !== domain) {
           if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
           domain = r.rule.domain;
@@ -230,6 +218,9 @@ export class Limiter {
       policies[i] = out;
     }
     if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
+    // Nothing of it applied (every key refused: not owner, slice not ready...): a retry of this
+    // seq is applied as new. Were it a duplicate, its counts would pass for applied and be lost.
+    if (apply && applied === 0) this.engine.forgetReport(req.clientId, req.seq);
     this.metrics.report(req.entries.length, !apply);
     return {
       generation: this.ownership.generation(),
@@ -266,7 +257,7 @@ export class Limiter {
 
   check(req: CheckRequest): CheckResponse {
     if (req.items.length === 0) throw new InvalidArgumentError("check has no items");
-    this.checkBatch("check", req.items.length);
+    checkBatch(this.limits, "check", req.items.length);
     const now = this.clock.now();
     const results: CheckResult[] = new Array(req.items.length);
     const items: CheckItem[] = [];
@@ -375,7 +366,7 @@ export class Limiter {
   }
 
   acquire(req: AcquireRequest): AcquireResponse {
-    this.checkId("lease_id", req.leaseId);
+    checkId(this.limits, "lease_id", req.leaseId);
     const generation = this.ownership.generation();
     const amount = req.amount === 0 ? 1 : req.amount;
     const bad =
@@ -411,7 +402,7 @@ export class Limiter {
   }
 
   release(req: ReleaseRequest): ReleaseResponse {
-    this.checkId("lease_id", req.leaseId);
+    checkId(this.limits, "lease_id", req.leaseId);
     const generation = this.ownership.generation();
     const r = this.single(req.key, req.generation, true, "Release");
     if (r === undefined) return { released: false, generation };

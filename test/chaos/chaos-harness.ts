@@ -1,3 +1,4 @@
+import { appendFileSync } from "node:fs";
 import { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { GrpcTransport } from "../../src/client/grpc-transport.js";
 import type { ClientTransport, Done } from "../../src/client/transport.js";
@@ -12,6 +13,20 @@ import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { InvariantChecker, type Violation } from "../../src/testkit/invariants.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../../src/testkit/serve.js";
 import { waitFor } from "../../src/testkit/wait.js";
+
+/** Diagnostics: with CHAOS_TRACE=<file>, reports, answers and decisions are appended as JSON lines. */
+const TRACE = process.env.CHAOS_TRACE;
+let traceBuf: string[] = [];
+export function trace(o: object): void {
+  if (TRACE === undefined) return;
+  traceBuf.push(JSON.stringify({ t: Date.now(), ...o }));
+  if (traceBuf.length >= 500) flushTrace();
+}
+export function flushTrace(): void {
+  if (TRACE === undefined || traceBuf.length === 0) return;
+  appendFileSync(TRACE, `${traceBuf.join("\n")}\n`);
+  traceBuf = [];
+}
 
 /**
  * What the chaos scenarios of issue 11 share: a real etcd and N `shardlimit serve` processes on
@@ -194,7 +209,7 @@ export async function startChaosCluster(o: ChaosClusterOptions): Promise<ChaosCl
       for (const s of servers) {
         if (!s.up()) continue;
         try {
-          return await s.rpc.getClusterView({}, { deadlineMs: 1000 });
+          return await s.rpc.getClusterView({}, { deadlineMs: 3000 });
         } catch {}
       }
       throw new Error("no server answered GetClusterView");
@@ -237,6 +252,10 @@ export async function startChaosCluster(o: ChaosClusterOptions): Promise<ChaosCl
     },
     crashes: () => exits.filter((e) => e.crash),
     async stop() {
+      if (TRACE !== undefined) {
+        flushTrace();
+        for (const s of servers) appendFileSync(`${TRACE}.${s.id}.log`, `${s.lines.join("\n")}\n`);
+      }
       for (const s of servers) sentTo.set(s.id, "SIGKILL");
       await Promise.all(servers.map((s) => s.proc.stop("SIGKILL").catch(() => {})));
       for (const s of servers) s.rpc.close();
@@ -269,11 +288,14 @@ export class CountingTransport implements ClientTransport {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 500,
   });
+  private readonly handles = new Map<string, string>();
   constructor(readonly errors: ErrorCounts) {}
   private wrap<T>(what: string, done: Done<T>, inspect?: (res: T) => void): Done<T> {
     return (err, res) => {
-      if (err !== undefined) this.errors.bump(`${what}:grpc:${(err as { code?: number }).code ?? "?"}`);
-      else if (res !== undefined && inspect) inspect(res);
+      if (err !== undefined) {
+        this.errors.bump(`${what}:grpc:${(err as { code?: number }).code ?? "?"}`);
+        trace({ ev: `${what}-err`, code: (err as { code?: number }).code });
+      } else if (res !== undefined && inspect) inspect(res);
       done(err, res);
     };
   }
@@ -283,11 +305,41 @@ export class CountingTransport implements ClientTransport {
     timeoutMs: number,
     done: Done<ReportResponse>,
   ) {
+    const sentAt = Date.now();
+    const names = req.entries.map((e) => e.key || this.handles.get(`${address}#${e.keyHandle}`) || "?");
     this.inner.report(
       address,
       req,
       timeoutMs,
       this.wrap("report", done, (res) => {
+        res.policies.forEach((p, i) => {
+          if (p.keyHandle) this.handles.set(`${address}#${p.keyHandle}`, names[i]!);
+        });
+        if (TRACE !== undefined)
+          trace({
+            ev: "rep",
+            sentAt,
+            addr: address,
+            c: req.clientId,
+            seq: req.seq,
+            gen: req.generation,
+            e: req.entries.map((e, i) => [names[i], e.admitted, e.rejected, e.windowAdmitted]),
+            inc: res.incarnation,
+            rgen: res.generation,
+            dup: res.duplicate,
+            p: res.policies.map((p) =>
+              p.error?.code
+                ? [errorName(p.error.code)]
+                : [
+                    p.kind ?? 0,
+                    p.units ?? 0,
+                    p.remaining ?? 0,
+                    p.resetMs ?? 0,
+                    p.validMs ?? 0,
+                    p.gateways ?? 0,
+                  ],
+            ),
+          });
         if (res.tooOld) this.errors.bump("report:too_old");
         for (const p of res.policies)
           if (p.error?.code) this.errors.bump(`report:${errorName(p.error.code)}`);
@@ -456,8 +508,11 @@ export async function startGateways(o: {
   const transport = new CountingTransport(o.errors);
   const warnings = new ErrorCounts();
   const logger = {
-    warn: (_obj: object, msg: string) => warnings.bump(msg),
-    info: () => {},
+    warn: (obj: object, msg: string) => {
+      warnings.bump(msg);
+      trace({ ev: "warn", msg, ...obj });
+    },
+    info: (obj: object, msg: string) => trace({ ev: "info", msg, ...obj }),
   };
   const servers = o.cluster.servers.map((s) => s.proc.address);
   const limiters: GatewayLimiter[] = [];
@@ -520,6 +575,16 @@ export async function startGateways(o: {
               const gw = limiters[p.pick(tick, j) % limiters.length]!;
               const allowed = gw.decide(key);
               decisions++;
+              if (TRACE !== undefined && allowed && process.env.CHAOS_TRACE_DECISIONS !== "0") {
+                const d = gw.describe(key);
+                trace({
+                  ev: "ok",
+                  k: key,
+                  g: p.pick.length >= 0 ? limiters.indexOf(gw) : 0,
+                  fb: d?.fallback,
+                  kn: d?.known,
+                });
+              }
               p.checker.record({ key, at: Date.now(), cost: 1, allowed });
             }
           await sleepMs(Math.max(0, t0 + (tick + 1) * p.tickMs - Date.now()));

@@ -15,6 +15,7 @@ import {
   sleepMs,
   startChaosCluster,
   startGateways,
+  trace,
   trackOwners,
 } from "./chaos-harness.js";
 
@@ -94,6 +95,7 @@ describe("chaos: a hot key of 300 gateways through a drain of its owner", () => 
     const pick = rng(seed);
     const owners = trackOwners(cluster, [HOT], 250);
     const t0 = Date.now();
+    trace({ ev: "t0" });
     batchedLoad(gateways, {
       keys: [HOT],
       perSecond: 2 * (LIMIT / (WINDOW_MS / 1000)),

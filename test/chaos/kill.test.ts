@@ -16,6 +16,7 @@ import {
   startChaosCluster,
   startGateways,
   syncLoad,
+  trace,
   trackOwners,
 } from "./chaos-harness.js";
 
@@ -102,6 +103,7 @@ describe("chaos: random SIGKILL and SIGTERM of servers and of the assigner leade
     const gwErrors = new ErrorCounts();
     const gateways = await startGateways({ cluster, count: 6, errors: gwErrors, random: rng(seed ^ 0x5eed) });
     const t0 = Date.now();
+    trace({ ev: "t0" });
     // Batched: 400 decisions/s per key (2x the limit), each from a gateway picked at random.
     batchedLoad(gateways, {
       keys: B_KEYS,
@@ -218,11 +220,14 @@ describe("chaos: random SIGKILL and SIGTERM of servers and of the assigner leade
     if (process.env.CHAOS_STRICT === "1") {
       expect(fb.violations).toEqual([]);
     } else {
-      // FOUND (not explained yet): batched keys over the bound outside any kill window: 1.6x once
-      // (7 s after a SIGKILL, 4 s before the next); 1.175-1.19x on three keys at once (seed
-      // 1139378800) in the window their slices moved back (s4 -> s1, generation 11) onto a server
-      // restarted after a SIGKILL: a planned move, so the handoff should have kept the counts. Pinned below two
-      // windows' worth and printed by default; CHAOS_STRICT=1 asks for the bound.
+      // FOUND: batched keys over the bound outside any kill window: 1.6x once; 1.175-1.19x on
+      // three keys at once (seed 1139378800) when their slices moved back onto a restarted
+      // server. Causes found and fixed (branch movein, runs with CHAOS_TRACE=<file>): a report
+      // refused as not ready whose answer was lost came back "duplicate" and its counts passed for
+      // applied (63 units of one window); a counter handed over late kept a window start shifted
+      // by the transit delay (940 ms), so units after the real boundary were counted in the old
+      // window and wiped; the fallback share ignored what the owner said was left. Still pinned
+      // below two windows' worth by default; CHAOS_STRICT=1 asks for the bound.
       for (const v of fb.violations) expect(v.ratio).toBeLessThanOrEqual(2 * (1 + EPSILON_BATCHED));
     }
     // The known loss is bounded by one extra window's worth.

@@ -269,3 +269,116 @@ describe("answers lost while a window fills (chaos: lost-answers)", () => {
     expect(admitted).toBe(whileLost);
   });
 });
+
+describe("an owner unreachable once the window is full (chaos: hotkey drain)", () => {
+  it("the fallback share admits nothing more in a window the owner said was full", () => {
+    const { t, clock, limiter: gw1, run } = startGateway();
+    let seed = 7;
+    const gw2 = new GatewayLimiter({
+      servers: [A],
+      clientId: "gw2",
+      transport: t,
+      clock,
+      random: () => {
+        seed = (seed * 16807) % 2147483647;
+        return seed / 2147483647;
+      },
+    });
+    gw2.start();
+    run(10);
+    let admitted = 0;
+    const decide = (gw: GatewayLimiter) => {
+      if (gw.decide("api/minute=x")) admitted++;
+    };
+    // gw1 carries the load, gw2 a little of it, until the owner says the window (600 a minute)
+    // is full: both hold REJECT_UNTIL with nothing remaining.
+    for (let i = 0; i < 5000; i++) {
+      decide(gw1);
+      if (i % 20 === 0) decide(gw2);
+      run(1);
+    }
+    expect(used(t, "x")).toBe(600);
+    expect(gw2.describe("api/minute=x")!.remaining).toBe(0);
+    const full = admitted;
+    // The owner becomes unreachable (its process exits, reports fail) in the same window.
+    t.modes.set(A, "fail");
+    for (let i = 0; i < 5000; i++) {
+      decide(gw1);
+      decide(gw2);
+      run(1);
+    }
+    expect(gw2.stats().fallbackKeys).toBe(1);
+    // Before the fix gw2's fallback share was limit / 2 less its own few units, whatever the
+    // owner had said was left: 248 more, 848 of 600 in one window.
+    expect(admitted - full).toBe(0);
+    gw2.close();
+  });
+});
+
+describe("a report refused (slice not ready) whose answer was lost (chaos: kill)", () => {
+  it("its retry, a duplicate, is applied once the slice is ready: its counts are not taken as applied", () => {
+    const { t, limiter, run, clock } = startGateway();
+    // A is the key's new owner, waiting for the old owner's handoff: SLICE_NOT_READY until `ready`.
+    let ready = false;
+    const standalone = new StandaloneOwnership(A, clock);
+    const ownership: Ownership = {
+      generation: () => 0,
+      check: () => (ready ? "own" : "not_ready"),
+      ownerOf: () => standalone.ownerOf(),
+      changed: (ms) => standalone.changed(ms),
+      view: () => t.view,
+    };
+    const engine = new Engine();
+    t.servers.set(
+      A,
+      new Limiter({
+        engine,
+        clock,
+        config: t.config,
+        ownership,
+        limits: DEFAULT_INPUT_LIMITS,
+        metrics: noopMetrics,
+      }),
+    );
+    run(10);
+    let admitted = 0;
+    const decideFor = (ms: number) => {
+      for (let i = 0; i < ms; i++) {
+        if (i % 10 === 0 && limiter.decide("api/minute=x")) admitted++;
+        run(1);
+      }
+    };
+    // The first report reaches A while it waits for the handoff: refused, and the answer is lost.
+    t.modes.set(A, "lose");
+    decideFor(150);
+    expect(limiter.stats().reportsFailed).toBeGreaterThan(0);
+    // Answers come back; the retry (same seq) is a duplicate there, refused again (not ready).
+    t.modes.set(A, "ok");
+    decideFor(300);
+    // The handoff arrives (the old owner's counter, whole: it saw none of these units) and A serves.
+    const r = t.config.resolve("api", [{ key: "minute", value: "x" }])!;
+    const old = new Engine();
+    old.report(
+      r.counterKey,
+      r.rule,
+      "gw-old",
+      { admitted: 0, rejected: 1, held: 0, windowAdmitted: 0 },
+      true,
+      100,
+      clock.now(),
+    );
+    expect(
+      engine.putCounters(
+        old.takeCounters(() => true, clock.now()),
+        clock.now(),
+      ),
+    ).toBe(1);
+    ready = true;
+    decideFor(1000);
+    run(500);
+    expect(admitted).toBeGreaterThan(0);
+    // Before the fix the retried report's counts were taken as applied (a duplicate) and lost:
+    // the owner counted 144 of 145 (the chaos kill run lost 63 units of one window this way).
+    expect(used(t, "x")).toBe(admitted);
+  });
+});

@@ -44,4 +44,16 @@ describe("report dedup", () => {
     d.sweep(1);
     expect(d.accept("d", 1, 5)).toBe("new");
   });
+
+  it("a report forgotten (it applied nothing) is new when sent again; others stay", () => {
+    const d = new ReportDedup();
+    for (const seq of [5, 6, 7]) expect(d.accept("a", seq, 0)).toBe("new");
+    d.forget("a", 6);
+    d.forget("a", 100); // past max: nothing to forget
+    d.forget("b", 1); // unknown client
+    expect(d.accept("a", 6, 1)).toBe("new");
+    expect(d.accept("a", 6, 1)).toBe("duplicate");
+    expect(d.accept("a", 5, 1)).toBe("duplicate");
+    expect(d.accept("a", 7, 1)).toBe("duplicate");
+  });
 });

@@ -117,3 +117,30 @@ describe("counter handoff", () => {
     expect(snapshotCounter("k", restoreCounter(good, T0), T0)).toEqual(good);
   });
 });
+
+describe("a fixed window handed over late (chaos: kill, a restarted owner taking its slices back)", () => {
+  it("stays aligned to the epoch: the receiver's window ends when the sender's would have", () => {
+    const a = new Engine();
+    const w0 = T0 - (T0 % 1000);
+    a.check("k", fw, 10, w0 + 400); // the window [w0, w0 + 1000) is full at the sender
+    const snaps = a.takeCounters(() => true, w0 + 500);
+    // The chunk reaches the receiver 400 ms later (a retry, a loaded machine): same clock.
+    const b = new Engine();
+    b.putCounters(snaps, w0 + 900);
+    expect(b.peek("k", fw, w0 + 950).remaining).toBe(0);
+    // The next window starts at w0 + 1000 there too (before: at w0 + 1400, so 10 units admitted
+    // in [w0 + 1000, w0 + 1400) were counted in the old window and then forgotten).
+    expect(b.check("k", fw, 10, w0 + 1100).allowed).toBe(true);
+    expect(b.check("k", fw, 1, w0 + 1500).allowed).toBe(false);
+    expect(b.peek("k", fw, w0 + 1500).resetAt).toBe(w0 + 2000);
+    // A receiver whose clock is 50 ms behind the sender's, the chunk 10 ms in transit: still w0.
+    const c = new Engine();
+    c.putCounters(a2(), w0 + 510 - 50);
+    expect(c.peek("k", fw, w0 + 950 - 50).remaining).toBe(0);
+    function a2() {
+      const s = new Engine();
+      s.check("k", fw, 10, w0 + 400);
+      return s.takeCounters(() => true, w0 + 500);
+    }
+  });
+});
