@@ -9,6 +9,10 @@ export interface Sample {
   t: number;
   rssBytes: number;
   heapUsedBytes: number;
+  /** V8's heap as of the latest major GC (shardlimit_heap_live_bytes); 0 before the first. */
+  liveHeapBytes: number;
+  /** What V8 has reserved for its heap; RSS minus this is native memory (buffers, code, grpc). */
+  heapTotalBytes: number;
   handles: number;
   /** p99 of the event-loop delay since the previous scrape (prom-client resets it on each). */
   lagP99Seconds: number;
@@ -42,6 +46,8 @@ export function sampleFrom(text: string, t: number, incarnation: number): Sample
     t,
     rssBytes: need("process_resident_memory_bytes"),
     heapUsedBytes: need("nodejs_heap_size_used_bytes"),
+    liveHeapBytes: need("shardlimit_heap_live_bytes"),
+    heapTotalBytes: need("nodejs_heap_size_total_bytes"),
     handles: need("nodejs_active_handles_total"),
     lagP99Seconds: need("nodejs_eventloop_lag_p99_seconds"),
     cpuSeconds: need("process_cpu_seconds_total"),
@@ -52,11 +58,12 @@ export function sampleFrom(text: string, t: number, incarnation: number): Sample
 }
 
 export interface Thresholds {
-  /** Heap fails when the end's minimum is over the start's by more than both of these. */
+  /** The live heap (heap used without one) fails when the end's minimum is over the start's by more than both of these. */
   heapGrowthFraction: number;
   heapGrowthBytes: number;
-  rssGrowthFraction: number;
-  rssGrowthBytes: number;
+  /** For RSS outside V8's heap (RSS minus heap total). */
+  nativeGrowthFraction: number;
+  nativeGrowthBytes: number;
   /** Handles fail when the end's median is over the start's by more than this. */
   handlesGrowth: number;
   /** Lag fails when the end's median p99 is over both start x this and `lagEndSeconds`. */
@@ -67,8 +74,8 @@ export interface Thresholds {
 export const THRESHOLDS: Thresholds = {
   heapGrowthFraction: 0.2,
   heapGrowthBytes: 20 * 2 ** 20,
-  rssGrowthFraction: 0.3,
-  rssGrowthBytes: 50 * 2 ** 20,
+  nativeGrowthFraction: 0.3,
+  nativeGrowthBytes: 30 * 2 ** 20,
   handlesGrowth: 10,
   lagFactor: 3,
   lagEndSeconds: 0.02,
@@ -84,6 +91,11 @@ export interface Figures {
   /** Minimum over the window: the floor between collections, not garbage waiting for one. */
   rssBytes: number;
   heapUsedBytes: number;
+  /** Minimum of the non-zero values (undefined if no major GC was reported yet). */
+  liveHeapBytes: number | undefined;
+  heapTotalBytes: number;
+  /** RSS minus heap total, minimum over the window. */
+  nativeBytes: number;
   /** Median over the window. */
   handles: number;
   lagP99Seconds: number;
@@ -110,6 +122,11 @@ export function figures(samples: readonly Sample[], w: Window): Figures | undefi
     samples: in_.length,
     rssBytes: Math.min(...in_.map((s) => s.rssBytes)),
     heapUsedBytes: Math.min(...in_.map((s) => s.heapUsedBytes)),
+    liveHeapBytes: in_.some((s) => s.liveHeapBytes > 0)
+      ? Math.min(...in_.filter((s) => s.liveHeapBytes > 0).map((s) => s.liveHeapBytes))
+      : undefined,
+    heapTotalBytes: Math.min(...in_.map((s) => s.heapTotalBytes)),
+    nativeBytes: Math.min(...in_.map((s) => s.rssBytes - s.heapTotalBytes)),
     handles: median(in_.map((s) => s.handles)),
     lagP99Seconds: median(in_.map((s) => s.lagP99Seconds)),
     lagP99MaxSeconds: Math.max(...in_.map((s) => s.lagP99Seconds)),
@@ -123,7 +140,7 @@ export interface Verdict {
   start: number;
   end: number;
   flat: boolean;
-  /** Why not judged (e.g. the process restarted between the windows). */
+  /** Why not judged: reported only (RSS as a whole), or the process restarted between the windows. */
   skipped?: string;
 }
 
@@ -135,28 +152,54 @@ export function judge(
   memorySkipped?: string,
 ): Verdict[] {
   const grew = (a: number, b: number, frac: number, abs: number) => b - a > frac * a && b - a > abs;
-  const mem = (metric: string, a: number, b: number, frac: number, abs: number): Verdict =>
-    memorySkipped
-      ? { metric, start: a, end: b, flat: true, skipped: memorySkipped }
-      : { metric, start: a, end: b, flat: !grew(a, b, frac, abs) };
-  return [
-    mem("rss", start.rssBytes, end.rssBytes, th.rssGrowthFraction, th.rssGrowthBytes),
-    mem("heap", start.heapUsedBytes, end.heapUsedBytes, th.heapGrowthFraction, th.heapGrowthBytes),
-    memorySkipped
-      ? { metric: "handles", start: start.handles, end: end.handles, flat: true, skipped: memorySkipped }
-      : {
-          metric: "handles",
-          start: start.handles,
-          end: end.handles,
-          flat: end.handles - start.handles <= th.handlesGrowth,
-        },
-    {
-      metric: "lag p99",
-      start: start.lagP99Seconds,
-      end: end.lagP99Seconds,
-      flat: !(end.lagP99Seconds > th.lagFactor * start.lagP99Seconds && end.lagP99Seconds > th.lagEndSeconds),
-    },
+  const row = (metric: string, a: number, b: number, flat: boolean, skipped = memorySkipped): Verdict =>
+    skipped ? { metric, start: a, end: b, flat: true, skipped } : { metric, start: a, end: b, flat };
+  const heap = (metric: string, a: number, b: number) =>
+    row(metric, a, b, !grew(a, b, th.heapGrowthFraction, th.heapGrowthBytes));
+  const out = [
+    row(
+      "rss",
+      start.rssBytes,
+      end.rssBytes,
+      true,
+      memorySkipped ?? "reported; judged as its two parts below",
+    ),
+    row(
+      "heap total",
+      start.heapTotalBytes,
+      end.heapTotalBytes,
+      true,
+      memorySkipped ?? "reported: V8 sizes it to the garbage between major GCs",
+    ),
+    row(
+      "rss - heap total",
+      start.nativeBytes,
+      end.nativeBytes,
+      !grew(start.nativeBytes, end.nativeBytes, th.nativeGrowthFraction, th.nativeGrowthBytes),
+    ),
   ];
+  // The live heap is the measure; heap used's minimum (garbage included, so it depends on where
+  // in the GC cycle the samples fell) is judged only when no major GC was reported.
+  if (start.liveHeapBytes !== undefined && end.liveHeapBytes !== undefined) {
+    out.push(
+      row(
+        "heap used",
+        start.heapUsedBytes,
+        end.heapUsedBytes,
+        true,
+        memorySkipped ?? "reported: includes garbage; the live heap is judged",
+      ),
+    );
+    out.push(heap("live heap", start.liveHeapBytes, end.liveHeapBytes));
+  } else out.push(heap("heap used", start.heapUsedBytes, end.heapUsedBytes));
+  out.push(row("handles", start.handles, end.handles, end.handles - start.handles <= th.handlesGrowth));
+  out.push({
+    metric: "lag p99",
+    start: start.lagP99Seconds,
+    end: end.lagP99Seconds,
+    flat: !(end.lagP99Seconds > th.lagFactor * start.lagP99Seconds && end.lagP99Seconds > th.lagEndSeconds),
+  });
+  return out;
 }
 
 export function mb(bytes: number): string {
