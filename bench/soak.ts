@@ -10,13 +10,14 @@
  *   memory: the MINIMUM over each window of heap used (the floor between collections, so garbage
  *     waiting for a GC does not count as growth), of the live heap (shardlimit_heap_live_bytes:
  *     what survived the latest major GC) and of RSS outside V8's heap (RSS - heap total: buffers,
- *     code, grpc's native side). RSS itself and heap total are reported, not judged: V8 sizes its
+ *     code, grpc's native side; judged from the middle of the run to the end, since it reaches its
+ *     high-water mark only after minutes). RSS itself and heap total are reported, not judged: V8 sizes its
  *     heap to the garbage made between major GCs, so they grow with the load's churn, not a leak.
  *   handles and event-loop lag p99: the MEDIAN over each window (lag p99 is per 10 s: prom-client
  *     resets it on each scrape).
  *
  * Not flat (exit 1): live heap +20% and +20 MB (heap used, when no major GC was reported), RSS -
- * heap total +30% and +30 MB, handles +10, or end lag p99 over 3x the start and over 20 ms. s1 and
+ * heap total +30% and +30 MB from mid-run, handles +10, or end lag p99 over 3x the start and over 20 ms. s1 and
  * s2 live the whole run and are judged on all of it; s3 is restarted every cycle, so only its lag
  * is judged (its memory is a new process's each minute).
  *
@@ -523,12 +524,13 @@ async function soak(): Promise<number> {
   // ---- the verdict -----------------------------------------------------------------------------
   const startW = { from: WARMUP_S, to: WARMUP_S + WINDOW_S };
   const endW = { from: TOTAL_S - WINDOW_S, to: TOTAL_S };
+  const midW = { from: TOTAL_S / 2 - WINDOW_S / 2, to: TOTAL_S / 2 + WINDOW_S / 2 };
   const th = THRESHOLDS;
   console.log(
-    `\nstart window ${startW.from}-${startW.to} s, end window ${endW.from}-${endW.to} s. Memory: minimum over the window; handles and lag p99 (per 10 s): median. Live heap: as of the latest major GC.`,
+    `\nstart window ${startW.from}-${startW.to} s, mid-run window ${midW.from}-${midW.to} s, end window ${endW.from}-${endW.to} s. Memory: minimum over the window; handles and lag p99 (per 10 s): median. Live heap: as of the latest major GC.`,
   );
   console.log(
-    `Not flat when: live heap +${th.heapGrowthFraction * 100}% and +${mb(th.heapGrowthBytes)}; RSS - heap total +${th.nativeGrowthFraction * 100}% and +${mb(th.nativeGrowthBytes)}; handles +${th.handlesGrowth}; lag p99 end > ${th.lagFactor}x start and > ${msOf(th.lagEndSeconds)}\n`,
+    `Not flat when: live heap +${th.heapGrowthFraction * 100}% and +${mb(th.heapGrowthBytes)}; RSS - heap total +${th.nativeGrowthFraction * 100}% and +${mb(th.nativeGrowthBytes)} from mid-run; handles +${th.handlesGrowth}; lag p99 end > ${th.lagFactor}x start and > ${msOf(th.lagEndSeconds)}\n`,
   );
   const perProcess: Record<
     string,
@@ -538,6 +540,7 @@ async function soak(): Promise<number> {
   for (const [id, list] of samples) {
     const start = figures(list, startW);
     const end = figures(list, endW);
+    const mid = figures(list, midW);
     if (!start || !end) {
       console.log(`${id}: not enough samples (${list.length})`);
       allFlat = false;
@@ -548,6 +551,7 @@ async function soak(): Promise<number> {
     const verdicts = judge(
       start,
       end,
+      mid,
       th,
       id === RESTARTED && restarts > 0 ? `restarted ${restarts} times: a new process each cycle` : undefined,
     );
@@ -623,7 +627,14 @@ async function soak(): Promise<number> {
       {
         machine: m,
         options: opts,
-        windows: { warmupS: WARMUP_S, start: startW, end: endW, cycleS: CYCLE_S, sampleS: SAMPLE_S },
+        windows: {
+          warmupS: WARMUP_S,
+          start: startW,
+          mid: midW,
+          end: endW,
+          cycleS: CYCLE_S,
+          sampleS: SAMPLE_S,
+        },
         thresholds: th,
         flat: allFlat,
         seconds,
