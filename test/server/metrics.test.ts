@@ -1,0 +1,37 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { describe, expect, it } from "vitest";
+import { PromMetrics } from "../../src/server/metrics.js";
+
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+
+async function live(m: PromMetrics): Promise<number> {
+  const text = await m.registry.metrics();
+  const v = /^shardlimit_heap_live_bytes (\S+)$/m.exec(text)?.[1];
+  if (v === undefined) throw new Error("no shardlimit_heap_live_bytes in /metrics");
+  return Number(v);
+}
+
+describe("shardlimit_heap_live_bytes", () => {
+  it("is the heap that survived the latest major GC: up with what is kept, down once it is let go", async () => {
+    const m = new PromMetrics({ counters: () => 0, clients: () => 0, ready: () => true });
+    const afterGc = async () => {
+      gc();
+      // The GC is reported to observers on a later turn.
+      await new Promise((r) => setTimeout(r, 20));
+      return live(m);
+    };
+    const base = await afterGc();
+    expect(base).toBeGreaterThan(1e6);
+    let kept: number[][] | undefined = Array.from({ length: 200 }, () =>
+      Array.from({ length: 10_000 }, (_, i) => i + 0.5),
+    );
+    const grown = await afterGc();
+    expect(grown - base).toBeGreaterThan(10e6); // 2M doubles: 16 MB
+    expect(kept.length).toBe(200);
+    kept = undefined;
+    const released = await afterGc();
+    expect(grown - released).toBeGreaterThan(10e6);
+  });
+});
