@@ -23,11 +23,35 @@ const BUCKET_WIDTH = 2 ** BUCKET_SHIFT;
 const BUCKETS = 2 ** (32 - BUCKET_SHIFT);
 
 /**
+ * The key-to-counter table is split into 2^PART_BITS maps by a hash of the key (`partOf`): a V8
+ * Map rehashes every entry in one go when it grows, which at millions of counters held the thread
+ * for hundreds of milliseconds (one new counter on the traffic path, or one handoff chunk on a
+ * receiver). With 256 parts a map holds ~20k of 5M counters, and a rehash takes about a millisecond.
+ */
+const PART_BITS = 8;
+const PARTS = 2 ** PART_BITS;
+
+/**
+ * The part of the table holding `key`: an FNV-1a hash of its UTF-16 units, finished with a mix so
+ * the top bits depend on every unit. Every unit is read (a few ns per 10): sampling a long key left
+ * keys that differ only in an unsampled stretch (an id in the middle) crowded into a few parts.
+ */
+export function partOf(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b);
+  return (h ^ (h >>> 13)) >>> (32 - PART_BITS);
+}
+
+/**
  * The engine's counters by key, and, given a point function, indexed by bucket of the key space
  * too, so the counters of some ranges (slices that moved) are found without visiting the rest.
+ * Iteration goes part by part (within a part, in insertion order), not in insertion order overall.
  */
 export class CounterTable {
-  private readonly map = new Map<string, Counter>();
+  /** The counters by key, in PARTS maps chosen by `partOf(key)`. */
+  private readonly parts: Map<string, Counter>[] = Array.from({ length: PARTS }, () => new Map());
+  private count = 0;
   /** With `pointOf`: the counters by bucket of their point (see BUCKET_SHIFT). */
   private readonly buckets: Map<string, Counter>[] | undefined;
 
@@ -36,25 +60,39 @@ export class CounterTable {
   }
 
   get size(): number {
-    return this.map.size;
+    return this.count;
+  }
+
+  /** The most counters any one internal map holds (for tests: no map grows to the whole table). */
+  get largestPart(): number {
+    let n = 0;
+    for (const m of this.parts) n = Math.max(n, m.size);
+    return n;
   }
 
   get(key: string): Counter | undefined {
-    return this.map.get(key);
+    return this.parts[partOf(key)]!.get(key);
   }
 
-  entries(): IterableIterator<[string, Counter]> {
-    return this.map.entries();
+  /**
+   * Every counter, part by part. Live, as a Map iterator is: a counter added to a part not yet
+   * reached is visited, one added to a part already passed is not (until the next pass).
+   */
+  *entries(): IterableIterator<[string, Counter]> {
+    for (const m of this.parts) yield* m.entries();
   }
 
   [Symbol.iterator](): IterableIterator<[string, Counter]> {
-    return this.map.entries();
+    return this.entries();
   }
 
   /** Adds or replaces the counter of `key`, keeping the index in step. */
   install(key: string, c: Counter, replaced: Counter | undefined): void {
     if (replaced !== undefined) this.unindex(key, replaced);
-    this.map.set(key, c);
+    const part = this.parts[partOf(key)]!;
+    const before = part.size;
+    part.set(key, c);
+    this.count += part.size - before;
     if (this.buckets !== undefined) {
       c.point =
         replaced !== undefined && replaced.shard === c.shard ? replaced.point : this.pointOf!(c.shard);
@@ -64,7 +102,7 @@ export class CounterTable {
 
   /** Removes the counter of `key` (which is `c`) and marks it removed. */
   drop(key: string, c: Counter): void {
-    this.map.delete(key);
+    if (this.parts[partOf(key)]!.delete(key)) this.count--;
     this.unindex(key, c);
   }
 
@@ -89,7 +127,7 @@ export class CounterTable {
     const sorted = [...ranges].sort((a, b) => a.start - b.start);
     const inRanges = (p: number) => rangeAt(sorted, p) !== undefined;
     if (this.buckets === undefined) {
-      const cursor = this.map.entries();
+      const cursor = this.entries();
       return (budget, visit) => {
         for (let i = 0; i < budget; i++) {
           const n = cursor.next();
