@@ -32,14 +32,17 @@ const PART_BITS = 8;
 const PARTS = 2 ** PART_BITS;
 
 /**
- * The part of the table holding `key`: an FNV-1a hash of its UTF-16 units, finished with a mix so
- * the top bits depend on every unit. Every unit is read (a few ns per 10): sampling a long key left
- * keys that differ only in an unsampled stretch (an id in the middle) crowded into a few parts.
+ * The part of the table holding `key`: every UTF-16 unit added into a rotating 32-bit sum, then a
+ * murmur3 finish so the top bits depend on every unit. It runs on every look-up, so it is the
+ * cheapest loop that still reads the whole key (sampling a long key crowded keys that differ only in
+ * an id in the middle into a few parts); add-rotate, not xor, so an id repeated in a key 32 units
+ * apart does not cancel out.
  */
 export function partOf(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b);
+  let h = key.length;
+  for (let i = 0; i < key.length; i++) h = (((h << 7) | (h >>> 25)) + key.charCodeAt(i)) | 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   return (h ^ (h >>> 13)) >>> (32 - PART_BITS);
 }
 
