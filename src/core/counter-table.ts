@@ -26,19 +26,31 @@ const BUCKETS = 2 ** (32 - BUCKET_SHIFT);
  * The key-to-counter table grows by extendible hashing: a V8 Map rehashes every entry in one go
  * when it grows, which at millions of counters held the thread for hundreds of milliseconds (one
  * new counter on the traffic path, or one handoff chunk on a receiver). The counters start in one
- * map; a map past SPLIT_AT counters is rebuilt as two by the next bit of its keys' hashes (~10 ms
- * at 2^16), so no map holds more than SPLIT_AT (~40k each at 5M) and a table under it stays one
- * map: 256 maps from the start cost `engine.check` 22-38% (look-ups in insertion order walk one
+ * map; a map past 1-2x SPLIT_AT counters (`Part.splitAt`) is rebuilt as two by the next bit of
+ * its keys' hashes (~10 ms), so no map holds more than 2 * SPLIT_AT and a table under SPLIT_AT stays
+ * one map: 256 maps from the start cost `engine.check` 22-38% (look-ups in insertion order walk one
  * map's entries in order; many maps interleave them).
  */
-const SPLIT_AT = 2 ** 16;
-/** At most 2^MAX_DEPTH maps (past 2^MAX_DEPTH * SPLIT_AT counters maps grow past SPLIT_AT). */
+const SPLIT_AT = 2 ** 15;
+/** At most 2^MAX_DEPTH maps (past 2^MAX_DEPTH * 2 * SPLIT_AT counters the maps grow on). */
 const MAX_DEPTH = 12;
 
 /** One map of the table and how many top bits of the hash its keys share. */
 class Part extends Map<string, Counter> {
-  constructor(public depth: number) {
+  /**
+   * Counters past which this part splits: SPLIT_AT to 2 * SPLIT_AT, set by its hash prefix. Keys
+   * spread evenly, so parts of one depth fill in step: with one threshold they would all split
+   * within a few handoff chunks (a 313 ms turn at 1M counters); staggered, a chunk meets one.
+   */
+  readonly splitAt: number;
+
+  constructor(
+    readonly depth: number,
+    readonly prefix: number,
+  ) {
     super();
+    this.splitAt =
+      SPLIT_AT + ((Math.imul(prefix + depth * 0x61c88647, 0x9e3779b1) >>> 0) / 2 ** 32) * SPLIT_AT;
   }
 }
 
@@ -64,7 +76,7 @@ export function hashOf(key: string): number {
  */
 export class CounterTable {
   /** The parts by the top `depth` bits of their keys' hashes (a part spans 2^(depth - its depth)). */
-  private dir: Part[] = [new Part(0)];
+  private dir: Part[] = [new Part(0, 0)];
   private depth = 0;
   /** Every part once, oldest first (a split appends the new half). */
   private readonly parts: Part[] = [this.dir[0]!];
@@ -118,7 +130,7 @@ export class CounterTable {
     const before = part.size;
     part.set(key, c);
     this.count += part.size - before;
-    if (part.size > SPLIT_AT && part.depth < MAX_DEPTH) this.split(part);
+    if (part.size > part.splitAt && part.depth < MAX_DEPTH) this.split(part);
     if (this.buckets !== undefined) {
       c.point =
         replaced !== undefined && replaced.shard === c.shard ? replaced.point : this.pointOf!(c.shard);
@@ -143,8 +155,8 @@ export class CounterTable {
       this.depth++;
     }
     const depth = part.depth + 1;
-    const low = new Part(depth);
-    const high = new Part(depth);
+    const low = new Part(depth, part.prefix * 2);
+    const high = new Part(depth, part.prefix * 2 + 1);
     const bit = 32 - depth;
     for (const [key, c] of part) (((hashOf(key) >>> bit) & 1) === 1 ? high : low).set(key, c);
     const shift = this.depth - depth;
