@@ -174,8 +174,11 @@ export class Handoff {
     const { store, clock } = this.opts;
     const slice = this.opts.slice ?? 500;
     const take = store.takeRanges(ranges, keyPoint);
+    // Slices ramp up as chunks do (FIRST_CHUNK): the first snapshots and their sizing run cold too.
+    let budget = Math.min(FIRST_CHUNK, slice);
     return () => {
-      const b = take.next(clock.now(), slice);
+      const b = take.next(clock.now(), budget);
+      budget = Math.min(slice, budget * 2);
       return { counters: this.notOwnedAgain(b.counters, generation), more: b.more };
     };
   }
