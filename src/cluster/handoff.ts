@@ -67,10 +67,20 @@ function varintBytes(n: number): number {
 }
 
 /**
+ * A handoff's first chunk carries at most this many counters, the next twice as many, and so on up
+ * to the chunk size. A process's first handoff runs cold code on both sides (protobufjs's encoder
+ * and decoder generated on first use, then interpreted until V8 optimizes them, and the receiver's
+ * put): 10-40x slower per counter than warm, which over a full first chunk of 2,000 held a turn for
+ * 100+ ms at 5M counters. Small chunks first keep those turns short while the code warms.
+ */
+export const FIRST_CHUNK = 125;
+
+/**
  * Counters cut into chunks of at most `maxCount` counters and `budget` encoded bytes each (a
  * counter in a repeated field costs its tag, its length and its bytes), as they come: each is
  * measured when added, so the cost is spread over the slices that take them. A counter larger than
- * the budget on its own goes in `oversized`: no chunk could carry it.
+ * the budget on its own goes in `oversized`: no chunk could carry it. The first chunk holds at most
+ * `firstCount` counters, each next one twice as many, up to `maxCount`.
  */
 export class ChunkCutter {
   /** Chunks full and ready to go. */
@@ -78,11 +88,15 @@ export class ChunkCutter {
   oversized: CounterSnapshot[] = [];
   private current: CounterSnapshot[] = [];
   private bytes = 0;
+  private count: number;
 
   constructor(
     private readonly budget: number,
     private readonly maxCount: number,
-  ) {}
+    firstCount = maxCount,
+  ) {
+    this.count = Math.max(1, Math.min(firstCount, maxCount));
+  }
 
   add(c: CounterSnapshot): void {
     const len = CounterStateType.encode(c).finish().length;
@@ -91,13 +105,11 @@ export class ChunkCutter {
       this.oversized.push(c);
       return;
     }
-    if (
-      this.current.length > 0 &&
-      (this.bytes + size > this.budget || this.current.length >= this.maxCount)
-    ) {
+    if (this.current.length > 0 && (this.bytes + size > this.budget || this.current.length >= this.count)) {
       this.ready.push(this.current);
       this.current = [];
       this.bytes = 0;
+      this.count = Math.min(this.maxCount, this.count * 2);
     }
     this.current.push(c);
     this.bytes += size;
@@ -176,8 +188,11 @@ export class Handoff {
     const { store, clock } = this.opts;
     const slice = this.opts.slice ?? 500;
     const take = store.takeRanges(ranges, keyPoint);
+    // Slices ramp up as chunks do (FIRST_CHUNK): the first snapshots and their sizing run cold too.
+    let budget = Math.min(FIRST_CHUNK, slice);
     return () => {
-      const b = take.next(clock.now(), slice);
+      const b = take.next(clock.now(), budget);
+      budget = Math.min(slice, budget * 2);
       return { counters: keepOwned ? this.notOwnedAgain(b.counters, generation) : b.counters, more: b.more };
     };
   }
@@ -237,6 +252,7 @@ export class Handoff {
     const cut = new ChunkCutter(
       (this.opts.maxMessageBytes ?? PEER_MAX_MESSAGE_BYTES) - header,
       this.opts.chunk ?? 2000,
+      FIRST_CHUNK,
     );
     for (let first = true; ; first = false) {
       if (!first) await yieldTurn();

@@ -23,11 +23,64 @@ const BUCKET_WIDTH = 2 ** BUCKET_SHIFT;
 const BUCKETS = 2 ** (32 - BUCKET_SHIFT);
 
 /**
+ * The key-to-counter table grows by extendible hashing: a V8 Map rehashes every entry in one go
+ * when it grows, which at millions of counters held the thread for hundreds of milliseconds (one
+ * new counter on the traffic path, or one handoff chunk on a receiver). The counters start in one
+ * map; a map past 1-2x SPLIT_AT counters (`Part.splitAt`) is rebuilt as two by the next bit of
+ * its keys' hashes (~10 ms), so no map holds more than 2 * SPLIT_AT and a table under SPLIT_AT stays
+ * one map: 256 maps from the start cost `engine.check` 22-38% (look-ups in insertion order walk one
+ * map's entries in order; many maps interleave them).
+ */
+const SPLIT_AT = 2 ** 15;
+/** At most 2^MAX_DEPTH maps (past 2^MAX_DEPTH * 2 * SPLIT_AT counters the maps grow on). */
+const MAX_DEPTH = 12;
+
+/** One map of the table and how many top bits of the hash its keys share. */
+class Part extends Map<string, Counter> {
+  /**
+   * Counters past which this part splits: SPLIT_AT to 2 * SPLIT_AT, set by its hash prefix. Keys
+   * spread evenly, so parts of one depth fill in step: with one threshold they would all split
+   * within a few handoff chunks (a 313 ms turn at 1M counters); staggered, a chunk meets one.
+   */
+  readonly splitAt: number;
+
+  constructor(
+    readonly depth: number,
+    readonly prefix: number,
+  ) {
+    super();
+    this.splitAt =
+      SPLIT_AT + ((Math.imul(prefix + depth * 0x61c88647, 0x9e3779b1) >>> 0) / 2 ** 32) * SPLIT_AT;
+  }
+}
+
+/**
+ * The hash that picks the part of the table holding `key` (by its top bits): every UTF-16 unit
+ * added into a rotating 32-bit sum, then a murmur3 finish so the top bits depend on every unit. It runs on every look-up, so it is the
+ * cheapest loop that still reads the whole key (sampling a long key crowded keys that differ only in
+ * an id in the middle into a few parts); add-rotate, not xor, so an id repeated in a key 32 units
+ * apart does not cancel out.
+ */
+export function hashOf(key: string): number {
+  let h = key.length;
+  for (let i = 0; i < key.length; i++) h = (((h << 7) | (h >>> 25)) + key.charCodeAt(i)) | 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 13)) >>> 0;
+}
+
+/**
  * The engine's counters by key, and, given a point function, indexed by bucket of the key space
  * too, so the counters of some ranges (slices that moved) are found without visiting the rest.
+ * Iteration goes part by part (within a part, in insertion order), not in insertion order overall.
  */
 export class CounterTable {
-  private readonly map = new Map<string, Counter>();
+  /** The parts by the top `depth` bits of their keys' hashes (a part spans 2^(depth - its depth)). */
+  private dir: Part[] = [new Part(0, 0)];
+  private depth = 0;
+  /** Every part once, oldest first (a split appends the new half). */
+  private readonly parts: Part[] = [this.dir[0]!];
+  private count = 0;
   /** With `pointOf`: the counters by bucket of their point (see BUCKET_SHIFT). */
   private readonly buckets: Map<string, Counter>[] | undefined;
 
@@ -36,25 +89,48 @@ export class CounterTable {
   }
 
   get size(): number {
-    return this.map.size;
+    return this.count;
+  }
+
+  /** The most counters any one internal map holds (for tests: no map grows to the whole table). */
+  get largestPart(): number {
+    let n = 0;
+    for (const m of this.parts) n = Math.max(n, m.size);
+    return n;
+  }
+
+  private partOf(key: string): Part {
+    // Two shifts: a shift by 32 is a shift by 0 in JS, and depth 0 must give index 0.
+    return this.dir[(hashOf(key) >>> 1) >>> (31 - this.depth)]!;
   }
 
   get(key: string): Counter | undefined {
-    return this.map.get(key);
+    return this.partOf(key).get(key);
   }
 
-  entries(): IterableIterator<[string, Counter]> {
-    return this.map.entries();
+  /**
+   * Every counter, part by part. Live, as a Map iterator is: a counter added to a part not yet
+   * reached is visited, one added to a part already passed is not (until the next pass), and one
+   * moved by a split may be visited twice; a counter removed is not visited.
+   */
+  *entries(): IterableIterator<[string, Counter]> {
+    // A part split while its entries are being walked is walked on: skip what left it since.
+    for (let i = 0; i < this.parts.length; i++)
+      for (const e of this.parts[i]!.entries()) if (!e[1].removed) yield e;
   }
 
   [Symbol.iterator](): IterableIterator<[string, Counter]> {
-    return this.map.entries();
+    return this.entries();
   }
 
   /** Adds or replaces the counter of `key`, keeping the index in step. */
   install(key: string, c: Counter, replaced: Counter | undefined): void {
     if (replaced !== undefined) this.unindex(key, replaced);
-    this.map.set(key, c);
+    const part = this.partOf(key);
+    const before = part.size;
+    part.set(key, c);
+    this.count += part.size - before;
+    if (part.size > part.splitAt && part.depth < MAX_DEPTH) this.split(part);
     if (this.buckets !== undefined) {
       c.point =
         replaced !== undefined && replaced.shard === c.shard ? replaced.point : this.pointOf!(c.shard);
@@ -64,8 +140,30 @@ export class CounterTable {
 
   /** Removes the counter of `key` (which is `c`) and marks it removed. */
   drop(key: string, c: Counter): void {
-    this.map.delete(key);
+    const part = this.partOf(key);
+    if (part.get(key) === c && part.delete(key)) this.count--;
     this.unindex(key, c);
+  }
+
+  /**
+   * Replaces `part` by two fresh maps split by the next bit of the keys' hashes (fresh, not half
+   * deleted: a V8 Map keeps deleted entries in its chains until it next grows, slowing look-ups).
+   */
+  private split(part: Part): void {
+    if (part.depth === this.depth) {
+      this.dir = Array.from({ length: this.dir.length * 2 }, (_, i) => this.dir[i >>> 1]!);
+      this.depth++;
+    }
+    const depth = part.depth + 1;
+    const low = new Part(depth, part.prefix * 2);
+    const high = new Part(depth, part.prefix * 2 + 1);
+    const bit = 32 - depth;
+    for (const [key, c] of part) (((hashOf(key) >>> bit) & 1) === 1 ? high : low).set(key, c);
+    const shift = this.depth - depth;
+    for (let i = 0; i < this.dir.length; i++)
+      if (this.dir[i] === part) this.dir[i] = ((i >>> shift) & 1) === 1 ? high : low;
+    this.parts[this.parts.indexOf(part)] = low;
+    this.parts.push(high);
   }
 
   private unindex(key: string, c: Counter): void {
@@ -89,7 +187,7 @@ export class CounterTable {
     const sorted = [...ranges].sort((a, b) => a.start - b.start);
     const inRanges = (p: number) => rangeAt(sorted, p) !== undefined;
     if (this.buckets === undefined) {
-      const cursor = this.map.entries();
+      const cursor = this.entries();
       return (budget, visit) => {
         for (let i = 0; i < budget; i++) {
           const n = cursor.next();

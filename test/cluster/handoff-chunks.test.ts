@@ -55,3 +55,36 @@ describe("handoff chunks are bounded by bytes", () => {
     expect(received.map((r) => r.done)).toEqual(received.map((_, i) => i === received.length - 1));
   });
 });
+
+describe("a handoff's first chunks are small", () => {
+  it("the first chunk carries a few counters and the sizes double up to the chunk size, so cold code on either side runs over a few counters, not 2,000, in one turn", async () => {
+    const clock = new ManualClock();
+    const counters = Array.from({ length: 10_000 }, (_, i) => snapshot(`d/k=${i}`, 0));
+    const sizes: number[] = [];
+    const peer: Pick<PeerRpc, "handoff"> = {
+      handoff: async (req) => {
+        sizes.push((req as HandoffRequest).counters.length);
+        return { accepted: (req as HandoffRequest).counters.length, generation: 2 };
+      },
+    };
+    const handoff = new Handoff({
+      selfId: "a",
+      store: listStore(counters),
+      ownership: new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 }),
+      peer: () => peer,
+      clock,
+      log,
+      chunk: 2000,
+    });
+    await handoff.send({
+      generation: 2,
+      lost: [{ start: 0, end: 2 ** 32, from: m("a"), to: m("b") }],
+      gained: [],
+      pending: [],
+      orphaned: [],
+    });
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(10_000);
+    expect(sizes.slice(0, 6)).toEqual([125, 250, 500, 1000, 2000, 2000]);
+    expect(Math.max(...sizes)).toBe(2000);
+  });
+});
