@@ -7,7 +7,7 @@ import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
-import { type Clock, every, systemClock, type Timer } from "../core/clock.js";
+import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
@@ -24,21 +24,6 @@ import { Router } from "../server/router.js";
 export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
 /** After the drain, how long leaving the cluster (leadership, lease revoke) may take. */
 export const LEAVE_TIMEOUT_MS = 2000;
-
-const TIMED_OUT = Symbol("timed out");
-
-/** `p`, or TIMED_OUT after `ms` (ref'd: a deadline during shutdown must hold the process open). */
-async function within<T>(clock: Clock, ms: number, p: Promise<T>): Promise<T | typeof TIMED_OUT> {
-  let timer: Timer | undefined;
-  const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = clock.after(ms, () => resolve(TIMED_OUT), { ref: true });
-  });
-  try {
-    return await Promise.race([p, deadline]);
-  } finally {
-    timer?.cancel();
-  }
-}
 
 /** Counters visited per sweeper tick: ~0.3 ms; at one tick per 50 ms, 100k counters a second. */
 const SWEEP_SLICE = 2000;
@@ -266,10 +251,12 @@ export async function startServer(
         const drainMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
         log.info({ drainTimeoutMs: drainMs }, "shutting down: not ready, draining slices to other members");
         const t0 = clock.elapsed();
-        const drained = await within(clock, drainMs, node.drain(drainMs)).catch((err: Error) => {
-          log.warn({ err: err.message }, "drain failed");
-          return false;
-        });
+        const drained = await within(clock, drainMs, node.drain(drainMs), { ref: true }).catch(
+          (err: Error) => {
+            log.warn({ err: err.message }, "drain failed");
+            return false;
+          },
+        );
         const ms = clock.elapsed() - t0;
         if (drained === true) log.info({ ms }, "drained");
         else {
@@ -286,7 +273,7 @@ export async function startServer(
             "drain timed out; leaving anyway",
           );
         }
-        const left = await within(clock, LEAVE_TIMEOUT_MS, node.stop()).catch((err: Error) => {
+        const left = await within(clock, LEAVE_TIMEOUT_MS, node.stop(), { ref: true }).catch((err: Error) => {
           log.warn({ err: err.message }, "leaving the cluster failed");
           return undefined;
         });

@@ -1,5 +1,5 @@
 import type { Etcd3 } from "etcd3";
-import type { Clock } from "../core/clock.js";
+import { type Clock, TIMED_OUT, within } from "../core/clock.js";
 import type { Assignment } from "../keyspace/assignment.js";
 import { decodeAssignment } from "../keyspace/assignment-codec.js";
 import type { Log } from "./log.js";
@@ -34,8 +34,11 @@ export class AssignmentView {
   private readonly view: PrefixView;
   private stored: StoredAssignment | undefined;
 
-  constructor(opts: AssignmentViewOptions) {
+  private readonly key: string;
+
+  constructor(private readonly opts: AssignmentViewOptions) {
     const key = assignmentKey(opts.prefix);
+    this.key = key;
     this.view = new PrefixView({
       client: opts.client,
       prefix: key,
@@ -62,6 +65,18 @@ export class AssignmentView {
 
   current(): StoredAssignment | undefined {
     return this.stored;
+  }
+
+  /**
+   * The assignment as etcd holds it now, read directly (not through the watch), or undefined if
+   * there is none or it is invalid; rejects after `timeoutMs` (etcd calls hang behind a partition).
+   */
+  async read(timeoutMs: number): Promise<StoredAssignment | undefined> {
+    const text = await within(this.opts.clock, timeoutMs, this.opts.client.get(this.key).string());
+    if (text === TIMED_OUT) throw new Error(`reading the assignment took over ${timeoutMs} ms`);
+    if (text === null) return undefined;
+    const a = decodeAssignment(text);
+    return typeof a === "string" ? undefined : { text, assignment: a };
   }
 
   start(): Promise<void> {

@@ -50,6 +50,26 @@ export const systemClock: Clock = {
   },
 };
 
+export const TIMED_OUT = Symbol("timed out");
+
+/** `p`, or TIMED_OUT after `ms` on `clock` (ref'd as `opts` says: a shutdown's deadline must hold). */
+export async function within<T>(
+  clock: Clock,
+  ms: number,
+  p: Promise<T>,
+  opts?: TimerOptions,
+): Promise<T | typeof TIMED_OUT> {
+  let timer: Timer | undefined;
+  const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = clock.after(ms, () => resolve(TIMED_OUT), opts);
+  });
+  try {
+    return await Promise.race([p, deadline]);
+  } finally {
+    timer?.cancel();
+  }
+}
+
 /** Resolves after `ms` on `clock`. */
 export function sleep(clock: Clock, ms: number, opts?: TimerOptions): Promise<void> {
   return new Promise((resolve) => clock.after(ms, resolve, opts));

@@ -26,6 +26,8 @@ describe("a server cut off from etcd", () => {
     prefix: string,
     proxied: { a: boolean; b: boolean },
     stores: { a?: CounterStore; b?: CounterStore } = {},
+    /** Set: what every peer answers when asked its generation (a confused or forged peer). */
+    forged?: { generation: number },
   ) {
     const proxies = {
       a: proxied.a ? await startProxy(suite.etcd().url) : undefined,
@@ -33,6 +35,7 @@ describe("a server cut off from etcd", () => {
     };
     const nodes = new Map<string, ClusterNode>();
     const peerGeneration = async (address: string) => {
+      if (forged) return forged.generation;
       const n = nodes.get(address);
       if (!n) throw new Error(`no peer at ${address}`);
       return n.ownership.generation();
@@ -197,6 +200,29 @@ describe("a server cut off from etcd", () => {
       await waitFor("a serves b's key", () => a.ownership.check(key) === "own", 1_000);
     } finally {
       proxies.b!.restore();
+      await stop();
+    }
+  });
+
+  it("a generation a peer reports that etcd never had stops a server only until etcd says otherwise", async () => {
+    const forged = { generation: 0 };
+    const { b, key, proxies, stop } = await cluster("/np5/", { a: false, b: true }, {}, forged);
+    try {
+      forged.generation = b.ownership.generation() + 1000;
+      proxies.b!.cut();
+      await waitFor(
+        "b stops deciding (a peer says a newer generation exists)",
+        () => !b.ownership.ready(),
+        6_000,
+      );
+      proxies.b!.restore();
+      // Registered again, b reads the assignment from etcd itself: generation 1000-odd is not there.
+      await waitFor(
+        "b decides again",
+        () => b.ownership.ready() && b.ownership.check(key) !== "not_owner",
+        15_000,
+      );
+    } finally {
       await stop();
     }
   });
