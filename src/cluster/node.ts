@@ -19,6 +19,8 @@ import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
 
 /** How often the lease guard looks, and how long it waits for a peer's answer. */
 const GUARD_INTERVAL_MS = 250;
+/** How often a registered server reads the assignment from etcd directly (see confirmWithEtcd). */
+const READ_EVERY_MS = 2000;
 /** How long a Reclaim waits for the previous owner's answer (a live one answers at once). */
 const RECLAIM_DEADLINE_MS = 1000;
 
@@ -330,17 +332,20 @@ export class ClusterNode {
   }
 
   /**
-   * Registered again but behind a generation a peer reported: the watch may still be re-listing
-   * (after a compaction that takes a while), so it asks etcd itself, at most once a second. What
-   * etcd holds is installed; a reported generation newer than etcd's is one etcd never had (a
-   * confused or forged peer) and is forgotten, so one bad answer cannot stop this server for good.
-   * Forgetting on a timer instead let a server decide on its old view while its watch was still
-   * catching up (chaos etcd-compaction: 1.82x).
+   * Reads the assignment from etcd itself (not through the watch) and installs it if newer: once
+   * a second while a peer has reported a generation this server does not hold (the watch may
+   * still be re-listing after a compaction, which takes a while), and every READ_EVERY_MS anyway,
+   * since a watch can also die without a word after a partition and leave the server deciding on
+   * an old view (chaos etcd-compaction: a server stuck 2 generations behind for 10 s). A reported
+   * generation newer than etcd's is one etcd never had (a confused or forged peer) and is
+   * forgotten, so one bad answer cannot stop this server for good. Forgetting on a timer instead
+   * let a server decide on its old view while its watch caught up (1.82x).
    */
   private confirmWithEtcd(): void {
-    if (this.newestSeen <= this.ownership.generation() || this.confirming) return;
+    if (this.confirming) return;
+    const behind = this.newestSeen > this.ownership.generation();
     const now = this.deps.clock.elapsed();
-    if (now - this.confirmedAt < 1000) return;
+    if (now - this.confirmedAt < (behind ? 1000 : READ_EVERY_MS)) return;
     this.confirmedAt = now;
     this.confirming = true;
     const asked = this.newestSeen;
@@ -348,7 +353,13 @@ export class ClusterNode {
       .read(2000)
       .then(
         (stored) => {
-          if (stored) this.install(stored.assignment);
+          if (stored && stored.assignment.generation > this.ownership.generation()) {
+            this.deps.log.warn(
+              { generation: this.ownership.generation(), inEtcd: stored.assignment.generation },
+              "the assignment watch is behind etcd: installing what a direct read found",
+            );
+            this.install(stored.assignment);
+          }
           const inEtcd = stored?.assignment.generation ?? 0;
           if (inEtcd < asked && this.newestSeen === asked) {
             this.deps.log.warn(

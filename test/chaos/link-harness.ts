@@ -240,7 +240,7 @@ export async function metric(httpPort: number, name: string, labels: Record<stri
 }
 
 /** Warn/error log lines of a server (for a report), at most `max`. */
-export function problemLines(s: ServerProcess, max = 20): string[] {
+export function problemLines(s: ServerProcess, max = Number(process.env.CHAOS_LOG_LINES ?? 20)): string[] {
   return (s.child?.lines ?? [])
     .filter((l) => /"level":(40|50|60)/.test(l))
     .slice(-max)

@@ -55,10 +55,10 @@ describe("a server cut off from etcd", () => {
         close() {},
       };
     };
-    const make = (id: "a" | "b", assigner: boolean) =>
+    const make = (id: string, assigner: boolean) =>
       new ClusterNode(
         {
-          etcd: [proxies[id]?.url ?? suite.etcd().url],
+          etcd: [proxies[id as "a" | "b"]?.url ?? suite.etcd().url],
           prefix,
           id,
           capacity: 1,
@@ -68,7 +68,7 @@ describe("a server cut off from etcd", () => {
           loadIntervalMs: 0,
           rebalanceIntervalMs: 0,
         },
-        stores[id] ?? store,
+        stores[id as "a" | "b"] ?? store,
         { clock: systemClock, log, peerGeneration, peer },
       );
     const a = make("a", true);
@@ -91,7 +91,7 @@ describe("a server cut off from etcd", () => {
       for (const n of [a, b]) await n.stop().catch(() => {});
       for (const p of Object.values(proxies)) await p?.close();
     };
-    return { a, b, key, proxies, stop, stopped };
+    return { a, b, key, proxies, stop, stopped, make, nodes };
   }
 
   it("stops deciding its old slices once the assigner could have given them away", async () => {
@@ -223,6 +223,31 @@ describe("a server cut off from etcd", () => {
         15_000,
       );
     } finally {
+      await stop();
+    }
+  });
+
+  it("a server whose assignment watch died still learns new generations (a direct read every 2 s)", async () => {
+    const { a, b, stop, make, nodes } = await cluster("/np6/", { a: false, b: false });
+    const c = make("c", false);
+    try {
+      // Past the server's first direct read (it reads once at its first lease-guard look).
+      await new Promise((r) => setTimeout(r, 600));
+      // The watch dies without a word (as one did after a partition and a compaction).
+      await (b as unknown as { view: { stop(): Promise<void> } }).view.stop();
+      const g = b.ownership.generation();
+      nodes.set("127.0.0.1:3", c);
+      await c.start("127.0.0.1:3");
+      await waitFor(
+        "a installs the generation with c",
+        () => a.ownership.current()?.members.length === 3,
+        15_000,
+      );
+      expect(a.ownership.generation()).toBeGreaterThan(g);
+      // Before: b stayed on its generation for good.
+      await waitFor("b catches up", () => b.ownership.generation() === a.ownership.generation(), 5_000);
+    } finally {
+      await c.stop().catch(() => {});
       await stop();
     }
   });
