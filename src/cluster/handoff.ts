@@ -1,7 +1,7 @@
 import { type Clock, sleep } from "../core/clock.js";
 import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
-import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
+import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { ErrorCode } from "../protocol/item-errors.js";
@@ -277,9 +277,13 @@ export class Handoff {
         const done = marksDone && !more && n === chunks.length - 1;
         // Nothing to carry and nothing to mark: no call (the last chunk goes even when empty).
         if (part.length === 0 && !done) continue;
-        const req: HandoffRequest = { generation, from: selfId, ranges: wire, counters: part, done };
+        const takenAt = clock.elapsed();
         for (;;) {
           let problem: string;
+          // Sent again after a wait, the snapshots age by it (their times are relative).
+          const age = clock.elapsed() - takenAt;
+          const counters = age > 0 ? part.map((c) => agedSnapshot(c, age)) : part;
+          const req: HandoffRequest = { generation, from: selfId, ranges: wire, counters, done };
           try {
             const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
             if (!res.error?.code) break;

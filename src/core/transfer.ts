@@ -41,6 +41,23 @@ export function snapshotCounter(key: string, c: Counter, now: number): CounterSn
   };
 }
 
+/**
+ * `s` as it reads `ms` later: its times are relative to the moment it was taken, so a snapshot
+ * sent again after a wait (a handoff retried while its receiver was unreachable) must age, or the
+ * receiver would place its window that much later (a count of a past window landing in the
+ * current one).
+ */
+export function agedSnapshot(s: CounterSnapshot, ms: number): CounterSnapshot {
+  if (!(ms > 0)) return s;
+  return {
+    ...s,
+    tRelMs: s.tRelMs - ms,
+    expiresInMs: s.expiresInMs - ms,
+    leases: s.leases.map((l) => ({ ...l, expiresInMs: l.expiresInMs - ms })),
+    clients: s.clients.map((c) => ({ ...c, seenMsAgo: c.seenMsAgo + ms })),
+  };
+}
+
 /** Why a snapshot cannot be restored, or undefined when it can. */
 export function snapshotProblem(s: CounterSnapshot): string | undefined {
   if (s.key === "") return "counter key is empty";

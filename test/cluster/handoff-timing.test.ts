@@ -5,7 +5,8 @@ import { Handoff } from "../../src/cluster/handoff.js";
 import type { PeerRpc } from "../../src/cluster/peers.js";
 import { ManualClock } from "../../src/core/clock.js";
 import type { Member } from "../../src/keyspace/assignment.js";
-import { listStore } from "./handoff-fakes.js";
+import type { HandoffRequest } from "../../src/protocol/messages.js";
+import { listStore, snapshot } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
 const m = (id: string): Member => ({ id, address: `${id}:1` });
@@ -62,5 +63,48 @@ describe("handoff retries on its clock", () => {
     expect(tries).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
     expect(sent).toEqual([["b", 0, false]]);
     expect(clock.pending).toBe(0);
+  });
+
+  it("a chunk sent again after a wait carries its counters aged by the wait", async () => {
+    const clock = new ManualClock();
+    const got: HandoffRequest[] = [];
+    let down = true;
+    const peer: Pick<PeerRpc, "handoff"> = {
+      handoff: async (req) => {
+        if (down) throw new Error("unreachable");
+        got.push(req as HandoffRequest);
+        return { accepted: 1, generation: 2 };
+      },
+    };
+    const handoff = new Handoff({
+      selfId: "a",
+      store: listStore([snapshot("d/k=1")]),
+      ownership: new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 }),
+      peer: () => peer,
+      clock,
+      log,
+      retryMs: 100,
+      giveUpMs: 10_000,
+    });
+    const done = handoff.send({
+      generation: 2,
+      lost: [{ start: 0, end: 2 ** 32, from: m("a"), to: m("b") }],
+      gained: [],
+      pending: [],
+      orphaned: [],
+    });
+    for (let i = 0; i < 30; i++) {
+      clock.advance(100);
+      await settle();
+    }
+    down = false;
+    clock.advance(100);
+    await done;
+    const c = got[0]!.counters[0]!;
+    // Taken at 0 with the window 10 ms old; received 3,100 ms later. Before: tRelMs -10 (the
+    // receiver would have put a 3 s old window's count into its current window).
+    expect(c.tRelMs).toBe(-10 - 3100);
+    expect(c.expiresInMs).toBe(60_000 - 3100);
+    expect(c.clients.map((x) => x.seenMsAgo)).toEqual([10 + 3100]);
   });
 });
