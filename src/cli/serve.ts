@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
+import { DEFAULT_HANDOFF_TIMEOUT_MS } from "../cluster/handoff.js";
 import { ConfigError } from "../config/errors.js";
 import { InputLimitsSchema } from "../protocol/input-limits.js";
 import {
@@ -113,9 +114,12 @@ export function serveCommand(): Command {
       ),
     )
     .addOption(
-      new Option("--handoff-timeout <ms>", "how long a moved slice waits for its counters before serving")
+      new Option(
+        "--handoff-timeout <ms>",
+        "how long a moved slice waits for its counters before serving (default: past the sender's 10 s of retries)",
+      )
         .env("SHARDLIMIT_HANDOFF_TIMEOUT_MS")
-        .default(3000)
+        .default(DEFAULT_HANDOFF_TIMEOUT_MS)
         .argParser(intOption("--handoff-timeout", 0, 600_000)),
     )
     .addOption(

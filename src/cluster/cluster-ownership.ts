@@ -8,8 +8,9 @@ import type { Owner, Ownership, OwnershipVerdict } from "../server/ownership.js"
 export interface PendingRange {
   start: number;
   end: number;
-  /** Member id of the previous owner. */
+  /** Member id of the previous owner, and its address then. */
   from: string;
+  fromAddress: string;
   generation: number;
   /** After this (`Clock.elapsed`) the range is served without the handoff (its counts rebuilt from gateways). */
   deadline: number;
@@ -83,12 +84,33 @@ export class ClusterOwnership implements Ownership {
     const gained = diff.filter((m) => m.to.id === self);
     const alive = new Set(a.members.map((m) => m.id));
     const deadline = this.opts.clock.elapsed() + this.opts.handoffTimeoutMs;
-    // Ranges still waiting from an earlier generation keep waiting while this server owns them.
+    // Ranges still waiting from an earlier generation keep waiting while this server owns them;
+    // those whose sender has left the cluster since are reclaimed from it like fresh orphans (it
+    // is dead, or alive and cut off from etcd), rather than waited for until their deadline.
     const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
-    const orphaned = gained.filter((m) => !alive.has(m.from.id));
+    const me = a.members[this.selfIndex];
+    const departed: Move[] =
+      me === undefined
+        ? []
+        : carried
+            .filter((p) => !alive.has(p.from))
+            .map((p) => ({
+              start: p.start,
+              end: p.end,
+              from: { id: p.from, address: p.fromAddress },
+              to: me,
+            }));
+    const orphaned = [...gained.filter((m) => !alive.has(m.from.id)), ...departed];
     const fresh = gained
       .filter((m) => this.opts.reclaimOrphans || alive.has(m.from.id))
-      .map((m) => ({ start: m.start, end: m.end, from: m.from.id, generation: a.generation, deadline }));
+      .map((m) => ({
+        start: m.start,
+        end: m.end,
+        from: m.from.id,
+        fromAddress: m.from.address,
+        generation: a.generation,
+        deadline,
+      }));
     this.pending = [...carried, ...fresh];
     this.notify();
     return { generation: a.generation, lost, gained, pending: fresh, orphaned };

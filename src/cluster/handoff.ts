@@ -18,6 +18,14 @@ export interface CounterStore {
   putCounters(snapshots: readonly CounterSnapshot[], now: number): number;
 }
 
+/**
+ * How long a sender retries a receiver it cannot reach before giving its counters up. A receiver
+ * waits at least this long by default (`DEFAULT_HANDOFF_TIMEOUT_MS`): serving earlier, it would
+ * start the moved keys empty while their counts may still arrive.
+ */
+export const HANDOFF_GIVE_UP_MS = 10_000;
+export const DEFAULT_HANDOFF_TIMEOUT_MS = HANDOFF_GIVE_UP_MS + 2000;
+
 /** The next batch of counters to send, and whether more may follow. */
 type Batches = () => { counters: CounterSnapshot[]; more: boolean };
 
@@ -240,7 +248,7 @@ export class Handoff {
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
     const yieldTurn = this.opts.yieldTurn ?? nextTurn;
-    const giveUpAt = clock.elapsed() + (this.opts.giveUpMs ?? 10_000);
+    const giveUpAt = clock.elapsed() + (this.opts.giveUpMs ?? HANDOFF_GIVE_UP_MS);
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
     const started = clock.elapsed();
     // The request's other fields, plus room for the varints of `generation` and `done`.

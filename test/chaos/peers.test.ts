@@ -18,10 +18,12 @@ import { keysOwnedBy, ownerIn, syncLoad } from "./sync-load.js";
  * a fresh lease. Then the links come back and everyone must converge on one generation.
  *
  * Judged per key per window on the callers' answers. Epsilon 0.05: answers attributed to the
- * wrong window at a boundary (a call or two of 50). Expected, and pinned by the default run: a
- * slice whose handoff to s4 failed (from s3) is served by s4 after its handoff timeout without
- * s3's counts (documented: "handoff receiver unreachable ... the receiver serves after its
- * handoff timeout"), up to 2x in that window. CHAOS_STRICT=1 asks for the bound everywhere.
+ * wrong window at a boundary (a call or two of 50). A slice whose handoff cannot get through (to
+ * or from s3) waits, not ready, past the sender's 10 s of retries (the default handoff timeout),
+ * so it is served with its counts once the links are back; with a 3 s timeout it was served
+ * empty while its counts were still on their way (1.42x in one run). The default run still
+ * allows excess in windows up to a handoff timeout after the restore; CHAOS_STRICT=1 asks for
+ * the bound everywhere.
  * Doubling: forwarded parts are retried with the same part ids, so a part must be charged once;
  * measured as units counted beyond the admitted answers in windows with no error for the key.
  */
@@ -40,7 +42,8 @@ const LOAD_MS = 18_000;
 const CUT_AT_MS = 4_000;
 const JOIN_AT_MS = 6_000;
 const RESTORE_AT_MS = 12_000;
-const HANDOFF_TIMEOUT_MS = 3000;
+/** The servers' default: a receiver waits past the sender's 10 s of retries. */
+const HANDOFF_TIMEOUT_MS = 12_000;
 
 describe("chaos: one server's peer links cut (etcd reachable), a member joins meanwhile", () => {
   let etcd: EtcdProcess;

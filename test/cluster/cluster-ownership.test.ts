@@ -75,6 +75,28 @@ describe("ownership by generation", () => {
     expect(o.ready()).toBe(true);
   });
 
+  it("a range still waiting for a sender that has since left the cluster is reclaimed from it", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 12_000, reclaimOrphans: true });
+    const g1 = table(1, [m("a"), m("b")], [1, 1]);
+    o.update(g1);
+    const g2 = table(2, [m("a"), m("b")], [0, 1], g1);
+    expect(o.update(g2)!.pending.map((p) => p.from)).toEqual(["b"]);
+    clock.advance(3000);
+    // b's lease expired before its handoff came (it died, or etcd lost it): before, the range
+    // waited out the rest of the 12 s; now it is in `orphaned`, and the node asks b (a dead b does
+    // not answer: served at once).
+    const change = o.update(table(3, [m("a")], [0, 0], g2))!;
+    // The upper half, gained now from b, and the lower half, still waiting for b.
+    expect(change.orphaned.map((x) => [x.from.id, x.from.address, x.start])).toEqual([
+      ["b", "b:1", HALF],
+      ["b", "b:1", 0],
+    ]);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    o.handoffDone("b", 3);
+    expect(o.check(keyIn(0))).toBe("own");
+  });
+
   it("a handoff that never comes is given up at the deadline", () => {
     const clock = new ManualClock();
     const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
