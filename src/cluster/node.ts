@@ -19,8 +19,11 @@ import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
 
 /** How often the lease guard looks, and how long it waits for a peer's answer. */
 const GUARD_INTERVAL_MS = 250;
-/** How often a registered server reads the assignment from etcd directly (see confirmWithEtcd). */
-const READ_EVERY_MS = 2000;
+/**
+ * How often a registered server reads the assignment from etcd directly (see confirmWithEtcd):
+ * how long a silently dead watch can leave it on an old view. One small range read per second.
+ */
+const READ_EVERY_MS = 1000;
 /** How long a Reclaim waits for the previous owner's answer (a live one answers at once). */
 const RECLAIM_DEADLINE_MS = 1000;
 
@@ -332,20 +335,19 @@ export class ClusterNode {
   }
 
   /**
-   * Reads the assignment from etcd itself (not through the watch) and installs it if newer: once
-   * a second while a peer has reported a generation this server does not hold (the watch may
-   * still be re-listing after a compaction, which takes a while), and every READ_EVERY_MS anyway,
-   * since a watch can also die without a word after a partition and leave the server deciding on
-   * an old view (chaos etcd-compaction: a server stuck 2 generations behind for 10 s). A reported
+   * Reads the assignment from etcd itself (not through the watch) and installs it if newer, every
+   * READ_EVERY_MS while registered: the watch may still be re-listing after a compaction (a peer
+   * has reported a newer generation meanwhile), or have died without a word and left the server
+   * deciding on an old view (chaos etcd-compaction: a server stuck 2 generations behind for 10 s;
+   * another 8 behind from its start, until its first read). A reported
    * generation newer than etcd's is one etcd never had (a confused or forged peer) and is
    * forgotten, so one bad answer cannot stop this server for good. Forgetting on a timer instead
    * let a server decide on its old view while its watch caught up (1.82x).
    */
   private confirmWithEtcd(): void {
     if (this.confirming) return;
-    const behind = this.newestSeen > this.ownership.generation();
     const now = this.deps.clock.elapsed();
-    if (now - this.confirmedAt < (behind ? 1000 : READ_EVERY_MS)) return;
+    if (now - this.confirmedAt < READ_EVERY_MS) return;
     this.confirmedAt = now;
     this.confirming = true;
     const asked = this.newestSeen;

@@ -227,7 +227,7 @@ describe("a server cut off from etcd", () => {
     }
   });
 
-  it("a server whose assignment watch died still learns new generations (a direct read every 2 s)", async () => {
+  it("a server whose assignment watch died still learns new generations (a direct read every second)", async () => {
     const { a, b, stop, make, nodes } = await cluster("/np6/", { a: false, b: false });
     const c = make("c", false);
     try {
