@@ -339,8 +339,7 @@ export class ClusterNode {
    * READ_EVERY_MS while registered: the watch may still be re-listing after a compaction (a peer
    * has reported a newer generation meanwhile), or have died without a word and left the server
    * deciding on an old view (chaos etcd-compaction: a server stuck 2 generations behind for 10 s;
-   * another 8 behind from its start, until its first read). A reported
-   * generation newer than etcd's is one etcd never had (a confused or forged peer) and is
+   * in another run two servers 8 behind). A reported generation newer than etcd's is one etcd never had (a confused or forged peer) and is
    * forgotten, so one bad answer cannot stop this server for good. Forgetting on a timer instead
    * let a server decide on its old view while its watch caught up (1.82x).
    */
