@@ -206,13 +206,16 @@ export async function startChaosCluster(o: ChaosClusterOptions): Promise<ChaosCl
       return v ?? undefined;
     },
     async view() {
-      for (const s of servers) {
-        if (!s.up()) continue;
-        try {
-          return await s.rpc.getClusterView({}, { deadlineMs: 3000 });
-        } catch {}
+      // Three rounds: with hundreds of gateways in this process its own calls can miss a deadline.
+      for (let round = 0; round < 3; round++) {
+        for (const s of servers) {
+          if (!s.up()) continue;
+          try {
+            return await s.rpc.getClusterView({}, { deadlineMs: 3000 });
+          } catch {}
+        }
       }
-      throw new Error("no server answered GetClusterView");
+      throw new Error("no server answered GetClusterView in three rounds");
     },
     async settled(timeoutMs = 30_000) {
       let generation = 0;
