@@ -16,6 +16,7 @@ import type {
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
 import type { Ownership } from "./ownership.js";
+import { checkId } from "./request-bounds.js";
 
 export interface PeerServiceDeps {
   limiter: Limiter;
@@ -176,7 +177,8 @@ export class PeerService {
    * handoff: refused whole (nothing changes here) when malformed.
    */
   reclaim(req: ReclaimRequest): ReclaimResponse {
-    const problem = reclaimProblem(req, this.limits.maxKeyLength);
+    checkId(this.limits, "reclaim from", req.from);
+    const problem = reclaimProblem(req);
     if (problem !== undefined) throw new InvalidArgumentError(`reclaim: ${problem}`);
     if (!this.deps.reclaim) {
       return {
@@ -192,10 +194,8 @@ export class PeerService {
 export const MAX_RECLAIM_RANGES = 65_536;
 
 /** What is wrong with a Reclaim request, if anything. */
-function reclaimProblem(req: ReclaimRequest, maxIdLength: number): string | undefined {
+function reclaimProblem(req: ReclaimRequest): string | undefined {
   if (!(req.generation > 0)) return "generation must be positive";
-  if (req.from.length === 0 || req.from.length > maxIdLength)
-    return `from must be a member id of 1 to ${maxIdLength} characters`;
   if (!/^[^\s/]+:\d{1,5}$/.test(req.address) || req.address.length > 300)
     return `address ${JSON.stringify(req.address.slice(0, 100))} is not host:port`;
   if (req.ranges.length === 0) return "no ranges";

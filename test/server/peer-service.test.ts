@@ -40,8 +40,12 @@ describe("Peer.Reclaim input", () => {
 
   it.each<[string, Partial<ReclaimRequest>, RegExp]>([
     ["no generation", { generation: 0 }, /generation must be positive/],
-    ["an empty sender id", { from: "" }, /from must be a member id/],
-    ["an oversized sender id", { from: "x".repeat(5000) }, /from must be a member id of 1 to 1024/],
+    ["an empty sender id", { from: "" }, /reclaim from is empty/],
+    [
+      "an oversized sender id",
+      { from: "x".repeat(5000) },
+      /reclaim from is 5000 long, over the maximum of 256/,
+    ],
     ["an address that is not host:port", { address: "evil" }, /address "evil" is not host:port/],
     ["an address with a path", { address: "a/b:80" }, /is not host:port/],
     ["no ranges", { ranges: [] }, /no ranges/],
