@@ -1,5 +1,5 @@
 import type { RateAlgorithm } from "./types.js";
-import { windowStart } from "./types.js";
+import { realignedStart, windowStart } from "./types.js";
 
 /** Fixed window aligned to the epoch. `t`: window start, `x`: units counted in it. */
 export const fixedWindow: RateAlgorithm = {
@@ -8,9 +8,7 @@ export const fixedWindow: RateAlgorithm = {
     c.x = 0;
   },
   advance(c, l, now) {
-    // A counter handed over comes with its start shifted by the time in transit (less any clock
-    // skew): back on the epoch, taking up to 3/4 of a window late and 1/4 early as that shift.
-    if (c.t % l.windowMs !== 0) c.t = windowStart(c.t + l.windowMs / 4, l.windowMs);
+    c.t = realignedStart(c.t, l.windowMs); // a counter handed over is shifted by its transit
     if (now >= c.t + l.windowMs || now < c.t) {
       c.t = windowStart(now, l.windowMs);
       c.x = 0;

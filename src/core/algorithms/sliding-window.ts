@@ -1,7 +1,7 @@
 import type { Counter } from "../counter.js";
 import type { Limit } from "../limit.js";
 import type { RateAlgorithm } from "./types.js";
-import { ceilMs, windowStart } from "./types.js";
+import { ceilMs, realignedStart, windowStart } from "./types.js";
 
 /**
  * Cloudflare's sliding window: the previous window's count weighted by how much of it the
@@ -20,9 +20,7 @@ export const slidingWindow: RateAlgorithm = {
     c.y = 0;
   },
   advance(c, l, now) {
-    // A counter handed over comes with its start shifted by the time in transit (less any clock
-    // skew): back on the epoch, taking up to 3/4 of a window late and 1/4 early as that shift.
-    if (c.t % l.windowMs !== 0) c.t = windowStart(c.t + l.windowMs / 4, l.windowMs);
+    c.t = realignedStart(c.t, l.windowMs); // a counter handed over is shifted by its transit
     if (now >= c.t + l.windowMs || now < c.t) {
       const start = windowStart(now, l.windowMs);
       c.y = start === c.t + l.windowMs ? c.x : 0;

@@ -33,6 +33,15 @@ export function windowStart(now: number, windowMs: number): number {
   return now - (now % windowMs);
 }
 
+/**
+ * A window start back on the epoch. A counter handed over comes with its start shifted by the
+ * time in transit (less any clock skew): the shift is taken as up to 3/4 of a window late and 1/4
+ * early.
+ */
+export function realignedStart(t: number, windowMs: number): number {
+  return t % windowMs === 0 ? t : windowStart(t + windowMs / 4, windowMs);
+}
+
 /** Rounds a computed time up to whole ms, ignoring float noise (0.30000000000000004 of a window). */
 export function ceilMs(x: number): number {
   return Math.ceil(x - 1e-7);
