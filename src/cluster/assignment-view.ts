@@ -68,15 +68,29 @@ export class AssignmentView {
   }
 
   /**
-   * The assignment as etcd holds it now, read directly (not through the watch), or undefined if
-   * there is none or it is invalid; rejects after `timeoutMs` (etcd calls hang behind a partition).
+   * Reads the assignment from etcd directly (not through the watch) and, when it is newer than the
+   * one held, takes it as the watch would have (`onChange`): a watch can fall behind or die without
+   * a word after a partition, and the server then decides, and its assigner writes, against an old
+   * view. Resolves to what etcd holds (undefined: none, or invalid); rejects after `timeoutMs`
+   * (etcd calls hang behind a partition).
    */
-  async read(timeoutMs: number): Promise<StoredAssignment | undefined> {
+  async refresh(timeoutMs: number): Promise<StoredAssignment | undefined> {
     const text = await within(this.opts.clock, timeoutMs, this.opts.client.get(this.key).string());
     if (text === TIMED_OUT) throw new Error(`reading the assignment took over ${timeoutMs} ms`);
     if (text === null) return undefined;
     const a = decodeAssignment(text);
-    return typeof a === "string" ? undefined : { text, assignment: a };
+    if (typeof a === "string") return undefined;
+    const read = { text, assignment: a };
+    const held = this.stored?.assignment.generation ?? 0;
+    if (a.generation > held) {
+      this.opts.log.warn(
+        { held, inEtcd: a.generation },
+        "the assignment watch is behind etcd: taking what a direct read found",
+      );
+      this.stored = read;
+      this.opts.onChange(read);
+    }
+    return read;
   }
 
   start(): Promise<void> {

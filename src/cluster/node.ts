@@ -335,13 +335,14 @@ export class ClusterNode {
   }
 
   /**
-   * Reads the assignment from etcd itself (not through the watch) and installs it if newer, every
-   * READ_EVERY_MS while registered: the watch may still be re-listing after a compaction (a peer
-   * has reported a newer generation meanwhile), or have died without a word and left the server
-   * deciding on an old view (chaos etcd-compaction: a server stuck 2 generations behind for 10 s;
-   * in another run two servers 8 behind). A reported generation newer than etcd's is one etcd never had (a confused or forged peer) and is
-   * forgotten, so one bad answer cannot stop this server for good. Forgetting on a timer instead
-   * let a server decide on its old view while its watch caught up (1.82x).
+   * Reads the assignment from etcd itself (`AssignmentView.refresh`, which installs a newer one)
+   * every READ_EVERY_MS while registered: the watch may still be re-listing after a compaction (a
+   * peer has reported a newer generation meanwhile), or have died without a word and left the
+   * server deciding on an old view (chaos etcd-compaction: a server stuck 2 generations behind
+   * for 10 s; in another run two servers 8 behind). A reported generation newer than etcd's is
+   * one etcd never had (a confused or forged peer) and is forgotten, so one bad answer cannot
+   * stop this server for good. Forgetting on a timer instead let a server decide on its old view
+   * while its watch caught up (1.82x).
    */
   private confirmWithEtcd(): void {
     if (this.confirming) return;
@@ -351,16 +352,9 @@ export class ClusterNode {
     this.confirming = true;
     const asked = this.newestSeen;
     void this.view
-      .read(2000)
+      .refresh(2000)
       .then(
         (stored) => {
-          if (stored && stored.assignment.generation > this.ownership.generation()) {
-            this.deps.log.warn(
-              { generation: this.ownership.generation(), inEtcd: stored.assignment.generation },
-              "the assignment watch is behind etcd: installing what a direct read found",
-            );
-            this.install(stored.assignment);
-          }
           const inEtcd = stored?.assignment.generation ?? 0;
           if (inEtcd < asked && this.newestSeen === asked) {
             this.deps.log.warn(
