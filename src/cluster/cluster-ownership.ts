@@ -26,8 +26,9 @@ export interface OwnershipChange {
   /** Of `gained`, those that wait for a handoff before they are served. */
   pending: PendingRange[];
   /**
-   * Of `gained`, those whose previous owner is no longer a member: it left without handing them
-   * over (its lease expired). With `reclaimOrphans` they wait too, for its counters if it is alive.
+   * Ranges whose previous owner is no longer a member: it left without handing them over (its
+   * lease expired): of `gained`, and ranges still waiting for a handoff from it. With
+   * `reclaimOrphans` they wait, for its counters if it is alive.
    */
   orphaned: Move[];
 }
@@ -88,18 +89,15 @@ export class ClusterOwnership implements Ownership {
     // those whose sender has left the cluster since are reclaimed from it like fresh orphans (it
     // is dead, or alive and cut off from etcd), rather than waited for until their deadline.
     const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
-    const me = a.members[this.selfIndex];
-    const departed: Move[] =
-      me === undefined
-        ? []
-        : carried
-            .filter((p) => !alive.has(p.from))
-            .map((p) => ({
-              start: p.start,
-              end: p.end,
-              from: { id: p.from, address: p.fromAddress },
-              to: me,
-            }));
+    // (Only a member carries ranges: `ownsRange` holds for none otherwise.)
+    const departed: Move[] = carried
+      .filter((p) => !alive.has(p.from))
+      .map((p) => ({
+        start: p.start,
+        end: p.end,
+        from: { id: p.from, address: p.fromAddress },
+        to: a.members[this.selfIndex]!,
+      }));
     const orphaned = [...gained.filter((m) => !alive.has(m.from.id)), ...departed];
     const fresh = gained
       .filter((m) => this.opts.reclaimOrphans || alive.has(m.from.id))

@@ -182,7 +182,11 @@ export class ClusterNode {
    */
   private reclaimOrphans(generation: number, orphaned: readonly Move[]): void {
     const byFrom = new Map<string, Move[]>();
-    for (const m of orphaned) byFrom.set(m.from.id, [...(byFrom.get(m.from.id) ?? []), m]);
+    for (const m of orphaned) {
+      const list = byFrom.get(m.from.id);
+      if (list) list.push(m);
+      else byFrom.set(m.from.id, [m]);
+    }
     for (const moves of byFrom.values()) {
       const from = moves[0]!.from;
       const ranges = moves.map((m) => ({ start: m.start, end: m.end }));

@@ -33,10 +33,10 @@ class SeqWindow {
 
 export class ReportDedup {
   private readonly clients = new Map<string, SeqWindow>();
-
-  constructor(private readonly maxClients = DEFAULT_MAX_REPORT_CLIENTS) {}
   /** Where the sweep in progress left off (undefined: none under way). */
   private cursor: Iterator<[string, SeqWindow]> | undefined;
+
+  constructor(private readonly maxClients = DEFAULT_MAX_REPORT_CLIENTS) {}
 
   get size(): number {
     return this.clients.size;
