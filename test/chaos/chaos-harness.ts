@@ -4,11 +4,11 @@ import { GrpcTransport } from "../../src/client/grpc-transport.js";
 import type { ClientTransport, Done } from "../../src/client/transport.js";
 import { connectEtcd } from "../../src/cluster/etcd-client.js";
 import { systemClock } from "../../src/core/clock.js";
-import { keyPoint, pointFromWire } from "../../src/keyspace/hash.js";
 import { errorName } from "../../src/protocol/item-errors.js";
 import type { ClusterView, ReportResponse } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt, killAllCli } from "../../src/testkit/cli.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { InvariantChecker, type Violation } from "../../src/testkit/invariants.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../../src/testkit/serve.js";
@@ -42,18 +42,6 @@ export function flushTrace(): void {
 export function chaosSeed(): number {
   const env = process.env.CHAOS_SEED;
   return env !== undefined && env !== "" ? Number(env) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
-}
-
-/** mulberry32: a small seeded generator in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -110,16 +98,6 @@ export interface ChaosClusterOptions {
   leaseTtlSeconds?: number;
   extraArgs?: string[];
   logLevel?: string;
-}
-
-export function ownerIn(view: ClusterView, key: string): string {
-  const point = keyPoint(key);
-  let owner = -1;
-  for (const s of view.slices) {
-    if (pointFromWire(s.start)! <= point) owner = s.owner;
-    else break;
-  }
-  return view.members[owner]!.id;
 }
 
 export async function startChaosCluster(o: ChaosClusterOptions): Promise<ChaosCluster> {

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { keyPoint, pointFromWire } from "../../src/keyspace/hash.js";
 import { errorName } from "../../src/protocol/item-errors.js";
-import type { ClusterView } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt, killAllCli } from "../../src/testkit/cli.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { decidedAt, InvariantChecker } from "../../src/testkit/invariants.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../../src/testkit/serve.js";
@@ -36,16 +35,6 @@ const LOAD_MS = 14_000;
 const CUT_AT_MS = 4_000;
 const CUT_FOR_MS = 5_000; // > 2 x the lease TTL
 const MAX_IN_FLIGHT = 200;
-
-function ownerIn(view: ClusterView, key: string): string {
-  const point = keyPoint(key);
-  let owner = -1;
-  for (const s of view.slices) {
-    if (pointFromWire(s.start)! <= point) owner = s.owner;
-    else break;
-  }
-  return view.members[owner]!.id;
-}
 
 describe("chaos: a server cut off from etcd while clients still reach it", () => {
   let etcd: EtcdProcess;

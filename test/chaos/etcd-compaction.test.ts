@@ -3,11 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ClusterView } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt, killAllCli } from "../../src/testkit/cli.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../../src/testkit/serve.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { crashes, type Link, printFigures, problemLines, startLink } from "./link-harness.js";
-import { keysOwnedBy, ownerIn, syncLoad } from "./sync-load.js";
+import { keysOwnedBy, syncLoad } from "./sync-load.js";
 
 /**
  * Chaos: servers cut from etcd while the cluster prefix moves on and etcd compacts its history,

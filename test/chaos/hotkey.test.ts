@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seededRandom } from "../../src/core/random.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { httpGet } from "../../src/testkit/http.js";
 import {
   AdmittedVia,
@@ -9,9 +11,7 @@ import {
   explain,
   figures,
   fixedChecker,
-  ownerIn,
   printFigures,
-  rng,
   sleepMs,
   startChaosCluster,
   startGateways,
@@ -88,11 +88,11 @@ describe("chaos: a hot key of 300 gateways through a drain of its owner", () => 
       cluster,
       count: GATEWAYS,
       errors: gwErrors,
-      random: rng(seed ^ 0x5eed),
+      random: seededRandom(seed ^ 0x5eed),
       clientPrefix: "hot",
       reportIntervalMs: REPORT_MS,
     });
-    const pick = rng(seed);
+    const pick = seededRandom(seed);
     const owners = trackOwners(cluster, [HOT], 250);
     const t0 = Date.now();
     trace({ ev: "t0" });

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seededRandom } from "../../src/core/random.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import type { Violation } from "../../src/testkit/invariants.js";
 import {
   AdmittedVia,
@@ -9,9 +11,7 @@ import {
   explain,
   figures,
   fixedChecker,
-  ownerIn,
   printFigures,
-  rng,
   sleepMs,
   startChaosCluster,
   startGateways,
@@ -95,13 +95,18 @@ describe("chaos: random SIGKILL and SIGTERM of servers and of the assigner leade
 
   it("keeps every window within the bound (sync windows of a SIGKILLed owner: printed), no crash", async () => {
     // One generator for the schedule, another for the load's picks, so a seed repeats the faults.
-    const random = rng(seed);
-    const pickRandom = rng(seed ^ 0x9e3779b9);
+    const random = seededRandom(seed);
+    const pickRandom = seededRandom(seed ^ 0x9e3779b9);
     const checkerB = fixedChecker(LIMIT_B, WINDOW_MS);
     const checkerS = fixedChecker(LIMIT_S, WINDOW_MS);
     const syncErrors = new ErrorCounts();
     const gwErrors = new ErrorCounts();
-    const gateways = await startGateways({ cluster, count: 6, errors: gwErrors, random: rng(seed ^ 0x5eed) });
+    const gateways = await startGateways({
+      cluster,
+      count: 6,
+      errors: gwErrors,
+      random: seededRandom(seed ^ 0x5eed),
+    });
     const t0 = Date.now();
     trace({ ev: "t0" });
     // Batched: 400 decisions/s per key (2x the limit), each from a gateway picked at random.

@@ -1,20 +1,9 @@
-import { keyPoint, pointFromWire } from "../../src/keyspace/hash.js";
 import { errorName } from "../../src/protocol/item-errors.js";
 import type { ClusterView } from "../../src/protocol/messages.js";
 import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { InvariantChecker } from "../../src/testkit/invariants.js";
 import { sleep, Tally } from "./link-harness.js";
-
-/** The member owning `key` in `view`. */
-export function ownerIn(view: ClusterView, key: string): string {
-  const point = keyPoint(key);
-  let owner = -1;
-  for (const s of view.slices) {
-    if (pointFromWire(s.start)! <= point) owner = s.owner;
-    else break;
-  }
-  return view.members[owner]!.id;
-}
 
 /** `perOwner[id]` keys owned by each member id in `view`, named `${prefix}${i}`. */
 export function keysOwnedBy(view: ClusterView, perOwner: Record<string, number>, prefix: string): string[] {

@@ -1,7 +1,7 @@
-import { keyPoint, pointFromWire } from "../../src/keyspace/hash.js";
 import type { ClusterView } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt } from "../../src/testkit/cli.js";
+import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { httpGet } from "../../src/testkit/http.js";
 import { type ServerProcess as ServeProcess, serverProcess, writeConfig } from "../../src/testkit/serve.js";
@@ -99,15 +99,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
     async view(id) {
       return server(id).rpc.getClusterView({}, { deadlineMs: 2000 });
     },
-    ownerIn(view, shardKey) {
-      const point = keyPoint(shardKey);
-      let owner = -1;
-      for (const s of view.slices) {
-        if (pointFromWire(s.start)! <= point) owner = s.owner;
-        else break;
-      }
-      return view.members[owner]!.id;
-    },
+    ownerIn,
     async settled(timeoutMs = 20_000) {
       let generation = 0;
       await waitFor(
