@@ -173,8 +173,8 @@ export async function startServer(
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());
 
-  let grpc: GrpcServer;
-  let http: { server: HttpServer; port: number };
+  let grpc: GrpcServer | undefined;
+  let http: { server: HttpServer; port: number } | undefined;
   try {
     grpc = await startGrpc(
       {
@@ -196,8 +196,13 @@ export async function startServer(
       await node.start(selfAddress);
     }
   } catch (err) {
+    // Close what did start (a port taken for HTTP leaves gRPC listening), or the failed process
+    // would linger, half-started, instead of exiting with the error.
     watcher.stop();
     await node?.stop().catch(() => {});
+    grpc?.server.forceShutdown();
+    http?.server.close();
+    http?.server.closeAllConnections();
     throw err;
   }
 

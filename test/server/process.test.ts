@@ -1,4 +1,5 @@
 import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -143,6 +144,36 @@ describe("shardlimit serve", () => {
     await serving(p);
     p.child.kill("SIGINT");
     expect(await p.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("a port already taken exits 1 naming the address, without lingering half-started", async () => {
+    // gRPC binds first and succeeds; the HTTP port is taken. The process must close the gRPC
+    // listener it opened and exit, not keep running without serving.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as net.AddressInfo).port;
+    try {
+      const p = startCli([
+        "serve",
+        "-c",
+        exampleCopy(),
+        "--grpc-port",
+        "0",
+        "--http-port",
+        String(port),
+        ...LOOPBACK,
+      ]);
+      const exit = await Promise.race([
+        p.exited,
+        new Promise<"still running">((r) => setTimeout(() => r("still running"), 10_000).unref()),
+      ]);
+      expect(exit).toEqual({ code: 1, signal: null });
+      expect(p.stderr()).toContain(
+        `shardlimit: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`,
+      );
+    } finally {
+      taken.close();
+    }
   });
 
   it("a bad flag value exits non-zero naming the flag, from the command line or the environment", () => {
