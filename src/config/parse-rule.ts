@@ -125,6 +125,7 @@ function unlimitedSettings(r: DocReader, fields: Fields): RuleSettings | undefin
     leaseTimeoutMs: DEFAULT_LEASE_MS,
     localAllowance: readOptInt(r, fields.get("local_allowance"), 0) ?? 1,
     failMode: readOptChoice(r, fields.get("fail_mode"), "a fail mode", FAIL_MODES) ?? "open",
+    soft: false,
   };
 }
 
@@ -193,6 +194,7 @@ function limitedSettings(
     // `requests_per_unit: 0` rule (Envoy's way to block a value) must stay fully blocked.
     localAllowance: localAllowance ?? Math.min(1, limit),
     failMode: failMode ?? "open",
+    soft: false,
   };
 }
 

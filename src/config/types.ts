@@ -7,6 +7,11 @@
 import type { Algorithm } from "../core/algorithms/names.js";
 
 export { ALGORITHMS, type Algorithm } from "../core/algorithms/names.js";
+export type { FairShareSpec } from "../core/limit.js";
+export { DEFAULT_PRIORITY, PRIORITIES, type Priority, type Reserve } from "../core/priority.js";
+
+import type { FairShareSpec } from "../core/limit.js";
+import type { Reserve } from "../core/priority.js";
 
 /** envoyproxy/ratelimit's units, plus what `duration_until_reset` and window length derive from. */
 export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";
@@ -65,6 +70,12 @@ export interface LimitRule {
   readonly failMode: FailMode;
   /** Where the rule came from, for error messages and `status`. */
   readonly source: { readonly file: string; readonly path: string };
+  /** `fair_share`: divided among the values of the child key `by` when contended. */
+  readonly fairShare?: FairShareSpec;
+  /** `reserve`: fractions of the limit that lower classes may never take. */
+  readonly reserve?: Reserve;
+  /** `soft: true`: may be exceeded while the fair-share limit above has idle capacity. */
+  readonly soft: boolean;
 }
 
 /** A request's descriptor: ordered (key, value) entries, as Envoy sends them. */
@@ -80,6 +91,17 @@ export interface Resolved {
   readonly counterKey: string;
   /** The key that places the counter on an owner; equal for limits that must be decided together. */
   readonly shardKey: string;
+  /**
+   * Under a `fair_share` limit: the value of its `by` key this charge is attributed to (a tenant),
+   * with its weight. Set on the fair-share limit's own charge (`parent`, or the resolution itself
+   * when the node the request reaches has no rule of its own).
+   */
+  readonly subject?: { readonly id: string; readonly weight: number };
+  /**
+   * The fair-share limit above the matched rule (a group's), charged with the same request and
+   * decided together with it by the same owner (same shard key).
+   */
+  readonly parent?: Resolved;
 }
 
 /** A loaded, validated configuration. Immutable; replaced whole on reload. */

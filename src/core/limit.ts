@@ -1,4 +1,5 @@
 import type { Algorithm } from "./algorithms/names.js";
+import type { Reserve } from "./priority.js";
 
 /**
  * What the core needs to know about a limit. `LimitRule` from the config satisfies it; tests pass
@@ -15,6 +16,21 @@ export interface Limit {
   readonly shadowMode: boolean;
   /** Concurrency: a slot not released within this long is freed. */
   readonly leaseTimeoutMs: number;
+  /** Divided among subjects (tenants) by weighted max-min fair share when contended. */
+  readonly fairShare?: FairShareSpec;
+  /** Fractions of the limit kept for classes at or above each named one. */
+  readonly reserve?: Reserve;
+  /**
+   * A child limit a subject may exceed while the fair-share limit above it has idle capacity
+   * (borrowed, and taken back first when others need it).
+   */
+  readonly soft?: boolean;
+}
+
+/** `fair_share:` of a limit: the child key whose values share it, and their weights (default 1). */
+export interface FairShareSpec {
+  readonly by: string;
+  readonly weights: ReadonlyMap<string, number>;
 }
 
 export function limitDefaults(partial: Partial<Limit> & Pick<Limit, "algorithm" | "limit">): Limit {

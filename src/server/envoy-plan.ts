@@ -48,18 +48,9 @@ function overrideRule(domain: string, d: EnvoyDescriptor): LimitRule | undefined
     leaseTimeoutMs: 0,
     localAllowance: 0,
     failMode: "open",
+    soft: false,
     source: { file: "(request)", path: "limit" },
   };
-}
-
-/** A validated, resolved request: what each descriptor is limited by, before anything is charged. */
-export interface EnvoyPlan {
-  domain: string;
-  /** Per descriptor: its limit after `replaces`, or undefined when none applies. */
-  active: (Resolved | undefined)[];
-  hits: number[];
-  /** Indices of the descriptors with a limit to charge (not unlimited), in order. */
-  limited: number[];
 }
 
 /** A validated, resolved request: what each descriptor is limited by, before anything is charged. */
