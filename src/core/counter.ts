@@ -1,6 +1,7 @@
 import type { Algorithm } from "./algorithms/names.js";
 import type { ClientTable } from "./clients.js";
 import type { LeaseTable } from "./concurrency.js";
+import type { Contention } from "./contention.js";
 
 /**
  * One counter's state: a few numbers. A single class for every algorithm keeps V8's property
@@ -35,6 +36,11 @@ export class Counter {
   clients: ClientTable | undefined = undefined;
   /** Set when the engine dropped or replaced this counter, so a caller's cached reference is refreshed. */
   removed = false;
+  /**
+   * Synchronous decisions divided by priority class and fair share, made once a request with a
+   * class or a subject (or a limit with `fair_share`/`reserve`) reaches this counter.
+   */
+  contention: Contention | undefined = undefined;
   /** Concurrency: held leases by id. */
   leases: LeaseTable | undefined = undefined;
 

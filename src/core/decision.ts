@@ -22,6 +22,17 @@ export interface CheckItem {
   cost: number;
   /** The shard key that places the counter; the key itself when absent. */
   shard?: string;
+  /** Priority class rank (`PRIORITY_RANK`); `normal` when absent. */
+  rank?: number;
+  /** Under a fair-share limit: the tenant charged, and its weight (1 when absent). */
+  subject?: string;
+  weight?: number;
+  /**
+   * Items with the same tie are admitted all together or not at all (a tenant's limit and its
+   * group's fair-share limit), whatever the mode does with the other items. A soft limit's item
+   * that does not fit borrows from the next item of its tie (its fair-share parent).
+   */
+  tie?: number;
 }
 
 /**

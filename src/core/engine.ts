@@ -2,6 +2,7 @@ import { RATE_ALGORITHMS } from "./algorithms/index.js";
 import type { RateAlgorithm } from "./algorithms/types.js";
 import { ClientTable, clientStaleMs } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
+import { BORROW_RANK, Contention, type Subject } from "./contention.js";
 import { Counter } from "./counter.js";
 import { CounterTable, type CounterTake, type PointRange } from "./counter-table.js";
 import {
@@ -15,6 +16,7 @@ import {
 import { ReportDedup, type SeqVerdict } from "./dedup.js";
 import type { Limit } from "./limit.js";
 import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
+import { PRIORITY_RANK } from "./priority.js";
 import { type CounterSnapshot, fuller, restoreCounter, snapshotCounter } from "./transfer.js";
 
 export interface EngineOptions {
@@ -127,13 +129,19 @@ export class Engine {
   checkMany(items: readonly CheckItem[], now: number, mode: CheckMode): Decision[] {
     const out: Decision[] = new Array(items.length);
     const counters: (Counter | undefined)[] = new Array(items.length);
+    const subjects: (Subject | undefined)[] = new Array(items.length);
     const fits: boolean[] = new Array(items.length);
     // Phase 1: decide every item against the state plus what earlier items of this call take,
     // so two descriptors on one counter cannot both pass on the same remaining units.
     let allFit = true;
+    let tieFails: Set<number> | undefined;
+    let borrowing: Set<number> | undefined;
+    /** Soft items admitted on their parent's idle capacity: charged there, not on their own. */
+    let borrowed: Set<number> | undefined;
     this.pending.clear();
     for (let i = 0; i < items.length; i++) {
-      const { key, limit: l, cost, shard } = items[i]!;
+      const item = items[i]!;
+      const { key, limit: l, cost, shard } = item;
       if (l.unlimited) {
         fits[i] = true;
         continue;
@@ -146,24 +154,47 @@ export class Engine {
       alg.advance(c, l, now);
       counters[i] = c;
       const taken = this.pending.get(c) ?? 0;
-      const fit =
-        mode === "envoy" && l.algorithm === "fixed_window" ? true : alg.available(c, l, now) - taken >= cost;
+      const available = alg.available(c, l, now) - taken;
+      let fit: boolean;
+      if (c.contention !== undefined || contended(item, l)) {
+        // Divided by class and tenant: decided strictly (a rejected hit takes nothing, Envoy mode
+        // included: a paced tenant's rejected hits must not use up the others' window).
+        c.contention ??= new Contention();
+        const borrow = item.tie !== undefined && borrowing?.has(item.tie) === true;
+        const rank = borrow ? BORROW_RANK : (item.rank ?? DEFAULT_RANK);
+        const s = c.contention.offer(item.subject ?? "", rank, item.weight ?? 1, cost, now);
+        subjects[i] = s;
+        fit = c.contention.admits(s, cost, available, c, l, now);
+      } else {
+        fit = mode === "envoy" && l.algorithm === "fixed_window" ? true : available >= cost;
+      }
+      if (!fit && l.soft && item.tie !== undefined && !l.shadowMode) {
+        // Over its own limit: may borrow from its fair-share parent, the next item of the tie,
+        // which decides for both.
+        (borrowing ??= new Set()).add(item.tie);
+        (borrowed ??= new Set()).add(i);
+        fit = true;
+      }
       fits[i] = fit;
       // Only what will be consumed holds units back from later items (a rejected strict item
       // takes nothing; an atomic call with any rejection takes nothing at all).
       if (fit || l.shadowMode) this.pending.set(c, taken + cost);
-      if (!fit && !l.shadowMode) allFit = false;
+      if (!fit && !l.shadowMode) {
+        allFit = false;
+        if (item.tie !== undefined) (tieFails ??= new Set()).add(item.tie);
+      }
     }
     // Phase 2: commit.
     for (let i = 0; i < items.length; i++) {
-      const { limit: l, cost } = items[i]!;
+      const { limit: l, cost, tie } = items[i]!;
       const c = counters[i];
       if (c === undefined) {
         out[i] = UNLIMITED_DECISION;
         continue;
       }
       const alg = RATE_ALGORITHMS[l.algorithm as keyof typeof RATE_ALGORITHMS];
-      if (mode === "envoy" && l.algorithm === "fixed_window") {
+      const s = subjects[i];
+      if (mode === "envoy" && l.algorithm === "fixed_window" && s === undefined) {
         // envoyproxy/ratelimit increments first and compares after, admitted or not.
         alg.consume(c, l, cost, now);
         const over = c.x > l.limit;
@@ -171,8 +202,12 @@ export class Engine {
         continue;
       }
       const fit = fits[i]!;
-      const admit = mode === "atomic" ? allFit && (fit || l.shadowMode) : fit || l.shadowMode;
-      if (admit) alg.consume(c, l, cost, now);
+      const tied = tie === undefined || tieFails?.has(tie) !== true;
+      const admit = (mode === "atomic" ? allFit && (fit || l.shadowMode) : fit || l.shadowMode) && tied;
+      if (admit && borrowed?.has(i) !== true) {
+        alg.consume(c, l, cost, now);
+        if (s !== undefined) c.contention!.took(s, cost);
+      }
       out[i] = this.decision(alg, c, l, admit, admit && !fit, cost, now);
     }
     return out;
@@ -445,4 +480,16 @@ export class Engine {
     }
     return removed;
   }
+}
+
+const DEFAULT_RANK = PRIORITY_RANK.normal;
+
+/** Whether a decision must be divided by class and tenant rather than first come, first served. */
+function contended(item: CheckItem, l: Limit): boolean {
+  return (
+    item.subject !== undefined ||
+    (item.rank !== undefined && item.rank !== DEFAULT_RANK) ||
+    l.fairShare !== undefined ||
+    l.reserve !== undefined
+  );
 }

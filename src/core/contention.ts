@@ -1,0 +1,210 @@
+import type { Counter } from "./counter.js";
+import { weightedWaterLevel } from "./fair-share.js";
+import type { Limit } from "./limit.js";
+import { PRIORITIES } from "./priority.js";
+
+/**
+ * Who gets a contended limit, decided request by request (synchronous `Check` and
+ * `ShouldRateLimit`). A counter alone is first come, first served: a heavy sender that arrives
+ * first takes what a light one, or a critical request a moment later, needed. Here the owner
+ * measures each subject's demand (a subject is a priority class, and within a class the tenant
+ * a `fair_share` limit divides by) and divides the limit's rate:
+ *
+ * - classes in order, highest first; a class takes at most the limit less what `reserve` keeps
+ *   for the classes above it;
+ * - within a class, weighted max-min fair among tenants: a tenant asking less than its share gets
+ *   all it asks, the heavier ones split the rest by weight;
+ * - a soft child over its own limit borrows in a class below `low`: first to give way.
+ *
+ * A subject that asks more than its share ("bottlenecked") is paced at its share and may only
+ * take units beyond the expected demand of everyone ahead of it (higher classes, and the
+ * subjects of its class within their share) over the counter's horizon. Everyone else is admitted
+ * as long as the counter allows, less what higher classes are expected to need. Uncontended,
+ * nobody is bottlenecked and nobody is held back.
+ */
+
+/** Rank of a soft child's borrowing: below every class. */
+export const BORROW_RANK = -1;
+/** Ranks from BORROW_RANK to the highest class. */
+const RANKS = PRIORITIES.length + 1;
+/** Time constant of a subject's measured demand. */
+const DEMAND_TAU_MS = 500;
+/** How long a computed division is reused. */
+const PLAN_TTL_MS = 10;
+/** A paced subject may run this far ahead of its share. */
+const PACE_BURST_MS = 100;
+/**
+ * How far ahead a token bucket keeps units for the subjects ahead of a paced one: refill
+ * replenishes the rest. A window keeps them for what is left of the window.
+ */
+const BUCKET_HORIZON_MS = 200;
+/**
+ * Units kept for those ahead: their expected demand over the horizon and three standard
+ * deviations of Poisson arrivals on top, so a burst of theirs rarely finds the counter taken.
+ */
+function headroom(expected: number): number {
+  return expected > 0 ? expected + 3 * Math.sqrt(expected) : 0;
+}
+/** Subjects forgotten after this long without a request. */
+const IDLE_MS = 10 * DEMAND_TAU_MS;
+/** Subjects tracked one by one per counter; past it, new ones share one entry per class. */
+export const MAX_SUBJECTS = 4096;
+const OTHERS = "\u0000others";
+
+/** One subject's state on one counter. */
+export class Subject {
+  /** Offered units per ms (admitted or not), smoothed over DEMAND_TAU_MS, as of `at`. */
+  rate = 0;
+  at: number;
+  /** The share it is paced at (units per ms) while bottlenecked; Infinity otherwise. */
+  alloc = Number.POSITIVE_INFINITY;
+  tokens = 0;
+  paceAt: number;
+
+  constructor(
+    readonly id: string,
+    readonly rank: number,
+    public weight: number,
+    now: number,
+  ) {
+    this.at = now;
+    this.paceAt = now;
+  }
+
+  demand(now: number): number {
+    return now > this.at ? this.rate * Math.exp((this.at - now) / DEMAND_TAU_MS) : this.rate;
+  }
+}
+
+export class Contention {
+  private readonly subjects = new Map<string, Subject>();
+  private planAt = Number.NEGATIVE_INFINITY;
+  /** Per rank (index rank + 1): demand of the ranks above it, and of its subjects within share. */
+  private readonly above = new Float64Array(RANKS);
+  private readonly free = new Float64Array(RANKS);
+  /** Per rank: the fraction of the limit kept for the classes above it. */
+  private readonly reserved = new Float64Array(RANKS);
+  private readonly scratch = { demands: [] as number[], weights: [] as number[], order: [] as number[] };
+
+  get size(): number {
+    return this.subjects.size;
+  }
+
+  /** Records that `id` of class `rank` asks for `cost` units now; returns its entry. */
+  offer(id: string, rank: number, weight: number, cost: number, now: number): Subject {
+    let key = `${rank}:${id}`;
+    let s = this.subjects.get(key);
+    if (s === undefined) {
+      if (this.subjects.size >= MAX_SUBJECTS) {
+        key = `${rank}:${OTHERS}`;
+        s = this.subjects.get(key);
+      }
+      if (s === undefined) {
+        s = new Subject(key.endsWith(OTHERS) ? OTHERS : id, rank, weight, now);
+        this.subjects.set(key, s);
+        this.planAt = Number.NEGATIVE_INFINITY; // a newcomer may change the division at once
+      }
+    }
+    s.weight = weight;
+    s.rate = s.demand(now) + cost / DEMAND_TAU_MS;
+    s.at = now;
+    return s;
+  }
+
+  /**
+   * Whether `s` may take `cost` units now, given `available` on the counter (what this call's
+   * earlier items took already deducted). Changes nothing: `took` records an admission.
+   */
+  admits(s: Subject, cost: number, available: number, c: Counter, l: Limit, now: number): boolean {
+    this.plan(l, now);
+    const i = s.rank + 1;
+    const horizon = horizonMs(c, l, now);
+    const base = l.algorithm === "token_bucket" ? l.burst : l.limit;
+    let ahead = horizon * this.above[i]!;
+    if (s.alloc !== Number.POSITIVE_INFINITY) {
+      // Bottlenecked: behind the subjects of its class that ask less than their share, and paced.
+      ahead += horizon * this.free[i]!;
+      this.refill(s, now);
+      if (s.tokens < cost) return false;
+    }
+    return available >= cost + base * this.reserved[i]! + headroom(ahead);
+  }
+
+  /** `s` was admitted `cost` units. */
+  took(s: Subject, cost: number): void {
+    if (s.alloc !== Number.POSITIVE_INFINITY) s.tokens -= cost;
+  }
+
+  private refill(s: Subject, now: number): void {
+    const cap = Math.max(s.alloc * PACE_BURST_MS, 1);
+    s.tokens = Math.min(cap, s.tokens + (now - s.paceAt) * s.alloc);
+    s.paceAt = now;
+  }
+
+  /** Divides the limit's rate among the subjects' demand (cached for PLAN_TTL_MS). */
+  private plan(l: Limit, now: number): void {
+    if (now - this.planAt < PLAN_TTL_MS && now >= this.planAt) return;
+    this.planAt = now;
+    const byRank: Subject[][] = Array.from({ length: RANKS }, () => []);
+    for (const [key, s] of this.subjects) {
+      if (now - s.at > IDLE_MS) this.subjects.delete(key);
+      else byRank[s.rank + 1]!.push(s);
+    }
+    const supply = l.limit / l.windowMs;
+    let keptAbove = 0;
+    let left = supply;
+    let demandAbove = 0;
+    const { demands, weights, order } = this.scratch;
+    for (let i = RANKS - 1; i >= 0; i--) {
+      // The borrowing rank (i = 0) stands behind `low` and is held to low's reserve.
+      if (i < RANKS - 1 && i > 0) keptAbove += reserveOf(l, i); // classes above rank i - 1
+      this.reserved[i] = keptAbove;
+      this.above[i] = demandAbove;
+      const cap = Math.max(0, Math.min(left, supply * (1 - keptAbove)));
+      const list = byRank[i]!;
+      demands.length = 0;
+      weights.length = 0;
+      let total = 0;
+      for (const s of list) {
+        const d = s.demand(now);
+        demands.push(d);
+        weights.push(s.weight);
+        total += d;
+      }
+      const level = weightedWaterLevel(demands, weights, cap, order);
+      let free = 0;
+      for (let k = 0; k < list.length; k++) {
+        const s = list[k]!;
+        const share = weights[k]! * level;
+        if (demands[k]! > share) {
+          if (s.alloc === Number.POSITIVE_INFINITY) {
+            s.tokens = Math.max(share * PACE_BURST_MS, 1); // starts with a pace burst's worth
+            s.paceAt = now;
+          } else this.refill(s, now);
+          s.alloc = share;
+        } else {
+          s.alloc = Number.POSITIVE_INFINITY;
+          free += demands[k]!;
+        }
+      }
+      this.free[i] = free;
+      left -= Math.min(total, cap);
+      demandAbove += total;
+    }
+  }
+}
+
+/** The reserve a limit keeps for the class of rank `i`, which stands just above index `i`'s rank. */
+function reserveOf(l: Limit, i: number): number {
+  const p = PRIORITIES[i];
+  return p === undefined ? 0 : (l.reserve?.[p] ?? 0);
+}
+
+/**
+ * Over how long the demand of those ahead is kept free: what is left of a window (its units do
+ * not come back before it ends), or a short span for a bucket, whose refill brings them back.
+ */
+function horizonMs(c: Counter, l: Limit, now: number): number {
+  if (l.algorithm === "token_bucket") return Math.min(l.windowMs, BUCKET_HORIZON_MS);
+  return Math.max(0, c.t + l.windowMs - now);
+}

@@ -1,0 +1,114 @@
+import { describe, expect, it } from "vitest";
+import { Engine } from "../../src/core/engine.js";
+import { type Limit, limitDefaults } from "../../src/core/limit.js";
+import { PRIORITY_RANK, type Priority } from "../../src/core/priority.js";
+import { seededRandom } from "../../src/core/random.js";
+
+/**
+ * Synchronous decisions on one contended limit, with Poisson arrivals per sender on exact virtual
+ * time: what each sender gets of its demand.
+ */
+
+interface Sender {
+  /** Requests per second. */
+  rate: number;
+  subject?: string;
+  weight?: number;
+  priority?: Priority;
+}
+
+const T0 = 1_800_000_000_000; // a whole minute
+
+function run(l: Limit, senders: Sender[], seconds = 30, warmupS = 5, seed = 7) {
+  const rand = seededRandom(seed);
+  const e = new Engine();
+  const next = senders.map((s) => T0 + (-Math.log(1 - rand()) * 1000) / s.rate);
+  const offered = senders.map(() => 0);
+  const admitted = senders.map(() => 0);
+  const end = T0 + seconds * 1000;
+  const from = T0 + warmupS * 1000;
+  for (;;) {
+    let i = 0;
+    for (let k = 1; k < next.length; k++) if (next[k]! < next[i]!) i = k;
+    const now = next[i]!;
+    if (now >= end) break;
+    const s = senders[i]!;
+    const [d] = e.checkMany(
+      [
+        {
+          key: "g",
+          limit: l,
+          cost: 1,
+          ...(s.subject !== undefined ? { subject: s.subject, weight: s.weight ?? 1 } : {}),
+          ...(s.priority ? { rank: PRIORITY_RANK[s.priority] } : {}),
+        },
+      ],
+      now,
+      "strict",
+    );
+    if (now >= from) {
+      offered[i]!++;
+      if (d!.allowed) admitted[i]!++;
+    }
+    next[i] = now + (-Math.log(1 - rand()) * 1000) / s.rate;
+  }
+  const span = seconds - warmupS;
+  return {
+    share: admitted.map((a, i) => a / offered[i]!),
+    perS: admitted.map((a) => a / span),
+    total: admitted.reduce((a, b) => a + b, 0) / span,
+  };
+}
+
+const fairGroup = (algorithm: "fixed_window" | "token_bucket") =>
+  limitDefaults({ algorithm, limit: 1000, windowMs: 1000, fairShare: { by: "tenant", weights: new Map() } });
+
+describe("contention: fair share and priorities in synchronous decisions", () => {
+  for (const algorithm of ["fixed_window", "token_bucket"] as const) {
+    it(`${algorithm}: a heavy tenant cannot crowd out light ones; the group stays at its limit`, () => {
+      const r = run(fairGroup(algorithm), [
+        { rate: 5000, subject: "heavy" },
+        ...["a", "b", "c", "d"].map((t) => ({ rate: 50, subject: t })),
+      ]);
+      for (const light of r.share.slice(1)) expect(light).toBeGreaterThanOrEqual(0.999);
+      expect(r.total / 1000).toBeGreaterThanOrEqual(0.98);
+      expect(r.total / 1000).toBeLessThanOrEqual(1.02);
+    });
+
+    it(`${algorithm}: two heavy tenants with weights 3 and 1 split the group 3:1`, () => {
+      const r = run(fairGroup(algorithm), [
+        { rate: 3000, subject: "gold", weight: 3 },
+        { rate: 3000, subject: "std", weight: 1 },
+      ]);
+      expect(r.perS[0]! / r.perS[1]!).toBeGreaterThan(3 * 0.95);
+      expect(r.perS[0]! / r.perS[1]!).toBeLessThan(3 * 1.05);
+      expect(r.total / 1000).toBeGreaterThanOrEqual(0.98);
+    });
+
+    it(`${algorithm}: critical traffic is admitted whatever low traffic does`, () => {
+      const l = limitDefaults({ algorithm, limit: 1000, windowMs: 1000 });
+      const r = run(l, [
+        { rate: 300, priority: "critical" },
+        { rate: 2000, priority: "low" },
+      ]);
+      expect(r.share[0]).toBeGreaterThanOrEqual(0.999);
+      expect(r.total / 1000).toBeGreaterThanOrEqual(0.98);
+      expect(r.total / 1000).toBeLessThanOrEqual(1.02);
+    });
+
+    it(`${algorithm}: a reserve for critical is never taken by low, even with no critical traffic`, () => {
+      const l = limitDefaults({ algorithm, limit: 1000, windowMs: 1000, reserve: { critical: 0.2 } });
+      const r = run(l, [{ rate: 2000, priority: "low" }]);
+      expect(r.perS[0]! / 1000).toBeLessThanOrEqual(0.8);
+      expect(r.perS[0]! / 1000).toBeGreaterThan(0.78);
+    });
+  }
+
+  it("without classes or tenants it is first come, first served as before", () => {
+    const l = limitDefaults({ algorithm: "fixed_window", limit: 1000, windowMs: 1000 });
+    const r = run(l, [{ rate: 5000 }, { rate: 50 }]);
+    // FCFS: the light sender loses most of what arrives after the window filled.
+    expect(r.share[1]).toBeLessThan(0.5);
+    expect(r.total).toBeCloseTo(1000, -1);
+  });
+});
