@@ -49,6 +49,11 @@ export class Engine {
   private readonly clientTtlMs: number;
   private sweepCursor: Iterator<[string, Counter]> | undefined;
   private readonly pending = new Map<Counter, number>();
+  /** checkMany's scratch: ties with a rejected item, ties whose soft item borrows, and those items. */
+  private readonly tieFails = new Set<number>();
+  private readonly borrowing = new Set<number>();
+  /** Soft items admitted on their parent's idle capacity: charged there, not on their own. */
+  private readonly borrowed = new Set<number>();
 
   constructor(opts: EngineOptions = {}) {
     this.maxCounters = opts.maxCounters ?? 5_000_000;
@@ -134,10 +139,10 @@ export class Engine {
     // Phase 1: decide every item against the state plus what earlier items of this call take,
     // so two descriptors on one counter cannot both pass on the same remaining units.
     let allFit = true;
-    let tieFails: Set<number> | undefined;
-    let borrowing: Set<number> | undefined;
-    /** Soft items admitted on their parent's idle capacity: charged there, not on their own. */
-    let borrowed: Set<number> | undefined;
+    const { tieFails, borrowing, borrowed } = this;
+    tieFails.clear();
+    borrowing.clear();
+    borrowed.clear();
     this.pending.clear();
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!;
@@ -160,7 +165,7 @@ export class Engine {
         // Divided by class and tenant: decided strictly (a rejected hit takes nothing, Envoy mode
         // included: a paced tenant's rejected hits must not use up the others' window).
         c.contention ??= new Contention();
-        const borrow = item.tie !== undefined && borrowing?.has(item.tie) === true;
+        const borrow = item.tie !== undefined && borrowing.has(item.tie);
         const rank = borrow ? BORROW_RANK : (item.rank ?? DEFAULT_RANK);
         const s = c.contention.offer(item.subject ?? "", rank, item.weight ?? 1, cost, now);
         subjects[i] = s;
@@ -171,8 +176,8 @@ export class Engine {
       if (!fit && l.soft && item.tie !== undefined && !l.shadowMode) {
         // Over its own limit: may borrow from its fair-share parent, the next item of the tie,
         // which decides for both.
-        (borrowing ??= new Set()).add(item.tie);
-        (borrowed ??= new Set()).add(i);
+        borrowing.add(item.tie);
+        borrowed.add(i);
         fit = true;
       }
       fits[i] = fit;
@@ -181,7 +186,7 @@ export class Engine {
       if (fit || l.shadowMode) this.pending.set(c, taken + cost);
       if (!fit && !l.shadowMode) {
         allFit = false;
-        if (item.tie !== undefined) (tieFails ??= new Set()).add(item.tie);
+        if (item.tie !== undefined) tieFails.add(item.tie);
       }
     }
     // Phase 2: commit.
@@ -202,9 +207,9 @@ export class Engine {
         continue;
       }
       const fit = fits[i]!;
-      const tied = tie === undefined || tieFails?.has(tie) !== true;
+      const tied = tie === undefined || !tieFails.has(tie);
       const admit = (mode === "atomic" ? allFit && (fit || l.shadowMode) : fit || l.shadowMode) && tied;
-      if (admit && borrowed?.has(i) !== true) {
+      if (admit && !borrowed.has(i)) {
         alg.consume(c, l, cost, now);
         if (s !== undefined) c.contention!.took(s, cost);
       }
