@@ -92,6 +92,13 @@ export const ERRORS = {
     serverRetries: true,
     meaning: "the server that received the item could not reach the key's owner",
   },
+  INVALID_PRIORITY: {
+    wire: 9,
+    grpc: INVALID_ARGUMENT,
+    clientRetries: false,
+    serverRetries: false,
+    meaning: "the item's priority is not one of the Priority values",
+  },
   UNAVAILABLE: {
     grpc: UNAVAILABLE,
     clientRetries: false,

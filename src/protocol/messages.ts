@@ -62,7 +62,12 @@ export interface Limits {
 export interface CheckItemMsg {
   key: string;
   cost: number;
+  /** `PriorityMsg`; 0 (normal) when unset. Numbers outside the enum arrive as they are. */
+  priority?: number;
 }
+
+/** The wire's `Priority` enum. */
+export const PriorityMsg = { NORMAL: 0, LOW: 1, HIGH: 2, CRITICAL: 3 } as const;
 
 export interface CheckRequest {
   items: CheckItemMsg[];

@@ -61,6 +61,8 @@ export interface EnvoyPlan {
   hits: number[];
   /** Indices of the descriptors with a limit to charge (not unlimited), in order. */
   limited: number[];
+  /** Per descriptor: the priority class rank its `priority` entry gave; absent when none did. */
+  ranks?: (number | undefined)[];
 }
 
 export interface PlanContext {

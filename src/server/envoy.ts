@@ -11,6 +11,7 @@ import {
   type EnvoyRequest,
   type EnvoyResponse,
 } from "../protocol/messages.js";
+import { addCharges, joined } from "./charges.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -61,16 +62,26 @@ export class EnvoyRateLimit {
   execute(plan: EnvoyPlan, indices: readonly number[]): EnvoyDescriptorStatus[] {
     const { engine, clock, metrics } = this.deps;
     const now = clock.now();
-    const items: CheckItem[] = new Array(indices.length);
+    const items: CheckItem[] = [];
+    const starts: number[] = new Array(indices.length);
+    const counts: number[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
-      const r = plan.active[indices[j]!]!;
-      items[j] = { key: r.counterKey, limit: r.rule, cost: plan.hits[indices[j]!]!, shard: r.shardKey };
+      const i = indices[j]!;
+      starts[j] = items.length;
+      counts[j] = addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
     }
     const decisions = engine.checkMany(items, now, "envoy");
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
-      const d = decisions[j]!;
-      const rule = plan.active[indices[j]!]!.rule;
+      const i = indices[j]!;
+      const { decision: d, resolved } = joined(
+        decisions,
+        starts[j]!,
+        counts[j]!,
+        plan.active[i]!,
+        plan.hits[i]!,
+      );
+      const rule = resolved.rule;
       const over = !d.allowed;
       out[j] = {
         code: over ? EnvoyCode.OVER_LIMIT : EnvoyCode.OK,

@@ -5,6 +5,7 @@ import { CapacityError, type CheckItem, type Decision } from "../core/decision.j
 import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import type { Policy } from "../core/policy.js";
+import { PRIORITY_RANK } from "../core/priority.js";
 import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
@@ -24,6 +25,7 @@ import type {
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
+import { addCharges, joined, rankOfPriority } from "./charges.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -263,6 +265,10 @@ export class Limiter {
     const items: CheckItem[] = [];
     const positions: number[] = [];
     const rules: Resolved[] = [];
+    /** Per resolved item: where its engine items start and how many (a fair-share pair is 2). */
+    const starts: number[] = [];
+    const counts: number[] = [];
+    const costs: number[] = [];
     /** Items no limit applies to: allowed, unless an atomic check they are part of fails. */
     const noLimit: number[] = [];
     let invalid = 0;
@@ -272,6 +278,15 @@ export class Limiter {
       const bad = amountProblem("cost", cost, this.limits);
       if (bad !== undefined) {
         results[i] = this.failItem("check", itemError(ErrorCode.INVALID_AMOUNT, bad));
+        invalid++;
+        continue;
+      }
+      const rank = rankOfPriority(it.priority);
+      if (rank === undefined) {
+        results[i] = this.failItem(
+          "check",
+          itemError(ErrorCode.INVALID_PRIORITY, `priority ${it.priority} is not one of the Priority values`),
+        );
         invalid++;
         continue;
       }
@@ -297,7 +312,9 @@ export class Limiter {
         invalid++;
         continue;
       }
-      items.push({ key: r.counterKey, limit: r.rule, cost, shard: r.shardKey });
+      starts.push(items.length);
+      counts.push(addCharges(items, r, cost, rank === DEFAULT_RANK ? undefined : rank, i));
+      costs.push(cost);
       positions.push(i);
       rules.push(r);
     }
@@ -314,12 +331,12 @@ export class Limiter {
       return { generation: this.ownership.generation(), results };
     }
     for (let j = 0; j < positions.length; j++) {
-      const r = rules[j]!;
-      const d = decisions[j];
-      if (d === undefined) {
+      if (decisions.length === 0) {
+        const r = rules[j]!;
         results[positions[j]!] = { allowed: false, limit: r.rule.limit, rule: r.rule.id };
         continue;
       }
+      const { decision: d, resolved: r } = joined(decisions, starts[j]!, counts[j]!, rules[j]!, costs[j]!);
       results[positions[j]!] = this.result(r, d, now);
       this.metrics.decision(
         "check",
@@ -438,3 +455,5 @@ export class Limiter {
     return this.ownership.view();
   }
 }
+
+const DEFAULT_RANK = PRIORITY_RANK.normal;
