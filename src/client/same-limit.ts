@@ -26,7 +26,26 @@ export function limitFields(rule: LimitRule): string[] {
 export function sameLimit(a: LimitRule, b: LimitRule): boolean {
   const x = a as unknown as Record<string, unknown>;
   const y = b as unknown as Record<string, unknown>;
-  for (const f of limitFields(a)) if (x[f] !== y[f]) return false;
-  for (const f of limitFields(b)) if (x[f] !== y[f]) return false;
+  for (const f of limitFields(a)) if (!sameValue(x[f], y[f])) return false;
+  for (const f of limitFields(b)) if (!sameValue(x[f], y[f])) return false;
   return true;
+}
+
+/**
+ * Equal by content: a reload makes new objects for structured fields (`fair_share` weights,
+ * `reserve`), which compared by identity would make every such rule look changed.
+ */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (a instanceof Map || b instanceof Map) {
+    if (!(a instanceof Map && b instanceof Map) || a.size !== b.size) return false;
+    for (const [k, v] of a) if (!b.has(k) || !sameValue(v, b.get(k))) return false;
+    return true;
+  }
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  const ra = a as Record<string, unknown>;
+  const rb = b as Record<string, unknown>;
+  return ka.every((k) => Object.hasOwn(rb, k) && sameValue(ra[k], rb[k]));
 }

@@ -12,6 +12,9 @@ export class ClientShare {
   /** Units consumed from this client's reports on this counter since the counter was made. */
   counted = 0;
   reports = 0;
+  /** The most units one report of this client brought lately (decays over PEAK_TAU_MS). */
+  peak = 0;
+  peakAt = 0;
 }
 
 /** Weight of a new measurement when demand falls; a rise is taken at once so a shift is met fast. */
@@ -55,6 +58,8 @@ export class ClientTable {
   private peak = 0;
   private level = Number.POSITIVE_INFINITY;
   private levelCapacity = Number.NaN;
+  /** Demand of the clients at or under `level`, as of `levelAt`. */
+  private free = 0;
   private levelAt = Number.NEGATIVE_INFINITY;
   private prunedAt = 0;
   /** The staleness the table was last pruned with, so a sweep can prune it the same way. */
@@ -157,6 +162,9 @@ export class ClientTable {
       this.observeOthers(s, offeredPerMs, intervalMs);
       return;
     }
+    const units = offeredPerMs * intervalMs;
+    s.peak = Math.max(units, s.peak * Math.exp(-Math.max(0, s.lastSeen - s.peakAt) / PEAK_TAU_MS));
+    s.peakAt = s.lastSeen;
     let next: number;
     if (s.reports === 0 || offeredPerMs >= s.demand) next = offeredPerMs;
     else {
@@ -281,18 +289,37 @@ export class ClientTable {
     const n = this.size;
     if (this.sumDemand <= capacity) return s.demand + (capacity - this.sumDemand) / n;
     if (this.others === undefined && this.many === undefined) return capacity;
-    if (now - this.levelAt > LEVEL_TTL_MS || Math.abs(capacity - this.levelCapacity) > capacity * 0.02) {
-      const demands: number[] = [];
-      if (this.many !== undefined) for (const c of this.many.values()) demands.push(c.demand);
-      else if (this.sole !== undefined) demands.push(this.sole.demand);
-      // The folded gateways take part as one client; they split its share.
-      if (this.others !== undefined) demands.push(this.othersDemand);
-      this.level = waterLevel(demands, capacity);
-      this.levelCapacity = capacity;
-      this.levelAt = now;
-    }
+    this.levelFor(capacity, now);
     if (s === this.others) return Math.min(this.othersDemand, this.level) / this.othersCount();
     return Math.min(s.demand, this.level);
+  }
+
+  /**
+   * The demand of the clients that ask no more than their share of `capacity` (units per ms):
+   * what a heavy client must leave for them.
+   */
+  freeDemand(capacity: number, now: number): number {
+    if (this.sumDemand <= capacity) return this.sumDemand;
+    if (this.others === undefined && this.many === undefined) return 0;
+    this.levelFor(capacity, now);
+    return this.free;
+  }
+
+  private levelFor(capacity: number, now: number): void {
+    if (now - this.levelAt <= LEVEL_TTL_MS && Math.abs(capacity - this.levelCapacity) <= capacity * 0.02)
+      return;
+    const demands: number[] = [];
+    if (this.many !== undefined) for (const c of this.many.values()) demands.push(c.demand);
+    else if (this.sole !== undefined) demands.push(this.sole.demand);
+    // The folded gateways take part as one client; they split its share.
+    if (this.others !== undefined) demands.push(this.othersDemand);
+    const level = waterLevel(demands, capacity);
+    let free = 0;
+    for (const d of demands) if (d <= level) free += d;
+    this.level = level;
+    this.free = free;
+    this.levelCapacity = capacity;
+    this.levelAt = now;
   }
 }
 

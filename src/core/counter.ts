@@ -2,6 +2,7 @@ import type { Algorithm } from "./algorithms/names.js";
 import type { ClientTable } from "./clients.js";
 import type { LeaseTable } from "./concurrency.js";
 import type { Contention } from "./contention.js";
+import type { TenantTable } from "./tenant-table.js";
 
 /**
  * One counter's state: a few numbers. A single class for every algorithm keeps V8's property
@@ -34,6 +35,8 @@ export class Counter {
   expiresAt = 0;
   /** Batched mode: the gateways reporting this key, with their demand. */
   clients: ClientTable | undefined = undefined;
+  /** Batched mode under `fair_share`: the same gateways by tenant, which divide the supply. */
+  tenants: TenantTable | undefined = undefined;
   /** Set when the engine dropped or replaced this counter, so a caller's cached reference is refreshed. */
   removed = false;
   /**

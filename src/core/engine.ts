@@ -1,6 +1,6 @@
 import { RATE_ALGORITHMS } from "./algorithms/index.js";
 import type { RateAlgorithm } from "./algorithms/types.js";
-import { ClientTable, clientStaleMs } from "./clients.js";
+import { type ClientShare, ClientTable, clientStaleMs } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
 import { BORROW_RANK, Contention, type Subject } from "./contention.js";
 import { Counter } from "./counter.js";
@@ -17,6 +17,7 @@ import { ReportDedup, type SeqVerdict } from "./dedup.js";
 import type { Limit } from "./limit.js";
 import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
 import { PRIORITY_RANK } from "./priority.js";
+import { TenantTable } from "./tenant-table.js";
 import { type CounterSnapshot, fuller, restoreCounter, snapshotCounter } from "./transfer.js";
 
 export interface EngineOptions {
@@ -366,9 +367,86 @@ export class Engine {
       c.expiresAt = Math.max(c.expiresAt, now + l.leaseTimeoutMs);
       return concurrencyPolicy(c.leases!.held + table.sumHeld, l, s, table, intervalMs, now);
     }
+    const s = this.applyRate(c, l, table, clientId, e, apply, intervalMs, now, spanMs);
+    const policy = ratePolicy(RATE_ALGORITHMS[l.algorithm], c, l, s, table, intervalMs, now);
+    c.expiresAt = Math.max(c.expiresAt, now + clientStaleMs(intervalMs));
+    return policy;
+  }
+
+  /**
+   * `reportOn` for a gateway's report of a tenant's key under a `fair_share` limit: folds the
+   * counts into the group's counter `c` and returns the gateway's policy on the group: the
+   * group's supply divided among tenants by weight first, then among the tenant's gateways.
+   */
+  reportShared(
+    c: Counter,
+    l: Limit,
+    tenant: string,
+    weight: number,
+    clientId: string,
+    e: ReportEntry,
+    apply: boolean,
+    intervalMs: number,
+    now: number,
+    spanMs = intervalMs,
+  ): Policy {
+    if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
+    if (l.algorithm === "concurrency")
+      throw new RangeError(`reportShared: ${l.algorithm} is not divided by tenant`);
+    // The group's own table holds every (tenant, gateway) pair: the counter's totals, the rebuild
+    // after a crash and the ALLOW test read it. The tenant table divides.
+    c.clients ??= new ClientTable();
+    c.tenants ??= new TenantTable();
+    const s = this.applyRate(
+      c,
+      l,
+      c.clients,
+      `${tenant}\u0000${clientId}`,
+      e,
+      apply,
+      intervalMs,
+      now,
+      spanMs,
+    );
+    const staleMs = clientStaleMs(intervalMs);
+    c.tenants.prune(now, staleMs);
+    const t = c.tenants.upsert(tenant, weight);
+    const g = t.gateways.upsert(clientId, now);
+    if (apply) {
+      t.gateways.observe(g, (e.admitted + e.rejected) / spanMs, spanMs);
+      t.gateways.offered(e.admitted + e.rejected, now);
+    }
+    const tenants = c.tenants;
+    const policy = ratePolicy(RATE_ALGORITHMS[l.algorithm], c, l, s, c.clients, intervalMs, now, {
+      share: (capacity) => t.gateways.fairShare(g, tenants.share(t, capacity, now), now),
+      // Those a heavy gateway must leave room for: the tenants within their share and, in its
+      // own tenant, the gateways within theirs.
+      free: (capacity) => {
+        const part = tenants.share(t, capacity, now);
+        const others =
+          tenants.freeDemand(capacity, now) - (tenants.within(t, capacity, now) ? t.gateways.sumDemand : 0);
+        return others + t.gateways.freeDemand(part, now);
+      },
+    });
+    c.expiresAt = Math.max(c.expiresAt, now + staleMs);
+    return policy;
+  }
+
+  /** Folds one gateway's rate-limit report into `c` (when `apply`); returns the gateway's entry. */
+  private applyRate(
+    c: Counter,
+    l: Limit,
+    table: ClientTable,
+    clientId: string,
+    e: ReportEntry,
+    apply: boolean,
+    intervalMs: number,
+    now: number,
+    spanMs: number,
+  ): ClientShare {
     table.prune(now, clientStaleMs(intervalMs));
     const s = table.upsert(clientId, now);
-    const alg = RATE_ALGORITHMS[l.algorithm];
+    const alg = RATE_ALGORITHMS[l.algorithm as keyof typeof RATE_ALGORITHMS];
     alg.advance(c, l, now);
     if (apply) {
       // A client re-sends its window-to-date total when the key's owner (or that owner's process)
@@ -380,14 +458,15 @@ export class Engine {
         used = Math.max(e.admitted, e.windowAdmitted - s.counted);
         s.rebuilt = true;
       }
+      // A soft limit is charged only up to what it has: beyond that the units were borrowed
+      // from the fair-share limit above, which counts them, and the tenant owes nothing back.
+      if (l.soft === true) used = Math.min(used, Math.max(0, alg.available(c, l, now)));
       s.counted += used;
       alg.consume(c, l, used, now);
       table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
       table.offered(e.admitted + e.rejected, now);
     }
-    const policy = ratePolicy(alg, c, l, s, table, intervalMs, now);
-    c.expiresAt = Math.max(c.expiresAt, now + clientStaleMs(intervalMs));
-    return policy;
+    return s;
   }
 
   /**

@@ -58,6 +58,8 @@ export function ratePolicy(
   table: ClientTable,
   intervalMs: number,
   now: number,
+  /** How the supply is divided; max-min over `table` by default. */
+  division: Division = byGateway(table, s, now),
 ): Policy {
   const avail = alg.available(c, l, now);
   const remaining = Math.max(0, Math.floor(avail));
@@ -79,35 +81,101 @@ export function ratePolicy(
   ) {
     return allowPolicy(until, remaining, resetAt);
   }
-  const capacity = refill + avail / alg.spendHorizonMs(c, l, now, intervalMs);
-  if (capacity <= 0) {
-    const at = alg.availableAt(c, l, 1, now);
-    return {
-      kind: PolicyKind.REJECT_UNTIL,
-      units: 0,
-      fraction: 1,
-      until: Number.isFinite(at) && at > now ? at : until,
-      remaining,
-      resetAt,
-    };
+  const horizon = alg.spendHorizonMs(c, l, now, intervalMs);
+  const capacity = refill + avail / horizon;
+  // Who is within their share is judged on the limit's own rate: the heavy senders' budget keeps
+  // room for the others' expected demand, so a window spent early or a debt is their doing and
+  // they wait for it first.
+  const steady = refill > 0 ? refill : l.limit / l.windowMs;
+  const steadyShare = division.share(steady);
+  if (s.demand <= steadyShare * 1.001) {
+    // In debt (or the window spent) nobody is granted anything, light or not: a sender that reads
+    // light between sparse costly requests would otherwise keep the debt from ever being paid.
+    if (capacity <= 0) return rejectUntil(alg, c, l, now, until, remaining, resetAt);
+    let units = division.share(capacity) * intervalMs;
+    // A light sender's share of one interval is a fraction of a request: its arrivals are bursty
+    // (two in one interval are common at a quarter of one expected), and a grant of its mean would
+    // reject every second one. Its bursts are granted too (three deviations, or the most it
+    // brought in one report lately, and two units more: at a quarter of a request per interval
+    // that admits 99.95% of Poisson arrivals): they average out to its demand, and the heavy
+    // senders' budget keeps room for them.
+    units = Math.max(units + 3 * Math.sqrt(units), s.peak) + 2;
+    // Without refill (fixed window) nothing beyond what the window still holds can be handed out.
+    if (refill === 0) units = Math.min(units, avail);
+    return { kind: PolicyKind.GRANT, units, fraction: 0, until, remaining, resetAt };
   }
-  const share = table.fairShare(s, capacity, now);
+  // Over its share: what is left once the gateways within theirs have what they are expected to
+  // ask for, over what remains of a window (its units do not come back) or the bucket's horizon.
+  const ahead = division.free(steady);
+  const span = refill === 0 ? Math.max(0, resetAt - now) : horizon;
+  const kept = refill === 0 ? ahead * span : headroom(ahead * span);
+  // A bucket's refill goes to the light senders first; a window's units for them are `kept`.
+  const budget = (refill === 0 ? 0 : refill - ahead) + (avail - kept) / horizon;
+  if (budget <= 0) return rejectUntil(alg, c, l, now, until, remaining, resetAt, kept);
+  // Its part of the heavy senders' budget is its part of their steady supply.
+  const share = (steadyShare * budget) / Math.max(steady - ahead, Number.MIN_VALUE);
   let units = share * intervalMs;
-  // Without refill (fixed window) nothing beyond what the window still holds can be handed out.
-  if (refill === 0) units = Math.min(units, Math.max(0, avail));
-  if (s.demand > share * 1.001 && s.demand > 0) {
-    return {
-      kind: PolicyKind.REJECT_FRACTION,
-      units,
-      // Paced a little generously: demand is estimated high (a rise is taken at once), and the
-      // units cap, not the fraction, is what bounds admission.
-      fraction: Math.max(0, 1 - (PACING_SLACK * share) / s.demand),
-      until,
-      remaining,
-      resetAt,
-    };
-  }
-  return { kind: PolicyKind.GRANT, units, fraction: 0, until, remaining, resetAt };
+  if (refill === 0) units = Math.min(units, Math.max(0, avail - kept));
+  return {
+    kind: PolicyKind.REJECT_FRACTION,
+    units,
+    // Paced a little generously: demand is estimated high (a rise is taken at once), and the
+    // units cap, not the fraction, is what bounds admission.
+    fraction: Math.max(0, 1 - (PACING_SLACK * share) / s.demand),
+    until,
+    remaining,
+    resetAt,
+  };
+}
+
+/** How a counter's supply is divided among the gateways reporting it. */
+export interface Division {
+  /** This gateway's part of `capacity` (units per ms): max-min fair, plus a part of any surplus. */
+  share(capacity: number): number;
+  /** What the gateways within their share of `capacity` ask for together (units per ms). */
+  free(capacity: number): number;
+}
+
+/** Max-min among the gateways of one table. */
+export function byGateway(table: ClientTable, s: ClientShare, now: number): Division {
+  return {
+    share: (capacity) => table.fairShare(s, capacity, now),
+    // Per-gateway estimates read sparse senders high (a rise is taken at once): scaled by what
+    // the counter measures against what the gateways' estimates add up to.
+    free: (capacity) =>
+      table.freeDemand(capacity, now) *
+      Math.min(1, table.offeredRate(now) / Math.max(table.sumDemand, Number.MIN_VALUE)),
+  };
+}
+
+/**
+ * Units kept for senders within their share: their expected demand and three Poisson deviations
+ * on top, so their bursts rarely find the counter spent.
+ */
+export function headroom(expected: number): number {
+  return expected > 0 ? expected + 3 * Math.sqrt(expected) : 0;
+}
+
+/** Nothing to hand out: reject until the counter has `beyond` units and one more. */
+function rejectUntil(
+  alg: RateAlgorithm,
+  c: Counter,
+  l: Limit,
+  now: number,
+  until: number,
+  remaining: number,
+  resetAt: number,
+  beyond = 0,
+): Policy {
+  const at = alg.availableAt(c, l, beyond + 1, now);
+  return {
+    kind: PolicyKind.REJECT_UNTIL,
+    units: 0,
+    fraction: 1,
+    until: Number.isFinite(at) && at > now ? at : until,
+    remaining,
+    resetAt,
+  };
 }
 
 /**
@@ -129,4 +197,36 @@ export function concurrencyPolicy(
   if (l.shadowMode) return allowPolicy(until, remaining, now);
   const extra = free > 0 ? free / Math.max(1, table.size) : 0;
   return { kind: PolicyKind.GRANT, units: s.held + extra, fraction: 0, until, remaining, resetAt: now };
+}
+
+/** Strictness of a policy kind: the stricter of two policies wins when both apply. */
+const STRICTNESS: Readonly<Record<PolicyKind, number>> = {
+  [PolicyKind.ALLOW]: 0,
+  [PolicyKind.GRANT]: 1,
+  [PolicyKind.REJECT_FRACTION]: 2,
+  [PolicyKind.REJECT_UNTIL]: 3,
+};
+
+/**
+ * One policy that keeps a gateway within two limits at once (a tenant's own and its share of the
+ * group's): the stricter kind, the smaller cap, the larger rejected fraction, the sooner expiry
+ * (a rejection lasts until both have room).
+ */
+export function bothPolicies(a: Policy, b: Policy): Policy {
+  const [strict, other] = STRICTNESS[a.kind] >= STRICTNESS[b.kind] ? [a, b] : [b, a];
+  const capped = (p: Policy) => p.kind === PolicyKind.GRANT || p.kind === PolicyKind.REJECT_FRACTION;
+  const tighter = a.remaining <= b.remaining ? a : b;
+  return {
+    kind: strict.kind,
+    units: capped(other) && capped(strict) ? Math.min(a.units, b.units) : strict.units,
+    fraction: Math.max(a.fraction, b.fraction),
+    until:
+      strict.kind === PolicyKind.REJECT_UNTIL && other.kind === PolicyKind.REJECT_UNTIL
+        ? Math.max(a.until, b.until)
+        : strict.kind === PolicyKind.REJECT_UNTIL
+          ? strict.until
+          : Math.min(a.until, b.until),
+    remaining: tighter.remaining,
+    resetAt: tighter.resetAt,
+  };
 }

@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
 import type { LimitConfig, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
+import type { Counter } from "../core/counter.js";
 import { CapacityError, type CheckItem, type Decision } from "../core/decision.js";
 import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError } from "../core/errors.js";
-import type { Policy } from "../core/policy.js";
+import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
 import { PRIORITY_RANK } from "../core/priority.js";
 import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
@@ -20,6 +21,7 @@ import type {
   LimitsRequest,
   ReleaseRequest,
   ReleaseResponse,
+  ReportEntryMsg,
   ReportRequest,
   ReportResponse,
   SettleRequest,
@@ -197,7 +199,7 @@ export class Limiter {
           c = this.engine.counterFor(r.counterKey, r.rule, now, r.shardKey);
           hit!.counter = c;
         }
-        p = this.engine.reportOn(c, r.rule, req.clientId, e, apply, interval, now, span);
+        p = this.reportKey(hit!, r, c, req.clientId, e, apply, interval, now, span);
       } catch (err) {
         if (!(err instanceof CapacityError)) throw err;
         policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
@@ -233,6 +235,62 @@ export class Limiter {
       incarnation: this.incarnation,
       ...(verdict === "too_old" ? { tooOld: true } : {}),
     };
+  }
+
+  /**
+   * One report entry's policy. Under a `fair_share` limit the gateway is held to its tenant's
+   * limit and to its part of the group's as well (`bothPolicies`); a soft tenant over its own
+   * limit takes the group's policy alone while the group has room to spare (ALLOW).
+   */
+  private reportKey(
+    hit: CachedKey,
+    r: Resolved,
+    c: Counter,
+    clientId: string,
+    e: ReportEntryMsg,
+    apply: boolean,
+    interval: number,
+    now: number,
+    span: number,
+  ): Policy {
+    const engine = this.engine;
+    const parent = r.parent;
+    if (parent === undefined) {
+      return r.subject === undefined
+        ? engine.reportOn(c, r.rule, clientId, e, apply, interval, now, span)
+        : engine.reportShared(
+            c,
+            r.rule,
+            r.subject.id,
+            r.subject.weight,
+            clientId,
+            e,
+            apply,
+            interval,
+            now,
+            span,
+          );
+    }
+    const own = engine.reportOn(c, r.rule, clientId, e, apply, interval, now, span);
+    let g = hit.parentCounter;
+    if (g === undefined || g.removed || g.algorithm !== parent.rule.algorithm) {
+      g = engine.counterFor(parent.counterKey, parent.rule, now, parent.shardKey);
+      hit.parentCounter = g;
+    }
+    const subject = parent.subject ?? { id: "", weight: 1 };
+    const group = engine.reportShared(
+      g,
+      parent.rule,
+      subject.id,
+      subject.weight,
+      clientId,
+      e,
+      apply,
+      interval,
+      now,
+      span,
+    );
+    return r.rule.soft && group.kind === PolicyKind.ALLOW ? group : bothPolicies(own, group);
   }
 
   getLimits(req: LimitsRequest): Limits {

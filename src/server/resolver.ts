@@ -10,6 +10,8 @@ export interface CachedKey {
   readonly resolved: Resolved | undefined | string;
   /** A reference into the engine, valid while `!counter.removed`; saves a second map look-up. */
   counter: Counter | undefined;
+  /** Under a `fair_share` limit: the group's counter, likewise. */
+  parentCounter?: Counter | undefined;
   /** Index + 1 in this table: what gateways may send instead of the key string. */
   readonly handle: number;
 }

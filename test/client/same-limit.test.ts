@@ -43,6 +43,7 @@ describe("sameLimit: whether a reload left a key's limit as it was", () => {
         "localAllowance",
         "failMode",
         "leaseTimeoutMs",
+        "soft",
       ].sort(),
     );
   });

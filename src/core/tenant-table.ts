@@ -1,0 +1,126 @@
+import { ClientTable } from "./clients.js";
+import { weightedWaterLevel } from "./fair-share.js";
+
+/**
+ * Batched mode under a `fair_share` limit: the gateways reporting a group's counter, by tenant.
+ * The group's supply is divided among tenants first (weighted max-min over each tenant's demand,
+ * the sum of its gateways'), then each tenant's part among its own gateways (the ClientTable's
+ * max-min). A tenant with many gateways gets no more than one with few.
+ */
+
+/** Tenants tracked one by one per group counter; past it, new ones share one entry. */
+export const MAX_TENANTS = 4096;
+const OTHERS = "\u0000others";
+/** How long a computed tenant water level may be reused. */
+const LEVEL_TTL_MS = 10;
+const PRUNE_EVERY_MS = 1000;
+
+export class TenantShare {
+  weight = 1;
+  /** This tenant's gateways on the group counter. */
+  readonly gateways = new ClientTable();
+}
+
+export class TenantTable {
+  private readonly tenants = new Map<string, TenantShare>();
+  private level = Number.POSITIVE_INFINITY;
+  private levelAt = Number.NEGATIVE_INFINITY;
+  private levelCapacity = Number.NaN;
+  /** The tenants' demand and weight together, as of `levelAt`. */
+  private demand = 0;
+  private weight = 0;
+  private free = 0;
+  private prunedAt = Number.NEGATIVE_INFINITY;
+  private readonly scratch = { demands: [] as number[], weights: [] as number[], order: [] as number[] };
+
+  get size(): number {
+    return this.tenants.size;
+  }
+
+  upsert(tenant: string, weight: number): TenantShare {
+    let t = this.tenants.get(tenant);
+    if (t === undefined) {
+      const key = this.tenants.size >= MAX_TENANTS ? OTHERS : tenant;
+      t = this.tenants.get(key);
+      if (t === undefined) {
+        t = new TenantShare();
+        this.tenants.set(key, t);
+        this.levelAt = Number.NEGATIVE_INFINITY;
+      }
+    }
+    t.weight = weight;
+    return t;
+  }
+
+  /**
+   * Tenant `t`'s part of `capacity` (units per ms). Under the capacity each tenant gets its
+   * demand plus a part of the surplus by weight; over it, weighted max-min.
+   */
+  share(t: TenantShare, capacity: number, now: number): number {
+    this.refresh(capacity, now);
+    const own = t.gateways.sumDemand;
+    if (this.demand <= capacity) return own + ((capacity - this.demand) * t.weight) / this.weight;
+    return Math.min(own, t.weight * this.level);
+  }
+
+  /** What the tenants within their share of `capacity` send together (units per ms, measured). */
+  freeDemand(capacity: number, now: number): number {
+    this.refresh(capacity, now);
+    return this.free;
+  }
+
+  /** Whether tenant `t` asks for no more than its share of `capacity`. */
+  within(t: TenantShare, capacity: number, now: number): boolean {
+    this.refresh(capacity, now);
+    return t.gateways.sumDemand <= t.weight * this.level;
+  }
+
+  /**
+   * Totals and the level, recomputed at most every LEVEL_TTL_MS (each is a pass over the
+   * tenants), or at once when the capacity moved or a tenant came or went.
+   */
+  private refresh(capacity: number, now: number): void {
+    const fresh = now - this.levelAt <= LEVEL_TTL_MS && now >= this.levelAt;
+    if (fresh && Math.abs(capacity - this.levelCapacity) <= capacity * 0.02) return;
+    const { demands, weights, order } = this.scratch;
+    demands.length = 0;
+    weights.length = 0;
+    let demand = 0;
+    let weight = 0;
+    for (const x of this.tenants.values()) {
+      demands.push(x.gateways.sumDemand);
+      weights.push(x.weight);
+      demand += x.gateways.sumDemand;
+      weight += x.weight;
+    }
+    const level = weightedWaterLevel(demands, weights, capacity, order);
+    // What the tenants within their share really send: the per-gateway demand estimates rise at
+    // once and fall slowly, so a sparse sender reads about twice its rate; the rate measured at
+    // the counter does not, and a heavy tenant's reserve for them is made of it.
+    let free = 0;
+    let i = 0;
+    for (const x of this.tenants.values()) {
+      if (demands[i]! <= weights[i]! * level) free += Math.min(demands[i]!, x.gateways.offeredRate(now));
+      i++;
+    }
+    this.demand = demand;
+    this.weight = weight;
+    this.level = level;
+    this.free = free;
+    this.levelCapacity = capacity;
+    this.levelAt = now;
+  }
+
+  /** Forgets gateways not heard from for `staleMs`, and tenants left with none (at most once a second). */
+  prune(now: number, staleMs: number): void {
+    if (now - this.prunedAt < PRUNE_EVERY_MS && now >= this.prunedAt) return;
+    this.prunedAt = now;
+    for (const [id, t] of this.tenants) {
+      t.gateways.prune(now, staleMs);
+      if (t.gateways.size === 0) {
+        this.tenants.delete(id);
+        this.levelAt = Number.NEGATIVE_INFINITY;
+      }
+    }
+  }
+}
