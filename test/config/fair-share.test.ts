@@ -227,6 +227,11 @@ describe("resolution under a fair_share limit", () => {
       expect(r?.parent).toBeDefined();
       expect(resolveKey(config, r!.counterKey)).toEqual(r);
     }
+    // A group charge's counter key is the group's own: it names no tenant, so it resolves to the
+    // group's rule without a subject. Attribution needs the descriptor's key, not the counter's.
+    const free = resolve(["group", "g1"], ["tenant", "free"]);
+    expect(resolveKey(config, free!.counterKey)).toEqual(resolve(["group", "g1"]));
+    expect(resolveKey(config, "fair/group=g1/tenant=free")).toEqual(free);
     const value = fc.string({ maxLength: 12 });
     fc.assert(
       fc.property(value, value, (g, t) => {
