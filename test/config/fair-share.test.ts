@@ -305,6 +305,32 @@ describe("check-config and diff", () => {
     expect(loadConfig(file).rules[0]?.fairShare?.weights.size).toBe(10_000);
   });
 
+  it("refuses soft: true on unlimited and concurrency rules, and an empty reserve", () => {
+    const problems = (text: string) => {
+      const file = join(dir, `p${n++}.yaml`);
+      writeFileSync(file, text);
+      try {
+        loadConfig(file);
+      } catch (err) {
+        return (err as ConfigError).problems.map((p) => `${p.line} ${p.path}: ${p.message}`);
+      }
+      return [];
+    };
+    const child = (rateLimit: string) =>
+      `domain: d\ndescriptors:\n  - key: g\n    rate_limit: { unit: minute, requests_per_unit: 100, fair_share: { by: t } }\n    descriptors:\n      - key: t\n        rate_limit: ${rateLimit}\n`;
+    expect(problems(child("{ unlimited: true, soft: true }"))).toEqual([
+      "7 descriptors[0].descriptors[0].rate_limit.soft: has no effect on an unlimited rule (unlimited: true); remove it",
+    ]);
+    expect(problems(child("{ algorithm: concurrency, requests_per_unit: 3, soft: true }"))).toEqual([
+      "7 descriptors[0].descriptors[0].rate_limit.soft: does not apply to algorithm concurrency: soft borrows a rate, and a concurrency limit counts slots held, not a rate over a window",
+    ]);
+    // soft: false says nothing, so it is accepted anywhere.
+    expect(problems(child("{ unlimited: true, soft: false }"))).toEqual([]);
+    expect(problems(base(", reserve: {}"))).toEqual([
+      "4 descriptors[0].rate_limit.reserve: is empty: name the classes to keep a share for (critical, high, normal), or remove it",
+    ]);
+  });
+
   it("collects every fair_share problem of one rule", () => {
     const file = join(dir, "several.yaml");
     writeFileSync(
