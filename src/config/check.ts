@@ -1,7 +1,7 @@
 import { formatDuration } from "./duration.js";
 import { ConfigError, type ConfigProblem } from "./errors.js";
 import { loadConfig } from "./load.js";
-import type { LimitConfig, LimitRule } from "./types.js";
+import { type LimitConfig, type LimitRule, PRIORITIES } from "./types.js";
 
 /** What `shardlimit check-config PATH` runs: validate, and say what was loaded or what to fix. */
 
@@ -23,6 +23,8 @@ export function checkConfig(path: string): CheckResult {
  * One line for the totals, one per domain with its rule count, then one per rule, e.g.
  *   api: 4 rules
  *     api/tenant  token_bucket 100 requests per 1s (burst 200)
+ *     api/group  sliding_window 6000 requests per 1m, fair share by tenant (2 weights), reserve critical 20%
+ *     api/group/tenant  sliding_window 2000 requests per 1m [soft]
  */
 export function formatSummary(config: LimitConfig): string {
   const files = config.files.length === 1 ? "1 file" : `${config.files.length} files`;
@@ -38,13 +40,32 @@ export function formatSummary(config: LimitConfig): string {
 }
 
 export function describeRule(r: LimitRule): string {
-  const flags = r.shadowMode ? " [shadow]" : "";
+  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.soft ? " [soft]" : ""}`;
   if (r.unlimited) return `unlimited${flags}`;
   if (r.algorithm === "concurrency") {
     return `concurrency ${r.limit} ${r.costUnit} held at once (lease ${formatDuration(r.leaseTimeoutMs)})${flags}`;
   }
   const burst = r.algorithm === "token_bucket" && r.burst !== r.limit ? ` (burst ${r.burst})` : "";
-  return `${r.algorithm} ${r.limit} ${r.costUnit} per ${formatDuration(r.windowMs)}${burst}${flags}`;
+  return `${r.algorithm} ${r.limit} ${r.costUnit} per ${formatDuration(r.windowMs)}${burst}${sharing(r)}${flags}`;
+}
+
+/** `fair_share` and `reserve`, which only rate limits have (parse-sharing.ts refuses the rest). */
+function sharing(r: LimitRule): string {
+  let out = "";
+  if (r.fairShare) {
+    const n = r.fairShare.weights.size;
+    out += `, fair share by ${r.fairShare.by}${n > 0 ? ` (${plural(n, "weight")})` : ""}`;
+  }
+  const reserve = r.reserve;
+  if (reserve) {
+    // Highest class first, as an operator reads a reserve; percentages rounded past float noise.
+    const parts = [...PRIORITIES].reverse().flatMap((p) => {
+      const v = reserve[p];
+      return v === undefined ? [] : [`${p} ${Number((v * 100).toFixed(4))}%`];
+    });
+    out += `, reserve ${parts.join(" ")}`;
+  }
+  return out;
 }
 
 function plural(n: number, word: string): string {

@@ -62,11 +62,13 @@ class DomainBuilder {
     for (const d of descriptors) {
       const part = d.value ? `${escapePart(d.key)}=${escapePart(d.value)}` : escapePart(d.key);
       const idPath = parentId ? `${parentId}/${part}` : part;
+      const rule = this.rule(d, idPath);
       const node: MatchNode = {
-        rule: this.rule(d, idPath),
+        rule,
         children: this.level(d.children, idPath),
         shardKey: d.shardKey,
         sharedValue: d.shareThreshold ? d.value : undefined,
+        fairShare: rule?.fairShare,
       };
       let branch = level.get(d.key);
       if (!branch) {

@@ -33,10 +33,16 @@ export function diffConfigs(prev: LimitConfig, next: LimitConfig): ConfigDiff {
   };
 }
 
-/** Everything about a rule that decides requests; not `source` (moving a rule changes nothing). */
+/**
+ * Everything about a rule that decides requests; not `source` (moving a rule changes nothing).
+ * Maps (`fair_share` weights) would stringify as `{}`, hiding a changed weight: they are written
+ * as their entries, sorted, since their order in the file decides nothing.
+ */
 function behaviour(r: LimitRule): string {
   const { source: _source, ...rest } = r;
-  return JSON.stringify(rest);
+  return JSON.stringify(rest, (_key, value: unknown) =>
+    value instanceof Map ? [...value].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : value,
+  );
 }
 
 /**

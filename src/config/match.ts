@@ -1,5 +1,5 @@
 import { encodeKey } from "./key.js";
-import type { DescriptorEntry, LimitRule, Resolved } from "./types.js";
+import type { DescriptorEntry, FairShareSpec, LimitRule, Resolved } from "./types.js";
 
 /**
  * The descriptor tree, laid out for per-request lookup: one Map lookup for the key and one for
@@ -15,6 +15,14 @@ import type { DescriptorEntry, LimitRule, Resolved } from "./types.js";
  * or wildcard node gives each distinct value its own counter, unless the wildcard node sets
  * `share_threshold: true`, in which case its pattern stands in for the value and all matching
  * values share one counter, as in Envoy.
+ *
+ * shardlimit's `fair_share`: when a descriptor passes through a node whose rule has
+ * `fair_share: { by }` and its next entry's key is `by`, that entry's value is a subject (a tenant)
+ * of the node's limit, and the request is charged to that limit too: as `parent` of the rule the
+ * last entry reaches, or, when that node has no rule, as the resolution itself. The fair-share
+ * node is a shard-key node, so both land on one owner. A subject counted under a shared wildcard
+ * is named by the pattern, as its counter is, so resolving a counter key again gives the same
+ * subject. Matching itself is unchanged: a miss is still a miss.
  */
 
 export interface MatchNode {
@@ -23,6 +31,8 @@ export interface MatchNode {
   readonly shardKey: boolean;
   /** `share_threshold`: the pattern counted in place of the request's value. */
   readonly sharedValue: string | undefined;
+  /** The rule's `fair_share` (set only when `rule` is). */
+  readonly fairShare: FairShareSpec | undefined;
 }
 
 export interface KeyBranch {
@@ -45,6 +55,10 @@ export function resolveIn(
   let node: MatchNode | undefined;
   let shardDepth = -1;
   let shared: (string | undefined)[] | undefined;
+  // The fair-share node passed with its `by` entry next. At most one per path: fair_share makes a
+  // node a shard-key node, and those do not nest (parse-file.ts).
+  let fair: MatchNode | undefined;
+  let fairDepth = -1;
   for (let i = 0; i < n; i++) {
     if (level === undefined) return undefined;
     const entry = entries[i]!;
@@ -66,14 +80,29 @@ export function resolveIn(
       shared ??= [];
       shared[i] = node.sharedValue;
     }
+    if (node.fairShare !== undefined && i + 1 < n && entries[i + 1]!.key === node.fairShare.by) {
+      fair = node;
+      fairDepth = i;
+    }
     level = node.children;
   }
   const rule = node?.rule;
-  if (rule === undefined) return undefined;
+  if (rule === undefined && fair === undefined) return undefined;
   const counterKey = encodeKey(domain, shared ? withShared(entries, shared) : entries);
   const shardKey =
     shardDepth < 0 || shardDepth === n - 1 ? counterKey : keyPrefix(counterKey, shardDepth + 1);
-  return { rule, counterKey, shardKey };
+  if (fair === undefined) return { rule: rule!, counterKey, shardKey };
+
+  // The fair-share node is the shard-key node, so its counter key is the shard key already.
+  const groupKey = shardDepth === fairDepth ? shardKey : keyPrefix(counterKey, fairDepth + 1);
+  const id = shared?.[fairDepth + 1] ?? entries[fairDepth + 1]!.value;
+  const charge: Resolved = {
+    rule: fair.rule!,
+    counterKey: groupKey,
+    shardKey,
+    subject: { id, weight: fair.fairShare!.weights.get(id) ?? 1 },
+  };
+  return rule === undefined ? charge : { rule, counterKey, shardKey, parent: charge };
 }
 
 function withShared(entries: readonly DescriptorEntry[], shared: readonly (string | undefined)[]) {

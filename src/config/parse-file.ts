@@ -1,6 +1,7 @@
 import { isScalar, type Node } from "yaml";
 import type { ConfigProblem } from "./errors.js";
 import { parseRule, RATE_LIMIT_FIELDS, type RuleDraft } from "./parse-rule.js";
+import { PRIORITY_KEY } from "./priority.js";
 import { readBool, readText } from "./values.js";
 import { type DocReader, type Field, type PlacementHints, parseYaml } from "./yaml-read.js";
 
@@ -13,6 +14,7 @@ export interface DescriptorSpec {
   readonly path: string;
   readonly rule?: RuleDraft;
   readonly shadowMode: boolean;
+  /** `shard_key: true`, or a rule with `fair_share` (which implies it). */
   readonly shardKey: boolean;
   /** Envoy's `share_threshold`: all values matching this wildcard share one counter. */
   readonly shareThreshold: boolean;
@@ -46,6 +48,18 @@ const DESCRIPTOR_FIELDS = [
   // shardlimit: this node's path is the shard key for every limit at and below it.
   "shard_key",
 ];
+
+/** What a node's ancestors set that constrains it. */
+interface Above {
+  /** The nearest ancestor that is a shard-key node, and why it is one. */
+  readonly shardKey?: "shard_key" | "fair_share";
+  /** The parent's `fair_share.by`: the child key whose values share the parent's limit. */
+  readonly parentFairBy?: string;
+  /** At or below a child whose key is the `by` of a fair-share limit: a limit here may borrow. */
+  readonly borrowing: boolean;
+}
+
+const TOP: Above = { borrowing: false };
 const DESCRIPTOR_HINTS: PlacementHints = Object.fromEntries(
   RATE_LIMIT_FIELDS.map((k) => [k, `${k} belongs inside the descriptor's rate_limit block`]),
 );
@@ -85,18 +99,18 @@ function readDomain(r: DocReader): DomainSpec | undefined {
   else if (domain === "") r.report("domain", "must not be empty", domainField.value, domainField.keyNode);
 
   const descriptorsField = fields.get("descriptors");
-  const descriptors = descriptorsField ? readDescriptors(r, descriptorsField, false) : [];
+  const descriptors = descriptorsField ? readDescriptors(r, descriptorsField, TOP) : [];
   if (!domain) return undefined;
   return { file: r.file, domain, line: r.lineOf(domainField?.value), descriptors };
 }
 
-function readDescriptors(r: DocReader, field: Field, underShardKey: boolean): DescriptorSpec[] {
+function readDescriptors(r: DocReader, field: Field, above: Above): DescriptorSpec[] {
   const items = r.list(field, "- key: ...");
   if (!items) return [];
   const out: DescriptorSpec[] = [];
   const seen = new Map<string, number | undefined>();
   items.forEach((item, i) => {
-    const spec = readDescriptor(r, item, `${field.path}[${i}]`, underShardKey, field.keyNode);
+    const spec = readDescriptor(r, item, `${field.path}[${i}]`, above, field.keyNode);
     if (!spec) return;
     // Envoy's own identity for a level's entries: the key, plus the value when there is one.
     const identity = `${spec.key}\u0000${spec.value}`;
@@ -122,7 +136,7 @@ function readDescriptor(
   r: DocReader,
   node: Node | null,
   path: string,
-  underShardKey: boolean,
+  above: Above,
   fallback: Node,
 ): DescriptorSpec | undefined {
   const fields = r.map(node, path, "a descriptor", DESCRIPTOR_FIELDS, DESCRIPTOR_HINTS, fallback);
@@ -136,14 +150,20 @@ function readDescriptor(
   const key = keyField ? readText(r, keyField) : undefined;
   if (!keyField) r.report(`${path}.key`, "is required", node);
   else if (key === "") r.report(keyField.path, "must not be empty", keyField.value, keyField.keyNode);
+  else if (key === PRIORITY_KEY) {
+    // A request's `priority` entry is taken out before matching (priority.ts), so a node with this
+    // key could never be reached: refuse it rather than let its limit silently never apply.
+    r.report(
+      keyField.path,
+      "priority is reserved for the request's priority class (an entry that selects no rule); use another key",
+      keyField.value,
+    );
+  }
   const valueField = fields.get("value");
   const value = (valueField ? readText(r, valueField) : "") ?? "";
 
   const shadowMode = flag("shadow_mode");
-  const shardKey = flag("shard_key");
-  if (shardKey && underShardKey) {
-    r.report(`${path}.shard_key`, "a parent descriptor already sets shard_key; only one per path", node);
-  }
+  const explicitShardKey = flag("shard_key");
   const shareThreshold = flag("share_threshold");
   if (shareThreshold && !value.endsWith("*")) {
     r.report(
@@ -157,8 +177,18 @@ function readDescriptor(
 
   const ruleField = fields.get("rate_limit");
   const rule = ruleField ? parseRule(r, ruleField) : undefined;
+  const { shardKey, below } = checkSharing(r, path, node, key, explicitShardKey, rule, above);
   const childField = fields.get("descriptors");
-  const children = childField ? readDescriptors(r, childField, underShardKey || shardKey) : [];
+  const children = childField ? readDescriptors(r, childField, below) : [];
+  const by = rule?.sharing?.fairShareAt?.by;
+  if (by && !children.some((c) => c.key === by.name)) {
+    const keys = [...new Set(children.map((c) => c.key))];
+    const listed = keys.length > 0 ? `keys below: ${keys.join(", ")}` : "this node has no child descriptors";
+    r.reportAt(
+      by,
+      `${q(by.name)} is not the key of a child descriptor (${listed}); fair_share divides this limit among the values of one child key`,
+    );
+  }
   if (!key) return undefined;
   return {
     key,
@@ -170,6 +200,51 @@ function readDescriptor(
     shareThreshold,
     children,
   };
+}
+
+/**
+ * What `fair_share` and `soft` require of the tree above a node, and what this node passes down.
+ * A fair-share limit and the limits of the subjects below it are decided together, by one owner,
+ * so its node places everything below it exactly as `shard_key: true` would (and, like it, only
+ * once per path). `soft` borrows from a fair-share limit, so it needs one above.
+ */
+function checkSharing(
+  r: DocReader,
+  path: string,
+  node: Node | null,
+  key: string | undefined,
+  explicitShardKey: boolean,
+  rule: RuleDraft | undefined,
+  above: Above,
+): { shardKey: boolean; below: Above } {
+  const fairAt = rule?.sharing?.fairShareAt;
+  const shardKey = explicitShardKey || fairAt !== undefined;
+  if (shardKey && above.shardKey) {
+    const why = above.shardKey === "fair_share" ? " (fair_share implies it)" : "";
+    const message = `a parent descriptor already sets shard_key${why}; only one per path`;
+    if (explicitShardKey) r.report(`${path}.shard_key`, message, node);
+    else {
+      r.reportAt(
+        fairAt!,
+        `${message}, and fair_share makes this node one (its limit is decided on one owner with every limit below it)`,
+      );
+    }
+  }
+  const borrowing = above.borrowing || (key !== undefined && key === above.parentFairBy);
+  const softAt = rule?.sharing?.softAt;
+  if (softAt && !borrowing) {
+    const hint =
+      above.parentFairBy !== undefined
+        ? ` (the one above is by ${q(above.parentFairBy)}, not ${q(key ?? "")})`
+        : ` (give the parent's rate_limit fair_share: { by: ${key ?? "<this key>"} })`;
+    r.reportAt(softAt, `soft needs a fair_share limit above it to borrow from${hint}`);
+  }
+  const below: Above = {
+    shardKey: above.shardKey ?? (fairAt ? "fair_share" : explicitShardKey ? "shard_key" : undefined),
+    borrowing,
+    ...(fairAt?.by ? { parentFairBy: fairAt.by.name } : {}),
+  };
+  return { shardKey, below };
 }
 
 function q(s: string): string {

@@ -1,7 +1,17 @@
 import type { Node } from "yaml";
-import { ALGORITHMS, type FailMode, type LimitRule, UNIT_SECONDS, type Unit } from "./types.js";
+import { readSharing, SHARING_FIELDS, type SharingRefs } from "./parse-sharing.js";
+import {
+  ALGORITHMS,
+  type Algorithm,
+  type FailMode,
+  type LimitRule,
+  UNIT_SECONDS,
+  type Unit,
+} from "./types.js";
 import { MAX_UINT32, readBool, readChoice, readDuration, readInt, readString } from "./values.js";
-import type { DocReader, Field, PlacementHints } from "./yaml-read.js";
+import type { DocReader, Field, NameRef, PlacementHints } from "./yaml-read.js";
+
+export type { NameRef };
 
 /** Reads one `rate_limit:` block: Envoy's fields plus shardlimit's extensions (see examples/config.yaml). */
 
@@ -17,6 +27,7 @@ const EXTENSION_FIELDS = [
   "lease_timeout",
   "local_allowance",
   "fail_mode",
+  ...SHARING_FIELDS,
 ] as const;
 export const RATE_LIMIT_FIELDS: readonly string[] = [...ENVOY_FIELDS, ...EXTENSION_FIELDS];
 
@@ -40,12 +51,8 @@ const DEFAULT_LEASE_MS = 30_000;
 const MAX_COST_UNIT_LENGTH = 64;
 
 export type RuleSettings = Omit<LimitRule, "id" | "name" | "domain" | "source" | "shadowMode" | "replaces">;
-
-export interface NameRef {
-  readonly name: string;
-  readonly path: string;
-  readonly line: number | undefined;
-}
+/** What the algorithm fields give, before `fair_share`, `reserve` and `soft` are added. */
+type LimitSettings = Omit<RuleSettings, "fairShare" | "reserve" | "soft">;
 
 /** A parsed `rate_limit` block. Name and replaces survive even when other fields were invalid. */
 export interface RuleDraft {
@@ -53,6 +60,8 @@ export interface RuleDraft {
   readonly replaces: readonly NameRef[];
   /** `undefined` when a field was invalid (already reported). */
   readonly settings?: RuleSettings;
+  /** Where `fair_share` and `soft: true` were written, for the checks against the tree. */
+  readonly sharing?: SharingRefs;
 }
 
 export function parseRule(r: DocReader, field: Field): RuleDraft {
@@ -71,11 +80,21 @@ export function parseRule(r: DocReader, field: Field): RuleDraft {
   const name = readName(r, at("name"));
   const replaces = readReplaces(r, at("replaces"), name?.name);
   const unlimited = at("unlimited") ? readBool(r, at("unlimited")!) : false;
-  const settings = unlimited
-    ? unlimitedSettings(r, fields)
-    : limitedSettings(r, fields, field.value as Node, field.path);
-  const ok = settings !== undefined && r.problems.length === before;
-  return { ...(name ? { name } : {}), replaces, ...(ok ? { settings } : {}) };
+  const algorithm = unlimited
+    ? undefined
+    : (readOptChoice(r, at("algorithm"), "an algorithm", ALGORITHMS) ?? "fixed_window");
+  const limits =
+    algorithm === undefined
+      ? unlimitedSettings(r, fields)
+      : limitedSettings(r, fields, algorithm, field.value as Node, field.path);
+  const sharing = readSharing(r, fields, algorithm ?? "unlimited");
+  const ok = limits !== undefined && r.problems.length === before;
+  return {
+    ...(name ? { name } : {}),
+    replaces,
+    ...(ok ? { settings: { ...limits, ...sharing.settings } } : {}),
+    sharing: sharing.refs,
+  };
 }
 
 function readName(r: DocReader, f: Field | undefined): NameRef | undefined {
@@ -108,7 +127,7 @@ function readReplaces(r: DocReader, f: Field | undefined, ownName: string | unde
 
 type Fields = Map<string, Field>;
 
-function unlimitedSettings(r: DocReader, fields: Fields): RuleSettings | undefined {
+function unlimitedSettings(r: DocReader, fields: Fields): LimitSettings {
   // Envoy rejects a unit on an unlimited rule; the extensions that shape a limit are just as moot.
   for (const k of ["unit", "window", "algorithm", "burst", "lease_timeout"]) {
     const f = fields.get(k);
@@ -125,17 +144,16 @@ function unlimitedSettings(r: DocReader, fields: Fields): RuleSettings | undefin
     leaseTimeoutMs: DEFAULT_LEASE_MS,
     localAllowance: readOptInt(r, fields.get("local_allowance"), 0) ?? 1,
     failMode: readOptChoice(r, fields.get("fail_mode"), "a fail mode", FAIL_MODES) ?? "open",
-    soft: false,
   };
 }
 
 function limitedSettings(
   r: DocReader,
   fields: Fields,
+  algorithm: Algorithm,
   mapNode: Node,
   path: string,
-): RuleSettings | undefined {
-  const algorithm = readOptChoice(r, fields.get("algorithm"), "an algorithm", ALGORITHMS) ?? "fixed_window";
+): LimitSettings | undefined {
   const unitField = fields.get("unit");
   const unit = unitField ? readChoice(r, unitField, "a unit", UNITS, true) : undefined;
   const windowField = fields.get("window");
@@ -194,7 +212,6 @@ function limitedSettings(
     // `requests_per_unit: 0` rule (Envoy's way to block a value) must stay fully blocked.
     localAllowance: localAllowance ?? Math.min(1, limit),
     failMode: failMode ?? "open",
-    soft: false,
   };
 }
 

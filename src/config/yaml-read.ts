@@ -26,6 +26,17 @@ export interface Field {
   readonly path: string;
 }
 
+/** Where a field was written, for problems found later (across the tree or across files). */
+export interface FieldRef {
+  readonly path: string;
+  readonly line: number | undefined;
+}
+
+/** A name (a rule's, a key) and where it was written. */
+export interface NameRef extends FieldRef {
+  readonly name: string;
+}
+
 /** Where a misplaced field belongs, so the error says where to move it instead of just "unknown". */
 export type PlacementHints = Readonly<Record<string, string>>;
 
@@ -50,6 +61,12 @@ export class DocReader {
   /** `node` may be missing (a required field); `fallback` is the nearest parent that exists. */
   report(path: string, message: string, node: Node | null | undefined, fallback?: Node | null): void {
     const line = this.lineOf(node) ?? this.lineOf(fallback);
+    this.problems.push({ file: this.file, path, message, ...(line !== undefined ? { line } : {}) });
+  }
+
+  /** A problem at a position recorded earlier, found once more of the document was read. */
+  reportAt(ref: FieldRef, message: string): void {
+    const { path, line } = ref;
     this.problems.push({ file: this.file, path, message, ...(line !== undefined ? { line } : {}) });
   }
 

@@ -95,8 +95,8 @@ describe("extension fields and defaults", () => {
 describe("examples/config.yaml", () => {
   const config = loadConfig("examples/config.yaml");
 
-  it("loads both domains", () => {
-    expect(config.domains).toEqual(["api", "messaging"]);
+  it("loads every domain", () => {
+    expect(config.domains).toEqual(["api", "messaging", "inference"]);
     expect(config.files).toEqual(["examples/config.yaml"]);
   });
 
@@ -130,6 +130,19 @@ describe("examples/config.yaml", () => {
     expect(rule("api", ["remote_address", "203.0.113.7"]).shadowMode).toBe(true);
     expect(rule("api", ["remote_address", "10.0.0.10"]).unlimited).toBe(true);
     expect(rule("messaging", ["to_number", "1"]).limit).toBe(100);
+  });
+
+  it("shares a customer's tokens fairly among its teams in the inference domain", () => {
+    const team = config.resolve("inference", d(["group", "acme"], ["tenant", "research"]));
+    expect(team?.rule).toMatchObject({ limit: 800_000, costUnit: "tokens", soft: true });
+    expect(team?.shardKey).toBe("inference/group=acme");
+    expect(team?.parent).toMatchObject({
+      counterKey: "inference/group=acme",
+      subject: { id: "research", weight: 3 },
+      rule: { name: "group_tokens", limit: 2_000_000, reserve: { critical: 0.2 } },
+    });
+    const other = config.resolve("inference", d(["group", "acme"], ["tenant", "ops"]));
+    expect(other?.parent?.subject).toEqual({ id: "ops", weight: 1 });
   });
 });
 
@@ -173,9 +186,10 @@ describe("checkConfig", () => {
     expect(result.ok).toBe(true);
     if (!result.ok) return;
     expect(result.summary).toBe(formatSummary(result.config));
-    expect(result.summary.split("\n")[0]).toBe("2 domains, 13 rules from 1 file");
+    expect(result.summary.split("\n")[0]).toBe("3 domains, 15 rules from 1 file");
     expect(result.summary).toContain("  api: 11 rules");
     expect(result.summary).toContain("  messaging: 2 rules");
+    expect(result.summary).toContain("  inference: 2 rules");
     expect(result.summary).toContain("api/tenant#tenant_rps  token_bucket 100 requests per 1s (burst 200)");
   });
 

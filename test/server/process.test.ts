@@ -31,7 +31,7 @@ async function serving(p: CliProcess): Promise<{ grpcPort: number; httpPort: num
     level: 30,
     svc: "shardlimit",
     mode: "standalone",
-    domains: ["api", "messaging"],
+    domains: ["api", "messaging", "inference"],
   });
   const grpcPort = log.grpcPort as number;
   const httpPort = log.httpPort as number;
@@ -239,7 +239,7 @@ describe("shardlimit check-config", () => {
   it("exits 0 on the example config and summarises it", () => {
     const r = runCli(["check-config", EXAMPLE]);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^2 domains, 13 rules from 1 file/);
+    expect(r.stdout).toMatch(/^3 domains, 15 rules from 1 file/);
     expect(r.stderr).toBe("");
   });
 
