@@ -1,5 +1,5 @@
-import { decodeKey, encodeKey } from "../config/key.js";
-import type { DescriptorEntry, LimitConfig } from "../config/types.js";
+import { decodeKey, encodeKey, escapePart } from "../config/key.js";
+import type { DescriptorEntry, LimitConfig, Resolved } from "../config/types.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { ClientKey } from "./client-key.js";
@@ -82,14 +82,15 @@ export class KeyTable {
     if (typeof d === "string") throw new InvalidArgumentError(`${d}: ${JSON.stringify(name.slice(0, 100))}`);
     const r = config.resolve(d.domain, d.entries);
     if (r === undefined || r.rule.unlimited) return new Unlimited();
-    let k = this.counters.get(r.counterKey);
+    const key = reportKey(r);
+    let k = this.counters.get(key);
     if (k !== undefined && k.rule !== r.rule && sameLimit(k.rule, r.rule)) {
       k.adoptRule(r.rule); // a reload that left this limit as it was: keep the policy in force
     } else if (k === undefined || k.rule !== r.rule) {
-      const fresh = new ClientKey(r.counterKey, r.rule, keyPoint(r.shardKey));
+      const fresh = new ClientKey(key, r.rule, keyPoint(r.shardKey));
       k?.replaceWith(fresh);
       k = fresh;
-      this.counters.set(r.counterKey, k);
+      this.counters.set(key, k);
       if (!k.dirty) this.added(k);
     }
     return k;
@@ -161,6 +162,17 @@ export class KeyTable {
       }
     }
   }
+}
+
+/**
+ * The key a counter is reported under: its counter key, but for a tenant charged only to its
+ * group's fair-share limit (no limit of its own) the group's key with the tenant's entry, so the
+ * owner, resolving it again, knows whom to attribute the units to (each tenant its own entry).
+ */
+export function reportKey(r: Resolved): string {
+  const by = r.rule.fairShare?.by;
+  if (r.subject === undefined || r.parent !== undefined || by === undefined) return r.counterKey;
+  return `${r.counterKey}/${escapePart(by)}=${escapePart(r.subject.id)}`;
 }
 
 function descriptorKey(d: Descriptor): string {

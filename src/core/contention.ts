@@ -31,8 +31,12 @@ const RANKS = PRIORITIES.length + 1;
 const DEMAND_TAU_MS = 500;
 /** How long a computed division is reused. */
 const PLAN_TTL_MS = 10;
-/** A paced subject may run this far ahead of its share. */
+/** A paced subject may run this far ahead of its share (or a twentieth of a longer window). */
 const PACE_BURST_MS = 100;
+
+function paceBurst(alloc: number, l: Limit): number {
+  return Math.max(alloc * Math.max(PACE_BURST_MS, l.windowMs / 20), 1);
+}
 /**
  * How far ahead a token bucket keeps units for the subjects ahead of a paced one: refill
  * replenishes the rest. A window keeps them for what is left of the window.
@@ -82,6 +86,8 @@ export class Contention {
   /** Per rank (index rank + 1): demand of the ranks above it, and of its subjects within share. */
   private readonly above = new Float64Array(RANKS);
   private readonly free = new Float64Array(RANKS);
+  /** Whether more than one tenant (or class-only sender) asks: else nobody needs pacing. */
+  private shared = false;
   /** Per rank: the fraction of the limit kept for the classes above it. */
   private readonly reserved = new Float64Array(RANKS);
   private readonly scratch = { demands: [] as number[], weights: [] as number[], order: [] as number[] };
@@ -120,12 +126,23 @@ export class Contention {
     const i = s.rank + 1;
     const horizon = horizonMs(c, l, now);
     const base = l.algorithm === "token_bucket" ? l.burst : l.limit;
-    let ahead = horizon * this.above[i]!;
+    let above = this.above[i]!;
+    if (s.rank === BORROW_RANK) {
+      // A borrowing tenant does not keep room for its own requests in the classes above: once its
+      // own limit is spent, those borrow too.
+      for (let r = 0; r < RANKS - 1; r++) above -= this.subjects.get(`${r}:${s.id}`)?.demand(now) ?? 0;
+    }
+    let ahead = horizon * Math.max(0, above);
     if (s.alloc !== Number.POSITIVE_INFINITY) {
-      // Bottlenecked: behind the subjects of its class that ask less than their share, and paced.
+      // Bottlenecked: behind the subjects of its class that ask less than their share, and paced
+      // at its share (others then get theirs evenly through the window, and several bottlenecked
+      // ones split by weight). Alone on the counter with nothing reserved it is not held back:
+      // nobody would get what it leaves.
       ahead += horizon * this.free[i]!;
-      this.refill(s, now);
-      if (s.tokens < cost) return false;
+      if (this.shared || this.reserved[i]! > 0) {
+        this.refill(s, l, now);
+        if (s.tokens < cost) return false;
+      }
     }
     return available >= cost + base * this.reserved[i]! + headroom(ahead);
   }
@@ -135,8 +152,8 @@ export class Contention {
     if (s.alloc !== Number.POSITIVE_INFINITY) s.tokens -= cost;
   }
 
-  private refill(s: Subject, now: number): void {
-    const cap = Math.max(s.alloc * PACE_BURST_MS, 1);
+  private refill(s: Subject, l: Limit, now: number): void {
+    const cap = paceBurst(s.alloc, l);
     s.tokens = Math.min(cap, s.tokens + (now - s.paceAt) * s.alloc);
     s.paceAt = now;
   }
@@ -146,7 +163,14 @@ export class Contention {
     if (now - this.planAt < PLAN_TTL_MS && now >= this.planAt) return;
     this.planAt = now;
     const byRank: Subject[][] = Array.from({ length: RANKS }, () => []);
+    // Shared: two senders or more, a tenant's borrowing not counting as another sender.
+    let someone: string | undefined;
+    let classes = 0;
+    this.shared = false;
     for (const [key, s] of this.subjects) {
+      someone ??= s.id;
+      if (s.id !== someone) this.shared = true;
+      if (s.rank !== BORROW_RANK && ++classes > 1) this.shared = true;
       if (now - s.at > IDLE_MS) this.subjects.delete(key);
       else byRank[s.rank + 1]!.push(s);
     }
@@ -178,9 +202,9 @@ export class Contention {
         const share = weights[k]! * level;
         if (demands[k]! > share) {
           if (s.alloc === Number.POSITIVE_INFINITY) {
-            s.tokens = Math.max(share * PACE_BURST_MS, 1); // starts with a pace burst's worth
+            s.tokens = paceBurst(share, l); // starts with a pace burst's worth
             s.paceAt = now;
-          } else this.refill(s, now);
+          } else this.refill(s, l, now);
           s.alloc = share;
         } else {
           s.alloc = Number.POSITIVE_INFINITY;

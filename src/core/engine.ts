@@ -172,7 +172,7 @@ export class Engine {
         subjects[i] = s;
         fit = c.contention.admits(s, cost, available, c, l, now);
       } else {
-        fit = mode === "envoy" && l.algorithm === "fixed_window" ? true : available >= cost;
+        fit = envoyCounts(mode, item) ? true : available >= cost;
       }
       if (!fit && l.soft && item.tie !== undefined && !l.shadowMode) {
         // Over its own limit: may borrow from its fair-share parent, the next item of the tie,
@@ -200,7 +200,7 @@ export class Engine {
       }
       const alg = RATE_ALGORITHMS[l.algorithm as keyof typeof RATE_ALGORITHMS];
       const s = subjects[i];
-      if (mode === "envoy" && l.algorithm === "fixed_window" && s === undefined) {
+      if (s === undefined && envoyCounts(mode, items[i]!)) {
         // envoyproxy/ratelimit increments first and compares after, admitted or not.
         alg.consume(c, l, cost, now);
         const over = c.x > l.limit;
@@ -576,4 +576,13 @@ function contended(item: CheckItem, l: Limit): boolean {
     l.fairShare !== undefined ||
     l.reserve !== undefined
   );
+}
+
+/**
+ * Whether an item is counted as envoyproxy/ratelimit counts fixed windows (every hit, admitted or
+ * not). Items decided together with another (a tenant and its fair-share group) are strict: a hit
+ * the group refuses must not use up the tenant's window, nor the other way round.
+ */
+function envoyCounts(mode: CheckMode, item: CheckItem): boolean {
+  return mode === "envoy" && item.limit.algorithm === "fixed_window" && item.tie === undefined;
 }

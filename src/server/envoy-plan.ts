@@ -1,7 +1,17 @@
 import { encodeKey } from "../config/key.js";
+import { splitPriority } from "../config/priority.js";
 import { applyReplaces } from "../config/replaces.js";
-import { type LimitRule, type Resolved, UNIT_PROTO, UNIT_SECONDS, type Unit } from "../config/types.js";
+import {
+  DEFAULT_PRIORITY,
+  type DescriptorEntry,
+  type LimitRule,
+  type Resolved,
+  UNIT_PROTO,
+  UNIT_SECONDS,
+  type Unit,
+} from "../config/types.js";
 import { InvalidArgumentError } from "../core/errors.js";
+import { PRIORITY_RANK } from "../core/priority.js";
 import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import {
   EnvoyCode,
@@ -67,7 +77,7 @@ export interface EnvoyPlan {
 
 export interface PlanContext {
   limits: InputLimits;
-  resolve: (domain: string, entries: EnvoyDescriptor["entries"]) => Resolved | undefined;
+  resolve: (domain: string, entries: readonly DescriptorEntry[]) => Resolved | undefined;
   /** Whether the config defines `domain`: a limit override in an unknown domain is ignored. */
   knownDomain: (domain: string) => boolean;
 }
@@ -88,6 +98,7 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
   }
   const requestHits = req.hitsAddend === 0 ? 1 : req.hitsAddend;
   const resolved: (Resolved | undefined)[] = new Array(req.descriptors.length);
+  let ranks: (number | undefined)[] | undefined;
   const hits: number[] = new Array(req.descriptors.length);
   for (let i = 0; i < req.descriptors.length; i++) {
     const d = req.descriptors[i]!;
@@ -105,10 +116,18 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
     const bad = amountProblem(`descriptor ${i} hits_addend`, h, limits);
     if (bad !== undefined) throw new InvalidArgumentError(bad);
     hits[i] = h;
-    const configured = d.entries.length > 0 ? ctx.resolve(req.domain, d.entries) : undefined;
+    // A `priority` entry names the request's class; it selects no rule and keys no counter.
+    const split = splitPriority(d.entries);
+    if (typeof split === "string") throw new InvalidArgumentError(`descriptor ${i}: ${split}`);
+    const entries = split.entries;
+    if (split.priority !== DEFAULT_PRIORITY) {
+      ranks ??= new Array(req.descriptors.length);
+      ranks[i] = PRIORITY_RANK[split.priority];
+    }
+    const configured = entries.length > 0 ? ctx.resolve(req.domain, entries) : undefined;
     const override = d.limit && ctx.knownDomain(req.domain) ? overrideRule(req.domain, d) : undefined;
     if (override) {
-      const counterKey = `${encodeKey(req.domain, d.entries)}#${override.id}`;
+      const counterKey = `${encodeKey(req.domain, entries)}#${override.id}`;
       resolved[i] = { rule: override, counterKey, shardKey: configured?.shardKey ?? counterKey };
     } else resolved[i] = configured;
     const key = resolved[i]?.counterKey;
@@ -132,7 +151,9 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
     const r = active[i];
     if (r !== undefined && !r.rule.unlimited) limited.push(i);
   }
-  return { domain: req.domain, active, hits, limited };
+  return ranks === undefined
+    ? { domain: req.domain, active, hits, limited }
+    : { domain: req.domain, active, hits, limited, ranks };
 }
 
 /**

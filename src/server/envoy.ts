@@ -1,4 +1,4 @@
-import { type Resolved, UNIT_PROTO } from "../config/types.js";
+import { type DescriptorEntry, type Resolved, UNIT_PROTO } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { CheckItem } from "../core/decision.js";
 import type { Engine } from "../core/engine.js";
@@ -34,7 +34,7 @@ export interface EnvoyDeps {
 export class EnvoyRateLimit {
   constructor(
     private readonly deps: EnvoyDeps,
-    private readonly resolve: (domain: string, entries: EnvoyDescriptor["entries"]) => Resolved | undefined,
+    private readonly resolve: (domain: string, entries: readonly DescriptorEntry[]) => Resolved | undefined,
     /** Whether the config defines `domain`: a limit override in an unknown domain is ignored. */
     private readonly knownDomain: (domain: string) => boolean,
   ) {}

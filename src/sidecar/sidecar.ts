@@ -1,4 +1,5 @@
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import { reportKey } from "../client/key-table.js";
 import { UNIT_PROTO } from "../config/types.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { UnavailableError } from "../core/errors.js";
@@ -47,8 +48,11 @@ export class EnvoySidecar {
     const now = this.clock.now();
     const statuses: EnvoyDescriptorStatus[] = plan.limited.map((i) => {
       const r = plan.active[i]!;
-      const ok = this.limiter.decide(r.counterKey, plan.hits[i]!);
-      const d = this.limiter.describe(r.counterKey);
+      // The key the counter is reported under: a tenant charged to its group's fair-share limit
+      // alone keeps its tenant entry, so the owner attributes the units to it.
+      const key = reportKey(r);
+      const ok = this.limiter.decide(key, plan.hits[i]!);
+      const d = this.limiter.describe(key);
       const rule = r.rule;
       // The owner's figures as of its last answer, less what this gateway admitted since; before
       // any answer, the limit less what it admitted.
