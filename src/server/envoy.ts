@@ -6,7 +6,6 @@ import { NotOwnerError } from "../core/errors.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import {
   EnvoyCode,
-  type EnvoyDescriptor,
   type EnvoyDescriptorStatus,
   type EnvoyRequest,
   type EnvoyResponse,
