@@ -12,6 +12,8 @@ export class ClientShare {
   /** Units consumed from this client's reports on this counter since the counter was made. */
   counted = 0;
   reports = 0;
+  /** The fraction of a unit left over from rounding this client's last paced grant down. */
+  carry = 0;
   /** The most units one report of this client brought lately (decays over PEAK_TAU_MS). */
   peak = 0;
   peakAt = 0;

@@ -421,12 +421,12 @@ export class Engine {
       share: (capacity) => t.gateways.fairShare(g, tenants.share(t, capacity, now), now),
       // Those a heavy gateway must leave room for: the tenants within their share and, in its
       // own tenant, the gateways within theirs.
-      free: (capacity) => {
-        const part = tenants.share(t, capacity, now);
-        const others =
-          tenants.freeDemand(capacity, now) - (tenants.within(t, capacity, now) ? t.gateways.sumDemand : 0);
-        return others + t.gateways.freeDemand(part, now);
-      },
+      free: (capacity) =>
+        tenants.freeDemand(capacity, now, t) + t.gateways.freeDemand(tenants.share(t, capacity, now), now),
+      // A tenant within its share is light whole: its gateways' estimates of a sparse flow read
+      // high, and dividing its part among them would make some look heavy. In a heavy tenant each
+      // gateway is judged against its part of the tenant's.
+      within: (capacity, share) => tenants.within(t, capacity, now) || g.demand <= share * 1.001,
     });
     c.expiresAt = Math.max(c.expiresAt, now + staleMs);
     return policy;

@@ -32,6 +32,8 @@ export const POLICY_LIFETIME_INTERVALS = 3;
 /** ALLOW only while the balance would survive this many times today's total demand. */
 const ALLOW_SAFETY = 1.5;
 const PACING_SLACK = 1.5;
+/** How long a grant to a sender within its share lasts (it is small, and renewed on use). */
+const LIGHT_LIFETIME_INTERVALS = 50;
 
 export function allowPolicy(until: number, remaining: number, resetAt: number): Policy {
   return { kind: PolicyKind.ALLOW, units: 0, fraction: 0, until, remaining, resetAt };
@@ -88,7 +90,7 @@ export function ratePolicy(
   // they wait for it first.
   const steady = refill > 0 ? refill : l.limit / l.windowMs;
   const steadyShare = division.share(steady);
-  if (s.demand <= steadyShare * 1.001) {
+  if (division.within(steady, steadyShare)) {
     // In debt (or the window spent) nobody is granted anything, light or not: a sender that reads
     // light between sparse costly requests would otherwise keep the debt from ever being paid.
     if (capacity <= 0) return rejectUntil(alg, c, l, now, until, remaining, resetAt);
@@ -102,13 +104,17 @@ export function ratePolicy(
     units = Math.max(units + 3 * Math.sqrt(units), s.peak) + 2;
     // Without refill (fixed window) nothing beyond what the window still holds can be handed out.
     if (refill === 0) units = Math.min(units, avail);
-    return { kind: PolicyKind.GRANT, units, fraction: 0, until, remaining, resetAt };
+    // A sparse sender goes quiet for longer than a policy's usual life (a key with nothing to
+    // report is not reported), and its next request would find no policy and its allowance spent.
+    // Its small grant keeps it admitted: it lasts for LIGHT_LIFETIME_INTERVALS.
+    const lasts = Math.min(now + LIGHT_LIFETIME_INTERVALS * intervalMs, refill === 0 ? resetAt : Infinity);
+    return { kind: PolicyKind.GRANT, units, fraction: 0, until: Math.max(until, lasts), remaining, resetAt };
   }
   // Over its share: what is left once the gateways within theirs have what they are expected to
   // ask for, over what remains of a window (its units do not come back) or the bucket's horizon.
   const ahead = division.free(steady);
   const span = refill === 0 ? Math.max(0, resetAt - now) : horizon;
-  const kept = refill === 0 ? ahead * span : headroom(ahead * span);
+  const kept = headroom(ahead * span);
   // A bucket's refill goes to the light senders first; a window's units for them are `kept`.
   const budget = (refill === 0 ? 0 : refill - ahead) + (avail - kept) / horizon;
   if (budget <= 0) return rejectUntil(alg, c, l, now, until, remaining, resetAt, kept);
@@ -116,12 +122,19 @@ export function ratePolicy(
   const share = (steadyShare * budget) / Math.max(steady - ahead, Number.MIN_VALUE);
   let units = share * intervalMs;
   if (refill === 0) units = Math.min(units, Math.max(0, avail - kept));
+  // A gateway admits while its grant is above zero, so a grant of 1.25 requests admits two: small
+  // grants would be overrun by up to a request each interval, and a tenant paced at a small share
+  // would get more than its weight says. Whole units, the fractions carried to the next grant,
+  // keep each gateway at its share on average.
+  units = wholeUnits(s, units);
   return {
     kind: PolicyKind.REJECT_FRACTION,
     units,
     // Paced a little generously: demand is estimated high (a rise is taken at once), and the
-    // units cap, not the fraction, is what bounds admission.
-    fraction: Math.max(0, 1 - (PACING_SLACK * share) / s.demand),
+    // units cap, not the fraction, is what bounds admission. A grant of a few requests is paced
+    // more generously still (Poisson deviations, and one more): requests let through by the
+    // fraction come in bursts, and too few in an interval would leave the grant unused.
+    fraction: Math.max(0, 1 - passes(PACING_SLACK * share * intervalMs) / (s.demand * intervalMs)),
     until,
     remaining,
     resetAt,
@@ -134,6 +147,8 @@ export interface Division {
   share(capacity: number): number;
   /** What the gateways within their share of `capacity` ask for together (units per ms). */
   free(capacity: number): number;
+  /** Whether this gateway asks no more than `share`, its part of `capacity`. */
+  within(capacity: number, share: number): boolean;
 }
 
 /** Max-min among the gateways of one table. */
@@ -145,6 +160,7 @@ export function byGateway(table: ClientTable, s: ClientShare, now: number): Divi
     free: (capacity) =>
       table.freeDemand(capacity, now) *
       Math.min(1, table.offeredRate(now) / Math.max(table.sumDemand, Number.MIN_VALUE)),
+    within: (_capacity, share) => s.demand <= share * 1.001,
   };
 }
 
@@ -154,6 +170,19 @@ export function byGateway(table: ClientTable, s: ClientShare, now: number): Divi
  */
 export function headroom(expected: number): number {
   return expected > 0 ? expected + 3 * Math.sqrt(expected) : 0;
+}
+
+/** How many requests the fraction should let through in an interval to use `units` of a grant. */
+function passes(units: number): number {
+  return units + 3 * Math.sqrt(units) + 1;
+}
+
+/** `units` rounded down, the remainder carried in `s` and added to its next grant. */
+function wholeUnits(s: ClientShare, units: number): number {
+  const total = units + s.carry;
+  const whole = Math.floor(total);
+  s.carry = Math.min(1, total - whole);
+  return whole;
 }
 
 /** Nothing to hand out: reject until the counter has `beyond` units and one more. */

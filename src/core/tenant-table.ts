@@ -58,21 +58,23 @@ export class TenantTable {
    */
   share(t: TenantShare, capacity: number, now: number): number {
     this.refresh(capacity, now);
-    const own = t.gateways.sumDemand;
-    if (this.demand <= capacity) return own + ((capacity - this.demand) * t.weight) / this.weight;
-    return Math.min(own, t.weight * this.level);
+    const own = demandOf(t, now);
+    return this.demand <= capacity
+      ? own + ((capacity - this.demand) * t.weight) / this.weight
+      : Math.min(own, t.weight * this.level);
   }
 
-  /** What the tenants within their share of `capacity` send together (units per ms, measured). */
-  freeDemand(capacity: number, now: number): number {
+  /** What the tenants within their share of `capacity` ask for together (units per ms, measured). */
+  freeDemand(capacity: number, now: number, except?: TenantShare): number {
     this.refresh(capacity, now);
-    return this.free;
+    const own = except !== undefined && this.within(except, capacity, now) ? demandOf(except, now) : 0;
+    return Math.max(0, this.free - own);
   }
 
   /** Whether tenant `t` asks for no more than its share of `capacity`. */
   within(t: TenantShare, capacity: number, now: number): boolean {
     this.refresh(capacity, now);
-    return t.gateways.sumDemand <= t.weight * this.level;
+    return demandOf(t, now) <= t.weight * this.level;
   }
 
   /**
@@ -88,21 +90,15 @@ export class TenantTable {
     let demand = 0;
     let weight = 0;
     for (const x of this.tenants.values()) {
-      demands.push(x.gateways.sumDemand);
+      const d = demandOf(x, now);
+      demands.push(d);
       weights.push(x.weight);
-      demand += x.gateways.sumDemand;
+      demand += d;
       weight += x.weight;
     }
     const level = weightedWaterLevel(demands, weights, capacity, order);
-    // What the tenants within their share really send: the per-gateway demand estimates rise at
-    // once and fall slowly, so a sparse sender reads about twice its rate; the rate measured at
-    // the counter does not, and a heavy tenant's reserve for them is made of it.
     let free = 0;
-    let i = 0;
-    for (const x of this.tenants.values()) {
-      if (demands[i]! <= weights[i]! * level) free += Math.min(demands[i]!, x.gateways.offeredRate(now));
-      i++;
-    }
+    for (let i = 0; i < demands.length; i++) if (demands[i]! <= weights[i]! * level) free += demands[i]!;
     this.demand = demand;
     this.weight = weight;
     this.level = level;
@@ -123,4 +119,14 @@ export class TenantTable {
       }
     }
   }
+}
+
+/**
+ * A tenant's demand (units per ms): the smaller of its gateways' own estimates and the rate
+ * measured at the counter. A gateway's estimate rises at once and falls slowly, and a sparse
+ * sender that reports early over short spans reads several times its rate; twenty gateways each
+ * carrying a little of a light tenant would make it look heavy. The measured rate is not fooled.
+ */
+function demandOf(t: TenantShare, now: number): number {
+  return Math.min(t.gateways.sumDemand, t.gateways.offeredRate(now));
 }

@@ -1,4 +1,6 @@
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
+import { tenancyScenarios } from "./tenancy.js";
+import { tokenBucket } from "./yaml.js";
 
 /** One scenario's outcome, as `shardlimit bench accuracy --json` writes it. */
 export interface ScenarioResult {
@@ -37,17 +39,6 @@ interface Scenario {
   min: number;
   max: number;
   extra?: (run: SimulationRun) => { pass: boolean; detail: Record<string, number | number[] | string> };
-}
-
-function tokenBucket(limit: number, extra = ""): string {
-  return `domain: sim
-descriptors:
-  - key: k
-    rate_limit:
-      algorithm: token_bucket
-      unit: second
-      requests_per_unit: ${limit}
-${extra}`;
 }
 
 function sum(xs: readonly number[], from: number, to: number): number {
@@ -275,10 +266,9 @@ export interface AccuracyOptions {
 }
 
 export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
-  const list = scenarios(opts.quick, opts.seed ?? 1).filter(
-    (s) => opts.only === undefined || s.name.startsWith(opts.only),
-  );
-  return list.map((s) =>
+  const picked = (name: string) => opts.only === undefined || name.startsWith(opts.only);
+  const list = scenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  const single = list.map((s) =>
     runScenario({
       ...s,
       spec: {
@@ -288,4 +278,7 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
       },
     }),
   );
+  // Tenants and classes (H, I): several flows each; the network options do not apply to them.
+  const tenancy = tenancyScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  return [...single, ...tenancy.map((s) => s.run())];
 }

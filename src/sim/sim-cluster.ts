@@ -6,6 +6,7 @@ import type { Assignment, Member } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { initialAssignment, place } from "../keyspace/placement.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
+import { EnvoyRateLimit } from "../server/envoy.js";
 import { Limiter } from "../server/limiter.js";
 import { noopMetrics } from "../server/metrics.js";
 
@@ -13,6 +14,8 @@ import { noopMetrics } from "../server/metrics.js";
 export interface SimServer {
   readonly member: Member;
   limiter: Limiter;
+  /** ShouldRateLimit on the same engine (synchronous callers). */
+  envoy: EnvoyRateLimit;
   ownership: ClusterOwnership;
   up: boolean;
 }
@@ -40,15 +43,16 @@ export class SimCluster {
   private boot(member: Member): SimServer {
     const ownership = new ClusterOwnership({ selfId: member.id, clock: this.clock, handoffTimeoutMs: 3000 });
     ownership.update(this.assignment);
-    const limiter = new Limiter({
-      engine: new Engine(),
-      clock: this.clock,
-      config: this.config,
-      ownership,
-      limits: DEFAULT_INPUT_LIMITS,
-      metrics: noopMetrics,
-    });
-    return { member, limiter, ownership, up: true };
+    const engine = new Engine();
+    const deps = { engine, clock: this.clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
+    const limiter = new Limiter({ ...deps, config: this.config });
+    const config = this.config;
+    const envoy = new EnvoyRateLimit(
+      deps,
+      (domain, entries) => config.resolve(domain, entries),
+      (domain) => config.domains.includes(domain),
+    );
+    return { member, limiter, envoy, ownership, up: true };
   }
 
   byAddress(address: string): SimServer | undefined {
