@@ -33,6 +33,11 @@ export class Counter {
   expiresAt = 0;
   /** Batched mode: the gateways reporting this key, with their demand. */
   clients: ClientTable | undefined = undefined;
+  /**
+   * Changed since its state was last taken for a standby copy (`Engine.takeChanged`): a flag here
+   * and the key in the engine's list, cheaper on the hot path than a Set of keys.
+   */
+  changed = false;
   /** Set when the engine dropped or replaced this counter, so a caller's cached reference is refreshed. */
   removed = false;
   /** Concurrency: held leases by id. */

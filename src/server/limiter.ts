@@ -195,7 +195,7 @@ export class Limiter {
           c = this.engine.counterFor(r.counterKey, r.rule, now, r.shardKey);
           hit!.counter = c;
         }
-        p = this.engine.reportOn(c, r.rule, req.clientId, e, apply, interval, now, span);
+        p = this.engine.reportOn(c, r.counterKey, r.rule, req.clientId, e, apply, interval, now, span);
       } catch (err) {
         if (!(err instanceof CapacityError)) throw err;
         policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
