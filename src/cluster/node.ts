@@ -1,6 +1,8 @@
 import type { Etcd3 } from "etcd3";
 import { type Clock, every, sleep, systemClock, type Timer } from "../core/clock.js";
-import type { Assignment, Member, Move } from "../keyspace/assignment.js";
+import type { CounterSource } from "../core/engine.js";
+import { type Assignment, type Member, type Move, rangesOf } from "../keyspace/assignment.js";
+import { buddyOf } from "../keyspace/buddy.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { ErrorCode, itemError } from "../protocol/item-errors.js";
@@ -223,6 +225,30 @@ export class ClusterNode {
     this.viewClients.retain(addresses);
     void this.handoff.send(change);
     this.reclaimOrphans(a.generation, change.orphaned, [held, a.previous]);
+    if (held === undefined) this.restoreOwn(a);
+  }
+
+  /**
+   * The first assignment this process installs names it as owner of ranges: a process of the same
+   * id held them before (it crashed and this one started before its lease expired, so nothing
+   * moved). Their counters died with it: they start from the standby copies it left with its
+   * buddy, as a dead member's ranges do, and wait for them (not ready). A member new to the
+   * cluster has no copies: the call finds none.
+   */
+  private restoreOwn(a: Assignment): void {
+    const self = a.members.find((m) => m.id === this.opts.id);
+    if (self === undefined || buddyOf(a.members, self.id) === undefined) return;
+    const ranges = rangesOf(a, self.id);
+    if (ranges.length === 0) return;
+    this.ownership.awaitOwn(ranges, a.generation, self.address);
+    void this.takeOver(
+      self,
+      a.members,
+      a.generation,
+      ranges,
+      "restarted: its counters died with its previous process",
+      "standby-until-handoff",
+    );
   }
 
   /**
@@ -270,9 +296,9 @@ export class ClusterNode {
   }
 
   /**
-   * A departed owner that does not hand its ranges over: they start from the standby copies its
-   * buddy (in `members`, the last assignment it was in) holds, merged as a handoff's counters
-   * are, and are served. Without copies (no buddy, or the buddy does not answer either: two
+   * A departed owner that does not hand its ranges over (or this server's own previous process):
+   * they start from the standby copies its buddy (in `members`, the last assignment it was in)
+   * holds, merged as a handoff's counters are, and are served. Without copies (no buddy, or the buddy does not answer either: two
    * faults) they are served as they are, rebuilt from gateways' re-sent totals.
    */
   private async takeOver(
@@ -281,6 +307,8 @@ export class ClusterNode {
     generation: number,
     ranges: PointRange[],
     why: string,
+    /** `standby-until-handoff` when a live member may still hand some of these ranges over. */
+    source: CounterSource = "standby",
   ): Promise<void> {
     const { log, clock, hooks } = this.deps;
     try {
@@ -290,16 +318,16 @@ export class ClusterNode {
         const p = keyPoint(c.shard || c.key);
         return ranges.some((r) => p >= r.start && p < r.end);
       });
-      const restored = mine.length > 0 ? this.store.putCounters(mine, clock.now(), "standby") : 0;
+      const restored = mine.length > 0 ? this.store.putCounters(mine, clock.now(), source) : 0;
       hooks?.onStandbyRestored?.(from.id, restored);
       log.warn(
         { from: from.id, buddy, generation, ranges: ranges.length, restored, why },
-        "previous owner left without handing over: its ranges start from the standby copies of its buddy",
+        "ranges whose counters were lost start from the standby copies of their previous owner's buddy",
       );
     } catch (err) {
       log.warn(
         { from: from.id, generation, ranges: ranges.length, why, standby: (err as Error).message },
-        "previous owner left without handing over and no standby copies came: serving its ranges without its counts (rebuilt from gateways)",
+        "ranges whose counters were lost got no standby copies: serving them without their counts (rebuilt from gateways)",
       );
     }
     this.ownership.handoffDone(from.id, generation);

@@ -40,8 +40,8 @@ export interface EngineOptions {
   trackChanges?: boolean;
 }
 
-/** Where a counter restored from a standby copy came from (see `putCounters`). */
-export type CounterSource = "handoff" | "standby";
+/** Where counters put into the engine come from (see `putCounters`). */
+export type CounterSource = "handoff" | "standby" | "standby-until-handoff";
 
 /**
  * A counter restored from a standby copy: the units of the window (`t`) the copy already held,
@@ -74,6 +74,8 @@ export class Engine {
   private changedHead = 0;
   /** Weak: a counter dropped or replaced takes its floor with it. */
   private readonly floors = new WeakMap<Counter, StandbyFloor>();
+  /** Counters restored from `standby-until-handoff` copies: a handoff replaces them whole. */
+  private readonly provisional = new WeakSet<Counter>();
 
   constructor(opts: EngineOptions = {}) {
     this.maxCounters = opts.maxCounters ?? 5_000_000;
@@ -526,36 +528,45 @@ export class Engine {
   }
 
   /**
-   * Installs counters handed over by a previous owner (`handoff`), or restored from a dead
-   * owner's standby copies (`standby`). A key this server already counts (a handoff that came
-   * late) keeps whichever state has less left. Returns how many were installed; past
-   * `maxCounters` the rest are refused with a CapacityError.
+   * Installs counters handed over by a previous owner (`handoff`), or restored from standby
+   * copies (`standby`, `standby-until-handoff`). Returns how many were taken; past `maxCounters`
+   * the rest are refused with a CapacityError.
    *
    * A handed-over counter is whole: the window totals gateways re-send afterwards are in it. A
-   * standby copy may miss up to one replication interval, so a windowed counter restored from one
-   * stays open to those totals, which raise it past what the copy held (`absorbed`). A token
-   * bucket's tokens are no window count to compare totals with: its copy stands as it is.
+   * key this server already counts (a handoff that came late) keeps whichever state has less
+   * left, except over a provisional copy (below), which the handoff replaces.
+   *
+   * A copy is never newer than a counter already here (one a handoff brought first): that one
+   * stays. A copy may miss up to one replication interval, so a windowed counter restored from one
+   * stays open to gateways' re-sent totals, which raise it past what the copy held (`absorbed`); a
+   * token bucket's tokens are no window count to compare totals with: its copy stands as it is.
+   * `standby-until-handoff` copies are provisional: a handoff may still come for them (a restarted
+   * server's ranges that the assignment also shows as given by a live member), and when it does it
+   * replaces them whole. Its sender held the counter after the copy was made; merged by `fuller`,
+   * the copy could win on a window start shifted by its time in transit and in the store.
    */
   putCounters(snapshots: readonly CounterSnapshot[], now: number, source: CounterSource = "handoff"): number {
     let n = 0;
     for (const s of snapshots) {
-      const incoming = restoreCounter(s, now);
       const existing = this.counters.get(s.key);
       if (existing === undefined && this.counters.size >= this.maxCounters)
         throw new CapacityError(this.maxCounters);
-      const keep = existing === undefined ? incoming : fuller(existing, incoming);
+      n++;
+      if (source !== "handoff" && existing !== undefined) continue;
+      const incoming = restoreCounter(s, now);
+      const keep =
+        existing === undefined || this.provisional.has(existing) ? incoming : fuller(existing, incoming);
       if (keep !== existing) this.counters.install(s.key, keep, existing);
       if (source === "handoff") keep.complete = true;
-      else if (
-        keep === incoming &&
-        (keep.algorithm === "fixed_window" || keep.algorithm === "sliding_window")
-      ) {
-        keep.complete = false;
-        this.floors.set(keep, { units: keep.x, t: keep.t });
+      else {
+        if (keep.algorithm === "fixed_window" || keep.algorithm === "sliding_window") {
+          keep.complete = false;
+          this.floors.set(keep, { units: keep.x, t: keep.t });
+        }
+        if (source === "standby-until-handoff") this.provisional.add(keep);
       }
       // The new holder's buddy needs a copy too, changed here or not since.
       this.touch(s.key, keep);
-      n++;
     }
     return n;
   }

@@ -155,6 +155,28 @@ describe("engine: a counter restored from a standby copy", () => {
     expect(e.peek("k", fw, next).remaining).toBe(80);
   });
 
+  it("a copy never replaces a counter already here (a handoff that came first is newer)", () => {
+    const e = new Engine();
+    e.putCounters(copyOf(70, 0), T0 + 200, "handoff");
+    e.putCounters(copyOf(40, 0), T0 + 300, "standby");
+    expect(e.peek("k", fw, T0 + 300).remaining).toBe(30);
+  });
+
+  it("a provisional copy is replaced whole by a handoff, even one whose window start reads earlier", () => {
+    // The copy (60 used) was made before the live owner's counter (90 used); restored after its
+    // time in a store, its window start reads a few ms later than the handoff's.
+    const e = new Engine();
+    const stale = copyOf(60, 0).map((c) => ({ ...c, tRelMs: c.tRelMs + 5 }));
+    e.putCounters(stale, T0 + 200, "standby-until-handoff");
+    e.putCounters(copyOf(90, 0), T0 + 200, "handoff");
+    expect(e.peek("k", fw, T0 + 200).remaining).toBe(10);
+    // A copy that is not provisional is merged instead (the fuller state stays).
+    const f = new Engine();
+    f.putCounters(copyOf(60, 0), T0 + 200, "standby");
+    f.putCounters(copyOf(50, 0), T0 + 200, "handoff");
+    expect(f.peek("k", fw, T0 + 200).remaining).toBe(40);
+  });
+
   it("a token bucket's copy stands as it is (no window total to compare)", () => {
     const e = new Engine();
     e.putCounters(copyOf(8, 0, tb), T0 + 100, "standby");
