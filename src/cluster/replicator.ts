@@ -72,8 +72,8 @@ export class Replicator {
     if (this.busy || a === undefined) return;
     const buddy = buddyOf(a.members, selfId);
     if (buddy === undefined) {
-      // Nobody to keep copies (a single member): the changes are of no use to anyone.
-      counters.takeChanged(Number.POSITIVE_INFINITY, clock.now());
+      // Nobody to keep copies (a single member). Nothing is taken: snapshots would be made for
+      // nobody, and the engine's list stays bounded by its counters (flagged ones add nothing).
       this.buddyId = undefined;
       return;
     }

@@ -92,12 +92,14 @@ describe("Replicator", () => {
     expect(sent[0]!.req.counters.map((c) => c.key).sort()).toEqual(["a", "b"]);
   });
 
-  it("a single member has no buddy: nothing sent, nothing kept", async () => {
-    const { clock, engine, r, sent } = setup(["s1"]);
+  it("a single member has no buddy: nothing sent; a buddy that comes later gets every counter", async () => {
+    const { clock, engine, r, sent, setMembers } = setup(["s1"]);
     engine.check("a", fw, 1, clock.now());
     await r.round();
     expect(sent).toEqual([]);
-    expect(engine.changedPending).toBe(0);
+    setMembers("s1", "s2");
+    await r.round();
+    expect(sent.flatMap((s) => s.req.counters.map((c) => c.key))).toEqual(["a"]);
   });
 
   it("drained tells the buddy to drop the copies", async () => {
