@@ -21,6 +21,7 @@ export const INTEGRATION = [
   "test/cluster/node-partition.test.ts",
   "test/cluster/prefix-view.test.ts",
   "test/cluster/rebalance-live.test.ts",
+  "test/cluster/standby.test.ts",
   "test/loadtest/load.test.ts",
   "test/server/drain.test.ts",
   "test/server/fuzz.test.ts",

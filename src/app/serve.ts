@@ -81,10 +81,13 @@ export async function startServer(
   // In a cluster the engine indexes its counters by slice of the key space (each shard key hashed
   // once, when its counter is made), so a handoff takes a slice's counters without a full scan.
   // One value of the lease bound for the engine and for what a handoff may carry (PeerService).
+  // Changed counters are tracked only when something takes them: the copies to the buddy.
+  const replicating = opts.cluster !== undefined && (opts.cluster.replicateIntervalMs ?? 1) > 0;
   const engine = new Engine({
     maxCounters: opts.maxCounters,
     maxLeasesPerKey: limits.maxLeasesPerKey,
     pointOf: opts.cluster ? keyPoint : undefined,
+    trackChanges: replicating,
   });
   let ready = false;
   let draining = false;
@@ -140,13 +143,15 @@ export async function startServer(
   // The bound port replaces the requested one (0: any free port) once gRPC listens.
   let selfAddress = `${opts.grpcHost}:${opts.grpcPort}`;
   const node: ClusterNode | undefined = opts.cluster
-    ? new ClusterNode({ limits, ...opts.cluster }, engine, {
+    ? new ClusterNode({ limits, maxStandbyCopies: opts.maxCounters, ...opts.cluster }, engine, {
         clock,
         log,
+        changed: replicating ? engine : undefined,
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),
           rangesAwaitingHandoff: () => node!.ownership.waiting().length,
+          standbyCopies: () => node!.standbyStore.size,
         }),
       })
     : undefined;
@@ -169,6 +174,8 @@ export async function startServer(
         limits,
         receiveHandoff: (req) => node.handoff.receive(req),
         reclaim: (req) => node.reclaim(req),
+        replicate: (req) => node.replicate(req),
+        standby: (req) => node.standbyCopies(req),
       })
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());

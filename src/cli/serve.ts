@@ -3,6 +3,7 @@ import { Command, Option } from "commander";
 import { pino } from "pino";
 import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
 import { DEFAULT_HANDOFF_TIMEOUT_MS } from "../cluster/handoff.js";
+import { DEFAULT_REPLICATE_INTERVAL_MS } from "../cluster/replicator.js";
 import { ConfigError } from "../config/errors.js";
 import { InputLimitsSchema } from "../protocol/input-limits.js";
 import {
@@ -33,6 +34,7 @@ interface ServeFlags {
   leaseTtl: number;
   assigner: boolean;
   handoffTimeout: number;
+  replicateInterval: number;
   drainTimeout: number;
   allowLimitRemoval: boolean;
   loadInterval: number;
@@ -121,6 +123,15 @@ export function serveCommand(): Command {
         .env("SHARDLIMIT_HANDOFF_TIMEOUT_MS")
         .default(DEFAULT_HANDOFF_TIMEOUT_MS)
         .argParser(intOption("--handoff-timeout", 0, 600_000)),
+    )
+    .addOption(
+      new Option(
+        "--replicate-interval <ms>",
+        "how often changed counters are copied to this server's buddy, so a crash loses at most this much of sync-only keys' counts (0: never)",
+      )
+        .env("SHARDLIMIT_REPLICATE_INTERVAL")
+        .default(DEFAULT_REPLICATE_INTERVAL_MS)
+        .argParser(intOption("--replicate-interval", 0, 60_000)),
     )
     .addOption(
       new Option(
@@ -217,6 +228,7 @@ export function serveCommand(): Command {
                   leaseTtlSeconds: flags.leaseTtl,
                   assigner: flags.assigner,
                   handoffTimeoutMs: flags.handoffTimeout,
+                  replicateIntervalMs: flags.replicateInterval,
                   loadIntervalMs: flags.loadInterval,
                   rebalanceIntervalMs: flags.rebalanceInterval,
                 }

@@ -122,6 +122,19 @@ export class ClusterOwnership implements Ownership {
     return true;
   }
 
+  /**
+   * Holds `ranges` of this server's not ready, as a handoff from itself, until
+   * `handoffDone(selfId, generation)` or the handoff timeout: a restarted server's ranges wait for
+   * the standby copies its previous process left with its buddy.
+   */
+  awaitOwn(ranges: readonly { start: number; end: number }[], generation: number, address: string): void {
+    const deadline = this.opts.clock.elapsed() + this.opts.handoffTimeoutMs;
+    const from = this.opts.selfId;
+    for (const r of ranges)
+      this.pending.push({ start: r.start, end: r.end, from, fromAddress: address, generation, deadline });
+    this.notify();
+  }
+
   /** The handoff from member `from` for `generation` (or earlier) is complete. */
   handoffDone(from: string, generation: number): void {
     const before = this.pending.length;

@@ -1,6 +1,7 @@
 import { type Clock, sleep } from "../core/clock.js";
 import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
+import type { CounterSource } from "../core/engine.js";
 import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -15,7 +16,8 @@ import { PEER_MAX_MESSAGE_BYTES, type PeerRpc } from "./peers.js";
 export interface CounterStore {
   /** The counters of `ranges`, taken out a slice at a time. */
   takeRanges(ranges: readonly PointRange[], pointOf: (shard: string) => number): CounterTake;
-  putCounters(snapshots: readonly CounterSnapshot[], now: number): number;
+  /** Merges counters in; `standby` copies stay open to gateways' re-sent totals (Engine.putCounters). */
+  putCounters(snapshots: readonly CounterSnapshot[], now: number, source?: CounterSource): number;
 }
 
 /**

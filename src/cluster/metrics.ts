@@ -5,6 +5,7 @@ export interface ClusterGauges {
   generation: () => number;
   slicesOwned: () => number;
   rangesAwaitingHandoff: () => number;
+  standbyCopies: () => number;
 }
 
 /** Cluster metrics on `registry`; returns the hooks the cluster node calls. */
@@ -34,6 +35,14 @@ export function clusterMetrics(registry: client.Registry, gauges: ClusterGauges)
       this.set(gauges.rangesAwaitingHandoff());
     },
   });
+  new client.Gauge({
+    name: "shardlimit_standby_entries",
+    help: "Standby copies of counters this server keeps for the members whose buddy it is",
+    registers: r,
+    collect() {
+      this.set(gauges.standbyCopies());
+    },
+  });
   const lag = new client.Histogram({
     name: "shardlimit_assignment_propagation_seconds",
     help: "From the assigner's write of an assignment to this server serving it (wall clocks)",
@@ -52,7 +61,28 @@ export function clusterMetrics(registry: client.Registry, gauges: ClusterGauges)
     labelNames: ["result"],
     registers: r,
   });
+  const replicated = new client.Counter({
+    name: "shardlimit_replicated_counters_total",
+    help: "Counters sent to this server's buddy as standby copies, by outcome of the call (failed ones are sent again)",
+    labelNames: ["result"],
+    registers: r,
+  });
+  const takeovers = new client.Counter({
+    name: "shardlimit_standby_takeovers_total",
+    help: "Ranges of a dead member taken over from its buddy's standby copies (one per dead member and generation)",
+    registers: r,
+  });
+  const restored = new client.Counter({
+    name: "shardlimit_standby_restored_counters_total",
+    help: "Counters restored from standby copies when a dead member's ranges were taken over",
+    registers: r,
+  });
   return {
+    onReplicated: (_to, n, ok) => replicated.inc({ result: ok ? "ok" : "error" }, n),
+    onStandbyRestored: (_from, n) => {
+      takeovers.inc();
+      restored.inc(n);
+    },
     onAssignment: (_a, lagMs) => {
       if (lagMs !== undefined && lagMs >= 0) lag.observe(lagMs / 1000);
     },

@@ -1,9 +1,20 @@
 import type { Etcd3 } from "etcd3";
 import { type Clock, every, sleep, systemClock, type Timer } from "../core/clock.js";
-import type { Assignment, Move } from "../keyspace/assignment.js";
+import type { CounterSource } from "../core/engine.js";
+import { type Assignment, type Member, type Move, rangesOf } from "../keyspace/assignment.js";
+import { buddyOf } from "../keyspace/buddy.js";
+import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { ErrorCode, itemError } from "../protocol/item-errors.js";
-import type { ReclaimRequest, ReclaimResponse } from "../protocol/messages.js";
+import type {
+  PointRange,
+  ReclaimRequest,
+  ReclaimResponse,
+  ReplicateRequest,
+  ReplicateResponse,
+  StandbyRequest,
+  StandbyResponse,
+} from "../protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
@@ -16,6 +27,9 @@ import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
 import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
+import { type ChangedCounters, DEFAULT_REPLICATE_INTERVAL_MS, Replicator } from "./replicator.js";
+import { StandbyCopies } from "./standby.js";
+import { StandbyStore } from "./standby-store.js";
 
 /** How often the lease guard looks, and how long it waits for a peer's answer. */
 const GUARD_INTERVAL_MS = 250;
@@ -45,6 +59,10 @@ export interface ClusterOptions {
   loadIntervalMs?: number;
   /** How often the assigner, when this server runs it, balances load (0: never). */
   rebalanceIntervalMs?: number;
+  /** How often changed counters are copied to this server's buddy (0: never). Default 200 ms. */
+  replicateIntervalMs?: number;
+  /** Most standby copies this server keeps for the members whose buddy it is (default 5M). */
+  maxStandbyCopies?: number;
   /**
    * The server's input bounds, which peers must keep to as well: the largest message both ways
    * (handoff chunks are cut below it) and the parts and items of one Forward call. Default: the
@@ -59,6 +77,10 @@ export interface ClusterHooks {
   onHandoffSent?: (to: string, counters: number, ok: boolean) => void;
   onHandoffReceived?: (from: string, counters: number) => void;
   onForward?: (owner: string, parts: number, ok: boolean) => void;
+  /** Counters sent to the buddy as standby copies (`ok` false: the call failed, retried later). */
+  onReplicated?: (to: string, counters: number, ok: boolean) => void;
+  /** A dead member's ranges taken over from standby copies (`counters` restored). */
+  onStandbyRestored?: (from: string, counters: number) => void;
 }
 
 /**
@@ -70,6 +92,10 @@ export class ClusterNode {
   readonly ownership: ClusterOwnership;
   readonly forwarder: Forwarder;
   readonly handoff: Handoff;
+  /** The standby copies this server keeps as a buddy. */
+  readonly standbyStore: StandbyStore;
+  private readonly standby: StandbyCopies;
+  private readonly replicator: Replicator | undefined;
   private readonly client: Etcd3;
   private membership: Membership | undefined;
   private readonly view: AssignmentView;
@@ -94,7 +120,7 @@ export class ClusterNode {
 
   constructor(
     private readonly opts: ClusterOptions,
-    store: CounterStore,
+    private readonly store: CounterStore,
     private readonly deps: {
       clock: Clock;
       log: Log;
@@ -103,6 +129,8 @@ export class ClusterNode {
       peerGeneration?: (address: string) => Promise<number>;
       /** A peer's Peer service (tests inject one); default: a gRPC channel per address. */
       peer?: (address: string) => PeerRpc;
+      /** The engine's changed counters: given, they are copied to this server's buddy. */
+      changed?: ChangedCounters;
     },
   ) {
     const { clock, log } = deps;
@@ -138,6 +166,31 @@ export class ClusterNode {
       onSent: hooks.onHandoffSent,
       onReceived: hooks.onHandoffReceived,
     });
+    this.standbyStore = new StandbyStore(clock, opts.maxStandbyCopies ?? 5_000_000);
+    this.standby = new StandbyCopies({
+      selfId: opts.id,
+      ownership: this.ownership,
+      store: this.standbyStore,
+      peer,
+      log,
+      maxMessageBytes,
+      maxCounters: limits.maxHandoffCounters,
+    });
+    const replicateMs = opts.replicateIntervalMs ?? DEFAULT_REPLICATE_INTERVAL_MS;
+    this.replicator =
+      deps.changed && replicateMs > 0
+        ? new Replicator({
+            selfId: opts.id,
+            counters: deps.changed,
+            ownership: this.ownership,
+            peer,
+            clock,
+            log,
+            intervalMs: replicateMs,
+            maxMessageBytes,
+            onSent: hooks.onReplicated,
+          })
+        : undefined;
     this.view = new AssignmentView({
       client: this.client,
       prefix: opts.prefix,
@@ -151,6 +204,7 @@ export class ClusterNode {
   }
 
   private install(a: Assignment): void {
+    const held = this.ownership.current();
     const change = this.ownership.update(a);
     if (!change) return;
     const lag = a.writtenAt !== undefined ? this.deps.clock.now() - a.writtenAt : undefined;
@@ -170,17 +224,46 @@ export class ClusterNode {
     this.peers.retain(addresses);
     this.viewClients.retain(addresses);
     void this.handoff.send(change);
-    this.reclaimOrphans(a.generation, change.orphaned);
+    this.reclaimOrphans(a.generation, change.orphaned, [held, a.previous]);
+    if (held === undefined) this.restoreOwn(a);
+  }
+
+  /**
+   * The first assignment this process installs names it as owner of ranges: a process of the same
+   * id held them before (it crashed and this one started before its lease expired, so nothing
+   * moved). Their counters died with it: they start from the standby copies it left with its
+   * buddy, as a dead member's ranges do, and wait for them (not ready). A member new to the
+   * cluster has no copies: the call finds none.
+   */
+  private restoreOwn(a: Assignment): void {
+    const self = a.members.find((m) => m.id === this.opts.id);
+    if (self === undefined || buddyOf(a.members, self.id) === undefined) return;
+    const ranges = rangesOf(a, self.id);
+    if (ranges.length === 0) return;
+    this.ownership.awaitOwn(ranges, a.generation, self.address);
+    void this.takeOver(
+      self,
+      a.members,
+      a.generation,
+      ranges,
+      "restarted: its counters died with its previous process",
+      "standby-until-handoff",
+    );
   }
 
   /**
    * Ranges this server was given from a server that is no longer a member (its lease expired)
    * wait for that server's counters: one cut off from etcd is alive and holds them (design
    * invariant 9: without them the new owner starts the window empty and admits up to twice the
-   * limit to callers that cannot re-send totals, such as sync Check). A dead one does not answer,
-   * and the ranges are served at once, their counts rebuilt from gateways.
+   * limit to callers that cannot re-send totals, such as sync Check). A dead one does not answer:
+   * the ranges start from the standby copies its buddy holds (`takeOver`), then are served.
+   * `earlier` are assignments before this one, where the departed member's buddy is found.
    */
-  private reclaimOrphans(generation: number, orphaned: readonly Move[]): void {
+  private reclaimOrphans(
+    generation: number,
+    orphaned: readonly Move[],
+    earlier: readonly (Assignment | undefined)[],
+  ): void {
     const byFrom = new Map<string, Move[]>();
     for (const m of orphaned) {
       const list = byFrom.get(m.from.id);
@@ -190,13 +273,8 @@ export class ClusterNode {
     for (const moves of byFrom.values()) {
       const from = moves[0]!.from;
       const ranges = moves.map((m) => ({ start: m.start, end: m.end }));
-      const serveWithout = (why: string) => {
-        this.deps.log.warn(
-          { from: from.id, generation, ranges: ranges.length, why },
-          "previous owner left without handing over: serving its ranges without its counts (rebuilt from gateways)",
-        );
-        this.ownership.handoffDone(from.id, generation);
-      };
+      const members = earlier.find((x) => x?.members.some((m) => m.id === from.id))?.members;
+      const takeOver = (why: string) => void this.takeOver(from, members, generation, ranges, why);
       this.peers
         .get(from.address)
         .reclaim(
@@ -205,16 +283,64 @@ export class ClusterNode {
         )
         .then(
           (res) => {
-            if (res.error?.code) serveWithout(res.error.message);
+            if (res.error?.code) takeOver(res.error.message);
             else
               this.deps.log.info(
                 { from: from.id, generation },
                 "reclaiming counters from the previous owner",
               );
           },
-          (err: Error) => serveWithout(err.message),
+          (err: Error) => takeOver(err.message),
         );
     }
+  }
+
+  /**
+   * A departed owner that does not hand its ranges over (or this server's own previous process):
+   * they start from the standby copies its buddy (in `members`, the last assignment it was in)
+   * holds, merged as a handoff's counters are, and are served. Without copies (no buddy, or the buddy does not answer either: two
+   * faults) they are served as they are, rebuilt from gateways' re-sent totals.
+   */
+  private async takeOver(
+    from: Member,
+    members: readonly Member[] | undefined,
+    generation: number,
+    ranges: PointRange[],
+    why: string,
+    /** `standby-until-handoff` when a live member may still hand some of these ranges over. */
+    source: CounterSource = "standby",
+  ): Promise<void> {
+    const { log, clock, hooks } = this.deps;
+    try {
+      const { buddy, copies } = await this.standby.fetch(from, members, generation, ranges);
+      // Only what falls in the ranges taken over: a confused buddy's extra copies are not ours.
+      const mine = copies.filter((c) => {
+        const p = keyPoint(c.shard || c.key);
+        return ranges.some((r) => p >= r.start && p < r.end);
+      });
+      const restored = mine.length > 0 ? this.store.putCounters(mine, clock.now(), source) : 0;
+      hooks?.onStandbyRestored?.(from.id, restored);
+      log.warn(
+        { from: from.id, buddy, generation, ranges: ranges.length, restored, why },
+        "ranges whose counters were lost start from the standby copies of their previous owner's buddy",
+      );
+    } catch (err) {
+      log.warn(
+        { from: from.id, generation, ranges: ranges.length, why, standby: (err as Error).message },
+        "ranges whose counters were lost got no standby copies: serving them without their counts (rebuilt from gateways)",
+      );
+    }
+    this.ownership.handoffDone(from.id, generation);
+  }
+
+  /** A member's standby copies (see `StandbyCopies.replicate`). */
+  replicate(req: ReplicateRequest): ReplicateResponse {
+    return this.standby.replicate(req);
+  }
+
+  /** A dead member's standby copies, asked for by a new owner of its ranges. */
+  standbyCopies(req: StandbyRequest): StandbyResponse {
+    return this.standby.standby(req);
   }
 
   /**
@@ -296,6 +422,7 @@ export class ClusterNode {
     await this.stack?.start();
     this.publishLoadEvery(opts.loadIntervalMs ?? 2000);
     this.guardTimer = every(clock, GUARD_INTERVAL_MS, () => this.guard());
+    this.replicator?.start();
   }
 
   /**
@@ -444,11 +571,18 @@ export class ClusterNode {
       // Ref'd, as before: the drain's deadline stands even once nothing else is pending.
       sleep(clock, Math.max(0, until - clock.elapsed()), { ref: true }),
     ]);
-    return this.holdsNothing();
+    const drained = this.holdsNothing();
+    if (drained) {
+      // Its counters went with its ranges: the buddy's copies of them are of no use now.
+      this.replicator?.stop();
+      await this.replicator?.drained();
+    }
+    return drained;
   }
 
   /** Leaves: gives up leadership, revokes the registration, closes connections. */
   async stop(): Promise<void> {
+    this.replicator?.stop();
     this.loadTimer?.cancel();
     this.guardTimer?.cancel();
     await this.stack?.stop();

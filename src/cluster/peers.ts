@@ -8,6 +8,10 @@ import type {
   HandoffResponse,
   ReclaimRequest,
   ReclaimResponse,
+  ReplicateRequest,
+  ReplicateResponse,
+  StandbyRequest,
+  StandbyResponse,
 } from "../protocol/messages.js";
 import { PEER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { promisify, type Unary } from "../protocol/rpc.js";
@@ -16,6 +20,8 @@ export interface PeerRpc {
   forward: Unary<ForwardRequest, ForwardResponse>;
   handoff: Unary<HandoffRequest, HandoffResponse>;
   reclaim: Unary<ReclaimRequest, ReclaimResponse>;
+  replicate: Unary<ReplicateRequest, ReplicateResponse>;
+  standby: Unary<StandbyRequest, StandbyResponse>;
   close(): void;
 }
 
@@ -44,6 +50,8 @@ export function connectPeer(
     forward: promisify(c, "Forward", clock),
     handoff: promisify(c, "Handoff", clock),
     reclaim: promisify(c, "Reclaim", clock),
+    replicate: promisify(c, "Replicate", clock),
+    standby: promisify(c, "Standby", clock),
     close: () => c.close(),
   };
 }

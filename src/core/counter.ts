@@ -37,6 +37,11 @@ export class Counter {
   clients: ClientTable | undefined = undefined;
   /** Batched mode under `fair_share`: the same gateways by tenant, which divide the supply. */
   tenants: TenantTable | undefined = undefined;
+  /**
+   * Changed since its state was last taken for a standby copy (`Engine.takeChanged`): a flag here
+   * and the key in the engine's list, cheaper on the hot path than a Set of keys.
+   */
+  changed = false;
   /** Set when the engine dropped or replaced this counter, so a caller's cached reference is refreshed. */
   removed = false;
   /**

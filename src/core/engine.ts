@@ -1,5 +1,5 @@
 import { RATE_ALGORITHMS } from "./algorithms/index.js";
-import type { RateAlgorithm } from "./algorithms/types.js";
+import { type RateAlgorithm, realignedStart } from "./algorithms/types.js";
 import { type ClientShare, ClientTable, clientStaleMs } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
 import { BORROW_RANK, Contention, type Subject } from "./contention.js";
@@ -36,6 +36,23 @@ export interface EngineOptions {
    * `takeRanges` visits only the counters of the ranges it takes. Without it, `takeRanges` scans.
    */
   pointOf?: (shard: string) => number;
+  /**
+   * Keep the keys of counters changed since last taken (`takeChanged`), for standby copies. Off,
+   * nothing is kept (no taker would ever empty the list).
+   */
+  trackChanges?: boolean;
+}
+
+/** Where counters put into the engine come from (see `putCounters`). */
+export type CounterSource = "handoff" | "standby" | "standby-until-handoff";
+
+/**
+ * A counter restored from a standby copy: the units of the window (`t`) the copy already held,
+ * which re-sent window totals of gateways absorb before they add (see `reportOn`).
+ */
+interface StandbyFloor {
+  units: number;
+  t: number;
 }
 
 /**
@@ -55,12 +72,97 @@ export class Engine {
   private readonly borrowing = new Set<number>();
   /** Soft items admitted on their parent's idle capacity: charged there, not on their own. */
   private readonly borrowed = new Set<number>();
+  private readonly tracking: boolean;
+  /**
+   * Keys whose counter was flagged `changed`, oldest first from `changedHead`. A key whose counter
+   * was dropped, replaced or already taken stays until it is reached (or compacted away) and is
+   * skipped then: its counter is gone or no longer flagged.
+   */
+  private changedKeys: string[] = [];
+  private changedHead = 0;
+  /** Weak: a counter dropped or replaced takes its floor with it. */
+  private readonly floors = new WeakMap<Counter, StandbyFloor>();
+  /** Counters restored from `standby-until-handoff` copies: a handoff replaces them whole. */
+  private readonly provisional = new WeakSet<Counter>();
 
   constructor(opts: EngineOptions = {}) {
     this.maxCounters = opts.maxCounters ?? 5_000_000;
     this.clientTtlMs = opts.clientTtlMs ?? 600_000;
     this.maxLeasesPerKey = opts.maxLeasesPerKey ?? 100_000;
     this.counters = new CounterTable(opts.pointOf);
+    this.tracking = opts.trackChanges ?? false;
+  }
+
+  /** Records that `key`'s counter changed: one flag test on the hot path once it is flagged. */
+  private touch(key: string, c: Counter): void {
+    if (c.changed || !this.tracking) return;
+    c.changed = true;
+    this.changedKeys.push(key);
+    // Entries outnumber counters only by the stale ones: compacting at twice the counters keeps
+    // the list bounded by the table, at an amortized O(1) per push.
+    if (this.changedKeys.length - this.changedHead > 2 * this.counters.size + 1024) this.compactChanged();
+  }
+
+  private compactChanged(): void {
+    const live: string[] = [];
+    const seen = new Set<string>();
+    for (let i = this.changedHead; i < this.changedKeys.length; i++) {
+      const key = this.changedKeys[i]!;
+      if (this.counters.get(key)?.changed && !seen.has(key)) {
+        seen.add(key);
+        live.push(key);
+      }
+    }
+    this.changedKeys = live;
+    this.changedHead = 0;
+  }
+
+  /** Counters flagged changed and not yet taken, with stale entries (an upper bound). */
+  get changedPending(): number {
+    return this.changedKeys.length - this.changedHead;
+  }
+
+  /**
+   * Snapshots of up to `max` counters changed since they were last taken, oldest change first;
+   * they count as unchanged from now on. Counters dropped meanwhile (swept, handed over) are not
+   * among them.
+   */
+  takeChanged(max: number, now: number): CounterSnapshot[] {
+    const out: CounterSnapshot[] = [];
+    const keys = this.changedKeys;
+    let i = this.changedHead;
+    for (; i < keys.length && out.length < max; i++) {
+      const key = keys[i]!;
+      const c = this.counters.get(key);
+      if (c === undefined || !c.changed) continue;
+      c.changed = false;
+      out.push(snapshotCounter(key, c, now));
+    }
+    this.changedHead = i;
+    if (i === keys.length) {
+      this.changedKeys = [];
+      this.changedHead = 0;
+    } else if (i > 4096 && i > keys.length / 2) {
+      this.changedKeys = keys.slice(i);
+      this.changedHead = 0;
+    }
+    return out;
+  }
+
+  /**
+   * Flags every counter changed (a new buddy holds none of their copies). One pass over the
+   * table: membership changes are rare.
+   */
+  markAllChanged(): void {
+    for (const [key, c] of this.counters) this.touch(key, c);
+  }
+
+  /** Flags the counters of `keys` changed again (their copies did not reach the buddy). */
+  markChanged(keys: Iterable<string>): void {
+    for (const key of keys) {
+      const c = this.counters.get(key);
+      if (c !== undefined) this.touch(key, c);
+    }
   }
 
   get size(): number {
@@ -203,6 +305,7 @@ export class Engine {
       if (s === undefined && envoyCounts(mode, items[i]!)) {
         // envoyproxy/ratelimit increments first and compares after, admitted or not.
         alg.consume(c, l, cost, now);
+        this.touch(items[i]!.key, c);
         const over = c.x > l.limit;
         out[i] = this.decision(alg, c, l, !over || l.shadowMode, over && l.shadowMode, cost, now);
         continue;
@@ -212,6 +315,7 @@ export class Engine {
       const admit = (mode === "atomic" ? allFit && (fit || l.shadowMode) : fit || l.shadowMode) && tied;
       if (admit && !borrowed.has(i)) {
         alg.consume(c, l, cost, now);
+        this.touch(items[i]!.key, c);
         if (s !== undefined) c.contention!.took(s, cost);
       }
       out[i] = this.decision(alg, c, l, admit, admit && !fit, cost, now);
@@ -227,6 +331,7 @@ export class Engine {
     const alg = RATE_ALGORITHMS[l.algorithm];
     alg.advance(c, l, now);
     alg.consume(c, l, delta, now);
+    this.touch(key, c);
     return this.decision(alg, c, l, true, false, 0, now);
   }
 
@@ -255,6 +360,7 @@ export class Engine {
       // A retried acquire of a lease already held: renew it, take nothing more.
       leases.renew(leaseId, now + timeoutMs);
       c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+      this.touch(key, c);
       return this.concurrencyDecision(c, l, true, false, now);
     }
     if (leases.size >= this.maxLeasesPerKey) {
@@ -268,6 +374,7 @@ export class Engine {
     if (fit || l.shadowMode) {
       leases.add(leaseId, amount, now + timeoutMs);
       c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+      this.touch(key, c);
     }
     return this.concurrencyDecision(c, l, fit || l.shadowMode, !fit && l.shadowMode, now);
   }
@@ -278,7 +385,10 @@ export class Engine {
     if (!c?.leases) return false;
     c.leases.sweep(now);
     const ok = c.leases.renew(leaseId, now + timeoutMs);
-    if (ok) c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+    if (ok) {
+      c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
+      this.touch(key, c);
+    }
     return ok;
   }
 
@@ -287,7 +397,9 @@ export class Engine {
     const c = this.counters.get(key);
     if (!c?.leases) return false;
     c.leases.sweep(now);
-    return c.leases.release(leaseId) > 0;
+    const released = c.leases.release(leaseId) > 0;
+    if (released) this.touch(key, c);
+    return released;
   }
 
   private pruneConcurrencyClients(c: Counter, l: Limit, now: number): void {
@@ -336,15 +448,17 @@ export class Engine {
     spanMs = intervalMs,
   ): Policy {
     if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
-    return this.reportOn(this.counterFor(key, l, now), l, clientId, e, apply, intervalMs, now, spanMs);
+    return this.reportOn(this.counterFor(key, l, now), key, l, clientId, e, apply, intervalMs, now, spanMs);
   }
 
   /**
-   * `report` on a counter reference from `counterFor` that is still current (not `removed`).
-   * `spanMs` is how long the counts took to gather: the client's demand is measured over it.
+   * `report` on a counter reference from `counterFor(key)` that is still current (not
+   * `removed`). `spanMs` is how long the counts took to gather: the client's demand is measured
+   * over it.
    */
   reportOn(
     c: Counter,
+    key: string,
     l: Limit,
     clientId: string,
     e: ReportEntry,
@@ -362,12 +476,13 @@ export class Engine {
       if (apply) {
         table.setHeld(s, e.held);
         table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
+        this.touch(key, c);
       }
       c.leases!.sweep(now);
       c.expiresAt = Math.max(c.expiresAt, now + l.leaseTimeoutMs);
       return concurrencyPolicy(c.leases!.held + table.sumHeld, l, s, table, intervalMs, now);
     }
-    const s = this.applyRate(c, l, table, clientId, e, apply, intervalMs, now, spanMs);
+    const s = this.applyRate(c, key, l, table, clientId, e, apply, intervalMs, now, spanMs);
     const policy = ratePolicy(RATE_ALGORITHMS[l.algorithm], c, l, s, table, intervalMs, now);
     c.expiresAt = Math.max(c.expiresAt, now + clientStaleMs(intervalMs));
     return policy;
@@ -380,6 +495,7 @@ export class Engine {
    */
   reportShared(
     c: Counter,
+    key: string,
     l: Limit,
     tenant: string,
     weight: number,
@@ -399,6 +515,7 @@ export class Engine {
     c.tenants ??= new TenantTable();
     const s = this.applyRate(
       c,
+      key,
       l,
       c.clients,
       `${tenant}\u0000${clientId}`,
@@ -435,6 +552,7 @@ export class Engine {
   /** Folds one gateway's rate-limit report into `c` (when `apply`); returns the gateway's entry. */
   private applyRate(
     c: Counter,
+    key: string,
     l: Limit,
     table: ClientTable,
     clientId: string,
@@ -456,6 +574,7 @@ export class Engine {
       let used = e.admitted;
       if (!c.complete && !s.rebuilt && e.windowAdmitted > 0) {
         used = Math.max(e.admitted, e.windowAdmitted - s.counted);
+        used = this.absorbed(c, l, used);
         s.rebuilt = true;
       }
       // A soft limit is charged only up to what it has: beyond that the units were borrowed
@@ -463,10 +582,30 @@ export class Engine {
       if (l.soft === true) used = Math.min(used, Math.max(0, alg.available(c, l, now)));
       s.counted += used;
       alg.consume(c, l, used, now);
+      if (used > 0) this.touch(key, c);
       table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
       table.offered(e.admitted + e.rejected, now);
     }
     return s;
+  }
+
+  /**
+   * What is left of a re-sent window total once a standby copy's count has absorbed its share. The
+   * copy (up to one replication interval old) and the gateways' totals count the same units: the
+   * gateways' totals together raise the count only past what the copy held, so the window ends up
+   * at the larger of the two, never their sum. Only in the window the copy was taken in.
+   */
+  private absorbed(c: Counter, l: Limit, units: number): number {
+    const floor = this.floors.get(c);
+    if (floor === undefined) return units;
+    if (realignedStart(floor.t, l.windowMs) !== c.t) {
+      this.floors.delete(c);
+      return units;
+    }
+    const take = Math.min(floor.units, units);
+    floor.units -= take;
+    if (floor.units <= 0) this.floors.delete(c);
+    return units - take;
   }
 
   /**
@@ -509,21 +648,45 @@ export class Engine {
   }
 
   /**
-   * Installs counters handed over by a previous owner. A key this server already counts (a
-   * handoff that came late) keeps whichever state has less left. Returns how many were installed;
-   * past `maxCounters` the rest are refused with a CapacityError.
+   * Installs counters handed over by a previous owner (`handoff`), or restored from standby
+   * copies (`standby`, `standby-until-handoff`). Returns how many were taken; past `maxCounters`
+   * the rest are refused with a CapacityError.
+   *
+   * A handed-over counter is whole: the window totals gateways re-send afterwards are in it. A
+   * key this server already counts (a handoff that came late) keeps whichever state has less
+   * left, except over a provisional copy (below), which the handoff replaces.
+   *
+   * A copy is never newer than a counter already here (one a handoff brought first): that one
+   * stays. A copy may miss up to one replication interval, so a windowed counter restored from one
+   * stays open to gateways' re-sent totals, which raise it past what the copy held (`absorbed`); a
+   * token bucket's tokens are no window count to compare totals with: its copy stands as it is.
+   * `standby-until-handoff` copies are provisional: a handoff may still come for them (a restarted
+   * server's ranges that the assignment also shows as given by a live member), and when it does it
+   * replaces them whole. Its sender held the counter after the copy was made; merged by `fuller`,
+   * the copy could win on a window start shifted by its time in transit and in the store.
    */
-  putCounters(snapshots: readonly CounterSnapshot[], now: number): number {
+  putCounters(snapshots: readonly CounterSnapshot[], now: number, source: CounterSource = "handoff"): number {
     let n = 0;
     for (const s of snapshots) {
-      const incoming = restoreCounter(s, now);
       const existing = this.counters.get(s.key);
       if (existing === undefined && this.counters.size >= this.maxCounters)
         throw new CapacityError(this.maxCounters);
-      const keep = existing === undefined ? incoming : fuller(existing, incoming);
-      if (keep !== existing) this.counters.install(s.key, keep, existing);
-      keep.complete = true;
       n++;
+      if (source !== "handoff" && existing !== undefined) continue;
+      const incoming = restoreCounter(s, now);
+      const keep =
+        existing === undefined || this.provisional.has(existing) ? incoming : fuller(existing, incoming);
+      if (keep !== existing) this.counters.install(s.key, keep, existing);
+      if (source === "handoff") keep.complete = true;
+      else {
+        if (keep.algorithm === "fixed_window" || keep.algorithm === "sliding_window") {
+          keep.complete = false;
+          this.floors.set(keep, { units: keep.x, t: keep.t });
+        }
+        if (source === "standby-until-handoff") this.provisional.add(keep);
+      }
+      // The new holder's buddy needs a copy too, changed here or not since.
+      this.touch(s.key, keep);
     }
     return n;
   }

@@ -115,6 +115,20 @@ export function moves(a: Assignment, b: Assignment): Move[] {
   return out;
 }
 
+/** The ranges member `id` owns in `a`, adjacent slices merged. */
+export function rangesOf(a: Assignment, id: string): { start: number; end: number }[] {
+  const out: { start: number; end: number }[] = [];
+  for (let i = 0; i < a.slices; i++) {
+    if (a.members[a.owners[i]!]!.id !== id) continue;
+    const start = a.starts[i]!;
+    const end = start + a.width(i);
+    const last = out[out.length - 1];
+    if (last && last.end === start) last.end = end;
+    else out.push({ start, end });
+  }
+  return out;
+}
+
 /** Fraction of the key space whose owner differs between two assignments (by member id). */
 export function movedFraction(a: Assignment, b: Assignment): number {
   let moved = 0;

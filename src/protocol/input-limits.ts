@@ -26,8 +26,8 @@ export const InputLimitsSchema = z.object({
   /** Items in one Peer.Forward call, all parts together (check items and Envoy descriptors). */
   maxForwardItems: z.number().int().positive().default(100_000),
   /**
-   * Counters in one Peer.Handoff chunk: a backstop, as chunks are cut by encoded size below the
-   * message limit. Each counter's clients are bounded by the client-table bound (4096) and its
+   * Counters in one Peer.Handoff chunk (and one Peer.Replicate call, or Peer.Standby page): a
+   * backstop, as chunks are cut by encoded size below the message limit. Each counter's clients are bounded by the client-table bound (4096) and its
    * leases by `maxLeasesPerKey`.
    */
   maxHandoffCounters: z.number().int().positive().default(1_000_000),

@@ -232,3 +232,30 @@ export interface ReclaimResponse {
   error?: ItemError | null;
   generation: number;
 }
+
+export interface ReplicateRequest {
+  from: string;
+  generation: number;
+  counters: CounterStateMsg[];
+  drained: boolean;
+}
+
+export interface ReplicateResponse {
+  accepted: number;
+  error?: ItemError | null;
+  generation: number;
+}
+
+export interface StandbyRequest {
+  of: string;
+  generation: number;
+  ranges: PointRange[];
+  offset: number;
+}
+
+export interface StandbyResponse {
+  counters: CounterStateMsg[];
+  nextOffset: number;
+  error?: ItemError | null;
+  generation: number;
+}

@@ -114,6 +114,8 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
       Forward: unary("Forward", deps, peer.forward.bind(peer)),
       Handoff: unary("Handoff", deps, peer.handoff.bind(peer)),
       Reclaim: unary("Reclaim", deps, peer.reclaim.bind(peer)),
+      Replicate: unary("Replicate", deps, peer.replicate.bind(peer)),
+      Standby: unary("Standby", deps, peer.standby.bind(peer)),
     });
   }
   const health = new HealthImplementation({

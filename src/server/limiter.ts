@@ -257,9 +257,10 @@ export class Limiter {
     const parent = r.parent;
     if (parent === undefined) {
       return r.subject === undefined
-        ? engine.reportOn(c, r.rule, clientId, e, apply, interval, now, span)
+        ? engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span)
         : engine.reportShared(
             c,
+            r.counterKey,
             r.rule,
             r.subject.id,
             r.subject.weight,
@@ -271,7 +272,7 @@ export class Limiter {
             span,
           );
     }
-    const own = engine.reportOn(c, r.rule, clientId, e, apply, interval, now, span);
+    const own = engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span);
     let g = hit.parentCounter;
     if (g === undefined || g.removed || g.algorithm !== parent.rule.algorithm) {
       g = engine.counterFor(parent.counterKey, parent.rule, now, parent.shardKey);
@@ -280,6 +281,7 @@ export class Limiter {
     const subject = parent.subject ?? { id: "", weight: 1 };
     const group = engine.reportShared(
       g,
+      parent.counterKey,
       parent.rule,
       subject.id,
       subject.weight,

@@ -1,7 +1,8 @@
 import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../core/clients.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
-import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
+import { DEFAULT_INPUT_LIMITS, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
   CheckResponse,
@@ -10,8 +11,13 @@ import type {
   ForwardResponse,
   HandoffRequest,
   HandoffResponse,
+  PointRange,
   ReclaimRequest,
   ReclaimResponse,
+  ReplicateRequest,
+  ReplicateResponse,
+  StandbyRequest,
+  StandbyResponse,
 } from "../protocol/messages.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
@@ -25,6 +31,10 @@ export interface PeerServiceDeps {
   receiveHandoff: (req: HandoffRequest) => HandoffResponse;
   /** A valid Reclaim (the cluster node decides whether to surrender the ranges). */
   reclaim?: (req: ReclaimRequest) => ReclaimResponse;
+  /** A valid Replicate (the cluster node decides whether it is the sender's buddy). */
+  replicate?: (req: ReplicateRequest) => ReplicateResponse;
+  /** A valid Standby (the cluster node answers from its store of copies). */
+  standby?: (req: StandbyRequest) => StandbyResponse;
   /** How long a forwarded call from a server on a newer generation waits for this one to catch up. */
   catchUpMs?: number;
   /** Times the memory of answered parts. */
@@ -147,28 +157,36 @@ export class PeerService {
   }
 
   /**
-   * A handoff chunk, refused whole (nothing installed) past the bounds on counters per chunk and,
+   * Counters of a Handoff or Replicate, refused whole past the bounds on counters per call and,
    * per counter, clients and leases: a sender on the same bounds never sends more.
    */
-  handoff(req: HandoffRequest): HandoffResponse {
+  private checkCounters(what: string, counters: readonly CounterSnapshot[]): void {
     const limits = this.limits;
-    if (req.counters.length > limits.maxHandoffCounters) {
+    if (counters.length > limits.maxHandoffCounters) {
       throw new InvalidArgumentError(
-        `handoff has ${req.counters.length} counters, over the maximum of maxHandoffCounters ${limits.maxHandoffCounters}`,
+        `${what} has ${counters.length} counters, over the maximum of maxHandoffCounters ${limits.maxHandoffCounters}`,
       );
     }
-    for (const c of req.counters) {
+    for (const c of counters) {
       if ((c.clients?.length ?? 0) > DEFAULT_MAX_CLIENTS_PER_KEY) {
         throw new InvalidArgumentError(
-          `handoff counter ${JSON.stringify(c.key.slice(0, 100))} has ${c.clients.length} clients, over the maximum of ${DEFAULT_MAX_CLIENTS_PER_KEY} per key`,
+          `${what} counter ${JSON.stringify(c.key.slice(0, 100))} has ${c.clients.length} clients, over the maximum of ${DEFAULT_MAX_CLIENTS_PER_KEY} per key`,
         );
       }
       if ((c.leases?.length ?? 0) > limits.maxLeasesPerKey) {
         throw new InvalidArgumentError(
-          `handoff counter ${JSON.stringify(c.key.slice(0, 100))} has ${c.leases.length} leases, over the maximum of maxLeasesPerKey ${limits.maxLeasesPerKey}`,
+          `${what} counter ${JSON.stringify(c.key.slice(0, 100))} has ${c.leases.length} leases, over the maximum of maxLeasesPerKey ${limits.maxLeasesPerKey}`,
         );
       }
     }
+  }
+
+  /**
+   * A handoff chunk, refused whole (nothing installed) past the bounds on counters per chunk and,
+   * per counter, clients and leases: a sender on the same bounds never sends more.
+   */
+  handoff(req: HandoffRequest): HandoffResponse {
+    this.checkCounters("handoff", req.counters);
     return this.deps.receiveHandoff(req);
   }
 
@@ -180,17 +198,51 @@ export class PeerService {
     checkId(this.limits, "reclaim from", req.from);
     const problem = reclaimProblem(req);
     if (problem !== undefined) throw new InvalidArgumentError(`reclaim: ${problem}`);
-    if (!this.deps.reclaim) {
-      return {
-        generation: this.deps.ownership.generation(),
-        error: itemError(ErrorCode.NOT_OWNER, "this server is not a cluster member"),
-      };
-    }
+    if (!this.deps.reclaim) return { generation: this.deps.ownership.generation(), error: NOT_MEMBER };
     return this.deps.reclaim(req);
+  }
+
+  /**
+   * Standby copies from a member: refused whole (nothing stored) when any field is malformed. A
+   * copy is kept, not applied, so unlike a handoff's counters each must be restorable as sent.
+   */
+  replicate(req: ReplicateRequest): ReplicateResponse {
+    const limits = this.limits;
+    checkId(limits, "replicate from", req.from);
+    if (!(Number.isInteger(req.generation) && req.generation > 0))
+      throw new InvalidArgumentError("replicate: generation must be positive");
+    this.checkCounters("replicate", req.counters);
+    for (const c of req.counters) {
+      const problem =
+        keyProblem(c.key, limits) ??
+        (c.shard.length > limits.maxKeyLength ? "shard key too long" : undefined);
+      const bad = problem ?? snapshotProblem(c);
+      if (bad !== undefined)
+        throw new InvalidArgumentError(`replicate counter ${JSON.stringify(c.key.slice(0, 100))}: ${bad}`);
+    }
+    if (!this.deps.replicate)
+      return { accepted: 0, generation: this.deps.ownership.generation(), error: NOT_MEMBER };
+    return this.deps.replicate(req);
+  }
+
+  /** A new owner asking for a dead member's standby copies: refused whole when malformed. */
+  standby(req: StandbyRequest): StandbyResponse {
+    checkId(this.limits, "standby of", req.of);
+    if (!(Number.isInteger(req.generation) && req.generation > 0))
+      throw new InvalidArgumentError("standby: generation must be positive");
+    const problem = rangesProblem(req.ranges);
+    if (problem !== undefined) throw new InvalidArgumentError(`standby: ${problem}`);
+    if (!(Number.isInteger(req.offset) && req.offset >= 0))
+      throw new InvalidArgumentError(`standby: offset ${req.offset} is not a whole number`);
+    if (!this.deps.standby)
+      return { counters: [], nextOffset: 0, generation: this.deps.ownership.generation(), error: NOT_MEMBER };
+    return this.deps.standby(req);
   }
 }
 
-/** At most this many ranges in one Reclaim: an assignment has far fewer slices. */
+const NOT_MEMBER = itemError(ErrorCode.NOT_OWNER, "this server is not a cluster member");
+
+/** At most this many ranges in one Reclaim or Standby: an assignment has far fewer slices. */
 export const MAX_RECLAIM_RANGES = 65_536;
 
 /** What is wrong with a Reclaim request, if anything. */
@@ -198,10 +250,15 @@ function reclaimProblem(req: ReclaimRequest): string | undefined {
   if (!(req.generation > 0)) return "generation must be positive";
   if (!/^[^\s/]+:\d{1,5}$/.test(req.address) || req.address.length > 300)
     return `address ${JSON.stringify(req.address.slice(0, 100))} is not host:port`;
-  if (req.ranges.length === 0) return "no ranges";
-  if (req.ranges.length > MAX_RECLAIM_RANGES)
-    return `${req.ranges.length} ranges, over the maximum of ${MAX_RECLAIM_RANGES}`;
-  for (const r of req.ranges) {
+  return rangesProblem(req.ranges);
+}
+
+/** What is wrong with the ranges of a Reclaim or Standby request, if anything. */
+function rangesProblem(ranges: readonly PointRange[]): string | undefined {
+  if (ranges.length === 0) return "no ranges";
+  if (ranges.length > MAX_RECLAIM_RANGES)
+    return `${ranges.length} ranges, over the maximum of ${MAX_RECLAIM_RANGES}`;
+  for (const r of ranges) {
     if (
       !(
         Number.isInteger(r.start) &&

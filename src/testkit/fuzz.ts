@@ -7,7 +7,7 @@ import { MUTATION_KINDS, mutate } from "./fuzz-wire.js";
  * requests mutated by each kind in `fuzz-wire.ts` in turn. What a hostile caller may not do:
  * crash the process, get an INTERNAL (or UNKNOWN) status, or change anything with a call that was
  * refused. "Changed" is read from the server's own gauges (counters, reporting clients, ranges
- * awaiting handoff) after every refused call.
+ * awaiting handoff, standby copies held) after every refused call.
  */
 
 /** Valid request objects per method, the seeds that mutations start from. */
@@ -20,6 +20,17 @@ function seeds(method: string, i: number): object[] {
     ],
     atomic: i % 2 === 0,
     generation: 1,
+  };
+  const counter = {
+    key,
+    shard: key,
+    algorithm: "token_bucket",
+    tRelMs: -5,
+    x: 3,
+    y: 0,
+    expiresInMs: 60_000,
+    clients: [{ id: "g", demand: 1, held: 0, seenMsAgo: 1 }],
+    leases: [{ id: "l", amount: 1, expiresInMs: 100 }],
   };
   const envoy = {
     domain: "api",
@@ -64,22 +75,14 @@ function seeds(method: string, i: number): object[] {
           generation: 1,
           from: "fuzzer",
           ranges: [{ start: 0, end: 2 ** 32 }],
-          counters: [
-            {
-              key,
-              shard: key,
-              algorithm: "token_bucket",
-              tRelMs: -5,
-              x: 3,
-              y: 0,
-              expiresInMs: 60_000,
-              clients: [{ id: "g", demand: 1, held: 0, seenMsAgo: 1 }],
-              leases: [{ id: "l", amount: 1, expiresInMs: 100 }],
-            },
-          ],
+          counters: [counter],
           done: i % 2 === 0,
         },
       ];
+    case "Replicate":
+      return [{ from: "fuzzer", generation: 1 + i, counters: [counter], drained: i % 5 === 0 }];
+    case "Standby":
+      return [{ of: "fuzzer", generation: 1 + i, ranges: [{ start: 0, end: 2 ** 32 }], offset: i % 3 }];
     case "Reclaim":
       return [
         { generation: 1 + i, from: "fuzzer", address: "127.0.0.1:1", ranges: [{ start: 0, end: 2 ** 32 }] },
@@ -112,7 +115,12 @@ export interface MethodReport {
   problems: string[];
 }
 
-const WATCHED = ["shardlimit_counters", "shardlimit_clients", "shardlimit_ranges_awaiting_handoff"];
+const WATCHED = [
+  "shardlimit_counters",
+  "shardlimit_clients",
+  "shardlimit_ranges_awaiting_handoff",
+  "shardlimit_standby_entries",
+];
 
 async function gauges(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(url)).text();

@@ -1,4 +1,4 @@
-import type { ClusterView } from "../../src/protocol/messages.js";
+import type { CheckResult, ClusterView } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt } from "../../src/testkit/cli.js";
 import { ownerIn } from "../../src/testkit/cluster-view.js";
@@ -22,6 +22,10 @@ export interface ClusterHarness {
   readonly prefix: string;
   /** Starts (or restarts) server `id` and waits until it logs that it serves. */
   start(id: string): Promise<ServerProcess>;
+  /** Starts every server and waits until the cluster has settled. */
+  startAll(): Promise<void>;
+  /** One `Check` of `key` for `cost` through server `via`; an item error is thrown. */
+  check(via: string, key: string, cost: number, deadlineMs?: number): Promise<CheckResult>;
   /** Sends `signal` and waits for the process to exit. */
   kill(id: string, signal: NodeJS.Signals): Promise<void>;
   server(id: string): ServerProcess;
@@ -88,6 +92,16 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
       const s = server(id);
       await s.start();
       return s;
+    },
+    async startAll() {
+      await Promise.all(servers.map((s) => h.start(s.id)));
+      await h.settled();
+    },
+    async check(via, key, cost, deadlineMs = 5000) {
+      const r = await server(via).rpc.check({ items: [{ key, cost }] }, { deadlineMs });
+      const res = r.results[0]!;
+      if (res.error) throw new Error(`${key} via ${via}: ${res.error.message}`);
+      return res;
     },
     async kill(id, signal) {
       const p = server(id).child;

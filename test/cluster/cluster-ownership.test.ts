@@ -156,3 +156,21 @@ describe("ownership by generation", () => {
     await p;
   });
 });
+
+describe("a restarted server's own ranges (standby copies)", () => {
+  it("awaitOwn holds them not ready until handoffDone from itself, or the handoff timeout", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "a", clock, handoffTimeoutMs: 1000 });
+    o.update(table(3, [m("a"), m("b")], [0, 1]));
+    o.awaitOwn([{ start: 0, end: HALF }], 3, "a:1");
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    expect(o.ready()).toBe(false);
+    o.handoffDone("b", 3);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    o.handoffDone("a", 3);
+    expect(o.check(keyIn(0))).toBe("own");
+    o.awaitOwn([{ start: 0, end: HALF }], 3, "a:1");
+    clock.advance(1000);
+    expect(o.check(keyIn(0))).toBe("own");
+  });
+});

@@ -32,8 +32,7 @@ describe("a cluster of three servers", () => {
   beforeAll(async () => {
     // Rebalancing off: these tests assert on generations; test/cluster/rebalance-live.test.ts covers it.
     h = await startClusterHarness({ servers: 3, config: CONFIG, extraArgs: ["--rebalance-interval", "0"] });
-    await Promise.all(h.servers.map((s) => h.start(s.id)));
-    await h.settled();
+    await h.startAll();
   }, 60_000);
   afterAll(async () => {
     await h?.stop();
@@ -42,10 +41,7 @@ describe("a cluster of three servers", () => {
 
   /** Remaining of `key` after a charge of `cost` through server `via`. */
   async function charge(via: string, key: string, cost: number) {
-    const r = await h.server(via).rpc.check({ items: [{ key, cost }] }, { deadlineMs: 5000 });
-    const res = r.results[0]!;
-    if (res.error) throw new Error(`${key} via ${via}: ${res.error.message}`);
-    return res.remaining ?? 0;
+    return (await h.check(via, key, cost)).remaining ?? 0;
   }
 
   it("every key has one owner; each server owns a share; /readyz is 200 on all", async () => {

@@ -6,7 +6,12 @@ import type { PeerRpc } from "../../src/cluster/peers.js";
 import { systemClock } from "../../src/core/clock.js";
 import type { CounterSnapshot } from "../../src/core/transfer.js";
 import { keyPoint } from "../../src/keyspace/hash.js";
-import type { HandoffRequest, ReclaimRequest } from "../../src/protocol/messages.js";
+import type {
+  HandoffRequest,
+  ReclaimRequest,
+  ReplicateRequest,
+  StandbyRequest,
+} from "../../src/protocol/messages.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { etcdPerSuite, startProxy } from "./etcd-harness.js";
 import { listStore, snapshot } from "./handoff-fakes.js";
@@ -52,6 +57,8 @@ describe("a server cut off from etcd", () => {
         forward: () => Promise.reject(new Error("unused")),
         handoff: async (req) => n().handoff.receive(req as HandoffRequest),
         reclaim: async (req) => n().reclaim(req as ReclaimRequest),
+        replicate: async (req) => n().replicate(req as ReplicateRequest),
+        standby: async (req) => n().standbyCopies(req as StandbyRequest),
         close() {},
       };
     };

@@ -61,6 +61,7 @@ function simulate(l: Limit, tenants: Tenant[], gateways: number, seconds = 30, w
         const counts = lane.local.drain();
         const p = e.reportShared(
           c,
+          "g",
           l,
           tenant.id,
           tenant.weight ?? 1,
