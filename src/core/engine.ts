@@ -549,6 +549,19 @@ export class Engine {
     return policy;
   }
 
+  /**
+   * A soft limit's debt, forgiven: what its tenant took beyond it while borrowing the idle
+   * capacity of the fair-share limit above was counted there, and is not owed back here. Only the
+   * part over the limit: a window's count comes down to the limit, a bucket's balance up to zero.
+   */
+  forgive(c: Counter, l: Limit, now: number): void {
+    if (l.unlimited || l.algorithm === "concurrency") return;
+    const alg = RATE_ALGORITHMS[l.algorithm];
+    alg.advance(c, l, now);
+    const over = -alg.available(c, l, now);
+    if (over > 0) alg.consume(c, l, -over, now);
+  }
+
   /** Folds one gateway's rate-limit report into `c` (when `apply`); returns the gateway's entry. */
   private applyRate(
     c: Counter,
@@ -577,9 +590,6 @@ export class Engine {
         used = this.absorbed(c, l, used);
         s.rebuilt = true;
       }
-      // A soft limit is charged only up to what it has: beyond that the units were borrowed
-      // from the fair-share limit above, which counts them, and the tenant owes nothing back.
-      if (l.soft === true) used = Math.min(used, Math.max(0, alg.available(c, l, now)));
       s.counted += used;
       alg.consume(c, l, used, now);
       if (used > 0) this.touch(key, c);

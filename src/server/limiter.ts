@@ -292,7 +292,13 @@ export class Limiter {
       now,
       span,
     );
-    return r.rule.soft && group.kind === PolicyKind.ALLOW ? group : bothPolicies(own, group);
+    if (r.rule.soft && group.kind === PolicyKind.ALLOW) {
+      // Borrowing the group's idle capacity: what went past the tenant's own limit was counted
+      // on the group's, and is not owed on the tenant's once the group fills.
+      engine.forgive(c, r.rule, now);
+      return group;
+    }
+    return bothPolicies(own, group);
   }
 
   getLimits(req: LimitsRequest): Limits {

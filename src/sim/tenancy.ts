@@ -151,6 +151,7 @@ export function tenancyScenarios(quick: boolean, seed: number): TenancyScenario[
       },
     });
   }
+  for (const mode of modes) out.push(softScenario(mode.label, mode.gateways, seed));
   out.push({
     name: "I. priority (sync, ShouldRateLimit): limit 1000/s, critical at 300/s, low at 2000/s",
     run: () => {
@@ -198,4 +199,85 @@ export function tenancyScenarios(quick: boolean, seed: number): TenancyScenario[
     },
   });
   return out;
+}
+
+const SOFT_YAML = `domain: sim
+descriptors:
+  - key: group
+    rate_limit:
+      algorithm: token_bucket
+      unit: second
+      requests_per_unit: 1000
+      fair_share: { by: tenant }
+    descriptors:
+      - key: tenant
+        value: soft
+        rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 100, soft: true }
+      - key: tenant
+`;
+
+/**
+ * J: a soft tenant limited to 100/s asks 300/s. Alone in its group of 1000/s it gets all of it,
+ * borrowing the idle capacity; at 10 s two other tenants fill the group and it must be back at
+ * its own limit within a second.
+ */
+function softScenario(label: string, gateways: number, seed: number): TenancyScenario {
+  const name = `J. soft (${label}): a soft tenant of 100/s asks 300/s in an idle group of 1000/s; at 10 s others fill it`;
+  return {
+    name,
+    run: () => {
+      const fillAt = 10_000;
+      const flows: Flow[] = [
+        { descriptor: "sim/group=g/tenant=soft", rate: steady(300) },
+        { descriptor: "sim/group=g/tenant=x", rate: (t) => (t >= fillAt ? 1000 : 0) },
+        { descriptor: "sim/group=g/tenant=y", rate: (t) => (t >= fillAt ? 1000 : 0) },
+      ];
+      const seconds = 20;
+      const bucketMs = 100;
+      const run = simulateFlows({ yaml: SOFT_YAML, flows, servers: 3, gateways, seconds, seed, bucketMs });
+      const soft = run.admitted[0]!;
+      const offered = run.offered[0]!;
+      const sum = (xs: number[], from: number, to: number) => xs.slice(from, to).reduce((a, b) => a + b, 0);
+      // Alone (2-10 s): its whole demand.
+      const aloneShare = sum(soft, 20, 100) / sum(offered, 20, 100);
+      // Back within its own limit (a bucket of 100/s, burst 100): the first moment from which to
+      // every later one it admits no more than the bucket would (100/s over the span, plus 100).
+      let backAt = Number.POSITIVE_INFINITY;
+      for (let b = fillAt / bucketMs; b < soft.length; b++) {
+        let ok = true;
+        for (let e = b + 1; e <= soft.length && ok; e++) {
+          if (sum(soft, b, e) > (100 * (e - b) * bucketMs) / 1000 + 100) ok = false;
+        }
+        if (ok) {
+          backAt = b * bucketMs - fillAt;
+          break;
+        }
+      }
+      const afterPerS = sum(soft, 150, 200) / 5;
+      const groupPerS = run.admitted.reduce((a, xs) => a + sum(xs, 150, 200), 0) / 5;
+      const offeredAll = run.offered.reduce((a, xs) => a + sum(xs, 20, 200), 0);
+      const admittedAll = run.admitted.reduce((a, xs) => a + sum(xs, 20, 200), 0);
+      return {
+        name,
+        limit: 1000,
+        offered: offeredAll,
+        admitted: admittedAll,
+        ratio: round(groupPerS / 1000),
+        pass: aloneShare >= 0.999 && backAt < 1000 && within(groupPerS / 1000, 0.98, 1.02),
+        target:
+          "alone >= 0.999 of its 300/s; back within its own bucket (100/s, burst 100) within 1 s of the group filling; group [0.98, 1.02]",
+        from_s: 2,
+        to_s: seconds,
+        ideal_admitted: 0,
+        detail: {
+          alone_share_of_demand: round(aloneShare),
+          back_within_ms: Number.isFinite(backAt) ? backAt : -1,
+          soft_after_per_s: round(afterPerS),
+        },
+        sim_wall_ms: Math.round(run.wallMs),
+        reports: 0,
+        failed_reports: 0,
+      };
+    },
+  };
 }
