@@ -14,6 +14,8 @@ export interface Decision {
   resetAt: number;
   /** Earliest time the same cost could be admitted; `now` when allowed, Infinity if never. */
   retryAt: number;
+  /** A soft limit's item admitted on its fair-share parent's idle capacity, not its own. */
+  borrowed?: boolean;
 }
 
 export interface CheckItem {

@@ -319,6 +319,7 @@ export class Engine {
         if (s !== undefined) c.contention!.took(s, cost);
       }
       out[i] = this.decision(alg, c, l, admit, admit && !fit, cost, now);
+      if (admit && borrowed.has(i)) out[i]!.borrowed = true;
     }
     return out;
   }
@@ -553,13 +554,16 @@ export class Engine {
    * A soft limit's debt, forgiven: what its tenant took beyond it while borrowing the idle
    * capacity of the fair-share limit above was counted there, and is not owed back here. Only the
    * part over the limit: a window's count comes down to the limit, a bucket's balance up to zero.
+   * Returns the units forgiven.
    */
-  forgive(c: Counter, l: Limit, now: number): void {
-    if (l.unlimited || l.algorithm === "concurrency") return;
+  forgive(c: Counter, l: Limit, now: number): number {
+    if (l.unlimited || l.algorithm === "concurrency") return 0;
     const alg = RATE_ALGORITHMS[l.algorithm];
     alg.advance(c, l, now);
     const over = -alg.available(c, l, now);
-    if (over > 0) alg.consume(c, l, -over, now);
+    if (!(over > 0)) return 0;
+    alg.consume(c, l, -over, now);
+    return over;
   }
 
   /** Folds one gateway's rate-limit report into `c` (when `apply`); returns the gateway's entry. */

@@ -1,7 +1,8 @@
 import type { Resolved } from "../config/types.js";
 import type { CheckItem, Decision } from "../core/decision.js";
-import { PRIORITY_RANK } from "../core/priority.js";
+import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
 import { PriorityMsg } from "../protocol/messages.js";
+import type { LimiterMetrics } from "./metrics.js";
 
 /**
  * What one resolved request item charges on the engine: its own limit and, under a `fair_share`
@@ -50,14 +51,36 @@ export function joined(
   count: number,
   r: Resolved,
   cost: number,
-): { decision: Decision; resolved: Resolved } {
+): { decision: Decision; resolved: Resolved; borrowed: boolean } {
   const own = decisions[at]!;
-  if (count === 1 || r.parent === undefined) return { decision: own, resolved: r };
+  const borrowed = own.borrowed === true;
+  if (count === 1 || r.parent === undefined) return { decision: own, resolved: r, borrowed };
   const parent = decisions[at + 1]!;
   // Rejected together: the tenant's own limit answers when it had no room itself, else the
   // group's (full, or pacing this tenant at its share).
   const parentAnswers = own.allowed ? parent.remaining < own.remaining : own.remaining >= cost;
-  return parentAnswers ? { decision: parent, resolved: r.parent } : { decision: own, resolved: r };
+  return parentAnswers
+    ? { decision: parent, resolved: r.parent, borrowed }
+    : { decision: own, resolved: r, borrowed };
+}
+
+/**
+ * Counts a decision in the per-tenant and per-class metrics, for requests that name a tenant
+ * (under a `fair_share` limit) or a class; others are counted by domain only.
+ */
+export function countTenant(
+  metrics: Pick<LimiterMetrics, "tenant">,
+  r: Resolved,
+  rank: number | undefined,
+  allowed: boolean,
+  borrowed: boolean,
+  units: number,
+): void {
+  const subject = r.parent?.subject ?? r.subject;
+  if (subject === undefined && rank === undefined) return;
+  const priority = PRIORITIES[rank ?? PRIORITY_RANK.normal] ?? "normal";
+  const result = !allowed ? "rejected" : borrowed ? "borrowed" : "admitted";
+  metrics.tenant(r.rule.domain, subject?.id ?? "", priority, result, units);
 }
 
 const RANK_OF_MSG: readonly number[] = [

@@ -10,7 +10,7 @@ import {
   type EnvoyRequest,
   type EnvoyResponse,
 } from "../protocol/messages.js";
-import { addCharges, joined } from "./charges.js";
+import { addCharges, countTenant, joined } from "./charges.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -73,13 +73,12 @@ export class EnvoyRateLimit {
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;
-      const { decision: d, resolved } = joined(
-        decisions,
-        starts[j]!,
-        counts[j]!,
-        plan.active[i]!,
-        plan.hits[i]!,
-      );
+      const {
+        decision: d,
+        resolved,
+        borrowed,
+      } = joined(decisions, starts[j]!, counts[j]!, plan.active[i]!, plan.hits[i]!);
+      countTenant(metrics, plan.active[i]!, plan.ranks?.[i], d.allowed, borrowed, plan.hits[i]!);
       const rule = resolved.rule;
       const over = !d.allowed;
       out[j] = {

@@ -27,7 +27,7 @@ import type {
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
-import { addCharges, joined, rankOfPriority } from "./charges.js";
+import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -255,22 +255,35 @@ export class Limiter {
   ): Policy {
     const engine = this.engine;
     const parent = r.parent;
+    const subject = parent?.subject ?? r.subject;
+    let borrowed = 0;
+    const count = (p: Policy): Policy => {
+      if (apply && subject !== undefined) {
+        const domain = r.rule.domain;
+        this.metrics.tenant(domain, subject.id, "normal", "admitted", e.admitted - borrowed);
+        this.metrics.tenant(domain, subject.id, "normal", "borrowed", borrowed);
+        this.metrics.tenant(domain, subject.id, "normal", "rejected", e.rejected);
+      }
+      return p;
+    };
     if (parent === undefined) {
-      return r.subject === undefined
-        ? engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span)
-        : engine.reportShared(
-            c,
-            r.counterKey,
-            r.rule,
-            r.subject.id,
-            r.subject.weight,
-            clientId,
-            e,
-            apply,
-            interval,
-            now,
-            span,
-          );
+      return count(
+        r.subject === undefined
+          ? engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span)
+          : engine.reportShared(
+              c,
+              r.counterKey,
+              r.rule,
+              r.subject.id,
+              r.subject.weight,
+              clientId,
+              e,
+              apply,
+              interval,
+              now,
+              span,
+            ),
+      );
     }
     const own = engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span);
     let g = hit.parentCounter;
@@ -278,13 +291,13 @@ export class Limiter {
       g = engine.counterFor(parent.counterKey, parent.rule, now, parent.shardKey);
       hit.parentCounter = g;
     }
-    const subject = parent.subject ?? { id: "", weight: 1 };
+    const tenant = parent.subject ?? { id: "", weight: 1 };
     const group = engine.reportShared(
       g,
       parent.counterKey,
       parent.rule,
-      subject.id,
-      subject.weight,
+      tenant.id,
+      tenant.weight,
       clientId,
       e,
       apply,
@@ -295,10 +308,10 @@ export class Limiter {
     if (r.rule.soft && group.kind === PolicyKind.ALLOW) {
       // Borrowing the group's idle capacity: what went past the tenant's own limit was counted
       // on the group's, and is not owed on the tenant's once the group fills.
-      engine.forgive(c, r.rule, now);
-      return group;
+      borrowed = engine.forgive(c, r.rule, now);
+      return count(group);
     }
-    return bothPolicies(own, group);
+    return count(bothPolicies(own, group));
   }
 
   getLimits(req: LimitsRequest): Limits {
@@ -335,6 +348,7 @@ export class Limiter {
     const starts: number[] = [];
     const counts: number[] = [];
     const costs: number[] = [];
+    const ranks: (number | undefined)[] = [];
     /** Items no limit applies to: allowed, unless an atomic check they are part of fails. */
     const noLimit: number[] = [];
     let invalid = 0;
@@ -379,7 +393,9 @@ export class Limiter {
         continue;
       }
       starts.push(items.length);
-      counts.push(addCharges(items, r, cost, rank === DEFAULT_RANK ? undefined : rank, i));
+      const explicit = rank === DEFAULT_RANK ? undefined : rank;
+      counts.push(addCharges(items, r, cost, explicit, i));
+      ranks.push(explicit);
       costs.push(cost);
       positions.push(i);
       rules.push(r);
@@ -402,8 +418,10 @@ export class Limiter {
         results[positions[j]!] = { allowed: false, limit: r.rule.limit, rule: r.rule.id };
         continue;
       }
-      const { decision: d, resolved: r } = joined(decisions, starts[j]!, counts[j]!, rules[j]!, costs[j]!);
+      const joint = joined(decisions, starts[j]!, counts[j]!, rules[j]!, costs[j]!);
+      const { decision: d, resolved: r } = joint;
       results[positions[j]!] = this.result(r, d, now);
+      countTenant(this.metrics, rules[j]!, ranks[j], d.allowed, joint.borrowed, costs[j]!);
       this.metrics.decision(
         "check",
         r.rule.domain,

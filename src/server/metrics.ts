@@ -11,7 +11,17 @@ export interface LimiterMetrics {
   policy(kind: number): void;
   itemError(api: string, code: string): void;
   report(entries: number, duplicate: boolean): void;
+  /**
+   * Units decided for a tenant of a `fair_share` limit, or for a priority class: admitted,
+   * rejected, or admitted on borrowed capacity (a soft limit over itself).
+   */
+  tenant(domain: string, tenant: string, priority: string, result: TenantResult, units: number): void;
 }
+
+export type TenantResult = "admitted" | "rejected" | "borrowed";
+
+/** Tenants named one by one in metrics; the rest share the label `(other)`, so series stay bounded. */
+export const MAX_TENANT_LABELS = 200;
 
 export type DecisionResult = "ok" | "over_limit" | "shadow_over_limit" | "no_limit";
 
@@ -21,6 +31,7 @@ export const noopMetrics: LimiterMetrics = {
   policy() {},
   itemError() {},
   report() {},
+  tenant() {},
 };
 
 /**
@@ -88,6 +99,8 @@ export class PromMetrics implements LimiterMetrics {
   private readonly policies = new Array<number>(POLICY_NAMES.length).fill(0);
   private readonly itemErrors = new Map<string, number>();
   private readonly knownDomains = new Set<string>();
+  private readonly tenantUnits = new Map<string, number>();
+  private readonly tenantLabels = new Set<string>();
   readonly requestDuration: client.Histogram<"method" | "code">;
   readonly reportEntries: client.Histogram;
   readonly configReloads: client.Counter<"result">;
@@ -124,6 +137,13 @@ export class PromMetrics implements LimiterMetrics {
         self.policies.fill(0);
       },
     });
+    mapCounter(
+      r,
+      "shardlimit_tenant_units_total",
+      `Units decided per tenant of a fair_share limit and per priority class, by result (admitted, rejected, borrowed); tenants past the first ${MAX_TENANT_LABELS} are "(other)"`,
+      ["domain", "tenant", "priority", "result"],
+      this.tenantUnits,
+    );
     mapCounter(
       r,
       "shardlimit_item_errors_total",
@@ -226,5 +246,16 @@ export class PromMetrics implements LimiterMetrics {
   report(entries: number, duplicate: boolean): void {
     this.reportEntries.observe(entries);
     if (duplicate) this.duplicates++;
+  }
+
+  tenant(domain: string, tenant: string, priority: string, result: TenantResult, units: number): void {
+    if (!(units > 0)) return;
+    let t = tenant;
+    if (!this.tenantLabels.has(t)) {
+      if (this.tenantLabels.size < MAX_TENANT_LABELS) this.tenantLabels.add(t);
+      else t = "(other)";
+    }
+    const k = `${this.domainLabel(domain)}\u0000${t}\u0000${priority}\u0000${result}`;
+    this.tenantUnits.set(k, (this.tenantUnits.get(k) ?? 0) + units);
   }
 }

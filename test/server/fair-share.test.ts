@@ -138,4 +138,16 @@ describe("fair share and priorities over gRPC", () => {
     // The tenant's own limit (1 left) is the tighter: no ALLOW for the group's 7.
     expect(res.policies[0]!.kind).not.toBe(PolicyKind.ALLOW);
   });
+
+  it("counts units per tenant and class, admitted, rejected and borrowed", async () => {
+    const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
+    const value = (labels: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(`shardlimit_tenant_units_total{${labels}}`));
+      return line === undefined ? undefined : Number(line.split(" ").pop());
+    };
+    expect(value('domain="ai",tenant="t1",priority="normal",result="admitted"')).toBeGreaterThanOrEqual(4);
+    expect(value('domain="ai",tenant="t1",priority="normal",result="rejected"')).toBeGreaterThanOrEqual(1);
+    expect(value('domain="ai",tenant="soft",priority="normal",result="borrowed"')).toBe(3);
+    expect(value('domain="ai",tenant="",priority="critical",result="admitted"')).toBe(2);
+  });
 });

@@ -1,7 +1,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { PromMetrics } from "../../src/server/metrics.js";
+import { MAX_TENANT_LABELS, PromMetrics } from "../../src/server/metrics.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -33,5 +33,24 @@ describe("shardlimit_heap_live_bytes", () => {
     kept = undefined;
     const released = await afterGc();
     expect(grown - released).toBeGreaterThan(10e6);
+  });
+});
+
+describe("shardlimit_tenant_units_total", () => {
+  it("names the first tenants one by one and folds the rest into (other), so series stay bounded", async () => {
+    const m = new PromMetrics({ counters: () => 0, clients: () => 0, ready: () => true });
+    m.setDomains(["ai"]);
+    for (let i = 0; i < MAX_TENANT_LABELS + 50; i++) m.tenant("ai", `t${i}`, "normal", "admitted", 1);
+    m.tenant("ai", "t0", "normal", "admitted", 2);
+    const lines = (await m.registry.metrics())
+      .split("\n")
+      .filter((l) => l.startsWith("shardlimit_tenant_units_total{"));
+    expect(lines).toHaveLength(MAX_TENANT_LABELS + 1);
+    expect(lines).toContain(
+      'shardlimit_tenant_units_total{domain="ai",tenant="t0",priority="normal",result="admitted"} 3',
+    );
+    expect(lines).toContain(
+      'shardlimit_tenant_units_total{domain="ai",tenant="(other)",priority="normal",result="admitted"} 50',
+    );
   });
 });
