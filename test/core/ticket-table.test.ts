@@ -105,3 +105,45 @@ describe("Engine.settleCharge: the refund rule", () => {
     expect(e.settleCharge("k", tb, -500, 0, 0).remaining).toBe(100);
   });
 });
+
+describe("Engine: refunds in batched reports", () => {
+  const entry = (admitted: number, refunded = 0) => ({
+    admitted,
+    rejected: 0,
+    held: 0,
+    windowAdmitted: 0,
+    refunded,
+  });
+
+  it("takes back at most what the reporting gateway put into the current window", () => {
+    const e = new Engine();
+    const now = 60_000;
+    e.report("k", fw, "g1", entry(30), true, 100, now);
+    e.report("k", fw, "g2", entry(50), true, 100, now);
+    // g1 claims more back than it ever put in: g2's 50 stay counted.
+    e.report("k", fw, "g1", entry(0, 1000), true, 100, now + 100);
+    expect(e.peek("k", fw, now + 100).remaining).toBe(50);
+    // A refund in the next window finds nothing of g2's there to take back.
+    e.report("k", fw, "g2", entry(0, 50), true, 100, 120_000);
+    expect(e.peek("k", fw, 120_000).remaining).toBe(100);
+    e.report("k", fw, "g2", entry(10), true, 100, 120_100);
+    e.report("k", fw, "g2", entry(0, 50), true, 100, 120_200);
+    expect(e.peek("k", fw, 120_200).remaining).toBe(100);
+  });
+
+  it("a duplicate report takes nothing back", () => {
+    const e = new Engine();
+    e.report("k", fw, "g1", entry(40), true, 100, 60_000);
+    e.report("k", fw, "g1", entry(0, 30), true, 100, 60_100);
+    e.report("k", fw, "g1", entry(0, 30), false, 100, 60_200);
+    expect(e.peek("k", fw, 60_200).remaining).toBe(90);
+  });
+
+  it("a token bucket takes a refund up to its burst", () => {
+    const tb = limitDefaults({ algorithm: "token_bucket", limit: 100, windowMs: 60_000 });
+    const e = new Engine();
+    e.report("k", tb, "g1", entry(80), true, 100, 0);
+    e.report("k", tb, "g1", entry(0, 500), true, 100, 0);
+    expect(e.peek("k", tb, 0).remaining).toBe(100);
+  });
+});
