@@ -197,6 +197,8 @@ export interface ForwardRequest {
   sender?: string;
   envoyIds?: number[];
   checkIds?: number[];
+  /** Settles by ticket (idempotent by themselves: no ids). */
+  settles?: SettleRequest[];
 }
 
 export interface ForwardedEnvoy {
@@ -209,6 +211,7 @@ export interface ForwardResponse {
   envoy: ForwardedEnvoy[];
   checks: CheckResponse[];
   checkErrors: ItemError[];
+  settles?: SettleResponse[];
 }
 
 export interface PointRange {

@@ -14,6 +14,8 @@ import type {
   EnvoyDescriptorStatus,
   EnvoyRequest,
   EnvoyResponse,
+  SettleRequest,
+  SettleResponse,
 } from "../protocol/messages.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { EnvoyPlan } from "./envoy-plan.js";
@@ -27,6 +29,8 @@ import type { Owner, Ownership } from "./ownership.js";
 export interface Forwarder {
   envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse>;
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse>;
+  /** A settle by ticket, to the owner that issued the ticket (absent: answered here). */
+  settle?(owner: Owner, req: SettleRequest, generation: number): Promise<SettleResponse>;
 }
 
 /**
@@ -253,6 +257,26 @@ export class Router {
       for (let j = 0; j < retry.length; j++) results[retry[j]!] = res.results[j]!;
     }
     return { generation: ownership.generation(), results };
+  }
+
+  /**
+   * `Settle`: by ticket, to the owner of the ticket's key (which issued it), forwarded as a Check
+   * is; the key + delta form, and any call whose key is this server's, is answered here. A
+   * forwarded settle is not tried elsewhere: a ticket lives only on the server that issued it.
+   */
+  settle(req: SettleRequest): SettleResponse | Promise<SettleResponse> {
+    const { limiter, forwarder, ownership } = this.deps;
+    if (forwarder?.settle === undefined || !req.ticketId)
+      return this.caughtUp(limiter.settle.bind(limiter))(req);
+    const shard = limiter.shardKeyOf(req.key);
+    const owner = shard === undefined ? undefined : ownership.ownerOf(shard);
+    if (owner === undefined || owner.self) return this.caughtUp(limiter.settle.bind(limiter))(req);
+    const generation = ownership.generation();
+    return forwarder.settle(owner, { ...req, generation }, generation).catch((err: unknown) => {
+      if (!(err instanceof ShardlimitError)) throw err;
+      const code = itemCode(err) ?? ErrorCode.OWNER_UNAVAILABLE;
+      return { error: { code, message: err.message }, generation: ownership.generation() };
+    });
   }
 
   private ownerIdOf(key: string): string | undefined {
