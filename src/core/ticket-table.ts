@@ -38,8 +38,8 @@ export interface Ticket {
   /** Items covered (one per `actual` a Settle must give). */
   readonly items: number;
   readonly charges: readonly TicketCharge[];
-  /** When the table forgets it (settled or not), on the monotonic clock. */
-  readonly expiresAt: number;
+  /** When the table forgets it, on the monotonic clock (sooner once settled: `settled`). */
+  expiresAt: number;
   /** Set once settled. */
   answer: SettledAnswer | undefined;
 }
@@ -47,10 +47,19 @@ export interface Ticket {
 /** The table is full: a new ticket is refused (and so is the Check that asked for it). */
 export class TicketsExhaustedError extends Error {}
 
+/**
+ * How long a settled ticket is kept to answer a repeated Settle the same: long enough for any
+ * retry of the call, short enough that settled tickets do not crowd the table out.
+ */
+export const SETTLED_KEEP_MS = 60_000;
+/** A full table is swept whole at most this often: a Check asking for a ticket then costs O(1). */
+const FULL_SWEEP_EVERY_MS = 1000;
+
 export class TicketTable {
   private readonly tickets = new Map<string, Ticket>();
   /** Insertion order is expiry order only per timeout; the sweep walks the map in slices. */
   private cursor: Iterator<Ticket> | undefined;
+  private fullSweepAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly maxTickets: number,
@@ -64,6 +73,8 @@ export class TicketTable {
   /** Whether `n` more tickets fit now (after dropping expired ones if the table looks full). */
   hasRoom(now: number, n = 1): boolean {
     if (this.tickets.size + n <= this.maxTickets) return true;
+    if (now - this.fullSweepAt < FULL_SWEEP_EVERY_MS) return false;
+    this.fullSweepAt = now;
     this.cursor = undefined; // a whole pass, from the start
     this.sweep(now, Number.POSITIVE_INFINITY);
     return this.tickets.size + n <= this.maxTickets;
@@ -82,6 +93,12 @@ export class TicketTable {
     const t: Ticket = { id, key, items, charges, expiresAt: now + timeoutMs, answer: undefined };
     this.tickets.set(id, t);
     return t;
+  }
+
+  /** Records the settlement's answer; the ticket is then kept at most `SETTLED_KEEP_MS` more. */
+  settled(t: Ticket, answer: SettledAnswer, now: number): void {
+    t.answer = answer;
+    t.expiresAt = Math.min(t.expiresAt, now + SETTLED_KEEP_MS);
   }
 
   /** The ticket, unless unknown or past its timeout (then it is forgotten). */

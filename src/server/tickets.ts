@@ -200,7 +200,7 @@ export class TicketDesk {
       if (tightest === undefined || d.remaining < tightest.d.remaining)
         tightest = { d, limit: c.limit.limit };
     }
-    t.answer =
+    const answer =
       tightest === undefined
         ? { remaining: 0, limit: 0, resetMs: 0 }
         : {
@@ -208,6 +208,7 @@ export class TicketDesk {
             limit: tightest.limit,
             resetMs: ms(tightest.d.resetAt - wall),
           };
-    return { ...t.answer, generation };
+    this.table.settled(t, answer, now);
+    return { ...answer, generation };
   }
 }

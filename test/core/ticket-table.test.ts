@@ -54,6 +54,22 @@ describe("TicketTable", () => {
     expect(table.open("k", 1, [], 1000, 0).id).toBe("y");
   });
 
+  it("keeps a settled ticket only a minute more (to answer a repeat), however long its timeout", () => {
+    const table = new TicketTable(10, ids());
+    const t = table.open("k", 1, [], 600_000, 0);
+    table.settled(t, { remaining: 1, limit: 2, resetMs: 3 }, 1000);
+    expect(table.get(t.id, 60_999)?.answer).toEqual({ remaining: 1, limit: 2, resetMs: 3 });
+    expect(table.get(t.id, 61_000)).toBeUndefined();
+  });
+
+  it("a full table is swept whole at most once a second", () => {
+    const table = new TicketTable(1, ids());
+    table.open("k", 1, [], 10, 0);
+    expect(table.hasRoom(5)).toBe(false); // swept: nothing expired yet
+    expect(table.hasRoom(500)).toBe(false); // expired, but swept 495 ms ago
+    expect(table.hasRoom(1005)).toBe(true);
+  });
+
   it("sweeps expired tickets a slice at a time", () => {
     const table = new TicketTable(100, ids());
     for (let i = 0; i < 10; i++) table.open("k", 1, [], i < 5 ? 10 : 1000, 0);
