@@ -8,6 +8,8 @@ import { Fallback } from "./fallback.js";
 export interface Drained {
   admitted: number;
   rejected: number;
+  /** Units given back by settled tickets (the report's `refunded`). */
+  refunded: number;
 }
 
 /**
@@ -23,7 +25,10 @@ export class ClientKey extends LocalKey {
   #lastUsed = 0;
   /** Waiting in the limiter's list of keys to report. */
   #dirty = false;
-  /** Units of settled over-estimates, taken off the next report. */
+  /**
+   * Units of settled over-estimates in the current window, sent as the next report's `refunded`
+   * (whatever else it carries, or nothing): the owner gives them back once.
+   */
   private refund = 0;
   /** Concurrency: units held now. */
   #held = 0;
@@ -94,6 +99,10 @@ export class ClientKey extends LocalKey {
   get inFallback(): boolean {
     return this.fallback !== undefined;
   }
+  /** Units of settled tickets waiting to be refunded by the next report. */
+  get pendingRefund(): number {
+    return this.refund;
+  }
 
   touch(now: number): void {
     this.#lastUsed = now;
@@ -112,7 +121,9 @@ export class ClientKey extends LocalKey {
 
   /** Nothing to report and nothing held: the key may be forgotten. */
   get idle(): boolean {
-    return !this.#dirty && this.admitted === 0 && this.rejected === 0 && this.#held === 0;
+    return (
+      !this.#dirty && this.admitted === 0 && this.rejected === 0 && this.#held === 0 && this.refund === 0
+    );
   }
 
   /** Whether a policy from the owner is in force (otherwise the allowance applies). */
@@ -203,32 +214,47 @@ export class ClientKey extends LocalKey {
     this.#held = Math.max(0, this.#held - amount);
   }
 
-  /** Charges `delta` more than was estimated (or refunds it when negative). */
-  settle(delta: number): void {
+  /**
+   * Charges `delta` more than was estimated, or refunds it when negative. `reservedIn` is the
+   * window the estimate was counted in (`windowStart` of the reservation): a windowed limit's
+   * refund for a window that has ended is dropped, as that window's count is over and giving it
+   * back now would add capacity to the current one. A token bucket takes any refund (its owner
+   * caps the balance at the burst).
+   */
+  settle(delta: number, reservedIn: number, now: number): void {
     if (delta > 0) {
       this.admitted += delta;
       this.sinceAsked += delta;
       this.units -= delta;
-    } else this.refund -= delta;
+      return;
+    }
+    if (delta === 0) return;
+    if (this.windowed && windowStart(now, this.#rule.windowMs) !== reservedIn) return;
+    this.roll(now);
+    this.refund -= delta;
   }
 
-  /** Starts a new counting window when `now` is past the current one. */
+  private get windowed(): boolean {
+    return this.#rule.algorithm !== "token_bucket";
+  }
+
+  /**
+   * Starts a new counting window when `now` is past the current one; refunds still waiting for
+   * the old one (windowed limits) are dropped with it.
+   */
   roll(now: number): void {
     const start = windowStart(now, this.#rule.windowMs);
     if (start !== this.windowAt) {
       this.windowAt = start;
       this.#windowTotal = 0;
+      if (this.windowed) this.refund = 0;
     }
   }
 
-  /** Counts for a report, net of refunds; a refund larger than the counts waits for the next. */
+  /** Counts for a report, with the refunds waiting (sent apart: they need no admissions to ride on). */
   take(): Drained {
-    const d = this.drain();
-    if (this.refund > 0) {
-      const r = Math.min(this.refund, d.admitted);
-      d.admitted -= r;
-      this.refund -= r;
-    }
+    const d: Drained = { ...this.drain(), refunded: this.refund };
+    this.refund = 0;
     this.unanswered += d.admitted;
     return d;
   }
@@ -238,6 +264,7 @@ export class ClientKey extends LocalKey {
     this.answered(d);
     this.admitted += d.admitted;
     this.rejected += d.rejected;
+    this.refund += d.refunded;
   }
 
   /** The counts of `d` were refused for good (the owner found the key invalid): dropped. */
@@ -264,7 +291,8 @@ export class ClientKey extends LocalKey {
   acknowledged(d: Drained, address: string, incarnation: string, now: number): void {
     this.answered(d);
     this.roll(now);
-    this.#windowTotal += d.admitted;
+    // Net of refunds: a new owner rebuilds the window from what this gateway really used.
+    this.#windowTotal = Math.max(0, this.#windowTotal + d.admitted - d.refunded);
     this.reportedTo = address;
     this.reportedInc = incarnation;
   }

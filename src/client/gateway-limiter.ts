@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { LimitConfig, LimitRule } from "../config/types.js";
+import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
@@ -8,16 +9,12 @@ import { ClientKey } from "./client-key.js";
 import { Directory } from "./directory.js";
 import { checkCost, type Descriptor, KeyTable } from "./key-table.js";
 import { Reporter } from "./reporter.js";
+import { Ticket } from "./ticket.js";
 import type { ClientTransport, LimiterLogger } from "./transport.js";
 
 export type { Descriptor } from "./key-table.js";
+export { Ticket } from "./ticket.js";
 export type { LimiterLogger } from "./transport.js";
-
-/** What `reserve` admitted, for `settle` once the real cost is known. */
-export interface Ticket {
-  readonly key: ClientKey | undefined;
-  readonly estimate: number;
-}
 
 export interface GatewayLimiterOptions {
   /** Servers to learn the limits and the assignment from (host:port); any one of them will do. */
@@ -220,15 +217,23 @@ export class GatewayLimiter {
   reserve(key: string | Descriptor, estimate: number): Ticket | null {
     if (!this.decide(key, estimate)) return null;
     const e = this.keys.entry(key, estimate);
-    return { key: e instanceof ClientKey ? e : undefined, estimate };
+    if (!(e instanceof ClientKey)) return new Ticket(undefined, estimate, 0);
+    return new Ticket(e, estimate, windowStart(this.opts.clock.now(), e.rule.windowMs));
   }
 
-  /** Charges the difference between the real cost and the estimate `reserve` counted. */
+  /**
+   * Settles a ticket with the real cost, once (a second call does nothing): the difference from
+   * the estimate travels in the key's next report, which the owner applies exactly once. More
+   * than estimated is charged; less is given back at the owner (whether or not the key is used
+   * again), except for a windowed limit whose window has ended since `reserve`.
+   */
   settle(ticket: Ticket, actualCost: number): void {
     checkCost(actualCost);
-    const k = ticket.key?.current();
-    if (k === undefined) return;
-    k.settle(actualCost - ticket.estimate);
+    if (!ticket.markSettled()) return;
+    const held = ticket.key?.current();
+    if (held === undefined) return;
+    const k = this.keys.revive(held);
+    k.settle(actualCost - ticket.estimate, ticket.windowAt, this.opts.clock.now());
     this.reporter.markDirty(k);
   }
 

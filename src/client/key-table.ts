@@ -106,6 +106,18 @@ export class KeyTable {
     return this.counters.get(k.key) === k;
   }
 
+  /**
+   * The counter that counts for `k`'s key now: `k` itself, or the one made after `k` was swept as
+   * idle (or `k` again, tracked anew): a ticket settled after its key went idle still reaches a
+   * counter that reports.
+   */
+  revive(k: ClientKey): ClientKey {
+    const now = this.counters.get(k.key);
+    if (now !== undefined) return now;
+    this.counters.set(k.key, k);
+    return k;
+  }
+
   /** The counter for a counter key, if tracked. */
   counter(key: string): ClientKey | undefined {
     return this.counters.get(key);

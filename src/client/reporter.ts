@@ -187,6 +187,7 @@ export class Reporter {
         held: k.held,
         windowAdmitted: 0,
       };
+      if (d.refunded > 0) entry.refunded = d.refunded;
       // A new owner, or a restarted one, rebuilds the key's window from this total.
       resent[i] = this.opts.resendWindowTotals && k.needsWindowTotal(ch.address, ch.incarnation);
       if (resent[i]) entry.windowAdmitted = k.windowTotal + d.admitted;
@@ -315,7 +316,7 @@ export class Reporter {
           this.holding.push(k);
         }
       }
-      if (k.admitted > 0 || k.rejected > 0) this.markDirty(k);
+      if (k.admitted > 0 || k.rejected > 0 || k.pendingRefund > 0) this.markDirty(k);
     }
     if (refresh) this.ports.directory.refreshView(true);
     else this.ports.directory.sawGeneration(res.generation);

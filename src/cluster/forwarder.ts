@@ -10,6 +10,8 @@ import type {
   EnvoyResponse,
   ForwardRequest,
   ForwardResponse,
+  SettleRequest,
+  SettleResponse,
 } from "../protocol/messages.js";
 import type { Owner } from "../server/ownership.js";
 import { ForwardExpiredError, type Forwarder, ForwardLostError } from "../server/router.js";
@@ -117,6 +119,29 @@ export class BatchingForwarder implements Forwarder {
 
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse> {
     return this.enqueue(owner, generation, (q) => q.checks, req);
+  }
+
+  /**
+   * A settle by ticket goes in a call of its own, not batched: a ticket answers a repeated settle
+   * with its first answer, so the resends of a call whose answer was lost charge nothing twice.
+   */
+  async settle(owner: Owner, req: SettleRequest, generation: number): Promise<SettleResponse> {
+    const call: ForwardRequest = { generation, envoy: [], checks: [], settles: [req], sender: this.sender };
+    let res: ForwardResponse;
+    try {
+      res = await this.send(owner.address, call);
+    } catch (err) {
+      this.opts.onCall?.(owner.address, 1, false);
+      throw new ForwardLostError(
+        `forwarding to ${owner.address} failed: ${(err as Error).message}`,
+        owner.address,
+      );
+    }
+    this.opts.onCall?.(owner.address, 1, true);
+    const part = res.settles?.[0];
+    if (part === undefined)
+      throw new UnavailableError(`${owner.address} did not answer the settle (an older version?)`);
+    return part;
   }
 
   private enqueue<Req, Res>(

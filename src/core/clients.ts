@@ -11,6 +11,12 @@ export class ClientShare {
   rebuilt = false;
   /** Units consumed from this client's reports on this counter since the counter was made. */
   counted = 0;
+  /**
+   * Windowed counters: units this client put into the window starting at `refundAt`, less what it
+   * refunded there; the most its refunds may take back (see the engine's `refundable`).
+   */
+  refundable = 0;
+  refundAt = Number.NaN;
   reports = 0;
   /** The fraction of a unit left over from rounding this client's last paced grant down. */
   carry = 0;

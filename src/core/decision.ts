@@ -57,6 +57,11 @@ export interface ReportEntry {
    * (including `admitted`), so an owner that replaced a crashed one rebuilds the count.
    */
   windowAdmitted: number;
+  /**
+   * Units given back by settled tickets (estimate above the actual cost), taken off the counter
+   * once; at most what this gateway put into the counter's current window (windowed algorithms).
+   */
+  refunded?: number;
 }
 
 /** A bound on the engine's state is reached: counters in all, or leases on one key. */

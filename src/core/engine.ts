@@ -336,6 +336,41 @@ export class Engine {
     return this.decision(alg, c, l, true, false, 0, now);
   }
 
+  /**
+   * The window `key`'s counter counts in now (windowed algorithms; 0 for a token bucket or no
+   * counter), recorded by a ticket so that its refund goes to that window only.
+   */
+  windowOf(key: string, l: Limit): number {
+    const c = this.counters.get(key);
+    return c === undefined || c.algorithm !== l.algorithm || l.algorithm === "token_bucket" ? 0 : c.t;
+  }
+
+  /**
+   * Settles one charge of a ticket: `delta` is actual minus estimate. More than estimated is
+   * charged now, even past the limit (the cost was incurred). Less is refunded to the window the
+   * estimate was charged in (`windowAt`, from `windowOf`): a window that has ended takes nothing
+   * back, so a late refund never adds capacity to the current window. A sliding window's previous
+   * window still weighs on the current estimate: a refund for it lowers that count. A token
+   * bucket takes a refund back up to its burst, never past it.
+   */
+  settleCharge(key: string, l: Limit, delta: number, windowAt: number, now: number, shard = key): Decision {
+    if (l.unlimited) return UNLIMITED_DECISION;
+    if (l.algorithm === "concurrency") throw new RangeError(`settleCharge: ${key} is a concurrency limit`);
+    if (delta >= 0) return this.adjust(key, l, delta, now, shard);
+    const c = this.counters.get(key);
+    // No counter (swept as good as new, handed over) or another algorithm's: nothing to give back.
+    if (c === undefined || c.algorithm !== l.algorithm) return this.peek(key, l, now);
+    const alg = RATE_ALGORITHMS[l.algorithm];
+    alg.advance(c, l, now);
+    let applied = true;
+    if (l.algorithm === "token_bucket" || c.t === windowAt) alg.consume(c, l, delta, now);
+    else if (l.algorithm === "sliding_window" && c.t - l.windowMs === windowAt)
+      c.y = Math.max(0, c.y + delta);
+    else applied = false;
+    if (applied) this.touch(key, c);
+    return this.decision(alg, c, l, true, false, 0, now);
+  }
+
   private held(c: Counter, l: Limit, now: number): number {
     c.leases!.sweep(now);
     this.pruneConcurrencyClients(c, l, now);
@@ -596,7 +631,12 @@ export class Engine {
       }
       s.counted += used;
       alg.consume(c, l, used, now);
-      if (used > 0) this.touch(key, c);
+      const refund = refundable(c, l, s, used, e.refunded ?? 0);
+      if (refund > 0) {
+        s.counted -= refund;
+        alg.consume(c, l, -refund, now);
+      }
+      if (used > 0 || refund > 0) this.touch(key, c);
       table.observe(s, (e.admitted + e.rejected) / spanMs, spanMs);
       table.offered(e.admitted + e.rejected, now);
     }
@@ -744,6 +784,26 @@ export class Engine {
 }
 
 const DEFAULT_RANK = PRIORITY_RANK.normal;
+
+/**
+ * How much of a gateway's reported refund (settled tickets' unused estimates) `c` takes back. A
+ * windowed counter takes back at most what this gateway put into its current window, less what it
+ * refunded there already: a refund never lowers another gateway's count, and one for a window that
+ * has ended never adds capacity to the current one. (A gateway silent long enough to be pruned
+ * starts again at zero: its late refunds are lost, which under-admits, never over.) A token bucket
+ * takes any refund up to its burst.
+ */
+function refundable(c: Counter, l: Limit, s: ClientShare, used: number, asked: number): number {
+  if (l.algorithm === "token_bucket") return asked;
+  if (s.refundAt !== c.t) {
+    s.refundAt = c.t;
+    s.refundable = 0;
+  }
+  s.refundable += used;
+  const refund = Math.min(asked, s.refundable);
+  s.refundable -= refund;
+  return refund;
+}
 
 /** Whether a decision must be divided by class and tenant rather than first come, first served. */
 function contended(item: CheckItem, l: Limit): boolean {

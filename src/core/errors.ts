@@ -99,6 +99,14 @@ export const ERRORS = {
     serverRetries: false,
     meaning: "the item's priority is not one of the Priority values",
   },
+  UNKNOWN_TICKET: {
+    wire: 12,
+    grpc: FAILED_PRECONDITION,
+    clientRetries: false,
+    serverRetries: false,
+    meaning:
+      "Settle named a ticket this server does not hold (never issued, past its timeout, another key's, or lost with its server)",
+  },
   UNAVAILABLE: {
     grpc: UNAVAILABLE,
     clientRetries: false,

@@ -39,6 +39,10 @@ export const InputLimitsSchema = z.object({
    */
   minIntervalMs: z.number().int().positive().default(10),
   maxIntervalMs: z.number().int().positive().default(60_000),
+  /** Open tickets (Check items with `ticket`) one server holds, settled ones kept until their timeout. */
+  maxTickets: z.number().int().positive().default(1_000_000),
+  /** A caller-chosen ticket timeout: an unsettled ticket is forgotten (its estimate charged) after it. */
+  maxTicketTimeoutMs: z.number().int().positive().default(3_600_000),
 });
 
 export type InputLimits = z.infer<typeof InputLimitsSchema>;

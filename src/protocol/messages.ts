@@ -13,6 +13,8 @@ export interface ReportEntryMsg {
   rejected: number;
   held: number;
   windowAdmitted: number;
+  /** Units given back by tickets settled below their estimate (see the proto). */
+  refunded?: number;
 }
 
 export interface ReportRequest {
@@ -64,6 +66,8 @@ export interface CheckItemMsg {
   cost: number;
   /** `PriorityMsg`; 0 (normal) when unset. Numbers outside the enum arrive as they are. */
   priority?: number;
+  /** Admit `cost` as an estimate and answer a ticket to settle the actual cost with. */
+  ticket?: boolean;
 }
 
 /** The wire's `Priority` enum. */
@@ -73,6 +77,8 @@ export interface CheckRequest {
   items: CheckItemMsg[];
   atomic: boolean;
   generation: number;
+  /** Tickets of this check stay open this long (0: the default). */
+  ticketTimeoutMs?: number;
 }
 
 export interface CheckResult {
@@ -84,6 +90,8 @@ export interface CheckResult {
   retryMs?: number;
   rule?: string;
   error?: ItemError;
+  /** The ticket this item's estimate is held under ("" or absent: none). */
+  ticketId?: string;
 }
 
 export interface CheckResponse {
@@ -125,6 +133,9 @@ export interface SettleRequest {
   key: string;
   delta: number;
   generation: number;
+  /** Settle by ticket (exact): the ticket and each covered item's actual cost. */
+  ticketId?: string;
+  actual?: number[];
 }
 
 export interface SettleResponse {
@@ -133,6 +144,8 @@ export interface SettleResponse {
   resetMs?: number;
   error?: ItemError;
   generation: number;
+  /** The ticket had been settled before: the first answer, nothing changed. */
+  alreadySettled?: boolean;
 }
 
 export interface ClusterViewRequest {
@@ -184,6 +197,8 @@ export interface ForwardRequest {
   sender?: string;
   envoyIds?: number[];
   checkIds?: number[];
+  /** Settles by ticket (idempotent by themselves: no ids). */
+  settles?: SettleRequest[];
 }
 
 export interface ForwardedEnvoy {
@@ -196,6 +211,7 @@ export interface ForwardResponse {
   envoy: ForwardedEnvoy[];
   checks: CheckResponse[];
   checkErrors: ItemError[];
+  settles?: SettleResponse[];
 }
 
 export interface PointRange {

@@ -102,7 +102,7 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     Check: unary("Check", deps, router.check.bind(router)),
     Acquire: unary("Acquire", deps, router.caughtUp(limiter.acquire.bind(limiter))),
     Release: unary("Release", deps, router.caughtUp(limiter.release.bind(limiter))),
-    Settle: unary("Settle", deps, router.caughtUp(limiter.settle.bind(limiter))),
+    Settle: unary("Settle", deps, router.settle.bind(router)),
     GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
     GetLimits: unary("GetLimits", deps, limiter.getLimits.bind(limiter)),
   });

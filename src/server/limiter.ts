@@ -33,6 +33,7 @@ import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
+import { TicketDesk } from "./tickets.js";
 
 export interface LimiterDeps {
   engine: Engine;
@@ -41,6 +42,8 @@ export interface LimiterDeps {
   ownership: Ownership;
   limits: InputLimits;
   metrics: LimiterMetrics;
+  /** Ticket ids (tests make them predictable); random 128 bits by default. */
+  newTicketId?: () => string;
 }
 
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
@@ -60,6 +63,8 @@ export class Limiter {
   private readonly ownership: Ownership;
   private readonly limits: InputLimits;
   private readonly metrics: LimiterMetrics;
+  /** Exact settlement: tickets of Check items, settled by Settle (server/tickets.ts). */
+  readonly tickets: TicketDesk;
 
   constructor(deps: LimiterDeps) {
     this.engine = deps.engine;
@@ -68,6 +73,7 @@ export class Limiter {
     this.limits = deps.limits;
     this.metrics = deps.metrics;
     this.resolver = new KeyResolver(deps.config);
+    this.tickets = new TicketDesk({ ...deps, newId: deps.newTicketId });
   }
 
   get config(): LimitConfig {
@@ -160,7 +166,8 @@ export class Limiter {
         amountProblem("admitted", e.admitted, this.limits) ??
         amountProblem("rejected", e.rejected, this.limits) ??
         amountProblem("held", e.held, this.limits) ??
-        amountProblem("window_admitted", e.windowAdmitted, this.limits);
+        amountProblem("window_admitted", e.windowAdmitted, this.limits) ??
+        amountProblem("refunded", e.refunded ?? 0, this.limits);
       if (bad !== undefined) {
         policies[i] = this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad));
         continue;
@@ -339,6 +346,7 @@ export class Limiter {
   check(req: CheckRequest): CheckResponse {
     if (req.items.length === 0) throw new InvalidArgumentError("check has no items");
     checkBatch(this.limits, "check", req.items.length);
+    const ticketsFull = this.tickets.admit(req);
     const now = this.clock.now();
     const results: CheckResult[] = new Array(req.items.length);
     const items: CheckItem[] = [];
@@ -358,6 +366,11 @@ export class Limiter {
       const bad = amountProblem("cost", cost, this.limits);
       if (bad !== undefined) {
         results[i] = this.failItem("check", itemError(ErrorCode.INVALID_AMOUNT, bad));
+        invalid++;
+        continue;
+      }
+      if (it.ticket === true && ticketsFull !== undefined) {
+        results[i] = this.failItem("check", ticketsFull);
         invalid++;
         continue;
       }
@@ -431,6 +444,7 @@ export class Limiter {
     if (req.atomic && (atomicFailed || decisions.some((d) => !d.allowed))) {
       for (const i of noLimit) results[i] = { allowed: false };
     }
+    this.tickets.issue(req, results, { items, positions, starts, counts });
     return { generation: this.ownership.generation(), results };
   }
 
@@ -512,6 +526,7 @@ export class Limiter {
   }
 
   settle(req: SettleRequest): SettleResponse {
+    if (req.ticketId) return this.tickets.settle(req);
     const generation = this.ownership.generation();
     if (!Number.isFinite(req.delta) || Math.abs(req.delta) > this.limits.maxAmount) {
       return {

@@ -16,6 +16,7 @@ import type {
   ReclaimResponse,
   ReplicateRequest,
   ReplicateResponse,
+  SettleResponse,
   StandbyRequest,
   StandbyResponse,
 } from "../protocol/messages.js";
@@ -102,7 +103,7 @@ export class PeerService {
   /** Refuses, whole and before anything is applied, a Forward over the bounds. */
   private checkForward(req: ForwardRequest): void {
     const limits = this.limits;
-    const parts = req.envoy.length + req.checks.length;
+    const parts = req.envoy.length + req.checks.length + (req.settles?.length ?? 0);
     if (parts > limits.maxBatch) {
       throw new InvalidArgumentError(
         `forward has ${parts} parts, over the maximum of maxBatch ${limits.maxBatch}`,
@@ -153,7 +154,15 @@ export class PeerService {
         checkErrors.push(a.error);
       }
     }
-    return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors };
+    // Settles by ticket are idempotent themselves (a ticket keeps its first answer).
+    const settles: SettleResponse[] = (req.settles ?? []).map((part) => {
+      try {
+        return limiter.settle(part);
+      } catch (err) {
+        return { error: partError(err), generation: ownership.generation() };
+      }
+    });
+    return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors, settles };
   }
 
   /**

@@ -14,6 +14,8 @@ import type {
   EnvoyDescriptorStatus,
   EnvoyRequest,
   EnvoyResponse,
+  SettleRequest,
+  SettleResponse,
 } from "../protocol/messages.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { EnvoyPlan } from "./envoy-plan.js";
@@ -27,6 +29,8 @@ import type { Owner, Ownership } from "./ownership.js";
 export interface Forwarder {
   envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse>;
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse>;
+  /** A settle by ticket, to the owner that issued the ticket (absent: answered here). */
+  settle?(owner: Owner, req: SettleRequest, generation: number): Promise<SettleResponse>;
 }
 
 /**
@@ -164,7 +168,7 @@ export class Router {
     for (let i = 0; i < res.results.length; i++) {
       if (res.results[i]!.error?.code === ErrorCode.SLICE_NOT_READY) again.push(i);
     }
-    const sub: CheckRequest = { items: again.map((i) => req.items[i]!), atomic: false, generation: 0 };
+    const sub = part(req, again, 0);
     const next = await this.routeCheck(sub, attempt + 1);
     const results = res.results.slice();
     for (let j = 0; j < again.length; j++) results[again[j]!] = next.results[j]!;
@@ -213,7 +217,7 @@ export class Router {
     // Positions dropped unsent at their queue deadline: answered as they are.
     const expired = new Set<number>();
     const calls = [...groups.values()].map(async ([owner, idx]) => {
-      const sub: CheckRequest = { items: idx.map((i) => req.items[i]!), atomic: false, generation };
+      const sub = part(req, idx, generation);
       let res: CheckResponse;
       try {
         res = await forwarder!.check(owner, sub, generation);
@@ -227,7 +231,7 @@ export class Router {
       for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
     });
     if (localIdx.length > 0) {
-      const local = limiter.check({ items: localIdx.map((i) => req.items[i]!), atomic: false, generation });
+      const local = limiter.check(part(req, localIdx, generation));
       for (let j = 0; j < localIdx.length; j++) results[localIdx[j]!] = local.results[j]!;
     }
     await Promise.all(calls);
@@ -247,12 +251,32 @@ export class Router {
       }
     }
     if (retry.length > 0 && attempt < this.attempts) {
-      const sub: CheckRequest = { items: retry.map((i) => req.items[i]!), atomic: false, generation: 0 };
+      const sub = part(req, retry, 0);
       const again = this.groupCheck(sub);
       const res = again === undefined ? limiter.check(sub) : await this.splitCheck(sub, again, attempt + 1);
       for (let j = 0; j < retry.length; j++) results[retry[j]!] = res.results[j]!;
     }
     return { generation: ownership.generation(), results };
+  }
+
+  /**
+   * `Settle`: by ticket, to the owner of the ticket's key (which issued it), forwarded as a Check
+   * is; the key + delta form, and any call whose key is this server's, is answered here. A
+   * forwarded settle is not tried elsewhere: a ticket lives only on the server that issued it.
+   */
+  settle(req: SettleRequest): SettleResponse | Promise<SettleResponse> {
+    const { limiter, forwarder, ownership } = this.deps;
+    if (forwarder?.settle === undefined || !req.ticketId)
+      return this.caughtUp(limiter.settle.bind(limiter))(req);
+    const shard = limiter.shardKeyOf(req.key);
+    const owner = shard === undefined ? undefined : ownership.ownerOf(shard);
+    if (owner === undefined || owner.self) return this.caughtUp(limiter.settle.bind(limiter))(req);
+    const generation = ownership.generation();
+    return forwarder.settle(owner, { ...req, generation }, generation).catch((err: unknown) => {
+      if (!(err instanceof ShardlimitError)) throw err;
+      const code = itemCode(err) ?? ErrorCode.OWNER_UNAVAILABLE;
+      return { error: { code, message: err.message }, generation: ownership.generation() };
+    });
   }
 
   private ownerIdOf(key: string): string | undefined {
@@ -356,6 +380,13 @@ export class Router {
     }
     return envoy.respond(plan, statuses as EnvoyDescriptorStatus[]);
   }
+}
+
+/** The items of `req` at `positions`, as a non-atomic check of their own (ticket options kept). */
+function part(req: CheckRequest, positions: readonly number[], generation: number): CheckRequest {
+  const sub: CheckRequest = { items: positions.map((i) => req.items[i]!), atomic: false, generation };
+  if (req.ticketTimeoutMs) sub.ticketTimeoutMs = req.ticketTimeoutMs;
+  return sub;
 }
 
 function range(n: number): number[] {

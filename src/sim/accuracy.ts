@@ -1,3 +1,4 @@
+import { settlementScenarios } from "./settlement.js";
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
 import { tenancyScenarios } from "./tenancy.js";
 import { tokenBucket } from "./yaml.js";
@@ -280,5 +281,7 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   );
   // Tenants and classes (H, I): several flows each; the network options do not apply to them.
   const tenancy = tenancyScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
-  return [...single, ...tenancy.map((s) => s.run())];
+  // Exact settlement (K): reserve and settle, synchronous and batched.
+  const settlement = settlementScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  return [...single, ...tenancy.map((s) => s.run()), ...settlement.map((s) => s.run())];
 }

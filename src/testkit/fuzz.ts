@@ -15,11 +15,12 @@ function seeds(method: string, i: number): object[] {
   const key = `api/fz=${i}`;
   const check = {
     items: [
-      { key, cost: 1 },
-      { key: `${key}b`, cost: 2 },
+      { key, cost: 1, ticket: i % 3 === 0 },
+      { key: `${key}b`, cost: 2, ticket: i % 3 === 0 },
     ],
     atomic: i % 2 === 0,
     generation: 1,
+    ticketTimeoutMs: i % 3 === 0 ? 1000 : 0,
   };
   const counter = {
     key,
@@ -48,7 +49,7 @@ function seeds(method: string, i: number): object[] {
           spanMs: 100,
           keyEpoch: 0,
           entries: [
-            { key, admitted: 3, rejected: 1, windowAdmitted: 3 },
+            { key, admitted: 3, rejected: 1, windowAdmitted: 3, refunded: 1 },
             { key: "api/conc=x", held: 1 },
           ],
         },
@@ -60,7 +61,11 @@ function seeds(method: string, i: number): object[] {
     case "Release":
       return [{ key: `api/conc=${i}`, leaseId: `l${i}`, generation: 1 }];
     case "Settle":
-      return [{ key, delta: 2, generation: 1 }];
+      return [
+        { key, delta: 2, generation: 1 },
+        // By ticket: an id of the issued shape that no Check issued, with two actual costs.
+        { key, generation: 1, ticketId: "AAAAAAAAAAAAAAAAAAAAAA", actual: [1, 2] },
+      ];
     case "GetClusterView":
       return [{ knownGeneration: i }];
     case "GetLimits":

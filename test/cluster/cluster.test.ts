@@ -95,6 +95,25 @@ describe("a cluster of three servers", () => {
     expect(g.results[0]!.remaining).toBe(39);
   });
 
+  it("a ticket taken through one server is settled through another, at the key's owner, once", async () => {
+    for (let i = 0; i < 6; i++) {
+      const key = `api/k=ticket-${i}`;
+      const via = h.servers[i % 3]!.rpc;
+      const r = await via.check({ items: [{ key, cost: 500, ticket: true }] }, { deadlineMs: 5000 });
+      const ticketId = r.results[0]!.ticketId!;
+      expect(ticketId).toBeTruthy();
+      const other = h.servers[(i + 1) % 3]!.rpc;
+      const s = await other.settle({ key, ticketId, actual: [100] }, { deadlineMs: 5000 });
+      expect(s.error ?? null).toBeNull();
+      expect(s.remaining).toBe(1_000_000 - 100);
+      const again = await h.servers[(i + 2) % 3]!.rpc.settle(
+        { key, ticketId, actual: [100] },
+        { deadlineMs: 5000 },
+      );
+      expect(again).toMatchObject({ remaining: 1_000_000 - 100, alreadySettled: true });
+    }
+  });
+
   it("SIGTERM of one server moves its slices with their counts: no key regains quota", async () => {
     const before = new Map<string, number>();
     for (const key of KEYS) before.set(key, await charge("s1", key, 1));

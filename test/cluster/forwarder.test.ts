@@ -160,3 +160,38 @@ describe("forwarding in micro-batches", () => {
     expect((await Promise.all(parts)).map((r) => r.results.length)).toEqual([3, 2, 4]);
   });
 });
+
+describe("forwarding a settle by ticket", () => {
+  it("goes in a call of its own and answers the owner's settle answer", async () => {
+    const f = fakePeer((req) => ({
+      ...echo(req),
+      settles: (req.settles ?? []).map(() => ({ generation: 7, remaining: 5 })),
+    }));
+    const fw = new BatchingForwarder({ peer: () => f.peer });
+    const p = fw.settle(owner, { key: "k", delta: 0, generation: 3, ticketId: "t", actual: [1] }, 3);
+    await tick();
+    f.releaseAll();
+    expect(await p).toEqual({ generation: 7, remaining: 5 });
+    expect(f.calls).toHaveLength(1);
+    expect(f.calls[0]!.settles).toEqual([{ key: "k", delta: 0, generation: 3, ticketId: "t", actual: [1] }]);
+    expect(f.calls[0]!.checks).toEqual([]);
+  });
+
+  it("a call lost after its resends fails as ForwardLostError; an owner without settles is unavailable", async () => {
+    const lost = fakePeer(() => new Error("reset"));
+    const fw = new BatchingForwarder({ peer: () => lost.peer, resends: 0 });
+    const p = fw.settle(owner, { key: "k", delta: 0, generation: 3, ticketId: "t", actual: [1] }, 3);
+    await tick();
+    lost.releaseAll();
+    await expect(p).rejects.toThrow(/forwarding to b:1 failed: reset/);
+    const old = fakePeer(echo);
+    const q = new BatchingForwarder({ peer: () => old.peer }).settle(
+      owner,
+      { key: "k", delta: 0, generation: 3 },
+      3,
+    );
+    await tick();
+    old.releaseAll();
+    await expect(q).rejects.toBeInstanceOf(UnavailableError);
+  });
+});

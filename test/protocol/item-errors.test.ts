@@ -27,6 +27,8 @@ describe("the error-code table", () => {
       SLICE_NOT_READY: 6,
       UNKNOWN_KEY_HANDLE: 7,
       OWNER_UNAVAILABLE: 8,
+      INVALID_PRIORITY: 9,
+      UNKNOWN_TICKET: 12,
     });
   });
 

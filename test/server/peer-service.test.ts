@@ -204,3 +204,35 @@ describe("Peer.Standby input", () => {
     expect(peer.standby(standby).error?.message).toMatch(/not a cluster member/);
   });
 });
+
+describe("Peer.Forward of settles", () => {
+  it("settles each part at this server, in order; a part that throws carries its error", async () => {
+    const seen: string[] = [];
+    const limiter = {
+      settle: (r: { ticketId?: string }) => {
+        seen.push(r.ticketId ?? "");
+        if (r.ticketId === "bad") throw new InvalidArgumentError("ticket_id is 99 long");
+        return { generation: 7, remaining: 3 };
+      },
+    } as unknown as Limiter;
+    const peer = new PeerService({
+      limiter,
+      envoy: {} as EnvoyRateLimit,
+      ownership,
+      receiveHandoff: () => ({ accepted: 0, generation: 7 }),
+      reclaim: () => ({ generation: 7 }),
+    });
+    const res = await peer.forward({
+      generation: 7,
+      envoy: [],
+      checks: [],
+      settles: [
+        { key: "k", delta: 0, generation: 7, ticketId: "t1", actual: [1] },
+        { key: "k", delta: 0, generation: 7, ticketId: "bad", actual: [1] },
+      ],
+    });
+    expect(seen).toEqual(["t1", "bad"]);
+    expect(res.settles![0]).toEqual({ generation: 7, remaining: 3 });
+    expect(res.settles![1]!.error?.message).toMatch(/ticket_id is 99 long/);
+  });
+});

@@ -105,10 +105,15 @@ function setup() {
       if (fail) throw fail;
       return peer(owner.id).envoy.shouldRateLimit(req);
     },
+    async settle(owner, req) {
+      calls.push({ owner: owner.id, kind: "settle", n: req.actual?.length ?? 0 });
+      if (fail) throw fail;
+      return peer(owner.id).limiter.settle(req);
+    },
   };
   // The fake ownership's `changed` waits in real time, so the router's waits run on the system clock.
   const router = new Router({ limiter, envoy, ownership, clock: systemClock, forwarder, retryWaitMs: 50 });
-  return { router, ownership, limiter, calls, setFail: (e: Error | undefined) => (fail = e) };
+  return { router, ownership, limiter, calls, peer, setFail: (e: Error | undefined) => (fail = e) };
 }
 
 const check = (keys: string[], atomic = false): CheckRequest => ({
@@ -231,5 +236,71 @@ describe("routing Check and ShouldRateLimit to owners", () => {
     // On the generation it has, the key is untouched.
     expect((await router.check(check(["d/k=stale"]))).results[0]!.remaining).toBe(99);
     expect(ownership.generation()).toBe(3);
+  });
+});
+
+describe("routing Settle by ticket to the ticket's owner", () => {
+  it("a ticket issued by a forwarded Check is settled at its owner, once", async () => {
+    const { router, ownership, calls, peer } = setup();
+    ownership.owners.set("d/k=t", "b");
+    const res = await router.check({
+      items: [{ key: "d/k=t", cost: 40, ticket: true }],
+      atomic: false,
+      generation: 3,
+    });
+    const ticketId = res.results[0]!.ticketId!;
+    expect(ticketId).toBeTruthy();
+    const settle = { key: "d/k=t", delta: 0, generation: 3, ticketId, actual: [10] };
+    const first = await router.settle(settle);
+    expect(first).toMatchObject({ remaining: 90, limit: 100 });
+    expect(await router.settle(settle)).toMatchObject({ remaining: 90, alreadySettled: true });
+    expect(calls.filter((c) => c.kind === "settle").map((c) => c.owner)).toEqual(["b", "b"]);
+    const now = peer("b").limiter;
+    expect(
+      now.check({ items: [{ key: "d/k=t", cost: 90 }], atomic: false, generation: 3 }).results[0]!.allowed,
+    ).toBe(true);
+  });
+
+  it("a settle by key and delta, or for a key this server owns, is answered here", async () => {
+    const { router, calls } = setup();
+    const res = await router.check({
+      items: [{ key: "d/k=here", cost: 5, ticket: true }],
+      atomic: false,
+      generation: 3,
+    });
+    const s = await router.settle({
+      key: "d/k=here",
+      delta: 0,
+      generation: 3,
+      ticketId: res.results[0]!.ticketId!,
+      actual: [1],
+    });
+    expect(s).toMatchObject({ remaining: 99 });
+    expect(await router.settle({ key: "d/k=here", delta: 1, generation: 3 })).toMatchObject({
+      remaining: 98,
+    });
+    expect(calls).toEqual([]);
+  });
+
+  it("an owner that cannot be reached is OWNER_UNAVAILABLE; a ticket unknown at the owner is UNKNOWN_TICKET", async () => {
+    const { router, ownership, setFail } = setup();
+    ownership.owners.set("d/k=u", "b");
+    const unknown = await router.settle({
+      key: "d/k=u",
+      delta: 0,
+      generation: 3,
+      ticketId: "nope",
+      actual: [1],
+    });
+    expect(unknown.error?.code).toBe(ErrorCode.UNKNOWN_TICKET);
+    setFail(new UnavailableError("down"));
+    const down = await router.settle({
+      key: "d/k=u",
+      delta: 0,
+      generation: 3,
+      ticketId: "nope",
+      actual: [1],
+    });
+    expect(down.error?.code).toBe(ErrorCode.OWNER_UNAVAILABLE);
   });
 });

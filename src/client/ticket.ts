@@ -1,0 +1,28 @@
+import type { ClientKey } from "./client-key.js";
+
+/**
+ * What `GatewayLimiter.reserve` admitted, for `settle` once the real cost is known. Settled once:
+ * a second `settle` of the same ticket changes nothing.
+ */
+export class Ticket {
+  #settled = false;
+
+  constructor(
+    /** The counter charged; undefined when no limit applies to the key. */
+    readonly key: ClientKey | undefined,
+    readonly estimate: number,
+    /** The start of the window the estimate was counted in, by this gateway's clock. */
+    readonly windowAt: number,
+  ) {}
+
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  /** Marks the ticket settled; false if it already was. */
+  markSettled(): boolean {
+    if (this.#settled) return false;
+    this.#settled = true;
+    return true;
+  }
+}
