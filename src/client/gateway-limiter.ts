@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { LimitConfig, LimitRule } from "../config/types.js";
+import { DEFAULT_PRIORITY, type LimitConfig, type LimitRule, type Priority } from "../config/types.js";
 import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
@@ -7,11 +7,12 @@ import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
 import { Directory } from "./directory.js";
-import { checkCost, type Descriptor, KeyTable } from "./key-table.js";
+import { checkCost, type Descriptor, KeyTable, withPriority } from "./key-table.js";
 import { Reporter } from "./reporter.js";
 import { Ticket } from "./ticket.js";
 import type { ClientTransport, LimiterLogger } from "./transport.js";
 
+export type { Priority } from "../config/types.js";
 export type { Descriptor } from "./key-table.js";
 export { Ticket } from "./ticket.js";
 export type { LimiterLogger } from "./transport.js";
@@ -186,8 +187,9 @@ export class GatewayLimiter {
    * Admits or rejects one request of `cost` units (1 by default; tokens, inference units...).
    * Synchronous and local. Throws InvalidArgumentError for a malformed key or cost.
    */
-  decide(key: string | Descriptor, cost = 1): boolean {
-    const e = this.keys.entry(key, cost);
+  decide(key: string | Descriptor, cost = 1, options?: { priority?: Priority }): boolean {
+    const p = options?.priority;
+    const e = this.keys.entry(p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p), cost);
     if (e === undefined) return this.opts.beforeReady === "open";
     const now = this.opts.clock.now();
     e.touch(now);

@@ -1,6 +1,13 @@
 import { decodeKey, encodeKey, escapePart } from "../config/key.js";
-import { splitPriority } from "../config/priority.js";
-import type { DescriptorEntry, LimitConfig, Resolved } from "../config/types.js";
+import { PRIORITY_KEY, splitPriority } from "../config/priority.js";
+import {
+  DEFAULT_PRIORITY,
+  type DescriptorEntry,
+  type LimitConfig,
+  PRIORITIES,
+  type Priority,
+  type Resolved,
+} from "../config/types.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { ClientKey } from "./client-key.js";
@@ -81,13 +88,17 @@ export class KeyTable {
   private resolve(config: LimitConfig, name: string): Entry {
     const d = decodeKey(name);
     if (typeof d === "string") throw new InvalidArgumentError(`${d}: ${JSON.stringify(name.slice(0, 100))}`);
-    // A priority entry keys no counter. Batched gateways do not divide by class yet: the request
-    // is limited as one of class normal (see docs/architecture.md, "Not built yet").
+    // A priority entry keys no counter on the owner.
     const split = splitPriority(d.entries);
     if (typeof split === "string") throw new InvalidArgumentError(split);
     const r = config.resolve(d.domain, split.entries);
     if (r === undefined || r.rule.unlimited) return new Unlimited();
-    const key = reportKey(r);
+    // Each class of a key is its own counter here, reported under the key with its `priority`
+    // entry: the owner divides the limit among classes from those reports.
+    const key =
+      split.priority === DEFAULT_PRIORITY
+        ? reportKey(r)
+        : `${reportKey(r)}/${PRIORITY_KEY}=${split.priority}`;
     let k = this.counters.get(key);
     if (k !== undefined && k.rule !== r.rule && sameLimit(k.rule, r.rule)) {
       k.adoptRule(r.rule); // a reload that left this limit as it was: keep the policy in force
@@ -190,6 +201,16 @@ export function reportKey(r: Resolved): string {
   const by = r.rule.fairShare?.by;
   if (r.subject === undefined || r.parent !== undefined || by === undefined) return r.counterKey;
   return `${r.counterKey}/${escapePart(by)}=${escapePart(r.subject.id)}`;
+}
+
+/** `key` with a `priority` entry naming class `p` (a request's class, given apart). */
+export function withPriority(key: string | Descriptor, p: Priority): string | Descriptor {
+  if (!(PRIORITIES as readonly string[]).includes(p)) {
+    throw new InvalidArgumentError(`priority ${JSON.stringify(p)} is not one of ${PRIORITIES.join(", ")}`);
+  }
+  return typeof key === "string"
+    ? `${key}/${PRIORITY_KEY}=${p}`
+    : { domain: key.domain, entries: [...key.entries, { key: PRIORITY_KEY, value: p }] };
 }
 
 function descriptorKey(d: Descriptor): string {

@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
+import { DEFAULT_PRIORITY, PRIORITY_RANK } from "../core/priority.js";
 import { decodeKey } from "./key.js";
 import { type Level, resolveIn } from "./match.js";
+import { splitPriority } from "./priority.js";
 import type { ConfigSource, DescriptorEntry, LimitConfig, LimitRule, Resolved } from "./types.js";
 
 /** The loaded configuration: immutable, replaced whole on reload, safe to share across requests. */
@@ -53,5 +55,11 @@ export class CompiledConfig implements LimitConfig {
 export function resolveKey(config: LimitConfig, counterKey: string): Resolved | undefined | string {
   const decoded = decodeKey(counterKey);
   if (typeof decoded === "string") return decoded;
-  return config.resolve(decoded.domain, decoded.entries);
+  // A gateway reports each class of a key under the key with its `priority` entry.
+  const split = splitPriority(decoded.entries);
+  if (typeof split === "string") return split;
+  const r = config.resolve(decoded.domain, split.entries);
+  return r === undefined || split.priority === DEFAULT_PRIORITY
+    ? r
+    : { ...r, rank: PRIORITY_RANK[split.priority] };
 }

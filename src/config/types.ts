@@ -102,6 +102,11 @@ export interface Resolved {
    * decided together with it by the same owner (same shard key).
    */
   readonly parent?: Resolved;
+  /**
+   * The class rank (`PRIORITY_RANK`) a canonical key's `priority` entry named (`resolveKey`); absent
+   * for `normal` and for descriptors resolved with `resolve`, whose callers split it off.
+   */
+  readonly rank?: number;
 }
 
 /** A loaded, validated configuration. Immutable; replaced whole on reload. */

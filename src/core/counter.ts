@@ -1,8 +1,8 @@
 import type { Algorithm } from "./algorithms/names.js";
+import type { ClassTable } from "./class-table.js";
 import type { ClientTable } from "./clients.js";
 import type { LeaseTable } from "./concurrency.js";
 import type { Contention } from "./contention.js";
-import type { TenantTable } from "./tenant-table.js";
 
 /**
  * One counter's state: a few numbers. A single class for every algorithm keeps V8's property
@@ -35,8 +35,11 @@ export class Counter {
   expiresAt = 0;
   /** Batched mode: the gateways reporting this key, with their demand. */
   clients: ClientTable | undefined = undefined;
-  /** Batched mode under `fair_share`: the same gateways by tenant, which divide the supply. */
-  tenants: TenantTable | undefined = undefined;
+  /**
+   * Batched mode under `fair_share` or with priority classes: the same gateways by class and
+   * tenant, which divide the supply.
+   */
+  classes: ClassTable | undefined = undefined;
   /**
    * Changed since its state was last taken for a standby copy (`Engine.takeChanged`): a flag here
    * and the key in the engine's list, cheaper on the hot path than a Set of keys.

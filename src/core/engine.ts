@@ -1,5 +1,6 @@
 import { RATE_ALGORITHMS } from "./algorithms/index.js";
 import { type RateAlgorithm, realignedStart } from "./algorithms/types.js";
+import { ClassTable } from "./class-table.js";
 import { type ClientShare, ClientTable, clientStaleMs } from "./clients.js";
 import { LeaseTable } from "./concurrency.js";
 import { BORROW_RANK, Contention, type Subject } from "./contention.js";
@@ -17,7 +18,6 @@ import { ReportDedup, type SeqVerdict } from "./dedup.js";
 import type { Limit } from "./limit.js";
 import { allowPolicy, concurrencyPolicy, type Policy, ratePolicy } from "./policy.js";
 import { PRIORITY_RANK } from "./priority.js";
-import { TenantTable } from "./tenant-table.js";
 import { type CounterSnapshot, fuller, restoreCounter, snapshotCounter } from "./transfer.js";
 
 export interface EngineOptions {
@@ -533,6 +533,7 @@ export class Engine {
     c: Counter,
     key: string,
     l: Limit,
+    rank: number,
     tenant: string,
     weight: number,
     clientId: string,
@@ -544,17 +545,17 @@ export class Engine {
   ): Policy {
     if (l.unlimited) return allowPolicy(now + 60_000, Number.POSITIVE_INFINITY, 0);
     if (l.algorithm === "concurrency")
-      throw new RangeError(`reportShared: ${l.algorithm} is not divided by tenant`);
-    // The group's own table holds every (tenant, gateway) pair: the counter's totals, the rebuild
-    // after a crash and the ALLOW test read it. The tenant table divides.
+      throw new RangeError(`reportShared: ${l.algorithm} is not divided by tenant or class`);
+    // The counter's own table holds every (class, tenant, gateway): the counter's totals, the
+    // rebuild after a crash and the ALLOW test read it. The class table divides.
     c.clients ??= new ClientTable();
-    c.tenants ??= new TenantTable();
+    c.classes ??= new ClassTable();
     const s = this.applyRate(
       c,
       key,
       l,
       c.clients,
-      `${tenant}\u0000${clientId}`,
+      `${rank}\u0000${tenant}\u0000${clientId}`,
       e,
       apply,
       intervalMs,
@@ -562,24 +563,39 @@ export class Engine {
       spanMs,
     );
     const staleMs = clientStaleMs(intervalMs);
-    c.tenants.prune(now, staleMs);
-    const t = c.tenants.upsert(tenant, weight);
+    const classes = c.classes;
+    classes.prune(now, staleMs);
+    const tenants = classes.tenants(rank);
+    const t = tenants.upsert(tenant, weight);
     const g = t.gateways.upsert(clientId, now);
     if (apply) {
       t.gateways.observe(g, (e.admitted + e.rejected) / spanMs, spanMs);
       t.gateways.offered(e.admitted + e.rejected, now);
+      classes.charge(rank, e.admitted - (e.refunded ?? 0), l, now);
     }
-    const tenants = c.tenants;
+    const part = (capacity: number) => classes.part(rank, capacity, l, now);
     const policy = ratePolicy(RATE_ALGORITHMS[l.algorithm], c, l, s, c.clients, intervalMs, now, {
-      share: (capacity) => t.gateways.fairShare(g, tenants.share(t, capacity, now), now),
-      // Those a heavy gateway must leave room for: the tenants within their share and, in its
-      // own tenant, the gateways within theirs.
-      free: (capacity) =>
-        tenants.freeDemand(capacity, now, t) + t.gateways.freeDemand(tenants.share(t, capacity, now), now),
+      share: (capacity) => t.gateways.fairShare(g, tenants.share(t, part(capacity), now), now),
+      // Those a heavy gateway must leave room for: the classes above, the tenants of its class
+      // within their share and, in its own tenant, the gateways within theirs.
+      free: (capacity) => {
+        const p = part(capacity);
+        return (
+          classes.above(rank, capacity, l, now) +
+          tenants.freeDemand(p, now, t) +
+          t.gateways.freeDemand(tenants.share(t, p, now), now)
+        );
+      },
       // A tenant within its share is light whole: its gateways' estimates of a sparse flow read
       // high, and dividing its part among them would make some look heavy. In a heavy tenant each
       // gateway is judged against its part of the tenant's.
-      within: (capacity, share) => tenants.within(t, capacity, now) || g.demand <= share * 1.001,
+      // A class within its part is light whole, for the same reason.
+      within: (capacity, share) =>
+        classes.within(rank, capacity, l, now) ||
+        tenants.within(t, part(capacity), now) ||
+        g.demand <= share * 1.001,
+      reserved: () => classes.reservedAbove(rank, l),
+      cap: () => classes.capOf(rank, l, now),
     });
     c.expiresAt = Math.max(c.expiresAt, now + staleMs);
     return policy;

@@ -75,22 +75,32 @@ export function ratePolicy(
   // clients that report rarely each look like a steady sender, the total does not.
   // A window without refill cannot pay an overshoot back, so it trusts only the larger figure.
   const demand = refill === 0 ? table.sumDemand : Math.min(table.sumDemand, table.offeredRate(now));
-  // ALLOW also needs room for the biggest burst one report has brought lately: a gateway whose
-  // traffic comes in bursts looks idle between them.
-  if (
-    avail > ALLOW_SAFETY * table.peakReport(now) &&
-    avail + (refill - ALLOW_SAFETY * demand) * lifetime > 0
-  ) {
-    return allowPolicy(until, remaining, resetAt);
-  }
-  const horizon = alg.spendHorizonMs(c, l, now, intervalMs);
-  const capacity = refill + avail / horizon;
   // Who is within their share is judged on the limit's own rate: the heavy senders' budget keeps
   // room for the others' expected demand, so a window spent early or a debt is their doing and
   // they wait for it first.
   const steady = refill > 0 ? refill : l.limit / l.windowMs;
   const steadyShare = division.share(steady);
-  if (division.within(steady, steadyShare)) {
+  const within = division.within(steady, steadyShare);
+  // Divided by class (`reserve`, or classes above asking): a sender over its share is never let
+  // loose on the balance, which is kept for those ahead; what a reserve keeps is never anyone's
+  // below it.
+  const classed = division.reserved !== undefined;
+  const reserved = division.reserved?.() ?? 0;
+  const base = refill === 0 ? l.limit : l.burst;
+  const cap = division.cap?.();
+  const spendable = Math.min(avail - base * reserved, cap?.avail ?? Number.POSITIVE_INFINITY);
+  // ALLOW also needs room for the biggest burst one report has brought lately: a gateway whose
+  // traffic comes in bursts looks idle between them.
+  if (
+    (!classed || within) &&
+    spendable > ALLOW_SAFETY * table.peakReport(now) &&
+    spendable + (refill * (1 - reserved) - ALLOW_SAFETY * demand) * lifetime > 0
+  ) {
+    return allowPolicy(until, remaining, resetAt);
+  }
+  const horizon = alg.spendHorizonMs(c, l, now, intervalMs);
+  const capacity = refill * (1 - reserved) + spendable / horizon;
+  if (within) {
     // In debt (or the window spent) nobody is granted anything, light or not: a sender that reads
     // light between sparse costly requests would otherwise keep the debt from ever being paid.
     if (capacity <= 0) return rejectUntil(alg, c, l, now, until, remaining, resetAt);
@@ -114,13 +124,20 @@ export function ratePolicy(
   // ask for, over what remains of a window (its units do not come back) or the bucket's horizon.
   const ahead = division.free(steady);
   const span = refill === 0 ? Math.max(0, resetAt - now) : horizon;
-  const kept = headroom(ahead * span);
+  // What classes above may keep (`reserve`) is never this gateway's, used or not: their expected
+  // demand or the reserve, whichever is more, in units (`kept`) and in refill.
+  const kept = Math.max(headroom(ahead * span), base * reserved);
+  const flow = Math.min(steady - ahead, steady * (1 - reserved));
   // A bucket's refill goes to the light senders first; a window's units for them are `kept`.
-  const budget = (refill === 0 ? 0 : refill - ahead) + (avail - kept) / horizon;
+  // Under a reserve, also what the class may still spend of its capped rate.
+  const budget = Math.min(
+    (refill === 0 ? 0 : flow) + (avail - kept) / horizon,
+    cap === undefined ? Number.POSITIVE_INFINITY : cap.refill + cap.avail / horizon,
+  );
   if (budget <= 0) return rejectUntil(alg, c, l, now, until, remaining, resetAt, kept);
   // Its part of the heavy senders' budget is its part of their steady supply.
-  const share = (steadyShare * budget) / Math.max(steady - ahead, Number.MIN_VALUE);
-  let units = share * intervalMs;
+  const share = (steadyShare * budget) / Math.max(flow, Number.MIN_VALUE);
+  let units = share * (division.grantMs ?? intervalMs);
   if (refill === 0) units = Math.min(units, Math.max(0, avail - kept));
   // A gateway admits while its grant is above zero, so a grant of 1.25 requests admits two: small
   // grants would be overrun by up to a request each interval, and a tenant paced at a small share
@@ -149,6 +166,19 @@ export interface Division {
   free(capacity: number): number;
   /** Whether this gateway asks no more than `share`, its part of `capacity`. */
   within(capacity: number, share: number): boolean;
+  /** The fraction of the limit kept for classes above this gateway's (`reserve`); 0 if none. */
+  reserved?(): number;
+  /**
+   * What this gateway's class may still spend under that reserve, and the rate that comes back:
+   * the reserve's cap on the class's rate, which the counter's own balance does not show.
+   */
+  cap?(): { avail: number; refill: number } | undefined;
+  /**
+   * How much time a paced grant covers (an interval by default). A gateway whose grant runs out
+   * asks again early; granted a whole interval each time, it would get two intervals' worth in
+   * one, and with classes the balance kept for those ahead would pay for it.
+   */
+  grantMs?: number;
 }
 
 /** Max-min among the gateways of one table. */

@@ -27,7 +27,7 @@ export class TenantTable {
   private levelAt = Number.NEGATIVE_INFINITY;
   private levelCapacity = Number.NaN;
   /** The tenants' demand and weight together, as of `levelAt`. */
-  private demand = 0;
+  private total = 0;
   private weight = 0;
   private free = 0;
   private prunedAt = Number.NEGATIVE_INFINITY;
@@ -59,8 +59,8 @@ export class TenantTable {
   share(t: TenantShare, capacity: number, now: number): number {
     this.refresh(capacity, now);
     const own = demandOf(t, now);
-    return this.demand <= capacity
-      ? own + ((capacity - this.demand) * t.weight) / this.weight
+    return this.total <= capacity
+      ? own + ((capacity - this.total) * t.weight) / this.weight
       : Math.min(own, t.weight * this.level);
   }
 
@@ -69,6 +69,13 @@ export class TenantTable {
     this.refresh(capacity, now);
     const own = except !== undefined && this.within(except, capacity, now) ? demandOf(except, now) : 0;
     return Math.max(0, this.free - own);
+  }
+
+  /** What all the tenants ask for together (units per ms, measured). */
+  demand(now: number): number {
+    let sum = 0;
+    for (const t of this.tenants.values()) sum += demandOf(t, now);
+    return sum;
   }
 
   /** Whether tenant `t` asks for no more than its share of `capacity`. */
@@ -99,7 +106,7 @@ export class TenantTable {
     const level = weightedWaterLevel(demands, weights, capacity, order);
     let free = 0;
     for (let i = 0; i < demands.length; i++) if (demands[i]! <= weights[i]! * level) free += demands[i]!;
-    this.demand = demand;
+    this.total = demand;
     this.weight = weight;
     this.level = level;
     this.free = free;

@@ -1,12 +1,12 @@
 import { randomBytes } from "node:crypto";
-import type { LimitConfig, Resolved } from "../config/types.js";
+import type { LimitConfig, LimitRule, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { Counter } from "../core/counter.js";
 import { CapacityError, type CheckItem, type Decision } from "../core/decision.js";
 import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
-import { PRIORITY_RANK } from "../core/priority.js";
+import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
 import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
@@ -263,55 +263,56 @@ export class Limiter {
     const engine = this.engine;
     const parent = r.parent;
     const subject = parent?.subject ?? r.subject;
+    const rank = r.rank ?? DEFAULT_RANK;
     let borrowed = 0;
     const count = (p: Policy): Policy => {
-      if (apply && subject !== undefined) {
+      if (apply && (subject !== undefined || r.rank !== undefined)) {
         const domain = r.rule.domain;
-        this.metrics.tenant(domain, subject.id, "normal", "admitted", e.admitted - borrowed);
-        this.metrics.tenant(domain, subject.id, "normal", "borrowed", borrowed);
-        this.metrics.tenant(domain, subject.id, "normal", "rejected", e.rejected);
+        const id = subject?.id ?? "";
+        const priority = PRIORITIES[rank]!;
+        this.metrics.tenant(domain, id, priority, "admitted", e.admitted - borrowed);
+        this.metrics.tenant(domain, id, priority, "borrowed", borrowed);
+        this.metrics.tenant(domain, id, priority, "rejected", e.rejected);
       }
       return p;
     };
-    if (parent === undefined) {
-      return count(
-        r.subject === undefined
-          ? engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span)
-          : engine.reportShared(
-              c,
-              r.counterKey,
-              r.rule,
-              r.subject.id,
-              r.subject.weight,
-              clientId,
-              e,
-              apply,
-              interval,
-              now,
-              span,
-            ),
-      );
-    }
-    const own = engine.reportOn(c, r.counterKey, r.rule, clientId, e, apply, interval, now, span);
+    // A counter divided by class or tenant takes every report through its class table: one
+    // sender reporting without a class still counts, as `normal`.
+    const divided = (counter: Counter, rule: LimitRule, tenant: { id: string; weight: number } | undefined) =>
+      tenant !== undefined ||
+      r.rank !== undefined ||
+      counter.classes !== undefined ||
+      rule.reserve !== undefined;
+    const report = (
+      counter: Counter,
+      key: string,
+      rule: LimitRule,
+      tenant?: { id: string; weight: number },
+    ) =>
+      divided(counter, rule, tenant)
+        ? engine.reportShared(
+            counter,
+            key,
+            rule,
+            rank,
+            tenant?.id ?? "",
+            tenant?.weight ?? 1,
+            clientId,
+            e,
+            apply,
+            interval,
+            now,
+            span,
+          )
+        : engine.reportOn(counter, key, rule, clientId, e, apply, interval, now, span);
+    if (parent === undefined) return count(report(c, r.counterKey, r.rule, r.subject));
+    const own = report(c, r.counterKey, r.rule);
     let g = hit.parentCounter;
     if (g === undefined || g.removed || g.algorithm !== parent.rule.algorithm) {
       g = engine.counterFor(parent.counterKey, parent.rule, now, parent.shardKey);
       hit.parentCounter = g;
     }
-    const tenant = parent.subject ?? { id: "", weight: 1 };
-    const group = engine.reportShared(
-      g,
-      parent.counterKey,
-      parent.rule,
-      tenant.id,
-      tenant.weight,
-      clientId,
-      e,
-      apply,
-      interval,
-      now,
-      span,
-    );
+    const group = report(g, parent.counterKey, parent.rule, parent.subject ?? { id: "", weight: 1 });
     if (r.rule.soft && group.kind === PolicyKind.ALLOW) {
       // Borrowing the group's idle capacity: what went past the tenant's own limit was counted
       // on the group's, and is not owed on the tenant's once the group fills.
@@ -406,7 +407,8 @@ export class Limiter {
         continue;
       }
       starts.push(items.length);
-      const explicit = rank === DEFAULT_RANK ? undefined : rank;
+      // The class from the item's field, else from a `priority` entry in its key.
+      const explicit = rank === DEFAULT_RANK ? r.rank : rank;
       counts.push(addCharges(items, r, cost, explicit, i));
       ranks.push(explicit);
       costs.push(cost);

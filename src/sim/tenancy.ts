@@ -152,52 +152,56 @@ export function tenancyScenarios(quick: boolean, seed: number): TenancyScenario[
     });
   }
   for (const mode of modes) out.push(softScenario(mode.label, mode.gateways, seed));
-  out.push({
-    name: "I. priority (sync, ShouldRateLimit): limit 1000/s, critical at 300/s, low at 2000/s",
-    run: () => {
-      const flows: Flow[] = [
-        { descriptor: "sim/k=v/priority=critical", rate: steady(300) },
-        { descriptor: "sim/k=v/priority=low", rate: steady(2000) },
-      ];
-      const m = measure(tokenBucket(1000), flows, 0, seconds, from, seed);
-      const critical = m.admitted[0]! / m.offered[0]!;
-      const ratio = m.total / 1000;
-      return result(
-        "I. priority (sync, ShouldRateLimit): limit 1000/s, critical at 300/s, low at 2000/s",
-        m,
-        from,
-        seconds,
-        "total [0.98, 1.02]; critical >= 0.999 of its demand",
-        within(ratio, 0.98, 1.02) && critical >= 0.999,
-        { critical_share_of_demand: round(critical) },
-      );
-    },
-  });
-  out.push({
-    name: "I. reserve (sync, ShouldRateLimit): reserve critical 0.2, no critical traffic, low at 2000/s",
-    run: () => {
-      const flows: Flow[] = [{ descriptor: "sim/k=v/priority=low", rate: steady(2000) }];
-      const m = measure(
-        tokenBucket(1000, "      reserve: { critical: 0.2 }\n"),
-        flows,
-        0,
-        seconds,
-        from,
-        seed,
-      );
-      return result(
-        "I. reserve (sync, ShouldRateLimit): reserve critical 0.2, no critical traffic, low at 2000/s",
-        m,
-        from,
-        seconds,
-        "low <= 0.8 of the limit (and >= 0.78), give or take one pace burst (0.1 s of its share)",
-        // The span starts and ends anywhere in the pacing: low may have one burst of its pace
-        // (80 requests) banked at the start.
-        within(m.admitted[0]!, 780 * m.seconds, 800 * m.seconds + 80),
-        { low_per_s: round(m.admitted[0]! / m.seconds) },
-      );
-    },
-  });
+  for (const mode of modes) {
+    const iName = `I. priority (${mode.label}): limit 1000/s, critical at 300/s, low at 2000/s`;
+    out.push({
+      name: iName,
+      run: () => {
+        const flows: Flow[] = [
+          { descriptor: "sim/k=v/priority=critical", rate: steady(300) },
+          { descriptor: "sim/k=v/priority=low", rate: steady(2000) },
+        ];
+        const m = measure(tokenBucket(1000), flows, mode.gateways, seconds, from, seed);
+        const critical = m.admitted[0]! / m.offered[0]!;
+        const ratio = m.total / 1000;
+        return result(
+          iName,
+          m,
+          from,
+          seconds,
+          "total [0.98, 1.02]; critical >= 0.999 of its demand",
+          within(ratio, 0.98, 1.02) && critical >= 0.999,
+          { critical_share_of_demand: round(critical) },
+        );
+      },
+    });
+    const rName = `I. reserve (${mode.label}): reserve critical 0.2, no critical traffic, low at 2000/s`;
+    out.push({
+      name: rName,
+      run: () => {
+        const flows: Flow[] = [{ descriptor: "sim/k=v/priority=low", rate: steady(2000) }];
+        const m = measure(
+          tokenBucket(1000, "      reserve: { critical: 0.2 }\n"),
+          flows,
+          mode.gateways,
+          seconds,
+          from,
+          seed,
+        );
+        return result(
+          rName,
+          m,
+          from,
+          seconds,
+          "low <= 0.8 of the limit (and >= 0.78), give or take one pace burst (0.1 s of its share)",
+          // The span starts and ends anywhere in the pacing: low may have one burst of its pace
+          // (80 requests) banked at the start.
+          within(m.admitted[0]!, 780 * m.seconds, 800 * m.seconds + 80),
+          { low_per_s: round(m.admitted[0]! / m.seconds) },
+        );
+      },
+    });
+  }
   return out;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type DescriptorEntry, splitPriority } from "../../src/config/index.js";
+import { compileSources, type DescriptorEntry, resolveKey, splitPriority } from "../../src/config/index.js";
 
 function d(...pairs: [string, string][]): DescriptorEntry[] {
   return pairs.map(([key, value]) => ({ key, value }));
@@ -49,5 +49,23 @@ describe("splitPriority", () => {
       "priority is given twice (entries 1 and 3); a request has one priority class",
     );
     expect(splitPriority(d(["priority", "high"], ["priority", "high"]))).toMatch(/given twice/);
+  });
+});
+
+describe("resolveKey with a priority entry (batched reports of one class of a key)", () => {
+  const config = compileSources([
+    {
+      file: "p.yaml",
+      text: "domain: api\ndescriptors:\n  - key: tenant\n    rate_limit: { unit: second, requests_per_unit: 5 }\n",
+    },
+  ]);
+  it("resolves the key without it and names the class's rank", () => {
+    const r = resolveKey(config, "api/tenant=a/priority=critical");
+    expect(r).toMatchObject({ counterKey: "api/tenant=a", rank: 3 });
+    expect((resolveKey(config, "api/tenant=a") as { rank?: number }).rank).toBeUndefined();
+    expect((resolveKey(config, "api/tenant=a/priority=normal") as { rank?: number }).rank).toBeUndefined();
+    expect(resolveKey(config, "api/tenant=a/priority=soon")).toMatch(
+      /priority "soon" is not a priority class/,
+    );
   });
 });

@@ -63,6 +63,7 @@ function simulate(l: Limit, tenants: Tenant[], gateways: number, seconds = 30, w
           c,
           "g",
           l,
+          1,
           tenant.id,
           tenant.weight ?? 1,
           id,
