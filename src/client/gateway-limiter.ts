@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { LimitConfig, LimitRule } from "../config/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
+import { PolicyKind } from "../core/policy.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
@@ -9,9 +10,11 @@ import { Directory } from "./directory.js";
 import { checkCost, type Descriptor, KeyTable } from "./key-table.js";
 import { Reporter } from "./reporter.js";
 import type { ClientTransport, LimiterLogger } from "./transport.js";
+import { checkWaitOptions, Waiters, type WaitOptions } from "./waiters.js";
 
 export type { Descriptor } from "./key-table.js";
 export type { LimiterLogger } from "./transport.js";
+export type { WaitOptions } from "./waiters.js";
 
 /** What `reserve` admitted, for `settle` once the real cost is known. */
 export interface Ticket {
@@ -56,6 +59,10 @@ export interface GatewayLimiterOptions {
   /** For REJECT_FRACTION; seeded in simulations. */
   random?: () => number;
   logger?: LimiterLogger;
+  /** Callers `wait` may hold on one counter at once (default 1000); past it `wait` rejects. */
+  maxWaitersPerKey?: number;
+  /** Callers `wait` may hold over all counters (default 10000). */
+  maxWaiters?: number;
 }
 
 const silent: LimiterLogger = { warn() {}, info() {} };
@@ -93,6 +100,8 @@ export class GatewayLimiter {
   private readonly directory: Directory;
   private timer: Timer | undefined;
   private closed = false;
+  /** Callers of `wait`, queued per counter key. */
+  private readonly waiters: Waiters<string | Descriptor>;
 
   constructor(options: GatewayLimiterOptions) {
     if (options.servers.length === 0) throw new InvalidArgumentError("servers is empty: name at least one");
@@ -127,8 +136,19 @@ export class GatewayLimiter {
       instanceId,
       transport: options.transport,
       clock: options.clock,
+      maxWaitersPerKey: options.maxWaitersPerKey ?? 1_000,
+      maxWaiters: options.maxWaiters ?? 10_000,
     };
+    for (const f of ["maxWaitersPerKey", "maxWaiters"] as const) {
+      if (!(Number.isSafeInteger(o[f]) && o[f] >= 1)) {
+        throw new InvalidArgumentError(`${f} must be a positive integer, got ${o[f]}`);
+      }
+    }
     this.opts = o;
+    this.waiters = new Waiters(
+      { clock: o.clock, maxPerKey: o.maxWaitersPerKey, maxTotal: o.maxWaiters },
+      (key, cost) => this.admitWaiter(key, cost),
+    );
     // The parts call each other only through these ports (arrows: `reporter` is made last).
     this.keys = new KeyTable(o, (k) => this.reporter.markDirty(k));
     this.directory = new Directory(o, {
@@ -140,6 +160,7 @@ export class GatewayLimiter {
       isCurrent: (k) => this.keys.isCurrent(k),
       directory: this.directory,
       wake: () => this.tick(true),
+      policyApplied: (k) => this.policyArrived(k),
     });
   }
 
@@ -211,6 +232,83 @@ export class GatewayLimiter {
     const ok = e.decide(cost, now, this.opts.random());
     if (e.askEarly(ok, now, this.opts.reportIntervalMs)) this.reporter.reportSoon(now);
     return ok;
+  }
+
+  /**
+   * Like `decide`, but waits up to `opts.timeoutMs` for the units instead of failing: resolves
+   * true once admitted, false at the timeout or when `opts.signal` aborts (it never rejects for
+   * those; it rejects with InvalidArgumentError for a malformed key, cost or timeout, and with
+   * CapacityError past `maxWaitersPerKey` or `maxWaiters`). Callers wait FIFO per counter: one
+   * is admitted only after every caller before it on that counter was, woken when the owner's
+   * next policy gives the key units (no polling). A request that fits now with nobody waiting is
+   * decided at once, exactly as `decide`; one whose cost the limit could never admit, or with
+   * `timeoutMs` 0, answers false at once. While callers wait, the units they wait for are
+   * reported as rejected every interval, so the owner sees the demand.
+   */
+  wait(key: string | Descriptor, cost: number, opts: WaitOptions): Promise<boolean> {
+    try {
+      return this.startWait(key, cost, opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private startWait(key: string | Descriptor, cost: number, opts: WaitOptions): Promise<boolean> {
+    checkWaitOptions(opts);
+    if (opts.signal?.aborted) return Promise.resolve(false);
+    const e = this.keys.entry(key, cost);
+    if (this.closed || !(e instanceof ClientKey)) return Promise.resolve(this.decide(key, cost));
+    const queued = this.waiters.has(e.key);
+    // Nobody waits: decided as `decide` does (which also shows the demand when it rejects).
+    if (!queued && this.decide(key, cost)) return Promise.resolve(true);
+    if (opts.timeoutMs === 0 || !admissible(e.rule, cost)) return Promise.resolve(false);
+    return this.waiters.add(e.key, key, cost, opts.timeoutMs, opts.signal);
+  }
+
+  /** A waiter's decision: as `decide`, but a rejection is not counted (see `showWaiting`). */
+  private admitWaiter(key: string | Descriptor, cost: number): boolean {
+    if (this.closed) return false;
+    const e = this.keys.entry(key, cost);
+    if (!(e instanceof ClientKey)) return e !== undefined || this.opts.beforeReady === "open";
+    if (this.decide(key, cost)) return true;
+    // Every path of `decide` that rejects counted it in `rejected`.
+    e.rejected -= cost;
+    return false;
+  }
+
+  /** A policy for `k` arrived: its waiters may go; a REJECT_UNTIL wakes them once at its end. */
+  private policyArrived(k: ClientKey): void {
+    if (!this.waiters.has(k.key)) return;
+    this.waiters.wake(k.key);
+    if (k.kind === PolicyKind.REJECT_UNTIL && this.waiters.has(k.key)) {
+      this.waiters.wakeIn(k.key, Math.max(0, k.until - this.opts.clock.now()));
+    }
+  }
+
+  /**
+   * Before each report round: the units waiting on each counter are counted as rejected, so the
+   * owner sees that demand every interval (and sends a policy back, which wakes the waiters).
+   * A key on its fallback share has no owner to answer: its waiters are tried here instead, once
+   * per round, since the share refills with time.
+   */
+  private showWaiting(): void {
+    const fallback: string[] = [];
+    for (const [counter, head] of this.waiters.demand()) {
+      const e = this.keys.entry(head, 1);
+      if (e instanceof ClientKey && e.inFallback) fallback.push(counter);
+    }
+    for (const counter of fallback) this.waiters.wake(counter);
+    for (const [, head, units] of this.waiters.demand()) {
+      const e = this.keys.entry(head, 1);
+      if (!(e instanceof ClientKey)) continue;
+      e.tally(false, units);
+      this.reporter.markDirty(e);
+    }
+  }
+
+  /** Callers waiting in `wait`, over all keys. */
+  get waiting(): number {
+    return this.waiters.size;
   }
 
   /**
@@ -326,6 +424,7 @@ export class GatewayLimiter {
   tick(early = false): void {
     const routing = this.directory.routing;
     const now = this.opts.clock.now();
+    if (!early && this.waiters.size > 0) this.showWaiting();
     if (routing !== undefined) this.reporter.report(routing, now, early);
     this.keys.sweepEvery(now);
     this.directory.refreshIfDue(now);
@@ -353,6 +452,7 @@ export class GatewayLimiter {
   /** Stops reporting. Counts not yet reported are lost; call `flush` first to send them. */
   close(): void {
     this.closed = true;
+    this.waiters.close();
     this.timer?.cancel();
     this.reporter.close();
     this.directory.close();
@@ -363,4 +463,9 @@ export class GatewayLimiter {
   flush(): void {
     this.tick();
   }
+}
+
+/** Whether the limit could ever admit `cost` at once (a larger cost would wait in vain). */
+function admissible(rule: LimitRule, cost: number): boolean {
+  return rule.shadowMode || cost <= rule.limit + (rule.algorithm === "token_bucket" ? rule.burst : 0);
 }
