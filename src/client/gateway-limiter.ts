@@ -246,34 +246,68 @@ export class GatewayLimiter {
    * reported as rejected every interval, so the owner sees the demand.
    */
   wait(key: string | Descriptor, cost: number, opts: WaitOptions): Promise<boolean> {
-    try {
-      return this.startWait(key, cost, opts);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return new Promise((resolve, reject) => {
+      try {
+        this.waitThen(key, cost, opts, resolve);
+      } catch (err) {
+        reject(err);
+      }
+    });
   }
 
-  private startWait(key: string | Descriptor, cost: number, opts: WaitOptions): Promise<boolean> {
+  /**
+   * `wait` with a callback instead of a promise, for callers that cannot yield to the event loop
+   * between steps (the simulation drives a virtual clock synchronously): `done` is called once,
+   * possibly before this returns when decided at once. Throws what `wait` rejects with.
+   */
+  waitThen(key: string | Descriptor, cost: number, opts: WaitOptions, done: (ok: boolean) => void): void {
+    const now = this.waitNow(key, cost, opts);
+    if (typeof now === "boolean") done(now);
+    else this.waiters.add(now, key, cost, opts.timeoutMs, opts.signal, done);
+  }
+
+  /** The answer a wait gets at once, or the counter key it must queue on. */
+  private waitNow(key: string | Descriptor, cost: number, opts: WaitOptions): boolean | string {
     checkWaitOptions(opts);
-    if (opts.signal?.aborted) return Promise.resolve(false);
+    if (opts.signal?.aborted) return false;
     const e = this.keys.entry(key, cost);
-    if (this.closed || !(e instanceof ClientKey)) return Promise.resolve(this.decide(key, cost));
+    if (this.closed || !(e instanceof ClientKey)) return this.decide(key, cost);
     const queued = this.waiters.has(e.key);
     // Nobody waits: decided as `decide` does (which also shows the demand when it rejects).
-    if (!queued && this.decide(key, cost)) return Promise.resolve(true);
-    if (opts.timeoutMs === 0 || !admissible(e.rule, cost)) return Promise.resolve(false);
-    return this.waiters.add(e.key, key, cost, opts.timeoutMs, opts.signal);
+    if (!queued && this.decide(key, cost)) return true;
+    if (opts.timeoutMs === 0 || !admissible(e.rule, cost)) return false;
+    return e.key;
   }
 
-  /** A waiter's decision: as `decide`, but a rejection is not counted (see `showWaiting`). */
+  /** What waiting has cost so far: decisions tried for waiters, and timers set for them. */
+  waitStats(): { waiting: number; attempts: number; timers: number } {
+    return { waiting: this.waiters.size, attempts: this.waiters.attempts, timers: this.waiters.timers };
+  }
+
+  /**
+   * A waiter's decision: `decide` without its side effects on a rejection. A waiter tried in vain
+   * counts no rejection (its demand is counted once per report round, see `showWaiting`) and
+   * asks for no early report: an early report per try would make a report every tenth of an
+   * interval, each over a span with no demand in it, and the owner would read this gateway as
+   * idle. A REJECT_FRACTION policy rejects a random fraction of arrivals so that its units last
+   * the interval; waiters are the backlog itself, admitted in order while units are left.
+   */
   private admitWaiter(key: string | Descriptor, cost: number): boolean {
     if (this.closed) return false;
     const e = this.keys.entry(key, cost);
     if (!(e instanceof ClientKey)) return e !== undefined || this.opts.beforeReady === "open";
-    if (this.decide(key, cost)) return true;
-    // Every path of `decide` that rejects counted it in `rejected`.
-    e.rejected -= cost;
-    return false;
+    const now = this.opts.clock.now();
+    let ok: boolean;
+    if (e.rule.shadowMode) ok = e.tally(true, cost);
+    else if (e.inFallback) ok = e.decideFallback(cost, now, this.opts.random());
+    else ok = e.decide(cost, now, PAST_ANY_FRACTION);
+    if (!ok) {
+      e.rejected -= cost;
+      return false;
+    }
+    e.touch(now);
+    this.reporter.markDirty(e);
+    return true;
   }
 
   /** A policy for `k` arrived: its waiters may go; a REJECT_UNTIL wakes them once at its end. */
@@ -281,7 +315,11 @@ export class GatewayLimiter {
     if (!this.waiters.has(k.key)) return;
     this.waiters.wake(k.key);
     if (k.kind === PolicyKind.REJECT_UNTIL && this.waiters.has(k.key)) {
-      this.waiters.wakeIn(k.key, Math.max(0, k.until - this.opts.clock.now()));
+      // Then the policy has run out and the waiters still wait: ask for the next one now, as a
+      // request finding no policy would.
+      this.waiters.wakeIn(k.key, Math.max(0, k.until - this.opts.clock.now()), () =>
+        this.reporter.reportSoon(this.opts.clock.now()),
+      );
     }
   }
 
@@ -469,3 +507,6 @@ export class GatewayLimiter {
 function admissible(rule: LimitRule, cost: number): boolean {
   return rule.shadowMode || cost <= rule.limit + (rule.algorithm === "token_bucket" ? rule.burst : 0);
 }
+
+/** A draw above any fraction under 1: a REJECT_FRACTION policy then admits while units are left. */
+const PAST_ANY_FRACTION = 1 - Number.EPSILON;

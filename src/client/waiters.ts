@@ -68,6 +68,9 @@ export interface WaitersOptions {
 export class Waiters<K> {
   private readonly queues = new Map<string, Queue<K>>();
   #size = 0;
+  /** Decisions tried for waiters, and timers set for them: the work waiting costs. */
+  #attempts = 0;
+  #timers = 0;
 
   constructor(
     private readonly opts: WaitersOptions,
@@ -80,13 +83,33 @@ export class Waiters<K> {
     return this.#size;
   }
 
-  /** Whether callers wait on `counter`: a new caller must queue behind them. */
-  has(counter: string): boolean {
-    return this.queues.has(counter);
+  /** Decisions tried for waiters (each one a wake-up's work), since start. */
+  get attempts(): number {
+    return this.#attempts;
   }
 
-  /** Queues a caller behind the others on `counter`; resolves true once admitted, false at the timeout. */
-  add(counter: string, key: K, cost: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  /** Timers set for waiting (one timeout per waiter, one wake-up per REJECT_UNTIL), since start. */
+  get timers(): number {
+    return this.#timers;
+  }
+
+  /** Whether callers wait on `counter`: a new caller must queue behind them. */
+  has(counter: string): boolean {
+    return (this.queues.get(counter)?.list.length ?? 0) > 0;
+  }
+
+  /**
+   * Queues a caller behind the others on `counter`: `done(true)` once admitted, `done(false)` at
+   * the timeout, an abort or `close`. Throws CapacityError past the bounds.
+   */
+  add(
+    counter: string,
+    key: K,
+    cost: number,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+    done: (ok: boolean) => void,
+  ): void {
     let q = this.queues.get(counter);
     if ((q?.list.length ?? 0) >= this.opts.maxPerKey) {
       throw new CapacityError(
@@ -105,17 +128,16 @@ export class Waiters<K> {
       this.queues.set(counter, q);
     }
     const queue = q;
-    return new Promise<boolean>((resolve) => {
-      const w: Waiter<K> = { key, cost, resolve, timer: undefined, signal, onAbort: undefined };
-      queue.list.push(w);
-      queue.units += cost;
-      this.#size++;
-      w.timer = this.opts.clock.after(timeoutMs, () => this.leave(counter, queue, w));
-      if (signal !== undefined) {
-        w.onAbort = () => this.leave(counter, queue, w);
-        signal.addEventListener("abort", w.onAbort, { once: true });
-      }
-    });
+    const w: Waiter<K> = { key, cost, resolve: done, timer: undefined, signal, onAbort: undefined };
+    queue.list.push(w);
+    queue.units += cost;
+    this.#size++;
+    this.#timers++;
+    w.timer = this.opts.clock.after(timeoutMs, () => this.leave(counter, queue, w));
+    if (signal !== undefined) {
+      w.onAbort = () => this.leave(counter, queue, w);
+      signal.addEventListener("abort", w.onAbort, { once: true });
+    }
   }
 
   /** Admits waiters of `counter` from the head while the key's policy lets them through. */
@@ -124,6 +146,7 @@ export class Waiters<K> {
     if (q === undefined) return;
     while (q.list.length > 0) {
       const w = q.list[0]!;
+      this.#attempts++;
       if (!this.tryAdmit(w.key, w.cost)) break;
       q.list.shift();
       this.finish(q, w, true);
@@ -131,18 +154,23 @@ export class Waiters<K> {
     this.dropIfEmpty(counter, q);
   }
 
-  /** One wake-up of `counter` at `delayMs` from now (a REJECT_UNTIL policy's end), not one per waiter. */
-  wakeIn(counter: string, delayMs: number): void {
+  /**
+   * One wake-up of `counter` at `delayMs` from now (a REJECT_UNTIL policy's end), not one per
+   * waiter; `stillWaiting` runs after it if callers are left waiting.
+   */
+  wakeIn(counter: string, delayMs: number, stillWaiting?: () => void): void {
     const q = this.queues.get(counter);
     if (q === undefined) return;
     const at = this.opts.clock.elapsed() + delayMs;
     if (q.wakeAt !== undefined && q.wakeTime <= at) return;
     q.wakeAt?.cancel();
     q.wakeTime = at;
+    this.#timers++;
     q.wakeAt = this.opts.clock.after(delayMs, () => {
       q.wakeAt = undefined;
       q.wakeTime = Number.POSITIVE_INFINITY;
       this.wake(counter);
+      if (this.has(counter)) stillWaiting?.();
     });
   }
 

@@ -1,5 +1,6 @@
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
 import { tenancyScenarios } from "./tenancy.js";
+import { waitingScenarios } from "./waiting.js";
 import { tokenBucket } from "./yaml.js";
 
 /** One scenario's outcome, as `shardlimit bench accuracy --json` writes it. */
@@ -280,5 +281,7 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   );
   // Tenants and classes (H, I): several flows each; the network options do not apply to them.
   const tenancy = tenancyScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
-  return [...single, ...tenancy.map((s) => s.run())];
+  // Callers waiting for quota (L): closed loops; the network options do not apply either.
+  const waiting = waitingScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  return [...single, ...tenancy.map((s) => s.run()), ...waiting.map((s) => s.run())];
 }
