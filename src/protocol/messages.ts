@@ -64,6 +64,8 @@ export interface CheckItemMsg {
   cost: number;
   /** `PriorityMsg`; 0 (normal) when unset. Numbers outside the enum arrive as they are. */
   priority?: number;
+  /** Wait up to this long for the units (see proto); 0 or absent: decide now. */
+  maxWaitMs?: number;
 }
 
 /** The wire's `Priority` enum. */

@@ -42,7 +42,8 @@ function toStatus(err: unknown): Partial<grpc.StatusObject> {
 export function unary<Req, Res>(
   method: string,
   deps: Pick<GrpcDeps, "metrics" | "onUnexpected">,
-  fn: (req: Req) => Res | Promise<Res>,
+  /** Gets the call too: a handler that waits (Check with max_wait_ms) reads its deadline and cancellation. */
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   const hist = deps.metrics?.requestDuration;
   return (call, callback) => {
@@ -59,7 +60,7 @@ export function unary<Req, Res>(
       if (req instanceof MalformedRequest) {
         throw new InvalidArgumentError(`malformed ${req.type}: ${req.reason}`);
       }
-      const out = fn(req as Req);
+      const out = fn(req as Req, call);
       if (out instanceof Promise) {
         out.then(
           (res) => {
