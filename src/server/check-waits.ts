@@ -121,6 +121,9 @@ export class CheckWaits {
   private readonly queues = new Map<string, Queue>();
   #size = 0;
   #closed = false;
+  /** Tries of waiting requests, and wake-up timers set, since start: the work waiting costs. */
+  #attempts = 0;
+  #timers = 0;
 
   constructor(
     private readonly opts: CheckWaitsOptions,
@@ -133,6 +136,11 @@ export class CheckWaits {
    */
   waits(req: CheckRequest): boolean {
     return requestedWait(req, this.opts.maxWaitMs) > 0;
+  }
+
+  /** Tries of waiting requests (atomic checks), and timers set for waking, since start. */
+  get work(): { attempts: number; timers: number } {
+    return { attempts: this.#attempts, timers: this.#timers };
   }
 
   /** Requests waiting now. */
@@ -196,6 +204,7 @@ export class CheckWaits {
    * limit can never admit): then it is decided as an ordinary Check. Otherwise when to try again.
    */
   private attempt(req: CheckRequest): { answer?: CheckResponse; retryMs: number } {
+    this.#attempts++;
     const probe = this.ports.check(req.atomic ? req : { ...req, atomic: true });
     let retryMs = 0;
     for (const r of probe.results) {
@@ -243,6 +252,7 @@ export class CheckWaits {
     if (q.timer !== undefined && q.at <= at) return;
     q.timer?.cancel();
     q.at = at;
+    this.#timers++;
     q.timer = this.opts.clock.after(ms, () => {
       q.timer = undefined;
       q.at = Number.POSITIVE_INFINITY;
