@@ -155,6 +155,17 @@ describe("GatewayLimiter.wait", () => {
     );
   });
 
+  it("while the owner is unreachable, waiters are admitted from the fallback share as it refills", async () => {
+    const g = setup();
+    exhaust(g);
+    g.t.modes.set("a:1", "fail");
+    const ws = [1, 2, 3].map(() => track(g.limiter.wait(STRICT, 1, { timeoutMs: 5000 })));
+    g.run(3000);
+    await settle();
+    expect(g.limiter.describe(STRICT)?.fallback).toBe(true);
+    expect(ws.map((w) => w.result)).toEqual([true, true, true]);
+  });
+
   it("close() resolves every waiter false", async () => {
     const g = setup();
     exhaust(g);
