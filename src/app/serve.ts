@@ -101,6 +101,8 @@ export async function startServer(
     counters: () => engine.size,
     clients: () => engine.clients,
     ready: () => ready && !draining,
+    // Read at scrape time; serving (and so scraping) starts after `waits` is made.
+    checkWaiting: () => waits.size,
   });
 
   const watcher = new ConfigWatcher({

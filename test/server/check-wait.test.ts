@@ -186,6 +186,22 @@ describe("Check with max_wait_ms over gRPC", () => {
     expect(waiting()).toBe(0);
   });
 
+  it("shows waiting checks in /metrics: how many wait now, and their durations apart from Check's", async () => {
+    clock.set(T0 + 70_000);
+    await empty("api/tb=metrics");
+    const w = track(t.rpc.check({ items: [{ key: "api/tb=metrics", cost: 1, maxWaitMs: 5000 }] }));
+    await until("the call to wait", () => waiting() === 1);
+    const during = await (await fetch(`${t.httpUrl}/metrics`)).text();
+    expect(during).toMatch(/^shardlimit_check_waiting 1$/m);
+    clock.advance(100);
+    await until("the answer", () => w.res !== undefined);
+    const after = await (await fetch(`${t.httpUrl}/metrics`)).text();
+    expect(after).toMatch(/^shardlimit_check_waiting 0$/m);
+    expect(after).toMatch(
+      /shardlimit_request_duration_seconds_count\{method="CheckWaiting",code="OK"\} [1-9]/,
+    );
+  });
+
   it("checks max_wait_ms in a request object: NaN, negative and huge are refused by name", () => {
     const req = (v: number) => ({
       items: [{ key: "api/tb=x", cost: 1, maxWaitMs: v }],
