@@ -11,6 +11,7 @@ import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { CheckWaits } from "../server/check-waits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
@@ -58,6 +59,8 @@ export interface RunningServer {
   readonly httpPort: number;
   readonly limiter: Limiter;
   readonly engine: Engine;
+  /** Check requests waiting for units (max_wait_ms). */
+  readonly checkWaits: CheckWaits;
   /** Cluster mode only. */
   readonly cluster: ClusterNode | undefined;
   /** Loads the config again; false (old config kept) if it is invalid. */
@@ -98,6 +101,8 @@ export async function startServer(
     counters: () => engine.size,
     clients: () => engine.clients,
     ready: () => ready && !draining,
+    // Read at scrape time; serving (and so scraping) starts after `waits` is made.
+    checkWaiting: () => waits.size,
   });
 
   const watcher = new ConfigWatcher({
@@ -164,7 +169,16 @@ export async function startServer(
     (domain) => current.config.domains.includes(domain),
   );
 
-  const router = new Router({ limiter, envoy, ownership, clock, forwarder: node?.forwarder });
+  const waits = new CheckWaits(
+    {
+      clock,
+      maxWaitMs: limits.maxCheckWaitMs,
+      maxPerKey: limits.maxCheckWaitersPerKey,
+      maxTotal: limits.maxCheckWaiters,
+    },
+    { check: (req) => current.check(req), counterKeys: (req) => current.counterKeys(req) },
+  );
+  const router = new Router({ limiter, envoy, ownership, clock, forwarder: node?.forwarder, waits });
   const peer = node
     ? new PeerService({
         limiter,
@@ -172,6 +186,7 @@ export async function startServer(
         ownership,
         clock,
         limits,
+        waits,
         receiveHandoff: (req) => node.handoff.receive(req),
         reclaim: (req) => node.reclaim(req),
         replicate: (req) => node.replicate(req),
@@ -248,6 +263,7 @@ export async function startServer(
     limiter,
     engine,
     cluster: node,
+    checkWaits: waits,
     reload: () => watcher.reload(),
     isReady,
     async shutdown() {
@@ -297,6 +313,8 @@ export async function startServer(
         }
       }
       log.info("shutting down: finishing calls in flight");
+      // Checks still waiting are answered now, as an ordinary Check would be.
+      waits.close();
       sweeper.cancel();
       healthTimer.cancel();
       watcher.stop();

@@ -3,6 +3,7 @@ import { DEFAULT_PRIORITY, type LimitConfig, type LimitRule, type Priority } fro
 import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
+import { PolicyKind } from "../core/policy.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
@@ -11,11 +12,13 @@ import { checkCost, type Descriptor, KeyTable, withPriority } from "./key-table.
 import { Reporter } from "./reporter.js";
 import { Ticket } from "./ticket.js";
 import type { ClientTransport, LimiterLogger } from "./transport.js";
+import { checkWaitOptions, Waiters, type WaitOptions } from "./waiters.js";
 
 export type { Priority } from "../config/types.js";
 export type { Descriptor } from "./key-table.js";
 export { Ticket } from "./ticket.js";
 export type { LimiterLogger } from "./transport.js";
+export type { WaitOptions } from "./waiters.js";
 
 export interface GatewayLimiterOptions {
   /** Servers to learn the limits and the assignment from (host:port); any one of them will do. */
@@ -54,6 +57,10 @@ export interface GatewayLimiterOptions {
   /** For REJECT_FRACTION; seeded in simulations. */
   random?: () => number;
   logger?: LimiterLogger;
+  /** Callers `wait` may hold on one counter at once (default 1000); past it `wait` rejects. */
+  maxWaitersPerKey?: number;
+  /** Callers `wait` may hold over all counters (default 10000). */
+  maxWaiters?: number;
 }
 
 const silent: LimiterLogger = { warn() {}, info() {} };
@@ -91,6 +98,8 @@ export class GatewayLimiter {
   private readonly directory: Directory;
   private timer: Timer | undefined;
   private closed = false;
+  /** Callers of `wait`, queued per counter key. */
+  private readonly waiters: Waiters<string | Descriptor>;
 
   constructor(options: GatewayLimiterOptions) {
     if (options.servers.length === 0) throw new InvalidArgumentError("servers is empty: name at least one");
@@ -125,8 +134,19 @@ export class GatewayLimiter {
       instanceId,
       transport: options.transport,
       clock: options.clock,
+      maxWaitersPerKey: options.maxWaitersPerKey ?? 1_000,
+      maxWaiters: options.maxWaiters ?? 10_000,
     };
+    for (const f of ["maxWaitersPerKey", "maxWaiters"] as const) {
+      if (!(Number.isSafeInteger(o[f]) && o[f] >= 1)) {
+        throw new InvalidArgumentError(`${f} must be a positive integer, got ${o[f]}`);
+      }
+    }
     this.opts = o;
+    this.waiters = new Waiters(
+      { clock: o.clock, maxPerKey: o.maxWaitersPerKey, maxTotal: o.maxWaiters },
+      (key, cost) => this.admitWaiter(key, cost),
+    );
     // The parts call each other only through these ports (arrows: `reporter` is made last).
     this.keys = new KeyTable(o, (k) => this.reporter.markDirty(k));
     this.directory = new Directory(o, {
@@ -138,6 +158,7 @@ export class GatewayLimiter {
       isCurrent: (k) => this.keys.isCurrent(k),
       directory: this.directory,
       wake: () => this.tick(true),
+      policyApplied: (k) => this.policyArrived(k),
     });
   }
 
@@ -210,6 +231,121 @@ export class GatewayLimiter {
     const ok = e.decide(cost, now, this.opts.random());
     if (e.askEarly(ok, now, this.opts.reportIntervalMs)) this.reporter.reportSoon(now);
     return ok;
+  }
+
+  /**
+   * Like `decide`, but waits up to `opts.timeoutMs` for the units instead of failing: resolves
+   * true once admitted, false at the timeout or when `opts.signal` aborts (it never rejects for
+   * those; it rejects with InvalidArgumentError for a malformed key, cost or timeout, and with
+   * CapacityError past `maxWaitersPerKey` or `maxWaiters`). Callers wait FIFO per counter: one
+   * is admitted only after every caller before it on that counter was, woken when the owner's
+   * next policy gives the key units (no polling). A request that fits now with nobody waiting is
+   * decided at once, exactly as `decide`; one whose cost the limit could never admit, or with
+   * `timeoutMs` 0, answers false at once. While callers wait, the units they wait for are
+   * reported as rejected every interval, so the owner sees the demand.
+   */
+  wait(key: string | Descriptor, cost: number, opts: WaitOptions): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.waitThen(key, cost, opts, resolve);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  }
+
+  /**
+   * `wait` with a callback instead of a promise, for callers that cannot yield to the event loop
+   * between steps (the simulation drives a virtual clock synchronously): `done` is called once,
+   * possibly before this returns when decided at once. Throws what `wait` rejects with.
+   */
+  waitThen(key: string | Descriptor, cost: number, opts: WaitOptions, done: (ok: boolean) => void): void {
+    const now = this.waitNow(key, cost, opts);
+    if (typeof now === "boolean") done(now);
+    else this.waiters.add(now, key, cost, opts.timeoutMs, opts.signal, done);
+  }
+
+  /** The answer a wait gets at once, or the counter key it must queue on. */
+  private waitNow(key: string | Descriptor, cost: number, opts: WaitOptions): boolean | string {
+    checkWaitOptions(opts);
+    if (opts.signal?.aborted) return false;
+    const e = this.keys.entry(key, cost);
+    if (this.closed || !(e instanceof ClientKey)) return this.decide(key, cost);
+    const queued = this.waiters.has(e.key);
+    // Nobody waits: decided as `decide` does (which also shows the demand when it rejects).
+    if (!queued && this.decide(key, cost)) return true;
+    if (opts.timeoutMs === 0 || !admissible(e.rule, cost)) return false;
+    return e.key;
+  }
+
+  /** What waiting has cost so far: decisions tried for waiters, and timers set for them. */
+  waitStats(): { waiting: number; attempts: number; timers: number } {
+    return { waiting: this.waiters.size, attempts: this.waiters.attempts, timers: this.waiters.timers };
+  }
+
+  /**
+   * A waiter's decision: `decide` without its side effects on a rejection. A waiter tried in vain
+   * counts no rejection (its demand is counted once per report round, see `showWaiting`) and
+   * asks for no early report: an early report per try would make a report every tenth of an
+   * interval, each over a span with no demand in it, and the owner would read this gateway as
+   * idle. A REJECT_FRACTION policy rejects a random fraction of arrivals so that its units last
+   * the interval; waiters are the backlog itself, admitted in order while units are left.
+   */
+  private admitWaiter(key: string | Descriptor, cost: number): boolean {
+    if (this.closed) return false;
+    const e = this.keys.entry(key, cost);
+    if (!(e instanceof ClientKey)) return e !== undefined || this.opts.beforeReady === "open";
+    const now = this.opts.clock.now();
+    let ok: boolean;
+    if (e.rule.shadowMode) ok = e.tally(true, cost);
+    else if (e.inFallback) ok = e.decideFallback(cost, now, this.opts.random());
+    else ok = e.decide(cost, now, PAST_ANY_FRACTION);
+    if (!ok) {
+      e.rejected -= cost;
+      return false;
+    }
+    e.touch(now);
+    this.reporter.markDirty(e);
+    return true;
+  }
+
+  /** A policy for `k` arrived: its waiters may go; a REJECT_UNTIL wakes them once at its end. */
+  private policyArrived(k: ClientKey): void {
+    if (!this.waiters.has(k.key)) return;
+    this.waiters.wake(k.key);
+    if (k.kind === PolicyKind.REJECT_UNTIL && this.waiters.has(k.key)) {
+      // Then the policy has run out and the waiters still wait: ask for the next one now, as a
+      // request finding no policy would.
+      this.waiters.wakeIn(k.key, Math.max(0, k.until - this.opts.clock.now()), () =>
+        this.reporter.reportSoon(this.opts.clock.now()),
+      );
+    }
+  }
+
+  /**
+   * Before each report round: the units waiting on each counter are counted as rejected, so the
+   * owner sees that demand every interval (and sends a policy back, which wakes the waiters).
+   * A key on its fallback share has no owner to answer: its waiters are tried here instead, once
+   * per round, since the share refills with time.
+   */
+  private showWaiting(): void {
+    const fallback: string[] = [];
+    for (const [counter, head] of this.waiters.demand()) {
+      const e = this.keys.entry(head, 1);
+      if (e instanceof ClientKey && e.inFallback) fallback.push(counter);
+    }
+    for (const counter of fallback) this.waiters.wake(counter);
+    for (const [, head, units] of this.waiters.demand()) {
+      const e = this.keys.entry(head, 1);
+      if (!(e instanceof ClientKey)) continue;
+      e.tally(false, units);
+      this.reporter.markDirty(e);
+    }
+  }
+
+  /** Callers waiting in `wait`, over all keys. */
+  get waiting(): number {
+    return this.waiters.size;
   }
 
   /**
@@ -333,6 +469,7 @@ export class GatewayLimiter {
   tick(early = false): void {
     const routing = this.directory.routing;
     const now = this.opts.clock.now();
+    if (!early && this.waiters.size > 0) this.showWaiting();
     if (routing !== undefined) this.reporter.report(routing, now, early);
     this.keys.sweepEvery(now);
     this.directory.refreshIfDue(now);
@@ -360,6 +497,7 @@ export class GatewayLimiter {
   /** Stops reporting. Counts not yet reported are lost; call `flush` first to send them. */
   close(): void {
     this.closed = true;
+    this.waiters.close();
     this.timer?.cancel();
     this.reporter.close();
     this.directory.close();
@@ -371,3 +509,11 @@ export class GatewayLimiter {
     this.tick();
   }
 }
+
+/** Whether the limit could ever admit `cost` at once (a larger cost would wait in vain). */
+function admissible(rule: LimitRule, cost: number): boolean {
+  return rule.shadowMode || cost <= rule.limit + (rule.algorithm === "token_bucket" ? rule.burst : 0);
+}
+
+/** A draw above any fraction under 1: a REJECT_FRACTION policy then admits while units are left. */
+const PAST_ANY_FRACTION = 1 - Number.EPSILON;

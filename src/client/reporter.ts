@@ -33,6 +33,8 @@ export interface ReporterPorts {
   };
   /** Runs a report round now (an early one). */
   wake(): void;
+  /** A policy for `k` was just applied: callers waiting on it may be admitted now. */
+  policyApplied?(k: ClientKey): void;
 }
 
 function policyFromWire(p: KeyPolicy, now: number): Policy {
@@ -309,6 +311,7 @@ export class Reporter {
         if (pol.keyHandle) k.acceptHandle(pol.keyHandle, ch.address, res.keyEpoch);
         else if (!a.handlesValid) k.forgetHandleFrom(ch.address);
         k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now);
+        this.ports.policyApplied?.(k);
         if (
           (d.admitted > 0 || d.rejected > 0) &&
           (k.kind === PolicyKind.GRANT || k.kind === PolicyKind.REJECT_FRACTION)

@@ -85,6 +85,20 @@ function asError(e: ItemError | null | undefined, generation: number): Error | u
   return errorFromItem(e, generation);
 }
 
+/** The answer to the `i`th check part of a Forward call, or its error. */
+function checkAnswer(res: ForwardResponse, i: number): CheckResponse | Error {
+  const err = asError(res.checkErrors[i], res.generation);
+  if (err) return err;
+  return res.checks[i] ?? new UnavailableError("no answer");
+}
+
+/** The longest max_wait_ms of `req`'s items (0: none waits). */
+function longestWait(req: CheckRequest): number {
+  let wait = 0;
+  for (const it of req.items) wait = Math.max(wait, it.maxWaitMs ?? 0);
+  return wait;
+}
+
 /**
  * Micro-batches calls to each owner: parts that arrive in the same turn of the event loop, or
  * while earlier calls to that owner are still in flight, go out together in one `Forward` call.
@@ -101,6 +115,8 @@ export class BatchingForwarder implements Forwarder {
   private readonly clock: Clock;
   private readonly sender: string;
   private seq = 0;
+  /** Forward calls of waiting checks in flight (each one its own call). */
+  private waitingCalls = 0;
 
   constructor(private readonly opts: ForwarderOptions) {
     this.maxBatch = opts.maxBatch ?? 512;
@@ -118,6 +134,8 @@ export class BatchingForwarder implements Forwarder {
   }
 
   check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse> {
+    const wait = longestWait(req);
+    if (wait > 0) return this.checkWaiting(owner, req, generation, wait);
     return this.enqueue(owner, generation, (q) => q.checks, req);
   }
 
@@ -142,6 +160,51 @@ export class BatchingForwarder implements Forwarder {
     if (part === undefined)
       throw new UnavailableError(`${owner.address} did not answer the settle (an older version?)`);
     return part;
+  }
+
+  /**
+   * A check whose items wait (max_wait_ms) goes at once in a Forward call of its own, with the
+   * deadline of a call plus the wait: batched, it would hold back the parts sent with it, take a
+   * slot of `maxInFlight` for the whole wait, and its call's deadline would end the wait early.
+   * The owner answers it before that deadline (it cuts the wait to the Forward call's deadline).
+   * At most `maxQueued` of them are in flight at once.
+   */
+  private async checkWaiting(
+    owner: Owner,
+    req: CheckRequest,
+    generation: number,
+    wait: number,
+  ): Promise<CheckResponse> {
+    if (this.waitingCalls >= this.maxQueued) {
+      throw new UnavailableError(
+        `${this.waitingCalls} waiting checks are being forwarded already (maxQueued ${this.maxQueued}): retry later`,
+      );
+    }
+    this.waitingCalls++;
+    const fr: ForwardRequest = {
+      generation,
+      envoy: [],
+      checks: [req],
+      sender: this.sender,
+      envoyIds: [],
+      checkIds: [++this.seq],
+    };
+    let res: ForwardResponse;
+    try {
+      res = await this.send(owner.address, fr, this.deadlineMs + wait);
+      this.opts.onCall?.(owner.address, 1, true);
+    } catch (err) {
+      this.opts.onCall?.(owner.address, 1, false);
+      throw new ForwardLostError(
+        `forwarding to ${owner.address} failed: ${(err as Error).message}`,
+        owner.address,
+      );
+    } finally {
+      this.waitingCalls--;
+    }
+    const answer = checkAnswer(res, 0);
+    if (answer instanceof Error) throw answer;
+    return answer;
   }
 
   private enqueue<Req, Res>(
@@ -208,11 +271,15 @@ export class BatchingForwarder implements Forwarder {
   }
 
   /** One Forward call, sent again unchanged (same part ids) while it fails as a whole. */
-  private async send(address: string, req: ForwardRequest): Promise<ForwardResponse> {
+  private async send(
+    address: string,
+    req: ForwardRequest,
+    deadlineMs = this.deadlineMs,
+  ): Promise<ForwardResponse> {
     const resends = this.opts.resends ?? 2;
     for (let n = 0; ; n++) {
       try {
-        return await this.opts.peer(address).forward(req, { deadlineMs: this.deadlineMs });
+        return await this.opts.peer(address).forward(req, { deadlineMs });
       } catch (err) {
         if (n >= resends) throw err;
       }
@@ -263,11 +330,9 @@ export class BatchingForwarder implements Forwarder {
               else envoyParts[i]!.resolve(part!.response ?? { overallCode: 0, statuses: [] });
             }
             for (let i = 0; i < checkParts.length; i++) {
-              const part = res.checks[i];
-              const err = asError(res.checkErrors[i], res.generation);
-              if (err) checkParts[i]!.reject(err);
-              else if (!part) checkParts[i]!.reject(new UnavailableError("no answer"));
-              else checkParts[i]!.resolve(part);
+              const answer = checkAnswer(res, i);
+              if (answer instanceof Error) checkParts[i]!.reject(answer);
+              else checkParts[i]!.resolve(answer);
             }
           },
           (err: Error) => {

@@ -43,6 +43,11 @@ export const InputLimitsSchema = z.object({
   maxTickets: z.number().int().positive().default(1_000_000),
   /** A caller-chosen ticket timeout: an unsettled ticket is forgotten (its estimate charged) after it. */
   maxTicketTimeoutMs: z.number().int().positive().default(3_600_000),
+  /** A Check item's max_wait_ms: how long a caller may hold a place in a counter's queue. */
+  maxCheckWaitMs: z.number().int().positive().default(30_000),
+  /** Check requests waiting on one counter, and on one server (each holds a call open). */
+  maxCheckWaitersPerKey: z.number().int().positive().default(1_000),
+  maxCheckWaiters: z.number().int().positive().default(10_000),
 });
 
 export type InputLimits = z.infer<typeof InputLimitsSchema>;

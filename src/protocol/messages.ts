@@ -68,6 +68,8 @@ export interface CheckItemMsg {
   priority?: number;
   /** Admit `cost` as an estimate and answer a ticket to settle the actual cost with. */
   ticket?: boolean;
+  /** Wait up to this long for the units (see proto); 0 or absent: decide now. */
+  maxWaitMs?: number;
 }
 
 /** The wire's `Priority` enum. */

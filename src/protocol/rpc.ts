@@ -20,7 +20,11 @@ import type {
 } from "./messages.js";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "./proto.js";
 
-export type Unary<Req, Res> = (req: Partial<Req>, opts?: { deadlineMs?: number }) => Promise<Res>;
+/** `signal` cancels the call (the server sees it cancelled; the promise rejects with CANCELLED). */
+export type Unary<Req, Res> = (
+  req: Partial<Req>,
+  opts?: { deadlineMs?: number; signal?: AbortSignal },
+) => Promise<Res>;
 
 export interface RateLimiterRpc {
   reportAndGetPolicy: Unary<ReportRequest, ReportResponse>;
@@ -60,9 +64,10 @@ export function promisify<Req, Res>(
     new Promise((resolve, reject) => {
       const options: grpc.CallOptions = {};
       if (opts?.deadlineMs !== undefined) options.deadline = clock.now() + opts.deadlineMs;
-      fn(req, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res?: Res) =>
+      const call = fn(req, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res?: Res) =>
         err ? reject(err) : resolve(res!),
-      );
+      ) as unknown as grpc.ClientUnaryCall;
+      opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
     });
 }
 

@@ -40,13 +40,20 @@ function toStatus(err: unknown): Partial<grpc.StatusObject> {
  * one that must ask another server (forwarding) returns a promise.
  */
 export function unary<Req, Res>(
-  method: string,
+  name: string,
   deps: Pick<GrpcDeps, "metrics" | "onUnexpected">,
-  fn: (req: Req) => Res | Promise<Res>,
+  /** Gets the call too: a handler that waits (Check with max_wait_ms) reads its deadline and cancellation. */
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
+  /**
+   * The request's method label in the duration histogram, when a method has kinds of call that
+   * must not share one (a Check that waits up to 30 s would hide the others' latency).
+   */
+  labelOf?: (req: Req) => string,
 ): grpc.handleUnaryCall<Req, Res> {
   const hist = deps.metrics?.requestDuration;
   return (call, callback) => {
     const start = process.hrtime.bigint();
+    let method = name;
     const fail = (err: unknown) => {
       const status = toStatus(err);
       if (status.code === grpc.status.INTERNAL) deps.onUnexpected(method, err);
@@ -59,7 +66,8 @@ export function unary<Req, Res>(
       if (req instanceof MalformedRequest) {
         throw new InvalidArgumentError(`malformed ${req.type}: ${req.reason}`);
       }
-      const out = fn(req as Req);
+      if (labelOf !== undefined) method = labelOf(req as Req);
+      const out = fn(req as Req, call);
       if (out instanceof Promise) {
         out.then(
           (res) => {
@@ -99,7 +107,9 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
       deps,
       router.caughtUp(limiter.reportAndGetPolicy.bind(limiter)),
     ),
-    Check: unary("Check", deps, router.check.bind(router)),
+    Check: unary("Check", deps, router.check.bind(router), (req) =>
+      req.items?.some((it) => (it.maxWaitMs ?? 0) !== 0) ? "CheckWaiting" : "Check",
+    ),
     Acquire: unary("Acquire", deps, router.caughtUp(limiter.acquire.bind(limiter))),
     Release: unary("Release", deps, router.caughtUp(limiter.release.bind(limiter))),
     Settle: unary("Settle", deps, router.settle.bind(router)),

@@ -555,6 +555,23 @@ export class Limiter {
   clusterView(): ClusterView {
     return this.ownership.view();
   }
+
+  /**
+   * The counter keys `req`'s items charge (a fair-share item its group's too), each once, for the
+   * queues of waiting checks (check-waits.ts); undefined when an item cannot be decided here
+   * (invalid, not owned, a concurrency limit): such a request is answered at once.
+   */
+  counterKeys(req: CheckRequest): string[] | undefined {
+    const keys = new Set<string>();
+    for (const it of req.items) {
+      const r = this.route(it.key, req.generation);
+      if (r === undefined) continue;
+      if ("code" in r || r.rule.algorithm === "concurrency") return undefined;
+      if (!r.rule.unlimited) keys.add(r.counterKey);
+      if (r.parent !== undefined && !r.parent.rule.unlimited) keys.add(r.parent.counterKey);
+    }
+    return [...keys];
+  }
 }
 
 const DEFAULT_RANK = PRIORITY_RANK.normal;

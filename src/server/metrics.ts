@@ -106,7 +106,13 @@ export class PromMetrics implements LimiterMetrics {
   readonly configReloads: client.Counter<"result">;
   duplicates = 0;
 
-  constructor(gauges: { counters: () => number; clients: () => number; ready: () => boolean }) {
+  constructor(gauges: {
+    counters: () => number;
+    clients: () => number;
+    ready: () => boolean;
+    /** Check requests waiting for units (max_wait_ms). */
+    checkWaiting?: () => number;
+  }) {
     const r = this.registry;
     client.collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 10 });
     registerLiveHeap(r);
@@ -174,6 +180,14 @@ export class PromMetrics implements LimiterMetrics {
       registers: [r],
       collect() {
         this.set(gauges.clients());
+      },
+    });
+    new client.Gauge({
+      name: "shardlimit_check_waiting",
+      help: "Check requests waiting for their units (max_wait_ms)",
+      registers: [r],
+      collect() {
+        this.set(gauges.checkWaiting?.() ?? 0);
       },
     });
     new client.Gauge({

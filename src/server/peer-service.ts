@@ -5,6 +5,7 @@ import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
+  CheckRequest,
   CheckResponse,
   ForwardedEnvoy,
   ForwardRequest,
@@ -20,6 +21,7 @@ import type {
   StandbyRequest,
   StandbyResponse,
 } from "../protocol/messages.js";
+import type { CallLike, CheckWaits } from "./check-waits.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { Limiter } from "./limiter.js";
 import type { Ownership } from "./ownership.js";
@@ -38,6 +40,11 @@ export interface PeerServiceDeps {
   standby?: (req: StandbyRequest) => StandbyResponse;
   /** How long a forwarded call from a server on a newer generation waits for this one to catch up. */
   catchUpMs?: number;
+  /**
+   * Forwarded checks with max_wait_ms wait here, within the Forward call's deadline (the
+   * forwarding server gives such a part a call of its own, with a deadline past the wait).
+   */
+  waits?: CheckWaits;
   /** Times the memory of answered parts. */
   clock?: Clock;
   /** Most answered parts remembered (oldest forgotten first). */
@@ -69,7 +76,7 @@ type Answer = { envoy: ForwardedEnvoy } | { check: CheckResponse; error: ItemErr
 /** The owner's side of server-to-server calls: forwarded parts are decided as if sent here. */
 export class PeerService {
   /** Answered parts by sender and part id, oldest first (a Map keeps insertion order). */
-  private readonly answered = new Map<string, { at: number; answer: Answer }>();
+  private readonly answered = new Map<string, { at: number; answer: Answer | Promise<Answer> }>();
 
   constructor(private readonly deps: PeerServiceDeps) {}
 
@@ -78,7 +85,11 @@ export class PeerService {
    * when it got no answer, so a repeat means "the first answer was lost": it is answered the same
    * and charges nothing.
    */
-  private once(sender: string | undefined, id: number | undefined, fn: () => Answer): Answer {
+  private once(
+    sender: string | undefined,
+    id: number | undefined,
+    fn: () => Answer | Promise<Answer>,
+  ): Answer | Promise<Answer> {
     if (!sender || !id) return fn(); // a sender of an older version: no ids
     const clock = this.deps.clock ?? systemClock;
     const now = clock.now();
@@ -94,6 +105,22 @@ export class PeerService {
     const answer = fn();
     this.answered.set(key, { at: now, answer });
     return answer;
+  }
+
+  /** One forwarded check, decided as if sent here: at once, or after waiting when it asks to. */
+  private checkPart(part: CheckRequest, call: CallLike | undefined): Answer | Promise<Answer> {
+    const { limiter, ownership, waits } = this.deps;
+    const failed = (err: unknown): Answer => ({
+      check: { generation: ownership.generation(), results: [] },
+      error: partError(err),
+    });
+    try {
+      const out = waits === undefined ? limiter.check(part) : waits.check(part, call);
+      if (!(out instanceof Promise)) return { check: out, error: NO_ERROR };
+      return out.then((check) => ({ check, error: NO_ERROR }), failed);
+    } catch (err) {
+      return failed(err);
+    }
   }
 
   private get limits(): InputLimits {
@@ -124,9 +151,9 @@ export class PeerService {
     }
   }
 
-  async forward(req: ForwardRequest): Promise<ForwardResponse> {
+  async forward(req: ForwardRequest, call?: CallLike): Promise<ForwardResponse> {
     this.checkForward(req);
-    const { limiter, envoy, ownership } = this.deps;
+    const { envoy, ownership } = this.deps;
     if (req.generation > ownership.generation()) await ownership.changed(this.deps.catchUpMs ?? 300);
     const envoyOut: ForwardedEnvoy[] = req.envoy.map((part, i) => {
       const a = this.once(req.sender, req.envoyIds?.[i], () => {
@@ -136,20 +163,29 @@ export class PeerService {
           return { envoy: { error: partError(err) } };
         }
       });
-      return "envoy" in a ? a.envoy : { error: NO_ERROR };
+      return !(a instanceof Promise) && "envoy" in a ? a.envoy : { error: NO_ERROR };
     });
     const checks: CheckResponse[] = [];
     const checkErrors: ItemError[] = [];
+    /** Parts that wait (max_wait_ms): answered into their slots once decided. */
+    const waiting: Promise<void>[] = [];
     for (let i = 0; i < req.checks.length; i++) {
       const part = req.checks[i]!;
-      const a = this.once(req.sender, req.checkIds?.[i], () => {
-        try {
-          return { check: limiter.check(part), error: NO_ERROR };
-        } catch (err) {
-          return { check: { generation: ownership.generation(), results: [] }, error: partError(err) };
-        }
-      });
-      if ("check" in a) {
+      // A resend of a part still waiting gets the same promise: it is decided (and charged) once.
+      const a = this.once(req.sender, req.checkIds?.[i], () => this.checkPart(part, call));
+      if (a instanceof Promise) {
+        const slot = checks.length;
+        checks.push({ generation: 0, results: [] });
+        checkErrors.push(NO_ERROR);
+        waiting.push(
+          a.then((x) => {
+            if ("check" in x) {
+              checks[slot] = x.check;
+              checkErrors[slot] = x.error;
+            }
+          }),
+        );
+      } else if ("check" in a) {
         checks.push(a.check);
         checkErrors.push(a.error);
       }
@@ -157,11 +193,12 @@ export class PeerService {
     // Settles by ticket are idempotent themselves (a ticket keeps its first answer).
     const settles: SettleResponse[] = (req.settles ?? []).map((part) => {
       try {
-        return limiter.settle(part);
+        return this.deps.limiter.settle(part);
       } catch (err) {
         return { error: partError(err), generation: ownership.generation() };
       }
     });
+    if (waiting.length > 0) await Promise.all(waiting);
     return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors, settles };
   }
 

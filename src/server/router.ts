@@ -17,6 +17,7 @@ import type {
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
+import { type CallLike, type CheckWaits, capWaits, DEADLINE_MARGIN_MS, msLeft } from "./check-waits.js";
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { EnvoyPlan } from "./envoy-plan.js";
 import type { Limiter } from "./limiter.js";
@@ -67,6 +68,8 @@ export interface RouterDeps {
   attempts?: number;
   /** How long one retry waits for the assignment or readiness to change. */
   retryWaitMs?: number;
+  /** Check items with max_wait_ms wait here (absent: they are decided at once). */
+  waits?: CheckWaits;
 }
 
 /**
@@ -105,20 +108,38 @@ export class Router {
     }
   }
 
-  check(req: CheckRequest): CheckResponse | Promise<CheckResponse> {
-    const { limiter, forwarder, ownership } = this.deps;
-    if (forwarder === undefined) return limiter.check(req);
+  check(req: CheckRequest, call?: CallLike): CheckResponse | Promise<CheckResponse> {
+    const { forwarder, ownership, waits } = this.deps;
+    if (forwarder === undefined) return this.decideHere(req, call);
     if (req.items.length === 0) throw new InvalidArgumentError("check has no items");
-    if (req.generation > ownership.generation()) {
-      return this.waitFor(req.generation).then(() => this.routeCheck(req, 1));
+    // Waiting items are checked before anything is forwarded, and cut to this call's deadline
+    // (less a margin), so their owner answers them before this server has to answer its caller.
+    if (waits?.waits(req)) {
+      req = capWaits(req, msLeft(call) - DEADLINE_MARGIN_MS);
     }
-    return this.routeCheck(req, 1);
+    if (req.generation > ownership.generation()) {
+      return this.waitFor(req.generation).then(() => this.routeCheck(req, 1, call));
+    }
+    return this.routeCheck(req, 1, call);
   }
 
-  private routeCheck(req: CheckRequest, attempt: number): CheckResponse | Promise<CheckResponse> {
+  /** Decides `req` here: at once, or after waiting when its items ask to (`waits`). */
+  private decideHere(req: CheckRequest, call?: CallLike): CheckResponse | Promise<CheckResponse> {
+    const { waits, limiter } = this.deps;
+    return waits === undefined ? limiter.check(req) : waits.check(req, call);
+  }
+
+  private routeCheck(
+    req: CheckRequest,
+    attempt: number,
+    call?: CallLike,
+  ): CheckResponse | Promise<CheckResponse> {
     const groups = this.groupCheck(req);
     if (groups === undefined) {
-      const res = this.deps.limiter.check(req);
+      const out = this.decideHere(req, call);
+      // A check that waited is answered as it is (its items were decided, or it ran out of time).
+      if (out instanceof Promise) return out;
+      const res = out;
       if (attempt >= this.attempts || !res.results.some((r) => r.error?.code === ErrorCode.SLICE_NOT_READY))
         return res;
       return this.retryNotReady(req, res, attempt);
@@ -231,7 +252,7 @@ export class Router {
       for (let j = 0; j < idx.length; j++) results[idx[j]!] = res.results[j] ?? { error: missing() };
     });
     if (localIdx.length > 0) {
-      const local = limiter.check(part(req, localIdx, generation));
+      const local = await this.decideHere(part(req, localIdx, generation));
       for (let j = 0; j < localIdx.length; j++) results[localIdx[j]!] = local.results[j]!;
     }
     await Promise.all(calls);

@@ -1,6 +1,7 @@
 import { settlementScenarios } from "./settlement.js";
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
 import { tenancyScenarios } from "./tenancy.js";
+import { waitingScenarios } from "./waiting.js";
 import { tokenBucket } from "./yaml.js";
 
 /** One scenario's outcome, as `shardlimit bench accuracy --json` writes it. */
@@ -283,5 +284,12 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   const tenancy = tenancyScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   // Exact settlement (K): reserve and settle, synchronous and batched.
   const settlement = settlementScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
-  return [...single, ...tenancy.map((s) => s.run()), ...settlement.map((s) => s.run())];
+  // Callers waiting for quota (L): closed loops; the network options do not apply either.
+  const waiting = waitingScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  return [
+    ...single,
+    ...tenancy.map((s) => s.run()),
+    ...settlement.map((s) => s.run()),
+    ...waiting.map((s) => s.run()),
+  ];
 }

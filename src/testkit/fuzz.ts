@@ -16,7 +16,8 @@ function seeds(method: string, i: number): object[] {
   const check = {
     items: [
       { key, cost: 1, ticket: i % 3 === 0 },
-      { key: `${key}b`, cost: 2, ticket: i % 3 === 0 },
+      // Waits at most 20 ms (mutations make it too large, negative or garbage).
+      { key: `${key}b`, cost: 2, ticket: i % 3 === 0, maxWaitMs: 20 },
     ],
     atomic: i % 2 === 0,
     generation: 1,

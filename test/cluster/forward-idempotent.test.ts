@@ -9,12 +9,10 @@ import { ShardlimitError } from "../../src/core/errors.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { EnvoyRequest, ForwardRequest, ForwardResponse } from "../../src/protocol/messages.js";
-import { EnvoyRateLimit } from "../../src/server/envoy.js";
-import { Limiter } from "../../src/server/limiter.js";
-import { noopMetrics } from "../../src/server/metrics.js";
-import type { Owner, Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
+import type { Ownership } from "../../src/server/ownership.js";
 import { PeerService } from "../../src/server/peer-service.js";
 import { ForwardExpiredError, type Forwarder, Router } from "../../src/server/router.js";
+import { FakeOwnership, fakeServer } from "./forward-fakes.js";
 
 const config = compileSources([
   {
@@ -23,38 +21,9 @@ const config = compileSources([
   },
 ]);
 
-/** Keys named in `remote` belong to member b; every other key is this server's. */
-class FakeOwnership implements Ownership {
-  constructor(private readonly remote: ReadonlySet<string> = new Set()) {}
-  generation() {
-    return 3;
-  }
-  check(shardKey: string): OwnershipVerdict {
-    return this.remote.has(shardKey) ? "not_owner" : "own";
-  }
-  ownerOf(shardKey: string): Owner {
-    return this.remote.has(shardKey)
-      ? { id: "b", address: "b:1", self: false }
-      : { id: "a", address: "a:1", self: true };
-  }
-  changed(ms: number) {
-    return new Promise<void>((r) => setTimeout(r, ms));
-  }
-  view() {
-    return { generation: 3, members: [], slices: [], standalone: false };
-  }
-}
-
 /** A server's request path on `engine`: what the owner of a forwarded part runs. */
 function server(clock: ManualClock, ownership: Ownership, engine = new Engine()) {
-  const deps = { engine, clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
-  const limiter = new Limiter({ ...deps, config });
-  const envoy = new EnvoyRateLimit(
-    deps,
-    (domain, entries) => config.resolve(domain, entries),
-    (domain) => config.domains.includes(domain),
-  );
-  return { engine, limiter, envoy };
+  return fakeServer(config, clock, ownership, engine);
 }
 
 /** The owner's side of Forward over `b`'s request path. */
