@@ -5,7 +5,7 @@ import { InvalidArgumentError } from "../../src/core/errors.js";
 import { InputLimitsSchema } from "../../src/protocol/input-limits.js";
 import type { CheckResponse } from "../../src/protocol/messages.js";
 import { requestedWait } from "../../src/server/check-waits.js";
-import { callError, peek, startTestServer, T0, type TestServer } from "./harness.js";
+import { callError, peek, startTestServer, T0, type TestServer, useTestServer } from "./harness.js";
 
 /**
  * Check items with max_wait_ms over a real gRPC connection, on a virtual clock: the owner
@@ -59,11 +59,8 @@ describe("Check with max_wait_ms over gRPC", () => {
   const clock = new ManualClock(T0);
   const waiting = () => t.server.checkWaits.size;
 
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock }, (s) => {
+    t = s;
   });
 
   /** Empties the 10/s bucket of `key` at the current time. */

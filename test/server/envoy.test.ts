@@ -1,8 +1,8 @@
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import type { EnvoyDescriptor, EnvoyDescriptorStatus, EnvoyRequest } from "../../src/protocol/messages.js";
-import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
+import { callError, desc, peek, T0, type TestServer, useTestServer } from "./harness.js";
 
 /**
  * `ShouldRateLimit` over a real gRPC connection, case by case after envoyproxy/ratelimit's own
@@ -68,11 +68,8 @@ describe("ShouldRateLimit over gRPC", () => {
   let t: TestServer;
   const clock = new ManualClock(T0);
 
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock }, (s) => {
+    t = s;
   });
 
   function call(domain: string, descriptors: EnvoyDescriptor[], hitsAddend = 0) {

@@ -1,10 +1,10 @@
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { PolicyKind } from "../../src/core/policy.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import { PriorityMsg, type ReportEntryMsg } from "../../src/protocol/messages.js";
-import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
+import { callError, desc, peek, T0, type TestServer, useTestServer } from "./harness.js";
 
 /**
  * A group's fair-share limit over gRPC: a tenant's request charges its own limit and the group's,
@@ -40,11 +40,8 @@ describe("fair share and priorities over gRPC", () => {
   let t: TestServer;
   const clock = new ManualClock(T0);
 
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock }, (s) => {
+    t = s;
   });
 
   const remaining = (key: string) => peek(t, key, clock.now())?.remaining;

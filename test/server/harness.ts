@@ -1,4 +1,5 @@
 import type { ServiceError } from "@grpc/grpc-js";
+import { afterAll, beforeAll } from "vitest";
 import type { RunningServer } from "../../src/app/serve.js";
 import { resolveKey } from "../../src/config/config.js";
 import type { Clock } from "../../src/core/clock.js";
@@ -43,6 +44,25 @@ export async function startTestServer(
       await server.shutdown();
     },
   };
+}
+
+/**
+ * A test server for the enclosing `describe` block: started before its tests (handed to `set`),
+ * stopped after them.
+ */
+export function useTestServer(
+  yaml: string,
+  opts: Parameters<typeof startTestServer>[1],
+  set: (t: TestServer) => void,
+): void {
+  let t: TestServer | undefined;
+  beforeAll(async () => {
+    t = await startTestServer(yaml, opts);
+    set(t);
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
 }
 
 /** The gRPC error a call failed with; fails the test if the call succeeded. */

@@ -6,7 +6,7 @@ import { InputLimitsSchema } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { ReportEntryMsg } from "../../src/protocol/messages.js";
 import { rawMethod } from "../../src/testkit/fuzz.js";
-import { callError, desc, peek, startTestServer, T0, type TestServer } from "./harness.js";
+import { callError, desc, peek, T0, type TestServer, useTestServer } from "./harness.js";
 
 /**
  * Invariant 8: bad input gets a clear error and changes nothing, and no input crashes the server.
@@ -40,11 +40,8 @@ describe("input limits over gRPC", () => {
   const clock = new ManualClock(T0);
   let seq = 0;
 
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock, limits: LIMITS });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock, limits: LIMITS }, (s) => {
+    t = s;
   });
 
   const remaining = (key: string) => peek(t, key, clock.now())?.remaining;
@@ -429,11 +426,8 @@ describe("input limits over gRPC", () => {
 describe("the counter table's bound", () => {
   let t: TestServer;
   const clock = new ManualClock(T0);
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock, maxCounters: 2 });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock, maxCounters: 2 }, (s) => {
+    t = s;
   });
 
   it("new keys past maxCounters get COUNTERS_EXHAUSTED; known keys keep working", async () => {

@@ -1,9 +1,9 @@
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { CheckItemMsg, ReportEntryMsg } from "../../src/protocol/messages.js";
-import { callError, peek, pick, startTestServer, T0, type TestServer } from "./harness.js";
+import { callError, peek, pick, T0, type TestServer, useTestServer } from "./harness.js";
 
 /** shardlimit's own API (`shardlimit.v1.RateLimiter`) over a real gRPC connection. */
 
@@ -43,11 +43,8 @@ describe("RateLimiter over gRPC", () => {
   const clock = new ManualClock(T0);
   let seq = 0;
 
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock }, (s) => {
+    t = s;
   });
 
   const remaining = (key: string) => peek(t, key, clock.now())?.remaining;

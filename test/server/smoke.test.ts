@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
-import { startTestServer, type TestServer } from "./harness.js";
+import { type TestServer, useTestServer } from "./harness.js";
 
 const CONFIG = `
 domain: api
@@ -12,11 +12,8 @@ descriptors:
 describe("standalone server over gRPC", () => {
   let t: TestServer;
   const clock = new ManualClock(1_700_000_000_000);
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock }, (s) => {
+    t = s;
   });
 
   it("answers Check and ShouldRateLimit from one counter", async () => {

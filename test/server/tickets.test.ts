@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { InputLimitsSchema } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
-import { callError, peek, startTestServer, T0, type TestServer } from "./harness.js";
+import { callError, peek, startTestServer, T0, type TestServer, useTestServer } from "./harness.js";
 
 /** Exact settlement by ticket (Check with `ticket`, then Settle) over a real gRPC connection. */
 
@@ -28,11 +28,8 @@ describe("Settle by ticket over gRPC", () => {
   let t: TestServer;
   const clock = new ManualClock(T0);
 
-  beforeAll(async () => {
-    t = await startTestServer(CONFIG, { clock });
-  });
-  afterAll(async () => {
-    await t.stop();
+  useTestServer(CONFIG, { clock }, (s) => {
+    t = s;
   });
 
   const remaining = (key: string) => peek(t, key, clock.now())?.remaining;
