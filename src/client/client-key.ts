@@ -175,7 +175,8 @@ export class ClientKey extends LocalKey {
   /**
    * Whether this key's demand has clearly moved since its policy was made, so a fresh one should
    * be asked for now instead of at the next interval; true once per policy:
-   * - its grant ran out within half an interval: load moved here;
+   * - its grant (GRANT, not a paced REJECT_FRACTION) ran out within half an interval: load moved
+   *   here;
    * - it was rationed (REJECT_FRACTION) but uses under a quarter of its pace: load moved away,
    *   and its unused share should go to where it went.
    */
@@ -187,7 +188,9 @@ export class ClientKey extends LocalKey {
 
   private demandMoved(ok: boolean, now: number, interval: number): boolean {
     const elapsed = now - this.appliedAt;
-    if (!ok) return this.units <= 0 && elapsed < interval / 2;
+    // A paced key (REJECT_FRACTION) runs out of its grant by design: asking again early would
+    // only get it a second interval's grant within one.
+    if (!ok) return this.kind === PolicyKind.GRANT && this.units <= 0 && elapsed < interval / 2;
     if (this.kind !== PolicyKind.REJECT_FRACTION || elapsed < interval / 4 || elapsed > interval)
       return false;
     const used = this.granted - this.units;

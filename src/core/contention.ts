@@ -96,6 +96,12 @@ export class Contention {
     return this.subjects.size;
   }
 
+  /** Whether some subject asked within IDLE_MS: its demand and pacing still matter. */
+  active(now: number): boolean {
+    for (const s of this.subjects.values()) if (now - s.at <= IDLE_MS) return true;
+    return false;
+  }
+
   /** Records that `id` of class `rank` asks for `cost` units now; returns its entry. */
   offer(id: string, rank: number, weight: number, cost: number, now: number): Subject {
     let key = `${rank}:${id}`;

@@ -792,6 +792,9 @@ export class Engine {
         c.clients.pruneNow(now);
         if (c.clients.size > 0) continue;
       }
+      // A paced sender keeps a bucket near full: the counter is as good as new, but what it knows
+      // of its senders' demand is not, and a fresh one would let them all in until it relearned.
+      if (c.contention?.active(now)) continue;
       this.counters.drop(key, c);
       removed++;
     }

@@ -112,3 +112,28 @@ describe("contention: fair share and priorities in synchronous decisions", () =>
     expect(r.total).toBeCloseTo(1000, -1);
   });
 });
+
+describe("contention state and the sweeper", () => {
+  it("a counter whose senders are paced is not swept while they ask, though its bucket is full", () => {
+    const l = limitDefaults({
+      algorithm: "token_bucket",
+      limit: 200,
+      windowMs: 1000,
+      reserve: { critical: 0.2 },
+    });
+    const e = new Engine();
+    let now = T0;
+    let admitted = 0;
+    // Low at 400/s against a cap of 160/s: paced, the bucket stays nearly full (refill 200/s).
+    for (let i = 0; i < 4000; i++) {
+      now += 2.5;
+      if (e.checkMany([{ key: "k", limit: l, cost: 1, rank: PRIORITY_RANK.low }], now, "strict")[0]!.allowed)
+        if (i >= 2000) admitted++;
+      // The server sweeps every 50 ms; a counter "as good as new" would lose what it knows of
+      // its senders' demand, and a fresh one admits them all until it relearns.
+      if (i % 20 === 0) e.sweep(now + 10, 1000);
+    }
+    expect(admitted / 5).toBeLessThanOrEqual(161);
+    expect(admitted / 5).toBeGreaterThan(150);
+  });
+});
