@@ -79,12 +79,18 @@ export function ratePolicy(
   // room for the others' expected demand, so a window spent early or a debt is their doing and
   // they wait for it first.
   const steady = refill > 0 ? refill : l.limit / l.windowMs;
-  const steadyShare = division.share(steady);
-  const within = division.within(steady, steadyShare);
   // Divided by class (`reserve`, or classes above asking): a sender over its share is never let
   // loose on the balance, which is kept for those ahead; what a reserve keeps is never anyone's
-  // below it.
+  // below it. Only then is the share needed before the ALLOW test: a plain key's ALLOW (most
+  // reports) does without the division.
   const classed = division.reserved !== undefined;
+  let steadyShare = 0;
+  let within = false;
+  const judge = () => {
+    steadyShare = division.share(steady);
+    within = division.within(steady, steadyShare);
+  };
+  if (classed) judge();
   const reserved = division.reserved?.() ?? 0;
   const base = refill === 0 ? l.limit : l.burst;
   const cap = division.cap?.();
@@ -98,6 +104,7 @@ export function ratePolicy(
   ) {
     return allowPolicy(until, remaining, resetAt);
   }
+  if (!classed) judge();
   const horizon = alg.spendHorizonMs(c, l, now, intervalMs);
   const capacity = refill * (1 - reserved) + spendable / horizon;
   if (within) {
