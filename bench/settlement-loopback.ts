@@ -10,28 +10,14 @@
  *
  *   npx tsx bench/settlement-loopback.ts [--seconds 120] [--warmup 30]
  */
-import { createLimiter } from "../src/client/create.js";
-import type { GatewayLimiter } from "../src/client/gateway-limiter.js";
 import { seededRandom } from "../src/core/random.js";
-import { connect } from "../src/protocol/rpc.js";
+import { ESTIMATE, KEY, LIMIT_PER_MIN, settlementYaml } from "../src/sim/settlement.js";
 import { machine, parseArgs, printTable, writeResult } from "./lib/common.js";
-import { spawnServer } from "./lib/spawn-server.js";
+import { startLoopback } from "./lib/loopback.js";
 
 const args = parseArgs({ seconds: 120, warmup: 30, gateways: 10 });
 
-const LIMIT_PER_MIN = 100_000;
-const ESTIMATE = 4000;
-const KEY = "sim/k=v";
-const CONFIG = `domain: sim
-descriptors:
-  - key: k
-    rate_limit:
-      algorithm: token_bucket
-      unit: minute
-      requests_per_unit: ${LIMIT_PER_MIN}
-      burst: 20000
-      cost_unit: tokens
-`;
+const CONFIG = settlementYaml("      burst: 20000\n");
 
 interface Run {
   mode: "sync" | "batched";
@@ -42,14 +28,8 @@ interface Run {
 }
 
 async function run(mode: "sync" | "batched", settle: boolean): Promise<Run> {
-  const server = await spawnServer({ config: CONFIG, pin: false });
-  const rpc = connect(server.address);
-  const gateways: GatewayLimiter[] = [];
-  if (mode === "batched") {
-    for (let g = 0; g < args.gateways; g++) {
-      gateways.push(await createLimiter({ servers: [server.address], clientId: `gw${g}` }));
-    }
-  }
+  const lo = await startLoopback(CONFIG, mode === "batched" ? args.gateways : 0);
+  const { rpc, gateways } = lo;
   const random = seededRandom(1);
   const perS = (3 * LIMIT_PER_MIN) / 60 / 900;
   const start = performance.now();
@@ -115,9 +95,7 @@ async function run(mode: "sync" | "batched", settle: boolean): Promise<Run> {
     next();
   });
   for (const t of timers) clearTimeout(t);
-  for (const g of gateways) g.close();
-  rpc.close();
-  await server.stop();
+  await lo.stop();
   const span = args.seconds - args.warmup;
   return { mode, settle, ratio: admitted / ((LIMIT_PER_MIN / 60) * span), requests, errors };
 }

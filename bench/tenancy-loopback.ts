@@ -8,14 +8,11 @@
  *
  *   npx tsx bench/tenancy-loopback.ts [--seconds 25] [--warmup 5] [--only H]
  */
-import { createLimiter } from "../src/client/create.js";
-import type { GatewayLimiter } from "../src/client/gateway-limiter.js";
 import { decodeKey } from "../src/config/key.js";
 import { seededRandom } from "../src/core/random.js";
-import { connect } from "../src/protocol/rpc.js";
 import { tokenBucket } from "../src/sim/yaml.js";
 import { machine, parseArgs, printTable, writeResult } from "./lib/common.js";
-import { spawnServer } from "./lib/spawn-server.js";
+import { startLoopback } from "./lib/loopback.js";
 
 const args = parseArgs({ seconds: 25, warmup: 5, only: "", gateways: 20 });
 
@@ -30,7 +27,17 @@ interface Case {
   yaml: string;
   flows: Flow[];
   /** Pass or fail, and figures, from per-flow offered and admitted over the measured span. */
-  judge: (offered: number[], admitted: number[], seconds: number) => { pass: boolean; detail: string };
+  /**
+   * Pass or fail, and figures, from per-flow offered and admitted over the measured span
+   * (`seconds` long); `span` sums a flow's series over buckets [a, b) of `bucketMs`, the measured
+   * span starting at bucket `from`.
+   */
+  judge: (
+    offered: number[],
+    admitted: number[],
+    seconds: number,
+    series: { admitted: number[][]; offered: number[][]; from: number; buckets: number; bucketMs: number },
+  ) => { pass: boolean; detail: string };
 }
 
 const within = (x: number, lo: number, hi: number) => x >= lo && x <= hi;
@@ -129,20 +136,25 @@ function cases(k: number): Case[] {
             ms >= (args.warmup + (args.seconds - args.warmup) / 2) * 1000 ? 1000 * k : 0,
         })),
       ],
-      judge: () => ({ pass: true, detail: "" }), // judged on its halves below
+      judge: (_o, _a, _s, { admitted, offered, from, buckets, bucketMs }) => {
+        const sum = (xs: number[], a: number, b: number) => xs.slice(a, b).reduce((x, y) => x + y, 0);
+        const half = from + (buckets - from) / 2;
+        const alone = sum(admitted[0]!, from, half) / sum(offered[0]!, from, half);
+        // After the others come in (1 s to settle), the soft tenant's own bucket: 100/s and 100 burst.
+        const after = sum(admitted[0]!, half + 2, buckets);
+        const afterS = ((buckets - half - 2) * bucketMs) / 1000;
+        return {
+          pass: alone >= 0.999 && after <= 100 * k * afterS + 100 * k,
+          detail: `alone ${r4(alone)} of demand; after the group fills ${r4(after / afterS / (100 * k))} of its own limit`,
+        };
+      },
     },
   ];
 }
 
 async function runCase(c: Case, mode: "sync" | "batched", k: number): Promise<Record<string, unknown>> {
-  const server = await spawnServer({ config: c.yaml, pin: false });
-  const rpc = connect(server.address);
-  const gateways: GatewayLimiter[] = [];
-  if (mode === "batched") {
-    for (let g = 0; g < args.gateways; g++) {
-      gateways.push(await createLimiter({ servers: [server.address], clientId: `gw${g}` }));
-    }
-  }
+  const lo = await startLoopback(c.yaml, mode === "batched" ? args.gateways : 0);
+  const { rpc, gateways } = lo;
   const random = seededRandom(1);
   const requests = c.flows.map((f) => {
     const d = decodeKey(f.descriptor);
@@ -205,30 +217,16 @@ async function runCase(c: Case, mode: "sync" | "batched", k: number): Promise<Re
     }, 1);
   });
   while (inFlight > 0) await new Promise((r) => setTimeout(r, 10));
-  for (const g of gateways) g.close();
-  rpc.close();
-  await server.stop();
+  await lo.stop();
   const from = (args.warmup * 1000) / bucketMs;
   const sum = (xs: number[], a = from, b = buckets) => xs.slice(a, b).reduce((x, y) => x + y, 0);
   const seconds = args.seconds - args.warmup;
-  let verdict: { pass: boolean; detail: string };
-  if (c.name.startsWith("J")) {
-    const half = from + (buckets - from) / 2;
-    const alone = sum(admitted[0]!, from, half) / sum(offered[0]!, from, half);
-    // After the others come in (1 s to settle), the soft tenant's own bucket: 100/s and 100 burst.
-    const after = sum(admitted[0]!, half + 2, buckets);
-    const afterS = ((buckets - half - 2) * bucketMs) / 1000;
-    verdict = {
-      pass: alone >= 0.999 && after <= 100 * k * afterS + 100 * k,
-      detail: `alone ${r4(alone)} of demand; after the group fills ${r4(after / afterS / (100 * k))} of its own limit`,
-    };
-  } else {
-    verdict = c.judge(
-      offered.map((x) => sum(x)),
-      admitted.map((x) => sum(x)),
-      seconds,
-    );
-  }
+  const verdict = c.judge(
+    offered.map((x) => sum(x)),
+    admitted.map((x) => sum(x)),
+    seconds,
+    { admitted, offered, from, buckets, bucketMs },
+  );
   return {
     scenario: c.name,
     mode,

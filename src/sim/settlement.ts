@@ -19,10 +19,13 @@ import { T0 } from "./simulation.js";
  * with and without settlement, on the simulated cluster and virtual clock.
  */
 
-const LIMIT_PER_MIN = 100_000;
-const ESTIMATE = 4000;
-const KEY = "sim/k=v";
-const YAML = `domain: sim
+export const LIMIT_PER_MIN = 100_000;
+export const ESTIMATE = 4000;
+export const KEY = "sim/k=v";
+
+/** K's limit; `burst` lines added as given (the bench over loopback spends a smaller one first). */
+export function settlementYaml(extra = ""): string {
+  return `domain: sim
 descriptors:
   - key: k
     rate_limit:
@@ -30,7 +33,9 @@ descriptors:
       unit: minute
       requests_per_unit: ${LIMIT_PER_MIN}
       cost_unit: tokens
-`;
+${extra}`;
+}
+const YAML = settlementYaml();
 
 export interface SettlementSpec {
   mode: "sync" | "batched";
