@@ -1,5 +1,5 @@
 import type { Counter } from "./counter.js";
-import { weightedWaterLevel } from "./fair-share.js";
+import { headroom, weightedWaterLevel } from "./fair-share.js";
 import type { Limit } from "./limit.js";
 import { PRIORITIES } from "./priority.js";
 
@@ -42,13 +42,6 @@ function paceBurst(alloc: number, l: Limit): number {
  * replenishes the rest. A window keeps them for what is left of the window.
  */
 const BUCKET_HORIZON_MS = 200;
-/**
- * Units kept for those ahead: their expected demand over the horizon and three standard
- * deviations of Poisson arrivals on top, so a burst of theirs rarely finds the counter taken.
- */
-function headroom(expected: number): number {
-  return expected > 0 ? expected + 3 * Math.sqrt(expected) : 0;
-}
 /** Subjects forgotten after this long without a request. */
 const IDLE_MS = 10 * DEMAND_TAU_MS;
 /** Subjects tracked one by one per counter; past it, new ones share one entry per class. */

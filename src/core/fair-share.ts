@@ -53,3 +53,12 @@ export function weightedWaterLevel(
   }
   return remaining / Math.max(weight, Number.MIN_VALUE); // unreachable when total > capacity
 }
+
+/**
+ * Units kept for senders ahead of a heavy one (within their share, or of a higher class): their
+ * expected demand over the span and three Poisson deviations on top, so a burst of theirs rarely
+ * finds the counter spent. Shared by the synchronous pacing and the batched policy.
+ */
+export function headroom(expected: number): number {
+  return expected > 0 ? expected + 3 * Math.sqrt(expected) : 0;
+}

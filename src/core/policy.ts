@@ -1,6 +1,7 @@
 import type { RateAlgorithm } from "./algorithms/types.js";
 import type { ClientShare, ClientTable } from "./clients.js";
 import type { Counter } from "./counter.js";
+import { headroom } from "./fair-share.js";
 import type { Limit } from "./limit.js";
 
 /** Wire values of the policy kinds (0 is "unspecified" on the wire). */
@@ -199,14 +200,6 @@ export function byGateway(table: ClientTable, s: ClientShare, now: number): Divi
       Math.min(1, table.offeredRate(now) / Math.max(table.sumDemand, Number.MIN_VALUE)),
     within: (_capacity, share) => s.demand <= share * 1.001,
   };
-}
-
-/**
- * Units kept for senders within their share: their expected demand and three Poisson deviations
- * on top, so their bursts rarely find the counter spent.
- */
-export function headroom(expected: number): number {
-  return expected > 0 ? expected + 3 * Math.sqrt(expected) : 0;
 }
 
 /** How many requests the fraction should let through in an interval to use `units` of a grant. */
