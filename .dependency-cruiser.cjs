@@ -7,6 +7,7 @@ const LAYERS = [
   ["core"], // engine, algorithms and their names, policy, clock, errors
   ["config"], // YAML -> validated, immutable LimitConfig
   ["protocol"], // wire messages, proto loading, input bounds, per-item errors, typed RPC
+  ["security"], // TLS credentials (re-read on change), caller identities, the authorisation file
   ["keyspace"], // hash, slices, assignment, placement, rebalance, routing (pure)
   ["server", "client"], // the services over the core; the gateway library
   ["cluster"], // etcd coordination, peers, handoff, forwarding (uses the server's ports)
