@@ -33,8 +33,9 @@ export interface ForwarderOptions {
    */
   maxQueued?: number;
   /**
-   * How long a part may wait in its owner's queue. A part still unsent past it is dropped, never
-   * sent (so never charged), and rejected with UnavailableError: its caller has likely given up.
+   * How long a part may wait in its owner's queue (less when its caller's own deadline comes
+   * first: `until`). A part still unsent past it is dropped, never sent (so never charged), and
+   * rejected with UnavailableError: its caller has likely given up.
    */
   queueMs?: number;
   /**
@@ -58,11 +59,14 @@ interface Part<Req, Res> {
   id: number;
   resolve(v: Res): void;
   reject(e: Error): void;
+  /** On the clock's `elapsed()`: `queueMs` after it came, or its caller's deadline if sooner. */
   deadline: number;
+  /** Whether `deadline` is its caller's (for the error's words). */
+  callers: boolean;
 }
 
 class OwnerQueue {
-  /** Parts by kind, in order; deadlines ascend, since every part waits the same `queueMs`. */
+  /** Parts by kind, in order of arrival (their deadlines need not ascend: callers' differ). */
   envoy: Part<EnvoyRequest, EnvoyResponse>[] = [];
   checks: Part<CheckRequest, CheckResponse>[] = [];
   inFlight = 0;
@@ -129,14 +133,14 @@ export class BatchingForwarder implements Forwarder {
     this.sender = opts.sender ?? randomBytes(8).toString("hex");
   }
 
-  envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse> {
-    return this.enqueue(owner, generation, (q) => q.envoy, req);
+  envoy(owner: Owner, req: EnvoyRequest, generation: number, until?: number): Promise<EnvoyResponse> {
+    return this.enqueue(owner, generation, (q) => q.envoy, req, until);
   }
 
-  check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse> {
+  check(owner: Owner, req: CheckRequest, generation: number, until?: number): Promise<CheckResponse> {
     const wait = longestWait(req);
     if (wait > 0) return this.checkWaiting(owner, req, generation, wait);
-    return this.enqueue(owner, generation, (q) => q.checks, req);
+    return this.enqueue(owner, generation, (q) => q.checks, req, until);
   }
 
   /**
@@ -212,11 +216,14 @@ export class BatchingForwarder implements Forwarder {
     generation: number,
     list: (q: OwnerQueue) => Part<Req, Res>[],
     req: Req,
+    until = Number.POSITIVE_INFINITY,
   ): Promise<Res> {
     return new Promise((resolve, reject) => {
       const q = this.queue(owner.address);
       if (this.full(owner.address, q, reject)) return;
-      list(q).push({ req, id: ++this.seq, resolve, reject, deadline: this.clock.elapsed() + this.queueMs });
+      const own = this.clock.elapsed() + this.queueMs;
+      const deadline = Math.min(own, until);
+      list(q).push({ req, id: ++this.seq, resolve, reject, deadline, callers: until < own });
       this.schedule(owner.address, q, generation);
     });
   }
@@ -233,22 +240,33 @@ export class BatchingForwarder implements Forwarder {
     return true;
   }
 
-  /** Drops, unsent, the parts at the head of the queue whose wait is over, and rejects them. */
+  /** Drops, unsent, the queued parts whose wait is over, and rejects them. */
   private dropExpired(address: string, q: OwnerQueue): void {
     const now = this.clock.elapsed();
-    const due = (parts: readonly { deadline: number }[]) => {
-      let n = 0;
-      while (n < parts.length && parts[n]!.deadline <= now) n++;
-      return n;
-    };
-    const e = due(q.envoy);
-    const c = due(q.checks);
-    if (e + c === 0) return;
-    const err = new ForwardExpiredError(
-      `waited over ${this.queueMs} ms to be forwarded to ${address}, past its deadline: dropped unsent`,
-    );
-    for (const p of q.envoy.splice(0, e)) p.reject(err);
-    for (const p of q.checks.splice(0, c)) p.reject(err);
+    q.envoy = this.keepLive(address, q.envoy, now);
+    q.checks = this.keepLive(address, q.checks, now);
+  }
+
+  /** `parts` whose deadline is still ahead, in order; the others rejected (a pass only when one is due). */
+  private keepLive<P extends { deadline: number; callers: boolean; reject(e: Error): void }>(
+    address: string,
+    parts: P[],
+    now: number,
+  ): P[] {
+    if (!parts.some((p) => p.deadline <= now)) return parts;
+    const live: P[] = [];
+    for (const p of parts) {
+      if (p.deadline > now) live.push(p);
+      else
+        p.reject(
+          new ForwardExpiredError(
+            p.callers
+              ? `its caller's deadline passed while it waited to be forwarded to ${address}: dropped unsent`
+              : `waited over ${this.queueMs} ms to be forwarded to ${address}, past its deadline: dropped unsent`,
+          ),
+        );
+    }
+    return live;
   }
 
   private queue(address: string): OwnerQueue {

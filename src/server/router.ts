@@ -27,9 +27,13 @@ import type { Owner, Ownership } from "./ownership.js";
  * Passes calls on to the server that owns their keys. Rejects with `NotOwnerError` when the
  * receiver does not own them in its generation, `UnavailableError` when it cannot be reached.
  */
+/**
+ * Passes parts to their owners. `until` (on the clock's `elapsed()`) is when the caller stops
+ * waiting: a part still unsent then is dropped, never charged for a caller that gave up.
+ */
 export interface Forwarder {
-  envoy(owner: Owner, req: EnvoyRequest, generation: number): Promise<EnvoyResponse>;
-  check(owner: Owner, req: CheckRequest, generation: number): Promise<CheckResponse>;
+  envoy(owner: Owner, req: EnvoyRequest, generation: number, until?: number): Promise<EnvoyResponse>;
+  check(owner: Owner, req: CheckRequest, generation: number, until?: number): Promise<CheckResponse>;
   /** A settle by ticket, to the owner that issued the ticket (absent: answered here). */
   settle?(owner: Owner, req: SettleRequest, generation: number): Promise<SettleResponse>;
 }
@@ -123,6 +127,12 @@ export class Router {
     return this.routeCheck(req, 1, call);
   }
 
+  /** When `call`'s caller stops waiting, on the clock's `elapsed()` (less the answer's margin). */
+  private untilOf(call: CallLike | undefined): number | undefined {
+    const left = msLeft(call);
+    return Number.isFinite(left) ? this.deps.clock.elapsed() + left - DEADLINE_MARGIN_MS : undefined;
+  }
+
   /** Decides `req` here: at once, or after waiting when its items ask to (`waits`). */
   private decideHere(req: CheckRequest, call?: CallLike): CheckResponse | Promise<CheckResponse> {
     const { waits, limiter } = this.deps;
@@ -142,7 +152,7 @@ export class Router {
       const res = out;
       if (attempt >= this.attempts || !res.results.some((r) => r.error?.code === ErrorCode.SLICE_NOT_READY))
         return res;
-      return this.retryNotReady(req, res, attempt);
+      return this.retryNotReady(req, res, attempt, call);
     }
     if (req.atomic) {
       if (groups.size > 1) {
@@ -151,9 +161,9 @@ export class Router {
         );
       }
       const [owner] = [...groups.values()][0]!;
-      return this.forwardWholeCheck(owner, req, attempt);
+      return this.forwardWholeCheck(owner, req, attempt, call);
     }
-    return this.splitCheck(req, groups, attempt);
+    return this.splitCheck(req, groups, attempt, call);
   }
 
   /** Items by remote owner (key -> owner, positions); undefined when every item is local. */
@@ -182,21 +192,27 @@ export class Router {
     req: CheckRequest,
     res: CheckResponse,
     attempt: number,
+    call?: CallLike,
   ): Promise<CheckResponse> {
     await this.deps.ownership.changed(this.retryWaitMs);
-    if (req.atomic) return this.routeCheck(req, attempt + 1);
+    if (req.atomic) return this.routeCheck(req, attempt + 1, call);
     const again: number[] = [];
     for (let i = 0; i < res.results.length; i++) {
       if (res.results[i]!.error?.code === ErrorCode.SLICE_NOT_READY) again.push(i);
     }
     const sub = part(req, again, 0);
-    const next = await this.routeCheck(sub, attempt + 1);
+    const next = await this.routeCheck(sub, attempt + 1, call);
     const results = res.results.slice();
     for (let j = 0; j < again.length; j++) results[again[j]!] = next.results[j]!;
     return { generation: this.deps.ownership.generation(), results };
   }
 
-  private async forwardWholeCheck(owner: Owner, req: CheckRequest, attempt: number): Promise<CheckResponse> {
+  private async forwardWholeCheck(
+    owner: Owner,
+    req: CheckRequest,
+    attempt: number,
+    call?: CallLike,
+  ): Promise<CheckResponse> {
     const { ownership, forwarder } = this.deps;
     let res: CheckResponse;
     let lost: string | undefined;
@@ -205,6 +221,7 @@ export class Router {
         owner,
         { ...req, generation: ownership.generation() },
         ownership.generation(),
+        this.untilOf(call),
       );
     } catch (err) {
       if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;
@@ -216,7 +233,7 @@ export class Router {
       await ownership.changed(this.retryWaitMs);
       // Not again to the owner that may have applied it (see ForwardLostError).
       if (lost === undefined || this.ownerIdOf(req.items[0]!.key) !== lost)
-        return this.routeCheck(req, attempt + 1);
+        return this.routeCheck(req, attempt + 1, call);
     }
     return { ...res, generation: ownership.generation() };
   }
@@ -225,6 +242,7 @@ export class Router {
     req: CheckRequest,
     groups: Map<string, [Owner, number[]]>,
     attempt: number,
+    call?: CallLike,
   ): Promise<CheckResponse> {
     const { limiter, ownership, forwarder } = this.deps;
     const results: CheckResult[] = new Array(req.items.length);
@@ -233,6 +251,7 @@ export class Router {
     const localIdx: number[] = [];
     for (let i = 0; i < req.items.length; i++) if (!remote.has(i)) localIdx.push(i);
     const generation = ownership.generation();
+    const until = this.untilOf(call);
     // Positions whose call to this owner may have been applied (its answer was lost).
     const lostTo = new Map<number, string>();
     // Positions dropped unsent at their queue deadline: answered as they are.
@@ -241,7 +260,7 @@ export class Router {
       const sub = part(req, idx, generation);
       let res: CheckResponse;
       try {
-        res = await forwarder!.check(owner, sub, generation);
+        res = await forwarder!.check(owner, sub, generation, until);
       } catch (err) {
         // A part that failed on its own (e.g. COUNTERS_EXHAUSTED) fails its items, not the call.
         if (!(err instanceof ShardlimitError && itemCode(err) !== undefined)) throw err;
@@ -274,7 +293,8 @@ export class Router {
     if (retry.length > 0 && attempt < this.attempts) {
       const sub = part(req, retry, 0);
       const again = this.groupCheck(sub);
-      const res = again === undefined ? limiter.check(sub) : await this.splitCheck(sub, again, attempt + 1);
+      const res =
+        again === undefined ? limiter.check(sub) : await this.splitCheck(sub, again, attempt + 1, call);
       for (let j = 0; j < retry.length; j++) results[retry[j]!] = res.results[j]!;
     }
     return { generation: ownership.generation(), results };
@@ -305,7 +325,7 @@ export class Router {
     return shard === undefined ? undefined : this.deps.ownership.ownerOf(shard)?.id;
   }
 
-  shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
+  shouldRateLimit(req: EnvoyRequest, call?: CallLike): EnvoyResponse | Promise<EnvoyResponse> {
     const { envoy, forwarder } = this.deps;
     if (forwarder === undefined) return envoy.shouldRateLimit(req);
     const plan = envoy.plan(req);
@@ -313,7 +333,7 @@ export class Router {
     if (split.remote === undefined && split.waiting.length === 0) {
       return envoy.respond(plan, envoy.execute(plan, plan.limited));
     }
-    return this.routeEnvoy(req, plan, split, 1);
+    return this.routeEnvoy(req, plan, split, 1, this.untilOf(call));
   }
 
   /** Positions in `plan.limited` decided here, waiting for a handoff here, or by remote owner. */
@@ -345,6 +365,7 @@ export class Router {
     plan: EnvoyPlan,
     first: ReturnType<Router["splitEnvoy"]>,
     attempt: number,
+    until?: number,
   ): Promise<EnvoyResponse> {
     const { envoy, ownership, forwarder } = this.deps;
     const statuses: (EnvoyDescriptorStatus | undefined)[] = new Array(plan.limited.length);
@@ -375,7 +396,7 @@ export class Router {
             }),
           };
           try {
-            const res = await forwarder!.envoy(owner, sub, generation);
+            const res = await forwarder!.envoy(owner, sub, generation, until);
             for (let k = 0; k < js.length; k++) statuses[js[k]!] = res.statuses[k];
           } catch (err) {
             if (!(err instanceof NotOwnerError || err instanceof UnavailableError)) throw err;

@@ -150,6 +150,33 @@ describe("forwarding in micro-batches", () => {
     expect((await fresh).results).toHaveLength(2);
   });
 
+  it("a part whose caller's deadline passes while queued is dropped unsent, before the queue's own wait", async () => {
+    const clock = new ManualClock(1_000);
+    const f = fakePeer(echo);
+    const fw = new BatchingForwarder({ peer: () => f.peer, maxInFlight: 1, queueMs: 2000, clock });
+    const first = fw.check(owner, check(1), 1);
+    await tick();
+    // Its caller gives up 150 ms from now; the other queued part's caller has no deadline.
+    const hurried = fw.check(owner, check(1), 1, clock.elapsed() + 150).catch((e: Error) => e);
+    const hurriedEnvoy = fw
+      .envoy(owner, { domain: "d", descriptors: [{ entries: [] }], hitsAddend: 0 }, 1, clock.elapsed() + 150)
+      .catch((e: Error) => e);
+    const patient = fw.check(owner, check(2), 1);
+    clock.advance(200);
+    f.releaseAll();
+    await first;
+    await tick();
+    expect(await hurried).toBeInstanceOf(UnavailableError);
+    expect(String(await hurried)).toMatch(/caller's deadline passed/);
+    expect(await hurriedEnvoy).toBeInstanceOf(UnavailableError);
+    // Only the patient part went in the second call: the hurried ones were never sent (never charged).
+    expect(f.calls).toHaveLength(2);
+    expect(f.calls[1]!.checks.map((c) => c.items.length)).toEqual([2]);
+    expect(f.calls[1]!.envoy).toHaveLength(0);
+    f.releaseAll();
+    expect((await patient).results).toHaveLength(2);
+  });
+
   it("a call holds at most maxItems items over its parts (the owner's maxForwardItems)", async () => {
     const f = fakePeer(echo);
     const fw = new BatchingForwarder({ peer: () => f.peer, maxInFlight: 4, maxItems: 5 });

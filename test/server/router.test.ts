@@ -93,15 +93,19 @@ function setup() {
     return p;
   };
   const calls: { owner: string; kind: string; n: number }[] = [];
+  /** The `until` each forwarded part was given (when its caller stops waiting). */
+  const untils: (number | undefined)[] = [];
   let fail: Error | undefined;
   const forwarder: Forwarder = {
-    async check(owner, req) {
+    async check(owner, req, _generation, until) {
       calls.push({ owner: owner.id, kind: "check", n: req.items.length });
+      untils.push(until);
       if (fail) throw fail;
       return peer(owner.id).limiter.check(req);
     },
-    async envoy(owner, req) {
+    async envoy(owner, req, _generation, until) {
       calls.push({ owner: owner.id, kind: "envoy", n: req.descriptors.length });
+      untils.push(until);
       if (fail) throw fail;
       return peer(owner.id).envoy.shouldRateLimit(req);
     },
@@ -113,7 +117,7 @@ function setup() {
   };
   // The fake ownership's `changed` waits in real time, so the router's waits run on the system clock.
   const router = new Router({ limiter, envoy, ownership, clock: systemClock, forwarder, retryWaitMs: 50 });
-  return { router, ownership, limiter, calls, peer, setFail: (e: Error | undefined) => (fail = e) };
+  return { router, ownership, limiter, calls, untils, peer, setFail: (e: Error | undefined) => (fail = e) };
 }
 
 const check = (keys: string[], atomic = false): CheckRequest => ({
@@ -132,6 +136,30 @@ describe("routing Check and ShouldRateLimit to owners", () => {
       { owner: "b", kind: "check", n: 2 },
       { owner: "c", kind: "check", n: 1 },
     ]);
+  });
+
+  it("a forwarded part carries its caller's deadline (less the answer's margin), so it is never sent after the caller gave up", async () => {
+    const { router, ownership, untils } = setup();
+    ownership.owners.set("d/k=b1", "b").set("d/k=c1", "c");
+    const call = {
+      getDeadline: () => Date.now() + 300,
+      once: () => undefined,
+      removeListener: () => undefined,
+    };
+    const before = systemClock.elapsed();
+    await router.check(check(["d/k=b1", "d/k=c1"]), call);
+    await router.shouldRateLimit(
+      { domain: "d", descriptors: [{ entries: [{ key: "k", value: "b1" }] }], hitsAddend: 1 },
+      call,
+    );
+    await router.check(check(["d/k=b1"])); // no deadline: none passed on
+    const after = systemClock.elapsed();
+    expect(untils).toHaveLength(4);
+    for (const u of untils.slice(0, 3)) {
+      expect(u).toBeGreaterThanOrEqual(before + 300 - 50 - 5);
+      expect(u).toBeLessThanOrEqual(after + 300 - 50 + 5);
+    }
+    expect(untils[3]).toBeUndefined();
   });
 
   it("stays synchronous when every key is local", () => {
