@@ -146,6 +146,16 @@ export class Reporter {
       b.push(k);
     }
     for (const [address, batch] of batches) this.send(this.channel(address), batch, now, early);
+    // A failed report waits at its owner's channel to be sent again unchanged (same sequence
+    // number: the owner may have applied it). When no key routes to that owner any more (they
+    // all moved while it stayed a member), nothing above sends to it: send the report again here,
+    // or its counts would be stranded. The owner answers NOT_OWNER per item (the counts come
+    // back and go to the new owner) or, if it had applied it, duplicate (taken as applied).
+    for (const [address, ch] of this.channels) {
+      if (batches.has(address)) continue;
+      const f = ch.takeRetry();
+      if (f !== undefined) this.transmit(ch, f);
+    }
   }
 
   private channel(address: string): OwnerChannel {

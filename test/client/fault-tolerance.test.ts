@@ -44,6 +44,43 @@ function offsetClock(base: ManualClock): { clock: Clock; step(ms: number): void 
   };
 }
 
+/**
+ * Makes A a cluster member with two members (A, B) whose view starts with A owning everything: from
+ * `released()` on it is at generation 2 and answers NOT_OWNER for the shards `gone` names.
+ */
+function clusterA(
+  t: FakeTransport,
+  clock: ManualClock,
+  released: () => boolean,
+  gone: (shard: string) => boolean,
+): { id: string; address: string }[] {
+  const standalone = new StandaloneOwnership(A, clock);
+  const ownership: Ownership = {
+    generation: () => (released() ? 2 : 1),
+    check: (shard) => (released() && gone(shard) ? "not_owner" : "own"),
+    ownerOf: () => standalone.ownerOf(),
+    changed: (ms) => standalone.changed(ms),
+    view: () => t.view,
+  };
+  t.servers.set(
+    A,
+    new Limiter({
+      engine: new Engine(),
+      clock,
+      config: t.config,
+      ownership,
+      limits: DEFAULT_INPUT_LIMITS,
+      metrics: noopMetrics,
+    }),
+  );
+  const members = [
+    { id: "a", address: A },
+    { id: "b", address: B },
+  ];
+  t.view = { generation: 1, members, slices: [{ start: "0", owner: 0 }], standalone: false };
+  return members;
+}
+
 describe("3a: a report applied whose answer was lost, then the key moved", () => {
   /**
    * A owns `moved` and `stays`; the report carrying `moved`'s counts is applied by A but its answer
@@ -57,30 +94,12 @@ describe("3a: a report applied whose answer was lost, then the key moved", () =>
     // A serves in a cluster: it stops owning `moved`'s shard once `released` is set.
     let released = false;
     const shardOfMoved = () => t.servers.get(A)!.shardKeyOf(`api/minute=${moved}`);
-    const standalone = new StandaloneOwnership(A, clock);
-    const ownership: Ownership = {
-      generation: () => (released ? 2 : 1),
-      check: (shard) => (released && shard === shardOfMoved() ? "not_owner" : "own"),
-      ownerOf: () => standalone.ownerOf(),
-      changed: (ms) => standalone.changed(ms),
-      view: () => t.view,
-    };
-    t.servers.set(
-      A,
-      new Limiter({
-        engine: new Engine(),
-        clock,
-        config: t.config,
-        ownership,
-        limits: DEFAULT_INPUT_LIMITS,
-        metrics: noopMetrics,
-      }),
+    const members = clusterA(
+      t,
+      clock,
+      () => released,
+      (shard) => shard === shardOfMoved(),
     );
-    const members = [
-      { id: "a", address: A },
-      { id: "b", address: B },
-    ];
-    t.view = { generation: 1, members, slices: [{ start: "0", owner: 0 }], standalone: false };
     run(6000); // the periodic refresh picks the view up
     let admitted = 0;
     const round = () => {
@@ -136,6 +155,48 @@ describe("3a: a report applied whose answer was lost, then the key moved", () =>
     const { t, moved, admitted } = scenario(false);
     expect(used(t, moved, B)).toBeLessThanOrEqual(admitted);
     expect(used(t, moved, B)).toBeGreaterThanOrEqual(admitted - 5);
+  });
+});
+
+describe("a failed report whose keys all moved to another owner", () => {
+  it("is sent again to its owner, which still is a member, and its counts reach the new owner", () => {
+    const { t, limiter, run, clock } = startGateway({ addresses: [A, B] });
+    // A serves in a cluster: once the key space moved (`moved`), it answers NOT_OWNER.
+    let moved = false;
+    const members = clusterA(
+      t,
+      clock,
+      () => moved,
+      () => true,
+    );
+    run(6000);
+    let admitted = 0;
+    const round = () => {
+      for (let j = 0; j < 5; j++) if (limiter.decide("api/minute=x")) admitted++;
+    };
+    for (let i = 0; i < 3; i++) {
+      round();
+      run(100);
+    }
+    // A becomes unreachable: the next report fails, unapplied, and waits at A's channel.
+    t.modes.set(A, "fail");
+    const failedBefore = limiter.stats().reportsFailed;
+    round();
+    for (let i = 0; i < 200 && limiter.stats().reportsFailed === failedBefore; i++) run(1);
+    expect(limiter.stats().reportsFailed).toBeGreaterThan(failedBefore);
+    // The whole key space moves to B (no handoff: A is cut off), A stays a member and comes back.
+    moved = true;
+    t.view = { generation: 2, members, slices: [{ start: "0", owner: 1 }], standalone: false };
+    run(6000);
+    t.modes.set(A, "ok");
+    for (let i = 0; i < 5; i++) {
+      round();
+      run(100);
+    }
+    run(1000);
+    // B rebuilt the window from the gateway's re-sent total: every admitted unit, the failed
+    // report's too, counted once.
+    expect(used(t, "x", B)).toBe(admitted);
   });
 });
 
