@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
+import { warmUpHandoff } from "../cluster/warm-up.js";
 import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
@@ -215,6 +216,9 @@ export async function startServer(
     if (node) {
       const host = opts.grpcHost === "0.0.0.0" || opts.grpcHost === "::" ? hostname() : opts.grpcHost;
       selfAddress = opts.advertiseAddress ?? `${host}:${grpc.port}`;
+      // Before joining (no slice yet, not ready): the first rebalance then runs warm code.
+      const warm = await warmUpHandoff();
+      log.debug({ counters: warm.counters, ms: Math.round(warm.ms) }, "handoff path warmed up");
       await node.start(selfAddress);
     }
   } catch (err) {
