@@ -9,7 +9,11 @@
  * The lists name files; `test/tiers.test.ts` fails when a file outside them starts a process, so
  * a new process test cannot slip into the unit tier.
  */
-export const E2E = ["test/loadtest/bench.test.ts", "test/package.test.ts"];
+export const E2E = [
+  "test/deploy/image-layout.test.ts",
+  "test/loadtest/bench.test.ts",
+  "test/package.test.ts",
+];
 export const INTEGRATION = [
   "test/chaos/cutoff.test.ts",
   "test/client/cluster-client.test.ts",
