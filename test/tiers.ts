@@ -27,6 +27,7 @@ export const INTEGRATION = [
   "test/cluster/rebalance-live.test.ts",
   "test/cluster/standby.test.ts",
   "test/deploy/helm-chart.test.ts",
+  "test/deploy/helm-pods.test.ts",
   "test/deploy/readme-certs.test.ts",
   "test/loadtest/load.test.ts",
   "test/server/drain.test.ts",

@@ -1,16 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
-import { Deployment } from "kubernetes-models/apps/v1/Deployment";
-import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
-import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
-import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
-import { Service } from "kubernetes-models/v1/Service";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseAllDocuments, stringify } from "yaml";
+import { beforeAll, describe, expect, it } from "vitest";
 import { serveCommand } from "../../src/cli/serve.js";
-import { ensureHelm, helm } from "./helm.js";
+import { ensureHelm, FULL, lint, type Manifest, NS, one, refused, render } from "./helm.js";
 
 /**
  * The Helm chart, rendered by a real helm (v3.17, see ./helm.ts) in both modes and validated:
@@ -19,10 +9,6 @@ import { ensureHelm, helm } from "./helm.js";
  * grace period, PDB, Services), and the values it must refuse, each with a message naming them.
  */
 
-const CHART = "helm/shardlimit";
-const NS = "ratelimit";
-const RELEASE = "rl";
-const FULL = "rl-shardlimit";
 const PEERS = "rl-shardlimit-peers";
 
 /** Flags the chart passes that `serve` is getting on the tls and authz branches (issue 13). */
@@ -42,74 +28,9 @@ const PENDING_FLAGS = new Set([
   "--limits-read",
 ]);
 
-// biome-ignore lint/suspicious/noExplicitAny: manifests are checked by the models, then read loosely
-type Manifest = Record<string, any>;
-
-/** A model class per apiVersion/kind (each takes its own typed data: `never` admits them all). */
-const MODELS: Record<string, new (data: never) => { validate(): void }> = {
-  "v1/ConfigMap": ConfigMap,
-  "v1/Service": Service,
-  "apps/v1/Deployment": Deployment,
-  "apps/v1/StatefulSet": StatefulSet,
-  "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
-  "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
-};
-
-let work: string;
 beforeAll(async () => {
   await ensureHelm();
-  work = mkdtempSync(path.join(tmpdir(), "shardlimit-helm-"));
 }, 240_000);
-afterAll(() => {
-  if (work) rmSync(work, { recursive: true, force: true });
-});
-
-let files = 0;
-/** `values` as a file for helm's -f (so types are YAML's, as a user's values file gives them). */
-function valuesFile(values: Manifest): string {
-  const f = path.join(work, `values-${files++}.yaml`);
-  writeFileSync(f, stringify(values));
-  return f;
-}
-
-function valueArgs(values: Manifest | string): string[] {
-  return ["-f", typeof values === "string" ? values : valuesFile(values)];
-}
-
-/** `helm template`: the manifests, each validated against its kind's schema. */
-function render(values: Manifest | string = {}): Manifest[] {
-  const r = helm(["template", RELEASE, CHART, "-n", NS, ...valueArgs(values)]);
-  expect(r.stderr, "helm template's stderr").toBe("");
-  expect(r.status).toBe(0);
-  const docs = parseAllDocuments(r.stdout)
-    .map((d) => d.toJSON() as Manifest | null)
-    .filter((d): d is Manifest => d !== null);
-  for (const d of docs) {
-    const Model = MODELS[`${d.apiVersion}/${d.kind}`];
-    expect(Model, `a schema for ${d.apiVersion} ${d.kind}`).toBeDefined();
-    expect(() => new Model!(d as never).validate(), `${d.kind} ${d.metadata?.name}`).not.toThrow();
-  }
-  return docs;
-}
-
-/** `helm template` that must fail: its message. */
-function refused(values: Manifest): string {
-  const r = helm(["template", RELEASE, CHART, "-n", NS, ...valueArgs(values)]);
-  expect(r.status, `rendered:\n${r.stdout.slice(0, 400)}`).not.toBe(0);
-  return r.stderr;
-}
-
-function lint(values: Manifest | string = {}): void {
-  const r = helm(["lint", "--strict", CHART, "-n", NS, ...valueArgs(values)]);
-  expect(r.stdout + r.stderr).toContain("0 chart(s) failed");
-  expect(r.status).toBe(0);
-}
-
-function one(docs: Manifest[], kind: string, name: string): Manifest {
-  const found = docs.filter((d) => d.kind === kind && d.metadata.name === name);
-  expect(found.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual([`${kind}/${name}`]);
-  return found[0]!;
-}
 
 /** `--flag=value` args as a map (a bare `--flag` maps to ""). */
 function flags(args: string[]): Map<string, string> {
