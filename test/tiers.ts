@@ -2,9 +2,10 @@
  * Tests in three tiers, each a vitest project (`npm test` runs all three; `npm run test:unit` and
  * so on, one). A file is in the tier of the heaviest thing it does:
  * - e2e: the whole CLI as a user runs it, with every process (`shardlimit bench --quick` renders
- *   its report in Chromium; the packed package installed in an empty project).
+ *   its report in Chromium; the packed package installed in an empty project; the container
+ *   image laid out from the Dockerfile and run).
  * - integration: starts real processes: etcd, `shardlimit serve` / `assigner` / `sidecar`,
- *   redis-server.
+ *   redis-server, helm, openssl.
  * - unit: everything else: in memory, or in-process servers on loopback ports; seconds in all.
  * The lists name files; `test/tiers.test.ts` fails when a file outside them starts a process, so
  * a new process test cannot slip into the unit tier.
