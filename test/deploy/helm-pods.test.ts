@@ -3,11 +3,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
-import { type Child, waitReady } from "../../src/testkit/child.js";
+import { type Child, spawnChild, waitReady } from "../../src/testkit/child.js";
 import { ensureBuilt, killAllCli, spawnCli } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { freePort } from "../../src/testkit/ports.js";
-import { ensureHelm, FULL, type Manifest, one, render } from "./helm.js";
+import { ensureHelm, FULL, type Manifest, NS, one, render } from "./helm.js";
 
 /**
  * The chart's pods, run as processes: the server container's args and env as rendered, with only
@@ -19,6 +19,7 @@ import { ensureHelm, FULL, type Manifest, one, render } from "./helm.js";
 
 let work: string;
 let etcd: EtcdProcess | undefined;
+let chartEtcd: Child | undefined;
 beforeAll(async () => {
   await ensureHelm();
   ensureBuilt();
@@ -28,6 +29,7 @@ afterEach(async () => {
   await killAllCli();
 });
 afterAll(async () => {
+  await chartEtcd?.stop();
   await etcd?.destroy();
   if (work) rmSync(work, { recursive: true, force: true });
 });
@@ -157,4 +159,53 @@ describe("the chart's pods as processes", () => {
     for (const p of pods.slice(0, -1)) await probeReady(sts, p);
     expect(await check(pods[0]!, `api/tenant=t-${last.name}`)).toMatchObject({ allowed: true, limit: 100 });
   }, 120_000);
+
+  it("cluster with the chart's etcd: the etcd pod's command runs, is ready on its probe, and a member joins it", async () => {
+    const docs = render({
+      mode: "cluster",
+      replicaCount: 1,
+      etcd: { enabled: true, replicas: 1 },
+      resources: { limits: { memory: "512Mi" } },
+    });
+    const sts = one(docs, "StatefulSet", `${FULL}-etcd`);
+    const c = sts.spec.template.spec.containers[0];
+    const podName = `${FULL}-etcd-0`;
+    // Each URL's Kubernetes host and fixed port (client 2379, peer 2380, metrics 2381) becomes
+    // loopback and a free port; the data directory a temp dir.
+    const ports = new Map<string, number>();
+    for (const p of ["2379", "2380", "2381"]) ports.set(p, await freePort());
+    const [cmd, ...args] = (c.command as string[]).map((a) =>
+      a
+        .replaceAll("$(POD_NAME)", podName)
+        .replace(/^--data-dir=.*/, `--data-dir=${path.join(work, "etcd-data")}`)
+        .replace(
+          /(https?):\/\/[^:/,]+:(2379|2380|2381)/g,
+          (_m, scheme, port) => `${scheme}://127.0.0.1:${ports.get(port)}`,
+        ),
+    );
+    expect(cmd).toBe("etcd");
+    chartEtcd = spawnChild(cmd!, args);
+    const probe = c.readinessProbe.httpGet;
+    const metricsPort = c.ports.find((p: Manifest) => p.name === probe.port).containerPort;
+    await waitReady(chartEtcd, "the chart's etcd ready on its probe", () =>
+      fetch(`http://127.0.0.1:${ports.get(String(metricsPort))}${probe.path}`).then(
+        (r) => r.status === 200,
+        () => false,
+      ),
+    );
+    // The server's --etcd names the etcd pod's client URL; here that pod's URL is loopback.
+    const server = one(docs, "StatefulSet", FULL);
+    const etcdFlag = (server.spec.template.spec.containers[0].args as string[]).find((a) =>
+      a.startsWith("--etcd="),
+    );
+    expect(etcdFlag).toBe(`--etcd=http://${podName}.${FULL}-etcd.${NS}.svc:2379`);
+    const pod = await startPod(
+      server,
+      `${FULL}-0`,
+      mountLimits(docs, path.join(work, "with-etcd")),
+      `http://127.0.0.1:${ports.get("2379")}`,
+    );
+    await probeReady(server, pod);
+    expect(await check(pod, "api/tenant=acme")).toMatchObject({ allowed: true, limit: 100 });
+  }, 90_000);
 });
