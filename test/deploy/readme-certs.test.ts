@@ -29,7 +29,7 @@ let dir: string;
 const file = (name: string) => readFileSync(path.join(dir, name));
 
 beforeAll(() => {
-  dir = mkdtempSync(path.join(tmpdir(), "shardlimit-certs-"));
+  dir = mkdtempSync(path.join(tmpdir(), "shardlimit-readme-certs-"));
   const r = spawnSync("bash", ["-euo", "pipefail", "-c", readmeOpensslBlock()], {
     cwd: dir,
     encoding: "utf8",
