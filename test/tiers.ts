@@ -2,14 +2,19 @@
  * Tests in three tiers, each a vitest project (`npm test` runs all three; `npm run test:unit` and
  * so on, one). A file is in the tier of the heaviest thing it does:
  * - e2e: the whole CLI as a user runs it, with every process (`shardlimit bench --quick` renders
- *   its report in Chromium; the packed package installed in an empty project).
+ *   its report in Chromium; the packed package installed in an empty project; the container
+ *   image laid out from the Dockerfile and run).
  * - integration: starts real processes: etcd, `shardlimit serve` / `assigner` / `sidecar`,
- *   redis-server.
+ *   redis-server, helm, openssl.
  * - unit: everything else: in memory, or in-process servers on loopback ports; seconds in all.
  * The lists name files; `test/tiers.test.ts` fails when a file outside them starts a process, so
  * a new process test cannot slip into the unit tier.
  */
-export const E2E = ["test/loadtest/bench.test.ts", "test/package.test.ts"];
+export const E2E = [
+  "test/deploy/image-layout.test.ts",
+  "test/loadtest/bench.test.ts",
+  "test/package.test.ts",
+];
 export const INTEGRATION = [
   "test/chaos/cutoff.test.ts",
   "test/client/cluster-client.test.ts",
@@ -22,6 +27,9 @@ export const INTEGRATION = [
   "test/cluster/prefix-view.test.ts",
   "test/cluster/rebalance-live.test.ts",
   "test/cluster/standby.test.ts",
+  "test/deploy/helm-chart.test.ts",
+  "test/deploy/helm-pods.test.ts",
+  "test/deploy/readme-certs.test.ts",
   "test/loadtest/load.test.ts",
   "test/server/drain.test.ts",
   "test/server/fuzz.test.ts",
