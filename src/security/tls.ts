@@ -230,6 +230,44 @@ export class TlsSource implements CertificateProvider {
   }
 }
 
+/** A server's TLS: its files, what it asks of clients, and the name its peers' certificates carry. */
+export interface ServerTlsOptions {
+  cert: string;
+  key: string;
+  /** Verifies client certificates (`clientAuth` request/require) and, in a cluster, the peers'. */
+  ca?: string;
+  clientAuth: ClientAuth;
+  /**
+   * The name peers' certificates are checked for when this server dials them; default: the host
+   * of each peer's advertised address.
+   */
+  peerServerName?: string;
+  /** How often the files are looked at (default DEFAULT_TLS_POLL_MS). */
+  pollMs?: number;
+}
+
+/** A server's TLS made ready: the listener's credentials and, for dialling peers, the channel's. */
+export interface ServerTls {
+  source: TlsSource;
+  server: grpc.ServerCredentials;
+  peers: ChannelSecurity;
+}
+
+/** Loads `o`'s files (an OptionsError naming a bad one) and builds both sides' credentials. */
+export function serverTls(o: ServerTlsOptions, deps: { clock: Clock; log: TlsLog }): ServerTls {
+  const source = new TlsSource({ cert: o.cert, key: o.key, ca: o.ca }, { ...deps, pollMs: o.pollMs });
+  try {
+    return {
+      source,
+      server: serverCredentials(source, o.clientAuth),
+      peers: channelSecurity(source, o.peerServerName),
+    };
+  } catch (err) {
+    source.close();
+    throw err;
+  }
+}
+
 /**
  * Server credentials on `source` (which must hold a certificate and key). `request` asks clients
  * for a certificate and verifies one if sent; `require` refuses a client without a valid one.
@@ -267,6 +305,30 @@ export function channelSecurity(source: TlsSource, serverName?: string): Channel
     ),
     options: serverName !== undefined ? { "grpc.ssl_target_name_override": serverName } : {},
   };
+}
+
+/** TLS towards servers (gateway client, sidecar): PEM file paths, re-read when they change. */
+export interface ClientTlsOptions {
+  /** The CA bundle the servers' certificates are verified against. */
+  ca: string;
+  /** A client certificate and its key, for servers that ask for one (mutual TLS). */
+  cert?: string;
+  key?: string;
+  /** The name the servers' certificates must carry; default: the host dialled. */
+  serverName?: string;
+  /** How often the files are looked at (default DEFAULT_TLS_POLL_MS). */
+  pollMs?: number;
+}
+
+/** A dialler's TLS made ready: the files (close it when done) and the channel's credentials. */
+export interface ClientTls extends ChannelSecurity {
+  source: TlsSource;
+}
+
+/** Loads `o`'s files (an OptionsError naming a bad one) and builds the channel's credentials. */
+export function clientTls(o: ClientTlsOptions, deps: { clock: Clock; log: TlsLog }): ClientTls {
+  const source = new TlsSource({ ca: o.ca, cert: o.cert, key: o.key }, { ...deps, pollMs: o.pollMs });
+  return { source, ...channelSecurity(source, o.serverName) };
 }
 
 /** Plaintext: what every link used before TLS, and still the default. */
