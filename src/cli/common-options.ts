@@ -1,7 +1,7 @@
 import { Option } from "commander";
 import { OptionsError } from "../core/errors.js";
 import { type EtcdAccess, readEtcdAccess } from "../security/etcd-access.js";
-import { etcdUrlsOption, intOption, prefixOption } from "./options.js";
+import { etcdUrlsOption, intOption, prefixOption, refuseWithout } from "./options.js";
 
 /** Flags that several commands share, each with its SHARDLIMIT_* environment variable. */
 
@@ -63,14 +63,15 @@ export function etcdAccessOf(
   urls: readonly string[] | undefined,
 ): EtcdAccess | undefined {
   if (urls === undefined) {
-    const stray = [
-      v.etcdCa !== undefined ? "--etcd-ca" : undefined,
-      v.etcdCert !== undefined ? "--etcd-cert" : undefined,
-      v.etcdKey !== undefined ? "--etcd-key" : undefined,
-      v.etcdAuthFile !== undefined ? "--etcd-auth-file" : undefined,
-    ].filter((x) => x !== undefined);
-    if (stray.length > 0)
-      throw new OptionsError(`${stray.join(", ")} ${stray.length === 1 ? "needs" : "need"} --etcd`);
+    refuseWithout(
+      {
+        "--etcd-ca": v.etcdCa,
+        "--etcd-cert": v.etcdCert,
+        "--etcd-key": v.etcdKey,
+        "--etcd-auth-file": v.etcdAuthFile,
+      },
+      "--etcd",
+    );
     return undefined;
   }
   if ((v.etcdCert === undefined) !== (v.etcdKey === undefined)) {

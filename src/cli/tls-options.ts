@@ -1,6 +1,7 @@
 import { Option } from "commander";
 import { OptionsError } from "../core/errors.js";
 import { CLIENT_AUTH_MODES, type ClientAuth, type ServerTlsOptions, type TlsFiles } from "../security/tls.js";
+import { refuseWithout } from "./options.js";
 
 /**
  * TLS flags, each with its SHARDLIMIT_* variable: a listener's (`serve`'s gRPC port, the
@@ -79,16 +80,10 @@ export function listenerTlsOf(
 ): ServerTlsOptions | undefined {
   const clientAuth = v.clientAuth ?? "none";
   if (v.cert === undefined && v.key === undefined) {
-    const stray = [
-      v.ca !== undefined ? names.ca : undefined,
-      v.clientAuth !== undefined ? names.clientAuth : undefined,
-      extra.peerServerName !== undefined ? "--peer-server-name" : undefined,
-    ].filter((x) => x !== undefined);
-    if (stray.length > 0) {
-      throw new OptionsError(
-        `${stray.join(", ")} ${stray.length === 1 ? "needs" : "need"} ${names.cert} and ${names.key} (TLS is off without them)`,
-      );
-    }
+    refuseWithout(
+      { [names.ca]: v.ca, [names.clientAuth]: v.clientAuth, "--peer-server-name": extra.peerServerName },
+      `${names.cert} and ${names.key} (TLS is off without them)`,
+    );
     return undefined;
   }
   if (v.cert === undefined) throw new OptionsError(`${names.key} needs ${names.cert}`);
@@ -132,15 +127,10 @@ export function dialTlsOf(v: {
   tlsServerName?: string;
 }): (TlsFiles & { ca: string; serverName?: string }) | undefined {
   if (v.tlsCa === undefined) {
-    const stray = [
-      v.tlsCert !== undefined ? "--tls-cert" : undefined,
-      v.tlsKey !== undefined ? "--tls-key" : undefined,
-      v.tlsServerName !== undefined ? "--tls-server-name" : undefined,
-    ].filter((x) => x !== undefined);
-    if (stray.length > 0)
-      throw new OptionsError(
-        `${stray.join(", ")} ${stray.length === 1 ? "needs" : "need"} --tls-ca (TLS is off without it)`,
-      );
+    refuseWithout(
+      { "--tls-cert": v.tlsCert, "--tls-key": v.tlsKey, "--tls-server-name": v.tlsServerName },
+      "--tls-ca (TLS is off without it)",
+    );
     return undefined;
   }
   if ((v.tlsCert === undefined) !== (v.tlsKey === undefined)) {
