@@ -15,6 +15,7 @@ export const INTEGRATION = [
   "test/client/cluster-client.test.ts",
   "test/client/grpc.test.ts",
   "test/cluster/assigner.test.ts",
+  "test/cluster/cluster-tls.test.ts",
   "test/cluster/cluster.test.ts",
   "test/cluster/leadership.test.ts",
   "test/cluster/membership.test.ts",

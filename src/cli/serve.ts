@@ -18,7 +18,13 @@ import {
   rebalanceIntervalFlag,
 } from "./common-options.js";
 import { intOption, memberIdOption, portOption } from "./options.js";
-import { listenerTlsFlags, listenerTlsNames, listenerTlsOf, peerServerNameFlag } from "./tls-options.js";
+import {
+  listenerTlsFlags,
+  listenerTlsNames,
+  listenerTlsOf,
+  peerServerNameFlag,
+  tlsReloadIntervalFlag,
+} from "./tls-options.js";
 
 interface ServeFlags extends EtcdAccessFlagValues {
   config: string;
@@ -48,6 +54,7 @@ interface ServeFlags extends EtcdAccessFlagValues {
   tlsCa?: string;
   tlsClientAuth?: "none" | "request" | "require";
   peerServerName?: string;
+  tlsReloadInterval: number;
 }
 
 export function serveCommand(): Command {
@@ -170,6 +177,7 @@ export function serveCommand(): Command {
     .addOption(tls.ca)
     .addOption(tls.clientAuth)
     .addOption(peerServerNameFlag())
+    .addOption(tlsReloadIntervalFlag())
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -247,7 +255,7 @@ export function serveCommand(): Command {
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
-            tls: tlsOptions,
+            tls: tlsOptions && { ...tlsOptions, pollMs: flags.tlsReloadInterval },
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

@@ -5,7 +5,14 @@ import { startSidecar } from "../app/sidecar.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
 import { hostPortListOption, hostPortOption, intOption, memberIdOption, portOption } from "./options.js";
-import { dialTlsFlags, dialTlsOf, listenerTlsFlags, listenerTlsNames, listenerTlsOf } from "./tls-options.js";
+import {
+  dialTlsFlags,
+  dialTlsOf,
+  listenerTlsFlags,
+  listenerTlsNames,
+  listenerTlsOf,
+  tlsReloadIntervalFlag,
+} from "./tls-options.js";
 
 interface SidecarFlags {
   tlsCa?: string;
@@ -16,6 +23,7 @@ interface SidecarFlags {
   listenTlsKey?: string;
   listenTlsCa?: string;
   listenTlsClientAuth?: "none" | "request" | "require";
+  tlsReloadInterval: number;
   listen: string;
   servers: string[];
   clientId?: string;
@@ -69,6 +77,7 @@ export function sidecarCommand(): Command {
     .addOption(listen.key)
     .addOption(listen.ca)
     .addOption(listen.clientAuth)
+    .addOption(tlsReloadIntervalFlag())
     .action(async (flags: SidecarFlags) => {
       const dialTls = dialTlsOf(flags);
       const listenTls = listenerTlsOf(
@@ -90,8 +99,8 @@ export function sidecarCommand(): Command {
           httpPort: flags.httpPort,
           limits: DEFAULT_INPUT_LIMITS,
           log,
-          tls: dialTls,
-          listenTls,
+          tls: dialTls && { ...dialTls, pollMs: flags.tlsReloadInterval },
+          listenTls: listenTls && { ...listenTls, pollMs: flags.tlsReloadInterval },
         });
         const stop = (signal: string) => {
           log.info({ signal }, "stopping");

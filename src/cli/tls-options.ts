@@ -1,7 +1,13 @@
 import { Option } from "commander";
 import { OptionsError } from "../core/errors.js";
-import { CLIENT_AUTH_MODES, type ClientAuth, type ServerTlsOptions, type TlsFiles } from "../security/tls.js";
-import { refuseWithout } from "./options.js";
+import {
+  CLIENT_AUTH_MODES,
+  type ClientAuth,
+  DEFAULT_TLS_POLL_MS,
+  type ServerTlsOptions,
+  type TlsFiles,
+} from "../security/tls.js";
+import { intOption, refuseWithout } from "./options.js";
 
 /**
  * TLS flags, each with its SHARDLIMIT_* variable: a listener's (`serve`'s gRPC port, the
@@ -52,6 +58,14 @@ export function listenerTlsNames(prefix: "tls" | "listen-tls"): ListenerTlsNames
     ca: `--${prefix}-ca`,
     clientAuth: `--${prefix}-client-auth`,
   };
+}
+
+/** How often TLS files are looked at for a rotation. */
+export function tlsReloadIntervalFlag(): Option {
+  return new Option("--tls-reload-interval <ms>", "how often TLS files are checked for changes")
+    .env("SHARDLIMIT_TLS_RELOAD_INTERVAL_MS")
+    .default(DEFAULT_TLS_POLL_MS)
+    .argParser(intOption("--tls-reload-interval", 100, 3_600_000));
 }
 
 /** `--peer-server-name` (serve). */
