@@ -27,6 +27,7 @@ export const INTEGRATION = [
   "test/server/drain.test.ts",
   "test/server/fuzz.test.ts",
   "test/server/process.test.ts",
+  "test/security/tls-server.test.ts",
   "test/testkit/etcd.test.ts",
 ];
 
