@@ -200,12 +200,24 @@ const summary = (["ingest", "check"] as const).map((w) => {
     p99Us: med(w, "mTLS", (r) => r.latency.p99Us),
     serverCpuUsPerCall: med(w, "mTLS", (r) => r.serverCpuUsPerCall),
   };
+  // Each round's mTLS figure over the same round's plaintext one: a drift of the shared
+  // machine between rounds cancels out of these.
+  const paired = (f: (r: Run) => number) =>
+    median(
+      Array.from({ length: opts.rounds }, (_, i) => {
+        const of = (mode: Mode) =>
+          results.find((x) => x.round === i + 1 && x.workload === w && x.mode === mode)!;
+        return f(of("mTLS").run) / f(of("plaintext").run);
+      }),
+    );
   return {
     workload: w,
     plain,
     tls,
     throughputRatio: tls.unitsPerSec / plain.unitsPerSec,
     serverCpuRatio: tls.serverCpuUsPerCall / plain.serverCpuUsPerCall,
+    pairedThroughputRatio: paired((r) => r.unitsPerSec),
+    pairedServerCpuRatio: paired((r) => r.serverCpuUsPerCall),
   };
 });
 const conn = (mode: Mode) => ({
@@ -241,6 +253,11 @@ printTable(
     s.serverCpuRatio.toFixed(3),
   ]),
 );
+for (const x of summary) {
+  console.log(
+    `${x.workload}: median of per-round mTLS/plaintext ratios: throughput ${x.pairedThroughputRatio.toFixed(3)}, server CPU per call ${x.pairedServerCpuRatio.toFixed(3)}`,
+  );
+}
 console.log(
   `\nnew connection + one Check: plaintext ${connSummary.plain.msPerConnection.toFixed(2)} ms ` +
     `(server ${connSummary.plain.serverCpuUsPerConnection.toFixed(0)} us CPU), mTLS ${connSummary.tls.msPerConnection.toFixed(2)} ms ` +
