@@ -4,7 +4,7 @@ import { connectEtcd } from "../../src/cluster/etcd-client.js";
 import { systemClock } from "../../src/core/clock.js";
 import { connect } from "../../src/protocol/rpc.js";
 import { clientTls } from "../../src/security/tls.js";
-import { killAllCli } from "../../src/testkit/cli.js";
+import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { peerSerial } from "../../src/testkit/tls.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import {
@@ -55,6 +55,13 @@ describe("a cluster of three servers with TLS on every link", () => {
         c.close();
       }
     }
+    // `shardlimit status` reaches it with the same flags the servers use; without them it cannot.
+    const status = (extra: string[]) =>
+      runCli(["status", "--etcd", h.etcd.url, "--prefix", h.prefix, "--json", ...extra]);
+    const ok = status(h.etcd.accessArgs);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect((JSON.parse(ok.stdout) as { members: unknown[] }).members).toHaveLength(3);
+    expect(status([]).status).not.toBe(0);
     // A server: plaintext, and TLS without a client certificate.
     const s = h.servers[0]!;
     const plain = connect(s.address);
