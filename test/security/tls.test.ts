@@ -120,6 +120,16 @@ describe("TlsSource", () => {
   });
 });
 
+const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
+  path: "/test.Who/Who",
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: (b: Buffer) => b,
+  requestDeserialize: (b: Buffer) => b,
+  responseSerialize: (b: Buffer) => b,
+  responseDeserialize: (b: Buffer) => b,
+};
+
 describe("mutual TLS over grpc-js with rotation", () => {
   const clock = new ManualClock();
   const log = memoryLog();
@@ -138,6 +148,17 @@ describe("mutual TLS over grpc-js with rotation", () => {
     serverSource = new TlsSource({ ...files, ca: pki.ca.caFile }, { clock, log });
     server = new grpc.Server();
     new HealthImplementation({ "": "SERVING" }).addToServer(server);
+    // Answers with the serial of the certificate the client presented on this connection.
+    server.addService(
+      { Who: WHO },
+      {
+        Who: ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+          cb(
+            null,
+            Buffer.from(call.getAuthContext().sslPeerCertificate?.serialNumber ?? ""),
+          )) as grpc.handleUnaryCall<Buffer, Buffer>,
+      },
+    );
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync("127.0.0.1:0", serverCredentials(serverSource, "require"), (e, p) =>
         e ? reject(e) : resolve(p),
@@ -191,6 +212,47 @@ describe("mutual TLS over grpc-js with rotation", () => {
     expect(await healthCall({ ...pki.client, ca: pki.ca.caFile }, "elsewhere.invalid")).toBe(
       grpc.status.UNAVAILABLE,
     );
+  });
+
+  it("after the client's files are re-issued, new connections on the same credentials present the new certificate", async () => {
+    const files = {
+      cert: path.join(pki.ca.dir, "client-live.pem"),
+      key: path.join(pki.ca.dir, "client-live-key.pem"),
+      ca: pki.ca.caFile,
+    };
+    copyFileSync(pki.client.cert, files.cert);
+    copyFileSync(pki.client.key, files.key);
+    const src = new TlsSource(files, { clock, log });
+    // One ChannelSecurity for every channel, as a server's peer pool holds it.
+    const sec = channelSecurity(src);
+    const who = async () => {
+      // A channel of its own (no shared subchannel), so each call makes a new connection.
+      const c = new grpc.Client(`127.0.0.1:${port}`, sec.credentials, {
+        ...sec.options,
+        "grpc.use_local_subchannel_pool": 1,
+      });
+      try {
+        return await new Promise<string>((resolve, reject) =>
+          c.makeUnaryRequest<Buffer, Buffer>(
+            WHO.path,
+            (b) => b,
+            (b) => b,
+            Buffer.alloc(0),
+            (err, res) => (err ? reject(err) : resolve(res!.toString())),
+          ),
+        );
+      } finally {
+        c.close();
+      }
+    };
+    try {
+      expect(await who()).toBe(pki.client.serial);
+      const next = pki.ca.reissue({ ...files, serial: "" }, { commonName: "gateway" });
+      expect(src.poll()).toBe(true);
+      expect(await who()).toBe(next.serial);
+    } finally {
+      src.close();
+    }
   });
 
   it("after the server's files are re-issued, new handshakes present the new certificate", async () => {
