@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { systemClock } from "../core/clock.js";
 import { OptionsError } from "../core/errors.js";
 import { readTlsFiles } from "./tls.js";
 
@@ -55,7 +56,7 @@ export function readEtcdAccess(f: EtcdAccessFiles, urls: readonly string[]): Etc
         `--etcd-ca is given but --etcd names plaintext URLs (${plain.join(", ")}): use https://`,
       );
     }
-    const m = readTlsFiles({ ca: f.ca, cert: f.cert, key: f.key });
+    const m = readTlsFiles({ ca: f.ca, cert: f.cert, key: f.key }, systemClock.now());
     out.credentials = { rootCertificate: m.ca!, certChain: m.cert, privateKey: m.key };
   }
   if (f.authFile !== undefined) out.auth = readEtcdAuthFile(f.authFile);

@@ -75,10 +75,11 @@ function parseCerts(pem: Buffer, path: string, what: string): X509Certificate[] 
 }
 
 /**
- * Reads and checks `files`: each file readable and well-formed, the key the certificate's, and
- * the three usable together by node:tls. Throws an OptionsError naming the file otherwise.
+ * Reads and checks `files`: each file readable and well-formed, the key the certificate's, the
+ * certificate valid at `now` (when given), and the three usable together by node:tls. Throws an
+ * OptionsError naming the file otherwise.
  */
-export function readTlsFiles(files: TlsFiles): TlsMaterial {
+export function readTlsFiles(files: TlsFiles, now?: number): TlsMaterial {
   if ((files.cert === undefined) !== (files.key === undefined)) {
     throw new OptionsError(
       files.cert === undefined
@@ -102,6 +103,11 @@ export function readTlsFiles(files: TlsFiles): TlsMaterial {
     if (!leaf.checkPrivateKey(privateKey)) {
       throw new OptionsError(
         `the TLS key file ${files.key} is not the key of the certificate in ${files.cert}`,
+      );
+    }
+    if (now !== undefined && !(now >= Date.parse(leaf.validFrom) && now <= Date.parse(leaf.validTo))) {
+      throw new OptionsError(
+        `the TLS certificate in ${files.cert} is not valid now (valid from ${leaf.validFrom} to ${leaf.validTo})`,
       );
     }
     Object.assign(out, { cert, key, serial: leaf.serialNumber, validTo: leaf.validTo });
@@ -145,7 +151,7 @@ export class TlsSource implements CertificateProvider {
     readonly files: TlsFiles,
     private readonly deps: { clock: Clock; log: TlsLog; pollMs?: number },
   ) {
-    this.material = readTlsFiles(files);
+    this.material = readTlsFiles(files, deps.clock.now());
     this.timer = every(deps.clock, deps.pollMs ?? DEFAULT_TLS_POLL_MS, () => this.poll());
   }
 
@@ -168,7 +174,7 @@ export class TlsSource implements CertificateProvider {
   poll(): boolean {
     let next: TlsMaterial;
     try {
-      next = readTlsFiles(this.files);
+      next = readTlsFiles(this.files, this.deps.clock.now());
     } catch (err) {
       const message = (err as Error).message;
       if (message !== this.lastError) {

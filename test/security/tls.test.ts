@@ -65,6 +65,15 @@ describe("readTlsFiles", () => {
     }
   });
 
+  it("refuses a certificate that has expired, or is not valid yet, at the time it is read", () => {
+    const expired = pki.ca.issue("expired", { ...LOOPBACK_NAMES, validDays: -1 });
+    expect(() => readTlsFiles(expired, Date.now())).toThrow(
+      new RegExp(`the TLS certificate in ${expired.cert} is not valid now`),
+    );
+    expect(() => readTlsFiles(pki.server, Date.now() - 86_400_000)).toThrow(/is not valid now/);
+    expect(readTlsFiles(pki.server, Date.now()).serial).toBe(pki.server.serial);
+  });
+
   it("refuses a certificate file whose PEM body is damaged", () => {
     const damaged = path.join(pki.ca.dir, "damaged.pem");
     const pem = readTlsFiles({ ca: pki.ca.caFile }).ca!.toString();
@@ -79,7 +88,7 @@ describe("TlsSource", () => {
     const files = { cert: path.join(dir, "rot.pem"), key: path.join(dir, "rot-key.pem"), ca: pki.ca.caFile };
     copyFileSync(pki.server.cert, files.cert);
     copyFileSync(pki.server.key, files.key);
-    const clock = new ManualClock();
+    const clock = new ManualClock(Date.now());
     const log = memoryLog();
     const src = new TlsSource(files, { clock, log, pollMs: 1000 });
     const seen: string[] = [];
@@ -131,7 +140,7 @@ const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
 };
 
 describe("mutual TLS over grpc-js with rotation", () => {
-  const clock = new ManualClock();
+  const clock = new ManualClock(Date.now());
   const log = memoryLog();
   let server: grpc.Server;
   let port: number;
