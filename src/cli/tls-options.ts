@@ -44,7 +44,7 @@ export function listenerTlsFlags(
     ).env(`${env}_CA`),
     clientAuth: new Option(
       `--${prefix}-client-auth <mode>`,
-      "client certificates: none, request (verified if sent), require (mutual TLS)",
+      "client certificates: none, request (asked for, not required; only one that verifies gives the caller an identity), require (mutual TLS)",
     )
       .env(`${env}_CLIENT_AUTH`)
       .choices(CLIENT_AUTH_MODES),

@@ -276,7 +276,9 @@ export function serverTls(o: ServerTlsOptions, deps: { clock: Clock; log: TlsLog
 
 /**
  * Server credentials on `source` (which must hold a certificate and key). `request` asks clients
- * for a certificate and verifies one if sent; `require` refuses a client without a valid one.
+ * for a certificate but lets them in without one, or with one that does not verify (grpc-js then
+ * gives the call no peer certificate in its auth context: no identity); `require` refuses a
+ * client without a valid one.
  */
 export function serverCredentials(source: TlsSource, clientAuth: ClientAuth): grpc.ServerCredentials {
   if (!source.hasIdentity) throw new OptionsError("a TLS server needs a certificate and its key");

@@ -34,6 +34,9 @@ describe("listener TLS flags", () => {
   });
 
   it("refuses what cannot work, naming the flags of the command at hand", () => {
+    expect(
+      listenerTlsOf({ cert: "c", key: "k", ca: "a" }, serve, { dialsPeers: "--etcd", peerServerName: "rl" }),
+    ).toMatchObject({ ca: "a", peerServerName: "rl" });
     expect(refusal(() => listenerTlsOf({ cert: "c" }, serve))).toBe("--tls-cert needs --tls-key");
     expect(refusal(() => listenerTlsOf({ key: "k" }, sidecar))).toBe(
       "--listen-tls-key needs --listen-tls-cert",

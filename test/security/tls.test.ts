@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { OptionsError } from "../../src/core/errors.js";
 import {
+  type ChannelSecurity,
+  type ClientAuth,
   channelSecurity,
   readTlsFiles,
   serverCredentials,
@@ -139,6 +141,52 @@ const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
   responseDeserialize: (b: Buffer) => b,
 };
 
+/**
+ * A gRPC server on loopback with TLS on `source`: health, and `Who`, which answers with the
+ * serial of the verified certificate the client presented on its connection ("" for none).
+ */
+async function startWhoServer(source: TlsSource, clientAuth: ClientAuth) {
+  const server = new grpc.Server();
+  new HealthImplementation({ "": "SERVING" }).addToServer(server);
+  server.addService(
+    { Who: WHO },
+    {
+      Who: ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+        cb(
+          null,
+          Buffer.from(call.getAuthContext().sslPeerCertificate?.serialNumber ?? ""),
+        )) as grpc.handleUnaryCall<Buffer, Buffer>,
+    },
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", serverCredentials(source, clientAuth), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  return { server, port };
+}
+
+/** `Who` on a channel of its own (so a new connection) with these credentials. */
+async function who(port: number, sec: ChannelSecurity): Promise<string> {
+  const c = new grpc.Client(`127.0.0.1:${port}`, sec.credentials, {
+    ...sec.options,
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  try {
+    return await new Promise<string>((resolve, reject) =>
+      c.makeUnaryRequest<Buffer, Buffer>(
+        WHO.path,
+        (b) => b,
+        (b) => b,
+        Buffer.alloc(0),
+        (err, res) => (err ? reject(err) : resolve(res!.toString())),
+      ),
+    );
+  } finally {
+    c.close();
+  }
+}
+
 describe("mutual TLS over grpc-js with rotation", () => {
   const clock = new ManualClock(Date.now());
   const log = memoryLog();
@@ -155,24 +203,7 @@ describe("mutual TLS over grpc-js with rotation", () => {
     copyFileSync(pki.server.cert, files.cert);
     copyFileSync(pki.server.key, files.key);
     serverSource = new TlsSource({ ...files, ca: pki.ca.caFile }, { clock, log });
-    server = new grpc.Server();
-    new HealthImplementation({ "": "SERVING" }).addToServer(server);
-    // Answers with the serial of the certificate the client presented on this connection.
-    server.addService(
-      { Who: WHO },
-      {
-        Who: ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
-          cb(
-            null,
-            Buffer.from(call.getAuthContext().sslPeerCertificate?.serialNumber ?? ""),
-          )) as grpc.handleUnaryCall<Buffer, Buffer>,
-      },
-    );
-    port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", serverCredentials(serverSource, "require"), (e, p) =>
-        e ? reject(e) : resolve(p),
-      ),
-    );
+    ({ server, port } = await startWhoServer(serverSource, "require"));
   });
   afterAll(() => {
     server?.forceShutdown();
@@ -234,31 +265,11 @@ describe("mutual TLS over grpc-js with rotation", () => {
     const src = new TlsSource(files, { clock, log });
     // One ChannelSecurity for every channel, as a server's peer pool holds it.
     const sec = channelSecurity(src);
-    const who = async () => {
-      // A channel of its own (no shared subchannel), so each call makes a new connection.
-      const c = new grpc.Client(`127.0.0.1:${port}`, sec.credentials, {
-        ...sec.options,
-        "grpc.use_local_subchannel_pool": 1,
-      });
-      try {
-        return await new Promise<string>((resolve, reject) =>
-          c.makeUnaryRequest<Buffer, Buffer>(
-            WHO.path,
-            (b) => b,
-            (b) => b,
-            Buffer.alloc(0),
-            (err, res) => (err ? reject(err) : resolve(res!.toString())),
-          ),
-        );
-      } finally {
-        c.close();
-      }
-    };
     try {
-      expect(await who()).toBe(pki.client.serial);
+      expect(await who(port, sec)).toBe(pki.client.serial);
       const next = pki.ca.reissue({ ...files, serial: "" }, { commonName: "gateway" });
       expect(src.poll()).toBe(true);
-      expect(await who()).toBe(next.serial);
+      expect(await who(port, sec)).toBe(next.serial);
     } finally {
       src.close();
     }
@@ -273,5 +284,35 @@ describe("mutual TLS over grpc-js with rotation", () => {
     expect(serverSource.poll()).toBe(true);
     expect(await peerSerial(`127.0.0.1:${port}`, tlsOpts)).toBe(next.serial);
     expect(await healthCall({ ...pki.client, ca: pki.ca.caFile })).toBe(0);
+  });
+});
+
+describe("client auth request", () => {
+  const clock = new ManualClock(Date.now());
+  const log = memoryLog();
+  let server: grpc.Server;
+  let port: number;
+  let source: TlsSource;
+  beforeAll(async () => {
+    source = new TlsSource({ ...pki.server, ca: pki.ca.caFile }, { clock, log });
+    ({ server, port } = await startWhoServer(source, "request"));
+  });
+  afterAll(() => {
+    server?.forceShutdown();
+    source?.close();
+  });
+
+  it("lets in clients without a certificate; only one that verifies against the CA gives an identity", async () => {
+    const as = async (files: { cert?: string; key?: string }) => {
+      const src = new TlsSource({ ...files, ca: pki.ca.caFile }, { clock, log });
+      try {
+        return await who(port, channelSecurity(src));
+      } finally {
+        src.close();
+      }
+    };
+    expect(await as({})).toBe("");
+    expect(await as(pki.wrongCaClient)).toBe("");
+    expect(await as(pki.client)).toBe(pki.client.serial);
   });
 });
