@@ -73,7 +73,14 @@ export interface ClusterHarnessOptions {
    * (mutual TLS), and etcd over TLS with client certificates and user/password auth. Files are
    * checked for rotation every `reloadMs` (default 500) by servers and the harness's clients.
    */
-  tls?: { reloadMs?: number };
+  tls?: {
+    reloadMs?: number;
+    /**
+     * One DNS name on every server's certificate instead of their addresses (as in Kubernetes):
+     * servers run with `--peer-server-name` and the harness's clients check that name.
+     */
+    sharedName?: string;
+  };
 }
 
 /**
@@ -86,8 +93,9 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
   let tls: ClusterTls | undefined;
   if (opts.tls) {
     const pki = makeTestPki();
+    const shared = opts.tls.sharedName;
     const serverNames = (id: string): LeafOptions => ({
-      ...LOOPBACK_NAMES,
+      ...(shared !== undefined ? { dns: [shared] } : LOOPBACK_NAMES),
       uris: [`spiffe://shardlimit.test/server/${id}`],
     });
     tls = {
@@ -125,6 +133,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
             ...etcd.accessArgs,
             ...["--tls-cert", own.cert, "--tls-key", own.key, "--tls-ca", tls.pki.ca.caFile],
             ...["--tls-client-auth", "require", "--tls-reload-interval", String(tls.reloadMs)],
+            ...(opts.tls?.sharedName !== undefined ? ["--peer-server-name", opts.tls.sharedName] : []),
           ]
         : [];
     const p = await serverProcess({
@@ -141,7 +150,13 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
     let rpc: RateLimiterRpc;
     if (tls) {
       const sec = clientTls(
-        { ca: tls.pki.ca.caFile, cert: tls.client.cert, key: tls.client.key, pollMs: tls.reloadMs },
+        {
+          ca: tls.pki.ca.caFile,
+          cert: tls.client.cert,
+          key: tls.client.key,
+          pollMs: tls.reloadMs,
+          serverName: opts.tls?.sharedName,
+        },
         { clock: systemClock, log: { info: () => {}, error: (o, m) => console.error(m, o) } },
       );
       tls.clientSources.set(id, sec);

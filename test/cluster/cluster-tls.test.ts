@@ -194,3 +194,25 @@ describe("a cluster of three servers with TLS on every link", () => {
     await sigkillHeals(h, CLUSTER_KEYS);
   }, 60_000);
 });
+
+describe("servers sharing one certificate name (--peer-server-name)", () => {
+  let h: ClusterHarness;
+  beforeAll(async () => {
+    // No address on the certificates: peers are verified only under the shared name.
+    h = await startClusterHarness({
+      servers: 3,
+      config: CLUSTER_CONFIG,
+      extraArgs: ["--rebalance-interval", "0"],
+      tls: { sharedName: "shardlimit.cluster.test" },
+    });
+    await h.startAll();
+  }, 90_000);
+  afterAll(async () => {
+    await h?.stop();
+    await killAllCli();
+  });
+
+  it("forwards over mutual TLS to peers verified under that name: exact counts across servers", async () => {
+    await countsExactlyAcross(h, CLUSTER_KEYS);
+  });
+});
