@@ -4,7 +4,7 @@ import { connectEtcd } from "../../src/cluster/etcd-client.js";
 import { systemClock } from "../../src/core/clock.js";
 import { connect } from "../../src/protocol/rpc.js";
 import { clientTls } from "../../src/security/tls.js";
-import { killAllCli, runCli } from "../../src/testkit/cli.js";
+import { killAllCli, runCli, spawnCli } from "../../src/testkit/cli.js";
 import { peerSerial } from "../../src/testkit/tls.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import {
@@ -62,6 +62,24 @@ describe("a cluster of three servers with TLS on every link", () => {
     expect(ok.status, ok.stderr).toBe(0);
     expect((JSON.parse(ok.stdout) as { members: unknown[] }).members).toHaveLength(3);
     expect(status([]).status).not.toBe(0);
+    // So does `shardlimit assigner`: it registers its candidacy in etcd, then says it runs.
+    const assigner = spawnCli(
+      [
+        "assigner",
+        "--etcd",
+        h.etcd.url,
+        "--prefix",
+        h.prefix,
+        "--id",
+        "extra-assigner",
+        ...h.etcd.accessArgs,
+      ],
+      { cli: "built" },
+    );
+    await assigner.waitForLog("the assigner running", (l) => l.msg === "assigner candidate running", {
+      timeoutMs: 15_000,
+    });
+    await assigner.stop("SIGTERM");
     // A server: plaintext, and TLS without a client certificate.
     const s = h.servers[0]!;
     const plain = connect(s.address);
