@@ -180,7 +180,7 @@ export class TlsSource implements CertificateProvider {
       if (message !== this.lastError) {
         this.deps.log.error(
           { err: message, files: this.files, serial: this.material.serial },
-          "TLS files changed but cannot be used; the previous certificates stay in use",
+          "TLS files cannot be used (changed badly, or the certificate expired); the ones loaded before stay in use",
         );
       }
       this.lastError = message;
