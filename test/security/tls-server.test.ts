@@ -213,14 +213,22 @@ describe("shardlimit sidecar with TLS both ways", () => {
       ...["--listen-tls-cert", pki.server.cert, "--listen-tls-key", pki.server.key],
       ...["--listen-tls-ca", pki.ca.caFile, "--listen-tls-client-auth", "require"],
     ]);
-    await waitFor("sidecar port", () => side.lines.some((l) => l.includes('"listening"')), 15_000);
+    // Generous: it connects to the server (TLS handshakes, limits, assignment) before it listens,
+    // and the machine may be busy; an exit ends the wait at once with what it said.
+    await waitFor(
+      "sidecar port",
+      () => side.lines.some((l) => l.includes('"listening"')),
+      40_000,
+      50,
+      () => (side.child.exitCode !== null ? new Error(`sidecar exited: ${side.output()}`) : undefined),
+    );
     port = JSON.parse(side.lines.find((l) => l.includes('"listening"'))!).listening as number;
     envoySec = clientTls(
       { ca: pki.ca.caFile, cert: pki.client.cert, key: pki.client.key },
       { clock: systemClock, log: silent },
     );
     envoy = connect(`127.0.0.1:${port}`, envoySec.options, undefined, envoySec.credentials);
-  }, 30_000);
+  }, 60_000);
   afterAll(() => {
     envoy?.close();
     envoySec?.source.close();
