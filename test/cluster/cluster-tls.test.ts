@@ -98,11 +98,11 @@ describe("a cluster of three servers with TLS on every link", () => {
       anonymous.close();
       noCert.source.close();
     }
-  });
+  }, 60_000);
 
   it("counts exactly: Check calls spread over all three (forwarded over mutual TLS) see one counter per key", async () => {
     await countsExactlyAcross(h, CLUSTER_KEYS);
-  });
+  }, 60_000);
 
   it("certificates rotated three times under load: no failed call, new handshakes present the new ones", async () => {
     const tls = h.tls!;
@@ -232,5 +232,5 @@ describe("servers sharing one certificate name (--peer-server-name)", () => {
 
   it("forwards over mutual TLS to peers verified under that name: exact counts across servers", async () => {
     await countsExactlyAcross(h, CLUSTER_KEYS);
-  });
+  }, 60_000);
 });
