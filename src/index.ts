@@ -23,3 +23,4 @@ export {
   ShardlimitError,
   UnavailableError,
 } from "./core/errors.js";
+export type { ClientTlsOptions } from "./security/tls.js";

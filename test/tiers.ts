@@ -20,6 +20,7 @@ export const INTEGRATION = [
   "test/client/cluster-client.test.ts",
   "test/client/grpc.test.ts",
   "test/cluster/assigner.test.ts",
+  "test/cluster/cluster-tls.test.ts",
   "test/cluster/cluster.test.ts",
   "test/cluster/leadership.test.ts",
   "test/cluster/membership.test.ts",
@@ -34,6 +35,7 @@ export const INTEGRATION = [
   "test/server/drain.test.ts",
   "test/server/fuzz.test.ts",
   "test/server/process.test.ts",
+  "test/security/tls-server.test.ts",
   "test/testkit/etcd.test.ts",
 ];
 

@@ -8,13 +8,32 @@ export type { Caller };
 
 export type ClientKind = "h2" | "grpc-js";
 
-/** `h2`: the hand-rolled HTTP/2 client (cheap); `grpc-js`: grpc-js with identity serializers. */
-export async function makeClient(kind: string, address: string, connections = 1): Promise<Caller> {
-  if (kind === "grpc-js") return new RawClient(address, connections);
+/** TLS for a bench client: file contents (CA, client certificate and key) and the server name. */
+export interface BenchClientTls {
+  ca: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  serverName: string;
+}
+
+/**
+ * `h2`: the hand-rolled HTTP/2 client (cheap); `grpc-js`: grpc-js with identity serializers.
+ * Over TLS with `tls`.
+ */
+export async function makeClient(
+  kind: string,
+  address: string,
+  connections = 1,
+  tls?: BenchClientTls,
+): Promise<Caller> {
+  if (kind === "grpc-js") return new RawClient(address, connections, tls);
   if (kind !== "h2") throw new Error(`unknown client ${kind}: h2 or grpc-js`);
   if (connections !== 1) throw new Error("the h2 client uses one connection");
   const { H2Client } = await import("../../src/loadtest/h2-client.js");
-  return new H2Client(address);
+  return new H2Client(
+    address,
+    tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.serverName } : undefined,
+  );
 }
 
 /**
@@ -26,11 +45,15 @@ export class RawClient implements Caller {
   private next = 0;
 
   /** `connections` > 1 opens that many HTTP/2 connections and spreads calls over them. */
-  constructor(address: string, connections = 1) {
+  constructor(address: string, connections = 1, tls?: BenchClientTls) {
+    const creds = tls
+      ? grpc.credentials.createSsl(tls.ca, tls.key ?? null, tls.cert ?? null)
+      : grpc.credentials.createInsecure();
     this.clients = Array.from(
       { length: connections },
       (_, i) =>
-        new grpc.Client(address, grpc.credentials.createInsecure(), {
+        new grpc.Client(address, creds, {
+          ...(tls ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
           "grpc.max_receive_message_length": 64 * 1024 * 1024,
           "grpc.max_send_message_length": 64 * 1024 * 1024,
           // A private subchannel pool per client: distinct connections instead of a shared one.

@@ -19,6 +19,7 @@ import { Session } from "node:inspector";
 import { constants, monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { grpcMessage } from "../../src/loadtest/h2-client.js";
+import type { ServerTlsOptions } from "../../src/security/tls.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { respondGrpc } from "./respond-grpc.js";
 
@@ -69,8 +70,13 @@ export interface EchoSetup {
 
 const send = (m: unknown) => process.send!(m);
 
+/** BENCH_SERVER_TLS: the server's TLS (ServerTlsOptions as JSON), set by spawnServer's `tls`. */
 async function serve(configPath: string) {
-  const server = await startLoopbackServer(configPath, { logLevel: "warn" });
+  const tls = process.env.BENCH_SERVER_TLS;
+  const server = await startLoopbackServer(configPath, {
+    logLevel: "warn",
+    tls: tls ? (JSON.parse(tls) as ServerTlsOptions) : undefined,
+  });
   return {
     grpcPort: server.grpcPort,
     httpPort: server.httpPort,

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
+import type { ServerTlsOptions } from "../../src/security/tls.js";
 import { writeConfig } from "../../src/testkit/serve.js";
 import { BENCH_DIR, OUT_DIR } from "./common.js";
 import type { ChildStats, EchoSetup, ProfileKind } from "./server-child.js";
@@ -46,6 +47,8 @@ export interface SpawnOptions {
   echo?: Record<string, Buffer>;
   /** Pin the server to this CPU and the calling process to the others (taskset). */
   pin: boolean;
+  /** The shardlimit server's TLS (config mode only). */
+  tls?: ServerTlsOptions;
 }
 
 function hasTaskset(): boolean {
@@ -77,15 +80,17 @@ export async function spawnServer(opts: SpawnOptions): Promise<BenchServer> {
   let pinnedCpu: string | undefined;
   let child: ChildProcess;
   const stdio: ("ignore" | "inherit" | "ipc")[] = ["ignore", "inherit", "inherit", "ipc"];
+  const env = opts.tls ? { ...process.env, BENCH_SERVER_TLS: JSON.stringify(opts.tls) } : process.env;
   if (opts.pin && ncpu >= 2 && hasTaskset()) {
     pinnedCpu = String(ncpu - 1);
     // taskset execs node, so the child's pid is node's.
     child = spawn("taskset", ["-c", pinnedCpu, process.execPath, ...nodeArgs, script, ...modeArgs], {
       stdio,
+      env,
     });
     execFileSync("taskset", ["-a", "-p", "-c", `0-${ncpu - 2}`, String(process.pid)], { stdio: "ignore" });
   } else {
-    child = spawn(process.execPath, [...nodeArgs, script, ...modeArgs], { stdio });
+    child = spawn(process.execPath, [...nodeArgs, script, ...modeArgs], { stdio, env });
   }
   if (opts.echo !== undefined) {
     const responses = Object.fromEntries(

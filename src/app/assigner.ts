@@ -6,9 +6,12 @@ import type { Log } from "../cluster/log.js";
 import { Membership, membersPrefix, parseMembers } from "../cluster/membership.js";
 import { PrefixView } from "../cluster/prefix-view.js";
 import type { Clock } from "../core/clock.js";
+import type { EtcdAccess } from "../security/etcd-access.js";
 
 export interface AssignerNodeOptions {
   etcd: string[];
+  /** TLS and user/password auth towards etcd (plaintext, no auth when absent). */
+  etcdAccess?: EtcdAccess;
   prefix: string;
   id: string;
   leaseTtlSeconds: number;
@@ -31,7 +34,7 @@ export class AssignerNode {
   readonly stack: AssignerStack;
 
   constructor(o: AssignerNodeOptions) {
-    this.client = connectEtcd(o.etcd);
+    this.client = connectEtcd(o.etcd, o.etcdAccess);
     let stack: AssignerStack | undefined;
     this.candidacy = new Membership({
       client: this.client,

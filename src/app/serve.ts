@@ -12,6 +12,7 @@ import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { type ServerTlsOptions, serverTls } from "../security/tls.js";
 import { CheckWaits } from "../server/check-waits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
@@ -53,6 +54,8 @@ export interface ServeOptions {
   drainTimeoutMs?: number;
   /** Apply config reloads that remove a domain or a rule (refused by default). */
   allowLimitRemoval?: boolean;
+  /** TLS on the gRPC port and on the links to peers (their certificates re-read on change). */
+  tls?: ServerTlsOptions;
 }
 
 export interface RunningServer {
@@ -97,6 +100,8 @@ export async function startServer(
   let draining = false;
   let limiter: Limiter | undefined;
   let initialError: Error | undefined;
+  // First, so bad certificate files stop the start before anything else runs.
+  const tls = opts.tls ? serverTls(opts.tls, { clock, log }) : undefined;
 
   const metrics = new PromMetrics({
     counters: () => engine.size,
@@ -144,6 +149,7 @@ export async function startServer(
   let initialConfig: LimitConfig | undefined;
   if (!watcher.start() || !initialConfig) {
     watcher.stop();
+    tls?.source.close();
     throw initialError ?? new Error(`cannot load config from ${opts.configPath}`);
   }
   // The bound port replaces the requested one (0: any free port) once gRPC listens.
@@ -153,6 +159,7 @@ export async function startServer(
         clock,
         log,
         changed: replicating ? engine : undefined,
+        channel: tls?.peers,
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),
@@ -210,6 +217,7 @@ export async function startServer(
       },
       opts.grpcHost,
       opts.grpcPort,
+      tls?.server,
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
     http = await startHttp({ registry: metrics.registry, ready: isReady, log }, opts.httpHost, opts.httpPort);
@@ -225,6 +233,7 @@ export async function startServer(
     // Close what did start (a port taken for HTTP leaves gRPC listening), or the failed process
     // would linger, half-started, instead of exiting with the error.
     watcher.stop();
+    tls?.source.close();
     await node?.stop().catch(() => {});
     grpc?.server.forceShutdown();
     http?.server.close();
@@ -256,6 +265,7 @@ export async function startServer(
       domains: initialConfig.domains,
       rules: initialConfig.rules.length,
       mode: node ? "cluster" : "standalone",
+      ...(tls ? { tls: { clientAuth: opts.tls!.clientAuth, serial: tls.source.current().serial } } : {}),
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
     },
     "shardlimit serving",
@@ -322,6 +332,7 @@ export async function startServer(
       sweeper.cancel();
       healthTimer.cancel();
       watcher.stop();
+      tls?.source.close();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());

@@ -8,6 +8,7 @@ import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
+import { type ClientTlsOptions, type ServerTlsOptions, serverTls } from "../security/tls.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { EnvoySidecar } from "../sidecar/sidecar.js";
@@ -29,6 +30,10 @@ export interface SidecarOptions {
   connectTimeoutMs?: number;
   /** The system clock unless a test brings its own. */
   clock?: Clock;
+  /** TLS towards the servers (files re-read when they change); plaintext when absent. */
+  tls?: ClientTlsOptions;
+  /** TLS on the Envoy listener (`peerServerName` unused: the sidecar has no peers). */
+  listenTls?: ServerTlsOptions;
 }
 
 export interface RunningSidecar {
@@ -41,9 +46,12 @@ export interface RunningSidecar {
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { log } = opts;
   const clock = opts.clock ?? systemClock;
+  // Bad listener files stop the start before the client connects; the client's own are checked in createLimiter.
+  const listenTls = opts.listenTls ? serverTls(opts.listenTls, { clock, log }) : undefined;
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
   const limiter = await createLimiter({
+    tls: opts.tls,
     servers: opts.servers,
     clientId: opts.clientId,
     reportIntervalMs: opts.reportIntervalMs,
@@ -54,6 +62,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),
     },
+  }).catch((err: unknown) => {
+    listenTls?.source.close();
+    throw err;
   });
   const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock);
   const server = new grpc.Server();
@@ -66,8 +77,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   const health = new HealthImplementation({ "": "SERVING" });
   health.addToServer(server);
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(opts.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
-      err ? reject(err) : resolve(port),
+    server.bindAsync(
+      opts.listen,
+      listenTls?.server ?? grpc.ServerCredentials.createInsecure(),
+      (err, port) => (err ? reject(err) : resolve(port)),
     ),
   );
   let httpServer: http.Server | undefined;
@@ -78,7 +91,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     httpPort = h.port;
   }
   log.info(
-    { listen: opts.listen, port: grpcPort, servers: opts.servers },
+    { listen: opts.listen, port: grpcPort, servers: opts.servers, tls: listenTls !== undefined },
     "sidecar answering ShouldRateLimit",
   );
   return {
@@ -90,6 +103,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
       await new Promise<void>((r) => server.tryShutdown(() => r()));
       httpServer?.close();
       sidecar.close();
+      listenTls?.source.close();
       // Let the last reports leave before the channels close (ref'd, as before: this wait must end).
       await sleep(clock, 50, { ref: true });
       limiter.close();

@@ -4,6 +4,9 @@ import { pino } from "pino";
 import { AssignerNode } from "../app/assigner.js";
 import { systemClock } from "../core/clock.js";
 import {
+  type EtcdAccessFlagValues,
+  etcdAccessFlags,
+  etcdAccessOf,
   etcdFlag,
   leaseTtlFlag,
   loadIntervalFlag,
@@ -13,7 +16,7 @@ import {
 } from "./common-options.js";
 import { memberIdOption } from "./options.js";
 
-interface AssignerFlags {
+interface AssignerFlags extends EtcdAccessFlagValues {
   etcd: string[];
   prefix: string;
   id?: string;
@@ -24,6 +27,7 @@ interface AssignerFlags {
 }
 
 export function assignerCommand(): Command {
+  const etcdAccess = etcdAccessFlags();
   return new Command("assigner")
     .description(
       "run only the assigner (elected through etcd; servers embed one unless started with --no-assigner)",
@@ -39,10 +43,16 @@ export function assignerCommand(): Command {
     .addOption(loadIntervalFlag("how often servers publish load (older records are ignored)", 1))
     .addOption(rebalanceIntervalFlag())
     .addOption(logLevelFlag())
+    .addOption(etcdAccess.ca)
+    .addOption(etcdAccess.cert)
+    .addOption(etcdAccess.key)
+    .addOption(etcdAccess.authFile)
     .action(async (flags: AssignerFlags) => {
+      const etcdAccessOptions = etcdAccessOf(flags, flags.etcd);
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit-assigner" } });
       const node = new AssignerNode({
         etcd: flags.etcd,
+        etcdAccess: etcdAccessOptions,
         prefix: flags.prefix,
         id: flags.id ?? `${hostname()}-assigner-${process.pid}`,
         leaseTtlSeconds: flags.leaseTtl,

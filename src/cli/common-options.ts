@@ -1,5 +1,7 @@
 import { Option } from "commander";
-import { etcdUrlsOption, intOption, prefixOption } from "./options.js";
+import { OptionsError } from "../core/errors.js";
+import { type EtcdAccess, readEtcdAccess } from "../security/etcd-access.js";
+import { etcdUrlsOption, intOption, prefixOption, refuseWithout } from "./options.js";
 
 /** Flags that several commands share, each with its SHARDLIMIT_* environment variable. */
 
@@ -17,6 +19,67 @@ export function etcdFlag(description: string, mandatory: boolean): Option {
     .env("SHARDLIMIT_ETCD")
     .argParser(etcdUrlsOption("--etcd"));
   return mandatory ? o.makeOptionMandatory() : o;
+}
+
+/**
+ * How a command reaches etcd, next to `--etcd`: TLS (`--etcd-ca`, and `--etcd-cert`/`--etcd-key`
+ * for etcd's --client-cert-auth) and user/password auth from a file (never a flag's value: it
+ * would show in `ps`). Pass the parsed values to `etcdAccessOf`.
+ */
+export function etcdAccessFlags(): { ca: Option; cert: Option; key: Option; authFile: Option } {
+  return {
+    ca: new Option(
+      "--etcd-ca <path>",
+      "CA bundle (PEM) etcd's certificate is verified against (https:// URLs)",
+    ).env("SHARDLIMIT_ETCD_CA"),
+    cert: new Option("--etcd-cert <path>", "client certificate (PEM) presented to etcd").env(
+      "SHARDLIMIT_ETCD_CERT",
+    ),
+    key: new Option("--etcd-key <path>", "the key of --etcd-cert (PEM)").env("SHARDLIMIT_ETCD_KEY"),
+    authFile: new Option("--etcd-auth-file <path>", "a file holding etcd's username:password").env(
+      "SHARDLIMIT_ETCD_AUTH_FILE",
+    ),
+  };
+}
+
+export interface EtcdAccessFlagValues {
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdAuthFile?: string;
+}
+
+/**
+ * The files of `etcdAccessFlags`, read and checked (an OptionsError naming the flag or file);
+ * undefined without `urls` (a command that reaches etcd only with --etcd), where they are refused.
+ */
+export function etcdAccessOf(v: EtcdAccessFlagValues, urls: readonly string[]): EtcdAccess;
+export function etcdAccessOf(
+  v: EtcdAccessFlagValues,
+  urls: readonly string[] | undefined,
+): EtcdAccess | undefined;
+export function etcdAccessOf(
+  v: EtcdAccessFlagValues,
+  urls: readonly string[] | undefined,
+): EtcdAccess | undefined {
+  if (urls === undefined) {
+    refuseWithout(
+      {
+        "--etcd-ca": v.etcdCa,
+        "--etcd-cert": v.etcdCert,
+        "--etcd-key": v.etcdKey,
+        "--etcd-auth-file": v.etcdAuthFile,
+      },
+      "--etcd",
+    );
+    return undefined;
+  }
+  if ((v.etcdCert === undefined) !== (v.etcdKey === undefined)) {
+    throw new OptionsError(
+      v.etcdCert === undefined ? "--etcd-key needs --etcd-cert" : "--etcd-cert needs --etcd-key",
+    );
+  }
+  return readEtcdAccess({ ca: v.etcdCa, cert: v.etcdCert, key: v.etcdKey, authFile: v.etcdAuthFile }, urls);
 }
 
 export function prefixFlag(): Option {

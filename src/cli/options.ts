@@ -62,6 +62,17 @@ export function memberIdOption(flag: string): (v: string) => string {
   };
 }
 
+/**
+ * Refuses flags given (a defined value) without what they depend on, naming them:
+ * `--tls-ca, --tls-client-auth need --tls-cert and --tls-key`.
+ */
+export function refuseWithout(given: Record<string, unknown>, needed: string): void {
+  const stray = Object.keys(given).filter((flag) => given[flag] !== undefined);
+  if (stray.length > 0) {
+    throw new OptionsError(`${stray.join(", ")} ${stray.length === 1 ? "needs" : "need"} ${needed}`);
+  }
+}
+
 /** host:port, as gRPC targets are written. */
 export function hostPortOption(flag: string): (v: string) => string {
   return (v: string) => {

@@ -7,6 +7,9 @@ import { DEFAULT_REPLICATE_INTERVAL_MS } from "../cluster/replicator.js";
 import { ConfigError } from "../config/errors.js";
 import { InputLimitsSchema } from "../protocol/input-limits.js";
 import {
+  type EtcdAccessFlagValues,
+  etcdAccessFlags,
+  etcdAccessOf,
   etcdFlag,
   leaseTtlFlag,
   loadIntervalFlag,
@@ -15,8 +18,15 @@ import {
   rebalanceIntervalFlag,
 } from "./common-options.js";
 import { intOption, memberIdOption, portOption } from "./options.js";
+import {
+  listenerTlsFlags,
+  listenerTlsNames,
+  listenerTlsOf,
+  peerServerNameFlag,
+  tlsReloadIntervalFlag,
+} from "./tls-options.js";
 
-interface ServeFlags {
+interface ServeFlags extends EtcdAccessFlagValues {
   config: string;
   grpcHost: string;
   grpcPort: number;
@@ -39,9 +49,17 @@ interface ServeFlags {
   allowLimitRemoval: boolean;
   loadInterval: number;
   rebalanceInterval: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsClientAuth?: "none" | "request" | "require";
+  peerServerName?: string;
+  tlsReloadInterval: number;
 }
 
 export function serveCommand(): Command {
+  const tls = listenerTlsFlags("tls", "this server's");
+  const etcdAccess = etcdAccessFlags();
   return new Command("serve")
     .description(
       "run a rate-limit server: standalone (owns every key) or, with --etcd, a member of a cluster",
@@ -150,6 +168,16 @@ export function serveCommand(): Command {
     )
     .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
     .addOption(rebalanceIntervalFlag())
+    .addOption(etcdAccess.ca)
+    .addOption(etcdAccess.cert)
+    .addOption(etcdAccess.key)
+    .addOption(etcdAccess.authFile)
+    .addOption(tls.cert)
+    .addOption(tls.key)
+    .addOption(tls.ca)
+    .addOption(tls.clientAuth)
+    .addOption(peerServerNameFlag())
+    .addOption(tlsReloadIntervalFlag())
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -198,6 +226,14 @@ export function serveCommand(): Command {
         log.info("SIGHUP: reloading config");
         server.reload();
       });
+      // Flag combinations that cannot work end here, naming the flags (exit 2); the files are
+      // read and checked when the server starts.
+      const tlsOptions = listenerTlsOf(
+        { cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa, clientAuth: flags.tlsClientAuth },
+        listenerTlsNames("tls"),
+        { dialsPeers: flags.etcd ? "--etcd" : undefined, peerServerName: flags.peerServerName },
+      );
+      const etcdAccessOptions = etcdAccessOf(flags, flags.etcd);
       if (flags.config.trim() === "") {
         process.stderr.write(
           "shardlimit: --config (or SHARDLIMIT_CONFIG) is empty: name a YAML file or a directory of them\n",
@@ -219,6 +255,7 @@ export function serveCommand(): Command {
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
+            tls: tlsOptions && { ...tlsOptions, pollMs: flags.tlsReloadInterval },
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,
@@ -231,6 +268,7 @@ export function serveCommand(): Command {
                   replicateIntervalMs: flags.replicateInterval,
                   loadIntervalMs: flags.loadInterval,
                   rebalanceIntervalMs: flags.rebalanceInterval,
+                  etcdAccess: etcdAccessOptions,
                 }
               : undefined,
           },

@@ -5,8 +5,25 @@ import { startSidecar } from "../app/sidecar.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
 import { hostPortListOption, hostPortOption, intOption, memberIdOption, portOption } from "./options.js";
+import {
+  dialTlsFlags,
+  dialTlsOf,
+  listenerTlsFlags,
+  listenerTlsNames,
+  listenerTlsOf,
+  tlsReloadIntervalFlag,
+} from "./tls-options.js";
 
 interface SidecarFlags {
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsServerName?: string;
+  listenTlsCert?: string;
+  listenTlsKey?: string;
+  listenTlsCa?: string;
+  listenTlsClientAuth?: "none" | "request" | "require";
+  tlsReloadInterval: number;
   listen: string;
   servers: string[];
   clientId?: string;
@@ -16,6 +33,8 @@ interface SidecarFlags {
 }
 
 export function sidecarCommand(): Command {
+  const dial = dialTlsFlags();
+  const listen = listenerTlsFlags("listen-tls", "the Envoy listener's");
   return new Command("sidecar")
     .description(
       "answer Envoy's ShouldRateLimit next to it from an embedded gateway client: decisions are local, " +
@@ -50,7 +69,26 @@ export function sidecarCommand(): Command {
         .argParser(portOption("--http-port")),
     )
     .addOption(logLevelFlag())
+    .addOption(dial.ca)
+    .addOption(dial.cert)
+    .addOption(dial.key)
+    .addOption(dial.serverName)
+    .addOption(listen.cert)
+    .addOption(listen.key)
+    .addOption(listen.ca)
+    .addOption(listen.clientAuth)
+    .addOption(tlsReloadIntervalFlag())
     .action(async (flags: SidecarFlags) => {
+      const dialTls = dialTlsOf(flags);
+      const listenTls = listenerTlsOf(
+        {
+          cert: flags.listenTlsCert,
+          key: flags.listenTlsKey,
+          ca: flags.listenTlsCa,
+          clientAuth: flags.listenTlsClientAuth,
+        },
+        listenerTlsNames("listen-tls"),
+      );
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit-sidecar" } });
       try {
         const running = await startSidecar({
@@ -61,6 +99,8 @@ export function sidecarCommand(): Command {
           httpPort: flags.httpPort,
           limits: DEFAULT_INPUT_LIMITS,
           log,
+          tls: dialTls && { ...dialTls, pollMs: flags.tlsReloadInterval },
+          listenTls: listenTls && { ...listenTls, pollMs: flags.tlsReloadInterval },
         });
         const stop = (signal: string) => {
           log.info({ signal }, "stopping");

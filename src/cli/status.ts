@@ -2,16 +2,27 @@ import { Command } from "commander";
 import { connectEtcd } from "../cluster/etcd-client.js";
 import { formatStatus, readStatus } from "../cluster/status.js";
 import { systemClock } from "../core/clock.js";
-import { etcdFlag, prefixFlag } from "./common-options.js";
+import {
+  type EtcdAccessFlagValues,
+  etcdAccessFlags,
+  etcdAccessOf,
+  etcdFlag,
+  prefixFlag,
+} from "./common-options.js";
 
 export function statusCommand(): Command {
+  const etcdAccess = etcdAccessFlags();
   return new Command("status")
     .description("print a cluster's members, assignment generation, slices and load per member")
     .addOption(etcdFlag("etcd client URLs (comma-separated)", true))
     .addOption(prefixFlag())
+    .addOption(etcdAccess.ca)
+    .addOption(etcdAccess.cert)
+    .addOption(etcdAccess.key)
+    .addOption(etcdAccess.authFile)
     .option("--json", "print JSON instead of a table")
-    .action(async (flags: { etcd: string[]; prefix: string; json?: boolean }) => {
-      const client = connectEtcd(flags.etcd);
+    .action(async (flags: { etcd: string[]; prefix: string; json?: boolean } & EtcdAccessFlagValues) => {
+      const client = connectEtcd(flags.etcd, etcdAccessOf(flags, flags.etcd));
       try {
         const s = await Promise.race([
           readStatus(client, flags.prefix),

@@ -1,5 +1,7 @@
 import type client from "prom-client";
 import { systemClock } from "../core/clock.js";
+import { OptionsError } from "../core/errors.js";
+import { type ClientTlsOptions, clientTls } from "../security/tls.js";
 import { GatewayLimiter, type GatewayLimiterOptions } from "./gateway-limiter.js";
 import { GrpcTransport } from "./grpc-transport.js";
 import { registerClientMetrics } from "./metrics.js";
@@ -11,6 +13,11 @@ export interface LimiterOptions
   connectTimeoutMs?: number;
   /** Registers the client's metrics here (keys in fallback, reports, units decided). */
   registry?: client.Registry;
+  /**
+   * TLS towards the servers: file paths (CA, and a client certificate and key for mutual TLS),
+   * re-read when they change. Plaintext when absent. Not with a `transport` of your own.
+   */
+  tls?: ClientTlsOptions;
 }
 
 /**
@@ -21,12 +28,26 @@ export interface LimiterOptions
  *   if (!limiter.decide("api/tenant=acme")) return reply(429);
  */
 export async function createLimiter(options: LimiterOptions): Promise<GatewayLimiter> {
+  if (options.tls && options.transport) {
+    throw new OptionsError("createLimiter: `tls` applies to the built-in transport; give one or the other");
+  }
+  const clock = options.clock ?? systemClock;
+  // Bad files (unreadable, malformed, a key not the certificate's) throw here, naming the file.
+  const tls = options.tls
+    ? clientTls(options.tls, {
+        clock,
+        log: {
+          info: (obj, msg) => options.logger?.info(obj, msg),
+          error: (obj, msg) => options.logger?.warn(obj, msg),
+        },
+      })
+    : undefined;
   const limiter = new GatewayLimiter({
     ...options,
-    transport: options.transport ?? new GrpcTransport(),
+    transport: options.transport ?? new GrpcTransport({}, tls),
     // The channels it opens itself close with it; a transport passed in belongs to the caller.
     closeTransport: options.transport === undefined,
-    clock: options.clock ?? systemClock,
+    clock,
   });
   if (options.registry) registerClientMetrics(options.registry, limiter);
   limiter.start();

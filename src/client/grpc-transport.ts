@@ -8,6 +8,7 @@ import type {
   ReportResponse,
 } from "../protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import type { ClientTls } from "../security/tls.js";
 import type { ClientTransport, Done } from "./transport.js";
 
 function settle<T>(p: Promise<T>, done: Done<T>): void {
@@ -17,16 +18,24 @@ function settle<T>(p: Promise<T>, done: Done<T>): void {
   );
 }
 
-/** The production transport: one gRPC channel per server address, opened on first use. */
+/**
+ * The production transport: one gRPC channel per server address, opened on first use; over TLS
+ * when `tls` is given (its files are watched until `close`).
+ */
 export class GrpcTransport implements ClientTransport {
   private readonly clients = new Map<string, RateLimiterRpc>();
 
-  constructor(private readonly options: ChannelOptions = {}) {}
+  constructor(
+    private readonly options: ChannelOptions = {},
+    private readonly tls?: ClientTls,
+  ) {}
 
   private client(address: string): RateLimiterRpc {
     let c = this.clients.get(address);
     if (c === undefined) {
-      c = connect(address, this.options);
+      c = this.tls
+        ? connect(address, { ...this.tls.options, ...this.options }, undefined, this.tls.credentials)
+        : connect(address, this.options);
       this.clients.set(address, c);
     }
     return c;
@@ -56,5 +65,6 @@ export class GrpcTransport implements ClientTransport {
   close(): void {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
+    this.tls?.source.close();
   }
 }

@@ -16,6 +16,8 @@ import type {
   StandbyResponse,
 } from "../protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import type { EtcdAccess } from "../security/etcd-access.js";
+import { type ChannelSecurity, INSECURE_CHANNEL } from "../security/tls.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
 import { AssignmentView } from "./assignment-view.js";
@@ -63,6 +65,8 @@ export interface ClusterOptions {
   replicateIntervalMs?: number;
   /** Most standby copies this server keeps for the members whose buddy it is (default 5M). */
   maxStandbyCopies?: number;
+  /** TLS and user/password auth towards etcd (plaintext, no auth when absent). */
+  etcdAccess?: EtcdAccess;
   /**
    * The server's input bounds, which peers must keep to as well: the largest message both ways
    * (handoff chunks are cut below it) and the parts and items of one Forward call. Default: the
@@ -107,7 +111,7 @@ export class ClusterNode {
    */
   private readonly peers: PeerPool;
   /** Channels for asking peers their generation while this server's lease may have expired. */
-  private readonly viewClients = new PeerPool<RateLimiterRpc>((address) => connect(address));
+  private readonly viewClients: PeerPool<RateLimiterRpc>;
   private guardTimer: Timer | undefined;
   private probing = false;
   /** The newest generation a peer has reported: this server serves nothing older. */
@@ -131,11 +135,17 @@ export class ClusterNode {
       peer?: (address: string) => PeerRpc;
       /** The engine's changed counters: given, they are copied to this server's buddy. */
       changed?: ChangedCounters;
+      /** How peers are dialled (Peer service and GetClusterView): TLS when the server has it. */
+      channel?: ChannelSecurity;
     },
   ) {
     const { clock, log } = deps;
     const hooks = deps.hooks ?? {};
-    this.client = connectEtcd(opts.etcd);
+    const channel = deps.channel ?? INSECURE_CHANNEL;
+    this.viewClients = new PeerPool<RateLimiterRpc>((address) =>
+      connect(address, channel.options, systemClock, channel.credentials),
+    );
+    this.client = connectEtcd(opts.etcd, opts.etcdAccess);
     this.ownership = new ClusterOwnership({
       selfId: opts.id,
       clock,
@@ -145,7 +155,7 @@ export class ClusterNode {
     const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
     const maxMessageBytes = limits.maxMessageBytes;
     this.peers = new PeerPool(
-      (address) => deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes),
+      (address) => deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes, channel),
     );
     const peer = (address: string) => this.peers.get(address);
     // The owner refuses a call past its bounds (every server of a cluster runs the same flags).

@@ -15,6 +15,7 @@ import type {
 } from "../protocol/messages.js";
 import { PEER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { promisify, type Unary } from "../protocol/rpc.js";
+import { type ChannelSecurity, INSECURE_CHANNEL } from "../security/tls.js";
 
 export interface PeerRpc {
   forward: Unary<ForwardRequest, ForwardResponse>;
@@ -33,13 +34,18 @@ const PeerClient = grpc.makeGenericClientConstructor(serviceDefinition(PEER_SERV
  */
 export const PEER_MAX_MESSAGE_BYTES = DEFAULT_INPUT_LIMITS.maxMessageBytes;
 
-/** A channel to one peer; call deadlines are set on `clock` (wall time: gRPC's deadlines are). */
+/**
+ * A channel to one peer; call deadlines are set on `clock` (wall time: gRPC's deadlines are).
+ * `security`: TLS (this server's certificate presented, the peer's verified), plaintext by default.
+ */
 export function connectPeer(
   address: string,
   clock: Clock = systemClock,
   maxMessageBytes = PEER_MAX_MESSAGE_BYTES,
+  security: ChannelSecurity = INSECURE_CHANNEL,
 ): PeerRpc {
-  const c = new PeerClient(address, grpc.credentials.createInsecure(), {
+  const c = new PeerClient(address, security.credentials, {
+    ...security.options,
     // A peer that restarts on the same address is reconnected to quickly.
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,

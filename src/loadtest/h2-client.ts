@@ -1,4 +1,5 @@
 import net from "node:net";
+import tls from "node:tls";
 /** What the load loops need of a client: send request bytes, get response bytes back. */
 export interface Caller {
   ready(): Promise<void>;
@@ -53,9 +54,10 @@ function str(s: string): Buffer {
 }
 
 /** Request headers for a gRPC call to `path`, as literals without indexing. */
-function headerBlock(authority: string, path: string): Buffer {
+function headerBlock(authority: string, path: string, secure: boolean): Buffer {
   return Buffer.concat([
-    Buffer.from([0x83, 0x86]), // :method POST, :scheme http (static table 3, 6)
+    // :method POST, :scheme http or https (static table 3, and 6 or 7)
+    Buffer.from([0x83, secure ? 0x87 : 0x86]),
     Buffer.from([0x04]), // :path, literal without indexing, name = static 4
     str(path),
     Buffer.from([0x01]), // :authority (static 1)
@@ -101,11 +103,17 @@ export class H2Client implements Caller {
   private readonly connected: Promise<void>;
   private closed = false;
 
-  constructor(private readonly address: string) {
+  /** `secure`: over TLS with these options (CA, client certificate, server name), ALPN h2. */
+  constructor(
+    private readonly address: string,
+    private readonly secure?: tls.ConnectionOptions,
+  ) {
     const [host, port] = address.split(":") as [string, string];
-    this.socket = net.connect({ host, port: Number(port), noDelay: true });
+    this.socket = secure
+      ? tls.connect({ ...secure, host, port: Number(port), ALPNProtocols: ["h2"] }).setNoDelay(true)
+      : net.connect({ host, port: Number(port), noDelay: true });
     this.connected = new Promise((resolve, reject) => {
-      this.socket.once("connect", () => resolve());
+      this.socket.once(secure ? "secureConnect" : "connect", () => resolve());
       this.socket.once("error", reject);
     });
     this.socket.on("data", (d: Buffer) => this.onData(d));
@@ -129,7 +137,7 @@ export class H2Client implements Caller {
   call(method: string, body: Buffer, done: Done): void {
     let headers = this.blocks.get(method);
     if (headers === undefined) {
-      headers = headerBlock(this.address, method);
+      headers = headerBlock(this.address, method, this.secure !== undefined);
       this.blocks.set(method, headers);
     }
     const stream = this.nextStream;

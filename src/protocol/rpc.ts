@@ -73,14 +73,15 @@ export function promisify<Req, Res>(
 
 /**
  * A typed client for one server's gRPC endpoint (`host:port`): shardlimit's own API and Envoy's
- * ShouldRateLimit over one shared channel.
+ * ShouldRateLimit over one shared channel; plaintext unless `creds` says otherwise (TLS:
+ * src/security/tls.ts).
  */
 export function connect(
   address: string,
   options: grpc.ChannelOptions = {},
   clock: Clock = systemClock,
+  creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
 ): RateLimiterRpc {
-  const creds = grpc.credentials.createInsecure();
   const rl = new RateLimiterClient(address, creds, options);
   // Same target and options: grpc-js shares the subchannel, so this is one connection.
   const envoy = new EnvoyClient(address, creds, options);

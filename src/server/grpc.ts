@@ -95,7 +95,13 @@ export interface GrpcServer {
   port: number;
 }
 
-export async function startGrpc(deps: GrpcDeps, host: string, port: number): Promise<GrpcServer> {
+/** `credentials`: TLS (src/security/tls.ts) or, by default, plaintext. */
+export async function startGrpc(
+  deps: GrpcDeps,
+  host: string,
+  port: number,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<GrpcServer> {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": deps.maxMessageBytes,
     "grpc.max_send_message_length": deps.maxMessageBytes,
@@ -137,9 +143,7 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
   const pkg = protoLoader.loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR] });
   new ReflectionService(pkg).addToServer(server);
   const bound = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    );
+    server.bindAsync(`${host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
   });
   return { server, health, port: bound };
 }

@@ -1,6 +1,9 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { connectEtcd } from "../cluster/etcd-client.js";
+import { type EtcdAccess, readEtcdAccess } from "../security/etcd-access.js";
 import { type Child, spawnChild, waitReady } from "./child.js";
 import { freePort } from "./ports.js";
 
@@ -15,23 +18,69 @@ export interface EtcdProcess {
   start(): Promise<void>;
   /** Stops it and removes its data. */
   destroy(): Promise<void>;
+  /** How a client reaches it (TLS credentials, user/password), for `connectEtcd`. */
+  readonly access: EtcdAccess;
+  /** The flags a `shardlimit` command needs next to `--etcd` to reach it. */
+  readonly accessArgs: string[];
 }
 
-async function healthy(url: string): Promise<boolean> {
-  const res = await fetch(`${url}/health`);
-  const body = (await res.json()) as { health?: string };
-  return body.health === "true";
+export interface EtcdStartOptions {
+  /**
+   * TLS on the client port (https://): etcd's certificate and key, and the CA it verifies
+   * client certificates against, required of every client (--client-cert-auth). `client` is
+   * the certificate the kit's own client and `accessArgs` present.
+   */
+  tls?: { ca: string; cert: string; key: string; client: { cert: string; key: string } };
+  /** User/password auth on: the root user with this password (written to `authFile` for --etcd-auth-file). */
+  auth?: { password: string };
+}
+
+async function healthy(url: string, access: EtcdAccess): Promise<boolean> {
+  if (!url.startsWith("https://")) {
+    const res = await fetch(`${url}/health`);
+    const body = (await res.json()) as { health?: string };
+    return body.health === "true";
+  }
+  const c = access.credentials!;
+  const text = await new Promise<string>((resolve, reject) => {
+    const req = https.get(
+      `${url}/health`,
+      { ca: c.rootCertificate, cert: c.certChain, key: c.privateKey },
+      (res) => {
+        let b = "";
+        res.on("data", (d: Buffer) => {
+          b += d.toString();
+        });
+        res.on("end", () => resolve(b));
+      },
+    );
+    req.on("error", reject);
+  });
+  return (JSON.parse(text) as { health?: string }).health === "true";
+}
+
+/** Turns on etcd's auth: a root role and user (etcdctl's `user add root` + `auth enable`). */
+async function enableAuth(url: string, access: EtcdAccess, password: string): Promise<void> {
+  const client = connectEtcd([url], { credentials: access.credentials });
+  try {
+    await client.role("root").create();
+    await client.user("root").create(password);
+    await client.user("root").addRole("root");
+    await client.auth.authEnable();
+  } finally {
+    client.close();
+  }
 }
 
 /**
- * A real single-member etcd (from PATH) on free loopback ports with a temporary data dir.
- * Always `destroy()` it; a process exit kills any still running.
+ * A real single-member etcd (from PATH) on free loopback ports with a temporary data dir;
+ * with TLS and auth as `opts` asks. Always `destroy()` it; a process exit kills any still running.
  */
-export async function startEtcd(): Promise<EtcdProcess> {
+export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdProcess> {
   const clientPort = await freePort();
   const peerPort = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "shardlimit-etcd-"));
-  const url = `http://127.0.0.1:${clientPort}`;
+  const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [
     "--name=shardlimit",
@@ -42,26 +91,55 @@ export async function startEtcd(): Promise<EtcdProcess> {
     `--initial-advertise-peer-urls=${peer}`,
     `--initial-cluster=shardlimit=${peer}`,
     "--log-level=error",
+    ...(opts.tls
+      ? [
+          `--cert-file=${opts.tls.cert}`,
+          `--key-file=${opts.tls.key}`,
+          `--trusted-ca-file=${opts.tls.ca}`,
+          "--client-cert-auth",
+        ]
+      : []),
   ];
+  const accessArgs: string[] = [];
+  if (opts.tls) {
+    const { ca, client } = opts.tls;
+    accessArgs.push("--etcd-ca", ca, "--etcd-cert", client.cert, "--etcd-key", client.key);
+  }
+  let authFile: string | undefined;
+  if (opts.auth) {
+    authFile = path.join(dataDir, "..", `${path.basename(dataDir)}-auth`);
+    writeFileSync(authFile, `root:${opts.auth.password}\n`, { mode: 0o600 });
+    accessArgs.push("--etcd-auth-file", authFile);
+  }
+  const access: EtcdAccess = readEtcdAccess(
+    { ca: opts.tls?.ca, cert: opts.tls?.client.cert, key: opts.tls?.client.key, authFile },
+    [url],
+  );
   let child: Child | undefined;
   const start = async () => {
     child = spawnChild("etcd", args);
-    await waitReady(child, "etcd (is it installed? Debian: apt-get install etcd-server)", () => healthy(url));
+    await waitReady(child, "etcd (is it installed? Debian: apt-get install etcd-server)", () =>
+      healthy(url, access),
+    );
   };
   const stop = async () => {
     await child?.stop("SIGTERM");
     child = undefined;
   };
   await start();
+  if (opts.auth) await enableAuth(url, access, opts.auth.password);
   return {
     url,
     dataDir,
+    access,
+    accessArgs,
     pid: () => child?.pid,
     stop,
     start,
     async destroy() {
       await stop();
       rmSync(dataDir, { recursive: true, force: true });
+      if (authFile !== undefined) rmSync(authFile, { force: true });
     },
   };
 }

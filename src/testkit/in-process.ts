@@ -2,6 +2,7 @@ import { pino } from "pino";
 import { type RunningServer, startServer } from "../app/serve.js";
 import type { Clock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
+import type { ServerTlsOptions } from "../security/tls.js";
 
 /**
  * A standalone server in this process on free loopback ports: the tests' server (silent, with
@@ -9,7 +10,14 @@ import type { InputLimits } from "../protocol/input-limits.js";
  */
 export function startLoopbackServer(
   configPath: string,
-  opts: { logLevel?: string; clock?: Clock; limits?: InputLimits; maxCounters?: number } = {},
+  opts: {
+    logLevel?: string;
+    clock?: Clock;
+    limits?: InputLimits;
+    maxCounters?: number;
+    /** TLS on its gRPC port. */
+    tls?: ServerTlsOptions;
+  } = {},
 ): Promise<RunningServer> {
   return startServer(
     {
@@ -21,6 +29,7 @@ export function startLoopbackServer(
       limits: opts.limits,
       maxCounters: opts.maxCounters,
       shutdownGraceMs: 500,
+      tls: opts.tls,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },

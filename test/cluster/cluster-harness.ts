@@ -1,5 +1,14 @@
+import { systemClock } from "../../src/core/clock.js";
 import type { CheckResult, ClusterView } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
+import { type ClientTls, clientTls } from "../../src/security/tls.js";
+import {
+  type IssuedCert,
+  type LeafOptions,
+  LOOPBACK_NAMES,
+  makeTestPki,
+  type TestPki,
+} from "../../src/testkit/certs.js";
 import { ensureBuilt } from "../../src/testkit/cli.js";
 import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
@@ -36,6 +45,22 @@ export interface ClusterHarness {
   /** Waits until every running server answers /readyz 200 and they all serve one generation. */
   settled(timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
+  /** With `tls`: the certificates in use (re-issue them in place to rotate). */
+  readonly tls: ClusterTls | undefined;
+}
+
+/** A cluster with TLS everywhere: each server's own certificate, the test client's, etcd's. */
+export interface ClusterTls {
+  readonly pki: TestPki;
+  /** Each server's certificate (`--tls-cert`/`--tls-key`), by id. */
+  readonly servers: Map<string, IssuedCert>;
+  /** The names on the servers' certificates (for `reissue`). */
+  readonly serverNames: (id: string) => LeafOptions;
+  /** The certificate the harness's clients present; their files are re-read every `reloadMs`. */
+  readonly client: IssuedCert;
+  /** The harness's clients' TLS sources, by server id. */
+  readonly clientSources: Map<string, ClientTls>;
+  readonly reloadMs: number;
 }
 
 export interface ClusterHarnessOptions {
@@ -43,6 +68,19 @@ export interface ClusterHarnessOptions {
   config: string;
   leaseTtlSeconds?: number;
   extraArgs?: string[];
+  /**
+   * TLS on every link: clients to servers and server to server with `--tls-client-auth require`
+   * (mutual TLS), and etcd over TLS with client certificates and user/password auth. Files are
+   * checked for rotation every `reloadMs` (default 500) by servers and the harness's clients.
+   */
+  tls?: {
+    reloadMs?: number;
+    /**
+     * One DNS name on every server's certificate instead of their addresses (as in Kubernetes):
+     * servers run with `--peer-server-name` and the harness's clients check that name.
+     */
+    sharedName?: string;
+  };
 }
 
 /**
@@ -52,29 +90,79 @@ export interface ClusterHarnessOptions {
  */
 export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<ClusterHarness> {
   ensureBuilt();
-  const etcd = await startEtcd();
+  let tls: ClusterTls | undefined;
+  if (opts.tls) {
+    const pki = makeTestPki();
+    const shared = opts.tls.sharedName;
+    const serverNames = (id: string): LeafOptions => ({
+      ...(shared !== undefined ? { dns: [shared] } : LOOPBACK_NAMES),
+      uris: [`spiffe://shardlimit.test/server/${id}`],
+    });
+    tls = {
+      pki,
+      servers: new Map(
+        Array.from({ length: opts.servers }, (_, i) => [
+          `s${i + 1}`,
+          pki.ca.issue(`s${i + 1}`, serverNames(`s${i + 1}`)),
+        ]),
+      ),
+      serverNames,
+      client: pki.client,
+      clientSources: new Map(),
+      reloadMs: opts.tls.reloadMs ?? 500,
+    };
+  }
+  const etcdCert = tls?.pki.ca.issue("etcd", LOOPBACK_NAMES);
+  const etcd = await startEtcd(
+    tls && etcdCert
+      ? {
+          tls: { ca: tls.pki.ca.caFile, cert: etcdCert.cert, key: etcdCert.key, client: tls.client },
+          auth: { password: "harness-secret" },
+        }
+      : {},
+  );
   const configPath = writeConfig(opts.config);
   const prefix = `/t${Date.now().toString(36)}/`;
   const servers: ServerProcess[] = [];
   for (let i = 0; i < opts.servers; i++) {
+    const id = `s${i + 1}`;
+    const own = tls?.servers.get(id);
+    const tlsArgs =
+      tls && own
+        ? [
+            ...etcd.accessArgs,
+            ...["--tls-cert", own.cert, "--tls-key", own.key, "--tls-ca", tls.pki.ca.caFile],
+            ...["--tls-client-auth", "require", "--tls-reload-interval", String(tls.reloadMs)],
+            ...(opts.tls?.sharedName !== undefined ? ["--peer-server-name", opts.tls.sharedName] : []),
+          ]
+        : [];
     const p = await serverProcess({
-      id: `s${i + 1}`,
+      id,
       configPath,
       etcdUrl: etcd.url,
       prefix,
       leaseTtlSeconds: opts.leaseTtlSeconds ?? 2,
-      extraArgs: opts.extraArgs,
+      extraArgs: [...(opts.extraArgs ?? []), ...tlsArgs],
       cli: "built",
       readyTimeoutMs: 20_000,
     });
-    servers.push(
-      Object.assign(p, {
-        rpc: connect(p.address, {
-          "grpc.initial_reconnect_backoff_ms": 100,
-          "grpc.max_reconnect_backoff_ms": 500,
-        }),
-      }),
-    );
+    const channelOptions = { "grpc.initial_reconnect_backoff_ms": 100, "grpc.max_reconnect_backoff_ms": 500 };
+    let rpc: RateLimiterRpc;
+    if (tls) {
+      const sec = clientTls(
+        {
+          ca: tls.pki.ca.caFile,
+          cert: tls.client.cert,
+          key: tls.client.key,
+          pollMs: tls.reloadMs,
+          serverName: opts.tls?.sharedName,
+        },
+        { clock: systemClock, log: { info: () => {}, error: (o, m) => console.error(m, o) } },
+      );
+      tls.clientSources.set(id, sec);
+      rpc = connect(p.address, { ...channelOptions, ...sec.options }, systemClock, sec.credentials);
+    } else rpc = connect(p.address, channelOptions);
+    servers.push(Object.assign(p, { rpc }));
   }
   const server = (id: string) => {
     const s = servers.find((x) => x.id === id);
@@ -83,6 +171,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
   };
 
   const h: ClusterHarness = {
+    tls,
     etcd,
     servers,
     configPath,
@@ -140,6 +229,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
     async stop() {
       await Promise.all(servers.map((s) => h.kill(s.id, "SIGKILL")));
       for (const s of servers) s.rpc.close();
+      for (const c of tls?.clientSources.values() ?? []) c.source.close();
       await etcd.destroy();
     },
   };

@@ -4,6 +4,13 @@ import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { desc } from "../server/harness.js";
+import {
+  CLUSTER_CONFIG as CONFIG,
+  countsExactlyAcross,
+  CLUSTER_KEYS as KEYS,
+  sigkillHeals,
+  sigtermMovesCounts,
+} from "./cluster-cases.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
 
 /**
@@ -11,21 +18,6 @@ import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
  * cluster, a SIGTERM hands counts over, a SIGKILL heals within the lease TTL, a rolling restart
  * loses nothing, and etcd going away does not stop serving.
  */
-
-const CONFIG = `
-domain: api
-descriptors:
-  - key: k
-    rate_limit: { unit: hour, requests_per_unit: 1000000 }
-  - key: group
-    shard_key: true
-    rate_limit: { unit: hour, requests_per_unit: 100 }
-    descriptors:
-      - key: tenant
-        rate_limit: { unit: hour, requests_per_unit: 60 }
-`;
-
-const KEYS = Array.from({ length: 60 }, (_, i) => `api/k=key-${i}`);
 
 describe("a cluster of three servers", () => {
   let h: ClusterHarness;
@@ -59,12 +51,7 @@ describe("a cluster of three servers", () => {
   });
 
   it("counts exactly: Check calls spread over all three see one counter per key", async () => {
-    for (let round = 1; round <= 3; round++) {
-      for (const [i, key] of KEYS.entries()) {
-        const via = h.servers[(i + round) % 3]!.id;
-        expect(await charge(via, key, 2)).toBe(1_000_000 - 2 * round);
-      }
-    }
+    await countsExactlyAcross(h, KEYS);
   });
 
   it("counts exactly for ShouldRateLimit too, with descriptors owned by different servers in one call", async () => {
@@ -115,49 +102,11 @@ describe("a cluster of three servers", () => {
   });
 
   it("SIGTERM of one server moves its slices with their counts: no key regains quota", async () => {
-    const before = new Map<string, number>();
-    for (const key of KEYS) before.set(key, await charge("s1", key, 1));
-    const view = await h.view("s1");
-    const leaving = "s2";
-    const itsKeys = KEYS.filter((k) => h.ownerIn(view, k) === leaving);
-    expect(itsKeys.length).toBeGreaterThan(0);
-    const t0 = Date.now();
-    await h.kill(leaving, "SIGTERM");
-    const drainMs = Date.now() - t0;
-    expect(h.server(leaving).child!.child.exitCode).toBe(0);
-    for (const key of KEYS) expect(await charge("s3", key, 1)).toBe(before.get(key)! - 1);
-    const after = await h.view("s3");
-    for (const key of itsKeys) expect(h.ownerIn(after, key)).not.toBe(leaving);
-    console.log(`SIGTERM drain of ${leaving}: ${drainMs} ms to exit, ${itsKeys.length} of its keys checked`);
-    // It comes back and gets slices (and their counts) again.
-    await h.start(leaving);
-    await h.settled();
-    for (const key of KEYS) expect(await charge(leaving, key, 1)).toBe(before.get(key)! - 2);
+    await sigtermMovesCounts(h, KEYS);
   });
 
   it("after SIGKILL of one server the others serve every key again within 10 s", async () => {
-    const victim = "s3";
-    await h.kill(victim, "SIGKILL");
-    const t0 = Date.now();
-    await waitFor(
-      "every key served by the survivors",
-      async () => {
-        for (const key of KEYS) {
-          const r = await h.server("s1").rpc.check({ items: [{ key, cost: 0 }] }, { deadlineMs: 1000 });
-          if (r.results[0]!.error) return false;
-        }
-        return true;
-      },
-      10_000,
-      50,
-    );
-    const healedMs = Date.now() - t0;
-    console.log(`SIGKILL of ${victim}: every key served again after ${healedMs} ms (lease TTL 2 s)`);
-    expect(healedMs).toBeLessThan(10_000);
-    const v = await h.view("s1");
-    expect(v.members.map((m) => m.id).sort()).toEqual(["s1", "s2"]);
-    await h.start(victim);
-    await h.settled();
+    await sigkillHeals(h, KEYS);
   });
 
   it("keeps serving with the last assignment while etcd is down, and catches up when it returns", async () => {
