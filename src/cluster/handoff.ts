@@ -1,6 +1,7 @@
 import { type Clock, sleep } from "../core/clock.js";
 import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
+import { PermissionDeniedError } from "../core/errors.js";
 import type { CounterSource } from "../core/engine.js";
 import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
@@ -354,8 +355,20 @@ export class Handoff {
     let refused = 0;
     for (const s of req.counters) {
       const shard = s.shard || s.key;
+      const point = keyPoint(shard);
       if (snapshotProblem(s) !== undefined) refused++;
-      else if (ownership.owns(keyPoint(shard))) mine.push(s);
+      else if (ownership.owns(point)) {
+        // Counters of this server's ranges come only from the member it gained them from, for a
+        // move still pending here; those of ranges owned elsewhere are passed on, and checked so
+        // at their owner (with this server as the sender).
+        const refusal = ownership.handoffRefusal(req.from, point);
+        if (refusal !== undefined) {
+          throw new PermissionDeniedError(
+            `handoff from ${JSON.stringify(req.from.slice(0, 128))} refused: counter ${JSON.stringify(s.key.slice(0, 100))}: ${refusal}; nothing of the chunk was taken`,
+          );
+        }
+        mine.push(s);
+      }
       else {
         const owner = ownership.ownerOf(shard);
         if (owner === undefined || owner.self) {
