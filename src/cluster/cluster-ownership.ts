@@ -160,7 +160,8 @@ export class ClusterOwnership implements Ownership {
    * forged or misrouted handoff, and changes nothing.
    */
   handoffRefusal(from: string, point: number): string | undefined {
-    for (const p of this.waiting()) if (p.from === from && p.start <= point && point < p.end) return undefined;
+    for (const p of this.waiting())
+      if (p.from === from && p.start <= point && point < p.end) return undefined;
     const now = this.opts.clock.elapsed();
     for (const g of this.gains) {
       if (g.from === from && g.deadline > now && g.start <= point && point < g.end) return undefined;

@@ -1,8 +1,8 @@
 import { type Clock, sleep } from "../core/clock.js";
 import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
-import { PermissionDeniedError } from "../core/errors.js";
 import type { CounterSource } from "../core/engine.js";
+import { PermissionDeniedError } from "../core/errors.js";
 import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -368,8 +368,7 @@ export class Handoff {
           );
         }
         mine.push(s);
-      }
-      else {
+      } else {
         const owner = ownership.ownerOf(shard);
         if (owner === undefined || owner.self) {
           refused++;

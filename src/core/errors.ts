@@ -128,7 +128,8 @@ export const ERRORS = {
     grpc: UNAUTHENTICATED,
     clientRetries: false,
     serverRetries: false,
-    meaning: "the call's credentials prove no identity (a bearer token that matches none); nothing was changed",
+    meaning:
+      "the call's credentials prove no identity (a bearer token that matches none); nothing was changed",
   },
   UNAVAILABLE: {
     grpc: UNAVAILABLE,

@@ -42,7 +42,7 @@ const Member = z.strictObject({
 });
 const Gateway = z.strictObject({
   identity: NAME,
-  domains: z.array(NAME).min(1, "names no domain (use [\"*\"] for every domain)"),
+  domains: z.array(NAME).min(1, 'names no domain (use ["*"] for every domain)'),
   may: z
     .array(z.enum(ACTIONS, { error: `must be one of ${ACTIONS.join(", ")}` }))
     .min(1, "is empty: leave it out for all of report, check, settle, limits")

@@ -24,7 +24,13 @@ export class AuthFileWatcher {
   private readonly watch: PathWatch;
 
   constructor(private readonly opts: AuthFileWatcherOptions) {
-    this.watch = new PathWatch(opts.path, opts.clock, opts.debounceMs ?? 200, () => this.load(false), opts.onError);
+    this.watch = new PathWatch(
+      opts.path,
+      opts.clock,
+      opts.debounceMs ?? 200,
+      () => this.load(false),
+      opts.onError,
+    );
   }
 
   /** The file in force; `start()` has loaded one. */

@@ -62,6 +62,7 @@ function readToken(path: string): string {
   }
   const token = text.trim();
   if (token === "") throw new Error(`the token file ${path} is empty`);
-  if (/\s/.test(token)) throw new Error(`the token file ${path} holds more than one word: a token has no spaces`);
+  if (/\s/.test(token))
+    throw new Error(`the token file ${path} holds more than one word: a token has no spaces`);
   return token;
 }

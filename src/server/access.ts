@@ -93,7 +93,8 @@ export class Access {
     const need = METHOD_NEEDS[method];
     if (need === undefined || roles.operator) return { identity, roles };
     if ("member" in need) {
-      if (!roles.member) this.deny(method, "not_member", identity, ": only cluster members may call the peer service");
+      if (!roles.member)
+        this.deny(method, "not_member", identity, ": only cluster members may call the peer service");
     } else if ("view" in need) {
       if (!(roles.member || roles.mayAny("report") || roles.mayAny("check") || roles.mayAny("limits")))
         this.deny(method, "no_grant", identity, ": it is no member, gateway or operator");

@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
+import { keyDomain } from "../config/key.js";
 import type { LimitConfig, LimitRule, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { Counter } from "../core/counter.js";
 import { CapacityError, type CheckItem, type Decision } from "../core/decision.js";
 import type { Engine } from "../core/engine.js";
-import { keyDomain } from "../config/key.js";
 import { InvalidArgumentError, PermissionDeniedError } from "../core/errors.js";
 import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
@@ -264,7 +264,8 @@ export class Limiter {
     const denied = new Map<number, string>();
     for (let i = 0; i < req.entries.length; i++) {
       const e = req.entries[i]!;
-      const key = e.key !== "" || !e.keyHandle ? e.key : this.resolver.byHandle(req.keyEpoch, e.keyHandle)?.key;
+      const key =
+        e.key !== "" || !e.keyHandle ? e.key : this.resolver.byHandle(req.keyEpoch, e.keyHandle)?.key;
       if (key === undefined) continue; // an unknown handle: answered UNKNOWN_KEY_HANDLE, nothing changed
       const domain = keyDomain(key);
       if (!mayReport(domain)) denied.set(i, domain);

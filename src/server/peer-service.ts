@@ -323,12 +323,20 @@ export function handoffCounterProblem(
   if (Math.abs(c.x) > Number.MAX_SAFE_INTEGER || Math.abs(c.y) > Number.MAX_SAFE_INTEGER)
     return "a count is beyond 2^53";
   for (const l of c.leases) {
-    if (l.amount > limits.maxAmount) return `lease ${JSON.stringify(l.id.slice(0, 100))} holds over maxAmount`;
+    if (l.amount > limits.maxAmount)
+      return `lease ${JSON.stringify(l.id.slice(0, 100))} holds over maxAmount`;
     if (l.expiresInMs > limits.maxLeaseTimeoutMs)
       return `lease ${JSON.stringify(l.id.slice(0, 100))} expires past maxLeaseTimeoutMs`;
   }
   for (const g of c.clients) {
-    if (!(Number.isFinite(g.demand) && Number.isFinite(g.held) && g.seenMsAgo >= 0 && Number.isFinite(g.seenMsAgo)))
+    if (
+      !(
+        Number.isFinite(g.demand) &&
+        Number.isFinite(g.held) &&
+        g.seenMsAgo >= 0 &&
+        Number.isFinite(g.seenMsAgo)
+      )
+    )
       return `gateway ${JSON.stringify(g.id.slice(0, 100))} has a number that is negative or not finite`;
   }
   return undefined;
