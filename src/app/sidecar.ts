@@ -8,6 +8,7 @@ import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
+import { bearerMetadata, TokenFile } from "../security/token-file.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { EnvoySidecar } from "../sidecar/sidecar.js";
@@ -29,6 +30,8 @@ export interface SidecarOptions {
   connectTimeoutMs?: number;
   /** The system clock unless a test brings its own. */
   clock?: Clock;
+  /** A file holding the sidecar's bearer token for the servers (`--token-file`), re-read on change. */
+  tokenFile?: string;
 }
 
 export interface RunningSidecar {
@@ -50,12 +53,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     registry,
     connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
     clock,
+    tokenFile: opts.tokenFile,
     logger: {
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),
     },
   });
-  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock);
+  const token = opts.tokenFile === undefined ? undefined : new TokenFile(opts.tokenFile, clock);
+  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock, token && bearerMetadata(token));
   const server = new grpc.Server();
   const deps = {
     onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),

@@ -39,6 +39,10 @@ interface ServeFlags {
   allowLimitRemoval: boolean;
   loadInterval: number;
   rebalanceInterval: number;
+  authFile?: string;
+  tokenFile?: string;
+  reflection: boolean;
+  limitsRead: "anyone" | "authenticated";
 }
 
 export function serveCommand(): Command {
@@ -150,6 +154,27 @@ export function serveCommand(): Command {
     )
     .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
     .addOption(rebalanceIntervalFlag())
+    .addOption(
+      new Option(
+        "--auth-file <path>",
+        "who may call what: identities (tokens, certificate names) as members, gateways per domain, operators (YAML; reloaded on change and SIGHUP). Without it everything is allowed",
+      ).env("SHARDLIMIT_AUTH_FILE"),
+    )
+    .addOption(
+      new Option(
+        "--token-file <path>",
+        "a file holding this server's bearer token, sent on its calls to peers (re-read when it changes)",
+      ).env("SHARDLIMIT_TOKEN_FILE"),
+    )
+    .addOption(
+      new Option("--no-reflection", "turn gRPC server reflection off").env("SHARDLIMIT_NO_REFLECTION"),
+    )
+    .addOption(
+      new Option("--limits-read <who>", "who may call GetLimits: anyone, or authenticated callers only")
+        .env("SHARDLIMIT_LIMITS_READ")
+        .choices(["anyone", "authenticated"])
+        .default("anyone"),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -219,6 +244,10 @@ export function serveCommand(): Command {
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
+            authFile: flags.authFile,
+            tokenFile: flags.tokenFile,
+            reflection: flags.reflection,
+            limitsRead: flags.limitsRead,
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

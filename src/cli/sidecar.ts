@@ -13,6 +13,7 @@ interface SidecarFlags {
   reportInterval: number;
   httpPort?: number;
   logLevel: string;
+  tokenFile?: string;
 }
 
 export function sidecarCommand(): Command {
@@ -50,12 +51,19 @@ export function sidecarCommand(): Command {
         .argParser(portOption("--http-port")),
     )
     .addOption(logLevelFlag())
+    .addOption(
+      new Option(
+        "--token-file <path>",
+        "a file holding this sidecar's bearer token for the servers (re-read when it changes)",
+      ).env("SHARDLIMIT_TOKEN_FILE"),
+    )
     .action(async (flags: SidecarFlags) => {
       const log = pino({ level: flags.logLevel, base: { svc: "shardlimit-sidecar" } });
       try {
         const running = await startSidecar({
           listen: flags.listen,
           servers: flags.servers,
+          tokenFile: flags.tokenFile,
           clientId: flags.clientId ?? `${hostname()}-${process.pid}`,
           reportIntervalMs: flags.reportInterval,
           httpPort: flags.httpPort,

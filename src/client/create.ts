@@ -1,5 +1,6 @@
 import type client from "prom-client";
 import { systemClock } from "../core/clock.js";
+import { bearerMetadata, TokenFile } from "../security/token-file.js";
 import { GatewayLimiter, type GatewayLimiterOptions } from "./gateway-limiter.js";
 import { GrpcTransport } from "./grpc-transport.js";
 import { registerClientMetrics } from "./metrics.js";
@@ -11,6 +12,12 @@ export interface LimiterOptions
   connectTimeoutMs?: number;
   /** Registers the client's metrics here (keys in fallback, reports, units decided). */
   registry?: client.Registry;
+  /**
+   * A file holding this gateway's bearer token, sent as `authorization: Bearer <token>` on every
+   * call (servers with an auth file know the gateway by it). Re-read when it changes (rotation).
+   * Ignored when a `transport` is passed in.
+   */
+  tokenFile?: string;
 }
 
 /**
@@ -21,12 +28,14 @@ export interface LimiterOptions
  *   if (!limiter.decide("api/tenant=acme")) return reply(429);
  */
 export async function createLimiter(options: LimiterOptions): Promise<GatewayLimiter> {
+  const clock = options.clock ?? systemClock;
+  const token = options.tokenFile === undefined ? undefined : new TokenFile(options.tokenFile, clock);
   const limiter = new GatewayLimiter({
     ...options,
-    transport: options.transport ?? new GrpcTransport(),
+    transport: options.transport ?? new GrpcTransport({}, token && bearerMetadata(token)),
     // The channels it opens itself close with it; a transport passed in belongs to the caller.
     closeTransport: options.transport === undefined,
-    clock: options.clock ?? systemClock,
+    clock,
   });
   if (options.registry) registerClientMetrics(options.registry, limiter);
   limiter.start();

@@ -7,7 +7,7 @@ import type {
   ReportRequest,
   ReportResponse,
 } from "../protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { ClientTransport, Done } from "./transport.js";
 
 function settle<T>(p: Promise<T>, done: Done<T>): void {
@@ -21,12 +21,16 @@ function settle<T>(p: Promise<T>, done: Done<T>): void {
 export class GrpcTransport implements ClientTransport {
   private readonly clients = new Map<string, RateLimiterRpc>();
 
-  constructor(private readonly options: ChannelOptions = {}) {}
+  constructor(
+    private readonly options: ChannelOptions = {},
+    /** Per call: the gateway's bearer token (`tokenFile`), read as of the call. */
+    private readonly metadata?: CallMetadata,
+  ) {}
 
   private client(address: string): RateLimiterRpc {
     let c = this.clients.get(address);
     if (c === undefined) {
-      c = connect(address, this.options);
+      c = connect(address, this.options, undefined, this.metadata);
       this.clients.set(address, c);
     }
     return c;

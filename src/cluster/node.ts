@@ -15,7 +15,7 @@ import type {
   StandbyRequest,
   StandbyResponse,
 } from "../protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { Forwarder } from "../server/router.js";
 import { AssignerStack } from "./assigner-stack.js";
 import { AssignmentView } from "./assignment-view.js";
@@ -107,7 +107,9 @@ export class ClusterNode {
    */
   private readonly peers: PeerPool;
   /** Channels for asking peers their generation while this server's lease may have expired. */
-  private readonly viewClients = new PeerPool<RateLimiterRpc>((address) => connect(address));
+  private readonly viewClients = new PeerPool<RateLimiterRpc>((address) =>
+    connect(address, {}, systemClock, this.deps.metadata),
+  );
   private guardTimer: Timer | undefined;
   private probing = false;
   /** The newest generation a peer has reported: this server serves nothing older. */
@@ -131,6 +133,8 @@ export class ClusterNode {
       peer?: (address: string) => PeerRpc;
       /** The engine's changed counters: given, they are copied to this server's buddy. */
       changed?: ChangedCounters;
+      /** Per outbound call to a peer: this server's bearer token (`--token-file`). */
+      metadata?: CallMetadata;
     },
   ) {
     const { clock, log } = deps;
@@ -145,7 +149,7 @@ export class ClusterNode {
     const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
     const maxMessageBytes = limits.maxMessageBytes;
     this.peers = new PeerPool(
-      (address) => deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes),
+      (address) => deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes, deps.metadata),
     );
     const peer = (address: string) => this.peers.get(address);
     // The owner refuses a call past its bounds (every server of a cluster runs the same flags).

@@ -14,7 +14,7 @@ import type {
   StandbyResponse,
 } from "../protocol/messages.js";
 import { PEER_SERVICE, serviceDefinition } from "../protocol/proto.js";
-import { promisify, type Unary } from "../protocol/rpc.js";
+import { type CallMetadata, promisify, type Unary } from "../protocol/rpc.js";
 
 export interface PeerRpc {
   forward: Unary<ForwardRequest, ForwardResponse>;
@@ -38,6 +38,8 @@ export function connectPeer(
   address: string,
   clock: Clock = systemClock,
   maxMessageBytes = PEER_MAX_MESSAGE_BYTES,
+  /** Per call: this server's bearer token (`--token-file`), when members authenticate by token. */
+  metadata?: CallMetadata,
 ): PeerRpc {
   const c = new PeerClient(address, grpc.credentials.createInsecure(), {
     // A peer that restarts on the same address is reconnected to quickly.
@@ -47,11 +49,11 @@ export function connectPeer(
     "grpc.max_send_message_length": maxMessageBytes,
   });
   return {
-    forward: promisify(c, "Forward", clock),
-    handoff: promisify(c, "Handoff", clock),
-    reclaim: promisify(c, "Reclaim", clock),
-    replicate: promisify(c, "Replicate", clock),
-    standby: promisify(c, "Standby", clock),
+    forward: promisify(c, "Forward", clock, metadata),
+    handoff: promisify(c, "Handoff", clock, metadata),
+    reclaim: promisify(c, "Reclaim", clock, metadata),
+    replicate: promisify(c, "Replicate", clock, metadata),
+    standby: promisify(c, "Standby", clock, metadata),
     close: () => c.close(),
   };
 }

@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
+import { Metadata } from "@grpc/grpc-js";
 import { type Clock, systemClock } from "../core/clock.js";
 
 /** How often a token file is looked at again for a rotated token. */
@@ -65,4 +66,13 @@ function readToken(path: string): string {
   if (/\s/.test(token))
     throw new Error(`the token file ${path} holds more than one word: a token has no spaces`);
   return token;
+}
+
+/** The metadata of each outbound call: `authorization: Bearer <token>`, the token as of now. */
+export function bearerMetadata(file: TokenFile): () => Metadata {
+  return () => {
+    const m = new Metadata();
+    m.set("authorization", file.header());
+    return m;
+  };
 }

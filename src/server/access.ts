@@ -112,6 +112,21 @@ export class Access {
     this.deny(method, "domain", caller.identity, ` for domain ${JSON.stringify(domain)}`);
   }
 
+  /**
+   * A peer call naming its sender's member id (`from`): an identity the file maps to member ids
+   * (`member_id`) may speak only as one of them; operators and unmapped members as any.
+   */
+  memberId(method: string, caller: Caller | undefined, from: string): void {
+    const ids = caller?.roles.memberIds;
+    if (caller === undefined || caller.roles.operator || ids === undefined || ids.includes(from)) return;
+    this.deny(
+      method,
+      "sender",
+      caller.identity,
+      `: it is member ${ids.map((i) => JSON.stringify(i)).join(" or ")}, not ${JSON.stringify(from.slice(0, 128))}`,
+    );
+  }
+
   /** `domain` for a key (its domain is the part before the first `/`); an empty key passes. */
   keyDomain(method: string, caller: Caller | undefined, action: Action, key: string): void {
     if (caller !== undefined && key !== "") this.domain(method, caller, action, keyDomain(key));
