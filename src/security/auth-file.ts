@@ -28,7 +28,7 @@ export type Action = (typeof ACTIONS)[number];
 
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
 const NAME = z
-  .string()
+  .string({ error: (iss) => (iss.input === undefined ? "is missing" : "must be a string") })
   .min(1, "must not be empty")
   .max(512, "is longer than 512 characters")
   .refine((s) => !/\s/.test(s), "must not contain spaces");
@@ -173,9 +173,12 @@ export function parseAuthFile(file: string, text: string): AuthPolicy {
   const parsed = AuthFileSchema.safeParse(value);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      const path = issue.path.map(String);
-      const node = doc.getIn(path, true);
-      const at = isNode(node) && node.range ? lines.linePos(node.range[0]).line : undefined;
+      // The line of the field, or of the nearest enclosing one that is there (a missing field).
+      let at: number | undefined;
+      for (let n = issue.path.length; n >= 0 && at === undefined; n--) {
+        const node = doc.getIn(issue.path.slice(0, n).map(String), true);
+        if (isNode(node) && node.range) at = lines.linePos(node.range[0]).line;
+      }
       problems.push({
         file,
         path: formatPath(issue.path),

@@ -21,8 +21,8 @@ export class TokenFile {
     private readonly clock: Clock = systemClock,
     private readonly recheckMs = TOKEN_RECHECK_MS,
   ) {
-    this.stamp = stampOf(path);
     this.value = readToken(path);
+    this.stamp = stampOf(path);
     this.checkedAt = clock.elapsed();
   }
 

@@ -187,13 +187,19 @@ export class Access {
   }
 
   /**
-   * GetLimits under the file: operators read every source; a gateway the sources whose every
-   * domain it may read limits of (a file of several domains is all or nothing).
+   * GetLimits under the file: operators read every source; a gateway the documents (one domain
+   * each) of the domains it may read limits of, so it learns nothing of other tenants' limits.
    */
   limits(caller: Caller | undefined, config: LimitConfig, limits: Limits): Limits {
     if (caller === undefined || caller.roles.operator || limits.unchanged) return limits;
-    const sources = config.sources.filter((s) => domainsOf(s).every((d) => caller.roles.may("limits", d)));
-    return { ...limits, sources: sources.map((s) => ({ file: s.file, text: s.text })) };
+    const sources: { file: string; text: string }[] = [];
+    for (const s of config.sources) {
+      const docs = documentsOf(s);
+      const kept = docs.filter((d) => d.domain !== undefined && caller.roles.may("limits", d.domain));
+      if (kept.length === docs.length) sources.push({ file: s.file, text: s.text });
+      else if (kept.length > 0) sources.push({ file: s.file, text: kept.map((d) => d.text).join("\n---\n") });
+    }
+    return { ...limits, sources };
   }
 
   /** Counts and throws a refusal naming the method, the identity and what was refused. */
@@ -222,17 +228,16 @@ function identifyOrThrow(
   }
 }
 
-/** The domains a config source defines (its documents' `domain` fields), cached per source. */
-const sourceDomains = new WeakMap<ConfigSource, string[]>();
-function domainsOf(s: ConfigSource): string[] {
-  let ds = sourceDomains.get(s);
-  if (ds === undefined) {
-    ds = [];
-    for (const doc of parseAllDocuments(s.text)) {
+/** A config source's documents with their `domain`, parsed once per source. */
+const sourceDocs = new WeakMap<ConfigSource, { domain: string | undefined; text: string }[]>();
+function documentsOf(s: ConfigSource): { domain: string | undefined; text: string }[] {
+  let docs = sourceDocs.get(s);
+  if (docs === undefined) {
+    docs = parseAllDocuments(s.text).map((doc) => {
       const d = (doc.toJS() as { domain?: unknown } | null)?.domain;
-      if (typeof d === "string") ds.push(d);
-    }
-    sourceDomains.set(s, ds);
+      return { domain: typeof d === "string" ? d : undefined, text: doc.toString() };
+    });
+    sourceDocs.set(s, docs);
   }
-  return ds;
+  return docs;
 }

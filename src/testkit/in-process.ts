@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { type RunningServer, startServer } from "../app/serve.js";
+import { type RunningServer, type ServeOptions, startServer } from "../app/serve.js";
 import type { Clock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 
@@ -9,7 +9,14 @@ import type { InputLimits } from "../protocol/input-limits.js";
  */
 export function startLoopbackServer(
   configPath: string,
-  opts: { logLevel?: string; clock?: Clock; limits?: InputLimits; maxCounters?: number } = {},
+  opts: {
+    logLevel?: string;
+    clock?: Clock;
+    limits?: InputLimits;
+    maxCounters?: number;
+    /** More serve options (`authFile`, `limitsRead`, `reflection`...). */
+    serve?: Partial<ServeOptions>;
+  } = {},
 ): Promise<RunningServer> {
   return startServer(
     {
@@ -21,6 +28,7 @@ export function startLoopbackServer(
       limits: opts.limits,
       maxCounters: opts.maxCounters,
       shutdownGraceMs: 500,
+      ...opts.serve,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },
