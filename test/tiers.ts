@@ -26,6 +26,7 @@ export const INTEGRATION = [
   "test/server/drain.test.ts",
   "test/server/fuzz.test.ts",
   "test/server/process.test.ts",
+  "test/security/authz-cluster.test.ts",
   "test/testkit/etcd.test.ts",
 ];
 

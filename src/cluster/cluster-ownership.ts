@@ -56,12 +56,6 @@ export class ClusterOwnership implements Ownership {
   private assignment: Assignment | undefined;
   private selfIndex = -1;
   private pending: PendingRange[] = [];
-  /**
-   * Ranges gained from another member, until the handoff timeout: whose counters that member may
-   * still hand over after its `done` (counters it passes on from a back-to-back move, or a late
-   * chunk). See `handoffRefusal`.
-   */
-  private gains: { start: number; end: number; from: string; deadline: number }[] = [];
   private waiters: (() => void)[] = [];
   /** Key decisions per slice of the current assignment since the last `takeLoad`. */
   private hits = new Float64Array(0);
@@ -116,11 +110,6 @@ export class ClusterOwnership implements Ownership {
         deadline,
       }));
     this.pending = [...carried, ...fresh];
-    const now = this.opts.clock.elapsed();
-    this.gains = [
-      ...this.gains.filter((g) => g.deadline > now && this.ownsRange(g.start, g.end)),
-      ...gained.map((m) => ({ start: m.start, end: m.end, from: m.from.id, deadline })),
-    ];
     this.notify();
     return { generation: a.generation, lost, gained, pending: fresh, orphaned };
   }
@@ -155,17 +144,15 @@ export class ClusterOwnership implements Ownership {
 
   /**
    * Why member `from` may not hand this server the counter at `point`, or undefined when it may:
-   * the point is in a range this server is waiting for from `from`, or gained from `from` (its
-   * holder in the generation before) no longer ago than the handoff timeout. Anything else is a
-   * forged or misrouted handoff, and changes nothing.
+   * only while the point is in a range this server gained from `from` (its holder in the
+   * generation before) and still waits for. Anything else (a forged handoff, a range not moved,
+   * a chunk after the move's `done` or its timeout) changes nothing. The price: counters a member
+   * passes on from a back-to-back move after its own `done`, or sends past the timeout, are
+   * refused too, and rebuilt from gateways as after any timed-out handoff.
    */
   handoffRefusal(from: string, point: number): string | undefined {
     for (const p of this.waiting())
       if (p.from === from && p.start <= point && point < p.end) return undefined;
-    const now = this.opts.clock.elapsed();
-    for (const g of this.gains) {
-      if (g.from === from && g.deadline > now && g.start <= point && point < g.end) return undefined;
-    }
     return `point ${point} is in no range this server gained from ${JSON.stringify(from)} and waits for (no move of it is pending)`;
   }
 

@@ -1,5 +1,5 @@
 import type { CheckResult, ClusterView } from "../../src/protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt } from "../../src/testkit/cli.js";
 import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
@@ -43,6 +43,10 @@ export interface ClusterHarnessOptions {
   config: string;
   leaseTtlSeconds?: number;
   extraArgs?: string[];
+  /** More arguments for one server (its own `--token-file`). */
+  argsOf?: (id: string) => string[];
+  /** Sent on the harness's own calls (an operator's token under an auth file). */
+  metadata?: CallMetadata;
 }
 
 /**
@@ -63,16 +67,21 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
       etcdUrl: etcd.url,
       prefix,
       leaseTtlSeconds: opts.leaseTtlSeconds ?? 2,
-      extraArgs: opts.extraArgs,
+      extraArgs: [...(opts.extraArgs ?? []), ...(opts.argsOf?.(`s${i + 1}`) ?? [])],
       cli: "built",
       readyTimeoutMs: 20_000,
     });
     servers.push(
       Object.assign(p, {
-        rpc: connect(p.address, {
-          "grpc.initial_reconnect_backoff_ms": 100,
-          "grpc.max_reconnect_backoff_ms": 500,
-        }),
+        rpc: connect(
+          p.address,
+          {
+            "grpc.initial_reconnect_backoff_ms": 100,
+            "grpc.max_reconnect_backoff_ms": 500,
+          },
+          undefined,
+          opts.metadata,
+        ),
       }),
     );
   }
