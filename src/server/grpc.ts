@@ -126,19 +126,33 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
    * A handler behind the authorisation check of `method` (server/access.ts): the caller is
    * identified and refused whole before the handler runs; `fn` gets it for per-item checks.
    */
+  /**
+   * A handler behind the authorisation check of `method` (server/access.ts): the caller is
+   * identified and refused whole first, before its request is even looked at (a caller with no
+   * right to a method learns nothing of how it parses); `fn` gets it for per-item checks.
+   */
   const guarded = <Req, Res>(
     method: string,
     fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>, caller: Caller | undefined) => Res | Promise<Res>,
     labelOf?: (req: Req) => string,
-  ) =>
-    unary<Req, Res>(
-      method,
-      deps,
-      access === undefined
-        ? (req, call) => fn(req, call, undefined)
-        : (req, call) => fn(req, call, access.admit(method, callViewOf(call))),
-      labelOf,
-    );
+  ): grpc.handleUnaryCall<Req, Res> => {
+    if (access === undefined)
+      return unary<Req, Res>(method, deps, (req, call) => fn(req, call, undefined), labelOf);
+    const callers = new WeakMap<object, Caller | undefined>();
+    const inner = unary<Req, Res>(method, deps, (req, call) => fn(req, call, callers.get(call)), labelOf);
+    return (call, callback) => {
+      let caller: Caller | undefined;
+      try {
+        caller = access.admit(method, callViewOf(call));
+      } catch (err) {
+        if (!(err instanceof ShardlimitError)) deps.onUnexpected(method, err);
+        callback(toStatus(err), null);
+        return;
+      }
+      callers.set(call, caller);
+      inner(call, callback);
+    };
+  };
   const name = (c: Caller | undefined) => c?.identity.name;
   server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
     ReportAndGetPolicy: guarded("ReportAndGetPolicy", (req: ReportRequest, _call, c) =>
