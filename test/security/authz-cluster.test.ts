@@ -8,7 +8,7 @@ import type { CounterSnapshot } from "../../src/core/transfer.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { sha256 } from "../../src/security/identity.js";
-import { killAllCli } from "../../src/testkit/cli.js";
+import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
@@ -292,6 +292,34 @@ describe("a three-server cluster under an auth file, members authenticated by to
     // The previous (good) file is still in force: gw-b may still check bank.
     for (let i = 0; i < 3; i++) expect((await bank(i)).results[0]!.allowed).toBe(true);
     writeFileSync(authFile, authText());
+  });
+
+  it("shardlimit status --token-file asks each member its generation with the token", () => {
+    const asOps = runCli([
+      "status",
+      "--etcd",
+      h.etcd.url,
+      "--prefix",
+      h.prefix,
+      "--token-file",
+      path.join(dir, "ops"),
+    ]);
+    expect(asOps.status).toBe(0);
+    for (const id of ["s1", "s2", "s3"])
+      expect(asOps.stdout).toMatch(new RegExp(`member ${id} serves generation \\d+`));
+    writeFileSync(path.join(dir, "nobody"), "not-a-token");
+    const wrong = runCli([
+      "status",
+      "--etcd",
+      h.etcd.url,
+      "--prefix",
+      h.prefix,
+      "--token-file",
+      path.join(dir, "nobody"),
+    ]);
+    expect(wrong.stdout).toMatch(
+      /member s1 did not answer: 16 UNAUTHENTICATED: GetClusterView refused: the bearer token matches no identity/,
+    );
   });
 
   it("SIGTERM of one server hands its slices over under the auth file: no key regains quota", async () => {

@@ -1,6 +1,10 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openWarning, type RunningServer } from "../../src/app/serve.js";
+import { createLimiter } from "../../src/client/create.js";
 import { resolveKey } from "../../src/config/config.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
@@ -45,10 +49,11 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
   const rpc: Record<string, RateLimiterRpc> = {};
   const KEYS = ["shop/user=u1", "bank/user=u1"];
 
+  let authPath: string;
+
   beforeAll(async () => {
-    server = await startLoopbackServer(writeConfig(AUTHZ_CONFIG), {
-      serve: { authFile: writeAuth(authFileText()) },
-    });
+    authPath = writeAuth(authFileText());
+    server = await startLoopbackServer(writeConfig(AUTHZ_CONFIG), { serve: { authFile: authPath } });
     for (const [name, token] of Object.entries(TOKENS)) rpc[name] = tokenClient(server.grpcPort, token);
     rpc.anonymous = tokenClient(server.grpcPort);
     rpc.wrong = tokenClient(server.grpcPort, "not-a-token");
@@ -174,6 +179,43 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
     expect(renew.error?.code).toBe(ErrorCode.PERMISSION_DENIED);
     expect(state(server, [key])).toEqual(before);
     expect((await rpc["gw-shop"]!.release({ key, leaseId: "L1" })).released).toBe(true);
+  });
+
+  it("a gateway client with tokenFile learns its domains' limits; without a token it never gets ready", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-token-"));
+    writeFileSync(path.join(dir, "token"), "t-shop\n");
+    const servers = [`127.0.0.1:${server.grpcPort}`];
+    const limiter = await createLimiter({
+      servers,
+      clientId: "gw-shop-client",
+      tokenFile: path.join(dir, "token"),
+    });
+    try {
+      expect(limiter.limitConfig()?.domains).toEqual(["shop"]);
+    } finally {
+      limiter.close();
+    }
+    await expect(createLimiter({ servers, clientId: "anon", connectTimeoutMs: 500 })).rejects.toThrow();
+  });
+
+  it("reloads the auth file on reload() (SIGHUP): a good file applies, a bad one keeps the old", async () => {
+    const bank = () => rpc["gw-shop"]!.check({ items: [{ key: "bank/user=r", cost: 1 }] });
+    expect((await callError(bank())).code).toBe(grpc.status.PERMISSION_DENIED);
+    writeFileSync(
+      authPath,
+      authFileText().replace(
+        "{identity: gw-shop, domains: [shop]}",
+        "{identity: gw-shop, domains: [shop, bank]}",
+      ),
+    );
+    expect(server.reload()).toBe(true);
+    expect((await bank()).results[0]!.allowed).toBe(true);
+    writeFileSync(authPath, `${authFileText()}\nunknown: 1\n`);
+    expect(server.reload()).toBe(false);
+    expect((await bank()).results[0]!.allowed).toBe(true);
+    writeFileSync(authPath, authFileText());
+    expect(server.reload()).toBe(true);
+    expect((await callError(bank())).code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
   it("hands each caller the limits of its domains only; operators all of them", async () => {
