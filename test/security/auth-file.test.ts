@@ -34,6 +34,15 @@ describe("the auth file", () => {
     expect(p.rolesOf("anonymous").may("check", "api")).toBe(false);
   });
 
+  it("the README's Security section shows a valid file", () => {
+    const readme = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Security"));
+    const yaml = /```yaml\n([\s\S]*?)```/.exec(section)![1]!;
+    const p = parseAuthFile("README.md", yaml);
+    expect(p.rolesOf("gw-checkout").may("check", "messaging")).toBe(true);
+    expect(p.rolesOf("server-a").memberIds).toEqual(["server-a"]);
+  });
+
   it("names every bad field by its path and line", () => {
     const found = problems(
       [

@@ -295,28 +295,22 @@ describe("a three-server cluster under an auth file, members authenticated by to
   });
 
   it("shardlimit status --token-file asks each member its generation with the token", () => {
-    const asOps = runCli([
-      "status",
-      "--etcd",
-      h.etcd.url,
-      "--prefix",
-      h.prefix,
-      "--token-file",
-      path.join(dir, "ops"),
-    ]);
+    const status = (tokenFile: string) =>
+      runCli([
+        "status",
+        "--etcd",
+        h.etcd.url,
+        "--prefix",
+        h.prefix,
+        "--token-file",
+        path.join(dir, tokenFile),
+      ]);
+    const asOps = status("ops");
     expect(asOps.status).toBe(0);
     for (const id of ["s1", "s2", "s3"])
       expect(asOps.stdout).toMatch(new RegExp(`member ${id} serves generation \\d+`));
     writeFileSync(path.join(dir, "nobody"), "not-a-token");
-    const wrong = runCli([
-      "status",
-      "--etcd",
-      h.etcd.url,
-      "--prefix",
-      h.prefix,
-      "--token-file",
-      path.join(dir, "nobody"),
-    ]);
+    const wrong = status("nobody");
     expect(wrong.stdout).toMatch(
       /member s1 did not answer: 16 UNAUTHENTICATED: GetClusterView refused: the bearer token matches no identity/,
     );
