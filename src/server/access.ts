@@ -13,6 +13,7 @@ import {
   IdentityError,
   identify,
 } from "../security/identity.js";
+import type { ReportCaller } from "./limiter.js";
 
 /**
  * Who may call what: every gRPC method asks `admit` first (server/grpc.ts), and the methods that
@@ -184,6 +185,39 @@ export class Access {
     };
     const res = decide(sub);
     return res instanceof Promise ? res.then(merge) : merge(res);
+  }
+
+  /**
+   * A report under the file: `run` gets whether the caller may report for a domain (the limiter
+   * refuses the entries of other domains, or the whole report when all are); a report with such
+   * entries is counted once as a refusal.
+   */
+  report<T>(caller: Caller | undefined, run: (caller?: ReportCaller) => T | Promise<T>): T | Promise<T> {
+    if (caller === undefined) return run();
+    let refused = false;
+    const may: ReportCaller = {
+      identity: caller.identity.name,
+      may: (domain) => {
+        const ok = caller.roles.may("report", domain);
+        if (!ok) refused = true;
+        return ok;
+      },
+    };
+    const counted = () => {
+      if (refused) this.count("ReportAndGetPolicy", "domain");
+    };
+    let out: T | Promise<T>;
+    try {
+      out = run(may);
+    } catch (err) {
+      counted();
+      throw err;
+    }
+    if (!(out instanceof Promise)) {
+      counted();
+      return out;
+    }
+    return out.finally(counted);
   }
 
   /**

@@ -30,7 +30,7 @@ import {
 } from "../protocol/proto.js";
 import { callViewOf } from "../security/identity.js";
 import type { Access, Caller } from "./access.js";
-import type { Limiter } from "./limiter.js";
+import type { Limiter, ReportCaller } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import type { PeerService } from "./peer-service.js";
 import type { Router } from "./router.js";
@@ -155,11 +155,11 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
   };
   const name = (c: Caller | undefined) => c?.identity.name;
   server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
-    ReportAndGetPolicy: guarded("ReportAndGetPolicy", (req: ReportRequest, _call, c) =>
-      router.caughtUp((r: ReportRequest) =>
-        limiter.reportAndGetPolicy(r, c && ((domain) => c.roles.may("report", domain))),
-      )(req),
-    ),
+    ReportAndGetPolicy: guarded("ReportAndGetPolicy", (req: ReportRequest, _call, c) => {
+      const run = (caller?: ReportCaller) =>
+        router.caughtUp((r: ReportRequest) => limiter.reportAndGetPolicy(r, caller))(req);
+      return access === undefined ? run() : access.report(c, run);
+    }),
     Check: guarded(
       "Check",
       (req: CheckRequest, call, c) =>

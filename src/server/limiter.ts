@@ -130,17 +130,17 @@ export class Limiter {
   }
 
   /**
-   * `mayReport` (under an authorisation file): whether the caller may report for a domain. An
-   * entry of another domain gets PERMISSION_DENIED and changes nothing; a report whose every
+   * `caller` (under an authorisation file): its identity and whether it may report for a domain.
+   * An entry of another domain gets PERMISSION_DENIED and changes nothing; a report whose every
    * entry is refused is refused whole, before its (client id, seq) is recorded.
    */
-  reportAndGetPolicy(req: ReportRequest, mayReport?: (domain: string) => boolean): ReportResponse {
+  reportAndGetPolicy(req: ReportRequest, caller?: ReportCaller): ReportResponse {
     checkId(this.limits, "client_id", req.clientId);
     if (!Number.isSafeInteger(req.seq) || req.seq < 1) {
       throw new InvalidArgumentError(`seq must be a positive integer, got ${req.seq}`);
     }
     checkBatch(this.limits, "report", req.entries.length);
-    const denied = mayReport === undefined ? undefined : this.deniedEntries(req, mayReport);
+    const denied = caller === undefined ? undefined : this.deniedEntries(req, caller);
     // The interval sets how long a silent gateway's share and the key's counter are kept (ten
     // intervals): the caller chooses it, so it is bounded. Below the minimum it is taken as the
     // minimum (gateways may report every millisecond; that only shortens what is kept).
@@ -173,7 +173,7 @@ export class Limiter {
       if (refused !== undefined) {
         policies[i] = this.failItem(
           "report",
-          itemError(ErrorCode.PERMISSION_DENIED, `may not report for domain ${JSON.stringify(refused)}`),
+          itemError(ErrorCode.PERMISSION_DENIED, reportRefusal(caller!, JSON.stringify(refused))),
         );
         continue;
       }
@@ -260,7 +260,7 @@ export class Limiter {
   }
 
   /** Entries of domains the caller may not report for, by index, with their domain. */
-  private deniedEntries(req: ReportRequest, mayReport: (domain: string) => boolean): Map<number, string> {
+  private deniedEntries(req: ReportRequest, caller: ReportCaller): Map<number, string> {
     const denied = new Map<number, string>();
     for (let i = 0; i < req.entries.length; i++) {
       const e = req.entries[i]!;
@@ -268,11 +268,11 @@ export class Limiter {
         e.key !== "" || !e.keyHandle ? e.key : this.resolver.byHandle(req.keyEpoch, e.keyHandle)?.key;
       if (key === undefined) continue; // an unknown handle: answered UNKNOWN_KEY_HANDLE, nothing changed
       const domain = keyDomain(key);
-      if (!mayReport(domain)) denied.set(i, domain);
+      if (!caller.may(domain)) denied.set(i, domain);
     }
     if (denied.size > 0 && denied.size === req.entries.length) {
       const domains = [...new Set(denied.values())].slice(0, 5).map((d) => JSON.stringify(d));
-      throw new PermissionDeniedError(`may not report for domain ${domains.join(", ")}`);
+      throw new PermissionDeniedError(reportRefusal(caller, domains.join(", ")));
     }
     return denied;
   }
@@ -644,3 +644,13 @@ export class Limiter {
 }
 
 const DEFAULT_RANK = PRIORITY_RANK.normal;
+
+/** The caller of a report under an authorisation file. */
+export interface ReportCaller {
+  readonly identity: string;
+  may(domain: string): boolean;
+}
+
+function reportRefusal(caller: ReportCaller, domains: string): string {
+  return `ReportAndGetPolicy refused for identity ${JSON.stringify(caller.identity)} for domain ${domains}`;
+}

@@ -124,6 +124,7 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
   it("refuses reports for another domain: a report of only those whole, before its client is recorded", async () => {
     const shop = rpc["gw-shop"]!;
     const before = state(server, KEYS);
+    const n = await deniedCount(server, "ReportAndGetPolicy", "domain");
     const err = await callError(
       shop.reportAndGetPolicy({
         clientId: "gw-1",
@@ -132,7 +133,8 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
       }),
     );
     expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
-    expect(err.details).toBe('may not report for domain "bank"');
+    expect(err.details).toBe('ReportAndGetPolicy refused for identity "gw-shop" for domain "bank"');
+    expect(await deniedCount(server, "ReportAndGetPolicy", "domain")).toBe(n + 1);
     expect(state(server, KEYS)).toEqual(before);
     const mixed = await shop.reportAndGetPolicy({
       clientId: "gw-1",
