@@ -69,11 +69,6 @@ export interface Caller {
 export class Access {
   constructor(private readonly deps: AccessDeps) {}
 
-  /** Whether an authorisation file is in force. */
-  get enabled(): boolean {
-    return this.deps.policy() !== undefined;
-  }
-
   /**
    * The caller of `method`, refused whole when its role does not allow the method at all.
    * Undefined when no file is in force (everything allowed; callers are not recorded).
@@ -92,8 +87,10 @@ export class Access {
     const identity = identifyOrThrow(this, method, view, policy.tokens);
     const roles = policy.rolesOf(identity.name);
     const need = METHOD_NEEDS[method];
-    if (need === undefined || roles.operator) return { identity, roles };
-    if ("member" in need) {
+    if (roles.operator) return { identity, roles };
+    // A method not in the table (a new one nobody gave a rule) is for operators only.
+    if (need === undefined) this.deny(method, "no_grant", identity, ": only operators may call it");
+    else if ("member" in need) {
       if (!roles.member)
         this.deny(method, "not_member", identity, ": only cluster members may call the peer service");
     } else if ("view" in need) {
