@@ -2,10 +2,13 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openWarning, type RunningServer } from "../../src/app/serve.js";
+import { startSidecar } from "../../src/app/sidecar.js";
 import { createLimiter } from "../../src/client/create.js";
 import { resolveKey } from "../../src/config/config.js";
+import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
@@ -198,6 +201,26 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
       limiter.close();
     }
     await expect(createLimiter({ servers, clientId: "anon", connectTimeoutMs: 500 })).rejects.toThrow();
+  });
+
+  it("a sidecar with a token file serves Envoy from its domains' limits", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-token-"));
+    writeFileSync(path.join(dir, "token"), "t-shop");
+    const sidecar = await startSidecar({
+      listen: "127.0.0.1:0",
+      servers: [`127.0.0.1:${server.grpcPort}`],
+      clientId: "sidecar-shop",
+      reportIntervalMs: 50,
+      limits: DEFAULT_INPUT_LIMITS,
+      log: pino({ level: "silent" }),
+      connectTimeoutMs: 2000,
+      tokenFile: path.join(dir, "token"),
+    });
+    try {
+      expect(sidecar.limiter.limitConfig()?.domains).toEqual(["shop"]);
+    } finally {
+      await sidecar.stop();
+    }
   });
 
   it("reloads the auth file on reload() (SIGHUP): a good file applies, a bad one keeps the old", async () => {
