@@ -53,7 +53,10 @@ const Operator = z.strictObject({ identity: NAME });
 export const AuthFileSchema = z.strictObject({
   tokens: z
     .record(
-      NAME,
+      NAME.refine(
+        (n) => n !== "anonymous",
+        "is the name of callers with no credentials: name the token otherwise",
+      ),
       z
         .string()
         .transform((s) => s.toLowerCase())

@@ -1,9 +1,16 @@
+import { createHash } from "node:crypto";
 import { parseAllDocuments } from "yaml";
 import { keyDomain } from "../config/key.js";
 import type { ConfigSource, LimitConfig } from "../config/types.js";
 import { PermissionDeniedError, UnauthenticatedError } from "../core/errors.js";
 import { ErrorCode, itemError } from "../protocol/item-errors.js";
-import type { CheckRequest, CheckResponse, CheckResult, Limits } from "../protocol/messages.js";
+import type {
+  CheckRequest,
+  CheckResponse,
+  CheckResult,
+  Limits,
+  LimitsRequest,
+} from "../protocol/messages.js";
 import type { Action, AuthPolicy, Roles } from "../security/auth-file.js";
 import {
   ANONYMOUS_IDENTITY,
@@ -220,17 +227,28 @@ export class Access {
   /**
    * GetLimits under the file: operators read every source; a gateway the documents (one domain
    * each) of the domains it may read limits of, so it learns nothing of other tenants' limits.
+   * What it reads has a version of its own (the config's and a digest of what it reads), so a
+   * grant added to the file reaches it at its next poll although the config did not change.
    */
-  limits(caller: Caller | undefined, config: LimitConfig, limits: Limits): Limits {
+  limits(caller: Caller | undefined, config: LimitConfig, req: LimitsRequest, limits: Limits): Limits {
     if (caller === undefined || caller.roles.operator || limits.unchanged) return limits;
     const sources: { file: string; text: string }[] = [];
+    let whole = true;
     for (const s of config.sources) {
       const docs = documentsOf(s);
       const kept = docs.filter((d) => d.domain !== undefined && caller.roles.may("limits", d.domain));
       if (kept.length === docs.length) sources.push({ file: s.file, text: s.text });
-      else if (kept.length > 0) sources.push({ file: s.file, text: kept.map((d) => d.text).join("\n---\n") });
+      else {
+        whole = false;
+        if (kept.length > 0) sources.push({ file: s.file, text: kept.map((d) => d.text).join("\n---\n") });
+      }
     }
-    return { ...limits, sources };
+    if (whole) return limits;
+    const h = createHash("sha256").update(config.version);
+    for (const s of sources) h.update("\0").update(s.file).update("\0").update(s.text);
+    const version = `${config.version}/${h.digest("hex").slice(0, 16)}`;
+    if (req.knownVersion === version) return { version, sources: [], unchanged: true };
+    return { version, sources, unchanged: false };
   }
 
   /** Counts and throws a refusal naming the method, the identity and what was refused. */

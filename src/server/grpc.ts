@@ -187,7 +187,7 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     GetClusterView: guarded("GetClusterView", () => limiter.clusterView()),
     GetLimits: guarded("GetLimits", (req: LimitsRequest, _call, c) => {
       const out = limiter.getLimits(req);
-      return access === undefined ? out : access.limits(c, limiter.config, out);
+      return access === undefined ? out : access.limits(c, limiter.config, req, out);
     }),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
