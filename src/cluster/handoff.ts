@@ -353,6 +353,7 @@ export class Handoff {
     // them on as a handoff of its own; dropping them would lose the counts while A hears "accepted".
     const onward = new Map<string, { to: Member; counters: CounterSnapshot[] }>();
     let refused = 0;
+    const refusal = ownership.handoffRefusal(req.from);
     for (const s of req.counters) {
       const shard = s.shard || s.key;
       const point = keyPoint(shard);
@@ -361,10 +362,10 @@ export class Handoff {
         // Counters of this server's ranges come only from the member it gained them from, for a
         // move still pending here; those of ranges owned elsewhere are passed on, and checked so
         // at their owner (with this server as the sender).
-        const refusal = ownership.handoffRefusal(req.from, point);
-        if (refusal !== undefined) {
+        const why = refusal(point);
+        if (why !== undefined) {
           throw new PermissionDeniedError(
-            `handoff from ${JSON.stringify(req.from.slice(0, 128))} refused: counter ${JSON.stringify(s.key.slice(0, 100))}: ${refusal}; nothing of the chunk was taken`,
+            `handoff from ${JSON.stringify(req.from.slice(0, 128))} refused: counter ${JSON.stringify(s.key.slice(0, 100))}: ${why}; nothing of the chunk was taken`,
           );
         }
         mine.push(s);

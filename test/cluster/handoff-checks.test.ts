@@ -183,6 +183,33 @@ describe("who may hand a range over", () => {
   });
 });
 
+describe("a receiver's pending moves, by sender", () => {
+  it("take each point only from the member its range is pending from, among many ranges", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "b", clock, handoffTimeoutMs: 3000 });
+    const Q = 2 ** 30;
+    const quarters = (gen: number, owners: number[]) =>
+      new Assignment(gen, members, Uint32Array.of(0, Q, 2 * Q, 3 * Q), Uint16Array.from(owners));
+    o.update(quarters(1, [0, 2, 0, 1]));
+    o.update(quarters(2, [1, 1, 1, 1])); // b gains quarters 0 and 2 from a, 1 from c
+    const fromA = o.handoffRefusal("a");
+    const fromC = o.handoffRefusal("c");
+    expect([fromA(0), fromA(Q - 1), fromA(2 * Q), fromA(3 * Q - 1)]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
+    expect(fromA(Q)).toMatch(/no range this server gained from "a"/);
+    expect(fromA(3 * Q)).toMatch(/no range/); // b's own all along
+    expect(fromC(Q + 5)).toBeUndefined();
+    expect(fromC(5)).toMatch(/no range this server gained from "c"/);
+    o.handoffDone("a", 2);
+    expect(o.handoffRefusal("a")(0)).toMatch(/no move of it is pending/);
+    expect(o.handoffRefusal("c")(Q)).toBeUndefined();
+  });
+});
+
 describe("who may call the peer service", () => {
   const policy = parseAuthFile(
     "auth.yaml",
