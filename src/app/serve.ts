@@ -181,7 +181,12 @@ export async function startServer(
           );
         },
       });
-      authFile.start();
+      try {
+        authFile.start();
+      } catch (err) {
+        // Not the limit config's error (the CLI would say "the config is invalid").
+        throw new Error(`the auth file ${opts.authFile} is invalid:\n${(err as Error).message}`);
+      }
     }
   } catch (err) {
     watcher.stop();

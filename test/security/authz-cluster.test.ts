@@ -68,6 +68,31 @@ const meta = (token: string) => () => {
   return m;
 };
 
+describe("serve with a bad auth file", () => {
+  it("does not start, and says which file and field", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-authz-bad-"));
+    const bad = path.join(dir, "auth.yaml");
+    writeFileSync(bad, "gateways:\n  - identity: gw\n    domains: []\n");
+    const config = path.join(dir, "config.yaml");
+    writeFileSync(config, CONFIG);
+    const r = runCli([
+      "serve",
+      "--config",
+      config,
+      "--auth-file",
+      bad,
+      "--grpc-port",
+      "0",
+      "--http-port",
+      "0",
+    ]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(
+      `shardlimit: cannot start: the auth file ${bad} is invalid:\n${bad}:3: gateways[0].domains: names no domain (use ["*"] for every domain)\n`,
+    );
+  });
+});
+
 describe("a three-server cluster under an auth file, members authenticated by token", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-authz-cluster-"));
   const authFile = path.join(dir, "auth.yaml");
