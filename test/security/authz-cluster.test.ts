@@ -139,6 +139,11 @@ describe("a three-server cluster under an auth file, members authenticated by to
     );
   }
 
+  /** No server holds a counter more than before (idle ones may be swept meanwhile). */
+  function expectNoneCreated(before: number[], after: number[]): void {
+    for (let i = 0; i < before.length; i++) expect(after[i]!, `s${i + 1}`).toBeLessThanOrEqual(before[i]!);
+  }
+
   it("forwards with member tokens: Check calls spread over all three count exactly", async () => {
     for (let round = 1; round <= 3; round++) {
       for (const [i, key] of KEYS.entries()) {
@@ -197,7 +202,7 @@ describe("a three-server cluster under an auth file, members authenticated by to
       }),
     );
     expect(rep.code).toBe(grpc.status.PERMISSION_DENIED);
-    expect(await counters()).toEqual(before);
+    expectNoneCreated(before, await counters());
     // An operator may read every limit; it charges bank's counter once, to show it was untouched.
     const limits = await h.servers[2]!.rpc.getLimits({});
     expect(limits.sources[0]!.text).toContain("domain: bank");
@@ -276,7 +281,7 @@ describe("a three-server cluster under an auth file, members authenticated by to
     );
     expect(reclaim.code).toBe(grpc.status.PERMISSION_DENIED);
     // Nothing changed: the same counters everywhere, and the key's count goes on from where it was.
-    expect(await counters()).toEqual(before);
+    expectNoneCreated(before, await counters());
     expect(await charge("gw-a", 1, key, 1)).toBe(remaining - 1);
   });
 
