@@ -124,10 +124,6 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
   const { limiter, router, peer, access } = deps;
   /**
    * A handler behind the authorisation check of `method` (server/access.ts): the caller is
-   * identified and refused whole before the handler runs; `fn` gets it for per-item checks.
-   */
-  /**
-   * A handler behind the authorisation check of `method` (server/access.ts): the caller is
    * identified and refused whole first, before its request is even looked at (a caller with no
    * right to a method learns nothing of how it parses); `fn` gets it for per-item checks.
    */
@@ -168,7 +164,11 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     ),
     Acquire: guarded("Acquire", (req: AcquireRequest, _call, c) => {
       access?.keyDomain("Acquire", c, "check", req.key);
-      return router.caughtUp((r: AcquireRequest) => limiter.acquire(r, name(c)))(req);
+      return counted(
+        access,
+        "Acquire",
+        router.caughtUp((r: AcquireRequest) => limiter.acquire(r, name(c)))(req),
+      );
     }),
     Release: guarded("Release", (req: ReleaseRequest, _call, c) => {
       access?.keyDomain("Release", c, "settle", req.key);
