@@ -161,6 +161,7 @@ export async function startServer(
     throw initialError ?? new Error(`cannot load config from ${opts.configPath}`);
   }
   let authFile: AuthFileWatcher | undefined;
+  let authStarted = false;
   let tokenFile: TokenFile | undefined;
   try {
     tokenFile = opts.tokenFile === undefined ? undefined : new TokenFile(opts.tokenFile, clock);
@@ -169,7 +170,7 @@ export async function startServer(
         path: opts.authFile,
         clock,
         onSwap: (policy: AuthPolicy) => {
-          if (!authFile) return; // the first load, logged with "shardlimit serving"
+          if (!authStarted) return; // the first load, logged with "shardlimit serving"
           metrics.authReloads.inc({ result: "ok" });
           log.info({ authFile: policy.file, ...authSummary(policy) }, "auth file reloaded");
         },
@@ -183,6 +184,7 @@ export async function startServer(
       });
       try {
         authFile.start();
+        authStarted = true;
       } catch (err) {
         // Not the limit config's error (the CLI would say "the config is invalid").
         throw new Error(`the auth file ${opts.authFile} is invalid:\n${(err as Error).message}`);

@@ -241,6 +241,10 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
     writeFileSync(authPath, authFileText());
     expect(server.reload()).toBe(true);
     expect((await callError(bank())).code).toBe(grpc.status.PERMISSION_DENIED);
+    // Two reloads swapped a file in, one was refused; the first load at start is not a reload.
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    expect(metrics).toContain('shardlimit_auth_reloads_total{result="ok"} 2');
+    expect(metrics).toContain('shardlimit_auth_reloads_total{result="error"} 1');
   });
 
   it("hands each caller the limits of its domains only; operators all of them", async () => {
