@@ -12,7 +12,11 @@ import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import type { AuthPolicy } from "../security/auth-file.js";
+import { AuthFileWatcher } from "../security/auth-watch.js";
 import { type ServerTlsOptions, serverTls } from "../security/tls.js";
+import { bearerMetadata, TokenFile } from "../security/token-file.js";
+import { Access } from "../server/access.js";
 import { CheckWaits } from "../server/check-waits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
@@ -56,6 +60,17 @@ export interface ServeOptions {
   allowLimitRemoval?: boolean;
   /** TLS on the gRPC port and on the links to peers (their certificates re-read on change). */
   tls?: ServerTlsOptions;
+  /**
+   * The authorisation file (`--auth-file`): who may call what. Absent: everything is allowed.
+   * Reloaded when it changes and on `reload()` (SIGHUP); a bad new file keeps the old one.
+   */
+  authFile?: string;
+  /** This server's bearer token for its calls to peers (`--token-file`), re-read on change. */
+  tokenFile?: string;
+  /** `authenticated`: GetLimits refuses anonymous callers (`--limits-read`; default anyone). */
+  limitsRead?: "anyone" | "authenticated";
+  /** gRPC server reflection; default on (`--no-reflection`). */
+  reflection?: boolean;
 }
 
 export interface RunningServer {
@@ -67,7 +82,7 @@ export interface RunningServer {
   readonly checkWaits: CheckWaits;
   /** Cluster mode only. */
   readonly cluster: ClusterNode | undefined;
-  /** Loads the config again; false (old config kept) if it is invalid. */
+  /** Loads the config (and the auth file) again; false (old one kept) if either is invalid. */
   reload(): boolean;
   isReady(): boolean;
   shutdown(): Promise<void>;
@@ -152,6 +167,45 @@ export async function startServer(
     tls?.source.close();
     throw initialError ?? new Error(`cannot load config from ${opts.configPath}`);
   }
+  let authFile: AuthFileWatcher | undefined;
+  let authStarted = false;
+  let tokenFile: TokenFile | undefined;
+  try {
+    tokenFile = opts.tokenFile === undefined ? undefined : new TokenFile(opts.tokenFile, clock);
+    if (opts.authFile !== undefined) {
+      authFile = new AuthFileWatcher({
+        path: opts.authFile,
+        clock,
+        onSwap: (policy: AuthPolicy) => {
+          if (!authStarted) return; // the first load, logged with "shardlimit serving"
+          metrics.authReloads.inc({ result: "ok" });
+          log.info({ authFile: policy.file, ...authSummary(policy) }, "auth file reloaded");
+        },
+        onError: (err) => {
+          metrics.authReloads.inc({ result: "error" });
+          log.error(
+            { err: err.message, problems: err instanceof ConfigError ? err.problems : undefined },
+            "auth file reload refused; the previous auth file stays in force",
+          );
+        },
+      });
+      try {
+        authFile.start();
+        authStarted = true;
+      } catch (err) {
+        // Not the limit config's error (the CLI would say "the config is invalid").
+        throw new Error(`the auth file ${opts.authFile} is invalid:\n${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    watcher.stop();
+    throw err;
+  }
+  const access = new Access({
+    policy: () => authFile?.current,
+    limitsRead: opts.limitsRead ?? "anyone",
+    denied: (method, reason) => metrics.denied.inc({ method, reason }),
+  });
   // The bound port replaces the requested one (0: any free port) once gRPC listens.
   let selfAddress = `${opts.grpcHost}:${opts.grpcPort}`;
   const node: ClusterNode | undefined = opts.cluster
@@ -160,6 +214,7 @@ export async function startServer(
         log,
         changed: replicating ? engine : undefined,
         channel: tls?.peers,
+        metadata: tokenFile && bearerMetadata(tokenFile),
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),
@@ -214,6 +269,8 @@ export async function startServer(
         metrics,
         maxMessageBytes: limits.maxMessageBytes,
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
+        access: authFile || opts.limitsRead === "authenticated" ? access : undefined,
+        reflection: opts.reflection ?? true,
       },
       opts.grpcHost,
       opts.grpcPort,
@@ -234,6 +291,7 @@ export async function startServer(
     // would linger, half-started, instead of exiting with the error.
     watcher.stop();
     tls?.source.close();
+    authFile?.stop();
     await node?.stop().catch(() => {});
     grpc?.server.forceShutdown();
     http?.server.close();
@@ -267,9 +325,12 @@ export async function startServer(
       mode: node ? "cluster" : "standalone",
       ...(tls ? { tls: { clientAuth: opts.tls!.clientAuth, serial: tls.source.current().serial } } : {}),
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
+      ...(authFile ? { authFile: opts.authFile, ...authSummary(authFile.current) } : {}),
     },
     "shardlimit serving",
   );
+  const open = openWarning(opts);
+  if (open !== undefined) log.warn({ grpcHost: opts.grpcHost }, open);
 
   return {
     grpcPort: grpc.port,
@@ -278,7 +339,10 @@ export async function startServer(
     engine,
     cluster: node,
     checkWaits: waits,
-    reload: () => watcher.reload(),
+    reload: () => {
+      const auth = authFile?.reload() ?? true;
+      return watcher.reload() && auth;
+    },
     isReady,
     async shutdown() {
       if (draining) return;
@@ -333,6 +397,7 @@ export async function startServer(
       healthTimer.cancel();
       watcher.stop();
       tls?.source.close();
+      authFile?.stop();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());
@@ -341,4 +406,30 @@ export async function startServer(
       log.info("shut down");
     },
   };
+}
+
+/** What the auth file grants, in numbers, for the log. */
+function authSummary(p: AuthPolicy) {
+  return {
+    tokens: p.tokens.size,
+    members: p.spec.members.length,
+    gateways: p.spec.gateways.length,
+    operators: p.spec.operators.length,
+  };
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
+
+/**
+ * The start-up warning of a server anyone on the network can use as they like: plaintext (no
+ * `--tls-cert`), no `--auth-file`, listening beyond loopback. Undefined when it is not open.
+ */
+export function openWarning(opts: Pick<ServeOptions, "grpcHost" | "authFile" | "tls">): string | undefined {
+  if (opts.tls !== undefined || opts.authFile !== undefined || LOOPBACK.test(opts.grpcHost)) return undefined;
+  return (
+    `gRPC listens on ${opts.grpcHost} in plaintext with no --auth-file: anyone who reaches the port can ` +
+    "report or refund any tenant's quota, settle or release anyone's tickets and leases, read every limit, " +
+    "and (in a cluster) push counters with Peer.Handoff. Give --auth-file (roles for tokens and " +
+    "certificates) and --tls-cert/--tls-key (mTLS with --tls-ca), or listen on 127.0.0.1 only (--grpc-host)."
+  );
 }

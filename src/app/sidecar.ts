@@ -9,6 +9,7 @@ import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { type ClientTlsOptions, type ServerTlsOptions, serverTls } from "../security/tls.js";
+import { bearerMetadata, TokenFile } from "../security/token-file.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { EnvoySidecar } from "../sidecar/sidecar.js";
@@ -34,6 +35,8 @@ export interface SidecarOptions {
   tls?: ClientTlsOptions;
   /** TLS on the Envoy listener (`peerServerName` unused: the sidecar has no peers). */
   listenTls?: ServerTlsOptions;
+  /** A file holding the sidecar's bearer token for the servers (`--token-file`), re-read on change. */
+  tokenFile?: string;
 }
 
 export interface RunningSidecar {
@@ -58,6 +61,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     registry,
     connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
     clock,
+    tokenFile: opts.tokenFile,
     logger: {
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),
@@ -66,7 +70,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     listenTls?.source.close();
     throw err;
   });
-  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock);
+  const token = opts.tokenFile === undefined ? undefined : new TokenFile(opts.tokenFile, clock);
+  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock, token && bearerMetadata(token));
   const server = new grpc.Server();
   const deps = {
     onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),

@@ -55,6 +55,10 @@ interface ServeFlags extends EtcdAccessFlagValues {
   tlsClientAuth?: "none" | "request" | "require";
   peerServerName?: string;
   tlsReloadInterval: number;
+  authFile?: string;
+  tokenFile?: string;
+  reflection: boolean;
+  limitsRead: "anyone" | "authenticated";
 }
 
 export function serveCommand(): Command {
@@ -178,6 +182,27 @@ export function serveCommand(): Command {
     .addOption(tls.clientAuth)
     .addOption(peerServerNameFlag())
     .addOption(tlsReloadIntervalFlag())
+    .addOption(
+      new Option(
+        "--auth-file <path>",
+        "who may call what: identities (tokens, certificate names) as members, gateways per domain, operators (YAML; reloaded on change and SIGHUP). Without it everything is allowed",
+      ).env("SHARDLIMIT_AUTH_FILE"),
+    )
+    .addOption(
+      new Option(
+        "--token-file <path>",
+        "a file holding this server's bearer token, sent on its calls to peers (re-read when it changes)",
+      ).env("SHARDLIMIT_TOKEN_FILE"),
+    )
+    .addOption(
+      new Option("--no-reflection", "turn gRPC server reflection off").env("SHARDLIMIT_NO_REFLECTION"),
+    )
+    .addOption(
+      new Option("--limits-read <who>", "who may call GetLimits: anyone, or authenticated callers only")
+        .env("SHARDLIMIT_LIMITS_READ")
+        .choices(["anyone", "authenticated"])
+        .default("anyone"),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -256,6 +281,10 @@ export function serveCommand(): Command {
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
             tls: tlsOptions && { ...tlsOptions, pollMs: flags.tlsReloadInterval },
+            authFile: flags.authFile,
+            tokenFile: flags.tokenFile,
+            reflection: flags.reflection,
+            limitsRead: flags.limitsRead,
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

@@ -30,6 +30,7 @@ interface SidecarFlags {
   reportInterval: number;
   httpPort?: number;
   logLevel: string;
+  tokenFile?: string;
 }
 
 export function sidecarCommand(): Command {
@@ -78,6 +79,12 @@ export function sidecarCommand(): Command {
     .addOption(listen.ca)
     .addOption(listen.clientAuth)
     .addOption(tlsReloadIntervalFlag())
+    .addOption(
+      new Option(
+        "--token-file <path>",
+        "a file holding this sidecar's bearer token for the servers (re-read when it changes)",
+      ).env("SHARDLIMIT_TOKEN_FILE"),
+    )
     .action(async (flags: SidecarFlags) => {
       const dialTls = dialTlsOf(flags);
       const listenTls = listenerTlsOf(
@@ -94,6 +101,7 @@ export function sidecarCommand(): Command {
         const running = await startSidecar({
           listen: flags.listen,
           servers: flags.servers,
+          tokenFile: flags.tokenFile,
           clientId: flags.clientId ?? `${hostname()}-${process.pid}`,
           reportIntervalMs: flags.reportInterval,
           httpPort: flags.httpPort,

@@ -2,6 +2,7 @@ import type client from "prom-client";
 import { systemClock } from "../core/clock.js";
 import { OptionsError } from "../core/errors.js";
 import { type ClientTlsOptions, clientTls } from "../security/tls.js";
+import { bearerMetadata, TokenFile } from "../security/token-file.js";
 import { GatewayLimiter, type GatewayLimiterOptions } from "./gateway-limiter.js";
 import { GrpcTransport } from "./grpc-transport.js";
 import { registerClientMetrics } from "./metrics.js";
@@ -18,6 +19,12 @@ export interface LimiterOptions
    * re-read when they change. Plaintext when absent. Not with a `transport` of your own.
    */
   tls?: ClientTlsOptions;
+  /**
+   * A file holding this gateway's bearer token, sent as `authorization: Bearer <token>` on every
+   * call (servers with an auth file know the gateway by it). Re-read when it changes (rotation).
+   * Ignored when a `transport` is passed in.
+   */
+  tokenFile?: string;
 }
 
 /**
@@ -42,9 +49,10 @@ export async function createLimiter(options: LimiterOptions): Promise<GatewayLim
         },
       })
     : undefined;
+  const token = options.tokenFile === undefined ? undefined : new TokenFile(options.tokenFile, clock);
   const limiter = new GatewayLimiter({
     ...options,
-    transport: options.transport ?? new GrpcTransport({}, tls),
+    transport: options.transport ?? new GrpcTransport({}, tls, token && bearerMetadata(token)),
     // The channels it opens itself close with it; a transport passed in belongs to the caller.
     closeTransport: options.transport === undefined,
     clock,

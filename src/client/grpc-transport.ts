@@ -7,7 +7,7 @@ import type {
   ReportRequest,
   ReportResponse,
 } from "../protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { ClientTls } from "../security/tls.js";
 import type { ClientTransport, Done } from "./transport.js";
 
@@ -28,14 +28,22 @@ export class GrpcTransport implements ClientTransport {
   constructor(
     private readonly options: ChannelOptions = {},
     private readonly tls?: ClientTls,
+    /** Per call: the gateway's bearer token (`tokenFile`), read as of the call. */
+    private readonly metadata?: CallMetadata,
   ) {}
 
   private client(address: string): RateLimiterRpc {
     let c = this.clients.get(address);
     if (c === undefined) {
       c = this.tls
-        ? connect(address, { ...this.tls.options, ...this.options }, undefined, this.tls.credentials)
-        : connect(address, this.options);
+        ? connect(
+            address,
+            { ...this.tls.options, ...this.options },
+            undefined,
+            this.tls.credentials,
+            this.metadata,
+          )
+        : connect(address, this.options, undefined, undefined, this.metadata);
       this.clients.set(address, c);
     }
     return c;

@@ -142,6 +142,33 @@ export class ClusterOwnership implements Ownership {
     if (this.pending.length !== before) this.notify();
   }
 
+  /**
+   * For one Handoff call from member `from`: why it may not hand this server the counter at a
+   * point, or undefined when it may: only while the point is in a range this server gained from
+   * `from` (its holder in the generation before) and still waits for. Anything else (a forged
+   * handoff, a range not moved, a chunk after the move's `done` or its timeout) changes nothing.
+   * The price: counters a member passes on from a back-to-back move after its own `done`, or sends
+   * past the timeout, are refused too, and rebuilt from gateways as after any timed-out handoff.
+   * The sender's ranges are sorted once per call, so each counter costs a binary search.
+   */
+  handoffRefusal(from: string): (point: number) => string | undefined {
+    const ranges = this.waiting()
+      .filter((p) => p.from === from)
+      .sort((a, b) => a.start - b.start);
+    return (point) => {
+      let lo = 0;
+      let hi = ranges.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (ranges[mid]!.start <= point) lo = mid + 1;
+        else hi = mid;
+      }
+      // Ranges may overlap (carried from earlier generations): any that starts at or before it.
+      for (let i = lo - 1; i >= 0; i--) if (point < ranges[i]!.end) return undefined;
+      return `point ${point} is in no range this server gained from ${JSON.stringify(from)} and waits for (no move of it is pending)`;
+    };
+  }
+
   /** Ranges still waiting for a handoff (expired ones dropped). */
   waiting(): readonly PendingRange[] {
     this.expire();

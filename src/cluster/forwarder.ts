@@ -148,7 +148,14 @@ export class BatchingForwarder implements Forwarder {
    * with its first answer, so the resends of a call whose answer was lost charge nothing twice.
    */
   async settle(owner: Owner, req: SettleRequest, generation: number): Promise<SettleResponse> {
-    const call: ForwardRequest = { generation, envoy: [], checks: [], settles: [req], sender: this.sender };
+    const call: ForwardRequest = {
+      generation,
+      envoy: [],
+      checks: [],
+      settles: [req],
+      sender: this.sender,
+      ...callers("settleCallers", [req]),
+    };
     let res: ForwardResponse;
     try {
       res = await this.send(owner.address, call);
@@ -192,6 +199,7 @@ export class BatchingForwarder implements Forwarder {
       sender: this.sender,
       envoyIds: [],
       checkIds: [++this.seq],
+      ...callers("checkCallers", [req]),
     };
     let res: ForwardResponse;
     try {
@@ -335,6 +343,10 @@ export class BatchingForwarder implements Forwarder {
         sender: this.sender,
         envoyIds: envoyParts.map((p) => p.id),
         checkIds: checkParts.map((p) => p.id),
+        ...callers(
+          "checkCallers",
+          checkParts.map((p) => p.req),
+        ),
       };
       q.inFlight++;
       this.send(address, req)
@@ -367,4 +379,16 @@ export class BatchingForwarder implements Forwarder {
         });
     }
   }
+}
+
+/**
+ * The identities parts are forwarded for (the callers this server authenticated), as the Forward
+ * field `name`; nothing when no part has one (no authorisation file), so calls stay as they were.
+ */
+function callers<K extends "checkCallers" | "settleCallers">(
+  name: K,
+  parts: readonly { caller?: string }[],
+): Partial<Record<K, string[]>> {
+  if (!parts.some((p) => p.caller)) return {};
+  return { [name]: parts.map((p) => p.caller ?? "") } as Partial<Record<K, string[]>>;
 }

@@ -2,6 +2,7 @@ import { type Clock, sleep } from "../core/clock.js";
 import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
 import type { CounterSource } from "../core/engine.js";
+import { PermissionDeniedError } from "../core/errors.js";
 import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -352,11 +353,23 @@ export class Handoff {
     // them on as a handoff of its own; dropping them would lose the counts while A hears "accepted".
     const onward = new Map<string, { to: Member; counters: CounterSnapshot[] }>();
     let refused = 0;
+    const refusal = ownership.handoffRefusal(req.from);
     for (const s of req.counters) {
       const shard = s.shard || s.key;
+      const point = keyPoint(shard);
       if (snapshotProblem(s) !== undefined) refused++;
-      else if (ownership.owns(keyPoint(shard))) mine.push(s);
-      else {
+      else if (ownership.owns(point)) {
+        // Counters of this server's ranges come only from the member it gained them from, for a
+        // move still pending here; those of ranges owned elsewhere are passed on, and checked so
+        // at their owner (with this server as the sender).
+        const why = refusal(point);
+        if (why !== undefined) {
+          throw new PermissionDeniedError(
+            `handoff from ${JSON.stringify(req.from.slice(0, 128))} refused: counter ${JSON.stringify(s.key.slice(0, 100))}: ${why}; nothing of the chunk was taken`,
+          );
+        }
+        mine.push(s);
+      } else {
         const owner = ownership.ownerOf(shard);
         if (owner === undefined || owner.self) {
           refused++;

@@ -15,7 +15,7 @@ import type {
   StandbyRequest,
   StandbyResponse,
 } from "../protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import type { EtcdAccess } from "../security/etcd-access.js";
 import { type ChannelSecurity, INSECURE_CHANNEL } from "../security/tls.js";
 import type { Forwarder } from "../server/router.js";
@@ -137,13 +137,15 @@ export class ClusterNode {
       changed?: ChangedCounters;
       /** How peers are dialled (Peer service and GetClusterView): TLS when the server has it. */
       channel?: ChannelSecurity;
+      /** Per outbound call to a peer: this server's bearer token (`--token-file`). */
+      metadata?: CallMetadata;
     },
   ) {
     const { clock, log } = deps;
     const hooks = deps.hooks ?? {};
     const channel = deps.channel ?? INSECURE_CHANNEL;
     this.viewClients = new PeerPool<RateLimiterRpc>((address) =>
-      connect(address, channel.options, systemClock, channel.credentials),
+      connect(address, channel.options, systemClock, channel.credentials, deps.metadata),
     );
     this.client = connectEtcd(opts.etcd, opts.etcdAccess);
     this.ownership = new ClusterOwnership({
@@ -155,7 +157,8 @@ export class ClusterNode {
     const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
     const maxMessageBytes = limits.maxMessageBytes;
     this.peers = new PeerPool(
-      (address) => deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes, channel),
+      (address) =>
+        deps.peer?.(address) ?? connectPeer(address, systemClock, maxMessageBytes, channel, deps.metadata),
     );
     const peer = (address: string) => this.peers.get(address);
     // The owner refuses a call past its bounds (every server of a cluster runs the same flags).

@@ -14,7 +14,7 @@ import type {
   StandbyResponse,
 } from "../protocol/messages.js";
 import { PEER_SERVICE, serviceDefinition } from "../protocol/proto.js";
-import { promisify, type Unary } from "../protocol/rpc.js";
+import { type CallMetadata, promisify, type Unary } from "../protocol/rpc.js";
 import { type ChannelSecurity, INSECURE_CHANNEL } from "../security/tls.js";
 
 export interface PeerRpc {
@@ -43,6 +43,8 @@ export function connectPeer(
   clock: Clock = systemClock,
   maxMessageBytes = PEER_MAX_MESSAGE_BYTES,
   security: ChannelSecurity = INSECURE_CHANNEL,
+  /** Per call: this server's bearer token (`--token-file`), when members authenticate by token. */
+  metadata?: CallMetadata,
 ): PeerRpc {
   const c = new PeerClient(address, security.credentials, {
     ...security.options,
@@ -53,11 +55,11 @@ export function connectPeer(
     "grpc.max_send_message_length": maxMessageBytes,
   });
   return {
-    forward: promisify(c, "Forward", clock),
-    handoff: promisify(c, "Handoff", clock),
-    reclaim: promisify(c, "Reclaim", clock),
-    replicate: promisify(c, "Replicate", clock),
-    standby: promisify(c, "Standby", clock),
+    forward: promisify(c, "Forward", clock, metadata),
+    handoff: promisify(c, "Handoff", clock, metadata),
+    reclaim: promisify(c, "Reclaim", clock, metadata),
+    replicate: promisify(c, "Replicate", clock, metadata),
+    standby: promisify(c, "Standby", clock, metadata),
     close: () => c.close(),
   };
 }

@@ -25,6 +25,12 @@ export function encodeKey(domain: string, entries: readonly DescriptorEntry[]): 
   return out;
 }
 
+/** The domain of a canonical key (the part before its first `/`), without decoding the rest. */
+export function keyDomain(key: string): string {
+  const slash = key.indexOf("/");
+  return unescapePart(slash < 0 ? key : key.slice(0, slash));
+}
+
 export interface DecodedKey {
   domain: string;
   entries: DescriptorEntry[];

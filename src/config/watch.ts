@@ -1,10 +1,9 @@
 import { createHash } from "node:crypto";
-import { type FSWatcher, realpathSync, statSync, watch } from "node:fs";
-import { basename, dirname } from "node:path";
-import { type Clock, systemClock, type Timer } from "../core/clock.js";
+import { type Clock, systemClock } from "../core/clock.js";
 import { type ConfigDiff, diffConfigs, LimitRemovalError, removalProblems } from "./diff.js";
 import type { ConfigError } from "./errors.js";
 import { type ConfigSource, compileSources, readSources } from "./load.js";
+import { PathWatch } from "./path-watch.js";
 import type { LimitConfig } from "./types.js";
 
 export interface ConfigWatcherOptions {
@@ -31,13 +30,8 @@ export interface ConfigWatcherOptions {
 
 /**
  * Reloads the config when its files change, and on demand (`reload()`, which the server calls on
- * SIGHUP). It watches directories, never the files themselves: editors save by writing a new file
- * and renaming it over the old one, and a Kubernetes ConfigMap volume swaps a `..data` symlink,
- * both of which leave a watch on the old file watching nothing. So:
- * - for a file path, its parent directory is watched and any event there triggers a reload;
- * - for a directory path, the directory is watched, and so is its parent for the directory's own
- *   name, so a swapped symlink (`current -> v2`) is followed to the new target.
- * Reloads triggered by events are skipped when the files' content is byte-for-byte what was last
+ * SIGHUP). The files are watched through their directories (path-watch.ts: editors' renames and
+ * Kubernetes' swapped symlinks are followed). Reloads triggered by events are skipped when the files' content is byte-for-byte what was last
  * loaded, so chmods, touches and unrelated files cause no swap. `reload()` always loads and swaps.
  */
 export class ConfigWatcher {
@@ -46,11 +40,7 @@ export class ConfigWatcher {
   private readonly allowRemoval: boolean;
   private current: LimitConfig | undefined;
   private readonly onError: (err: ConfigError | Error) => void;
-  private readonly debounceMs: number;
-  private readonly clock: Clock;
-  private readonly watchers = new Map<string, FSWatcher>();
-  private watchedTarget: string | undefined;
-  private timer: Timer | undefined;
+  private readonly watch: PathWatch;
   private lastFingerprint: string | undefined;
   private running = false;
 
@@ -62,9 +52,14 @@ export class ConfigWatcher {
     this.path = options.path;
     this.onSwap = options.onSwap;
     this.onError = options.onError;
-    this.debounceMs = debounceMs;
     this.allowRemoval = options.allowRemoval ?? false;
-    this.clock = options.clock ?? systemClock;
+    this.watch = new PathWatch(
+      this.path,
+      options.clock ?? systemClock,
+      debounceMs,
+      () => this.load(false),
+      (err) => this.onError(err),
+    );
   }
 
   /**
@@ -74,7 +69,7 @@ export class ConfigWatcher {
   start(): boolean {
     if (this.running) throw new Error("ConfigWatcher is already started");
     this.running = true;
-    this.watchAll();
+    this.watch.start();
     return this.reload();
   }
 
@@ -85,11 +80,7 @@ export class ConfigWatcher {
 
   stop(): void {
     this.running = false;
-    this.timer?.cancel();
-    this.timer = undefined;
-    for (const w of this.watchers.values()) w.close();
-    this.watchers.clear();
-    this.watchedTarget = undefined;
+    this.watch.stop();
   }
 
   private load(force: boolean): boolean {
@@ -123,79 +114,10 @@ export class ConfigWatcher {
     this.onSwap(config, diff);
     return true;
   }
-
-  private schedule = (): void => {
-    if (!this.running) return;
-    this.timer?.cancel();
-    this.timer = this.clock.after(this.debounceMs, () => {
-      this.timer = undefined;
-      if (!this.running) return;
-      this.watchAll();
-      this.load(false);
-    });
-  };
-
-  /** (Re)establishes the watches; a directory whose symlink now points elsewhere is re-watched. */
-  private watchAll(): void {
-    if (isDirectory(this.path)) {
-      const target = realpathOrUndefined(this.path);
-      if (target !== this.watchedTarget) {
-        this.unwatch(this.path);
-        if (this.watchDir(this.path)) this.watchedTarget = target;
-      }
-      const name = basename(this.path);
-      this.watchDir(dirname(this.path), (file) => file === null || file === name);
-    } else {
-      this.watchDir(dirname(this.path));
-    }
-  }
-
-  private watchDir(dir: string, relevant?: (file: string | null) => boolean): boolean {
-    if (this.watchers.has(dir)) return true;
-    let w: FSWatcher;
-    try {
-      // Not persistent: a watcher alone should not keep the process alive.
-      w = watch(dir, { persistent: false }, (_event, file) => {
-        if (!relevant || relevant(file === null ? null : String(file))) this.schedule();
-      });
-    } catch (err) {
-      this.onError(new Error(`cannot watch ${dir} for config changes: ${(err as Error).message}`));
-      return false;
-    }
-    w.on("error", () => {
-      // Typically the directory itself went away; re-watch on the next event or reload.
-      this.unwatch(dir);
-      this.schedule();
-    });
-    this.watchers.set(dir, w);
-    return true;
-  }
-
-  private unwatch(dir: string): void {
-    this.watchers.get(dir)?.close();
-    this.watchers.delete(dir);
-    if (dir === this.path) this.watchedTarget = undefined;
-  }
 }
 
 function fingerprintOf(sources: readonly ConfigSource[]): string {
   const h = createHash("sha256");
   for (const s of sources) h.update(s.file).update("\0").update(s.text).update("\0");
   return h.digest("hex");
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-function realpathOrUndefined(path: string): string | undefined {
-  try {
-    return realpathSync(path);
-  } catch {
-    return undefined;
-  }
 }

@@ -5,6 +5,8 @@
 interface Lease {
   amount: number;
   expiresAt: number;
+  /** The identity that took it (under an authorisation file): only it may release or renew it. */
+  taker?: string;
 }
 
 export class LeaseTable {
@@ -30,16 +32,22 @@ export class LeaseTable {
     this.nextExpiry = next;
   }
 
-  forEach(fn: (id: string, amount: number, expiresAt: number) => void): void {
-    for (const [id, lease] of this.leases) fn(id, lease.amount, lease.expiresAt);
+  forEach(fn: (id: string, amount: number, expiresAt: number, taker: string | undefined) => void): void {
+    for (const [id, lease] of this.leases) fn(id, lease.amount, lease.expiresAt, lease.taker);
+  }
+
+  /** Who took lease `id`: undefined if it is unknown, past `now`, or was taken without an identity. */
+  takerOf(id: string, now: number): string | undefined {
+    const lease = this.leases.get(id);
+    return lease !== undefined && lease.expiresAt > now ? lease.taker : undefined;
   }
 
   has(id: string): boolean {
     return this.leases.has(id);
   }
 
-  add(id: string, amount: number, expiresAt: number): void {
-    this.leases.set(id, { amount, expiresAt });
+  add(id: string, amount: number, expiresAt: number, taker?: string): void {
+    this.leases.set(id, taker === undefined ? { amount, expiresAt } : { amount, expiresAt, taker });
     this.held += amount;
     if (expiresAt < this.nextExpiry) this.nextExpiry = expiresAt;
   }

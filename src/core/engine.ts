@@ -386,6 +386,8 @@ export class Engine {
     now: number,
     timeoutMs = l.leaseTimeoutMs,
     shard = key,
+    /** The identity taking it (recorded; see `leaseTaker`). */
+    taker?: string,
   ): Decision {
     if (l.unlimited) return UNLIMITED_DECISION;
     const c = this.counterFor(key, l, now, shard);
@@ -408,7 +410,7 @@ export class Engine {
     const free = l.limit - leases.held - (c.clients?.sumHeld ?? 0);
     const fit = free >= amount;
     if (fit || l.shadowMode) {
-      leases.add(leaseId, amount, now + timeoutMs);
+      leases.add(leaseId, amount, now + timeoutMs, taker);
       c.expiresAt = Math.max(c.expiresAt, now + timeoutMs);
       this.touch(key, c);
     }
@@ -426,6 +428,14 @@ export class Engine {
       this.touch(key, c);
     }
     return ok;
+  }
+
+  /**
+   * The identity that took lease `leaseId` of `key`: undefined when no such lease is held (or it
+   * was taken without an identity). Changes nothing.
+   */
+  leaseTaker(key: string, leaseId: string, now: number): string | undefined {
+    return this.counters.get(key)?.leases?.takerOf(leaseId, now);
   }
 
   /** Frees a lease; false if it was unknown (already released or expired). */

@@ -8,10 +8,12 @@
 /** gRPC's status numbers (the core stays free of grpc-js). */
 export const GrpcStatus = {
   INVALID_ARGUMENT: 3,
+  PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
 } as const;
 export type GrpcStatus = (typeof GrpcStatus)[keyof typeof GrpcStatus];
 
@@ -27,7 +29,14 @@ export interface ErrorSpec {
   readonly meaning: string;
 }
 
-const { INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, UNAVAILABLE } = GrpcStatus;
+const {
+  INVALID_ARGUMENT,
+  PERMISSION_DENIED,
+  RESOURCE_EXHAUSTED,
+  FAILED_PRECONDITION,
+  UNAVAILABLE,
+  UNAUTHENTICATED,
+} = GrpcStatus;
 
 export const ERRORS = {
   INVALID_ARGUMENT: {
@@ -107,6 +116,21 @@ export const ERRORS = {
     meaning:
       "Settle named a ticket this server does not hold (never issued, past its timeout, another key's, or lost with its server)",
   },
+  PERMISSION_DENIED: {
+    wire: 13,
+    grpc: PERMISSION_DENIED,
+    clientRetries: false,
+    serverRetries: false,
+    meaning:
+      "the caller's identity may not do this (the auth file: its role, its domains; a ticket or lease another identity took); nothing was changed",
+  },
+  UNAUTHENTICATED: {
+    grpc: UNAUTHENTICATED,
+    clientRetries: false,
+    serverRetries: false,
+    meaning:
+      "the call's credentials prove no identity (a bearer token that matches none); nothing was changed",
+  },
   UNAVAILABLE: {
     grpc: UNAVAILABLE,
     clientRetries: false,
@@ -152,6 +176,20 @@ export class ShardlimitError extends Error {
 export class InvalidArgumentError extends ShardlimitError {
   constructor(message: string) {
     super("INVALID_ARGUMENT", message);
+  }
+}
+
+/** The caller may not do this; nothing was changed. */
+export class PermissionDeniedError extends ShardlimitError {
+  constructor(message: string) {
+    super("PERMISSION_DENIED", message);
+  }
+}
+
+/** The call's credentials prove no identity; nothing was changed. */
+export class UnauthenticatedError extends ShardlimitError {
+  constructor(message: string) {
+    super("UNAUTHENTICATED", message);
   }
 }
 

@@ -42,6 +42,11 @@ export interface Ticket {
   expiresAt: number;
   /** Set once settled. */
   answer: SettledAnswer | undefined;
+  /**
+   * The identity that took it (the Check's caller, under an authorisation file): only it may
+   * settle it. Absent: anyone holding the id may.
+   */
+  readonly taker?: string;
 }
 
 /** The table is full: a new ticket is refused (and so is the Check that asked for it). */
@@ -81,7 +86,14 @@ export class TicketTable {
   }
 
   /** Opens a ticket; throws TicketsExhaustedError when the table is full. */
-  open(key: string, items: number, charges: readonly TicketCharge[], timeoutMs: number, now: number): Ticket {
+  open(
+    key: string,
+    items: number,
+    charges: readonly TicketCharge[],
+    timeoutMs: number,
+    now: number,
+    taker?: string,
+  ): Ticket {
     if (!this.hasRoom(now)) {
       throw new TicketsExhaustedError(
         `the server holds its maximum of ${this.maxTickets} open tickets; settle some, or wait for their timeouts`,
@@ -91,6 +103,7 @@ export class TicketTable {
     // A clash of 128 random bits does not happen; were the generator broken, never share a ticket.
     while (this.tickets.has(id)) id = this.newId();
     const t: Ticket = { id, key, items, charges, expiresAt: now + timeoutMs, answer: undefined };
+    if (taker !== undefined) (t as { taker?: string }).taker = taker;
     this.tickets.set(id, t);
     return t;
   }

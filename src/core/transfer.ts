@@ -15,14 +15,20 @@ export interface CounterSnapshot {
   x: number;
   y: number;
   expiresInMs: number;
-  leases: { id: string; amount: number; expiresInMs: number }[];
+  /** `taker`: the identity that took the lease ("" or absent: none recorded). */
+  leases: { id: string; amount: number; expiresInMs: number; taker?: string }[];
   clients: { id: string; demand: number; held: number; seenMsAgo: number }[];
 }
 
 export function snapshotCounter(key: string, c: Counter, now: number): CounterSnapshot {
   const leases: CounterSnapshot["leases"] = [];
-  c.leases?.forEach((id, amount, expiresAt) => {
-    if (expiresAt > now) leases.push({ id, amount, expiresInMs: expiresAt - now });
+  c.leases?.forEach((id, amount, expiresAt, taker) => {
+    if (expiresAt > now)
+      leases.push(
+        taker === undefined
+          ? { id, amount, expiresInMs: expiresAt - now }
+          : { id, amount, expiresInMs: expiresAt - now, taker },
+      );
   });
   const clients: CounterSnapshot["clients"] = [];
   c.clients?.forEach((id, s) => {
@@ -83,7 +89,7 @@ export function restoreCounter(s: CounterSnapshot, now: number): Counter {
   c.complete = true;
   if (c.algorithm === "concurrency") {
     c.leases = new LeaseTable();
-    for (const l of s.leases) c.leases.add(l.id, l.amount, now + l.expiresInMs);
+    for (const l of s.leases) c.leases.add(l.id, l.amount, now + l.expiresInMs, l.taker || undefined);
   }
   if (s.clients.length > 0) {
     const table = new ClientTable();

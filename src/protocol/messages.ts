@@ -81,6 +81,12 @@ export interface CheckRequest {
   generation: number;
   /** Tickets of this check stay open this long (0: the default). */
   ticketTimeoutMs?: number;
+  /**
+   * Not a field of the public message: the identity the server authenticated the call as (or,
+   * forwarded, the identity a member says it forwards for: `ForwardRequest.check_callers`).
+   * Tickets record it as their taker. Absent without an authorisation file.
+   */
+  caller?: string;
 }
 
 export interface CheckResult {
@@ -138,6 +144,8 @@ export interface SettleRequest {
   /** Settle by ticket (exact): the ticket and each covered item's actual cost. */
   ticketId?: string;
   actual?: number[];
+  /** The authenticated caller, as on `CheckRequest` (forwarded: `ForwardRequest.settle_callers`). */
+  caller?: string;
 }
 
 export interface SettleResponse {
@@ -201,6 +209,9 @@ export interface ForwardRequest {
   checkIds?: number[];
   /** Settles by ticket (idempotent by themselves: no ids). */
   settles?: SettleRequest[];
+  /** The identity each check / settle part is forwarded for (see peer.proto). */
+  checkCallers?: string[];
+  settleCallers?: string[];
 }
 
 export interface ForwardedEnvoy {

@@ -20,6 +20,12 @@ import type {
 } from "./messages.js";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "./proto.js";
 
+/**
+ * The metadata each call sends, made per call: a bearer token read from a file that may have
+ * been rotated since the last call (security/token-file.ts). Absent: none.
+ */
+export type CallMetadata = () => grpc.Metadata;
+
 /** `signal` cancels the call (the server sees it cancelled; the promise rejects with CANCELLED). */
 export type Unary<Req, Res> = (
   req: Partial<Req>,
@@ -56,6 +62,7 @@ export function promisify<Req, Res>(
   client: grpc.Client,
   method: string,
   clock: Clock = systemClock,
+  metadata?: CallMetadata,
 ): Unary<Req, Res> {
   const fn = (client as unknown as Record<string, grpc.requestCallback<Res> & ((...a: unknown[]) => void)>)[
     method
@@ -64,8 +71,11 @@ export function promisify<Req, Res>(
     new Promise((resolve, reject) => {
       const options: grpc.CallOptions = {};
       if (opts?.deadlineMs !== undefined) options.deadline = clock.now() + opts.deadlineMs;
-      const call = fn(req, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res?: Res) =>
-        err ? reject(err) : resolve(res!),
+      const call = fn(
+        req,
+        metadata?.() ?? new grpc.Metadata(),
+        options,
+        (err: grpc.ServiceError | null, res?: Res) => (err ? reject(err) : resolve(res!)),
       ) as unknown as grpc.ClientUnaryCall;
       opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
     });
@@ -81,19 +91,20 @@ export function connect(
   options: grpc.ChannelOptions = {},
   clock: Clock = systemClock,
   creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  metadata?: CallMetadata,
 ): RateLimiterRpc {
   const rl = new RateLimiterClient(address, creds, options);
   // Same target and options: grpc-js shares the subchannel, so this is one connection.
   const envoy = new EnvoyClient(address, creds, options);
   return {
-    reportAndGetPolicy: promisify(rl, "ReportAndGetPolicy", clock),
-    check: promisify(rl, "Check", clock),
-    acquire: promisify(rl, "Acquire", clock),
-    release: promisify(rl, "Release", clock),
-    settle: promisify(rl, "Settle", clock),
-    getClusterView: promisify(rl, "GetClusterView", clock),
-    getLimits: promisify(rl, "GetLimits", clock),
-    shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock),
+    reportAndGetPolicy: promisify(rl, "ReportAndGetPolicy", clock, metadata),
+    check: promisify(rl, "Check", clock, metadata),
+    acquire: promisify(rl, "Acquire", clock, metadata),
+    release: promisify(rl, "Release", clock, metadata),
+    settle: promisify(rl, "Settle", clock, metadata),
+    getClusterView: promisify(rl, "GetClusterView", clock, metadata),
+    getLimits: promisify(rl, "GetLimits", clock, metadata),
+    shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock, metadata),
     close() {
       rl.close();
       envoy.close();

@@ -4,6 +4,21 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import type { Clock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
+import { ErrorCode } from "../protocol/item-errors.js";
+import type {
+  AcquireRequest,
+  CheckRequest,
+  EnvoyRequest,
+  ForwardRequest,
+  HandoffRequest,
+  LimitsRequest,
+  ReclaimRequest,
+  ReleaseRequest,
+  ReplicateRequest,
+  ReportRequest,
+  SettleRequest,
+  StandbyRequest,
+} from "../protocol/messages.js";
 import {
   ENVOY_RLS_SERVICE,
   MalformedRequest,
@@ -13,7 +28,9 @@ import {
   RATE_LIMITER_SERVICE,
   serviceDefinition,
 } from "../protocol/proto.js";
-import type { Limiter } from "./limiter.js";
+import { callViewOf } from "../security/identity.js";
+import type { Access, Caller } from "./access.js";
+import type { Limiter, ReportCaller } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import type { PeerService } from "./peer-service.js";
 import type { Router } from "./router.js";
@@ -27,6 +44,10 @@ export interface GrpcDeps {
   metrics?: PromMetrics;
   maxMessageBytes: number;
   onUnexpected: (method: string, err: unknown) => void;
+  /** Who may call what (absent: everything allowed, as without an authorisation file). */
+  access?: Access;
+  /** gRPC server reflection (default on; `--no-reflection` turns it off). */
+  reflection?: boolean;
 }
 
 /** A thrown error as a gRPC status: ours by the error table, anything else as INTERNAL. */
@@ -106,32 +127,97 @@ export async function startGrpc(
     "grpc.max_receive_message_length": deps.maxMessageBytes,
     "grpc.max_send_message_length": deps.maxMessageBytes,
   });
-  const { limiter, router, peer } = deps;
+  const { limiter, router, peer, access } = deps;
+  /**
+   * A handler behind the authorisation check of `method` (server/access.ts): the caller is
+   * identified and refused whole first, before its request is even looked at (a caller with no
+   * right to a method learns nothing of how it parses); `fn` gets it for per-item checks.
+   */
+  const guarded = <Req, Res>(
+    method: string,
+    fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>, caller: Caller | undefined) => Res | Promise<Res>,
+    labelOf?: (req: Req) => string,
+  ): grpc.handleUnaryCall<Req, Res> => {
+    if (access === undefined)
+      return unary<Req, Res>(method, deps, (req, call) => fn(req, call, undefined), labelOf);
+    const callers = new WeakMap<object, Caller | undefined>();
+    const inner = unary<Req, Res>(method, deps, (req, call) => fn(req, call, callers.get(call)), labelOf);
+    return (call, callback) => {
+      let caller: Caller | undefined;
+      try {
+        caller = access.admit(method, callViewOf(call));
+      } catch (err) {
+        if (!(err instanceof ShardlimitError)) deps.onUnexpected(method, err);
+        callback(toStatus(err), null);
+        return;
+      }
+      callers.set(call, caller);
+      inner(call, callback);
+    };
+  };
+  const name = (c: Caller | undefined) => c?.identity.name;
   server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
-    ReportAndGetPolicy: unary(
-      "ReportAndGetPolicy",
-      deps,
-      router.caughtUp(limiter.reportAndGetPolicy.bind(limiter)),
+    ReportAndGetPolicy: guarded("ReportAndGetPolicy", (req: ReportRequest, _call, c) => {
+      const run = (caller?: ReportCaller) =>
+        router.caughtUp((r: ReportRequest) => limiter.reportAndGetPolicy(r, caller))(req);
+      return access === undefined ? run() : access.report(c, run);
+    }),
+    Check: guarded(
+      "Check",
+      (req: CheckRequest, call, c) =>
+        access === undefined ? router.check(req, call) : access.check(c, req, (r) => router.check(r, call)),
+      (req) => (req.items?.some((it) => (it.maxWaitMs ?? 0) !== 0) ? "CheckWaiting" : "Check"),
     ),
-    Check: unary("Check", deps, router.check.bind(router), (req) =>
-      req.items?.some((it) => (it.maxWaitMs ?? 0) !== 0) ? "CheckWaiting" : "Check",
-    ),
-    Acquire: unary("Acquire", deps, router.caughtUp(limiter.acquire.bind(limiter))),
-    Release: unary("Release", deps, router.caughtUp(limiter.release.bind(limiter))),
-    Settle: unary("Settle", deps, router.settle.bind(router)),
-    GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
-    GetLimits: unary("GetLimits", deps, limiter.getLimits.bind(limiter)),
+    Acquire: guarded("Acquire", (req: AcquireRequest, _call, c) => {
+      access?.keyDomain("Acquire", c, "check", req.key);
+      return counted(
+        access,
+        "Acquire",
+        router.caughtUp((r: AcquireRequest) => limiter.acquire(r, name(c)))(req),
+      );
+    }),
+    Release: guarded("Release", (req: ReleaseRequest, _call, c) => {
+      access?.keyDomain("Release", c, "settle", req.key);
+      return counted(
+        access,
+        "Release",
+        router.caughtUp((r: ReleaseRequest) => limiter.release(r, name(c)))(req),
+      );
+    }),
+    Settle: guarded("Settle", (req: SettleRequest, _call, c) => {
+      access?.keyDomain("Settle", c, "settle", req.key);
+      if (c !== undefined) req.caller = c.identity.name;
+      else delete req.caller;
+      return counted(access, "Settle", router.settle(req));
+    }),
+    GetClusterView: guarded("GetClusterView", () => limiter.clusterView()),
+    GetLimits: guarded("GetLimits", (req: LimitsRequest, _call, c) => {
+      const out = limiter.getLimits(req);
+      return access === undefined ? out : access.limits(c, limiter.config, req, out);
+    }),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
-    ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),
+    ShouldRateLimit: guarded("ShouldRateLimit", (req: EnvoyRequest, _call, c) => {
+      access?.domain("ShouldRateLimit", c, "check", req.domain ?? "");
+      return router.shouldRateLimit(req);
+    }),
   });
   if (peer) {
     server.addService(serviceDefinition(PEER_SERVICE), {
-      Forward: unary("Forward", deps, peer.forward.bind(peer)),
-      Handoff: unary("Handoff", deps, peer.handoff.bind(peer)),
-      Reclaim: unary("Reclaim", deps, peer.reclaim.bind(peer)),
-      Replicate: unary("Replicate", deps, peer.replicate.bind(peer)),
-      Standby: unary("Standby", deps, peer.standby.bind(peer)),
+      Forward: guarded("Forward", (req: ForwardRequest, call) => peer.forward(req, call)),
+      Handoff: guarded("Handoff", (req: HandoffRequest, _call, c) => {
+        access?.memberId("Handoff", c, req.from);
+        return peer.handoff(req);
+      }),
+      Reclaim: guarded("Reclaim", (req: ReclaimRequest, _call, c) => {
+        access?.memberId("Reclaim", c, req.from);
+        return peer.reclaim(req);
+      }),
+      Replicate: guarded("Replicate", (req: ReplicateRequest, _call, c) => {
+        access?.memberId("Replicate", c, req.from);
+        return peer.replicate(req);
+      }),
+      Standby: guarded("Standby", (req: StandbyRequest) => peer.standby(req)),
     });
   }
   const health = new HealthImplementation({
@@ -140,12 +226,28 @@ export async function startGrpc(
     [ENVOY_RLS_SERVICE]: "NOT_SERVING",
   });
   health.addToServer(server);
-  const pkg = protoLoader.loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR] });
-  new ReflectionService(pkg).addToServer(server);
+  if (deps.reflection !== false) {
+    const pkg = protoLoader.loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR] });
+    new ReflectionService(pkg).addToServer(server);
+  }
   const bound = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
   });
   return { server, health, port: bound };
+}
+
+/** Counts a per-item PERMISSION_DENIED answer (another identity's ticket or lease) as a refusal. */
+function counted<T extends { error?: { code: number } | null }>(
+  access: Access | undefined,
+  method: string,
+  out: T | Promise<T>,
+): T | Promise<T> {
+  if (access === undefined) return out;
+  const see = (res: T): T => {
+    if (res.error?.code === ErrorCode.PERMISSION_DENIED) access.count(method, "not_taker");
+    return res;
+  };
+  return out instanceof Promise ? out.then(see) : see(out);
 }
 
 export function setServing(health: HealthImplementation, serving: boolean): void {

@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
+import { keyDomain } from "../config/key.js";
 import type { LimitConfig, LimitRule, Resolved } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { Counter } from "../core/counter.js";
 import { CapacityError, type CheckItem, type Decision } from "../core/decision.js";
 import type { Engine } from "../core/engine.js";
-import { InvalidArgumentError } from "../core/errors.js";
+import { InvalidArgumentError, PermissionDeniedError } from "../core/errors.js";
 import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
 import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
@@ -128,12 +129,18 @@ export class Limiter {
         );
   }
 
-  reportAndGetPolicy(req: ReportRequest): ReportResponse {
+  /**
+   * `caller` (under an authorisation file): its identity and whether it may report for a domain.
+   * An entry of another domain gets PERMISSION_DENIED and changes nothing; a report whose every
+   * entry is refused is refused whole, before its (client id, seq) is recorded.
+   */
+  reportAndGetPolicy(req: ReportRequest, caller?: ReportCaller): ReportResponse {
     checkId(this.limits, "client_id", req.clientId);
     if (!Number.isSafeInteger(req.seq) || req.seq < 1) {
       throw new InvalidArgumentError(`seq must be a positive integer, got ${req.seq}`);
     }
     checkBatch(this.limits, "report", req.entries.length);
+    const denied = caller === undefined ? undefined : this.deniedEntries(req, caller);
     // The interval sets how long a silent gateway's share and the key's counter are kept (ten
     // intervals): the caller chooses it, so it is bounded. Below the minimum it is taken as the
     // minimum (gateways may report every millisecond; that only shortens what is kept).
@@ -162,6 +169,14 @@ export class Limiter {
     let applied = 0;
     for (let i = 0; i < req.entries.length; i++) {
       const e = req.entries[i]!;
+      const refused = denied?.get(i);
+      if (refused !== undefined) {
+        policies[i] = this.failItem(
+          "report",
+          itemError(ErrorCode.PERMISSION_DENIED, reportRefusal(caller!, JSON.stringify(refused))),
+        );
+        continue;
+      }
       const bad =
         amountProblem("admitted", e.admitted, this.limits) ??
         amountProblem("rejected", e.rejected, this.limits) ??
@@ -242,6 +257,24 @@ export class Limiter {
       incarnation: this.incarnation,
       ...(verdict === "too_old" ? { tooOld: true } : {}),
     };
+  }
+
+  /** Entries of domains the caller may not report for, by index, with their domain. */
+  private deniedEntries(req: ReportRequest, caller: ReportCaller): Map<number, string> {
+    const denied = new Map<number, string>();
+    for (let i = 0; i < req.entries.length; i++) {
+      const e = req.entries[i]!;
+      const key =
+        e.key !== "" || !e.keyHandle ? e.key : this.resolver.byHandle(req.keyEpoch, e.keyHandle)?.key;
+      if (key === undefined) continue; // an unknown handle: answered UNKNOWN_KEY_HANDLE, nothing changed
+      const domain = keyDomain(key);
+      if (!caller.may(domain)) denied.set(i, domain);
+    }
+    if (denied.size > 0 && denied.size === req.entries.length) {
+      const domains = [...new Set(denied.values())].slice(0, 5).map((d) => JSON.stringify(d));
+      throw new PermissionDeniedError(reportRefusal(caller, domains.join(", ")));
+    }
+    return denied;
   }
 
   /**
@@ -482,7 +515,11 @@ export class Limiter {
     return r;
   }
 
-  acquire(req: AcquireRequest): AcquireResponse {
+  /**
+   * `caller` (under an authorisation file): the identity taking the lease, recorded; a lease id
+   * another identity holds is refused (PERMISSION_DENIED), not renewed.
+   */
+  acquire(req: AcquireRequest, caller?: string): AcquireResponse {
     checkId(this.limits, "lease_id", req.leaseId);
     const generation = this.ownership.generation();
     const amount = req.amount === 0 ? 1 : req.amount;
@@ -496,9 +533,20 @@ export class Limiter {
     if (r === undefined) return { allowed: true, generation };
     if ("code" in r) return { error: r, generation };
     const now = this.clock.now();
+    const refused = this.notTaker(r.counterKey, req.leaseId, caller, now, "acquire");
+    if (refused !== undefined) return { error: refused, generation };
     try {
       const timeout = req.timeoutMs > 0 ? req.timeoutMs : r.rule.leaseTimeoutMs;
-      const d = this.engine.acquire(r.counterKey, r.rule, req.leaseId, amount, now, timeout, r.shardKey);
+      const d = this.engine.acquire(
+        r.counterKey,
+        r.rule,
+        req.leaseId,
+        amount,
+        now,
+        timeout,
+        r.shardKey,
+        caller,
+      );
       this.metrics.decision(
         "acquire",
         r.rule.domain,
@@ -518,13 +566,34 @@ export class Limiter {
     }
   }
 
-  release(req: ReleaseRequest): ReleaseResponse {
+  /** `caller`: as for `acquire`; only the identity that took a lease may release it. */
+  release(req: ReleaseRequest, caller?: string): ReleaseResponse {
     checkId(this.limits, "lease_id", req.leaseId);
     const generation = this.ownership.generation();
     const r = this.single(req.key, req.generation, true, "Release");
     if (r === undefined) return { released: false, generation };
     if ("code" in r) return { error: r, generation };
-    return { released: this.engine.release(r.counterKey, req.leaseId, this.clock.now()), generation };
+    const now = this.clock.now();
+    const refused = this.notTaker(r.counterKey, req.leaseId, caller, now, "release");
+    if (refused !== undefined) return { error: refused, generation };
+    return { released: this.engine.release(r.counterKey, req.leaseId, now), generation };
+  }
+
+  /** A lease held by an identity other than `caller` (undefined: no identities, or no such lease). */
+  private notTaker(
+    counterKey: string,
+    leaseId: string,
+    caller: string | undefined,
+    now: number,
+    what: string,
+  ): ItemError | undefined {
+    if (caller === undefined) return undefined;
+    const taker = this.engine.leaseTaker(counterKey, leaseId, now);
+    if (taker === undefined || taker === caller) return undefined;
+    return itemError(
+      ErrorCode.PERMISSION_DENIED,
+      `lease ${JSON.stringify(leaseId.slice(0, 100))} was taken by another identity; ${JSON.stringify(caller)} may not ${what} it`,
+    );
   }
 
   settle(req: SettleRequest): SettleResponse {
@@ -575,3 +644,13 @@ export class Limiter {
 }
 
 const DEFAULT_RANK = PRIORITY_RANK.normal;
+
+/** The caller of a report under an authorisation file. */
+export interface ReportCaller {
+  readonly identity: string;
+  may(domain: string): boolean;
+}
+
+function reportRefusal(caller: ReportCaller, domains: string): string {
+  return `ReportAndGetPolicy refused for identity ${JSON.stringify(caller.identity)} for domain ${domains}`;
+}

@@ -104,6 +104,9 @@ export class PromMetrics implements LimiterMetrics {
   readonly requestDuration: client.Histogram<"method" | "code">;
   readonly reportEntries: client.Histogram;
   readonly configReloads: client.Counter<"result">;
+  /** Calls and items refused by the authorisation file (server/access.ts); no identities in labels. */
+  readonly denied: client.Counter<"method" | "reason">;
+  readonly authReloads: client.Counter<"result">;
   duplicates = 0;
 
   constructor(gauges: {
@@ -214,6 +217,18 @@ export class PromMetrics implements LimiterMetrics {
     this.configReloads = new client.Counter({
       name: "shardlimit_config_reloads_total",
       help: "Configuration reloads by result",
+      labelNames: ["result"],
+      registers: [r],
+    });
+    this.denied = new client.Counter({
+      name: "shardlimit_denied_total",
+      help: "Calls (or items of a batch) refused by the authorisation file, by method and reason",
+      labelNames: ["method", "reason"],
+      registers: [r],
+    });
+    this.authReloads = new client.Counter({
+      name: "shardlimit_auth_reloads_total",
+      help: "Authorisation file reloads by result (a bad file keeps the previous one)",
       labelNames: ["result"],
       registers: [r],
     });

@@ -1,3 +1,5 @@
+import { resolveKey } from "../config/config.js";
+import type { LimitConfig } from "../config/types.js";
 import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../core/clients.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
@@ -170,7 +172,7 @@ export class PeerService {
     /** Parts that wait (max_wait_ms): answered into their slots once decided. */
     const waiting: Promise<void>[] = [];
     for (let i = 0; i < req.checks.length; i++) {
-      const part = req.checks[i]!;
+      const part = onBehalf(req.checks[i]!, req.checkCallers?.[i]);
       // A resend of a part still waiting gets the same promise: it is decided (and charged) once.
       const a = this.once(req.sender, req.checkIds?.[i], () => this.checkPart(part, call));
       if (a instanceof Promise) {
@@ -191,9 +193,9 @@ export class PeerService {
       }
     }
     // Settles by ticket are idempotent themselves (a ticket keeps its first answer).
-    const settles: SettleResponse[] = (req.settles ?? []).map((part) => {
+    const settles: SettleResponse[] = (req.settles ?? []).map((part, i) => {
       try {
-        return this.deps.limiter.settle(part);
+        return this.deps.limiter.settle(onBehalf(part, req.settleCallers?.[i]));
       } catch (err) {
         return { error: partError(err), generation: ownership.generation() };
       }
@@ -233,6 +235,15 @@ export class PeerService {
    */
   handoff(req: HandoffRequest): HandoffResponse {
     this.checkCounters("handoff", req.counters);
+    const config = this.deps.limiter.config;
+    for (const c of req.counters) {
+      const problem = handoffCounterProblem(c, config, this.limits);
+      if (problem !== undefined) {
+        throw new InvalidArgumentError(
+          `handoff from ${JSON.stringify(req.from.slice(0, 128))}: counter ${JSON.stringify(c.key.slice(0, 100))}: ${problem}; nothing of the chunk was taken`,
+        );
+      }
+    }
     return this.deps.receiveHandoff(req);
   }
 
@@ -284,6 +295,61 @@ export class PeerService {
       return { counters: [], nextOffset: 0, generation: this.deps.ownership.generation(), error: NOT_MEMBER };
     return this.deps.standby(req);
   }
+}
+
+/**
+ * What is wrong with a handed-over counter by the receiver's own rules, if anything: the algorithm
+ * its config resolves for the key, finite numbers, counts not negative, a token bucket not over its
+ * burst, a window start (or last refill) not in the future, gateways and leases within bounds.
+ */
+export function handoffCounterProblem(
+  c: CounterSnapshot,
+  config: LimitConfig,
+  limits: InputLimits,
+): string | undefined {
+  const bad = keyProblem(c.key, limits) ?? snapshotProblem(c);
+  if (bad !== undefined) return bad;
+  if (c.shard.length > limits.maxKeyLength) return "shard key too long";
+  const r = resolveKey(config, c.key);
+  if (typeof r === "string") return r;
+  if (r === undefined) return "no limit of this server's config applies to its key";
+  const rule = r.parent !== undefined && r.parent.counterKey === c.key ? r.parent.rule : r.rule;
+  if (rule.algorithm !== c.algorithm)
+    return `its algorithm is ${c.algorithm}, but this server's config gives ${rule.id} the ${rule.algorithm} algorithm`;
+  if (c.tRelMs > 0) return `its window start (t) is ${c.tRelMs} ms in the future`;
+  if (c.algorithm === "token_bucket") {
+    if (c.x > rule.burst) return `its bucket holds ${c.x} tokens, over the burst of ${rule.burst}`;
+  } else if (c.x < 0 || c.y < 0) return `a count is negative (x ${c.x}, y ${c.y})`;
+  if (Math.abs(c.x) > Number.MAX_SAFE_INTEGER || Math.abs(c.y) > Number.MAX_SAFE_INTEGER)
+    return "a count is beyond 2^53";
+  for (const l of c.leases) {
+    if (l.amount > limits.maxAmount)
+      return `lease ${JSON.stringify(l.id.slice(0, 100))} holds over maxAmount`;
+    if (l.expiresInMs > limits.maxLeaseTimeoutMs)
+      return `lease ${JSON.stringify(l.id.slice(0, 100))} expires past maxLeaseTimeoutMs`;
+  }
+  for (const g of c.clients) {
+    if (
+      !(
+        Number.isFinite(g.demand) &&
+        Number.isFinite(g.held) &&
+        g.seenMsAgo >= 0 &&
+        Number.isFinite(g.seenMsAgo)
+      )
+    )
+      return `gateway ${JSON.stringify(g.id.slice(0, 100))} has a number that is negative or not finite`;
+  }
+  return undefined;
+}
+
+/**
+ * A forwarded part with the identity it is forwarded for (the taker of its tickets): members are
+ * trusted to say it, and only members reach this service under an authorisation file.
+ */
+function onBehalf<T extends { caller?: string }>(part: T, caller: string | undefined): T {
+  if (caller) part.caller = caller;
+  else delete part.caller;
+  return part;
 }
 
 const NOT_MEMBER = itemError(ErrorCode.NOT_OWNER, "this server is not a cluster member");

@@ -122,14 +122,14 @@ export class TicketDesk {
     if (req.atomic) {
       const charges: TicketCharge[] = [];
       for (let n = 0; n < asking.length; n++) chargesOf(asking[n]!, n, charges);
-      const t = this.table.open(req.items[asking[0]!]!.key, asking.length, charges, timeout, now);
+      const t = this.table.open(req.items[asking[0]!]!.key, asking.length, charges, timeout, now, req.caller);
       for (const pos of asking) results[pos]!.ticketId = t.id;
       return;
     }
     for (const pos of asking) {
       const charges: TicketCharge[] = [];
       chargesOf(pos, 0, charges);
-      results[pos]!.ticketId = this.table.open(req.items[pos]!.key, 1, charges, timeout, now).id;
+      results[pos]!.ticketId = this.table.open(req.items[pos]!.key, 1, charges, timeout, now, req.caller).id;
     }
   }
 
@@ -161,6 +161,12 @@ export class TicketDesk {
       return fail(
         ErrorCode.UNKNOWN_TICKET,
         `ticket ${JSON.stringify(id.slice(0, MAX_TICKET_ID_LENGTH))} is not held here${req.key === "" ? "" : ` for ${JSON.stringify(req.key.slice(0, 100))}`}: never issued, past its timeout (its estimate stays charged), or lost with its server`,
+      );
+    }
+    if (t.taker !== undefined && req.caller !== t.taker) {
+      return fail(
+        ErrorCode.PERMISSION_DENIED,
+        `ticket ${JSON.stringify(id.slice(0, MAX_TICKET_ID_LENGTH))} was taken by another identity; only its taker may settle it (caller ${JSON.stringify(req.caller ?? "")})`,
       );
     }
     if (actual.length !== t.items) {

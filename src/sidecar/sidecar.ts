@@ -10,7 +10,7 @@ import {
   type EnvoyRequest,
   type EnvoyResponse,
 } from "../protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
 import { planEnvoy, respondEnvoy } from "../server/envoy-plan.js";
 
 /**
@@ -29,6 +29,8 @@ export class EnvoySidecar {
     private readonly limits: InputLimits,
     private readonly servers: readonly string[],
     private readonly clock: Clock = systemClock,
+    /** Per call to a server: the sidecar's bearer token (`--token-file`). */
+    private readonly metadata?: CallMetadata,
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
@@ -75,7 +77,7 @@ export class EnvoySidecar {
       const address = this.servers[(this.turn + i) % this.servers.length]!;
       let rpc = this.passthrough.get(address);
       if (rpc === undefined) {
-        rpc = connect(address);
+        rpc = connect(address, {}, undefined, undefined, this.metadata);
         this.passthrough.set(address, rpc);
       }
       try {

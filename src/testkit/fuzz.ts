@@ -105,6 +105,8 @@ export interface FuzzTarget {
   metricsUrl: string;
   /** Fully qualified services to fuzz, e.g. `shardlimit.v1.Peer`. */
   services: readonly string[];
+  /** Sent on every call: a bearer token, so a server with an auth file lets the calls through. */
+  metadata?: () => grpc.Metadata;
 }
 
 export interface MethodReport {
@@ -216,7 +218,7 @@ export async function fuzzServer(
           const err = await new Promise<grpc.ServiceError | null>((resolve) =>
             client[m.name]!(
               Buffer.from(bytes),
-              new grpc.Metadata(),
+              target.metadata?.() ?? new grpc.Metadata(),
               { deadline: new Date(Date.now() + deadlineMs) },
               (e) => resolve(e),
             ),

@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { type RunningServer, startServer } from "../app/serve.js";
+import { type RunningServer, type ServeOptions, startServer } from "../app/serve.js";
 import type { Clock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import type { ServerTlsOptions } from "../security/tls.js";
@@ -17,6 +17,8 @@ export function startLoopbackServer(
     maxCounters?: number;
     /** TLS on its gRPC port. */
     tls?: ServerTlsOptions;
+    /** More serve options (`authFile`, `limitsRead`, `reflection`...). */
+    serve?: Partial<ServeOptions>;
   } = {},
 ): Promise<RunningServer> {
   return startServer(
@@ -30,6 +32,7 @@ export function startLoopbackServer(
       maxCounters: opts.maxCounters,
       shutdownGraceMs: 500,
       tls: opts.tls,
+      ...opts.serve,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },

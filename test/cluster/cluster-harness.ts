@@ -1,6 +1,6 @@
 import { systemClock } from "../../src/core/clock.js";
 import type { CheckResult, ClusterView } from "../../src/protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
+import { type CallMetadata, connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { type ClientTls, clientTls } from "../../src/security/tls.js";
 import {
   type IssuedCert,
@@ -81,6 +81,10 @@ export interface ClusterHarnessOptions {
      */
     sharedName?: string;
   };
+  /** More arguments for one server (its own `--token-file`). */
+  argsOf?: (id: string) => string[];
+  /** Sent on the harness's own calls (an operator's token under an auth file). */
+  metadata?: CallMetadata;
 }
 
 /**
@@ -142,7 +146,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
       etcdUrl: etcd.url,
       prefix,
       leaseTtlSeconds: opts.leaseTtlSeconds ?? 2,
-      extraArgs: [...(opts.extraArgs ?? []), ...tlsArgs],
+      extraArgs: [...(opts.extraArgs ?? []), ...tlsArgs, ...(opts.argsOf?.(id) ?? [])],
       cli: "built",
       readyTimeoutMs: 20_000,
     });
@@ -160,8 +164,14 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
         { clock: systemClock, log: { info: () => {}, error: (o, m) => console.error(m, o) } },
       );
       tls.clientSources.set(id, sec);
-      rpc = connect(p.address, { ...channelOptions, ...sec.options }, systemClock, sec.credentials);
-    } else rpc = connect(p.address, channelOptions);
+      rpc = connect(
+        p.address,
+        { ...channelOptions, ...sec.options },
+        systemClock,
+        sec.credentials,
+        opts.metadata,
+      );
+    } else rpc = connect(p.address, channelOptions, undefined, undefined, opts.metadata);
     servers.push(Object.assign(p, { rpc }));
   }
   const server = (id: string) => {

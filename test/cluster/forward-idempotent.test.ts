@@ -199,9 +199,10 @@ describe("Forward and Handoff requests are bounded (issue 11, hole 5)", () => {
 
   it("a Handoff past maxHandoffCounters, or with a counter over the clients or leases bounds, is refused unapplied", () => {
     const { svc, handoffs } = setup();
+    // A counter of the receiver's config (a handed-over counter is checked against its rules).
     const counter = (clients: number, leases: number) => ({
-      key: "k",
-      shard: "k",
+      key: "d/k=1",
+      shard: "d/k=1",
       algorithm: "fixed_window",
       tRelMs: 0,
       x: 0,

@@ -29,6 +29,7 @@ describe("the error-code table", () => {
       OWNER_UNAVAILABLE: 8,
       INVALID_PRIORITY: 9,
       UNKNOWN_TICKET: 12,
+      PERMISSION_DENIED: 13,
     });
   });
 

@@ -1,5 +1,10 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
+import { sha256 } from "../../src/security/identity.js";
 import { ensureBuilt } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { fuzzServer, MUTATION_KINDS } from "../../src/testkit/fuzz.js";
@@ -9,11 +14,26 @@ import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "..
  * Every RPC of a real cluster member (its own API, Envoy's, and the server-to-server Peer
  * service a forged peer could call), fed mutated requests: no crash, no INTERNAL, and nothing
  * changed by a refused call. `FUZZ_CASES` sets the cases per method (`npm run test:fuzz` runs
- * more); the seed is fixed, so a failure replays.
+ * more); the seed is fixed, so a failure replays. The member runs with an auth file: the fuzzer
+ * calls as an operator, so every method is exercised behind the authorisation check, and a
+ * gateway's calls to the Peer service are all refused, changing nothing.
  */
 
 const CASES = Number(process.env.FUZZ_CASES ?? 40);
 const SEED = Number(process.env.FUZZ_SEED ?? 11);
+
+/** An operator and a gateway, by token. */
+const AUTH = `tokens:
+  ops: ${sha256("fuzz-operator").toString("hex")}
+  gw: ${sha256("fuzz-gateway").toString("hex")}
+gateways: [{identity: gw, domains: [api]}]
+operators: [{identity: ops}]
+`;
+const bearer = (token: string) => () => {
+  const m = new grpc.Metadata();
+  m.set("authorization", `Bearer ${token}`);
+  return m;
+};
 
 const YAML = `
 domain: api
@@ -37,6 +57,7 @@ describe("RPC fuzzing of a cluster member", () => {
       etcdUrl: etcd.url,
       prefix: "/fuzz/",
       cli: "built",
+      extraArgs: ["--auth-file", authFile()],
     });
     await server.start();
     await waitAllReady([server]);
@@ -59,6 +80,7 @@ describe("RPC fuzzing of a cluster member", () => {
           "envoy.service.ratelimit.v3.RateLimitService",
           "shardlimit.v1.Peer",
         ],
+        metadata: bearer("fuzz-operator"),
       },
       CASES,
       SEED,
@@ -87,7 +109,7 @@ describe("RPC fuzzing of a cluster member", () => {
     }
     // The process lived through it and still answers exactly.
     expect(server.child?.child.exitCode).toBeNull();
-    const rpc = connect(server.address);
+    const rpc = connect(server.address, {}, undefined, undefined, bearer("fuzz-operator"));
     try {
       const res = await rpc.check({ items: [{ key: "api/fz=after-fuzz", cost: 1 }] }, { deadlineMs: 5000 });
       expect(res.results[0]).toMatchObject({ allowed: true, remaining: 999 });
@@ -95,4 +117,27 @@ describe("RPC fuzzing of a cluster member", () => {
       rpc.close();
     }
   });
+
+  it("a gateway's fuzzed Peer calls are all refused PERMISSION_DENIED, changing nothing", async () => {
+    const reports = await fuzzServer(
+      {
+        address: server.address,
+        metricsUrl: `http://127.0.0.1:${server.httpPort}/metrics`,
+        services: ["shardlimit.v1.Peer"],
+        metadata: bearer("fuzz-gateway"),
+      },
+      Math.min(CASES, 10),
+      SEED,
+    );
+    for (const r of reports) {
+      expect(r.refused, r.method).toEqual({ PERMISSION_DENIED: r.cases });
+      expect(r.problems, r.method).toEqual([]);
+    }
+  });
 });
+
+function authFile(): string {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-fuzz-")), "auth.yaml");
+  writeFileSync(file, AUTH);
+  return file;
+}
