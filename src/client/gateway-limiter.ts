@@ -354,9 +354,36 @@ export class GatewayLimiter {
    */
   reserve(key: string | Descriptor, estimate: number): Ticket | null {
     if (!this.decide(key, estimate)) return null;
+    return this.ticketFor(key, estimate);
+  }
+
+  /**
+   * Admits a request whose cost is measured after serving (CPU-seconds, GPU-seconds, tokens:
+   * a limit with `resource`): charges the key's predicted cost now (the average of what its
+   * settled requests cost, from the rule's `resource.prior`) and returns a ticket to `finish`
+   * with the measured cost, which settles the difference and refines the prediction. Null when
+   * rejected: the owner's policy rejects a fraction of the key's requests that keeps their
+   * measured use at the quota. Throws InvalidArgumentError for a malformed key or priority.
+   *
+   *   const t = limiter.begin("api/tenant=acme", { priority: "high" });
+   *   if (t === null) return reply(429);
+   *   const used = await serve(req); // CPU-seconds measured
+   *   t.finish(used);
+   */
+  begin(key: string | Descriptor, options?: { priority?: Priority }): Ticket | null {
+    const p = options?.priority;
+    const k = p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p);
+    const e = this.keys.entry(k, 1);
+    const estimate = e instanceof ClientKey ? e.cost.value : 0;
+    if (!this.decide(k, estimate)) return null;
+    return this.ticketFor(k, estimate);
+  }
+
+  private ticketFor(key: string | Descriptor, estimate: number): Ticket {
     const e = this.keys.entry(key, estimate);
-    if (!(e instanceof ClientKey)) return new Ticket(undefined, estimate, 0);
-    return new Ticket(e, estimate, windowStart(this.opts.clock.now(), e.rule.windowMs));
+    const settle = (t: Ticket, actual: number) => this.settle(t, actual);
+    if (!(e instanceof ClientKey)) return new Ticket(undefined, estimate, 0, settle);
+    return new Ticket(e, estimate, windowStart(this.opts.clock.now(), e.rule.windowMs), settle);
   }
 
   /**
@@ -371,8 +398,19 @@ export class GatewayLimiter {
     const held = ticket.key?.current();
     if (held === undefined) return;
     const k = this.keys.revive(held);
+    k.cost.observe(actualCost);
     k.settle(actualCost - ticket.estimate, ticket.windowAt, this.opts.clock.now());
     this.reporter.markDirty(k);
+  }
+
+  /**
+   * The cost `begin` would charge for a request of `key` now (its rule's `resource.prior` until
+   * requests of it were settled); undefined when no limit applies or the limits are not known.
+   */
+  predictedCost(key: string | Descriptor, options?: { priority?: Priority }): number | undefined {
+    const p = options?.priority;
+    const e = this.keys.entry(p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p), 1);
+    return e instanceof ClientKey ? e.cost.value : undefined;
   }
 
   /**
