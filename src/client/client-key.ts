@@ -1,4 +1,4 @@
-import type { LimitRule } from "../config/types.js";
+import { DEFAULT_PRIORITY, type LimitRule, type Priority } from "../config/types.js";
 import { windowStart } from "../core/algorithms/types.js";
 import { LocalKey } from "../core/local-decision.js";
 import { type Policy, PolicyKind } from "../core/policy.js";
@@ -71,6 +71,8 @@ export class ClientKey extends LocalKey {
     /** Swapped for an equal rule of a new config (`adoptRule`); a changed rule makes a new ClientKey. */
     rule: LimitRule,
     point: number,
+    /** The class its key's `priority` entry named (the host guard sheds by it). */
+    readonly priority: Priority = DEFAULT_PRIORITY,
   ) {
     super(rule.localAllowance);
     this.#rule = rule;
