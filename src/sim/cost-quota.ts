@@ -44,7 +44,7 @@ const PRIOR = 0.05;
  */
 const BURST_S = 10;
 
-export function costQuotaYaml(tenants: readonly CostTenant[] = COST_TENANTS): string {
+export function costQuotaYaml(tenants: readonly CostTenant[] = COST_TENANTS, prior = PRIOR): string {
   const rules = tenants.map(
     (t) => `  - key: tenant
     value: ${t.name}
@@ -53,7 +53,7 @@ export function costQuotaYaml(tenants: readonly CostTenant[] = COST_TENANTS): st
       unit: second
       requests_per_unit: ${t.quota}
       burst: ${t.quota * BURST_S}
-      resource: { name: cpu_seconds, prior: ${PRIOR} }
+      resource: { name: cpu_seconds, prior: ${prior} }
 `,
   );
   return `domain: sim\ndescriptors:\n${rules.join("")}`;
@@ -66,6 +66,13 @@ export interface CostQuotaSpec {
   seed: number;
   gateways?: number;
   tenants?: readonly CostTenant[];
+  /**
+   * How a request is charged at decision time: `predicted` (`begin`: the key's prediction, the
+   * default) or `prior` (`reserve` with the prior, never learning): what the prediction is worth.
+   */
+  charge?: "predicted" | "prior";
+  /** The rule's `resource.prior` (default 0.05 s, 2.5 times the mean cost). */
+  prior?: number;
 }
 
 export interface TenantUse {
@@ -99,7 +106,7 @@ export function simulateCostQuota(spec: CostQuotaSpec): CostQuotaRun {
   const tenants = spec.tenants ?? COST_TENANTS;
   const random = seededRandom(spec.seed);
   const clock = new ManualClock(T0 - 1000);
-  const config = compileSources([{ file: "sim.yaml", text: costQuotaYaml(tenants) }]);
+  const config = compileSources([{ file: "sim.yaml", text: costQuotaYaml(tenants, spec.prior) }]);
   const cluster = new SimCluster(clock, config, 3);
   const net = new SimNetwork(clock, cluster, { delayMs: 0.25, jitterMs: 0.25, loss: 0, random });
   const addresses = cluster.servers.map((s) => s.member.address);
@@ -131,7 +138,7 @@ export function simulateCostQuota(spec: CostQuotaSpec): CostQuotaRun {
       const now = clock.now();
       const cost = Math.exp(MU + SIGMA * normal(random));
       const gw = gateways[Math.floor(random() * gateways.length)]!;
-      const ticket = gw.begin(key);
+      const ticket = spec.charge === "prior" ? gw.reserve(key, spec.prior ?? PRIOR) : gw.begin(key);
       const measured = now >= measureFrom;
       if (measured) {
         u.requestsOffered++;
@@ -190,13 +197,22 @@ export function costQuotaScenarios(quick: boolean, seed: number): CostQuotaScena
         const quota = r.tenants.reduce((s, t) => s + t.quota, 0);
         const span = seconds - from;
         const used = r.tenants.reduce((s, t) => s + t.used, 0);
-        const detail: Record<string, number> = {};
+        const detail: Record<string, number | number[]> = {};
         for (const t of r.tenants) {
           detail[`${t.name}_quota`] = t.quota;
           detail[`${t.name}_demand`] = round(t.offered / span / t.quota);
           detail[`${t.name}_used_over_quota`] = round(t.ratio);
           detail[`${t.name}_requests_admitted`] = round(admittedShare(t));
           detail[`${t.name}_predicted_cost`] = round(t.predicted);
+        }
+        if (!quick) {
+          // For comparison: the prior charged and never learned (settled all the same).
+          const prior = simulateCostQuota({ seconds, from, seed, charge: "prior" });
+          detail.prior_charged_used_over_quota = prior.tenants.map((t) => round(t.ratio));
+          detail.prior_charged_under_quota_admitted = prior.tenants
+            .filter((t) => t.load <= 1)
+            .map((t) => round(admittedShare(t)));
+          detail.prior_charged_sim_wall_ms = Math.round(prior.wallMs);
         }
         return {
           name,
