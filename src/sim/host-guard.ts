@@ -29,6 +29,36 @@ descriptors:
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 100000 }
 `;
 
+/** Calls made through a transport, and those made while `deciding` was set. */
+export interface CallCounts {
+  deciding: boolean;
+  calls: number;
+  callsWhileDeciding: number;
+}
+
+/**
+ * `inner` with every call counted: set `counts.deciding` around a decision, and a call made then
+ * is counted in `callsWhileDeciding` (the host guard's "no network call on the path").
+ */
+export function countingTransport(inner: ClientTransport): {
+  transport: ClientTransport;
+  counts: CallCounts;
+} {
+  const counts: CallCounts = { deciding: false, calls: 0, callsWhileDeciding: 0 };
+  const transport = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        counts.calls++;
+        if (counts.deciding) counts.callsWhileDeciding++;
+        return v.apply(target, args);
+      };
+    },
+  });
+  return { transport, counts };
+}
+
 export interface HostGuardSpec {
   seed: number;
   /** Offered requests per second at `t` s since traffic started. */
@@ -60,21 +90,8 @@ export function simulateHostGuard(spec: HostGuardSpec): HostGuardRun {
   const config = compileSources([{ file: "sim.yaml", text: YAML }]);
   const cluster = new SimCluster(clock, config, 3);
   const net = new SimNetwork(clock, cluster, { delayMs: 0.25, jitterMs: 0.25, loss: 0, random });
-  let deciding = false;
-  let callsOnPath = 0;
-  let calls = 0;
   // Every call of the transport is counted; those made inside `decide` are the failure.
-  const transport = new Proxy(net, {
-    get(target, prop, receiver) {
-      const v = Reflect.get(target, prop, receiver);
-      if (typeof v !== "function") return v;
-      return (...args: unknown[]) => {
-        calls++;
-        if (deciding) callsOnPath++;
-        return v.apply(target, args);
-      };
-    },
-  }) as ClientTransport;
+  const { transport, counts } = countingTransport(net);
 
   const buckets = Math.ceil((seconds * 1000) / BUCKET_MS);
   const offered = PRIORITIES.map(() => new Array<number>(buckets).fill(0));
@@ -113,9 +130,9 @@ export function simulateHostGuard(spec: HostGuardSpec): HostGuardRun {
       const b = bucketAt(now);
       if (b >= 0 && b < buckets) {
         offered[rank]![b]!++;
-        deciding = true;
+        counts.deciding = true;
         const ok = gw.decide(KEY, 1, { priority });
-        deciding = false;
+        counts.deciding = false;
         if (ok) {
           admitted[rank]![b]!++;
           served[b]!++;
@@ -132,6 +149,7 @@ export function simulateHostGuard(spec: HostGuardSpec): HostGuardRun {
     level[b] = gw.guard!.level;
   }
   gw.close();
+  const { callsWhileDeciding: callsOnPath, calls } = counts;
   return { offered, admitted, level, callsOnPath, calls, wallMs: performance.now() - started };
 }
 
