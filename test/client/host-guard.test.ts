@@ -136,6 +136,31 @@ describe("HostGuard", () => {
     guard.stop();
   });
 
+  it("reads the host's busy fraction of all its cores (system scope), between 0 and 1", () => {
+    const clock = new ManualClock(0);
+    const guard = new HostGuard({ cpu: { threshold: 2, scope: "system" }, sampleMs: 10 }, clock);
+    const start = process.cpuUsage();
+    for (;;) {
+      const used = process.cpuUsage(start);
+      if (used.user + used.system >= 50_000) break;
+    }
+    guard.sample();
+    const v = guard.state().readings.cpu!;
+    expect(v).toBeGreaterThan(0);
+    expect(v).toBeLessThanOrEqual(1);
+    expect(guard.level).toBe(0);
+  });
+
+  it("an event-loop delay with no measurement yet is no reading, and the histogram is released on stop", () => {
+    const clock = new ManualClock(0);
+    const guard = new HostGuard({ eventLoopDelay: { thresholdMs: 1 }, sampleMs: 10 }, clock);
+    guard.start();
+    guard.sample(); // synchronously after enabling: the loop has not turned, nothing measured
+    expect(Number.isNaN(guard.state().readings.event_loop_delay_ms)).toBe(true);
+    expect(guard.level).toBe(0);
+    guard.stop();
+  });
+
   it.each<[string, HostGuardOptions, RegExp]>([
     ["no signal", {}, /hostGuard needs at least one signal/],
     [
