@@ -392,7 +392,8 @@ export class GatewayLimiter {
   /**
    * Admits a request whose cost is measured after serving (CPU-seconds, GPU-seconds, tokens:
    * a limit with `resource`): charges the key's predicted cost now (the average of what its
-   * settled requests cost, from the rule's `resource.prior`) and returns a ticket to `finish`
+   * settled requests cost, from the rule's `resource.prior`, or 1 unit for a limit without
+   * `resource`) and returns a ticket to `finish`
    * with the measured cost, which settles the difference and refines the prediction. Null when
    * rejected: the owner's policy rejects a fraction of the key's requests that keeps their
    * measured use at the quota. Throws InvalidArgumentError for a malformed key or priority.

@@ -159,8 +159,9 @@ export class HostGuard {
       if (v >= s.threshold * (1 - this.#hysteresis)) under = false;
     });
     this.#over = over;
-    if (over) this.#level = Math.min(MAX_LEVEL, this.#level + this.#rise);
-    else if (under) this.#level = Math.max(0, this.#level - this.#fall);
+    // Rounded to 1e-9 so that steps of 0.1 add up to 0.3, not 0.30000000000000004.
+    if (over) this.#level = Math.min(MAX_LEVEL, round9(this.#level + this.#rise));
+    else if (under) this.#level = Math.max(0, round9(this.#level - this.#fall));
     for (let rank = 0; rank < MAX_LEVEL; rank++) {
       this.#shed[rank] = Math.min(1, Math.max(0, this.#level - rank));
     }
@@ -178,6 +179,10 @@ export class HostGuard {
       admitted: byClass(this.#admitted),
     };
   }
+}
+
+function round9(x: number): number {
+  return Math.round(x * 1e9) / 1e9;
 }
 
 function option(v: number | undefined, fallback: number, name: string, min: number, max: number): number {
