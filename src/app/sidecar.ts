@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import client from "prom-client";
 import { createLimiter } from "../client/create.js";
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import type { HostGuardOptions } from "../client/host-guard.js";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
@@ -29,6 +30,8 @@ export interface SidecarOptions {
   connectTimeoutMs?: number;
   /** The system clock unless a test brings its own. */
   clock?: Clock;
+  /** Sheds requests by priority class while the host is loaded (`--host-guard-*`). */
+  hostGuard?: HostGuardOptions;
 }
 
 export interface RunningSidecar {
@@ -50,6 +53,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     registry,
     connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
     clock,
+    ...(opts.hostGuard ? { hostGuard: opts.hostGuard } : {}),
     logger: {
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),
