@@ -6,7 +6,12 @@ export {
   type Descriptor,
   GatewayLimiter,
   type GatewayLimiterOptions,
+  type GaugeSignal,
+  HostGuard,
+  type HostGuardOptions,
+  type HostGuardState,
   type LimiterStats,
+  type LoadSignal,
   type Ticket,
 } from "./client/gateway-limiter.js";
 export { GrpcTransport } from "./client/grpc-transport.js";

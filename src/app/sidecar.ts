@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import client from "prom-client";
 import { createLimiter } from "../client/create.js";
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import type { HostGuardOptions } from "../client/host-guard.js";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
@@ -37,6 +38,8 @@ export interface SidecarOptions {
   listenTls?: ServerTlsOptions;
   /** A file holding the sidecar's bearer token for the servers (`--token-file`), re-read on change. */
   tokenFile?: string;
+  /** Sheds requests by priority class while the host is loaded (`--host-guard-*`). */
+  hostGuard?: HostGuardOptions;
 }
 
 export interface RunningSidecar {
@@ -62,6 +65,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
     clock,
     tokenFile: opts.tokenFile,
+    ...(opts.hostGuard ? { hostGuard: opts.hostGuard } : {}),
     logger: {
       warn: (obj, msg) => log.warn(obj, msg),
       info: (obj, msg) => log.info(obj, msg),

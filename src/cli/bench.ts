@@ -121,6 +121,38 @@ function accuracyCommand(): Command {
     );
 }
 
+/** `bench overload`: issue 14's overload protection with real processes, one named scenario each. */
+function overloadCommand(): Command {
+  return new Command("overload")
+    .description(
+      "overload protection with real processes (issue 14): named scenarios, all by default " +
+        "(host-guard: a gateway's host guard on its own CPU, with and without it)",
+    )
+    .option("--only <name>", "run only this scenario")
+    .option("--quick", "shorter phases (3 s, 6 s, 4 s instead of 5 s, 10 s, 7 s)")
+    .option("--json <file>", "write { scenarios: [{ name, pass, target, runs }] } here")
+    .action(async (flags: { only?: string; quick?: boolean; json?: string }) => {
+      const { OVERLOAD } = await loadTestCode(() => import("../loadtest/overload.js"));
+      const names = Object.keys(OVERLOAD).filter((n) => flags.only === undefined || n === flags.only);
+      if (names.length === 0) {
+        process.stderr.write(
+          `shardlimit bench overload: no scenario named ${JSON.stringify(flags.only)} (${Object.keys(OVERLOAD).join(", ")})\n`,
+        );
+        process.exitCode = 2;
+        return;
+      }
+      const results = [];
+      for (const n of names) {
+        const r = await OVERLOAD[n]!(flags.quick ? { phases: [3, 6, 4] } : {});
+        results.push(r);
+        process.stdout.write(`${r.pass ? "pass" : "FAIL"}  ${r.name}\n  target: ${r.target}\n`);
+        for (const run of r.runs) process.stdout.write(`  ${JSON.stringify(run)}\n`);
+      }
+      if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ scenarios: results }, null, 2)}\n`);
+      if (results.some((r) => !r.pass)) process.exitCode = 1;
+    });
+}
+
 interface LoadFlags {
   servers: number;
   gateways: number;
@@ -265,6 +297,7 @@ export function benchCommand(): Command {
             "batched and sync workloads, CPU seconds of every process; writes { results: [...] } with --json",
         ),
       )
+      .addCommand(overloadCommand())
       .addCommand(redisLimiterCommand(), { hidden: true })
   );
 }

@@ -15,6 +15,19 @@ export function intOption(flag: string, min: number, max: number): (v: string) =
 
 export const portOption = (flag: string) => intOption(flag, 0, 65_535);
 
+/** A number (fractions allowed) above `min` and at most `max`. */
+export function numberOption(flag: string, min: number, max: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n) || n <= min || n > max) {
+      throw new OptionsError(
+        `${flag} must be a number above ${min} and at most ${max}, got ${JSON.stringify(v)}`,
+      );
+    }
+    return n;
+  };
+}
+
 /** Comma-separated etcd client URLs, each http(s)://host:port. */
 export function etcdUrlsOption(flag: string): (v: string) => string[] {
   return (v: string) => {

@@ -2,9 +2,17 @@ import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { startSidecar } from "../app/sidecar.js";
+import type { HostGuardOptions } from "../client/host-guard.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
-import { hostPortListOption, hostPortOption, intOption, memberIdOption, portOption } from "./options.js";
+import {
+  hostPortListOption,
+  hostPortOption,
+  intOption,
+  memberIdOption,
+  numberOption,
+  portOption,
+} from "./options.js";
 import {
   dialTlsFlags,
   dialTlsOf,
@@ -31,6 +39,9 @@ interface SidecarFlags {
   httpPort?: number;
   logLevel: string;
   tokenFile?: string;
+  hostGuardCpu?: number;
+  hostGuardCpuScope: "process" | "system";
+  hostGuardEventLoopDelay?: number;
 }
 
 export function sidecarCommand(): Command {
@@ -68,6 +79,28 @@ export function sidecarCommand(): Command {
       new Option("--http-port <n>", "serve /metrics, /healthz, /readyz on 127.0.0.1 at this port")
         .env("SHARDLIMIT_HTTP_PORT")
         .argParser(portOption("--http-port")),
+    )
+    .addOption(
+      new Option(
+        "--host-guard-cpu <n>",
+        "shed requests, lowest priority first, while CPU is past this (scope system: the host's busy fraction, 0-1; process: this process's cores)",
+      )
+        .env("SHARDLIMIT_HOST_GUARD_CPU")
+        .argParser(numberOption("--host-guard-cpu", 0, 1024)),
+    )
+    .addOption(
+      new Option("--host-guard-cpu-scope <scope>", "what --host-guard-cpu measures")
+        .env("SHARDLIMIT_HOST_GUARD_CPU_SCOPE")
+        .choices(["system", "process"])
+        .default("system"),
+    )
+    .addOption(
+      new Option(
+        "--host-guard-event-loop-delay <ms>",
+        "shed requests, lowest priority first, while this process's event loop is this late (p99)",
+      )
+        .env("SHARDLIMIT_HOST_GUARD_EVENT_LOOP_DELAY_MS")
+        .argParser(numberOption("--host-guard-event-loop-delay", 0, 60_000)),
     )
     .addOption(logLevelFlag())
     .addOption(dial.ca)
@@ -109,6 +142,7 @@ export function sidecarCommand(): Command {
           log,
           tls: dialTls && { ...dialTls, pollMs: flags.tlsReloadInterval },
           listenTls: listenTls && { ...listenTls, pollMs: flags.tlsReloadInterval },
+          hostGuard: hostGuardOf(flags),
         });
         const stop = (signal: string) => {
           log.info({ signal }, "stopping");
@@ -128,4 +162,15 @@ export function sidecarCommand(): Command {
         process.exit(1);
       }
     });
+}
+
+/** The host guard the flags ask for, if any. */
+function hostGuardOf(flags: SidecarFlags): HostGuardOptions | undefined {
+  const cpu = flags.hostGuardCpu;
+  const lag = flags.hostGuardEventLoopDelay;
+  if (cpu === undefined && lag === undefined) return undefined;
+  return {
+    ...(cpu !== undefined ? { cpu: { threshold: cpu, scope: flags.hostGuardCpuScope } } : {}),
+    ...(lag !== undefined ? { eventLoopDelay: { thresholdMs: lag } } : {}),
+  };
 }

@@ -1,7 +1,8 @@
-import type { LimitRule } from "../config/types.js";
+import { DEFAULT_PRIORITY, type LimitRule, type Priority } from "../config/types.js";
 import { windowStart } from "../core/algorithms/types.js";
 import { LocalKey } from "../core/local-decision.js";
 import { type Policy, PolicyKind } from "../core/policy.js";
+import { CostPredictor } from "./cost-predictor.js";
 import { Fallback } from "./fallback.js";
 
 /** Counts taken from a key into a report, kept until the owner says whether it applied them. */
@@ -61,6 +62,8 @@ export class ClientKey extends LocalKey {
    * They came out of this window's share, so a fallback share must not hand them out again.
    */
   private unanswered = 0;
+  /** What its next request is predicted to cost, from the costs settled so far (`begin`). */
+  #cost: CostPredictor;
 
   constructor(
     /** The key reports name: the counter key. */
@@ -68,10 +71,17 @@ export class ClientKey extends LocalKey {
     /** Swapped for an equal rule of a new config (`adoptRule`); a changed rule makes a new ClientKey. */
     rule: LimitRule,
     point: number,
+    /** The class its key's `priority` entry named (the host guard sheds by it). */
+    readonly priority: Priority = DEFAULT_PRIORITY,
   ) {
     super(rule.localAllowance);
     this.#rule = rule;
     this.point = point;
+    this.#cost = CostPredictor.forRule(rule);
+  }
+
+  get cost(): CostPredictor {
+    return this.#cost;
   }
 
   get rule(): LimitRule {
@@ -343,6 +353,8 @@ export class ClientKey extends LocalKey {
     next.windowAt = this.windowAt;
     next.#windowTotal = this.#windowTotal;
     next.unanswered = this.unanswered;
+    // What requests measured outlives a changed limit; the new prior would know less.
+    if (this.#cost.seen > 0) next.#cost = this.#cost;
     this.replacedBy = next;
   }
 

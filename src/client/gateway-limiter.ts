@@ -8,13 +8,16 @@ import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
 import { Directory } from "./directory.js";
-import { checkCost, type Descriptor, KeyTable, withPriority } from "./key-table.js";
+import { HostGuard, type HostGuardOptions } from "./host-guard.js";
+import { checkCost, type Descriptor, type Entry, KeyTable, withPriority } from "./key-table.js";
 import { Reporter } from "./reporter.js";
 import { Ticket } from "./ticket.js";
 import type { ClientTransport, LimiterLogger } from "./transport.js";
 import { checkWaitOptions, Waiters, type WaitOptions } from "./waiters.js";
 
 export type { Priority } from "../config/types.js";
+export type { GaugeSignal, HostGuardOptions, HostGuardState, LoadSignal } from "./host-guard.js";
+export { HostGuard } from "./host-guard.js";
 export type { Descriptor } from "./key-table.js";
 export { Ticket } from "./ticket.js";
 export type { LimiterLogger } from "./transport.js";
@@ -61,6 +64,11 @@ export interface GatewayLimiterOptions {
   maxWaitersPerKey?: number;
   /** Callers `wait` may hold over all counters (default 10000). */
   maxWaiters?: number;
+  /**
+   * Sheds requests, lowest priority class first, while the host's own load (CPU, event-loop
+   * delay, the application's gauges) is past a threshold; decided locally (`host-guard.ts`).
+   */
+  hostGuard?: HostGuardOptions;
 }
 
 const silent: LimiterLogger = { warn() {}, info() {} };
@@ -92,7 +100,11 @@ export interface LimiterStats {
  * and their answers) and the directory (the assignment and the limits, and readiness).
  */
 export class GatewayLimiter {
-  private readonly opts: Required<Omit<GatewayLimiterOptions, "logger">> & { logger: LimiterLogger };
+  private readonly opts: Required<Omit<GatewayLimiterOptions, "logger" | "hostGuard">> & {
+    logger: LimiterLogger;
+  };
+  /** The host guard, when `hostGuard` was given: consulted before every decision. */
+  readonly guard: HostGuard | undefined;
   private readonly keys: KeyTable;
   private readonly reporter: Reporter;
   private readonly directory: Directory;
@@ -143,6 +155,7 @@ export class GatewayLimiter {
       }
     }
     this.opts = o;
+    this.guard = options.hostGuard ? new HostGuard(options.hostGuard, o.clock) : undefined;
     this.waiters = new Waiters(
       { clock: o.clock, maxPerKey: o.maxWaitersPerKey, maxTotal: o.maxWaiters },
       (key, cost) => this.admitWaiter(key, cost),
@@ -164,6 +177,7 @@ export class GatewayLimiter {
 
   /** Starts fetching the limits and the assignment, and the report loop. */
   start(): void {
+    this.guard?.start();
     this.directory.refreshLimits();
     this.directory.refreshView(true);
     // Gateways started together should not all report in the same instant.
@@ -211,6 +225,22 @@ export class GatewayLimiter {
   decide(key: string | Descriptor, cost = 1, options?: { priority?: Priority }): boolean {
     const p = options?.priority;
     const e = this.keys.entry(p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p), cost);
+    if (!this.guardAdmits(e, p)) return false;
+    return this.decideEntry(e, cost);
+  }
+
+  /**
+   * The host guard's answer for a request (true without a guard). Its class is the `priority`
+   * option, else the one its key names. A shed request is not counted on any limit: it is the
+   * host's load, not the key's demand.
+   */
+  private guardAdmits(e: Entry | undefined, p?: Priority): boolean {
+    if (this.guard === undefined) return true;
+    return this.guard.admit(p ?? e?.priority ?? DEFAULT_PRIORITY, this.opts.random());
+  }
+
+  /** `decide` once the key is resolved and the host guard let it through. */
+  private decideEntry(e: Entry | undefined, cost: number): boolean {
     if (e === undefined) return this.opts.beforeReady === "open";
     const now = this.opts.clock.now();
     e.touch(now);
@@ -270,10 +300,12 @@ export class GatewayLimiter {
     checkWaitOptions(opts);
     if (opts.signal?.aborted) return false;
     const e = this.keys.entry(key, cost);
-    if (this.closed || !(e instanceof ClientKey)) return this.decide(key, cost);
+    // Shed by the host guard: no waiting, the host is what is short.
+    if (!this.guardAdmits(e)) return false;
+    if (this.closed || !(e instanceof ClientKey)) return this.decideEntry(e, cost);
     const queued = this.waiters.has(e.key);
     // Nobody waits: decided as `decide` does (which also shows the demand when it rejects).
-    if (!queued && this.decide(key, cost)) return true;
+    if (!queued && this.decideEntry(e, cost)) return true;
     if (opts.timeoutMs === 0 || !admissible(e.rule, cost)) return false;
     return e.key;
   }
@@ -354,9 +386,37 @@ export class GatewayLimiter {
    */
   reserve(key: string | Descriptor, estimate: number): Ticket | null {
     if (!this.decide(key, estimate)) return null;
+    return this.ticketFor(key, estimate);
+  }
+
+  /**
+   * Admits a request whose cost is measured after serving (CPU-seconds, GPU-seconds, tokens:
+   * a limit with `resource`): charges the key's predicted cost now (the average of what its
+   * settled requests cost, from the rule's `resource.prior`, or 1 unit for a limit without
+   * `resource`) and returns a ticket to `finish`
+   * with the measured cost, which settles the difference and refines the prediction. Null when
+   * rejected: the owner's policy rejects a fraction of the key's requests that keeps their
+   * measured use at the quota. Throws InvalidArgumentError for a malformed key or priority.
+   *
+   *   const t = limiter.begin("api/tenant=acme", { priority: "high" });
+   *   if (t === null) return reply(429);
+   *   const used = await serve(req); // CPU-seconds measured
+   *   t.finish(used);
+   */
+  begin(key: string | Descriptor, options?: { priority?: Priority }): Ticket | null {
+    const p = options?.priority;
+    const k = p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p);
+    const e = this.keys.entry(k, 1);
+    const estimate = e instanceof ClientKey ? e.cost.value : 0;
+    if (!this.decide(k, estimate)) return null;
+    return this.ticketFor(k, estimate);
+  }
+
+  private ticketFor(key: string | Descriptor, estimate: number): Ticket {
     const e = this.keys.entry(key, estimate);
-    if (!(e instanceof ClientKey)) return new Ticket(undefined, estimate, 0);
-    return new Ticket(e, estimate, windowStart(this.opts.clock.now(), e.rule.windowMs));
+    const settle = (t: Ticket, actual: number) => this.settle(t, actual);
+    if (!(e instanceof ClientKey)) return new Ticket(undefined, estimate, 0, settle);
+    return new Ticket(e, estimate, windowStart(this.opts.clock.now(), e.rule.windowMs), settle);
   }
 
   /**
@@ -371,8 +431,19 @@ export class GatewayLimiter {
     const held = ticket.key?.current();
     if (held === undefined) return;
     const k = this.keys.revive(held);
+    k.cost.observe(actualCost);
     k.settle(actualCost - ticket.estimate, ticket.windowAt, this.opts.clock.now());
     this.reporter.markDirty(k);
+  }
+
+  /**
+   * The cost `begin` would charge for a request of `key` now (its rule's `resource.prior` until
+   * requests of it were settled); undefined when no limit applies or the limits are not known.
+   */
+  predictedCost(key: string | Descriptor, options?: { priority?: Priority }): number | undefined {
+    const p = options?.priority;
+    const e = this.keys.entry(p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p), 1);
+    return e instanceof ClientKey ? e.cost.value : undefined;
   }
 
   /**
@@ -381,6 +452,7 @@ export class GatewayLimiter {
    */
   acquire(key: string | Descriptor, amount = 1): boolean {
     const e = this.keys.entry(key, amount);
+    if (!this.guardAdmits(e)) return false;
     if (e === undefined) return this.opts.beforeReady === "open";
     const now = this.opts.clock.now();
     e.touch(now);
@@ -407,6 +479,8 @@ export class GatewayLimiter {
    */
   check(key: string | Descriptor, cost = 1): Promise<boolean> {
     const e = this.keys.entry(key, cost);
+    // Shed by the host guard: answered here, with no call to the owner.
+    if (!this.guardAdmits(e)) return Promise.resolve(false);
     if (e === undefined) return Promise.reject(new NotReadyError("the limits are not known yet"));
     if (!(e instanceof ClientKey)) return Promise.resolve(true);
     const address = this.directory.routing?.ownerOf(e.point) ?? this.opts.servers[0]!;
@@ -497,6 +571,7 @@ export class GatewayLimiter {
   /** Stops reporting. Counts not yet reported are lost; call `flush` first to send them. */
   close(): void {
     this.closed = true;
+    this.guard?.stop();
     this.waiters.close();
     this.timer?.cancel();
     this.reporter.close();

@@ -22,6 +22,8 @@ export interface Descriptor {
 /** A key no limit applies to: always admitted, never reported. */
 export class Unlimited {
   #lastUsed = 0;
+  /** The class its key's `priority` entry named (the host guard sheds by it). */
+  constructor(readonly priority: Priority = DEFAULT_PRIORITY) {}
   get lastUsed(): number {
     return this.#lastUsed;
   }
@@ -92,7 +94,7 @@ export class KeyTable {
     const split = splitPriority(d.entries);
     if (typeof split === "string") throw new InvalidArgumentError(split);
     const r = config.resolve(d.domain, split.entries);
-    if (r === undefined || r.rule.unlimited) return new Unlimited();
+    if (r === undefined || r.rule.unlimited) return new Unlimited(split.priority);
     // Each class of a key is its own counter here, reported under the key with its `priority`
     // entry: the owner divides the limit among classes from those reports.
     const key =
@@ -103,7 +105,7 @@ export class KeyTable {
     if (k !== undefined && k.rule !== r.rule && sameLimit(k.rule, r.rule)) {
       k.adoptRule(r.rule); // a reload that left this limit as it was: keep the policy in force
     } else if (k === undefined || k.rule !== r.rule) {
-      const fresh = new ClientKey(key, r.rule, keyPoint(r.shardKey));
+      const fresh = new ClientKey(key, r.rule, keyPoint(r.shardKey), split.priority);
       k?.replaceWith(fresh);
       k = fresh;
       this.counters.set(key, k);

@@ -1,5 +1,7 @@
 import client from "prom-client";
+import { PRIORITIES } from "../config/types.js";
 import type { GatewayLimiter } from "./gateway-limiter.js";
+import type { HostGuard } from "./host-guard.js";
 
 /** Keys in fallback listed by name, at most this many (label cardinality stays bounded). */
 const MAX_FALLBACK_KEYS = 50;
@@ -66,6 +68,52 @@ export function registerClientMetrics(registry: client.Registry, limiter: Gatewa
       this.reset();
       this.inc({ result: "admitted" }, s.unitsAdmitted);
       this.inc({ result: "rejected" }, s.unitsRejected);
+    },
+  });
+  if (limiter.guard) registerHostGuardMetrics(registry, limiter.guard);
+}
+
+/** The host guard's figures, read at scrape time: signals against thresholds, shedding by class. */
+export function registerHostGuardMetrics(registry: client.Registry, guard: HostGuard): void {
+  new client.Gauge({
+    name: "shardlimit_client_host_guard_signal",
+    help: "The host guard's latest reading of each load signal (NaN: no reading)",
+    labelNames: ["signal"],
+    registers: [registry],
+    collect() {
+      for (const [signal, v] of Object.entries(guard.state().readings)) this.set({ signal }, v);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_client_host_guard_threshold",
+    help: "The threshold of each load signal",
+    labelNames: ["signal"],
+    registers: [registry],
+    collect() {
+      for (const [signal, v] of Object.entries(guard.state().thresholds)) this.set({ signal }, v);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_client_host_guard_shed_fraction",
+    help: "Fraction of each priority class's requests the host guard sheds now",
+    labelNames: ["priority"],
+    registers: [registry],
+    collect() {
+      for (const priority of PRIORITIES) this.set({ priority }, guard.shedFraction(priority));
+    },
+  });
+  new client.Counter({
+    name: "shardlimit_client_host_guard_requests_total",
+    help: "Requests the host guard decided, by priority class and result (admitted or shed)",
+    labelNames: ["priority", "result"],
+    registers: [registry],
+    collect() {
+      const s = guard.state();
+      this.reset();
+      for (const priority of PRIORITIES) {
+        this.inc({ priority, result: "admitted" }, s.admitted[priority]);
+        this.inc({ priority, result: "shed" }, s.rejected[priority]);
+      }
     },
   });
 }

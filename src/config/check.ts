@@ -46,7 +46,8 @@ export function describeRule(r: LimitRule): string {
     return `concurrency ${r.limit} ${r.costUnit} held at once (lease ${formatDuration(r.leaseTimeoutMs)})${flags}`;
   }
   const burst = r.algorithm === "token_bucket" && r.burst !== r.limit ? ` (burst ${r.burst})` : "";
-  return `${r.algorithm} ${r.limit} ${r.costUnit} per ${formatDuration(r.windowMs)}${burst}${sharing(r)}${flags}`;
+  const measured = r.resource ? `, measured after serving (prior ${r.resource.prior})` : "";
+  return `${r.algorithm} ${r.limit} ${r.costUnit} per ${formatDuration(r.windowMs)}${burst}${measured}${sharing(r)}${flags}`;
 }
 
 /** `fair_share` and `reserve`, which only rate limits have (parse-sharing.ts refuses the rest). */

@@ -1,4 +1,5 @@
 import type { Node } from "yaml";
+import { readResource } from "./parse-resource.js";
 import { readSharing, SHARING_FIELDS, type SharingRefs } from "./parse-sharing.js";
 import {
   ALGORITHMS,
@@ -28,6 +29,7 @@ const EXTENSION_FIELDS = [
   "local_allowance",
   "fail_mode",
   ...SHARING_FIELDS,
+  "resource",
 ] as const;
 export const RATE_LIMIT_FIELDS: readonly string[] = [...ENVOY_FIELDS, ...EXTENSION_FIELDS];
 
@@ -88,11 +90,13 @@ export function parseRule(r: DocReader, field: Field): RuleDraft {
       ? unlimitedSettings(r, fields)
       : limitedSettings(r, fields, algorithm, field.value as Node, field.path);
   const sharing = readSharing(r, fields, algorithm ?? "unlimited");
+  const resource = readResource(r, fields, algorithm ?? "unlimited");
   const ok = limits !== undefined && r.problems.length === before;
+  const measured = resource ? { resource, costUnit: resource.name } : {};
   return {
     ...(name ? { name } : {}),
     replaces,
-    ...(ok ? { settings: { ...limits, ...sharing.settings } } : {}),
+    ...(ok ? { settings: { ...limits, ...sharing.settings, ...measured } } : {}),
     sharing: sharing.refs,
   };
 }

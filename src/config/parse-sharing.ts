@@ -229,12 +229,12 @@ function readReserve(r: DocReader, f: Field): Reserve | undefined {
 }
 
 /** A finite YAML number (`.inf` and `.nan` are numbers to YAML, not to a limit). */
-function readNumber(node: Node | null): number | undefined {
+export function readNumber(node: Node | null): number | undefined {
   if (!isScalar(node) || typeof node.value !== "number" || !Number.isFinite(node.value)) return undefined;
   return node.value;
 }
 
 /** A number as written (`.inf`, `1e3`); anything else as `describe` says it. */
-function shown(node: Node | null): string {
+export function shown(node: Node | null): string {
   return isScalar(node) && typeof node.value === "number" ? sourceText(node) : describe(node);
 }

@@ -76,6 +76,21 @@ export interface LimitRule {
   readonly reserve?: Reserve;
   /** `soft: true`: may be exceeded while the fair-share limit above has idle capacity. */
   readonly soft: boolean;
+  /**
+   * `resource`: the limit is a quota of a resource measured after serving (CPU-seconds,
+   * GPU-seconds, tokens); gateways charge a predicted cost and settle the measured one.
+   */
+  readonly resource?: ResourceSpec;
+}
+
+/** A resource quota's unit and how a gateway predicts a request's cost before it is served. */
+export interface ResourceSpec {
+  /** What the quota measures (`cpu_seconds`, `gpu_seconds`, `tokens`); also the rule's `costUnit`. */
+  readonly name: string;
+  /** The predicted cost of a request before any request of the key was settled. */
+  readonly prior: number;
+  /** The weight of each settled cost in the moving average that predicts the next one, (0, 1]. */
+  readonly smoothing: number;
 }
 
 /** A request's descriptor: ordered (key, value) entries, as Envoy sends them. */

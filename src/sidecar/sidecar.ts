@@ -1,8 +1,10 @@
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { reportKey } from "../client/key-table.js";
-import { UNIT_PROTO } from "../config/types.js";
+import { PRIORITY_KEY } from "../config/priority.js";
+import { DEFAULT_PRIORITY, PRIORITIES, type Priority, UNIT_PROTO } from "../config/types.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { UnavailableError } from "../core/errors.js";
+import { PRIORITY_RANK } from "../core/priority.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import {
   EnvoyCode,
@@ -41,12 +43,14 @@ export class EnvoySidecar {
       const code = this.limiter.admitsBeforeReady ? EnvoyCode.OK : EnvoyCode.OVER_LIMIT;
       return { overallCode: code, statuses: req.descriptors.map(() => ({ code })) };
     }
-    if (req.descriptors.some((d) => d.limit)) return this.passThrough(req);
+    if (req.descriptors.some((d) => d.limit)) return this.shed(req) ?? this.passThrough(req);
     const plan = planEnvoy(req, {
       limits: this.limits,
       resolve: (domain, entries) => config.resolve(domain, entries),
       knownDomain: (domain) => config.domains.includes(domain),
     });
+    const shed = this.shed(req);
+    if (shed !== undefined) return shed;
     const now = this.clock.now();
     const statuses: EnvoyDescriptorStatus[] = plan.limited.map((i) => {
       const r = plan.active[i]!;
@@ -68,6 +72,18 @@ export class EnvoySidecar {
       };
     });
     return respondEnvoy(plan, statuses, { decision() {} });
+  }
+
+  /**
+   * The host guard's answer (`--host-guard-*`), for the whole request: OVER_LIMIT for every
+   * descriptor when it sheds the request's class (its highest `priority` entry; none: normal),
+   * undefined to go on. Decided before anything is counted or sent.
+   */
+  private shed(req: EnvoyRequest): EnvoyResponse | undefined {
+    const guard = this.limiter.guard;
+    if (guard === undefined || guard.admit(requestClass(req), Math.random())) return undefined;
+    const code = EnvoyCode.OVER_LIMIT;
+    return { overallCode: code, statuses: req.descriptors.map(() => ({ code })) };
   }
 
   /** A request with a per-request limit override: to the servers, in turn until one answers. */
@@ -95,4 +111,17 @@ export class EnvoySidecar {
   close(): void {
     for (const rpc of this.passthrough.values()) rpc.close();
   }
+}
+
+/** A request's priority class for the host guard: its highest valid `priority` entry, else normal. */
+function requestClass(req: EnvoyRequest): Priority {
+  let rank = -1;
+  for (const d of req.descriptors) {
+    for (const e of d.entries) {
+      if (e.key === PRIORITY_KEY && Object.hasOwn(PRIORITY_RANK, e.value)) {
+        rank = Math.max(rank, PRIORITY_RANK[e.value as Priority]);
+      }
+    }
+  }
+  return rank < 0 ? DEFAULT_PRIORITY : PRIORITIES[rank]!;
 }

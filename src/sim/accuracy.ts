@@ -1,3 +1,5 @@
+import { costQuotaScenarios } from "./cost-quota.js";
+import { hostGuardScenarios } from "./host-guard.js";
 import { settlementScenarios } from "./settlement.js";
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
 import { tenancyScenarios } from "./tenancy.js";
@@ -286,10 +288,16 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   const settlement = settlementScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   // Callers waiting for quota (L): closed loops; the network options do not apply either.
   const waiting = waitingScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  // Resource quotas measured after serving (M): begin with a predicted cost, finish with the measured.
+  const costQuota = costQuotaScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  // The host guard (P): local shedding by class on a host's own load gauge.
+  const hostGuard = hostGuardScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   return [
     ...single,
     ...tenancy.map((s) => s.run()),
     ...settlement.map((s) => s.run()),
     ...waiting.map((s) => s.run()),
+    ...costQuota.map((s) => s.run()),
+    ...hostGuard.map((s) => s.run()),
   ];
 }

@@ -1,5 +1,6 @@
 import { GatewayLimiter, type GatewayLimiterOptions } from "../client/gateway-limiter.js";
 import type { ClientTransport, Done } from "../client/transport.js";
+import { decodeKey } from "../config/key.js";
 import { compileSources } from "../config/load.js";
 import type { LimitConfig } from "../config/types.js";
 import { ManualClock } from "../core/clock.js";
@@ -162,6 +163,15 @@ export function config(yaml = YAML): LimitConfig {
 /** The key a recorded entry is for, whether it was sent by name or by handle. */
 export function entryKey(t: FakeTransport, address: string, e: { key: string; keyHandle?: number }): string {
   return e.key !== "" ? e.key : (t.handles.get(`${address}#${e.keyHandle}`) ?? "?");
+}
+
+/** Units the owner at `address` (A by default) has left on a counter key now. */
+export function ownerRemaining(t: FakeTransport, key: string, address = A): number {
+  const d = decodeKey(key);
+  if (typeof d === "string") throw new Error(d);
+  const r = t.config.resolve(d.domain, d.entries);
+  if (typeof r !== "object") throw new Error(`no limit for ${key}`);
+  return t.servers.get(address)!.engine.peek(r.counterKey, r.rule, t.clock.now()).remaining;
 }
 
 /**

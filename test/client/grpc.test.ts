@@ -7,7 +7,7 @@ import { NotReadyError } from "../../src/core/errors.js";
 import { EnvoyCode } from "../../src/protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import type { Child as CliProcess } from "../../src/testkit/child.js";
-import { ensureBuilt, killAllCli } from "../../src/testkit/cli.js";
+import { ensureBuilt, killAllCli, runCli } from "../../src/testkit/cli.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { callError, desc, startCli, startTestServer, type TestServer } from "../server/harness.js";
 
@@ -31,6 +31,26 @@ function remainingOf(s: TestServer, key: string): number {
     .map((p) => ({ key: p.split("=")[0]!, value: p.split("=")[1]! }));
   const r = config.resolve(key.split("/")[0]!, d)!;
   return s.server.engine.peek(r.counterKey, r.rule, Date.now()).remaining;
+}
+
+/** A `shardlimit sidecar` (client id `clientId`, `extra` flags) in front of `s`: its ShouldRateLimit. */
+async function sidecarFor(s: TestServer, clientId: string, extra: string[]): Promise<RateLimiterRpc> {
+  const side: CliProcess = startCli([
+    "sidecar",
+    "--listen",
+    "127.0.0.1:0",
+    "--servers",
+    `127.0.0.1:${s.server.grpcPort}`,
+    "--client-id",
+    clientId,
+    ...extra,
+    "--log-level",
+    "warn",
+  ]);
+  // A CLI start on a loaded 2-core machine took 5 s before it did anything (load average 18).
+  await waitFor("sidecar port", () => side.lines.some((l) => l.includes('"listening"')), 25_000);
+  const port = JSON.parse(side.lines.find((l) => l.includes('"listening"'))!).listening as number;
+  return connect(`127.0.0.1:${port}`);
 }
 
 describe("gateway client over gRPC (standalone server)", () => {
@@ -87,28 +107,12 @@ describe("gateway client over gRPC (standalone server)", () => {
 
 describe("shardlimit sidecar (Envoy's ShouldRateLimit from local state)", () => {
   let s: TestServer;
-  let side: CliProcess;
   let envoy: RateLimiterRpc;
   beforeAll(async () => {
     ensureBuilt();
     s = await startTestServer(YAML);
-    side = startCli([
-      "sidecar",
-      "--listen",
-      "127.0.0.1:0",
-      "--servers",
-      `127.0.0.1:${s.server.grpcPort}`,
-      "--client-id",
-      "sidecar-1",
-      "--report-interval",
-      "20",
-      "--log-level",
-      "warn",
-    ]);
-    await waitFor("sidecar port", () => side.lines.some((l) => l.includes('"listening"')), 10_000);
-    const port = JSON.parse(side.lines.find((l) => l.includes('"listening"'))!).listening as number;
-    envoy = connect(`127.0.0.1:${port}`);
-  }, 30_000);
+    envoy = await sidecarFor(s, "sidecar-1", ["--report-interval", "20"]);
+  }, 40_000);
   afterAll(async () => {
     envoy?.close();
     await killAllCli();
@@ -160,5 +164,34 @@ describe("shardlimit sidecar (Envoy's ShouldRateLimit from local state)", () => 
     for (let i = 0; i < 3; i++)
       codes.push((await envoy.shouldRateLimit({ domain: "api", descriptors: [d] })).overallCode);
     expect(codes).toEqual([EnvoyCode.OK, EnvoyCode.OK, EnvoyCode.OVER_LIMIT]);
+  });
+
+  it("with --host-guard-*, answers OVER_LIMIT for a low-priority request to an unlimited key once the guard sheds", async () => {
+    // Any event loop is later than a millionth of a millisecond: the guard is over from its
+    // first sample, and sheds low within a second. (Stopped with the others after the suite.)
+    const guarded = await sidecarFor(s, "sidecar-guarded", ["--host-guard-event-loop-delay", "0.000001"]);
+    const ask = () =>
+      guarded.shouldRateLimit({ domain: "api", descriptors: [desc("free=f", "priority=low")] });
+    // The guard's level rises a class a second: low is shed in part, then whole.
+    await waitFor(
+      "the guard to shed low whole",
+      async () => {
+        for (let i = 0; i < 20; i++) if ((await ask()).overallCode !== EnvoyCode.OVER_LIMIT) return false;
+        return true;
+      },
+      10_000,
+    );
+    guarded.close();
+  }, 40_000);
+
+  it("refuses a bad --host-guard-* value, naming the flag", () => {
+    const sidecar = (...flags: string[]) =>
+      runCli(["sidecar", "--listen", "127.0.0.1:0", "--servers", "127.0.0.1:1", ...flags]);
+    const r = sidecar("--host-guard-cpu", "0");
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/--host-guard-cpu must be a number above 0 and at most 1024, got "0"/);
+    const scope = sidecar("--host-guard-cpu", "0.9", "--host-guard-cpu-scope", "host");
+    expect(scope.status).not.toBe(0);
+    expect(scope.stderr).toMatch(/--host-guard-cpu-scope/);
   });
 });

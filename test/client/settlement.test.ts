@@ -1,21 +1,18 @@
 import { describe, expect, it } from "vitest";
-import { decodeKey } from "../../src/config/key.js";
-import { A, entryKey, type FakeTransport, startGateway, YAML } from "../../src/testkit/fake-transport.js";
+import {
+  A,
+  entryKey,
+  type FakeTransport,
+  ownerRemaining,
+  startGateway,
+  YAML,
+} from "../../src/testkit/fake-transport.js";
 
 /** Batched mode: `reserve` and `settle` on the gateway, the correction carried by reports. */
 
 const HOUR = `${YAML}  - key: hour
     rate_limit: { algorithm: token_bucket, unit: hour, requests_per_unit: 1000 }
 `;
-
-/** Units the owner at A has left on a counter key now. */
-function ownerRemaining(t: FakeTransport, key: string): number {
-  const d = decodeKey(key);
-  if (typeof d === "string") throw new Error(d);
-  const r = t.config.resolve(d.domain, d.entries);
-  if (typeof r !== "object") throw new Error(`no limit for ${key}`);
-  return t.servers.get(A)!.engine.peek(r.counterKey, r.rule, t.clock.now()).remaining;
-}
 
 /** Every `refunded` the gateway reported for `key`, with the report's seq. */
 function refunds(t: FakeTransport, key: string): { seq: number; refunded: number }[] {
