@@ -310,12 +310,14 @@ export class Limiter {
       return p;
     };
     // A counter divided by class or tenant takes every report through its class table: one
-    // sender reporting without a class still counts, as `normal`.
+    // sender reporting without a class still counts, as `normal`. A concurrency limit counts
+    // holds, which are not divided: a priority entry on its key changes nothing.
     const divided = (counter: Counter, rule: LimitRule, tenant: { id: string; weight: number } | undefined) =>
-      tenant !== undefined ||
-      r.rank !== undefined ||
-      counter.classes !== undefined ||
-      rule.reserve !== undefined;
+      rule.algorithm !== "concurrency" &&
+      (tenant !== undefined ||
+        r.rank !== undefined ||
+        counter.classes !== undefined ||
+        rule.reserve !== undefined);
     const report = (
       counter: Counter,
       key: string,

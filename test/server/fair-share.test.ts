@@ -34,6 +34,8 @@ descriptors:
         rate_limit: { name: soft_rpm, unit: minute, requests_per_unit: 2, soft: true }
   - key: plain
     rate_limit: { unit: minute, requests_per_unit: 3 }
+  - key: conn
+    rate_limit: { unit: second, requests_per_unit: 5, algorithm: concurrency }
 `;
 
 describe("fair share and priorities over gRPC", () => {
@@ -45,6 +47,16 @@ describe("fair share and priorities over gRPC", () => {
   });
 
   const remaining = (key: string) => peek(t, key, clock.now())?.remaining;
+
+  it("a report naming a priority on a concurrency limit is answered like any report of it (not divided by class)", async () => {
+    const res = await t.rpc.reportAndGetPolicy({
+      clientId: "gw-conn",
+      seq: 1,
+      intervalMs: 100,
+      entries: [{ key: "ai/conn=c1/priority=low", admitted: 1, held: 1 } as ReportEntryMsg],
+    });
+    expect(res.policies[0]!.error).toBeFalsy();
+  });
 
   it("ShouldRateLimit charges the tenant's limit and the group's together; the tighter one answers", async () => {
     clock.set(T0);
