@@ -1,8 +1,8 @@
 import { Option } from "commander";
 import type { ServeEnvoyOptions } from "../app/serve.js";
 import { OptionsError } from "../core/errors.js";
-import { DEFAULT_DESCRIPTOR_METRIC_KEYS } from "../server/descriptor-metrics.js";
 import { DEFAULT_ENVOY_OPTIONS, DEFAULT_HEADER_NAMES } from "../server/envoy-options.js";
+import { DEFAULT_DESCRIPTOR_METRIC_KEYS } from "../server/envoy-stats.js";
 import { intOption } from "./options.js";
 
 /**

@@ -54,7 +54,7 @@ export function compile(
     problems.push(...domain.checkNames());
     rules.push(...domain.rules);
   }
-  return { config: new CompiledConfig(roots, rules, sources), problems };
+  return { config: new CompiledConfig(roots, rules, sources, options.mergeDomains === true), problems };
 }
 
 /**

@@ -15,11 +15,15 @@ export class CompiledConfig implements LimitConfig {
   private readonly roots: ReadonlyMap<string, Level>;
   private readonly byId: ReadonlyMap<string, LimitRule>;
 
+  readonly mergeDomains: boolean;
+
   constructor(
     roots: ReadonlyMap<string, Level>,
     rules: readonly LimitRule[],
     sources: readonly ConfigSource[],
+    mergeDomains = false,
   ) {
+    this.mergeDomains = mergeDomains;
     this.roots = roots;
     this.domains = Object.freeze([...roots.keys()]);
     this.rules = Object.freeze([...rules]);

@@ -52,7 +52,7 @@ const DESCRIPTOR_FIELDS = [
   "descriptors",
   "shadow_mode",
   "share_threshold",
-  // Envoy's metric-naming switches (server/descriptor-metrics.ts).
+  // Envoy's metric-naming switches (server/envoy-stats.ts).
   "detailed_metric",
   "value_to_metric",
   // Envoy's quota mode, and metadata returned in the response's dynamic metadata.

@@ -137,6 +137,8 @@ export interface LimitConfig {
   readonly sources: readonly ConfigSource[];
   /** A digest of `sources`: equal versions are the same configuration. */
   readonly version: string;
+  /** Compiled with domains merged across files (`--merge-domains`): gateways compile it so too. */
+  readonly mergeDomains?: boolean;
 }
 
 /** One configuration file's text, as read. */

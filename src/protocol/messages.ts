@@ -59,6 +59,8 @@ export interface Limits {
   version: string;
   sources: { file: string; text: string }[];
   unchanged: boolean;
+  /** Compile `sources` with domains merged across files (serve --merge-domains). */
+  mergeDomains?: boolean;
 }
 
 export interface CheckItemMsg {

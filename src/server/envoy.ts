@@ -11,9 +11,9 @@ import {
   type EnvoyResponse,
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined } from "./charges.js";
-import type { DescriptorMetrics } from "./descriptor-metrics.js";
 import type { EnvoyOptions } from "./envoy-options.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
+import type { DescriptorMetrics } from "./envoy-stats.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 

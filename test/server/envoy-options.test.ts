@@ -5,13 +5,13 @@ import { ManualClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import type { EnvoyDescriptor, EnvoyResponse } from "../../src/protocol/messages.js";
-import { DescriptorMetrics } from "../../src/server/descriptor-metrics.js";
 import { EnvoyRateLimit } from "../../src/server/envoy.js";
 import {
   DEFAULT_ENVOY_OPTIONS,
   DEFAULT_HEADER_NAMES,
   type EnvoyOptions,
 } from "../../src/server/envoy-options.js";
+import { DescriptorMetrics } from "../../src/server/envoy-stats.js";
 import { noopMetrics } from "../../src/server/metrics.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
 import { desc, T0 } from "./harness.js";
