@@ -9,6 +9,7 @@ import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { type ClientTlsOptions, type ServerTlsOptions, serverTls } from "../security/tls.js";
+import type { EnvoyOptions } from "../server/envoy-options.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { EnvoySidecar } from "../sidecar/sidecar.js";
@@ -34,6 +35,8 @@ export interface SidecarOptions {
   tls?: ClientTlsOptions;
   /** TLS on the Envoy listener (`peerServerName` unused: the sidecar has no peers). */
   listenTls?: ServerTlsOptions;
+  /** envoyproxy/ratelimit's options that shape ShouldRateLimit's answer; its defaults when absent. */
+  envoy?: EnvoyOptions;
 }
 
 export interface RunningSidecar {
@@ -66,7 +69,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     listenTls?.source.close();
     throw err;
   });
-  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock);
+  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock, opts.envoy);
   const server = new grpc.Server();
   const deps = {
     onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),

@@ -1,7 +1,7 @@
 import { Option } from "commander";
 import type { ServeEnvoyOptions } from "../app/serve.js";
 import { OptionsError } from "../core/errors.js";
-import { DEFAULT_ENVOY_OPTIONS, DEFAULT_HEADER_NAMES } from "../server/envoy-options.js";
+import { DEFAULT_ENVOY_OPTIONS, DEFAULT_HEADER_NAMES, type EnvoyOptions } from "../server/envoy-options.js";
 import { DEFAULT_DESCRIPTOR_METRIC_KEYS } from "../server/envoy-stats.js";
 import { intOption } from "./options.js";
 
@@ -46,7 +46,8 @@ function ratio(flag: string): (v: string) => number {
   };
 }
 
-export function envoyFlags(): Option[] {
+/** The flags that shape the answer only: `serve`'s and `sidecar`'s. */
+export function envoyResponseFlags(): Option[] {
   return [
     new Option(
       "--shadow-mode",
@@ -76,6 +77,12 @@ export function envoyFlags(): Option[] {
       "--response-dynamic-metadata",
       "return the request's descriptors and the passing limits' metadata as dynamic_metadata [RESPONSE_DYNAMIC_METADATA]",
     ).env("SHARDLIMIT_RESPONSE_DYNAMIC_METADATA"),
+  ];
+}
+
+export function envoyFlags(): Option[] {
+  return [
+    ...envoyResponseFlags(),
     new Option(
       "--stop-charging-when-over-limit",
       "when one descriptor of a request goes over, do not charge the others [STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT]",
@@ -99,6 +106,32 @@ export function envoyFlags(): Option[] {
       .default(DEFAULT_DESCRIPTOR_METRIC_KEYS)
       .argParser(intOption("--descriptor-metric-keys", 0, 100_000)),
   ];
+}
+
+export type EnvoyResponseFlagValues = Pick<
+  EnvoyFlagValues,
+  | "shadowMode"
+  | "quotaMode"
+  | "responseHeaders"
+  | "headerRatelimitLimit"
+  | "headerRatelimitRemaining"
+  | "headerRatelimitReset"
+  | "responseDynamicMetadata"
+>;
+
+/** The sidecar's options: those that shape the answer; it charges nothing itself. */
+export function envoyResponseOptionsOf(f: EnvoyResponseFlagValues): EnvoyOptions {
+  const {
+    mergeDomains: _m,
+    descriptorMetricKeys: _k,
+    ...options
+  } = envoyOptionsOf({
+    ...f,
+    stopChargingWhenOverLimit: false,
+    nearLimitRatio: DEFAULT_ENVOY_OPTIONS.nearLimitRatio,
+    descriptorMetricKeys: 0,
+  });
+  return options;
 }
 
 export function envoyOptionsOf(f: EnvoyFlagValues): ServeEnvoyOptions {

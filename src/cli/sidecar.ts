@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { startSidecar } from "../app/sidecar.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
+import { type EnvoyResponseFlagValues, envoyResponseFlags, envoyResponseOptionsOf } from "./envoy-options.js";
 import { hostPortListOption, hostPortOption, intOption, memberIdOption, portOption } from "./options.js";
 import {
   dialTlsFlags,
@@ -14,7 +15,7 @@ import {
   tlsReloadIntervalFlag,
 } from "./tls-options.js";
 
-interface SidecarFlags {
+interface SidecarFlags extends EnvoyResponseFlagValues {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -35,7 +36,7 @@ interface SidecarFlags {
 export function sidecarCommand(): Command {
   const dial = dialTlsFlags();
   const listen = listenerTlsFlags("listen-tls", "the Envoy listener's");
-  return new Command("sidecar")
+  const cmd = new Command("sidecar")
     .description(
       "answer Envoy's ShouldRateLimit next to it from an embedded gateway client: decisions are local, " +
         "counts go to the owners in batches",
@@ -101,6 +102,7 @@ export function sidecarCommand(): Command {
           log,
           tls: dialTls && { ...dialTls, pollMs: flags.tlsReloadInterval },
           listenTls: listenTls && { ...listenTls, pollMs: flags.tlsReloadInterval },
+          envoy: envoyResponseOptionsOf(flags),
         });
         const stop = (signal: string) => {
           log.info({ signal }, "stopping");
@@ -120,4 +122,6 @@ export function sidecarCommand(): Command {
         process.exit(1);
       }
     });
+  for (const o of envoyResponseFlags()) cmd.addOption(o);
+  return cmd;
 }

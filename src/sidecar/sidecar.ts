@@ -11,6 +11,7 @@ import {
   type EnvoyResponse,
 } from "../protocol/messages.js";
 import { connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { DEFAULT_ENVOY_OPTIONS, type EnvoyOptions } from "../server/envoy-options.js";
 import { planEnvoy, respondEnvoy } from "../server/envoy-plan.js";
 
 /**
@@ -29,6 +30,8 @@ export class EnvoySidecar {
     private readonly limits: InputLimits,
     private readonly servers: readonly string[],
     private readonly clock: Clock = systemClock,
+    /** envoyproxy/ratelimit's options that shape the answer (headers, quota and shadow mode, metadata). */
+    private readonly options: EnvoyOptions = DEFAULT_ENVOY_OPTIONS,
   ) {}
 
   shouldRateLimit(req: EnvoyRequest): EnvoyResponse | Promise<EnvoyResponse> {
@@ -65,7 +68,7 @@ export class EnvoySidecar {
         durationUntilReset: { seconds: Math.max(0, Math.ceil((resetAt - now) / 1000)), nanos: 0 },
       };
     });
-    return respondEnvoy(plan, statuses, { decision() {} });
+    return respondEnvoy(plan, statuses, { decision() {} }, this.options, now);
   }
 
   /** A request with a per-request limit override: to the servers, in turn until one answers. */

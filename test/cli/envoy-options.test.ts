@@ -1,6 +1,11 @@
 import { Command } from "commander";
 import { describe, expect, it } from "vitest";
-import { type EnvoyFlagValues, envoyFlags, envoyOptionsOf } from "../../src/cli/envoy-options.js";
+import {
+  type EnvoyFlagValues,
+  envoyFlags,
+  envoyOptionsOf,
+  envoyResponseOptionsOf,
+} from "../../src/cli/envoy-options.js";
 
 /** `serve`'s envoyproxy/ratelimit flags: parsed from flags and SHARDLIMIT_* variables, bad values refused by name. */
 
@@ -52,6 +57,17 @@ describe("serve's envoyproxy/ratelimit flags", () => {
         remaining: "RateLimit-Remaining",
         reset: "RateLimit-Reset",
       },
+    });
+  });
+
+  it("for the sidecar, keep only the options that shape the answer", () => {
+    const o = envoyResponseOptionsOf(parse(["--quota-mode", "--stop-charging-when-over-limit"]));
+    expect(o).toEqual({
+      shadowMode: false,
+      quotaMode: true,
+      dynamicMetadata: false,
+      stopChargingWhenOverLimit: false,
+      nearLimitRatio: 0.8,
     });
   });
 
