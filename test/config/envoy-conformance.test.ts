@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
-import { type CompileOptions, compileSources, type DescriptorEntry } from "../../src/config/index.js";
+import {
+  type CompileOptions,
+  compileSources,
+  type DescriptorEntry,
+  describeRule,
+} from "../../src/config/index.js";
 
 /**
  * envoyproxy/ratelimit parity for the config format: loading (and its error cases), matching,
@@ -326,6 +331,8 @@ descriptors:
     expect(rule("quota").quotaMode).toBe(true);
     expect(rule("quota").shadowMode).toBe(false);
     expect(rule("meta").metadata).toEqual({ name: "service_1", nested: { list: [1, "two", true], n: 1.5 } });
+    // check-config shows the mode.
+    expect(describeRule(rule("quota"))).toMatch(/\[quota\]$/);
   });
 });
 
