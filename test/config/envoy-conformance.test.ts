@@ -202,6 +202,12 @@ descriptors:
     value: a*z
     share_threshold: true
     rate_limit: { unit: minute, requests_per_unit: 26 }
+  - key: files
+    value: /docs/*.pdf
+    share_threshold: true
+    descriptors:
+      - key: user
+        rate_limit: { unit: minute, requests_per_unit: 27 }
 `;
 
 describe("envoyproxy/ratelimit conformance: wildcards", () => {
@@ -242,6 +248,16 @@ describe("envoyproxy/ratelimit conformance: wildcards", () => {
     const s1 = config.resolve("test-domain", d(["shared", "abz"]))!;
     const s2 = config.resolve("test-domain", d(["shared", "a-long-z"]))!;
     expect(s1.counterKey).toBe(s2.counterKey);
+  });
+
+  it("shares a wildcard's counter at an upper level, the levels below still counted by value", () => {
+    const at = (file: string, user: string) =>
+      config.resolve("test-domain", d(["files", file], ["user", user]))!;
+    expect(at("/docs/a.pdf", "u1").rule.limit).toBe(27);
+    expect(at("/docs/a.pdf", "u1").counterKey).toBe(at("/docs/sub/b.pdf", "u1").counterKey);
+    expect(at("/docs/a.pdf", "u1").counterKey).not.toBe(at("/docs/a.pdf", "u2").counterKey);
+    expect(config.resolve("test-domain", d(["files", "/docs/a.txt"], ["user", "u1"]))).toBeUndefined();
+    expect(metric(["files", "/docs/a.pdf"], ["user", "u1"])).toBe("test-domain.files_/docs/*.pdf.user");
   });
 
   it("names a wildcard's metric by its pattern, and a key-only node's by its key", () => {
