@@ -45,7 +45,11 @@ export class EnvoyRateLimit {
     private readonly knownDomain: (domain: string) => boolean,
   ) {}
 
-  shouldRateLimit(req: EnvoyRequest): EnvoyResponse {
+  /**
+   * `forwarded`: a part another server forwarded, which shapes the answer itself from the
+   * statuses (headers, metadata, quota and shadow mode): none of that is computed or sent here.
+   */
+  shouldRateLimit(req: EnvoyRequest, forwarded = false): EnvoyResponse {
     const plan = this.plan(req);
     for (const i of plan.limited) {
       const r = plan.active[i]!;
@@ -56,7 +60,8 @@ export class EnvoyRateLimit {
         );
       }
     }
-    return this.respond(plan, this.execute(plan, plan.limited));
+    const statuses = this.execute(plan, plan.limited);
+    return forwarded ? respondEnvoy(plan, statuses, this.deps.metrics) : this.respond(plan, statuses);
   }
 
   /** See planEnvoy. */

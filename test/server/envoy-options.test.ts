@@ -86,7 +86,7 @@ function setup(options: Partial<EnvoyOptions> = {}) {
     for (const v of m?.values ?? []) out[`${v.labels.key} ${v.labels.stat}`] = v.value;
     return out;
   };
-  return { call, codes, stats, engine, config, clock };
+  return { call, codes, stats, engine, config, clock, envoy };
 }
 
 describe("global shadow mode (SHADOW_MODE)", () => {
@@ -170,6 +170,14 @@ describe("response headers (LIMIT_RESPONSE_HEADERS_ENABLED)", () => {
       { key: "RateLimit-Reset", value: "45" },
     ]);
     expect(call(desc("free=x"), desc("nothing=y")).responseHeadersToAdd).toBeUndefined();
+  });
+
+  it("are left to the forwarding server in a part forwarded to an owner", () => {
+    const { envoy } = setup({ responseHeaders: names, dynamicMetadata: true });
+    const r = envoy.shouldRateLimit({ domain: "d", descriptors: [desc("regular=a")], hitsAddend: 0 }, true);
+    expect(r.statuses[0]?.limitRemaining).toBe(1);
+    expect(r.responseHeadersToAdd).toBeUndefined();
+    expect(r.dynamicMetadata).toBeUndefined();
   });
 
   it("are absent unless enabled", () => {
