@@ -33,6 +33,7 @@ export const INTEGRATION = [
   "test/deploy/readme-certs.test.ts",
   "test/loadtest/load.test.ts",
   "test/server/drain.test.ts",
+  "test/server/envoy-process.test.ts",
   "test/server/fuzz.test.ts",
   "test/server/process.test.ts",
   "test/security/tls-server.test.ts",

@@ -19,6 +19,8 @@ import { bearerMetadata, TokenFile } from "../security/token-file.js";
 import { Access } from "../server/access.js";
 import { CheckWaits } from "../server/check-waits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
+import { DEFAULT_ENVOY_OPTIONS, type EnvoyOptions } from "../server/envoy-options.js";
+import { DescriptorMetrics } from "../server/envoy-stats.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { Limiter } from "../server/limiter.js";
@@ -71,6 +73,15 @@ export interface ServeOptions {
   limitsRead?: "anyone" | "authenticated";
   /** gRPC server reflection; default on (`--no-reflection`). */
   reflection?: boolean;
+  /** envoyproxy/ratelimit's server options for ShouldRateLimit, and its per-limit statistics. */
+  envoy?: ServeEnvoyOptions;
+}
+
+export interface ServeEnvoyOptions extends EnvoyOptions {
+  /** MERGE_DOMAIN_CONFIG: a domain in several files is merged rather than refused. */
+  readonly mergeDomains: boolean;
+  /** Distinct keys `shardlimit_envoy_descriptor_hits_total` names (0: no per-limit statistics). */
+  readonly descriptorMetricKeys: number;
 }
 
 export interface RunningServer {
@@ -130,6 +141,7 @@ export async function startServer(
     path: opts.configPath,
     clock,
     allowRemoval: opts.allowLimitRemoval ?? false,
+    compile: { mergeDomains: opts.envoy?.mergeDomains ?? false },
     onSwap: (config: LimitConfig, diff) => {
       metrics.setDomains(config.domains);
       if (limiter) {
@@ -226,8 +238,27 @@ export async function startServer(
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
+  const envoyOptions = opts.envoy ?? { ...DEFAULT_ENVOY_OPTIONS, descriptorMetricKeys: 0 };
+  const descriptorMetrics =
+    envoyOptions.descriptorMetricKeys > 0
+      ? new DescriptorMetrics(
+          metrics.registry,
+          envoyOptions.descriptorMetricKeys,
+          envoyOptions.nearLimitRatio,
+        )
+      : undefined;
   const envoy = new EnvoyRateLimit(
-    { engine, clock, ownership, limits, metrics },
+    {
+      engine,
+      clock,
+      ownership,
+      limits,
+      metrics,
+      options: envoyOptions,
+      ...(descriptorMetrics
+        ? { descriptorMetrics, metricKey: (d, e) => current.config.metricKey?.(d, e) }
+        : {}),
+    },
     (domain, entries) => current.config.resolve(domain, entries),
     (domain) => current.config.domains.includes(domain),
   );

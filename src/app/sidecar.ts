@@ -11,6 +11,7 @@ import type { InputLimits } from "../protocol/input-limits.js";
 import { ENVOY_RLS_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { type ClientTlsOptions, type ServerTlsOptions, serverTls } from "../security/tls.js";
 import { bearerMetadata, TokenFile } from "../security/token-file.js";
+import type { EnvoyOptions } from "../server/envoy-options.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { EnvoySidecar } from "../sidecar/sidecar.js";
@@ -40,6 +41,8 @@ export interface SidecarOptions {
   tokenFile?: string;
   /** Sheds requests by priority class while the host is loaded (`--host-guard-*`). */
   hostGuard?: HostGuardOptions;
+  /** envoyproxy/ratelimit's options that shape ShouldRateLimit's answer; its defaults when absent. */
+  envoy?: EnvoyOptions;
 }
 
 export interface RunningSidecar {
@@ -75,7 +78,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     throw err;
   });
   const token = opts.tokenFile === undefined ? undefined : new TokenFile(opts.tokenFile, clock);
-  const sidecar = new EnvoySidecar(limiter, opts.limits, opts.servers, clock, token && bearerMetadata(token));
+  const sidecar = new EnvoySidecar(
+    limiter,
+    opts.limits,
+    opts.servers,
+    clock,
+    opts.envoy,
+    token && bearerMetadata(token),
+  );
   const server = new grpc.Server();
   const deps = {
     onUnexpected: (method: string, err: unknown) => log.error({ err, method }, "unexpected error"),

@@ -1,4 +1,4 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { checkConfig } from "../config/check.js";
 import { formatProblem } from "../config/errors.js";
 
@@ -6,8 +6,14 @@ export function checkConfigCommand(): Command {
   return new Command("check-config")
     .description("validate a limit config (file or directory); exit 0 if valid, 1 with every problem if not")
     .argument("<path>", "a YAML file or a directory of them")
-    .action((path: string) => {
-      const result = checkConfig(path);
+    .addOption(
+      new Option(
+        "--merge-domains",
+        "merge a domain defined in several files, as serve --merge-domains does",
+      ).env("SHARDLIMIT_MERGE_DOMAINS"),
+    )
+    .action((path: string, flags: { mergeDomains?: boolean }) => {
+      const result = checkConfig(path, { mergeDomains: flags.mergeDomains ?? false });
       if (result.ok) {
         process.stdout.write(`${result.summary}\n`);
         return;

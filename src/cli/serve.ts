@@ -17,6 +17,7 @@ import {
   prefixFlag,
   rebalanceIntervalFlag,
 } from "./common-options.js";
+import { type EnvoyFlagValues, envoyFlags, envoyOptionsOf } from "./envoy-options.js";
 import { intOption, memberIdOption, portOption } from "./options.js";
 import {
   listenerTlsFlags,
@@ -26,7 +27,7 @@ import {
   tlsReloadIntervalFlag,
 } from "./tls-options.js";
 
-interface ServeFlags extends EtcdAccessFlagValues {
+interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues {
   config: string;
   grpcHost: string;
   grpcPort: number;
@@ -64,7 +65,7 @@ interface ServeFlags extends EtcdAccessFlagValues {
 export function serveCommand(): Command {
   const tls = listenerTlsFlags("tls", "this server's");
   const etcdAccess = etcdAccessFlags();
-  return new Command("serve")
+  const cmd = new Command("serve")
     .description(
       "run a rate-limit server: standalone (owns every key) or, with --etcd, a member of a cluster",
     )
@@ -285,6 +286,7 @@ export function serveCommand(): Command {
             tokenFile: flags.tokenFile,
             reflection: flags.reflection,
             limitsRead: flags.limitsRead,
+            envoy: envoyOptionsOf(flags),
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,
@@ -315,4 +317,6 @@ export function serveCommand(): Command {
       // A signal that came while starting is acted on now.
       if (stopping !== undefined) drainAndExit(server);
     });
+  for (const o of envoyFlags()) cmd.addOption(o);
+  return cmd;
 }

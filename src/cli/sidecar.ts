@@ -5,6 +5,7 @@ import { startSidecar } from "../app/sidecar.js";
 import type { HostGuardOptions } from "../client/host-guard.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
+import { type EnvoyResponseFlagValues, envoyResponseFlags, envoyResponseOptionsOf } from "./envoy-options.js";
 import {
   hostPortListOption,
   hostPortOption,
@@ -22,7 +23,7 @@ import {
   tlsReloadIntervalFlag,
 } from "./tls-options.js";
 
-interface SidecarFlags {
+interface SidecarFlags extends EnvoyResponseFlagValues {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -47,7 +48,7 @@ interface SidecarFlags {
 export function sidecarCommand(): Command {
   const dial = dialTlsFlags();
   const listen = listenerTlsFlags("listen-tls", "the Envoy listener's");
-  return new Command("sidecar")
+  const cmd = new Command("sidecar")
     .description(
       "answer Envoy's ShouldRateLimit next to it from an embedded gateway client: decisions are local, " +
         "counts go to the owners in batches",
@@ -143,6 +144,7 @@ export function sidecarCommand(): Command {
           tls: dialTls && { ...dialTls, pollMs: flags.tlsReloadInterval },
           listenTls: listenTls && { ...listenTls, pollMs: flags.tlsReloadInterval },
           hostGuard: hostGuardOf(flags),
+          envoy: envoyResponseOptionsOf(flags),
         });
         const stop = (signal: string) => {
           log.info({ signal }, "stopping");
@@ -162,6 +164,8 @@ export function sidecarCommand(): Command {
         process.exit(1);
       }
     });
+  for (const o of envoyResponseFlags()) cmd.addOption(o);
+  return cmd;
 }
 
 /** The host guard the flags ask for, if any. */

@@ -177,7 +177,7 @@ export class Directory {
         this.limitsAsking = false;
         if (limits.unchanged) return;
         try {
-          this.setConfig(compileSources(limits.sources));
+          this.setConfig(compileSources(limits.sources, { mergeDomains: limits.mergeDomains === true }));
         } catch (e) {
           this.opts.logger.warn(
             { server: address, err: (e as Error).message },

@@ -1,6 +1,6 @@
 import { formatDuration } from "./duration.js";
 import { ConfigError, type ConfigProblem } from "./errors.js";
-import { loadConfig } from "./load.js";
+import { type CompileOptions, loadConfig } from "./load.js";
 import { type LimitConfig, type LimitRule, PRIORITIES } from "./types.js";
 
 /** What `shardlimit check-config PATH` runs: validate, and say what was loaded or what to fix. */
@@ -9,9 +9,9 @@ export type CheckResult =
   | { readonly ok: true; readonly config: LimitConfig; readonly summary: string }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
 
-export function checkConfig(path: string): CheckResult {
+export function checkConfig(path: string, options: CompileOptions = {}): CheckResult {
   try {
-    const config = loadConfig(path);
+    const config = loadConfig(path, options);
     return { ok: true, config, summary: formatSummary(config) };
   } catch (err) {
     if (err instanceof ConfigError) return { ok: false, problems: err.problems };
@@ -40,7 +40,7 @@ export function formatSummary(config: LimitConfig): string {
 }
 
 export function describeRule(r: LimitRule): string {
-  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.soft ? " [soft]" : ""}`;
+  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.quotaMode ? " [quota]" : ""}${r.soft ? " [soft]" : ""}`;
   if (r.unlimited) return `unlimited${flags}`;
   if (r.algorithm === "concurrency") {
     return `concurrency ${r.limit} ${r.costUnit} held at once (lease ${formatDuration(r.leaseTimeoutMs)})${flags}`;

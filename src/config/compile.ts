@@ -1,7 +1,7 @@
 import { CompiledConfig } from "./config.js";
 import type { ConfigProblem } from "./errors.js";
 import { escapePart } from "./key.js";
-import type { KeyBranch, Level, MatchNode } from "./match.js";
+import { type KeyBranch, type Level, type MatchNode, type Wildcard, wildcard } from "./match.js";
 import type { DescriptorSpec, DomainSpec } from "./parse-file.js";
 import type { NameRef } from "./parse-rule.js";
 import type { ConfigSource, LimitRule } from "./types.js";
@@ -17,12 +17,26 @@ export interface CompileResult {
   readonly problems: readonly ConfigProblem[];
 }
 
-export function compile(specs: readonly DomainSpec[], sources: readonly ConfigSource[]): CompileResult {
+export interface CompileOptions {
+  /**
+   * envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG: a domain defined in several files (or documents)
+   * is one domain with the top-level descriptors of all of them; a top-level descriptor defined
+   * twice is still an error. Off: a domain defined twice is an error.
+   */
+  readonly mergeDomains?: boolean;
+}
+
+export function compile(
+  specs: readonly DomainSpec[],
+  sources: readonly ConfigSource[],
+  options: CompileOptions = {},
+): CompileResult {
   const problems: ConfigProblem[] = [];
   const roots = new Map<string, Level>();
   const owners = new Map<string, DomainSpec>();
   const rules: LimitRule[] = [];
-  for (const spec of specs) {
+  const merged = options.mergeDomains ? mergeDomains(specs, problems) : specs;
+  for (const spec of merged) {
     const owner = owners.get(spec.domain);
     if (owner) {
       const where = owner.line !== undefined ? `${owner.file}:${owner.line}` : owner.file;
@@ -40,12 +54,47 @@ export function compile(specs: readonly DomainSpec[], sources: readonly ConfigSo
     problems.push(...domain.checkNames());
     rules.push(...domain.rules);
   }
-  return { config: new CompiledConfig(roots, rules, sources), problems };
+  return { config: new CompiledConfig(roots, rules, sources, options.mergeDomains === true), problems };
+}
+
+/**
+ * One spec per domain, its descriptors those of every spec of the domain in order. A top-level
+ * key+value defined by two of them is reported as Envoy does ("duplicate descriptor"), and the
+ * later one dropped; the specs keep their own files for messages.
+ */
+function mergeDomains(specs: readonly DomainSpec[], problems: ConfigProblem[]): DomainSpec[] {
+  const byDomain = new Map<string, { spec: DomainSpec; descriptors: DescriptorSpec[] }>();
+  const seen = new Map<string, { file: string; path: string }>();
+  for (const spec of specs) {
+    let entry = byDomain.get(spec.domain);
+    if (!entry) {
+      entry = { spec, descriptors: [] };
+      byDomain.set(spec.domain, entry);
+    }
+    for (const d of spec.descriptors) {
+      const identity = `${spec.domain}\u0000${d.key}\u0000${d.value}`;
+      const first = seen.get(identity);
+      if (first) {
+        const what = d.value
+          ? `key ${JSON.stringify(d.key)} value ${JSON.stringify(d.value)}`
+          : `key ${JSON.stringify(d.key)} with no value`;
+        problems.push({
+          file: spec.file,
+          path: d.path,
+          message: `duplicate descriptor in merged domain ${JSON.stringify(spec.domain)}: ${what} is already defined in ${first.file} at ${first.path}`,
+        });
+        continue;
+      }
+      seen.set(identity, { file: spec.file, path: d.path });
+      entry.descriptors.push(spec === entry.spec ? d : { ...d, file: spec.file });
+    }
+  }
+  return [...byDomain.values()].map(({ spec, descriptors }) => ({ ...spec, descriptors }));
 }
 
 interface MutableBranch {
   exact: Map<string, MatchNode>;
-  wildcards: { prefix: string; node: MatchNode }[];
+  wildcards: Wildcard[];
   any: MatchNode | undefined;
 }
 
@@ -56,19 +105,22 @@ class DomainBuilder {
 
   constructor(private readonly spec: DomainSpec) {}
 
-  level(descriptors: readonly DescriptorSpec[], parentId: string): Level | undefined {
+  level(descriptors: readonly DescriptorSpec[], parentId: string, file = this.spec.file): Level | undefined {
     if (descriptors.length === 0) return undefined;
     const level = new Map<string, MutableBranch>();
     for (const d of descriptors) {
       const part = d.value ? `${escapePart(d.key)}=${escapePart(d.value)}` : escapePart(d.key);
       const idPath = parentId ? `${parentId}/${part}` : part;
-      const rule = this.rule(d, idPath);
+      const from = d.file ?? file;
+      const rule = this.rule(d, idPath, from);
       const node: MatchNode = {
         rule,
-        children: this.level(d.children, idPath),
+        children: this.level(d.children, idPath, from),
         shardKey: d.shardKey,
         sharedValue: d.shareThreshold ? d.value : undefined,
         fairShare: rule?.fairShare,
+        ...(d.value.includes("*") ? { pattern: d.value } : {}),
+        ...(d.valueToMetric ? { valueToMetric: true } : {}),
       };
       let branch = level.get(d.key);
       if (!branch) {
@@ -78,13 +130,13 @@ class DomainBuilder {
       if (d.value === "") branch.any = node;
       else {
         branch.exact.set(d.value, node);
-        if (d.value.endsWith("*")) branch.wildcards.push({ prefix: d.value.slice(0, -1), node });
+        if (d.value.includes("*")) branch.wildcards.push(wildcard(d.value, node));
       }
     }
     return level as Map<string, KeyBranch>;
   }
 
-  private rule(d: DescriptorSpec, idPath: string): LimitRule | undefined {
+  private rule(d: DescriptorSpec, idPath: string, file: string): LimitRule | undefined {
     const draft = d.rule;
     if (!draft) return undefined;
     if (draft.name) this.names.push(draft.name);
@@ -97,8 +149,11 @@ class DomainBuilder {
       domain: this.spec.domain,
       ...draft.settings,
       shadowMode: d.shadowMode,
+      ...(d.quotaMode ? { quotaMode: true } : {}),
+      ...(d.metadata ? { metadata: d.metadata } : {}),
+      ...(d.detailedMetric ? { detailedMetric: true } : {}),
       replaces: Object.freeze(draft.replaces.map((r) => r.name)),
-      source: Object.freeze({ file: this.spec.file, path: d.path }),
+      source: Object.freeze({ file, path: d.path }),
     });
     this.rules.push(rule);
     return rule;

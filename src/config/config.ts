@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { DEFAULT_PRIORITY, PRIORITY_RANK } from "../core/priority.js";
 import { decodeKey } from "./key.js";
-import { type Level, resolveIn } from "./match.js";
+import { type Level, metricKeyIn, resolveIn } from "./match.js";
 import { splitPriority } from "./priority.js";
 import type { ConfigSource, DescriptorEntry, LimitConfig, LimitRule, Resolved } from "./types.js";
 
@@ -15,11 +15,15 @@ export class CompiledConfig implements LimitConfig {
   private readonly roots: ReadonlyMap<string, Level>;
   private readonly byId: ReadonlyMap<string, LimitRule>;
 
+  readonly mergeDomains: boolean;
+
   constructor(
     roots: ReadonlyMap<string, Level>,
     rules: readonly LimitRule[],
     sources: readonly ConfigSource[],
+    mergeDomains = false,
   ) {
+    this.mergeDomains = mergeDomains;
     this.roots = roots;
     this.domains = Object.freeze([...roots.keys()]);
     this.rules = Object.freeze([...rules]);
@@ -44,6 +48,11 @@ export class CompiledConfig implements LimitConfig {
 
   ruleById(id: string): LimitRule | undefined {
     return this.byId.get(id);
+  }
+
+  metricKey(domain: string, entries: readonly DescriptorEntry[]): string | undefined {
+    const root = this.roots.get(domain);
+    return root === undefined ? undefined : metricKeyIn(domain, root, entries);
   }
 }
 

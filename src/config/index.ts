@@ -3,7 +3,7 @@ export { resolveKey } from "./config.js";
 export { type ConfigDiff, diffConfigs, LimitRemovalError } from "./diff.js";
 export { formatDuration, parseDuration } from "./duration.js";
 export { type DecodedKey, decodeKey, encodeKey } from "./key.js";
-export { type ConfigSource, compileSources, loadConfig, readSources } from "./load.js";
+export { type CompileOptions, type ConfigSource, compileSources, loadConfig, readSources } from "./load.js";
 export { PRIORITY_KEY, type SplitPriority, splitPriority } from "./priority.js";
 export { applyReplaces } from "./replaces.js";
 export * from "./types.js";

@@ -1,11 +1,11 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { compile } from "./compile.js";
+import { type CompileOptions, compile } from "./compile.js";
 import { ConfigError, type ConfigProblem } from "./errors.js";
 import { type DomainSpec, parseDomainFile } from "./parse-file.js";
 import type { ConfigSource, LimitConfig } from "./types.js";
 
-export type { ConfigSource };
+export type { CompileOptions, ConfigSource };
 
 /**
  * Loads limits from one YAML file or a directory of them, in envoyproxy/ratelimit's format.
@@ -15,8 +15,8 @@ export type { ConfigSource };
  * so nothing is half-applied and one run shows everything there is to fix.
  */
 
-export function loadConfig(path: string): LimitConfig {
-  return compileSources(readSources(path));
+export function loadConfig(path: string, options: CompileOptions = {}): LimitConfig {
+  return compileSources(readSources(path), options);
 }
 
 /** Reads the files a path names. Separate from compiling so a watcher can skip unchanged content. */
@@ -26,7 +26,7 @@ export function readSources(path: string): ConfigSource[] {
   return files.map((file) => ({ file, text: read(file) }));
 }
 
-export function compileSources(sources: readonly ConfigSource[]): LimitConfig {
+export function compileSources(sources: readonly ConfigSource[], options: CompileOptions = {}): LimitConfig {
   const problems: ConfigProblem[] = [];
   const specs: DomainSpec[] = [];
   for (const { file, text } of sources) {
@@ -34,7 +34,7 @@ export function compileSources(sources: readonly ConfigSource[]): LimitConfig {
     problems.push(...parsed.problems);
     specs.push(...parsed.specs);
   }
-  const compiled = compile(specs, sources);
+  const compiled = compile(specs, sources, options);
   problems.push(...compiled.problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return compiled.config;

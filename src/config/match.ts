@@ -5,8 +5,9 @@ import type { DescriptorEntry, FairShareSpec, LimitRule, Resolved } from "./type
  * The descriptor tree, laid out for per-request lookup: one Map lookup for the key and one for
  * the value per level, a scan only over that key's wildcard values. Matching follows
  * envoyproxy/ratelimit (src/config/config_impl.go, GetLimit):
- * - at each level an exact key+value node wins, then the first wildcard (`value: "foo*"`, in file
- *   order) whose prefix the value starts with (a bare `*` matches any value), then a key-only node;
+ * - at each level an exact key+value node wins, then the first wildcard (a value with `*` in it,
+ *   anywhere and any number of times, each matching any run of characters, in file order) that
+ *   the value matches (a bare `*` matches any value), then a key-only node;
  * - no backtracking: once a level picked a node, a miss below it is a miss;
  * - the rule is the one on the node reached by the LAST entry. A rule on an intermediate node does
  *   not apply to a longer descriptor (Envoy README, Example 4), and a request deeper than the tree
@@ -33,13 +34,51 @@ export interface MatchNode {
   readonly sharedValue: string | undefined;
   /** The rule's `fair_share` (set only when `rule` is). */
   readonly fairShare: FairShareSpec | undefined;
+  /** A wildcard node's pattern (its value as written). */
+  readonly pattern?: string;
+  /** Envoy's `value_to_metric`: this level names the request's value in metric names. */
+  readonly valueToMetric?: boolean;
+}
+
+/** A wildcard value split on its `*`s: `a*b*c` -> ["a", "b", "c"]. At least two parts. */
+export interface Wildcard {
+  readonly parts: readonly string[];
+  /** Sum of the parts' lengths: no shorter value can match. */
+  readonly fixed: number;
+  readonly node: MatchNode;
+}
+
+export function wildcard(pattern: string, node: MatchNode): Wildcard {
+  const parts = pattern.split("*");
+  return { parts, fixed: parts.reduce((n, p) => n + p.length, 0), node };
+}
+
+/**
+ * Whether `value` matches a wildcard: it starts with the first part, ends with the last, and has
+ * the middle parts in order in between, none overlapping (each `*` matches zero or more chars).
+ */
+export function wildcardMatches(w: Wildcard, value: string): boolean {
+  const { parts } = w;
+  if (value.length < w.fixed) return false;
+  const first = parts[0]!;
+  const last = parts[parts.length - 1]!;
+  if (!value.startsWith(first) || !value.endsWith(last)) return false;
+  let at = first.length;
+  const end = value.length - last.length;
+  for (let i = 1; i < parts.length - 1; i++) {
+    const part = parts[i]!;
+    const found = value.indexOf(part, at);
+    if (found < 0 || found + part.length > end) return false;
+    at = found + part.length;
+  }
+  return true;
 }
 
 export interface KeyBranch {
   /** Exact values. Wildcard nodes are here too under their pattern, so a counter key that
    *  carries a shared pattern resolves back to the same node. */
   readonly exact: ReadonlyMap<string, MatchNode>;
-  readonly wildcards: readonly { readonly prefix: string; readonly node: MatchNode }[];
+  readonly wildcards: readonly Wildcard[];
   readonly any: MatchNode | undefined;
 }
 
@@ -64,17 +103,8 @@ export function resolveIn(
     const entry = entries[i]!;
     const branch = level.get(entry.key);
     if (branch === undefined) return undefined;
-    node = branch.exact.get(entry.value);
-    if (node === undefined) {
-      for (const w of branch.wildcards) {
-        if (entry.value.startsWith(w.prefix)) {
-          node = w.node;
-          break;
-        }
-      }
-      node ??= branch.any;
-      if (node === undefined) return undefined;
-    }
+    node = pick(branch, entry.value);
+    if (node === undefined) return undefined;
     if (node.shardKey) shardDepth = i;
     if (node.sharedValue !== undefined) {
       shared ??= [];
@@ -103,6 +133,58 @@ export function resolveIn(
     subject: { id, weight: fair.fairShare!.weights.get(id) ?? 1 },
   };
   return rule === undefined ? charge : { rule, counterKey, shardKey, parent: charge };
+}
+
+/** The node a value selects on one key's branch: exact, else the first matching wildcard, else key-only. */
+function pick(branch: KeyBranch, value: string): MatchNode | undefined {
+  const node = branch.exact.get(value);
+  if (node !== undefined) return node;
+  for (const w of branch.wildcards) if (wildcardMatches(w, value)) return w.node;
+  return branch.any;
+}
+
+/**
+ * The name envoyproxy/ratelimit gives the stats of the limit `entries` reach, `undefined` when
+ * none does: `domain.key_value.key` from the config's nodes (a wildcard's pattern, a key-only
+ * node's key alone), with the request's value where a node sets `value_to_metric`; or, when the
+ * limit sets `detailed_metric`, every entry as `key_value` with the request's values (a
+ * `share_threshold` wildcard's pattern in place of its value).
+ */
+export function metricKeyIn(
+  domain: string,
+  root: Level,
+  entries: readonly DescriptorEntry[],
+): string | undefined {
+  let level: Level | undefined = root;
+  let node: MatchNode | undefined;
+  const named: string[] = [domain];
+  const detailed: string[] = [domain];
+  // With a shared pattern in it, Envoy writes an entry with an empty value as `key`, not `key_`.
+  const detailedShared: string[] = [domain];
+  let anyShared = false;
+  for (const e of entries) {
+    const branch: KeyBranch | undefined = level?.get(e.key);
+    node = branch === undefined ? undefined : pick(branch, e.value);
+    if (branch === undefined || node === undefined) return undefined;
+    const how = branch.exact.get(e.value) === node ? "exact" : node === branch.any ? "any" : "wildcard";
+    const shared = how === "wildcard" ? node.sharedValue : undefined;
+    const value =
+      how === "exact" || node.valueToMetric === true
+        ? (shared ?? e.value)
+        : how === "wildcard"
+          ? node.pattern!
+          : "";
+    named.push(value === "" ? e.key : `${e.key}_${value}`);
+    anyShared ||= shared !== undefined;
+    detailed.push(`${e.key}_${e.value}`);
+    detailedShared.push(
+      shared !== undefined ? `${e.key}_${shared}` : e.value === "" ? e.key : `${e.key}_${e.value}`,
+    );
+    level = node.children;
+  }
+  if (node?.rule === undefined) return undefined;
+  if (!node.rule.detailedMetric) return named.join(".");
+  return (anyShared ? detailedShared : detailed).join(".");
 }
 
 function withShared(entries: readonly DescriptorEntry[], shared: readonly (string | undefined)[]) {

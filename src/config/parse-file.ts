@@ -1,23 +1,33 @@
-import { isScalar, type Node } from "yaml";
+import { isMap, isScalar, type Node } from "yaml";
 import type { ConfigProblem } from "./errors.js";
 import { parseRule, RATE_LIMIT_FIELDS, type RuleDraft } from "./parse-rule.js";
 import { PRIORITY_KEY } from "./priority.js";
 import { readBool, readText } from "./values.js";
-import { type DocReader, type Field, type PlacementHints, parseYaml } from "./yaml-read.js";
+import { type DocReader, describe, type Field, type PlacementHints, parseYaml } from "./yaml-read.js";
 
 /** Reads one file in envoyproxy/ratelimit's format into a tree of descriptor specs. */
 
 export interface DescriptorSpec {
   readonly key: string;
-  /** `""` for a key-only descriptor (matches any value); a trailing `*` makes it a prefix wildcard. */
+  /** `""` for a key-only descriptor (matches any value); each `*` in it matches any run of characters. */
   readonly value: string;
   readonly path: string;
+  /** Set on a top-level descriptor merged into a domain from another file (compile.ts). */
+  readonly file?: string;
   readonly rule?: RuleDraft;
   readonly shadowMode: boolean;
   /** `shard_key: true`, or a rule with `fair_share` (which implies it). */
   readonly shardKey: boolean;
   /** Envoy's `share_threshold`: all values matching this wildcard share one counter. */
   readonly shareThreshold: boolean;
+  /** Envoy's `quota_mode`: over the limit, the request is still OK unless all quota limits are over. */
+  readonly quotaMode: boolean;
+  /** Envoy's `detailed_metric`: the limit's metrics are keyed by the request's values. */
+  readonly detailedMetric: boolean;
+  /** Envoy's `value_to_metric`: this level's metric name part is the request's value. */
+  readonly valueToMetric: boolean;
+  /** Envoy's `metadata`: a map returned in the response's dynamic metadata. */
+  readonly metadata?: Readonly<Record<string, unknown>>;
   readonly children: readonly DescriptorSpec[];
 }
 
@@ -42,9 +52,12 @@ const DESCRIPTOR_FIELDS = [
   "descriptors",
   "shadow_mode",
   "share_threshold",
-  // Envoy's metric-naming switches: accepted so Envoy files load unchanged, and ignored.
+  // Envoy's metric-naming switches (server/envoy-stats.ts).
   "detailed_metric",
   "value_to_metric",
+  // Envoy's quota mode, and metadata returned in the response's dynamic metadata.
+  "quota_mode",
+  "metadata",
   // shardlimit: this node's path is the shard key for every limit at and below it.
   "shard_key",
 ];
@@ -165,15 +178,18 @@ function readDescriptor(
   const shadowMode = flag("shadow_mode");
   const explicitShardKey = flag("shard_key");
   const shareThreshold = flag("share_threshold");
-  if (shareThreshold && !value.endsWith("*")) {
+  if (shareThreshold && !value.includes("*")) {
     r.report(
       `${path}.share_threshold`,
-      "only applies to a wildcard value (ending with *)",
+      "only applies to a wildcard value (one containing *)",
       fields.get("share_threshold")?.keyNode,
     );
   }
-  flag("detailed_metric");
-  flag("value_to_metric");
+  const detailedMetric = flag("detailed_metric");
+  const valueToMetric = flag("value_to_metric");
+  const quotaMode = flag("quota_mode");
+  const metadataField = fields.get("metadata");
+  const metadata = metadataField ? readMetadata(r, metadataField) : undefined;
 
   const ruleField = fields.get("rate_limit");
   const rule = ruleField ? parseRule(r, ruleField) : undefined;
@@ -198,8 +214,52 @@ function readDescriptor(
     shadowMode,
     shardKey,
     shareThreshold,
+    quotaMode,
+    detailedMetric,
+    valueToMetric,
+    ...(metadata ? { metadata } : {}),
     children,
   };
+}
+
+/** `metadata:` is free-form, as in Envoy, but must be a map: it becomes a protobuf Struct. */
+function readMetadata(r: DocReader, f: Field): Record<string, unknown> | undefined {
+  if (f.value === null || (isScalar(f.value) && f.value.value === null)) return undefined;
+  if (!isMap(f.value)) {
+    r.report(f.path, `must be a map (key: value lines), got ${describe(f.value)}`, f.value, f.keyNode);
+    return undefined;
+  }
+  const value = r.plain(f.value);
+  const bad = structProblem(value, f.path);
+  if (bad !== undefined) {
+    r.report(bad.path, bad.message, f.value);
+    return undefined;
+  }
+  return value as Record<string, unknown>;
+}
+
+/** What a protobuf Struct cannot hold: non-string keys, non-finite numbers, dates, binary. */
+function structProblem(v: unknown, path: string): { path: string; message: string } | undefined {
+  if (v === null || typeof v === "string" || typeof v === "boolean") return undefined;
+  if (typeof v === "number") {
+    return Number.isFinite(v) ? undefined : { path, message: `must be a finite number, got ${v}` };
+  }
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const bad = structProblem(v[i], `${path}[${i}]`);
+      if (bad) return bad;
+    }
+    return undefined;
+  }
+  if (v instanceof Map) return { path, message: "has a key that is not a plain name" };
+  if (typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+    for (const [k, x] of Object.entries(v)) {
+      const bad = structProblem(x, `${path}.${k}`);
+      if (bad) return bad;
+    }
+    return undefined;
+  }
+  return { path, message: `cannot be carried in a protobuf Struct (${typeof v})` };
 }
 
 /**

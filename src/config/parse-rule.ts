@@ -40,6 +40,8 @@ export const RATE_LIMIT_HINTS: PlacementHints = Object.fromEntries(
     "value",
     "descriptors",
     "shadow_mode",
+    "quota_mode",
+    "metadata",
     "detailed_metric",
     "value_to_metric",
     "share_threshold",

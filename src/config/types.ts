@@ -60,6 +60,15 @@ export interface LimitRule {
   readonly unlimited: boolean;
   /** Count and report, but never reject. */
   readonly shadowMode: boolean;
+  /**
+   * envoyproxy/ratelimit's `quota_mode`: over the limit, the descriptor answers OVER_LIMIT but the
+   * request stays OK unless every quota-mode descriptor of it is over (server.ts respondEnvoy).
+   */
+  readonly quotaMode?: boolean;
+  /** envoyproxy/ratelimit's `metadata`: returned in the response's dynamic metadata when it passes. */
+  readonly metadata?: Readonly<Record<string, unknown>>;
+  /** envoyproxy/ratelimit's `detailed_metric`: its metrics are keyed by the request's values. */
+  readonly detailedMetric?: boolean;
   /** Names of rules this one replaces when both apply to one request. */
   readonly replaces: readonly string[];
   /** Concurrency only: a held slot is released after this long without a release. */
@@ -132,12 +141,19 @@ export interface LimitConfig {
   resolve(domain: string, entries: readonly DescriptorEntry[]): Resolved | undefined;
   /** Rule by id, for batched reports that name a rule directly. */
   ruleById(id: string): LimitRule | undefined;
+  /**
+   * The name envoyproxy/ratelimit gives the stats of the limit `entries` reach
+   * (`domain.key_value.key2`, with request values where `detailed_metric`/`value_to_metric` ask).
+   */
+  metricKey?(domain: string, entries: readonly DescriptorEntry[]): string | undefined;
   /** Files the config was read from, for reload watching and messages. */
   readonly files: readonly string[];
   /** The YAML it was compiled from, which servers hand to gateway clients (`GetLimits`). */
   readonly sources: readonly ConfigSource[];
   /** A digest of `sources`: equal versions are the same configuration. */
   readonly version: string;
+  /** Compiled with domains merged across files (`--merge-domains`): gateways compile it so too. */
+  readonly mergeDomains?: boolean;
 }
 
 /** One configuration file's text, as read. */

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { type Clock, systemClock } from "../core/clock.js";
 import { type ConfigDiff, diffConfigs, LimitRemovalError, removalProblems } from "./diff.js";
 import type { ConfigError } from "./errors.js";
-import { type ConfigSource, compileSources, readSources } from "./load.js";
+import { type CompileOptions, type ConfigSource, compileSources, readSources } from "./load.js";
 import { PathWatch } from "./path-watch.js";
 import type { LimitConfig } from "./types.js";
 
@@ -26,6 +26,8 @@ export interface ConfigWatcherOptions {
   readonly allowRemoval?: boolean;
   /** Times the debounce; the system clock when absent. */
   readonly clock?: Clock;
+  /** How the files are compiled (`mergeDomains`). */
+  readonly compile?: CompileOptions;
 }
 
 /**
@@ -36,6 +38,7 @@ export interface ConfigWatcherOptions {
  */
 export class ConfigWatcher {
   private readonly path: string;
+  private readonly compileOptions: CompileOptions;
   private readonly onSwap: (config: LimitConfig, diff: ConfigDiff | undefined) => void;
   private readonly allowRemoval: boolean;
   private current: LimitConfig | undefined;
@@ -50,6 +53,7 @@ export class ConfigWatcher {
       throw new RangeError(`debounceMs must be a non-negative number of milliseconds, got ${debounceMs}`);
     }
     this.path = options.path;
+    this.compileOptions = options.compile ?? {};
     this.onSwap = options.onSwap;
     this.onError = options.onError;
     this.allowRemoval = options.allowRemoval ?? false;
@@ -97,7 +101,7 @@ export class ConfigWatcher {
     this.lastFingerprint = fingerprint;
     let config: LimitConfig;
     try {
-      config = compileSources(sources);
+      config = compileSources(sources, this.compileOptions);
     } catch (err) {
       this.onError(err as Error);
       return false;

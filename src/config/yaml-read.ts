@@ -76,6 +76,11 @@ export class DocReader {
     return (node as Node | null | undefined) ?? null;
   }
 
+  /** A node's plain value (maps, lists, scalars; aliases followed), for free-form fields. */
+  plain(node: Node | null): unknown {
+    return node === null ? null : node.toJS(this.doc);
+  }
+
   /**
    * The fields of a map, reporting a non-map, non-string keys and fields not in `allowed`.
    * Merge keys (`<<: *defaults`) are expanded; explicit fields win over merged ones.

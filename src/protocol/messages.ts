@@ -59,6 +59,8 @@ export interface Limits {
   version: string;
   sources: { file: string; text: string }[];
   unchanged: boolean;
+  /** Compile `sources` with domains merged across files (serve --merge-domains). */
+  mergeDomains?: boolean;
 }
 
 export interface CheckItemMsg {
@@ -195,6 +197,14 @@ export interface EnvoyDescriptorStatus {
 export interface EnvoyResponse {
   overallCode: number;
   statuses: EnvoyDescriptorStatus[];
+  /** `X-RateLimit-*`-style headers for Envoy to add to the client's response. */
+  responseHeadersToAdd?: { key: string; value: string }[];
+  dynamicMetadata?: StructValue;
+}
+
+/** `google.protobuf.Struct` as protobufjs encodes it: `{ fields: { name: { stringValue } } }`. */
+export interface StructValue {
+  fields: Record<string, unknown>;
 }
 
 // shardlimit.v1.Peer (server to server)

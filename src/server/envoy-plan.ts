@@ -20,6 +20,7 @@ import {
   type EnvoyRequest,
   type EnvoyResponse,
 } from "../protocol/messages.js";
+import { DEFAULT_ENVOY_OPTIONS, type EnvoyOptions, shapeEnvoy } from "./envoy-options.js";
 import type { LimiterMetrics } from "./metrics.js";
 
 /**
@@ -73,6 +74,10 @@ export interface EnvoyPlan {
   limited: number[];
   /** Per descriptor: the priority class rank its `priority` entry gave; absent when none did. */
   ranks?: (number | undefined)[];
+  /** The request planned, for the answer's dynamic metadata and per-descriptor metrics. */
+  request?: EnvoyRequest;
+  /** Per descriptor: its entries without the `priority` one, as matched. */
+  entries?: (readonly DescriptorEntry[])[];
 }
 
 export interface PlanContext {
@@ -100,6 +105,7 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
   const resolved: (Resolved | undefined)[] = new Array(req.descriptors.length);
   let ranks: (number | undefined)[] | undefined;
   const hits: number[] = new Array(req.descriptors.length);
+  const matched: (readonly DescriptorEntry[])[] = new Array(req.descriptors.length);
   for (let i = 0; i < req.descriptors.length; i++) {
     const d = req.descriptors[i]!;
     if (d.entries.length > limits.maxDescriptorEntries) {
@@ -120,6 +126,7 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
     const split = splitPriority(d.entries);
     if (typeof split === "string") throw new InvalidArgumentError(`descriptor ${i}: ${split}`);
     const entries = split.entries;
+    matched[i] = entries;
     if (split.priority !== DEFAULT_PRIORITY) {
       ranks ??= new Array(req.descriptors.length);
       ranks[i] = PRIORITY_RANK[split.priority];
@@ -152,8 +159,8 @@ export function planEnvoy(req: EnvoyRequest, ctx: PlanContext): EnvoyPlan {
     if (r !== undefined && !r.rule.unlimited) limited.push(i);
   }
   return ranks === undefined
-    ? { domain: req.domain, active, hits, limited }
-    : { domain: req.domain, active, hits, limited, ranks };
+    ? { domain: req.domain, active, hits, limited, request: req, entries: matched }
+    : { domain: req.domain, active, hits, limited, ranks, request: req, entries: matched };
 }
 
 /**
@@ -164,18 +171,15 @@ export function respondEnvoy(
   plan: EnvoyPlan,
   statuses: readonly EnvoyDescriptorStatus[],
   metrics: Pick<LimiterMetrics, "decision">,
+  options: EnvoyOptions = DEFAULT_ENVOY_OPTIONS,
+  nowMs = 0,
 ): EnvoyResponse {
   // As envoyproxy/ratelimit answers: no limit -> remaining 0; unlimited -> remaining 2^32-1.
   const out: EnvoyDescriptorStatus[] = plan.active.map((r) =>
     r?.rule.unlimited ? { code: EnvoyCode.OK, limitRemaining: 0xffff_ffff } : { code: EnvoyCode.OK },
   );
-  let overall: number = EnvoyCode.OK;
-  for (let j = 0; j < plan.limited.length; j++) {
-    const st = statuses[j]!;
-    out[plan.limited[j]!] = st;
-    if (st.code === EnvoyCode.OVER_LIMIT) overall = EnvoyCode.OVER_LIMIT;
-  }
+  for (let j = 0; j < plan.limited.length; j++) out[plan.limited[j]!] = statuses[j]!;
   const noLimit = plan.active.length - plan.limited.length;
   if (noLimit > 0) metrics.decision("envoy", plan.domain, "no_limit", noLimit);
-  return { overallCode: overall, statuses: out };
+  return { ...shapeEnvoy(plan.request, plan, out, options, nowMs), statuses: out };
 }

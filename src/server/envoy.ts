@@ -1,6 +1,6 @@
-import { type DescriptorEntry, type Resolved, UNIT_PROTO } from "../config/types.js";
+import { type DescriptorEntry, type LimitRule, type Resolved, UNIT_PROTO } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
-import type { CheckItem } from "../core/decision.js";
+import type { CheckItem, Decision } from "../core/decision.js";
 import type { Engine } from "../core/engine.js";
 import { NotOwnerError } from "../core/errors.js";
 import type { InputLimits } from "../protocol/input-limits.js";
@@ -11,7 +11,9 @@ import {
   type EnvoyResponse,
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined } from "./charges.js";
+import type { EnvoyOptions } from "./envoy-options.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
+import type { DescriptorMetrics } from "./envoy-stats.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 
@@ -21,6 +23,11 @@ export interface EnvoyDeps {
   ownership: Ownership;
   limits: InputLimits;
   metrics: LimiterMetrics;
+  /** envoyproxy/ratelimit's server options; its defaults when absent. */
+  options?: EnvoyOptions;
+  /** Per-limit statistics, named by `metricKey`; none when absent. */
+  descriptorMetrics?: DescriptorMetrics;
+  metricKey?: (domain: string, entries: readonly DescriptorEntry[]) => string | undefined;
 }
 
 /**
@@ -38,7 +45,11 @@ export class EnvoyRateLimit {
     private readonly knownDomain: (domain: string) => boolean,
   ) {}
 
-  shouldRateLimit(req: EnvoyRequest): EnvoyResponse {
+  /**
+   * `forwarded`: a part another server forwarded, which shapes the answer itself from the
+   * statuses (headers, metadata, quota and shadow mode): none of that is computed or sent here.
+   */
+  shouldRateLimit(req: EnvoyRequest, forwarded = false): EnvoyResponse {
     const plan = this.plan(req);
     for (const i of plan.limited) {
       const r = plan.active[i]!;
@@ -49,7 +60,8 @@ export class EnvoyRateLimit {
         );
       }
     }
-    return this.respond(plan, this.execute(plan, plan.limited));
+    const statuses = this.execute(plan, plan.limited);
+    return forwarded ? respondEnvoy(plan, statuses, this.deps.metrics) : this.respond(plan, statuses);
   }
 
   /** See planEnvoy. */
@@ -68,6 +80,9 @@ export class EnvoyRateLimit {
       const i = indices[j]!;
       starts[j] = items.length;
       counts[j] = addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
+    }
+    if (this.deps.options?.stopChargingWhenOverLimit && indices.length > 1) {
+      chargeOnlyOverLimit(engine, items, starts, counts, now);
     }
     const decisions = engine.checkMany(items, now, "envoy");
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
@@ -88,12 +103,55 @@ export class EnvoyRateLimit {
         durationUntilReset: { seconds: Math.max(0, Math.ceil((d.resetAt - now) / 1000)), nanos: 0 },
       };
       metrics.decision("envoy", rule.domain, d.shadowed ? "shadow_over_limit" : over ? "over_limit" : "ok");
+      this.recordDescriptor(plan, i, resolved.rule, d);
     }
     return out;
   }
 
+  private recordDescriptor(plan: EnvoyPlan, i: number, rule: LimitRule, d: Decision): void {
+    const { descriptorMetrics, metricKey } = this.deps;
+    const entries = plan.entries?.[i];
+    if (descriptorMetrics === undefined || metricKey === undefined || entries === undefined) return;
+    // A limit override from the request has no config path: Envoy names it by the request's entries.
+    const key =
+      rule.source.file === "(request)"
+        ? [plan.domain, ...entries.map((e) => (e.value ? `${e.key}_${e.value}` : e.key))].join(".")
+        : metricKey(plan.domain, entries);
+    if (key !== undefined) descriptorMetrics.record(key, rule, d, plan.hits[i]!);
+  }
+
   /** See respondEnvoy. */
   respond(plan: EnvoyPlan, statuses: readonly EnvoyDescriptorStatus[]): EnvoyResponse {
-    return respondEnvoy(plan, statuses, this.deps.metrics);
+    const { options, metrics, clock } = this.deps;
+    return respondEnvoy(plan, statuses, metrics, options, clock.now());
+  }
+}
+
+/**
+ * envoyproxy/ratelimit's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT: when a charge would take any
+ * descriptor over its limit, the descriptors that stay within theirs are only checked (cost 0),
+ * so a request that is rejected anyway does not use up the others. Decided on the counters as
+ * they are before the request; items of one descriptor (a tenant and its group) go together.
+ */
+function chargeOnlyOverLimit(
+  engine: Engine,
+  items: CheckItem[],
+  starts: readonly number[],
+  counts: readonly number[],
+  now: number,
+): void {
+  const over: boolean[] = new Array(starts.length).fill(false);
+  let any = false;
+  for (let j = 0; j < starts.length; j++) {
+    for (let k = starts[j]!; k < starts[j]! + counts[j]!; k++) {
+      const it = items[k]!;
+      if (engine.peek(it.key, it.limit, now).remaining < it.cost) over[j] = true;
+    }
+    any ||= over[j]!;
+  }
+  if (!any) return;
+  for (let j = 0; j < starts.length; j++) {
+    if (over[j]) continue;
+    for (let k = starts[j]!; k < starts[j]! + counts[j]!; k++) items[k] = { ...items[k]!, cost: 0 };
   }
 }

@@ -364,6 +364,7 @@ export class Limiter {
       version: config.version,
       sources: config.sources.map((s) => ({ file: s.file, text: s.text })),
       unchanged: false,
+      ...(config.mergeDomains ? { mergeDomains: true } : {}),
     };
   }
 

@@ -38,7 +38,7 @@ export const noopMetrics: LimiterMetrics = {
  * A counter whose values accumulate in `values` (keyed by label values joined with NUL) between
  * scrapes, and are moved into prom-client when it collects.
  */
-function mapCounter(
+export function mapCounter(
   registry: client.Registry,
   name: string,
   help: string,

@@ -160,7 +160,7 @@ export class PeerService {
     const envoyOut: ForwardedEnvoy[] = req.envoy.map((part, i) => {
       const a = this.once(req.sender, req.envoyIds?.[i], () => {
         try {
-          return { envoy: { response: envoy.shouldRateLimit(part) } };
+          return { envoy: { response: envoy.shouldRateLimit(part, true) } };
         } catch (err) {
           return { envoy: { error: partError(err) } };
         }

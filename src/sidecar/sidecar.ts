@@ -13,6 +13,7 @@ import {
   type EnvoyResponse,
 } from "../protocol/messages.js";
 import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { DEFAULT_ENVOY_OPTIONS, type EnvoyOptions } from "../server/envoy-options.js";
 import { planEnvoy, respondEnvoy } from "../server/envoy-plan.js";
 
 /**
@@ -31,6 +32,8 @@ export class EnvoySidecar {
     private readonly limits: InputLimits,
     private readonly servers: readonly string[],
     private readonly clock: Clock = systemClock,
+    /** envoyproxy/ratelimit's options that shape the answer (headers, quota and shadow mode, metadata). */
+    private readonly options: EnvoyOptions = DEFAULT_ENVOY_OPTIONS,
     /** Per call to a server: the sidecar's bearer token (`--token-file`). */
     private readonly metadata?: CallMetadata,
   ) {}
@@ -71,7 +74,7 @@ export class EnvoySidecar {
         durationUntilReset: { seconds: Math.max(0, Math.ceil((resetAt - now) / 1000)), nanos: 0 },
       };
     });
-    return respondEnvoy(plan, statuses, { decision() {} });
+    return respondEnvoy(plan, statuses, { decision() {} }, this.options, now);
   }
 
   /**
