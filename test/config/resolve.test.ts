@@ -127,16 +127,4 @@ describe("rules", () => {
   });
 });
 
-describe("speed", () => {
-  it("resolves a 2-entry descriptor in well under a microsecond on average", () => {
-    const config = loadConfig("examples/config.yaml");
-    const entries = d(["group", "acme"], ["tenant", "acme-eu"]);
-    const n = 200_000;
-    for (let i = 0; i < 10_000; i++) config.resolve("api", entries);
-    const start = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) config.resolve("api", entries);
-    const nsPerOp = Number(process.hrtime.bigint() - start) / n;
-    // Typically ~100-200 ns; the bound leaves room for slow CI machines.
-    expect(nsPerOp).toBeLessThan(2_000);
-  });
-});
+// Resolution speed is measured in bench/ (`npm run bench:resolve`), not asserted here.
