@@ -76,6 +76,11 @@ export interface LimitRule {
   readonly reserve?: Reserve;
   /** `soft: true`: may be exceeded while the fair-share limit above has idle capacity. */
   readonly soft: boolean;
+  /**
+   * `global: true`: held across regional clusters; a region's owner divides the share the global
+   * tier gives its region (`serve --global-tier`). Absent means false.
+   */
+  readonly global?: boolean;
 }
 
 /** A request's descriptor: ordered (key, value) entries, as Envoy sends them. */
