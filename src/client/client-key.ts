@@ -61,6 +61,8 @@ export class ClientKey extends LocalKey {
    * They came out of this window's share, so a fallback share must not hand them out again.
    */
   private unanswered = 0;
+  /** The owner's latest policy as it arrived (before what was admitted meanwhile came off it). */
+  #lastPolicy: Policy | undefined = undefined;
 
   constructor(
     /** The key reports name: the counter key. */
@@ -360,7 +362,14 @@ export class ClientKey extends LocalKey {
     );
   }
 
+  /** The owner's latest policy as it arrived, when it did, and how many gateways report the key. */
+  get lastPolicy(): { policy: Policy; at: number; gateways: number } | undefined {
+    const p = this.#lastPolicy;
+    return p === undefined ? undefined : { policy: p, at: this.appliedAt, gateways: this.gateways };
+  }
+
   applyPolicy(p: Policy, gateways: number, now: number): void {
+    this.#lastPolicy = p;
     this.apply(p);
     this.granted = this.units;
     this.appliedAt = now;

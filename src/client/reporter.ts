@@ -45,6 +45,7 @@ function policyFromWire(p: KeyPolicy, now: number): Policy {
     until: now + (p.validMs ?? 0),
     remaining: p.remaining ?? 0,
     resetAt: now + (p.resetMs ?? 0),
+    ...(p.sharePerS !== undefined ? { share: p.sharePerS / 1000 } : {}),
   };
 }
 

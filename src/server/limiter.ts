@@ -28,6 +28,7 @@ import type {
   SettleResponse,
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
+import type { GlobalShares } from "./global-shares.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -44,6 +45,8 @@ export interface LimiterDeps {
   metrics: LimiterMetrics;
   /** Ticket ids (tests make them predictable); random 128 bits by default. */
   newTicketId?: () => string;
+  /** This region's shares of `global: true` limits (`serve --global-tier`); none: decided as configured. */
+  global?: GlobalShares;
 }
 
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
@@ -65,8 +68,10 @@ export class Limiter {
   private readonly metrics: LimiterMetrics;
   /** Exact settlement: tickets of Check items, settled by Settle (server/tickets.ts). */
   readonly tickets: TicketDesk;
+  private readonly global: GlobalShares | undefined;
 
   constructor(deps: LimiterDeps) {
+    this.global = deps.global;
     this.engine = deps.engine;
     this.clock = deps.clock;
     this.ownership = deps.ownership;
@@ -286,10 +291,11 @@ export class Limiter {
     const report = (
       counter: Counter,
       key: string,
-      rule: LimitRule,
+      configured: LimitRule,
       tenant?: { id: string; weight: number },
-    ) =>
-      divided(counter, rule, tenant)
+    ) => {
+      const rule = configured.global === true ? this.regionShare(key, configured, e, apply, now) : configured;
+      return divided(counter, rule, tenant)
         ? engine.reportShared(
             counter,
             key,
@@ -305,6 +311,7 @@ export class Limiter {
             span,
           )
         : engine.reportOn(counter, key, rule, clientId, e, apply, interval, now, span);
+    };
     if (parent === undefined) return count(report(c, r.counterKey, r.rule, r.subject));
     const own = report(c, r.counterKey, r.rule);
     let g = hit.parentCounter;
@@ -320,6 +327,23 @@ export class Limiter {
       return count(group);
     }
     return count(bothPolicies(own, group));
+  }
+
+  /**
+   * A global limit's counter in this region: what the gateway reported goes on to the global tier
+   * (when applied), and the region's share of the limit is what is divided among its gateways.
+   */
+  private regionShare(
+    key: string,
+    rule: LimitRule,
+    e: ReportEntryMsg,
+    apply: boolean,
+    now: number,
+  ): LimitRule {
+    const g = this.global;
+    if (g === undefined) return rule;
+    if (apply) g.reported(key, rule, Math.max(0, e.admitted - (e.refunded ?? 0)), e.rejected);
+    return g.ruleFor(key, rule, now);
   }
 
   getLimits(req: LimitsRequest): Limits {

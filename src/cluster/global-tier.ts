@@ -1,0 +1,226 @@
+import { GatewayLimiter } from "../client/gateway-limiter.js";
+import type { ClientTransport, LimiterLogger } from "../client/transport.js";
+import type { LimitRule } from "../config/types.js";
+import type { Clock } from "../core/clock.js";
+import { InvalidArgumentError } from "../core/errors.js";
+import { type Policy, PolicyKind } from "../core/policy.js";
+import type { GlobalShares } from "../server/global-shares.js";
+
+/**
+ * Where a region's share of a global limit comes from: the global tier's latest answer
+ * (`connected`), the share it last had while cut off (`last_share`), or, cut off for longer than
+ * `fallbackAfterMs` (or never answered yet), the limit divided equally among the regions
+ * (`fallback`).
+ */
+export type GlobalMode = "connected" | "last_share" | "fallback";
+export const GLOBAL_MODES: readonly GlobalMode[] = ["connected", "last_share", "fallback"];
+
+export interface GlobalTierOptions {
+  /** This region's name: its client id at the global tier, where the region is one gateway. */
+  region: string;
+  /** Servers of the global tier (host:port); any one of them will do. */
+  servers: readonly string[];
+  transport: ClientTransport;
+  clock: Clock;
+  /** How often the region's counts go to the global tier (default 100 ms). */
+  reportIntervalMs?: number;
+  /** Cut off this long, a region keeps to limit / regions instead of its last share (default 30 s). */
+  fallbackAfterMs?: number;
+  /**
+   * Regions sharing a global limit, for that fallback before the global tier has said how many
+   * report the key (it says with every answer); default 1.
+   */
+  regions?: number;
+  /** Part of the client id on the wire (`GatewayLimiterOptions.instanceId`); simulations fix it. */
+  instanceId?: string;
+  random?: () => number;
+  logger?: LimiterLogger;
+}
+
+/** The state of one global counter key in this region. */
+interface KeyShare {
+  /** Units per ms this region divides now. */
+  rate: number;
+  /** The shares of the last second, smoothed: what a region cut off keeps to. */
+  last: number;
+  /** When the global tier last answered for this key (-Infinity: never). */
+  contact: number;
+  /** When this region first reported the key. */
+  born: number;
+  /** Regions reporting the key, as the global tier last said. */
+  regions: number;
+  mode: GlobalMode;
+  /** The rule with `rate` as its limit, made again only when the rate or the rule changes. */
+  rule: LimitRule | undefined;
+  configured: LimitRule | undefined;
+}
+
+/** How a region's "last share" smooths the shares it was given: a time constant of a second. */
+const LAST_SHARE_TAU_MS = 1000;
+/** Global keys tracked at most; past it the least recently used is forgotten. */
+const MAX_KEYS = 10_000;
+
+/**
+ * The owner of a global key in a region as a gateway of the global tier (seed 003: aggregators
+ * below a global controller). It reports the region's demand and usage, what the region's own
+ * gateways reported for the key, with the same GatewayLimiter and batched reports every gateway
+ * uses; the global owner's policy for this region's "gateway" is the region's share, which the
+ * region's owner divides among its gateways in place of the configured limit.
+ *
+ * A policy is turned into a rate: a GRANT or REJECT_FRACTION's units over one report interval,
+ * ALLOW the whole limit, REJECT_UNTIL nothing. Without an answer for `contactMs` (five report
+ * intervals: one lost report is not an outage) the region keeps to its last share, the shares of
+ * the last second smoothed; after `fallbackAfterMs` to the limit divided by the regions. While cut
+ * off, the region's usage is not queued for the global tier: it spent the share it was given,
+ * and reported late it would land as a debt on every region at once.
+ */
+export class GlobalTier implements GlobalShares {
+  private readonly gateway: GatewayLimiter;
+  private readonly keys = new Map<string, KeyShare>();
+  private readonly clock: Clock;
+  private readonly intervalMs: number;
+  private readonly contactMs: number;
+  private readonly fallbackAfterMs: number;
+  private readonly regions: number;
+  private readonly since: number;
+
+  constructor(opts: GlobalTierOptions) {
+    if (opts.region === "") throw new InvalidArgumentError("region is empty: name this region (--region)");
+    const fallbackAfterMs = opts.fallbackAfterMs ?? 30_000;
+    if (!(Number.isFinite(fallbackAfterMs) && fallbackAfterMs >= 0)) {
+      throw new InvalidArgumentError(`fallbackAfterMs must be a duration >= 0, got ${fallbackAfterMs}`);
+    }
+    const regions = opts.regions ?? 1;
+    if (!(Number.isSafeInteger(regions) && regions >= 1)) {
+      throw new InvalidArgumentError(`regions must be a positive integer, got ${regions}`);
+    }
+    this.clock = opts.clock;
+    this.intervalMs = opts.reportIntervalMs ?? 100;
+    this.contactMs = 5 * this.intervalMs;
+    this.fallbackAfterMs = fallbackAfterMs;
+    this.regions = regions;
+    this.since = opts.clock.now();
+    this.gateway = new GatewayLimiter({
+      servers: opts.servers,
+      clientId: opts.region,
+      transport: opts.transport,
+      clock: opts.clock,
+      reportIntervalMs: this.intervalMs,
+      ...(opts.instanceId !== undefined ? { instanceId: opts.instanceId } : {}),
+      ...(opts.random !== undefined ? { random: opts.random } : {}),
+      ...(opts.logger !== undefined ? { logger: opts.logger } : {}),
+    });
+  }
+
+  /** Starts fetching the global tier's limits and reporting. */
+  start(): void {
+    this.gateway.start();
+  }
+
+  close(): void {
+    this.gateway.close();
+  }
+
+  /** Whether the global tier has handed out its limits and assignment. */
+  get ready(): boolean {
+    return this.gateway.ready;
+  }
+
+  reported(key: string, _rule: LimitRule, admitted: number, rejected: number): void {
+    const k = this.keys.get(key);
+    const now = this.clock.now();
+    // Cut off (or never answered since the key was first reported): the usage stays here (see
+    // the class comment); the key is still reported, with nothing, so an answer shows the link is back.
+    const cut = k !== undefined && now - (Number.isFinite(k.contact) ? k.contact : k.born) > this.contactMs;
+    this.gateway.account(key, cut ? 0 : admitted, cut ? 0 : rejected);
+  }
+
+  ruleFor(key: string, rule: LimitRule, now: number): LimitRule {
+    const k = this.share(key, rule, now);
+    if (k.rule === undefined || k.configured !== rule || k.rule.limit !== k.rate * rule.windowMs) {
+      const full = rule.limit / rule.windowMs;
+      // Never quite 0: the algorithms divide by the limit. A millionth of it admits nothing in practice.
+      const rate = Math.max(k.rate, full * 1e-6);
+      // Not global any more: this region's gateways are not regions.
+      k.rule = { ...rule, limit: rate * rule.windowMs, burst: (rule.burst * rate) / full, global: false };
+      k.configured = rule;
+    }
+    return k.rule;
+  }
+
+  /** The region's share of `key` now (units per second), its mode and its last contact; for metrics and status. */
+  status(): {
+    key: string;
+    sharePerS: number;
+    /** What the region would keep to if cut off now: the shares of the last second, smoothed. */
+    lastSharePerS: number;
+    mode: GlobalMode;
+    lastContactAgoMs: number;
+  }[] {
+    const now = this.clock.now();
+    return [...this.keys].map(([key, k]) => ({
+      key,
+      sharePerS: k.rate * 1000,
+      lastSharePerS: k.last * 1000,
+      mode: k.mode,
+      lastContactAgoMs: now - (Number.isFinite(k.contact) ? k.contact : this.since),
+    }));
+  }
+
+  /** Updates `key`'s share from the global tier's latest answer, or from how long it has been silent. */
+  private share(key: string, rule: LimitRule, now: number): KeyShare {
+    let k = this.keys.get(key);
+    if (k === undefined) {
+      if (this.keys.size >= MAX_KEYS) this.keys.delete(this.keys.keys().next().value!);
+      k = {
+        rate: 0,
+        last: 0,
+        contact: Number.NEGATIVE_INFINITY,
+        born: now,
+        regions: this.regions,
+        mode: "fallback",
+        rule: undefined,
+        configured: undefined,
+      };
+    } else this.keys.delete(key);
+    this.keys.set(key, k); // most recently used last
+    const full = rule.limit / rule.windowMs;
+    const answer = this.gateway.lastPolicy(key);
+    if (answer !== undefined && answer.at > k.contact) {
+      const rate = Math.min(full, rateOf(answer.policy, full, this.intervalMs));
+      const first = !Number.isFinite(k.contact);
+      const dt = first ? LAST_SHARE_TAU_MS : answer.at - k.contact;
+      k.last = first ? rate : k.last + (rate - k.last) * (1 - Math.exp(-dt / LAST_SHARE_TAU_MS));
+      k.contact = answer.at;
+      k.regions = Math.max(1, answer.gateways);
+      k.rate = rate;
+    }
+    const silent = now - k.contact;
+    if (silent <= this.contactMs) k.mode = "connected";
+    else if (silent <= this.fallbackAfterMs) {
+      k.mode = "last_share";
+      k.rate = k.last;
+    } else {
+      k.mode = "fallback";
+      k.rate = full / k.regions;
+    }
+    return k;
+  }
+}
+
+/**
+ * The rate (units per ms) a policy of the global owner gives this region: its fair part of the
+ * limit's rate, which a global owner sends with every policy for a global limit; from an owner
+ * that does not, the policy's own grant over one interval.
+ */
+function rateOf(p: Policy, full: number, intervalMs: number): number {
+  if (p.share !== undefined) return p.share;
+  switch (p.kind) {
+    case PolicyKind.ALLOW:
+      return full;
+    case PolicyKind.REJECT_UNTIL:
+      return 0;
+    default:
+      return p.units / intervalMs;
+  }
+}
