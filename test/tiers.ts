@@ -16,6 +16,7 @@ export const INTEGRATION = [
   "test/client/grpc.test.ts",
   "test/cluster/assigner.test.ts",
   "test/cluster/cluster.test.ts",
+  "test/cluster/global-tier-loopback.test.ts",
   "test/cluster/leadership.test.ts",
   "test/cluster/membership.test.ts",
   "test/cluster/node-partition.test.ts",

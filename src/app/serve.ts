@@ -1,6 +1,8 @@
 import type { Server as HttpServer } from "node:http";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
+import { GrpcTransport } from "../client/grpc-transport.js";
+import { GlobalTier, globalTierMetrics } from "../cluster/global-tier.js";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { LimitRemovalError } from "../config/diff.js";
@@ -52,6 +54,17 @@ export interface ServeOptions {
   drainTimeoutMs?: number;
   /** Apply config reloads that remove a domain or a rule (refused by default). */
   allowLimitRemoval?: boolean;
+  /** Global limits: this server is a gateway of the global tier for its `global: true` keys. */
+  global?: GlobalTierSettings;
+}
+
+/** Where the global tier is and who this region is there (`serve --global-tier --region`). */
+export interface GlobalTierSettings {
+  servers: string[];
+  region: string;
+  fallbackAfterMs?: number;
+  regions?: number;
+  reportIntervalMs?: number;
 }
 
 export interface RunningServer {
@@ -63,6 +76,8 @@ export interface RunningServer {
   readonly checkWaits: CheckWaits;
   /** Cluster mode only. */
   readonly cluster: ClusterNode | undefined;
+  /** With --global-tier only: this region's link to the global tier. */
+  readonly globalTier: GlobalTier | undefined;
   /** Loads the config again; false (old config kept) if it is invalid. */
   reload(): boolean;
   isReady(): boolean;
@@ -161,7 +176,30 @@ export async function startServer(
       })
     : undefined;
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
-  limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
+  // Global limits: the global tier is another shardlimit cluster, reached as a gateway over gRPC.
+  const globalTransport = opts.global ? new GrpcTransport() : undefined;
+  const globalTier =
+    opts.global && globalTransport
+      ? new GlobalTier({
+          ...opts.global,
+          transport: globalTransport,
+          clock,
+          logger: {
+            warn: (o, m) => log.warn(o, `global tier: ${m}`),
+            info: (o, m) => log.info(o, `global tier: ${m}`),
+          },
+        })
+      : undefined;
+  if (globalTier) globalTierMetrics(metrics.registry, globalTier);
+  limiter = new Limiter({
+    engine,
+    clock,
+    config: initialConfig,
+    ownership,
+    limits,
+    metrics,
+    global: globalTier,
+  });
   const current = limiter;
   const envoy = new EnvoyRateLimit(
     { engine, clock, ownership, limits, metrics },
@@ -221,6 +259,8 @@ export async function startServer(
     // Close what did start (a port taken for HTTP leaves gRPC listening), or the failed process
     // would linger, half-started, instead of exiting with the error.
     watcher.stop();
+    globalTier?.close();
+    globalTransport?.close();
     await node?.stop().catch(() => {});
     grpc?.server.forceShutdown();
     http?.server.close();
@@ -235,6 +275,7 @@ export async function startServer(
     if (removed > 0) log.debug({ removed, counters: engine.size }, "swept idle counters");
   });
 
+  globalTier?.start();
   ready = true;
   setServing(grpc.health, isReady());
   // In a cluster readiness follows the assignment and handoffs; gRPC health tells the same story.
@@ -253,6 +294,7 @@ export async function startServer(
       rules: initialConfig.rules.length,
       mode: node ? "cluster" : "standalone",
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
+      ...(opts.global ? { region: opts.global.region, globalTier: opts.global.servers } : {}),
     },
     "shardlimit serving",
   );
@@ -263,6 +305,7 @@ export async function startServer(
     limiter,
     engine,
     cluster: node,
+    globalTier,
     checkWaits: waits,
     reload: () => watcher.reload(),
     isReady,
@@ -318,6 +361,8 @@ export async function startServer(
       sweeper.cancel();
       healthTimer.cancel();
       watcher.stop();
+      globalTier?.close();
+      globalTransport?.close();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());

@@ -14,9 +14,10 @@ import {
   prefixFlag,
   rebalanceIntervalFlag,
 } from "./common-options.js";
+import { type GlobalTierFlags, globalTierFlags, globalTierSettings } from "./global-options.js";
 import { intOption, memberIdOption, portOption } from "./options.js";
 
-interface ServeFlags {
+interface ServeFlags extends GlobalTierFlags {
   config: string;
   grpcHost: string;
   grpcPort: number;
@@ -150,6 +151,11 @@ export function serveCommand(): Command {
     )
     .addOption(loadIntervalFlag("how often this server publishes its per-slice load (0: never)", 0))
     .addOption(rebalanceIntervalFlag())
+    .addOption(globalTierFlags.tier())
+    .addOption(globalTierFlags.region())
+    .addOption(globalTierFlags.fallbackAfter())
+    .addOption(globalTierFlags.regions())
+    .addOption(globalTierFlags.reportInterval())
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -205,6 +211,7 @@ export function serveCommand(): Command {
         process.exitCode = 2;
         return;
       }
+      const global = globalTierSettings(flags);
       try {
         server = await startServer(
           {
@@ -219,6 +226,7 @@ export function serveCommand(): Command {
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
+            ...(global ? { global } : {}),
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

@@ -1,3 +1,4 @@
+import client from "prom-client";
 import { GatewayLimiter } from "../client/gateway-limiter.js";
 import type { ClientTransport, LimiterLogger } from "../client/transport.js";
 import type { LimitRule } from "../config/types.js";
@@ -55,6 +56,9 @@ interface KeyShare {
   configured: LimitRule | undefined;
 }
 
+export const DEFAULT_FALLBACK_AFTER_MS = 30_000;
+export const DEFAULT_GLOBAL_REPORT_INTERVAL_MS = 100;
+
 /** How a region's "last share" smooths the shares it was given: a time constant of a second. */
 const LAST_SHARE_TAU_MS = 1000;
 /** Global keys tracked at most; past it the least recently used is forgotten. */
@@ -86,7 +90,7 @@ export class GlobalTier implements GlobalShares {
 
   constructor(opts: GlobalTierOptions) {
     if (opts.region === "") throw new InvalidArgumentError("region is empty: name this region (--region)");
-    const fallbackAfterMs = opts.fallbackAfterMs ?? 30_000;
+    const fallbackAfterMs = opts.fallbackAfterMs ?? DEFAULT_FALLBACK_AFTER_MS;
     if (!(Number.isFinite(fallbackAfterMs) && fallbackAfterMs >= 0)) {
       throw new InvalidArgumentError(`fallbackAfterMs must be a duration >= 0, got ${fallbackAfterMs}`);
     }
@@ -95,7 +99,7 @@ export class GlobalTier implements GlobalShares {
       throw new InvalidArgumentError(`regions must be a positive integer, got ${regions}`);
     }
     this.clock = opts.clock;
-    this.intervalMs = opts.reportIntervalMs ?? 100;
+    this.intervalMs = opts.reportIntervalMs ?? DEFAULT_GLOBAL_REPORT_INTERVAL_MS;
     this.contactMs = 5 * this.intervalMs;
     this.fallbackAfterMs = fallbackAfterMs;
     this.regions = regions;
@@ -162,7 +166,8 @@ export class GlobalTier implements GlobalShares {
       key,
       sharePerS: k.rate * 1000,
       lastSharePerS: k.last * 1000,
-      mode: k.mode,
+      // The mode by the clock (the share is the one last divided, at the last report).
+      mode: this.modeAt(k, now),
       lastContactAgoMs: now - (Number.isFinite(k.contact) ? k.contact : this.since),
     }));
   }
@@ -195,16 +200,19 @@ export class GlobalTier implements GlobalShares {
       k.regions = Math.max(1, answer.gateways);
       k.rate = rate;
     }
-    const silent = now - k.contact;
-    if (silent <= this.contactMs) k.mode = "connected";
-    else if (silent <= this.fallbackAfterMs) {
-      k.mode = "last_share";
-      k.rate = k.last;
-    } else {
-      k.mode = "fallback";
-      k.rate = full / k.regions;
-    }
+    k.mode = this.modeAt(k, now);
+    if (k.mode === "last_share") k.rate = k.last;
+    else if (k.mode === "fallback") k.rate = full / k.regions;
     return k;
+  }
+
+  private modeAt(k: KeyShare, now: number): GlobalMode {
+    const silent = now - k.contact;
+    return silent <= this.contactMs
+      ? "connected"
+      : silent <= this.fallbackAfterMs
+        ? "last_share"
+        : "fallback";
   }
 }
 
@@ -223,4 +231,44 @@ function rateOf(p: Policy, full: number, intervalMs: number): number {
     default:
       return p.units / intervalMs;
   }
+}
+
+/**
+ * The region's shares of its global limits on `registry`, read at scrape time, per counter key
+ * (global limits are few): the share, the time since the global tier last answered, and the mode.
+ */
+export function globalTierMetrics(registry: client.Registry, tier: GlobalTier): void {
+  const r = [registry];
+  new client.Gauge({
+    name: "shardlimit_global_share_per_second",
+    help: "This region's share of a global limit (units per second), as it divides it now",
+    labelNames: ["key"],
+    registers: r,
+    collect() {
+      this.reset();
+      for (const s of tier.status()) this.set({ key: s.key }, s.sharePerS);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_global_last_contact_seconds",
+    help: "Seconds since the global tier last answered for a global limit's key",
+    labelNames: ["key"],
+    registers: r,
+    collect() {
+      this.reset();
+      for (const s of tier.status()) this.set({ key: s.key }, s.lastContactAgoMs / 1000);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_global_mode",
+    help: "Where a region's share of a global limit comes from: 1 for the mode in force (connected, last_share, fallback)",
+    labelNames: ["key", "mode"],
+    registers: r,
+    collect() {
+      this.reset();
+      for (const s of tier.status()) {
+        for (const m of GLOBAL_MODES) this.set({ key: s.key, mode: m }, s.mode === m ? 1 : 0);
+      }
+    },
+  });
 }
