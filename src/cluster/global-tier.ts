@@ -87,6 +87,10 @@ export class GlobalTier implements GlobalShares {
   private readonly fallbackAfterMs: number;
   private readonly regions: number;
   private readonly since: number;
+  private readonly logger: LimiterLogger;
+  private readonly region: string;
+  /** Global keys the global tier has no limit for, warned about once. */
+  private readonly unknown = new Set<string>();
 
   constructor(opts: GlobalTierOptions) {
     if (opts.region === "") throw new InvalidArgumentError("region is empty: name this region (--region)");
@@ -104,6 +108,8 @@ export class GlobalTier implements GlobalShares {
     this.fallbackAfterMs = fallbackAfterMs;
     this.regions = regions;
     this.since = opts.clock.now();
+    this.logger = opts.logger ?? { warn() {}, info() {} };
+    this.region = opts.region;
     this.gateway = new GatewayLimiter({
       servers: opts.servers,
       clientId: opts.region,
@@ -136,7 +142,15 @@ export class GlobalTier implements GlobalShares {
     // Cut off (or never answered since the key was first reported): the usage stays here (see
     // the class comment); the key is still reported, with nothing, so an answer shows the link is back.
     const cut = k !== undefined && now - (Number.isFinite(k.contact) ? k.contact : k.born) > this.contactMs;
-    this.gateway.account(key, cut ? 0 : admitted, cut ? 0 : rejected);
+    const known = this.gateway.account(key, cut ? 0 : admitted, cut ? 0 : rejected);
+    if (!known && this.gateway.ready && !this.unknown.has(key) && this.unknown.size < 1000) {
+      // Its limits are known there and none applies: the global tier's config lacks this rule.
+      this.unknown.add(key);
+      this.logger.warn(
+        { key, region: this.region },
+        "the global tier has no limit for this global key (is the rule in its config?): this region keeps to limit / regions",
+      );
+    }
   }
 
   ruleFor(key: string, rule: LimitRule, now: number): LimitRule {

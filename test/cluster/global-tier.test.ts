@@ -21,12 +21,13 @@ descriptors:
 const KEY = "api/orders=o";
 const T0 = 600_000;
 
-function setup(fallbackAfterMs = 5000) {
+function setup(fallbackAfterMs = 5000, globalYaml = YAML) {
   const clock = new ManualClock(T0);
   const random = seededRandom(7);
   const config = compileSources([{ file: "g.yaml", text: YAML }]);
   const rule = config.rules[0]!;
-  const global = new SimCluster(clock, config, 1);
+  const global = new SimCluster(clock, compileSources([{ file: "g.yaml", text: globalYaml }]), 1);
+  const warnings: string[] = [];
   const servers = global.servers.map((s) => s.member.address);
   const region = (name: string) => {
     const link = new CuttableLink(
@@ -42,6 +43,7 @@ function setup(fallbackAfterMs = 5000) {
       fallbackAfterMs,
       instanceId: "t",
       random,
+      logger: { warn: (_o, m) => warnings.push(m), info() {} },
     });
     tier.start();
     return { link, tier };
@@ -59,7 +61,7 @@ function setup(fallbackAfterMs = 5000) {
     }
   };
   const status = (r: typeof a) => r.tier.status().find((s) => s.key === KEY)!;
-  return { clock, rule, a, b, run, status };
+  return { clock, rule, a, b, run, status, warnings };
 }
 
 describe("GlobalTier: a region's share of a global limit", () => {
@@ -107,6 +109,16 @@ describe("GlobalTier: a region's share of a global limit", () => {
     run(1000);
     expect(status(a).mode).toBe("connected");
     expect(status(a).lastContactAgoMs).toBeLessThan(300);
+  });
+
+  it("a global tier without the rule: the region keeps to limit / regions and says why, once", () => {
+    const { run, a, status, warnings } = setup(5000, YAML.replace("orders", "other"));
+    run(3000);
+    expect(status(a).mode).toBe("fallback");
+    expect(status(a).sharePerS).toBeCloseTo(500, 6);
+    expect(
+      warnings.filter((w) => w.includes("the global tier has no limit for this global key")),
+    ).toHaveLength(2); // once per region
   });
 
   it("refuses options that make no sense, naming them", () => {
