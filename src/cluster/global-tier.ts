@@ -42,8 +42,10 @@ export interface GlobalTierOptions {
 interface KeyShare {
   /** Units per ms this region divides now. */
   rate: number;
-  /** The shares of the last second, smoothed: what a region cut off keeps to. */
+  /** The mean of the shares answered in the last second: what the region divides, and keeps to cut off. */
   last: number;
+  /** Those answers: when each came, and its share (units per ms), oldest first. */
+  answers: { at: number; rate: number }[];
   /** When the global tier last answered for this key (-Infinity: never). */
   contact: number;
   /** When this region first reported the key. */
@@ -59,8 +61,8 @@ interface KeyShare {
 export const DEFAULT_FALLBACK_AFTER_MS = 30_000;
 export const DEFAULT_GLOBAL_REPORT_INTERVAL_MS = 100;
 
-/** How a region's "last share" smooths the shares it was given: a time constant of a second. */
-const LAST_SHARE_TAU_MS = 1000;
+/** A region's share is the mean of the shares answered over this long. */
+const SHARE_WINDOW_MS = 1000;
 /** Global keys tracked at most; past it the least recently used is forgotten. */
 const MAX_KEYS = 10_000;
 
@@ -71,12 +73,13 @@ const MAX_KEYS = 10_000;
  * uses; the global owner's policy for this region's "gateway" is the region's share, which the
  * region's owner divides among its gateways in place of the configured limit.
  *
- * A policy is turned into a rate: a GRANT or REJECT_FRACTION's units over one report interval,
- * ALLOW the whole limit, REJECT_UNTIL nothing. Without an answer for `contactMs` (five report
+ * The share is the policy's `share` (the global owner's max-min part of the limit's rate for
+ * this region), averaged over a second; from an owner that sends none, a GRANT or
+ * REJECT_FRACTION's units over one report interval, ALLOW the whole limit, REJECT_UNTIL nothing. Without an answer for `contactMs` (five report
  * intervals: one lost report is not an outage) the region keeps to its last share, the shares of
- * the last second smoothed; after `fallbackAfterMs` to the limit divided by the regions. While cut
- * off, the region's usage is not queued for the global tier: it spent the share it was given,
- * and reported late it would land as a debt on every region at once.
+ * the last second averaged; after `fallbackAfterMs` to the limit divided by the regions. While cut
+ * off, the region's usage is not queued for the global tier (only its demand, as refused): it
+ * spent the share it was given, and reported late it would land as a debt on every region at once.
  */
 export class GlobalTier implements GlobalShares {
   private readonly gateway: GatewayLimiter;
@@ -140,9 +143,11 @@ export class GlobalTier implements GlobalShares {
     const k = this.keys.get(key);
     const now = this.clock.now();
     // Cut off (or never answered since the key was first reported): the usage stays here (see
-    // the class comment); the key is still reported, with nothing, so an answer shows the link is back.
+    // the class comment), the demand does not: all of it is reported as refused, so the first
+    // report that gets through (its span reaches back to the last one built) shows the region's
+    // demand, and its share is not cut for a region that seemed idle.
     const cut = k !== undefined && now - (Number.isFinite(k.contact) ? k.contact : k.born) > this.contactMs;
-    const known = this.gateway.account(key, cut ? 0 : admitted, cut ? 0 : rejected);
+    const known = this.gateway.account(key, cut ? 0 : admitted, cut ? admitted + rejected : rejected);
     if (!known && this.gateway.ready && !this.unknown.has(key) && this.unknown.size < 1000) {
       // Its limits are known there and none applies: the global tier's config lacks this rule.
       this.unknown.add(key);
@@ -170,7 +175,7 @@ export class GlobalTier implements GlobalShares {
   status(): {
     key: string;
     sharePerS: number;
-    /** What the region would keep to if cut off now: the shares of the last second, smoothed. */
+    /** What the region would keep to if cut off now: the shares of the last second, averaged. */
     lastSharePerS: number;
     mode: GlobalMode;
     lastContactAgoMs: number;
@@ -194,6 +199,7 @@ export class GlobalTier implements GlobalShares {
       k = {
         rate: 0,
         last: 0,
+        answers: [],
         contact: Number.NEGATIVE_INFINITY,
         born: now,
         regions: this.regions,
@@ -207,12 +213,18 @@ export class GlobalTier implements GlobalShares {
     const answer = this.gateway.lastPolicy(key);
     if (answer !== undefined && answer.at > k.contact) {
       const rate = Math.min(full, rateOf(answer.policy, full, this.intervalMs));
-      const first = !Number.isFinite(k.contact);
-      const dt = first ? LAST_SHARE_TAU_MS : answer.at - k.contact;
-      k.last = first ? rate : k.last + (rate - k.last) * (1 - Math.exp(-dt / LAST_SHARE_TAU_MS));
+      // A mean over a window rather than an exponential average: a start-up share (one region
+      // known yet, the whole limit its share) is gone a second later instead of fading for seconds.
+      k.answers.push({ at: answer.at, rate });
+      while (k.answers[0]!.at <= answer.at - SHARE_WINDOW_MS) k.answers.shift();
+      k.last = k.answers.reduce((sum, x) => sum + x.rate, 0) / k.answers.length;
       k.contact = answer.at;
       k.regions = Math.max(1, answer.gateways);
-      k.rate = rate;
+      // The shares of the last second, averaged: a share follows the regions' measured demand,
+      // not what the region admitted, so averaging it adds no loop to oscillate in; unaveraged, each
+      // answer's noise moved this region's limit (and clamped its counter's burst) every 100 ms,
+      // and light callers were refused in the dips over loopback.
+      k.rate = k.last;
     }
     k.mode = this.modeAt(k, now);
     if (k.mode === "last_share") k.rate = k.last;

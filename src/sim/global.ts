@@ -47,7 +47,7 @@ export interface RegionsRun {
   offered: number[][][];
   admitted: number[][][];
   bucketMs: number;
-  /** The cut region's last share (units/s: its shares of the last second before the cut, smoothed). */
+  /** The cut region's last share (units/s: the mean of its shares in the last second before the cut). */
   shareAtCut: number;
   /** The cut region's mode at the end of the cut. */
   modeInCut: GlobalMode | "";

@@ -74,7 +74,9 @@ describe("GlobalTier: a region's share of a global limit", () => {
 
   it("connected, divides the limit max-min by the regions' demand: the light region gets all it asks", () => {
     const { run, a, b, status, rule, clock } = setup();
-    run(3000);
+    // Shares are smoothed over a second: the first answers (one region known, the whole limit
+    // its share) take a few seconds to fade.
+    run(6000);
     expect(status(a).mode).toBe("connected");
     expect(status(b).mode).toBe("connected");
     const sa = status(a).sharePerS;
