@@ -202,7 +202,7 @@ export async function startServer(
   });
   const current = limiter;
   const envoy = new EnvoyRateLimit(
-    { engine, clock, ownership, limits, metrics },
+    { engine, clock, ownership, limits, metrics, global: globalTier },
     (domain, entries) => current.config.resolve(domain, entries),
     (domain) => current.config.domains.includes(domain),
   );

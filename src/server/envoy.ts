@@ -12,6 +12,7 @@ import {
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined } from "./charges.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
+import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 
@@ -21,6 +22,8 @@ export interface EnvoyDeps {
   ownership: Ownership;
   limits: InputLimits;
   metrics: LimiterMetrics;
+  /** This region's shares of `global: true` limits (`serve --global-tier`). */
+  global?: GlobalShares;
 }
 
 /**
@@ -69,7 +72,9 @@ export class EnvoyRateLimit {
       starts[j] = items.length;
       counts[j] = addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
     }
+    const global = chargeShares(this.deps.global, items, now);
     const decisions = engine.checkMany(items, now, "envoy");
+    reportCharged(this.deps.global, items, global, decisions);
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;

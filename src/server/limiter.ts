@@ -28,7 +28,7 @@ import type {
   SettleResponse,
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
-import type { GlobalShares } from "./global-shares.js";
+import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -442,9 +442,12 @@ export class Limiter {
     // All together or none: an item that failed validation fails the whole atomic check (an item
     // no limit applies to does not).
     const atomicFailed = req.atomic && invalid > 0;
+    // Global limits: charged at this region's share, and passed on to the global tier.
+    const global = chargeShares(this.global, items, now);
     let decisions: Decision[];
     try {
       decisions = atomicFailed ? [] : this.engine.checkMany(items, now, req.atomic ? "atomic" : "strict");
+      reportCharged(this.global, items, global, decisions);
     } catch (err) {
       if (!(err instanceof CapacityError)) throw err;
       const e = itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message);

@@ -48,10 +48,11 @@ export class SimCluster {
     ownership.update(this.assignment);
     const engine = new Engine();
     const deps = { engine, clock: this.clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
-    const limiter = new Limiter({ ...deps, config: this.config, global: this.globalOf?.(member) });
+    const global = this.globalOf?.(member);
+    const limiter = new Limiter({ ...deps, config: this.config, global });
     const config = this.config;
     const envoy = new EnvoyRateLimit(
-      deps,
+      { ...deps, global },
       (domain, entries) => config.resolve(domain, entries),
       (domain) => config.domains.includes(domain),
     );

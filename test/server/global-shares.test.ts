@@ -5,6 +5,8 @@ import { ManualClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { PolicyKind } from "../../src/core/policy.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
+import { EnvoyCode } from "../../src/protocol/messages.js";
+import { EnvoyRateLimit } from "../../src/server/envoy.js";
 import type { GlobalShares } from "../../src/server/global-shares.js";
 import { Limiter } from "../../src/server/limiter.js";
 import { noopMetrics } from "../../src/server/metrics.js";
@@ -116,6 +118,66 @@ describe("a global limit in a region", () => {
     l.reportAndGetPolicy(req);
     l.reportAndGetPolicy(req);
     expect(share.seen).toEqual([["api/orders=o", 4, 0]]);
+  });
+});
+
+describe("a global limit in a region, decided synchronously", () => {
+  it("Check charges the region's share and passes each decision on: 100/s share, 300 checks in a second", () => {
+    const share = new FixedShare(100);
+    const { l, clock } = limiter(share);
+    let allowed = 0;
+    for (let i = 0; i < 300; i++) {
+      clock.advance(1000 / 300);
+      const res = l.check({ items: [{ key: "api/orders=o", cost: 1 }], atomic: false, generation: 0 });
+      if (res.results[0]!.allowed) allowed++;
+      // The answer names the configured limit.
+      expect(res.results[0]!.limit).toBe(1000);
+    }
+    // The burst (the share's second, 100) and a second's refill: about 200, not 300.
+    expect(allowed).toBeGreaterThan(190);
+    expect(allowed).toBeLessThan(210);
+    const admitted = share.seen.reduce((s, x) => s + x[1], 0);
+    const refused = share.seen.reduce((s, x) => s + x[2], 0);
+    expect([admitted, refused]).toEqual([allowed, 300 - allowed]);
+  });
+
+  it("ShouldRateLimit does the same", () => {
+    const share = new FixedShare(100);
+    const clock = new ManualClock(T0);
+    const config = compileSources([{ file: "g.yaml", text: YAML }]);
+    const envoy = new EnvoyRateLimit(
+      {
+        engine: new Engine(),
+        clock,
+        ownership: new StandaloneOwnership("self:1", clock),
+        limits: DEFAULT_INPUT_LIMITS,
+        metrics: noopMetrics,
+        global: share,
+      },
+      (domain, entries) => config.resolve(domain, entries),
+      (domain) => config.domains.includes(domain),
+    );
+    let ok = 0;
+    for (let i = 0; i < 300; i++) {
+      clock.advance(1000 / 300);
+      const res = envoy.shouldRateLimit({
+        domain: "api",
+        descriptors: [{ entries: [{ key: "orders", value: "o" }] }],
+        hitsAddend: 0,
+      });
+      if (res.overallCode === EnvoyCode.OK) ok++;
+    }
+    expect(ok).toBeGreaterThan(190);
+    expect(ok).toBeLessThan(210);
+    expect(share.seen.reduce((s, x) => s + x[1], 0)).toBe(ok);
+  });
+
+  it("a plain limit's Check is neither shared nor passed on", () => {
+    const share = new FixedShare(100);
+    const { l } = limiter(share);
+    for (let i = 0; i < 300; i++)
+      l.check({ items: [{ key: "api/local=x", cost: 1 }], atomic: false, generation: 0 });
+    expect(share.seen).toEqual([]);
   });
 });
 
