@@ -75,11 +75,12 @@ const MAX_KEYS = 10_000;
  *
  * The share is the policy's `share` (the global owner's max-min part of the limit's rate for
  * this region), averaged over a second; from an owner that sends none, a GRANT or
- * REJECT_FRACTION's units over one report interval, ALLOW the whole limit, REJECT_UNTIL nothing. Without an answer for `contactMs` (five report
- * intervals: one lost report is not an outage) the region keeps to its last share, the shares of
- * the last second averaged; after `fallbackAfterMs` to the limit divided by the regions. While cut
- * off, the region's usage is not queued for the global tier (only its demand, as refused): it
- * spent the share it was given, and reported late it would land as a debt on every region at once.
+ * REJECT_FRACTION's units over one report interval, ALLOW the whole limit, REJECT_UNTIL nothing.
+ * Without an answer for five report intervals (one lost report is not an outage) the region keeps
+ * to its last share, the shares of its last second averaged; after `fallbackAfterMs` to the limit
+ * divided by the regions. While cut off, the region's usage is not queued for the global tier
+ * (only its demand, as refused): it spent the share it was given, and reported late it would land
+ * as a debt on every region at once.
  */
 export class GlobalTier implements GlobalShares {
   private readonly gateway: GatewayLimiter;
