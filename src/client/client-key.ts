@@ -63,6 +63,8 @@ export class ClientKey extends LocalKey {
   private unanswered = 0;
   /** The owner's latest policy as it arrived (before what was admitted meanwhile came off it). */
   #lastPolicy: Policy | undefined = undefined;
+  /** The limit the owner last said it divides, when below the rule's (a region's share of a global limit). */
+  #ownerLimit: number | undefined = undefined;
 
   constructor(
     /** The key reports name: the counter key. */
@@ -348,11 +350,22 @@ export class ClientKey extends LocalKey {
     this.replacedBy = next;
   }
 
+  /**
+   * The limit a fallback share is cut from: the rule's, or the smaller one its owner last said it
+   * divides (a region's share of a global limit: the region's gateways must not share out the
+   * whole global limit when they lose their owner), with the burst scaled alike.
+   */
+  private fallbackRule(): LimitRule {
+    const r = this.#rule;
+    const l = this.#ownerLimit;
+    return l === undefined ? r : { ...r, limit: l, burst: (r.burst * l) / r.limit };
+  }
+
   /** The owner is unreachable: decide on this gateway's share of the limit from now on. */
   enterFallback(now: number): void {
     this.roll(now);
     this.fallback = new Fallback(
-      this.#rule,
+      this.fallbackRule(),
       this.gateways,
       this.#remaining,
       this.#windowTotal + this.admitted + this.unanswered,
@@ -368,8 +381,9 @@ export class ClientKey extends LocalKey {
     return p === undefined ? undefined : { policy: p, at: this.appliedAt, gateways: this.gateways };
   }
 
-  applyPolicy(p: Policy, gateways: number, now: number): void {
+  applyPolicy(p: Policy, gateways: number, now: number, limit?: number): void {
     this.#lastPolicy = p;
+    this.#ownerLimit = limit !== undefined && limit > 0 && limit < this.#rule.limit ? limit : undefined;
     this.apply(p);
     this.granted = this.units;
     this.appliedAt = now;

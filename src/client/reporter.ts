@@ -321,7 +321,7 @@ export class Reporter {
         k.acknowledged(d, ch.address, p.resent[i] || p.incarnation === inc ? inc : "", now);
         if (pol.keyHandle) k.acceptHandle(pol.keyHandle, ch.address, res.keyEpoch);
         else if (!a.handlesValid) k.forgetHandleFrom(ch.address);
-        k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now);
+        k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now, pol.limit);
         this.ports.policyApplied?.(k);
         if (
           (d.admitted > 0 || d.rejected > 0) &&

@@ -229,7 +229,7 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      const out = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, hit!.counter?.clients?.size ?? 1, now);
+      const out = keyPolicy(p, this.dividedLimit(r, now), hit!.counter?.clients?.size ?? 1, now);
       if (byString) out.keyHandle = hit!.handle;
       policies[i] = out;
     }
@@ -327,6 +327,16 @@ export class Limiter {
       return count(group);
     }
     return count(bothPolicies(own, group));
+  }
+
+  /**
+   * The limit a policy says it divides: the configured one, or for a global limit this region's
+   * share of it (what a gateway that loses this owner divides among the region's gateways).
+   */
+  private dividedLimit(r: Resolved, now: number): number {
+    if (r.rule.unlimited) return 0;
+    const g = r.rule.global === true ? this.global : undefined;
+    return g === undefined ? r.rule.limit : g.ruleFor(r.counterKey, r.rule, now).limit;
   }
 
   /**

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { compileSources } from "../../src/config/load.js";
-import type { LimitRule } from "../../src/config/types.js";
 import { ManualClock } from "../../src/core/clock.js";
 import { Engine } from "../../src/core/engine.js";
 import { PolicyKind } from "../../src/core/policy.js";
@@ -11,6 +10,7 @@ import type { GlobalShares } from "../../src/server/global-shares.js";
 import { Limiter } from "../../src/server/limiter.js";
 import { noopMetrics } from "../../src/server/metrics.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
+import { FixedShare } from "./fixed-share.js";
 
 /**
  * The regional owner of a `global: true` limit divides the region's share (from the GlobalShares
@@ -26,18 +26,6 @@ descriptors:
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000 }
 `;
 const T0 = 1_000_000;
-
-/** A fixed share of every global limit, and the counts reported to it. */
-class FixedShare implements GlobalShares {
-  readonly seen: [string, number, number][] = [];
-  constructor(private readonly perS: number) {}
-  ruleFor(_key: string, rule: LimitRule): LimitRule {
-    return { ...rule, limit: (this.perS * rule.windowMs) / 1000, burst: this.perS, global: false };
-  }
-  reported(key: string, _rule: LimitRule, admitted: number, rejected: number): void {
-    this.seen.push([key, admitted, rejected]);
-  }
-}
 
 function limiter(global?: GlobalShares) {
   const clock = new ManualClock(T0);
