@@ -51,6 +51,8 @@ export interface GlobalLoopbackResult {
   /** The cut region's admitted per second during the cut (from 1 s after it started). */
   cutPerS: number;
   cutOverLastShare: number;
+  /** Seconds of the cut that `cutPerS` is measured over. */
+  cutMeasuredS: number;
   /** Admitted over the limit, all regions, from 2 s after the link came back to the end. */
   afterRatio: number;
   /** Each region's light caller: admitted over offered, the whole run from 3 s. */
@@ -213,6 +215,7 @@ descriptors:
       modeInCut,
       cutPerS,
       cutOverLastShare: lastSharePerS > 0 ? cutPerS / lastSharePerS : 0,
+      cutMeasuredS: (cutTo - cutFrom) / 1000,
       afterRatio: all(admitted, afterFrom, endAt) / ((o.limit * (endAt - afterFrom)) / 1000),
       lightShare: o.regions.map((r, i) => {
         const g = r.gateways.length - 1;
