@@ -22,6 +22,7 @@ export const INTEGRATION = [
   "test/cluster/assigner.test.ts",
   "test/cluster/cluster-tls.test.ts",
   "test/cluster/cluster.test.ts",
+  "test/cluster/global-tier-loopback.test.ts",
   "test/cluster/leadership.test.ts",
   "test/cluster/membership.test.ts",
   "test/cluster/node-partition.test.ts",

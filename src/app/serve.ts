@@ -1,6 +1,8 @@
 import type { Server as HttpServer } from "node:http";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
+import { GrpcTransport } from "../client/grpc-transport.js";
+import { GlobalTier, globalTierMetrics } from "../cluster/global-tier.js";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { warmUpHandoff } from "../cluster/warm-up.js";
@@ -75,6 +77,8 @@ export interface ServeOptions {
   reflection?: boolean;
   /** envoyproxy/ratelimit's server options for ShouldRateLimit, and its per-limit statistics. */
   envoy?: ServeEnvoyOptions;
+  /** Global limits: this server is a gateway of the global tier for its `global: true` keys. */
+  global?: GlobalTierSettings;
 }
 
 export interface ServeEnvoyOptions extends EnvoyOptions {
@@ -82,6 +86,15 @@ export interface ServeEnvoyOptions extends EnvoyOptions {
   readonly mergeDomains: boolean;
   /** Distinct keys `shardlimit_envoy_descriptor_hits_total` names (0: no per-limit statistics). */
   readonly descriptorMetricKeys: number;
+}
+
+/** Where the global tier is and who this region is there (`serve --global-tier --region`). */
+export interface GlobalTierSettings {
+  servers: string[];
+  region: string;
+  fallbackAfterMs?: number;
+  regions?: number;
+  reportIntervalMs?: number;
 }
 
 export interface RunningServer {
@@ -93,6 +106,8 @@ export interface RunningServer {
   readonly checkWaits: CheckWaits;
   /** Cluster mode only. */
   readonly cluster: ClusterNode | undefined;
+  /** With --global-tier only: this region's link to the global tier. */
+  readonly globalTier: GlobalTier | undefined;
   /** Loads the config (and the auth file) again; false (old one kept) if either is invalid. */
   reload(): boolean;
   isReady(): boolean;
@@ -236,7 +251,30 @@ export async function startServer(
       })
     : undefined;
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
-  limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
+  // Global limits: the global tier is another shardlimit cluster, reached as a gateway over gRPC.
+  const globalTransport = opts.global ? new GrpcTransport() : undefined;
+  const globalTier =
+    opts.global && globalTransport
+      ? new GlobalTier({
+          ...opts.global,
+          transport: globalTransport,
+          clock,
+          logger: {
+            warn: (o, m) => log.warn(o, `global tier: ${m}`),
+            info: (o, m) => log.info(o, `global tier: ${m}`),
+          },
+        })
+      : undefined;
+  if (globalTier) globalTierMetrics(metrics.registry, globalTier);
+  limiter = new Limiter({
+    engine,
+    clock,
+    config: initialConfig,
+    ownership,
+    limits,
+    metrics,
+    global: globalTier,
+  });
   const current = limiter;
   const envoyOptions = opts.envoy ?? { ...DEFAULT_ENVOY_OPTIONS, descriptorMetricKeys: 0 };
   const descriptorMetrics =
@@ -254,6 +292,7 @@ export async function startServer(
       ownership,
       limits,
       metrics,
+      global: globalTier,
       options: envoyOptions,
       ...(descriptorMetrics
         ? { descriptorMetrics, metricKey: (d, e) => current.config.metricKey?.(d, e) }
@@ -323,6 +362,8 @@ export async function startServer(
     watcher.stop();
     tls?.source.close();
     authFile?.stop();
+    globalTier?.close();
+    globalTransport?.close();
     await node?.stop().catch(() => {});
     grpc?.server.forceShutdown();
     http?.server.close();
@@ -337,6 +378,7 @@ export async function startServer(
     if (removed > 0) log.debug({ removed, counters: engine.size }, "swept idle counters");
   });
 
+  globalTier?.start();
   ready = true;
   setServing(grpc.health, isReady());
   // In a cluster readiness follows the assignment and handoffs; gRPC health tells the same story.
@@ -357,6 +399,7 @@ export async function startServer(
       ...(tls ? { tls: { clientAuth: opts.tls!.clientAuth, serial: tls.source.current().serial } } : {}),
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
       ...(authFile ? { authFile: opts.authFile, ...authSummary(authFile.current) } : {}),
+      ...(opts.global ? { region: opts.global.region, globalTier: opts.global.servers } : {}),
     },
     "shardlimit serving",
   );
@@ -369,6 +412,7 @@ export async function startServer(
     limiter,
     engine,
     cluster: node,
+    globalTier,
     checkWaits: waits,
     reload: () => {
       const auth = authFile?.reload() ?? true;
@@ -429,6 +473,8 @@ export async function startServer(
       watcher.stop();
       tls?.source.close();
       authFile?.stop();
+      globalTier?.close();
+      globalTransport?.close();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());

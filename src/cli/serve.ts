@@ -18,6 +18,7 @@ import {
   rebalanceIntervalFlag,
 } from "./common-options.js";
 import { type EnvoyFlagValues, envoyFlags, envoyOptionsOf } from "./envoy-options.js";
+import { type GlobalTierFlags, globalTierFlags, globalTierSettings } from "./global-options.js";
 import { intOption, memberIdOption, portOption } from "./options.js";
 import {
   listenerTlsFlags,
@@ -27,7 +28,7 @@ import {
   tlsReloadIntervalFlag,
 } from "./tls-options.js";
 
-interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues {
+interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFlags {
   config: string;
   grpcHost: string;
   grpcPort: number;
@@ -204,6 +205,11 @@ export function serveCommand(): Command {
         .choices(["anyone", "authenticated"])
         .default("anyone"),
     )
+    .addOption(globalTierFlags.tier())
+    .addOption(globalTierFlags.region())
+    .addOption(globalTierFlags.fallbackAfter())
+    .addOption(globalTierFlags.regions())
+    .addOption(globalTierFlags.reportInterval())
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -267,6 +273,7 @@ export function serveCommand(): Command {
         process.exitCode = 2;
         return;
       }
+      const global = globalTierSettings(flags);
       try {
         server = await startServer(
           {
@@ -287,6 +294,7 @@ export function serveCommand(): Command {
             reflection: flags.reflection,
             limitsRead: flags.limitsRead,
             envoy: envoyOptionsOf(flags),
+            ...(global ? { global } : {}),
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

@@ -64,6 +64,10 @@ export class ClientKey extends LocalKey {
   private unanswered = 0;
   /** What its next request is predicted to cost, from the costs settled so far (`begin`). */
   #cost: CostPredictor;
+  /** The owner's latest policy as it arrived (before what was admitted meanwhile came off it). */
+  #lastPolicy: Policy | undefined = undefined;
+  /** The limit the owner last said it divides, when below the rule's (a region's share of a global limit). */
+  #ownerLimit: number | undefined = undefined;
 
   constructor(
     /** The key reports name: the counter key. */
@@ -358,11 +362,22 @@ export class ClientKey extends LocalKey {
     this.replacedBy = next;
   }
 
+  /**
+   * The limit a fallback share is cut from: the rule's, or the smaller one its owner last said it
+   * divides (a region's share of a global limit: the region's gateways must not share out the
+   * whole global limit when they lose their owner), with the burst scaled alike.
+   */
+  private fallbackRule(): LimitRule {
+    const r = this.#rule;
+    const l = this.#ownerLimit;
+    return l === undefined ? r : { ...r, limit: l, burst: (r.burst * l) / r.limit };
+  }
+
   /** The owner is unreachable: decide on this gateway's share of the limit from now on. */
   enterFallback(now: number): void {
     this.roll(now);
     this.fallback = new Fallback(
-      this.#rule,
+      this.fallbackRule(),
       this.gateways,
       this.#remaining,
       this.#windowTotal + this.admitted + this.unanswered,
@@ -372,7 +387,15 @@ export class ClientKey extends LocalKey {
     );
   }
 
-  applyPolicy(p: Policy, gateways: number, now: number): void {
+  /** The owner's latest policy as it arrived, when it did, and how many gateways report the key. */
+  get lastPolicy(): { policy: Policy; at: number; gateways: number } | undefined {
+    const p = this.#lastPolicy;
+    return p === undefined ? undefined : { policy: p, at: this.appliedAt, gateways: this.gateways };
+  }
+
+  applyPolicy(p: Policy, gateways: number, now: number, limit?: number): void {
+    this.#lastPolicy = p;
+    this.#ownerLimit = limit !== undefined && limit > 0 && limit < this.#rule.limit ? limit : undefined;
     this.apply(p);
     this.granted = this.units;
     this.appliedAt = now;

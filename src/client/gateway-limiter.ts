@@ -3,7 +3,7 @@ import { DEFAULT_PRIORITY, type LimitConfig, type LimitRule, type Priority } fro
 import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
-import { PolicyKind } from "../core/policy.js";
+import { type Policy, PolicyKind } from "../core/policy.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
@@ -520,6 +520,32 @@ export class GatewayLimiter {
       admittedSince: e.admitted,
       fallback: e.inFallback,
     };
+  }
+
+  /**
+   * Counts decided elsewhere, reported for the counter key `key` as this gateway's own: the owner
+   * of a global key in a region passes on what its region's gateways admitted and rejected (see
+   * cluster/global-tier.ts). The key is reported at the next interval even when both are 0, so
+   * its policy is renewed. False while the limits are not known or no limit applies to `key`.
+   */
+  account(key: string, admitted: number, rejected: number): boolean {
+    const e = this.keys.entry(key, 1);
+    if (!(e instanceof ClientKey)) return false;
+    e.touch(this.opts.clock.now());
+    if (admitted > 0) e.tally(true, admitted);
+    if (rejected > 0) e.tally(false, rejected);
+    this.reporter.markDirty(e);
+    return true;
+  }
+
+  /**
+   * The owner's latest policy for `key` as it arrived (its `units` before anything admitted here
+   * came off them), when it arrived, and how many gateways report the key; undefined before the
+   * first answer.
+   */
+  lastPolicy(key: string): { policy: Policy; at: number; gateways: number } | undefined {
+    const e = this.keys.entry(key, 1);
+    return e instanceof ClientKey ? e.lastPolicy : undefined;
   }
 
   // ---- the report loop --------------------------------------------------------------------

@@ -45,6 +45,7 @@ function policyFromWire(p: KeyPolicy, now: number): Policy {
     until: now + (p.validMs ?? 0),
     remaining: p.remaining ?? 0,
     resetAt: now + (p.resetMs ?? 0),
+    ...(p.sharePerS !== undefined ? { share: p.sharePerS / 1000 } : {}),
   };
 }
 
@@ -320,7 +321,7 @@ export class Reporter {
         k.acknowledged(d, ch.address, p.resent[i] || p.incarnation === inc ? inc : "", now);
         if (pol.keyHandle) k.acceptHandle(pol.keyHandle, ch.address, res.keyEpoch);
         else if (!a.handlesValid) k.forgetHandleFrom(ch.address);
-        k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now);
+        k.applyPolicy(policyFromWire(pol, now), pol.gateways || 1, now, pol.limit);
         this.ports.policyApplied?.(k);
         if (
           (d.admitted > 0 || d.rejected > 0) &&

@@ -40,7 +40,7 @@ export function formatSummary(config: LimitConfig): string {
 }
 
 export function describeRule(r: LimitRule): string {
-  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.quotaMode ? " [quota]" : ""}${r.soft ? " [soft]" : ""}`;
+  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.quotaMode ? " [quota]" : ""}${r.soft ? " [soft]" : ""}${r.global ? " [global]" : ""}`;
   if (r.unlimited) return `unlimited${flags}`;
   if (r.algorithm === "concurrency") {
     return `concurrency ${r.limit} ${r.costUnit} held at once (lease ${formatDuration(r.leaseTimeoutMs)})${flags}`;

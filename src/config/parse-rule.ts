@@ -1,4 +1,5 @@
 import type { Node } from "yaml";
+import { readGlobal } from "./parse-global.js";
 import { readResource } from "./parse-resource.js";
 import { readSharing, SHARING_FIELDS, type SharingRefs } from "./parse-sharing.js";
 import {
@@ -30,6 +31,7 @@ const EXTENSION_FIELDS = [
   "fail_mode",
   ...SHARING_FIELDS,
   "resource",
+  "global",
 ] as const;
 export const RATE_LIMIT_FIELDS: readonly string[] = [...ENVOY_FIELDS, ...EXTENSION_FIELDS];
 
@@ -56,7 +58,7 @@ const MAX_COST_UNIT_LENGTH = 64;
 
 export type RuleSettings = Omit<LimitRule, "id" | "name" | "domain" | "source" | "shadowMode" | "replaces">;
 /** What the algorithm fields give, before `fair_share`, `reserve` and `soft` are added. */
-type LimitSettings = Omit<RuleSettings, "fairShare" | "reserve" | "soft">;
+type LimitSettings = Omit<RuleSettings, "fairShare" | "reserve" | "soft" | "global">;
 
 /** A parsed `rate_limit` block. Name and replaces survive even when other fields were invalid. */
 export interface RuleDraft {
@@ -93,12 +95,15 @@ export function parseRule(r: DocReader, field: Field): RuleDraft {
       : limitedSettings(r, fields, algorithm, field.value as Node, field.path);
   const sharing = readSharing(r, fields, algorithm ?? "unlimited");
   const resource = readResource(r, fields, algorithm ?? "unlimited");
+  const global = readGlobal(r, at("global"), algorithm ?? "unlimited");
   const ok = limits !== undefined && r.problems.length === before;
   const measured = resource ? { resource, costUnit: resource.name } : {};
   return {
     ...(name ? { name } : {}),
     replaces,
-    ...(ok ? { settings: { ...limits, ...sharing.settings, ...measured } } : {}),
+    ...(ok
+      ? { settings: { ...limits, ...sharing.settings, ...measured, ...(global ? { global } : {}) } }
+      : {}),
     sharing: sharing.refs,
   };
 }

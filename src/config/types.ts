@@ -86,6 +86,11 @@ export interface LimitRule {
   /** `soft: true`: may be exceeded while the fair-share limit above has idle capacity. */
   readonly soft: boolean;
   /**
+   * `global: true`: held across regional clusters; a region's owner divides the share the global
+   * tier gives its region (`serve --global-tier`). Absent means false.
+   */
+  readonly global?: boolean;
+  /**
    * `resource`: the limit is a quota of a resource measured after serving (CPU-seconds,
    * GPU-seconds, tokens); gateways charge a predicted cost and settle the measured one.
    */

@@ -25,6 +25,8 @@ export interface Limit {
    * (borrowed, and taken back first when others need it).
    */
   readonly soft?: boolean;
+  /** Held across regions: its policies carry each gateway's fair part of the rate (`Policy.share`). */
+  readonly global?: boolean;
 }
 
 /** `fair_share:` of a limit: the child key whose values share it, and their weights (default 1). */

@@ -26,6 +26,11 @@ export interface Policy {
   /** Cluster-wide units left now, and when the counter is full again. */
   remaining: number;
   resetAt: number;
+  /**
+   * A `global` limit's only: this gateway's max-min fair part of the limit's own rate (units per
+   * ms), before the counter's balance or debt. A region's owner takes it as the region's share.
+   */
+  share?: number;
 }
 
 /** A policy outlives the report interval so one late report does not leave a gateway without one. */
@@ -64,6 +69,15 @@ export function ratePolicy(
   /** How the supply is divided; max-min over `table` by default. */
   division: Division = byGateway(table, s, now),
 ): Policy {
+  // A global limit's gateways are regions, each deciding on its own counter: what it divides is
+  // its fair part of the steady rate, not a grant shaped by this counter's balance (which would
+  // swing with the round trips between regions; each region's own counter keeps it exact).
+  if (l.global === true) {
+    const p = ratePolicy(alg, c, { ...l, global: false }, s, table, intervalMs, now, division);
+    const refill = alg.refillPerMs(c, l, now);
+    p.share = division.share(refill > 0 ? refill : l.limit / l.windowMs);
+    return p;
+  }
   const avail = alg.available(c, l, now);
   const remaining = Math.max(0, Math.floor(avail));
   const resetAt = alg.resetAt(c, l, now);

@@ -38,6 +38,8 @@ export interface KeyPolicy {
   error?: ItemError;
   keyHandle?: number;
   gateways?: number;
+  /** A `global: true` limit's fair part of its rate for this gateway, units per second. */
+  sharePerS?: number;
 }
 
 export interface ReportResponse {

@@ -14,6 +14,7 @@ import { addCharges, countTenant, joined } from "./charges.js";
 import type { EnvoyOptions } from "./envoy-options.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
 import type { DescriptorMetrics } from "./envoy-stats.js";
+import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 
@@ -28,6 +29,8 @@ export interface EnvoyDeps {
   /** Per-limit statistics, named by `metricKey`; none when absent. */
   descriptorMetrics?: DescriptorMetrics;
   metricKey?: (domain: string, entries: readonly DescriptorEntry[]) => string | undefined;
+  /** This region's shares of `global: true` limits (`serve --global-tier`). */
+  global?: GlobalShares;
 }
 
 /**
@@ -84,7 +87,9 @@ export class EnvoyRateLimit {
     if (this.deps.options?.stopChargingWhenOverLimit && indices.length > 1) {
       chargeOnlyOverLimit(engine, items, starts, counts, now);
     }
+    const global = chargeShares(this.deps.global, items, now);
     const decisions = engine.checkMany(items, now, "envoy");
+    reportCharged(this.deps.global, items, global, decisions);
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;

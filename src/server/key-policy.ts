@@ -20,5 +20,6 @@ export function keyPolicy(p: Policy, limit: number, gateways: number, now: numbe
   if (p.remaining > 0 && Number.isFinite(p.remaining)) out.remaining = p.remaining;
   const reset = ms(p.resetAt - now);
   if (reset > 0) out.resetMs = reset;
+  if (p.share !== undefined) out.sharePerS = p.share * 1000;
   return out;
 }

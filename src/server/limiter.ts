@@ -29,6 +29,7 @@ import type {
   SettleResponse,
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
+import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -45,6 +46,8 @@ export interface LimiterDeps {
   metrics: LimiterMetrics;
   /** Ticket ids (tests make them predictable); random 128 bits by default. */
   newTicketId?: () => string;
+  /** This region's shares of `global: true` limits (`serve --global-tier`); none: decided as configured. */
+  global?: GlobalShares;
 }
 
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
@@ -66,8 +69,10 @@ export class Limiter {
   private readonly metrics: LimiterMetrics;
   /** Exact settlement: tickets of Check items, settled by Settle (server/tickets.ts). */
   readonly tickets: TicketDesk;
+  private readonly global: GlobalShares | undefined;
 
   constructor(deps: LimiterDeps) {
+    this.global = deps.global;
     this.engine = deps.engine;
     this.clock = deps.clock;
     this.ownership = deps.ownership;
@@ -239,7 +244,7 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      const out = keyPolicy(p, r.rule.unlimited ? 0 : r.rule.limit, hit!.counter?.clients?.size ?? 1, now);
+      const out = keyPolicy(p, this.dividedLimit(r, now), hit!.counter?.clients?.size ?? 1, now);
       if (byString) out.keyHandle = hit!.handle;
       policies[i] = out;
     }
@@ -321,10 +326,11 @@ export class Limiter {
     const report = (
       counter: Counter,
       key: string,
-      rule: LimitRule,
+      configured: LimitRule,
       tenant?: { id: string; weight: number },
-    ) =>
-      divided(counter, rule, tenant)
+    ) => {
+      const rule = configured.global === true ? this.regionShare(key, configured, e, apply, now) : configured;
+      return divided(counter, rule, tenant)
         ? engine.reportShared(
             counter,
             key,
@@ -340,6 +346,7 @@ export class Limiter {
             span,
           )
         : engine.reportOn(counter, key, rule, clientId, e, apply, interval, now, span);
+    };
     if (parent === undefined) return count(report(c, r.counterKey, r.rule, r.subject));
     const own = report(c, r.counterKey, r.rule);
     let g = hit.parentCounter;
@@ -355,6 +362,33 @@ export class Limiter {
       return count(group);
     }
     return count(bothPolicies(own, group));
+  }
+
+  /**
+   * The limit a policy says it divides: the configured one, or for a global limit this region's
+   * share of it (what a gateway that loses this owner divides among the region's gateways).
+   */
+  private dividedLimit(r: Resolved, now: number): number {
+    if (r.rule.unlimited) return 0;
+    const g = r.rule.global === true ? this.global : undefined;
+    return g === undefined ? r.rule.limit : g.ruleFor(r.counterKey, r.rule, now).limit;
+  }
+
+  /**
+   * A global limit's counter in this region: what the gateway reported goes on to the global tier
+   * (when applied), and the region's share of the limit is what is divided among its gateways.
+   */
+  private regionShare(
+    key: string,
+    rule: LimitRule,
+    e: ReportEntryMsg,
+    apply: boolean,
+    now: number,
+  ): LimitRule {
+    const g = this.global;
+    if (g === undefined) return rule;
+    if (apply) g.reported(key, rule, Math.max(0, e.admitted - (e.refunded ?? 0)), e.rejected);
+    return g.ruleFor(key, rule, now);
   }
 
   getLimits(req: LimitsRequest): Limits {
@@ -454,9 +488,12 @@ export class Limiter {
     // All together or none: an item that failed validation fails the whole atomic check (an item
     // no limit applies to does not).
     const atomicFailed = req.atomic && invalid > 0;
+    // Global limits: charged at this region's share, and passed on to the global tier.
+    const global = chargeShares(this.global, items, now);
     let decisions: Decision[];
     try {
       decisions = atomicFailed ? [] : this.engine.checkMany(items, now, req.atomic ? "atomic" : "strict");
+      reportCharged(this.global, items, global, decisions);
     } catch (err) {
       if (!(err instanceof CapacityError)) throw err;
       const e = itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message);

@@ -1,4 +1,5 @@
 import { costQuotaScenarios } from "./cost-quota.js";
+import { globalScenarios } from "./global.js";
 import { hostGuardScenarios } from "./host-guard.js";
 import { settlementScenarios } from "./settlement.js";
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
@@ -292,6 +293,8 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   const costQuota = costQuotaScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   // The host guard (P): local shedding by class on a host's own load gauge.
   const hostGuard = hostGuardScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  // A global limit across regions (Q): regional clusters and a global one, 50 ms apart.
+  const global = globalScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   return [
     ...single,
     ...tenancy.map((s) => s.run()),
@@ -299,5 +302,6 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
     ...waiting.map((s) => s.run()),
     ...costQuota.map((s) => s.run()),
     ...hostGuard.map((s) => s.run()),
+    ...global.map((s) => s.run()),
   ];
 }

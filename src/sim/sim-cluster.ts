@@ -7,6 +7,7 @@ import { keyPoint } from "../keyspace/hash.js";
 import { initialAssignment, place } from "../keyspace/placement.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
+import type { GlobalShares } from "../server/global-shares.js";
 import { Limiter } from "../server/limiter.js";
 import { noopMetrics } from "../server/metrics.js";
 
@@ -34,6 +35,8 @@ export class SimCluster {
     private readonly config: LimitConfig,
     n: number,
     private readonly leaseMs = 3000,
+    /** A server's link to a global tier (a regional cluster of the global-limit scenarios). */
+    private readonly globalOf?: (member: Member) => GlobalShares,
   ) {
     const members = Array.from({ length: n }, (_, i) => ({ id: `s${i}`, address: `sim-${i}:7000` }));
     this.assignment = initialAssignment(1, members);
@@ -45,10 +48,11 @@ export class SimCluster {
     ownership.update(this.assignment);
     const engine = new Engine();
     const deps = { engine, clock: this.clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
-    const limiter = new Limiter({ ...deps, config: this.config });
+    const global = this.globalOf?.(member);
+    const limiter = new Limiter({ ...deps, config: this.config, global });
     const config = this.config;
     const envoy = new EnvoyRateLimit(
-      deps,
+      { ...deps, global },
       (domain, entries) => config.resolve(domain, entries),
       (domain) => config.domains.includes(domain),
     );

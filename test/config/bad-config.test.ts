@@ -161,6 +161,15 @@ const CASES: [string, number, string, string][] = [
     "descriptors[0].descriptors[1].rate_limit.soft",
     'soft needs a fair_share limit above it to borrow from (the one above is by "tenant", not "user")',
   ],
+  // global limits across regions (issue 14)
+  [
+    "global-concurrency",
+    7,
+    "descriptors[0].rate_limit.global",
+    "does not apply to algorithm concurrency: a region's share of a global limit is a rate",
+  ],
+  ["global-unlimited", 6, "descriptors[0].rate_limit.global", "has no effect on an unlimited rule"],
+  ["global-not-bool", 8, "descriptors[0].rate_limit.global", 'must be true or false, got "everywhere"'],
   [
     "priority-key",
     5,
