@@ -251,9 +251,12 @@ export function serveCommand(): Command {
         if (flags.config !== undefined)
           throw new OptionsError("--config is not read with --limits-from etcd");
       } else if (flags.config === undefined) {
-        throw new OptionsError(
-          "required option '-c, --config <path>' not specified (or use --limits-from etcd with --etcd)",
+        // As commander said while --config was mandatory (exit 1).
+        process.stderr.write(
+          "error: required option '-c, --config <path>' not specified (or --limits-from etcd with --etcd)\n",
         );
+        process.exitCode = 1;
+        return;
       } else if (flags.config.trim() === "") {
         process.stderr.write(
           "shardlimit: --config (or SHARDLIMIT_CONFIG) is empty: name a YAML file or a directory of them\n",
