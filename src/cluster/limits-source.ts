@@ -2,7 +2,7 @@ import type { Etcd3 } from "etcd3";
 import { type ConfigDiff, diffConfigs, LimitRemovalError, removalProblems } from "../config/diff.js";
 import { compileSources } from "../config/load.js";
 import { liveOverrides, overridesSource } from "../config/overrides.js";
-import type { LimitConfig } from "../config/types.js";
+import type { ConfigSource, LimitConfig } from "../config/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { limitsPrefix, limitsState } from "./limits-store.js";
 import type { Log } from "./log.js";
@@ -46,6 +46,8 @@ export class EtcdLimitsSource {
   private state: LimitsInForce | undefined;
   /** Head version + overrides text last compiled, so unrelated changes (history) cost nothing. */
   private lastInput = "";
+  /** The files of the version in force (history may drop it; overrides still apply to it). */
+  private inForceSources: readonly ConfigSource[] | undefined;
   private expiry: Timer | undefined;
   private firstProblem: Error | undefined;
   private stopped = false;
@@ -88,39 +90,61 @@ export class EtcdLimitsSource {
   private evaluate(): void {
     if (this.stopped) return;
     const { clock, log } = this.opts;
-    const s = limitsState(this.view.current);
+    const s = limitsState(this.view.current, { history: false });
     for (const p of s.problems) log.warn({ problem: p }, "limits in etcd: record ignored");
-    if (s.current === undefined) {
-      if (s.head !== undefined)
-        this.refuse(s.head.version, new Error(`version ${s.head.version} is missing`));
-      return;
-    }
     const now = clock.now();
     const live = liveOverrides(s.overrides, now);
     this.scheduleExpiry(live, now);
     const overrides = overridesSource(live);
-    const input = `${s.current.version}\0${overrides.text}`;
-    if (input === this.lastInput) return;
+    const head = s.current ?? s.head;
+    const input = `${head?.version ?? 0}\0${overrides.text}`;
+    if (head === undefined || input === this.lastInput) return;
     this.lastInput = input;
-    let config: LimitConfig;
-    try {
-      config = compileSources([...s.current.sources, overrides]);
-    } catch (err) {
-      this.refuse(s.current.version, err as Error);
+    const next =
+      s.current === undefined
+        ? new Error(`version ${head.version} is missing`)
+        : this.compile(s.current.sources, overrides);
+    if (!(next instanceof Error)) {
+      this.apply(head.version, s.current!.sources, next);
       return;
     }
-    const prev = this.config;
-    const diff = prev && diffConfigs(prev, config);
-    if (prev && diff && !this.opts.allowRemoval) {
-      const problems = removalProblems(prev, diff);
-      if (problems.length > 0) {
-        this.refuse(s.current.version, new LimitRemovalError(problems));
-        return;
-      }
+    this.refuse(head.version, next);
+    // Still the overrides: on the version in force, as every server that loaded nothing new does.
+    if (this.inForceSources === undefined || this.state === undefined) return;
+    const fallback = this.compile(this.inForceSources, overrides);
+    if (!(fallback instanceof Error) && fallback.version !== this.config?.version) {
+      this.apply(this.state.version, this.inForceSources, fallback);
     }
+  }
+
+  /** The config of `sources` and `overrides`, or why it cannot replace the one in force. */
+  private compile(sources: readonly ConfigSource[], overrides: ConfigSource): LimitConfig | Error {
+    let config: LimitConfig;
+    try {
+      config = compileSources([...sources, overrides]);
+    } catch (err) {
+      return err as Error;
+    }
+    const prev = this.config;
+    if (prev && !this.opts.allowRemoval) {
+      const problems = removalProblems(prev, diffConfigs(prev, config));
+      if (problems.length > 0) return new LimitRemovalError(problems);
+    }
+    return config;
+  }
+
+  private apply(version: number, sources: readonly ConfigSource[], config: LimitConfig): void {
+    const prev = this.config;
+    const refused = this.state?.refused;
     this.config = config;
-    this.state = { version: s.current.version, digest: config.version };
-    this.opts.onSwap(config, diff, this.state);
+    this.inForceSources = sources;
+    // A refusal stands while the version in force is older than the refused one.
+    this.state = {
+      version,
+      digest: config.version,
+      ...(refused && refused.version > version ? { refused } : {}),
+    };
+    this.opts.onSwap(config, prev && diffConfigs(prev, config), this.state);
   }
 
   private refuse(version: number, err: Error): void {

@@ -52,7 +52,8 @@ export interface LimitsState {
   problems: string[];
 }
 
-export function limitsState(entries: ReadonlyMap<string, string>): LimitsState {
+/** `history: false` reads only the head's version of the history (servers, on every change). */
+export function limitsState(entries: ReadonlyMap<string, string>, opts = { history: true }): LimitsState {
   const problems: string[] = [];
   const parse = <T>(name: string, text: string, schema: z.ZodType<T>): T | undefined => {
     let json: unknown;
@@ -70,8 +71,9 @@ export function limitsState(entries: ReadonlyMap<string, string>): LimitsState {
   const head = headText === undefined ? undefined : parse(HEAD, headText, LimitsHeadSchema);
   const versions: LimitsVersion[] = [];
   const overrides: LimitOverride[] = [];
+  const headName = head && versionName(head.version);
   for (const [name, text] of entries) {
-    if (name.startsWith(VERSIONS)) {
+    if (name.startsWith(VERSIONS) && (opts.history || name === headName)) {
       const v = parse(name, text, LimitsVersionSchema);
       if (v) versions.push(v);
     } else if (name.startsWith(OVERRIDES)) {

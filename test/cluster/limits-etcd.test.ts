@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { connectEtcd } from "../../src/cluster/etcd-client.js";
-import { pushLimits, putOverride, readLimits } from "../../src/cluster/limits-store.js";
+import { deleteOverride, pushLimits, putOverride, readLimits } from "../../src/cluster/limits-store.js";
 import { type MemberRecord, membersPrefix, parseMembers } from "../../src/cluster/membership.js";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
 import { compileSources } from "../../src/config/load.js";
@@ -228,6 +228,18 @@ describe("limits in etcd on a three-server cluster", () => {
     expect(s3Limits.resolve("api", [{ key: "path", value: "/a" }])).toBeDefined();
     const s1Limits = compileSources((await resolve(rpcs[0]!)).sources);
     expect(s1Limits.resolve("api", [{ key: "path", value: "/a" }])).toBeUndefined();
+
+    // Overrides still reach it, applied to the version it serves.
+    const o: LimitOverride = { key: "api/tenant=t9", requestsPerUnit: 9, unit: "second" };
+    const kept = await readLimits(client, prefix);
+    const oldSources = kept.versions.find((x) => x.version === before)!.sources;
+    await putOverride(client, prefix, o);
+    await allMembers("the override on both versions", (m) =>
+      m.id === "s3"
+        ? m.limits?.digest === served(oldSources, [o]) && m.limits.refused?.version === v
+        : m.limits?.digest === served(kept.current!.sources, [o]),
+    );
+    await deleteOverride(client, prefix, o.key);
 
     // A later version it can load clears the refusal.
     const back = cli("push", file("v-back.yaml", config(301)));
