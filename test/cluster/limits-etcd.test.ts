@@ -142,6 +142,33 @@ describe("limits in etcd on a three-server cluster", () => {
       expect((await r.getLimits({ knownVersion: "" }, { deadlineMs: 2000 })).version).toBe(digest);
   });
 
+  it("a server with --limits-from etcd does not start before anything is pushed, saying why", () => {
+    const r = runCli([
+      "serve",
+      "--limits-from",
+      "etcd",
+      "--etcd",
+      etcd.url,
+      "--prefix",
+      "/limits-etcd-empty/",
+      "--id",
+      "lonely",
+      "--grpc-host",
+      "127.0.0.1",
+      "--grpc-port",
+      "0",
+      "--http-host",
+      "127.0.0.1",
+      "--http-port",
+      "0",
+    ]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("no limits in etcd under /limits-etcd-empty/limits/");
+    const noEtcd = runCli(["serve", "--limits-from", "etcd"]);
+    expect(noEtcd.status).toBe(2);
+    expect(noEtcd.stderr).toContain("--limits-from etcd needs --etcd");
+  });
+
   it("refuses an invalid push with check-config's errors, and stores nothing", async () => {
     const bad = file(
       "bad.yaml",
