@@ -400,11 +400,18 @@ export class ClusterNode {
    * assigner if enabled.
    */
   private limits: MemberRecord["limits"];
+  private limitsWrite: Promise<void> = Promise.resolve();
 
-  /** Publishes the limits this server serves in its membership record (shown by `status`). */
-  async publishLimits(limits: NonNullable<MemberRecord["limits"]>): Promise<void> {
+  /**
+   * Publishes the limits this server serves in its membership record (shown by `status`). Writes
+   * go one at a time, each with the latest state: two puts in flight could land in either order
+   * and leave an older state in the record (a refusal, then the overrides applied after it).
+   */
+  publishLimits(limits: NonNullable<MemberRecord["limits"]>): Promise<void> {
     this.limits = limits;
-    await this.membership?.setLimits(limits);
+    const write = this.limitsWrite.then(() => this.membership?.setLimits(this.limits));
+    this.limitsWrite = write.catch(() => {});
+    return write;
   }
 
   async start(address: string): Promise<void> {

@@ -1,4 +1,5 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Etcd3 } from "etcd3";
@@ -16,7 +17,6 @@ import { systemClock } from "../../src/core/clock.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt, killAllCli, runCli } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
-import { httpGet } from "../../src/testkit/http.js";
 import { type ServerProcess, serverProcess, waitAllReady } from "../../src/testkit/serve.js";
 import { waitFor } from "../../src/testkit/wait.js";
 
@@ -39,6 +39,24 @@ const noLog = { debug() {}, info() {}, warn() {}, error() {} };
 /** What a server serves for `sources` with `overrides`: the digest it publishes and GetLimits gives. */
 function served(sources: readonly ConfigSource[], overrides: readonly LimitOverride[] = []): string {
   return compileSources([...sources, overridesSource(overrides)]).version;
+}
+
+/**
+ * GET /readyz on a connection of its own: fetch's pool may reuse a socket that waitAllReady left
+ * idle, just as the server's keep-alive timeout closes it ("other side closed").
+ */
+function readyz(port: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: "127.0.0.1", port, path: "/readyz", agent: false }, (res) => {
+        let body = "";
+        res.on("data", (d: Buffer) => {
+          body += d.toString();
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on("error", reject);
+  });
 }
 
 /** The q-quantile (nearest rank): with 20 samples P99 is the slowest. */
@@ -79,7 +97,11 @@ describe("limits in etcd on a three-server cluster", () => {
       },
       timeoutMs,
       2,
-    );
+    ).catch((err: Error) => {
+      const limits = [...memberMap().values()].map((m) => ({ id: m.id, limits: m.limits }));
+      const logs = servers.map((s) => `--- ${s.id}\n${s.child?.output().slice(-3000)}`).join("\n");
+      throw new Error(`${err.message}; members' limits: ${JSON.stringify(limits)}\n${logs}`);
+    });
   }
 
   beforeAll(async () => {
@@ -246,7 +268,7 @@ describe("limits in etcd on a three-server cluster", () => {
     expect(status.stdout).toContain(`s3 refused limits version ${v}:`);
     expect(status.stdout).toContain('removes rule "api/path"');
     const s3 = servers.find((s) => s.id === "s3")!;
-    const ready = await httpGet(`http://127.0.0.1:${s3.httpPort}/readyz`);
+    const ready = await readyz(s3.httpPort);
     expect(ready.status).toBe(200);
     expect(ready.body).toContain(`limits version ${v} refused, still serving version ${before}`);
     // s3 still limits api/path; the others no longer do.
@@ -324,6 +346,32 @@ describe("limits in etcd on a three-server cluster", () => {
     expect(times.setGateway).toBeLessThan(1000);
     expect(times.expiryLagAllServers).toBeLessThan(1000);
   }, 30_000);
+
+  it("limits diff, history and rollback from the command line", async () => {
+    const before = await readLimits(client, prefix);
+    const head = before.head!.version;
+    const diff = cli("diff", file("v999.yaml", config(999)));
+    expect(diff.status, diff.stderr).toBe(0);
+    expect(diff.stdout).toBe(
+      `from version ${head}:\n~ api/tenant  fixed_window 301 requests per 1s  ->  fixed_window 999 requests per 1s\n`,
+    );
+    expect((await readLimits(client, prefix)).head).toEqual(before.head);
+    const history = cli("history");
+    expect(history.stdout).toMatch(/^ {2}v1 {2}\S+ {2}\w+ {2}v1\.yaml {2}first$/m);
+    expect(history.stdout).toMatch(new RegExp(`^\\* v${head} `, "m"));
+    const rollback = cli("rollback", "1");
+    expect(rollback.status, rollback.stderr).toBe(0);
+    expect(rollback.stdout).toContain(`pushed version ${head + 1}`);
+    const v1 = before.versions.find((v) => v.version === 1)!;
+    await allMembers(
+      "version 1's files everywhere",
+      (m) => m.limits?.version === head + 1 && m.limits.digest === served(v1.sources),
+    );
+    expect((await readLimits(client, prefix)).current?.comment).toBe("rollback to version 1");
+    const gone = cli("rollback", "9999");
+    expect(gone.status).toBe(1);
+    expect(gone.stderr).toContain("version 9999 is not kept (kept: 1 to");
+  }, 60_000);
 
   it("limits set / get / unset from the command line", async () => {
     const set = cli(
