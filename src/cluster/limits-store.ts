@@ -125,7 +125,14 @@ export async function pushLimits(
     const res = await client
       .if(`${p}${HEAD}`, "Mod", "==", kv ? kv.mod_revision : 0)
       .then(...ops)
-      .commit();
+      .commit()
+      .catch((err: Error) => {
+        if (!/request is too large|RESOURCE_EXHAUSTED|larger than max/i.test(err.message)) throw err;
+        const bytes = Buffer.byteLength(JSON.stringify(record));
+        throw new Error(
+          `version ${version} is ${bytes} bytes as stored, more than etcd takes in one request (its --max-request-bytes, 1.5 MiB by default); nothing was pushed`,
+        );
+      });
     if (res.succeeded) return head;
   }
   throw new Error("another push kept moving the head; try again");

@@ -206,6 +206,16 @@ describe("limits in etcd on a three-server cluster", () => {
     const after = await readLimits(client, prefix);
     expect(after.head).toEqual(before.head);
     expect(after.versions.length).toBe(before.versions.length);
+
+    // Past etcd's request size: refused saying so, nothing stored. A client of its own: the
+    // failed request opens that client's circuit breaker for a moment.
+    const huge = [{ file: "huge.yaml", text: `${config(5)}# ${"x".repeat(2 * 1024 * 1024)}\n` }];
+    const other = connectEtcd([etcd.url]);
+    await expect(
+      pushLimits(other, prefix, { digest: "d", sources: huge, comment: "", at: systemClock.now() }),
+    ).rejects.toThrow(/more than etcd takes in one request \(its --max-request-bytes/);
+    other.close();
+    expect((await readLimits(client, prefix)).head).toEqual(before.head);
   });
 
   it("20 pushes: every server and the gateway serve each new version (P99 under 1 s)", async () => {
