@@ -330,6 +330,7 @@ export async function startServer(
       domains: initialConfig.domains,
       rules: initialConfig.rules.length,
       mode: node ? "cluster" : "standalone",
+      ...(fromEtcd ? { limitsVersion: inForce?.version } : {}),
       ...(tls ? { tls: { clientAuth: opts.tls!.clientAuth, serial: tls.source.current().serial } } : {}),
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
     },

@@ -249,7 +249,9 @@ export function serveCommand(): Command {
       if (flags.limitsFrom === "etcd") {
         if (!flags.etcd) throw new OptionsError("--limits-from etcd needs --etcd (cluster mode)");
         if (flags.config !== undefined)
-          throw new OptionsError("--config is not read with --limits-from etcd");
+          throw new OptionsError(
+            "--config (or SHARDLIMIT_CONFIG) is not read with --limits-from etcd: leave it out",
+          );
       } else if (flags.config === undefined) {
         // As commander said while --config was mandatory (exit 1).
         process.stderr.write(
