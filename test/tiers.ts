@@ -24,6 +24,7 @@ export const INTEGRATION = [
   "test/cluster/cluster.test.ts",
   "test/cluster/global-tier-loopback.test.ts",
   "test/cluster/leadership.test.ts",
+  "test/cluster/limits-etcd.test.ts",
   "test/cluster/membership.test.ts",
   "test/cluster/node-partition.test.ts",
   "test/cluster/prefix-view.test.ts",

@@ -2,14 +2,16 @@ import type { Server as HttpServer } from "node:http";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { GrpcTransport } from "../client/grpc-transport.js";
+import { connectEtcd } from "../cluster/etcd-client.js";
 import { GlobalTier, globalTierMetrics } from "../cluster/global-tier.js";
+import { EtcdLimitsSource, type LimitsInForce } from "../cluster/limits-source.js";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { warmUpHandoff } from "../cluster/warm-up.js";
 import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
 import type { LimitConfig } from "../config/types.js";
-import { ConfigWatcher } from "../config/watch.js";
+import { ConfigWatcher, type ConfigWatcherOptions } from "../config/watch.js";
 import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock.js";
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -64,6 +66,11 @@ export interface ServeOptions {
   allowLimitRemoval?: boolean;
   /** TLS on the gRPC port and on the links to peers (their certificates re-read on change). */
   tls?: ServerTlsOptions;
+  /**
+   * Where limits come from: `file` (default: `configPath`, watched) or `etcd` (cluster mode only:
+   * the version pushed with `shardlimit limits push`, and runtime overrides; `configPath` unused).
+   */
+  limitsFrom?: "file" | "etcd";
   /**
    * The authorisation file (`--auth-file`): who may call what. Absent: everything is allowed.
    * Reloaded when it changes and on `reload()` (SIGHUP); a bad new file keeps the old one.
@@ -152,12 +159,29 @@ export async function startServer(
     checkWaiting: () => waits.size,
   });
 
-  const watcher = new ConfigWatcher({
+  // What the limits in force are, published in the membership record (`status`) and `/readyz`.
+  let inForce: LimitsInForce | undefined;
+  // Set once the cluster node exists (the first limits are loaded before it).
+  let publishTo: ClusterNode | undefined;
+  const publishLimits = (state: LimitsInForce) => {
+    inForce = state;
+    publishTo?.publishLimits(state).catch((err: Error) => {
+      log.warn({ err: err.message }, "cannot publish the limits in force to etcd");
+    });
+  };
+  const fromEtcd = opts.limitsFrom === "etcd";
+  if (fromEtcd && !opts.cluster) {
+    tls?.source.close();
+    throw new Error("limits from etcd need cluster mode (--etcd)");
+  }
+  // The same swap and refusal for files (the watcher) and etcd (EtcdLimitsSource).
+  const limitsEvents: ConfigWatcherOptions = {
     path: opts.configPath,
     clock,
     allowRemoval: opts.allowLimitRemoval ?? false,
     compile: { mergeDomains: opts.envoy?.mergeDomains ?? false },
     onSwap: (config: LimitConfig, diff) => {
+      if (!fromEtcd) publishLimits({ version: 0, digest: config.version });
       metrics.setDomains(config.domains);
       if (limiter) {
         limiter.setConfig(config);
@@ -187,10 +211,45 @@ export async function startServer(
         "config reload refused; the previous config keeps serving",
       );
     },
-  });
+  };
+  const watcher = fromEtcd ? undefined : new ConfigWatcher(limitsEvents);
+  const limitsClient = fromEtcd ? connectEtcd(opts.cluster!.etcd, opts.cluster!.etcdAccess) : undefined;
+  const etcdLimits = limitsClient
+    ? new EtcdLimitsSource({
+        client: limitsClient,
+        prefix: opts.cluster!.prefix,
+        clock,
+        log,
+        allowRemoval: opts.allowLimitRemoval ?? false,
+        onSwap: (config, diff, state) => {
+          publishLimits(state);
+          limitsEvents.onSwap(config, diff);
+          if (limiter)
+            log.info({ limitsVersion: state.version, digest: state.digest }, "limits version in force");
+        },
+        onRefused: (state, err) => {
+          publishLimits(state);
+          limitsEvents.onError(err);
+        },
+      })
+    : undefined;
+  const stopLimits = () => {
+    watcher?.stop();
+    etcdLimits?.stop().catch(() => {});
+    limitsClient?.close();
+  };
   let initialConfig: LimitConfig | undefined;
-  if (!watcher.start() || !initialConfig) {
-    watcher.stop();
+  const started = watcher
+    ? watcher.start()
+    : await etcdLimits!.start().then(
+        () => true,
+        (err: Error) => {
+          initialError = err;
+          return false;
+        },
+      );
+  if (!started || !initialConfig) {
+    stopLimits();
     tls?.source.close();
     throw initialError ?? new Error(`cannot load config from ${opts.configPath}`);
   }
@@ -225,7 +284,8 @@ export async function startServer(
       }
     }
   } catch (err) {
-    watcher.stop();
+    stopLimits();
+    tls?.source.close();
     throw err;
   }
   const access = new Access({
@@ -250,6 +310,8 @@ export async function startServer(
         }),
       })
     : undefined;
+  if (node && inForce) await node.publishLimits(inForce);
+  publishTo = node;
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
   // Global limits: the global tier is another shardlimit cluster, reached as a gateway over gRPC.
   const globalTransport = opts.global ? new GrpcTransport() : undefined;
@@ -347,7 +409,11 @@ export async function startServer(
       tls?.server,
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
-    http = await startHttp({ registry: metrics.registry, ready: isReady, log }, opts.httpHost, opts.httpPort);
+    http = await startHttp(
+      { registry: metrics.registry, ready: isReady, log, detail: () => limitsDetail(inForce) },
+      opts.httpHost,
+      opts.httpPort,
+    );
     if (node) {
       const host = opts.grpcHost === "0.0.0.0" || opts.grpcHost === "::" ? hostname() : opts.grpcHost;
       selfAddress = opts.advertiseAddress ?? `${host}:${grpc.port}`;
@@ -359,7 +425,7 @@ export async function startServer(
   } catch (err) {
     // Close what did start (a port taken for HTTP leaves gRPC listening), or the failed process
     // would linger, half-started, instead of exiting with the error.
-    watcher.stop();
+    stopLimits();
     tls?.source.close();
     authFile?.stop();
     globalTier?.close();
@@ -396,6 +462,7 @@ export async function startServer(
       domains: initialConfig.domains,
       rules: initialConfig.rules.length,
       mode: node ? "cluster" : "standalone",
+      ...(fromEtcd ? { limitsVersion: inForce?.version } : {}),
       ...(tls ? { tls: { clientAuth: opts.tls!.clientAuth, serial: tls.source.current().serial } } : {}),
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
       ...(authFile ? { authFile: opts.authFile, ...authSummary(authFile.current) } : {}),
@@ -414,9 +481,10 @@ export async function startServer(
     cluster: node,
     globalTier,
     checkWaits: waits,
+    // Limits from etcd follow etcd's watch: only the auth file (and limit files) are re-read.
     reload: () => {
       const auth = authFile?.reload() ?? true;
-      return watcher.reload() && auth;
+      return (watcher?.reload() ?? true) && auth;
     },
     isReady,
     async shutdown() {
@@ -470,7 +538,7 @@ export async function startServer(
       waits.close();
       sweeper.cancel();
       healthTimer.cancel();
-      watcher.stop();
+      stopLimits();
       tls?.source.close();
       authFile?.stop();
       globalTier?.close();
@@ -509,4 +577,19 @@ export function openWarning(opts: Pick<ServeOptions, "grpcHost" | "authFile" | "
     "and (in a cluster) push counters with Peer.Handoff. Give --auth-file (roles for tokens and " +
     "certificates) and --tls-cert/--tls-key (mTLS with --tls-ca), or listen on 127.0.0.1 only (--grpc-host)."
   );
+}
+
+/**
+ * `/readyz`'s detail with limits from etcd: the version in force, and a pushed version this server
+ * refused (it stays ready: it serves the old one). Nothing with files: the body stays `ready`.
+ */
+function limitsDetail(l: LimitsInForce | undefined): string | undefined {
+  if (l === undefined || l.version === 0) return undefined;
+  const lines = [`limits version ${l.version} (${l.digest})`];
+  if (l.refused) {
+    lines.push(
+      `limits version ${l.refused.version} refused, still serving version ${l.version}: ${l.refused.error.split("\n").join("; ")}`,
+    );
+  }
+  return lines.join("\n");
 }

@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { checkConfig } from "../config/check.js";
-import { formatProblem } from "../config/errors.js";
+import { type ConfigProblem, formatProblem } from "../config/errors.js";
 
 export function checkConfigCommand(): Command {
   return new Command("check-config")
@@ -18,8 +18,13 @@ export function checkConfigCommand(): Command {
         process.stdout.write(`${result.summary}\n`);
         return;
       }
-      process.stderr.write(`${result.problems.length} problem(s) in ${path}:\n`);
-      for (const p of result.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
-      process.exitCode = 1;
+      reportProblems(path, result.problems);
     });
+}
+
+/** What check-config prints for an invalid config (stderr, exit code 1); `limits push` says the same. */
+export function reportProblems(path: string, problems: readonly ConfigProblem[]): void {
+  process.stderr.write(`${problems.length} problem(s) in ${path}:\n`);
+  for (const p of problems) process.stderr.write(`  ${formatProblem(p)}\n`);
+  process.exitCode = 1;
 }

@@ -5,6 +5,7 @@ import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
 import { DEFAULT_HANDOFF_TIMEOUT_MS } from "../cluster/handoff.js";
 import { DEFAULT_REPLICATE_INTERVAL_MS } from "../cluster/replicator.js";
 import { ConfigError } from "../config/errors.js";
+import { OptionsError } from "../core/errors.js";
 import { InputLimitsSchema } from "../protocol/input-limits.js";
 import {
   type EtcdAccessFlagValues,
@@ -29,7 +30,8 @@ import {
 } from "./tls-options.js";
 
 interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFlags {
-  config: string;
+  config?: string;
+  limitsFrom: "file" | "etcd";
   grpcHost: string;
   grpcPort: number;
   httpHost: string;
@@ -71,9 +73,19 @@ export function serveCommand(): Command {
       "run a rate-limit server: standalone (owns every key) or, with --etcd, a member of a cluster",
     )
     .addOption(
-      new Option("-c, --config <path>", "limit config: a YAML file or a directory of them")
-        .env("SHARDLIMIT_CONFIG")
-        .makeOptionMandatory(),
+      new Option(
+        "-c, --config <path>",
+        "limit config: a YAML file or a directory of them (required unless --limits-from etcd)",
+      ).env("SHARDLIMIT_CONFIG"),
+    )
+    .addOption(
+      new Option(
+        "--limits-from <source>",
+        "where limits come from: file (--config, watched) or etcd (cluster mode: `shardlimit limits push`, overrides)",
+      )
+        .env("SHARDLIMIT_LIMITS_FROM")
+        .choices(["file", "etcd"])
+        .default("file"),
     )
     .addOption(
       new Option("--grpc-host <host>", "gRPC listen address").env("SHARDLIMIT_GRPC_HOST").default("0.0.0.0"),
@@ -266,7 +278,20 @@ export function serveCommand(): Command {
         { dialsPeers: flags.etcd ? "--etcd" : undefined, peerServerName: flags.peerServerName },
       );
       const etcdAccessOptions = etcdAccessOf(flags, flags.etcd);
-      if (flags.config.trim() === "") {
+      if (flags.limitsFrom === "etcd") {
+        if (!flags.etcd) throw new OptionsError("--limits-from etcd needs --etcd (cluster mode)");
+        if (flags.config !== undefined)
+          throw new OptionsError(
+            "--config (or SHARDLIMIT_CONFIG) is not read with --limits-from etcd: leave it out",
+          );
+      } else if (flags.config === undefined) {
+        // As commander said while --config was mandatory (exit 1).
+        process.stderr.write(
+          "error: required option '-c, --config <path>' not specified (or --limits-from etcd with --etcd)\n",
+        );
+        process.exitCode = 1;
+        return;
+      } else if (flags.config.trim() === "") {
         process.stderr.write(
           "shardlimit: --config (or SHARDLIMIT_CONFIG) is empty: name a YAML file or a directory of them\n",
         );
@@ -277,7 +302,8 @@ export function serveCommand(): Command {
       try {
         server = await startServer(
           {
-            configPath: flags.config,
+            configPath: flags.config ?? "",
+            limitsFrom: flags.limitsFrom,
             grpcHost: flags.grpcHost,
             grpcPort: flags.grpcPort,
             httpHost: flags.httpHost,

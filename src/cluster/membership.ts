@@ -14,6 +14,17 @@ export const MemberRecordSchema = z.object({
   startedAt: z.number().int().nonnegative(),
   /** Set when the server is leaving (SIGTERM): place nothing on it, let it hand its slices over. */
   draining: z.boolean().optional(),
+  /**
+   * The limits it serves: `version` as pushed to etcd (0 when read from files), `digest` the
+   * config's version, and a pushed version it could not load (it keeps serving the old one).
+   */
+  limits: z
+    .object({
+      version: z.number().int().nonnegative(),
+      digest: z.string().max(64),
+      refused: z.object({ version: z.number().int().nonnegative(), error: z.string().max(4000) }).optional(),
+    })
+    .optional(),
 });
 export type MemberRecord = z.infer<typeof MemberRecordSchema>;
 
@@ -122,6 +133,15 @@ export class Membership {
   async setDraining(): Promise<void> {
     if (!this.lease) throw new Error("membership not started");
     this.opts.self = { ...this.opts.self, draining: true };
+    await this.lease
+      .put(`${membersPrefix(this.opts.prefix)}${this.opts.self.id}`)
+      .value(JSON.stringify(this.opts.self));
+  }
+
+  /** Changes this server's published limits (same key, same lease); before `start`, only the record. */
+  async setLimits(limits: MemberRecord["limits"]): Promise<void> {
+    this.opts.self = { ...this.opts.self, limits };
+    if (!this.lease) return;
     await this.lease
       .put(`${membersPrefix(this.opts.prefix)}${this.opts.self.id}`)
       .value(JSON.stringify(this.opts.self));

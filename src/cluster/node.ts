@@ -27,7 +27,7 @@ import { BatchingForwarder } from "./forwarder.js";
 import { type CounterStore, Handoff } from "./handoff.js";
 import { loadPrefix } from "./load.js";
 import type { Log } from "./log.js";
-import { Membership } from "./membership.js";
+import { type MemberRecord, Membership } from "./membership.js";
 import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
 import { type ChangedCounters, DEFAULT_REPLICATE_INTERVAL_MS, Replicator } from "./replicator.js";
 import { StandbyCopies } from "./standby.js";
@@ -402,6 +402,21 @@ export class ClusterNode {
    * gRPC endpoint, known once it is bound), learns the assignment, and campaigns for the
    * assigner if enabled.
    */
+  private limits: MemberRecord["limits"];
+  private limitsWrite: Promise<void> = Promise.resolve();
+
+  /**
+   * Publishes the limits this server serves in its membership record (shown by `status`). Writes
+   * go one at a time, each with the latest state: two puts in flight could land in either order
+   * and leave an older state in the record (a refusal, then the overrides applied after it).
+   */
+  publishLimits(limits: NonNullable<MemberRecord["limits"]>): Promise<void> {
+    this.limits = limits;
+    const write = this.limitsWrite.then(() => this.membership?.setLimits(this.limits));
+    this.limitsWrite = write.catch(() => {});
+    return write;
+  }
+
   async start(address: string): Promise<void> {
     const { opts } = this;
     const { clock, log } = this.deps;
@@ -409,7 +424,13 @@ export class ClusterNode {
     const membership = new Membership({
       client: this.client,
       prefix: opts.prefix,
-      self: { id: opts.id, address, capacity: opts.capacity, startedAt: clock.now() },
+      self: {
+        id: opts.id,
+        address,
+        capacity: opts.capacity,
+        startedAt: clock.now(),
+        ...(this.limits ? { limits: this.limits } : {}),
+      },
       ttlSeconds: opts.leaseTtlSeconds,
       clock,
       log,

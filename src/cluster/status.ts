@@ -16,6 +16,8 @@ export interface MemberStatus {
   keyspace: number;
   /** Decisions per second last published (undefined when none). */
   load: number | undefined;
+  /** The limits it serves (version 0: from files) and a pushed version it refused, as it published them. */
+  limits?: MemberRecord["limits"];
 }
 
 export interface ClusterStatus {
@@ -73,6 +75,7 @@ export async function readStatus(client: Etcd3, prefix: string): Promise<Cluster
       slices,
       keyspace,
       load,
+      ...(reg?.limits ? { limits: reg.limits } : {}),
     };
   });
   const owning = out.filter((m) => m.slices > 0 && m.load !== undefined);
@@ -99,7 +102,7 @@ export function formatStatus(s: ClusterStatus): string {
     `cluster ${s.prefix}  generation ${s.generation}  slices ${s.slices}  assigner leader ${s.leader ?? "(none)"}`,
   ];
   if (s.assignmentProblem) lines.push(`assignment: ${s.assignmentProblem}`);
-  const rows = [["member", "address", "state", "slices", "key space", "load/s"]];
+  const rows = [["member", "address", "state", "slices", "key space", "load/s", "limits"]];
   for (const m of s.members) {
     rows.push([
       m.id,
@@ -108,6 +111,7 @@ export function formatStatus(s: ClusterStatus): string {
       String(m.slices),
       `${(m.keyspace * 100).toFixed(1)}%`,
       m.load === undefined ? "-" : m.load.toFixed(0),
+      limitsCell(m.limits),
     ]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
@@ -119,5 +123,16 @@ export function formatStatus(s: ClusterStatus): string {
         .trimEnd(),
     );
   if (s.imbalance !== undefined) lines.push(`load imbalance (max/mean): ${s.imbalance.toFixed(2)}`);
+  for (const m of s.members) {
+    const r = m.limits?.refused;
+    if (r) lines.push(`${m.id} refused limits version ${r.version}: ${r.error.split("\n").join("; ")}`);
+  }
   return lines.join("\n");
+}
+
+/** `v3 (digest)`, `file (digest)`, with `REFUSED v4` when a pushed version could not be loaded. */
+function limitsCell(l: MemberRecord["limits"]): string {
+  if (l === undefined) return "-";
+  const v = l.version > 0 ? `v${l.version}` : "file";
+  return `${v} (${l.digest})${l.refused ? ` REFUSED v${l.refused.version}` : ""}`;
 }

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type CompileOptions, compile } from "./compile.js";
 import { ConfigError, type ConfigProblem } from "./errors.js";
+import { OVERRIDES_SOURCE, withOverrides } from "./overrides.js";
 import { type DomainSpec, parseDomainFile } from "./parse-file.js";
 import type { ConfigSource, LimitConfig } from "./types.js";
 
@@ -26,9 +27,12 @@ export function readSources(path: string): ConfigSource[] {
   return files.map((file) => ({ file, text: read(file) }));
 }
 
-export function compileSources(sources: readonly ConfigSource[], options: CompileOptions = {}): LimitConfig {
+export function compileSources(all: readonly ConfigSource[], options: CompileOptions = {}): LimitConfig {
   const problems: ConfigProblem[] = [];
   const specs: DomainSpec[] = [];
+  // Runtime overrides (limits in etcd) travel as one more source, applied on top (overrides.ts).
+  const sources = all.filter((s) => s.file !== OVERRIDES_SOURCE);
+  const overrides = all.find((s) => s.file === OVERRIDES_SOURCE);
   for (const { file, text } of sources) {
     const parsed = parseDomainFile(file, text);
     problems.push(...parsed.problems);
@@ -37,7 +41,12 @@ export function compileSources(sources: readonly ConfigSource[], options: Compil
   const compiled = compile(specs, sources, options);
   problems.push(...compiled.problems);
   if (problems.length > 0) throw new ConfigError(problems);
-  return compiled.config;
+  if (overrides === undefined) return compiled.config;
+  try {
+    return withOverrides(compiled.config, overrides);
+  } catch (err) {
+    throw new ConfigError([{ file: OVERRIDES_SOURCE, path: "", message: (err as Error).message }]);
+  }
 }
 
 function listYaml(dir: string): string[] {

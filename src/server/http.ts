@@ -5,6 +5,8 @@ export interface HttpDeps {
   registry: Registry;
   /** Whether the server should receive traffic (config loaded, serving, not draining). */
   ready: () => boolean;
+  /** Lines `/readyz` adds after its verdict (e.g. the limits in force); none when absent. */
+  detail?: () => string | undefined;
   /** Where errors that do not stop the server are reported (pino's shape); unreported when absent. */
   log?: {
     warn(obj: object, msg: string): void;
@@ -28,7 +30,10 @@ export function startHttp(
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
     } else if (url === "/readyz") {
       const ok = deps.ready();
-      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready\n" : "not ready\n");
+      const detail = deps.detail?.();
+      res
+        .writeHead(ok ? 200 : 503, { "content-type": "text/plain" })
+        .end(`${ok ? "ready" : "not ready"}\n${detail ? `${detail}\n` : ""}`);
     } else if (url === "/metrics") {
       deps.registry.metrics().then(
         (text) => res.writeHead(200, { "content-type": deps.registry.contentType }).end(text),

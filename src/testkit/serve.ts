@@ -14,7 +14,8 @@ export function writeConfig(yaml: string, dir = mkdtempSync(path.join(tmpdir(), 
 }
 
 export interface ServeArgs {
-  configPath: string;
+  /** Left out for servers that take their limits from etcd (`--limits-from etcd` in extraArgs). */
+  configPath: string | undefined;
   grpcPort: number;
   httpPort: number;
   /** Left to serve's default when not given. */
@@ -28,8 +29,7 @@ export interface ServeArgs {
 export function serveArgs(o: ServeArgs): string[] {
   return [
     "serve",
-    "--config",
-    o.configPath,
+    ...(o.configPath !== undefined ? ["--config", o.configPath] : []),
     "--grpc-host",
     "127.0.0.1",
     "--http-host",
@@ -68,7 +68,8 @@ export interface ServerProcess {
 
 export interface ServerProcessOptions {
   id: string;
-  configPath: string;
+  /** Left out with `--limits-from etcd` in extraArgs. */
+  configPath: string | undefined;
   etcdUrl?: string;
   prefix?: string;
   /** 2 s by default for a cluster member (failures show quickly); `null` leaves serve's default. */

@@ -20,6 +20,24 @@ describe("startHttp", () => {
     logged.length = 0;
   });
 
+  it("/readyz adds its detail lines after the verdict, ready or not", async () => {
+    let ready = true;
+    let detail: string | undefined =
+      "limits version 3 (abc)\nlimits version 4 refused, still serving version 3: x";
+    const started = await startHttp(
+      { registry: new Registry(), ready: () => ready, log, detail: () => detail },
+      "127.0.0.1",
+      0,
+    );
+    server = started.server;
+    const url = `http://127.0.0.1:${started.port}/readyz`;
+    expect(await httpGet(url)).toEqual({ status: 200, body: `ready\n${detail}\n` });
+    ready = false;
+    expect(await httpGet(url)).toEqual({ status: 503, body: `not ready\n${detail}\n` });
+    detail = undefined;
+    expect(await httpGet(url)).toEqual({ status: 503, body: "not ready\n" });
+  });
+
   it("an 'error' event after listen (EMFILE on accept) is logged and the server keeps answering", async () => {
     const started = await startHttp({ registry: new Registry(), ready: () => true, log }, "127.0.0.1", 0);
     server = started.server;
