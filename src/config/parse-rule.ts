@@ -28,6 +28,8 @@ const EXTENSION_FIELDS = [
   "local_allowance",
   "fail_mode",
   ...SHARING_FIELDS,
+  // issue 14: the pool of backends this limit is attached to (a name under the document's pools:).
+  "pool",
 ] as const;
 export const RATE_LIMIT_FIELDS: readonly string[] = [...ENVOY_FIELDS, ...EXTENSION_FIELDS];
 
@@ -62,6 +64,8 @@ export interface RuleDraft {
   readonly settings?: RuleSettings;
   /** Where `fair_share` and `soft: true` were written, for the checks against the tree. */
   readonly sharing?: SharingRefs;
+  /** `pool:`, resolved against the document's `pools:` in compile.ts. */
+  readonly pool?: NameRef;
 }
 
 export function parseRule(r: DocReader, field: Field): RuleDraft {
@@ -88,9 +92,14 @@ export function parseRule(r: DocReader, field: Field): RuleDraft {
       ? unlimitedSettings(r, fields)
       : limitedSettings(r, fields, algorithm, field.value as Node, field.path);
   const sharing = readSharing(r, fields, algorithm ?? "unlimited");
+  const pool = readName(r, at("pool"));
+  if (pool && algorithm === "concurrency") {
+    r.report(pool.path, "does not apply to algorithm concurrency (a pool sheds and lends rate)", at("pool")?.keyNode);
+  }
   const ok = limits !== undefined && r.problems.length === before;
   return {
     ...(name ? { name } : {}),
+    ...(pool ? { pool } : {}),
     replaces,
     ...(ok ? { settings: { ...limits, ...sharing.settings } } : {}),
     sharing: sharing.refs,

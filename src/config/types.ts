@@ -11,7 +11,10 @@ export type { FairShareSpec } from "../core/limit.js";
 export { DEFAULT_PRIORITY, PRIORITIES, type Priority, type Reserve } from "../core/priority.js";
 
 import type { FairShareSpec } from "../core/limit.js";
+import type { PoolSettings } from "../core/pool.js";
 import type { Reserve } from "../core/priority.js";
+
+export type { PoolSettings } from "../core/pool.js";
 
 /** envoyproxy/ratelimit's units, plus what `duration_until_reset` and window length derive from. */
 export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";
@@ -76,6 +79,16 @@ export interface LimitRule {
   readonly reserve?: Reserve;
   /** `soft: true`: may be exceeded while the fair-share limit above has idle capacity. */
   readonly soft: boolean;
+  /**
+   * `pool`: the pool of backends this limit is attached to (issue 14). Its overload sheds and its
+   * idle capacity lends on top of the quota; every limit of a pool is placed by the pool's shard key.
+   */
+  readonly pool?: PoolSettings;
+}
+
+/** The shard key of every limit attached to pool `name`, and the key its utilisation is reported under. */
+export function poolShardKey(name: string): string {
+  return `pool/${name}`;
 }
 
 /** A request's descriptor: ordered (key, value) entries, as Envoy sends them. */
@@ -123,6 +136,8 @@ export interface LimitConfig {
   readonly sources: readonly ConfigSource[];
   /** A digest of `sources`: equal versions are the same configuration. */
   readonly version: string;
+  /** The pools of backends defined across all documents (issue 14), each name once. */
+  readonly pools?: readonly PoolSettings[];
 }
 
 /** One configuration file's text, as read. */

@@ -1,0 +1,339 @@
+import { waterLevel } from "./fair-share.js";
+import { PRIORITIES } from "./priority.js";
+
+/**
+ * A pool of backends (a region, a model deployment) and the limits attached to it (issue 14,
+ * seed 004's regional level). Backends report their utilisation; the pool's owner keeps the latest
+ * value per backend, averages the live ones weighted by capacity, and steps a PI controller on the
+ * error against the pool's `target`. Its output `level` is one number in [-1, target]:
+ * - below 0 (*overloaded*): that fraction of the pool's offered load is shed, lowest class first,
+ *   whatever the quotas say;
+ * - above 0 (*idle*, entered only below `idleBelow`): that fraction of the capacity is handed to
+ *   requests over their quotas, divided max-min fairly among the subjects asking;
+ * - 0 (*quota*): the quotas alone decide.
+ * Pure and synchronous: time is passed in as `now` (ms).
+ */
+
+export type PoolMode = "quota" | "overloaded" | "idle";
+export const POOL_MODES: readonly PoolMode[] = ["quota", "overloaded", "idle"];
+
+/** A pool as the config defines it. */
+export interface PoolSettings {
+  readonly name: string;
+  /** Utilisation the controller holds the pool at, in (0, 1]. */
+  readonly target: number;
+  /** Below this utilisation the pool turns idle and serves requests over their quotas. */
+  readonly idleBelow: number;
+}
+
+export interface PoolGains {
+  /** Proportional gain: level per unit of utilisation error. */
+  readonly kp: number;
+  /** Integral gain: level per unit of error per second. */
+  readonly ki: number;
+  /** The controller steps at most this often (ms); reports in between only update the backends. */
+  readonly stepMs: number;
+  /** A backend silent this long is left out of the average (ms). */
+  readonly backendTtlMs: number;
+}
+
+export const DEFAULT_POOL_GAINS: PoolGains = { kp: 0.25, ki: 1.5, stepMs: 50, backendTtlMs: 1000 };
+
+/** Time constant of the per-class offered rates and the borrowers' demand (ms). */
+const RATE_TAU_MS = 500;
+/** A borrower unseen this long is forgotten. */
+const BORROWER_TTL_MS = 2000;
+/** Borrowers tracked one by one; past this, new ones are not served from idle capacity. */
+export const MAX_BORROWERS = 4096;
+/** A borrower's unused share is kept for at most this long (ms): no burst after a quiet spell. */
+const BORROW_BANK_MS = 100;
+/** A step longer than this (a pool nobody touched) counts as this long. */
+const MAX_STEP_MS = 1000;
+
+/**
+ * The PI controller: `level` = kp·e + integral, e = target − utilisation, clamped to [-1, hi]
+ * where hi is `target` while idle and 0 otherwise. Anti-windup by conditional integration: the
+ * integral does not move further while the output is saturated in the error's direction, and is
+ * itself kept within the same bounds.
+ */
+export class PoolController {
+  integral = 0;
+  level = 0;
+  /** Idle capacity may be lent (entered below idleBelow, left once the level is back at 0). */
+  idle = false;
+  utilisation = 0;
+
+  constructor(
+    public settings: PoolSettings,
+    readonly gains: PoolGains = DEFAULT_POOL_GAINS,
+  ) {}
+
+  get mode(): PoolMode {
+    return this.level < 0 ? "overloaded" : this.level > 0 ? "idle" : "quota";
+  }
+
+  step(utilisation: number, dtMs: number): void {
+    const { target, idleBelow } = this.settings;
+    this.utilisation = utilisation;
+    const e = target - utilisation;
+    if (utilisation < idleBelow) this.idle = true;
+    const lo = -1;
+    const hi = this.idle ? target : 0;
+    const p = this.gains.kp * e;
+    const next = this.integral + (this.gains.ki * e * dtMs) / 1000;
+    const saturatedUp = p + this.integral >= hi && e > 0;
+    const saturatedDown = p + this.integral <= lo && e < 0;
+    const integral = saturatedUp || saturatedDown ? this.integral : next;
+    this.integral = Math.min(hi, Math.max(lo, integral));
+    this.level = Math.min(hi, Math.max(lo, p + this.integral));
+    if (this.idle && this.level <= 0 && utilisation >= idleBelow) this.idle = false;
+  }
+
+  /** No live backend: nothing is known, so the quotas alone decide. */
+  reset(): void {
+    this.integral = 0;
+    this.level = 0;
+    this.idle = false;
+  }
+}
+
+/**
+ * Per-class rejected fractions that shed `shed` of the total offered rate, filling the lowest
+ * class first (`rates` and the result are by class rank, `low` first).
+ */
+export function classFractions(shed: number, rates: readonly number[]): number[] {
+  let total = 0;
+  for (const r of rates) total += r;
+  let left = Math.max(0, Math.min(1, shed)) * total;
+  return rates.map((r) => {
+    if (left <= 0 || r <= 0) return 0;
+    const f = Math.min(1, left / r);
+    left -= f * r;
+    return f;
+  });
+}
+
+/** An exponentially decaying sum: `rate()` is units per ms over the last ~tau. */
+class DecayingRate {
+  private sum = 0;
+  private at = 0;
+  constructor(private readonly tauMs: number) {}
+  add(units: number, now: number): void {
+    this.decay(now);
+    this.sum += units;
+  }
+  rate(now: number): number {
+    this.decay(now);
+    return this.sum / this.tauMs;
+  }
+  private decay(now: number): void {
+    if (now > this.at) {
+      this.sum *= Math.exp(-(now - this.at) / this.tauMs);
+      this.at = now;
+    }
+  }
+}
+
+interface Backend {
+  utilisation: number;
+  capacity: number;
+  at: number;
+}
+
+interface Borrower {
+  demand: DecayingRate;
+  /** Units per ms of the idle capacity this borrower may take (set at each step). */
+  share: number;
+  credit: number;
+  at: number;
+  seen: number;
+}
+
+/** What metrics and `shardlimit status` show of a pool. */
+export interface PoolSnapshot {
+  name: string;
+  mode: PoolMode;
+  target: number;
+  idleBelow: number;
+  utilisation: number;
+  level: number;
+  integral: number;
+  /** Rejected fraction per class, `low` first. */
+  fractions: number[];
+  backends: number;
+  /** Units per second the live backends can serve. */
+  capacity: number;
+  /** Units per second lent to requests over their quotas (idle). */
+  lending: number;
+  borrowers: number;
+}
+
+export class Pool {
+  readonly controller: PoolController;
+  private readonly backends = new Map<string, Backend>();
+  private readonly offered = PRIORITIES.map(() => new DecayingRate(RATE_TAU_MS));
+  /** Per class: fraction of a unit owed to shedding (deterministic thinning, no randomness). */
+  private readonly owed = PRIORITIES.map(() => 0);
+  private readonly borrowers = new Map<string, Borrower>();
+  fractions: number[] = PRIORITIES.map(() => 0);
+  private lastStep = Number.NaN;
+  private capacity = 0;
+  private live = 0;
+
+  constructor(settings: PoolSettings, gains: PoolGains = DEFAULT_POOL_GAINS) {
+    this.controller = new PoolController(settings, gains);
+  }
+
+  get name(): string {
+    return this.controller.settings.name;
+  }
+
+  /** A config reload may move the target; the controller's state is kept. */
+  configure(settings: PoolSettings): void {
+    this.controller.settings = settings;
+  }
+
+  /** A backend's utilisation ([0, 1]) and capacity (units per second, > 0); the caller validated them. */
+  report(backend: string, utilisation: number, capacity: number, now: number): void {
+    this.backends.set(backend, { utilisation, capacity, at: now });
+    this.maybeStep(now);
+  }
+
+  /** Steps the controller if a step is due. Every entry point calls it. */
+  maybeStep(now: number): void {
+    if (Number.isNaN(this.lastStep)) this.lastStep = now;
+    const dt = now - this.lastStep;
+    if (dt < this.controller.gains.stepMs) return;
+    this.lastStep = now;
+    this.stepAt(now, Math.min(dt, MAX_STEP_MS));
+  }
+
+  private stepAt(now: number, dt: number): void {
+    let weighted = 0;
+    let capacity = 0;
+    let live = 0;
+    for (const [id, b] of this.backends) {
+      if (now - b.at > this.controller.gains.backendTtlMs) {
+        this.backends.delete(id);
+        continue;
+      }
+      weighted += b.utilisation * b.capacity;
+      capacity += b.capacity;
+      live++;
+    }
+    this.capacity = capacity;
+    this.live = live;
+    if (live === 0) this.controller.reset();
+    else this.controller.step(weighted / capacity, dt);
+    const level = this.controller.level;
+    this.fractions = classFractions(
+      -Math.min(0, level),
+      this.offered.map((r) => r.rate(now)),
+    );
+    this.divideIdle(now, level > 0 ? (level * capacity) / 1000 : 0);
+  }
+
+  /** The idle capacity (units per ms) divided max-min fairly among the borrowers' demand. */
+  private divideIdle(now: number, budget: number): void {
+    const demands: number[] = [];
+    for (const [id, b] of this.borrowers) {
+      if (now - b.seen > BORROWER_TTL_MS) {
+        this.borrowers.delete(id);
+        continue;
+      }
+      demands.push(b.demand.rate(now));
+    }
+    const level = budget > 0 ? waterLevel(demands.slice(), budget) : 0;
+    for (const b of this.borrowers.values()) {
+      this.accrue(b, now);
+      b.share = budget > 0 ? Math.min(b.demand.rate(now), level) : 0;
+      if (b.share === 0) b.credit = 0;
+    }
+  }
+
+  private accrue(b: Borrower, now: number): void {
+    b.credit = Math.min(b.credit + b.share * (now - b.at), Math.max(b.share * BORROW_BANK_MS, 0));
+    b.at = now;
+  }
+
+  /** Counts `units` offered by a request of class `rank` on a limit attached to the pool. */
+  offer(rank: number, units: number, now: number): void {
+    this.offered[rank]!.add(units, now);
+    this.maybeStep(now);
+  }
+
+  /** Whether a request of class `rank` and `cost` is shed (the pool is over its target). */
+  shed(rank: number, cost: number, now: number): boolean {
+    this.offer(rank, cost, now);
+    const f = this.fractions[rank]!;
+    if (f <= 0) {
+      this.owed[rank] = 0;
+      return false;
+    }
+    const owed = this.owed[rank]! + f * cost;
+    if (owed >= cost) {
+      this.owed[rank] = owed - cost;
+      return true;
+    }
+    this.owed[rank] = owed;
+    return false;
+  }
+
+  /**
+   * Whether a request its quota refused may be served from idle capacity: counted as `subject`'s
+   * demand either way; admitted when the subject's share has banked `cost`.
+   */
+  borrow(subject: string, cost: number, now: number): boolean {
+    this.maybeStep(now);
+    const b = this.borrower(subject, cost, now);
+    if (b === undefined || this.controller.level <= 0) return false;
+    this.accrue(b, now);
+    if (b.credit < cost) return false;
+    b.credit -= cost;
+    return true;
+  }
+
+  /** A subject's share of the idle capacity, units per ms (0 unless idle). */
+  shareOf(subject: string, now: number): number {
+    this.maybeStep(now);
+    return this.controller.level > 0 ? (this.borrowers.get(subject)?.share ?? 0) : 0;
+  }
+
+  /** Records a batched gateway's demand over its quota for `subject` (units), as `borrow` would. */
+  demand(subject: string, units: number, now: number): void {
+    this.borrower(subject, units, now);
+  }
+
+  /** The subject's borrower entry with `units` of demand counted; undefined when the table is full. */
+  private borrower(subject: string, units: number, now: number): Borrower | undefined {
+    let b = this.borrowers.get(subject);
+    if (b === undefined) {
+      if (this.borrowers.size >= MAX_BORROWERS) return undefined;
+      b = { demand: new DecayingRate(RATE_TAU_MS), share: 0, credit: 0, at: now, seen: now };
+      this.borrowers.set(subject, b);
+    }
+    b.demand.add(units, now);
+    b.seen = now;
+    return b;
+  }
+
+  snapshot(): PoolSnapshot {
+    const c = this.controller;
+    let lending = 0;
+    for (const b of this.borrowers.values()) lending += b.share * 1000;
+    return {
+      name: this.name,
+      mode: c.mode,
+      target: c.settings.target,
+      idleBelow: c.settings.idleBelow,
+      utilisation: c.utilisation,
+      level: c.level,
+      integral: c.integral,
+      fractions: [...this.fractions],
+      backends: this.live,
+      capacity: this.capacity,
+      lending,
+      borrowers: this.borrowers.size,
+    };
+  }
+}
