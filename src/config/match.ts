@@ -1,5 +1,11 @@
 import { encodeKey } from "./key.js";
-import { type DescriptorEntry, type FairShareSpec, type LimitRule, poolShardKey, type Resolved } from "./types.js";
+import {
+  type DescriptorEntry,
+  type FairShareSpec,
+  type LimitRule,
+  poolShardKey,
+  type Resolved,
+} from "./types.js";
 
 /**
  * The descriptor tree, laid out for per-request lookup: one Map lookup for the key and one for

@@ -106,7 +106,13 @@ function readDomain(r: DocReader): DomainSpec | undefined {
   const poolsField = fields.get("pools");
   const pools = poolsField ? readPools(r, poolsField) : undefined;
   if (!domain) return undefined;
-  return { file: r.file, domain, line: r.lineOf(domainField?.value), descriptors, ...(pools ? { pools } : {}) };
+  return {
+    file: r.file,
+    domain,
+    line: r.lineOf(domainField?.value),
+    descriptors,
+    ...(pools ? { pools } : {}),
+  };
 }
 
 function readDescriptors(r: DocReader, field: Field, above: Above): DescriptorSpec[] {

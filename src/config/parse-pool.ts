@@ -66,7 +66,13 @@ export function readPools(r: DocReader, field: Field): PoolSpec[] {
 }
 
 /** A number within [min, max] (`min` excluded when `openMin`). */
-function readFraction(r: DocReader, f: Field, min: number, max: number, openMin: boolean): number | undefined {
+function readFraction(
+  r: DocReader,
+  f: Field,
+  min: number,
+  max: number,
+  openMin: boolean,
+): number | undefined {
   const node = f.value;
   if (!isScalar(node) || typeof node.value !== "number" || !Number.isFinite(node.value)) {
     r.report(f.path, `must be a number, got ${describe(node)}`, node, f.keyNode);

@@ -94,7 +94,11 @@ export function parseRule(r: DocReader, field: Field): RuleDraft {
   const sharing = readSharing(r, fields, algorithm ?? "unlimited");
   const pool = readName(r, at("pool"));
   if (pool && algorithm === "concurrency") {
-    r.report(pool.path, "does not apply to algorithm concurrency (a pool sheds and lends rate)", at("pool")?.keyNode);
+    r.report(
+      pool.path,
+      "does not apply to algorithm concurrency (a pool sheds and lends rate)",
+      at("pool")?.keyNode,
+    );
   }
   const ok = limits !== undefined && r.problems.length === before;
   return {

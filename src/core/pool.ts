@@ -5,12 +5,16 @@ import { PRIORITIES } from "./priority.js";
  * A pool of backends (a region, a model deployment) and the limits attached to it (issue 14,
  * seed 004's regional level). Backends report their utilisation; the pool's owner keeps the latest
  * value per backend, averages the live ones weighted by capacity, and steps a PI controller on the
- * error against the pool's `target`. Its output `level` is one number in [-1, target]:
- * - below 0 (*overloaded*): that fraction of the pool's offered load is shed, lowest class first,
- *   whatever the quotas say;
- * - above 0 (*idle*, entered only below `idleBelow`): that fraction of the capacity is handed to
- *   requests over their quotas, divided max-min fairly among the subjects asking;
+ * error against the pool's `target`, taken as a log ratio, e = ln(target / utilisation), so the
+ * loop's gain does not depend on how far demand exceeds capacity. Its output `level` is one number
+ * in [MIN_LEVEL, 1]:
+ * - below 0 (*overloaded*): the pool admits e^level of its offered load, shedding the rest
+ *   (1 − e^level), lowest class first, whatever the quotas say;
+ * - above 0 (*idle*, entered only below `idleBelow`): level × target × capacity units per second are
+ *   lent to requests over their quotas, divided max-min fairly among the subjects asking;
  * - 0 (*quota*): the quotas alone decide.
+ * Near the target both sides move utilisation by about `level` × target per unit of level, so
+ * one pair of gains serves both.
  * Pure and synchronous: time is passed in as `now` (ms).
  */
 
@@ -37,12 +41,22 @@ export interface PoolGains {
   readonly backendTtlMs: number;
 }
 
-export const DEFAULT_POOL_GAINS: PoolGains = { kp: 0.25, ki: 1.5, stepMs: 50, backendTtlMs: 1000 };
+export const DEFAULT_POOL_GAINS: PoolGains = { kp: 0.5, ki: 4, stepMs: 50, backendTtlMs: 1000 };
+
+/** The lowest level: at most 1 − e^-7 (99.9%) of the offered load is shed. */
+export const MIN_LEVEL = -7;
+/** Utilisation below this counts as this in the log error (an empty pool is not infinitely idle). */
+const MIN_UTILISATION = 0.01;
+/** The log error is clamped to this range: one wild report cannot swing the level. */
+const MAX_ERROR = 1;
+const MIN_ERROR = -3;
 
 /** Time constant of the per-class offered rates and the borrowers' demand (ms). */
 const RATE_TAU_MS = 500;
 /** A borrower unseen this long is forgotten. */
 const BORROWER_TTL_MS = 2000;
+/** Backends tracked per pool; past this, a new one is refused until silent ones expire. */
+export const MAX_BACKENDS = 4096;
 /** Borrowers tracked one by one; past this, new ones are not served from idle capacity. */
 export const MAX_BORROWERS = 4096;
 /** A borrower's unused share is kept for at most this long (ms): no burst after a quiet spell. */
@@ -51,10 +65,10 @@ const BORROW_BANK_MS = 100;
 const MAX_STEP_MS = 1000;
 
 /**
- * The PI controller: `level` = kp·e + integral, e = target − utilisation, clamped to [-1, hi]
- * where hi is `target` while idle and 0 otherwise. Anti-windup by conditional integration: the
- * integral does not move further while the output is saturated in the error's direction, and is
- * itself kept within the same bounds.
+ * The PI controller: `level` = kp·e + integral, e = ln(target / utilisation), clamped to
+ * [MIN_LEVEL, hi] where hi is 1 while idle and 0 otherwise. Anti-windup by conditional
+ * integration: the integral does not move further while the output is saturated in the error's
+ * direction, and is itself kept within the same bounds.
  */
 export class PoolController {
   integral = 0;
@@ -75,10 +89,11 @@ export class PoolController {
   step(utilisation: number, dtMs: number): void {
     const { target, idleBelow } = this.settings;
     this.utilisation = utilisation;
-    const e = target - utilisation;
+    const ratio = Math.log(target / Math.max(MIN_UTILISATION, utilisation));
+    const e = Math.min(MAX_ERROR, Math.max(MIN_ERROR, ratio));
     if (utilisation < idleBelow) this.idle = true;
-    const lo = -1;
-    const hi = this.idle ? target : 0;
+    const lo = MIN_LEVEL;
+    const hi = this.idle ? 1 : 0;
     const p = this.gains.kp * e;
     const next = this.integral + (this.gains.ki * e * dtMs) / 1000;
     const saturatedUp = p + this.integral >= hi && e > 0;
@@ -193,10 +208,24 @@ export class Pool {
     this.controller.settings = settings;
   }
 
-  /** A backend's utilisation ([0, 1]) and capacity (units per second, > 0); the caller validated them. */
-  report(backend: string, utilisation: number, capacity: number, now: number): void {
+  /**
+   * A backend's utilisation ([0, 1]) and capacity (units per second, > 0; the caller validated
+   * both). False, and nothing kept, when MAX_BACKENDS live backends are tracked already.
+   */
+  report(backend: string, utilisation: number, capacity: number, now: number): boolean {
+    if (!this.backends.has(backend) && this.backends.size >= MAX_BACKENDS) {
+      this.forgetSilent(now);
+      if (this.backends.size >= MAX_BACKENDS) return false;
+    }
     this.backends.set(backend, { utilisation, capacity, at: now });
     this.maybeStep(now);
+    return true;
+  }
+
+  private forgetSilent(now: number): void {
+    for (const [id, b] of this.backends) {
+      if (now - b.at > this.controller.gains.backendTtlMs) this.backends.delete(id);
+    }
   }
 
   /** Steps the controller if a step is due. Every entry point calls it. */
@@ -212,11 +241,8 @@ export class Pool {
     let weighted = 0;
     let capacity = 0;
     let live = 0;
-    for (const [id, b] of this.backends) {
-      if (now - b.at > this.controller.gains.backendTtlMs) {
-        this.backends.delete(id);
-        continue;
-      }
+    this.forgetSilent(now);
+    for (const b of this.backends.values()) {
       weighted += b.utilisation * b.capacity;
       capacity += b.capacity;
       live++;
@@ -227,10 +253,10 @@ export class Pool {
     else this.controller.step(weighted / capacity, dt);
     const level = this.controller.level;
     this.fractions = classFractions(
-      -Math.min(0, level),
+      level < 0 ? 1 - Math.exp(level) : 0,
       this.offered.map((r) => r.rate(now)),
     );
-    this.divideIdle(now, level > 0 ? (level * capacity) / 1000 : 0);
+    this.divideIdle(now, this.lendingPerMs());
   }
 
   /** The idle capacity (units per ms) divided max-min fairly among the borrowers' demand. */
@@ -317,10 +343,15 @@ export class Pool {
     return b;
   }
 
+  /** Units per ms lent to requests over their quotas: level × target × capacity while idle. */
+  private lendingPerMs(): number {
+    const level = this.controller.level;
+    return level > 0 ? (level * this.controller.settings.target * this.capacity) / 1000 : 0;
+  }
+
   snapshot(): PoolSnapshot {
     const c = this.controller;
-    let lending = 0;
-    for (const b of this.borrowers.values()) lending += b.share * 1000;
+    const lending = this.lendingPerMs() * 1000;
     return {
       name: this.name,
       mode: c.mode,

@@ -1,3 +1,4 @@
+import { poolScenarios } from "./pool.js";
 import { settlementScenarios } from "./settlement.js";
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
 import { tenancyScenarios } from "./tenancy.js";
@@ -286,10 +287,13 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   const settlement = settlementScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   // Callers waiting for quota (L): closed loops; the network options do not apply either.
   const waiting = waitingScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  // Pools of backends (N, O; issue 14): the backends' load closes the loop; network options do not apply.
+  const pools = poolScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   return [
     ...single,
     ...tenancy.map((s) => s.run()),
     ...settlement.map((s) => s.run()),
     ...waiting.map((s) => s.run()),
+    ...pools.map((s) => s.run()),
   ];
 }

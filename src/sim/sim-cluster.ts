@@ -48,7 +48,7 @@ export class SimCluster {
     const limiter = new Limiter({ ...deps, config: this.config });
     const config = this.config;
     const envoy = new EnvoyRateLimit(
-      deps,
+      { ...deps, pools: limiter.pools },
       (domain, entries) => config.resolve(domain, entries),
       (domain) => config.domains.includes(domain),
     );
