@@ -39,9 +39,20 @@ export interface PoolGains {
   readonly stepMs: number;
   /** A backend silent this long is left out of the average (ms). */
   readonly backendTtlMs: number;
+  /**
+   * The most the lending level rises per second: a loan reaches the gateways a policy lifetime
+   * late and the load shows later still, so lending ramps up gently and is taken back at once.
+   */
+  readonly lendRisePerS: number;
 }
 
-export const DEFAULT_POOL_GAINS: PoolGains = { kp: 0.5, ki: 4, stepMs: 50, backendTtlMs: 1000 };
+export const DEFAULT_POOL_GAINS: PoolGains = {
+  kp: 0.5,
+  ki: 4,
+  stepMs: 50,
+  backendTtlMs: 1000,
+  lendRisePerS: 0.5,
+};
 
 /** The lowest level: at most 1 − e^-7 (99.9%) of the offered load is shed. */
 export const MIN_LEVEL = -7;
@@ -61,6 +72,8 @@ export const MAX_BACKENDS = 4096;
 export const MAX_BORROWERS = 4096;
 /** A borrower's unused share is kept for at most this long (ms): no burst after a quiet spell. */
 const BORROW_BANK_MS = 100;
+/** How long after its last loan a subject's quota debt is still forgiven (a loan's policy life and more). */
+const LOAN_MEMORY_MS = 1000;
 /** A step longer than this (a pool nobody touched) counts as this long. */
 const MAX_STEP_MS = 1000;
 
@@ -100,7 +113,14 @@ export class PoolController {
     const saturatedDown = p + this.integral <= lo && e < 0;
     const integral = saturatedUp || saturatedDown ? this.integral : next;
     this.integral = Math.min(hi, Math.max(lo, integral));
-    this.level = Math.min(hi, Math.max(lo, p + this.integral));
+    let level = Math.min(hi, Math.max(lo, p + this.integral));
+    const rise = Math.max(0, this.level) + (this.gains.lendRisePerS * dtMs) / 1000;
+    if (level > rise) {
+      // Lending ramps: the integral follows the ramp rather than winding up beyond it.
+      level = rise;
+      this.integral = Math.min(this.integral, level - p);
+    }
+    this.level = level;
     if (this.idle && this.level <= 0 && utilisation >= idleBelow) this.idle = false;
   }
 
@@ -162,6 +182,9 @@ interface Borrower {
   credit: number;
   at: number;
   seen: number;
+  /** When it was last given a share (ms), and that share. */
+  lentAt: number;
+  lent: number;
 }
 
 /** What metrics and `shardlimit status` show of a pool. */
@@ -319,10 +342,22 @@ export class Pool {
     return true;
   }
 
-  /** A subject's share of the idle capacity, units per ms (0 unless idle). */
-  shareOf(subject: string, now: number): number {
+  /**
+   * A subject's share of the idle capacity and its demand, units per ms (share 0 unless idle),
+   * and the share it was last lent if that was within LOAN_MEMORY_MS (what it admitted on a loan
+   * a gateway still held is not owed on its quota), else 0.
+   */
+  shareOf(subject: string, now: number): { share: number; demand: number; lent: number } {
     this.maybeStep(now);
-    return this.controller.level > 0 ? (this.borrowers.get(subject)?.share ?? 0) : 0;
+    const b = this.borrowers.get(subject);
+    if (b === undefined) return { share: 0, demand: 0, lent: 0 };
+    const share = this.controller.level > 0 ? b.share : 0;
+    if (share > 0) {
+      b.lentAt = now;
+      b.lent = share;
+    }
+    const lent = now - b.lentAt <= LOAN_MEMORY_MS ? b.lent : 0;
+    return { share, demand: b.demand.rate(now), lent };
   }
 
   /** Records a batched gateway's demand over its quota for `subject` (units), as `borrow` would. */
@@ -335,7 +370,15 @@ export class Pool {
     let b = this.borrowers.get(subject);
     if (b === undefined) {
       if (this.borrowers.size >= MAX_BORROWERS) return undefined;
-      b = { demand: new DecayingRate(RATE_TAU_MS), share: 0, credit: 0, at: now, seen: now };
+      b = {
+        demand: new DecayingRate(RATE_TAU_MS),
+        share: 0,
+        credit: 0,
+        at: now,
+        seen: now,
+        lentAt: Number.NEGATIVE_INFINITY,
+        lent: 0,
+      };
       this.borrowers.set(subject, b);
     }
     b.demand.add(units, now);

@@ -312,9 +312,9 @@ export class Limiter {
         : engine.reportOn(counter, key, rule, clientId, e, apply, interval, now, span);
     const pooled = (p: Policy): Policy => {
       const gateways = c.clients?.size ?? 1;
-      const out = this.pools.policy(r, r.rank, p, e, apply, gateways, span, now);
-      // Served from idle capacity: what went past the quota is not owed on it (as for soft).
-      if (out.lent) engine.forgive(c, r.rule, now);
+      const out = this.pools.policy(r, r.rank, p, e, apply, gateways, interval, span, now);
+      // Served from idle capacity: what went past the quota on a loan is not owed on it (as for soft).
+      if (out.lent > 0) engine.forgive(c, r.rule, now, out.lent);
       return out.policy;
     };
     if (parent === undefined) return pooled(count(report(c, r.counterKey, r.rule, r.subject)));

@@ -1,5 +1,5 @@
 import { type LimitConfig, poolShardKey, type Resolved } from "../config/types.js";
-import { type Policy, PolicyKind } from "../core/policy.js";
+import { POLICY_LIFETIME_INTERVALS, type Policy, PolicyKind } from "../core/policy.js";
 import { DEFAULT_POOL_GAINS, MAX_BACKENDS, Pool, type PoolGains, type PoolSnapshot } from "../core/pool.js";
 import { PRIORITY_RANK } from "../core/priority.js";
 import { amountProblem, type InputLimits } from "../protocol/input-limits.js";
@@ -68,7 +68,9 @@ export class PoolDesk {
    * A batched gateway's policy for a key attached to a pool: its offered units counted by class;
    * while overloaded, its class's fraction rejected on top of the quota's policy; while idle, a
    * quota that holds it back is widened by its share of the idle capacity (split among the key's
-   * gateways). Returns whether it lent, so the caller forgives the quota's debt as for `soft`.
+   * gateways). Returns the units this report brought on a loan (the gateway's part of the
+   * subject's latest share over the report's span): the caller forgives them on the quota, as
+   * for `soft`, and no more, so the quota's own debt still paces it.
    */
   policy(
     r: Resolved,
@@ -77,23 +79,29 @@ export class PoolDesk {
     e: ReportEntryMsg,
     apply: boolean,
     gateways: number,
+    interval: number,
     span: number,
     now: number,
-  ): { policy: Policy; lent: boolean } {
+  ): { policy: Policy; lent: number } {
     const pool = this.poolOf(r);
-    if (pool === undefined) return { policy: p, lent: false };
+    if (pool === undefined) return { policy: p, lent: 0 };
     const cls = rank ?? PRIORITY_RANK.normal;
     if (apply) pool.offer(cls, e.admitted + e.rejected, now);
     else pool.maybeStep(now);
     const f = pool.fractions[cls]!;
-    if (f > 0) return { policy: shedPolicy(p, f, now), lent: false };
-    if (p.kind === PolicyKind.ALLOW) return { policy: p, lent: false };
     const subject = subjectOf(r);
-    if (apply) pool.demand(subject, e.rejected, now);
-    const share = pool.shareOf(subject, now) / Math.max(1, gateways);
-    if (share <= 0) return { policy: p, lent: false };
-    const demand = (e.admitted + e.rejected) / Math.max(1, span);
-    return { policy: lendPolicy(p, share, demand, now), lent: true };
+    const held = p.kind !== PolicyKind.ALLOW && f <= 0;
+    // Its whole offered demand: what it had rejected shrinks as the loan grows, so counting only
+    // that would take the loan back the next round.
+    if (apply && held) pool.demand(subject, e.admitted + e.rejected, now);
+    const loan = pool.shareOf(subject, now);
+    const { share, demand } = loan;
+    const lent = apply ? (loan.lent / Math.max(1, gateways)) * span : 0;
+    if (f > 0) return { policy: shedPolicy(p, f, now), lent };
+    if (!held || share <= 0 || demand <= 0) return { policy: p, lent };
+    const latest = now + POLICY_LIFETIME_INTERVALS * interval;
+    const perInterval = (share / Math.max(1, gateways)) * interval;
+    return { policy: lendPolicy(p, share / demand, perInterval, latest), lent };
   }
 
   /** A backend's utilisation, at the owner of the pool's key. Bad input changes nothing. */
@@ -185,25 +193,21 @@ function shedPolicy(p: Policy, f: number, now: number): Policy {
 }
 
 /**
- * The quota's policy widened by `share` units per ms of idle capacity for a gateway offering
- * `demand` units per ms: its cap grows by the share over the policy's life, its rejected
- * fraction shrinks by the share's part of the demand.
+ * The quota's policy widened by a loan: the subject's share of the idle capacity is `part` of
+ * its demand, so the rejected fraction shrinks by `part` (the gateway paces by the fraction, as
+ * every gateway of the subject does), and the cap, like the quota's own grants one report
+ * interval's worth and renewed with each report, grows by this gateway's part of the share over
+ * an interval (`extra` units). The loan lasts at most until `latest`.
  */
-function lendPolicy(p: Policy, share: number, demand: number, now: number): Policy {
-  const until = p.kind === PolicyKind.REJECT_UNTIL ? now + 300 : p.until;
-  const extra = Math.max(1, Math.floor(share * (until - now)));
-  const fraction =
-    p.kind === PolicyKind.GRANT
-      ? 0
-      : Math.max(
-          0,
-          (p.kind === PolicyKind.REJECT_UNTIL ? 1 : p.fraction) - (demand > 0 ? share / demand : 1),
-        );
+function lendPolicy(p: Policy, part: number, extra: number, latest: number): Policy {
+  const until = p.kind === PolicyKind.REJECT_UNTIL ? latest : Math.min(p.until, latest);
+  if (p.kind === PolicyKind.GRANT) return { ...p, units: p.units + extra, until };
+  const base = p.kind === PolicyKind.REJECT_UNTIL ? 1 : p.fraction;
   return {
     ...p,
-    kind: fraction > 0 ? PolicyKind.REJECT_FRACTION : PolicyKind.GRANT,
+    kind: PolicyKind.REJECT_FRACTION,
     units: (p.kind === PolicyKind.REJECT_UNTIL ? 0 : p.units) + extra,
-    fraction,
+    fraction: Math.max(0, base - part),
     until,
   };
 }
