@@ -79,7 +79,7 @@ const MAX_STEP_MS = 1000;
 
 /**
  * The PI controller: `level` = kp·e + integral, e = ln(target / utilisation), clamped to
- * [MIN_LEVEL, hi] where hi is 1 while idle and 0 otherwise. Anti-windup by conditional
+ * [0, 1] while idle and [MIN_LEVEL, 0] otherwise. Anti-windup by conditional
  * integration: the integral does not move further while the output is saturated in the error's
  * direction, and is itself kept within the same bounds.
  */
@@ -104,8 +104,17 @@ export class PoolController {
     this.utilisation = utilisation;
     const ratio = Math.log(target / Math.max(MIN_UTILISATION, utilisation));
     const e = Math.min(MAX_ERROR, Math.max(MIN_ERROR, ratio));
-    if (utilisation < idleBelow) this.idle = true;
-    const lo = MIN_LEVEL;
+    // Idle is entered below idleBelow and left once the load without the loans (utilisation less
+    // what is lent, as a share of capacity) is back well above it, halfway to the target (a
+    // noisy reading must not end it): then the quotas decide again at once.
+    const base = utilisation - Math.max(0, this.level) * target;
+    // Not while shedding: a low reading then is the shedding working, and the level climbs back
+    // to 0 before anything is lent.
+    if (utilisation < idleBelow && this.level >= 0) this.idle = true;
+    else if (this.idle && base >= (idleBelow + target) / 2) this.idle = false;
+    // While lending, the loans are taken back before anything is shed: the level stops at 0 and
+    // idle ends there; shedding may start from the next step.
+    const lo = this.idle ? 0 : MIN_LEVEL;
     const hi = this.idle ? 1 : 0;
     const p = this.gains.kp * e;
     const next = this.integral + (this.gains.ki * e * dtMs) / 1000;
@@ -142,8 +151,13 @@ export function classFractions(shed: number, rates: readonly number[]): number[]
   let left = Math.max(0, Math.min(1, shed)) * total;
   return rates.map((r) => {
     if (left <= 0 || r <= 0) return 0;
-    const f = Math.min(1, left / r);
-    left -= f * r;
+    if (left >= r) {
+      left -= r;
+      return 1;
+    }
+    // This class takes the rest: nothing is left over for the ones above it.
+    const f = left / r;
+    left = 0;
     return f;
   });
 }
