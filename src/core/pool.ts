@@ -64,6 +64,8 @@ const MIN_ERROR = -3;
 
 /** Time constant of the per-class offered rates and the borrowers' demand (ms). */
 const RATE_TAU_MS = 500;
+/** A borrower's share may be this much above its measured demand. */
+const DEMAND_HEADROOM = 1.5;
 /** A borrower unseen this long is forgotten. */
 const BORROWER_TTL_MS = 2000;
 /** Backends tracked per pool; past this, a new one is refused until silent ones expire. */
@@ -201,6 +203,11 @@ interface Borrower {
   lent: number;
 }
 
+/** The most credit a borrower banks: BORROW_BANK_MS of its share, and at least one unit. */
+function bank(b: Borrower): number {
+  return b.share > 0 ? Math.max(1, b.share * BORROW_BANK_MS) : 0;
+}
+
 /** What metrics and `shardlimit status` show of a pool. */
 export interface PoolSnapshot {
   name: string;
@@ -296,7 +303,11 @@ export class Pool {
     this.divideIdle(now, this.lendingPerMs());
   }
 
-  /** The idle capacity (units per ms) divided max-min fairly among the borrowers' demand. */
+  /**
+   * The idle capacity (units per ms) divided max-min fairly among the borrowers' demand, with
+   * DEMAND_HEADROOM: a share cut to the measured demand would fall behind every rise of it (the
+   * loans only serve requests that come, and the controller holds the total).
+   */
   private divideIdle(now: number, budget: number): void {
     const demands: number[] = [];
     for (const [id, b] of this.borrowers) {
@@ -304,18 +315,19 @@ export class Pool {
         this.borrowers.delete(id);
         continue;
       }
-      demands.push(b.demand.rate(now));
+      demands.push(b.demand.rate(now) * DEMAND_HEADROOM);
     }
     const level = budget > 0 ? waterLevel(demands.slice(), budget) : 0;
     for (const b of this.borrowers.values()) {
       this.accrue(b, now);
-      b.share = budget > 0 ? Math.min(b.demand.rate(now), level) : 0;
+      b.share = budget > 0 ? Math.min(b.demand.rate(now) * DEMAND_HEADROOM, level) : 0;
       if (b.share === 0) b.credit = 0;
     }
   }
 
+  /** The share's credit since the last look, banked up to BORROW_BANK_MS of it (a debt is repaid). */
   private accrue(b: Borrower, now: number): void {
-    b.credit = Math.min(b.credit + b.share * (now - b.at), Math.max(b.share * BORROW_BANK_MS, 0));
+    b.credit = Math.min(b.credit + b.share * (now - b.at), Math.max(b.credit, bank(b)));
     b.at = now;
   }
 
@@ -351,7 +363,8 @@ export class Pool {
     const b = this.borrower(subject, cost, now);
     if (b === undefined || this.controller.level <= 0) return false;
     this.accrue(b, now);
-    if (b.credit < cost) return false;
+    // A request dearer than what a share may bank goes once the bank is full, leaving a debt.
+    if (b.credit < Math.min(cost, bank(b)) || b.credit <= 0) return false;
     b.credit -= cost;
     return true;
   }
