@@ -65,7 +65,7 @@ const MIN_ERROR = -3;
 /** Time constant of the per-class offered rates and the borrowers' demand (ms). */
 const RATE_TAU_MS = 500;
 /** A borrower's share may be this much above its measured demand. */
-const DEMAND_HEADROOM = 1.5;
+export const DEMAND_HEADROOM = 1.5;
 /** A borrower unseen this long is forgotten. */
 const BORROWER_TTL_MS = 2000;
 /** Backends tracked per pool; past this, a new one is refused until silent ones expire. */
