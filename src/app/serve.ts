@@ -16,7 +16,7 @@ import { EnvoyRateLimit } from "../server/envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { Limiter } from "../server/limiter.js";
-import { PromMetrics } from "../server/metrics.js";
+import { PromMetrics, registerPoolMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
@@ -152,6 +152,7 @@ export async function startServer(
         clock,
         log,
         changed: replicating ? engine : undefined,
+        pools: () => (limiter?.pools.snapshots(clock.now()) ?? []).filter((p) => p.backends > 0),
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),
@@ -163,6 +164,7 @@ export async function startServer(
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
+  registerPoolMetrics(metrics.registry, { snapshots: () => current.pools.snapshots(clock.now()) });
   const envoy = new EnvoyRateLimit(
     { engine, clock, ownership, limits, metrics, pools: current.pools },
     (domain, entries) => current.config.resolve(domain, entries),

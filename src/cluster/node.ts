@@ -23,7 +23,7 @@ import { ClusterOwnership } from "./cluster-ownership.js";
 import { connectEtcd } from "./etcd-client.js";
 import { BatchingForwarder } from "./forwarder.js";
 import { type CounterStore, Handoff } from "./handoff.js";
-import { loadPrefix } from "./load.js";
+import { loadPrefix, type PoolStatus } from "./load.js";
 import type { Log } from "./log.js";
 import { Membership } from "./membership.js";
 import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
@@ -131,6 +131,8 @@ export class ClusterNode {
       peer?: (address: string) => PeerRpc;
       /** The engine's changed counters: given, they are copied to this server's buddy. */
       changed?: ChangedCounters;
+      /** Pools this server holds live state for (issue 14), published with its load. */
+      pools?: () => PoolStatus[];
     },
   ) {
     const { clock, log } = deps;
@@ -526,7 +528,14 @@ export class ClusterNode {
     const { clock, log } = this.deps;
     this.loadTimer = every(clock, ms, () => {
       const l = this.ownership.takeLoad();
-      const record = { id: this.opts.id, generation: l.generation, at: clock.now(), ranges: l.ranges };
+      const pools = this.deps.pools?.() ?? [];
+      const record = {
+        id: this.opts.id,
+        generation: l.generation,
+        at: clock.now(),
+        ranges: l.ranges,
+        ...(pools.length > 0 ? { pools } : {}),
+      };
       this.membership
         ?.putLeased(`${loadPrefix(this.opts.prefix)}${this.opts.id}`, JSON.stringify(record))
         .catch((err: Error) => log.debug({ err: err.message }, "cannot publish load"));
