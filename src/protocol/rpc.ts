@@ -11,6 +11,8 @@ import type {
   EnvoyResponse,
   Limits,
   LimitsRequest,
+  PoolReportRequest,
+  PoolReportResponse,
   ReleaseRequest,
   ReleaseResponse,
   ReportRequest,
@@ -35,6 +37,7 @@ export interface RateLimiterRpc {
   getClusterView: Unary<ClusterViewRequest, ClusterView>;
   getLimits: Unary<LimitsRequest, Limits>;
   shouldRateLimit: Unary<EnvoyRequest, EnvoyResponse>;
+  reportPool: Unary<PoolReportRequest, PoolReportResponse>;
   close(): void;
 }
 
@@ -93,6 +96,7 @@ export function connect(
     getClusterView: promisify(rl, "GetClusterView", clock),
     getLimits: promisify(rl, "GetLimits", clock),
     shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock),
+    reportPool: promisify(rl, "ReportPool", clock),
     close() {
       rl.close();
       envoy.close();

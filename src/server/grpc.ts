@@ -115,6 +115,7 @@ export async function startGrpc(deps: GrpcDeps, host: string, port: number): Pro
     Settle: unary("Settle", deps, router.settle.bind(router)),
     GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
     GetLimits: unary("GetLimits", deps, limiter.getLimits.bind(limiter)),
+    ReportPool: unary("ReportPool", deps, router.caughtUp(limiter.reportPool.bind(limiter))),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
     ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),

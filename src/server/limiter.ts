@@ -19,6 +19,8 @@ import type {
   KeyPolicy,
   Limits,
   LimitsRequest,
+  PoolReportRequest,
+  PoolReportResponse,
   ReleaseRequest,
   ReleaseResponse,
   ReportEntryMsg,
@@ -577,6 +579,11 @@ export class Limiter {
 
   clusterView(): ClusterView {
     return this.ownership.view();
+  }
+
+  /** A pool backend's utilisation, at the owner of the pool's key (issue 14; server/pools.ts). */
+  reportPool(req: PoolReportRequest): PoolReportResponse {
+    return this.pools.report(req, this.clock.now());
   }
 
   /**
