@@ -233,6 +233,49 @@ function redisLimiterCommand(): Command {
     });
 }
 
+/**
+ * Issue 14: overload protection with real processes, one named scenario each (`--only`). This
+ * branch's: `pool` (pool utilisation, its modes and the feedback controller; loadtest/scenarios/
+ * pool-overload.ts).
+ */
+const OVERLOAD_SCENARIOS: Record<
+  string,
+  (o: { seconds: number; log: (l: string) => void }) => Promise<{ name: string; pass: boolean }>
+> = {
+  pool: async (o) =>
+    (await loadTestCode(() => import("../loadtest/scenarios/pool-overload.js"))).runPoolOverload(o),
+};
+
+function overloadCommand(): Command {
+  return new Command("overload")
+    .description(
+      "overload protection with real server processes over loopback (issue 14): " +
+        `scenarios ${Object.keys(OVERLOAD_SCENARIOS).join(", ")}`,
+    )
+    .option("--only <name>", "run only this scenario")
+    .option("--duration <s>", "seconds per scenario", positiveInt, 12)
+    .option("--quick", "6 s per scenario")
+    .option("--json <file>", "write { scenarios: [...] } here")
+    .action(async (flags: { only?: string; duration: number; quick?: boolean; json?: string }) => {
+      const names = Object.keys(OVERLOAD_SCENARIOS).filter(
+        (n) => flags.only === undefined || n === flags.only,
+      );
+      if (names.length === 0) {
+        throw new InvalidArgumentError(
+          `--only ${flags.only}: no such overload scenario (${Object.keys(OVERLOAD_SCENARIOS).join(", ")})`,
+        );
+      }
+      const seconds = flags.quick ? 6 : flags.duration;
+      const results = [];
+      for (const n of names) {
+        results.push(await OVERLOAD_SCENARIOS[n]!({ seconds, log: (l) => process.stderr.write(`${l}\n`) }));
+      }
+      process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+      if (flags.json) writeFileSync(flags.json, `${JSON.stringify({ scenarios: results }, null, 2)}\n`);
+      if (results.some((r) => !r.pass)) process.exitCode = 1;
+    });
+}
+
 export function benchCommand(): Command {
   return (
     withLoadFlags(
@@ -245,6 +288,7 @@ export function benchCommand(): Command {
       .enablePositionalOptions()
       .action((flags: LoadFlags) => runFlags(SCENARIOS, flags))
       .addCommand(accuracyCommand())
+      .addCommand(overloadCommand())
       .addCommand(
         scenarioCommand(
           "throughput",
