@@ -40,10 +40,53 @@ const DEFAULT_MODEL: Omit<PoolModel, "pool" | "capacityPerS"> = {
 /** Work buckets of this width per backend. */
 const SLOT_MS = 10;
 
-export class SimPool {
+/**
+ * The backends' load model, in ms since the run's start: each admitted unit is work for the next
+ * backend in turn; a backend's utilisation is its work over the last `windowMs`, seen `delayMs`
+ * late, over its capacity, smoothed (time constant `tauMs` at one reading per `reportMs`) and
+ * clamped to [0, 1] as a CPU load is. Shared by the simulation and `bench overload`.
+ */
+export class BackendLoad {
   private readonly work: Float64Array[];
   private readonly smoothed: number[];
   private next = 0;
+  readonly capacity: number;
+
+  constructor(
+    private readonly model: Omit<PoolModel, "pool" | "netMs">,
+    seconds: number,
+  ) {
+    const slots = Math.ceil(((seconds + 2) * 1000) / SLOT_MS);
+    this.work = Array.from({ length: model.backends }, () => new Float64Array(slots));
+    this.smoothed = new Array<number>(model.backends).fill(0);
+    this.capacity = model.capacityPerS / model.backends;
+  }
+
+  private slot(ms: number): number {
+    return Math.min(this.work[0]!.length - 1, Math.max(0, Math.floor(ms / SLOT_MS)));
+  }
+
+  /** `units` of admitted work at `ms`, given to the backends in turn. */
+  admit(units: number, ms: number): void {
+    this.work[this.next]![this.slot(ms)]! += units;
+    this.next = (this.next + 1) % this.model.backends;
+  }
+
+  /** Backend `b`'s reading at `ms` (call once per `reportMs`: each call is one smoothing step). */
+  read(b: number, ms: number): number {
+    const m = this.model;
+    const end = this.slot(ms - m.delayMs);
+    let sum = 0;
+    const w = this.work[b]!;
+    for (let s = Math.max(0, end - m.windowMs / SLOT_MS); s < end; s++) sum += w[s]!;
+    const raw = sum / ((this.capacity * m.windowMs) / 1000);
+    this.smoothed[b]! += (raw - this.smoothed[b]!) * (1 - Math.exp(-m.reportMs / m.tauMs));
+    return Math.min(1, Math.max(0, this.smoothed[b]!));
+  }
+}
+
+export class SimPool {
+  private readonly load: BackendLoad;
   /** What the owner answered last (for the scenarios' detail). */
   last: PoolSnapshot | undefined;
 
@@ -51,12 +94,11 @@ export class SimPool {
     private readonly clock: ManualClock,
     private readonly cluster: SimCluster,
     private readonly model: PoolModel,
+    /** Virtual time of the run's start (a second before traffic). */
     private readonly t0: number,
     seconds: number,
   ) {
-    const slots = Math.ceil(((seconds + 2) * 1000) / SLOT_MS);
-    this.work = Array.from({ length: model.backends }, () => new Float64Array(slots));
-    this.smoothed = new Array<number>(model.backends).fill(0);
+    this.load = new BackendLoad(model, seconds);
     for (let b = 0; b < model.backends; b++) {
       // Backends report out of phase with each other.
       const phase = (model.reportMs * b) / model.backends;
@@ -64,32 +106,15 @@ export class SimPool {
     }
   }
 
-  private slot(t: number): number {
-    return Math.max(0, Math.floor((t - this.t0 + 1000) / SLOT_MS));
-  }
-
-  /** An admitted request's `units` of work, given to the backends in turn. */
+  /** An admitted request's `units` of work. */
   admit(units: number): void {
-    const b = this.next;
-    this.next = (this.next + 1) % this.model.backends;
-    const s = this.slot(this.clock.now());
-    const w = this.work[b]!;
-    if (s < w.length) w[s]! += units;
+    this.load.admit(units, this.clock.now() - this.t0);
   }
 
   private tick(b: number): void {
     const m = this.model;
-    const now = this.clock.now();
-    const end = this.slot(now - m.delayMs);
-    const start = end - m.windowMs / SLOT_MS;
-    let sum = 0;
-    const w = this.work[b]!;
-    for (let s = Math.max(0, start); s < end && s < w.length; s++) sum += w[s]!;
-    const capacity = m.capacityPerS / m.backends;
-    const raw = sum / ((capacity * m.windowMs) / 1000);
-    const alpha = 1 - Math.exp(-m.reportMs / m.tauMs);
-    this.smoothed[b]! += (raw - this.smoothed[b]!) * alpha;
-    const utilisation = Math.min(1, Math.max(0, this.smoothed[b]!));
+    const utilisation = this.load.read(b, this.clock.now() - this.t0);
+    const capacity = this.load.capacity;
     this.clock.after(m.netMs, () => {
       const owner = this.cluster.ownerOf(poolShardKey(m.pool));
       const res = owner.limiter.pools.report(
@@ -129,7 +154,7 @@ function runPool(
     seed,
     bucketMs: 100,
     setup: ({ clock, cluster }) => {
-      pool = new SimPool(clock, cluster, { ...DEFAULT_MODEL, ...model }, clock.now() + 1000, seconds);
+      pool = new SimPool(clock, cluster, { ...DEFAULT_MODEL, ...model }, clock.now(), seconds);
     },
     onAdmit: () => pool!.admit(1),
   });

@@ -1,6 +1,7 @@
 import { PRIORITIES } from "../../core/priority.js";
 import { type CheckItemMsg, PriorityMsg } from "../../protocol/messages.js";
 import { connect } from "../../protocol/rpc.js";
+import { BackendLoad } from "../../sim/pool.js";
 import { serverProcess, writeConfig } from "../../testkit/serve.js";
 import { round } from "./common.js";
 
@@ -44,10 +45,6 @@ descriptors:
 const BACKENDS = 10;
 const CAPACITY = 1000;
 const PER_CLASS = 500;
-const SLOT_MS = 10;
-const WINDOW_MS = 200;
-const DELAY_MS = 50;
-const TAU_MS = 100;
 const REPORT_MS = 100;
 const TICK_MS = 10;
 const CLASS_MSG = [PriorityMsg.LOW, PriorityMsg.NORMAL, PriorityMsg.HIGH, PriorityMsg.CRITICAL];
@@ -66,34 +63,37 @@ export async function runPoolOverload(opts: {
   }
   const rpc = connect(server.address);
   const seconds = opts.seconds;
-  const slots = Math.ceil(((seconds + 1) * 1000) / SLOT_MS);
-  const work = Array.from({ length: BACKENDS }, () => new Float64Array(slots));
-  const smoothed = new Array<number>(BACKENDS).fill(0);
+  // The simulation's load model, on the wall clock.
+  const load = new BackendLoad(
+    {
+      backends: BACKENDS,
+      capacityPerS: CAPACITY,
+      reportMs: REPORT_MS,
+      windowMs: 200,
+      delayMs: 50,
+      tauMs: 100,
+    },
+    seconds,
+  );
   const offered = PRIORITIES.map(() => new Array<number>(seconds).fill(0));
   const admitted = PRIORITIES.map(() => new Array<number>(seconds).fill(0));
   const sent = PRIORITIES.map(() => 0);
-  let next = 0;
   let checkCalls = 0;
   let checkErrors = 0;
   let reportErrors = 0;
   let final: PoolOverloadResult["final"] = {};
   const start = Date.now();
   const elapsed = () => Date.now() - start;
-  const slotOf = (ms: number) => Math.min(slots - 1, Math.max(0, Math.floor(ms / SLOT_MS)));
 
   const report = () => {
     const now = elapsed();
-    const end = slotOf(now - DELAY_MS);
-    const from = end - WINDOW_MS / SLOT_MS;
-    const capacity = CAPACITY / BACKENDS;
-    const alpha = 1 - Math.exp(-REPORT_MS / TAU_MS);
     for (let b = 0; b < BACKENDS; b++) {
-      let sum = 0;
-      for (let s = Math.max(0, from); s < end; s++) sum += work[b]![s]!;
-      smoothed[b]! += (sum / ((capacity * WINDOW_MS) / 1000) - smoothed[b]!) * alpha;
-      const utilisation = Math.min(1, Math.max(0, smoothed[b]!));
+      const utilisation = load.read(b, now);
       rpc
-        .reportPool({ pool: "p", backend: `b${b}`, utilisation, capacity }, { deadlineMs: 1000 })
+        .reportPool(
+          { pool: "p", backend: `b${b}`, utilisation, capacity: load.capacity },
+          { deadlineMs: 1000 },
+        )
         .then((res) => {
           if (res.error?.code) reportErrors++;
           else
@@ -128,12 +128,11 @@ export async function runPoolOverload(opts: {
     rpc
       .check({ items, atomic: false, generation: 0 }, { deadlineMs: 2000 })
       .then((res) => {
-        const at = slotOf(elapsed());
+        const at = elapsed();
         res.results.forEach((r, i) => {
           if (!r.allowed) return;
           admitted[classes[i]!]![second]!++;
-          work[next]![at]! += 1;
-          next = (next + 1) % BACKENDS;
+          load.admit(1, at);
         });
       })
       .catch(() => checkErrors++);
