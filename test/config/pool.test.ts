@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { formatSummary } from "../../src/config/check.js";
 import { ConfigError } from "../../src/config/errors.js";
 import { compileSources } from "../../src/config/load.js";
 
@@ -88,5 +89,12 @@ describe("pools", () => {
     expect(problems(conc)).toEqual([
       "f0.yaml:descriptors[0].rate_limit.pool: does not apply to algorithm concurrency (a pool sheds and lends rate)",
     ]);
+  });
+
+  it("check-config's summary names each rule's pool and each pool's thresholds", () => {
+    const lines = formatSummary(config).split("\n");
+    expect(lines).toContain("    api/model  token_bucket 100 requests per 1s [pool gpu]");
+    expect(lines).toContain("  pool gpu: target 0.8, idle below 0.5");
+    expect(lines).toContain("  pool cpu: target 0.7, idle below 0.5");
   });
 });
