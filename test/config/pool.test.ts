@@ -97,4 +97,28 @@ describe("pools", () => {
     expect(lines).toContain("  pool gpu: target 0.8, idle below 0.5");
     expect(lines).toContain("  pool cpu: target 0.7, idle below 0.5");
   });
+
+  it("a fair-share group in a pool: the group's and the tenant's counters keep their keys, both placed by the pool's", () => {
+    const text = `domain: ai
+pools:
+  gpu: { target: 0.8 }
+descriptors:
+  - key: group
+    rate_limit: { unit: second, requests_per_unit: 100, fair_share: { by: tenant }, pool: gpu }
+    descriptors:
+      - key: tenant
+        rate_limit: { unit: second, requests_per_unit: 10 }
+`;
+    const c = compileSources([{ file: "f.yaml", text }]);
+    const r = c.resolve("ai", [
+      { key: "group", value: "g" },
+      { key: "tenant", value: "t" },
+    ])!;
+    expect([r.counterKey, r.shardKey]).toEqual(["ai/group=g/tenant=t", "pool/gpu"]);
+    expect([r.parent?.counterKey, r.parent?.shardKey, r.parent?.rule.pool?.name]).toEqual([
+      "ai/group=g",
+      "pool/gpu",
+      "gpu",
+    ]);
+  });
 });

@@ -213,3 +213,22 @@ describe("idle: requests over their quotas served from idle capacity", () => {
     expect(after).toBeGreaterThanOrEqual(15);
   });
 });
+
+describe("reload", () => {
+  it("keeps a kept pool's controller, takes a new target, and drops a removed pool", () => {
+    const { limiter, clock, load } = setup();
+    load(1, 1000);
+    const before = limiter.pools.snapshots(clock.now())[0]!;
+    expect(before.level).toBeLessThan(0);
+    limiter.setConfig(compileSources([{ file: "p.yaml", text: YAML.replace("target: 0.8", "target: 0.9") }]));
+    const kept = limiter.pools.snapshots(clock.now())[0]!;
+    expect([kept.target, kept.level]).toEqual([0.9, before.level]);
+    const without = YAML.replace("pools:\n  gpu: { target: 0.8, idle_below: 0.6 }\n", "").replaceAll(
+      ", pool: gpu",
+      "",
+    );
+    limiter.setConfig(compileSources([{ file: "p.yaml", text: without }]));
+    expect(limiter.pools.snapshots(clock.now())).toEqual([]);
+    expect(limiter.pools.report(req(), clock.now()).error?.message).toBe('no pool named "gpu" (pools: none)');
+  });
+});
