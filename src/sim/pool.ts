@@ -89,6 +89,8 @@ export class SimPool {
   private readonly load: BackendLoad;
   /** What the owner answered last (for the scenarios' detail). */
   last: PoolSnapshot | undefined;
+  /** Ms since traffic started of the last report answered while the pool lent (-1: never). */
+  lastLentMs = -1;
 
   constructor(
     private readonly clock: ManualClock,
@@ -123,6 +125,7 @@ export class SimPool {
       );
       if (res.error !== undefined) throw new Error(`pool report: ${res.error.message}`);
       this.last = owner.limiter.pools.snapshots(this.clock.now()).find((p) => p.name === m.pool);
+      if ((this.last?.lending ?? 0) > 0) this.lastLentMs = this.clock.now() - this.t0 - 1000;
     });
     this.clock.after(m.reportMs, () => this.tick(b));
   }
@@ -134,6 +137,7 @@ interface PoolRun {
   bucketMs: number;
   wallMs: number;
   last: PoolSnapshot | undefined;
+  lastLentMs: number;
 }
 
 function runPool(
@@ -158,7 +162,7 @@ function runPool(
     },
     onAdmit: () => pool!.admit(1),
   });
-  return { ...run, last: pool!.last };
+  return { ...run, last: pool!.last, lastLentMs: pool!.lastLentMs };
 }
 
 const round = (x: number) => Math.round(x * 10_000) / 10_000;
@@ -315,7 +319,10 @@ function idleScenario(label: string, gateways: number, seed: number): PoolScenar
         (f) => sum(run.admitted[f]!, to + perS, seconds * perS) / (seconds - returnAt / 1000 - 1),
       );
       const firstSecond = [0, 1].map((f) => sum(run.admitted[f]!, to, to + perS));
+      // When the pool stopped lending, after the load's return.
+      const loansEnded = run.lastLentMs - returnAt;
       const pass =
+        loansEnded <= 1000 &&
         Math.abs(idleUtilisation / 0.8 - 1) <= 0.05 &&
         split >= 0.9 &&
         split <= 1.1 &&
@@ -331,7 +338,7 @@ function idleScenario(label: string, gateways: number, seed: number): PoolScenar
         ratio: round(idleUtilisation / 0.8),
         pass,
         target:
-          "3-10 s: utilisation within ±5% of 0.8, the two over-quota tenants within 10% of each other; after 10 s each back within its quota (bucket of 100/s, burst 100) within 1 s; tenants within quota >= 0.99 of demand while the others borrow",
+          "3-10 s: utilisation within ±5% of 0.8, the two over-quota tenants within 10% of each other; after 10 s the pool lends nothing within 1 s and each is back within its quota (bucket of 100/s, burst 100) within 1 s; tenants within quota >= 0.99 of demand while the others borrow",
         from_s: 3,
         to_s: seconds,
         ideal_admitted: 0,
@@ -339,6 +346,7 @@ function idleScenario(label: string, gateways: number, seed: number): PoolScenar
           idle_utilisation: round(idleUtilisation),
           greedy_per_s_while_idle: greedy.map(round),
           greedy_back_within_ms: back,
+          loans_ended_ms_after_return: loansEnded,
           greedy_in_first_s_after: firstSecond,
           greedy_per_s_after: after.map(round),
           within_quota_share_of_demand: light.map(round),
