@@ -31,7 +31,7 @@ export interface PoolSettings {
 }
 
 export interface PoolGains {
-  /** Proportional gain: level per unit of utilisation error. */
+  /** Proportional gain: level per unit of error (the log ratio ln(target / utilisation)). */
   readonly kp: number;
   /** Integral gain: level per unit of error per second. */
   readonly ki: number;
@@ -88,7 +88,10 @@ const MAX_STEP_MS = 1000;
 export class PoolController {
   integral = 0;
   level = 0;
-  /** Idle capacity may be lent (entered below idleBelow, left once the level is back at 0). */
+  /**
+   * Idle capacity may be lent: entered below idleBelow (not while shedding), left once the load
+   * without the loans is halfway from idleBelow to the target, or the level is back at 0.
+   */
   idle = false;
   utilisation = 0;
 
@@ -129,7 +132,7 @@ export class PoolController {
     if (level > rise) {
       // Lending ramps: the integral follows the ramp rather than winding up beyond it.
       level = rise;
-      this.integral = Math.min(this.integral, level - p);
+      this.integral = Math.max(lo, Math.min(this.integral, level - p));
     }
     this.level = level;
     if (this.idle && this.level <= 0 && utilisation >= idleBelow) this.idle = false;
