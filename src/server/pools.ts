@@ -14,7 +14,7 @@ import type { Ownership } from "./ownership.js";
  * - `shed`: before a request is charged, the pool's per-class fraction may reject it (overloaded);
  * - `lend`: a request its quota refused may be served from idle capacity (idle);
  * - `policy`: a batched gateway's policy with both folded in.
- * Backends report utilisation with `report` (the PoolReport RPC).
+ * Backends report utilisation with `report` (the ReportPool RPC).
  */
 
 /** Backend ids are kept in memory per pool: bounded. */
