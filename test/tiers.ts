@@ -27,6 +27,7 @@ export const INTEGRATION = [
   "test/cluster/limits-etcd.test.ts",
   "test/cluster/membership.test.ts",
   "test/cluster/node-partition.test.ts",
+  "test/cluster/pool-status.test.ts",
   "test/cluster/prefix-view.test.ts",
   "test/cluster/rebalance-live.test.ts",
   "test/cluster/standby.test.ts",

@@ -28,7 +28,7 @@ import { DescriptorMetrics } from "../server/envoy-stats.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { Limiter } from "../server/limiter.js";
-import { PromMetrics } from "../server/metrics.js";
+import { PromMetrics, registerPoolMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
@@ -302,6 +302,7 @@ export async function startServer(
         changed: replicating ? engine : undefined,
         channel: tls?.peers,
         metadata: tokenFile && bearerMetadata(tokenFile),
+        pools: () => (limiter?.pools.snapshots(clock.now()) ?? []).filter((p) => p.backends > 0),
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),
@@ -338,6 +339,7 @@ export async function startServer(
     global: globalTier,
   });
   const current = limiter;
+  registerPoolMetrics(metrics.registry, { snapshots: () => current.pools.snapshots(clock.now()) });
   const envoyOptions = opts.envoy ?? { ...DEFAULT_ENVOY_OPTIONS, descriptorMetricKeys: 0 };
   const descriptorMetrics =
     envoyOptions.descriptorMetricKeys > 0
@@ -355,6 +357,7 @@ export async function startServer(
       limits,
       metrics,
       global: globalTier,
+      pools: current.pools,
       options: envoyOptions,
       ...(descriptorMetrics
         ? { descriptorMetrics, metricKey: (d, e) => current.config.metricKey?.(d, e) }

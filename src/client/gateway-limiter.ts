@@ -1,11 +1,19 @@
 import { randomBytes } from "node:crypto";
-import { DEFAULT_PRIORITY, type LimitConfig, type LimitRule, type Priority } from "../config/types.js";
+import {
+  DEFAULT_PRIORITY,
+  type LimitConfig,
+  type LimitRule,
+  type Priority,
+  poolShardKey,
+} from "../config/types.js";
 import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
 import { type Policy, PolicyKind } from "../core/policy.js";
+import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
+import type { PoolReportResponse } from "../protocol/messages.js";
 import { ClientKey } from "./client-key.js";
 import { Directory } from "./directory.js";
 import { HostGuard, type HostGuardOptions } from "./host-guard.js";
@@ -492,6 +500,39 @@ export class GatewayLimiter {
         const r = res.results[0];
         if (r?.error?.code) return reject(errorFromItem(r.error, res.generation));
         resolve(r?.allowed === true);
+      });
+    });
+  }
+
+  /**
+   * Issue 14: this process, a backend of `pool`, reports its utilisation ([0, 1]) and capacity
+   * (units per second) to the owner of the pool's key; resolves with the pool's mode, level and
+   * per-class rejected fractions. Backends report every ~100 ms; one silent for a second drops out
+   * of the pool's average. `backend` defaults to this client's id.
+   */
+  reportPool(
+    pool: string,
+    utilisation: number,
+    capacity: number,
+    backend?: string,
+  ): Promise<PoolReportResponse> {
+    const send = this.opts.transport.reportPool?.bind(this.opts.transport);
+    if (send === undefined) return Promise.reject(new Error("this transport cannot report pool load"));
+    const point = keyPoint(poolShardKey(pool));
+    const address = this.directory.routing?.ownerOf(point) ?? this.opts.servers[0]!;
+    const req = {
+      pool,
+      backend: backend ?? this.opts.clientId,
+      utilisation,
+      capacity,
+      generation: this.directory.generation,
+    };
+    return new Promise((resolve, reject) => {
+      send(address, req, this.opts.reportTimeoutMs * 5, (err, res) => {
+        if (err !== undefined || res === undefined) return reject(err ?? new Error("no answer"));
+        this.directory.sawGeneration(res.generation);
+        if (res.error?.code) return reject(errorFromItem(res.error, res.generation));
+        resolve(res);
       });
     });
   }

@@ -4,6 +4,8 @@ import type {
   CheckResponse,
   ClusterView,
   Limits,
+  PoolReportRequest,
+  PoolReportResponse,
   ReportRequest,
   ReportResponse,
 } from "../protocol/messages.js";
@@ -63,6 +65,15 @@ export class GrpcTransport implements ClientTransport {
 
   limits(address: string, knownVersion: string, timeoutMs: number, done: Done<Limits>): void {
     settle(this.client(address).getLimits({ knownVersion }, { deadlineMs: timeoutMs }), done);
+  }
+
+  reportPool(
+    address: string,
+    req: PoolReportRequest,
+    timeoutMs: number,
+    done: Done<PoolReportResponse>,
+  ): void {
+    settle(this.client(address).reportPool(req, { deadlineMs: timeoutMs }), done);
   }
 
   drop(address: string): void {

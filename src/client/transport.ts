@@ -3,6 +3,8 @@ import type {
   CheckResponse,
   ClusterView,
   Limits,
+  PoolReportRequest,
+  PoolReportResponse,
   ReportRequest,
   ReportResponse,
 } from "../protocol/messages.js";
@@ -20,6 +22,13 @@ export interface ClientTransport {
   check(address: string, req: CheckRequest, timeoutMs: number, done: Done<CheckResponse>): void;
   clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void;
   limits(address: string, knownVersion: string, timeoutMs: number, done: Done<Limits>): void;
+  /** Issue 14: a pool backend's utilisation to the owner of the pool's key (optional). */
+  reportPool?(
+    address: string,
+    req: PoolReportRequest,
+    timeoutMs: number,
+    done: Done<PoolReportResponse>,
+  ): void;
   /** Forgets a server that left the cluster (closes its connection). */
   drop(address: string): void;
   close(): void;

@@ -5,6 +5,21 @@ import type { Assignment } from "../keyspace/assignment.js";
 import type { Log } from "./log.js";
 import { PrefixView } from "./prefix-view.js";
 
+/** Issue 14: a pool's state as the owner of its key publishes it with its load (for `status`). */
+export const PoolStatusSchema = z.object({
+  name: z.string(),
+  mode: z.enum(["quota", "overloaded", "idle"]),
+  target: z.number(),
+  utilisation: z.number(),
+  level: z.number(),
+  /** Rejected fraction per class, `low` first. */
+  fractions: z.array(z.number()).length(4),
+  backends: z.number().int().nonnegative(),
+  capacity: z.number().nonnegative(),
+  lending: z.number().nonnegative(),
+});
+export type PoolStatus = z.infer<typeof PoolStatusSchema>;
+
 /** What a server publishes under `<prefix>load/<id>`: decisions per second by point range. */
 export const LoadRecordSchema = z.object({
   id: z.string().min(1),
@@ -22,6 +37,8 @@ export const LoadRecordSchema = z.object({
       z.number().nonnegative(),
     ]),
   ),
+  /** The pools whose key this server owns and has live backends for. */
+  pools: z.array(PoolStatusSchema).optional(),
 });
 export type LoadRecord = z.infer<typeof LoadRecordSchema>;
 

@@ -25,7 +25,7 @@ import { ClusterOwnership } from "./cluster-ownership.js";
 import { connectEtcd } from "./etcd-client.js";
 import { BatchingForwarder } from "./forwarder.js";
 import { type CounterStore, Handoff } from "./handoff.js";
-import { loadPrefix } from "./load.js";
+import { loadPrefix, type PoolStatus } from "./load.js";
 import type { Log } from "./log.js";
 import { type MemberRecord, Membership } from "./membership.js";
 import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
@@ -139,6 +139,8 @@ export class ClusterNode {
       channel?: ChannelSecurity;
       /** Per outbound call to a peer: this server's bearer token (`--token-file`). */
       metadata?: CallMetadata;
+      /** Pools this server holds live state for (issue 14), published with its load. */
+      pools?: () => PoolStatus[];
     },
   ) {
     const { clock, log } = deps;
@@ -560,7 +562,14 @@ export class ClusterNode {
     const { clock, log } = this.deps;
     this.loadTimer = every(clock, ms, () => {
       const l = this.ownership.takeLoad();
-      const record = { id: this.opts.id, generation: l.generation, at: clock.now(), ranges: l.ranges };
+      const pools = this.deps.pools?.() ?? [];
+      const record = {
+        id: this.opts.id,
+        generation: l.generation,
+        at: clock.now(),
+        ranges: l.ranges,
+        ...(pools.length > 0 ? { pools } : {}),
+      };
       this.membership
         ?.putLeased(`${loadPrefix(this.opts.prefix)}${this.opts.id}`, JSON.stringify(record))
         .catch((err: Error) => log.debug({ err: err.message }, "cannot publish load"));

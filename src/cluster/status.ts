@@ -2,7 +2,7 @@ import type { Etcd3 } from "etcd3";
 import type { Assignment } from "../keyspace/assignment.js";
 import { decodeAssignment } from "../keyspace/assignment-codec.js";
 import { assignmentKey } from "./assignment-view.js";
-import { type LoadRecord, LoadRecordSchema, loadPrefix } from "./load.js";
+import { type LoadRecord, LoadRecordSchema, loadPrefix, type PoolStatus } from "./load.js";
 import { type MemberRecord, membersPrefix, parseMembers } from "./membership.js";
 
 export interface MemberStatus {
@@ -29,6 +29,8 @@ export interface ClusterStatus {
   /** Max over mean published load of the members that own slices. */
   imbalance: number | undefined;
   assignmentProblem: string | undefined;
+  /** Pools of backends (issue 14), as the members owning their keys last published them. */
+  pools: (PoolStatus & { owner: string })[];
 }
 
 const noLog = { debug() {}, info() {}, warn() {}, error() {} };
@@ -93,7 +95,63 @@ export async function readStatus(client: Etcd3, prefix: string): Promise<Cluster
     imbalance,
     assignmentProblem:
       typeof decoded === "string" ? decoded : text === undefined ? "no assignment yet" : undefined,
+    pools: poolsOf(loads),
   };
+}
+
+/** Each pool once: from the freshest record that has it (an owner that moved may still list it). */
+function poolsOf(loads: ReadonlyMap<string, LoadRecord>): (PoolStatus & { owner: string })[] {
+  const best = new Map<string, { at: number; pool: PoolStatus & { owner: string } }>();
+  for (const [id, r] of loads) {
+    for (const p of r.pools ?? []) {
+      const seen = best.get(p.name);
+      if (seen === undefined || r.at > seen.at) best.set(p.name, { at: r.at, pool: { ...p, owner: id } });
+    }
+  }
+  return [...best.values()].map((b) => b.pool).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The pools as a table: mode, utilisation against target, the controller's level, what is shed. */
+function formatPools(pools: ClusterStatus["pools"]): string[] {
+  if (pools.length === 0) return [];
+  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+  const rows = [
+    [
+      "pool",
+      "owner",
+      "mode",
+      "utilisation",
+      "target",
+      "level",
+      "shed low/normal/high/critical",
+      "backends",
+      "lent/s",
+    ],
+  ];
+  for (const p of pools) {
+    rows.push([
+      p.name,
+      p.owner,
+      p.mode,
+      pct(p.utilisation),
+      pct(p.target),
+      p.level.toFixed(2),
+      p.fractions.map(pct).join("/"),
+      String(p.backends),
+      p.lending.toFixed(0),
+    ]);
+  }
+  return table(rows);
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) =>
+    r
+      .map((cell, c) => cell.padEnd(widths[c]!))
+      .join("  ")
+      .trimEnd(),
+  );
 }
 
 /** The status as a table for people. */
@@ -114,19 +172,13 @@ export function formatStatus(s: ClusterStatus): string {
       limitsCell(m.limits),
     ]);
   }
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  for (const r of rows)
-    lines.push(
-      r
-        .map((cell, c) => cell.padEnd(widths[c]!))
-        .join("  ")
-        .trimEnd(),
-    );
+  lines.push(...table(rows));
   if (s.imbalance !== undefined) lines.push(`load imbalance (max/mean): ${s.imbalance.toFixed(2)}`);
   for (const m of s.members) {
     const r = m.limits?.refused;
     if (r) lines.push(`${m.id} refused limits version ${r.version}: ${r.error.split("\n").join("; ")}`);
   }
+  lines.push(...formatPools(s.pools));
   return lines.join("\n");
 }
 

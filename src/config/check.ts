@@ -36,11 +36,14 @@ export function formatSummary(config: LimitConfig): string {
     lines.push(`  ${domain}: ${plural(rules.length, "rule")}`);
     for (const r of rules) lines.push(`    ${r.id}  ${describeRule(r)}`);
   }
+  for (const p of config.pools ?? []) {
+    lines.push(`  pool ${p.name}: target ${p.target}, idle below ${p.idleBelow}`);
+  }
   return lines.join("\n");
 }
 
 export function describeRule(r: LimitRule): string {
-  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.quotaMode ? " [quota]" : ""}${r.soft ? " [soft]" : ""}${r.global ? " [global]" : ""}`;
+  const flags = `${r.shadowMode ? " [shadow]" : ""}${r.quotaMode ? " [quota]" : ""}${r.soft ? " [soft]" : ""}${r.global ? " [global]" : ""}${r.pool ? ` [pool ${r.pool.name}]` : ""}`;
   if (r.unlimited) return `unlimited${flags}`;
   if (r.algorithm === "concurrency") {
     return `concurrency ${r.limit} ${r.costUnit} held at once (lease ${formatDuration(r.leaseTimeoutMs)})${flags}`;

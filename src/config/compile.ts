@@ -3,8 +3,9 @@ import type { ConfigProblem } from "./errors.js";
 import { escapePart } from "./key.js";
 import { type KeyBranch, type Level, type MatchNode, type Wildcard, wildcard } from "./match.js";
 import type { DescriptorSpec, DomainSpec } from "./parse-file.js";
+import type { PoolSpec } from "./parse-pool.js";
 import type { NameRef } from "./parse-rule.js";
-import type { ConfigSource, LimitRule } from "./types.js";
+import type { ConfigSource, LimitRule, PoolSettings } from "./types.js";
 
 /**
  * Turns the per-file specs into one immutable config, checking what only shows across the
@@ -35,6 +36,21 @@ export function compile(
   const roots = new Map<string, Level>();
   const owners = new Map<string, DomainSpec>();
   const rules: LimitRule[] = [];
+  const pools = new Map<string, { spec: PoolSpec; file: string }>();
+  for (const spec of specs) {
+    for (const pool of spec.pools ?? []) {
+      const first = pools.get(pool.ref.name);
+      if (first) {
+        problems.push(
+          problem(
+            spec.file,
+            pool.ref,
+            `pool ${JSON.stringify(pool.ref.name)} is already defined at ${first.file}:${first.spec.ref.line} (${first.spec.ref.path}); each pool is defined once`,
+          ),
+        );
+      } else pools.set(pool.ref.name, { spec: pool, file: spec.file });
+    }
+  }
   const merged = options.mergeDomains ? mergeDomains(specs, problems) : specs;
   for (const spec of merged) {
     const owner = owners.get(spec.domain);
@@ -49,12 +65,16 @@ export function compile(
       continue;
     }
     owners.set(spec.domain, spec);
-    const domain = new DomainBuilder(spec);
+    const domain = new DomainBuilder(spec, pools);
     roots.set(spec.domain, domain.level(spec.descriptors, "") ?? new Map());
     problems.push(...domain.checkNames());
     rules.push(...domain.rules);
   }
-  return { config: new CompiledConfig(roots, rules, sources, options.mergeDomains === true), problems };
+  const poolSettings: PoolSettings[] = [...pools.values()].map((p) => p.spec.settings);
+  return {
+    config: new CompiledConfig(roots, rules, sources, options.mergeDomains === true, poolSettings),
+    problems,
+  };
 }
 
 /**
@@ -102,8 +122,13 @@ class DomainBuilder {
   readonly rules: LimitRule[] = [];
   private readonly names: NameRef[] = [];
   private readonly replaces: NameRef[] = [];
+  /** Rules naming a pool no document defines. */
+  private readonly poolProblems: ConfigProblem[] = [];
 
-  constructor(private readonly spec: DomainSpec) {}
+  constructor(
+    private readonly spec: DomainSpec,
+    private readonly pools: ReadonlyMap<string, { spec: PoolSpec }> = new Map(),
+  ) {}
 
   level(descriptors: readonly DescriptorSpec[], parentId: string, file = this.spec.file): Level | undefined {
     if (descriptors.length === 0) return undefined;
@@ -141,6 +166,18 @@ class DomainBuilder {
     if (!draft) return undefined;
     if (draft.name) this.names.push(draft.name);
     this.replaces.push(...draft.replaces);
+    const pool = draft.pool ? this.pools.get(draft.pool.name)?.spec.settings : undefined;
+    if (draft.pool && !pool) {
+      const known = [...this.pools.keys()].map((n) => JSON.stringify(n)).join(", ") || "none";
+      this.poolProblems.push(
+        problem(
+          this.spec.file,
+          draft.pool,
+          `no pool named ${JSON.stringify(draft.pool.name)} (pools: ${known}); define it under pools:`,
+        ),
+      );
+      return undefined;
+    }
     if (!draft.settings) return undefined;
     const name = draft.name?.name;
     const rule: LimitRule = Object.freeze({
@@ -148,6 +185,7 @@ class DomainBuilder {
       ...(name ? { name } : {}),
       domain: this.spec.domain,
       ...draft.settings,
+      ...(pool ? { pool } : {}),
       shadowMode: d.shadowMode,
       ...(d.quotaMode ? { quotaMode: true } : {}),
       ...(d.metadata ? { metadata: d.metadata } : {}),
@@ -162,7 +200,7 @@ class DomainBuilder {
   /** Names are how `replaces` points at a rule, so within a domain each must be unique and known. */
   checkNames(): ConfigProblem[] {
     const file = this.spec.file;
-    const problems: ConfigProblem[] = [];
+    const problems: ConfigProblem[] = [...this.poolProblems];
     const byName = new Map<string, NameRef>();
     for (const ref of this.names) {
       const first = byName.get(ref.name);

@@ -3,7 +3,14 @@ import { DEFAULT_PRIORITY, PRIORITY_RANK } from "../core/priority.js";
 import { decodeKey } from "./key.js";
 import { type Level, metricKeyIn, resolveIn } from "./match.js";
 import { splitPriority } from "./priority.js";
-import type { ConfigSource, DescriptorEntry, LimitConfig, LimitRule, Resolved } from "./types.js";
+import type {
+  ConfigSource,
+  DescriptorEntry,
+  LimitConfig,
+  LimitRule,
+  PoolSettings,
+  Resolved,
+} from "./types.js";
 
 /** The loaded configuration: immutable, replaced whole on reload, safe to share across requests. */
 export class CompiledConfig implements LimitConfig {
@@ -14,6 +21,7 @@ export class CompiledConfig implements LimitConfig {
   private digest: string | undefined;
   private readonly roots: ReadonlyMap<string, Level>;
   private readonly byId: ReadonlyMap<string, LimitRule>;
+  readonly pools: readonly PoolSettings[];
 
   readonly mergeDomains: boolean;
 
@@ -22,8 +30,10 @@ export class CompiledConfig implements LimitConfig {
     rules: readonly LimitRule[],
     sources: readonly ConfigSource[],
     mergeDomains = false,
+    pools: readonly PoolSettings[] = [],
   ) {
     this.mergeDomains = mergeDomains;
+    this.pools = Object.freeze([...pools]);
     this.roots = roots;
     this.domains = Object.freeze([...roots.keys()]);
     this.rules = Object.freeze([...rules]);

@@ -1,5 +1,11 @@
 import { encodeKey } from "./key.js";
-import type { DescriptorEntry, FairShareSpec, LimitRule, Resolved } from "./types.js";
+import {
+  type DescriptorEntry,
+  type FairShareSpec,
+  type LimitRule,
+  poolShardKey,
+  type Resolved,
+} from "./types.js";
 
 /**
  * The descriptor tree, laid out for per-request lookup: one Map lookup for the key and one for
@@ -119,12 +125,19 @@ export function resolveIn(
   const rule = node?.rule;
   if (rule === undefined && fair === undefined) return undefined;
   const counterKey = encodeKey(domain, shared ? withShared(entries, shared) : entries);
+  // A pool's limits are all placed by the pool's key: its owner sheds and lends for all of them.
+  const pool = rule?.pool ?? fair?.rule?.pool;
   const shardKey =
-    shardDepth < 0 || shardDepth === n - 1 ? counterKey : keyPrefix(counterKey, shardDepth + 1);
+    pool !== undefined
+      ? poolShardKey(pool.name)
+      : shardDepth < 0 || shardDepth === n - 1
+        ? counterKey
+        : keyPrefix(counterKey, shardDepth + 1);
   if (fair === undefined) return { rule: rule!, counterKey, shardKey };
 
   // The fair-share node is the shard-key node, so its counter key is the shard key already.
-  const groupKey = shardDepth === fairDepth ? shardKey : keyPrefix(counterKey, fairDepth + 1);
+  const groupKey =
+    shardDepth === fairDepth && pool === undefined ? shardKey : keyPrefix(counterKey, fairDepth + 1);
   const id = shared?.[fairDepth + 1] ?? entries[fairDepth + 1]!.value;
   const charge: Resolved = {
     rule: fair.rule!,

@@ -1,5 +1,6 @@
 import { isMap, isScalar, type Node } from "yaml";
 import type { ConfigProblem } from "./errors.js";
+import { type PoolSpec, readPools } from "./parse-pool.js";
 import { parseRule, RATE_LIMIT_FIELDS, type RuleDraft } from "./parse-rule.js";
 import { PRIORITY_KEY } from "./priority.js";
 import { readBool, readText } from "./values.js";
@@ -36,6 +37,8 @@ export interface DomainSpec {
   readonly domain: string;
   readonly line: number | undefined;
   readonly descriptors: readonly DescriptorSpec[];
+  /** `pools:`: pools of backends the document's rules may join (`rate_limit.pool`). */
+  readonly pools?: readonly PoolSpec[];
 }
 
 export interface ParsedDomainFile {
@@ -44,7 +47,7 @@ export interface ParsedDomainFile {
   readonly problems: readonly ConfigProblem[];
 }
 
-const ROOT_FIELDS = ["domain", "descriptors"];
+const ROOT_FIELDS = ["domain", "descriptors", "pools"];
 const DESCRIPTOR_FIELDS = [
   "key",
   "value",
@@ -113,8 +116,16 @@ function readDomain(r: DocReader): DomainSpec | undefined {
 
   const descriptorsField = fields.get("descriptors");
   const descriptors = descriptorsField ? readDescriptors(r, descriptorsField, TOP) : [];
+  const poolsField = fields.get("pools");
+  const pools = poolsField ? readPools(r, poolsField) : undefined;
   if (!domain) return undefined;
-  return { file: r.file, domain, line: r.lineOf(domainField?.value), descriptors };
+  return {
+    file: r.file,
+    domain,
+    line: r.lineOf(domainField?.value),
+    descriptors,
+    ...(pools ? { pools } : {}),
+  };
 }
 
 function readDescriptors(r: DocReader, field: Field, above: Above): DescriptorSpec[] {

@@ -32,6 +32,8 @@ const EXTENSION_FIELDS = [
   ...SHARING_FIELDS,
   "resource",
   "global",
+  // issue 14: the pool of backends this limit is attached to (a name under the document's pools:).
+  "pool",
 ] as const;
 export const RATE_LIMIT_FIELDS: readonly string[] = [...ENVOY_FIELDS, ...EXTENSION_FIELDS];
 
@@ -68,6 +70,8 @@ export interface RuleDraft {
   readonly settings?: RuleSettings;
   /** Where `fair_share` and `soft: true` were written, for the checks against the tree. */
   readonly sharing?: SharingRefs;
+  /** `pool:`, resolved against the document's `pools:` in compile.ts. */
+  readonly pool?: NameRef;
 }
 
 export function parseRule(r: DocReader, field: Field): RuleDraft {
@@ -96,10 +100,19 @@ export function parseRule(r: DocReader, field: Field): RuleDraft {
   const sharing = readSharing(r, fields, algorithm ?? "unlimited");
   const resource = readResource(r, fields, algorithm ?? "unlimited");
   const global = readGlobal(r, at("global"), algorithm ?? "unlimited");
+  const pool = readName(r, at("pool"));
+  if (pool && algorithm === "concurrency") {
+    r.report(
+      pool.path,
+      "does not apply to algorithm concurrency (a pool sheds and lends rate)",
+      at("pool")?.keyNode,
+    );
+  }
   const ok = limits !== undefined && r.problems.length === before;
   const measured = resource ? { resource, costUnit: resource.name } : {};
   return {
     ...(name ? { name } : {}),
+    ...(pool ? { pool } : {}),
     replaces,
     ...(ok
       ? { settings: { ...limits, ...sharing.settings, ...measured, ...(global ? { global } : {}) } }

@@ -11,7 +11,10 @@ export type { FairShareSpec } from "../core/limit.js";
 export { DEFAULT_PRIORITY, PRIORITIES, type Priority, type Reserve } from "../core/priority.js";
 
 import type { FairShareSpec } from "../core/limit.js";
+import type { PoolSettings } from "../core/pool.js";
 import type { Reserve } from "../core/priority.js";
+
+export type { PoolSettings } from "../core/pool.js";
 
 /** envoyproxy/ratelimit's units, plus what `duration_until_reset` and window length derive from. */
 export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";
@@ -95,6 +98,11 @@ export interface LimitRule {
    * GPU-seconds, tokens); gateways charge a predicted cost and settle the measured one.
    */
   readonly resource?: ResourceSpec;
+  /**
+   * `pool`: the pool of backends this limit is attached to (issue 14). Its overload sheds and its
+   * idle capacity lends on top of the quota; every limit of a pool is placed by the pool's shard key.
+   */
+  readonly pool?: PoolSettings;
 }
 
 /** A resource quota's unit and how a gateway predicts a request's cost before it is served. */
@@ -105,6 +113,11 @@ export interface ResourceSpec {
   readonly prior: number;
   /** The weight of each settled cost in the moving average that predicts the next one, (0, 1]. */
   readonly smoothing: number;
+}
+
+/** The shard key of every limit attached to pool `name`, and the key its utilisation is reported under. */
+export function poolShardKey(name: string): string {
+  return `pool/${name}`;
 }
 
 /** A request's descriptor: ordered (key, value) entries, as Envoy sends them. */
@@ -159,6 +172,8 @@ export interface LimitConfig {
   readonly version: string;
   /** Compiled with domains merged across files (`--merge-domains`): gateways compile it so too. */
   readonly mergeDomains?: boolean;
+  /** The pools of backends defined across all documents (issue 14), each name once. */
+  readonly pools?: readonly PoolSettings[];
 }
 
 /** One configuration file's text, as read. */

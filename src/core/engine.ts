@@ -615,13 +615,13 @@ export class Engine {
    * A soft limit's debt, forgiven: what its tenant took beyond it while borrowing the idle
    * capacity of the fair-share limit above was counted there, and is not owed back here. Only the
    * part over the limit: a window's count comes down to the limit, a bucket's balance up to zero.
-   * Returns the units forgiven.
+   * At most `max` units (a pool's loan, issue 14). Returns the units forgiven.
    */
-  forgive(c: Counter, l: Limit, now: number): number {
+  forgive(c: Counter, l: Limit, now: number, max = Number.POSITIVE_INFINITY): number {
     if (l.unlimited || l.algorithm === "concurrency") return 0;
     const alg = RATE_ALGORITHMS[l.algorithm];
     alg.advance(c, l, now);
-    const over = -alg.available(c, l, now);
+    const over = Math.min(max, -alg.available(c, l, now));
     if (!(over > 0)) return 0;
     alg.consume(c, l, -over, now);
     return over;

@@ -300,3 +300,29 @@ export interface StandbyResponse {
   error?: ItemError | null;
   generation: number;
 }
+
+/** issue 14: a backend's utilisation for its pool, sent to the owner of the pool's key. */
+export interface PoolReportRequest {
+  /** The pool's name (`pools:` in the config). */
+  pool: string;
+  /** The backend's id: the owner keeps its latest value and forgets it when it falls silent. */
+  backend: string;
+  /** Utilisation in [0, 1]. */
+  utilisation: number;
+  /** Units per second the backend can serve (> 0): its weight in the pool's average. */
+  capacity: number;
+  generation: number;
+}
+
+export interface PoolReportResponse {
+  generation: number;
+  /** `quota`, `overloaded` or `idle`. */
+  mode?: string;
+  /** The controller's output: below 0 the fraction shed, above 0 the fraction of capacity lent. */
+  level?: number;
+  /** Rejected fraction per class, `low` first. */
+  fractions?: number[];
+  /** The pool's capacity-weighted utilisation. */
+  utilisation?: number;
+  error?: ItemError;
+}

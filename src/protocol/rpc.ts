@@ -11,6 +11,8 @@ import type {
   EnvoyResponse,
   Limits,
   LimitsRequest,
+  PoolReportRequest,
+  PoolReportResponse,
   ReleaseRequest,
   ReleaseResponse,
   ReportRequest,
@@ -41,6 +43,7 @@ export interface RateLimiterRpc {
   getClusterView: Unary<ClusterViewRequest, ClusterView>;
   getLimits: Unary<LimitsRequest, Limits>;
   shouldRateLimit: Unary<EnvoyRequest, EnvoyResponse>;
+  reportPool: Unary<PoolReportRequest, PoolReportResponse>;
   close(): void;
 }
 
@@ -105,6 +108,7 @@ export function connect(
     getClusterView: promisify(rl, "GetClusterView", clock, metadata),
     getLimits: promisify(rl, "GetLimits", clock, metadata),
     shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock, metadata),
+    reportPool: promisify(rl, "ReportPool", clock, metadata),
     close() {
       rl.close();
       envoy.close();

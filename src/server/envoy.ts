@@ -17,6 +17,7 @@ import type { DescriptorMetrics } from "./envoy-stats.js";
 import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
+import type { PoolDesk } from "./pools.js";
 
 export interface EnvoyDeps {
   engine: Engine;
@@ -31,6 +32,8 @@ export interface EnvoyDeps {
   metricKey?: (domain: string, entries: readonly DescriptorEntry[]) => string | undefined;
   /** This region's shares of `global: true` limits (`serve --global-tier`). */
   global?: GlobalShares;
+  /** Pools of backends (issue 14): the Limiter's, so both services shed and lend alike. */
+  pools?: PoolDesk;
 }
 
 /**
@@ -76,13 +79,17 @@ export class EnvoyRateLimit {
   execute(plan: EnvoyPlan, indices: readonly number[]): EnvoyDescriptorStatus[] {
     const { engine, clock, metrics } = this.deps;
     const now = clock.now();
+    const pools = this.deps.pools;
     const items: CheckItem[] = [];
     const starts: number[] = new Array(indices.length);
     const counts: number[] = new Array(indices.length);
+    /** Descriptors a pool over its target shed before any quota is charged (issue 14). */
+    const shed: boolean[] = new Array(indices.length).fill(false);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;
       starts[j] = items.length;
-      counts[j] = addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
+      shed[j] = pools?.shed(plan.active[i]!, plan.ranks?.[i], plan.hits[i]!, now) ?? false;
+      counts[j] = shed[j] ? 0 : addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
     }
     if (this.deps.options?.stopChargingWhenOverLimit && indices.length > 1) {
       chargeOnlyOverLimit(engine, items, starts, counts, now);
@@ -93,11 +100,22 @@ export class EnvoyRateLimit {
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;
-      const {
-        decision: d,
-        resolved,
-        borrowed,
-      } = joined(decisions, starts[j]!, counts[j]!, plan.active[i]!, plan.hits[i]!);
+      if (shed[j]) {
+        const rule = plan.active[i]!.rule;
+        out[j] = {
+          code: EnvoyCode.OVER_LIMIT,
+          currentLimit: { name: rule.name ?? "", requestsPerUnit: rule.limit, unit: UNIT_PROTO[rule.unit] },
+          limitRemaining: 0,
+          durationUntilReset: { seconds: 0, nanos: 0 },
+        };
+        metrics.decision("envoy", rule.domain, "over_limit");
+        continue;
+      }
+      const joint = joined(decisions, starts[j]!, counts[j]!, plan.active[i]!, plan.hits[i]!);
+      const { resolved, borrowed } = joint;
+      let d = joint.decision;
+      // Refused by its quota while the pool is idle: served from the idle capacity.
+      if (!d.allowed && pools?.lend(plan.active[i]!, plan.hits[i]!, now)) d = { ...d, allowed: true };
       countTenant(metrics, plan.active[i]!, plan.ranks?.[i], d.allowed, borrowed, plan.hits[i]!);
       const rule = resolved.rule;
       const over = !d.allowed;

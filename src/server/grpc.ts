@@ -12,6 +12,7 @@ import type {
   ForwardRequest,
   HandoffRequest,
   LimitsRequest,
+  PoolReportRequest,
   ReclaimRequest,
   ReleaseRequest,
   ReplicateRequest,
@@ -195,6 +196,11 @@ export async function startGrpc(
       const out = limiter.getLimits(req);
       return access === undefined ? out : access.limits(c, limiter.config, req, out);
     }),
+    // Backends' utilisation: a shedding lever over every limit of the pool, so with an auth file it
+    // is for operators only (no rule for it in the access table), like any method not listed.
+    ReportPool: guarded("ReportPool", (req: PoolReportRequest) =>
+      router.caughtUp((r: PoolReportRequest) => limiter.reportPool(r))(req),
+    ),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
     ShouldRateLimit: guarded("ShouldRateLimit", (req: EnvoyRequest, _call, c) => {

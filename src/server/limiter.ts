@@ -20,6 +20,8 @@ import type {
   KeyPolicy,
   Limits,
   LimitsRequest,
+  PoolReportRequest,
+  PoolReportResponse,
   ReleaseRequest,
   ReleaseResponse,
   ReportEntryMsg,
@@ -33,6 +35,7 @@ import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
+import { PoolDesk } from "./pools.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 import { TicketDesk } from "./tickets.js";
@@ -70,6 +73,8 @@ export class Limiter {
   /** Exact settlement: tickets of Check items, settled by Settle (server/tickets.ts). */
   readonly tickets: TicketDesk;
   private readonly global: GlobalShares | undefined;
+  /** Pools of backends (issue 14): shed when overloaded, lend idle capacity (server/pools.ts). */
+  readonly pools: PoolDesk;
 
   constructor(deps: LimiterDeps) {
     this.global = deps.global;
@@ -80,6 +85,7 @@ export class Limiter {
     this.metrics = deps.metrics;
     this.resolver = new KeyResolver(deps.config);
     this.tickets = new TicketDesk({ ...deps, newId: deps.newTicketId });
+    this.pools = new PoolDesk(deps.config, deps.ownership, deps.limits);
   }
 
   get config(): LimitConfig {
@@ -89,6 +95,7 @@ export class Limiter {
   /** Swaps the whole configuration at once; requests in flight finish on the old one. */
   setConfig(config: LimitConfig): void {
     this.resolver = new KeyResolver(config);
+    this.pools.setConfig(config);
   }
 
   /** The shard key that places `key`'s counter; undefined if the key is invalid or unlimited. */
@@ -347,7 +354,14 @@ export class Limiter {
           )
         : engine.reportOn(counter, key, rule, clientId, e, apply, interval, now, span);
     };
-    if (parent === undefined) return count(report(c, r.counterKey, r.rule, r.subject));
+    const pooled = (p: Policy): Policy => {
+      const gateways = c.clients?.size ?? 1;
+      const out = this.pools.policy(r, r.rank, p, e, apply, gateways, interval, span, now);
+      // Served from idle capacity: what went past the quota on a loan is not owed on it (as for soft).
+      if (out.lent > 0) engine.forgive(c, r.rule, now, out.lent);
+      return out.policy;
+    };
+    if (parent === undefined) return pooled(count(report(c, r.counterKey, r.rule, r.subject)));
     const own = report(c, r.counterKey, r.rule);
     let g = hit.parentCounter;
     if (g === undefined || g.removed || g.algorithm !== parent.rule.algorithm) {
@@ -359,9 +373,9 @@ export class Limiter {
       // Borrowing the group's idle capacity: what went past the tenant's own limit was counted
       // on the group's, and is not owed on the tenant's once the group fills.
       borrowed = engine.forgive(c, r.rule, now);
-      return count(group);
+      return pooled(count(group));
     }
-    return count(bothPolicies(own, group));
+    return pooled(count(bothPolicies(own, group)));
   }
 
   /**
@@ -476,9 +490,16 @@ export class Limiter {
         invalid++;
         continue;
       }
-      starts.push(items.length);
       // The class from the item's field, else from a `priority` entry in its key.
       const explicit = rank === DEFAULT_RANK ? r.rank : rank;
+      if (this.pools.shed(r, explicit, cost, now)) {
+        // The pool is over its target: shed by class before any quota is charged.
+        results[i] = { allowed: false, limit: r.rule.unlimited ? 0 : r.rule.limit, rule: r.rule.id };
+        this.metrics.decision("check", r.rule.domain, "over_limit");
+        invalid++;
+        continue;
+      }
+      starts.push(items.length);
       counts.push(addCharges(items, r, cost, explicit, i));
       ranks.push(explicit);
       costs.push(cost);
@@ -507,7 +528,11 @@ export class Limiter {
         continue;
       }
       const joint = joined(decisions, starts[j]!, counts[j]!, rules[j]!, costs[j]!);
-      const { decision: d, resolved: r } = joint;
+      const { resolved: r } = joint;
+      let d = joint.decision;
+      // Refused by its quota while the pool is idle: served from the idle capacity, uncharged.
+      if (!d.allowed && !req.atomic && this.pools.lend(rules[j]!, costs[j]!, now))
+        d = { ...d, allowed: true };
       results[positions[j]!] = this.result(r, d, now);
       countTenant(this.metrics, rules[j]!, ranks[j], d.allowed, joint.borrowed, costs[j]!);
       this.metrics.decision(
@@ -663,6 +688,11 @@ export class Limiter {
 
   clusterView(): ClusterView {
     return this.ownership.view();
+  }
+
+  /** A pool backend's utilisation, at the owner of the pool's key (issue 14; server/pools.ts). */
+  reportPool(req: PoolReportRequest): PoolReportResponse {
+    return this.pools.report(req, this.clock.now());
   }
 
   /**

@@ -1,6 +1,8 @@
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import { getHeapStatistics } from "node:v8";
 import client from "prom-client";
+import { POOL_MODES, type PoolSnapshot } from "../core/pool.js";
+import { PRIORITIES } from "../core/priority.js";
 
 /** What the request path records. Narrow, so tests and benchmarks can pass a no-op. */
 export interface LimiterMetrics {
@@ -287,4 +289,77 @@ export class PromMetrics implements LimiterMetrics {
     const k = `${this.domainLabel(domain)}\u0000${t}\u0000${priority}\u0000${result}`;
     this.tenantUnits.set(k, (this.tenantUnits.get(k) ?? 0) + units);
   }
+}
+
+/** What the pool gauges read at each scrape (server/pools.ts `snapshots`). */
+export interface PoolGaugeSource {
+  snapshots(): readonly PoolSnapshot[];
+}
+
+/**
+ * Issue 14: each pool's mode, utilisation, controller state and per-class rejected fractions,
+ * read at scrape time. Pools are few (the config names them), so their names are labels as they
+ * are. Only pools this server has live backends for (it owns the pool's key) have values.
+ */
+export function registerPoolMetrics(registry: client.Registry, source: PoolGaugeSource): void {
+  const live = () => source.snapshots().filter((p) => p.backends > 0);
+  const gauge = (name: string, help: string, value: (p: PoolSnapshot) => number) =>
+    new client.Gauge({
+      name,
+      help,
+      labelNames: ["pool"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const p of live()) this.labels({ pool: p.name }).set(value(p));
+      },
+    });
+  gauge(
+    "shardlimit_pool_utilisation",
+    "Capacity-weighted utilisation the pool's live backends report",
+    (p) => p.utilisation,
+  );
+  gauge("shardlimit_pool_target", "Utilisation the pool's controller holds it at", (p) => p.target);
+  gauge(
+    "shardlimit_pool_level",
+    "The controller's output: below 0 the pool admits e^level of its offered load, above 0 it lends level x target x capacity",
+    (p) => p.level,
+  );
+  gauge("shardlimit_pool_integral", "The controller's integral term", (p) => p.integral);
+  gauge("shardlimit_pool_backends", "Live backends reporting the pool's utilisation", (p) => p.backends);
+  gauge(
+    "shardlimit_pool_capacity_units_per_second",
+    "Units per second the pool's live backends serve",
+    (p) => p.capacity,
+  );
+  gauge(
+    "shardlimit_pool_lending_units_per_second",
+    "Idle capacity lent to requests over their quotas (idle mode)",
+    (p) => p.lending,
+  );
+  new client.Gauge({
+    name: "shardlimit_pool_mode",
+    help: "1 for the pool's current mode (quota, overloaded, idle), 0 for the others",
+    labelNames: ["pool", "mode"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of live())
+        for (const m of POOL_MODES) this.labels({ pool: p.name, mode: m }).set(m === p.mode ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_pool_reject_fraction",
+    help: "Fraction of a class's requests the pool sheds while overloaded",
+    labelNames: ["pool", "priority"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of live()) {
+        for (let i = 0; i < PRIORITIES.length; i++) {
+          this.labels({ pool: p.name, priority: PRIORITIES[i]! }).set(p.fractions[i] ?? 0);
+        }
+      }
+    },
+  });
 }

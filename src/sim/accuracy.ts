@@ -1,6 +1,7 @@
 import { costQuotaScenarios } from "./cost-quota.js";
 import { globalScenarios } from "./global.js";
 import { hostGuardScenarios } from "./host-guard.js";
+import { poolScenarios } from "./pool.js";
 import { settlementScenarios } from "./settlement.js";
 import { type SimulationRun, type SimulationSpec, simulate } from "./simulation.js";
 import { tenancyScenarios } from "./tenancy.js";
@@ -295,6 +296,8 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
   const hostGuard = hostGuardScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   // A global limit across regions (Q): regional clusters and a global one, 50 ms apart.
   const global = globalScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
+  // Pools of backends (N, O; issue 14): the backends' load closes the loop; network options do not apply.
+  const pools = poolScenarios(opts.quick, opts.seed ?? 1).filter((s) => picked(s.name));
   return [
     ...single,
     ...tenancy.map((s) => s.run()),
@@ -303,5 +306,6 @@ export function runAccuracy(opts: AccuracyOptions): ScenarioResult[] {
     ...costQuota.map((s) => s.run()),
     ...hostGuard.map((s) => s.run()),
     ...global.map((s) => s.run()),
+    ...pools.map((s) => s.run()),
   ];
 }

@@ -32,6 +32,10 @@ export interface FlowsSpec {
   seed: number;
   /** Width of the buckets of the per-flow series. */
   bucketMs?: number;
+  /** Called once the cluster is up, before traffic (issue 14: backends that report load). */
+  setup?: (sim: ReturnType<typeof simGateways>) => void;
+  /** Called for each admitted request of flow `f` (issue 14: the work reaches the backends). */
+  onAdmit?: (f: number) => void;
 }
 
 export interface FlowsRun {
@@ -44,7 +48,9 @@ export interface FlowsRun {
 
 export function simulateFlows(spec: FlowsSpec): FlowsRun {
   const started = performance.now();
-  const { random, clock, cluster, gateways } = simGateways(spec.yaml, spec.servers, spec.gateways, spec.seed);
+  const sim = simGateways(spec.yaml, spec.servers, spec.gateways, spec.seed);
+  const { random, clock, cluster, gateways } = sim;
+  spec.setup?.(sim);
   const bucketMs = spec.bucketMs ?? 1000;
   const buckets = Math.ceil((spec.seconds * 1000) / bucketMs);
   const offered = spec.flows.map(() => new Array<number>(buckets).fill(0));
@@ -81,7 +87,10 @@ export function simulateFlows(spec: FlowsSpec): FlowsRun {
               { domain: requests[f]!.domain, entries: requests[f]!.descriptor.entries },
               1,
             );
-      if (ok) admitted[f]![b]!++;
+      if (ok) {
+        admitted[f]![b]!++;
+        spec.onAdmit?.(f);
+      }
     }
     const next = rate > 0 ? (-Math.log(1 - random()) * 1000) / rate : 100;
     if (clock.now() + next < end) clock.after(next, () => arrive(f));

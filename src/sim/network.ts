@@ -5,6 +5,8 @@ import type {
   CheckResponse,
   ClusterView,
   Limits,
+  PoolReportRequest,
+  PoolReportResponse,
   ReportRequest,
   ReportResponse,
 } from "../protocol/messages.js";
@@ -94,6 +96,15 @@ export class SimNetwork implements ClientTransport {
     this.call(address, timeoutMs, done, () =>
       this.cluster.byAddress(address)!.limiter.getLimits({ knownVersion }),
     );
+  }
+
+  reportPool(
+    address: string,
+    req: PoolReportRequest,
+    timeoutMs: number,
+    done: Done<PoolReportResponse>,
+  ): void {
+    this.call(address, timeoutMs, done, () => this.cluster.byAddress(address)!.limiter.reportPool(req));
   }
 
   drop(): void {}

@@ -52,7 +52,7 @@ export class SimCluster {
     const limiter = new Limiter({ ...deps, config: this.config, global });
     const config = this.config;
     const envoy = new EnvoyRateLimit(
-      { ...deps, global },
+      { ...deps, global, pools: limiter.pools },
       (domain, entries) => config.resolve(domain, entries),
       (domain) => config.domains.includes(domain),
     );

@@ -71,6 +71,8 @@ function seeds(method: string, i: number): object[] {
       return [{ knownGeneration: i }];
     case "GetLimits":
       return [{ knownVersion: "x" }];
+    case "ReportPool":
+      return [{ pool: "fz", backend: `b${i}`, utilisation: 0.5, capacity: 100, generation: 1 }];
     case "ShouldRateLimit":
       return [envoy];
     case "Forward":

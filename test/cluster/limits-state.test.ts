@@ -68,6 +68,7 @@ describe("status with limits", () => {
       slices: 2,
       leader: "s1",
       imbalance: undefined,
+      pools: [],
       assignmentProblem: undefined,
       members: [
         { ...member, id: "s1", limits: { version: 4, digest: "abc" } },

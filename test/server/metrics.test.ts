@@ -1,7 +1,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { MAX_TENANT_LABELS, PromMetrics } from "../../src/server/metrics.js";
+import { MAX_TENANT_LABELS, PromMetrics, registerPoolMetrics } from "../../src/server/metrics.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -52,5 +52,37 @@ describe("shardlimit_tenant_units_total", () => {
     expect(lines).toContain(
       'shardlimit_tenant_units_total{domain="ai",tenant="(other)",priority="normal",result="admitted"} 50',
     );
+  });
+});
+
+describe("pool metrics (issue 14)", () => {
+  it("shows each live pool's mode, controller state and per-class fractions; pools without backends not at all", async () => {
+    const m = new PromMetrics({ counters: () => 0, clients: () => 0, ready: () => true });
+    const snapshot = {
+      name: "gpu",
+      mode: "overloaded" as const,
+      target: 0.8,
+      idleBelow: 0.6,
+      utilisation: 0.82,
+      level: -0.9,
+      integral: -0.85,
+      fractions: [1, 1, 0.4, 0],
+      backends: 10,
+      capacity: 1000,
+      lending: 0,
+      borrowers: 0,
+    };
+    registerPoolMetrics(m.registry, {
+      snapshots: () => [snapshot, { ...snapshot, name: "cold", backends: 0 }],
+    });
+    const text = await m.registry.metrics();
+    expect(text).toContain('shardlimit_pool_utilisation{pool="gpu"} 0.82');
+    expect(text).toContain('shardlimit_pool_level{pool="gpu"} -0.9');
+    expect(text).toContain('shardlimit_pool_integral{pool="gpu"} -0.85');
+    expect(text).toContain('shardlimit_pool_mode{pool="gpu",mode="overloaded"} 1');
+    expect(text).toContain('shardlimit_pool_mode{pool="gpu",mode="idle"} 0');
+    expect(text).toContain('shardlimit_pool_reject_fraction{pool="gpu",priority="high"} 0.4');
+    expect(text).toContain('shardlimit_pool_reject_fraction{pool="gpu",priority="critical"} 0');
+    expect(text).not.toContain('pool="cold"');
   });
 });

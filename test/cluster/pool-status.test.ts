@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { poolShardKey } from "../../src/config/types.js";
+import { spawnCli } from "../../src/testkit/cli.js";
+import { waitFor } from "../../src/testkit/wait.js";
+import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
+
+/**
+ * Issue 14 with real processes: two `serve --etcd` servers; backends report a pool's utilisation
+ * to the owner of `pool/<name>` (the other one answers NOT_OWNER); the owner publishes the pool with
+ * its load, and `shardlimit status` shows it.
+ */
+
+const CONFIG = `domain: api
+pools:
+  gpu: { target: 0.8, idle_below: 0.6 }
+descriptors:
+  - key: model
+    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 100, pool: gpu }
+`;
+
+describe("pools in a cluster", () => {
+  let h: ClusterHarness;
+
+  beforeAll(async () => {
+    h = await startClusterHarness({ servers: 2, config: CONFIG, extraArgs: ["--load-interval", "200"] });
+    await h.startAll();
+  }, 60_000);
+
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it("the owner of pool/gpu keeps it and status shows it; the other server says it is not the owner", async () => {
+    const view = await h.view("s1");
+    const owner = h.ownerIn(view, poolShardKey("gpu"));
+    const other = h.servers.find((s) => s.id !== owner)!.id;
+    const refused = await h.server(other).rpc.reportPool({
+      pool: "gpu",
+      backend: "b1",
+      utilisation: 1,
+      capacity: 100,
+      generation: view.generation,
+    });
+    expect(refused.error?.message).toContain("not the owner of pool gpu");
+    // The CLI in a child process, awaited: the backend below keeps reporting meanwhile.
+    const cli = async (args: string[]) => {
+      const c = spawnCli(["status", "--etcd", h.etcd.url, "--prefix", h.prefix, ...args], { cli: "built" });
+      await c.exited;
+      return c.lines.join("\n");
+    };
+    const status = async () =>
+      JSON.parse(await cli(["--json"])) as {
+        pools: { name: string; owner: string; mode: string; backends: number }[];
+      };
+    // A backend reporting every 100 ms, as backends do (one silent for 1 s drops out).
+    let lastError: unknown;
+    const report = () =>
+      h
+        .server(owner)
+        .rpc.reportPool({
+          pool: "gpu",
+          backend: "b1",
+          utilisation: 1,
+          capacity: 100,
+          generation: view.generation,
+        })
+        .then((res) => {
+          if (res.error) lastError = res.error;
+        });
+    const backend = setInterval(report, 100);
+    try {
+      await waitFor(
+        "status to show pool gpu overloaded at its owner",
+        async () => {
+          const p = (await status()).pools.find((x) => x.name === "gpu");
+          return p !== undefined && p.mode === "overloaded" && p.owner === owner && p.backends === 1;
+        },
+        15_000,
+        100,
+      );
+      const table = await cli([]);
+      expect(table).toMatch(new RegExp(`gpu\\s+${owner}\\s+overloaded\\s+100%\\s+80%`));
+    } finally {
+      clearInterval(backend);
+    }
+    expect(lastError).toBeUndefined();
+  }, 30_000);
+});
