@@ -17,6 +17,7 @@ import { CheckWaits } from "../server/check-waits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
+import { inspectEndpoint } from "../server/inspect.js";
 import { Limiter } from "../server/limiter.js";
 import { PromMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
@@ -220,7 +221,16 @@ export async function startServer(
       tls?.server,
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
-    http = await startHttp({ registry: metrics.registry, ready: isReady, log }, opts.httpHost, opts.httpPort);
+    http = await startHttp(
+      {
+        registry: metrics.registry,
+        ready: isReady,
+        log,
+        inspect: inspectEndpoint((key) => limiter.inspect(key)),
+      },
+      opts.httpHost,
+      opts.httpPort,
+    );
     if (node) {
       const host = opts.grpcHost === "0.0.0.0" || opts.grpcHost === "::" ? hostname() : opts.grpcHost;
       selfAddress = opts.advertiseAddress ?? `${host}:${grpc.port}`;

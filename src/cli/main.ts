@@ -4,6 +4,7 @@ import { OptionsError } from "../core/errors.js";
 import { assignerCommand } from "./assigner.js";
 import { benchCommand } from "./bench.js";
 import { checkConfigCommand } from "./check-config.js";
+import { inspectCommand } from "./inspect.js";
 import { serveCommand } from "./serve.js";
 import { sidecarCommand } from "./sidecar.js";
 import { statusCommand } from "./status.js";
@@ -20,6 +21,7 @@ const program = new Command("shardlimit")
   .addCommand(assignerCommand())
   .addCommand(statusCommand())
   .addCommand(sidecarCommand())
+  .addCommand(inspectCommand())
   .addCommand(benchCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -3,7 +3,7 @@ import { DEFAULT_PRIORITY, type LimitConfig, type LimitRule, type Priority } fro
 import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
-import { PolicyKind } from "../core/policy.js";
+import { PolicyKind, policyKindName } from "../core/policy.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
 import { ClientKey } from "./client-key.js";
@@ -77,6 +77,24 @@ export interface LimiterStats {
   unitsRejected: number;
   generation: number;
   configVersion: string;
+}
+
+/** `GatewayLimiter.inspect`: a key as this gateway decides it now. */
+export interface GatewayInspection {
+  rule: string;
+  /** `fallback`, `allowance` (no policy in force), or the owner's policy in force (`GRANT`...). */
+  state: string;
+  /** Why requests are admitted or rejected here, in words. */
+  why: string;
+  /** The owner's last figures: units left cluster-wide, and ms until the counter is full again. */
+  remaining: number;
+  resetMs: number;
+  admittedSinceReport: number;
+  rejectedSinceReport: number;
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
 }
 
 /**
@@ -445,6 +463,52 @@ export class GatewayLimiter {
       resetAt: e.resetAt,
       admittedSince: e.admitted,
       fallback: e.inFallback,
+    };
+  }
+
+  /**
+   * Why this gateway admits or rejects `key` now, in words, from the state its decisions use: the
+   * owner's policy in force, the local allowance, or the fallback share when the owner is lost.
+   * Undefined when the limits are not known yet or no limit applies.
+   */
+  inspect(key: string | Descriptor): GatewayInspection | undefined {
+    const e = this.keys.entry(key, 1);
+    if (!(e instanceof ClientKey)) return undefined;
+    const now = this.opts.clock.now();
+    const rule = e.rule;
+    const limit = `${rule.id} (${rule.limit} per ${rule.windowMs} ms)`;
+    const f = e.fallbackShare;
+    let state: string;
+    let why: string;
+    if (f !== undefined) {
+      state = "fallback";
+      why =
+        rule.failMode === "closed"
+          ? `fallback: the owner of ${limit} is unreachable and the rule is fail_mode closed: every request is rejected`
+          : `fallback: the owner of ${limit} is unreachable; this gateway decides on its own share, the limit / ${f.gateways} gateway(s) = ${round(f.perWindow)} per window, ${round(f.left)} left`;
+    } else if (!e.hasPolicy(now)) {
+      state = "allowance";
+      why = `no policy in force from the owner: a local allowance of ${round(Math.max(0, e.allowance))} units of ${limit} is left`;
+    } else {
+      state = policyKindName(e.kind);
+      const left = Math.round(e.until - now);
+      why =
+        e.kind === PolicyKind.ALLOW
+          ? `the owner allows ${limit} for ${left} ms`
+          : e.kind === PolicyKind.REJECT_UNTIL
+            ? `over limit: the owner said ${limit} is spent: every request is rejected for ${left} ms`
+            : e.kind === PolicyKind.REJECT_FRACTION
+              ? `fair share: the owner holds this gateway to its share of ${limit}: ${round(e.fraction * 100)}% of requests rejected, ${round(Math.max(0, e.units))} units left, for ${left} ms`
+              : `the owner grants ${round(Math.max(0, e.units))} more units of ${limit} for ${left} ms${e.units <= 0 ? ": spent, requests are rejected until the next answer" : ""}`;
+    }
+    return {
+      rule: rule.id,
+      state,
+      why,
+      remaining: e.remaining,
+      resetMs: Math.max(0, Math.round(e.resetAt - now)),
+      admittedSinceReport: e.admitted,
+      rejectedSinceReport: e.rejected,
     };
   }
 

@@ -9,6 +9,8 @@ import type {
   ClusterViewRequest,
   EnvoyRequest,
   EnvoyResponse,
+  InspectRequest,
+  InspectResponse,
   Limits,
   LimitsRequest,
   ReleaseRequest,
@@ -35,6 +37,8 @@ export interface RateLimiterRpc {
   getClusterView: Unary<ClusterViewRequest, ClusterView>;
   getLimits: Unary<LimitsRequest, Limits>;
   shouldRateLimit: Unary<EnvoyRequest, EnvoyResponse>;
+  /** Operator-only: what the server knows about one key. */
+  inspect: Unary<InspectRequest, InspectResponse>;
   close(): void;
 }
 
@@ -94,6 +98,7 @@ export function connect(
     getClusterView: promisify(rl, "GetClusterView", clock),
     getLimits: promisify(rl, "GetLimits", clock),
     shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock),
+    inspect: promisify(rl, "Inspect", clock),
     close() {
       rl.close();
       envoy.close();

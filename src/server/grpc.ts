@@ -13,6 +13,7 @@ import {
   RATE_LIMITER_SERVICE,
   serviceDefinition,
 } from "../protocol/proto.js";
+import { inspectResponse } from "./inspect.js";
 import type { Limiter } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import type { PeerService } from "./peer-service.js";
@@ -121,6 +122,8 @@ export async function startGrpc(
     Settle: unary("Settle", deps, router.settle.bind(router)),
     GetClusterView: unary("GetClusterView", deps, () => limiter.clusterView()),
     GetLimits: unary("GetLimits", deps, limiter.getLimits.bind(limiter)),
+    // Operator-only (README "Why"): the access check must allow it to operators alone.
+    Inspect: unary("Inspect", deps, (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
     ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),

@@ -1,10 +1,13 @@
 import http from "node:http";
 import type { Registry } from "prom-client";
+import type { InspectEndpoint } from "./inspect.js";
 
 export interface HttpDeps {
   registry: Registry;
   /** Whether the server should receive traffic (config loaded, serving, not draining). */
   ready: () => boolean;
+  /** `/inspect?key=...` (operator-only: wrap it in the access check); absent: 404. */
+  inspect?: InspectEndpoint;
   /** Where errors that do not stop the server are reported (pino's shape); unreported when absent. */
   log?: {
     warn(obj: object, msg: string): void;
@@ -19,7 +22,7 @@ export function startHttp(
   port: number,
 ): Promise<{ server: http.Server; port: number }> {
   const server = http.createServer((req, res) => {
-    const url = (req.url ?? "/").split("?")[0];
+    const [url, query] = (req.url ?? "/").split("?");
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
       return;
@@ -29,6 +32,9 @@ export function startHttp(
     } else if (url === "/readyz") {
       const ok = deps.ready();
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready\n" : "not ready\n");
+    } else if (url === "/inspect" && deps.inspect !== undefined) {
+      const a = deps.inspect(new URLSearchParams(query ?? ""));
+      res.writeHead(a.status, { "content-type": a.contentType }).end(a.body);
     } else if (url === "/metrics") {
       deps.registry.metrics().then(
         (text) => res.writeHead(200, { "content-type": deps.registry.contentType }).end(text),

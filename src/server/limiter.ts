@@ -28,12 +28,14 @@ import type {
   SettleResponse,
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
+import { type Inspection, inspect } from "./inspect.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 import { TicketDesk } from "./tickets.js";
+import { explainPolicy, explainReason, WhyLog, type WhyLogOptions } from "./why.js";
 
 export interface LimiterDeps {
   engine: Engine;
@@ -44,6 +46,8 @@ export interface LimiterDeps {
   metrics: LimiterMetrics;
   /** Ticket ids (tests make them predictable); random 128 bits by default. */
   newTicketId?: () => string;
+  /** Bounds of the memory of recent rejections per key (server/why.ts). */
+  why?: WhyLogOptions;
 }
 
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
@@ -65,8 +69,11 @@ export class Limiter {
   private readonly metrics: LimiterMetrics;
   /** Exact settlement: tickets of Check items, settled by Settle (server/tickets.ts). */
   readonly tickets: TicketDesk;
+  /** The last rejections and gateway policies per key, for `inspect` (bounded). */
+  readonly why: WhyLog;
 
   constructor(deps: LimiterDeps) {
+    this.why = new WhyLog(deps.why);
     this.engine = deps.engine;
     this.clock = deps.clock;
     this.ownership = deps.ownership;
@@ -213,6 +220,7 @@ export class Limiter {
         continue;
       }
       this.metrics.policy(p.kind);
+      this.notePolicy(r, req.clientId, p, e, span, hit!.counter?.clients?.size ?? 1, now);
       if (apply) {
         applied++;
         if (r.rule.domain !== domain) {
@@ -322,6 +330,75 @@ export class Limiter {
     return count(bothPolicies(own, group));
   }
 
+  /** Remembers a gateway's policy for `inspect`, and a restrictive one's reason in words. */
+  private notePolicy(
+    r: Resolved,
+    clientId: string,
+    p: Policy,
+    e: ReportEntryMsg,
+    span: number,
+    gateways: number,
+    now: number,
+  ): void {
+    this.why.policy(r.counterKey, clientId, p.kind, p.units, p.fraction, now);
+    if (p.kind !== PolicyKind.REJECT_UNTIL && p.kind !== PolicyKind.REJECT_FRACTION) return;
+    const tenant = (r.parent?.subject ?? r.subject)?.id;
+    const words = explainPolicy(
+      r.rule,
+      clientId,
+      p.kind,
+      { units: p.units, fraction: p.fraction, remaining: p.remaining, resetMs: ms(p.resetAt - now) },
+      ((e.admitted + e.rejected) / span) * 1000,
+      gateways,
+      tenant,
+      r.rank,
+    );
+    if (words !== undefined) this.why.reject(r.counterKey, words.kind, words.text, now);
+  }
+
+  /**
+   * What this server knows about `key` (`shardlimit inspect`): its rule, owner, counter, the
+   * gateways reporting it and the last rejections. Throws InvalidArgumentError for a bad key.
+   */
+  inspect(key: string): Inspection {
+    const bad = keyProblem(key, this.limits);
+    if (bad !== undefined) throw new InvalidArgumentError(`inspect: ${bad}`);
+    const r = this.resolver.resolve(key);
+    if (typeof r === "string")
+      throw new InvalidArgumentError(`inspect: ${r}: ${JSON.stringify(key.slice(0, 100))}`);
+    return inspect(
+      { engine: this.engine, ownership: this.ownership, why: this.why },
+      key,
+      r,
+      this.clock.now(),
+    );
+  }
+
+  /** Records (and, when asked, explains) a rejected Check item. */
+  private rejected(
+    out: CheckResult,
+    r: Resolved,
+    d: Decision,
+    cost: number,
+    explain: boolean,
+    now: number,
+  ): void {
+    const reason = d.reason ?? { kind: "over_limit" as const, cost };
+    const text = explainReason(r.rule, reason, out.retryMs ?? 0);
+    this.why.reject(r.counterKey, reason.kind, text, now);
+    if (explain) out.explanation = text;
+  }
+
+  /** A Check item this server may not decide: remembered under its key, explained when asked. */
+  private notDecided(out: CheckResult, key: string, explain: boolean, now: number): void {
+    const e = out.error;
+    if (e === undefined || (e.code !== ErrorCode.NOT_OWNER && e.code !== ErrorCode.SLICE_NOT_READY)) return;
+    const r = this.resolver.resolve(key);
+    const text = `not owner: ${e.message}`;
+    if (typeof r === "object") this.why.reject(r.counterKey, "not_owner", text, now);
+    if (explain) out.explanation = text;
+  }
+
   getLimits(req: LimitsRequest): Limits {
     const config = this.config;
     if (req.knownVersion === config.version) return { version: config.version, sources: [], unchanged: true };
@@ -392,6 +469,7 @@ export class Limiter {
       }
       if ("code" in r) {
         results[i] = this.failItem("check", r);
+        this.notDecided(results[i]!, it.key, req.explain === true, now);
         invalid++;
         continue;
       }
@@ -431,11 +509,16 @@ export class Limiter {
       if (decisions.length === 0) {
         const r = rules[j]!;
         results[positions[j]!] = { allowed: false, limit: r.rule.limit, rule: r.rule.id };
+        if (req.explain) {
+          results[positions[j]!]!.explanation =
+            "rejected together: another item of this atomic check was invalid, so none was decided";
+        }
         continue;
       }
       const joint = joined(decisions, starts[j]!, counts[j]!, rules[j]!, costs[j]!);
       const { decision: d, resolved: r } = joint;
       results[positions[j]!] = this.result(r, d, now);
+      if (!d.allowed) this.rejected(results[positions[j]!]!, r, d, costs[j]!, req.explain === true, now);
       countTenant(this.metrics, rules[j]!, ranks[j], d.allowed, joint.borrowed, costs[j]!);
       this.metrics.decision(
         "check",

@@ -428,6 +428,7 @@ export class Router {
 function part(req: CheckRequest, positions: readonly number[], generation: number): CheckRequest {
   const sub: CheckRequest = { items: positions.map((i) => req.items[i]!), atomic: false, generation };
   if (req.ticketTimeoutMs) sub.ticketTimeoutMs = req.ticketTimeoutMs;
+  if (req.explain) sub.explain = true;
   return sub;
 }
 
