@@ -12,6 +12,7 @@ import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { enableTracing } from "../protocol/tracing.js";
 import { type ServerTlsOptions, serverTls } from "../security/tls.js";
 import { CheckWaits } from "../server/check-waits.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
@@ -55,6 +56,8 @@ export interface ServeOptions {
   drainTimeoutMs?: number;
   /** Apply config reloads that remove a domain or a rule (refused by default). */
   allowLimitRemoval?: boolean;
+  /** OpenTelemetry spans, from the tracer provider an SDK registered (protocol/tracing.ts). */
+  tracing?: boolean;
   /** TLS on the gRPC port and on the links to peers (their certificates re-read on change). */
   tls?: ServerTlsOptions;
 }
@@ -86,6 +89,7 @@ export async function startServer(
 ): Promise<RunningServer> {
   const clock = deps.clock ?? systemClock;
   const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
+  if (opts.tracing) enableTracing();
   // In a cluster the engine indexes its counters by slice of the key space (each shard key hashed
   // once, when its counter is made), so a handoff takes a slice's counters without a full scan.
   // One value of the lease bound for the engine and for what a handoff may carry (PeerService).

@@ -27,6 +27,7 @@ import {
 } from "./tls-options.js";
 
 interface ServeFlags extends EtcdAccessFlagValues {
+  otel?: boolean;
   config: string;
   grpcHost: string;
   grpcPort: number;
@@ -178,6 +179,12 @@ export function serveCommand(): Command {
     .addOption(tls.clientAuth)
     .addOption(peerServerNameFlag())
     .addOption(tlsReloadIntervalFlag())
+    .addOption(
+      new Option(
+        "--otel",
+        'OpenTelemetry spans for Check, ShouldRateLimit, forwarding and reports (register an SDK with node --import; README "Tracing")',
+      ).env("SHARDLIMIT_OTEL"),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -255,6 +262,7 @@ export function serveCommand(): Command {
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
+            tracing: flags.otel ?? false,
             tls: tlsOptions && { ...tlsOptions, pollMs: flags.tlsReloadInterval },
             cluster: flags.etcd
               ? {

@@ -25,7 +25,7 @@ import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "./pr
 /** `signal` cancels the call (the server sees it cancelled; the promise rejects with CANCELLED). */
 export type Unary<Req, Res> = (
   req: Partial<Req>,
-  opts?: { deadlineMs?: number; signal?: AbortSignal },
+  opts?: { deadlineMs?: number; signal?: AbortSignal; metadata?: grpc.Metadata },
 ) => Promise<Res>;
 
 export interface RateLimiterRpc {
@@ -68,8 +68,11 @@ export function promisify<Req, Res>(
     new Promise((resolve, reject) => {
       const options: grpc.CallOptions = {};
       if (opts?.deadlineMs !== undefined) options.deadline = clock.now() + opts.deadlineMs;
-      const call = fn(req, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res?: Res) =>
-        err ? reject(err) : resolve(res!),
+      const call = fn(
+        req,
+        opts?.metadata ?? new grpc.Metadata(),
+        options,
+        (err: grpc.ServiceError | null, res?: Res) => (err ? reject(err) : resolve(res!)),
       ) as unknown as grpc.ClientUnaryCall;
       opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
     });

@@ -18,6 +18,7 @@ import type { Limiter } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import type { PeerService } from "./peer-service.js";
 import type { Router } from "./router.js";
+import { checkAttrs, envoyAttrs, forwardAttrs, reportAttrs, traced } from "./spans.js";
 
 export interface GrpcDeps {
   limiter: Limiter;
@@ -112,9 +113,9 @@ export async function startGrpc(
     ReportAndGetPolicy: unary(
       "ReportAndGetPolicy",
       deps,
-      router.caughtUp(limiter.reportAndGetPolicy.bind(limiter)),
+      traced("ReportAndGetPolicy", router.caughtUp(limiter.reportAndGetPolicy.bind(limiter)), reportAttrs),
     ),
-    Check: unary("Check", deps, router.check.bind(router), (req) =>
+    Check: unary("Check", deps, traced("Check", router.check.bind(router), checkAttrs), (req) =>
       req.items?.some((it) => (it.maxWaitMs ?? 0) !== 0) ? "CheckWaiting" : "Check",
     ),
     Acquire: unary("Acquire", deps, router.caughtUp(limiter.acquire.bind(limiter))),
@@ -126,11 +127,15 @@ export async function startGrpc(
     Inspect: unary("Inspect", deps, (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
-    ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),
+    ShouldRateLimit: unary(
+      "ShouldRateLimit",
+      deps,
+      traced("ShouldRateLimit", router.shouldRateLimit.bind(router), envoyAttrs),
+    ),
   });
   if (peer) {
     server.addService(serviceDefinition(PEER_SERVICE), {
-      Forward: unary("Forward", deps, peer.forward.bind(peer)),
+      Forward: unary("Forward", deps, traced("Forward", peer.forward.bind(peer), forwardAttrs)),
       Handoff: unary("Handoff", deps, peer.handoff.bind(peer)),
       Reclaim: unary("Reclaim", deps, peer.reclaim.bind(peer)),
       Replicate: unary("Replicate", deps, peer.replicate.bind(peer)),
