@@ -9,116 +9,34 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { GrpcTransport } from "../../src/client/grpc-transport.js";
-import { BatchingForwarder } from "../../src/cluster/forwarder.js";
-import { connectPeer } from "../../src/cluster/peers.js";
-import { compileSources } from "../../src/config/load.js";
-import { systemClock } from "../../src/core/clock.js";
-import { Engine } from "../../src/core/engine.js";
-import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import type { ReportResponse } from "../../src/protocol/messages.js";
-import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
+import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { disableTracing, enableTracing, metadataFor } from "../../src/protocol/tracing.js";
-import { EnvoyRateLimit } from "../../src/server/envoy.js";
-import { type GrpcServer, startGrpc } from "../../src/server/grpc.js";
-import { Limiter } from "../../src/server/limiter.js";
-import { noopMetrics } from "../../src/server/metrics.js";
-import type { Owner, Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
-import { PeerService } from "../../src/server/peer-service.js";
-import { Router } from "../../src/server/router.js";
+import { startTwoServers, type TwoServers } from "./two-servers.js";
 
 /**
  * OpenTelemetry spans across a forwarded call: two in-process servers on loopback, A owning no
  * key and forwarding to B, the SDK's in-memory exporter collecting both sides' spans.
  */
 
-const config = compileSources([
-  {
-    file: "t.yaml",
-    text: "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { name: k_rpm, unit: minute, requests_per_unit: 2 }\n",
-  },
-]);
-
-/** Every key is B's: A forwards, B decides. */
-function ownership(self: boolean, owner: () => string): Ownership {
-  return {
-    generation: () => 1,
-    check: (): OwnershipVerdict => (self ? "own" : "not_owner"),
-    ownerOf: (): Owner => ({ id: "b", address: owner(), self }),
-    changed: () => new Promise<void>(() => {}),
-    view: () => ({ generation: 1, members: [], slices: [], standalone: false }),
-  } as unknown as Ownership;
-}
-
-async function server(own: Ownership, forwarder?: BatchingForwarder): Promise<GrpcServer> {
-  const deps = {
-    engine: new Engine(),
-    clock: systemClock,
-    ownership: own,
-    limits: DEFAULT_INPUT_LIMITS,
-    metrics: noopMetrics,
-  };
-  const limiter = new Limiter({ ...deps, config });
-  const envoy = new EnvoyRateLimit(
-    deps,
-    (d, e) => config.resolve(d, e),
-    () => true,
-  );
-  const peer = new PeerService({
-    limiter,
-    envoy,
-    ownership: own,
-    receiveHandoff: () => ({ accepted: 0, generation: 1 }),
-  });
-  const router = new Router({ limiter, envoy, ownership: own, clock: systemClock, forwarder });
-  return startGrpc(
-    {
-      limiter,
-      router,
-      peer,
-      maxMessageBytes: DEFAULT_INPUT_LIMITS.maxMessageBytes,
-      onUnexpected: (_m, err) => {
-        throw err;
-      },
-    },
-    "127.0.0.1",
-    0,
-  );
-}
-
 describe("OpenTelemetry spans", () => {
   const exporter = new InMemorySpanExporter();
   const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
   const tracer = provider.getTracer("test");
-  let a: GrpcServer;
-  let b: GrpcServer;
+  let two: TwoServers;
   let rpc: RateLimiterRpc;
-  const peers = new Map<string, ReturnType<typeof connectPeer>>();
-  const bAddress = () => `127.0.0.1:${b.port}`;
+  const bAddress = () => two.bAddress;
 
   beforeAll(async () => {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-    b = await server(ownership(true, bAddress));
-    const forwarder = new BatchingForwarder({
-      peer: (address) => {
-        let p = peers.get(address);
-        if (p === undefined) {
-          p = connectPeer(address);
-          peers.set(address, p);
-        }
-        return p;
-      },
-    });
-    a = await server(ownership(false, bAddress), forwarder);
-    rpc = connect(`127.0.0.1:${a.port}`);
+    two = await startTwoServers();
+    rpc = two.rpc;
   });
 
   afterAll(() => {
     disableTracing();
-    rpc?.close();
-    for (const p of peers.values()) p.close();
-    a?.server.forceShutdown();
-    b?.server.forceShutdown();
+    two?.stop();
     context.disable();
     propagation.disable();
   });
