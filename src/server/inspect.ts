@@ -1,6 +1,7 @@
 import type { Resolved } from "../config/types.js";
 import type { Engine } from "../core/engine.js";
 import { ShardlimitError } from "../core/errors.js";
+import { policyKindName } from "../core/policy.js";
 import { PRIORITIES } from "../core/priority.js";
 import type { InspectResponse } from "../protocol/messages.js";
 import { ms } from "./key-policy.js";
@@ -127,7 +128,7 @@ function counterOf(deps: InspectDeps, r: Resolved, role: "rule" | "group", now: 
           : {}),
         demandPerS: s.demand * 1000,
         lastSeenMs: Math.max(0, now - s.lastSeen),
-        ...(note ? { policy: note.policy, units: note.units, fraction: note.fraction } : {}),
+        ...(note ? { policy: policyKindName(note.kind), units: note.units, fraction: note.fraction } : {}),
       });
     });
   }

@@ -35,7 +35,7 @@ import type { Ownership } from "./ownership.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 import { TicketDesk } from "./tickets.js";
-import { explainPolicy, explainReason, WhyLog, type WhyLogOptions } from "./why.js";
+import { explainPolicy, explainReason, policyRejectKind, WhyLog, type WhyLogOptions } from "./why.js";
 
 export interface LimiterDeps {
   engine: Engine;
@@ -343,17 +343,16 @@ export class Limiter {
     this.why.policy(r.counterKey, clientId, p.kind, p.units, p.fraction, now);
     if (p.kind !== PolicyKind.REJECT_UNTIL && p.kind !== PolicyKind.REJECT_FRACTION) return;
     const tenant = (r.parent?.subject ?? r.subject)?.id;
-    const words = explainPolicy(
-      r.rule,
-      clientId,
-      p.kind,
-      { units: p.units, fraction: p.fraction, remaining: p.remaining, resetMs: ms(p.resetAt - now) },
-      ((e.admitted + e.rejected) / span) * 1000,
-      gateways,
-      tenant,
-      r.rank,
+    const figures = {
+      units: p.units,
+      fraction: p.fraction,
+      remaining: p.remaining,
+      resetMs: ms(p.resetAt - now),
+    };
+    const demand = ((e.admitted + e.rejected) / span) * 1000;
+    this.why.reject(r.counterKey, policyRejectKind(p.kind, tenant, r.rank), clientId, now, () =>
+      explainPolicy(r.rule, clientId, p.kind, figures, demand, gateways, tenant, r.rank),
     );
-    if (words !== undefined) this.why.reject(r.counterKey, words.kind, words.text, now);
   }
 
   /**
@@ -384,9 +383,13 @@ export class Limiter {
     now: number,
   ): void {
     const reason = d.reason ?? { kind: "over_limit" as const, cost };
-    const text = explainReason(r.rule, reason, out.retryMs ?? 0);
-    this.why.reject(r.counterKey, reason.kind, text, now);
-    if (explain) out.explanation = text;
+    const retryMs = out.retryMs ?? 0;
+    const who = `${reason.rank ?? ""}/${reason.subject ?? ""}`;
+    if (explain) {
+      const text = explainReason(r.rule, reason, retryMs);
+      out.explanation = text;
+      this.why.reject(r.counterKey, reason.kind, who, now, () => text);
+    } else this.why.reject(r.counterKey, reason.kind, who, now, () => explainReason(r.rule, reason, retryMs));
   }
 
   /** A Check item this server may not decide: remembered under its key, explained when asked. */
@@ -395,7 +398,7 @@ export class Limiter {
     if (e === undefined || (e.code !== ErrorCode.NOT_OWNER && e.code !== ErrorCode.SLICE_NOT_READY)) return;
     const r = this.resolver.resolve(key);
     const text = `not owner: ${e.message}`;
-    if (typeof r === "object") this.why.reject(r.counterKey, "not_owner", text, now);
+    if (typeof r === "object") this.why.reject(r.counterKey, "not_owner", "", now, () => text);
     if (explain) out.explanation = text;
   }
 

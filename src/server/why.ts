@@ -1,6 +1,6 @@
 import type { LimitRule } from "../config/types.js";
 import type { RejectKind, RejectReason } from "../core/decision.js";
-import { PolicyKind, policyKindName } from "../core/policy.js";
+import { PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
 
 /**
@@ -8,7 +8,10 @@ import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
  * bounded memory of the last rejections and gateway policies per counter key, read by `inspect`.
  */
 
-/** One remembered rejection; identical ones in a row are counted on one entry. */
+/**
+ * One remembered rejection. A run of rejections of the same kind for the same subject (tenant,
+ * class, gateway) is one entry, counted, with the latest one's words.
+ */
 export interface Rejection {
   kind: RejectKind;
   text: string;
@@ -18,16 +21,27 @@ export interface Rejection {
   count: number;
 }
 
-/** The last policy a gateway was given for a key, with the demand it reported. */
+interface Entry {
+  kind: RejectKind;
+  who: string;
+  /** The words, made only when read: the rejection path stores figures, not text. */
+  text: () => string;
+  firstAt: number;
+  lastAt: number;
+  count: number;
+}
+
+/** The last policy a gateway was given for a key. */
 export interface GatewayNote {
-  policy: string;
+  /** `PolicyKind`. */
+  kind: number;
   units: number;
   fraction: number;
   at: number;
 }
 
 interface KeyNotes {
-  rejections: Rejection[];
+  rejections: Entry[];
   gateways: Map<string, GatewayNote>;
 }
 
@@ -72,15 +86,17 @@ export class WhyLog {
     return n;
   }
 
-  reject(key: string, kind: RejectKind, text: string, now: number): void {
+  /** A rejection of `key` of `kind` for `who` (a tenant, class or gateway; "" for none). */
+  reject(key: string, kind: RejectKind, who: string, now: number, text: () => string): void {
     const list = this.notes(key).rejections;
     const last = list[list.length - 1];
-    if (last !== undefined && last.text === text) {
+    if (last !== undefined && last.kind === kind && last.who === who) {
       last.count++;
       last.lastAt = now;
+      last.text = text;
       return;
     }
-    list.push({ kind, text, firstAt: now, lastAt: now, count: 1 });
+    list.push({ kind, who, text, firstAt: now, lastAt: now, count: 1 });
     if (list.length > this.perKey) list.shift();
   }
 
@@ -96,11 +112,18 @@ export class WhyLog {
     }
     const g = n.gateways;
     if (!g.has(gateway) && g.size >= this.gatewaysPerKey) g.delete(g.keys().next().value!);
-    g.set(gateway, { policy: policyKindName(kind), units, fraction, at: now });
+    g.set(gateway, { kind, units, fraction, at: now });
   }
 
-  rejections(key: string): readonly Rejection[] {
-    return this.keys.get(key)?.rejections ?? [];
+  rejections(key: string): Rejection[] {
+    const list = this.keys.get(key)?.rejections ?? [];
+    return list.map((e) => ({
+      kind: e.kind,
+      text: e.text(),
+      firstAt: e.firstAt,
+      lastAt: e.lastAt,
+      count: e.count,
+    }));
   }
 
   gateways(key: string): ReadonlyMap<string, GatewayNote> {
@@ -153,7 +176,22 @@ export function explainReason(rule: LimitRule, r: RejectReason, retryMs: number)
   }
 }
 
-/** A restrictive batched-mode policy in words. */
+/**
+ * The kind of a restrictive batched-mode policy: REJECT_UNTIL is over limit; REJECT_FRACTION holds
+ * the gateway to its share. Batched mode divides the supply by class first (highest first), then
+ * by tenant, then among the gateways: a class without a tenant is held to what the classes above
+ * leave it (priority), a tenant or a plain gateway to its fair share.
+ */
+export function policyRejectKind(
+  kind: number,
+  tenant: string | undefined,
+  rank: number | undefined,
+): RejectKind {
+  if (kind === PolicyKind.REJECT_UNTIL) return "over_limit";
+  return tenant === undefined && rank !== undefined ? "priority" : "fair_share";
+}
+
+/** A restrictive batched-mode policy (REJECT_UNTIL, REJECT_FRACTION) in words. */
 export function explainPolicy(
   rule: LimitRule,
   gateway: string,
@@ -163,25 +201,16 @@ export function explainPolicy(
   gateways: number,
   tenant: string | undefined,
   rank: number | undefined,
-): { kind: RejectKind; text: string } | undefined {
+): string {
   const limit = `${rule.id} (${fmt(rule.limit)} per ${windowText(rule)})`;
   if (kind === PolicyKind.REJECT_UNTIL) {
-    return {
-      kind: "over_limit",
-      text: `over limit: gateway ${gateway} told REJECT_UNTIL: ${limit} has ${fmt(p.remaining)} left until it refills in ${p.resetMs} ms`,
-    };
+    return `over limit: gateway ${gateway} told REJECT_UNTIL: ${limit} has ${fmt(p.remaining)} left until it refills in ${p.resetMs} ms`;
   }
-  if (kind !== PolicyKind.REJECT_FRACTION) return undefined;
   const whose = tenant
     ? `tenant ${JSON.stringify(tenant)}'s gateway ${gateway}`
     : rank !== undefined
       ? `gateway ${gateway} (${classText(rank)})`
       : `gateway ${gateway}`;
-  // Batched mode divides the supply by class first (highest first), then by tenant, then among
-  // the gateways: a class without a tenant is held to what the classes above leave it.
-  const byClass = tenant === undefined && rank !== undefined;
-  return {
-    kind: byClass ? "priority" : "fair_share",
-    text: `${byClass ? "priority shedding" : "fair share"}: ${whose} asks ${per(demandPerS)}, over its share among ${gateways} gateway(s) of ${limit}: told REJECT_FRACTION ${fmt(p.fraction * 100)}% (at most ${fmt(p.units)} units)`,
-  };
+  const words = policyRejectKind(kind, tenant, rank) === "priority" ? "priority shedding" : "fair share";
+  return `${words}: ${whose} asks ${per(demandPerS)}, over its share among ${gateways} gateway(s) of ${limit}: told REJECT_FRACTION ${fmt(p.fraction * 100)}% (at most ${fmt(p.units)} units)`;
 }

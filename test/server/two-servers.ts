@@ -1,17 +1,12 @@
 import { BatchingForwarder } from "../../src/cluster/forwarder.js";
 import { connectPeer, type PeerRpc } from "../../src/cluster/peers.js";
 import { compileSources } from "../../src/config/load.js";
-import { systemClock } from "../../src/core/clock.js";
-import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
-import { EnvoyRateLimit } from "../../src/server/envoy.js";
 import { type GrpcServer, startGrpc } from "../../src/server/grpc.js";
-import { Limiter } from "../../src/server/limiter.js";
-import { noopMetrics } from "../../src/server/metrics.js";
 import type { Owner, Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
 import { PeerService } from "../../src/server/peer-service.js";
-import { Router } from "../../src/server/router.js";
+import { requestPath } from "../../src/testkit/in-process.js";
 
 /**
  * Two in-process servers on loopback ports (no etcd): B owns every key, A owns none and forwards
@@ -42,26 +37,13 @@ function ownership(self: boolean, owner: () => string): Ownership {
 }
 
 async function server(own: Ownership, forwarder?: BatchingForwarder): Promise<GrpcServer> {
-  const deps = {
-    engine: new Engine(),
-    clock: systemClock,
-    ownership: own,
-    limits: DEFAULT_INPUT_LIMITS,
-    metrics: noopMetrics,
-  };
-  const limiter = new Limiter({ ...deps, config });
-  const envoy = new EnvoyRateLimit(
-    deps,
-    (d, e) => config.resolve(d, e),
-    () => true,
-  );
+  const { limiter, envoy, router } = requestPath(config, own, { forwarder });
   const peer = new PeerService({
     limiter,
     envoy,
     ownership: own,
     receiveHandoff: () => ({ accepted: 0, generation: 1 }),
   });
-  const router = new Router({ limiter, envoy, ownership: own, clock: systemClock, forwarder });
   return startGrpc(
     {
       limiter,
