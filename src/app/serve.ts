@@ -177,7 +177,7 @@ export async function startServer(
   limiter = new Limiter({ engine, clock, config: initialConfig, ownership, limits, metrics });
   const current = limiter;
   const envoy = new EnvoyRateLimit(
-    { engine, clock, ownership, limits, metrics },
+    { engine, clock, ownership, limits, metrics, why: limiter.why },
     (domain, entries) => current.config.resolve(domain, entries),
     (domain) => current.config.domains.includes(domain),
   );

@@ -14,6 +14,7 @@ import { addCharges, countTenant, joined } from "./charges.js";
 import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
+import type { WhyLog } from "./why.js";
 
 export interface EnvoyDeps {
   engine: Engine;
@@ -21,6 +22,8 @@ export interface EnvoyDeps {
   ownership: Ownership;
   limits: InputLimits;
   metrics: LimiterMetrics;
+  /** Where rejections are remembered for `inspect` (the Limiter's). */
+  why?: WhyLog;
 }
 
 /**
@@ -88,6 +91,10 @@ export class EnvoyRateLimit {
         durationUntilReset: { seconds: Math.max(0, Math.ceil((d.resetAt - now) / 1000)), nanos: 0 },
       };
       metrics.decision("envoy", rule.domain, d.shadowed ? "shadow_over_limit" : over ? "over_limit" : "ok");
+      if (over) {
+        const retryMs = Number.isFinite(d.retryAt) ? Math.max(0, Math.round(d.retryAt - now)) : 0;
+        this.deps.why?.decided(resolved, d, plan.hits[i]!, retryMs, now, false);
+      }
     }
     return out;
   }

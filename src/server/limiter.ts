@@ -35,7 +35,7 @@ import type { Ownership } from "./ownership.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 import { TicketDesk } from "./tickets.js";
-import { explainPolicy, explainReason, policyRejectKind, WhyLog, type WhyLogOptions } from "./why.js";
+import { explainPolicy, policyRejectKind, WhyLog, type WhyLogOptions } from "./why.js";
 
 export interface LimiterDeps {
   engine: Engine;
@@ -382,14 +382,8 @@ export class Limiter {
     explain: boolean,
     now: number,
   ): void {
-    const reason = d.reason ?? { kind: "over_limit" as const, cost };
-    const retryMs = out.retryMs ?? 0;
-    const who = `${reason.rank ?? ""}/${reason.subject ?? ""}`;
-    if (explain) {
-      const text = explainReason(r.rule, reason, retryMs);
-      out.explanation = text;
-      this.why.reject(r.counterKey, reason.kind, who, now, () => text);
-    } else this.why.reject(r.counterKey, reason.kind, who, now, () => explainReason(r.rule, reason, retryMs));
+    const text = this.why.decided(r, d, cost, out.retryMs ?? 0, now, explain);
+    if (text !== undefined) out.explanation = text;
   }
 
   /** A Check item this server may not decide: remembered under its key, explained when asked. */

@@ -1,5 +1,5 @@
-import type { LimitRule } from "../config/types.js";
-import type { RejectKind, RejectReason } from "../core/decision.js";
+import type { LimitRule, Resolved } from "../config/types.js";
+import type { Decision, RejectKind, RejectReason } from "../core/decision.js";
 import { PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
 
@@ -98,6 +98,29 @@ export class WhyLog {
     }
     list.push({ kind, who, text, firstAt: now, lastAt: now, count: 1 });
     if (list.length > this.perKey) list.shift();
+  }
+
+  /**
+   * A rejected decision on `r` (Check, ShouldRateLimit): remembered as the engine's figures; its
+   * words made now only when `explain` (and returned), else when read.
+   */
+  decided(
+    r: Resolved,
+    d: Decision,
+    cost: number,
+    retryMs: number,
+    now: number,
+    explain: boolean,
+  ): string | undefined {
+    const reason = d.reason ?? { kind: "over_limit" as const, cost };
+    const who = `${reason.rank ?? ""}/${reason.subject ?? ""}`;
+    if (!explain) {
+      this.reject(r.counterKey, reason.kind, who, now, () => explainReason(r.rule, reason, retryMs));
+      return undefined;
+    }
+    const text = explainReason(r.rule, reason, retryMs);
+    this.reject(r.counterKey, reason.kind, who, now, () => text);
+    return text;
   }
 
   /**

@@ -57,7 +57,7 @@ export function requestPath(
   const deps = { engine: new Engine(), clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
   const limiter = new Limiter({ ...deps, config });
   const envoy = new EnvoyRateLimit(
-    deps,
+    { ...deps, why: limiter.why },
     (d, e) => config.resolve(d, e),
     (d) => config.domains.includes(d),
   );

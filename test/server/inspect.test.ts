@@ -72,6 +72,20 @@ describe("why was this rejected", () => {
     expect(json.counters[0]!.rejections[0]).toMatchObject({ kind: "over_limit", count: 2 });
   });
 
+  it("ShouldRateLimit's rejections are remembered too", async () => {
+    clock.set(T0 + 50_000);
+    const res = await t.rpc.shouldRateLimit({
+      domain: "why",
+      descriptors: [{ entries: [{ key: "plain", value: "envoy" }] }],
+      hitsAddend: 4,
+    });
+    expect(res.overallCode).toBe(2);
+    const x = await t.rpc.inspect({ key: "why/plain=envoy" });
+    expect(x.text).toMatch(
+      / {2}over limit: why\/plain#plain_rpm \(3 per 60 s, fixed_window\) counted this hit of 4 past its limit/,
+    );
+  });
+
   it("a tenant over its fair share is paced at it, and told so; a light tenant is not rejected", () => {
     clock.set(T0 + 100_000);
     const reasons: string[] = [];
