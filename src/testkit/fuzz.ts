@@ -71,6 +71,8 @@ function seeds(method: string, i: number): object[] {
       return [{ knownGeneration: i }];
     case "GetLimits":
       return [{ knownVersion: "x" }];
+    case "Inspect":
+      return [{ key }];
     case "ShouldRateLimit":
       return [envoy];
     case "Forward":
