@@ -34,6 +34,24 @@ describe("GatewayLimiter.inspect", () => {
     expect(limiter.inspect("api/tenant=x")!.state).not.toBe("fallback");
   });
 
+  it("says why it rejects when the owner holds it back: the policy in force, in words", () => {
+    const { limiter, run } = startGateway({ opts: {}, addresses: [A], modes: {} });
+    run(10);
+    // 600 a minute, asked 100 times a tick: the window is spent within a second.
+    let rejected = 0;
+    let why = "";
+    for (let tick = 0; tick < 30 && why === ""; tick++) {
+      for (let i = 0; i < 100; i++) if (!limiter.decide("api/minute=m")) rejected++;
+      run(100);
+      const x = limiter.inspect("api/minute=m")!;
+      if (x.state === "REJECT_UNTIL" || x.state === "REJECT_FRACTION") why = x.why;
+    }
+    expect(rejected).toBeGreaterThan(0);
+    expect(why).toMatch(
+      /^(over limit: the owner said \S+ \(600 per 60000 ms\) is spent|fair share: the owner holds this gateway)/,
+    );
+  });
+
   it("is undefined for a key no limit applies to", () => {
     const { limiter, run } = startGateway({ opts: {}, addresses: [A], modes: {} });
     run(10);
