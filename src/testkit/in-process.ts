@@ -24,6 +24,8 @@ export function startLoopbackServer(
     maxCounters?: number;
     /** TLS on its gRPC port. */
     tls?: ServerTlsOptions;
+    /** OpenTelemetry spans (`serve --otel`). */
+    tracing?: boolean;
   } = {},
 ): Promise<RunningServer> {
   return startServer(
@@ -37,6 +39,7 @@ export function startLoopbackServer(
       maxCounters: opts.maxCounters,
       shutdownGraceMs: 500,
       tls: opts.tls,
+      tracing: opts.tracing,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },

@@ -10,9 +10,11 @@ import {
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { GrpcTransport } from "../../src/client/grpc-transport.js";
 import type { ReportResponse } from "../../src/protocol/messages.js";
-import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
+import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { disableTracing, enableTracing, metadataFor } from "../../src/protocol/tracing.js";
-import { startTwoServers, type TwoServers } from "./two-servers.js";
+import { startLoopbackServer } from "../../src/testkit/in-process.js";
+import { writeConfig } from "../../src/testkit/serve.js";
+import { startTwoServers, TWO_SERVERS_CONFIG, type TwoServers } from "./two-servers.js";
 
 /**
  * OpenTelemetry spans across a forwarded call: two in-process servers on loopback, A owning no
@@ -117,6 +119,21 @@ describe("OpenTelemetry spans", () => {
     expect(parentOf(served)).toBe(report.spanContext().spanId);
     expect(report.attributes["shardlimit.owner"]).toBe(bAddress());
     expect(served.attributes["shardlimit.entries"]).toBe(1);
+  });
+
+  it("serve --otel's wiring: a server started with tracing takes the global provider's tracer", async () => {
+    disableTracing();
+    trace.setGlobalTracerProvider(provider);
+    const server = await startLoopbackServer(writeConfig(TWO_SERVERS_CONFIG), { tracing: true });
+    const client = connect(`127.0.0.1:${server.grpcPort}`);
+    try {
+      await client.check({ items: [{ key: "d/k=7", cost: 1 }] });
+    } finally {
+      client.close();
+      await server.shutdown();
+      trace.disable();
+    }
+    expect(byName("shardlimit.Check").attributes["shardlimit.decision"]).toBe("allowed");
   });
 
   it("off: no span at all", async () => {
