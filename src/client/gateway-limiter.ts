@@ -93,6 +93,18 @@ export interface GatewayInspection {
   rejectedSinceReport: number;
 }
 
+/** A gateway's inspection in words (the sidecar's `/inspect`). */
+export function formatGatewayInspection(x: GatewayInspection): string {
+  return [
+    `rule        ${x.rule}`,
+    `state       ${x.state}`,
+    `why         ${x.why}`,
+    `owner said  ${x.remaining} left, full again in ${x.resetMs} ms`,
+    `since last report: ${x.admittedSinceReport} admitted, ${x.rejectedSinceReport} rejected here`,
+    "",
+  ].join("\n");
+}
+
 function round(n: number): number {
   return Math.round(n * 100) / 100;
 }

@@ -205,20 +205,38 @@ export interface HttpAnswer {
 export type InspectEndpoint = (query: URLSearchParams) => HttpAnswer;
 
 export function inspectEndpoint(inspectKey: (key: string) => Inspection): InspectEndpoint {
+  return keyEndpoint(inspectKey, formatInspection);
+}
+
+/**
+ * `?key=...[&format=json]` answered from `inspectKey` (a server's inspection, a gateway's), in
+ * words or JSON; undefined from it is a 404 saying so.
+ */
+export function keyEndpoint<T>(
+  inspectKey: (key: string) => T | undefined,
+  words: (x: T) => string,
+): InspectEndpoint {
   return (query) => {
     const key = query.get("key");
     if (key === null || key === "") {
       return { status: 400, contentType: "text/plain", body: "inspect: missing ?key=DOMAIN/key=value\n" };
     }
-    let x: Inspection;
+    let x: T | undefined;
     try {
       x = inspectKey(key);
     } catch (err) {
       if (!(err instanceof ShardlimitError)) throw err;
       return { status: 400, contentType: "text/plain", body: `${err.message}\n` };
     }
+    if (x === undefined) {
+      return {
+        status: 404,
+        contentType: "text/plain",
+        body: `inspect: no limit applies to ${JSON.stringify(key)}, or the limits are not known yet\n`,
+      };
+    }
     return query.get("format") === "json"
       ? { status: 200, contentType: "application/json", body: `${JSON.stringify(x)}\n` }
-      : { status: 200, contentType: "text/plain", body: formatInspection(x) };
+      : { status: 200, contentType: "text/plain", body: words(x) };
   };
 }
