@@ -80,6 +80,8 @@ export class Contention {
   /** Per rank (index rank + 1): demand of the ranks above it, and of its subjects within share. */
   private readonly above = new Float64Array(RANKS);
   private readonly free = new Float64Array(RANKS);
+  /** Per rank: how many subjects the last plan divided it among. */
+  private readonly members = new Uint32Array(RANKS);
   /** Whether more than one tenant (or class-only sender) asks: else nobody needs pacing. */
   private shared = false;
   /** Per rank: the fraction of the limit kept for the classes above it. */
@@ -178,11 +180,9 @@ export class Contention {
       : { kind: "priority", ...base, kept };
   }
 
-  /** How many subjects of class `rank` are measured now. */
+  /** How many subjects of class `rank` the last plan divided it among. */
   private tenantsOf(rank: number): number {
-    let n = 0;
-    for (const s of this.subjects.values()) if (s.rank === rank) n++;
-    return n;
+    return this.members[rank + 1]!;
   }
 
   /** `s` was admitted `cost` units. */
@@ -224,6 +224,7 @@ export class Contention {
       this.above[i] = demandAbove;
       const cap = Math.max(0, Math.min(left, supply * (1 - keptAbove)));
       const list = byRank[i]!;
+      this.members[i] = list.length;
       demands.length = 0;
       weights.length = 0;
       let total = 0;
