@@ -4,6 +4,7 @@
 export { createLimiter, type LimiterOptions } from "./client/create.js";
 export {
   type Descriptor,
+  type GatewayInspection,
   GatewayLimiter,
   type GatewayLimiterOptions,
   type GaugeSignal,
@@ -28,4 +29,6 @@ export {
   ShardlimitError,
   UnavailableError,
 } from "./core/errors.js";
+// OpenTelemetry spans for reports and checks (register an SDK first; README "Tracing").
+export { disableTracing, enableTracing } from "./protocol/tracing.js";
 export type { ClientTlsOptions } from "./security/tls.js";

@@ -17,6 +17,7 @@ export const E2E = [
 ];
 export const INTEGRATION = [
   "test/chaos/cutoff.test.ts",
+  "test/cli/inspect.test.ts",
   "test/client/cluster-client.test.ts",
   "test/client/grpc.test.ts",
   "test/cluster/assigner.test.ts",

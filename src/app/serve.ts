@@ -16,6 +16,7 @@ import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock
 import { Engine } from "../core/engine.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
+import { enableTracing } from "../protocol/tracing.js";
 import type { AuthPolicy } from "../security/auth-file.js";
 import { AuthFileWatcher } from "../security/auth-watch.js";
 import { type ServerTlsOptions, serverTls } from "../security/tls.js";
@@ -27,6 +28,7 @@ import { DEFAULT_ENVOY_OPTIONS, type EnvoyOptions } from "../server/envoy-option
 import { DescriptorMetrics } from "../server/envoy-stats.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
+import { inspectEndpoint } from "../server/inspect.js";
 import { Limiter } from "../server/limiter.js";
 import { PromMetrics, registerPoolMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
@@ -64,6 +66,8 @@ export interface ServeOptions {
   drainTimeoutMs?: number;
   /** Apply config reloads that remove a domain or a rule (refused by default). */
   allowLimitRemoval?: boolean;
+  /** OpenTelemetry spans, from the tracer provider an SDK registered (protocol/tracing.ts). */
+  tracing?: boolean;
   /** TLS on the gRPC port and on the links to peers (their certificates re-read on change). */
   tls?: ServerTlsOptions;
   /**
@@ -133,6 +137,7 @@ export async function startServer(
 ): Promise<RunningServer> {
   const clock = deps.clock ?? systemClock;
   const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
+  if (opts.tracing) enableTracing();
   // In a cluster the engine indexes its counters by slice of the key space (each shard key hashed
   // once, when its counter is made), so a handoff takes a slice's counters without a full scan.
   // One value of the lease bound for the engine and for what a handoff may carry (PeerService).
@@ -358,6 +363,7 @@ export async function startServer(
       metrics,
       global: globalTier,
       pools: current.pools,
+      why: limiter.why,
       options: envoyOptions,
       ...(descriptorMetrics
         ? { descriptorMetrics, metricKey: (d, e) => current.config.metricKey?.(d, e) }
@@ -413,7 +419,15 @@ export async function startServer(
     );
     selfAddress = `${opts.grpcHost}:${grpc.port}`;
     http = await startHttp(
-      { registry: metrics.registry, ready: isReady, log, detail: () => limitsDetail(inForce) },
+      {
+        registry: metrics.registry,
+        ready: isReady,
+        log,
+        detail: () => limitsDetail(inForce),
+        // Operator-only: the HTTP port has no identities, so under an auth file /inspect is off
+        // there and operators ask over gRPC (`shardlimit inspect --token-file`, `Inspect`).
+        ...(opts.authFile === undefined ? { inspect: inspectEndpoint((key) => limiter.inspect(key)) } : {}),
+      },
       opts.httpHost,
       opts.httpPort,
     );

@@ -4,7 +4,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import client from "prom-client";
 import { createLimiter } from "../client/create.js";
-import type { GatewayLimiter } from "../client/gateway-limiter.js";
+import { formatGatewayInspection, type GatewayLimiter } from "../client/gateway-limiter.js";
 import type { HostGuardOptions } from "../client/host-guard.js";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import type { InputLimits } from "../protocol/input-limits.js";
@@ -14,6 +14,7 @@ import { bearerMetadata, TokenFile } from "../security/token-file.js";
 import type { EnvoyOptions } from "../server/envoy-options.js";
 import { unary } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
+import { keyEndpoint } from "../server/inspect.js";
 import { EnvoySidecar } from "../sidecar/sidecar.js";
 
 /**
@@ -105,7 +106,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
   let httpServer: http.Server | undefined;
   let httpPort: number | undefined;
   if (opts.httpPort !== undefined) {
-    const h = await startHttp({ registry, ready: () => limiter.ready, log }, "127.0.0.1", opts.httpPort);
+    // `/inspect?key=...`: why this gateway admits or rejects a key now (its fallback included).
+    const inspect = keyEndpoint((key) => limiter.inspect(key), formatGatewayInspection);
+    const h = await startHttp(
+      { registry, ready: () => limiter.ready, log, inspect },
+      "127.0.0.1",
+      opts.httpPort,
+    );
     httpServer = h.server;
     httpPort = h.port;
   }

@@ -4,6 +4,7 @@ import { OptionsError } from "../core/errors.js";
 import { assignerCommand } from "./assigner.js";
 import { benchCommand } from "./bench.js";
 import { checkConfigCommand } from "./check-config.js";
+import { inspectCommand } from "./inspect.js";
 import { limitsCommand } from "./limits.js";
 import { serveCommand } from "./serve.js";
 import { sidecarCommand } from "./sidecar.js";
@@ -21,6 +22,7 @@ const program = new Command("shardlimit")
   .addCommand(assignerCommand())
   .addCommand(statusCommand())
   .addCommand(sidecarCommand())
+  .addCommand(inspectCommand())
   .addCommand(benchCommand())
   .addCommand(limitsCommand());
 

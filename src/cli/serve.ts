@@ -32,6 +32,7 @@ import {
 interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFlags {
   config?: string;
   limitsFrom: "file" | "etcd";
+  otel?: boolean;
   grpcHost: string;
   grpcPort: number;
   httpHost: string;
@@ -222,6 +223,12 @@ export function serveCommand(): Command {
     .addOption(globalTierFlags.fallbackAfter())
     .addOption(globalTierFlags.regions())
     .addOption(globalTierFlags.reportInterval())
+    .addOption(
+      new Option(
+        "--otel",
+        'OpenTelemetry spans for Check, ShouldRateLimit, forwarding and reports (register an SDK with node --import; README "Tracing")',
+      ).env("SHARDLIMIT_OTEL"),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -314,6 +321,7 @@ export function serveCommand(): Command {
             advertiseAddress: flags.advertiseAddress,
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
+            tracing: flags.otel ?? false,
             tls: tlsOptions && { ...tlsOptions, pollMs: flags.tlsReloadInterval },
             authFile: flags.authFile,
             tokenFile: flags.tokenFile,

@@ -113,6 +113,12 @@ export class ClientKey extends LocalKey {
   get inFallback(): boolean {
     return this.fallback !== undefined;
   }
+
+  /** In fallback: this gateway's share per window and what is left of it (`inspect`). */
+  get fallbackShare(): { perWindow: number; left: number; gateways: number } | undefined {
+    const f = this.fallback;
+    return f === undefined ? undefined : { perWindow: f.perWindow, left: f.left, gateways: this.gateways };
+  }
   /** Units of settled tickets waiting to be refunded by the next report. */
   get pendingRefund(): number {
     return this.refund;

@@ -46,6 +46,16 @@ export class Fallback {
     }
   }
 
+  /** This gateway's share of the limit per window (the limit / the gateways last reported). */
+  get perWindow(): number {
+    return this.share;
+  }
+
+  /** Units of the share left as of the last decision. */
+  get left(): number {
+    return Math.max(0, this.tokens);
+  }
+
   /** Concurrency: the most this gateway may hold at once. */
   get maxHeld(): number {
     return this.rule.failMode === "closed" ? 0 : this.share;

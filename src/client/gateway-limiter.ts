@@ -9,7 +9,7 @@ import {
 import { windowStart } from "../core/algorithms/types.js";
 import type { Clock, Timer } from "../core/clock.js";
 import { InvalidArgumentError, NotReadyError } from "../core/errors.js";
-import { type Policy, PolicyKind } from "../core/policy.js";
+import { type Policy, PolicyKind, policyKindName } from "../core/policy.js";
 import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { errorFromItem } from "../protocol/item-errors.js";
@@ -93,6 +93,36 @@ export interface LimiterStats {
   unitsRejected: number;
   generation: number;
   configVersion: string;
+}
+
+/** `GatewayLimiter.inspect`: a key as this gateway decides it now. */
+export interface GatewayInspection {
+  rule: string;
+  /** `fallback`, `allowance` (no policy in force), or the owner's policy in force (`GRANT`...). */
+  state: string;
+  /** Why requests are admitted or rejected here, in words. */
+  why: string;
+  /** The owner's last figures: units left cluster-wide, and ms until the counter is full again. */
+  remaining: number;
+  resetMs: number;
+  admittedSinceReport: number;
+  rejectedSinceReport: number;
+}
+
+/** A gateway's inspection in words (the sidecar's `/inspect`). */
+export function formatGatewayInspection(x: GatewayInspection): string {
+  return [
+    `rule        ${x.rule}`,
+    `state       ${x.state}`,
+    `why         ${x.why}`,
+    `owner said  ${x.remaining} left, full again in ${x.resetMs} ms`,
+    `since last report: ${x.admittedSinceReport} admitted, ${x.rejectedSinceReport} rejected here`,
+    "",
+  ].join("\n");
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
 }
 
 /**
@@ -587,6 +617,52 @@ export class GatewayLimiter {
   lastPolicy(key: string): { policy: Policy; at: number; gateways: number } | undefined {
     const e = this.keys.entry(key, 1);
     return e instanceof ClientKey ? e.lastPolicy : undefined;
+  }
+
+  /**
+   * Why this gateway admits or rejects `key` now, in words, from the state its decisions use: the
+   * owner's policy in force, the local allowance, or the fallback share when the owner is lost.
+   * Undefined when the limits are not known yet or no limit applies.
+   */
+  inspect(key: string | Descriptor): GatewayInspection | undefined {
+    const e = this.keys.entry(key, 1);
+    if (!(e instanceof ClientKey)) return undefined;
+    const now = this.opts.clock.now();
+    const rule = e.rule;
+    const limit = `${rule.id} (${rule.limit} per ${rule.windowMs} ms)`;
+    const f = e.fallbackShare;
+    let state: string;
+    let why: string;
+    if (f !== undefined) {
+      state = "fallback";
+      why =
+        rule.failMode === "closed"
+          ? `fallback: the owner of ${limit} is unreachable and the rule is fail_mode closed: every request is rejected`
+          : `fallback: the owner of ${limit} is unreachable; this gateway decides on its own share, the limit / ${f.gateways} gateway(s) = ${round(f.perWindow)} per window, ${round(f.left)} left`;
+    } else if (!e.hasPolicy(now)) {
+      state = "allowance";
+      why = `no policy in force from the owner: a local allowance of ${round(Math.max(0, e.allowance))} units of ${limit} is left`;
+    } else {
+      state = policyKindName(e.kind);
+      const left = Math.round(e.until - now);
+      why =
+        e.kind === PolicyKind.ALLOW
+          ? `the owner allows ${limit} for ${left} ms`
+          : e.kind === PolicyKind.REJECT_UNTIL
+            ? `over limit: the owner said ${limit} is spent: every request is rejected for ${left} ms`
+            : e.kind === PolicyKind.REJECT_FRACTION
+              ? `fair share: the owner holds this gateway to its share of ${limit}: ${round(e.fraction * 100)}% of requests rejected, ${round(Math.max(0, e.units))} units left, for ${left} ms`
+              : `the owner grants ${round(Math.max(0, e.units))} more units of ${limit} for ${left} ms${e.units <= 0 ? ": spent, requests are rejected until the next answer" : ""}`;
+    }
+    return {
+      rule: rule.id,
+      state,
+      why,
+      remaining: e.remaining,
+      resetMs: Math.max(0, Math.round(e.resetAt - now)),
+      admittedSinceReport: e.admitted,
+      rejectedSinceReport: e.rejected,
+    };
   }
 
   // ---- the report loop --------------------------------------------------------------------

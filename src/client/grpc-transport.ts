@@ -10,6 +10,7 @@ import type {
   ReportResponse,
 } from "../protocol/messages.js";
 import { type CallMetadata, connect, type RateLimiterRpc } from "../protocol/rpc.js";
+import { tracedCall } from "../protocol/tracing.js";
 import type { ClientTls } from "../security/tls.js";
 import type { ClientTransport, Done } from "./transport.js";
 
@@ -52,11 +53,21 @@ export class GrpcTransport implements ClientTransport {
   }
 
   report(address: string, req: ReportRequest, timeoutMs: number, done: Done<ReportResponse>): void {
-    settle(this.client(address).reportAndGetPolicy(req, { deadlineMs: timeoutMs }), done);
+    const attrs = () => ({ "shardlimit.owner": address, "shardlimit.entries": req.entries.length });
+    const call = tracedCall("shardlimit.report", attrs, (metadata) =>
+      this.client(address).reportAndGetPolicy(req, { deadlineMs: timeoutMs, metadata }),
+    );
+    settle(call, done);
   }
 
   check(address: string, req: CheckRequest, timeoutMs: number, done: Done<CheckResponse>): void {
-    settle(this.client(address).check(req, { deadlineMs: timeoutMs }), done);
+    const attrs = () => ({ "shardlimit.owner": address, "shardlimit.items": req.items.length });
+    settle(
+      tracedCall("shardlimit.check", attrs, (metadata) =>
+        this.client(address).check(req, { deadlineMs: timeoutMs, metadata }),
+      ),
+      done,
+    );
   }
 
   clusterView(address: string, timeoutMs: number, done: Done<ClusterView>): void {

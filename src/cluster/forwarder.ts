@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import type { Metadata } from "@grpc/grpc-js";
+import { type Context, ROOT_CONTEXT } from "@opentelemetry/api";
 import { type Clock, sleep, systemClock } from "../core/clock.js";
 import { NotOwnerError, UnavailableError } from "../core/errors.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
@@ -13,6 +15,7 @@ import type {
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
+import { activeTracer, clientSpan, currentContext, metadataFor } from "../protocol/tracing.js";
 import type { Owner } from "../server/ownership.js";
 import { ForwardExpiredError, type Forwarder, ForwardLostError } from "../server/router.js";
 import type { PeerRpc } from "./peers.js";
@@ -63,6 +66,8 @@ interface Part<Req, Res> {
   deadline: number;
   /** Whether `deadline` is its caller's (for the error's words). */
   callers: boolean;
+  /** Tracing on: the caller's context, the parent (or a link) of the call's span. */
+  ctx: Context | undefined;
 }
 
 class OwnerQueue {
@@ -158,7 +163,7 @@ export class BatchingForwarder implements Forwarder {
     };
     let res: ForwardResponse;
     try {
-      res = await this.send(owner.address, call);
+      res = await this.send(owner.address, call, this.deadlineMs, []);
     } catch (err) {
       this.opts.onCall?.(owner.address, 1, false);
       throw new ForwardLostError(
@@ -203,7 +208,8 @@ export class BatchingForwarder implements Forwarder {
     };
     let res: ForwardResponse;
     try {
-      res = await this.send(owner.address, fr, this.deadlineMs + wait);
+      const ctx = activeTracer() === undefined ? undefined : currentContext();
+      res = await this.send(owner.address, fr, this.deadlineMs + wait, [ctx]);
       this.opts.onCall?.(owner.address, 1, true);
     } catch (err) {
       this.opts.onCall?.(owner.address, 1, false);
@@ -231,7 +237,8 @@ export class BatchingForwarder implements Forwarder {
       if (this.full(owner.address, q, reject)) return;
       const own = this.clock.elapsed() + this.queueMs;
       const deadline = Math.min(own, until);
-      list(q).push({ req, id: ++this.seq, resolve, reject, deadline, callers: until < own });
+      const ctx = activeTracer() === undefined ? undefined : currentContext();
+      list(q).push({ req, id: ++this.seq, resolve, reject, deadline, callers: until < own, ctx });
       this.schedule(owner.address, q, generation);
     });
   }
@@ -296,16 +303,47 @@ export class BatchingForwarder implements Forwarder {
     });
   }
 
-  /** One Forward call, sent again unchanged (same part ids) while it fails as a whole. */
-  private async send(
+  /**
+   * One Forward call, sent again unchanged (same part ids) while it fails as a whole. Tracing on:
+   * in a client span, child of the first caller's context and linked to the others', carried to
+   * the owner in the call's metadata (W3C traceparent).
+   */
+  private send(
     address: string,
     req: ForwardRequest,
-    deadlineMs = this.deadlineMs,
+    deadlineMs: number,
+    ctxs: readonly (Context | undefined)[],
+  ): Promise<ForwardResponse> {
+    const t = activeTracer();
+    if (t === undefined) return this.sendAgain(address, req, deadlineMs);
+    const callers = ctxs.filter((c) => c !== undefined);
+    const attrs = {
+      "shardlimit.owner": address,
+      "shardlimit.checks": req.checks.length,
+      "shardlimit.envoy": req.envoy.length,
+    };
+    return clientSpan(
+      t,
+      "shardlimit.forward",
+      callers[0] ?? ROOT_CONTEXT,
+      callers.slice(1),
+      attrs,
+      (_, ctx) => this.sendAgain(address, req, deadlineMs, metadataFor(ctx)),
+    );
+  }
+
+  private async sendAgain(
+    address: string,
+    req: ForwardRequest,
+    deadlineMs: number,
+    metadata?: Metadata,
   ): Promise<ForwardResponse> {
     const resends = this.opts.resends ?? 2;
     for (let n = 0; ; n++) {
       try {
-        return await this.opts.peer(address).forward(req, { deadlineMs });
+        return await this.opts
+          .peer(address)
+          .forward(req, metadata ? { deadlineMs, metadata } : { deadlineMs });
       } catch (err) {
         if (n >= resends) throw err;
       }
@@ -349,7 +387,8 @@ export class BatchingForwarder implements Forwarder {
         ),
       };
       q.inFlight++;
-      this.send(address, req)
+      const ctxs = activeTracer() === undefined ? [] : [...envoyParts, ...checkParts].map((p) => p.ctx);
+      this.send(address, req, this.deadlineMs, ctxs)
         .then(
           (res) => {
             this.opts.onCall?.(address, nEnvoy + nChecks, true);

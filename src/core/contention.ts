@@ -1,4 +1,5 @@
 import type { Counter } from "./counter.js";
+import type { RejectReason } from "./decision.js";
 import { headroom, weightedWaterLevel } from "./fair-share.js";
 import type { Limit } from "./limit.js";
 import { PRIORITIES } from "./priority.js";
@@ -79,6 +80,8 @@ export class Contention {
   /** Per rank (index rank + 1): demand of the ranks above it, and of its subjects within share. */
   private readonly above = new Float64Array(RANKS);
   private readonly free = new Float64Array(RANKS);
+  /** Per rank: how many subjects the last plan divided it among. */
+  private readonly members = new Uint32Array(RANKS);
   /** Whether more than one tenant (or class-only sender) asks: else nobody needs pacing. */
   private shared = false;
   /** Per rank: the fraction of the limit kept for the classes above it. */
@@ -146,6 +149,42 @@ export class Contention {
     return available >= cost + base * this.reserved[i]! + headroom(ahead);
   }
 
+  /**
+   * Why `admits` said no, in its own figures: read after a rejection only (nothing on the path of
+   * an admission). Changes nothing (the refill it repeats at the same `now` adds nothing).
+   */
+  why(s: Subject, cost: number, available: number, c: Counter, l: Limit, now: number): RejectReason {
+    const subject = s.id === OTHERS ? "(others)" : s.id;
+    const base = { cost, available, subject, rank: s.rank, demand: s.demand(now) * 1000 };
+    if (available < cost) return { kind: "over_limit", ...base };
+    const i = s.rank + 1;
+    if (s.alloc !== Number.POSITIVE_INFINITY && (this.shared || this.reserved[i]! > 0)) {
+      this.refill(s, l, now);
+      if (s.tokens < cost) {
+        // A tenant over its share among the tenants of its class is fair share; a class (or a
+        // borrowing tenant) over what the classes above leave it is priority shedding.
+        const tenants = this.tenantsOf(s.rank);
+        const kind = s.id !== "" && s.rank !== BORROW_RANK && tenants > 1 ? "fair_share" : "priority";
+        return { kind, ...base, share: s.alloc * 1000 };
+      }
+    }
+    // Units there, but held for those ahead: the classes above (reserve, expected demand) and,
+    // for a subject over its share, the subjects of its class within theirs.
+    const paced = s.alloc !== Number.POSITIVE_INFINITY;
+    const baseUnits = l.algorithm === "token_bucket" ? l.burst : l.limit;
+    const ahead = this.above[i]! + (paced ? this.free[i]! : 0);
+    const kept = baseUnits * this.reserved[i]! + headroom(horizonMs(c, l, now) * Math.max(0, ahead));
+    const fair = paced && s.id !== "" && s.rank !== BORROW_RANK && this.tenantsOf(s.rank) > 1;
+    return fair
+      ? { kind: "fair_share", ...base, kept, share: s.alloc * 1000 }
+      : { kind: "priority", ...base, kept };
+  }
+
+  /** How many subjects of class `rank` the last plan divided it among. */
+  private tenantsOf(rank: number): number {
+    return this.members[rank + 1]!;
+  }
+
   /** `s` was admitted `cost` units. */
   took(s: Subject, cost: number): void {
     if (s.alloc !== Number.POSITIVE_INFINITY) s.tokens -= cost;
@@ -185,6 +224,7 @@ export class Contention {
       this.above[i] = demandAbove;
       const cap = Math.max(0, Math.min(left, supply * (1 - keptAbove)));
       const list = byRank[i]!;
+      this.members[i] = list.length;
       demands.length = 0;
       weights.length = 0;
       let total = 0;

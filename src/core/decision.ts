@@ -16,7 +16,35 @@ export interface Decision {
   retryAt: number;
   /** A soft limit's item admitted on its fair-share parent's idle capacity, not its own. */
   borrowed?: boolean;
+  /** Set on a rejection: what the engine saw when it said no (see `RejectReason`). */
+  reason?: RejectReason;
 }
+
+/**
+ * Why a request was rejected, in the engine's own figures (rates in units per second):
+ * - `over_limit`: the counter had `available` units, fewer than `cost`;
+ * - `fair_share`: the subject (a tenant of a `fair_share` limit) asks `demand`, more than its
+ *   `share`, and is paced at its share;
+ * - `priority`: units were there, but `kept` of them are held for the classes above (their
+ *   `reserve` and their expected demand), or the class asks more than what the classes above
+ *   leave it (`share`);
+ * - `together`: this item fitted, but another item it is decided with (an atomic check, a
+ *   tenant's group) did not;
+ * - `not_owner`, `fallback`: the server that was asked does not own the key; a gateway that lost
+ *   its owner decides on its own fallback share.
+ */
+export interface RejectReason {
+  kind: RejectKind;
+  cost: number;
+  available?: number;
+  demand?: number;
+  share?: number;
+  kept?: number;
+  /** The subject's tenant ("" for none) and priority rank. */
+  subject?: string;
+  rank?: number;
+}
+export type RejectKind = "over_limit" | "fair_share" | "priority" | "together" | "not_owner" | "fallback";
 
 export interface CheckItem {
   key: string;

@@ -11,6 +11,7 @@ import {
   type CheckItem,
   type CheckMode,
   type Decision,
+  type RejectReason,
   type ReportEntry,
   UNLIMITED_DECISION,
 } from "./decision.js";
@@ -186,6 +187,11 @@ export class Engine {
     return c;
   }
 
+  /** Read-only: the counter of `key`, if this engine holds one (inspection). */
+  existing(key: string): Counter | undefined {
+    return this.counters.get(key);
+  }
+
   /** Read-only: the state of `key` as a decision of cost 0 would see it. */
   peek(key: string, l: Limit, now: number): Decision {
     if (l.unlimited) return UNLIMITED_DECISION;
@@ -239,6 +245,8 @@ export class Engine {
     const counters: (Counter | undefined)[] = new Array(items.length);
     const subjects: (Subject | undefined)[] = new Array(items.length);
     const fits: boolean[] = new Array(items.length);
+    /** Why an item did not fit (allocated on the first rejection only). */
+    let reasons: (RejectReason | undefined)[] | undefined;
     // Phase 1: decide every item against the state plus what earlier items of this call take,
     // so two descriptors on one counter cannot both pass on the same remaining units.
     let allFit = true;
@@ -288,6 +296,11 @@ export class Engine {
       // takes nothing; an atomic call with any rejection takes nothing at all).
       if (fit || l.shadowMode) this.pending.set(c, taken + cost);
       if (!fit && !l.shadowMode) {
+        reasons ??= new Array(items.length);
+        reasons[i] =
+          subjects[i] === undefined
+            ? { kind: "over_limit", cost, available }
+            : c.contention!.why(subjects[i]!, cost, available, c, l, now);
         allFit = false;
         if (item.tie !== undefined) tieFails.add(item.tie);
       }
@@ -308,6 +321,9 @@ export class Engine {
         this.touch(items[i]!.key, c);
         const over = c.x > l.limit;
         out[i] = this.decision(alg, c, l, !over || l.shadowMode, over && l.shadowMode, cost, now);
+        if (over && !l.shadowMode) {
+          out[i]!.reason = { kind: "over_limit", cost };
+        }
         continue;
       }
       const fit = fits[i]!;
@@ -320,6 +336,7 @@ export class Engine {
       }
       out[i] = this.decision(alg, c, l, admit, admit && !fit, cost, now);
       if (admit && borrowed.has(i)) out[i]!.borrowed = true;
+      else if (!admit) out[i]!.reason = reasons?.[i] ?? { kind: "together", cost };
     }
     return out;
   }

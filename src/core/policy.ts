@@ -17,6 +17,12 @@ export const PolicyKind = {
 } as const;
 export type PolicyKind = (typeof PolicyKind)[keyof typeof PolicyKind];
 
+/** A policy kind's wire name (`ALLOW`, `GRANT`...), for people (`inspect`). */
+export function policyKindName(kind: number): string {
+  for (const [name, k] of Object.entries(PolicyKind)) if (k === kind) return name;
+  return `kind ${kind}`;
+}
+
 /** What the owner tells one gateway to do with one key until its next report is answered. */
 export interface Policy {
   kind: PolicyKind;

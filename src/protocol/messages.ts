@@ -91,6 +91,8 @@ export interface CheckRequest {
    * Tickets record it as their taker. Absent without an authorisation file.
    */
   caller?: string;
+  /** Answer each rejected item's reason in words (`CheckResult.explanation`). */
+  explain?: boolean;
 }
 
 export interface CheckResult {
@@ -104,6 +106,24 @@ export interface CheckResult {
   error?: ItemError;
   /** The ticket this item's estimate is held under ("" or absent: none). */
   ticketId?: string;
+  /** Asked for with `CheckRequest.explain`: why the item was rejected, in words. */
+  explanation?: string;
+}
+
+/** `Inspect`: what the server knows about one key (operator-only). */
+export interface InspectRequest {
+  key: string;
+}
+
+export interface InspectResponse {
+  /** Whether this server owns the key; when not, the owner's address to ask instead. */
+  owned: boolean;
+  ownerId: string;
+  ownerAddress: string;
+  generation: number;
+  /** The inspection in words, and as JSON (server/inspect.ts `Inspection`). */
+  text: string;
+  json: string;
 }
 
 export interface CheckResponse {

@@ -9,6 +9,8 @@ import type {
   ClusterViewRequest,
   EnvoyRequest,
   EnvoyResponse,
+  InspectRequest,
+  InspectResponse,
   Limits,
   LimitsRequest,
   PoolReportRequest,
@@ -31,7 +33,7 @@ export type CallMetadata = () => grpc.Metadata;
 /** `signal` cancels the call (the server sees it cancelled; the promise rejects with CANCELLED). */
 export type Unary<Req, Res> = (
   req: Partial<Req>,
-  opts?: { deadlineMs?: number; signal?: AbortSignal },
+  opts?: { deadlineMs?: number; signal?: AbortSignal; metadata?: grpc.Metadata },
 ) => Promise<Res>;
 
 export interface RateLimiterRpc {
@@ -44,6 +46,8 @@ export interface RateLimiterRpc {
   getLimits: Unary<LimitsRequest, Limits>;
   shouldRateLimit: Unary<EnvoyRequest, EnvoyResponse>;
   reportPool: Unary<PoolReportRequest, PoolReportResponse>;
+  /** Operator-only: what the server knows about one key. */
+  inspect: Unary<InspectRequest, InspectResponse>;
   close(): void;
 }
 
@@ -61,6 +65,20 @@ const EnvoyClient = grpc.makeGenericClientConstructor(
  * `clock`; gRPC deadlines are wall-clock times, so only the system clock makes sense over a
  * real channel (the parameter exists so no part reads the time behind the clock's back).
  */
+/**
+ * A call's metadata: the channel's (a bearer token, read as of the call) and the call's own (a
+ * trace context), merged; the channel's is copied first when both are there, since its source may
+ * hand out one object.
+ */
+function callMetadata(channel: CallMetadata | undefined, own: grpc.Metadata | undefined): grpc.Metadata {
+  const base = channel?.();
+  if (base === undefined) return own ?? new grpc.Metadata();
+  if (own === undefined) return base;
+  const md = base.clone();
+  md.merge(own);
+  return md;
+}
+
 export function promisify<Req, Res>(
   client: grpc.Client,
   method: string,
@@ -76,7 +94,7 @@ export function promisify<Req, Res>(
       if (opts?.deadlineMs !== undefined) options.deadline = clock.now() + opts.deadlineMs;
       const call = fn(
         req,
-        metadata?.() ?? new grpc.Metadata(),
+        callMetadata(metadata, opts?.metadata),
         options,
         (err: grpc.ServiceError | null, res?: Res) => (err ? reject(err) : resolve(res!)),
       ) as unknown as grpc.ClientUnaryCall;
@@ -109,6 +127,7 @@ export function connect(
     getLimits: promisify(rl, "GetLimits", clock, metadata),
     shouldRateLimit: promisify(envoy, "ShouldRateLimit", clock, metadata),
     reportPool: promisify(rl, "ReportPool", clock, metadata),
+    inspect: promisify(rl, "Inspect", clock, metadata),
     close() {
       rl.close();
       envoy.close();

@@ -18,6 +18,7 @@ import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import type { PoolDesk } from "./pools.js";
+import type { WhyLog } from "./why.js";
 
 export interface EnvoyDeps {
   engine: Engine;
@@ -34,6 +35,8 @@ export interface EnvoyDeps {
   global?: GlobalShares;
   /** Pools of backends (issue 14): the Limiter's, so both services shed and lend alike. */
   pools?: PoolDesk;
+  /** Where rejections are remembered for `inspect` (the Limiter's). */
+  why?: WhyLog;
 }
 
 /**
@@ -127,6 +130,10 @@ export class EnvoyRateLimit {
       };
       metrics.decision("envoy", rule.domain, d.shadowed ? "shadow_over_limit" : over ? "over_limit" : "ok");
       this.recordDescriptor(plan, i, resolved.rule, d);
+      if (over) {
+        const retryMs = Number.isFinite(d.retryAt) ? Math.max(0, Math.round(d.retryAt - now)) : 0;
+        this.deps.why?.decided(resolved, d, plan.hits[i]!, retryMs, now, false);
+      }
     }
     return out;
   }

@@ -31,10 +31,12 @@ import {
 } from "../protocol/proto.js";
 import { callViewOf } from "../security/identity.js";
 import type { Access, Caller } from "./access.js";
+import { inspectResponse } from "./inspect.js";
 import type { Limiter, ReportCaller } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import type { PeerService } from "./peer-service.js";
 import type { Router } from "./router.js";
+import { checkAttrs, envoyAttrs, forwardAttrs, reportAttrs, traced } from "./spans.js";
 
 export interface GrpcDeps {
   limiter: Limiter;
@@ -158,15 +160,26 @@ export async function startGrpc(
   };
   const name = (c: Caller | undefined) => c?.identity.name;
   server.addService(serviceDefinition(RATE_LIMITER_SERVICE), {
-    ReportAndGetPolicy: guarded("ReportAndGetPolicy", (req: ReportRequest, _call, c) => {
-      const run = (caller?: ReportCaller) =>
-        router.caughtUp((r: ReportRequest) => limiter.reportAndGetPolicy(r, caller))(req);
-      return access === undefined ? run() : access.report(c, run);
-    }),
+    ReportAndGetPolicy: guarded(
+      "ReportAndGetPolicy",
+      traced(
+        "ReportAndGetPolicy",
+        (req: ReportRequest, _call, c: Caller | undefined) => {
+          const run = (caller?: ReportCaller) =>
+            router.caughtUp((r: ReportRequest) => limiter.reportAndGetPolicy(r, caller))(req);
+          return access === undefined ? run() : access.report(c, run);
+        },
+        reportAttrs,
+      ),
+    ),
     Check: guarded(
       "Check",
-      (req: CheckRequest, call, c) =>
-        access === undefined ? router.check(req, call) : access.check(c, req, (r) => router.check(r, call)),
+      traced(
+        "Check",
+        (req: CheckRequest, call, c: Caller | undefined) =>
+          access === undefined ? router.check(req, call) : access.check(c, req, (r) => router.check(r, call)),
+        checkAttrs,
+      ),
       (req) => (req.items?.some((it) => (it.maxWaitMs ?? 0) !== 0) ? "CheckWaiting" : "Check"),
     ),
     Acquire: guarded("Acquire", (req: AcquireRequest, _call, c) => {
@@ -201,16 +214,28 @@ export async function startGrpc(
     ReportPool: guarded("ReportPool", (req: PoolReportRequest) =>
       router.caughtUp((r: PoolReportRequest) => limiter.reportPool(r))(req),
     ),
+    // Operator-only: not in the access table, so under an auth file only operators may call it.
+    Inspect: guarded("Inspect", (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
-    ShouldRateLimit: guarded("ShouldRateLimit", (req: EnvoyRequest, _call, c) => {
-      access?.domain("ShouldRateLimit", c, "check", req.domain ?? "");
-      return router.shouldRateLimit(req);
-    }),
+    ShouldRateLimit: guarded(
+      "ShouldRateLimit",
+      traced(
+        "ShouldRateLimit",
+        (req: EnvoyRequest, call, c: Caller | undefined) => {
+          access?.domain("ShouldRateLimit", c, "check", req.domain ?? "");
+          return router.shouldRateLimit(req, call);
+        },
+        envoyAttrs,
+      ),
+    ),
   });
   if (peer) {
     server.addService(serviceDefinition(PEER_SERVICE), {
-      Forward: guarded("Forward", (req: ForwardRequest, call) => peer.forward(req, call)),
+      Forward: guarded(
+        "Forward",
+        traced("Forward", (req: ForwardRequest, call) => peer.forward(req, call), forwardAttrs),
+      ),
       Handoff: guarded("Handoff", (req: HandoffRequest, _call, c) => {
         access?.memberId("Handoff", c, req.from);
         return peer.handoff(req);

@@ -1,5 +1,6 @@
 import http from "node:http";
 import type { Registry } from "prom-client";
+import type { InspectEndpoint } from "./inspect.js";
 
 export interface HttpDeps {
   registry: Registry;
@@ -7,6 +8,8 @@ export interface HttpDeps {
   ready: () => boolean;
   /** Lines `/readyz` adds after its verdict (e.g. the limits in force); none when absent. */
   detail?: () => string | undefined;
+  /** `/inspect?key=...` (operator-only: wrap it in the access check); absent: 404. */
+  inspect?: InspectEndpoint;
   /** Where errors that do not stop the server are reported (pino's shape); unreported when absent. */
   log?: {
     warn(obj: object, msg: string): void;
@@ -21,7 +24,7 @@ export function startHttp(
   port: number,
 ): Promise<{ server: http.Server; port: number }> {
   const server = http.createServer((req, res) => {
-    const url = (req.url ?? "/").split("?")[0];
+    const [url, query] = (req.url ?? "/").split("?");
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
       return;
@@ -34,6 +37,9 @@ export function startHttp(
       res
         .writeHead(ok ? 200 : 503, { "content-type": "text/plain" })
         .end(`${ok ? "ready" : "not ready"}\n${detail ? `${detail}\n` : ""}`);
+    } else if (url === "/inspect" && deps.inspect !== undefined) {
+      const a = deps.inspect(new URLSearchParams(query ?? ""));
+      res.writeHead(a.status, { "content-type": a.contentType }).end(a.body);
     } else if (url === "/metrics") {
       deps.registry.metrics().then(
         (text) => res.writeHead(200, { "content-type": deps.registry.contentType }).end(text),

@@ -32,6 +32,7 @@ import type {
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
 import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
+import { type Inspection, inspect } from "./inspect.js";
 import { keyPolicy, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
@@ -39,6 +40,7 @@ import { PoolDesk } from "./pools.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 import { TicketDesk } from "./tickets.js";
+import { explainPolicy, policyRejectKind, WhyLog, type WhyLogOptions } from "./why.js";
 
 export interface LimiterDeps {
   engine: Engine;
@@ -51,6 +53,8 @@ export interface LimiterDeps {
   newTicketId?: () => string;
   /** This region's shares of `global: true` limits (`serve --global-tier`); none: decided as configured. */
   global?: GlobalShares;
+  /** Bounds of the memory of recent rejections per key (server/why.ts). */
+  why?: WhyLogOptions;
 }
 
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
@@ -75,9 +79,12 @@ export class Limiter {
   private readonly global: GlobalShares | undefined;
   /** Pools of backends (issue 14): shed when overloaded, lend idle capacity (server/pools.ts). */
   readonly pools: PoolDesk;
+  /** The last rejections and gateway policies per key, for `inspect` (bounded). */
+  readonly why: WhyLog;
 
   constructor(deps: LimiterDeps) {
     this.global = deps.global;
+    this.why = new WhyLog(deps.why);
     this.engine = deps.engine;
     this.clock = deps.clock;
     this.ownership = deps.ownership;
@@ -240,6 +247,7 @@ export class Limiter {
         continue;
       }
       this.metrics.policy(p.kind);
+      this.notePolicy(r, req.clientId, p, e, span, hit!.counter?.clients?.size ?? 1, now);
       if (apply) {
         applied++;
         if (r.rule.domain !== domain) {
@@ -405,6 +413,72 @@ export class Limiter {
     return g.ruleFor(key, rule, now);
   }
 
+  /** Remembers a gateway's policy for `inspect`, and a restrictive one's reason in words. */
+  private notePolicy(
+    r: Resolved,
+    clientId: string,
+    p: Policy,
+    e: ReportEntryMsg,
+    span: number,
+    gateways: number,
+    now: number,
+  ): void {
+    this.why.policy(r.counterKey, clientId, p.kind, p.units, p.fraction, now);
+    if (p.kind !== PolicyKind.REJECT_UNTIL && p.kind !== PolicyKind.REJECT_FRACTION) return;
+    const tenant = (r.parent?.subject ?? r.subject)?.id;
+    const figures = {
+      units: p.units,
+      fraction: p.fraction,
+      remaining: p.remaining,
+      resetMs: ms(p.resetAt - now),
+    };
+    const demand = ((e.admitted + e.rejected) / span) * 1000;
+    this.why.reject(r.counterKey, policyRejectKind(p.kind, tenant, r.rank), clientId, now, () =>
+      explainPolicy(r.rule, clientId, p.kind, figures, demand, gateways, tenant, r.rank),
+    );
+  }
+
+  /**
+   * What this server knows about `key` (`shardlimit inspect`): its rule, owner, counter, the
+   * gateways reporting it and the last rejections. Throws InvalidArgumentError for a bad key.
+   */
+  inspect(key: string): Inspection {
+    const bad = keyProblem(key, this.limits);
+    if (bad !== undefined) throw new InvalidArgumentError(`inspect: ${bad}`);
+    const r = this.resolver.resolve(key);
+    if (typeof r === "string")
+      throw new InvalidArgumentError(`inspect: ${r}: ${JSON.stringify(key.slice(0, 100))}`);
+    return inspect(
+      { engine: this.engine, ownership: this.ownership, why: this.why },
+      key,
+      r,
+      this.clock.now(),
+    );
+  }
+
+  /** Records (and, when asked, explains) a rejected Check item. */
+  private rejected(
+    out: CheckResult,
+    r: Resolved,
+    d: Decision,
+    cost: number,
+    explain: boolean,
+    now: number,
+  ): void {
+    const text = this.why.decided(r, d, cost, out.retryMs ?? 0, now, explain);
+    if (text !== undefined) out.explanation = text;
+  }
+
+  /** A Check item this server may not decide: remembered under its key, explained when asked. */
+  private notDecided(out: CheckResult, key: string, explain: boolean, now: number): void {
+    const e = out.error;
+    if (e === undefined || (e.code !== ErrorCode.NOT_OWNER && e.code !== ErrorCode.SLICE_NOT_READY)) return;
+    const r = this.resolver.resolve(key);
+    const text = `not owner: ${e.message}`;
+    if (typeof r === "object") this.why.reject(r.counterKey, "not_owner", "", now, () => text);
+    if (explain) out.explanation = text;
+  }
+
   getLimits(req: LimitsRequest): Limits {
     const config = this.config;
     if (req.knownVersion === config.version) return { version: config.version, sources: [], unchanged: true };
@@ -476,6 +550,7 @@ export class Limiter {
       }
       if ("code" in r) {
         results[i] = this.failItem("check", r);
+        this.notDecided(results[i]!, it.key, req.explain === true, now);
         invalid++;
         continue;
       }
@@ -525,6 +600,10 @@ export class Limiter {
       if (decisions.length === 0) {
         const r = rules[j]!;
         results[positions[j]!] = { allowed: false, limit: r.rule.limit, rule: r.rule.id };
+        if (req.explain) {
+          results[positions[j]!]!.explanation =
+            "rejected together: another item of this atomic check was invalid, so none was decided";
+        }
         continue;
       }
       const joint = joined(decisions, starts[j]!, counts[j]!, rules[j]!, costs[j]!);
@@ -534,6 +613,7 @@ export class Limiter {
       if (!d.allowed && !req.atomic && this.pools.lend(rules[j]!, costs[j]!, now))
         d = { ...d, allowed: true };
       results[positions[j]!] = this.result(r, d, now);
+      if (!d.allowed) this.rejected(results[positions[j]!]!, r, d, costs[j]!, req.explain === true, now);
       countTenant(this.metrics, rules[j]!, ranks[j], d.allowed, joint.borrowed, costs[j]!);
       this.metrics.decision(
         "check",

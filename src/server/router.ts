@@ -429,6 +429,7 @@ function part(req: CheckRequest, positions: readonly number[], generation: numbe
   const sub: CheckRequest = { items: positions.map((i) => req.items[i]!), atomic: false, generation };
   if (req.ticketTimeoutMs) sub.ticketTimeoutMs = req.ticketTimeoutMs;
   if (req.caller !== undefined) sub.caller = req.caller; // the taker of its tickets
+  if (req.explain) sub.explain = true;
   return sub;
 }
 

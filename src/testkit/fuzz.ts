@@ -73,6 +73,8 @@ function seeds(method: string, i: number): object[] {
       return [{ knownVersion: "x" }];
     case "ReportPool":
       return [{ pool: "fz", backend: `b${i}`, utilisation: 0.5, capacity: 100, generation: 1 }];
+    case "Inspect":
+      return [{ key }];
     case "ShouldRateLimit":
       return [envoy];
     case "Forward":

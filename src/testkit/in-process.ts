@@ -1,8 +1,15 @@
 import { pino } from "pino";
 import { type RunningServer, type ServeOptions, startServer } from "../app/serve.js";
-import type { Clock } from "../core/clock.js";
-import type { InputLimits } from "../protocol/input-limits.js";
+import type { LimitConfig } from "../config/types.js";
+import { type Clock, systemClock } from "../core/clock.js";
+import { Engine } from "../core/engine.js";
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import type { ServerTlsOptions } from "../security/tls.js";
+import { EnvoyRateLimit } from "../server/envoy.js";
+import { Limiter } from "../server/limiter.js";
+import { noopMetrics } from "../server/metrics.js";
+import type { Ownership } from "../server/ownership.js";
+import { type Forwarder, Router } from "../server/router.js";
 
 /**
  * A standalone server in this process on free loopback ports: the tests' server (silent, with
@@ -19,6 +26,8 @@ export function startLoopbackServer(
     tls?: ServerTlsOptions;
     /** More serve options (`authFile`, `limitsRead`, `reflection`...). */
     serve?: Partial<ServeOptions>;
+    /** OpenTelemetry spans (`serve --otel`). */
+    tracing?: boolean;
   } = {},
 ): Promise<RunningServer> {
   return startServer(
@@ -32,9 +41,32 @@ export function startLoopbackServer(
       maxCounters: opts.maxCounters,
       shutdownGraceMs: 500,
       tls: opts.tls,
+      tracing: opts.tracing,
       ...opts.serve,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },
   );
+}
+
+/**
+ * A server's request path without its listeners or wiring: `Limiter`, `EnvoyRateLimit` and
+ * `Router` over a fresh engine, on `ownership` (and a forwarder, for keys it does not own). For
+ * tests and benchmarks that drive the handlers directly or put them behind their own gRPC server.
+ */
+export function requestPath(
+  config: LimitConfig,
+  ownership: Ownership,
+  opts: { clock?: Clock; forwarder?: Forwarder } = {},
+): { limiter: Limiter; envoy: EnvoyRateLimit; router: Router } {
+  const clock = opts.clock ?? systemClock;
+  const deps = { engine: new Engine(), clock, ownership, limits: DEFAULT_INPUT_LIMITS, metrics: noopMetrics };
+  const limiter = new Limiter({ ...deps, config });
+  const envoy = new EnvoyRateLimit(
+    { ...deps, why: limiter.why },
+    (d, e) => config.resolve(d, e),
+    (d) => config.domains.includes(d),
+  );
+  const router = new Router({ limiter, envoy, ownership, clock, forwarder: opts.forwarder });
+  return { limiter, envoy, router };
 }
