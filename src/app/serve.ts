@@ -1,11 +1,13 @@
 import type { Server as HttpServer } from "node:http";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
+import { GrpcTransport } from "../client/grpc-transport.js";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { warmUpHandoff } from "../cluster/warm-up.js";
 import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
+import { loadRlqsConfig } from "../config/rlqs.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher } from "../config/watch.js";
 import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock.js";
@@ -22,6 +24,7 @@ import { PromMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
+import { RlqsService } from "../sidecar/rlqs.js";
 
 /** On SIGTERM in cluster mode, how long the drain may take: with the leave and gRPC's grace, under 30 s. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
@@ -56,6 +59,8 @@ export interface ServeOptions {
   allowLimitRemoval?: boolean;
   /** TLS on the gRPC port and on the links to peers (their certificates re-read on change). */
   tls?: ServerTlsOptions;
+  /** Serve Envoy's RLQS with the bucket mapping in this file (`rlqs:` section). */
+  rlqsConfigPath?: string;
 }
 
 export interface RunningServer {
@@ -100,6 +105,8 @@ export async function startServer(
   let draining = false;
   let limiter: Limiter | undefined;
   let initialError: Error | undefined;
+  // A bad RLQS mapping file (ConfigError naming the field) stops the start before anything runs.
+  const rlqsConfig = opts.rlqsConfigPath === undefined ? undefined : loadRlqsConfig(opts.rlqsConfigPath);
   // First, so bad certificate files stop the start before anything else runs.
   const tls = opts.tls ? serverTls(opts.tls, { clock, log }) : undefined;
 
@@ -202,6 +209,18 @@ export async function startServer(
       })
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());
+  // RLQS: each stream a gateway client of this cluster, reaching the owners as gateways do (over
+  // the peers' TLS when there is TLS).
+  const rlqsTransport = rlqsConfig && new GrpcTransport({}, tls && { ...tls.peers, source: tls.source });
+  const rlqs =
+    rlqsConfig &&
+    new RlqsService({
+      config: rlqsConfig,
+      servers: () => [selfAddress],
+      transport: rlqsTransport!,
+      clock,
+      log: { warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) },
+    });
 
   let grpc: GrpcServer | undefined;
   let http: { server: HttpServer; port: number } | undefined;
@@ -212,6 +231,7 @@ export async function startServer(
         router,
         peer,
         metrics,
+        rlqs: rlqs?.handle,
         maxMessageBytes: limits.maxMessageBytes,
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
       },
@@ -329,6 +349,9 @@ export async function startServer(
       log.info("shutting down: finishing calls in flight");
       // Checks still waiting are answered now, as an ordinary Check would be.
       waits.close();
+      // RLQS streams end with their last counts sent to the owners.
+      rlqs?.close();
+      rlqsTransport?.close();
       sweeper.cancel();
       healthTimer.cancel();
       watcher.stop();

@@ -55,6 +55,7 @@ interface ServeFlags extends EtcdAccessFlagValues {
   tlsClientAuth?: "none" | "request" | "require";
   peerServerName?: string;
   tlsReloadInterval: number;
+  rlqsConfig?: string;
 }
 
 export function serveCommand(): Command {
@@ -178,6 +179,12 @@ export function serveCommand(): Command {
     .addOption(tls.clientAuth)
     .addOption(peerServerNameFlag())
     .addOption(tlsReloadIntervalFlag())
+    .addOption(
+      new Option(
+        "--rlqs-config <path>",
+        "serve Envoy's Rate Limit Quota Service (RLQS) with this bucket mapping (a YAML file with an `rlqs:` section)",
+      ).env("SHARDLIMIT_RLQS_CONFIG"),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -256,6 +263,7 @@ export function serveCommand(): Command {
             drainTimeoutMs: flags.drainTimeout,
             allowLimitRemoval: flags.allowLimitRemoval ?? false,
             tls: tlsOptions && { ...tlsOptions, pollMs: flags.tlsReloadInterval },
+            rlqsConfigPath: flags.rlqsConfig,
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

@@ -99,6 +99,10 @@ export class ClientKey extends LocalKey {
   get inFallback(): boolean {
     return this.fallback !== undefined;
   }
+  /** Units the policy in force granted when it arrived. */
+  get grantedUnits(): number {
+    return this.granted;
+  }
   /** Units of settled tickets waiting to be refunded by the next report. */
   get pendingRefund(): number {
     return this.refund;

@@ -11,6 +11,7 @@ import {
   PROTO_DIR,
   PROTO_FILES,
   RATE_LIMITER_SERVICE,
+  RLQS_SERVICE,
   serviceDefinition,
 } from "../protocol/proto.js";
 import type { Limiter } from "./limiter.js";
@@ -25,6 +26,8 @@ export interface GrpcDeps {
   /** Server-to-server calls (cluster mode only). */
   peer?: PeerService;
   metrics?: PromMetrics;
+  /** Envoy's RLQS `StreamRateLimitQuotas` (bidirectional), when configured. */
+  rlqs?: grpc.UntypedHandleCall;
   maxMessageBytes: number;
   onUnexpected: (method: string, err: unknown) => void;
 }
@@ -125,6 +128,7 @@ export async function startGrpc(
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
     ShouldRateLimit: unary("ShouldRateLimit", deps, router.shouldRateLimit.bind(router)),
   });
+  if (deps.rlqs) server.addService(serviceDefinition(RLQS_SERVICE), { StreamRateLimitQuotas: deps.rlqs });
   if (peer) {
     server.addService(serviceDefinition(PEER_SERVICE), {
       Forward: unary("Forward", deps, peer.forward.bind(peer)),

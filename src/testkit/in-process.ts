@@ -17,6 +17,8 @@ export function startLoopbackServer(
     maxCounters?: number;
     /** TLS on its gRPC port. */
     tls?: ServerTlsOptions;
+    /** Serve Envoy's RLQS with this bucket mapping file. */
+    rlqsConfigPath?: string;
   } = {},
 ): Promise<RunningServer> {
   return startServer(
@@ -30,6 +32,7 @@ export function startLoopbackServer(
       maxCounters: opts.maxCounters,
       shutdownGraceMs: 500,
       tls: opts.tls,
+      rlqsConfigPath: opts.rlqsConfigPath,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },
