@@ -36,6 +36,7 @@ export const INTEGRATION = [
   "test/server/fuzz.test.ts",
   "test/server/process.test.ts",
   "test/security/tls-server.test.ts",
+  "test/sidecar/rlqs-cluster.test.ts",
   "test/testkit/etcd.test.ts",
 ];
 

@@ -1,0 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { PolicyKind } from "../../src/core/policy.js";
+import { assignmentOf, BlanketRule, durationOf } from "../../src/sidecar/rlqs.js";
+
+describe("an owner's policy as an RLQS assignment", () => {
+  const now = 10_000;
+  it("ALLOW is ALLOW_ALL and REJECT_UNTIL is DENY_ALL, for the policy's remaining life", () => {
+    expect(assignmentOf({ kind: PolicyKind.ALLOW, granted: 0, until: now + 300 }, now, 100)).toEqual({
+      strategy: { blanketRule: BlanketRule.ALLOW_ALL },
+      ttlMs: 300,
+    });
+    expect(assignmentOf({ kind: PolicyKind.REJECT_UNTIL, granted: 0, until: now + 250 }, now, 100)).toEqual({
+      strategy: { blanketRule: BlanketRule.DENY_ALL },
+      ttlMs: 250,
+    });
+  });
+
+  it("GRANT and REJECT_FRACTION are a token bucket of one interval's grant, refilled by it each interval", () => {
+    for (const kind of [PolicyKind.GRANT, PolicyKind.REJECT_FRACTION]) {
+      expect(assignmentOf({ kind, granted: 49.6, until: now + 300 }, now, 100)).toEqual({
+        strategy: {
+          tokenBucket: {
+            maxTokens: 50,
+            tokensPerFill: { value: 50 },
+            fillInterval: { seconds: 0, nanos: 100_000_000 },
+          },
+        },
+        ttlMs: 300,
+      });
+    }
+    // Two buckets of one stream on one counter share its grant.
+    expect(
+      assignmentOf({ kind: PolicyKind.GRANT, granted: 50, until: now + 300 }, now, 100, 2).strategy
+        .tokenBucket?.maxTokens,
+    ).toBe(25);
+  });
+
+  it("a grant under one request per interval is DENY_ALL until the next interval", () => {
+    expect(assignmentOf({ kind: PolicyKind.GRANT, granted: 0.4, until: now + 300 }, now, 100)).toEqual({
+      strategy: { blanketRule: BlanketRule.DENY_ALL },
+      ttlMs: 100,
+    });
+  });
+
+  it("durations are whole seconds and nanoseconds", () => {
+    expect(durationOf(2500)).toEqual({ seconds: 2, nanos: 500_000_000 });
+    expect(durationOf(0)).toEqual({ seconds: 0, nanos: 0 });
+  });
+});
