@@ -1,4 +1,4 @@
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import { GatewayLimiter } from "../client/gateway-limiter.js";
 import type { Descriptor } from "../client/key-table.js";
 import type { ClientTransport, LimiterLogger } from "../client/transport.js";
@@ -184,7 +184,7 @@ function fail(call: RlqsCall, err: unknown): void {
   const status =
     err instanceof ShardlimitError
       ? { code: ERRORS[err.code].grpc, details: err.message }
-      : { code: 13, details: "internal error" };
+      : { code: grpc.status.INTERNAL, details: "internal error" };
   call.emit("error", status);
 }
 

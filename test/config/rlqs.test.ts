@@ -1,6 +1,10 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
-import { bucketDescriptor, parseRlqsConfig } from "../../src/config/rlqs.js";
+import { loadConfig } from "../../src/config/load.js";
+import { bucketDescriptor, loadRlqsConfig, parseRlqsConfig } from "../../src/config/rlqs.js";
+import { REPO_ROOT } from "../../src/testkit/cli.js";
 
 const GOOD = `
 rlqs:
@@ -122,5 +126,18 @@ describe("the rlqs: mapping file", () => {
       'rlqs.yaml:4: rlqs.report_interval: must be a duration from 10ms to 1m (e.g. 100ms), got "1h"',
     ]);
     expect(problems("rlqs: [")[0]).toMatch(/^rlqs\.yaml:1: invalid YAML/);
+  });
+
+  it("examples/rlqs.yaml maps a bucket onto a limit of examples/config.yaml", () => {
+    const rlqs = loadRlqsConfig(path.join(REPO_ROOT, "examples/rlqs.yaml"));
+    const d = bucketDescriptor(rlqs, "envoy", { name: "api", tenant: "acme" })!;
+    expect(d).toEqual({ domain: "api", entries: [{ key: "tenant", value: "acme" }] });
+    const limits = loadConfig(path.join(REPO_ROOT, "examples/config.yaml"));
+    expect(limits.resolve(d.domain, d.entries)).toBeDefined();
+    expect(readFileSync(path.join(REPO_ROOT, "README.md"), "utf8")).toContain("examples/rlqs.yaml");
+  });
+
+  it("a file that cannot be read is a ConfigError naming it", () => {
+    expect(() => loadRlqsConfig("/nonexistent/rlqs.yaml")).toThrow(/\/nonexistent\/rlqs\.yaml: cannot read/);
   });
 });

@@ -2,8 +2,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { killAllCli } from "../../src/testkit/cli.js";
+import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { RLQS_LIMITS, RLQS_MAPPING, runRlqsLoad } from "../../src/testkit/rlqs-load.js";
+import { writeConfig } from "../../src/testkit/serve.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
 
 /**
@@ -51,4 +52,24 @@ describe("RLQS through a three-server cluster", () => {
     // Every stream got a share (the owner sees each stream as a gateway).
     expect(r.perStreamMin).toBeGreaterThan(10);
   }, 60_000);
+});
+
+describe("serve --rlqs-config", () => {
+  it("refuses to start on a bad mapping file, naming the file, the field and its line (exit 1)", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-"));
+    const bad = path.join(dir, "rlqs.yaml");
+    writeFileSync(bad, "rlqs:\n  mappings:\n    - domain: envoy\n      descriptors: [{ key: tenant }]\n");
+    const config = writeConfig(RLQS_LIMITS, dir);
+    const r = runCli(["serve", "-c", config, "--grpc-port", "0", "--http-port", "0", "--rlqs-config", bad]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(
+      `${bad}:4: rlqs.mappings[0].descriptors[0]: give exactly one of value and bucket_key`,
+    );
+    // The same through the environment variable.
+    const env = runCli(["serve", "-c", config, "--grpc-port", "0", "--http-port", "0"], {
+      SHARDLIMIT_RLQS_CONFIG: bad,
+    });
+    expect(env.status).toBe(1);
+    expect(env.stderr).toContain("give exactly one of value and bucket_key");
+  });
 });

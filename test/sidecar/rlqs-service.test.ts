@@ -4,6 +4,8 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningServer } from "../../src/app/serve.js";
+import { RLQS_SERVICE, serviceDefinition } from "../../src/protocol/proto.js";
+import { connect } from "../../src/protocol/rpc.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { EnvoyRlqsClient } from "../../src/testkit/rlqs-client.js";
 import { writeConfig } from "../../src/testkit/serve.js";
@@ -88,6 +90,37 @@ describe("RLQS on one server", () => {
     const status = await c.ended;
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(status.details).toMatch(/domain is empty/);
+  });
+
+  it("a report with one bad usage ends the stream naming it, and counts none of its usages", async () => {
+    const Client = grpc.makeClientConstructor(serviceDefinition(RLQS_SERVICE), RLQS_SERVICE);
+    const raw = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client &
+      Record<string, () => grpc.ClientDuplexStream<object, object>>;
+    const stream = raw.StreamRateLimitQuotas!.call(raw);
+    const status = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+    stream.on("error", () => {});
+    stream.on("data", () => {});
+    const elapsed = { seconds: 0, nanos: 100_000_000 };
+    stream.write({
+      domain: "envoy",
+      bucketQuotaUsages: [
+        {
+          bucketId: { bucket: { name: "api", tenant: "untouched" } },
+          timeElapsed: elapsed,
+          numRequestsAllowed: 50,
+        },
+        { bucketId: { bucket: {} }, timeElapsed: elapsed, numRequestsAllowed: 1 },
+      ],
+    });
+    const s = await status;
+    raw.close();
+    expect(s.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(s.details).toBe("bucket_quota_usages[1].bucket_id has no entries");
+    // The valid usage beside it was not charged: the bucket (20) is full less this one request.
+    const rpc = connect(address);
+    const r = await rpc.check({ items: [{ key: "api/tenant=untouched", cost: 1 }] }, { deadlineMs: 3000 });
+    rpc.close();
+    expect(r.results[0]).toMatchObject({ allowed: true, remaining: 19 });
   });
 
   it("ends a stream that passes max_buckets_per_stream with RESOURCE_EXHAUSTED naming the bound", async () => {
