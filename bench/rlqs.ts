@@ -13,7 +13,7 @@ import { startStack } from "../src/loadtest/stack.js";
 import { RLQS_LIMITS, RLQS_MAPPING, runRlqsLoad } from "../src/testkit/rlqs-load.js";
 import { machine, parseArgs, printTable, writeResult } from "./lib/common.js";
 
-const args = parseArgs({ rounds: 3, seconds: 20, warmup: 5, streams: 20, rate: 100 });
+const args = parseArgs({ rounds: 3, seconds: 20, warmup: 5, streams: 20, rate: 100, tag: "" });
 const LIMIT = 1000;
 
 const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-")), "rlqs.yaml");
@@ -26,6 +26,7 @@ const rows: {
   ratio: number;
   perStreamMin: number;
   perStreamMax: number;
+  maxStepMs: number;
   ended: number;
 }[] = [];
 try {
@@ -48,6 +49,7 @@ try {
       ratio: r.admitted / (LIMIT * r.seconds),
       perStreamMin: r.perStreamMin,
       perStreamMax: r.perStreamMax,
+      maxStepMs: r.maxStepMs,
       ended: r.ended.length,
     });
   }
@@ -71,7 +73,8 @@ printTable(
     r.ratio.toFixed(4),
     r.perStreamMin.toFixed(1),
     r.perStreamMax.toFixed(1),
+    r.maxStepMs.toFixed(0),
     r.ended,
   ]),
 );
-writeResult("rlqs", { machine: machine(), args, limit: LIMIT, rows });
+writeResult(args.tag ? `rlqs-${args.tag}` : "rlqs", { machine: machine(), args, limit: LIMIT, rows });

@@ -349,14 +349,14 @@ export async function startServer(
       log.info("shutting down: finishing calls in flight");
       // Checks still waiting are answered now, as an ordinary Check would be.
       waits.close();
-      // RLQS streams end with their last counts sent to the owners.
+      // RLQS streams end, their last counts sent to the owners (the channels close after gRPC's grace).
       rlqs?.close();
-      rlqsTransport?.close();
       sweeper.cancel();
       healthTimer.cancel();
       watcher.stop();
       tls?.source.close();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
+      rlqsTransport?.close();
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());
         http.server.closeAllConnections();
