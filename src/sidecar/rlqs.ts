@@ -24,8 +24,9 @@ import { MalformedRequest } from "../protocol/proto.js";
  * - GRANT and REJECT_FRACTION -> a token bucket holding the grant of one interval and refilled by
  *   it every interval (the rate the owner gave this stream). Envoy's filter implements blanket
  *   rules and token buckets; `requests_per_time_unit` it does not, so it is not sent.
- * The time to live is the policy's own (three report intervals), or twice the time between the
- * bucket's reports when Envoy reports less often, so an assignment lasts until the next report.
+ * The time to live is the policy's own (three report intervals; a token bucket ten), or twice the
+ * time between the bucket's reports when Envoy reports less often, so an assignment lasts until the
+ * next report.
  * Envoy starts a changed token bucket full: up to one interval's grant more than the owner meant.
  * The owner's counter is exact (every unit Envoy reports is charged), so that surplus is debt the
  * next grants pay back, and the admitted rate settles on the limit.
@@ -66,6 +67,9 @@ export type RlqsCall = grpc.ServerDuplexStream<RlqsReports | MalformedRequest, R
 
 /** `RateLimitStrategy.BlanketRule`. */
 export const BlanketRule = { ALLOW_ALL: 0, DENY_ALL: 1 } as const;
+
+/** How many report intervals a token bucket assignment lasts at least. */
+export const RATE_LIFETIME_INTERVALS = 10;
 
 /** Bounds on what one report may carry (beyond the config's bucket count). */
 const MAX_BUCKET_ENTRIES = 32;
@@ -121,6 +125,9 @@ export function assignmentOf(
       // A grant under one request per interval: nothing now; the next report asks again.
       if (tokens < 1)
         return { strategy: { blanketRule: BlanketRule.DENY_ALL }, ttlMs: Math.min(ttlMs, intervalMs) };
+      // A rate limits itself: it may outlive the policy, so an owner slow to answer (a stall, a
+      // move) leaves Envoy on this stream's last rate rather than on its no-assignment behaviour
+      // (allow all, by default).
       return {
         strategy: {
           tokenBucket: {
@@ -129,7 +136,7 @@ export function assignmentOf(
             fillInterval: durationOf(intervalMs),
           },
         },
-        ttlMs,
+        ttlMs: Math.max(ttlMs, RATE_LIFETIME_INTERVALS * intervalMs),
       };
     }
   }

@@ -15,7 +15,7 @@ describe("an owner's policy as an RLQS assignment", () => {
     });
   });
 
-  it("GRANT and REJECT_FRACTION are a token bucket of one interval's grant, refilled by it each interval", () => {
+  it("GRANT and REJECT_FRACTION are a token bucket of one interval's grant, refilled by it each interval, for ten intervals at least", () => {
     for (const kind of [PolicyKind.GRANT, PolicyKind.REJECT_FRACTION]) {
       expect(assignmentOf({ kind, granted: 49.6, until: now + 300 }, now, 100)).toEqual({
         strategy: {
@@ -25,9 +25,13 @@ describe("an owner's policy as an RLQS assignment", () => {
             fillInterval: { seconds: 0, nanos: 100_000_000 },
           },
         },
-        ttlMs: 300,
+        ttlMs: 1000,
       });
     }
+    // A light sender's grant lasts longer still (its policy's own life).
+    expect(assignmentOf({ kind: PolicyKind.GRANT, granted: 3, until: now + 5000 }, now, 100).ttlMs).toBe(
+      5000,
+    );
     // Two buckets of one stream on one counter share its grant.
     expect(
       assignmentOf({ kind: PolicyKind.GRANT, granted: 50, until: now + 300 }, now, 100, 2).strategy
