@@ -33,7 +33,8 @@ rlqs:
   unmatched: deny_all
   report_interval: 50ms
   max_buckets_per_stream: 3
-  max_streams: 4
+  max_streams: 5
+  abandon_after: 1s
 `;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -92,11 +93,45 @@ describe("RLQS on one server", () => {
     expect(status.details).toMatch(/domain is empty/);
   });
 
-  it("a report with one bad usage ends the stream naming it, and counts none of its usages", async () => {
+  /** A stream driven by hand (Envoy-like behaviour aside). */
+  function rawStream() {
     const Client = grpc.makeClientConstructor(serviceDefinition(RLQS_SERVICE), RLQS_SERVICE);
     const raw = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client &
-      Record<string, () => grpc.ClientDuplexStream<object, object>>;
-    const stream = raw.StreamRateLimitQuotas!.call(raw);
+      Record<string, () => grpc.ClientDuplexStream<object, { bucketAction: object[] }>>;
+    return { raw, stream: raw.StreamRateLimitQuotas!.call(raw) };
+  }
+
+  it("abandons a bucket its stream stopped reporting (abandon_after)", async () => {
+    const { raw, stream } = rawStream();
+    const actions: object[] = [];
+    stream.on("data", (m) => actions.push(...m.bucketAction));
+    stream.on("error", () => {});
+    const elapsed = { seconds: 0, nanos: 100_000_000 };
+    stream.write({
+      domain: "envoy",
+      bucketQuotaUsages: [
+        {
+          bucketId: { bucket: { name: "api", tenant: "quiet" } },
+          timeElapsed: elapsed,
+          numRequestsAllowed: 1,
+        },
+      ],
+    });
+    await waitFor(
+      "an abandon action",
+      () => actions.some((a) => "abandonAction" in a && a.abandonAction),
+      5000,
+    );
+    expect(actions.at(-1)).toMatchObject({
+      bucketId: { bucket: { name: "api", tenant: "quiet" } },
+      abandonAction: {},
+    });
+    stream.end();
+    raw.close();
+  });
+
+  it("a report with one bad usage ends the stream naming it, and counts none of its usages", async () => {
+    const { raw, stream } = rawStream();
     const status = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
     stream.on("error", () => {});
     stream.on("data", () => {});
@@ -132,7 +167,7 @@ describe("RLQS on one server", () => {
   });
 
   it("refuses streams past max_streams", async () => {
-    // Two streams above are still open; two were ended.
+    // Two streams above are still open; the others have ended.
     const extra = [open(), open(), open(), open(), open()];
     for (const c of extra) c.request({ name: "api", tenant: "s" });
     const statuses = await Promise.race([
@@ -140,6 +175,6 @@ describe("RLQS on one server", () => {
       sleep(5000).then(() => undefined),
     ]);
     expect(statuses?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(statuses?.details).toMatch(/max_streams \(4\)/);
+    expect(statuses?.details).toMatch(/max_streams \(5\)/);
   });
 });
