@@ -93,30 +93,35 @@ describe("RLQS on one server", () => {
     expect(status.details).toMatch(/domain is empty/);
   });
 
-  /** A stream driven by hand (Envoy-like behaviour aside). */
+  /**
+   * A stream driven by hand (Envoy-like behaviour aside): its actions, its status, and `report`,
+   * one report of `allowed` per bucket id.
+   */
   function rawStream() {
     const Client = grpc.makeClientConstructor(serviceDefinition(RLQS_SERVICE), RLQS_SERVICE);
     const raw = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client &
       Record<string, () => grpc.ClientDuplexStream<object, { bucketAction: object[] }>>;
-    return { raw, stream: raw.StreamRateLimitQuotas!.call(raw) };
+    const stream = raw.StreamRateLimitQuotas!.call(raw);
+    const actions: object[] = [];
+    const status = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+    stream.on("data", (m) => actions.push(...m.bucketAction));
+    stream.on("error", () => {});
+    const timeElapsed = { seconds: 0, nanos: 100_000_000 };
+    const report = (usages: [Record<string, string>, number][]) =>
+      stream.write({
+        domain: "envoy",
+        bucketQuotaUsages: usages.map(([bucket, allowed]) => ({
+          bucketId: { bucket },
+          timeElapsed,
+          numRequestsAllowed: allowed,
+        })),
+      });
+    return { raw, stream, actions, status, report };
   }
 
   it("abandons a bucket its stream stopped reporting (abandon_after)", async () => {
-    const { raw, stream } = rawStream();
-    const actions: object[] = [];
-    stream.on("data", (m) => actions.push(...m.bucketAction));
-    stream.on("error", () => {});
-    const elapsed = { seconds: 0, nanos: 100_000_000 };
-    stream.write({
-      domain: "envoy",
-      bucketQuotaUsages: [
-        {
-          bucketId: { bucket: { name: "api", tenant: "quiet" } },
-          timeElapsed: elapsed,
-          numRequestsAllowed: 1,
-        },
-      ],
-    });
+    const { raw, stream, actions, report } = rawStream();
+    report([[{ name: "api", tenant: "quiet" }, 1]]);
     await waitFor(
       "an abandon action",
       () => actions.some((a) => "abandonAction" in a && a.abandonAction),
@@ -131,22 +136,11 @@ describe("RLQS on one server", () => {
   });
 
   it("a report with one bad usage ends the stream naming it, and counts none of its usages", async () => {
-    const { raw, stream } = rawStream();
-    const status = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
-    stream.on("error", () => {});
-    stream.on("data", () => {});
-    const elapsed = { seconds: 0, nanos: 100_000_000 };
-    stream.write({
-      domain: "envoy",
-      bucketQuotaUsages: [
-        {
-          bucketId: { bucket: { name: "api", tenant: "untouched" } },
-          timeElapsed: elapsed,
-          numRequestsAllowed: 50,
-        },
-        { bucketId: { bucket: {} }, timeElapsed: elapsed, numRequestsAllowed: 1 },
-      ],
-    });
+    const { raw, status, report } = rawStream();
+    report([
+      [{ name: "api", tenant: "untouched" }, 50],
+      [{}, 1],
+    ]);
     const s = await status;
     raw.close();
     expect(s.code).toBe(grpc.status.INVALID_ARGUMENT);
