@@ -71,6 +71,9 @@ export const BlanketRule = { ALLOW_ALL: 0, DENY_ALL: 1 } as const;
 /** How many report intervals a token bucket assignment lasts at least. */
 export const RATE_LIFETIME_INTERVALS = 10;
 
+/** Reports a stream may send before its gateway client knows the limits (the first second or so). */
+const MAX_QUEUED = 64;
+
 /** Bounds on what one report may carry (beyond the config's bucket count). */
 const MAX_BUCKET_ENTRIES = 32;
 const MAX_TEXT = 256;
@@ -259,7 +262,11 @@ class RlqsStream {
     }
     this.check(m);
     if (this.ready) this.apply(m);
-    else this.queued.push(m);
+    else if (this.queued.length >= MAX_QUEUED) {
+      throw new RlqsBoundError(
+        `${MAX_QUEUED} reports arrived before this server knew the limits; report less often, or retry shortly`,
+      );
+    } else this.queued.push(m);
   }
 
   /** Every usage valid, and the bucket bound kept, before any is counted: a bad report changes nothing. */
