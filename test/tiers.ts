@@ -43,6 +43,7 @@ export const INTEGRATION = [
   "test/security/tls-server.test.ts",
   "test/security/mtls-identity.test.ts",
   "test/security/authz-cluster.test.ts",
+  "test/sidecar/rlqs-cluster.test.ts",
   "test/testkit/etcd.test.ts",
 ];
 

@@ -10,6 +10,7 @@ import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { warmUpHandoff } from "../cluster/warm-up.js";
 import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
+import { loadRlqsConfig } from "../config/rlqs.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher, type ConfigWatcherOptions } from "../config/watch.js";
 import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock.js";
@@ -34,6 +35,7 @@ import { PromMetrics, registerPoolMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
+import { RlqsService } from "../sidecar/rlqs.js";
 
 /** On SIGTERM in cluster mode, how long the drain may take: with the leave and gRPC's grace, under 30 s. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
@@ -90,6 +92,8 @@ export interface ServeOptions {
   envoy?: ServeEnvoyOptions;
   /** Global limits: this server is a gateway of the global tier for its `global: true` keys. */
   global?: GlobalTierSettings;
+  /** Serve Envoy's RLQS with the bucket mapping in this file (`rlqs:` section). */
+  rlqsConfigPath?: string;
 }
 
 export interface ServeEnvoyOptions extends EnvoyOptions {
@@ -153,6 +157,8 @@ export async function startServer(
   let draining = false;
   let limiter: Limiter | undefined;
   let initialError: Error | undefined;
+  // A bad RLQS mapping file (ConfigError naming the field) stops the start before anything runs.
+  const rlqsConfig = opts.rlqsConfigPath === undefined ? undefined : loadRlqsConfig(opts.rlqsConfigPath);
   // First, so bad certificate files stop the start before anything else runs.
   const tls = opts.tls ? serverTls(opts.tls, { clock, log }) : undefined;
 
@@ -398,6 +404,18 @@ export async function startServer(
       })
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());
+  // RLQS: each stream a gateway client of this cluster, reaching the owners as gateways do (over
+  // the peers' TLS when there is TLS).
+  const rlqsTransport = rlqsConfig && new GrpcTransport({}, tls && { ...tls.peers, source: tls.source });
+  const rlqs =
+    rlqsConfig &&
+    new RlqsService({
+      config: rlqsConfig,
+      servers: () => [selfAddress],
+      transport: rlqsTransport!,
+      clock,
+      log: { warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) },
+    });
 
   let grpc: GrpcServer | undefined;
   let http: { server: HttpServer; port: number } | undefined;
@@ -408,6 +426,7 @@ export async function startServer(
         router,
         peer,
         metrics,
+        rlqs: rlqs?.handle,
         maxMessageBytes: limits.maxMessageBytes,
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
         access: authFile || opts.limitsRead === "authenticated" ? access : undefined,
@@ -553,6 +572,8 @@ export async function startServer(
       log.info("shutting down: finishing calls in flight");
       // Checks still waiting are answered now, as an ordinary Check would be.
       waits.close();
+      // RLQS streams end, their last counts sent to the owners (the channels close after gRPC's grace).
+      rlqs?.close();
       sweeper.cancel();
       healthTimer.cancel();
       stopLimits();
@@ -561,6 +582,7 @@ export async function startServer(
       globalTier?.close();
       globalTransport?.close();
       await stopGrpc(grpc.server, opts.shutdownGraceMs ?? 5000, clock);
+      rlqsTransport?.close();
       await new Promise<void>((resolve) => {
         http.server.close(() => resolve());
         http.server.closeAllConnections();

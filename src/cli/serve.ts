@@ -64,6 +64,7 @@ interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFl
   tokenFile?: string;
   reflection: boolean;
   limitsRead: "anyone" | "authenticated";
+  rlqsConfig?: string;
 }
 
 export function serveCommand(): Command {
@@ -229,6 +230,12 @@ export function serveCommand(): Command {
         'OpenTelemetry spans for Check, ShouldRateLimit, forwarding and reports (register an SDK with node --import; README "Tracing")',
       ).env("SHARDLIMIT_OTEL"),
     )
+    .addOption(
+      new Option(
+        "--rlqs-config <path>",
+        "serve Envoy's Rate Limit Quota Service (RLQS) with this bucket mapping (a YAML file with an `rlqs:` section)",
+      ).env("SHARDLIMIT_RLQS_CONFIG"),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
@@ -329,6 +336,7 @@ export function serveCommand(): Command {
             limitsRead: flags.limitsRead,
             envoy: envoyOptionsOf(flags),
             ...(global ? { global } : {}),
+            rlqsConfigPath: flags.rlqsConfig,
             cluster: flags.etcd
               ? {
                   etcd: flags.etcd,

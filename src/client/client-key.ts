@@ -119,6 +119,11 @@ export class ClientKey extends LocalKey {
     const f = this.fallback;
     return f === undefined ? undefined : { perWindow: f.perWindow, left: f.left, gateways: this.gateways };
   }
+
+  /** Units the policy in force granted when it arrived. */
+  get grantedUnits(): number {
+    return this.granted;
+  }
   /** Units of settled tickets waiting to be refunded by the next report. */
   get pendingRefund(): number {
     return this.refund;

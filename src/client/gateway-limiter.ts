@@ -77,6 +77,8 @@ export interface GatewayLimiterOptions {
    * delay, the application's gauges) is past a threshold; decided locally (`host-guard.ts`).
    */
   hostGuard?: HostGuardOptions;
+  /** Called with the counter key each time the owner's policy for it arrives (RLQS pushes it on). */
+  onPolicy?: (counterKey: string) => void;
 }
 
 const silent: LimiterLogger = { warn() {}, info() {} };
@@ -138,8 +140,9 @@ function round(n: number): number {
  * and their answers) and the directory (the assignment and the limits, and readiness).
  */
 export class GatewayLimiter {
-  private readonly opts: Required<Omit<GatewayLimiterOptions, "logger" | "hostGuard">> & {
+  private readonly opts: Required<Omit<GatewayLimiterOptions, "logger" | "hostGuard" | "onPolicy">> & {
     logger: LimiterLogger;
+    onPolicy?: (counterKey: string) => void;
   };
   /** The host guard, when `hostGuard` was given: consulted before every decision. */
   readonly guard: HostGuard | undefined;
@@ -186,6 +189,7 @@ export class GatewayLimiter {
       clock: options.clock,
       maxWaitersPerKey: options.maxWaitersPerKey ?? 1_000,
       maxWaiters: options.maxWaiters ?? 10_000,
+      onPolicy: options.onPolicy,
     };
     for (const f of ["maxWaitersPerKey", "maxWaiters"] as const) {
       if (!(Number.isSafeInteger(o[f]) && o[f] >= 1)) {
@@ -381,6 +385,7 @@ export class GatewayLimiter {
 
   /** A policy for `k` arrived: its waiters may go; a REJECT_UNTIL wakes them once at its end. */
   private policyArrived(k: ClientKey): void {
+    this.opts.onPolicy?.(k.key);
     if (!this.waiters.has(k.key)) return;
     this.waiters.wake(k.key);
     if (k.kind === PolicyKind.REJECT_UNTIL && this.waiters.has(k.key)) {
@@ -600,13 +605,7 @@ export class GatewayLimiter {
    * its policy is renewed. False while the limits are not known or no limit applies to `key`.
    */
   account(key: string, admitted: number, rejected: number): boolean {
-    const e = this.keys.entry(key, 1);
-    if (!(e instanceof ClientKey)) return false;
-    e.touch(this.opts.clock.now());
-    if (admitted > 0) e.tally(true, admitted);
-    if (rejected > 0) e.tally(false, rejected);
-    this.reporter.markDirty(e);
-    return true;
+    return this.record(key, admitted, rejected) !== undefined;
   }
 
   /**
@@ -662,6 +661,38 @@ export class GatewayLimiter {
       resetMs: Math.max(0, Math.round(e.resetAt - now)),
       admittedSinceReport: e.admitted,
       rejectedSinceReport: e.rejected,
+    };
+  }
+
+  /**
+   * Counts decisions made elsewhere (Envoy's RLQS filter decides on its own assignment and reports
+   * what it let through): reported to the owner as `decide`'s would be. Returns the counter key, or
+   * undefined when no limit applies (or the limits are not known yet: then nothing is counted).
+   */
+  record(key: string | Descriptor, admitted: number, rejected: number): string | undefined {
+    const e = this.keys.entry(key, 1);
+    if (!(e instanceof ClientKey)) return undefined;
+    const now = this.opts.clock.now();
+    e.touch(now);
+    if (admitted > 0) e.tally(true, admitted);
+    if (rejected > 0) e.tally(false, rejected);
+    this.reporter.markDirty(e);
+    if (!e.hasPolicy(now)) this.reporter.reportSoon(now);
+    return e.key;
+  }
+
+  /** The owner's policy in force for the counter of `key` (as given to `record`), if any. */
+  policyOf(
+    key: string | Descriptor,
+  ): { kind: PolicyKind; units: number; fraction: number; until: number; granted: number } | undefined {
+    const e = this.keys.entry(key, 1);
+    if (!(e instanceof ClientKey) || !e.hasPolicy(this.opts.clock.now())) return undefined;
+    return {
+      kind: e.kind as PolicyKind,
+      units: e.units,
+      fraction: e.fraction,
+      until: e.until,
+      granted: e.grantedUnits,
     };
   }
 

@@ -155,6 +155,12 @@ export const ERRORS = {
     serverRetries: false,
     meaning: "command-line or server options are invalid",
   },
+  RLQS_BOUND: {
+    grpc: RESOURCE_EXHAUSTED,
+    clientRetries: false,
+    serverRetries: false,
+    meaning: "an RLQS stream would pass the server's max_streams or its max_buckets_per_stream",
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorName = keyof typeof ERRORS;
@@ -220,5 +226,12 @@ export class UnavailableError extends ShardlimitError {
 export class NotReadyError extends ShardlimitError {
   constructor(message: string) {
     super("NOT_READY", message);
+  }
+}
+
+/** An RLQS stream was refused or ended: a bound on streams or on one stream's buckets is reached. */
+export class RlqsBoundError extends ShardlimitError {
+  constructor(message: string) {
+    super("RLQS_BOUND", message);
   }
 }

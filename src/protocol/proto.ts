@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServiceDefinition } from "@grpc/grpc-js";
@@ -23,12 +24,22 @@ export const PROTO_FILES = [
   "shardlimit/v1/ratelimiter.proto",
   "shardlimit/v1/peer.proto",
   "envoy/service/ratelimit/v3/rls.proto",
+  "envoy/service/rate_limit_quota/v3/rlqs.proto",
 ];
+
+/**
+ * Envoy's own protos (RLQS) import their annotations, which import descriptor.proto: not one of
+ * protobufjs's bundled common files, but shipped in its package.
+ */
+const DESCRIPTOR_PROTO = createRequire(import.meta.url).resolve(
+  "protobufjs/google/protobuf/descriptor.proto",
+);
 
 function loadRoot(): protobuf.Root {
   const root = new protobuf.Root();
   // google/protobuf/* are not on disk: protobufjs serves them from its bundled copies.
-  root.resolvePath = (_origin, target) => path.join(PROTO_DIR, target);
+  root.resolvePath = (_origin, target) =>
+    target === "google/protobuf/descriptor.proto" ? DESCRIPTOR_PROTO : path.join(PROTO_DIR, target);
   root.loadSync(PROTO_FILES, { keepCase: false });
   root.resolveAll();
   return root;
@@ -63,8 +74,8 @@ export function serviceDefinition(fullName: string): ServiceDefinition {
     const res = root.lookupType(method.resolvedResponseType!.fullName);
     def[method.name] = {
       path: `/${fullName}/${method.name}`,
-      requestStream: false,
-      responseStream: false,
+      requestStream: method.requestStream === true,
+      responseStream: method.responseStream === true,
       requestSerialize: (m: object) => req.encode(m).finish() as Buffer,
       requestDeserialize: (b: Buffer) => {
         try {
@@ -83,3 +94,4 @@ export function serviceDefinition(fullName: string): ServiceDefinition {
 export const RATE_LIMITER_SERVICE = "shardlimit.v1.RateLimiter";
 export const ENVOY_RLS_SERVICE = "envoy.service.ratelimit.v3.RateLimitService";
 export const PEER_SERVICE = "shardlimit.v1.Peer";
+export const RLQS_SERVICE = "envoy.service.rate_limit_quota.v3.RateLimitQuotaService";

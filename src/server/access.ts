@@ -34,6 +34,8 @@ type Need = { member: true } | { action: Action } | { view: true };
 
 export const METHOD_NEEDS: Readonly<Record<string, Need>> = {
   ReportAndGetPolicy: { action: "report" },
+  // Envoy's RLQS stream reports usage like a gateway (server/grpc.ts admits it at its start).
+  StreamRateLimitQuotas: { action: "report" },
   Check: { action: "check" },
   ShouldRateLimit: { action: "check" },
   Acquire: { action: "check" },

@@ -27,6 +27,7 @@ import {
   PROTO_DIR,
   PROTO_FILES,
   RATE_LIMITER_SERVICE,
+  RLQS_SERVICE,
   serviceDefinition,
 } from "../protocol/proto.js";
 import { callViewOf } from "../security/identity.js";
@@ -45,6 +46,8 @@ export interface GrpcDeps {
   /** Server-to-server calls (cluster mode only). */
   peer?: PeerService;
   metrics?: PromMetrics;
+  /** Envoy's RLQS `StreamRateLimitQuotas` (bidirectional), when configured. */
+  rlqs?: grpc.UntypedHandleCall;
   maxMessageBytes: number;
   onUnexpected: (method: string, err: unknown) => void;
   /** Who may call what (absent: everything allowed, as without an authorisation file). */
@@ -230,6 +233,30 @@ export async function startGrpc(
       ),
     ),
   });
+  if (deps.rlqs) {
+    const rlqs = deps.rlqs as grpc.handleBidiStreamingCall<unknown, unknown>;
+    // Under an auth file a stream needs a gateway allowed to report in some domain (or an
+    // operator); it is refused whole before its first report is read. Per-bucket domains are not
+    // checked: the bucket mapping (`--rlqs-config`) is the operator's.
+    const admitted: grpc.handleBidiStreamingCall<unknown, unknown> =
+      access === undefined
+        ? rlqs
+        : (call) => {
+            try {
+              access.admit("StreamRateLimitQuotas", callViewOf(call));
+            } catch (err) {
+              const status = toStatus(err);
+              call.emit("error", {
+                code: status.code,
+                details: status.details,
+                metadata: new grpc.Metadata(),
+              });
+              return;
+            }
+            rlqs(call);
+          };
+    server.addService(serviceDefinition(RLQS_SERVICE), { StreamRateLimitQuotas: admitted });
+  }
   if (peer) {
     server.addService(serviceDefinition(PEER_SERVICE), {
       Forward: guarded(

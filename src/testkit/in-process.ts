@@ -28,6 +28,8 @@ export function startLoopbackServer(
     serve?: Partial<ServeOptions>;
     /** OpenTelemetry spans (`serve --otel`). */
     tracing?: boolean;
+    /** Serve Envoy's RLQS with this bucket mapping file. */
+    rlqsConfigPath?: string;
   } = {},
 ): Promise<RunningServer> {
   return startServer(
@@ -43,6 +45,7 @@ export function startLoopbackServer(
       tls: opts.tls,
       tracing: opts.tracing,
       ...opts.serve,
+      rlqsConfigPath: opts.rlqsConfigPath,
     },
     pino({ level: opts.logLevel ?? "silent" }),
     { clock: opts.clock },
