@@ -405,8 +405,15 @@ export async function startServer(
     : undefined;
   const isReady = () => ready && !draining && (node === undefined || node.ownership.ready());
   // RLQS: each stream a gateway client of this cluster, reaching the owners as gateways do (over
-  // the peers' TLS when there is TLS).
-  const rlqsTransport = rlqsConfig && new GrpcTransport({}, tls && { ...tls.peers, source: tls.source });
+  // the peers' TLS when there is TLS, with this server's token when it has one): under an auth
+  // file, this server's identity needs `report` and `limits` on the RLQS domains.
+  const rlqsTransport =
+    rlqsConfig &&
+    new GrpcTransport(
+      {},
+      tls && { ...tls.peers, source: tls.source },
+      tokenFile && bearerMetadata(tokenFile),
+    );
   const rlqs =
     rlqsConfig &&
     new RlqsService({
