@@ -1,8 +1,11 @@
 import { defineConfig } from "vitest/config";
-import { CHAOS, E2E, INTEGRATION } from "./test/tiers.js";
+import { BENCH, CHAOS, E2E, INTEGRATION } from "./test/tiers.js";
 
 /** The long chaos scenarios run only when asked for: `vitest run test/chaos...` or SHARDLIMIT_CHAOS=1. */
 const chaos = process.env.SHARDLIMIT_CHAOS === "1" || process.argv.some((a) => a.includes("test/chaos"));
+/** `shardlimit bench --quick` end to end, likewise: SHARDLIMIT_BENCH_TESTS=1 or naming its file. */
+const bench =
+  process.env.SHARDLIMIT_BENCH_TESTS === "1" || process.argv.some((a) => a.includes("test/loadtest/bench"));
 
 export default defineConfig({
   test: {
@@ -14,10 +17,17 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: [...E2E, ...INTEGRATION, ...CHAOS] },
+        test: {
+          name: "unit",
+          include: ["test/**/*.test.ts"],
+          exclude: [...E2E, ...INTEGRATION, ...CHAOS, ...BENCH],
+        },
       },
       { extends: true, test: { name: "integration", include: INTEGRATION } },
       { extends: true, test: { name: "e2e", include: E2E } },
+      ...(bench
+        ? [{ extends: true as const, test: { name: "bench", include: BENCH, testTimeout: 300_000 } }]
+        : []),
       // One file at a time: each loads the machine, and timing is part of what they judge.
       ...(chaos
         ? [

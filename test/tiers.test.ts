@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { CHAOS, E2E, INTEGRATION, PROCESS_STARTERS } from "./tiers.js";
+import { BENCH, CHAOS, E2E, INTEGRATION, PROCESS_STARTERS } from "./tiers.js";
 
 function testFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -13,11 +13,11 @@ function testFiles(dir: string): string[] {
 
 describe("test tiers (vitest projects)", () => {
   it("list only files that exist", () => {
-    for (const f of [...E2E, ...INTEGRATION, ...CHAOS]) expect(existsSync(f), f).toBe(true);
+    for (const f of [...E2E, ...INTEGRATION, ...CHAOS, ...BENCH]) expect(existsSync(f), f).toBe(true);
   });
 
   it("keep every process-starting test out of the unit tier", () => {
-    const listed = new Set([...E2E, ...INTEGRATION, ...CHAOS]);
+    const listed = new Set([...E2E, ...INTEGRATION, ...CHAOS, ...BENCH]);
     const unit = testFiles("test").filter((f) => !listed.has(f) && f !== "test/tiers.test.ts");
     expect(unit.length).toBeGreaterThan(20);
     const offenders = unit.flatMap((f) => {
