@@ -16,6 +16,7 @@ export const E2E = [
   "test/package.test.ts",
 ];
 export const INTEGRATION = [
+  "test/app/workers.test.ts",
   "test/chaos/cutoff.test.ts",
   "test/cli/inspect.test.ts",
   "test/client/cluster-client.test.ts",

@@ -148,7 +148,11 @@ export async function startWorkers(
       log.error({ worker: w.index, code, id: w.id }, "worker exited unexpectedly: starting it again");
       launch(
         w,
-        () => log.info({ worker: w.index, id: w.id, grpcPort: w.grpcPort }, "worker restarted"),
+        () =>
+          log.info(
+            { worker: w.index, id: w.id, pid: w.child?.pid, grpcPort: w.grpcPort, httpPort: w.httpPort },
+            "worker restarted",
+          ),
         (c) => {
           log.error({ worker: w.index, code: c }, "restarted worker failed before serving: stopping");
           fail(1);
@@ -212,6 +216,7 @@ export async function startWorkers(
       workers: workers.map((w) => ({
         worker: w.index,
         id: w.id,
+        pid: w.child?.pid,
         grpcPort: w.grpcPort,
         httpPort: w.httpPort,
       })),
