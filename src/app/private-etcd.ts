@@ -54,9 +54,14 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
   let child: ChildProcess;
   let stderr = "";
   const exited = new Promise<number | null>((resolve, reject) => {
+    // Through a shell that ends etcd when its stdin closes: on `stop`, and when this process dies
+    // however it dies (even SIGKILL), so no etcd outlives the server. It exits with etcd's code.
     child = spawn(
-      "etcd",
+      "/bin/sh",
       [
+        "-c",
+        'exec 3<&0; etcd "$@" </dev/null & pid=$!; (read _ <&3; kill $pid 2>/dev/null) & wait $pid',
+        "sh",
         "--name=workers",
         `--data-dir=${dataDir}`,
         `--listen-client-urls=${url}`,
@@ -66,7 +71,7 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
         `--initial-cluster=workers=${peer}`,
         "--log-level=error",
       ],
-      { stdio: ["ignore", "ignore", "pipe"] },
+      { stdio: ["pipe", "ignore", "pipe"] },
     );
     // etcd's raft logs ignore --log-level: kept (the last 4 KB) for an error, not printed.
     child.stderr?.on("data", (d: Buffer) => {
@@ -77,22 +82,22 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
   });
   const removeData = () => rmSync(dataDir, { recursive: true, force: true });
   const stop = async () => {
-    child.kill("SIGTERM");
+    child.stdin?.end();
     await exited.catch(() => null);
     removeData();
   };
   let failed: Error | undefined;
   exited.then(
     (code) => {
-      failed = new Error(`the private etcd exited (code ${code}) before it was ready:\n${stderr}`);
-    },
-    (err: NodeJS.ErrnoException) => {
       failed =
-        err.code === "ENOENT"
+        code === 127 // the shell's "command not found"
           ? new Error(
               "--workers above 1 without --etcd needs `etcd` on PATH (Debian: apt-get install etcd-server), or use --workers 1",
             )
-          : err;
+          : new Error(`the private etcd exited (code ${code}) before it was ready:\n${stderr}`);
+    },
+    (err: Error) => {
+      failed = err;
     },
   );
   const t0 = clock.elapsed();

@@ -44,7 +44,7 @@ export interface RunningWorkers {
 interface Worker {
   index: number;
   restarts: number[];
-  generation: number;
+  restartsTotal: number;
   id: string;
   child?: ChildProcess;
   exited?: Promise<number | null>;
@@ -64,8 +64,9 @@ function portOf(base: number, i: number): number {
  * standalone, through a private etcd on loopback, with the assigner in one of them (any member may
  * campaign). This process supervises: its own HTTP port answers /readyz only when every worker is
  * ready, /metrics with every worker's metrics labelled `worker`; SIGTERM drains them all; a worker
- * that crashes is started again under a new member id (its slices fail over meanwhile, as a
- * crashed member's do), unless it crashes MAX_RESTARTS times in a minute: then the server exits 1.
+ * that crashes is started again under its member id (its ranges restored from its buddy's standby
+ * copies, as a member restarted in a cluster), unless it crashes more than MAX_RESTARTS times in a
+ * minute: then the server exits 1.
  */
 export async function startWorkers(
   opts: WorkersOptions,
@@ -111,7 +112,8 @@ export async function startWorkers(
     w.grpcPort = undefined;
     w.httpPort = undefined;
     const child = spawn(opts.command.exec, argsOf(w), {
-      stdio: ["ignore", "pipe", "inherit"],
+      // The IPC channel closes when this process dies, however it dies: the worker then stops.
+      stdio: ["ignore", "pipe", "inherit", "ipc"],
       env: { ...process.env, SHARDLIMIT_WORKER: String(w.index) },
     });
     w.child = child;
@@ -131,8 +133,7 @@ export async function startWorkers(
       w.child = undefined;
       if (stopping) return;
       if (!w.serving) return onEarlyExit(code);
-      // A crash: start it again under a new id (the old member's lease expires and its slices
-      // fail over to their buddies meanwhile), unless it keeps crashing.
+      // A crash: start it again, unless it keeps crashing.
       const now = clock.elapsed();
       w.restarts = [...w.restarts.filter((t) => now - t < RESTART_WINDOW_MS), now];
       if (w.restarts.length > MAX_RESTARTS) {
@@ -143,9 +144,14 @@ export async function startWorkers(
         fail(1);
         return;
       }
-      w.generation++;
-      w.id = `${baseId}-w${w.index}-r${w.generation}`;
-      log.error({ worker: w.index, code, id: w.id }, "worker exited unexpectedly: starting it again");
+      // Under the same id: a member back before its lease expired takes its ranges from the
+      // standby copies its buddy holds. (A new id would sort next to the old one and could become
+      // the old member's buddy in the next assignment, which holds no copies: counts lost.)
+      w.restartsTotal++;
+      log.error(
+        { worker: w.index, code, id: w.id, restarts: w.restartsTotal },
+        "worker exited unexpectedly: starting it again",
+      );
       launch(
         w,
         () =>
@@ -164,7 +170,7 @@ export async function startWorkers(
   const workers: Worker[] = Array.from({ length: opts.workers }, (_, index) => ({
     index,
     restarts: [],
-    generation: 0,
+    restartsTotal: 0,
     id: `${baseId}-w${index}`,
     serving: false,
   }));

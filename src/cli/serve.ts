@@ -297,6 +297,9 @@ export function serveCommand(): Command {
       };
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));
+      // A worker of `serve --workers`: its supervisor gone (the IPC channel closed), it stops too.
+      if (process.env.SHARDLIMIT_WORKER !== undefined && process.connected)
+        process.on("disconnect", () => stop("SIGTERM"));
       process.on("SIGHUP", () => {
         if (!server) return;
         log.info("SIGHUP: reloading config");

@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import { connect } from "../../src/protocol/rpc.js";
@@ -23,6 +24,21 @@ descriptors:
 `;
 const KEYS = Array.from({ length: 16 }, (_, i) => `k${i}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The built CLI: `serve --workers 2` standalone on loopback, every port chosen by the OS. */
+function serveTwoWorkers(config: string): Child {
+  const loopback = [
+    "--grpc-host",
+    "127.0.0.1",
+    "--http-host",
+    "127.0.0.1",
+    "--grpc-port",
+    "0",
+    "--http-port",
+    "0",
+  ];
+  return spawnCli(["serve", "--config", config, ...loopback, "--workers", "2"], { cli: "built" });
+}
 
 interface WorkerInfo {
   worker: number;
@@ -50,24 +66,7 @@ describe("shardlimit serve --workers 2 (standalone)", () => {
   beforeAll(async () => {
     ensureBuilt();
     const config = writeConfig(CONFIG);
-    p = spawnCli(
-      [
-        "serve",
-        "--config",
-        config,
-        "--grpc-host",
-        "127.0.0.1",
-        "--http-host",
-        "127.0.0.1",
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--workers",
-        "2",
-      ],
-      { cli: "built" },
-    );
+    p = serveTwoWorkers(config);
     const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
       timeoutMs: 60_000,
     });
@@ -227,4 +226,48 @@ describe("serve --workers: bad values and a missing etcd are refused, naming wha
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("needs `etcd` on PATH");
   });
+});
+
+/** Pids of the processes whose command line contains `text`. */
+function processesWith(text: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, "utf8").includes(text)) out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+describe("serve --workers 2: nothing outlives a SIGKILLed supervisor", () => {
+  afterAll(async () => {
+    await killAllCli();
+  });
+
+  it("its workers and its private etcd stop when it is SIGKILLed", async () => {
+    ensureBuilt();
+    const config = writeConfig(CONFIG);
+    const p = serveTwoWorkers(config);
+    const etcd = await p.waitForLog("private etcd", (l) => l.msg === "private etcd for the workers started", {
+      timeoutMs: 30_000,
+    });
+    const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
+      timeoutMs: 60_000,
+    });
+    const dataDir = etcd.log.dataDir as string;
+    const pids = (log.workers as WorkerInfo[]).map((w) => w.pid);
+    expect(processesWith(dataDir).length).toBeGreaterThan(0);
+    p.child.kill("SIGKILL");
+    await p.exited;
+    await waitFor(
+      "workers and etcd gone",
+      () =>
+        processesWith(dataDir).length === 0 &&
+        pids.every((pid) => processesWith(`${config}`).indexOf(pid) < 0),
+      20_000,
+    );
+  }, 90_000);
 });
