@@ -60,7 +60,8 @@ function portOf(base: number, i: number): number {
 
 /**
  * `serve --workers N`: N `shardlimit serve` processes on this host, each a cluster member with
- * its own slices (gRPC on --grpc-port + i, HTTP on --http-port + 1 + i), joined through --etcd or,
+ * its own slices (gRPC on --grpc-port + i, HTTP on a free port each: --http-port + 1 + i would
+ * meet the default --grpc-port), joined through --etcd or,
  * standalone, through a private etcd on loopback, with the assigner in one of them (any member may
  * campaign). This process supervises: its own HTTP port answers /readyz only when every worker is
  * ready, /metrics with every worker's metrics labelled `worker`; SIGTERM drains them all; a worker
@@ -98,7 +99,7 @@ export async function startWorkers(
     "--grpc-port",
     String(portOf(opts.grpcPort, w.index)),
     "--http-port",
-    String(opts.httpPort === 0 ? 0 : opts.httpPort + 1 + w.index),
+    "0",
     "--id",
     w.id,
     ...(advertise ? ["--advertise-address", `${advertise[1]}:${Number(advertise[2]) + w.index}`] : []),

@@ -241,7 +241,7 @@ export function serveCommand(): Command {
     .addOption(
       new Option(
         "--workers <n>",
-        "processes serving on this host, each a cluster member with its own slices (gRPC on --grpc-port + i, HTTP on --http-port + 1 + i; this process's --http-port: /readyz of all, /metrics of all); `auto`: one per core. Above 1 without --etcd they coordinate through a private etcd (`etcd` on PATH)",
+        "processes serving on this host, each a cluster member with its own slices (gRPC on --grpc-port + i, HTTP on free ports; this process's --http-port: /readyz of all, /metrics of all); `auto`: one per core. Above 1 without --etcd they coordinate through a private etcd (`etcd` on PATH)",
       )
         .env("SHARDLIMIT_WORKERS")
         .default(1)
