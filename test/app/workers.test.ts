@@ -271,3 +271,37 @@ describe("serve --workers 2: nothing outlives a SIGKILLed supervisor", () => {
     );
   }, 90_000);
 });
+
+describe("serve --workers 2: a worker that keeps crashing stops the server", () => {
+  afterAll(async () => {
+    await killAllCli();
+  });
+
+  it("the sixth crash of one worker within a minute ends everything with exit 1 (the orchestrator restarts it)", async () => {
+    ensureBuilt();
+    const config = writeConfig(CONFIG);
+    const p = serveTwoWorkers(config);
+    const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
+      timeoutMs: 60_000,
+    });
+    const etcd = p.lines.find((l) => l.includes("private etcd for the workers started"))!;
+    const dataDir = (JSON.parse(etcd) as { dataDir: string }).dataDir;
+    let pid = (log.workers as WorkerInfo[])[0]!.pid;
+    for (let crash = 1; crash <= 5; crash++) {
+      const from = p.lines.length;
+      process.kill(pid, "SIGKILL");
+      const restarted = await p.waitForLog("worker restarted", (l) => l.msg === "worker restarted", {
+        from,
+        timeoutMs: 30_000,
+      });
+      pid = restarted.log.pid as number;
+    }
+    const other = (log.workers as WorkerInfo[])[1]!.pid;
+    process.kill(pid, "SIGKILL");
+    const { code } = await p.exited;
+    expect(code).toBe(1);
+    expect(p.lines.some((l) => l.includes("crashed 6 times within a minute"))).toBe(true);
+    await waitFor("the other worker and etcd gone", () => processesWith(dataDir).length === 0, 20_000);
+    expect(() => process.kill(other, 0)).toThrow(/ESRCH/);
+  }, 120_000);
+});
