@@ -40,6 +40,25 @@ function serveTwoWorkers(config: string): Child {
   return spawnCli(["serve", "--config", config, ...loopback, "--workers", "2"], { cli: "built" });
 }
 
+/** Two workers serving: the supervisor, its HTTP port, the workers, the private etcd's data dir. */
+async function startTwoWorkers(): Promise<{
+  p: Child;
+  config: string;
+  httpPort: number;
+  workers: WorkerInfo[];
+  dataDir: string;
+}> {
+  ensureBuilt();
+  const config = writeConfig(CONFIG);
+  const p = serveTwoWorkers(config);
+  const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
+    timeoutMs: 60_000,
+  });
+  const etcd = p.lines.find((l) => l.includes('"private etcd for the workers started"'))!;
+  const dataDir = (JSON.parse(etcd) as { dataDir: string }).dataDir;
+  return { p, config, httpPort: log.httpPort as number, workers: log.workers as WorkerInfo[], dataDir };
+}
+
 interface WorkerInfo {
   worker: number;
   pid: number;
@@ -64,14 +83,7 @@ describe("shardlimit serve --workers 2 (standalone)", () => {
   const charged = new Map<string, number>();
 
   beforeAll(async () => {
-    ensureBuilt();
-    const config = writeConfig(CONFIG);
-    p = serveTwoWorkers(config);
-    const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
-      timeoutMs: 60_000,
-    });
-    httpPort = log.httpPort as number;
-    workers = log.workers as WorkerInfo[];
+    ({ p, httpPort, workers } = await startTwoWorkers());
   }, 90_000);
   afterAll(async () => {
     await killAllCli();
@@ -242,23 +254,14 @@ function processesWith(text: string): number[] {
   return out;
 }
 
-describe("serve --workers 2: nothing outlives a SIGKILLed supervisor", () => {
+describe("serve --workers 2: what ends the whole server", () => {
   afterAll(async () => {
     await killAllCli();
   });
 
   it("its workers and its private etcd stop when it is SIGKILLed", async () => {
-    ensureBuilt();
-    const config = writeConfig(CONFIG);
-    const p = serveTwoWorkers(config);
-    const etcd = await p.waitForLog("private etcd", (l) => l.msg === "private etcd for the workers started", {
-      timeoutMs: 30_000,
-    });
-    const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
-      timeoutMs: 60_000,
-    });
-    const dataDir = etcd.log.dataDir as string;
-    const pids = (log.workers as WorkerInfo[]).map((w) => w.pid);
+    const { p, config, workers, dataDir } = await startTwoWorkers();
+    const pids = workers.map((w) => w.pid);
     expect(processesWith(dataDir).length).toBeGreaterThan(0);
     p.child.kill("SIGKILL");
     await p.exited;
@@ -270,23 +273,10 @@ describe("serve --workers 2: nothing outlives a SIGKILLed supervisor", () => {
       20_000,
     );
   }, 90_000);
-});
-
-describe("serve --workers 2: a worker that keeps crashing stops the server", () => {
-  afterAll(async () => {
-    await killAllCli();
-  });
 
   it("the sixth crash of one worker within a minute ends everything with exit 1 (the orchestrator restarts it)", async () => {
-    ensureBuilt();
-    const config = writeConfig(CONFIG);
-    const p = serveTwoWorkers(config);
-    const { log } = await p.waitForLog("workers serving", (l) => l.msg === "shardlimit workers serving", {
-      timeoutMs: 60_000,
-    });
-    const etcd = p.lines.find((l) => l.includes("private etcd for the workers started"))!;
-    const dataDir = (JSON.parse(etcd) as { dataDir: string }).dataDir;
-    let pid = (log.workers as WorkerInfo[])[0]!.pid;
+    const { p, workers, dataDir } = await startTwoWorkers();
+    let pid = workers[0]!.pid;
     for (let crash = 1; crash <= 5; crash++) {
       const from = p.lines.length;
       process.kill(pid, "SIGKILL");
@@ -296,7 +286,7 @@ describe("serve --workers 2: a worker that keeps crashing stops the server", () 
       });
       pid = restarted.log.pid as number;
     }
-    const other = (log.workers as WorkerInfo[])[1]!.pid;
+    const other = workers[1]!.pid;
     process.kill(pid, "SIGKILL");
     const { code } = await p.exited;
     expect(code).toBe(1);
