@@ -403,6 +403,9 @@ function workersOption(v: string): number {
  * supervisor: SIGTERM and SIGINT go to every worker, and it exits when they have; SIGHUP reloads all.
  */
 async function superviseWorkers(flags: ServeFlags, log: Logger): Promise<void> {
+  // The private etcd of a standalone server holds no pushed limits: as without --workers.
+  if (flags.limitsFrom === "etcd" && !flags.etcd)
+    throw new OptionsError("--limits-from etcd needs --etcd (cluster mode)");
   let running: Awaited<ReturnType<typeof startWorkers>> | undefined;
   let stopping: NodeJS.Signals | undefined;
   const stop = (signal: NodeJS.Signals) => {

@@ -204,7 +204,7 @@ describe("shardlimit serve --workers 2 (standalone)", () => {
 });
 
 describe("serve --workers: bad values and a missing etcd are refused, naming what is wrong", () => {
-  it("--workers 0 and --workers many exit 2 naming the flag", () => {
+  it("--workers 0 and --workers many exit 2 naming the flag; so does --limits-from etcd standalone", () => {
     ensureBuilt();
     const config = writeConfig(CONFIG);
     for (const bad of ["0", "many", "257"]) {
@@ -215,6 +215,9 @@ describe("serve --workers: bad values and a missing etcd are refused, naming wha
     const env = runCli(["serve", "--config", config], { SHARDLIMIT_WORKERS: "-1" });
     expect(env.status).toBe(2);
     expect(env.stderr).toContain("--workers");
+    const fromEtcd = runCli(["serve", "--limits-from", "etcd", "--workers", "2"]);
+    expect(fromEtcd.status).toBe(2);
+    expect(fromEtcd.stderr).toContain("--limits-from etcd needs --etcd");
   });
 
   it("standalone above 1 without etcd on PATH says so and exits 1, leaving nothing running", () => {
