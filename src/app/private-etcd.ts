@@ -55,13 +55,15 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
   let stderr = "";
   const exited = new Promise<number | null>((resolve, reject) => {
     // Through a shell that ends etcd when its stdin closes: on `stop`, and when this process dies
-    // however it dies (even SIGKILL), so no etcd outlives the server. It exits with etcd's code.
+    // however it dies (even SIGKILL), so no etcd outlives the server; then it removes the data
+    // directory and exits with etcd's code.
     child = spawn(
       "/bin/sh",
       [
         "-c",
-        'exec 3<&0; etcd "$@" </dev/null & pid=$!; (read _ <&3; kill $pid 2>/dev/null) & wait $pid',
+        'dir=$1; shift; exec 3<&0; etcd "$@" </dev/null & pid=$!; (read _ <&3; kill $pid 2>/dev/null) & wait $pid; rc=$?; rm -rf "$dir"; exit $rc',
         "sh",
+        dataDir,
         "--name=workers",
         `--data-dir=${dataDir}`,
         `--listen-client-urls=${url}`,

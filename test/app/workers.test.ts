@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import { connect } from "../../src/protocol/rpc.js";
@@ -262,7 +262,7 @@ describe("serve --workers 2: what ends the whole server", () => {
     await killAllCli();
   });
 
-  it("its workers and its private etcd stop when it is SIGKILLed", async () => {
+  it("its workers and its private etcd stop when it is SIGKILLed, and etcd's data directory goes", async () => {
     const { p, config, workers, dataDir } = await startTwoWorkers();
     const pids = workers.map((w) => w.pid);
     expect(processesWith(dataDir).length).toBeGreaterThan(0);
@@ -272,6 +272,7 @@ describe("serve --workers 2: what ends the whole server", () => {
       "workers and etcd gone",
       () =>
         processesWith(dataDir).length === 0 &&
+        !existsSync(dataDir) &&
         pids.every((pid) => processesWith(`${config}`).indexOf(pid) < 0),
       20_000,
     );
