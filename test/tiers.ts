@@ -20,6 +20,7 @@ export const E2E = ["test/deploy/image-layout.test.ts", "test/package.test.ts"];
  */
 export const BENCH = ["test/loadtest/bench.test.ts"];
 export const INTEGRATION = [
+  "test/app/workers.test.ts",
   "test/chaos/cutoff.test.ts",
   "test/cli/inspect.test.ts",
   "test/client/cluster-client.test.ts",

@@ -1,7 +1,8 @@
-import { hostname } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { Command, Option } from "commander";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
+import { startWorkers } from "../app/workers.js";
 import { DEFAULT_HANDOFF_TIMEOUT_MS } from "../cluster/handoff.js";
 import { DEFAULT_REPLICATE_INTERVAL_MS } from "../cluster/replicator.js";
 import { ConfigError } from "../config/errors.js";
@@ -65,6 +66,7 @@ interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFl
   reflection: boolean;
   limitsRead: "anyone" | "authenticated";
   rlqsConfig?: string;
+  workers: number;
 }
 
 export function serveCommand(): Command {
@@ -236,14 +238,30 @@ export function serveCommand(): Command {
         "serve Envoy's Rate Limit Quota Service (RLQS) with this bucket mapping (a YAML file with an `rlqs:` section)",
       ).env("SHARDLIMIT_RLQS_CONFIG"),
     )
+    .addOption(
+      new Option(
+        "--workers <n>",
+        "processes serving on this host, each a cluster member with its own slices (gRPC on --grpc-port + i, HTTP on free ports; this process's --http-port: /readyz of all, /metrics of all); `auto`: one per core. Above 1 without --etcd they coordinate through a private etcd (`etcd` on PATH)",
+      )
+        .env("SHARDLIMIT_WORKERS")
+        .default(1)
+        .argParser(workersOption),
+    )
     .action(async (flags: ServeFlags) => {
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
       // events, never per call, so blocking writes cost nothing.
       const log = pino(
-        { level: flags.logLevel, base: { svc: "shardlimit" } },
+        {
+          level: flags.logLevel,
+          base: {
+            svc: "shardlimit",
+            ...(process.env.SHARDLIMIT_WORKER ? { worker: Number(process.env.SHARDLIMIT_WORKER) } : {}),
+          },
+        },
         pino.destination({ dest: 1, sync: true }),
       );
+      if (flags.workers > 1) return superviseWorkers(flags, log);
       let server: Awaited<ReturnType<typeof startServer>> | undefined;
       // Signal handlers go in before the server starts: it reports ready (log, /readyz, health)
       // before startServer returns, and until a handler exists SIGTERM and SIGHUP kill outright.
@@ -279,6 +297,9 @@ export function serveCommand(): Command {
       };
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));
+      // A worker of `serve --workers`: its supervisor gone (the IPC channel closed), it stops too.
+      if (process.env.SHARDLIMIT_WORKER !== undefined && process.connected)
+        process.on("disconnect", () => stop("SIGTERM"));
       process.on("SIGHUP", () => {
         if (!server) return;
         log.info("SIGHUP: reloading config");
@@ -369,4 +390,59 @@ export function serveCommand(): Command {
     });
   for (const o of envoyFlags()) cmd.addOption(o);
   return cmd;
+}
+
+/** `--workers`: a whole number of processes, or `auto` (one per core this process may use). */
+function workersOption(v: string): number {
+  if (v.trim() === "auto") return availableParallelism();
+  return intOption("--workers", 1, 256)(v);
+}
+
+/**
+ * `serve --workers N` (N > 1): this process starts the N workers (app/workers.ts) and stays their
+ * supervisor: SIGTERM and SIGINT go to every worker, and it exits when they have; SIGHUP reloads all.
+ */
+async function superviseWorkers(flags: ServeFlags, log: Logger): Promise<void> {
+  // The private etcd of a standalone server holds no pushed limits: as without --workers.
+  if (flags.limitsFrom === "etcd" && !flags.etcd)
+    throw new OptionsError("--limits-from etcd needs --etcd (cluster mode)");
+  let running: Awaited<ReturnType<typeof startWorkers>> | undefined;
+  let stopping: NodeJS.Signals | undefined;
+  const stop = (signal: NodeJS.Signals) => {
+    if (!running) {
+      stopping = signal;
+      return;
+    }
+    if (stopping === undefined) log.info({ signal }, "stopping every worker");
+    stopping = signal;
+    void running.shutdown(signal).then((code) => process.exit(code));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => running?.reload());
+  try {
+    running = await startWorkers(
+      {
+        workers: flags.workers,
+        command: { exec: process.execPath, args: [...process.execArgv, ...process.argv.slice(1)] },
+        grpcHost: flags.grpcHost,
+        grpcPort: flags.grpcPort,
+        httpHost: flags.httpHost,
+        httpPort: flags.httpPort,
+        etcd: flags.etcd,
+        id: flags.id,
+        advertiseAddress: flags.advertiseAddress,
+      },
+      log,
+    );
+  } catch (err) {
+    process.stderr.write(`shardlimit: cannot start the workers: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  if (stopping !== undefined) stop(stopping);
+  void running.failed.then(async (code) => {
+    await running?.shutdown("SIGTERM");
+    process.exit(code);
+  });
 }
