@@ -39,6 +39,7 @@ export const INTEGRATION = [
   "test/server/drain.test.ts",
   "test/server/envoy-process.test.ts",
   "test/server/fuzz.test.ts",
+  "test/server/lean-interop.test.ts",
   "test/server/process.test.ts",
   "test/security/tls-server.test.ts",
   "test/security/mtls-identity.test.ts",
