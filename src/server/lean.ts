@@ -174,7 +174,15 @@ class LeanCall extends EventEmitter {
   }
 }
 
+// Shared by every call: node:http2 copies header objects it is given.
 const TRAILERS_OK = { "grpc-status": "0" };
+const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
+const WAIT_FOR_TRAILERS = { waitForTrailers: true };
+const ignore = () => {};
+
+function sendOk(this: ServerHttp2Stream): void {
+  this.sendTrailers(TRAILERS_OK);
+}
 
 /** One call: read the one message, run the handler, answer with the message and trailers. */
 function serveLean(
@@ -251,7 +259,7 @@ function serveLean(
       call.emit("cancelled", "cancelled");
     }
   });
-  stream.on("error", () => {}); // a reset stream errors; its close above handles it
+  stream.on("error", ignore); // a reset stream errors; its close above handles it
 
   // The message: a 5-byte prefix (compressed flag, 4-byte big-endian length), then its bytes,
   // possibly across several DATA frames. Usually one chunk holds it all and nothing is copied.
@@ -331,8 +339,8 @@ function serveLean(
       frame[0] = 0;
       frame.writeUInt32BE(body.length, 1);
       body.copy(frame, 5);
-      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers(TRAILERS_OK));
+      stream.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
+      stream.once("wantTrailers", sendOk);
       stream.end(frame);
     });
   });
