@@ -36,6 +36,7 @@ export const INTEGRATION = [
   "test/deploy/helm-pods.test.ts",
   "test/deploy/readme-certs.test.ts",
   "test/loadtest/load.test.ts",
+  "test/loadtest/sync-compare.test.ts",
   "test/server/drain.test.ts",
   "test/server/envoy-process.test.ts",
   "test/server/fuzz.test.ts",

@@ -34,8 +34,11 @@ export const LEAN_PATHS: readonly string[] = [
 
 export const TRANSPORTS = ["grpc-js", "lean"] as const;
 export type Transport = (typeof TRANSPORTS)[number];
-/** `serve --transport`'s default (see bench/RESULTS.md section 16 for why). */
-export const DEFAULT_TRANSPORT: Transport = "grpc-js";
+/**
+ * `serve --transport`'s default: lean, which carried 1.6-3.4x grpc-js's calls/s on this machine
+ * (bench/RESULTS.md section 16); every server test passes on both.
+ */
+export const DEFAULT_TRANSPORT: Transport = "lean";
 
 /** gRPC status codes used here (numbers as in grpc-js's `status`). */
 const INTERNAL = 13;
