@@ -182,6 +182,7 @@ const TRAILERS_OK = { "grpc-status": "0" };
 const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
 const WAIT_FOR_TRAILERS = { waitForTrailers: true };
 const ignore = () => {};
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function sendOk(this: ServerHttp2Stream): void {
   this.sendTrailers(TRAILERS_OK);
@@ -242,7 +243,8 @@ function serveLean(
     return;
   }
   const deadline = timeoutMs === undefined ? Number.POSITIVE_INFINITY : o.clock.now() + timeoutMs;
-  if (timeoutMs !== undefined) {
+  // A Node timer fires at once past 2^31-1 ms (24.8 days): a longer deadline gets no timer.
+  if (timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS) {
     timer = o.clock.after(timeoutMs, () => {
       if (done) return;
       if (call !== undefined) {

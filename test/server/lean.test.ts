@@ -189,6 +189,12 @@ describe.each(TRANSPORTS)("the %s transport, frame by frame", (transport) => {
     expect((await call(CHECK, [msg], { "grpc-timeout": "soon" })).status).toBe(GrpcStatus.INTERNAL);
   });
 
+  it("takes the longest grpc-timeout (99999999H, past a Node timer's range) as a far deadline", async () => {
+    const msg = framed(check.requestSerialize({ items: [{ key: "api/tb=far", cost: 1 }] }));
+    const a = await call(CHECK, [msg], { "grpc-timeout": "99999999H" });
+    expect(a.status).toBe(GrpcStatus.OK);
+  });
+
   it("frees a waiting call when the client resets its stream", async () => {
     const key = "api/tb=rst";
     server.limiter.check(checkReq(key, 10));
