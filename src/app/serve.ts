@@ -30,6 +30,7 @@ import { DescriptorMetrics } from "../server/envoy-stats.js";
 import { type GrpcServer, setServing, startGrpc, stopGrpc } from "../server/grpc.js";
 import { startHttp } from "../server/http.js";
 import { inspectEndpoint } from "../server/inspect.js";
+import { DEFAULT_TRANSPORT, type Transport } from "../server/lean.js";
 import { Limiter } from "../server/limiter.js";
 import { PromMetrics, registerPoolMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
@@ -88,6 +89,8 @@ export interface ServeOptions {
   limitsRead?: "anyone" | "authenticated";
   /** gRPC server reflection; default on (`--no-reflection`). */
   reflection?: boolean;
+  /** How the hot methods are served: `lean` (server/lean.ts) or `grpc-js`; default DEFAULT_TRANSPORT. */
+  transport?: Transport;
   /** envoyproxy/ratelimit's server options for ShouldRateLimit, and its per-limit statistics. */
   envoy?: ServeEnvoyOptions;
   /** Global limits: this server is a gateway of the global tier for its `global: true` keys. */
@@ -438,6 +441,7 @@ export async function startServer(
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
         access: authFile || opts.limitsRead === "authenticated" ? access : undefined,
         reflection: opts.reflection ?? true,
+        transport: opts.transport ?? DEFAULT_TRANSPORT,
       },
       opts.grpcHost,
       opts.grpcPort,

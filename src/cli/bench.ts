@@ -207,6 +207,46 @@ function scenarioCommand(name: ScenarioName, description: string): Command {
   );
 }
 
+/** Issue 16: shardlimit on each transport against do-nothing grpc-js and node:http2 servers. */
+function syncCompareCommand(): Command {
+  return new Command("sync-compare")
+    .description(
+      "ShouldRateLimit (two descriptors) and Check on shardlimit (lean and grpc-js transports), a do-nothing grpc-js server and a do-nothing node:http2 server: the most calls/s (closed loop), then P50/P99/P99.9/max at half of each one's maximum (open loop); h2load when installed, else the Node client",
+    )
+    .option("--seconds <s>", "seconds of each closed-loop run", positiveInt, 5)
+    .option("--open-seconds <s>", "seconds of each open-loop run", positiveInt, 10)
+    .option("--clients <n>", "connections", positiveInt, 4)
+    .option("--streams <n>", "calls in flight on each connection (closed loop)", positiveInt, 16)
+    .option("--generator <g>", "h2load, node, or auto (h2load when installed)", "auto")
+    .option("--json <file>", "write the figures as JSON")
+    .action(
+      async (flags: {
+        seconds: number;
+        openSeconds: number;
+        clients: number;
+        streams: number;
+        generator: string;
+        json?: string;
+      }) => {
+        if (!["auto", "h2load", "node"].includes(flags.generator)) {
+          process.stderr.write(`--generator must be auto, h2load or node, not ${flags.generator}\n`);
+          process.exitCode = 2;
+          return;
+        }
+        const { runSyncCompare, formatSyncCompare } = await loadTestCode(
+          () => import("../loadtest/sync-compare.js"),
+        );
+        const r = await runSyncCompare({
+          ...flags,
+          generator: flags.generator as "auto" | "h2load" | "node",
+          log: (l) => process.stderr.write(`${l}\n`),
+        });
+        process.stdout.write(`${formatSyncCompare(r)}\n`);
+        if (flags.json) writeFileSync(flags.json, `${JSON.stringify(r, null, 2)}\n`);
+      },
+    );
+}
+
 /** The Redis-backed baseline as a service process; `bench baseline` starts it. */
 function redisLimiterCommand(): Command {
   return new Command("redis-limiter")
@@ -296,6 +336,7 @@ export function benchCommand(): Command {
       .action((flags: LoadFlags) => runFlags(SCENARIOS, flags))
       .addCommand(accuracyCommand())
       .addCommand(overloadCommand())
+      .addCommand(syncCompareCommand())
       .addCommand(
         scenarioCommand(
           "throughput",

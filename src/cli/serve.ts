@@ -8,6 +8,7 @@ import { DEFAULT_REPLICATE_INTERVAL_MS } from "../cluster/replicator.js";
 import { ConfigError } from "../config/errors.js";
 import { OptionsError } from "../core/errors.js";
 import { InputLimitsSchema } from "../protocol/input-limits.js";
+import { DEFAULT_TRANSPORT, TRANSPORTS, type Transport } from "../server/lean.js";
 import {
   type EtcdAccessFlagValues,
   etcdAccessFlags,
@@ -64,6 +65,7 @@ interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFl
   authFile?: string;
   tokenFile?: string;
   reflection: boolean;
+  transport: Transport;
   limitsRead: "anyone" | "authenticated";
   rlqsConfig?: string;
   workers: number;
@@ -216,6 +218,15 @@ export function serveCommand(): Command {
       new Option("--no-reflection", "turn gRPC server reflection off").env("SHARDLIMIT_NO_REFLECTION"),
     )
     .addOption(
+      new Option(
+        "--transport <t>",
+        "how the hot methods (ShouldRateLimit, Check, ReportAndGetPolicy, Peer.Forward) are served: lean (gRPC framing on node:http2 directly) or grpc-js; everything else is grpc-js's on the same port",
+      )
+        .env("SHARDLIMIT_TRANSPORT")
+        .choices(TRANSPORTS)
+        .default(DEFAULT_TRANSPORT),
+    )
+    .addOption(
       new Option("--limits-read <who>", "who may call GetLimits: anyone, or authenticated callers only")
         .env("SHARDLIMIT_LIMITS_READ")
         .choices(["anyone", "authenticated"])
@@ -354,6 +365,7 @@ export function serveCommand(): Command {
             authFile: flags.authFile,
             tokenFile: flags.tokenFile,
             reflection: flags.reflection,
+            transport: flags.transport,
             limitsRead: flags.limitsRead,
             envoy: envoyOptionsOf(flags),
             ...(global ? { global } : {}),

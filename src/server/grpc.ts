@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import type { Clock } from "../core/clock.js";
+import { type Clock, systemClock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
 import { ErrorCode } from "../protocol/item-errors.js";
 import type {
@@ -33,6 +33,7 @@ import {
 import { callViewOf } from "../security/identity.js";
 import type { Access, Caller } from "./access.js";
 import { inspectResponse } from "./inspect.js";
+import { installLean, type Transport } from "./lean.js";
 import type { Limiter, ReportCaller } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
 import type { PeerService } from "./peer-service.js";
@@ -54,6 +55,10 @@ export interface GrpcDeps {
   access?: Access;
   /** gRPC server reflection (default on; `--no-reflection` turns it off). */
   reflection?: boolean;
+  /** `lean` (server/lean.ts) answers the hot methods over node:http2 directly; default grpc-js. */
+  transport?: Transport;
+  /** Deadlines of lean calls run on it (default the system clock). */
+  clock?: Clock;
 }
 
 /** A thrown error as a gRPC status: ours by the error table, anything else as INTERNAL. */
@@ -291,6 +296,9 @@ export async function startGrpc(
   const bound = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
   });
+  if (deps.transport === "lean") {
+    installLean(server, { clock: deps.clock ?? systemClock, maxMessageBytes: deps.maxMessageBytes });
+  }
   return { server, health, port: bound };
 }
 

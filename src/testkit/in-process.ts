@@ -6,6 +6,7 @@ import { Engine } from "../core/engine.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import type { ServerTlsOptions } from "../security/tls.js";
 import { EnvoyRateLimit } from "../server/envoy.js";
+import { TRANSPORTS, type Transport } from "../server/lean.js";
 import { Limiter } from "../server/limiter.js";
 import { noopMetrics } from "../server/metrics.js";
 import type { Ownership } from "../server/ownership.js";
@@ -44,6 +45,7 @@ export function startLoopbackServer(
       shutdownGraceMs: 500,
       tls: opts.tls,
       tracing: opts.tracing,
+      ...transportFromEnv(),
       ...opts.serve,
       rlqsConfigPath: opts.rlqsConfigPath,
     },
@@ -72,4 +74,17 @@ export function requestPath(
   );
   const router = new Router({ limiter, envoy, ownership, clock, forwarder: opts.forwarder });
   return { limiter, envoy, router };
+}
+
+/**
+ * `SHARDLIMIT_TRANSPORT=lean|grpc-js` runs the in-process test servers on that transport (the
+ * server tests are run on each); unset, the server's default.
+ */
+function transportFromEnv(): { transport?: Transport } {
+  const t = process.env.SHARDLIMIT_TRANSPORT;
+  if (t === undefined || t === "") return {};
+  if (!(TRANSPORTS as readonly string[]).includes(t)) {
+    throw new Error(`SHARDLIMIT_TRANSPORT is "${t}"; it must be one of ${TRANSPORTS.join(", ")}`);
+  }
+  return { transport: t as Transport };
 }

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import { ensureBuilt } from "../../src/testkit/cli.js";
+
+/**
+ * `shardlimit bench sync-compare`, briefly: four servers (shardlimit on each transport, two
+ * do-nothing servers) each answer Check in a closed and an open loop, with h2load when installed
+ * and with the Node client; every process is stopped at the end. It runs from dist/ (the servers
+ * it starts are the built CLI and a built module).
+ */
+describe("bench sync-compare", () => {
+  for (const generator of ["node", "h2load"] as const) {
+    // h2load is installed by scripts/ensure-deps.sh (Debian's nghttp2-client).
+    it(`measures every system with the ${generator} generator`, async () => {
+      ensureBuilt();
+      const { runSyncCompare, formatSyncCompare } = await import("../../dist/loadtest/sync-compare.js");
+      const r = await runSyncCompare({
+        seconds: 1,
+        openSeconds: 1,
+        generator,
+        clients: 2,
+        streams: 4,
+        requests: ["Check"],
+      });
+      expect(r.generator).toBe(generator);
+      expect(r.results.map((x: { system: string }) => x.system)).toEqual([
+        "shardlimit lean",
+        "shardlimit grpc-js",
+        "do-nothing grpc-js",
+        "do-nothing http2",
+      ]);
+      for (const x of r.results) {
+        expect(x.maxPerSec).toBeGreaterThan(0);
+        expect(x.closedErrors).toBe(0);
+        expect(x.half.errors).toBe(0);
+        expect(x.half.p99Ms).toBeGreaterThan(0);
+      }
+      expect(r.ratios.map((q) => q.transport)).toEqual(["lean", "grpc-js"]);
+      expect(formatSyncCompare(r)).toContain("ratios");
+    }, 60_000);
+  }
+});
