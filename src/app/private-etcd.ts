@@ -61,7 +61,10 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
       "/bin/sh",
       [
         "-c",
-        'dir=$1; shift; exec 3<&0; etcd "$@" </dev/null & pid=$!; (read _ <&3; kill $pid 2>/dev/null) & wait $pid; rc=$?; rm -rf "$dir"; exit $rc',
+        // The shell's own stderr goes to /dev/null once etcd has the pipe: with this process gone,
+        // a word from the shell (a job's "Terminated") on the broken pipe would kill it with
+        // SIGPIPE before it removed the data directory.
+        'dir=$1; shift; exec 3<&0; etcd "$@" </dev/null & pid=$!; exec 2>/dev/null; trap "" PIPE; (read _ <&3; kill $pid) & wait $pid; rc=$?; rm -rf "$dir"; exit $rc',
         "sh",
         dataDir,
         "--name=workers",
