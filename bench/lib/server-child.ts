@@ -21,6 +21,7 @@ import * as grpc from "@grpc/grpc-js";
 import { grpcMessage } from "../../src/loadtest/h2-client.js";
 import type { ServerTlsOptions } from "../../src/security/tls.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
+import { rawMethod } from "../../src/testkit/raw-method.js";
 import { respondGrpc } from "./respond-grpc.js";
 
 export interface ChildStats {
@@ -129,15 +130,7 @@ async function echo(setup: EchoSetup) {
     const [, service, method] = path.split("/") as [string, string, string];
     const res = Buffer.from(b64, "base64");
     const def = byService.get(service) ?? {};
-    def[method] = {
-      path,
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: (b: Buffer) => b,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: (b: Buffer) => b,
-      responseDeserialize: (b: Buffer) => b,
-    };
+    def[method] = rawMethod(path);
     byService.set(service, def);
     const impl = handlers.get(service) ?? {};
     impl[method] = ((_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>

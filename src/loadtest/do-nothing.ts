@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
+import { rawMethod } from "../testkit/raw-method.js";
 
 /**
  * Do-nothing gRPC servers, the baselines of `shardlimit bench sync-compare`: each answers every
@@ -21,17 +22,7 @@ export async function listenDoNothing(
   if (kind === "grpc-js") {
     const server = new grpc.Server();
     for (const [path, res] of answers) {
-      const service: grpc.ServiceDefinition = {
-        call: {
-          path,
-          requestStream: false,
-          responseStream: false,
-          requestSerialize: (b: Buffer) => b,
-          requestDeserialize: (b: Buffer) => b,
-          responseSerialize: (b: Buffer) => b,
-          responseDeserialize: (b: Buffer) => b,
-        },
-      };
+      const service: grpc.ServiceDefinition = { call: rawMethod(path) };
       server.addService(service, { call: (_c: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, res) });
     }
     const port = await new Promise<number>((resolve, reject) =>

@@ -15,6 +15,7 @@ import {
   TlsSource,
 } from "../../src/security/tls.js";
 import { LOOPBACK_NAMES, makeTestPki, type TestPki } from "../../src/testkit/certs.js";
+import { rawMethod } from "../../src/testkit/raw-method.js";
 import { peerSerial } from "../../src/testkit/tls.js";
 
 /** A log that keeps what it is told. */
@@ -131,15 +132,7 @@ describe("TlsSource", () => {
   });
 });
 
-const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
-  path: "/test.Who/Who",
-  requestStream: false,
-  responseStream: false,
-  requestSerialize: (b: Buffer) => b,
-  requestDeserialize: (b: Buffer) => b,
-  responseSerialize: (b: Buffer) => b,
-  responseDeserialize: (b: Buffer) => b,
-};
+const WHO = rawMethod("/test.Who/Who");
 
 /**
  * A gRPC server on loopback with TLS on `source`: health, and `Who`, which answers with the
