@@ -258,7 +258,7 @@ export class ClusterNode {
     this.ownership.awaitOwn(ranges, a.generation, self.address);
     void this.takeOver(
       self,
-      a.members,
+      [a.members, ...(a.previous ? [a.previous.members] : [])],
       a.generation,
       ranges,
       "restarted: its counters died with its previous process",
@@ -288,7 +288,10 @@ export class ClusterNode {
     for (const moves of byFrom.values()) {
       const from = moves[0]!.from;
       const ranges = moves.map((m) => ({ start: m.start, end: m.end }));
-      const members = earlier.find((x) => x?.members.some((m) => m.id === from.id))?.members;
+      const members = earlier
+        .filter((x): x is Assignment => x?.members.some((m) => m.id === from.id) ?? false)
+        .sort((x, y) => y.generation - x.generation)
+        .map((x) => x.members);
       const takeOver = (why: string) => void this.takeOver(from, members, generation, ranges, why);
       this.peers
         .get(from.address)
@@ -318,7 +321,8 @@ export class ClusterNode {
    */
   private async takeOver(
     from: Member,
-    members: readonly Member[] | undefined,
+    /** The member lists of the assignments `from` was in, newest first (see `StandbyCopies.fetch`). */
+    members: readonly (readonly Member[])[],
     generation: number,
     ranges: PointRange[],
     why: string,

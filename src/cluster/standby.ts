@@ -107,20 +107,50 @@ export class StandbyCopies {
   }
 
   /**
-   * The standby copies of `of`'s counters in `ranges`, from its buddy in `members` (the assignment
-   * it was last a member of): this server's own store when it is the buddy. Rejects with the
-   * reason when there is none or it does not answer.
+   * The standby copies of `of`'s counters in `ranges`, from its buddies in `memberLists` (the
+   * assignments it was a member of, newest first): this server's own store when it is one.
+   *
+   * Why more than one: a member that joins with an id between a dead member and its buddy becomes
+   * the dead member's buddy in the newest assignment, but holds only what the dead member sent it
+   * after that (often nothing: a replacement pod joins before the old lease expires). The buddy of
+   * the older assignment still holds its copies. So every distinct buddy is asked; per key the
+   * newest buddy's copy wins (it was sent last), older buddies fill the keys it lacks. Rejects with
+   * every reason when there is no buddy or none answers.
    */
   async fetch(
     of: Member,
-    members: readonly Member[] | undefined,
+    memberLists: readonly (readonly Member[])[],
     generation: number,
     ranges: readonly PointRange[],
   ): Promise<{ buddy: string; copies: CounterSnapshot[] }> {
-    const buddy = members ? buddyOf(members, of.id) : undefined;
-    if (buddy === undefined) throw new Error(`no buddy known for ${of.id}`);
-    if (buddy.id === this.opts.selfId)
-      return { buddy: buddy.id, copies: this.opts.store.copies(of.id, ranges, keyPoint) };
+    const buddies: Member[] = [];
+    for (const members of memberLists) {
+      const b = buddyOf(members, of.id);
+      if (b !== undefined && !buddies.some((x) => x.id === b.id)) buddies.push(b);
+    }
+    if (buddies.length === 0) throw new Error(`no buddy known for ${of.id}`);
+    const byKey = new Map<string, CounterSnapshot>();
+    const answered: string[] = [];
+    const failed: string[] = [];
+    // Asked together: a dead or slow buddy costs one deadline, not one per buddy.
+    const results = await Promise.allSettled(buddies.map((b) => this.fetchFrom(b, of, generation, ranges)));
+    results.forEach((r, i) => {
+      if (r.status === "rejected") return void failed.push((r.reason as Error).message);
+      for (const c of r.value) if (!byKey.has(c.key)) byKey.set(c.key, c);
+      answered.push(buddies[i]!.id);
+    });
+    if (answered.length === 0) throw new Error(failed.join("; "));
+    return { buddy: answered.join(","), copies: [...byKey.values()] };
+  }
+
+  /** One buddy's copies of `of` in `ranges`, page by page (the local store when it is this server). */
+  private async fetchFrom(
+    buddy: Member,
+    of: Member,
+    generation: number,
+    ranges: readonly PointRange[],
+  ): Promise<CounterSnapshot[]> {
+    if (buddy.id === this.opts.selfId) return this.opts.store.copies(of.id, ranges, keyPoint);
     const copies: CounterSnapshot[] = [];
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
     for (let offset = 0; ; ) {
@@ -133,6 +163,6 @@ export class StandbyCopies {
       if (!res.nextOffset || res.nextOffset <= offset) break;
       offset = res.nextOffset;
     }
-    return { buddy: buddy.id, copies };
+    return copies;
   }
 }

@@ -179,7 +179,7 @@ describe("StandbyCopies: a takeover", () => {
   it("takes the copies from the local store when this server is the dead member's buddy", async () => {
     const { standby, store, a, asked } = copiesOn("s2", ["s1", "s2", "s3"]);
     store.put("s1", [copy("a")]);
-    const got = await standby.fetch(a.members[0]!, a.members, 8, [{ start: 0, end: 2 ** 32 }]);
+    const got = await standby.fetch(a.members[0]!, [a.members], 8, [{ start: 0, end: 2 ** 32 }]);
     expect(got.buddy).toBe("s2");
     expect(got.copies.map((c) => c.key)).toEqual(["a"]);
     expect(asked).toEqual([]);
@@ -196,7 +196,7 @@ describe("StandbyCopies: a takeover", () => {
     taker.answers.set("10.0.0.1:8081", (offset) =>
       buddy.standby.standby({ of: "s1", generation: 8, ranges: [{ start: 0, end: 2 ** 32 }], offset }),
     );
-    const got = await taker.standby.fetch(taker.a.members[0]!, taker.a.members, 8, [
+    const got = await taker.standby.fetch(taker.a.members[0]!, [taker.a.members], 8, [
       { start: 0, end: 2 ** 32 },
     ]);
     expect(got.buddy).toBe("s2");
@@ -204,12 +204,49 @@ describe("StandbyCopies: a takeover", () => {
     expect(taker.asked.length).toBeGreaterThan(3); // several pages
   });
 
+  it("a member that joined between the dead one and its buddy: the old buddy's copies are taken too", async () => {
+    // s1 dies; s15 joined just before (its id sorts between s1 and s2), so in the newest
+    // assignment s15 is s1's buddy but holds only one copy s1 sent it after the switch. s2, s1's
+    // buddy before, holds the rest. Asking only the newest buddy lost "b" and "c".
+    const oldBuddy = copiesOn("s2", ["s1", "s2", "s3"]);
+    oldBuddy.store.put("s1", [{ ...copy("a"), x: 5 }, copy("b"), copy("c")]);
+    const newBuddy = copiesOn("s15", ["s1", "s15", "s2", "s3"]);
+    newBuddy.store.put("s1", [{ ...copy("a"), x: 9 }]);
+    const taker = copiesOn("s3", ["s1", "s15", "s2", "s3"]);
+    const serve = (s: ReturnType<typeof copiesOn>) => (offset: number) =>
+      s.standby.standby({ of: "s1", generation: 8, ranges: [{ start: 0, end: 2 ** 32 }], offset });
+    taker.answers.set("10.0.0.1:8081", serve(newBuddy)); // s15 in the newest list
+    taker.answers.set("10.0.0.2:8081", serve(oldBuddy)); // s2 (index 2 there)
+    const newest = members("s1", "s15", "s2", "s3");
+    const before = newest.filter((m) => m.id !== "s15"); // the assignment before s15 joined
+    const got = await taker.standby.fetch(newest[0]!, [newest, before], 8, [{ start: 0, end: 2 ** 32 }]);
+    expect(got.buddy).toBe("s15,s2");
+    expect(got.copies.map((c) => c.key).sort()).toEqual(["a", "b", "c"]);
+    // The newest buddy's copy of "a" wins: it was sent last.
+    expect(got.copies.find((c) => c.key === "a")?.x).toBe(9);
+  });
+
+  it("one buddy not answering: the other's copies are still taken", async () => {
+    const oldBuddy = copiesOn("s2", ["s1", "s2", "s3"]);
+    oldBuddy.store.put("s1", [copy("b")]);
+    const taker = copiesOn("s3", ["s1", "s15", "s2", "s3"]);
+    taker.answers.set("10.0.0.2:8081", (offset) =>
+      oldBuddy.standby.standby({ of: "s1", generation: 8, ranges: [{ start: 0, end: 2 ** 32 }], offset }),
+    );
+    const newest = members("s1", "s15", "s2", "s3");
+    const got = await taker.standby.fetch(newest[0]!, [newest, newest.filter((m) => m.id !== "s15")], 8, [
+      { start: 0, end: 2 ** 32 },
+    ]);
+    expect(got).toMatchObject({ buddy: "s2" });
+    expect(got.copies.map((c) => c.key)).toEqual(["b"]);
+  });
+
   it("fails with the reason when the buddy does not answer (two faults)", async () => {
     const { standby, a } = copiesOn("s3", ["s1", "s2", "s3"]);
-    await expect(standby.fetch(a.members[0]!, a.members, 8, [{ start: 0, end: 2 ** 32 }])).rejects.toThrow(
+    await expect(standby.fetch(a.members[0]!, [a.members], 8, [{ start: 0, end: 2 ** 32 }])).rejects.toThrow(
       /UNAVAILABLE/,
     );
-    await expect(standby.fetch(a.members[0]!, undefined, 8, [{ start: 0, end: 2 ** 32 }])).rejects.toThrow(
+    await expect(standby.fetch(a.members[0]!, [], 8, [{ start: 0, end: 2 ** 32 }])).rejects.toThrow(
       /no buddy known for s1/,
     );
   });
