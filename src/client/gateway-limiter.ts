@@ -263,11 +263,17 @@ export class GatewayLimiter {
   /**
    * Admits or rejects one request of `cost` units (1 by default; tokens, inference units...).
    * Synchronous and local. Throws InvalidArgumentError for a malformed key or cost.
+   * `hostGuard: false` skips the host guard: for a caller that asked it once for a whole request
+   * of several keys (the Envoy sidecar), so that the request is not shed once per key.
    */
-  decide(key: string | Descriptor, cost = 1, options?: { priority?: Priority }): boolean {
+  decide(
+    key: string | Descriptor,
+    cost = 1,
+    options?: { priority?: Priority; hostGuard?: boolean },
+  ): boolean {
     const p = options?.priority;
     const e = this.keys.entry(p === undefined || p === DEFAULT_PRIORITY ? key : withPriority(key, p), cost);
-    if (!this.guardAdmits(e, p)) return false;
+    if (options?.hostGuard !== false && !this.guardAdmits(e, p)) return false;
     return this.decideEntry(e, cost);
   }
 

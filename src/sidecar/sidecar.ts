@@ -1,5 +1,5 @@
 import type { GatewayLimiter } from "../client/gateway-limiter.js";
-import { reportKey } from "../client/key-table.js";
+import { reportKey, withPriority } from "../client/key-table.js";
 import { PRIORITY_KEY } from "../config/priority.js";
 import { DEFAULT_PRIORITY, PRIORITIES, type Priority, UNIT_PROTO } from "../config/types.js";
 import { type Clock, systemClock } from "../core/clock.js";
@@ -59,8 +59,12 @@ export class EnvoySidecar {
       const r = plan.active[i]!;
       // The key the counter is reported under: a tenant charged to its group's fair-share limit
       // alone keeps its tenant entry, so the owner attributes the units to it.
-      const key = reportKey(r);
-      const ok = this.limiter.decide(key, plan.hits[i]!);
+      // Its class, when the descriptor names one: the owner divides the limit by class, so the
+      // class is counted apart (as the server's Envoy path does). The host guard was asked once
+      // for the whole request above (`shed`), not again per descriptor.
+      const rank = plan.ranks?.[i];
+      const key = rank === undefined ? reportKey(r) : withPriority(reportKey(r), PRIORITIES[rank]!);
+      const ok = this.limiter.decide(key, plan.hits[i]!, { hostGuard: false });
       const d = this.limiter.describe(key);
       const rule = r.rule;
       // The owner's figures as of its last answer, less what this gateway admitted since; before
