@@ -334,9 +334,21 @@ export class Engine {
         this.touch(items[i]!.key, c);
         if (s !== undefined) c.contention!.took(s, cost);
       }
-      out[i] = this.decision(alg, c, l, admit, admit && !fit, cost, now);
-      if (admit && borrowed.has(i)) out[i]!.borrowed = true;
-      else if (!admit) out[i]!.reason = reasons?.[i] ?? { kind: "together", cost };
+      const d = this.decision(alg, c, l, admit, admit && !fit, cost, now);
+      out[i] = d;
+      if (admit && borrowed.has(i)) d.borrowed = true;
+      else if (!admit) {
+        const reason = reasons?.[i] ?? { kind: "together", cost };
+        d.reason = reason;
+        // Units there but kept for the classes above (a reserve, their expected demand): room
+        // for this class comes back only once the counter holds the cost and what is kept, not
+        // when it holds the cost alone (the retry hint and the waiters' wake-up said "1 ms" while
+        // every retry was shed again).
+        if (reason.kept !== undefined && reason.kept > 0) {
+          const cap = l.algorithm === "token_bucket" ? l.burst : l.limit;
+          d.retryAt = Math.max(d.retryAt, alg.availableAt(c, l, Math.min(cap, cost + reason.kept), now));
+        }
+      }
     }
     return out;
   }

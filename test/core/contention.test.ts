@@ -104,6 +104,27 @@ describe("contention: fair share and priorities in synchronous decisions", () =>
     });
   }
 
+  it("a request shed to keep a reserve is told to retry when the counter holds its cost and the reserve", () => {
+    for (const algorithm of ["fixed_window", "token_bucket"] as const) {
+      const l = limitDefaults({ algorithm, limit: 1000, windowMs: 1000, reserve: { critical: 0.2 } });
+      const e = new Engine();
+      const at = T0 + 100;
+      const low = (cost: number) =>
+        e.checkMany([{ key: "g", limit: l, cost, rank: PRIORITY_RANK.low }], at, "strict")[0]!;
+      let d = low(20);
+      for (let n = 0; d.allowed && n < 100; n++) d = low(20);
+      expect(d.allowed).toBe(false);
+      expect(d.reason?.kind).toBe("priority");
+      const { kept = 0, available = 0 } = d.reason!;
+      expect(kept).toBeGreaterThanOrEqual(200);
+      // Fixed window: nothing comes back before the next window. Token bucket (1 unit/ms): when
+      // it holds the cost and what is kept, not the cost alone (there now).
+      expect(available).toBeGreaterThanOrEqual(20);
+      const want = algorithm === "fixed_window" ? T0 + 1000 : at + Math.ceil(20 + kept - available);
+      expect(d.retryAt).toBe(want);
+    }
+  });
+
   it("without classes or tenants it is first come, first served as before", () => {
     const l = limitDefaults({ algorithm: "fixed_window", limit: 1000, windowMs: 1000 });
     const r = run(l, [{ rate: 5000 }, { rate: 50 }]);
