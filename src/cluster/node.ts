@@ -25,7 +25,7 @@ import { ClusterOwnership } from "./cluster-ownership.js";
 import { connectEtcd } from "./etcd-client.js";
 import { BatchingForwarder } from "./forwarder.js";
 import { type CounterStore, Handoff } from "./handoff.js";
-import { loadPrefix, type PoolStatus } from "./load.js";
+import { type GlobalStatus, loadPrefix, type PoolStatus } from "./load.js";
 import type { Log } from "./log.js";
 import { type MemberRecord, Membership } from "./membership.js";
 import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
@@ -141,6 +141,8 @@ export class ClusterNode {
       metadata?: CallMetadata;
       /** Pools this server holds live state for (issue 14), published with its load. */
       pools?: () => PoolStatus[];
+      /** With --global-tier: the link and the global keys this server divides (issue 14), published with its load. */
+      global?: () => GlobalStatus | undefined;
     },
   ) {
     const { clock, log } = deps;
@@ -563,12 +565,14 @@ export class ClusterNode {
     this.loadTimer = every(clock, ms, () => {
       const l = this.ownership.takeLoad();
       const pools = this.deps.pools?.() ?? [];
+      const global = this.deps.global?.();
       const record = {
         id: this.opts.id,
         generation: l.generation,
         at: clock.now(),
         ranges: l.ranges,
         ...(pools.length > 0 ? { pools } : {}),
+        ...(global !== undefined ? { global } : {}),
       };
       this.membership
         ?.putLeased(`${loadPrefix(this.opts.prefix)}${this.opts.id}`, JSON.stringify(record))
