@@ -624,6 +624,7 @@ function authSummary(p: AuthPolicy) {
     members: p.spec.members.length,
     gateways: p.spec.gateways.length,
     operators: p.spec.operators.length,
+    backends: p.spec.backends.length,
   };
 }
 
