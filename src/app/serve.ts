@@ -332,6 +332,7 @@ export async function startServer(
         metadata: tokenFile && bearerMetadata(tokenFile),
         pools: () => (limiter?.pools.snapshots(clock.now()) ?? []).filter((p) => p.backends > 0),
         global: () => globalTier?.status(),
+        poolHandover: () => limiter?.pools,
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),

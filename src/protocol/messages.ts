@@ -1,3 +1,4 @@
+import type { PoolTransfer } from "../core/pool.js";
 import type { CounterSnapshot } from "../core/transfer.js";
 import type { ItemError } from "./item-errors.js";
 
@@ -274,7 +275,12 @@ export interface HandoffRequest {
   ranges: PointRange[];
   counters: CounterStateMsg[];
   done: boolean;
+  /** Issue 14: the pools whose key is in `ranges` (the last chunk; absent from older senders). */
+  pools?: PoolStateMsg[];
 }
+
+/** A pool's state in a handoff: the wire's PoolState is core/pool.ts's PoolTransfer. */
+export type PoolStateMsg = PoolTransfer;
 
 export interface HandoffResponse {
   accepted: number;

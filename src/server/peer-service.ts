@@ -3,6 +3,7 @@ import type { LimitConfig } from "../config/types.js";
 import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../core/clients.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
+import { poolTransferProblem } from "../core/pool.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
@@ -56,6 +57,9 @@ export interface PeerServiceDeps {
   /** Bounds on a Forward or Handoff request (maxBatch, maxForwardItems, maxHandoffCounters...). */
   limits?: InputLimits;
 }
+
+/** Pools one handoff may carry (a config defines a few). */
+const MAX_HANDOFF_POOLS = 1000;
 
 const NO_ERROR: ItemError = { code: 0 as ItemError["code"], message: "" };
 
@@ -235,6 +239,20 @@ export class PeerService {
    */
   handoff(req: HandoffRequest): HandoffResponse {
     this.checkCounters("handoff", req.counters);
+    const pools = req.pools ?? [];
+    if (pools.length > MAX_HANDOFF_POOLS) {
+      throw new InvalidArgumentError(
+        `handoff has ${pools.length} pools, over the maximum of ${MAX_HANDOFF_POOLS}`,
+      );
+    }
+    for (const p of pools) {
+      const problem = poolTransferProblem(p);
+      if (problem !== undefined) {
+        throw new InvalidArgumentError(
+          `handoff from ${JSON.stringify(req.from.slice(0, 128))}: pool ${JSON.stringify(String(p.name).slice(0, 100))}: ${problem}; nothing of the chunk was taken`,
+        );
+      }
+    }
     const config = this.deps.limiter.config;
     for (const c of req.counters) {
       const problem = handoffCounterProblem(c, config, this.limits);
