@@ -245,6 +245,8 @@ export interface ForwardRequest {
   /** The identity each check / settle part is forwarded for (see peer.proto). */
   checkCallers?: string[];
   settleCallers?: string[];
+  /** Pool backends' reports (the latest per backend wins: no ids). */
+  pools?: PoolReportRequest[];
 }
 
 export interface ForwardedEnvoy {
@@ -258,6 +260,7 @@ export interface ForwardResponse {
   checks: CheckResponse[];
   checkErrors: ItemError[];
   settles?: SettleResponse[];
+  pools?: PoolReportResponse[];
 }
 
 export interface PointRange {

@@ -220,7 +220,8 @@ export async function startGrpc(
     // Backends' utilisation: under an auth file, only the pool's backends (and operators) report it.
     ReportPool: guarded("ReportPool", (req: PoolReportRequest, _call, c) => {
       access?.pool("ReportPool", c, req.pool ?? "");
-      return router.caughtUp((r: PoolReportRequest) => limiter.reportPool(r))(req);
+      // Any server takes it: the owner of the pool's key decides (forwarded like a settle).
+      return router.reportPool(req);
     }),
     // Operator-only: not in the access table, so under an auth file only operators may call it.
     Inspect: guarded("Inspect", (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),

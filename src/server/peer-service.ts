@@ -16,6 +16,7 @@ import type {
   HandoffRequest,
   HandoffResponse,
   PointRange,
+  PoolReportResponse,
   ReclaimRequest,
   ReclaimResponse,
   ReplicateRequest,
@@ -136,7 +137,8 @@ export class PeerService {
   /** Refuses, whole and before anything is applied, a Forward over the bounds. */
   private checkForward(req: ForwardRequest): void {
     const limits = this.limits;
-    const parts = req.envoy.length + req.checks.length + (req.settles?.length ?? 0);
+    const parts =
+      req.envoy.length + req.checks.length + (req.settles?.length ?? 0) + (req.pools?.length ?? 0);
     if (parts > limits.maxBatch) {
       throw new InvalidArgumentError(
         `forward has ${parts} parts, over the maximum of maxBatch ${limits.maxBatch}`,
@@ -204,8 +206,23 @@ export class PeerService {
         return { error: partError(err), generation: ownership.generation() };
       }
     });
+    // Pool reports keep the latest value per backend: a resend changes nothing twice.
+    const pools: PoolReportResponse[] = (req.pools ?? []).map((part) => {
+      try {
+        return this.deps.limiter.reportPool(part);
+      } catch (err) {
+        return { error: partError(err), generation: ownership.generation() };
+      }
+    });
     if (waiting.length > 0) await Promise.all(waiting);
-    return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors, settles };
+    return {
+      generation: ownership.generation(),
+      envoy: envoyOut,
+      checks,
+      checkErrors,
+      settles,
+      ...(pools.length > 0 ? { pools } : {}),
+    };
   }
 
   /**
