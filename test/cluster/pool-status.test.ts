@@ -96,4 +96,37 @@ describe("pools in a cluster", () => {
     }
     expect(lastError).toBeUndefined();
   }, 30_000);
+
+  it("the owner drains during overload: the pool's state goes with the handoff, the new owner sheds on from its level", async () => {
+    const view = await h.view("s1");
+    const owner = h.ownerIn(view, poolShardKey("gpu"));
+    const other = h.servers.find((s) => s.id !== owner)!.id;
+    // A backend at full load reporting through the server that stays; its answers are the owner's.
+    const report = () =>
+      h
+        .server(other)
+        .rpc.reportPool({ pool: "gpu", backend: "b2", utilisation: 1, capacity: 100, generation: 0 });
+    let before = 0;
+    await waitFor(
+      "the owner's controller to shed deeply (level below -1)",
+      async () => {
+        const res = await report();
+        if (!res.error) before = res.level ?? 0;
+        return before < -1;
+      },
+      15_000,
+      100,
+    );
+    await h.kill(owner, "SIGTERM"); // drains: pool/gpu moves to the other server with its state
+    const res = await report();
+    expect(res.error).toBeFalsy();
+    // With utilisation held at 1 the level only falls; started afresh it would be near 0.
+    expect(res.level).toBeLessThanOrEqual(before);
+    expect(res.mode).toBe("overloaded");
+    const taken = h
+      .server(other)
+      .child!.lines.map((l) => JSON.parse(l) as { msg?: string; pools?: string[] })
+      .find((l) => l.msg === "handoff: pool state taken over");
+    expect(taken?.pools).toEqual(["gpu"]);
+  }, 60_000);
 });
