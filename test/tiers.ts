@@ -29,6 +29,7 @@ export const INTEGRATION = [
   "test/cluster/cluster-tls.test.ts",
   "test/cluster/cluster.test.ts",
   "test/cluster/global-tier-loopback.test.ts",
+  "test/cluster/global-tier-tls.test.ts",
   "test/cluster/leadership.test.ts",
   "test/cluster/limits-etcd.test.ts",
   "test/cluster/membership.test.ts",

@@ -37,6 +37,7 @@ import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
 import { RlqsService } from "../sidecar/rlqs.js";
+import { globalTierTransport } from "./global-link.js";
 
 /** On SIGTERM in cluster mode, how long the drain may take: with the leave and gRPC's grace, under 30 s. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
@@ -113,6 +114,13 @@ export interface GlobalTierSettings {
   fallbackAfterMs?: number;
   regions?: number;
   reportIntervalMs?: number;
+  /**
+   * The global tier's CA, when it is another PKI than `tls.ca` (`--global-tier-ca`): TLS towards
+   * it even without `tls`. Absent: the link uses this server's TLS (plaintext without).
+   */
+  ca?: string;
+  /** The name the global tier's certificates carry (`--global-tier-server-name`). */
+  serverName?: string;
 }
 
 export interface RunningServer {
@@ -270,8 +278,12 @@ export async function startServer(
   let authFile: AuthFileWatcher | undefined;
   let authStarted = false;
   let tokenFile: TokenFile | undefined;
+  let globalTransport: GrpcTransport | undefined;
   try {
     tokenFile = opts.tokenFile === undefined ? undefined : new TokenFile(opts.tokenFile, clock);
+    // With this server's TLS (or the global tier's own CA) and its token; bad files stop the start.
+    globalTransport =
+      opts.global && globalTierTransport(opts.global, opts.tls, tls, tokenFile, { clock, log });
     if (opts.authFile !== undefined) {
       authFile = new AuthFileWatcher({
         path: opts.authFile,
@@ -300,6 +312,8 @@ export async function startServer(
   } catch (err) {
     stopLimits();
     tls?.source.close();
+    authFile?.stop();
+    globalTransport?.close();
     throw err;
   }
   const access = new Access({
@@ -317,6 +331,8 @@ export async function startServer(
         channel: tls?.peers,
         metadata: tokenFile && bearerMetadata(tokenFile),
         pools: () => (limiter?.pools.snapshots(clock.now()) ?? []).filter((p) => p.backends > 0),
+        global: () => globalTier?.status(),
+        poolHandover: () => limiter?.pools,
         hooks: clusterMetrics(metrics.registry, {
           generation: (): number => node!.ownership.generation(),
           slicesOwned: () => node!.ownership.slicesOwned(),
@@ -329,7 +345,6 @@ export async function startServer(
   publishTo = node;
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
   // Global limits: the global tier is another shardlimit cluster, reached as a gateway over gRPC.
-  const globalTransport = opts.global ? new GrpcTransport() : undefined;
   const globalTier =
     opts.global && globalTransport
       ? new GlobalTier({
@@ -610,6 +625,7 @@ function authSummary(p: AuthPolicy) {
     members: p.spec.members.length,
     gateways: p.spec.gateways.length,
     operators: p.spec.operators.length,
+    backends: p.spec.backends.length,
   };
 }
 

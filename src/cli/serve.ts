@@ -237,6 +237,8 @@ export function serveCommand(): Command {
     .addOption(globalTierFlags.fallbackAfter())
     .addOption(globalTierFlags.regions())
     .addOption(globalTierFlags.reportInterval())
+    .addOption(globalTierFlags.ca())
+    .addOption(globalTierFlags.serverName())
     .addOption(
       new Option(
         "--otel",
@@ -344,7 +346,7 @@ export function serveCommand(): Command {
         process.exitCode = 2;
         return;
       }
-      const global = globalTierSettings(flags);
+      const global = globalTierSettings(flags, tlsOptions !== undefined);
       try {
         server = await startServer(
           {

@@ -12,6 +12,8 @@ import type {
   EnvoyResponse,
   ForwardRequest,
   ForwardResponse,
+  PoolReportRequest,
+  PoolReportResponse,
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
@@ -175,6 +177,26 @@ export class BatchingForwarder implements Forwarder {
     const part = res.settles?.[0];
     if (part === undefined)
       throw new UnavailableError(`${owner.address} did not answer the settle (an older version?)`);
+    return part;
+  }
+
+  /**
+   * A pool backend's report, in a call of its own like a settle: the owner keeps the latest report
+   * per backend, so the resends of a call whose answer was lost change nothing twice.
+   */
+  async reportPool(owner: Owner, req: PoolReportRequest, generation: number): Promise<PoolReportResponse> {
+    const call: ForwardRequest = { generation, envoy: [], checks: [], pools: [req], sender: this.sender };
+    let res: ForwardResponse;
+    try {
+      res = await this.send(owner.address, call, this.deadlineMs, []);
+    } catch (err) {
+      this.opts.onCall?.(owner.address, 1, false);
+      throw new UnavailableError(`forwarding to ${owner.address} failed: ${(err as Error).message}`);
+    }
+    this.opts.onCall?.(owner.address, 1, true);
+    const part = res.pools?.[0];
+    if (part === undefined)
+      throw new UnavailableError(`${owner.address} did not answer the pool report (an older version?)`);
     return part;
   }
 

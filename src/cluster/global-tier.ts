@@ -1,10 +1,12 @@
 import client from "prom-client";
 import { GatewayLimiter } from "../client/gateway-limiter.js";
-import type { ClientTransport, LimiterLogger } from "../client/transport.js";
+import type { ClientTransport, Done, LimiterLogger } from "../client/transport.js";
 import type { LimitRule } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { type Policy, PolicyKind } from "../core/policy.js";
+import { ErrorCode } from "../protocol/item-errors.js";
+import type { ReportResponse } from "../protocol/messages.js";
 import type { GlobalShares } from "../server/global-shares.js";
 
 /**
@@ -15,6 +17,46 @@ import type { GlobalShares } from "../server/global-shares.js";
  */
 export type GlobalMode = "connected" | "last_share" | "fallback";
 export const GLOBAL_MODES: readonly GlobalMode[] = ["connected", "last_share", "fallback"];
+
+/**
+ * The state of the region's link to the global tier, by the outcome of its latest call: reports
+ * answered (`connected`); nothing reported yet, limits known or still being asked (`connecting`);
+ * refused for want of credentials or a grant there (`refused`: UNAUTHENTICATED, PERMISSION_DENIED,
+ * or the report's entries refused so); any other failure (`unreachable`).
+ */
+export type GlobalLink = "connecting" | "connected" | "refused" | "unreachable";
+export const GLOBAL_LINKS: readonly GlobalLink[] = ["connecting", "connected", "refused", "unreachable"];
+
+/** Keys `status` lists one by one (the most demanded); the rest are counted. */
+export const GLOBAL_STATUS_KEYS = 20;
+
+/** One global key as `status` and `/metrics` show it. */
+export interface GlobalKeyStatus {
+  key: string;
+  /** What the region divides now, units per second. */
+  sharePerS: number;
+  /** What the region would keep to if cut off now: the shares of the last second, averaged. */
+  lastSharePerS: number;
+  /** The region's demand for the key (admitted and refused), units per second over ~1 s. */
+  demandPerS: number;
+  mode: GlobalMode;
+  /** Since the global tier last answered for this key (since the start when it never has). */
+  lastContactAgoMs: number;
+}
+
+/** The region's link and its global keys: the most demanded ones, and counts of all by mode. */
+export interface GlobalTierStatus {
+  region: string;
+  link: GlobalLink;
+  /** The latest failure's words while the link is refused or unreachable. */
+  linkError?: string;
+  /** The `GLOBAL_STATUS_KEYS` keys of most demand, most first. */
+  keys: GlobalKeyStatus[];
+  /** Global keys tracked beyond `keys`. */
+  more: number;
+  /** Every tracked key, counted by mode. */
+  modes: Record<GlobalMode, number>;
+}
 
 export interface GlobalTierOptions {
   /** This region's name: its client id at the global tier, where the region is one gateway. */
@@ -50,6 +92,9 @@ interface KeyShare {
   contact: number;
   /** When this region first reported the key. */
   born: number;
+  /** Units reported (admitted and refused), decaying with DEMAND_TAU_MS, as of `demandAt`. */
+  demand: number;
+  demandAt: number;
   /** Regions reporting the key, as the global tier last said. */
   regions: number;
   mode: GlobalMode;
@@ -65,6 +110,8 @@ export const DEFAULT_GLOBAL_REPORT_INTERVAL_MS = 100;
 const SHARE_WINDOW_MS = 1000;
 /** Global keys tracked at most; past it the least recently used is forgotten. */
 const MAX_KEYS = 10_000;
+/** Time constant of a key's demand, for ranking keys in `status`. */
+const DEMAND_TAU_MS = 1000;
 
 /**
  * The owner of a global key in a region as a gateway of the global tier (seed 003: aggregators
@@ -95,6 +142,7 @@ export class GlobalTier implements GlobalShares {
   private readonly region: string;
   /** Global keys the global tier has no limit for, warned about once. */
   private readonly unknown = new Set<string>();
+  private readonly link: LinkWatch;
 
   constructor(opts: GlobalTierOptions) {
     if (opts.region === "") throw new InvalidArgumentError("region is empty: name this region (--region)");
@@ -114,10 +162,11 @@ export class GlobalTier implements GlobalShares {
     this.since = opts.clock.now();
     this.logger = opts.logger ?? { warn() {}, info() {} };
     this.region = opts.region;
+    this.link = new LinkWatch(opts.transport, (link, error) => this.linkChanged(link, error));
     this.gateway = new GatewayLimiter({
       servers: opts.servers,
       clientId: opts.region,
-      transport: opts.transport,
+      transport: this.link,
       clock: opts.clock,
       reportIntervalMs: this.intervalMs,
       ...(opts.instanceId !== undefined ? { instanceId: opts.instanceId } : {}),
@@ -143,6 +192,10 @@ export class GlobalTier implements GlobalShares {
   reported(key: string, _rule: LimitRule, admitted: number, rejected: number): void {
     const k = this.keys.get(key);
     const now = this.clock.now();
+    if (k !== undefined) {
+      k.demand = k.demand * Math.exp(-Math.max(0, now - k.demandAt) / DEMAND_TAU_MS) + admitted + rejected;
+      k.demandAt = now;
+    }
     // Cut off (or never answered since the key was first reported): the usage stays here (see
     // the class comment), the demand does not: all of it is reported as refused, so the first
     // report that gets through (its span reaches back to the last one built) shows the region's
@@ -172,24 +225,56 @@ export class GlobalTier implements GlobalShares {
     return k.rule;
   }
 
-  /** The region's share of `key` now (units per second), its mode and its last contact; for metrics and status. */
-  status(): {
-    key: string;
-    sharePerS: number;
-    /** What the region would keep to if cut off now: the shares of the last second, averaged. */
-    lastSharePerS: number;
-    mode: GlobalMode;
-    lastContactAgoMs: number;
-  }[] {
+  /** The region's share of each global key now (units per second), its mode and its last contact. */
+  keyStatus(): GlobalKeyStatus[] {
     const now = this.clock.now();
     return [...this.keys].map(([key, k]) => ({
       key,
       sharePerS: k.rate * 1000,
       lastSharePerS: k.last * 1000,
+      demandPerS:
+        ((k.demand * Math.exp(-Math.max(0, now - k.demandAt) / DEMAND_TAU_MS)) / DEMAND_TAU_MS) * 1000,
       // The mode by the clock (the share is the one last divided, at the last report).
       mode: this.modeAt(k, now),
       lastContactAgoMs: now - (Number.isFinite(k.contact) ? k.contact : this.since),
     }));
+  }
+
+  /**
+   * The link's state and the region's global keys for `shardlimit status` and `/metrics`: the
+   * `top` keys of most demand one by one, the rest counted, and every key counted by mode.
+   */
+  status(top = GLOBAL_STATUS_KEYS): GlobalTierStatus {
+    const all = this.keyStatus();
+    const modes = { connected: 0, last_share: 0, fallback: 0 };
+    for (const k of all) modes[k.mode]++;
+    all.sort((a, b) => b.demandPerS - a.demandPerS || (a.key < b.key ? -1 : 1));
+    const keys = all.slice(0, top);
+    const { state, error } = this.link;
+    return {
+      region: this.region,
+      link: state,
+      ...(error !== undefined && (state === "refused" || state === "unreachable")
+        ? { linkError: error }
+        : {}),
+      keys,
+      more: all.length - keys.length,
+      modes,
+    };
+  }
+
+  /** Each change of the link's state in the log, with what the region keeps to meanwhile. */
+  private linkChanged(link: GlobalLink, error: string | undefined): void {
+    const fields = { region: this.region, link, ...(error !== undefined ? { err: error } : {}) };
+    if (link === "connected") this.logger.info(fields, "link connected: shares come from the global tier");
+    else if (link === "refused") {
+      this.logger.warn(
+        fields,
+        "link refused (does the global tier's auth file grant this region's identity report and limits in the global domains?): this region keeps to its last share, then limit / regions",
+      );
+    } else if (link === "unreachable") {
+      this.logger.warn(fields, "link unreachable: this region keeps to its last share, then limit / regions");
+    }
   }
 
   /** Updates `key`'s share from the global tier's latest answer, or from how long it has been silent. */
@@ -203,6 +288,8 @@ export class GlobalTier implements GlobalShares {
         answers: [],
         contact: Number.NEGATIVE_INFINITY,
         born: now,
+        demand: 0,
+        demandAt: now,
         regions: this.regions,
         mode: "fallback",
         rule: undefined,
@@ -260,41 +347,164 @@ function rateOf(p: Policy, full: number, intervalMs: number): number {
   }
 }
 
+/** gRPC status codes of a call refused for its credentials or grants. */
+const GRPC_PERMISSION_DENIED = 7;
+const GRPC_UNAUTHENTICATED = 16;
+
+function refusedCall(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === GRPC_PERMISSION_DENIED || code === GRPC_UNAUTHENTICATED;
+}
+
 /**
- * The region's shares of its global limits on `registry`, read at scrape time, per counter key
- * (global limits are few): the share, the time since the global tier last answered, and the mode.
+ * The global tier's transport, watched: each call's outcome sets the link's state (reports once
+ * one has come back, answered or failed; before that, the limits and view calls), and a change is
+ * told to `changed`.
+ * Everything is passed through unchanged.
+ */
+class LinkWatch implements ClientTransport {
+  state: GlobalLink = "connecting";
+  error: string | undefined;
+  private reported = false;
+
+  constructor(
+    private readonly inner: ClientTransport,
+    private readonly changed: (state: GlobalLink, error: string | undefined) => void,
+  ) {}
+
+  private set(state: GlobalLink, error: string | undefined): void {
+    const was = this.state;
+    this.state = state;
+    this.error = error;
+    if (was !== state) this.changed(state, error);
+  }
+
+  private failed(err: Error): void {
+    this.set(refusedCall(err) ? "refused" : "unreachable", err.message);
+  }
+
+  /** Done of a call other than a report: it sets the state only until a report has come back. */
+  private watched<T>(done: Done<T>): Done<T> {
+    return (err, res) => {
+      if (!this.reported) {
+        if (err !== undefined) this.failed(err);
+        else if (this.state !== "connecting") this.set("connecting", undefined);
+      }
+      done(err, res);
+    };
+  }
+
+  report(
+    address: string,
+    req: Parameters<ClientTransport["report"]>[1],
+    timeoutMs: number,
+    done: Done<ReportResponse>,
+  ): void {
+    this.inner.report(address, req, timeoutMs, (err, res) => {
+      this.reported = true;
+      if (err !== undefined) this.failed(err);
+      else if (res !== undefined) {
+        // Entries refused for want of a grant in their domain: the call went through, the
+        // region's counts did not.
+        const denied = res.policies.find((p) => p.error?.code === ErrorCode.PERMISSION_DENIED);
+        if (denied !== undefined) this.set("refused", denied.error!.message);
+        else this.set("connected", undefined);
+      }
+      done(err, res);
+    });
+  }
+
+  check(...a: Parameters<ClientTransport["check"]>): void {
+    this.inner.check(...a);
+  }
+
+  clusterView(address: string, timeoutMs: number, done: Parameters<ClientTransport["clusterView"]>[2]): void {
+    this.inner.clusterView(address, timeoutMs, this.watched(done));
+  }
+
+  limits(
+    address: string,
+    knownVersion: string,
+    timeoutMs: number,
+    done: Parameters<ClientTransport["limits"]>[3],
+  ): void {
+    this.inner.limits(address, knownVersion, timeoutMs, this.watched(done));
+  }
+
+  drop(address: string): void {
+    this.inner.drop(address);
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
+ * The region's global limits on `registry`, read at scrape time. Series stay bounded: the link's
+ * state, the keys counted by mode, and per key only the `GLOBAL_STATUS_KEYS` of most demand (the
+ * share, the time since the global tier last answered, the mode).
  */
 export function globalTierMetrics(registry: client.Registry, tier: GlobalTier): void {
   const r = [registry];
+  // One status per scrape, shared by the gauges (each collect would otherwise sort every key):
+  // a registry collects in the order of registration, so the link gauge, first, starts a scrape.
+  let cached: { at: number; status: GlobalTierStatus } | undefined;
+  let scrape = 0;
+  const status = (): GlobalTierStatus => {
+    if (cached === undefined || cached.at !== scrape) cached = { at: scrape, status: tier.status() };
+    return cached.status;
+  };
+  new client.Gauge({
+    name: "shardlimit_global_link",
+    help: "This region's link to the global tier: 1 for its state (connecting, connected, refused, unreachable)",
+    labelNames: ["state"],
+    registers: r,
+    collect() {
+      scrape++;
+      const s = status();
+      for (const state of GLOBAL_LINKS) this.set({ state }, s.link === state ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_global_keys",
+    help: "Global limits' keys this server divides a region's share of, by where the share comes from (connected, last_share, fallback)",
+    labelNames: ["mode"],
+    registers: r,
+    collect() {
+      const s = status();
+      for (const mode of GLOBAL_MODES) this.set({ mode }, s.modes[mode]);
+    },
+  });
   new client.Gauge({
     name: "shardlimit_global_share_per_second",
-    help: "This region's share of a global limit (units per second), as it divides it now",
+    help: `This region's share of a global limit (units per second), as it divides it now; the ${GLOBAL_STATUS_KEYS} keys of most demand`,
     labelNames: ["key"],
     registers: r,
     collect() {
       this.reset();
-      for (const s of tier.status()) this.set({ key: s.key }, s.sharePerS);
+      for (const k of status().keys) this.set({ key: k.key }, k.sharePerS);
     },
   });
   new client.Gauge({
     name: "shardlimit_global_last_contact_seconds",
-    help: "Seconds since the global tier last answered for a global limit's key",
+    help: `Seconds since the global tier last answered for a global limit's key; the ${GLOBAL_STATUS_KEYS} keys of most demand`,
     labelNames: ["key"],
     registers: r,
     collect() {
       this.reset();
-      for (const s of tier.status()) this.set({ key: s.key }, s.lastContactAgoMs / 1000);
+      for (const k of status().keys) this.set({ key: k.key }, k.lastContactAgoMs / 1000);
     },
   });
   new client.Gauge({
     name: "shardlimit_global_mode",
-    help: "Where a region's share of a global limit comes from: 1 for the mode in force (connected, last_share, fallback)",
+    help: `Where a region's share of a global limit comes from: 1 for the mode in force (connected, last_share, fallback); the ${GLOBAL_STATUS_KEYS} keys of most demand`,
     labelNames: ["key", "mode"],
     registers: r,
     collect() {
       this.reset();
-      for (const s of tier.status()) {
-        for (const m of GLOBAL_MODES) this.set({ key: s.key, mode: m }, s.mode === m ? 1 : 0);
+      for (const k of status().keys) {
+        for (const m of GLOBAL_MODES) this.set({ key: k.key, mode: m }, k.mode === m ? 1 : 0);
       }
     },
   });

@@ -1,8 +1,10 @@
+import { poolShardKey } from "../config/types.js";
 import { type Clock, sleep } from "../core/clock.js";
 import type { CounterTake, PointRange } from "../core/counter-table.js";
 import { CapacityError } from "../core/decision.js";
 import type { CounterSource } from "../core/engine.js";
 import { PermissionDeniedError } from "../core/errors.js";
+import { type PoolTransfer, poolTransferProblem } from "../core/pool.js";
 import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
@@ -28,6 +30,14 @@ export interface CounterStore {
  */
 export const HANDOFF_GIVE_UP_MS = 10_000;
 export const DEFAULT_HANDOFF_TIMEOUT_MS = HANDOFF_GIVE_UP_MS + 2000;
+
+/** A server's pools as the handoff sees them (server/pools.ts PoolDesk). */
+export interface PoolHandover {
+  /** The state of the pools whose key's point is in `ranges`, taken out. */
+  take(ranges: readonly PointRange[], now: number): PoolTransfer[];
+  /** A checked pool state in; false when no pool of that name is defined here. */
+  put(t: PoolTransfer, now: number): boolean;
+}
 
 /** The next batch of counters to send, and whether more may follow. */
 type Batches = () => { counters: CounterSnapshot[]; more: boolean };
@@ -62,6 +72,8 @@ export interface HandoffOptions {
   giveUpMs?: number;
   onSent?: (to: string, counters: number, ok: boolean) => void;
   onReceived?: (from: string, counters: number) => void;
+  /** The pools (issue 14), whose state goes with their key; absent: counters only. */
+  pools?: () => PoolHandover | undefined;
 }
 
 const HandoffRequestType = root.lookupType("shardlimit.v1.HandoffRequest");
@@ -175,7 +187,14 @@ export class Handoff {
     }
     const all = Promise.all(
       [...byTo.values()].map((g) =>
-        this.sendTo(change.generation, g.to, g.ranges, this.taking(g.ranges, change.generation)),
+        this.sendTo(
+          change.generation,
+          g.to,
+          g.ranges,
+          this.taking(g.ranges, change.generation),
+          true,
+          this.takePools(g.ranges),
+        ),
       ),
     ).then(() => {});
     return this.track(all);
@@ -188,7 +207,21 @@ export class Handoff {
    * chunk marks the ranges ready there.
    */
   surrender(generation: number, to: Member, ranges: readonly PointRange[]): Promise<void> {
-    return this.track(this.sendTo(generation, to, ranges, this.taking(ranges, generation, false)));
+    return this.track(
+      this.sendTo(
+        generation,
+        to,
+        ranges,
+        this.taking(ranges, generation, false),
+        true,
+        this.takePools(ranges),
+      ),
+    );
+  }
+
+  /** The state of the pools whose key is in `ranges`, taken out as their counters are. */
+  private takePools(ranges: readonly PointRange[]): PoolTransfer[] {
+    return this.opts.pools?.()?.take(ranges, this.opts.clock.now()) ?? [];
   }
 
   /**
@@ -248,6 +281,8 @@ export class Handoff {
     batches: Batches,
     /** Whether the last chunk says `done` (marks `ranges` ready at the receiver). */
     marksDone = true,
+    /** Pools whose key is in `ranges`: they go with the last chunk. */
+    pools: readonly PoolTransfer[] = [],
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
     const yieldTurn = this.opts.yieldTurn ?? nextTurn;
@@ -256,8 +291,14 @@ export class Handoff {
     const started = clock.elapsed();
     // The request's other fields, plus room for the varints of `generation` and `done`.
     const header =
-      HandoffRequestType.encode({ generation, from: selfId, ranges: wire, counters: [], done: true }).finish()
-        .length + 16;
+      HandoffRequestType.encode({
+        generation,
+        from: selfId,
+        ranges: wire,
+        counters: [],
+        done: true,
+        pools,
+      }).finish().length + 16;
     let sent = 0;
     let tooBig = 0;
     const cut = new ChunkCutter(
@@ -295,6 +336,8 @@ export class Handoff {
           const age = clock.elapsed() - takenAt;
           const counters = age > 0 ? part.map((c) => agedSnapshot(c, age)) : part;
           const req: HandoffRequest = { generation, from: selfId, ranges: wire, counters, done };
+          // The pools' backends age by the wait as the counters do.
+          if (done && pools.length > 0) req.pools = age > 0 ? pools.map((p) => agedPool(p, age)) : [...pools];
           try {
             const res = await this.opts.peer(to.address).handoff(req, { deadlineMs: 5000 });
             if (!res.error?.code) break;
@@ -328,7 +371,15 @@ export class Handoff {
     }
     this.opts.onSent?.(to.id, sent, true);
     log.info(
-      { to: to.id, generation, counters: sent, tooBig, ranges: ranges.length, ms: clock.elapsed() - started },
+      {
+        to: to.id,
+        generation,
+        counters: sent,
+        tooBig,
+        ranges: ranges.length,
+        ms: clock.elapsed() - started,
+        ...(pools.length > 0 ? { pools: pools.map((p) => p.name) } : {}),
+      },
       "handed slices over",
     );
   }
@@ -402,8 +453,38 @@ export class Handoff {
       void this.track(this.sendTo(generation, g.to, [], listed(g.counters, this.opts.slice ?? 500), false));
       accepted += g.counters.length;
     }
+    this.receivePools(req, refusal);
     this.opts.onReceived?.(req.from, accepted);
     if (req.done) ownership.handoffDone(req.from, req.generation);
     return { accepted, generation };
   }
+
+  /**
+   * The pools of a handoff: each checked (a bad one is dropped whole, logged: the new owner
+   * relearns it from the next reports), taken only for a pool key in this server's ranges and from
+   * the member it gained them from, as counters are.
+   */
+  private receivePools(req: HandoffRequest, refusal: (point: number) => string | undefined): void {
+    const { ownership, clock, log } = this.opts;
+    const desk = (req.pools?.length ?? 0) > 0 ? this.opts.pools?.() : undefined;
+    if (desk === undefined) return;
+    const taken: string[] = [];
+    for (const p of req.pools!) {
+      const problem = poolTransferProblem(p);
+      const point = keyPoint(poolShardKey(p.name));
+      const why =
+        problem ?? (ownership.owns(point) ? refusal(point) : "its key is not in this server's ranges");
+      if (why !== undefined) {
+        log.warn({ from: req.from, pool: String(p.name).slice(0, 100), why }, "handoff: pool state dropped");
+        continue;
+      }
+      if (desk.put(p, clock.now())) taken.push(p.name);
+    }
+    if (taken.length > 0) log.info({ from: req.from, pools: taken }, "handoff: pool state taken over");
+  }
+}
+
+/** `p` as seen `ms` later: its backends' reports older by that much. */
+function agedPool(p: PoolTransfer, ms: number): PoolTransfer {
+  return { ...p, backends: p.backends.map((b) => ({ ...b, ageMs: b.ageMs + ms })) };
 }

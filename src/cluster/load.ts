@@ -20,6 +20,32 @@ export const PoolStatusSchema = z.object({
 });
 export type PoolStatus = z.infer<typeof PoolStatusSchema>;
 
+/** Issue 14: a region's global keys as the server that divides their shares publishes them (for `status`). */
+export const GlobalStatusSchema = z.object({
+  region: z.string(),
+  link: z.enum(["connecting", "connected", "refused", "unreachable"]),
+  linkError: z.string().max(2000).optional(),
+  keys: z
+    .array(
+      z.object({
+        key: z.string(),
+        sharePerS: z.number(),
+        lastSharePerS: z.number(),
+        demandPerS: z.number(),
+        mode: z.enum(["connected", "last_share", "fallback"]),
+        lastContactAgoMs: z.number(),
+      }),
+    )
+    .max(100),
+  more: z.number().int().nonnegative(),
+  modes: z.object({
+    connected: z.number().int().nonnegative(),
+    last_share: z.number().int().nonnegative(),
+    fallback: z.number().int().nonnegative(),
+  }),
+});
+export type GlobalStatus = z.infer<typeof GlobalStatusSchema>;
+
 /** What a server publishes under `<prefix>load/<id>`: decisions per second by point range. */
 export const LoadRecordSchema = z.object({
   id: z.string().min(1),
@@ -39,6 +65,8 @@ export const LoadRecordSchema = z.object({
   ),
   /** The pools whose key this server owns and has live backends for. */
   pools: z.array(PoolStatusSchema).optional(),
+  /** With --global-tier: its link and the global keys it divides shares of. */
+  global: GlobalStatusSchema.optional(),
 });
 export type LoadRecord = z.infer<typeof LoadRecordSchema>;
 

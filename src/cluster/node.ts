@@ -24,8 +24,8 @@ import { AssignmentView } from "./assignment-view.js";
 import { ClusterOwnership } from "./cluster-ownership.js";
 import { connectEtcd } from "./etcd-client.js";
 import { BatchingForwarder } from "./forwarder.js";
-import { type CounterStore, Handoff } from "./handoff.js";
-import { loadPrefix, type PoolStatus } from "./load.js";
+import { type CounterStore, Handoff, type PoolHandover } from "./handoff.js";
+import { type GlobalStatus, loadPrefix, type PoolStatus } from "./load.js";
 import type { Log } from "./log.js";
 import { type MemberRecord, Membership } from "./membership.js";
 import { connectPeer, PeerPool, type PeerRpc } from "./peers.js";
@@ -141,6 +141,10 @@ export class ClusterNode {
       metadata?: CallMetadata;
       /** Pools this server holds live state for (issue 14), published with its load. */
       pools?: () => PoolStatus[];
+      /** The pools, whose state goes with their key in a handoff (issue 14). */
+      poolHandover?: () => PoolHandover | undefined;
+      /** With --global-tier: the link and the global keys this server divides (issue 14), published with its load. */
+      global?: () => GlobalStatus | undefined;
     },
   ) {
     const { clock, log } = deps;
@@ -180,6 +184,7 @@ export class ClusterNode {
       maxMessageBytes,
       onSent: hooks.onHandoffSent,
       onReceived: hooks.onHandoffReceived,
+      pools: deps.poolHandover,
     });
     this.standbyStore = new StandbyStore(clock, opts.maxStandbyCopies ?? 5_000_000);
     this.standby = new StandbyCopies({
@@ -567,12 +572,14 @@ export class ClusterNode {
     this.loadTimer = every(clock, ms, () => {
       const l = this.ownership.takeLoad();
       const pools = this.deps.pools?.() ?? [];
+      const global = this.deps.global?.();
       const record = {
         id: this.opts.id,
         generation: l.generation,
         at: clock.now(),
         ranges: l.ranges,
         ...(pools.length > 0 ? { pools } : {}),
+        ...(global !== undefined ? { global } : {}),
       };
       this.membership
         ?.putLeased(`${loadPrefix(this.opts.prefix)}${this.opts.id}`, JSON.stringify(record))

@@ -2,7 +2,7 @@ import type { Etcd3 } from "etcd3";
 import type { Assignment } from "../keyspace/assignment.js";
 import { decodeAssignment } from "../keyspace/assignment-codec.js";
 import { assignmentKey } from "./assignment-view.js";
-import { type LoadRecord, LoadRecordSchema, loadPrefix, type PoolStatus } from "./load.js";
+import { type GlobalStatus, type LoadRecord, LoadRecordSchema, loadPrefix, type PoolStatus } from "./load.js";
 import { type MemberRecord, membersPrefix, parseMembers } from "./membership.js";
 
 export interface MemberStatus {
@@ -31,6 +31,8 @@ export interface ClusterStatus {
   assignmentProblem: string | undefined;
   /** Pools of backends (issue 14), as the members owning their keys last published them. */
   pools: (PoolStatus & { owner: string })[];
+  /** With --global-tier (issue 14): each member's link and the global keys it divides. */
+  global?: (GlobalStatus & { owner: string })[];
 }
 
 const noLog = { debug() {}, info() {}, warn() {}, error() {} };
@@ -96,7 +98,58 @@ export async function readStatus(client: Etcd3, prefix: string): Promise<Cluster
     assignmentProblem:
       typeof decoded === "string" ? decoded : text === undefined ? "no assignment yet" : undefined,
     pools: poolsOf(loads),
+    global: [...loads]
+      .filter(([, r]) => r.global !== undefined)
+      .map(([id, r]) => ({ ...r.global!, owner: id }))
+      .sort((a, b) => a.owner.localeCompare(b.owner)),
   };
+}
+
+/** Global keys listed one by one, over all members: the most demanded. */
+const GLOBAL_KEYS_SHOWN = 20;
+
+/**
+ * The global tier as the members see it: each one's link (with why it is refused or
+ * unreachable), then the most demanded global keys with the region, its share, how old the last
+ * share is and where the share comes from; the rest counted by mode.
+ */
+function formatGlobal(global: NonNullable<ClusterStatus["global"]>): string[] {
+  if (global.length === 0) return [];
+  const lines: string[] = [];
+  for (const g of global) {
+    lines.push(
+      `global tier link of ${g.owner} (region ${g.region}): ${g.link}${g.linkError ? `: ${g.linkError}` : ""}`,
+    );
+  }
+  const keys = global
+    .flatMap((g) => g.keys.map((k) => ({ ...k, owner: g.owner, region: g.region })))
+    .sort((a, b) => b.demandPerS - a.demandPerS || a.key.localeCompare(b.key));
+  const shown = keys.slice(0, GLOBAL_KEYS_SHOWN);
+  const rows = [
+    ["global key", "owner", "region", "share/s", "last share/s", "demand/s", "last share age", "mode"],
+  ];
+  for (const k of shown) {
+    rows.push([
+      k.key,
+      k.owner,
+      k.region,
+      k.sharePerS.toFixed(1),
+      k.lastSharePerS.toFixed(1),
+      k.demandPerS.toFixed(1),
+      `${(k.lastContactAgoMs / 1000).toFixed(1)}s`,
+      k.mode === "fallback" ? "fallback (limit / regions)" : k.mode,
+    ]);
+  }
+  if (shown.length > 0) lines.push(...table(rows));
+  const rest = keys.length - shown.length + global.reduce((n, g) => n + g.more, 0);
+  const modes = { connected: 0, last_share: 0, fallback: 0 };
+  for (const g of global)
+    for (const m of Object.keys(modes) as (keyof typeof modes)[]) modes[m] += g.modes[m];
+  const total = modes.connected + modes.last_share + modes.fallback;
+  lines.push(
+    `global keys: ${total} (connected ${modes.connected}, last share ${modes.last_share}, fallback ${modes.fallback})${rest > 0 ? `; ${rest} more not listed` : ""}`,
+  );
+  return lines;
 }
 
 /** Each pool once: from the freshest record that has it (an owner that moved may still list it). */
@@ -179,6 +232,7 @@ export function formatStatus(s: ClusterStatus): string {
     if (r) lines.push(`${m.id} refused limits version ${r.version}: ${r.error.split("\n").join("; ")}`);
   }
   lines.push(...formatPools(s.pools));
+  lines.push(...formatGlobal(s.global ?? []));
   return lines.join("\n");
 }
 

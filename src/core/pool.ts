@@ -180,6 +180,11 @@ class DecayingRate {
     this.decay(now);
     return this.sum / this.tauMs;
   }
+  /** Starts from `rate` units per ms as of `now` (a handed-over rate). */
+  set(rate: number, now: number): void {
+    this.sum = rate * this.tauMs;
+    this.at = now;
+  }
   private decay(now: number): void {
     if (now > this.at) {
       this.sum *= Math.exp(-(now - this.at) / this.tauMs);
@@ -228,6 +233,58 @@ export interface PoolSnapshot {
   /** Units per second lent to requests over their quotas (idle). */
   lending: number;
   borrowers: number;
+}
+
+/**
+ * A pool's state as a handoff carries it to the new owner of the pool's key: each live backend's
+ * latest report (its age rather than a time, clocks differ), the controller's state, the per-class
+ * fractions and offered rates, so the new owner keeps shedding at the same fractions.
+ */
+export interface PoolTransfer {
+  name: string;
+  backends: { id: string; utilisation: number; capacity: number; ageMs: number }[];
+  level: number;
+  integral: number;
+  idle: boolean;
+  utilisation: number;
+  /** Rejected fraction per class, `low` first. */
+  fractions: number[];
+  /** Offered units per ms per class, `low` first. */
+  offered: number[];
+}
+
+/** Longest backend id a transfer may carry (as ReportPool accepts). */
+export const MAX_BACKEND_ID = 256;
+
+/**
+ * What is wrong with a received pool transfer, or undefined: every number finite and in its
+ * range (utilisation and fractions in [0, 1], levels within the controller's bounds, capacities
+ * above 0, ages and rates not negative), one fraction and rate per class, backends bounded and
+ * named. A bad transfer is dropped whole: the new owner relearns the pool from the next reports.
+ */
+export function poolTransferProblem(t: PoolTransfer): string | undefined {
+  const fin = (x: unknown) => typeof x === "number" && Number.isFinite(x);
+  const unit = (x: unknown) => fin(x) && (x as number) >= 0 && (x as number) <= 1;
+  if (typeof t.name !== "string" || t.name === "") return "pool name is empty";
+  if (!(fin(t.level) && t.level >= MIN_LEVEL && t.level <= 1))
+    return `level ${t.level} is not within [${MIN_LEVEL}, 1]`;
+  if (!(fin(t.integral) && t.integral >= MIN_LEVEL && t.integral <= 1))
+    return `integral ${t.integral} is not within [${MIN_LEVEL}, 1]`;
+  if (!unit(t.utilisation)) return `utilisation ${t.utilisation} is not within [0, 1]`;
+  if (t.fractions.length !== PRIORITIES.length || !t.fractions.every(unit))
+    return `fractions must be ${PRIORITIES.length} numbers within [0, 1]`;
+  if (t.offered.length !== PRIORITIES.length || !t.offered.every((r) => fin(r) && r >= 0))
+    return `offered must be ${PRIORITIES.length} finite rates >= 0`;
+  if (t.backends.length > MAX_BACKENDS) return `${t.backends.length} backends, over ${MAX_BACKENDS}`;
+  for (const b of t.backends) {
+    if (typeof b.id !== "string" || b.id === "" || b.id.length > MAX_BACKEND_ID)
+      return `a backend id must be 1-${MAX_BACKEND_ID} characters`;
+    if (!unit(b.utilisation)) return `backend ${b.id}: utilisation ${b.utilisation} is not within [0, 1]`;
+    if (!(fin(b.capacity) && b.capacity > 0 && b.capacity <= 1e12))
+      return `backend ${b.id}: capacity ${b.capacity} is not within (0, 1e12]`;
+    if (!(fin(b.ageMs) && b.ageMs >= 0)) return `backend ${b.id}: age ${b.ageMs} is not a duration >= 0`;
+  }
+  return undefined;
 }
 
 export class Pool {
@@ -420,6 +477,71 @@ export class Pool {
   private lendingPerMs(): number {
     const level = this.controller.level;
     return level > 0 ? (level * this.controller.settings.target * this.capacity) / 1000 : 0;
+  }
+
+  /**
+   * The state a handoff carries (live backends only), and this pool forgets it: its key moved,
+   * the new owner decides with it from now on.
+   */
+  take(now: number): PoolTransfer {
+    this.forgetSilent(now);
+    const c = this.controller;
+    const out: PoolTransfer = {
+      name: this.name,
+      backends: [...this.backends].map(([id, b]) => ({
+        id,
+        utilisation: b.utilisation,
+        capacity: b.capacity,
+        ageMs: Math.max(0, now - b.at),
+      })),
+      level: c.level,
+      integral: c.integral,
+      idle: c.idle,
+      utilisation: c.utilisation,
+      fractions: [...this.fractions],
+      offered: this.offered.map((r) => r.rate(now)),
+    };
+    this.backends.clear();
+    this.live = 0;
+    this.capacity = 0;
+    c.reset();
+    c.utilisation = 0;
+    this.fractions = PRIORITIES.map(() => 0);
+    return out;
+  }
+
+  /**
+   * A handed-over state (checked with poolTransferProblem) in place of this pool's: the backends'
+   * latest reports, aged as they were, the controller's level, integral and mode, the fractions
+   * and offered rates. Backends that reported here meanwhile keep their newer report. The next
+   * step is a whole step interval away, so the fractions hold until then.
+   */
+  put(t: PoolTransfer, now: number): void {
+    for (const b of t.backends) {
+      const at = now - b.ageMs;
+      const mine = this.backends.get(b.id);
+      if (mine !== undefined && mine.at >= at) continue;
+      if (mine === undefined && this.backends.size >= MAX_BACKENDS) break;
+      this.backends.set(b.id, { utilisation: b.utilisation, capacity: b.capacity, at });
+    }
+    const c = this.controller;
+    c.level = t.level;
+    c.integral = t.integral;
+    c.idle = t.idle;
+    c.utilisation = t.utilisation;
+    this.fractions = [...t.fractions];
+    for (let i = 0; i < this.offered.length; i++) this.offered[i]!.set(t.offered[i]!, now);
+    let capacity = 0;
+    let live = 0;
+    for (const b of this.backends.values()) {
+      if (now - b.at <= c.gains.backendTtlMs) {
+        capacity += b.capacity;
+        live++;
+      }
+    }
+    this.capacity = capacity;
+    this.live = live;
+    this.lastStep = now;
   }
 
   snapshot(): PoolSnapshot {

@@ -1,3 +1,4 @@
+import type { PoolTransfer } from "../core/pool.js";
 import type { CounterSnapshot } from "../core/transfer.js";
 import type { ItemError } from "./item-errors.js";
 
@@ -244,6 +245,8 @@ export interface ForwardRequest {
   /** The identity each check / settle part is forwarded for (see peer.proto). */
   checkCallers?: string[];
   settleCallers?: string[];
+  /** Pool backends' reports (the latest per backend wins: no ids). */
+  pools?: PoolReportRequest[];
 }
 
 export interface ForwardedEnvoy {
@@ -257,6 +260,7 @@ export interface ForwardResponse {
   checks: CheckResponse[];
   checkErrors: ItemError[];
   settles?: SettleResponse[];
+  pools?: PoolReportResponse[];
 }
 
 export interface PointRange {
@@ -274,7 +278,12 @@ export interface HandoffRequest {
   ranges: PointRange[];
   counters: CounterStateMsg[];
   done: boolean;
+  /** Issue 14: the pools whose key is in `ranges` (the last chunk; absent from older senders). */
+  pools?: PoolStateMsg[];
 }
+
+/** A pool's state in a handoff: the wire's PoolState is core/pool.ts's PoolTransfer. */
+export type PoolStateMsg = PoolTransfer;
 
 export interface HandoffResponse {
   accepted: number;

@@ -17,6 +17,9 @@ import { ConfigError, type ConfigProblem } from "../config/errors.js";
  *   - identity: gw-checkout
  *     domains: [checkout]    # names or globs; "*" is every domain
  *     may: [report, check, settle, limits]   # default: all four
+ * backends:                  # report their pool's load (ReportPool), per pool
+ *   - identity: gpu-node-*
+ *     pools: [gpu]           # names or globs; "*" is every pool
  * operators:                 # everything
  *   - identity: spiffe://prod/ns/ops/*
  * ```
@@ -49,6 +52,10 @@ const Gateway = z.strictObject({
     .optional(),
 });
 const Operator = z.strictObject({ identity: NAME });
+const Backend = z.strictObject({
+  identity: NAME,
+  pools: z.array(NAME).min(1, 'names no pool (use ["*"] for every pool)'),
+});
 
 export const AuthFileSchema = z.strictObject({
   tokens: z
@@ -66,6 +73,7 @@ export const AuthFileSchema = z.strictObject({
   members: z.array(Member).default([]),
   gateways: z.array(Gateway).default([]),
   operators: z.array(Operator).default([]),
+  backends: z.array(Backend).default([]),
 });
 export type AuthFileSpec = z.infer<typeof AuthFileSchema>;
 
@@ -99,6 +107,10 @@ export interface Roles {
   may(action: Action, domain: string): boolean;
   /** Whether it may do `action` in some domain (a method is refused whole when not). */
   mayAny(action: Action): boolean;
+  /** Whether it may report the load of pool `pool` (ReportPool; operators: always). */
+  mayReportPool(pool: string): boolean;
+  /** Whether it is a backend of some pool (or an operator). */
+  readonly backend: boolean;
 }
 
 /** The authorisation file compiled: token digests, and the role entries as matchers. */
@@ -108,6 +120,10 @@ export class AuthPolicy {
   private readonly members: readonly { identity: (n: string) => boolean; memberId?: string }[];
   private readonly gateways: readonly GatewayGrant[];
   private readonly operators: readonly ((n: string) => boolean)[];
+  private readonly backends: readonly {
+    identity: (n: string) => boolean;
+    pools: ((p: string) => boolean)[];
+  }[];
   /** Roles by identity name: a bounded cache (names come from the file or from certificates). */
   private readonly roles = new Map<string, Roles>();
 
@@ -124,6 +140,10 @@ export class AuthPolicy {
       may: new Set(g.may ?? ACTIONS),
     }));
     this.operators = spec.operators.map((o) => matcher(o.identity));
+    this.backends = spec.backends.map((b) => ({
+      identity: matcher(b.identity),
+      pools: b.pools.map(matcher),
+    }));
   }
 
   rolesOf(name: string): Roles {
@@ -141,6 +161,7 @@ export class AuthPolicy {
     const ids = members.map((m) => m.memberId);
     const operator = this.operators.some((o) => o(name));
     const grants = this.gateways.filter((g) => g.identity(name));
+    const pools = this.backends.filter((b) => b.identity(name)).flatMap((b) => b.pools);
     const cache = new Map<string, boolean>();
     return {
       member: members.length > 0,
@@ -157,6 +178,8 @@ export class AuthPolicy {
         return ok;
       },
       mayAny: (action) => operator || grants.some((g) => g.may.has(action)),
+      mayReportPool: (pool) => operator || pools.some((p) => p(pool)),
+      backend: operator || pools.length > 0,
     };
   }
 }
@@ -196,7 +219,9 @@ export function parseAuthFile(file: string, text: string): AuthPolicy {
 
 /** Token identities that no role entry matches: they authenticate, then may do nothing. */
 export function tokenNamesUnused(spec: AuthFileSpec): string[] {
-  const patterns = [...spec.members, ...spec.gateways, ...spec.operators].map((e) => matcher(e.identity));
+  const patterns = [...spec.members, ...spec.gateways, ...spec.operators, ...spec.backends].map((e) =>
+    matcher(e.identity),
+  );
   return Object.keys(spec.tokens).filter((name) => !patterns.some((p) => p(name)));
 }
 

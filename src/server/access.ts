@@ -29,8 +29,8 @@ import type { ReportCaller } from "./limiter.js";
  * domain, counted in `shardlimit_denied_total{method,reason}`; it happens before anything changes.
  */
 
-/** What each method needs: a role, or a gateway's action in (some) domain. */
-type Need = { member: true } | { action: Action } | { view: true };
+/** What each method needs: a role, or a gateway's action in (some) domain, or a backend's pool. */
+type Need = { member: true } | { action: Action } | { view: true } | { pool: true };
 
 export const METHOD_NEEDS: Readonly<Record<string, Need>> = {
   ReportAndGetPolicy: { action: "report" },
@@ -44,6 +44,9 @@ export const METHOD_NEEDS: Readonly<Record<string, Need>> = {
   GetLimits: { action: "limits" },
   // The assignment: gateways route with it, members guard their leases with it.
   GetClusterView: { view: true },
+  // A backend's load: a shedding lever over every limit of its pool, so only the identities the
+  // file names as that pool's backends (`backends:`), and operators, may report it.
+  ReportPool: { pool: true },
   Forward: { member: true },
   Handoff: { member: true },
   Reclaim: { member: true },
@@ -59,7 +62,8 @@ export type DenyReason =
   | "domain"
   | "not_taker"
   | "anonymous_limits"
-  | "sender";
+  | "sender"
+  | "pool";
 
 export interface AccessDeps {
   /** The authorisation file in force; undefined: none given (everything allowed). */
@@ -103,8 +107,24 @@ export class Access {
       if (!roles.member)
         this.deny(method, "not_member", identity, ": only cluster members may call the peer service");
     } else if ("view" in need) {
-      if (!(roles.member || roles.mayAny("report") || roles.mayAny("check") || roles.mayAny("limits")))
-        this.deny(method, "no_grant", identity, ": it is no member, gateway or operator");
+      if (
+        !(
+          roles.member ||
+          roles.backend ||
+          roles.mayAny("report") ||
+          roles.mayAny("check") ||
+          roles.mayAny("limits")
+        )
+      )
+        this.deny(method, "no_grant", identity, ": it is no member, gateway, backend or operator");
+    } else if ("pool" in need) {
+      if (!roles.backend)
+        this.deny(
+          method,
+          "no_grant",
+          identity,
+          ": it is the backend of no pool (backends: in the auth file)",
+        );
     } else if (!roles.mayAny(need.action)) {
       this.deny(method, "no_grant", identity, `: it may ${need.action} in no domain`);
     }
@@ -117,6 +137,12 @@ export class Access {
   domain(method: string, caller: Caller | undefined, action: Action, domain: string): void {
     if (caller === undefined || caller.roles.may(action, domain)) return;
     this.deny(method, "domain", caller.identity, ` for domain ${JSON.stringify(domain)}`);
+  }
+
+  /** Refuses a pool report unless the caller is a backend of `pool` (or an operator). */
+  pool(method: string, caller: Caller | undefined, pool: string): void {
+    if (caller === undefined || caller.roles.mayReportPool(pool)) return;
+    this.deny(method, "pool", caller.identity, ` for pool ${JSON.stringify(pool.slice(0, 100))}`);
   }
 
   /**

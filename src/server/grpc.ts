@@ -217,11 +217,12 @@ export async function startGrpc(
       const out = limiter.getLimits(req);
       return access === undefined ? out : access.limits(c, limiter.config, req, out);
     }),
-    // Backends' utilisation: a shedding lever over every limit of the pool, so with an auth file it
-    // is for operators only (no rule for it in the access table), like any method not listed.
-    ReportPool: guarded("ReportPool", (req: PoolReportRequest) =>
-      router.caughtUp((r: PoolReportRequest) => limiter.reportPool(r))(req),
-    ),
+    // Backends' utilisation: under an auth file, only the pool's backends (and operators) report it.
+    ReportPool: guarded("ReportPool", (req: PoolReportRequest, _call, c) => {
+      access?.pool("ReportPool", c, req.pool ?? "");
+      // Any server takes it: the owner of the pool's key decides (forwarded like a settle).
+      return router.reportPool(req);
+    }),
     // Operator-only: not in the access table, so under an auth file only operators may call it.
     Inspect: guarded("Inspect", (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),
   });

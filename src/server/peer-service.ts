@@ -3,6 +3,7 @@ import type { LimitConfig } from "../config/types.js";
 import { DEFAULT_MAX_CLIENTS_PER_KEY } from "../core/clients.js";
 import { type Clock, systemClock } from "../core/clock.js";
 import { ERRORS, InvalidArgumentError, ShardlimitError } from "../core/errors.js";
+import { poolTransferProblem } from "../core/pool.js";
 import { type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, type ItemError, itemError } from "../protocol/item-errors.js";
@@ -15,6 +16,7 @@ import type {
   HandoffRequest,
   HandoffResponse,
   PointRange,
+  PoolReportResponse,
   ReclaimRequest,
   ReclaimResponse,
   ReplicateRequest,
@@ -56,6 +58,9 @@ export interface PeerServiceDeps {
   /** Bounds on a Forward or Handoff request (maxBatch, maxForwardItems, maxHandoffCounters...). */
   limits?: InputLimits;
 }
+
+/** Pools one handoff may carry (a config defines a few). */
+const MAX_HANDOFF_POOLS = 1000;
 
 const NO_ERROR: ItemError = { code: 0 as ItemError["code"], message: "" };
 
@@ -132,7 +137,8 @@ export class PeerService {
   /** Refuses, whole and before anything is applied, a Forward over the bounds. */
   private checkForward(req: ForwardRequest): void {
     const limits = this.limits;
-    const parts = req.envoy.length + req.checks.length + (req.settles?.length ?? 0);
+    const parts =
+      req.envoy.length + req.checks.length + (req.settles?.length ?? 0) + (req.pools?.length ?? 0);
     if (parts > limits.maxBatch) {
       throw new InvalidArgumentError(
         `forward has ${parts} parts, over the maximum of maxBatch ${limits.maxBatch}`,
@@ -200,8 +206,23 @@ export class PeerService {
         return { error: partError(err), generation: ownership.generation() };
       }
     });
+    // Pool reports keep the latest value per backend: a resend changes nothing twice.
+    const pools: PoolReportResponse[] = (req.pools ?? []).map((part) => {
+      try {
+        return this.deps.limiter.reportPool(part);
+      } catch (err) {
+        return { error: partError(err), generation: ownership.generation() };
+      }
+    });
     if (waiting.length > 0) await Promise.all(waiting);
-    return { generation: ownership.generation(), envoy: envoyOut, checks, checkErrors, settles };
+    return {
+      generation: ownership.generation(),
+      envoy: envoyOut,
+      checks,
+      checkErrors,
+      settles,
+      ...(pools.length > 0 ? { pools } : {}),
+    };
   }
 
   /**
@@ -235,6 +256,20 @@ export class PeerService {
    */
   handoff(req: HandoffRequest): HandoffResponse {
     this.checkCounters("handoff", req.counters);
+    const pools = req.pools ?? [];
+    if (pools.length > MAX_HANDOFF_POOLS) {
+      throw new InvalidArgumentError(
+        `handoff has ${pools.length} pools, over the maximum of ${MAX_HANDOFF_POOLS}`,
+      );
+    }
+    for (const p of pools) {
+      const problem = poolTransferProblem(p);
+      if (problem !== undefined) {
+        throw new InvalidArgumentError(
+          `handoff from ${JSON.stringify(req.from.slice(0, 128))}: pool ${JSON.stringify(String(p.name).slice(0, 100))}: ${problem}; nothing of the chunk was taken`,
+        );
+      }
+    }
     const config = this.deps.limiter.config;
     for (const c of req.counters) {
       const problem = handoffCounterProblem(c, config, this.limits);

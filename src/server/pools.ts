@@ -1,7 +1,16 @@
 import { type LimitConfig, poolShardKey, type Resolved } from "../config/types.js";
 import { POLICY_LIFETIME_INTERVALS, type Policy, PolicyKind } from "../core/policy.js";
-import { DEFAULT_POOL_GAINS, MAX_BACKENDS, Pool, type PoolGains, type PoolSnapshot } from "../core/pool.js";
+import {
+  DEFAULT_POOL_GAINS,
+  MAX_BACKEND_ID,
+  MAX_BACKENDS,
+  Pool,
+  type PoolGains,
+  type PoolSnapshot,
+  type PoolTransfer,
+} from "../core/pool.js";
 import { PRIORITY_RANK } from "../core/priority.js";
+import { keyPoint } from "../keyspace/hash.js";
 import { amountProblem, type InputLimits } from "../protocol/input-limits.js";
 import { ErrorCode, itemError } from "../protocol/item-errors.js";
 import type { PoolReportRequest, PoolReportResponse, ReportEntryMsg } from "../protocol/messages.js";
@@ -16,9 +25,6 @@ import type { Ownership } from "./ownership.js";
  * - `policy`: a batched gateway's policy with both folded in.
  * Backends report utilisation with `report` (the ReportPool RPC).
  */
-
-/** Backend ids are kept in memory per pool: bounded. */
-const MAX_BACKEND_ID = 256;
 
 export class PoolDesk {
   private readonly pools = new Map<string, Pool>();
@@ -154,6 +160,29 @@ export class PoolDesk {
     }
     const s = pool.snapshot();
     return { generation, mode: s.mode, level: s.level, fractions: s.fractions, utilisation: s.utilisation };
+  }
+
+  /**
+   * Handoff, sending side: the state of each pool whose key's point is in `ranges` (pools with
+   * no live backend carry nothing), taken out: the key moved away.
+   */
+  take(ranges: readonly { start: number; end: number }[], now: number): PoolTransfer[] {
+    const out: PoolTransfer[] = [];
+    for (const pool of this.pools.values()) {
+      const point = keyPoint(poolShardKey(pool.name));
+      if (!ranges.some((r) => point >= r.start && point < r.end)) continue;
+      const t = pool.take(now);
+      if (t.backends.length > 0) out.push(t);
+    }
+    return out;
+  }
+
+  /** Handoff, receiving side: a checked pool state into the pool of that name; false if none is defined here. */
+  put(t: PoolTransfer, now: number): boolean {
+    const pool = this.pools.get(t.name);
+    if (pool === undefined) return false;
+    pool.put(t, now);
+    return true;
   }
 
   /** Every pool this server holds state for (the ones whose key it owns show backends). */

@@ -1,3 +1,4 @@
+import { poolShardKey } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import {
   ERRORS,
@@ -14,6 +15,8 @@ import type {
   EnvoyDescriptorStatus,
   EnvoyRequest,
   EnvoyResponse,
+  PoolReportRequest,
+  PoolReportResponse,
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
@@ -36,6 +39,8 @@ export interface Forwarder {
   check(owner: Owner, req: CheckRequest, generation: number, until?: number): Promise<CheckResponse>;
   /** A settle by ticket, to the owner that issued the ticket (absent: answered here). */
   settle?(owner: Owner, req: SettleRequest, generation: number): Promise<SettleResponse>;
+  /** A pool backend's report, to the owner of the pool's key (absent: answered here). */
+  reportPool?(owner: Owner, req: PoolReportRequest, generation: number): Promise<PoolReportResponse>;
 }
 
 /**
@@ -314,6 +319,26 @@ export class Router {
     if (owner === undefined || owner.self) return this.caughtUp(limiter.settle.bind(limiter))(req);
     const generation = ownership.generation();
     return forwarder.settle(owner, { ...req, generation }, generation).catch((err: unknown) => {
+      if (!(err instanceof ShardlimitError)) throw err;
+      const code = itemCode(err) ?? ErrorCode.OWNER_UNAVAILABLE;
+      return { error: { code, message: err.message }, generation: ownership.generation() };
+    });
+  }
+
+  /**
+   * `ReportPool`: to the owner of the pool's key (`pool/<name>`), forwarded as a settle is, so a
+   * backend may report to any server (a Service in front of the cluster); the gateway client
+   * routes it to the owner itself. Not tried again elsewhere: the backend's next report, ~100 ms
+   * later, finds the new owner.
+   */
+  reportPool(req: PoolReportRequest): PoolReportResponse | Promise<PoolReportResponse> {
+    const { limiter, forwarder, ownership } = this.deps;
+    const here = this.caughtUp((r: PoolReportRequest) => limiter.reportPool(r));
+    if (forwarder?.reportPool === undefined) return here(req);
+    const owner = ownership.ownerOf(poolShardKey(req.pool ?? ""));
+    if (owner === undefined || owner.self) return here(req);
+    const generation = ownership.generation();
+    return forwarder.reportPool(owner, { ...req, generation }, generation).catch((err: unknown) => {
       if (!(err instanceof ShardlimitError)) throw err;
       const code = itemCode(err) ?? ErrorCode.OWNER_UNAVAILABLE;
       return { error: { code, message: err.message }, generation: ownership.generation() };

@@ -166,7 +166,7 @@ export function simulateRegions(spec: RegionsSpec): RegionsRun {
   let modeInCut: GlobalMode | "" = "";
   const cut = spec.cut;
   /** The region's share as its key's owner holds it (the one tier that has the key). */
-  const held = (r: number) => tiers[r]!.flatMap((t) => t.status()).find((s) => s.key === spec.key);
+  const held = (r: number) => tiers[r]!.flatMap((t) => t.keyStatus()).find((s) => s.key === spec.key);
   if (cut !== undefined) {
     clock.after(1000 + cut.fromS * 1000, () => {
       links[cut.region]!.cut = true;

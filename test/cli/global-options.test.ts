@@ -45,4 +45,29 @@ describe("global tier flags", () => {
     expect(() => parse(["--global-regions", "0"])).toThrow(/--global-regions/);
     expect(() => parse(["--global-fallback-after", "-5"])).toThrow(/--global-fallback-after/);
   });
+
+  it("--global-tier-ca and --global-tier-server-name: read, and refused where they cannot work", () => {
+    const base = ["--global-tier", "g:1", "--region", "eu"];
+    expect(
+      globalTierSettings(
+        parse([
+          ...base,
+          "--global-tier-ca",
+          "/ca.pem",
+          "--global-tier-server-name",
+          "global.example",
+        ]) as never,
+      ),
+    ).toMatchObject({ ca: "/ca.pem", serverName: "global.example" });
+    // The server's own TLS (--tls-cert) is enough for a server name.
+    expect(
+      globalTierSettings(parse([...base, "--global-tier-server-name", "global.example"]) as never, true),
+    ).toMatchObject({ serverName: "global.example" });
+    expect(() =>
+      globalTierSettings(parse([...base, "--global-tier-server-name", "global.example"]) as never),
+    ).toThrow(/--global-tier-server-name needs TLS towards the global tier/);
+    expect(() => globalTierSettings(parse(["--global-tier-ca", "/ca.pem"]) as never)).toThrow(
+      new OptionsError("--global-tier-ca needs --global-tier (where the global tier is)"),
+    );
+  });
 });

@@ -1,5 +1,7 @@
+import client from "prom-client";
 import { describe, expect, it } from "vitest";
-import { GlobalTier } from "../../src/cluster/global-tier.js";
+import type { ClientTransport } from "../../src/client/transport.js";
+import { GLOBAL_STATUS_KEYS, GlobalTier, globalTierMetrics } from "../../src/cluster/global-tier.js";
 import { compileSources } from "../../src/config/load.js";
 import { ManualClock } from "../../src/core/clock.js";
 import { InvalidArgumentError } from "../../src/core/errors.js";
@@ -19,15 +21,25 @@ descriptors:
     rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 1000, global: true }
 `;
 const KEY = "api/orders=o";
+/** The region a log line names, appended to its message (lines of the link name it). */
+const regionOf = (o: object) => {
+  const f = o as { region?: unknown; link?: unknown };
+  return f.link !== undefined ? ` [${String(f.region)}]` : "";
+};
 const T0 = 600_000;
 
-function setup(fallbackAfterMs = 5000, globalYaml = YAML) {
+function setup(
+  fallbackAfterMs = 5000,
+  globalYaml = YAML,
+  wrap: (t: ClientTransport) => ClientTransport = (t) => t,
+) {
   const clock = new ManualClock(T0);
   const random = seededRandom(7);
   const config = compileSources([{ file: "g.yaml", text: YAML }]);
   const rule = config.rules[0]!;
   const global = new SimCluster(clock, compileSources([{ file: "g.yaml", text: globalYaml }]), 1);
   const warnings: string[] = [];
+  const infos: string[] = [];
   const servers = global.servers.map((s) => s.member.address);
   const region = (name: string) => {
     const link = new CuttableLink(
@@ -37,13 +49,16 @@ function setup(fallbackAfterMs = 5000, globalYaml = YAML) {
     const tier = new GlobalTier({
       region: name,
       servers,
-      transport: link,
+      transport: wrap(link),
       clock,
       regions: 2,
       fallbackAfterMs,
       instanceId: "t",
       random,
-      logger: { warn: (_o, m) => warnings.push(m), info() {} },
+      logger: {
+        warn: (o, m) => warnings.push(m + regionOf(o)),
+        info: (o, m) => infos.push(m + regionOf(o)),
+      },
     });
     tier.start();
     return { link, tier };
@@ -60,8 +75,8 @@ function setup(fallbackAfterMs = 5000, globalYaml = YAML) {
       b.tier.ruleFor(KEY, rule, clock.now());
     }
   };
-  const status = (r: typeof a) => r.tier.status().find((s) => s.key === KEY)!;
-  return { clock, rule, a, b, run, status, warnings };
+  const status = (r: typeof a) => r.tier.keyStatus().find((s) => s.key === KEY)!;
+  return { clock, rule, a, b, run, status, warnings, infos };
 }
 
 describe("GlobalTier: a region's share of a global limit", () => {
@@ -69,7 +84,7 @@ describe("GlobalTier: a region's share of a global limit", () => {
     const { a, rule, clock } = setup();
     a.tier.reported(KEY, rule, 0, 0);
     expect(a.tier.ruleFor(KEY, rule, clock.now()).limit).toBeCloseTo(500, 6);
-    expect(a.tier.status()[0]!.mode).toBe("fallback");
+    expect(a.tier.keyStatus()[0]!.mode).toBe("fallback");
   });
 
   it("connected, divides the limit max-min by the regions' demand: the light region gets all it asks", () => {
@@ -131,4 +146,95 @@ describe("GlobalTier: a region's share of a global limit", () => {
     );
     expect(() => new GlobalTier({ ...base, region: "r", fallbackAfterMs: -1 })).toThrow(/fallbackAfterMs/);
   });
+
+  it("the link's state follows its calls: connected, unreachable when cut (said once), connected again", () => {
+    const { run, a, warnings, infos } = setup(5000);
+    expect(a.tier.status().link).toBe("connecting");
+    run(1000);
+    expect(a.tier.status().link).toBe("connected");
+    a.link.cut = true;
+    run(2000);
+    const cut = a.tier.status();
+    expect(cut.link).toBe("unreachable");
+    expect(cut.linkError).toMatch(/deadline/);
+    expect(warnings.filter((w) => w.startsWith("link unreachable") && w.endsWith("[region-a]"))).toHaveLength(
+      1,
+    );
+    a.link.cut = false;
+    run(1000);
+    expect(a.tier.status().link).toBe("connected");
+    expect(a.tier.status().linkError).toBeUndefined();
+    expect(infos.filter((m) => m.startsWith("link connected") && m.endsWith("[region-a]"))).toHaveLength(2);
+  });
+
+  it("refused by the global tier (PERMISSION_DENIED), the link says so and the region falls back to limit / regions", () => {
+    const refusing = (t: ClientTransport): ClientTransport =>
+      Object.assign(Object.create(t) as ClientTransport, {
+        report: (_a: string, _r: unknown, _t: number, done: (e: Error) => void) =>
+          done(
+            Object.assign(
+              new Error('7 PERMISSION_DENIED: ReportAndGetPolicy refused for identity "anonymous"'),
+              {
+                code: 7,
+              },
+            ),
+          ),
+      });
+    const { run, a, status, warnings } = setup(1000, YAML, refusing);
+    run(3000);
+    const s = a.tier.status();
+    expect(s.link).toBe("refused");
+    expect(s.linkError).toMatch(/PERMISSION_DENIED.*anonymous/);
+    expect(status(a).mode).toBe("fallback");
+    expect(status(a).sharePerS).toBeCloseTo(500, 6);
+    expect(warnings.filter((w) => w.startsWith("link refused") && w.endsWith("[region-a]"))).toHaveLength(1);
+  });
+
+  it("status lists the most demanded keys (bounded), counts the rest, and counts every key by mode", () => {
+    const { a, rule, clock } = setup();
+    const n = GLOBAL_STATUS_KEYS + 5;
+    for (let t = 0; t < 3; t++) {
+      clock.advance(100);
+      for (let i = 0; i < n; i++) {
+        a.tier.reported(`api/orders=k${i}`, rule, i + 1, 0);
+        a.tier.ruleFor(`api/orders=k${i}`, rule, clock.now());
+      }
+    }
+    const s = a.tier.status();
+    expect(s.keys).toHaveLength(GLOBAL_STATUS_KEYS);
+    expect(s.more).toBe(5);
+    expect(s.keys[0]!.key).toBe(`api/orders=k${n - 1}`);
+    expect(s.keys.map((k) => k.demandPerS)).toEqual(
+      [...s.keys.map((k) => k.demandPerS)].sort((x, y) => y - x),
+    );
+    expect(s.modes.connected + s.modes.last_share + s.modes.fallback).toBe(n);
+    expect(s.region).toBe("region-a");
+  });
+
+  it("metrics: the link's state, keys counted by mode, per-key series only for the most demanded", async () => {
+    const { a, rule, clock, run } = setup();
+    run(1000);
+    for (let i = 0; i < GLOBAL_STATUS_KEYS + 10; i++) {
+      clock.advance(1);
+      a.tier.reported(`api/orders=m${i}`, rule, 1, 0);
+      a.tier.ruleFor(`api/orders=m${i}`, rule, clock.now());
+    }
+    const registry = new client.Registry();
+    globalTierMetrics(registry, a.tier);
+    const text = await registry.metrics();
+    expect(text).toContain('shardlimit_global_link{state="connected"} 1');
+    expect(text).toContain('shardlimit_global_link{state="refused"} 0');
+    const byMode = GLOBAL_MODES_SUM(text);
+    expect(byMode).toBe(GLOBAL_STATUS_KEYS + 11);
+    const shares = text.split("\n").filter((l) => l.startsWith("shardlimit_global_share_per_second{"));
+    expect(shares).toHaveLength(GLOBAL_STATUS_KEYS);
+    expect(text).toContain(`shardlimit_global_share_per_second{key="${KEY}"}`);
+  });
 });
+
+/** The sum of shardlimit_global_keys over its modes. */
+function GLOBAL_MODES_SUM(text: string): number {
+  let sum = 0;
+  for (const m of text.matchAll(/^shardlimit_global_keys\{mode="[a-z_]+"\} (\d+)$/gm)) sum += Number(m[1]);
+  return sum;
+}

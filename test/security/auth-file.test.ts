@@ -32,6 +32,34 @@ describe("the auth file", () => {
     expect(p.rolesOf("gw-search").may("report", "api")).toBe(false);
     expect(p.rolesOf("anonymous").may("limits", "api")).toBe(true);
     expect(p.rolesOf("anonymous").may("check", "api")).toBe(false);
+    expect(p.rolesOf("spiffe://prod/ns/inference/sa/gpu-node-3").mayReportPool("gpu")).toBe(true);
+    expect(p.rolesOf("spiffe://prod/ns/inference/sa/gpu-node-3").mayReportPool("cpu")).toBe(false);
+    expect(p.rolesOf("gw-checkout").backend).toBe(false);
+    expect(p.rolesOf("ops").mayReportPool("cpu")).toBe(true);
+  });
+
+  it("backends: each identity names its pools; a bad entry is named by path and line", () => {
+    const p = parseAuthFile("auth.yaml", "backends:\n  - {identity: 'node-*', pools: [gpu, 'tpu-*']}\n");
+    expect(p.rolesOf("node-1").mayReportPool("gpu")).toBe(true);
+    expect(p.rolesOf("node-1").mayReportPool("tpu-v5")).toBe(true);
+    expect(p.rolesOf("node-1").mayReportPool("cpu")).toBe(false);
+    expect(p.rolesOf("other").backend).toBe(false);
+    expect(
+      problems(
+        ["backends:", "  - identity: node-1", "    pools: []", "  - pools: [gpu]", "    domains: [api]"].join(
+          "\n",
+        ),
+      ),
+    ).toEqual([
+      'backends[0].pools (3): names no pool (use ["*"] for every pool)',
+      "backends[1].identity (4): is missing",
+      'backends[1] (4): Unrecognized key: "domains"',
+    ]);
+    expect(
+      tokenNamesUnused(
+        parseAuthFile("a.yaml", `tokens: {node: ${HEX}}\nbackends: [{identity: node, pools: [gpu]}]\n`).spec,
+      ),
+    ).toEqual([]);
   });
 
   it("the README's Security section shows a valid file", () => {
