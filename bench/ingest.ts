@@ -1,0 +1,183 @@
+/**
+ * Batched ingest on one thread, in-process (issue 16): `ReportAndGetPolicy` from the request's
+ * encoded bytes to every entry counted and the response encoded, exactly as the server's handler
+ * does it (the service definition's deserializer, `Limiter.reportAndGetPolicy`, its serializer),
+ * against protobufjs decoding the same bytes alone. The two take turns round by round, so the ratio
+ * holds on a shared machine even when the absolute figures move.
+ *
+ *   npm run bench:ingest [-- --keys 100000 --batch 500 --rounds 7 --profile]   (builds dist/ first)
+ *
+ * Requests name keys by handle (as gateways do once the server issued them); a second pair of
+ * rows repeats it with string keys. `--profile` runs the handler path under the sampling CPU
+ * profiler afterwards and prints the top functions.
+ */
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import path from "node:path";
+import type { ReportRequest, ReportResponse } from "../src/protocol/messages.js";
+import {
+  machine,
+  nowNs,
+  num,
+  OUT_DIR,
+  parseArgs,
+  printTable,
+  secondsSince,
+  writeResult,
+} from "./lib/common.js";
+import { printProfile, summarizeProfile } from "./lib/cpuprofile.js";
+import {
+  BENCH_CONFIG,
+  handleBodies,
+  ReportRequestType,
+  ReportResponseType,
+  reportBodies,
+  reportRequest,
+} from "./lib/wire.js";
+
+const opts = parseArgs({ keys: 100_000, batch: 500, rounds: 7, profile: false, profileSeconds: 4 });
+const m = machine();
+console.log(
+  `ingest benchmark: ${m.cpuModel}, ${m.nproc} CPUs, node ${m.node}, git ${m.git}, load average ${m.loadAvg1m.toFixed(2)}\n` +
+    `one thread, in-process; ${num(opts.keys)} keys in batches of ${opts.batch}, ${opts.rounds} rounds each, taking turns\n`,
+);
+
+// The server's code as it runs in production: tsc's output in dist/ (npm run build), not src/
+// through tsx, whose esbuild transform wraps every closure in a `__name` call (keepNames) and
+// made closures on the hot path look several times dearer than they are.
+const dist = (f: string) => import(new URL(`../dist/${f}`, import.meta.url).href);
+const { compileSources } = (await dist("config/load.js")) as typeof import("../src/config/load.js");
+const { systemClock } = (await dist("core/clock.js")) as typeof import("../src/core/clock.js");
+const { Engine } = (await dist("core/engine.js")) as typeof import("../src/core/engine.js");
+const { DEFAULT_INPUT_LIMITS } = (await dist(
+  "protocol/input-limits.js",
+)) as typeof import("../src/protocol/input-limits.js");
+const { RATE_LIMITER_SERVICE, serviceDefinition } = (await dist(
+  "protocol/proto.js",
+)) as typeof import("../src/protocol/proto.js");
+const { Limiter } = (await dist("server/limiter.js")) as typeof import("../src/server/limiter.js");
+const { PromMetrics } = (await dist("server/metrics.js")) as typeof import("../src/server/metrics.js");
+const { StandaloneOwnership } = (await dist(
+  "server/ownership.js",
+)) as typeof import("../src/server/ownership.js");
+
+const def = serviceDefinition(RATE_LIMITER_SERVICE).ReportAndGetPolicy!;
+const deserialize = def.requestDeserialize as (b: Buffer) => unknown;
+const serialize = def.responseSerialize as (m: unknown) => Buffer;
+
+const config = compileSources([{ file: "bench.yaml", text: BENCH_CONFIG }]);
+const engine = new Engine();
+const limiter = new Limiter({
+  engine,
+  clock: systemClock,
+  config,
+  ownership: new StandaloneOwnership("bench"),
+  limits: DEFAULT_INPUT_LIMITS,
+  metrics: new PromMetrics({ counters: () => engine.size, clients: () => 0, ready: () => true }),
+});
+const clientId = Buffer.from("bench-gw-1");
+let seq = 0;
+
+/** The server's handler path on one request's bytes: decode, count, answer, encode. */
+function handle(bytes: Buffer): Buffer {
+  const req = deserialize(bytes) as ReportRequest;
+  return serialize(limiter.reportAndGetPolicy(req));
+}
+
+// The gateway's way: every key by string once, then by the handles the server answered.
+const stringBodies = reportBodies(opts.keys, opts.batch);
+const learned = stringBodies.map(
+  (b) => ReportResponseType.decode(handle(reportRequest(clientId, ++seq, b))) as unknown as ReportResponse,
+);
+for (const r of learned) {
+  const bad = r.policies.filter((p) => p.error !== undefined && p.error !== null).length;
+  if (bad > 0 || r.duplicate) throw new Error(`sanity: ${bad} item errors, duplicate ${r.duplicate}`);
+}
+const byHandle = handleBodies(learned, opts.batch);
+console.log(`${num(engine.size)} counters; a handle request is ${num(byHandle[0]!.length)} bytes\n`);
+
+/** Requests with fresh seqs, built before timing (a real server gets them from the socket). */
+const requests = (bodies: Buffer[]) => bodies.map((b) => reportRequest(clientId, ++seq, b));
+
+function timeRound(bytes: Buffer[], fn: (b: Buffer) => number): { perSec: number; cpuPerSec: number } {
+  let n = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = nowNs();
+  for (const b of bytes) n += fn(b);
+  const s = secondsSince(t0);
+  const cpu = process.cpuUsage(cpu0);
+  return { perSec: n / s, cpuPerSec: n / ((cpu.user + cpu.system) / 1e6) };
+}
+
+const decodeOnly = (b: Buffer) => (ReportRequestType.decode(b) as unknown as ReportRequest).entries.length;
+let responseBytes = 0;
+const handlerPath = (b: Buffer) => {
+  responseBytes = handle(b).length;
+  return opts.batch;
+};
+
+interface Row {
+  keys: string;
+  decodePerSec: number;
+  handlerPerSec: number;
+  ratio: number;
+  rounds: number[];
+}
+function pair(label: string, bodies: Buffer[]): Row {
+  const dec: number[] = [];
+  const hand: number[] = [];
+  const ratios: number[] = [];
+  for (let r = 0; r <= opts.rounds; r++) {
+    const d = timeRound(requests(bodies), decodeOnly);
+    const h = timeRound(requests(bodies), handlerPath);
+    if (r === 0) continue; // warm-up
+    dec.push(d.perSec);
+    hand.push(h.perSec);
+    ratios.push(h.perSec / d.perSec);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  return {
+    keys: label,
+    decodePerSec: med(dec),
+    handlerPerSec: med(hand),
+    ratio: med(ratios),
+    rounds: hand.map(Math.round),
+  };
+}
+
+const rows = [pair("handles", byHandle), pair("strings", stringBodies)];
+printTable(
+  [
+    "keys by",
+    "protobufjs decode alone, entries/s",
+    "decode + count + answer + encode, entries/s",
+    "ratio (median of rounds)",
+  ],
+  rows.map((r) => [r.keys, num(r.decodePerSec), num(r.handlerPerSec), `${r.ratio.toFixed(3)}x`]),
+);
+const main = rows[0]!;
+console.log(
+  `\ntarget >= 2,000,000 entries/s on one thread: ${main.handlerPerSec >= 2e6 ? "MET" : "NOT MET"} ` +
+    `(${num(main.handlerPerSec)} entries/s, ${main.ratio.toFixed(3)}x of decode alone); response ${responseBytes} bytes`,
+);
+
+let profile: ReturnType<typeof summarizeProfile> | undefined;
+if (opts.profile) {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 100 });
+  await session.post("Profiler.start");
+  const t0 = nowNs();
+  while (secondsSince(t0) < opts.profileSeconds) timeRound(requests(byHandle), handlerPath);
+  const { profile: p } = await session.post("Profiler.stop");
+  session.disconnect();
+  mkdirSync(path.join(OUT_DIR, "prof"), { recursive: true });
+  const file = path.join(OUT_DIR, "prof", `ingest-${Date.now()}.cpuprofile`);
+  writeFileSync(file, JSON.stringify(p));
+  profile = summarizeProfile(file);
+  printProfile(profile);
+}
+
+writeResult("ingest", { machine: m, options: opts, rows, responseBytes, profile });
