@@ -9,7 +9,8 @@
  *
  * Requests name keys by handle (as gateways do once the server issued them); a second pair of
  * rows repeats it with string keys. `--profile` runs the handler path under the sampling CPU
- * profiler afterwards and prints the top functions.
+ * profiler afterwards and prints the top functions; `--alloc` under the sampling heap profiler
+ * keeping every sample (young ones too): bytes allocated per entry, and where.
  */
 
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -26,7 +27,7 @@ import {
   secondsSince,
   writeResult,
 } from "./lib/common.js";
-import { printProfile, summarizeProfile } from "./lib/cpuprofile.js";
+import { printHeapProfile, printProfile, summarizeHeapProfile, summarizeProfile } from "./lib/cpuprofile.js";
 import {
   BENCH_CONFIG,
   handleBodies,
@@ -36,7 +37,14 @@ import {
   reportRequest,
 } from "./lib/wire.js";
 
-const opts = parseArgs({ keys: 100_000, batch: 500, rounds: 7, profile: false, profileSeconds: 4 });
+const opts = parseArgs({
+  keys: 100_000,
+  batch: 500,
+  rounds: 7,
+  profile: false,
+  profileSeconds: 4,
+  alloc: false,
+});
 const m = machine();
 console.log(
   `ingest benchmark: ${m.cpuModel}, ${m.nproc} CPUs, node ${m.node}, git ${m.git}, load average ${m.loadAvg1m.toFixed(2)}\n` +
@@ -100,14 +108,17 @@ console.log(`${num(engine.size)} counters; a handle request is ${num(byHandle[0]
 /** Requests with fresh seqs, built before timing (a real server gets them from the socket). */
 const requests = (bodies: Buffer[]) => bodies.map((b) => reportRequest(clientId, ++seq, b));
 
-function timeRound(bytes: Buffer[], fn: (b: Buffer) => number): { perSec: number; cpuPerSec: number } {
+function timeRound(
+  bytes: Buffer[],
+  fn: (b: Buffer) => number,
+): { n: number; perSec: number; cpuPerSec: number } {
   let n = 0;
   const cpu0 = process.cpuUsage();
   const t0 = nowNs();
   for (const b of bytes) n += fn(b);
   const s = secondsSince(t0);
   const cpu = process.cpuUsage(cpu0);
-  return { perSec: n / s, cpuPerSec: n / ((cpu.user + cpu.system) / 1e6) };
+  return { n, perSec: n / s, cpuPerSec: n / ((cpu.user + cpu.system) / 1e6) };
 }
 
 const decodeOnly = (b: Buffer) => (ReportRequestType.decode(b) as unknown as ReportRequest).entries.length;
@@ -180,4 +191,31 @@ if (opts.profile) {
   printProfile(profile);
 }
 
-writeResult("ingest", { machine: m, options: opts, rows, responseBytes, profile });
+let alloc: { bytesPerEntry: number; top: ReturnType<typeof summarizeHeapProfile>["top"] } | undefined;
+if (opts.alloc) {
+  const session = new Session();
+  session.connect();
+  await session.post("HeapProfiler.enable");
+  const batches = requests(byHandle);
+  await session.post("HeapProfiler.startSampling", {
+    samplingInterval: 512,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  let entries = 0;
+  for (let r = 0; r < 3; r++) entries += timeRound(r === 0 ? batches : requests(byHandle), handlerPath).n;
+  const { profile: p } = await session.post("HeapProfiler.stopSampling");
+  session.disconnect();
+  mkdirSync(path.join(OUT_DIR, "prof"), { recursive: true });
+  const file = path.join(OUT_DIR, "prof", `ingest-${Date.now()}.heapprofile`);
+  writeFileSync(file, JSON.stringify(p));
+  const h = summarizeHeapProfile(file, 1, 20);
+  alloc = { bytesPerEntry: (h.sampledMB * 2 ** 20) / entries, top: h.top };
+  console.log(
+    `\nallocated on the handler path (sampled every 512 bytes, every object): ${alloc.bytesPerEntry.toFixed(0)} bytes per entry, ` +
+      `${num((alloc.bytesPerEntry * opts.batch) / 1024, 1)} KiB per ${opts.batch}-entry call`,
+  );
+  printHeapProfile(h);
+}
+
+writeResult("ingest", { machine: m, options: opts, rows, responseBytes, profile, alloc });
