@@ -17,6 +17,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import path from "node:path";
 import type { ReportRequest, ReportResponse } from "../src/protocol/messages.js";
+import { allocatedPer } from "./lib/alloc.js";
 import {
   machine,
   nowNs,
@@ -27,9 +28,9 @@ import {
   secondsSince,
   writeResult,
 } from "./lib/common.js";
-import { printHeapProfile, printProfile, summarizeHeapProfile, summarizeProfile } from "./lib/cpuprofile.js";
+import { type HeapSummary, printProfile, summarizeProfile } from "./lib/cpuprofile.js";
+import { distLimiter } from "./lib/dist-limiter.js";
 import {
-  BENCH_CONFIG,
   handleBodies,
   ReportRequestType,
   ReportResponseType,
@@ -51,47 +52,9 @@ console.log(
     `one thread, in-process; ${num(opts.keys)} keys in batches of ${opts.batch}, ${opts.rounds} rounds each, taking turns\n`,
 );
 
-// The server's code as it runs in production: tsc's output in dist/ (npm run build), not src/
-// through tsx, whose esbuild transform wraps every closure in a `__name` call (keepNames) and
-// made closures on the hot path look several times dearer than they are.
-const dist = (f: string) => import(new URL(`../dist/${f}`, import.meta.url).href);
-const { compileSources } = (await dist("config/load.js")) as typeof import("../src/config/load.js");
-const { systemClock } = (await dist("core/clock.js")) as typeof import("../src/core/clock.js");
-const { Engine } = (await dist("core/engine.js")) as typeof import("../src/core/engine.js");
-const { DEFAULT_INPUT_LIMITS } = (await dist(
-  "protocol/input-limits.js",
-)) as typeof import("../src/protocol/input-limits.js");
-const { RATE_LIMITER_SERVICE, serviceDefinition } = (await dist(
-  "protocol/proto.js",
-)) as typeof import("../src/protocol/proto.js");
-const { Limiter } = (await dist("server/limiter.js")) as typeof import("../src/server/limiter.js");
-const { PromMetrics } = (await dist("server/metrics.js")) as typeof import("../src/server/metrics.js");
-const { StandaloneOwnership } = (await dist(
-  "server/ownership.js",
-)) as typeof import("../src/server/ownership.js");
-
-const def = serviceDefinition(RATE_LIMITER_SERVICE).ReportAndGetPolicy!;
-const deserialize = def.requestDeserialize as (b: Buffer) => unknown;
-const serialize = def.responseSerialize as (m: unknown) => Buffer;
-
-const config = compileSources([{ file: "bench.yaml", text: BENCH_CONFIG }]);
-const engine = new Engine();
-const limiter = new Limiter({
-  engine,
-  clock: systemClock,
-  config,
-  ownership: new StandaloneOwnership("bench"),
-  limits: DEFAULT_INPUT_LIMITS,
-  metrics: new PromMetrics({ counters: () => engine.size, clients: () => 0, ready: () => true }),
-});
+const { engine, report: handle } = await distLimiter();
 const clientId = Buffer.from("bench-gw-1");
 let seq = 0;
-
-/** The server's handler path on one request's bytes: decode, count, answer, encode. */
-function handle(bytes: Buffer): Buffer {
-  const req = deserialize(bytes) as ReportRequest;
-  return serialize(limiter.reportAndGetPolicy(req));
-}
 
 // The gateway's way: every key by string once, then by the handles the server answered.
 const stringBodies = reportBodies(opts.keys, opts.batch);
@@ -191,31 +154,19 @@ if (opts.profile) {
   printProfile(profile);
 }
 
-let alloc: { bytesPerEntry: number; top: ReturnType<typeof summarizeHeapProfile>["top"] } | undefined;
+let alloc: { bytesPerEntry: number; top: HeapSummary["top"] } | undefined;
 if (opts.alloc) {
-  const session = new Session();
-  session.connect();
-  await session.post("HeapProfiler.enable");
   const batches = requests(byHandle);
-  await session.post("HeapProfiler.startSampling", {
-    samplingInterval: 512,
-    includeObjectsCollectedByMajorGC: true,
-    includeObjectsCollectedByMinorGC: true,
-  });
-  let entries = 0;
-  for (let r = 0; r < 3; r++) entries += timeRound(r === 0 ? batches : requests(byHandle), handlerPath).n;
-  const { profile: p } = await session.post("HeapProfiler.stopSampling");
-  session.disconnect();
-  mkdirSync(path.join(OUT_DIR, "prof"), { recursive: true });
-  const file = path.join(OUT_DIR, "prof", `ingest-${Date.now()}.heapprofile`);
-  writeFileSync(file, JSON.stringify(p));
-  const h = summarizeHeapProfile(file, 1, 20);
-  alloc = { bytesPerEntry: (h.sampledMB * 2 ** 20) / entries, top: h.top };
+  const a = await allocatedPer("ingest", () => timeRound(batches, handlerPath).n);
+  alloc = { bytesPerEntry: a.bytesPerOp, top: a.heap.top };
   console.log(
-    `\nallocated on the handler path (sampled every 512 bytes, every object): ${alloc.bytesPerEntry.toFixed(0)} bytes per entry, ` +
-      `${num((alloc.bytesPerEntry * opts.batch) / 1024, 1)} KiB per ${opts.batch}-entry call`,
+    `\nallocated on the handler path (every object, young ones too): ${alloc.bytesPerEntry.toFixed(0)} bytes per entry, ` +
+      `${num((alloc.bytesPerEntry * opts.batch) / 1024, 1)} KiB per ${opts.batch}-entry call; by allocating stack:`,
   );
-  printHeapProfile(h);
+  printTable(
+    ["MB", "%", "allocated at (innermost first)"],
+    a.heap.top.map((t) => [t.mb.toFixed(1), `${t.pct.toFixed(1)}%`, t.stack]),
+  );
 }
 
 writeResult("ingest", { machine: m, options: opts, rows, responseBytes, profile, alloc });
