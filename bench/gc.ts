@@ -73,7 +73,7 @@ interface ChildResult {
   checkCalls: number;
   cpuSeconds: number;
   pauses: Pause[];
-  byKind: { kind: string; count: number; totalMs: number; maxMs: number; p99Ms: number }[];
+  byKind: { kind: string; count: number; totalMs: number; p50Ms: number; maxMs: number; p99Ms: number }[];
   maxPauseMs: number;
   loopDelay: { p50Ms: number; p99Ms: number; p999Ms: number; maxMs: number };
   longestTurnMs: number;
@@ -207,6 +207,7 @@ async function child(variant: string): Promise<ChildResult> {
         kind,
         count: ms.length,
         totalMs: ms.reduce((a, b) => a + b, 0),
+        p50Ms: pct(ms, 0.5),
         maxMs: Math.max(...ms),
         p99Ms: pct(ms, 0.99),
       };
@@ -285,6 +286,7 @@ printTable(
     "B/check call",
     "scavenges",
     "scav. total ms",
+    "scav. p50 ms",
     "scav. p99 ms",
     "scav. max ms",
     "mark-compacts",
@@ -308,6 +310,7 @@ printTable(
       r.bytesPerCheckCall === undefined ? "" : num(r.bytesPerCheckCall),
       String(sc?.count ?? 0),
       (sc?.totalMs ?? 0).toFixed(0),
+      (sc?.p50Ms ?? 0).toFixed(2),
       (sc?.p99Ms ?? 0).toFixed(2),
       (sc?.maxMs ?? 0).toFixed(2),
       String(mc?.count ?? 0),

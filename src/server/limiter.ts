@@ -60,6 +60,8 @@ export interface LimiterDeps {
 /** Policies for keys no limit applies to: allow, and ask again in a minute. */
 const NO_LIMIT_VALID_MS = 60_000;
 const DEFAULT_INTERVAL_MS = 100;
+/** Client ids kept interned (each at most maxIdLength characters). */
+const MAX_INTERNED_CLIENT_IDS = 10_000;
 /**
  * The request path of shardlimit's own API: validate, resolve the key's rule, check ownership,
  * call the engine. Synchronous and free of gRPC, so it is tested and benchmarked directly; the
@@ -81,6 +83,7 @@ export class Limiter {
   readonly pools: PoolDesk;
   /** The last rejections and gateway policies per key, for `inspect` (bounded). */
   readonly why: WhyLog;
+  private readonly clientIds = new Map<string, string>();
 
   constructor(deps: LimiterDeps) {
     this.global = deps.global;
@@ -175,7 +178,8 @@ export class Limiter {
         : Math.min(DEFAULT_INTERVAL_MS, maxIntervalMs);
     const span = req.spanMs ? Math.min(maxIntervalMs, Math.max(1, req.spanMs)) : interval;
     const now = this.clock.now();
-    const verdict = this.engine.acceptReport(req.clientId, req.seq, now);
+    const clientId = this.internClientId(req.clientId);
+    const verdict = this.engine.acceptReport(clientId, req.seq, now);
     // A report older than the dedup window cannot be told from one already applied: not applying
     // it may lose its counts, applying it may double them; the invariant is never to double. The
     // answer says so (too_old), so the client sends the counts again under newer numbers rather
@@ -240,14 +244,14 @@ export class Limiter {
           c = this.engine.counterFor(r.counterKey, r.rule, now, r.shardKey);
           hit!.counter = c;
         }
-        p = this.reportKey(hit!, r, c, req.clientId, e, apply, interval, now, span);
+        p = this.reportKey(hit!, r, c, clientId, e, apply, interval, now, span);
       } catch (err) {
         if (!(err instanceof CapacityError)) throw err;
         policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
         continue;
       }
       this.metrics.policy(p.kind);
-      this.notePolicy(r, req.clientId, p, e, span, hit!.counter?.clients?.size ?? 1, now);
+      this.notePolicy(r, clientId, p, e, span, hit!.counter?.clients?.size ?? 1, now);
       if (apply) {
         applied++;
         if (r.rule.domain !== domain) {
@@ -266,7 +270,7 @@ export class Limiter {
     if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
     // Nothing of it applied (every key refused: not owner, slice not ready...): a retry of this
     // seq is applied as new. Were it a duplicate, its counts would pass for applied and be lost.
-    if (apply && applied === 0) this.engine.forgetReport(req.clientId, req.seq);
+    if (apply && applied === 0) this.engine.forgetReport(clientId, req.seq);
     this.metrics.report(req.entries.length, !apply);
     return {
       generation: this.ownership.generation(),
@@ -277,6 +281,19 @@ export class Limiter {
       incarnation: this.incarnation,
       ...(verdict === "too_old" ? { tooOld: true } : {}),
     };
+  }
+
+  /**
+   * One string per client id: every report decodes its own copy, and a counter keeps the id of
+   * the gateway reporting it. Kept as-is, each of a million counters held its own copy, made young
+   * and copied into the old generation. Bounded: past the bound it starts over.
+   */
+  private internClientId(id: string): string {
+    const known = this.clientIds.get(id);
+    if (known !== undefined) return known;
+    if (this.clientIds.size >= MAX_INTERNED_CLIENT_IDS) this.clientIds.clear();
+    this.clientIds.set(id, id);
+    return id;
   }
 
   /** Entries of domains the caller may not report for, by index, with their domain. */
