@@ -1,3 +1,5 @@
+import path from "node:path";
+import { pathToFileURL } from "node:url";
 import type { ReportRequest } from "../../src/protocol/messages.js";
 import { BENCH_CONFIG } from "./wire.js";
 
@@ -5,8 +7,12 @@ import { BENCH_CONFIG } from "./wire.js";
  * The server's request path as it runs in production: tsc's output in dist/ (`npm run build`),
  * not src/ through tsx, whose esbuild transform wraps every closure in a `__name` call
  * (keepNames) and made closures on the hot path look several times dearer than they are.
+ * `BENCH_DIST=<dir>` loads another build instead (an older commit's, to compare in one session).
  */
-const dist = (f: string) => import(new URL(`../../dist/${f}`, import.meta.url).href);
+const DIST = process.env.BENCH_DIST
+  ? pathToFileURL(`${path.resolve(process.env.BENCH_DIST)}/`)
+  : new URL("../../dist/", import.meta.url);
+const dist = (f: string) => import(new URL(f, DIST).href);
 
 /** A standalone Limiter on the bench config, and the gRPC codecs of its methods, from dist/. */
 export async function distLimiter(maxCounters?: number) {
