@@ -18,7 +18,10 @@ RUN npm run build
 # Runtime stage: production dependencies only (no TypeScript, vitest, load-test packages), the
 # compiled dist/, the .proto files the server loads at start, and the sample config.
 FROM node:20-slim
+# NODE_OPTIONS: the young generation the server is tuned for (src/app/heap.ts, bench/RESULTS.md
+# 16x); set NODE_OPTIONS yourself to replace it (the Helm chart sets it with the old generation's size).
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--max-semi-space-size=64 \
     SHARDLIMIT_GRPC_PORT=8081 \
     SHARDLIMIT_HTTP_PORT=8080
 WORKDIR /app

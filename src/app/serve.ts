@@ -38,6 +38,7 @@ import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
 import { RlqsService } from "../sidecar/rlqs.js";
 import { globalTierTransport } from "./global-link.js";
+import { heapNote } from "./heap.js";
 
 /** On SIGTERM in cluster mode, how long the drain may take: with the leave and gRPC's grace, under 30 s. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
@@ -529,6 +530,7 @@ export async function startServer(
       ...(node ? { id: opts.cluster!.id, address: selfAddress, generation: ownership.generation() } : {}),
       ...(authFile ? { authFile: opts.authFile, ...authSummary(authFile.current) } : {}),
       ...(opts.global ? { region: opts.global.region, globalTier: opts.global.servers } : {}),
+      heap: heapNote(),
     },
     "shardlimit serving",
   );

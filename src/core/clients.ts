@@ -23,6 +23,22 @@ export class ClientShare {
   /** The most units one report of this client brought lately (decays over PEAK_TAU_MS). */
   peak = 0;
   peakAt = 0;
+
+  /** As new (a pruned gateway's entry, taken again for the next one: see ClientTable.spare). */
+  reset(): this {
+    this.demand = 0;
+    this.lastSeen = 0;
+    this.held = 0;
+    this.rebuilt = false;
+    this.counted = 0;
+    this.refundable = 0;
+    this.refundAt = Number.NaN;
+    this.reports = 0;
+    this.carry = 0;
+    this.peak = 0;
+    this.peakAt = 0;
+    return this;
+  }
 }
 
 /** Weight of a new measurement when demand falls; a rise is taken at once so a shift is met fast. */
@@ -55,6 +71,13 @@ export const DEFAULT_MAX_CLIENTS_PER_KEY = 4096;
 export class ClientTable {
   private soleId: string | undefined = undefined;
   private sole: ClientShare | undefined = undefined;
+  /**
+   * The sole gateway's entry after a prune, reused when a gateway reports the key again. A key
+   * reported less often than the staleness (most of a million keys) would otherwise get a new
+   * entry on every report, each one surviving into the old generation: the bulk of the young
+   * generation's copying at 1M counters.
+   */
+  private spare: ClientShare | undefined = undefined;
   private many: Map<string, ClientShare> | undefined = undefined;
   sumDemand = 0;
   sumHeld = 0;
@@ -112,7 +135,8 @@ export class ClientTable {
         this.levelAt = Number.NEGATIVE_INFINITY;
       }
     } else if (this.sole === undefined) {
-      s = this.sole = new ClientShare();
+      s = this.sole = this.spare?.reset() ?? new ClientShare();
+      this.spare = undefined;
       this.soleId = clientId;
     } else if (this.soleId === clientId) {
       s = this.sole;
@@ -259,6 +283,7 @@ export class ClientTable {
     const cutoff = now - this.staleMs;
     if (this.many === undefined) {
       if (this.sole !== undefined && this.sole.lastSeen < cutoff) {
+        this.spare = this.sole;
         this.sole = undefined;
         this.soleId = undefined;
       }

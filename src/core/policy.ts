@@ -73,8 +73,11 @@ export function ratePolicy(
   intervalMs: number,
   now: number,
   /** How the supply is divided; max-min over `table` by default. */
-  division: Division = byGateway(table, s, now),
+  divideBy?: Division,
 ): Policy {
+  // The default division is one object reused call after call (nothing keeps it past the call):
+  // a new one per report entry was a third of the allocation of batched ingest.
+  const division: Division = divideBy ?? GATEWAYS.of(table, s, now);
   // A global limit's gateways are regions, each deciding on its own counter: what it divides is
   // its fair part of the steady rate, not a grant shaped by this counter's balance (which would
   // swing with the round trips between regions; each region's own counter keeps it exact).
@@ -107,11 +110,10 @@ export function ratePolicy(
   const classed = division.reserved !== undefined;
   let steadyShare = 0;
   let within = false;
-  const judge = () => {
+  if (classed) {
     steadyShare = division.share(steady);
     within = division.within(steady, steadyShare);
-  };
-  if (classed) judge();
+  }
   const reserved = division.reserved?.() ?? 0;
   const base = refill === 0 ? l.limit : l.burst;
   const cap = division.cap?.();
@@ -125,7 +127,10 @@ export function ratePolicy(
   ) {
     return allowPolicy(until, remaining, resetAt);
   }
-  if (!classed) judge();
+  if (!classed) {
+    steadyShare = division.share(steady);
+    within = division.within(steady, steadyShare);
+  }
   const horizon = alg.spendHorizonMs(c, l, now, intervalMs);
   const capacity = refill * (1 - reserved) + spendable / horizon;
   if (within) {
@@ -210,17 +215,38 @@ export interface Division {
 }
 
 /** Max-min among the gateways of one table. */
-export function byGateway(table: ClientTable, s: ClientShare, now: number): Division {
-  return {
-    share: (capacity) => table.fairShare(s, capacity, now),
-    // Per-gateway estimates read sparse senders high (a rise is taken at once): scaled by what
-    // the counter measures against what the gateways' estimates add up to.
-    free: (capacity) =>
-      table.freeDemand(capacity, now) *
-      Math.min(1, table.offeredRate(now) / Math.max(table.sumDemand, Number.MIN_VALUE)),
-    within: (_capacity, share) => s.demand <= share * 1.001,
-  };
+class GatewayDivision implements Division {
+  private table!: ClientTable;
+  private s!: ClientShare;
+  private now = 0;
+
+  of(table: ClientTable, s: ClientShare, now: number): this {
+    this.table = table;
+    this.s = s;
+    this.now = now;
+    return this;
+  }
+
+  share(capacity: number): number {
+    return this.table.fairShare(this.s, capacity, this.now);
+  }
+
+  // Per-gateway estimates read sparse senders high (a rise is taken at once): scaled by what
+  // the counter measures against what the gateways' estimates add up to.
+  free(capacity: number): number {
+    const t = this.table;
+    return (
+      t.freeDemand(capacity, this.now) *
+      Math.min(1, t.offeredRate(this.now) / Math.max(t.sumDemand, Number.MIN_VALUE))
+    );
+  }
+
+  within(_capacity: number, share: number): boolean {
+    return this.s.demand <= share * 1.001;
+  }
 }
+
+const GATEWAYS = new GatewayDivision();
 
 /** How many requests the fraction should let through in an interval to use `units` of a grant. */
 function passes(units: number): number {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ClientTable } from "../../src/core/clients.js";
+import { type ClientShare, ClientTable } from "../../src/core/clients.js";
 import { DEFAULT_MAX_CLIENTS_PER_KEY, Engine, limitDefaults } from "../../src/core/index.js";
 
 const T0 = 1_700_000_040_000;
@@ -47,5 +47,25 @@ describe("a key's client table is bounded (issue 11, hole 5)", () => {
     const c = e.counterFor("k", l, T0);
     expect(c.clients!.tracked).toBe(DEFAULT_MAX_CLIENTS_PER_KEY);
     expect(e.peek("k", l, T0).remaining).toBe(1e9 - 2 * n);
+  });
+});
+
+describe("a pruned gateway's entry is reused, not reallocated (issue 16, GC at 1M counters)", () => {
+  it("the next gateway of a key whose sole gateway went stale gets the same object, as new", () => {
+    const table = new ClientTable();
+    const first = table.upsert("gw-a", T0);
+    table.observe(first, 5, 100);
+    table.offered(500, T0);
+    // Every field set away from its initial value, so a field that reset() misses shows.
+    for (const k of Object.keys(first) as (keyof ClientShare)[]) {
+      const v = first[k];
+      (first as unknown as Record<string, unknown>)[k] = typeof v === "boolean" ? !v : 42;
+    }
+    table.prune(T0 + 10_000, 5_000);
+    expect(table.tracked).toBe(0);
+    const next = table.upsert("gw-b", T0 + 10_000);
+    expect(next).toBe(first);
+    expect({ ...next }).toEqual({ ...new ClientTable().upsert("gw-b", T0 + 10_000) });
+    expect(table.sumDemand).toBe(0);
   });
 });

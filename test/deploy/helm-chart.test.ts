@@ -83,7 +83,10 @@ describe("the Helm chart", () => {
     expect(one(docs, "ConfigMap", `${FULL}-limits`).data["config.yaml"]).toContain("domain: api");
     expect(f.has("--etcd")).toBe(false);
     expect(f.get("--max-counters")).toBe(String(counterFit(2048)));
-    expect(c.env).toContainEqual({ name: "NODE_OPTIONS", value: "--max-old-space-size=1792" });
+    expect(c.env).toContainEqual({
+      name: "NODE_OPTIONS",
+      value: "--max-old-space-size=1792 --max-semi-space-size=64",
+    });
     const http = c.ports.find((p: Manifest) => p.name === "http");
     expect(http.containerPort).toBe(Number(f.get("--http-port")));
     expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "http" });

@@ -69,7 +69,7 @@ async function startPod(workload: Manifest, name: string, limitsDir: string, etc
   const env = Object.fromEntries(
     (c.env as Manifest[]).filter((e) => e.value !== undefined).map((e) => [e.name, e.value as string]),
   );
-  expect(env.NODE_OPTIONS).toMatch(/^--max-old-space-size=\d+$/);
+  expect(env.NODE_OPTIONS).toMatch(/^--max-old-space-size=\d+ --max-semi-space-size=\d+$/);
   const child = spawnCli([...swapped, "--grpc-host=127.0.0.1", "--http-host=127.0.0.1"], {
     cli: "built",
     env,

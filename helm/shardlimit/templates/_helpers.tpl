@@ -268,8 +268,9 @@ spec:
         - name: POD_NAME
           valueFrom: { fieldRef: { fieldPath: metadata.name } }
         # The heap the memory limit leaves after memory.reservedMi; --max-counters is sized in it.
+        # The young generation's semi-spaces as the image sets them (src/app/heap.ts).
         - name: NODE_OPTIONS
-          value: "--max-old-space-size={{ include "shardlimit.heapMi" . }}"
+          value: "--max-old-space-size={{ include "shardlimit.heapMi" . }} --max-semi-space-size={{ int $v.memory.semiSpaceMi }}"
       ports:
         - { name: grpc, containerPort: {{ int $v.grpcPort }} }
         - { name: http, containerPort: {{ int $v.httpPort }} }

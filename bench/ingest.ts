@@ -1,0 +1,199 @@
+/**
+ * Batched ingest on one thread, in-process (issue 16): `ReportAndGetPolicy` from the request's
+ * encoded bytes to every entry counted and the response encoded, exactly as the server's handler
+ * does it (the service definition's deserializer, `Limiter.reportAndGetPolicy`, its serializer),
+ * against protobufjs decoding the same bytes alone. The two take turns round by round, so the ratio
+ * holds on a shared machine even when the absolute figures move.
+ *
+ *   npm run bench:ingest [-- --keys 100000 --batch 500 --rounds 7 --profile]   (builds dist/ first)
+ *
+ * Requests name keys by handle (as gateways do once the server issued them); a second pair of
+ * rows repeats it with string keys. `--profile` runs the handler path under the sampling CPU
+ * profiler afterwards and prints the top functions; `--alloc` under the sampling heap profiler
+ * keeping every sample (young ones too): bytes allocated per entry, and where.
+ */
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import path from "node:path";
+import type { ReportRequest, ReportResponse } from "../src/protocol/messages.js";
+import { allocatedPer } from "./lib/alloc.js";
+import {
+  machine,
+  nowNs,
+  num,
+  OUT_DIR,
+  parseArgs,
+  printTable,
+  secondsSince,
+  writeResult,
+} from "./lib/common.js";
+import { type HeapSummary, printProfile, summarizeProfile } from "./lib/cpuprofile.js";
+import { distLimiter } from "./lib/dist-limiter.js";
+import {
+  handleBodies,
+  ReportRequestType,
+  ReportResponseType,
+  reportBodies,
+  reportRequest,
+} from "./lib/wire.js";
+
+const opts = parseArgs({
+  keys: 100_000,
+  batch: 500,
+  rounds: 7,
+  profile: false,
+  profileSeconds: 4,
+  alloc: false,
+});
+const m = machine();
+console.log(
+  `ingest benchmark: ${m.cpuModel}, ${m.nproc} CPUs, node ${m.node}, git ${m.git}, load average ${m.loadAvg1m.toFixed(2)}\n` +
+    `one thread, in-process; ${num(opts.keys)} keys in batches of ${opts.batch}, ${opts.rounds} rounds each, taking turns\n`,
+);
+
+const { engine, report: handle } = await distLimiter();
+const clientId = Buffer.from("bench-gw-1");
+let seq = 0;
+
+// The gateway's way: every key by string once, then by the handles the server answered.
+const stringBodies = reportBodies(opts.keys, opts.batch);
+const learned = stringBodies.map(
+  (b) => ReportResponseType.decode(handle(reportRequest(clientId, ++seq, b))) as unknown as ReportResponse,
+);
+for (const r of learned) {
+  const bad = r.policies.filter((p) => p.error !== undefined && p.error !== null).length;
+  if (bad > 0 || r.duplicate) throw new Error(`sanity: ${bad} item errors, duplicate ${r.duplicate}`);
+}
+const byHandle = handleBodies(learned, opts.batch);
+console.log(`${num(engine.size)} counters; a handle request is ${num(byHandle[0]!.length)} bytes\n`);
+
+/** Requests with fresh seqs, built before timing (a real server gets them from the socket). */
+const requests = (bodies: Buffer[]) => bodies.map((b) => reportRequest(clientId, ++seq, b));
+
+function timeRound(
+  bytes: Buffer[],
+  fn: (b: Buffer) => number,
+): { n: number; perSec: number; cpuPerSec: number } {
+  let n = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = nowNs();
+  for (const b of bytes) n += fn(b);
+  const s = secondsSince(t0);
+  const cpu = process.cpuUsage(cpu0);
+  return { n, perSec: n / s, cpuPerSec: n / ((cpu.user + cpu.system) / 1e6) };
+}
+
+const decodeOnly = (b: Buffer) => (ReportRequestType.decode(b) as unknown as ReportRequest).entries.length;
+let responseBytes = 0;
+const handlerPath = (b: Buffer) => {
+  responseBytes = handle(b).length;
+  return opts.batch;
+};
+
+interface Row {
+  keys: string;
+  decodePerSec: number;
+  handlerPerSec: number;
+  ratio: number;
+  /** The same per CPU-second of this thread: steadier than wall time on a shared machine. */
+  decodePerCpuSec: number;
+  handlerPerCpuSec: number;
+  cpuRatio: number;
+  rounds: number[];
+}
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+function pair(label: string, bodies: Buffer[]): Row {
+  const dec: number[] = [];
+  const hand: number[] = [];
+  const ratios: number[] = [];
+  const decCpu: number[] = [];
+  const handCpu: number[] = [];
+  const cpuRatios: number[] = [];
+  for (let r = 0; r <= opts.rounds; r++) {
+    const d = timeRound(requests(bodies), decodeOnly);
+    const h = timeRound(requests(bodies), handlerPath);
+    if (r === 0) continue; // warm-up
+    dec.push(d.perSec);
+    hand.push(h.perSec);
+    ratios.push(h.perSec / d.perSec);
+    decCpu.push(d.cpuPerSec);
+    handCpu.push(h.cpuPerSec);
+    cpuRatios.push(h.cpuPerSec / d.cpuPerSec);
+  }
+  return {
+    keys: label,
+    decodePerSec: med(dec),
+    handlerPerSec: med(hand),
+    ratio: med(ratios),
+    decodePerCpuSec: med(decCpu),
+    handlerPerCpuSec: med(handCpu),
+    cpuRatio: med(cpuRatios),
+    rounds: hand.map(Math.round),
+  };
+}
+
+const rows = [pair("handles", byHandle), pair("strings", stringBodies)];
+printTable(
+  [
+    "keys by",
+    "decode alone, entries/s",
+    "handler path, entries/s",
+    "ratio",
+    "decode alone, entries/CPU-s",
+    "handler path, entries/CPU-s",
+    "ratio (CPU)",
+  ],
+  rows.map((r) => [
+    r.keys,
+    num(r.decodePerSec),
+    num(r.handlerPerSec),
+    `${r.ratio.toFixed(3)}x`,
+    num(r.decodePerCpuSec),
+    num(r.handlerPerCpuSec),
+    `${r.cpuRatio.toFixed(3)}x`,
+  ]),
+);
+const main = rows[0]!;
+console.log(
+  "\n(decode alone: protobufjs decoding the request bytes; handler path: decode + count + answer + encode, " +
+    "as the server's handler; medians of alternating rounds)\n" +
+    `target >= 2,000,000 entries/s on one thread: ${main.handlerPerSec >= 2e6 ? "MET" : "NOT MET"} ` +
+    `(${num(main.handlerPerSec)} entries/s, ${main.ratio.toFixed(3)}x of decode alone; ` +
+    `${num(main.handlerPerCpuSec)} per CPU-second, ${main.cpuRatio.toFixed(3)}x); response ${responseBytes} bytes`,
+);
+
+let profile: ReturnType<typeof summarizeProfile> | undefined;
+if (opts.profile) {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 100 });
+  await session.post("Profiler.start");
+  const t0 = nowNs();
+  while (secondsSince(t0) < opts.profileSeconds) timeRound(requests(byHandle), handlerPath);
+  const { profile: p } = await session.post("Profiler.stop");
+  session.disconnect();
+  mkdirSync(path.join(OUT_DIR, "prof"), { recursive: true });
+  const file = path.join(OUT_DIR, "prof", `ingest-${Date.now()}.cpuprofile`);
+  writeFileSync(file, JSON.stringify(p));
+  profile = summarizeProfile(file);
+  printProfile(profile);
+}
+
+let alloc: { bytesPerEntry: number; top: HeapSummary["top"] } | undefined;
+if (opts.alloc) {
+  const batches = requests(byHandle);
+  const a = await allocatedPer("ingest", () => timeRound(batches, handlerPath).n);
+  alloc = { bytesPerEntry: a.bytesPerOp, top: a.heap.top };
+  console.log(
+    `\nallocated on the handler path (every object, young ones too): ${alloc.bytesPerEntry.toFixed(0)} bytes per entry, ` +
+      `${num((alloc.bytesPerEntry * opts.batch) / 1024, 1)} KiB per ${opts.batch}-entry call; by allocating stack:`,
+  );
+  printTable(
+    ["MB", "%", "allocated at (innermost first)"],
+    a.heap.top.map((t) => [t.mb.toFixed(1), `${t.pct.toFixed(1)}%`, t.stack]),
+  );
+}
+
+writeResult("ingest", { machine: m, options: opts, rows, responseBytes, profile, alloc });

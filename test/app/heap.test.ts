@@ -1,0 +1,32 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import YAML from "yaml";
+import { HEAP_OPTIONS, heapNote } from "../../src/app/heap.js";
+import { REPO_ROOT } from "../../src/testkit/cli.js";
+import { parseDockerfile } from "../deploy/dockerfile.js";
+
+const read = (f: string) => readFileSync(path.join(REPO_ROOT, f), "utf8");
+
+describe("the server's default heap options (issue 16)", () => {
+  it("every way of starting the server passes them: the command, the image, the Helm chart", () => {
+    const opts = HEAP_OPTIONS.join(" ");
+    expect(read("src/cli/main.ts").split("\n")[0]).toBe(`#!/usr/bin/env -S node ${opts}`);
+    expect(parseDockerfile(read("Dockerfile")).env.NODE_OPTIONS).toBe(opts);
+    const semi = /^--max-semi-space-size=(\d+)$/.exec(HEAP_OPTIONS[0]!);
+    expect(semi).not.toBeNull();
+    const values = YAML.parse(read("helm/shardlimit/values.yaml")) as { memory: { semiSpaceMi: number } };
+    expect(values.memory.semiSpaceMi).toBe(Number(semi![1]));
+  });
+
+  it("the start-up log names the semi-space option in force, the command line's over NODE_OPTIONS", () => {
+    expect(heapNote(["--max-semi-space-size=64"], "--max-semi-space-size=8")).toEqual({
+      semiSpace: "--max-semi-space-size=64",
+    });
+    expect(heapNote([], "--max-old-space-size=900 --max_semi_space_size=16")).toEqual({
+      semiSpace: "--max_semi_space_size=16",
+    });
+    const none = heapNote(["--enable-source-maps"], "--max-old-space-size=900");
+    expect("warning" in none && none.warning).toContain(HEAP_OPTIONS[0]);
+  });
+});
