@@ -134,11 +134,14 @@ export class StandbyCopies {
     const failed: string[] = [];
     // Asked together: a dead or slow buddy costs one deadline, not one per buddy.
     const results = await Promise.allSettled(buddies.map((b) => this.fetchFrom(b, of, generation, ranges)));
-    results.forEach((r, i) => {
-      if (r.status === "rejected") return void failed.push((r.reason as Error).message);
+    for (const [i, r] of results.entries()) {
+      if (r.status === "rejected") {
+        failed.push((r.reason as Error).message);
+        continue;
+      }
       for (const c of r.value) if (!byKey.has(c.key)) byKey.set(c.key, c);
       answered.push(buddies[i]!.id);
-    });
+    }
     if (answered.length === 0) throw new Error(failed.join("; "));
     return { buddy: answered.join(","), copies: [...byKey.values()] };
   }
