@@ -10,6 +10,7 @@
  *   npm run bench:global-loopback -- [--steady 15] [--cut 10] [--after 8] [--delay 50]
  */
 import { runGlobalLoopback, scenarioQRegions } from "../src/testkit/global-loopback.js";
+import { lagVerdict } from "../src/testkit/paced-load.js";
 import { machine, parseArgs, writeResult } from "./lib/common.js";
 
 const args = parseArgs({ steady: 15, cut: 10, after: 8, delay: 50 });
@@ -39,6 +40,7 @@ const out = {
   cut_over_last_share: r4(r.cutOverLastShare),
   global_ratio_after_cut: r4(r.afterRatio),
   light_share_of_demand: r.lightShare.map(r4),
+  generator_lag: { ...r.lag, verdict: lagVerdict(r.lag) },
   machine: machine(),
 };
 console.log(JSON.stringify(out, null, 2));
