@@ -12,7 +12,7 @@ import {
   scenarioQRegions,
 } from "../../testkit/global-loopback.js";
 import { httpGet } from "../../testkit/http.js";
-import { lagVerdict, type PacedLag, PacedLoad } from "../../testkit/paced-load.js";
+import { BEHIND_MS, lagVerdict, type PacedLag, PacedLoad } from "../../testkit/paced-load.js";
 import { type ConnectProxy, startConnectProxy } from "../../testkit/tcp-proxy.js";
 import { waitFor } from "../../testkit/wait.js";
 import { type Stack, startStack } from "../stack.js";
@@ -113,6 +113,30 @@ export interface GlobalRegionsResult {
   };
   /** Per key: global admitted per second over the whole run (warm-up, steady, cut, after, kill). */
   global_per_s: number[][];
+  /**
+   * Each second of the run: the generator's worst lateness, the worst event-loop delay of any
+   * server, and per key and region the admitted units and the light caller's refusals, to tell
+   * the machine's stalls from the code's drift.
+   */
+  /**
+   * Seconds of the steady and after phases split by whether the machine kept up (generator ticks
+   * and every server's event loop under 100 ms late) or stalled, with the global ratio and the
+   * light callers' refusals in each: drift only in stalled seconds is the machine's.
+   */
+  calm: {
+    calm_s: number;
+    stalled_s: number;
+    global_ratio_calm: number[];
+    global_ratio_stalled: number[];
+    light_refused_calm: number;
+    light_refused_stalled: number;
+  };
+  timeline: {
+    generator_late_ms: number[];
+    server_loop_max_ms: number[];
+    region_admitted: number[][][];
+    light_refused: number[][][];
+  };
   /** Region A's mode per key each second of the run (c connected, l last_share, f fallback, - none): the timeline. */
   region_a_modes: string[];
   generator_lag: PacedLag & { verdict: string };
@@ -167,11 +191,11 @@ async function pickKeys(stacks: readonly Stack[]): Promise<[string, string]> {
 export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise<GlobalRegionsResult> {
   const limit = opts.limit ?? 1000;
   const delayMs = opts.delayMs ?? 50;
-  const warmS = opts.warmS ?? 5;
+  const warmS = opts.warmS ?? 6;
   const steadyS = opts.steadyS ?? 12;
   const cutS = opts.cutS ?? 10;
   const afterS = opts.afterS ?? 6;
-  const killS = opts.killS ?? 12;
+  const killS = opts.killS ?? 14;
   const log = opts.log ?? (() => {});
   const regions: LoopbackRegion[] = scenarioQRegions();
   const yaml = globalLimitYaml(limit);
@@ -257,6 +281,8 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
     const dead = new Set<string>();
     let loopP99 = 0;
     let loopMax = 0;
+    /** The worst event-loop delay any server reported in each scrape, by when (ms since the start). */
+    const loops: { t: number; ms: number }[] = [];
     const sample = async () => {
       const t = paced.elapsed();
       await Promise.all(
@@ -268,7 +294,9 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
               () => "",
             );
             loopP99 = Math.max(loopP99, (plain(text, "nodejs_eventloop_lag_p99_seconds") ?? 0) * 1000);
-            loopMax = Math.max(loopMax, (plain(text, "nodejs_eventloop_lag_max_seconds") ?? 0) * 1000);
+            const max = (plain(text, "nodejs_eventloop_lag_max_seconds") ?? 0) * 1000;
+            loopMax = Math.max(loopMax, max);
+            loops.push({ t, ms: max });
             if (c === 0) return;
             keys.forEach((key, k) => {
               const share = gauge(text, "shardlimit_global_share_per_second", `key="${key}"`);
@@ -394,13 +422,61 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
       return paced.sum("admitted", g, a, b) / Math.max(1, paced.sum("offered", g, a, b));
     };
     const killSeconds = Math.floor((endAt - killAt) / 1000);
-    const settleS = 5;
+    const settleS = 6;
     const shareBefore = meanShare(0, 0, killAt - 3000, killAt);
     const admittedBefore = regionSum("admitted", 0, 0, killAt - 3000, killAt) / 3;
     const cutPerS = keys.map(
       (_, k) => regionSum("admitted", k, 0, cutFrom, restoredAt) / ((restoredAt - cutFrom) / 1000),
     );
     const lag = paced.lag();
+    const loopAt = (sec: number) =>
+      loops.filter((x) => Math.floor(x.t / 1000) === sec).reduce((m, x) => Math.max(m, x.ms), 0);
+    const calmSplit = (): GlobalRegionsResult["calm"] => {
+      const secs = [
+        ...Array.from({ length: Math.floor(steadySpan) }, (_, i) => Math.ceil(steadyFrom / 1000) + i),
+        ...Array.from(
+          { length: Math.max(0, Math.floor((killAt - afterFrom) / 1000)) },
+          (_, i) => Math.ceil(afterFrom / 1000) + i,
+        ),
+      ];
+      const isCalm = (sec: number) => (lag.perSecondMaxMs[sec] ?? 0) <= BEHIND_MS && loopAt(sec) <= BEHIND_MS;
+      const calm = secs.filter(isCalm);
+      const stalled = secs.filter((x) => !isCalm(x));
+      const over = (xs: number[], k: number) =>
+        xs.length === 0
+          ? 0
+          : round(
+              xs.reduce((n, sec) => n + allSum(k, sec * 1000, (sec + 1) * 1000), 0) / (limit * xs.length),
+              4,
+            );
+      const refused = (xs: number[]) =>
+        xs.reduce(
+          (n, sec) =>
+            n +
+            keys.reduce(
+              (m, _k, k) =>
+                m +
+                regions.reduce((q, _r, r) => {
+                  const g = index[k]![r]!.at(-1)!;
+                  return (
+                    q +
+                    paced.sum("offered", g, sec * 1000, (sec + 1) * 1000) -
+                    paced.sum("admitted", g, sec * 1000, (sec + 1) * 1000)
+                  );
+                }, 0),
+              0,
+            ),
+          0,
+        );
+      return {
+        calm_s: calm.length,
+        stalled_s: stalled.length,
+        global_ratio_calm: keys.map((_, k) => over(calm, k)),
+        global_ratio_stalled: keys.map((_, k) => over(stalled, k)),
+        light_refused_calm: refused(calm),
+        light_refused_stalled: refused(stalled),
+      };
+    };
     const r: GlobalRegionsResult = {
       name: "global",
       pass: false,
@@ -463,6 +539,24 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
       global_per_s: keys.map((_, k) =>
         paced.perSecond("admitted", index[k]!.flat(), 0, Math.floor(endAt / 1000)),
       ),
+      calm: calmSplit(),
+      timeline: {
+        generator_late_ms: lag.perSecondMaxMs,
+        server_loop_max_ms: Array.from({ length: Math.ceil(endAt / 1000) }, (_, sec) =>
+          Math.round(loopAt(sec)),
+        ),
+        region_admitted: keys.map((_, k) =>
+          regions.map((_r, r) => paced.perSecond("admitted", index[k]![r]!, 0, Math.floor(endAt / 1000))),
+        ),
+        light_refused: keys.map((_, k) =>
+          regions.map((_r, r) => {
+            const g = [index[k]![r]!.at(-1)!];
+            const off = paced.perSecond("offered", g, 0, Math.floor(endAt / 1000));
+            const adm = paced.perSecond("admitted", g, 0, Math.floor(endAt / 1000));
+            return off.map((x, i) => x - adm[i]!);
+          }),
+        ),
+      },
       region_a_modes: keys.map((_, k) =>
         Array.from({ length: Math.ceil(endAt / 1000) }, (_x, sec) => {
           const xs = shareAt(0, k, sec * 1000, (sec + 1) * 1000);
