@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { GrpcTransport } from "../client/grpc-transport.js";
 import { connectEtcd } from "../cluster/etcd-client.js";
-import { GlobalTier, globalTierMetrics } from "../cluster/global-tier.js";
+import { GLOBAL_TIER_CHANNEL_OPTIONS, GlobalTier, globalTierMetrics } from "../cluster/global-tier.js";
 import { EtcdLimitsSource, type LimitsInForce } from "../cluster/limits-source.js";
 import { clusterMetrics } from "../cluster/metrics.js";
 import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
@@ -329,7 +329,7 @@ export async function startServer(
   publishTo = node;
   const ownership = node?.ownership ?? deps.ownership ?? new StandaloneOwnership(() => selfAddress, clock);
   // Global limits: the global tier is another shardlimit cluster, reached as a gateway over gRPC.
-  const globalTransport = opts.global ? new GrpcTransport() : undefined;
+  const globalTransport = opts.global ? new GrpcTransport({ ...GLOBAL_TIER_CHANNEL_OPTIONS }) : undefined;
   const globalTier =
     opts.global && globalTransport
       ? new GlobalTier({

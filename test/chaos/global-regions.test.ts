@@ -28,6 +28,9 @@ describe("global limit over three regional clusters and a global one", () => {
     // Cut off: on the last share, give or take its bucket's burst when the cut came (one second of
     // the share, over the 9 s measured) and a stall's refusals.
     for (const m of r.cut.mode) expect(m, figures).toBe("last_share");
+    // Connected again soon after the link came back (the link reconnects at least once a second;
+    // with grpc-js's default backoff it took 5-10 s).
+    expect(r.cut.reconnect_s, figures).toBeLessThan(3);
     for (const x of r.cut.over_last_share) {
       expect(x, figures).toBeGreaterThanOrEqual(0.95);
       expect(x, figures).toBeLessThanOrEqual(1.03 + 1 / 9);
