@@ -20,6 +20,9 @@ describe("global limit over three regional clusters and a global one", () => {
   it("holds the limit, keeps a cut-off region to its last share, serves light callers, survives an owner's death", async () => {
     const r = await runGlobalRegions({ steadyS: 8, afterS: 3, killS: 10, cli: "built" });
     const figures = JSON.stringify({ ...r, timeline: undefined });
+    // Reports to the global tier do not time out on a link of 100 ms round trip and busy servers
+    // (with a gateway's 200 ms default every region saw 20-26 failures by the end of the steady phase).
+    for (const n of r.link_failures_steady) expect(n, figures).toBeLessThanOrEqual(5);
     // The global ratio per key over the steady phase: the bound.
     for (const x of r.global_ratio) {
       expect(x, figures).toBeGreaterThanOrEqual(0.97);

@@ -83,6 +83,11 @@ export interface GlobalRegionsResult {
     /** Seconds from the link's restoring until region A was connected again on both keys. */
     reconnect_s: number;
   };
+  /**
+   * Per region: its members' warnings that a report to the global tier failed ("owner
+   * unreachable"), by the end of the steady phase (the link was never cut by then).
+   */
+  link_failures_steady: number[];
   /** Per key: global admitted / limit from 2 s after region A reconnected until the kill. */
   global_ratio_after_cut: number[];
   /** Per key, per region: the light caller's admitted / offered, warm-up to the kill. */
@@ -218,9 +223,11 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
     stacks.push(global);
     for (let i = 0; i < regions.length; i++) proxies.push(await startConnectProxy({ delayMs }));
     log(`global: starting ${regions.length} regional clusters (etcd + 2 members each)`);
-    const started = await Promise.allSettled(
-      regions.map((r, i) =>
-        startStack({
+    // One region at a time: 13 processes starting at once on a busy machine missed the 30 s
+    // readiness wait.
+    for (const [i, r] of regions.entries()) {
+      stacks.push(
+        await startStack({
           servers: 2,
           config: yaml,
           env: proxies[i]!.env(REGION_HOST),
@@ -237,11 +244,8 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
             String((cutS + 30) * 1000),
           ],
         }),
-      ),
-    );
-    for (const s of started) if (s.status === "fulfilled") stacks.push(s.value);
-    const failed = started.find((s) => s.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+      );
+    }
     const regional = stacks.slice(1);
     const keys = await pickKeys(stacks);
     log(`global: keys ${keys.join(", ")}`);
@@ -356,6 +360,16 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
     const steadyFrom = warmS * 1000;
     await sleepUntil(steadyFrom + steadyS * 1000);
 
+    /** Each region's "global tier: owner unreachable" warnings so far (a report to the global tier failed). */
+    const unreachable = () =>
+      regional.map((st) =>
+        st.servers.reduce(
+          (n, sv) =>
+            n + (sv.child?.lines.filter((l) => l.includes("global tier: owner unreachable")).length ?? 0),
+          0,
+        ),
+      );
+    const unreachableSteady = unreachable();
     // Region A cut off from the global tier.
     proxies[0]!.cut();
     const cutAt = paced.elapsed();
@@ -519,6 +533,7 @@ export async function runGlobalRegions(opts: GlobalRegionsOptions = {}): Promise
         global_ratio: keys.map((_, k) => round(ratio(k, cutFrom, restoredAt), 4)),
         reconnect_s: round((reconnectedAt - restoredAt) / 1000, 2),
       },
+      link_failures_steady: unreachableSteady,
       global_ratio_after_cut: keys.map((_, k) => round(ratio(k, afterFrom, killAt), 4)),
       light_share: keys.map((_, k) => regions.map((_r, r) => round(lightShare(k, r, steadyFrom, killAt), 4))),
       kill: {
