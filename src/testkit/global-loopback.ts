@@ -5,13 +5,13 @@ import type { CliOptions } from "./cli.js";
 import { httpGet } from "./http.js";
 import { type PacedLag, PacedLoad } from "./paced-load.js";
 import { type ServerProcess, serverProcess, writeConfig } from "./serve.js";
-import { startProxy, type TcpProxy } from "./tcp-proxy.js";
+import { type ConnectProxy, startConnectProxy } from "./tcp-proxy.js";
 import { waitFor } from "./wait.js";
 
 /**
  * A global limit over loopback with real processes (issue 14): a global tier (one standalone
  * `shardlimit serve`) and regional ones (one standalone server each, `--global-tier` through a
- * TCP proxy per region that delays every chunk and can be cut), with gateways (the real
+ * CONNECT proxy per region on its own thread that delays every chunk and can be cut), with gateways (the real
  * GatewayLimiter over gRPC) in this process sending paced traffic to their own region. Used by
  * the integration test and `bench/global-loopback.ts`.
  */
@@ -104,24 +104,32 @@ export function gauge(text: string, name: string, labels: string): number | unde
 export async function runGlobalLoopback(o: GlobalLoopbackOptions): Promise<GlobalLoopbackResult> {
   const config = writeConfig(globalLimitYaml(o.limit));
   const servers: ServerProcess[] = [];
-  const proxies: TcpProxy[] = [];
+  const proxies: ConnectProxy[] = [];
   const gateways: GatewayLimiter[][] = [];
   let load: PacedLoad | undefined;
   try {
-    const global = await serverProcess({ id: "global", configPath: config, cli: o.cli });
+    // The global tier on 127.0.0.2: each region's server reaches it through a CONNECT proxy of its
+    // own (grpc_proxy), on a thread of its own, so a stalled generator here does not stretch the link.
+    const global = await serverProcess({
+      id: "global",
+      configPath: config,
+      cli: o.cli,
+      grpcHost: "127.0.0.2",
+    });
     servers.push(global);
     await global.start();
     const regional: ServerProcess[] = [];
     for (const r of o.regions) {
-      const proxy = await startProxy(`http://${global.address}`, { delayMs: o.delayMs });
+      const proxy = await startConnectProxy({ delayMs: o.delayMs });
       proxies.push(proxy);
       const s = await serverProcess({
         id: r.name,
         configPath: config,
         cli: o.cli,
+        env: proxy.env("127.0.0.1"),
         extraArgs: [
           "--global-tier",
-          proxy.address,
+          global.address,
           "--region",
           r.name,
           "--global-regions",
