@@ -1,7 +1,7 @@
 /**
  * Scenario Q over loopback with real processes (issue 14): a global limit of 1000/s over three
  * regions offered 2000/s in 70/20/10, each region one standalone `shardlimit serve` with
- * `--global-tier` through a TCP proxy that delays every chunk 50 ms each way (and can be cut), a
+ * `--global-tier` through a CONNECT proxy (its own thread) that delays every chunk 50 ms each way (and can be cut), a
  * standalone global tier, and gateways (the real GatewayLimiter over gRPC) in this process: three,
  * two and one heavy per region and a light one (10/s) each. Region A is cut off for 10 s.
  * Records the global admitted over the limit, region A against its last share while cut off, and
@@ -10,6 +10,7 @@
  *   npm run bench:global-loopback -- [--steady 15] [--cut 10] [--after 8] [--delay 50]
  */
 import { runGlobalLoopback, scenarioQRegions } from "../src/testkit/global-loopback.js";
+import { lagVerdict } from "../src/testkit/paced-load.js";
 import { machine, parseArgs, writeResult } from "./lib/common.js";
 
 const args = parseArgs({ steady: 15, cut: 10, after: 8, delay: 50 });
@@ -39,6 +40,7 @@ const out = {
   cut_over_last_share: r4(r.cutOverLastShare),
   global_ratio_after_cut: r4(r.afterRatio),
   light_share_of_demand: r.lightShare.map(r4),
+  generator_lag: { ...r.lag, verdict: lagVerdict(r.lag) },
   machine: machine(),
 };
 console.log(JSON.stringify(out, null, 2));

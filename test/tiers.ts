@@ -67,6 +67,7 @@ export const CHAOS = [
   "test/chaos/hotkey.test.ts",
   "test/chaos/kill.test.ts",
   "test/chaos/etcd-compaction.test.ts",
+  "test/chaos/global-regions.test.ts",
   "test/chaos/lost-answers.test.ts",
   "test/chaos/peers.test.ts",
 ];

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { GrpcTransport } from "../client/grpc-transport.js";
+import { GLOBAL_TIER_CHANNEL_OPTIONS } from "../cluster/global-tier.js";
 import type { Clock } from "../core/clock.js";
 import { channelSecurity, clientTls, type ServerTls, type ServerTlsOptions } from "../security/tls.js";
 import { bearerMetadata, type TokenFile } from "../security/token-file.js";
@@ -36,15 +37,15 @@ export function globalTierTransport(
       },
       deps,
     );
-    return new GrpcTransport({}, own, metadata);
+    return new GrpcTransport({ ...GLOBAL_TIER_CHANNEL_OPTIONS }, own, metadata);
   }
   if (tls !== undefined) {
     // The server's files, watched by the server's source (closed with the server).
     return new GrpcTransport(
-      {},
+      { ...GLOBAL_TIER_CHANNEL_OPTIONS },
       { ...channelSecurity(tls.source, g.serverName), source: tls.source },
       metadata,
     );
   }
-  return new GrpcTransport({}, undefined, metadata);
+  return new GrpcTransport({ ...GLOBAL_TIER_CHANNEL_OPTIONS }, undefined, metadata);
 }

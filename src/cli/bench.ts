@@ -276,7 +276,8 @@ function redisLimiterCommand(): Command {
 /**
  * Issue 14: overload protection with real processes, one named scenario each (`--only`): `pool`
  * (pool utilisation, its modes and the feedback controller; loadtest/scenarios/pool-overload.ts),
- * `host-guard` (a gateway's host guard on its own CPU, with and without it; loadtest/overload.ts).
+ * `host-guard` (a gateway's host guard on its own CPU, with and without it; loadtest/overload.ts),
+ * `global` (a global limit over three regional clusters and a global one; loadtest/scenarios/global-regions.ts).
  */
 const OVERLOAD_SCENARIOS: Record<
   string,
@@ -289,6 +290,20 @@ const OVERLOAD_SCENARIOS: Record<
     const { OVERLOAD } = await loadTestCode(() => import("../loadtest/overload.js"));
     const r = await OVERLOAD["host-guard"]!(o.seconds <= 6 ? { phases: [3, 6, 4] } : {});
     o.log(`${r.pass ? "pass" : "FAIL"}  ${r.name}\n  target: ${r.target}`);
+    return r;
+  },
+  // Scenario Q over three regional clusters and a global one (loadtest/scenarios/global-regions.ts);
+  // its phases are its own (--quick: shorter steady and after phases, the cut still 10 s).
+  global: async (o) => {
+    const { runGlobalRegions } = await loadTestCode(() => import("../loadtest/scenarios/global-regions.js"));
+    const r = await runGlobalRegions({
+      log: o.log,
+      ...(o.seconds <= 6 ? { warmS: 3, steadyS: 6, afterS: 3, killS: 8 } : {}),
+    });
+    o.log(
+      `${r.pass ? "pass" : "FAIL"}  ${r.name}\n  target: ${r.target}\n  ${r.generator_lag.verdict}` +
+        r.failures.map((x) => `\n  ${x}`).join(""),
+    );
     return r;
   },
 };

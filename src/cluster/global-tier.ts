@@ -104,6 +104,30 @@ interface KeyShare {
 }
 
 export const DEFAULT_FALLBACK_AFTER_MS = 30_000;
+
+/**
+ * How long a report to the global tier may take before it counts as failed: a second, or five
+ * report intervals. A gateway's default (two intervals, 200 ms) is one round trip between regions
+ * (50 ms each way) plus a busy server: over loopback at a load average of 12-18 every region's
+ * reports failed about once a second, and each failure held the counts back (re-sent unchanged,
+ * then the rest at once), so the global owner saw a region's demand swing from 0 to 20 times its
+ * rate and divided the limit by those swings (region B, asking 400/s, got 300-350 of 1000 while A
+ * got 450-480). Silence is judged by the answers (five intervals), not by this timeout.
+ */
+export function globalReportTimeoutMs(intervalMs: number): number {
+  return Math.max(1000, 5 * intervalMs);
+}
+
+/**
+ * The global tier link's gRPC channels: reconnect at least once a second. With grpc-js's default
+ * backoff (1 s growing 1.6x to 120 s) a region whose link came back after a 10 s cut stayed on its
+ * last share 5-10 s longer, waiting for the next attempt (bench overload --only global); an
+ * attempt a second costs nothing on a link with one or two channels per member.
+ */
+export const GLOBAL_TIER_CHANNEL_OPTIONS = {
+  "grpc.initial_reconnect_backoff_ms": 250,
+  "grpc.max_reconnect_backoff_ms": 1000,
+} as const;
 export const DEFAULT_GLOBAL_REPORT_INTERVAL_MS = 100;
 
 /** A region's share is the mean of the shares answered over this long. */
@@ -169,6 +193,7 @@ export class GlobalTier implements GlobalShares {
       transport: this.link,
       clock: opts.clock,
       reportIntervalMs: this.intervalMs,
+      reportTimeoutMs: globalReportTimeoutMs(this.intervalMs),
       ...(opts.instanceId !== undefined ? { instanceId: opts.instanceId } : {}),
       ...(opts.random !== undefined ? { random: opts.random } : {}),
       ...(opts.logger !== undefined ? { logger: opts.logger } : {}),

@@ -1,4 +1,5 @@
 import { connect } from "../protocol/rpc.js";
+import type { CliOptions } from "../testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../testkit/etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../testkit/serve.js";
 import { waitFor } from "../testkit/wait.js";
@@ -37,6 +38,13 @@ export async function startStack(opts: {
   servers: number;
   config?: string;
   extraArgs?: string[];
+  /** gRPC on this loopback address (e.g. 127.0.0.2, to tell one cluster from another by host). */
+  grpcHost?: string;
+  /** Added to each server's environment. */
+  env?: NodeJS.ProcessEnv;
+  cli?: CliOptions["cli"];
+  /** Also wait until every server owns slices (default: ready is enough). */
+  allOwners?: boolean;
 }): Promise<Stack> {
   const etcd = await startEtcd();
   const configPath = writeConfig(opts.config ?? BENCH_LIMITS);
@@ -49,11 +57,15 @@ export async function startStack(opts: {
       etcdUrl: etcd.url,
       prefix,
       extraArgs: ["--rebalance-interval", "0", ...(opts.extraArgs ?? [])],
+      ...(opts.grpcHost !== undefined ? { grpcHost: opts.grpcHost } : {}),
+      ...(opts.env !== undefined ? { env: opts.env } : {}),
+      ...(opts.cli !== undefined ? { cli: opts.cli } : {}),
     });
   try {
     for (let i = 0; i < opts.servers; i++) servers.push(await newServer());
     await Promise.all(servers.map((s) => s.start()));
     await waitAllReady(servers);
+    if (opts.allOwners) await waitOwners(servers[0]!.address, servers.length);
   } catch (err) {
     await Promise.all(servers.map((s) => s.stop("SIGKILL")));
     await etcd.destroy();
@@ -81,7 +93,7 @@ export async function startStack(opts: {
 }
 
 /** Waits until the cluster's assignment, as `address` serves it, gives slices to `n` members. */
-async function waitOwners(address: string, n: number, timeoutMs = 20_000): Promise<void> {
+export async function waitOwners(address: string, n: number, timeoutMs = 20_000): Promise<void> {
   const rpc = connect(address);
   try {
     await waitFor(

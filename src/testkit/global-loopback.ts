@@ -3,14 +3,15 @@ import type { GatewayLimiter } from "../client/gateway-limiter.js";
 import { sleep, systemClock } from "../core/clock.js";
 import type { CliOptions } from "./cli.js";
 import { httpGet } from "./http.js";
+import { type PacedLag, PacedLoad } from "./paced-load.js";
 import { type ServerProcess, serverProcess, writeConfig } from "./serve.js";
-import { startProxy, type TcpProxy } from "./tcp-proxy.js";
+import { type ConnectProxy, startConnectProxy } from "./tcp-proxy.js";
 import { waitFor } from "./wait.js";
 
 /**
  * A global limit over loopback with real processes (issue 14): a global tier (one standalone
  * `shardlimit serve`) and regional ones (one standalone server each, `--global-tier` through a
- * TCP proxy per region that delays every chunk and can be cut), with gateways (the real
+ * CONNECT proxy per region on its own thread that delays every chunk and can be cut), with gateways (the real
  * GatewayLimiter over gRPC) in this process sending paced traffic to their own region. Used by
  * the integration test and `bench/global-loopback.ts`.
  */
@@ -57,6 +58,8 @@ export interface GlobalLoopbackResult {
   afterRatio: number;
   /** Each region's light caller: admitted over offered, the whole run from 3 s. */
   lightShare: number[];
+  /** How late the traffic generator's ticks came: whether this process kept its schedule. */
+  lag: PacedLag;
 }
 
 /**
@@ -73,12 +76,25 @@ export function scenarioQRegions(): LoopbackRegion[] {
   ];
 }
 
+/** Scenario Q's config: one token bucket of `limit`/s marked `global: true`, a counter per value of `k`. */
+export function globalLimitYaml(limit: number): string {
+  return `domain: global
+descriptors:
+  - key: k
+    rate_limit:
+      algorithm: token_bucket
+      unit: second
+      requests_per_unit: ${limit}
+      global: true
+`;
+}
+
 const KEY = "global/k=v";
 const BUCKET_MS = 100;
 const TICK_MS = 10;
 
 /** A value of a gauge with labels matching `labels` (exact text) in a Prometheus exposition. */
-function gauge(text: string, name: string, labels: string): number | undefined {
+export function gauge(text: string, name: string, labels: string): number | undefined {
   for (const line of text.split("\n")) {
     if (line.startsWith(`${name}{${labels}}`)) return Number(line.slice(line.lastIndexOf(" ") + 1));
   }
@@ -86,34 +102,34 @@ function gauge(text: string, name: string, labels: string): number | undefined {
 }
 
 export async function runGlobalLoopback(o: GlobalLoopbackOptions): Promise<GlobalLoopbackResult> {
-  const config = writeConfig(`domain: global
-descriptors:
-  - key: k
-    rate_limit:
-      algorithm: token_bucket
-      unit: second
-      requests_per_unit: ${o.limit}
-      global: true
-`);
+  const config = writeConfig(globalLimitYaml(o.limit));
   const servers: ServerProcess[] = [];
-  const proxies: TcpProxy[] = [];
+  const proxies: ConnectProxy[] = [];
   const gateways: GatewayLimiter[][] = [];
-  let ticker: ReturnType<typeof setInterval> | undefined;
+  let load: PacedLoad | undefined;
   try {
-    const global = await serverProcess({ id: "global", configPath: config, cli: o.cli });
+    // The global tier on 127.0.0.2: each region's server reaches it through a CONNECT proxy of its
+    // own (grpc_proxy), on a thread of its own, so a stalled generator here does not stretch the link.
+    const global = await serverProcess({
+      id: "global",
+      configPath: config,
+      cli: o.cli,
+      grpcHost: "127.0.0.2",
+    });
     servers.push(global);
     await global.start();
     const regional: ServerProcess[] = [];
     for (const r of o.regions) {
-      const proxy = await startProxy(`http://${global.address}`, { delayMs: o.delayMs });
+      const proxy = await startConnectProxy({ delayMs: o.delayMs });
       proxies.push(proxy);
       const s = await serverProcess({
         id: r.name,
         configPath: config,
         cli: o.cli,
+        env: proxy.env("127.0.0.1"),
         extraArgs: [
           "--global-tier",
-          proxy.address,
+          global.address,
           "--region",
           r.name,
           "--global-regions",
@@ -138,36 +154,23 @@ descriptors:
 
     // Paced traffic: every tick each gateway gets its rate's worth of requests (fractions carried).
     const seconds = o.steadyS + o.cutS + o.afterS;
-    const buckets = Math.ceil((seconds * 1000) / BUCKET_MS) + 10;
-    const series = () => o.regions.map((r) => r.gateways.map(() => new Array<number>(buckets).fill(0)));
-    const offered = series();
-    const admitted = series();
-    const carry = o.regions.map((r) => r.gateways.map(() => 0));
-    const t0 = systemClock.now();
-    let last = t0;
-    ticker = setInterval(() => {
-      const now = systemClock.now();
-      const dt = now - last;
-      last = now;
-      const b = Math.min(buckets - 1, Math.floor((now - t0) / BUCKET_MS));
-      o.regions.forEach((r, i) => {
-        r.gateways.forEach((rate, g) => {
-          let n = carry[i]![g]! + (rate * dt) / 1000;
-          while (n >= 1) {
-            n--;
-            offered[i]![g]![b]!++;
-            if (gateways[i]![g]!.decide(KEY)) admitted[i]![g]![b]!++;
-          }
-          carry[i]![g] = n;
-        });
-      });
-    }, TICK_MS);
+    const index = o.regions.map((r, i) =>
+      r.gateways.map((_, g) => o.regions.slice(0, i).reduce((n, x) => n + x.gateways.length, 0) + g),
+    );
+    load = new PacedLoad(
+      o.regions.flatMap((r, i) =>
+        r.gateways.map((rate, g) => ({ ratePerS: rate, decide: () => gateways[i]![g]!.decide(KEY) })),
+      ),
+      { seconds, bucketMs: BUCKET_MS, tickMs: TICK_MS },
+    );
+    const paced = load;
+    paced.start();
 
     const cut = regional[o.cutRegion]!;
     const metrics = async () => (await httpGet(`http://127.0.0.1:${cut.httpPort}/metrics`)).body;
     await sleep(systemClock, o.steadyS * 1000, { ref: true });
     proxies[o.cutRegion]!.cut();
-    const cutAt = systemClock.now() - t0;
+    const cutAt = paced.elapsed();
     // Once the region has noticed (five report intervals), it divides its last share.
     let text = "";
     await waitFor(
@@ -180,7 +183,7 @@ descriptors:
       100,
     );
     const lastSharePerS = gauge(text, "shardlimit_global_share_per_second", `key="${KEY}"`) ?? 0;
-    await sleep(systemClock, Math.max(0, cutAt + o.cutS * 1000 - (systemClock.now() - t0) - 200), {
+    await sleep(systemClock, Math.max(0, cutAt + o.cutS * 1000 - paced.elapsed() - 200), {
       ref: true,
     });
     text = await metrics();
@@ -189,41 +192,39 @@ descriptors:
         (m) => gauge(text, "shardlimit_global_mode", `key="${KEY}",mode="${m}"`) === 1,
       ) ?? "";
     proxies[o.cutRegion]!.restore();
-    const restoredAt = systemClock.now() - t0;
+    const restoredAt = paced.elapsed();
     await sleep(systemClock, o.afterS * 1000, { ref: true });
-    clearInterval(ticker);
-    ticker = undefined;
-    const endAt = systemClock.now() - t0;
+    paced.stop();
+    const endAt = paced.elapsed();
 
-    const at = (ms: number) => Math.floor(ms / BUCKET_MS);
-    const sum = (xs: number[], a: number, b: number) => xs.slice(at(a), at(b)).reduce((s, x) => s + x, 0);
-    const region = (xs: number[][][], i: number, a: number, b: number) =>
-      xs[i]!.reduce((s, g) => s + sum(g, a, b), 0);
-    const all = (xs: number[][][], a: number, b: number) =>
+    const region = (xs: "offered" | "admitted", i: number, a: number, b: number) =>
+      index[i]!.reduce((s, g) => s + paced.sum(xs, g, a, b), 0);
+    const all = (xs: "offered" | "admitted", a: number, b: number) =>
       o.regions.reduce((s, _r, i) => s + region(xs, i, a, b), 0);
     const from = 3000;
     const spanS = (cutAt - from) / 1000;
     const cutFrom = cutAt + 1000;
     const cutTo = restoredAt;
-    const cutPerS = region(admitted, o.cutRegion, cutFrom, cutTo) / ((cutTo - cutFrom) / 1000);
+    const cutPerS = region("admitted", o.cutRegion, cutFrom, cutTo) / ((cutTo - cutFrom) / 1000);
     const afterFrom = restoredAt + 2000;
     return {
       limit: o.limit,
-      globalRatio: all(admitted, from, cutAt) / (o.limit * spanS),
-      regionPerS: o.regions.map((_r, i) => region(admitted, i, from, cutAt) / spanS),
+      globalRatio: all("admitted", from, cutAt) / (o.limit * spanS),
+      regionPerS: o.regions.map((_r, i) => region("admitted", i, from, cutAt) / spanS),
       lastSharePerS,
       modeInCut,
       cutPerS,
       cutOverLastShare: lastSharePerS > 0 ? cutPerS / lastSharePerS : 0,
       cutMeasuredS: (cutTo - cutFrom) / 1000,
-      afterRatio: all(admitted, afterFrom, endAt) / ((o.limit * (endAt - afterFrom)) / 1000),
+      afterRatio: all("admitted", afterFrom, endAt) / ((o.limit * (endAt - afterFrom)) / 1000),
       lightShare: o.regions.map((r, i) => {
-        const g = r.gateways.length - 1;
-        return sum(admitted[i]![g]!, from, endAt) / Math.max(1, sum(offered[i]![g]!, from, endAt));
+        const g = index[i]![r.gateways.length - 1]!;
+        return paced.sum("admitted", g, from, endAt) / Math.max(1, paced.sum("offered", g, from, endAt));
       }),
+      lag: paced.lag(),
     };
   } finally {
-    if (ticker !== undefined) clearInterval(ticker);
+    load?.stop();
     for (const gw of gateways.flat()) gw.close();
     await Promise.all(servers.map((s) => s.stop()));
     await Promise.all(proxies.map((p) => p.close()));

@@ -18,6 +18,8 @@ export interface ServeArgs {
   configPath: string | undefined;
   grpcPort: number;
   httpPort: number;
+  /** The gRPC listen (and advertised) address: 127.0.0.1 unless given (another loopback address, e.g. 127.0.0.2). */
+  grpcHost?: string;
   /** Left to serve's default when not given. */
   logLevel?: string;
   /** A cluster member on this etcd. */
@@ -31,7 +33,7 @@ export function serveArgs(o: ServeArgs): string[] {
     "serve",
     ...(o.configPath !== undefined ? ["--config", o.configPath] : []),
     "--grpc-host",
-    "127.0.0.1",
+    o.grpcHost ?? "127.0.0.1",
     "--http-host",
     "127.0.0.1",
     "--grpc-port",
@@ -77,6 +79,10 @@ export interface ServerProcessOptions {
   /** info by default: readiness is read from the "shardlimit serving" log line. */
   logLevel?: string;
   extraArgs?: string[];
+  /** gRPC on this loopback address instead of 127.0.0.1 (see `ServeArgs.grpcHost`). */
+  grpcHost?: string;
+  /** Added to the process's environment (e.g. a `ConnectProxy`'s `env`). */
+  env?: NodeJS.ProcessEnv;
   /**
    * When `start()` returns: `serving` (default) once it logs "shardlimit serving"; `spawned` at
    * once, for servers that serve only after something else happens (`--no-assigner` members
@@ -100,6 +106,7 @@ export async function serverProcess(opts: ServerProcessOptions): Promise<ServerP
     configPath: opts.configPath,
     grpcPort,
     httpPort,
+    grpcHost: opts.grpcHost,
     logLevel: opts.logLevel ?? "info",
     etcd: opts.etcdUrl
       ? {
@@ -113,13 +120,13 @@ export async function serverProcess(opts: ServerProcessOptions): Promise<ServerP
   });
   const s: ServerProcess = {
     id: opts.id,
-    address: `127.0.0.1:${grpcPort}`,
+    address: `${opts.grpcHost ?? "127.0.0.1"}:${grpcPort}`,
     grpcPort,
     httpPort,
     child: undefined,
     pid: () => s.child?.pid,
     async start() {
-      const c = spawnCli(args, { cli: opts.cli, onLine: opts.onLine });
+      const c = spawnCli(args, { cli: opts.cli, onLine: opts.onLine, env: opts.env });
       s.child = c;
       if (opts.ready === "spawned") return;
       await c.waitForLog(`server ${opts.id} serving`, (l) => l.msg === "shardlimit serving", {

@@ -4,7 +4,7 @@ import { runGlobalLoopback, scenarioQRegions } from "../../src/testkit/global-lo
 
 /**
  * A global limit over loopback with real processes: a standalone global tier and three regions
- * (one standalone `shardlimit serve --global-tier --region` each, through a TCP proxy 50 ms each
+ * (one standalone `shardlimit serve --global-tier --region` each, through a CONNECT proxy 50 ms each
  * way), gateways in this process. 1000/s offered 2000/s in 70/20/10; region A cut off for 10 s.
  */
 describe("global limit across regions, real processes", () => {
