@@ -234,7 +234,9 @@ export async function startServer(
         prefix: opts.cluster!.prefix,
         clock,
         log,
+        selfId: opts.cluster!.id,
         allowRemoval: opts.allowLimitRemoval ?? false,
+        onStaged: publishLimits,
         onSwap: (config, diff, state) => {
           publishLimits(state);
           limitsEvents.onSwap(config, diff);
@@ -639,6 +641,11 @@ function limitsDetail(l: LimitsInForce | undefined): string | undefined {
   if (l.refused) {
     lines.push(
       `limits version ${l.refused.version} refused, still serving version ${l.version}: ${l.refused.error.split("\n").join("; ")}`,
+    );
+  }
+  if (l.staged?.error !== undefined) {
+    lines.push(
+      `staged limits version ${l.staged.version} cannot be loaded: ${l.staged.error.split("\n").join("; ")}`,
     );
   }
   return lines.join("\n");

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { connectEtcd } from "../../src/cluster/etcd-client.js";
+import { STAGE_WAIT_MS } from "../../src/cluster/limits-source.js";
 import { deleteOverride, pushLimits, putOverride, readLimits } from "../../src/cluster/limits-store.js";
 import { type MemberRecord, membersPrefix, parseMembers } from "../../src/cluster/membership.js";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
@@ -278,6 +279,69 @@ describe("limits in etcd on a three-server cluster", () => {
     expect(summary.allServersP99).toBeLessThan(1000);
   }, 120_000);
 
+  it("servers switch together: the lowest-id one switches when all answered, another if it dies, a silent one is waited for at most 2 s", async () => {
+    // A member record as a server serving limits from etcd publishes it, but nobody behind it:
+    // draining, so nothing is placed on it.
+    const fake = async (id: string) => {
+      const lease = client.lease(30);
+      await lease.put(`${membersPrefix(prefix)}${id}`).value(
+        JSON.stringify({
+          id,
+          address: "127.0.0.1:9",
+          capacity: 1,
+          startedAt: 0,
+          draining: true,
+          limits: { version: 1, digest: "fake" },
+        }),
+      );
+      await waitFor(`${id} registered`, () => memberMap().has(id), 5000, 2);
+      return lease;
+    };
+    const push = (limit: number) => {
+      const sources = [{ file: "api.yaml", text: config(limit) }];
+      return pushLimits(client, prefix, {
+        digest: compileSources(sources).version,
+        sources,
+        comment: `together ${limit}`,
+        at: systemClock.now(),
+      });
+    };
+
+    // s0 has the lowest id, so it is the one to switch, and it never answers nor switches.
+    const s0 = await fake("s0");
+    const before = (await readLimits(client, prefix)).head!;
+    const pushed = await push(400);
+    expect(pushed.staged).toBe(true);
+    await allMembers(
+      "every server loaded the staged version",
+      (m) => m.limits?.staged?.version === pushed.version && m.limits.staged.error === undefined,
+    );
+    const waiting = await readLimits(client, prefix);
+    expect(waiting.head).toEqual(before);
+    expect(waiting.staged?.record.version).toBe(pushed.version);
+    for (const m of memberMap().values()) if (m.id !== "s0") expect(m.limits?.version).toBe(before.version);
+    // s0 dies (its lease ends): s1 is now the lowest, has seen every answer, and switches.
+    await s0.revoke();
+    await allMembers("everyone on the staged version", (m) => m.limits?.version === pushed.version);
+    const on = await servers[0]!.child!.waitForLog("s1 to switch it on", (l) => {
+      return l.msg === "staged limits version switched on" && l.limitsVersion === pushed.version;
+    });
+    expect(on.log.noAnswer).toEqual([]);
+    expect((await readLimits(client, prefix)).staged).toBeUndefined();
+
+    // s9 never answers: s1 switches without it once STAGE_WAIT_MS has passed since it saw the push.
+    const s9 = await fake("s9");
+    const t0 = performance.now();
+    const late = await push(401);
+    await allMembers("everyone on the next version", (m) => m.limits?.version === late.version);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(STAGE_WAIT_MS);
+    const without = await servers[0]!.child!.waitForLog("s1 to switch without s9", (l) => {
+      return l.msg === "staged limits version switched on" && l.limitsVersion === late.version;
+    });
+    expect(without.log.noAnswer).toEqual(["s9"]);
+    await s9.revoke();
+  }, 60_000);
+
   it("a server that cannot load a version keeps the old one, and status and /readyz say so", async () => {
     const before = (await readLimits(client, prefix)).head!.version;
     const removing = cli("push", file("no-path.yaml", config(300, false)));
@@ -286,6 +350,9 @@ describe("limits in etcd on a three-server cluster", () => {
     const pushed = cli("push", file("no-path.yaml", config(300, false)), "--allow-limit-removal");
     expect(pushed.status, pushed.stderr).toBe(0);
     const v = before + 1;
+    expect(pushed.stdout).toContain(
+      `in force on 2 of 3 servers (s1, s2)\n  s3 keeps version ${before}: refused it:`,
+    );
     await allMembers("s1, s2 on the new version, s3 refusing it", (m) =>
       m.id === "s3"
         ? m.limits?.refused?.version === v && m.limits.version === before
