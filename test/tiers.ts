@@ -30,6 +30,7 @@ export const INTEGRATION = [
   "test/cluster/cluster.test.ts",
   "test/cluster/global-tier-loopback.test.ts",
   "test/cluster/leadership.test.ts",
+  "test/cluster/limits-etcd-auth.test.ts",
   "test/cluster/limits-etcd.test.ts",
   "test/cluster/membership.test.ts",
   "test/cluster/node-partition.test.ts",

@@ -1,4 +1,4 @@
-import type { Etcd3 } from "etcd3";
+import { type Etcd3, EtcdPermissionDeniedError } from "etcd3";
 import { z } from "zod";
 import { type LimitOverride, LimitOverrideSchema } from "../config/overrides.js";
 import type { ConfigSource } from "../config/types.js";
@@ -141,7 +141,13 @@ export async function pushLimits(
       client.get(`${p}${HEAD}`).exec(),
       client.get(`${p}${STAGED}`).exec(),
       etcdLimitsMembers(client, prefix),
-    ]);
+    ]).catch((err: Error) => {
+      throw refusal(
+        err,
+        `read permission on the prefixes ${p} and ${membersPrefix(prefix)}`,
+        "nothing was pushed",
+      );
+    });
     const kv = got.kvs[0];
     const stagedKv = staged.kvs[0];
     const prev = kv ? LimitsHeadSchema.safeParse(JSON.parse(kv.value.toString())) : undefined;
@@ -172,6 +178,7 @@ export async function pushLimits(
       .then(...ops)
       .commit()
       .catch((err: Error) => {
+        if (isDenied(err)) throw refusal(err, `write permission on the prefix ${p}`, "nothing was pushed");
         if (!/request is too large|RESOURCE_EXHAUSTED|larger than max/i.test(err.message)) throw err;
         const bytes = Buffer.byteLength(JSON.stringify(record));
         throw new Error(
@@ -230,17 +237,35 @@ export async function putOverride(
   ttlMs?: number,
 ): Promise<void> {
   const key = `${limitsPrefix(prefix)}${OVERRIDES}${o.key}`;
+  const denied = (err: Error) => {
+    throw refusal(err, `write permission on the prefix ${limitsPrefix(prefix)}`, "nothing was set");
+  };
   if (ttlMs === undefined) {
-    await client.put(key).value(JSON.stringify(o));
+    await client.put(key).value(JSON.stringify(o)).catch(denied);
     return;
   }
   // A second of slack: servers stop applying it at expiresAt on their clock; the lease only cleans up.
   const lease = client.lease(Math.ceil(ttlMs / 1000) + 1, { autoKeepAlive: false });
   try {
-    await lease.put(key).value(JSON.stringify(o));
+    await lease.put(key).value(JSON.stringify(o)).catch(denied);
   } finally {
     lease.release();
   }
+}
+
+function isDenied(err: Error): boolean {
+  return err instanceof EtcdPermissionDeniedError || /permission denied/i.test(err.message);
+}
+
+/**
+ * etcd's "permission denied" as what the etcd user lacks (README "Limits in etcd": the roles of
+ * servers and operators); other errors unchanged.
+ */
+function refusal(err: Error, needs: string, outcome: string): Error {
+  if (!isDenied(err)) return err;
+  return new Error(
+    `etcd refused it (permission denied): the etcd user needs ${needs}, as the operators' role of README "Limits in etcd" has; ${outcome}`,
+  );
 }
 
 /** Removes an override; false when there was none at `key`. */
@@ -248,6 +273,9 @@ export async function deleteOverride(client: Etcd3, prefix: string, key: string)
   const res = await client
     .delete()
     .key(`${limitsPrefix(prefix)}${OVERRIDES}${key}`)
-    .exec();
+    .exec()
+    .catch((err: Error) => {
+      throw refusal(err, `write permission on the prefix ${limitsPrefix(prefix)}`, "nothing was unset");
+    });
   return Number(res.deleted) > 0;
 }
