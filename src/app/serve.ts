@@ -468,6 +468,8 @@ export async function startServer(
         peer,
         metrics,
         rlqs: rlqs?.handle,
+        // Inspect asked of a non-owner: the owner's answer, over the members' channel, bounded.
+        askOwner: node && ((owner, key) => node.inspectAt(owner, key, INSPECT_OWNER_MS)),
         maxMessageBytes: limits.maxMessageBytes,
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
         access: authFile || opts.limitsRead === "authenticated" ? access : undefined,
@@ -660,6 +662,9 @@ export function openWarning(opts: Pick<ServeOptions, "grpcHost" | "authFile" | "
     "certificates) and --tls-cert/--tls-key (mTLS with --tls-ca), or listen on 127.0.0.1 only (--grpc-host)."
   );
 }
+
+/** How long a member waits for the owner's answer to an Inspect it passes on. */
+const INSPECT_OWNER_MS = 2000;
 
 /**
  * `/readyz`'s detail with limits from etcd: the version in force, and a pushed version this server
