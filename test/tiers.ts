@@ -32,6 +32,7 @@ export const INTEGRATION = [
   "test/cluster/leadership.test.ts",
   "test/cluster/limits-etcd-auth.test.ts",
   "test/cluster/limits-etcd.test.ts",
+  "test/cluster/limits-switch.test.ts",
   "test/cluster/membership.test.ts",
   "test/cluster/node-partition.test.ts",
   "test/cluster/pool-status.test.ts",

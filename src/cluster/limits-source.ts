@@ -153,6 +153,8 @@ export class EtcdLimitsSource {
         : this.compile(s.current.sources, overrides));
     if (!(next instanceof Error)) {
       this.apply(head.version, s.current!.sources, next);
+      // A server starting while a version is staged answers it too (nothing was in force before).
+      this.prepare(s, overrides);
       return;
     }
     this.refuse(head.version, next);
