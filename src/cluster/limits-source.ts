@@ -51,14 +51,15 @@ export interface EtcdLimitsOptions {
  * Servers switch to a pushed version together, in two phases. A push stages the version
  * (`limits/staged`). Every server loads it (compiles it with the overrides in force, checks it may
  * replace its config) and answers in its membership record, which is bound to its lease:
- * `staged: {version}` when ready, with `error` when it cannot load it. The member with the lowest
- * id among those serving limits from etcd then makes it the head, in one transaction guarded by the
- * staged record and the head it saw, once every such member has answered or STAGE_WAIT_MS after it
- * saw the staged record, whichever is first. Every server switches on that single write, to the
- * config it compiled in phase one (no compile on the switch); a server that could not load it keeps
- * the old one and says so (`refused`). The switching member is one of the servers, not the pusher:
- * a pusher killed after staging leaves nothing undone, and when the lowest-id member dies its
- * record goes with its lease, so the next one (which has seen the same staged record) switches.
+ * `staged: {version}` when ready, with `error` when it cannot load it. Once every member serving
+ * limits from etcd has answered, any of them that sees it makes the version the head, in one
+ * transaction guarded by the staged record and the head it saw (the first wins; the others find
+ * the record gone); without every answer, the member with the lowest id does so STAGE_WAIT_MS
+ * after it saw the staged record. Every server switches on that single write, to the config it
+ * compiled in phase one (no compile on the switch); a server that could not load it keeps the old
+ * one and says so (`refused`). The switching is the servers' own, not the pusher's: a pusher
+ * killed after staging leaves nothing undone, and when the lowest-id member dies its record goes
+ * with its lease, so the next one (which has seen the same staged record) waits in its place.
  * A push with no such member registered makes the head at once (limits-store.ts).
  *
  * The head or the overrides changing recompiles as before (overrides apply on each server's own
@@ -204,9 +205,8 @@ export class EtcdLimitsSource {
   }
 
   /**
-   * Phase two, on the switching member only (the lowest id among registered members serving limits
-   * from etcd): makes the staged version the head once every such member answered, or after the
-   * bounded wait.
+   * Phase two: any member makes the staged version the head once every registered member serving
+   * limits from etcd has answered; the lowest id among them also after the bounded wait.
    */
   private coordinate(s = limitsState(this.view.current, { history: false })): void {
     if (this.stopped) return;
@@ -219,13 +219,20 @@ export class EtcdLimitsSource {
     const switching = parseMembers(this.members.current, this.opts.log).filter(
       (m) => (m.limits?.version ?? 0) > 0,
     );
-    if (switching[0]?.id !== this.opts.selfId) return;
     const v = staged.record.version;
-    const answered = (m: MemberRecord) => m.limits!.staged?.version === v || m.limits!.version >= v;
-    if (switching.every(answered)) {
+    // This server's own answer counts as soon as it has one, before its record says so.
+    const answered = (m: MemberRecord) =>
+      m.limits!.staged?.version === v ||
+      m.limits!.version >= v ||
+      (m.id === this.opts.selfId && this.state?.staged?.version === v);
+    // Any member that sees every answer switches it on (the first transaction wins, the others
+    // find the staged record gone): the switch waits for the quickest member, not one in particular.
+    if (switching.length > 0 && switching.every(answered)) {
       this.activate(staged.text, switching);
       return;
     }
+    // Without every answer, only the lowest id switches, after the bounded wait.
+    if (switching[0]?.id !== this.opts.selfId) return;
     if (this.waiting) return;
     const wait = this.opts.stageWaitMs ?? STAGE_WAIT_MS;
     this.waiting = {

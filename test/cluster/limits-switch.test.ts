@@ -13,7 +13,8 @@ import { waitFor } from "../../src/testkit/wait.js";
 /**
  * The two-phase switch of limits from etcd, one source in this process on a real etcd, the other
  * members written as records: a server that starts while a version is staged answers it, and it
- * switches the version on once it is the lowest-id member and every member has answered.
+ * switches the version on once every member has answered (a silent lowest-id one holds it until it
+ * leaves).
  */
 
 const noLog = { debug() {}, info() {}, warn() {}, error() {} };
@@ -46,7 +47,7 @@ describe("switching a staged limits version", () => {
     await etcd?.destroy();
   });
 
-  it("a server starting while a version is staged answers it, and switches it on once it is the lowest id", async () => {
+  it("a server starting while a version is staged answers it, and switches it on once every member has answered", async () => {
     expect((await push(client, 1)).staged).toBe(false); // nobody registered: in force at once
     const a0 = client.lease(30);
     await a0.put(`${membersPrefix(prefix)}a0`).value(record("a0", { version: 1, digest: "d" }));
@@ -71,10 +72,10 @@ describe("switching a staged limits version", () => {
       await b1.start();
       expect(b1.inForce?.version).toBe(1);
       expect(b1.inForce?.staged).toEqual({ version: 2 });
-      // What its node would publish; a0, the lowest id, never switches it on.
+      // What its node would publish; a0 never answers (nor, as the lowest id, switches without it).
       await b1Lease.put(`${membersPrefix(prefix)}b1`).value(record("b1", b1.inForce!));
       expect((await readLimits(client, prefix)).head?.version).toBe(1);
-      // a0 leaves: b1 is the lowest, has answered itself, and switches.
+      // a0 leaves: b1 has answered itself, the only member left, and switches.
       await a0.revoke();
       await waitFor("b1 to switch version 2 on", () => swaps.includes(2), 10_000);
       const after = await readLimits(client, prefix);
