@@ -321,6 +321,13 @@ describe("limits in etcd on a three-server cluster", () => {
     expect(waiting.head).toEqual(before);
     expect(waiting.staged?.record.version).toBe(pushed.version);
     for (const m of memberMap().values()) if (m.id !== "s0") expect(m.limits?.version).toBe(before.version);
+    const status = runCli(["status", "--etcd", etcd.url, "--prefix", prefix]);
+    expect(status.stdout).toMatch(
+      new RegExp(`^s1 .* v${before.version} \\(\\w+\\) staged v${pushed.version} ready$`, "m"),
+    );
+    const get = cli("get");
+    expect(get.stdout).toContain(`staged: version ${pushed.version}, waiting for the servers' answers`);
+    expect(cli("history").stdout).toMatch(new RegExp(`^\\+ v${pushed.version} `, "m"));
     // s0 dies (its lease ends): every member left has answered, and one of them switches.
     await s0.revoke();
     await allMembers("everyone on the staged version", (m) => m.limits?.version === pushed.version);
