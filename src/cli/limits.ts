@@ -72,6 +72,7 @@ export function limitsCommand(): Command {
         const sources = storedSources(path, checked.config);
         await push(client, flags, sources, flags.comment, flags.allowLimitRemoval ?? false);
       },
+      SWITCH_WAIT_MS,
     ),
   );
   limits.addCommand(
@@ -154,6 +155,7 @@ export function limitsCommand(): Command {
         }
         await push(client, flags, v.sources, `rollback to version ${n}`, flags.allowLimitRemoval ?? false, s);
       },
+      SWITCH_WAIT_MS,
     ),
   );
   limits.addCommand(
@@ -229,6 +231,8 @@ export function limitsCommand(): Command {
 function withEtcd<F extends EtcdFlags, A extends unknown[]>(
   cmd: Command,
   run: (client: Etcd3, flags: F, ...args: A) => Promise<void>,
+  /** Time the command spends waiting on purpose (push: the servers' switch), beyond etcd's answers. */
+  waitsMs = 0,
 ): Command {
   const access = etcdAccessFlags();
   return cmd
@@ -249,9 +253,10 @@ function withEtcd<F extends EtcdFlags, A extends unknown[]>(
           run(client, flags, ...args),
           new Promise<never>((_, reject) => {
             // Ref'd: the command waits for etcd's answer or this, nothing else.
+            const ms = ETCD_TIMEOUT_MS + waitsMs;
             timer = systemClock.after(
-              ETCD_TIMEOUT_MS,
-              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within 5 s`)),
+              ms,
+              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within ${ms / 1000} s`)),
               { ref: true },
             );
           }),
