@@ -19,6 +19,16 @@ export interface LimitsInForce {
   refused?: { version: number; error: string };
   /** This server's answer to the staged version: loaded (ready to switch), or why it cannot. */
   staged?: { version: number; error?: string };
+  /** Always set by this version: it answers staged versions (older servers switch on the head only). */
+  staging?: true;
+}
+
+/**
+ * The registered members that answer staged versions and switch them on. Servers of an older
+ * version (no `staging`) are not waited for: they switch on the head write as they always did.
+ */
+export function stagingMembers(members: readonly MemberRecord[]): MemberRecord[] {
+  return members.filter((m) => (m.limits?.version ?? 0) > 0 && m.limits?.staging === true);
 }
 
 /** How long the switching member waits for every member's answer to a staged version. */
@@ -216,9 +226,7 @@ export class EtcdLimitsSource {
       this.waiting = undefined;
     }
     if (staged === undefined) return;
-    const switching = parseMembers(this.members.current, this.opts.log).filter(
-      (m) => (m.limits?.version ?? 0) > 0,
-    );
+    const switching = stagingMembers(parseMembers(this.members.current, this.opts.log));
     const v = staged.record.version;
     // This server's own answer counts as soon as it has one, before its record says so.
     const answered = (m: MemberRecord) =>
@@ -241,9 +249,7 @@ export class EtcdLimitsSource {
         this.waiting = undefined;
         const now = limitsState(this.view.current, { history: false }).staged;
         if (now?.text !== staged.text) return this.coordinate();
-        const members = parseMembers(this.members.current, this.opts.log).filter(
-          (m) => (m.limits?.version ?? 0) > 0,
-        );
+        const members = stagingMembers(parseMembers(this.members.current, this.opts.log));
         this.activate(staged.text, members);
       }),
     };
@@ -308,6 +314,7 @@ export class EtcdLimitsSource {
       digest: config.version,
       ...(refused && refused.version > version ? { refused } : {}),
       ...(staged && staged.version > version ? { staged } : {}),
+      staging: true,
     };
     this.opts.onSwap(config, prev && diffConfigs(prev, config), this.state);
   }

@@ -165,7 +165,8 @@ export async function pushLimits(
       comment: v.comment,
       sources: [...v.sources],
     };
-    const now = switching.length === 0;
+    // Only servers that answer staged versions switch them on; with none, the push is the switch.
+    const now = !switching.some((m) => m.limits?.staging === true);
     const ops: (ReturnType<Etcd3["put"]> | ReturnType<ReturnType<Etcd3["delete"]>["key"]>)[] = [
       client.put(`${p}${versionName(version)}`).value(JSON.stringify(record)),
       client.put(`${p}${now ? HEAD : STAGED}`).value(JSON.stringify(head)),
@@ -190,7 +191,7 @@ export async function pushLimits(
   throw new Error("another push kept moving the head; try again");
 }
 
-/** Registered members serving limits from etcd (those that switch to staged versions), sorted by id. */
+/** Registered members serving limits from etcd, sorted by id (`limits.staging`: they answer staged versions). */
 export async function etcdLimitsMembers(client: Etcd3, prefix: string) {
   const mp = membersPrefix(prefix);
   const res = await client.getAll().prefix(mp).exec();

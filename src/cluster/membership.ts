@@ -17,7 +17,8 @@ export const MemberRecordSchema = z.object({
   /**
    * The limits it serves: `version` as pushed to etcd (0 when read from files), `digest` the
    * config's version, a pushed version it could not load (it keeps serving the old one), and its
-   * answer to a staged version: loaded and ready to switch, or the error that stops it.
+   * answer to a staged version: loaded and ready to switch, or the error that stops it (`staging`:
+   * it answers staged versions at all).
    */
   limits: z
     .object({
@@ -27,6 +28,8 @@ export const MemberRecordSchema = z.object({
       staged: z
         .object({ version: z.number().int().positive(), error: z.string().max(4000).optional() })
         .optional(),
+      /** It answers staged versions (servers of an older version switch on the head only). */
+      staging: z.literal(true).optional(),
     })
     .optional(),
 });

@@ -291,7 +291,7 @@ describe("limits in etcd on a three-server cluster", () => {
           capacity: 1,
           startedAt: 0,
           draining: true,
-          limits: { version: 1, digest: "fake" },
+          limits: { version: 1, digest: "fake", staging: true },
         }),
       );
       await waitFor(`${id} registered`, () => memberMap().has(id), 5000, 2);

@@ -50,7 +50,9 @@ describe("switching a staged limits version", () => {
   it("a server starting while a version is staged answers it, and switches it on once every member has answered", async () => {
     expect((await push(client, 1)).staged).toBe(false); // nobody registered: in force at once
     const a0 = client.lease(30);
-    await a0.put(`${membersPrefix(prefix)}a0`).value(record("a0", { version: 1, digest: "d" }));
+    await a0
+      .put(`${membersPrefix(prefix)}a0`)
+      .value(record("a0", { version: 1, digest: "d", staging: true }));
     const staged = await push(client, 2);
     expect(staged.staged).toBe(true);
 
@@ -82,10 +84,23 @@ describe("switching a staged limits version", () => {
       expect(after.head?.version).toBe(2);
       expect(after.staged).toBeUndefined();
       const served = compileSources([...config(2), overridesSource([])]).version;
-      expect(b1.inForce).toEqual({ version: 2, digest: served });
+      expect(b1.inForce).toEqual({ version: 2, digest: served, staging: true });
     } finally {
       await b1.stop();
       await b1Lease.revoke();
+    }
+  }, 30_000);
+
+  it("servers of an older version (no staging) are not waited for: with only them registered, a push is in force at once", async () => {
+    const old = client.lease(30);
+    try {
+      await old.put(`${membersPrefix(prefix)}a00`).value(record("a00", { version: 2, digest: "d" }));
+      const before = (await readLimits(client, prefix)).head!.version;
+      const pushed = await push(client, 3);
+      expect(pushed.staged).toBe(false);
+      expect((await readLimits(client, prefix)).head?.version).toBe(before + 1);
+    } finally {
+      await old.revoke();
     }
   }, 30_000);
 });
