@@ -10,7 +10,7 @@ import { ClusterNode, type ClusterOptions } from "../cluster/node.js";
 import { warmUpHandoff } from "../cluster/warm-up.js";
 import { LimitRemovalError } from "../config/diff.js";
 import { ConfigError } from "../config/errors.js";
-import { loadRlqsConfig } from "../config/rlqs.js";
+import { rlqsConfigWatcher } from "../config/rlqs.js";
 import type { LimitConfig } from "../config/types.js";
 import { ConfigWatcher, type ConfigWatcherOptions } from "../config/watch.js";
 import { type Clock, every, systemClock, TIMED_OUT, within } from "../core/clock.js";
@@ -36,7 +36,7 @@ import { PromMetrics, registerPoolMetrics } from "../server/metrics.js";
 import { type Ownership, StandaloneOwnership } from "../server/ownership.js";
 import { PeerService } from "../server/peer-service.js";
 import { Router } from "../server/router.js";
-import { RlqsService } from "../sidecar/rlqs.js";
+import { RlqsService, registerRlqsMetrics } from "../sidecar/rlqs.js";
 import { globalTierTransport } from "./global-link.js";
 import { heapNote } from "./heap.js";
 
@@ -170,7 +170,32 @@ export async function startServer(
   let limiter: Limiter | undefined;
   let initialError: Error | undefined;
   // A bad RLQS mapping file (ConfigError naming the field) stops the start before anything runs.
-  const rlqsConfig = opts.rlqsConfigPath === undefined ? undefined : loadRlqsConfig(opts.rlqsConfigPath);
+  // Reloaded when it changes (and on SIGHUP); a bad new file is logged and the old mapping kept.
+  let rlqsService: RlqsService | undefined;
+  const rlqsWatcher =
+    opts.rlqsConfigPath === undefined
+      ? undefined
+      : rlqsConfigWatcher({
+          path: opts.rlqsConfigPath,
+          clock,
+          onSwap: (config) => {
+            rlqsService?.setConfig(config);
+            log.info(
+              { rlqsConfig: opts.rlqsConfigPath, mappings: config.mappings.length },
+              "rlqs config reloaded",
+            );
+          },
+          onError: (err) =>
+            log.error(
+              {
+                rlqsConfig: opts.rlqsConfigPath,
+                err: err.message,
+                problems: err instanceof ConfigError ? err.problems : undefined,
+              },
+              "rlqs config reload refused; the previous mapping stays in force",
+            ),
+        });
+  const rlqsConfig = rlqsWatcher?.start();
   // First, so bad certificate files stop the start before anything else runs.
   const tls = opts.tls ? serverTls(opts.tls, { clock, log }) : undefined;
 
@@ -195,6 +220,7 @@ export async function startServer(
   const fromEtcd = opts.limitsFrom === "etcd";
   if (fromEtcd && !opts.cluster) {
     tls?.source.close();
+    rlqsWatcher?.stop();
     throw new Error("limits from etcd need cluster mode (--etcd)");
   }
   // The same swap and refusal for files (the watcher) and etcd (EtcdLimitsSource).
@@ -243,7 +269,9 @@ export async function startServer(
         prefix: opts.cluster!.prefix,
         clock,
         log,
+        selfId: opts.cluster!.id,
         allowRemoval: opts.allowLimitRemoval ?? false,
+        onStaged: publishLimits,
         onSwap: (config, diff, state) => {
           publishLimits(state);
           limitsEvents.onSwap(config, diff);
@@ -258,6 +286,7 @@ export async function startServer(
     : undefined;
   const stopLimits = () => {
     watcher?.stop();
+    rlqsWatcher?.stop();
     etcdLimits?.stop().catch(() => {});
     limitsClient?.close();
   };
@@ -436,12 +465,14 @@ export async function startServer(
   const rlqs =
     rlqsConfig &&
     new RlqsService({
-      config: rlqsConfig,
+      config: rlqsWatcher!.current,
       servers: () => [selfAddress],
       transport: rlqsTransport!,
       clock,
       log: { warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) },
+      metrics: registerRlqsMetrics(metrics.registry, () => rlqsService),
     });
+  rlqsService = rlqs || undefined;
 
   let grpc: GrpcServer | undefined;
   let http: { server: HttpServer; port: number } | undefined;
@@ -453,6 +484,8 @@ export async function startServer(
         peer,
         metrics,
         rlqs: rlqs?.handle,
+        // Inspect asked of a non-owner: the owner's answer, over the members' channel, bounded.
+        askOwner: node && ((owner, key) => node.inspectAt(owner, key, INSPECT_OWNER_MS)),
         maxMessageBytes: limits.maxMessageBytes,
         onUnexpected: (method, err) => log.error({ err, method }, "unexpected error in request handler"),
         access: authFile || opts.limitsRead === "authenticated" ? access : undefined,
@@ -548,7 +581,8 @@ export async function startServer(
     // Limits from etcd follow etcd's watch: only the auth file (and limit files) are re-read.
     reload: () => {
       const auth = authFile?.reload() ?? true;
-      return (watcher?.reload() ?? true) && auth;
+      const rlqsMapping = rlqsWatcher?.reload() ?? true;
+      return (watcher?.reload() ?? true) && auth && rlqsMapping;
     },
     isReady,
     async shutdown() {
@@ -647,6 +681,9 @@ export function openWarning(opts: Pick<ServeOptions, "grpcHost" | "authFile" | "
   );
 }
 
+/** How long a member waits for the owner's answer to an Inspect it passes on. */
+const INSPECT_OWNER_MS = 2000;
+
 /**
  * `/readyz`'s detail with limits from etcd: the version in force, and a pushed version this server
  * refused (it stays ready: it serves the old one). Nothing with files: the body stays `ready`.
@@ -657,6 +694,11 @@ function limitsDetail(l: LimitsInForce | undefined): string | undefined {
   if (l.refused) {
     lines.push(
       `limits version ${l.refused.version} refused, still serving version ${l.version}: ${l.refused.error.split("\n").join("; ")}`,
+    );
+  }
+  if (l.staged?.error !== undefined) {
+    lines.push(
+      `staged limits version ${l.staged.version} cannot be loaded: ${l.staged.error.split("\n").join("; ")}`,
     );
   }
   return lines.join("\n");

@@ -24,7 +24,10 @@ const MAX_HOPS = 2;
 
 /**
  * `shardlimit inspect DOMAIN/key=value --target HOST:PORT`: asks a server what it knows about one
- * key; a server that does not own it names the owner, which is asked in turn.
+ * key. A member that does not own it asks the owner itself (Peer.Inspect) and answers with the
+ * owner's view, so the owner's address need not be reachable from here. Only when that member
+ * could not get the owner's answer (or is of a version without Peer.Inspect) is the owner dialled
+ * from here.
  */
 export function inspectCommand(): Command {
   const dial = dialTlsFlags();
@@ -70,8 +73,16 @@ export function inspectCommand(): Command {
           } finally {
             rpc.close();
           }
+          if (res.askedBy) {
+            process.stderr.write(
+              `${address} (${res.askedBy}) does not own ${key}: it asked its owner ${res.ownerId} at ${res.ownerAddress}\n`,
+            );
+          }
           if (res.owned || res.ownerAddress === "" || res.ownerAddress === address) break;
-          process.stderr.write(`${address} does not own ${key}: asking its owner ${res.ownerAddress}\n`);
+          const why = res.ownerError ? ` (it could not: ${res.ownerError})` : "";
+          process.stderr.write(
+            `${address} does not own ${key}${why}: asking its owner ${res.ownerAddress}\n`,
+          );
           address = res.ownerAddress;
         }
         process.stdout.write(flags.json ? `${res!.json}\n` : res!.text);

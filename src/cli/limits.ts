@@ -5,11 +5,13 @@ import type { Etcd3 } from "etcd3";
 import { connectEtcd } from "../cluster/etcd-client.js";
 import {
   deleteOverride,
+  etcdLimitsMembers,
   type LimitsState,
   pushLimits,
   putOverride,
   readLimits,
 } from "../cluster/limits-store.js";
+import type { MemberRecord } from "../cluster/membership.js";
 import { checkConfig, describeRule } from "../config/check.js";
 import { type ConfigDiff, diffConfigs, removalProblems } from "../config/diff.js";
 import { formatDuration, parseDuration } from "../config/duration.js";
@@ -19,7 +21,7 @@ import { compileSources } from "../config/load.js";
 import type { LimitOverride } from "../config/overrides.js";
 import { PRIORITY_KEY } from "../config/priority.js";
 import { type ConfigSource, type LimitConfig, UNIT_SECONDS, type Unit } from "../config/types.js";
-import { systemClock, type Timer } from "../core/clock.js";
+import { sleep, systemClock, type Timer } from "../core/clock.js";
 import { OptionsError } from "../core/errors.js";
 import { reportProblems } from "./check-config.js";
 import {
@@ -47,6 +49,8 @@ class LimitsCommandError extends Error {}
 /** Longest an override may last: a year (a forever override has no --ttl). */
 const MAX_TTL_MS = 365 * 86_400_000;
 const ETCD_TIMEOUT_MS = 5000;
+/** How long `push` waits for the servers to switch to a staged version (they wait 2 s at most). */
+const SWITCH_WAIT_MS = 4000;
 
 export function limitsCommand(): Command {
   const limits = new Command("limits").description(
@@ -68,6 +72,7 @@ export function limitsCommand(): Command {
         const sources = storedSources(path, checked.config);
         await push(client, flags, sources, flags.comment, flags.allowLimitRemoval ?? false);
       },
+      SWITCH_WAIT_MS,
     ),
   );
   limits.addCommand(
@@ -81,7 +86,8 @@ export function limitsCommand(): Command {
         const overrides = s.overrides.filter((o) => o.expiresAt === undefined || o.expiresAt > now);
         if (flags.json) {
           const current = s.current && { ...s.current };
-          process.stdout.write(`${JSON.stringify({ current, overrides }, null, 2)}\n`);
+          const staged = s.staged?.record;
+          process.stdout.write(`${JSON.stringify({ current, staged, overrides }, null, 2)}\n`);
           return;
         }
         if (!s.current) throw new LimitsCommandError(noVersion(flags.prefix, s));
@@ -89,6 +95,9 @@ export function limitsCommand(): Command {
         const lines = [
           `version ${c.version} (${c.digest}) pushed ${iso(c.at)}${c.comment ? `: ${c.comment}` : ""}`,
         ];
+        if (s.staged) {
+          lines.push(`staged: version ${s.staged.record.version}, waiting for the servers' answers`);
+        }
         for (const f of c.sources) lines.push(`--- ${f.file}`, f.text.trimEnd());
         lines.push(overrides.length === 0 ? "overrides: none" : "overrides:");
         for (const o of overrides) lines.push(`  ${describeOverride(o, now)}`);
@@ -123,7 +132,7 @@ export function limitsCommand(): Command {
         if (s.versions.length === 0) throw new LimitsCommandError(noVersion(flags.prefix, s));
         const lines = s.versions.map(
           (v) =>
-            `${v.version === s.head?.version ? "*" : " "} v${v.version}  ${iso(v.at)}  ${v.digest}  ${v.sources.map((f) => f.file).join(",")}${v.comment ? `  ${v.comment}` : ""}`,
+            `${v.version === s.head?.version ? "*" : v.version === s.staged?.record.version ? "+" : " "} v${v.version}  ${iso(v.at)}  ${v.digest}  ${v.sources.map((f) => f.file).join(",")}${v.comment ? `  ${v.comment}` : ""}`,
         );
         process.stdout.write(`${lines.join("\n")}\n`);
       },
@@ -146,6 +155,7 @@ export function limitsCommand(): Command {
         }
         await push(client, flags, v.sources, `rollback to version ${n}`, flags.allowLimitRemoval ?? false, s);
       },
+      SWITCH_WAIT_MS,
     ),
   );
   limits.addCommand(
@@ -221,6 +231,8 @@ export function limitsCommand(): Command {
 function withEtcd<F extends EtcdFlags, A extends unknown[]>(
   cmd: Command,
   run: (client: Etcd3, flags: F, ...args: A) => Promise<void>,
+  /** Time the command spends waiting on purpose (push: the servers' switch), beyond etcd's answers. */
+  waitsMs = 0,
 ): Command {
   const access = etcdAccessFlags();
   return cmd
@@ -241,9 +253,10 @@ function withEtcd<F extends EtcdFlags, A extends unknown[]>(
           run(client, flags, ...args),
           new Promise<never>((_, reject) => {
             // Ref'd: the command waits for etcd's answer or this, nothing else.
+            const ms = ETCD_TIMEOUT_MS + waitsMs;
             timer = systemClock.after(
-              ETCD_TIMEOUT_MS,
-              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within 5 s`)),
+              ms,
+              () => reject(new Error(`etcd at ${flags.etcd.join(",")} did not answer within ${ms / 1000} s`)),
               { ref: true },
             );
           }),
@@ -310,6 +323,47 @@ async function push(
       ? formatDiff(diffConfigs(prev, next), prev, next, s.current.version)
       : `first version\n${describeAll(next)}`;
   process.stdout.write(`pushed version ${head.version} (${head.digest})\n${what}\n`);
+  if (head.staged) process.stdout.write(`${await switchOutcome(client, flags.prefix, head.version)}\n`);
+}
+
+/**
+ * Waits (bounded) for the servers to switch to a staged version together, and says how it went:
+ * the servers that switched, those that refused it (keeping the old one) and why.
+ */
+async function switchOutcome(client: Etcd3, prefix: string, version: number): Promise<string> {
+  const until = systemClock.now() + SWITCH_WAIT_MS;
+  // Settled: the head moved, and every server serves the version or refused it.
+  const settled = (m: MemberRecord) => m.limits!.version >= version || m.limits!.refused?.version === version;
+  let [s, members] = await Promise.all([readLimits(client, prefix), etcdLimitsMembers(client, prefix)]);
+  while (
+    ((s.head?.version ?? 0) < version ? s.staged?.record.version === version : !members.every(settled)) &&
+    systemClock.now() < until
+  ) {
+    await sleep(systemClock, 50, { ref: true });
+    [s, members] = await Promise.all([readLimits(client, prefix), etcdLimitsMembers(client, prefix)]);
+  }
+  const head = s.head?.version ?? 0;
+  if (head < version) {
+    if (s.staged && s.staged.record.version > version) {
+      return `superseded by version ${s.staged.record.version} before it was switched on`;
+    }
+    return `staged, not in force yet after ${SWITCH_WAIT_MS / 1000} s (waiting for the servers' answers: see \`shardlimit status\`)`;
+  }
+  if (head > version) return `in force, then superseded by version ${head}`;
+  const serving = members.filter((m) => m.limits!.version >= version).map((m) => m.id);
+  const lines = [
+    `in force on ${serving.length} of ${members.length} servers${serving.length > 0 ? ` (${serving.join(", ")})` : ""}`,
+  ];
+  for (const m of members) {
+    const l = m.limits!;
+    const why = l.refused?.version === version ? l.refused.error : l.staged?.error;
+    if (l.version < version) {
+      lines.push(
+        `  ${m.id} keeps version ${l.version}: ${why === undefined ? "not switched yet" : `refused it: ${why.split("\n").join("; ")}`}`,
+      );
+    }
+  }
+  return lines.join("\n");
 }
 
 function formatDiff(d: ConfigDiff, prev: LimitConfig, next: LimitConfig, from: number): string {

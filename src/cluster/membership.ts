@@ -16,13 +16,20 @@ export const MemberRecordSchema = z.object({
   draining: z.boolean().optional(),
   /**
    * The limits it serves: `version` as pushed to etcd (0 when read from files), `digest` the
-   * config's version, and a pushed version it could not load (it keeps serving the old one).
+   * config's version, a pushed version it could not load (it keeps serving the old one), and its
+   * answer to a staged version: loaded and ready to switch, or the error that stops it (`staging`:
+   * it answers staged versions at all).
    */
   limits: z
     .object({
       version: z.number().int().nonnegative(),
       digest: z.string().max(64),
       refused: z.object({ version: z.number().int().nonnegative(), error: z.string().max(4000) }).optional(),
+      staged: z
+        .object({ version: z.number().int().positive(), error: z.string().max(4000).optional() })
+        .optional(),
+      /** It answers staged versions (servers of an older version switch on the head only). */
+      staging: z.literal(true).optional(),
     })
     .optional(),
 });

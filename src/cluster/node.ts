@@ -7,6 +7,7 @@ import { keyPoint } from "../keyspace/hash.js";
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from "../protocol/input-limits.js";
 import { ErrorCode, itemError } from "../protocol/item-errors.js";
 import type {
+  InspectResponse,
   PointRange,
   ReclaimRequest,
   ReclaimResponse,
@@ -415,6 +416,22 @@ export class ClusterNode {
    */
   private limits: MemberRecord["limits"];
   private limitsWrite: Promise<void> = Promise.resolve();
+
+  /**
+   * `shardlimit inspect` asked of this member for a key `owner` owns: the owner's answer
+   * (Peer.Inspect over the members' channel, within `deadlineMs`), marked as asked by this member;
+   * undefined when the owner is this member.
+   */
+  inspectAt(
+    owner: { id: string; address: string },
+    key: string,
+    deadlineMs: number,
+  ): Promise<InspectResponse> | undefined {
+    if (owner.id === this.opts.id) return undefined;
+    const rpc = this.peers.get(owner.address);
+    if (rpc.inspect === undefined) return Promise.reject(new Error("this peer channel has no Inspect"));
+    return rpc.inspect({ key }, { deadlineMs }).then((res) => ({ ...res, askedBy: this.opts.id }));
+  }
 
   /**
    * Publishes the limits this server serves in its membership record (shown by `status`). Writes

@@ -6,6 +6,8 @@ import type {
   ForwardResponse,
   HandoffRequest,
   HandoffResponse,
+  InspectRequest,
+  InspectResponse,
   ReclaimRequest,
   ReclaimResponse,
   ReplicateRequest,
@@ -23,6 +25,8 @@ export interface PeerRpc {
   reclaim: Unary<ReclaimRequest, ReclaimResponse>;
   replicate: Unary<ReplicateRequest, ReplicateResponse>;
   standby: Unary<StandbyRequest, StandbyResponse>;
+  /** Optional: test fakes of the other calls need not answer it. */
+  inspect?: Unary<InspectRequest, InspectResponse>;
   close(): void;
 }
 
@@ -60,6 +64,7 @@ export function connectPeer(
     reclaim: promisify(c, "Reclaim", clock, metadata),
     replicate: promisify(c, "Replicate", clock, metadata),
     standby: promisify(c, "Standby", clock, metadata),
+    inspect: promisify(c, "Inspect", clock, metadata),
     close: () => c.close(),
   };
 }

@@ -230,6 +230,11 @@ export function formatStatus(s: ClusterStatus): string {
   for (const m of s.members) {
     const r = m.limits?.refused;
     if (r) lines.push(`${m.id} refused limits version ${r.version}: ${r.error.split("\n").join("; ")}`);
+    const st = m.limits?.staged;
+    if (st?.error)
+      lines.push(
+        `${m.id} cannot load staged limits version ${st.version}: ${st.error.split("\n").join("; ")}`,
+      );
   }
   lines.push(...formatPools(s.pools));
   lines.push(...formatGlobal(s.global ?? []));
@@ -240,5 +245,8 @@ export function formatStatus(s: ClusterStatus): string {
 function limitsCell(l: MemberRecord["limits"]): string {
   if (l === undefined) return "-";
   const v = l.version > 0 ? `v${l.version}` : "file";
-  return `${v} (${l.digest})${l.refused ? ` REFUSED v${l.refused.version}` : ""}`;
+  const staged = l.staged
+    ? ` staged v${l.staged.version} ${l.staged.error === undefined ? "ready" : "FAILED"}`
+    : "";
+  return `${v} (${l.digest})${l.refused ? ` REFUSED v${l.refused.version}` : ""}${staged}`;
 }

@@ -1,9 +1,11 @@
 import { readFileSync } from "node:fs";
 import { isMap, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import { z } from "zod";
+import type { Clock } from "../core/clock.js";
 import { parseDuration } from "./duration.js";
 import { ConfigError, type ConfigProblem } from "./errors.js";
 import type { DescriptorEntry } from "./types.js";
+import { WatchedFile } from "./watched-file.js";
 
 /**
  * The `rlqs:` section (its own file, `serve --rlqs-config`): how Envoy's Rate Limit Quota Service
@@ -124,13 +126,7 @@ export function parseRlqsConfig(file: string, source: string): RlqsConfig {
 }
 
 export function loadRlqsConfig(file: string): RlqsConfig {
-  let source: string;
-  try {
-    source = readFileSync(file, "utf8");
-  } catch (err) {
-    throw new ConfigError([{ file, path: "", message: `cannot read: ${(err as Error).message}` }]);
-  }
-  return parseRlqsConfig(file, source);
+  return parseRlqsConfig(file, readRlqsFile(file));
 }
 
 function lineOf(node: Node | undefined, lines: LineCounter): number | undefined {
@@ -163,4 +159,33 @@ export function bucketDescriptor(
     return { domain: m.limitDomain, entries };
   }
   return undefined;
+}
+
+/**
+ * The `--rlqs-config` file in force, reloaded when it changes and on SIGHUP (watched-file.ts):
+ * validated whole, a bad file reported and the old mapping kept.
+ */
+export function rlqsConfigWatcher(opts: {
+  path: string;
+  clock: Clock;
+  onSwap: (config: RlqsConfig) => void;
+  onError: (err: Error) => void;
+}): WatchedFile<RlqsConfig> {
+  return new WatchedFile({
+    ...opts,
+    parse: parseRlqsConfig,
+    unreadable: (err) => unreadable(opts.path, err),
+  });
+}
+
+function readRlqsFile(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw unreadable(file, err as Error);
+  }
+}
+
+function unreadable(file: string, err: Error): ConfigError {
+  return new ConfigError([{ file, path: "", message: `cannot read: ${err.message}` }]);
 }

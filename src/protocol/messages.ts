@@ -125,6 +125,10 @@ export interface InspectResponse {
   /** The inspection in words, and as JSON (server/inspect.ts `Inspection`). */
   text: string;
   json: string;
+  /** The member that asked the owner for this answer (Peer.Inspect), when it was not the owner. */
+  askedBy?: string;
+  /** Why the member asked could not get the owner's answer; the rest is then its own view. */
+  ownerError?: string;
 }
 
 export interface CheckResponse {

@@ -52,6 +52,8 @@ export const METHOD_NEEDS: Readonly<Record<string, Need>> = {
   Reclaim: { member: true },
   Replicate: { member: true },
   Standby: { member: true },
+  // Inspect asked of a member and passed to the key's owner (RateLimiter.Inspect is operators').
+  "Peer.Inspect": { member: true },
 };
 
 /** Why a call was refused: the `reason` label (bounded: no identities, no domains). */

@@ -32,7 +32,7 @@ import {
 } from "../protocol/proto.js";
 import { callViewOf } from "../security/identity.js";
 import type { Access, Caller } from "./access.js";
-import { inspectResponse } from "./inspect.js";
+import { type AskOwner, inspectAnyMember, inspectResponse } from "./inspect.js";
 import { installLean, type Transport } from "./lean.js";
 import type { Limiter, ReportCaller } from "./limiter.js";
 import type { PromMetrics } from "./metrics.js";
@@ -49,6 +49,8 @@ export interface GrpcDeps {
   metrics?: PromMetrics;
   /** Envoy's RLQS `StreamRateLimitQuotas` (bidirectional), when configured. */
   rlqs?: grpc.UntypedHandleCall;
+  /** Inspect on a member that does not own the key asks the owner with this (cluster mode). */
+  askOwner?: AskOwner;
   maxMessageBytes: number;
   onUnexpected: (method: string, err: unknown) => void;
   /** Who may call what (absent: everything allowed, as without an authorisation file). */
@@ -224,7 +226,9 @@ export async function startGrpc(
       return router.reportPool(req);
     }),
     // Operator-only: not in the access table, so under an auth file only operators may call it.
-    Inspect: guarded("Inspect", (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),
+    Inspect: guarded("Inspect", (req: { key: string }) =>
+      inspectAnyMember(limiter.inspect(req.key), req.key, deps.askOwner),
+    ),
   });
   server.addService(serviceDefinition(ENVOY_RLS_SERVICE), {
     ShouldRateLimit: guarded(
@@ -282,6 +286,8 @@ export async function startGrpc(
         return peer.replicate(req);
       }),
       Standby: guarded("Standby", (req: StandbyRequest) => peer.standby(req)),
+      // The owner's answer to a member asked by an operator: its own state only, never further.
+      Inspect: guarded("Peer.Inspect", (req: { key: string }) => inspectResponse(limiter.inspect(req.key))),
     });
   }
   const health = new HealthImplementation({

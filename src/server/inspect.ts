@@ -191,6 +191,36 @@ export function inspectResponse(x: Inspection): InspectResponse {
   };
 }
 
+/**
+ * Asks the member at `owner` for its inspection of `key` (Peer.Inspect, bounded in time), the answer
+ * marked with this server's id (`askedBy`); undefined when `owner` is this server.
+ */
+export type AskOwner = (
+  owner: { id: string; address: string },
+  key: string,
+) => Promise<InspectResponse> | undefined;
+
+/**
+ * `Inspect` on any member: its own answer when it owns the key (or no limit applies, or it is the
+ * owner itself), else the owner's, asked over Peer.Inspect, so an operator needs to reach only one
+ * member. When the owner cannot answer, this member's own view with the reason (`ownerError`).
+ */
+export async function inspectAnyMember(
+  local: Inspection,
+  key: string,
+  ask: AskOwner | undefined,
+): Promise<InspectResponse> {
+  const own = inspectResponse(local);
+  const asked = !local.owned && local.owner !== undefined ? ask?.(local.owner, key) : undefined;
+  if (asked === undefined) return own;
+  try {
+    return await asked;
+  } catch (err) {
+    const e = err as { details?: string; message?: string };
+    return { ...own, ownerError: `${local.owner!.id} at ${local.owner!.address}: ${e.details || e.message}` };
+  }
+}
+
 /** What an HTTP handler answers. */
 export interface HttpAnswer {
   status: number;

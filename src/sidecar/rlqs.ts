@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import client from "prom-client";
 import { GatewayLimiter } from "../client/gateway-limiter.js";
 import type { Descriptor } from "../client/key-table.js";
 import type { ClientTransport, LimiterLogger } from "../client/transport.js";
@@ -78,7 +79,21 @@ const MAX_QUEUED = 64;
 const MAX_BUCKET_ENTRIES = 32;
 const MAX_TEXT = 256;
 
+/** What the service records (metrics.ts style: narrow, a no-op in tests that do not look). */
+export interface RlqsMetrics {
+  /** A report arrived carrying `usages` bucket usages. */
+  report(usages: number): void;
+  /** Bucket actions sent to Envoy, by kind. */
+  sent(kind: RlqsActionKind, n: number): void;
+  /** A stream refused or ended with an error, by the error's code (e.g. INVALID_ARGUMENT). */
+  refused(code: string): void;
+}
+export type RlqsActionKind = "allow_all" | "deny_all" | "token_bucket" | "abandon";
+
+export const noopRlqsMetrics: RlqsMetrics = { report() {}, sent() {}, refused() {} };
+
 export interface RlqsDeps {
+  /** The mapping in force; `RlqsService.setConfig` replaces it (a reloaded --rlqs-config). */
   config: RlqsConfig;
   /** The servers each stream's gateway client learns the limits and the assignment from. */
   servers: () => readonly string[];
@@ -87,6 +102,70 @@ export interface RlqsDeps {
   log: LimiterLogger;
   /** How long a stream waits for the limits before it is ended UNAVAILABLE (default 10 s). */
   readyTimeoutMs?: number;
+  metrics?: RlqsMetrics;
+}
+
+/**
+ * The service's metrics in `registry`: streams open and buckets held (read at scrape time from
+ * `service`), reports received, actions sent by kind, refusals by code.
+ */
+export function registerRlqsMetrics(
+  registry: client.Registry,
+  service: () => RlqsService | undefined,
+): RlqsMetrics {
+  new client.Gauge({
+    name: "shardlimit_rlqs_streams",
+    help: "Envoy RLQS streams open on this server",
+    registers: [registry],
+    collect() {
+      this.set(service()?.openStreams ?? 0);
+    },
+  });
+  new client.Gauge({
+    name: "shardlimit_rlqs_buckets",
+    help: "RLQS buckets held by this server's open streams",
+    registers: [registry],
+    collect() {
+      this.set(service()?.buckets ?? 0);
+    },
+  });
+  const reports = new client.Counter({
+    name: "shardlimit_rlqs_reports_total",
+    help: "RLQS usage reports received",
+    registers: [registry],
+  });
+  const usages = new client.Counter({
+    name: "shardlimit_rlqs_bucket_usages_total",
+    help: "Bucket usages in the RLQS reports received",
+    registers: [registry],
+  });
+  const sent = new client.Counter({
+    name: "shardlimit_rlqs_actions_total",
+    help: "RLQS bucket actions sent to Envoy, by kind (allow_all, deny_all, token_bucket assignments; abandon)",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const refused = new client.Counter({
+    name: "shardlimit_rlqs_refusals_total",
+    help: "RLQS streams refused or ended with an error, by code",
+    labelNames: ["code"],
+    registers: [registry],
+  });
+  return {
+    report(n) {
+      reports.inc();
+      if (n > 0) usages.inc(n);
+    },
+    sent: (kind, n) => sent.inc({ kind }, n),
+    refused: (code) => refused.inc({ code }),
+  };
+}
+
+function kindOf(a: RlqsAction): RlqsActionKind {
+  if (a.abandonAction) return "abandon";
+  const s = a.quotaAssignmentAction?.rateLimitStrategy;
+  if (s?.tokenBucket) return "token_bucket";
+  return s?.blanketRule === BlanketRule.DENY_ALL ? "deny_all" : "allow_all";
 }
 
 export function durationOf(ms: number): Duration {
@@ -148,8 +227,8 @@ export function assignmentOf(
 interface Bucket {
   readonly id: Record<string, string>;
   readonly name: string;
-  /** Undefined: no mapping takes it. */
-  readonly descriptor: Descriptor | undefined;
+  /** Undefined: no mapping takes it. Mapped again when the config is reloaded. */
+  descriptor: Descriptor | undefined;
   counterKey: string | undefined;
   /** The strategy last sent (JSON), and until when it holds at Envoy. */
   sent: string;
@@ -163,11 +242,36 @@ interface Bucket {
 export class RlqsService {
   private readonly streams = new Set<RlqsStream>();
   private seq = 0;
+  /** Shared with every stream: `config` is read there on each use, so a new one applies at once. */
+  private readonly deps: RlqsDeps & { metrics: RlqsMetrics };
 
-  constructor(private readonly deps: RlqsDeps) {}
+  constructor(deps: RlqsDeps) {
+    this.deps = { ...deps, metrics: deps.metrics ?? noopRlqsMetrics };
+  }
 
   get openStreams(): number {
     return this.streams.size;
+  }
+
+  /** Buckets held by the open streams. */
+  get buckets(): number {
+    let n = 0;
+    for (const s of this.streams) n += s.bucketCount;
+    return n;
+  }
+
+  get config(): RlqsConfig {
+    return this.deps.config;
+  }
+
+  /**
+   * A new mapping (a reloaded --rlqs-config): bounds apply at once, new buckets map by it, and
+   * every open stream's buckets are mapped again (a bucket whose descriptor changed is counted on
+   * its new key from its next report). `report_interval` applies to streams opened after it.
+   */
+  setConfig(config: RlqsConfig): void {
+    this.deps.config = config;
+    for (const s of this.streams) s.remap();
   }
 
   /** The grpc-js handler of `StreamRateLimitQuotas`. */
@@ -177,6 +281,7 @@ export class RlqsService {
       fail(
         call,
         new RlqsBoundError(`this server holds max_streams (${max}) RLQS streams already; try another`),
+        this.deps.metrics,
       );
       return;
     }
@@ -190,7 +295,8 @@ export class RlqsService {
   }
 }
 
-function fail(call: RlqsCall, err: unknown): void {
+function fail(call: RlqsCall, err: unknown, metrics: RlqsMetrics): void {
+  metrics.refused(err instanceof ShardlimitError ? err.code : "INTERNAL");
   const status =
     err instanceof ShardlimitError
       ? { code: ERRORS[err.code].grpc, details: err.message }
@@ -209,7 +315,7 @@ class RlqsStream {
   private readonly sweeper: Timer;
 
   constructor(
-    private readonly deps: RlqsDeps,
+    private readonly deps: RlqsDeps & { metrics: RlqsMetrics },
     private readonly call: RlqsCall,
     clientId: string,
     private readonly gone: () => void,
@@ -240,6 +346,33 @@ class RlqsStream {
     call.on("error", () => this.close(false));
   }
 
+  get bucketCount(): number {
+    return this.buckets.size;
+  }
+
+  /** Maps every bucket by the config now in force; a changed one is re-sent on its next report. */
+  remap(): void {
+    if (this.domain === undefined) return;
+    for (const b of this.buckets.values()) {
+      const d = bucketDescriptor(this.deps.config, this.domain, b.id);
+      if (JSON.stringify(d) === JSON.stringify(b.descriptor)) continue;
+      b.descriptor = d;
+      b.sent = "";
+      b.sentUntil = 0;
+    }
+  }
+
+  private send(actions: RlqsAction[]): void {
+    if (actions.length === 0) return;
+    const counts = new Map<RlqsActionKind, number>();
+    for (const a of actions) {
+      const k = kindOf(a);
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+    }
+    for (const [k, n] of counts) this.deps.metrics.sent(k, n);
+    this.call.write({ bucketAction: actions });
+  }
+
   private guard(fn: () => void): void {
     try {
       fn();
@@ -261,6 +394,7 @@ class RlqsStream {
       );
     }
     this.check(m);
+    this.deps.metrics.report(m.bucketQuotaUsages?.length ?? 0);
     if (this.ready) this.apply(m);
     else if (this.queued.length >= MAX_QUEUED) {
       throw new RlqsBoundError(
@@ -348,7 +482,7 @@ class RlqsStream {
       const a = counterKey === undefined ? this.blanket(b, fresh) : this.assignment(b, now);
       if (a) actions.push(a);
     }
-    if (actions.length > 0) this.call.write({ bucketAction: actions });
+    this.send(actions);
   }
 
   private blanket(b: Bucket, fresh: boolean): RlqsAction | undefined {
@@ -404,7 +538,7 @@ class RlqsStream {
       const a = this.assignment(b, now);
       if (a) actions.push(a);
     }
-    if (actions.length > 0) this.call.write({ bucketAction: actions });
+    this.send(actions);
   }
 
   private abandonIdle(): void {
@@ -416,14 +550,14 @@ class RlqsStream {
       this.rekey(b, undefined);
       actions.push({ bucketId: { bucket: b.id }, abandonAction: {} });
     }
-    if (actions.length > 0) this.call.write({ bucketAction: actions });
+    this.send(actions);
   }
 
   /** Ends the stream with `err`'s status. */
   private end(err: unknown): void {
     if (this.closed) return;
     this.close(false);
-    fail(this.call, err);
+    fail(this.call, err, this.deps.metrics);
   }
 
   close(flush: boolean): void {

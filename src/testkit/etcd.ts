@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Range } from "etcd3";
 import { connectEtcd } from "../cluster/etcd-client.js";
 import { type EtcdAccess, readEtcdAccess } from "../security/etcd-access.js";
 import { type Child, spawnChild, waitReady } from "./child.js";
@@ -22,6 +23,17 @@ export interface EtcdProcess {
   readonly access: EtcdAccess;
   /** The flags a `shardlimit` command needs next to `--etcd` to reach it. */
   readonly accessArgs: string[];
+  /** The same as one of `auth.users` (its own --etcd-auth-file). */
+  userArgs(name: string): string[];
+}
+
+/** One permission of a role, as `etcdctl role grant-permission ROLE PERM KEY [END] [--prefix]` gives it. */
+export interface EtcdGrant {
+  permission: "Read" | "Write" | "Readwrite";
+  key: string;
+  /** The range's end (exclusive); without it and `prefix`, the one key. */
+  end?: string;
+  prefix?: boolean;
 }
 
 export interface EtcdStartOptions {
@@ -31,8 +43,15 @@ export interface EtcdStartOptions {
    * the certificate the kit's own client and `accessArgs` present.
    */
   tls?: { ca: string; cert: string; key: string; client: { cert: string; key: string } };
-  /** User/password auth on: the root user with this password (written to `authFile` for --etcd-auth-file). */
-  auth?: { password: string };
+  /**
+   * User/password auth on: the root user with this password (written to `authFile` for
+   * --etcd-auth-file), and `roles` and `users` made before auth is turned on.
+   */
+  auth?: {
+    password: string;
+    roles?: { name: string; grants: EtcdGrant[] }[];
+    users?: { name: string; password: string; roles: string[] }[];
+  };
 }
 
 async function healthy(url: string, access: EtcdAccess): Promise<boolean> {
@@ -59,13 +78,31 @@ async function healthy(url: string, access: EtcdAccess): Promise<boolean> {
   return (JSON.parse(text) as { health?: string }).health === "true";
 }
 
-/** Turns on etcd's auth: a root role and user (etcdctl's `user add root` + `auth enable`). */
-async function enableAuth(url: string, access: EtcdAccess, password: string): Promise<void> {
+/**
+ * Turns on etcd's auth: a root role and user (etcdctl's `user add root` + `auth enable`), and the
+ * roles and users asked for (`role add`, `role grant-permission`, `user add`, `user grant-role`).
+ */
+async function enableAuth(
+  url: string,
+  access: EtcdAccess,
+  auth: NonNullable<EtcdStartOptions["auth"]>,
+): Promise<void> {
   const client = connectEtcd([url], { credentials: access.credentials });
   try {
     await client.role("root").create();
-    await client.user("root").create(password);
+    await client.user("root").create(auth.password);
     await client.user("root").addRole("root");
+    for (const r of auth.roles ?? []) {
+      const role = await client.role(r.name).create();
+      for (const g of r.grants) {
+        const range = g.prefix ? Range.prefix(g.key) : new Range(g.key, g.end ?? `${g.key}\0`);
+        await role.grant({ permission: g.permission, range });
+      }
+    }
+    for (const u of auth.users ?? []) {
+      const user = await client.user(u.name).create(u.password);
+      for (const r of u.roles) await user.addRole(r);
+    }
     await client.auth.authEnable();
   } finally {
     client.close();
@@ -127,12 +164,29 @@ export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdProces
     child = undefined;
   };
   await start();
-  if (opts.auth) await enableAuth(url, access, opts.auth.password);
+  if (opts.auth) await enableAuth(url, access, opts.auth);
+  const userFiles = new Map<string, string>();
+  const userArgs = (name: string): string[] => {
+    const u = opts.auth?.users?.find((x) => x.name === name);
+    if (!u) throw new Error(`no etcd user ${name} was asked for`);
+    let file = userFiles.get(name);
+    if (file === undefined) {
+      file = path.join(dataDir, "..", `${path.basename(dataDir)}-auth-${name}`);
+      writeFileSync(file, `${name}:${u.password}\n`, { mode: 0o600 });
+      userFiles.set(name, file);
+    }
+    return [
+      ...accessArgs.filter((_, i, all) => all[i] !== "--etcd-auth-file" && all[i - 1] !== "--etcd-auth-file"),
+      "--etcd-auth-file",
+      file,
+    ];
+  };
   return {
     url,
     dataDir,
     access,
     accessArgs,
+    userArgs,
     pid: () => child?.pid,
     stop,
     start,
@@ -140,6 +194,7 @@ export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdProces
       await stop();
       rmSync(dataDir, { recursive: true, force: true });
       if (authFile !== undefined) rmSync(authFile, { force: true });
+      for (const f of userFiles.values()) rmSync(f, { force: true });
     },
   };
 }

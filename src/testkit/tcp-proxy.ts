@@ -2,9 +2,9 @@ import net from "node:net";
 import { Worker } from "node:worker_threads";
 
 export interface TcpProxy {
-  /** http://127.0.0.1:PORT, to give a client instead of the target's URL. */
+  /** http://HOST:PORT (127.0.0.1 unless asked), to give a client instead of the target's URL. */
   readonly url: string;
-  /** 127.0.0.1:PORT, for gRPC clients. */
+  /** HOST:PORT, for gRPC clients. */
   readonly address: string;
   /** Drops every connection and refuses new ones: the client is cut off while the target runs on. */
   cut(): void;
@@ -28,9 +28,14 @@ function relay(from: net.Socket, to: net.Socket, delayMs: number): void {
 /**
  * A loopback TCP proxy to `targetUrl` (http://host:port) that a test can cut, to partition one
  * client from etcd or from a server; with `delayMs`, every chunk is passed on that much later in
- * each direction (a link between regions).
+ * each direction (a link between regions). `host`: another loopback address to listen on (e.g.
+ * 127.0.0.3), so a client can be told to reach only that address.
  */
-export async function startProxy(targetUrl: string, opts: { delayMs?: number } = {}): Promise<TcpProxy> {
+export async function startProxy(
+  targetUrl: string,
+  opts: { delayMs?: number; host?: string } = {},
+): Promise<TcpProxy> {
+  const host = opts.host ?? "127.0.0.1";
   const target = new URL(targetUrl);
   const delayMs = opts.delayMs ?? 0;
   const sockets = new Set<net.Socket>();
@@ -56,11 +61,11 @@ export async function startProxy(targetUrl: string, opts: { delayMs?: number } =
     pass(up, down);
   });
   const port = await new Promise<number>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)),
+    server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port)),
   );
   return {
-    url: `http://127.0.0.1:${port}`,
-    address: `127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
+    address: `${host}:${port}`,
     cut() {
       open = false;
       for (const s of sockets) s.destroy();

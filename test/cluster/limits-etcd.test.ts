@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { connectEtcd } from "../../src/cluster/etcd-client.js";
+import { STAGE_WAIT_MS } from "../../src/cluster/limits-source.js";
 import { deleteOverride, pushLimits, putOverride, readLimits } from "../../src/cluster/limits-store.js";
 import { type MemberRecord, membersPrefix, parseMembers } from "../../src/cluster/membership.js";
 import { PrefixView } from "../../src/cluster/prefix-view.js";
@@ -102,6 +103,20 @@ describe("limits in etcd on a three-server cluster", () => {
       const logs = servers.map((s) => `--- ${s.id}\n${s.child?.output().slice(-3000)}`).join("\n");
       throw new Error(`${err.message}; members' limits: ${JSON.stringify(limits)}\n${logs}`);
     });
+  }
+
+  /** When each server logged that `version` is in force (pino's `time`, ms, from its own log). */
+  async function switchTimes(version: number): Promise<number[]> {
+    return Promise.all(
+      servers.map(async (s) => {
+        const { log } = await s.child!.waitForLog(
+          `${s.id} to log version ${version} in force`,
+          (l) => l.msg === "limits version in force" && l.limitsVersion === version,
+          { timeoutMs: 5000 },
+        );
+        return log.time as number;
+      }),
+    );
   }
 
   beforeAll(async () => {
@@ -221,6 +236,7 @@ describe("limits in etcd on a three-server cluster", () => {
   it("20 pushes: every server and the gateway serve each new version (P99 under 1 s)", async () => {
     const servers_ms: number[] = [];
     const gateway_ms: number[] = [];
+    const spread_ms: number[] = [];
     for (let i = 0; i < 20; i++) {
       const sources = [{ file: "api.yaml", text: config(200 + i) }];
       const digest = served(sources);
@@ -236,6 +252,8 @@ describe("limits in etcd on a three-server cluster", () => {
         (m) => m.limits?.version === head.version && m.limits.digest === digest,
       );
       servers_ms.push(performance.now() - t0);
+      const switched = await switchTimes(head.version);
+      spread_ms.push(Math.max(...switched) - Math.min(...switched));
       await waitFor("the gateway to fetch it", () => gateway.limitConfig()?.version === digest, 10_000, 2);
       gateway_ms.push(performance.now() - t0);
     }
@@ -254,10 +272,88 @@ describe("limits in etcd on a three-server cluster", () => {
       allServersMax: Math.round(Math.max(...servers_ms)),
       gatewayP50: Math.round(quantile(gateway_ms, 0.5)),
       gatewayP99: Math.round(quantile(gateway_ms, 0.99)),
+      switchSpreadP50: quantile(spread_ms, 0.5),
+      switchSpreadP99: quantile(spread_ms, 0.99),
     };
     console.log(`limits push timing (ms): ${JSON.stringify(summary)}`);
     expect(summary.allServersP99).toBeLessThan(1000);
   }, 120_000);
+
+  it("servers switch together once all answered; a silent lowest-id member holds the switch until it leaves; a silent higher one is waited for at most 2 s", async () => {
+    // A member record as a server serving limits from etcd publishes it, but nobody behind it:
+    // draining, so nothing is placed on it.
+    const fake = async (id: string) => {
+      const lease = client.lease(30);
+      await lease.put(`${membersPrefix(prefix)}${id}`).value(
+        JSON.stringify({
+          id,
+          address: "127.0.0.1:9",
+          capacity: 1,
+          startedAt: 0,
+          draining: true,
+          limits: { version: 1, digest: "fake", staging: true },
+        }),
+      );
+      await waitFor(`${id} registered`, () => memberMap().has(id), 5000, 2);
+      return lease;
+    };
+    const push = (limit: number) => {
+      const sources = [{ file: "api.yaml", text: config(limit) }];
+      return pushLimits(client, prefix, {
+        digest: compileSources(sources).version,
+        sources,
+        comment: `together ${limit}`,
+        at: systemClock.now(),
+      });
+    };
+
+    // s0 never answers, and it has the lowest id: the one to switch without every answer, which it
+    // never does. Nothing switches while it is registered.
+    const s0 = await fake("s0");
+    const before = (await readLimits(client, prefix)).head!;
+    const pushed = await push(400);
+    expect(pushed.staged).toBe(true);
+    await allMembers(
+      "every server loaded the staged version",
+      (m) => m.limits?.staged?.version === pushed.version && m.limits.staged.error === undefined,
+    );
+    const waiting = await readLimits(client, prefix);
+    expect(waiting.head).toEqual(before);
+    expect(waiting.staged?.record.version).toBe(pushed.version);
+    for (const m of memberMap().values()) if (m.id !== "s0") expect(m.limits?.version).toBe(before.version);
+    const status = runCli(["status", "--etcd", etcd.url, "--prefix", prefix]);
+    expect(status.stdout).toMatch(
+      new RegExp(`^s1 .* v${before.version} \\(\\w+\\) staged v${pushed.version} ready$`, "m"),
+    );
+    const get = cli("get");
+    expect(get.stdout).toContain(`staged: version ${pushed.version}, waiting for the servers' answers`);
+    expect(cli("history").stdout).toMatch(new RegExp(`^\\+ v${pushed.version} `, "m"));
+    // s0 dies (its lease ends): every member left has answered, and one of them switches.
+    await s0.revoke();
+    await allMembers("everyone on the staged version", (m) => m.limits?.version === pushed.version);
+    // Whichever server saw every answer first switched it on, with no answer missing.
+    const on = await Promise.any(
+      servers.map((s) =>
+        s.child!.waitForLog(`${s.id} to switch it on`, (l) => {
+          return l.msg === "staged limits version switched on" && l.limitsVersion === pushed.version;
+        }),
+      ),
+    );
+    expect(on.log.noAnswer).toEqual([]);
+    expect((await readLimits(client, prefix)).staged).toBeUndefined();
+
+    // s9 never answers: s1 switches without it once STAGE_WAIT_MS has passed since it saw the push.
+    const s9 = await fake("s9");
+    const t0 = performance.now();
+    const late = await push(401);
+    await allMembers("everyone on the next version", (m) => m.limits?.version === late.version);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(STAGE_WAIT_MS);
+    const without = await servers[0]!.child!.waitForLog("s1 to switch without s9", (l) => {
+      return l.msg === "staged limits version switched on" && l.limitsVersion === late.version;
+    });
+    expect(without.log.noAnswer).toEqual(["s9"]);
+    await s9.revoke();
+  }, 60_000);
 
   it("a server that cannot load a version keeps the old one, and status and /readyz say so", async () => {
     const before = (await readLimits(client, prefix)).head!.version;
@@ -267,6 +363,9 @@ describe("limits in etcd on a three-server cluster", () => {
     const pushed = cli("push", file("no-path.yaml", config(300, false)), "--allow-limit-removal");
     expect(pushed.status, pushed.stderr).toBe(0);
     const v = before + 1;
+    expect(pushed.stdout).toContain(
+      `in force on 2 of 3 servers (s1, s2)\n  s3 keeps version ${before}: refused it:`,
+    );
     await allMembers("s1, s2 on the new version, s3 refusing it", (m) =>
       m.id === "s3"
         ? m.limits?.refused?.version === v && m.limits.version === before

@@ -30,6 +30,27 @@ describe("limits in etcd, as read", () => {
     expect(s.problems).toEqual([]);
   });
 
+  it("reads a staged version newer than the head, with its files even without the history", () => {
+    const head = JSON.stringify({ version: 2, digest: "d2", at: 1 });
+    const entries = (staged: number) =>
+      new Map([
+        ["head", head],
+        ["staged", JSON.stringify({ version: staged, digest: `d${staged}`, at: 1 })],
+        ["versions/0000000001", version(1)],
+        ["versions/0000000002", version(2)],
+        ["versions/0000000003", version(3)],
+      ]);
+    const s = limitsState(entries(3), { history: false });
+    expect(s.staged?.record.version).toBe(3);
+    expect(s.staged?.version?.version).toBe(3);
+    expect(s.versions.map((v) => v.version)).toEqual([2]);
+    // A staged record not newer than the head (switched on, the delete not seen yet) waits for nothing.
+    expect(limitsState(entries(2)).staged).toBeUndefined();
+    const bad = limitsState(new Map([...entries(3), ["staged", "{"]]));
+    expect(bad.staged).toBeUndefined();
+    expect(bad.problems).toEqual(["staged is malformed"]);
+  });
+
   it("names malformed records and a missing head version, and leaves them out", () => {
     const s = limitsState(
       new Map([

@@ -213,6 +213,33 @@ describe("the Helm chart", () => {
     });
   });
 
+  it("limits from etcd: --limits-from=etcd, no limits ConfigMap or volume, etcd TLS and user kept", () => {
+    const values = {
+      ...EXTERNAL_ETCD,
+      limitsFrom: "etcd",
+      allowLimitRemoval: true,
+      etcd: { ...EXTERNAL_ETCD.etcd, tls: { secretName: "etcd-client" }, authSecret: "etcd-user" },
+    };
+    lint(values);
+    const docs = render(values);
+    expect(docs.map((d) => d.kind)).not.toContain("ConfigMap");
+    const { pod, c, flags: f } = server(one(docs, "StatefulSet", FULL));
+    expect(f.get("--limits-from")).toBe("etcd");
+    expect(f.has("--config")).toBe(false);
+    expect(f.get("--allow-limit-removal")).toBe("");
+    expect((pod.volumes as Manifest[]).map((v) => v.name).sort()).toEqual(["etcd-auth", "etcd-tls"]);
+    expectMounted(pod, c, f.get("--etcd-ca")!, "etcd-client");
+    expectMounted(pod, c, f.get("--etcd-auth-file")!, "etcd-user");
+    // Alone (no TLS, no user): nothing to mount at all.
+    const bare = server(one(render({ ...EXTERNAL_ETCD, limitsFrom: "etcd" }), "StatefulSet", FULL));
+    expect(bare.flags.get("--limits-from")).toBe("etcd");
+    expect(bare.pod.volumes ?? []).toEqual([]);
+    // The file mode is unchanged: --config and the ConfigMap.
+    expect(server(one(render(EXTERNAL_ETCD), "StatefulSet", FULL)).flags.has("--limits-from")).toBe(false);
+    expect(refused({ limitsFrom: "etcd" })).toContain("limitsFrom etcd needs mode: cluster");
+    expect(refused({ ...EXTERNAL_ETCD, limitsFrom: "consul" })).toContain("limitsFrom");
+  });
+
   it("refuses values of the wrong type or shape (values.schema.json)", () => {
     expect(refused({ grpcPort: "8081x" })).toMatch(/grpcPort: Invalid type/);
     expect(refused({ mode: "both" })).toMatch(/mode/);

@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
 import { type Child, spawnChild, waitReady } from "../../src/testkit/child.js";
-import { ensureBuilt, killAllCli, spawnCli } from "../../src/testkit/cli.js";
+import { ensureBuilt, killAllCli, runCli, spawnCli } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { freePort } from "../../src/testkit/ports.js";
 import { ensureHelm, FULL, type Manifest, NS, one, render } from "./helm.js";
@@ -158,6 +158,40 @@ describe("the chart's pods as processes", () => {
     expect(msgs).toContain("drained");
     for (const p of pods.slice(0, -1)) await probeReady(sts, p);
     expect(await check(pods[0]!, `api/tenant=t-${last.name}`)).toMatchObject({ allowed: true, limit: 100 });
+  }, 120_000);
+
+  it("limits from etcd: a member run as rendered serves the pushed version and switches to the next push", async () => {
+    etcd ??= await startEtcd();
+    const prefix = `/pods-limits-${process.pid}/`;
+    const docs = render({
+      mode: "cluster",
+      replicaCount: 1,
+      limitsFrom: "etcd",
+      etcd: { endpoints: ["http://etcd.invalid:2379"] },
+      prefix,
+      resources: { limits: { memory: "512Mi" } },
+    });
+    const sts = one(docs, "StatefulSet", FULL);
+    const dir = path.join(work, "pushed");
+    mkdirSync(dir, { recursive: true });
+    const push = (n: number) => {
+      const f = path.join(dir, `v${n}.yaml`);
+      writeFileSync(
+        f,
+        `domain: api\ndescriptors:\n  - key: tenant\n    rate_limit: { unit: second, requests_per_unit: ${n} }\n`,
+      );
+      return runCli(["limits", "push", f, "--etcd", etcd!.url, "--prefix", prefix]);
+    };
+    expect(push(7).status).toBe(0);
+    const pod = await startPod(sts, `${FULL}-0`, "/no-limits-mounted", etcd.url);
+    await probeReady(sts, pod);
+    expect(await check(pod, "api/tenant=acme")).toMatchObject({ allowed: true, limit: 7 });
+    const next = push(9);
+    expect(next.status, next.stderr).toBe(0);
+    expect(next.stdout).toContain(`in force on 1 of 1 servers (${FULL}-0)`);
+    expect(await check(pod, "api/tenant=acme")).toMatchObject({ allowed: true, limit: 9 });
+    const { exit } = await terminate(sts, pod);
+    expect(exit, pod.child.output()).toEqual({ code: 0, signal: null });
   }, 120_000);
 
   it("cluster with the chart's etcd: the etcd pod's command runs, is ready on its probe, and a member joins it", async () => {

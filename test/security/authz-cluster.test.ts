@@ -10,9 +10,11 @@ import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { sha256 } from "../../src/security/identity.js";
 import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
+import { freePort } from "../../src/testkit/ports.js";
+import { startProxy } from "../../src/testkit/tcp-proxy.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
-import { callError } from "../server/harness.js";
+import { callError, startCli } from "../server/harness.js";
 import { tokenClient } from "./authz-fixtures.js";
 
 /**
@@ -284,6 +286,54 @@ describe("a three-server cluster under an auth file, members authenticated by to
     expectNoneCreated(before, await counters());
     expect(await charge("gw-a", 1, key, 1)).toBe(remaining - 1);
   });
+
+  it("inspect through any member: it asks the owner over Peer.Inspect (members only), the owner's address unreachable from the operator", async () => {
+    const view = await h.view("s1");
+    const key = KEYS.find((k) => h.ownerIn(view, k) !== "s1")!;
+    const owner = h.ownerIn(view, key);
+    await h.check("s1", key, 1);
+    // The operator reaches s1 only, at 127.0.0.3 (a proxy to it); every other address, the
+    // members' advertised 127.0.0.1 ones included, goes through an HTTP proxy that is not there.
+    const s1 = await startProxy(`http://${h.server("s1").address}`, { host: "127.0.0.3" });
+    const env = { grpc_proxy: `http://127.0.0.1:${await freePort()}`, no_grpc_proxy: "127.0.0.3" };
+    // Not spawnSync: the proxy runs in this process.
+    const inspect = async (target: string) => {
+      const p = startCli(
+        ["inspect", key, "--target", target, "--token-file", path.join(dir, "ops"), "--json"],
+        env,
+      );
+      const { code } = await p.exited;
+      return { code, out: p.lines.join("\n"), err: p.stderr() };
+    };
+    try {
+      const r = await inspect(s1.address);
+      expect(r.code, r.err).toBe(0);
+      expect(r.err).toContain(`(s1) does not own ${key}: it asked its owner ${owner} at`);
+      const x = JSON.parse(r.out);
+      expect(x.owned).toBe(true);
+      expect(x.owner.id).toBe(owner);
+      expect(x.counters[0].counter.remaining).toBe(999_999);
+      // The owner itself is out of the operator's reach, as meant.
+      const direct = await inspect(h.server(owner).address);
+      expect(direct.code).toBe(1);
+    } finally {
+      await s1.close();
+    }
+    // Peer.Inspect is the peer service's: a gateway is refused it; RateLimiter.Inspect is operators'.
+    const asGateway = connectPeer(
+      h.servers[0]!.address,
+      undefined,
+      undefined,
+      undefined,
+      meta(TOKENS["gw-a"]!),
+    );
+    peers.push(asGateway);
+    const refused = await callError(asGateway.inspect!({ key }, { deadlineMs: 5000 }));
+    expect(refused.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(refused.details).toBe(
+      'Peer.Inspect refused for identity "gw-a": only cluster members may call the peer service',
+    );
+  }, 60_000);
 
   it("reloads the auth file when it changes: a good file applies, a bad one keeps the old and is counted", async () => {
     const bank = (i: number) =>

@@ -161,6 +161,9 @@ exit. A value set by hand must be at least that, or Kubernetes' SIGKILL would cu
 {{- if and (ne $v.auth.file "") (ne $v.auth.existingConfigMap "") -}}
 {{- fail "auth.file and auth.existingConfigMap both set: the authorisation file comes from one of them" -}}
 {{- end -}}
+{{- if and (eq $v.limitsFrom "etcd") (ne $v.mode "cluster") -}}
+{{- fail "limitsFrom etcd needs mode: cluster (the servers read pushed limits from the cluster's etcd); standalone reads the limits value" -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -171,7 +174,14 @@ flag is one edit here). Paths are where the volumes below are mounted.
 {{- $v := .Values -}}
 {{- $p := include "shardlimit.paths" . | fromYaml -}}
 - serve
+{{- if eq $v.limitsFrom "etcd" }}
+- --limits-from=etcd
+{{- else }}
 - --config={{ $p.limits }}
+{{- end }}
+{{- if $v.allowLimitRemoval }}
+- --allow-limit-removal
+{{- end }}
 - --grpc-port={{ int $v.grpcPort }}
 - --http-port={{ int $v.httpPort }}
 - --log-level={{ $v.logLevel }}
@@ -287,7 +297,9 @@ spec:
       securityContext: {{- toYaml $v.securityContext | nindent 8 }}
       resources: {{- toYaml $v.resources | nindent 8 }}
       volumeMounts:
+        {{- if ne $v.limitsFrom "etcd" }}
         - { name: limits, mountPath: {{ $p.limits }}, readOnly: true }
+        {{- end }}
         {{- if ne $v.tls.secretName "" }}
         - { name: tls, mountPath: {{ $p.tls }}, readOnly: true }
         {{- end }}
@@ -308,9 +320,11 @@ spec:
   # defaultMode 288 (0440, owner and fsGroup read), written in decimal: YAML 1.1 and 1.2 read a
   # leading 0 differently.
   volumes:
+    {{- if ne $v.limitsFrom "etcd" }}
     - name: limits
       configMap:
         name: {{ include "shardlimit.fullname" . }}-limits
+    {{- end }}
     {{- if ne $v.tls.secretName "" }}
     - name: tls
       secret: { secretName: {{ $v.tls.secretName }}, defaultMode: 288 }
