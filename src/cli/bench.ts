@@ -230,6 +230,11 @@ function syncCompareCommand(): Command {
       nonNegativeInt,
       0,
     )
+    .option(
+      "--open-rate <n>",
+      "one open-loop rate (calls/s) for every system instead of half of each one's maximum",
+      positiveInt,
+    )
     .option("--clients <n>", "connections", positiveInt, 4)
     .option("--streams <n>", "calls in flight on each connection (closed loop)", positiveInt, 16)
     .option("--generator <g>", "closed loop: h2load, node, or auto (h2load when installed)", "auto")
@@ -247,6 +252,7 @@ function syncCompareCommand(): Command {
         warmSeconds: number;
         openSeconds: number;
         worstSeconds: number;
+        openRate?: number;
         clients: number;
         streams: number;
         generator: string;
