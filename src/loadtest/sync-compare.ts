@@ -5,6 +5,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { openLoop } from "../testkit/open-loop.js";
+import { freePort } from "../testkit/ports.js";
 import { serverProcess, waitAllReady, writeConfig } from "../testkit/serve.js";
 import { clockTicks, processCpuSeconds, treeCpuSeconds } from "./cpu.js";
 import { startDoNothing } from "./do-nothing.js";
@@ -369,6 +370,16 @@ export function spread(xs: readonly number[]): Spread {
   return { median, min: s[0]!, max: s[s.length - 1]! };
 }
 
+/** `n` free ports in a row (testkit/ports.ts hands them out in turn; one taken meanwhile breaks the row). */
+async function consecutivePorts(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const ports: number[] = [];
+    for (let i = 0; i < n; i++) ports.push(await freePort());
+    if (ports.every((p, i) => p === ports[0]! + i)) return ports[0]!;
+  }
+  throw new Error(`found no ${n} free ports in a row for the workers`);
+}
+
 async function startSystems(o: SyncCompareOptions, answers: Map<string, Buffer>): Promise<System[]> {
   const systems: System[] = [];
   try {
@@ -386,11 +397,17 @@ async function startSystems(o: SyncCompareOptions, answers: Map<string, Buffer>)
       });
     }
     for (const x of shardlimit) {
-      const s = await serverProcess({ id: x.name.replace(/\W+/g, "-"), configPath, extraArgs: x.args });
+      // Worker i listens on --grpc-port + i: ports of their own, apart from the HTTP port.
+      const base = x.workers > 1 ? await consecutivePorts(x.workers) : undefined;
+      const s = await serverProcess({
+        id: x.name.replace(/\W+/g, "-"),
+        configPath,
+        extraArgs: base === undefined ? x.args : [...x.args, "--grpc-port", String(base)],
+      });
       await s.start();
       systems.push({
         name: x.name,
-        urls: Array.from({ length: x.workers }, (_, i) => `http://127.0.0.1:${s.grpcPort + i}`),
+        urls: Array.from({ length: x.workers }, (_, i) => `http://127.0.0.1:${(base ?? s.grpcPort) + i}`),
         pid: s.pid()!,
         stop: () => s.stop(),
       });
