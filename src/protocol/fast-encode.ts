@@ -12,7 +12,8 @@ import type { CheckResponse, CheckResult, EnvoyDescriptorStatus, EnvoyResponse }
 
 const MAX_U32 = 0xffff_ffff;
 
-function varintSize(v: number): number {
+/** Bytes of a varint holding `v` (whole, 0 or more). */
+export function varintSize(v: number): number {
   let n = 1;
   while (v >= 0x80) {
     v = Math.floor(v / 128);
@@ -63,6 +64,44 @@ function framed(len: number): Out {
 function strBytes(s: string): number {
   for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, "utf8");
   return s.length;
+}
+
+/**
+ * A message of a varint in field 1 (`head`) and repeated messages in field 2 (`items`), framed.
+ * `sizeOf` gives an item's size, -1 when this encoder leaves it to protobufjs, and may note sizes
+ * (of strings) in `scratch` for `write`, which writes the item's fields.
+ */
+function frameHeadAndItems<T>(
+  head: number | null | undefined,
+  headOk: (v: number) => boolean,
+  items: readonly T[],
+  sizeOf: (x: T, scratch: number[], i: number) => number,
+  write: (out: Out, x: T, scratch: number[], i: number) => void,
+): Buffer | undefined {
+  const sizes: number[] = new Array(items.length);
+  const scratch: number[] = [];
+  let len = 0;
+  if (head != null) {
+    if (!headOk(head)) return undefined;
+    len += 1 + varintSize(head);
+  }
+  for (let i = 0; i < items.length; i++) {
+    const n = sizeOf(items[i]!, scratch, i);
+    if (n < 0) return undefined;
+    sizes[i] = n;
+    len += 1 + varintSize(n) + n;
+  }
+  const out = framed(len);
+  if (head != null) {
+    out.byte(0x08);
+    out.varint(head);
+  }
+  for (let i = 0; i < items.length; i++) {
+    out.byte(0x12);
+    out.varint(sizes[i]!);
+    write(out, items[i]!, scratch, i);
+  }
+  return out.buf;
 }
 
 // ---- envoy.service.ratelimit.v3.RateLimitResponse
@@ -123,76 +162,55 @@ export function frameEnvoyResponse(res: EnvoyResponse): Buffer | undefined {
   ) {
     return undefined;
   }
-  const statuses = res.statuses ?? [];
-  const sizes: number[] = new Array(statuses.length);
-  const nameBytes: number[] = new Array(statuses.length);
-  let len = 0;
-  if (res.overallCode != null) {
-    if (!wholeU32(res.overallCode)) return undefined;
-    len += 1 + varintSize(res.overallCode);
-  }
-  for (let i = 0; i < statuses.length; i++) {
-    const n = statusSize(statuses[i]!, nameBytes, i);
-    if (n < 0) return undefined;
-    sizes[i] = n;
-    len += 1 + varintSize(n) + n;
-  }
-  const out = framed(len);
-  if (res.overallCode != null) {
+  return frameHeadAndItems(res.overallCode, wholeU32, res.statuses ?? [], statusSize, writeStatus);
+}
+
+function writeStatus(out: Out, s: EnvoyDescriptorStatus, nameBytes: number[], i: number): void {
+  if (s.code != null) {
     out.byte(0x08);
-    out.varint(res.overallCode);
+    out.varint(s.code);
   }
-  for (let i = 0; i < statuses.length; i++) {
-    const s = statuses[i]!;
+  const c = s.currentLimit;
+  if (c != null) {
+    let m = 0;
+    if (c.requestsPerUnit != null) m += 1 + varintSize(c.requestsPerUnit);
+    if (c.unit != null) m += 1 + varintSize(c.unit);
+    if (c.name != null) m += 1 + varintSize(nameBytes[i]!) + nameBytes[i]!;
     out.byte(0x12);
-    out.varint(sizes[i]!);
-    if (s.code != null) {
+    out.varint(m);
+    if (c.requestsPerUnit != null) {
       out.byte(0x08);
-      out.varint(s.code);
+      out.varint(c.requestsPerUnit);
     }
-    const c = s.currentLimit;
-    if (c != null) {
-      let m = 0;
-      if (c.requestsPerUnit != null) m += 1 + varintSize(c.requestsPerUnit);
-      if (c.unit != null) m += 1 + varintSize(c.unit);
-      if (c.name != null) m += 1 + varintSize(nameBytes[i]!) + nameBytes[i]!;
-      out.byte(0x12);
-      out.varint(m);
-      if (c.requestsPerUnit != null) {
-        out.byte(0x08);
-        out.varint(c.requestsPerUnit);
-      }
-      if (c.unit != null) {
-        out.byte(0x10);
-        out.varint(c.unit);
-      }
-      if (c.name != null) {
-        out.byte(0x1a);
-        out.string(c.name, nameBytes[i]!);
-      }
+    if (c.unit != null) {
+      out.byte(0x10);
+      out.varint(c.unit);
     }
-    if (s.limitRemaining != null) {
-      out.byte(0x18);
-      out.varint(s.limitRemaining);
-    }
-    const d = s.durationUntilReset;
-    if (d != null) {
-      let m = 0;
-      if (d.seconds != null) m += 1 + varintSize(d.seconds);
-      if (d.nanos != null) m += 1 + varintSize(d.nanos);
-      out.byte(0x22);
-      out.varint(m);
-      if (d.seconds != null) {
-        out.byte(0x08);
-        out.varint(d.seconds);
-      }
-      if (d.nanos != null) {
-        out.byte(0x10);
-        out.varint(d.nanos);
-      }
+    if (c.name != null) {
+      out.byte(0x1a);
+      out.string(c.name, nameBytes[i]!);
     }
   }
-  return out.buf;
+  if (s.limitRemaining != null) {
+    out.byte(0x18);
+    out.varint(s.limitRemaining);
+  }
+  const d = s.durationUntilReset;
+  if (d != null) {
+    let m = 0;
+    if (d.seconds != null) m += 1 + varintSize(d.seconds);
+    if (d.nanos != null) m += 1 + varintSize(d.nanos);
+    out.byte(0x22);
+    out.varint(m);
+    if (d.seconds != null) {
+      out.byte(0x08);
+      out.varint(d.seconds);
+    }
+    if (d.nanos != null) {
+      out.byte(0x10);
+      out.varint(d.nanos);
+    }
+  }
 }
 
 // ---- shardlimit.v1.CheckResponse
@@ -232,61 +250,40 @@ function resultSize(x: CheckResult, strs: number[], i: number): number {
 
 /** Check's answer, framed; undefined when an item has an error or odd numbers. */
 export function frameCheckResponse(res: CheckResponse): Buffer | undefined {
-  const results = res.results ?? [];
-  const sizes: number[] = new Array(results.length);
-  const strs: number[] = new Array(results.length * 3);
-  let len = 0;
-  if (res.generation != null) {
-    if (!wholeU53(res.generation)) return undefined;
-    len += 1 + varintSize(res.generation);
-  }
-  for (let i = 0; i < results.length; i++) {
-    const n = resultSize(results[i]!, strs, i);
-    if (n < 0) return undefined;
-    sizes[i] = n;
-    len += 1 + varintSize(n) + n;
-  }
-  const out = framed(len);
-  if (res.generation != null) {
+  return frameHeadAndItems(res.generation, wholeU53, res.results ?? [], resultSize, writeResult);
+}
+
+function writeResult(out: Out, x: CheckResult, strs: number[], i: number): void {
+  if (x.allowed != null) {
     out.byte(0x08);
-    out.varint(res.generation);
+    out.byte(x.allowed ? 1 : 0);
   }
-  for (let i = 0; i < results.length; i++) {
-    const x = results[i]!;
-    out.byte(0x12);
-    out.varint(sizes[i]!);
-    if (x.allowed != null) {
-      out.byte(0x08);
-      out.byte(x.allowed ? 1 : 0);
-    }
-    if (x.shadowed != null) {
-      out.byte(0x10);
-      out.byte(x.shadowed ? 1 : 0);
-    }
-    if (x.remaining != null) {
-      out.byte(0x19);
-      out.double(x.remaining);
-    }
-    if (x.limit != null) {
-      out.byte(0x21);
-      out.double(x.limit);
-    }
-    if (x.resetMs != null) {
-      out.byte(0x28);
-      out.varint(x.resetMs);
-    }
-    if (x.retryMs != null) {
-      out.byte(0x30);
-      out.varint(x.retryMs);
-    }
-    for (let k = 0; k < STRINGS.length; k++) {
-      const [field, tag] = STRINGS[k]!;
-      const s = x[field];
-      if (s != null) {
-        out.byte(tag);
-        out.string(s, strs[i * 3 + k]!);
-      }
+  if (x.shadowed != null) {
+    out.byte(0x10);
+    out.byte(x.shadowed ? 1 : 0);
+  }
+  if (x.remaining != null) {
+    out.byte(0x19);
+    out.double(x.remaining);
+  }
+  if (x.limit != null) {
+    out.byte(0x21);
+    out.double(x.limit);
+  }
+  if (x.resetMs != null) {
+    out.byte(0x28);
+    out.varint(x.resetMs);
+  }
+  if (x.retryMs != null) {
+    out.byte(0x30);
+    out.varint(x.retryMs);
+  }
+  for (let k = 0; k < STRINGS.length; k++) {
+    const [field, tag] = STRINGS[k]!;
+    const s = x[field];
+    if (s != null) {
+      out.byte(tag);
+      out.string(s, strs[i * 3 + k]!);
     }
   }
-  return out.buf;
 }
