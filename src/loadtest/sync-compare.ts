@@ -179,6 +179,8 @@ export interface SyncCompareResult {
   seconds: number;
   rounds: number;
   openSeconds: number;
+  /** The one open-loop rate (`openRate`), when given. */
+  openRate?: number;
   clients: number;
   streams: number;
   results: SystemResult[];
@@ -552,6 +554,7 @@ export async function runSyncCompare(o: SyncCompareOptions): Promise<SyncCompare
     seconds: o.seconds,
     rounds: o.rounds,
     openSeconds: o.openSeconds,
+    openRate: o.openRate,
     clients: o.clients,
     streams: o.streams,
     results,
@@ -598,7 +601,11 @@ export function formatSyncCompare(r: SyncCompareResult): string {
       );
     }
     const open = r.results.filter((y) => y.request === request && y.half !== undefined);
-    if (open.length > 0) lines.push(`${request}: open loop at half of each one's maximum`);
+    if (open.length > 0) {
+      lines.push(
+        `${request}: open loop ${r.openRate === undefined ? "at half of each one's maximum" : `at ${r.openRate}/s for all`}`,
+      );
+    }
     for (const x of open) {
       lines.push(latencyLine(x.system, x.half!));
       if (x.baselineAtSameRate)
