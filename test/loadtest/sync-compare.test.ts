@@ -50,4 +50,33 @@ describe("bench sync-compare", () => {
       expect(formatSyncCompare(r)).toContain("ratios");
     }, 60_000);
   }
+
+  // serve --workers 2: one gRPC port per worker, each answered (etcd from PATH, as serve needs).
+  it("measures shardlimit with --workers 2 over both workers' ports against the do-nothing node:http2 server", async () => {
+    ensureBuilt();
+    const { runSyncCompare } = await import("../../dist/loadtest/sync-compare.js");
+    const r = await runSyncCompare({
+      seconds: 1,
+      rounds: 1,
+      warmSeconds: 1,
+      openSeconds: 0,
+      worstSeconds: 0,
+      generator: "h2load",
+      clients: 2,
+      streams: 4,
+      requests: ["Check"],
+      leanOnly: true,
+      workers: [2],
+    });
+    expect(r.results.map((x: { system: string }) => x.system)).toEqual([
+      "shardlimit lean",
+      "shardlimit lean workers=2",
+      "do-nothing http2",
+    ]);
+    const w = r.results.find((x: { system: string }) => x.system === "shardlimit lean workers=2")!;
+    expect(w.maxPerSec).toBeGreaterThan(0);
+    expect(w.closedErrors).toBe(0);
+    // The supervisor, both workers and their private etcd: the tree used CPU.
+    expect(w.serverCpuUs.median).toBeGreaterThan(0);
+  }, 120_000);
 });
