@@ -1,5 +1,5 @@
 import { defineConfig } from "vitest/config";
-import { BENCH, CHAOS, E2E, INTEGRATION } from "./test/tiers.js";
+import { BENCH, CHAOS, E2E, GRPC_JS_AGAIN, INTEGRATION } from "./test/tiers.js";
 
 /** The long chaos scenarios run only when asked for: `vitest run test/chaos...` or SHARDLIMIT_CHAOS=1. */
 const chaos = process.env.SHARDLIMIT_CHAOS === "1" || process.argv.some((a) => a.includes("test/chaos"));
@@ -22,6 +22,11 @@ export default defineConfig({
           include: ["test/**/*.test.ts"],
           exclude: [...E2E, ...INTEGRATION, ...CHAOS, ...BENCH],
         },
+      },
+      // The in-process server tests once more on the grpc-js transport (the run above is on lean).
+      {
+        extends: true,
+        test: { name: "unit grpc-js", include: GRPC_JS_AGAIN, env: { SHARDLIMIT_TRANSPORT: "grpc-js" } },
       },
       { extends: true, test: { name: "integration", include: INTEGRATION } },
       { extends: true, test: { name: "e2e", include: E2E } },

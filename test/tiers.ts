@@ -74,6 +74,33 @@ export const CHAOS = [
   "test/chaos/peers.test.ts",
 ];
 
+/**
+ * Issue 16 asks for the server tests on both transports. `npm test` runs everything on the default
+ * (lean); these files, whose servers run in-process (src/testkit/in-process.ts reads
+ * SHARDLIMIT_TRANSPORT), run once more on grpc-js in the `unit grpc-js` project (vitest.config.ts).
+ * lean.test.ts and the interop test pick each transport themselves.
+ */
+export const GRPC_JS_AGAIN = [
+  "test/app/sidecar-inspect.test.ts",
+  "test/server/authz.test.ts",
+  "test/server/check-wait.test.ts",
+  "test/server/envoy-options.test.ts",
+  "test/server/envoy.test.ts",
+  "test/server/fair-share.test.ts",
+  "test/server/input-limits.test.ts",
+  "test/server/inspect-forward.test.ts",
+  "test/server/inspect.test.ts",
+  "test/server/ops.test.ts",
+  "test/server/pool-grpc.test.ts",
+  "test/server/ratelimiter.test.ts",
+  "test/server/readme-inference.test.ts",
+  "test/server/smoke.test.ts",
+  "test/server/tickets.test.ts",
+  "test/server/tracing.test.ts",
+  "test/sidecar/rlqs-auth.test.ts",
+  "test/sidecar/rlqs-service.test.ts",
+];
+
 /** What a test file calls when it starts a real process (etcd, the CLI, redis-server). */
 export const PROCESS_STARTERS = [
   "startCli(",

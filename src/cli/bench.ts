@@ -38,6 +38,13 @@ function positiveInt(v: string): number {
   return n;
 }
 
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new InvalidArgumentError(`expected a whole number of 0 or more, got ${v}`);
+  return n;
+}
+
 function nonNegative(v: string): number {
   const n = Number(v);
   if (!(n >= 0 && n <= 10_000))
@@ -211,27 +218,62 @@ function scenarioCommand(name: ScenarioName, description: string): Command {
 function syncCompareCommand(): Command {
   return new Command("sync-compare")
     .description(
-      "ShouldRateLimit (two descriptors) and Check on shardlimit (lean and grpc-js transports), a do-nothing grpc-js server and a do-nothing node:http2 server: the most calls/s (closed loop), then P50/P99/P99.9/max at half of each one's maximum (open loop); h2load when installed, else the Node client",
+      "ShouldRateLimit (two descriptors) and Check on shardlimit (lean and grpc-js transports), a do-nothing grpc-js server and a do-nothing node:http2 server: calls/s and server and generator CPU per call in interleaved closed-loop rounds (h2load when installed, else the Node client), then P50/P99/P99.9/max at half of each one's maximum (open loop, Node client)",
     )
-    .option("--seconds <s>", "seconds of each closed-loop run", positiveInt, 5)
-    .option("--open-seconds <s>", "seconds of each open-loop run", positiveInt, 10)
+    .option("--seconds <s>", "seconds of each closed-loop round", positiveInt, 5)
+    .option("--rounds <n>", "interleaved closed-loop rounds (medians and ranges over them)", positiveInt, 3)
+    .option("--warm-seconds <s>", "seconds of each system's closed-loop warm-up", positiveInt, 2)
+    .option("--open-seconds <s>", "seconds of each open-loop run at half rate (0: none)", nonNegativeInt, 10)
+    .option(
+      "--worst-seconds <s>",
+      "seconds of the worst-call runs, shardlimit lean and do-nothing node:http2 (0: none)",
+      nonNegativeInt,
+      0,
+    )
+    .option(
+      "--open-rate <n>",
+      "one open-loop rate (calls/s) for every system instead of half of each one's maximum",
+      positiveInt,
+    )
     .option("--clients <n>", "connections", positiveInt, 4)
     .option("--streams <n>", "calls in flight on each connection (closed loop)", positiveInt, 16)
-    .option("--generator <g>", "h2load, node, or auto (h2load when installed)", "auto")
+    .option("--generator <g>", "closed loop: h2load, node, or auto (h2load when installed)", "auto")
+    .option("--request <name>", "only ShouldRateLimit or Check")
+    .option(
+      "--workers <list>",
+      "also shardlimit lean with serve --workers n, for each n in this comma-separated list",
+    )
+    .option("--lean-only", "only shardlimit lean (and --workers) against the do-nothing node:http2 server")
     .option("--json <file>", "write the figures as JSON")
     .action(
       async (flags: {
         seconds: number;
+        rounds: number;
+        warmSeconds: number;
         openSeconds: number;
+        worstSeconds: number;
+        openRate?: number;
         clients: number;
         streams: number;
         generator: string;
+        request?: string;
+        workers?: string;
+        leanOnly?: boolean;
         json?: string;
       }) => {
-        if (!["auto", "h2load", "node"].includes(flags.generator)) {
-          process.stderr.write(`--generator must be auto, h2load or node, not ${flags.generator}\n`);
+        const fail = (msg: string) => {
+          process.stderr.write(`${msg}\n`);
           process.exitCode = 2;
-          return;
+        };
+        if (!["auto", "h2load", "node"].includes(flags.generator)) {
+          return fail(`--generator must be auto, h2load or node, not ${flags.generator}`);
+        }
+        if (flags.request !== undefined && !["ShouldRateLimit", "Check"].includes(flags.request)) {
+          return fail(`--request must be ShouldRateLimit or Check, not ${flags.request}`);
+        }
+        const workers = flags.workers?.split(",").map((w) => Number(w.trim()));
+        if (workers?.some((w) => !Number.isInteger(w) || w < 2 || w > 64)) {
+          return fail(`--workers must list whole numbers from 2 to 64, not ${flags.workers}`);
         }
         const { runSyncCompare, formatSyncCompare } = await loadTestCode(
           () => import("../loadtest/sync-compare.js"),
@@ -239,6 +281,8 @@ function syncCompareCommand(): Command {
         const r = await runSyncCompare({
           ...flags,
           generator: flags.generator as "auto" | "h2load" | "node",
+          requests: flags.request === undefined ? undefined : [flags.request as "ShouldRateLimit" | "Check"],
+          workers,
           log: (l) => process.stderr.write(`${l}\n`),
         });
         process.stdout.write(`${formatSyncCompare(r)}\n`);

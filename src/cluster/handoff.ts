@@ -8,6 +8,7 @@ import { type PoolTransfer, poolTransferProblem } from "../core/pool.js";
 import { agedSnapshot, type CounterSnapshot, snapshotProblem } from "../core/transfer.js";
 import type { Member, Move } from "../keyspace/assignment.js";
 import { keyPoint } from "../keyspace/hash.js";
+import { varintSize } from "../protocol/fast-encode.js";
 import { ErrorCode } from "../protocol/item-errors.js";
 import type { HandoffRequest, HandoffResponse } from "../protocol/messages.js";
 import { root } from "../protocol/proto.js";
@@ -79,16 +80,6 @@ export interface HandoffOptions {
 const HandoffRequestType = root.lookupType("shardlimit.v1.HandoffRequest");
 const CounterStateType = root.lookupType("shardlimit.v1.CounterState");
 
-/** Bytes of a varint holding `n`. */
-function varintBytes(n: number): number {
-  let b = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    b++;
-  }
-  return b;
-}
-
 /**
  * A handoff's first chunk carries at most this many counters, the next twice as many, and so on up
  * to the chunk size. A process's first handoff runs cold code on both sides (protobufjs's encoder
@@ -123,7 +114,7 @@ export class ChunkCutter {
 
   add(c: CounterSnapshot): void {
     const len = CounterStateType.encode(c).finish().length;
-    const size = 1 + varintBytes(len) + len;
+    const size = 1 + varintSize(len) + len;
     if (size > this.budget) {
       this.oversized.push(c);
       return;

@@ -171,33 +171,45 @@ export function metricKeyIn(
   let level: Level | undefined = root;
   let node: MatchNode | undefined;
   const named: string[] = [domain];
-  const detailed: string[] = [domain];
-  // With a shared pattern in it, Envoy writes an entry with an empty value as `key`, not `key_`.
-  const detailedShared: string[] = [domain];
-  let anyShared = false;
-  for (const e of entries) {
+  // Per entry, the value a shared pattern matched it as (detailed_metric names it so); made only
+  // when an entry matched one, and the detailed names only when the rule asks for them.
+  let shared: (string | undefined)[] | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     const branch: KeyBranch | undefined = level?.get(e.key);
     node = branch === undefined ? undefined : pick(branch, e.value);
     if (branch === undefined || node === undefined) return undefined;
     const how = branch.exact.get(e.value) === node ? "exact" : node === branch.any ? "any" : "wildcard";
-    const shared = how === "wildcard" ? node.sharedValue : undefined;
+    const sharedValue = how === "wildcard" ? node.sharedValue : undefined;
     const value =
       how === "exact" || node.valueToMetric === true
-        ? (shared ?? e.value)
+        ? (sharedValue ?? e.value)
         : how === "wildcard"
           ? node.pattern!
           : "";
     named.push(value === "" ? e.key : `${e.key}_${value}`);
-    anyShared ||= shared !== undefined;
-    detailed.push(`${e.key}_${e.value}`);
-    detailedShared.push(
-      shared !== undefined ? `${e.key}_${shared}` : e.value === "" ? e.key : `${e.key}_${e.value}`,
-    );
+    if (sharedValue !== undefined) {
+      shared ??= [];
+      shared[i] = sharedValue;
+    }
     level = node.children;
   }
   if (node?.rule === undefined) return undefined;
   if (!node.rule.detailedMetric) return named.join(".");
-  return (anyShared ? detailedShared : detailed).join(".");
+  const detailed: string[] = [domain];
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const sv = shared?.[i];
+    // With a shared pattern in it, Envoy writes an entry with an empty value as `key`, not `key_`.
+    detailed.push(
+      sv !== undefined
+        ? `${e.key}_${sv}`
+        : shared !== undefined && e.value === ""
+          ? e.key
+          : `${e.key}_${e.value}`,
+    );
+  }
+  return detailed.join(".");
 }
 
 function withShared(entries: readonly DescriptorEntry[], shared: readonly (string | undefined)[]) {

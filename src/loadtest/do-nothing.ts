@@ -45,6 +45,8 @@ export async function listenDoNothing(
     stream.on("data", () => {});
     stream.on("error", () => {});
     stream.on("end", () => {
+      // A client that closed its connection with calls in flight: nothing to answer.
+      if (stream.destroyed || stream.closed) return;
       if (res === undefined) {
         stream.respond(
           { ":status": 200, "content-type": "application/grpc", "grpc-status": "12" },

@@ -1,40 +1,71 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../protocol/proto.js";
-import { latencyHistogram } from "../testkit/histogram.js";
 import { openLoop } from "../testkit/open-loop.js";
-import { serverProcess, writeConfig } from "../testkit/serve.js";
+import { freePort } from "../testkit/ports.js";
+import { serverProcess, waitAllReady, writeConfig } from "../testkit/serve.js";
+import { clockTicks, processCpuSeconds, treeCpuSeconds } from "./cpu.js";
 import { startDoNothing } from "./do-nothing.js";
 import { grpcMessage, H2Client } from "./h2-client.js";
 import { BENCH_LIMITS } from "./stack.js";
 
 /**
- * `shardlimit bench sync-compare`: the synchronous path at the machine's limit (issue 16). In one
- * run, on the same request, four servers each in its own process: shardlimit on the lean
- * transport, shardlimit on grpc-js, a do-nothing grpc-js server and a do-nothing node:http2 server
- * (src/loadtest/do-nothing.ts). For each: the most calls/s in a closed loop, then P50/P99/P99.9/max
- * in an open loop at half of its own maximum; the do-nothing node:http2 server is also run at each
- * shardlimit transport's half-maximum, so latencies compare at the same rate. The generator is
- * h2load (nghttp2-client, a C program) when installed, else the Node HTTP/2 client
- * (src/loadtest/h2-client.ts). h2load only sees HTTP status 200, so every system's answer is
- * checked once (gRPC status 0) before it is measured.
+ * `shardlimit bench sync-compare`: the synchronous path at the machine's limit (issue 16), on a
+ * machine whose cores are shared. Servers, each in its own process, answer the same request:
+ * shardlimit on the lean transport, shardlimit on grpc-js, a do-nothing grpc-js server and a
+ * do-nothing node:http2 server (src/loadtest/do-nothing.ts), and optionally shardlimit lean with
+ * `--workers N`.
+ *
+ * - Maximum rate: every system is warmed up (a short closed loop), then measured in interleaved
+ *   rounds (A B C D, A B C D, ...) so that a neighbour's burst hits all of them alike; each round
+ *   records calls/s and, from /proc, the server's CPU time per call (its process tree) and the
+ *   generator's. Ratios are taken within each round and reported as the median and the range.
+ *   CPU per call hardly moves when a neighbour takes cores; calls/s does.
+ * - Latency: an open loop at half of each system's median maximum, and the do-nothing node:http2
+ *   server at each shardlimit system's half rate. Always the Node generator (one spinning core):
+ *   h2load's `--rps` wakes each client at most every 10 ms and sends what is due in one burst, so
+ *   at half of the maximum rate every call queues behind half a burst (the ~4 ms P50 every system
+ *   showed, do-nothing ones included); the Node schedule sends each call at its own time.
+ * - Worst call (`worstSeconds` > 0): shardlimit lean and the do-nothing node:http2 server each
+ *   in an open loop at one rate for that long; beside their worst calls, the generator's own
+ *   worst lateness in sending, which is the machine (the generator process got no CPU), not a server.
+ *
+ * The closed loop uses h2load (nghttp2-client, a C program) when installed, else the Node HTTP/2
+ * client (src/loadtest/h2-client.ts). h2load only sees HTTP status 200, so every system's answer
+ * is checked once (gRPC status 0) before it is measured.
  */
 
 export interface SyncCompareOptions {
-  /** Seconds of each closed-loop run. */
+  /** Seconds of each closed-loop round. */
   seconds: number;
-  /** Seconds of each open-loop run. */
+  /** Interleaved closed-loop rounds (at least 1; 3 or more for a median that means something). */
+  rounds: number;
+  /** Seconds of the closed-loop warm-up of each system, per request, before the rounds. */
+  warmSeconds: number;
+  /** Seconds of each open-loop run at half rate (0: none). */
   openSeconds: number;
-  /** h2load, the Node client, or h2load when installed (auto). */
+  /** Seconds of the worst-call runs (0: none). */
+  worstSeconds: number;
+  /**
+   * One open-loop rate for every system (and the worst-call runs) instead of half of each one's
+   * maximum: on a machine whose share of CPU moves between the closed and the open loop, half of
+   * a maximum measured a minute earlier can be more than the server gets now.
+   */
+  openRate?: number;
+  /** h2load, the Node client, or h2load when installed (auto), for the closed loop. */
   generator: "auto" | "h2load" | "node";
   /** Connections, and streams in flight on each (closed loop). */
   clients: number;
   streams: number;
   /** Only these requests (default both). */
   requests?: readonly RequestName[];
+  /** Also shardlimit lean with `--workers n` for each n here (a private etcd from PATH). */
+  workers?: readonly number[];
+  /** Only the do-nothing node:http2 server and shardlimit lean (and the workers systems). */
+  leanOnly?: boolean;
   log?: (line: string) => void;
 }
 
@@ -44,6 +75,9 @@ const PATHS: Record<RequestName, string> = {
   ShouldRateLimit: "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
   Check: "/shardlimit.v1.RateLimiter/Check",
 };
+
+const BASELINE = "do-nothing http2";
+const LEAN = "shardlimit lean";
 
 const envoyDef = serviceDefinition(ENVOY_RLS_SERVICE).ShouldRateLimit!;
 const checkDef = serviceDefinition(RATE_LIMITER_SERVICE).Check!;
@@ -81,17 +115,59 @@ export interface LatencyRow {
   p99Ms: number;
   p999Ms: number;
   maxMs: number;
+  /** The generator's worst lateness in sending a call: a stall of the machine, not of the server. */
+  sendLagMaxMs: number;
   errors: number;
+}
+
+/** One closed-loop round of one system. */
+export interface Round {
+  perSec: number;
+  calls: number;
+  errors: number;
+  /** Server CPU (its process tree, user + system) per call, µs. */
+  serverCpuUs: number;
+  /** Generator CPU per call, µs. */
+  generatorCpuUs: number;
+}
+
+/** Median and range of a figure over the rounds. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
 }
 
 export interface SystemResult {
   system: string;
   request: RequestName;
+  rounds: Round[];
+  perSec: Spread;
+  serverCpuUs: Spread;
+  generatorCpuUs: Spread;
+  /** The median calls/s (the "maximum rate"). */
   maxPerSec: number;
   closedErrors: number;
-  half: LatencyRow;
+  half?: LatencyRow;
   /** The do-nothing node:http2 server at this system's half-maximum (shardlimit systems only). */
   baselineAtSameRate?: LatencyRow;
+}
+
+export interface Ratio {
+  request: RequestName;
+  system: string;
+  /** Calls/s against the do-nothing node:http2 server's in the same round. */
+  rate: Spread;
+  /** The do-nothing node:http2 server's CPU per call over this system's, in the same round. */
+  cpu: Spread;
+  p99VsHttp2SameRate?: number;
+}
+
+export interface WorstRow {
+  system: string;
+  rate: number;
+  seconds: number;
+  row: LatencyRow;
 }
 
 export interface SyncCompareResult {
@@ -101,18 +177,16 @@ export interface SyncCompareResult {
   loadavgBefore: number[];
   loadavgAfter: number[];
   seconds: number;
+  rounds: number;
   openSeconds: number;
+  /** The one open-loop rate (`openRate`), when given. */
+  openRate?: number;
   clients: number;
   streams: number;
   results: SystemResult[];
-  /** The issue's must-show ratios, per request and shardlimit transport. */
-  ratios: {
-    request: RequestName;
-    transport: string;
-    maxVsHttp2: number;
-    p99VsHttp2SameRate: number;
-    maxCallVsHttp2Max: number;
-  }[];
+  /** The issue's must-show ratios, per request and shardlimit system. */
+  ratios: Ratio[];
+  worst: WorstRow[];
 }
 
 export function h2loadInstalled(): boolean {
@@ -124,33 +198,26 @@ export function h2loadInstalled(): boolean {
   }
 }
 
-interface Generator {
-  closed(
-    url: string,
-    pathName: string,
-    body: Buffer,
-    seconds: number,
-  ): Promise<{ perSec: number; errors: number }>;
-  open(url: string, pathName: string, body: Buffer, rate: number, seconds: number): Promise<LatencyRow>;
+interface ClosedRun {
+  calls: number;
+  errors: number;
+  seconds: number;
+  generatorCpuSeconds: number;
 }
 
-function percentiles(durationsUs: number[], rate: number, seconds: number, errors: number): LatencyRow {
-  const h = latencyHistogram();
-  for (const d of durationsUs) h.recordValue(Math.max(1, Math.round(d)));
-  return {
-    rate,
-    achieved: Math.round(durationsUs.length / seconds),
-    p50Ms: h.getValueAtPercentile(50) / 1000,
-    p99Ms: h.getValueAtPercentile(99) / 1000,
-    p999Ms: h.getValueAtPercentile(99.9) / 1000,
-    maxMs: h.maxValue / 1000,
-    errors,
-  };
-}
+type ClosedLoop = (
+  urls: readonly string[],
+  pathName: string,
+  body: Buffer,
+  seconds: number,
+) => Promise<ClosedRun>;
 
-function run(cmd: string, args: string[]): Promise<string> {
+/** Runs `cmd` to the end; its output and the CPU seconds it used (read by the shell that waited for it). */
+function runCounted(cmd: string, args: string[]): Promise<{ out: string; cpuSeconds: number }> {
+  // The shell's own /proc stat, after `wait`, holds its waited-for children's CPU (cutime, cstime).
+  const script = `"$@"; s=$?; read -r st < /proc/$$/stat; echo "CPUSTAT $st" >&2; exit $s`;
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const c = spawn("sh", ["-c", script, "sh", cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     c.stdout.on("data", (d: Buffer) => {
       out += d.toString();
@@ -159,120 +226,132 @@ function run(cmd: string, args: string[]): Promise<string> {
       out += d.toString();
     });
     c.once("error", reject);
-    c.once("exit", (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${out}`)),
-    );
+    c.once("exit", (code) => {
+      const m = /CPUSTAT (.*)/.exec(out);
+      const rest = m ? m[1]!.slice(m[1]!.lastIndexOf(")") + 2).split(" ") : [];
+      const cpuSeconds = (Number(rest[13]) + Number(rest[14])) / clockTicks();
+      if (code === 0) resolve({ out, cpuSeconds });
+      else reject(new Error(`${cmd} exited ${code}: ${out}`));
+    });
   });
 }
 
-/** h2load: closed loop with `clients` x `streams` in flight; open loop with --rps per client. */
-function h2loadGenerator(o: SyncCompareOptions, dir: string): Generator {
-  const headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"];
-  const dataFile = (body: Buffer) => {
-    const f = path.join(dir, "body.bin");
-    writeFileSync(f, grpcMessage(body));
-    return f;
-  };
-  /** One thread, `o.clients` connections, `streams` in flight on each, for `seconds`. */
-  const base = (body: Buffer, streams: number, seconds: number) => [
-    ...headers,
-    "-d",
-    dataFile(body),
-    "-t",
-    "1",
-    "-c",
-    String(o.clients),
-    "-m",
-    String(streams),
-    "-D",
-    String(seconds),
-  ];
+/**
+ * h2load, one thread per URL (a `--workers` system has one port per worker), `clients` connections
+ * spread over them, `streams` in flight on each.
+ */
+function h2loadClosed(o: SyncCompareOptions, dir: string): ClosedLoop {
   const failedOf = (out: string) => {
     const m = /(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
-    return m ? Number(m[2]) + Number(m[3]) + Number(m[4]) : Number.NaN;
+    return m ? { ok: Number(m[1]), failed: Number(m[2]) + Number(m[3]) + Number(m[4]) } : undefined;
   };
-  return {
-    async closed(url, pathName, body, seconds) {
-      const out = await run("h2load", [...base(body, o.streams, seconds), `${url}${pathName}`]);
-      const m = /finished in [\d.]+s, ([\d.]+) req\/s/.exec(out);
-      if (!m) throw new Error(`h2load printed no rate:\n${out}`);
-      return { perSec: Number(m[1]), errors: failedOf(out) };
-    },
-    async open(url, pathName, body, rate, seconds) {
-      const log = path.join(dir, "h2load.log");
-      rmSync(log, { force: true });
-      const perClient = Math.max(1, Math.round(rate / o.clients));
-      const out = await run("h2load", [
-        ...base(body, 64, seconds),
-        "--rps",
-        String(perClient),
-        "--log-file",
-        log,
-        `${url}${pathName}`,
-      ]);
-      // Each line: start time (µs since the epoch), HTTP status, duration (µs).
-      const durations: number[] = [];
-      for (const line of readFileSync(log, "utf8").split("\n")) {
-        const parts = line.split("\t");
-        if (parts.length >= 3) durations.push(Number(parts[2]));
-      }
-      return percentiles(durations, perClient * o.clients, seconds, failedOf(out));
-    },
+  return async (urls, pathName, body, seconds) => {
+    const f = path.join(dir, "body.bin");
+    writeFileSync(f, grpcMessage(body));
+    const perUrl = Math.max(1, Math.round(o.clients / urls.length));
+    const runs = await Promise.all(
+      urls.map((url) =>
+        runCounted("h2load", [
+          "-H",
+          "content-type: application/grpc",
+          "-H",
+          "te: trailers",
+          "-d",
+          f,
+          "-t",
+          "1",
+          "-c",
+          String(perUrl),
+          "-m",
+          String(o.streams),
+          "-D",
+          String(seconds),
+          `${url}${pathName}`,
+        ]),
+      ),
+    );
+    let calls = 0;
+    let errors = 0;
+    let cpu = 0;
+    for (const r of runs) {
+      const n = failedOf(r.out);
+      if (n === undefined) throw new Error(`h2load printed no counts:\n${r.out}`);
+      calls += n.ok;
+      errors += n.failed;
+      cpu += r.cpuSeconds;
+    }
+    return { calls, errors, seconds, generatorCpuSeconds: cpu };
   };
 }
 
 /** The Node client (src/loadtest/h2-client.ts) on this thread, when h2load is not installed. */
-function nodeGenerator(o: SyncCompareOptions): Generator {
-  return {
-    async closed(url, pathName, body, seconds) {
-      const clients = await connectAll(url, o.clients);
-      let done = 0;
-      let errors = 0;
-      const end = performance.now() + seconds * 1000;
-      await Promise.all(
-        clients.flatMap((c) =>
-          Array.from({ length: o.streams }, async () => {
-            while (performance.now() < end) {
-              try {
-                await c.callAsync(pathName, body);
-                done++;
-              } catch {
-                errors++;
-              }
+function nodeClosed(o: SyncCompareOptions): ClosedLoop {
+  return async (urls, pathName, body, seconds) => {
+    const clients = await connectAll(urls, o.clients);
+    let done = 0;
+    let errors = 0;
+    const cpu0 = processCpuSeconds(process.pid)!;
+    const t0 = performance.now();
+    const end = t0 + seconds * 1000;
+    await Promise.all(
+      clients.flatMap((c) =>
+        Array.from({ length: o.streams }, async () => {
+          while (performance.now() < end) {
+            try {
+              await c.callAsync(pathName, body);
+              done++;
+            } catch {
+              errors++;
             }
-          }),
-        ),
-      );
-      for (const c of clients) c.close();
-      return { perSec: done / seconds, errors };
-    },
-    async open(url, pathName, body, rate, seconds) {
-      const clients = await connectAll(url, o.clients);
-      const out = await openLoop({
-        ratePerSec: rate,
-        seconds,
-        spin: true,
-        call: (i) => clients[i % clients.length]!.callAsync(pathName, body),
-      });
-      for (const c of clients) c.close();
-      return {
-        rate,
-        achieved: Math.round(out.completed / seconds),
-        p50Ms: out.latency.getValueAtPercentile(50) / 1000,
-        p99Ms: out.latency.getValueAtPercentile(99) / 1000,
-        p999Ms: out.latency.getValueAtPercentile(99.9) / 1000,
-        maxMs: out.latency.maxValue / 1000,
-        errors: out.errors,
-      };
-    },
+          }
+        }),
+      ),
+    );
+    const wall = (performance.now() - t0) / 1000;
+    for (const c of clients) c.close();
+    return {
+      calls: done,
+      errors,
+      seconds: wall,
+      generatorCpuSeconds: processCpuSeconds(process.pid)! - cpu0,
+    };
   };
 }
 
-async function connectAll(url: string, n: number): Promise<H2Client[]> {
-  const address = url.replace(/^http:\/\//, "");
+/** Open loop on the Node client with a spinning schedule: each call leaves at its own time. */
+async function openRun(
+  urls: readonly string[],
+  pathName: string,
+  body: Buffer,
+  rate: number,
+  seconds: number,
+  n: number,
+): Promise<LatencyRow> {
+  const clients = await connectAll(urls, n);
+  const out = await openLoop({
+    ratePerSec: rate,
+    seconds,
+    spin: true,
+    call: (i) => clients[i % clients.length]!.callAsync(pathName, body),
+  });
+  for (const c of clients) c.close();
+  return {
+    rate,
+    achieved: Math.round(out.completed / seconds),
+    p50Ms: out.latency.getValueAtPercentile(50) / 1000,
+    p99Ms: out.latency.getValueAtPercentile(99) / 1000,
+    p999Ms: out.latency.getValueAtPercentile(99.9) / 1000,
+    maxMs: out.latency.maxValue / 1000,
+    sendLagMaxMs: out.sendLag.maxValue / 1000,
+    errors: out.errors,
+  };
+}
+
+/** `n` connections spread over `urls`. */
+async function connectAll(urls: readonly string[], n: number): Promise<H2Client[]> {
   const out: H2Client[] = [];
-  for (let i = 0; i < n; i++) {
-    const c = new H2Client(address);
+  for (let i = 0; i < Math.max(n, urls.length); i++) {
+    const c = new H2Client(urls[i % urls.length]!.replace(/^http:\/\//, ""));
     await c.ready();
     out.push(c);
   }
@@ -281,79 +360,190 @@ async function connectAll(url: string, n: number): Promise<H2Client[]> {
 
 interface System {
   name: string;
-  url: string;
+  urls: string[];
+  pid: number;
   stop(): Promise<void>;
+}
+
+export function spread(xs: readonly number[]): Spread {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  const median = s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  return { median, min: s[0]!, max: s[s.length - 1]! };
+}
+
+/** `n` free ports in a row (testkit/ports.ts hands them out in turn; one taken meanwhile breaks the row). */
+async function consecutivePorts(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const ports: number[] = [];
+    for (let i = 0; i < n; i++) ports.push(await freePort());
+    if (ports.every((p, i) => p === ports[0]! + i)) return ports[0]!;
+  }
+  throw new Error(`found no ${n} free ports in a row for the workers`);
+}
+
+async function startSystems(o: SyncCompareOptions, answers: Map<string, Buffer>): Promise<System[]> {
+  const systems: System[] = [];
+  try {
+    const configPath = writeConfig(BENCH_LIMITS);
+    const shardlimit: { name: string; args: string[]; workers: number }[] = [
+      { name: LEAN, args: ["--transport", "lean"], workers: 1 },
+    ];
+    if (!o.leanOnly)
+      shardlimit.push({ name: "shardlimit grpc-js", args: ["--transport", "grpc-js"], workers: 1 });
+    for (const n of o.workers ?? []) {
+      shardlimit.push({
+        name: `${LEAN} workers=${n}`,
+        args: ["--transport", "lean", "--workers", String(n)],
+        workers: n,
+      });
+    }
+    for (const x of shardlimit) {
+      // Worker i listens on --grpc-port + i: ports of their own, apart from the HTTP port.
+      const base = x.workers > 1 ? await consecutivePorts(x.workers) : undefined;
+      const s = await serverProcess({
+        id: x.name.replace(/\W+/g, "-"),
+        configPath,
+        extraArgs: base === undefined ? x.args : [...x.args, "--grpc-port", String(base)],
+      });
+      await s.start();
+      systems.push({
+        name: x.name,
+        urls: Array.from({ length: x.workers }, (_, i) => `http://127.0.0.1:${(base ?? s.grpcPort) + i}`),
+        pid: s.pid()!,
+        stop: () => s.stop(),
+      });
+      if (x.workers > 1) await waitAllReady([s], 60_000);
+    }
+    const kinds = o.leanOnly ? (["http2"] as const) : (["grpc-js", "http2"] as const);
+    for (const kind of kinds) {
+      const d = await startDoNothing(kind, answers);
+      systems.push({
+        name: `do-nothing ${kind}`,
+        urls: [`http://127.0.0.1:${d.port}`],
+        pid: d.child.pid!,
+        stop: () => d.stop(),
+      });
+    }
+  } catch (err) {
+    for (const s of systems) await s.stop();
+    throw err;
+  }
+  return systems;
 }
 
 /** Runs the comparison; every process it starts is stopped before it returns. */
 export async function runSyncCompare(o: SyncCompareOptions): Promise<SyncCompareResult> {
   const log = o.log ?? (() => {});
+  if (!(o.rounds >= 1)) throw new Error(`rounds must be at least 1, not ${o.rounds}`);
   const useH2load = o.generator === "h2load" || (o.generator === "auto" && h2loadInstalled());
   if (o.generator === "h2load" && !h2loadInstalled()) {
     throw new Error("h2load is not installed (Debian: apt-get install nghttp2-client)");
   }
   const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-sync-"));
-  const gen = useH2load ? h2loadGenerator(o, dir) : nodeGenerator(o);
+  const closed = useH2load ? h2loadClosed(o, dir) : nodeClosed(o);
   const reqs = requests();
   const names = o.requests ?? (["ShouldRateLimit", "Check"] as const);
   const answers = new Map(names.map((n) => [PATHS[n], reqs[n].answer]));
   const loadavgBefore = loadavg();
-  const systems: System[] = [];
   const results: SystemResult[] = [];
+  const ratios: Ratio[] = [];
+  const worst: WorstRow[] = [];
+  const systems = await startSystems(o, answers);
   try {
-    const configPath = writeConfig(BENCH_LIMITS);
-    for (const transport of ["lean", "grpc-js"]) {
-      const s = await serverProcess({
-        id: transport,
-        configPath,
-        extraArgs: ["--transport", transport],
-      });
-      await s.start();
-      systems.push({ name: `shardlimit ${transport}`, url: `http://${s.address}`, stop: () => s.stop() });
-    }
-    for (const kind of ["grpc-js", "http2"] as const) {
-      const d = await startDoNothing(kind, answers);
-      systems.push({ name: `do-nothing ${kind}`, url: `http://127.0.0.1:${d.port}`, stop: () => d.stop() });
-    }
-    const http2 = systems[3]!;
+    const http2 = systems.find((s) => s.name === BASELINE)!;
     for (const request of names) {
       const { body } = reqs[request];
-      for (const s of systems) await checkAnswers(s, PATHS[request], body);
+      const p = PATHS[request];
+      for (const s of systems) await checkAnswers(s, p, body);
       for (const s of systems) {
-        log(`${request}: ${s.name}, closed loop ${o.seconds}s`);
-        const closed = await gen.closed(s.url, PATHS[request], body, o.seconds);
-        const halfRate = Math.round(closed.perSec / 2);
-        log(`${request}: ${s.name}, ${Math.round(closed.perSec)}/s; open loop at ${halfRate}/s`);
-        const half = await gen.open(s.url, PATHS[request], body, halfRate, o.openSeconds);
-        results.push({
+        log(`${request}: ${s.name}, warm-up ${o.warmSeconds}s`);
+        await closed(s.urls, p, body, o.warmSeconds);
+      }
+      const rounds = new Map<string, Round[]>(systems.map((s) => [s.name, []]));
+      for (let r = 0; r < o.rounds; r++) {
+        for (const s of systems) {
+          const cpu0 = treeCpuSeconds(s.pid);
+          const run = await closed(s.urls, p, body, o.seconds);
+          const cpu = treeCpuSeconds(s.pid) - cpu0;
+          const calls = Math.max(1, run.calls);
+          const round: Round = {
+            perSec: run.calls / run.seconds,
+            calls: run.calls,
+            errors: run.errors,
+            serverCpuUs: (cpu * 1e6) / calls,
+            generatorCpuUs: (run.generatorCpuSeconds * 1e6) / calls,
+          };
+          rounds.get(s.name)!.push(round);
+          log(
+            `${request}: round ${r + 1} ${s.name}: ${Math.round(round.perSec)}/s, server ${round.serverCpuUs.toFixed(1)} µs/call, generator ${round.generatorCpuUs.toFixed(1)} µs/call`,
+          );
+        }
+      }
+      const mine: SystemResult[] = systems.map((s) => {
+        const rs = rounds.get(s.name)!;
+        const perSec = spread(rs.map((x) => x.perSec));
+        return {
           system: s.name,
           request,
-          maxPerSec: Math.round(closed.perSec),
-          closedErrors: closed.errors,
-          half,
+          rounds: rs,
+          perSec,
+          serverCpuUs: spread(rs.map((x) => x.serverCpuUs)),
+          generatorCpuUs: spread(rs.map((x) => x.generatorCpuUs)),
+          maxPerSec: Math.round(perSec.median),
+          closedErrors: rs.reduce((a, x) => a + x.errors, 0),
+        };
+      });
+      results.push(...mine);
+      const base = rounds.get(BASELINE)!;
+      for (const s of systems.filter((x) => x.name.startsWith("shardlimit"))) {
+        const rs = rounds.get(s.name)!;
+        ratios.push({
+          request,
+          system: s.name,
+          rate: spread(rs.map((x, i) => x.perSec / base[i]!.perSec)),
+          cpu: spread(rs.map((x, i) => base[i]!.serverCpuUs / x.serverCpuUs)),
         });
       }
-      for (const r of results.filter((x) => x.request === request && x.system.startsWith("shardlimit"))) {
-        log(`${request}: do-nothing http2 at ${r.system}'s half rate ${r.half.rate}/s`);
-        r.baselineAtSameRate = await gen.open(http2.url, PATHS[request], body, r.half.rate, o.openSeconds);
+      if (o.openSeconds > 0) {
+        for (const x of mine) {
+          const s = systems.find((y) => y.name === x.system)!;
+          const rate = o.openRate ?? Math.round(x.maxPerSec / 2);
+          log(`${request}: ${s.name}, open loop at ${rate}/s`);
+          x.half = await openRun(s.urls, p, body, rate, o.openSeconds, o.clients);
+          if (s.name.startsWith("shardlimit") && o.openRate === undefined) {
+            log(`${request}: ${BASELINE} at ${s.name}'s half rate ${rate}/s`);
+            x.baselineAtSameRate = await openRun(http2.urls, p, body, rate, o.openSeconds, o.clients);
+            ratios.find((q) => q.request === request && q.system === s.name)!.p99VsHttp2SameRate =
+              x.half.p99Ms / x.baselineAtSameRate.p99Ms;
+          }
+        }
+        // One rate for all: the do-nothing node:http2 server's own run is the same-rate baseline.
+        const baseHalf = mine.find((x) => x.system === BASELINE)!.half!;
+        if (o.openRate !== undefined) {
+          for (const q of ratios.filter((y) => y.request === request)) {
+            q.p99VsHttp2SameRate = mine.find((x) => x.system === q.system)!.half!.p99Ms / baseHalf.p99Ms;
+          }
+        }
+      }
+      if (o.worstSeconds > 0) {
+        const lean = mine.find((x) => x.system === LEAN)!;
+        const rate = o.openRate ?? Math.round(lean.maxPerSec / 2);
+        for (const name of [LEAN, BASELINE]) {
+          const s = systems.find((y) => y.name === name)!;
+          log(`${request}: ${name}, worst call of ${o.worstSeconds}s at ${rate}/s`);
+          worst.push({
+            system: `${request} ${name}`,
+            rate,
+            seconds: o.worstSeconds,
+            row: await openRun(s.urls, p, body, rate, o.worstSeconds, o.clients),
+          });
+        }
       }
     }
   } finally {
     for (const s of systems) await s.stop();
     rmSync(dir, { recursive: true, force: true });
-  }
-  const ratios: SyncCompareResult["ratios"] = [];
-  for (const request of names) {
-    const base = results.find((r) => r.request === request && r.system === "do-nothing http2")!;
-    for (const r of results.filter((x) => x.request === request && x.system.startsWith("shardlimit"))) {
-      ratios.push({
-        request,
-        transport: r.system.replace("shardlimit ", ""),
-        maxVsHttp2: r.maxPerSec / base.maxPerSec,
-        p99VsHttp2SameRate: r.half.p99Ms / r.baselineAtSameRate!.p99Ms,
-        maxCallVsHttp2Max: r.half.maxMs / Math.max(base.half.maxMs, r.baselineAtSameRate!.maxMs),
-      });
-    }
   }
   return {
     date: new Date().toISOString(),
@@ -362,55 +552,77 @@ export async function runSyncCompare(o: SyncCompareOptions): Promise<SyncCompare
     loadavgBefore,
     loadavgAfter: loadavg(),
     seconds: o.seconds,
+    rounds: o.rounds,
     openSeconds: o.openSeconds,
+    openRate: o.openRate,
     clients: o.clients,
     streams: o.streams,
     results,
     ratios,
+    worst,
   };
 }
 
 /** One call through the Node client: a system must answer gRPC status 0 with a message. */
 async function checkAnswers(s: System, pathName: string, body: Buffer): Promise<void> {
-  const [c] = await connectAll(s.url, 1);
+  const cs = await connectAll(s.urls, s.urls.length);
   try {
-    const res = await c!.callAsync(pathName, body);
-    if (res.length === 0) throw new Error(`${s.name} answered ${pathName} with an empty message`);
+    for (const c of cs) {
+      const res = await c.callAsync(pathName, body);
+      if (res.length === 0) throw new Error(`${s.name} answered ${pathName} with an empty message`);
+    }
   } catch (err) {
     throw new Error(
       `${s.name} does not answer ${pathName}: ${(err as Error).message ?? JSON.stringify(err)}`,
     );
   } finally {
-    c!.close();
+    for (const c of cs) c.close();
   }
 }
 
 const f = (n: number, d = 2) => n.toFixed(d);
+const sp = (s: Spread, d = 0) => `${f(s.median, d)} (${f(s.min, d)}-${f(s.max, d)})`;
 
-/** The report as text: one table of systems, then the ratios. */
+function latencyLine(label: string, x: LatencyRow): string {
+  return `  ${label.padEnd(34)} ${String(x.rate).padStart(7)}/s  P50 ${f(x.p50Ms)}  P99 ${f(x.p99Ms)}  P99.9 ${f(x.p999Ms)}  max ${f(x.maxMs)} ms  (generator late by up to ${f(x.sendLagMaxMs)} ms, ${x.errors} errors)`;
+}
+
+/** The report as text: per request the systems' medians (and ranges), latencies, then the ratios. */
 export function formatSyncCompare(r: SyncCompareResult): string {
   const lines = [
-    `generator ${r.generator}, ${r.cpus} CPUs, load average ${r.loadavgBefore.map((x) => f(x)).join(" ")} before, ${r.loadavgAfter.map((x) => f(x)).join(" ")} after`,
-    "request          system             max/s   errors  half rate  P50 ms  P99 ms  P99.9 ms  max ms",
+    `generator ${r.generator} (closed loop), Node client (open loop); ${r.cpus} CPUs; load average ${r.loadavgBefore.map((x) => f(x)).join(" ")} before, ${r.loadavgAfter.map((x) => f(x)).join(" ")} after`,
+    `${r.rounds} interleaved rounds of ${r.seconds}s, ${r.clients} connections x ${r.streams} streams; median (min-max) over the rounds`,
   ];
-  for (const x of r.results) {
-    lines.push(
-      `${x.request.padEnd(16)} ${x.system.padEnd(18)} ${String(x.maxPerSec).padStart(6)} ${String(x.closedErrors).padStart(8)} ${String(x.half.rate).padStart(10)} ${f(x.half.p50Ms).padStart(7)} ${f(x.half.p99Ms).padStart(7)} ${f(x.half.p999Ms).padStart(9)} ${f(x.half.maxMs).padStart(7)}`,
-    );
-    if (x.baselineAtSameRate) {
-      const b = x.baselineAtSameRate;
+  for (const request of new Set(r.results.map((x) => x.request))) {
+    lines.push("", `${request}: system, calls/s, server CPU µs/call, generator CPU µs/call, errors`);
+    for (const x of r.results.filter((y) => y.request === request)) {
       lines.push(
-        `${"".padEnd(16)} ${"  http2 same rate".padEnd(18)} ${"".padStart(6)} ${"".padStart(8)} ${String(b.rate).padStart(10)} ${f(b.p50Ms).padStart(7)} ${f(b.p99Ms).padStart(7)} ${f(b.p999Ms).padStart(9)} ${f(b.maxMs).padStart(7)}`,
+        `  ${x.system.padEnd(28)} ${sp(x.perSec).padEnd(22)} ${sp(x.serverCpuUs, 1).padEnd(20)} ${sp(x.generatorCpuUs, 1).padEnd(20)} ${x.closedErrors}`,
       );
     }
+    const open = r.results.filter((y) => y.request === request && y.half !== undefined);
+    if (open.length > 0) {
+      lines.push(
+        `${request}: open loop ${r.openRate === undefined ? "at half of each one's maximum" : `at ${r.openRate}/s for all`}`,
+      );
+    }
+    for (const x of open) {
+      lines.push(latencyLine(x.system, x.half!));
+      if (x.baselineAtSameRate)
+        lines.push(latencyLine(`  ${BASELINE} at the same rate`, x.baselineAtSameRate));
+    }
+  }
+  if (r.worst.length > 0) {
+    lines.push("", "worst call: open loop, the same rate for both");
+    for (const w of r.worst) lines.push(latencyLine(`${w.system} (${w.seconds}s)`, w.row));
   }
   lines.push(
     "",
-    "ratios (target: max >= 0.80x, P99 <= 1.30x, worst call <= 1.00x of the do-nothing node:http2 server)",
+    `ratios against ${BASELINE}, median (min-max) of the rounds (target: rate and CPU >= 0.80x, P99 at the same rate <= 1.30x)`,
   );
   for (const q of r.ratios) {
     lines.push(
-      `${q.request.padEnd(16)} ${q.transport.padEnd(8)} max ${f(q.maxVsHttp2)}x  P99 at same rate ${f(q.p99VsHttp2SameRate)}x  worst call ${f(q.maxCallVsHttp2Max)}x`,
+      `  ${q.request.padEnd(16)} ${q.system.padEnd(28)} rate ${sp(q.rate, 2)}  CPU per call ${sp(q.cpu, 2)}${q.p99VsHttp2SameRate === undefined ? "" : `  P99 at the same rate ${f(q.p99VsHttp2SameRate)}x`}`,
     );
   }
   return lines.join("\n");

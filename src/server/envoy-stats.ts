@@ -24,7 +24,9 @@ export const DEFAULT_DESCRIPTOR_METRIC_KEYS = 1000;
 
 export class DescriptorMetrics {
   private readonly values = new Map<string, number>();
-  private readonly keys = new Set<string>();
+  /** Per key counted: its map keys, one per stat (`key\0stat`), made once. */
+  private readonly keys = new Map<string, Record<DescriptorStat, string>>();
+  private readonly other = statKeys("(other)");
 
   constructor(
     registry: client.Registry,
@@ -42,27 +44,35 @@ export class DescriptorMetrics {
 
   /** Counts one descriptor's decision of `hits` on `rule`, as envoyproxy/ratelimit's limiter does. */
   record(metricKey: string, rule: LimitRule, d: Decision, hits: number): void {
-    let key = metricKey;
-    if (!this.keys.has(key)) {
-      if (this.keys.size < this.maxKeys) this.keys.add(key);
-      else key = "(other)";
+    let k = this.keys.get(metricKey);
+    if (k === undefined) {
+      if (this.keys.size < this.maxKeys) {
+        k = statKeys(metricKey);
+        this.keys.set(metricKey, k);
+      } else k = this.other;
     }
-    this.add(key, "total_hits", hits);
+    this.add(k.total_hits, hits);
     if (!d.allowed || d.shadowed) {
-      this.add(key, "over_limit", hits);
-      if (d.shadowed) this.add(key, "shadow_mode", hits);
+      this.add(k.over_limit, hits);
+      if (d.shadowed) this.add(k.shadow_mode, hits);
       return;
     }
-    this.add(key, "within_limit", hits);
+    this.add(k.within_limit, hits);
     // Hits that took the count past the near-limit threshold (floor(limit * ratio)).
     const near = Math.floor(rule.limit * this.nearLimitRatio);
     const after = rule.limit - d.remaining;
-    if (after > near) this.add(key, "near_limit", Math.min(hits, after - near));
+    if (after > near) this.add(k.near_limit, Math.min(hits, after - near));
   }
 
-  private add(key: string, stat: DescriptorStat, n: number): void {
+  private add(k: string, n: number): void {
     if (n <= 0) return;
-    const k = `${key}\u0000${stat}`;
     this.values.set(k, (this.values.get(k) ?? 0) + n);
   }
+}
+
+function statKeys(key: string): Record<DescriptorStat, string> {
+  return Object.fromEntries(DESCRIPTOR_STATS.map((s) => [s, `${key}\u0000${s}`])) as Record<
+    DescriptorStat,
+    string
+  >;
 }

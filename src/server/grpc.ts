@@ -85,8 +85,16 @@ export function unary<Req, Res>(
   labelOf?: (req: Req) => string,
 ): grpc.handleUnaryCall<Req, Res> {
   const hist = deps.metrics?.requestDuration;
+  // The usual label set, bound once; others are looked up by the histogram.
+  const ok = hist?.child(name, "OK");
+  const observe = (method: string, code: string, start: number) => {
+    if (hist === undefined) return;
+    const secs = (performance.now() - start) / 1000;
+    if (method === name && code === "OK") ok!.observe(secs);
+    else hist.child(method, code).observe(secs);
+  };
   return (call, callback) => {
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     let method = name;
     const fail = (err: unknown) => {
       const status = toStatus(err);
@@ -106,12 +114,9 @@ export function unary<Req, Res>(
         out.then(
           (res) => {
             callback(null, res);
-            hist?.observe({ method, code: "OK" }, Number(process.hrtime.bigint() - start) / 1e9);
+            observe(method, "OK", start);
           },
-          (err: unknown) => {
-            const c = fail(err);
-            hist?.observe({ method, code: c }, Number(process.hrtime.bigint() - start) / 1e9);
-          },
+          (err: unknown) => observe(method, fail(err), start),
         );
         return;
       }
@@ -119,7 +124,7 @@ export function unary<Req, Res>(
     } catch (err) {
       code = fail(err);
     }
-    hist?.observe({ method, code }, Number(process.hrtime.bigint() - start) / 1e9);
+    observe(method, code, start);
   };
 }
 

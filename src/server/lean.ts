@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { TLSSocket } from "node:tls";
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock, Timer } from "../core/clock.js";
+import { frameCheckResponse, frameEnvoyResponse } from "../protocol/fast-encode.js";
 import type { MetadataLike, PeerCertificateLike } from "../security/identity.js";
 
 /**
@@ -148,18 +149,39 @@ class HeaderMetadata implements MetadataLike {
   }
 }
 
-/** The call object the handlers see: what grpc.ts, check-waits.ts and spans.ts read of a call. */
+/**
+ * The call object the handlers see (what grpc.ts, check-waits.ts and spans.ts read of a call),
+ * which is also the whole state of one lean call: the stream's listeners are shared functions that
+ * find it on the stream, so a call allocates this object and no closures.
+ */
 class LeanCall extends EventEmitter {
   request: unknown;
   cancelled = false;
-  readonly metadata: HeaderMetadata;
+  /** Answered, failed or cancelled: nothing more is sent. */
+  done = false;
+  timer: Timer | undefined = undefined;
+  /** The request's bytes so far: the first chunk, then every chunk once there are more. */
+  first: Buffer | undefined = undefined;
+  parts: Buffer[] | undefined = undefined;
+  received = 0;
+  /** Prefix and message length, once the prefix is in; -1 before. */
+  want = -1;
+  /** Whether the handler has been called (cancellation is then told to it). */
+  started = false;
+  private meta: HeaderMetadata | undefined;
   constructor(
-    private readonly stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-    private readonly deadline: number,
+    readonly stream: ServerHttp2Stream,
+    readonly headers: IncomingHttpHeaders,
+    readonly h: Handler,
+    readonly o: LeanOptions,
+    readonly framer: Framer | undefined,
+    readonly deadline: number,
   ) {
     super();
-    this.metadata = new HeaderMetadata(headers);
+  }
+  get metadata(): HeaderMetadata {
+    this.meta ??= new HeaderMetadata(this.headers);
+    return this.meta;
   }
   getDeadline(): number {
     return this.deadline;
@@ -175,33 +197,12 @@ class LeanCall extends EventEmitter {
     const c = s.getPeerCertificate();
     return { sslPeerCertificate: c?.raw ? c : undefined };
   }
-}
-
-// Shared by every call: node:http2 copies header objects it is given.
-const TRAILERS_OK = { "grpc-status": "0" };
-const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
-const WAIT_FOR_TRAILERS = { waitForTrailers: true };
-const ignore = () => {};
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-function sendOk(this: ServerHttp2Stream): void {
-  this.sendTrailers(TRAILERS_OK);
-}
-
-/** One call: read the one message, run the handler, answer with the message and trailers. */
-function serveLean(
-  stream: ServerHttp2Stream,
-  headers: IncomingHttpHeaders,
-  h: Handler,
-  o: LeanOptions,
-): void {
-  let done = false;
-  let timer: Timer | undefined;
-  let call: LeanCall | undefined;
-  const finishError = (code: number, message: string) => {
-    if (done) return;
-    done = true;
-    timer?.cancel();
+  /** An error status, trailers-only when nothing was sent yet. */
+  finishError(code: number, message: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.timer?.cancel();
+    const stream = this.stream;
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
       stream.close();
@@ -217,7 +218,144 @@ function serveLean(
       },
       { endStream: true },
     );
+  }
+  /** The handler's callback (grpc-js's `sendUnaryData`). */
+  readonly answer = (err: Partial<grpc.StatusObject> | null, value?: unknown): void => {
+    if (this.done) return;
+    if (err) {
+      this.finishError(err.code ?? INTERNAL, err.details ?? "");
+      return;
+    }
+    let frame: Buffer;
+    try {
+      frame = this.framer?.(value) ?? frameOf(this.h.serialize(value));
+    } catch {
+      this.finishError(INTERNAL, "Failed to serialize response");
+      return;
+    }
+    if (frame.length - 5 > this.o.maxMessageBytes) {
+      this.finishError(
+        RESOURCE_EXHAUSTED,
+        `Sent message larger than max (${frame.length - 5} vs. ${this.o.maxMessageBytes})`,
+      );
+      return;
+    }
+    this.done = true;
+    this.timer?.cancel();
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return;
+    stream.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
+    stream.on("wantTrailers", sendOk);
+    stream.end(frame);
   };
+}
+
+/** Encodes an answer with the gRPC message prefix in one Buffer; undefined leaves it to protobufjs. */
+type Framer = (m: unknown) => Buffer | undefined;
+
+/** The hot answers with a direct encoder (src/protocol/fast-encode.ts). */
+const FRAMERS: Record<string, Framer> = {
+  "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": frameEnvoyResponse as Framer,
+  "/shardlimit.v1.RateLimiter/Check": frameCheckResponse as Framer,
+};
+
+function frameOf(body: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(5 + body.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(body.length, 1);
+  body.copy(frame, 5);
+  return frame;
+}
+
+// Shared by every call: node:http2 copies header objects it is given.
+const TRAILERS_OK = { "grpc-status": "0" };
+const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
+const WAIT_FOR_TRAILERS = { waitForTrailers: true };
+const ignore = () => {};
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Where a lean stream keeps its call. */
+const CALL = Symbol("leanCall");
+type LeanStream = ServerHttp2Stream & { [CALL]: LeanCall };
+
+function sendOk(this: ServerHttp2Stream): void {
+  this.sendTrailers(TRAILERS_OK);
+}
+
+/** Cancellation: the client reset the stream (or the connection went) before the answer. */
+function onClose(this: LeanStream): void {
+  const c = this[CALL];
+  if (c.done) return;
+  c.done = true;
+  c.timer?.cancel();
+  if (c.started) {
+    c.cancelled = true;
+    c.emit("cancelled", "cancelled");
+  }
+}
+
+/**
+ * The message: a 5-byte prefix (compressed flag, 4-byte big-endian length), then its bytes,
+ * possibly across several DATA frames. Usually one chunk holds it all and nothing is copied.
+ */
+function onData(this: LeanStream, chunk: Buffer): void {
+  const c = this[CALL];
+  if (c.done) return;
+  if (c.first === undefined) c.first = chunk;
+  else {
+    if (c.parts === undefined) c.parts = [c.first];
+    c.parts.push(chunk);
+  }
+  c.received += chunk.length;
+  if (c.want < 0 && c.received >= 5) {
+    const head = c.parts === undefined ? c.first : Buffer.concat(c.parts, c.received);
+    if (head[0] !== 0) {
+      c.finishError(
+        INTERNAL,
+        head[0] === 1
+          ? "compressed message received without a message encoding (compression is not supported)"
+          : `malformed message prefix (flag ${head[0]})`,
+      );
+      return;
+    }
+    const len = head.readUInt32BE(1);
+    if (len > c.o.maxMessageBytes) {
+      c.finishError(
+        RESOURCE_EXHAUSTED,
+        `Received message larger than max (${len} vs. ${c.o.maxMessageBytes})`,
+      );
+      return;
+    }
+    c.want = 5 + len;
+  }
+  if (c.want >= 0 && c.received > c.want) {
+    c.finishError(UNIMPLEMENTED, "received a second request message for a unary call");
+  }
+}
+
+function onEnd(this: LeanStream): void {
+  const c = this[CALL];
+  if (c.done) return;
+  if (c.want < 0 || c.received < c.want) {
+    const none = c.want < 0 && c.received === 0;
+    c.finishError(
+      none ? UNIMPLEMENTED : INTERNAL,
+      none ? "received no request message for a unary call" : "the request stream ended inside a message",
+    );
+    return;
+  }
+  const whole = c.parts === undefined ? c.first! : Buffer.concat(c.parts, c.received);
+  c.request = c.h.deserialize(whole.subarray(5, c.want));
+  c.started = true;
+  c.h.func(c as unknown as grpc.ServerUnaryCall<unknown, unknown>, c.answer);
+}
+
+/** One call: read the one message, run the handler, answer with the message and trailers. */
+function serveLean(
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  h: Handler,
+  o: LeanOptions,
+): void {
   const contentType = headers["content-type"];
   if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) {
     stream.respond({ ":status": 415 }, { endStream: true });
@@ -237,116 +375,30 @@ function serveLean(
     );
     return;
   }
-  const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
+  const rawTimeout = headers["grpc-timeout"];
+  const timeoutMs = rawTimeout === undefined ? undefined : parseGrpcTimeout(rawTimeout as string);
+  const deadline =
+    timeoutMs === undefined || Number.isNaN(timeoutMs) ? Number.POSITIVE_INFINITY : o.clock.now() + timeoutMs;
+  const c = new LeanCall(stream, headers, h, o, FRAMERS[headers[":path"] as string], deadline);
   if (timeoutMs !== undefined && Number.isNaN(timeoutMs)) {
-    finishError(INTERNAL, `malformed grpc-timeout header "${String(headers["grpc-timeout"])}"`);
+    c.finishError(INTERNAL, `malformed grpc-timeout header "${String(rawTimeout)}"`);
     return;
   }
-  const deadline = timeoutMs === undefined ? Number.POSITIVE_INFINITY : o.clock.now() + timeoutMs;
   // A Node timer fires at once past 2^31-1 ms (24.8 days): a longer deadline gets no timer.
   if (timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS) {
-    timer = o.clock.after(timeoutMs, () => {
-      if (done) return;
-      if (call !== undefined) {
-        call.cancelled = true;
-        call.emit("cancelled", "deadline");
+    c.timer = o.clock.after(timeoutMs, () => {
+      if (c.done) return;
+      if (c.started) {
+        c.cancelled = true;
+        c.emit("cancelled", "deadline");
       }
-      finishError(DEADLINE_EXCEEDED, "Deadline exceeded");
+      c.finishError(DEADLINE_EXCEEDED, "Deadline exceeded");
     });
   }
-  // Cancellation: the client reset the stream (or the connection went) before the answer.
-  stream.once("close", () => {
-    if (done) return;
-    done = true;
-    timer?.cancel();
-    if (call !== undefined) {
-      call.cancelled = true;
-      call.emit("cancelled", "cancelled");
-    }
-  });
+  const s = stream as LeanStream;
+  s[CALL] = c;
+  stream.on("close", onClose);
   stream.on("error", ignore); // a reset stream errors; its close above handles it
-
-  // The message: a 5-byte prefix (compressed flag, 4-byte big-endian length), then its bytes,
-  // possibly across several DATA frames. Usually one chunk holds it all and nothing is copied.
-  let first: Buffer | undefined;
-  let parts: Buffer[] | undefined;
-  let received = 0;
-  let want = -1;
-  stream.on("data", (chunk: Buffer) => {
-    if (done) return;
-    if (first === undefined) first = chunk;
-    else {
-      if (parts === undefined) parts = [first];
-      parts.push(chunk);
-    }
-    received += chunk.length;
-    if (want < 0 && received >= 5) {
-      const head = parts === undefined ? first : Buffer.concat(parts, received);
-      if (head[0] !== 0) {
-        finishError(
-          INTERNAL,
-          head[0] === 1
-            ? "compressed message received without a message encoding (compression is not supported)"
-            : `malformed message prefix (flag ${head[0]})`,
-        );
-        return;
-      }
-      const len = head.readUInt32BE(1);
-      if (len > o.maxMessageBytes) {
-        finishError(RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${o.maxMessageBytes})`);
-        return;
-      }
-      want = 5 + len;
-    }
-    if (want >= 0 && received > want) {
-      finishError(UNIMPLEMENTED, "received a second request message for a unary call");
-    }
-  });
-  stream.on("end", () => {
-    if (done) return;
-    if (want < 0 || received < want) {
-      finishError(
-        want < 0 && received === 0 ? UNIMPLEMENTED : INTERNAL,
-        want < 0 && received === 0
-          ? "received no request message for a unary call"
-          : "the request stream ended inside a message",
-      );
-      return;
-    }
-    const whole = parts === undefined ? first! : Buffer.concat(parts, received);
-    const c = new LeanCall(stream, headers, deadline);
-    call = c;
-    c.request = h.deserialize(whole.subarray(5, want));
-    h.func(c as unknown as grpc.ServerUnaryCall<unknown, unknown>, (err, value) => {
-      if (done) return;
-      if (err) {
-        finishError(err.code ?? INTERNAL, err.details ?? "");
-        return;
-      }
-      let body: Buffer;
-      try {
-        body = h.serialize(value);
-      } catch {
-        finishError(INTERNAL, "Failed to serialize response");
-        return;
-      }
-      if (body.length > o.maxMessageBytes) {
-        finishError(
-          RESOURCE_EXHAUSTED,
-          `Sent message larger than max (${body.length} vs. ${o.maxMessageBytes})`,
-        );
-        return;
-      }
-      done = true;
-      timer?.cancel();
-      if (stream.destroyed || stream.closed) return;
-      const frame = Buffer.allocUnsafe(5 + body.length);
-      frame[0] = 0;
-      frame.writeUInt32BE(body.length, 1);
-      body.copy(frame, 5);
-      stream.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
-      stream.once("wantTrailers", sendOk);
-      stream.end(frame);
-    });
-  });
+  stream.on("data", onData);
+  stream.on("end", onEnd);
 }

@@ -3,6 +3,7 @@ import { getHeapStatistics } from "node:v8";
 import client from "prom-client";
 import { POOL_MODES, type PoolSnapshot } from "../core/pool.js";
 import { PRIORITIES } from "../core/priority.js";
+import { FastHistogram } from "./fast-histogram.js";
 
 /** What the request path records. Narrow, so tests and benchmarks can pass a no-op. */
 export interface LimiterMetrics {
@@ -97,13 +98,15 @@ const POLICY_NAMES = ["unspecified", "allow", "reject_until", "reject_fraction",
 export class PromMetrics implements LimiterMetrics {
   readonly registry = new client.Registry();
   private readonly decisions = new Map<string, number>();
+  private readonly decisionKeys = new Map<string, Map<string, Map<DecisionResult, string>>>();
   private readonly reportedUnits = new Map<string, number>();
   private readonly policies = new Array<number>(POLICY_NAMES.length).fill(0);
   private readonly itemErrors = new Map<string, number>();
   private readonly knownDomains = new Set<string>();
   private readonly tenantUnits = new Map<string, number>();
   private readonly tenantLabels = new Set<string>();
-  readonly requestDuration: client.Histogram<"method" | "code">;
+  /** By method and code; `child(method, code)` once per label set (server/fast-histogram.ts). */
+  readonly requestDuration: FastHistogram;
   readonly reportEntries: client.Histogram;
   readonly configReloads: client.Counter<"result">;
   /** Calls and items refused by the authorisation file (server/access.ts); no identities in labels. */
@@ -203,13 +206,13 @@ export class PromMetrics implements LimiterMetrics {
         this.set(gauges.ready() ? 1 : 0);
       },
     });
-    this.requestDuration = new client.Histogram({
-      name: "shardlimit_request_duration_seconds",
-      help: "gRPC request handling time on the server, by method and status code",
-      labelNames: ["method", "code"],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
-      registers: [r],
-    });
+    this.requestDuration = new FastHistogram(
+      "shardlimit_request_duration_seconds",
+      "gRPC request handling time on the server, by method and status code",
+      ["method", "code"],
+      [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
+      r,
+    );
     this.reportEntries = new client.Histogram({
       name: "shardlimit_report_entries",
       help: "Entries per ReportAndGetPolicy request",
@@ -247,7 +250,23 @@ export class PromMetrics implements LimiterMetrics {
   }
 
   decision(api: string, domain: string, result: DecisionResult, n = 1): void {
-    const k = `${api}\u0000${this.domainLabel(domain)}\u0000${result}`;
+    // The map key of (api, domain, result), made once: this runs for every descriptor and item.
+    let byDomain = this.decisionKeys.get(api);
+    if (byDomain === undefined) {
+      byDomain = new Map();
+      this.decisionKeys.set(api, byDomain);
+    }
+    const label = this.domainLabel(domain);
+    let byResult = byDomain.get(label);
+    if (byResult === undefined) {
+      byResult = new Map();
+      byDomain.set(label, byResult);
+    }
+    let k = byResult.get(result);
+    if (k === undefined) {
+      k = `${api}\u0000${label}\u0000${result}`;
+      byResult.set(result, k);
+    }
     this.decisions.set(k, (this.decisions.get(k) ?? 0) + n);
   }
 

@@ -1,6 +1,7 @@
 import http2 from "node:http2";
+import net from "node:net";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import type { CheckRequest, CheckResponse } from "../../src/protocol/messages.js";
@@ -8,6 +9,7 @@ import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../.
 import { encodeGrpcMessage, parseGrpcTimeout, TRANSPORTS } from "../../src/server/lean.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { writeConfig } from "../../src/testkit/serve.js";
+import { waitFor } from "../../src/testkit/wait.js";
 import { T0 } from "./harness.js";
 
 /**
@@ -115,6 +117,27 @@ describe.each(TRANSPORTS)("the %s transport, frame by frame", (transport) => {
   afterAll(async () => {
     session?.close();
     await server?.shutdown();
+  });
+
+  // node:http2 sets TCP_NODELAY on each session's socket (Http2Session's constructor), on both
+  // transports: an answer never waits for the client's delayed ACK (Nagle). Issue 16 suspected it
+  // behind the 4-5 ms open-loop P50; it was h2load's --rps bursts (src/loadtest/sync-compare.ts).
+  it("has TCP_NODELAY on each connection it accepts", async () => {
+    const spy = vi.spyOn(net.Socket.prototype, "setNoDelay");
+    const sock = net.connect(server.grpcPort, "127.0.0.1");
+    try {
+      await new Promise((resolve) => sock.once("connect", resolve));
+      // The server's end of this connection is the socket whose remote port is our local one.
+      await waitFor("the server to set TCP_NODELAY on the connection", () =>
+        spy.mock.calls.some(
+          (args, i) =>
+            (spy.mock.contexts[i] as net.Socket).remotePort === sock.localPort && args[0] !== false,
+        ),
+      );
+    } finally {
+      sock.destroy();
+      spy.mockRestore();
+    }
   });
 
   it("answers a message split across DATA frames, with its status in trailers", async () => {
