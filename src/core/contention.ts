@@ -165,7 +165,9 @@ export class Contention {
         // borrowing tenant) over what the classes above leave it is priority shedding.
         const tenants = this.tenantsOf(s.rank);
         const kind = s.id !== "" && s.rank !== BORROW_RANK && tenants > 1 ? "fair_share" : "priority";
-        return { kind, ...base, share: s.alloc * 1000 };
+        // Paced at its share: room again when the pace has put the cost back, not sooner.
+        const paceMs = s.alloc > 0 ? (cost - s.tokens) / s.alloc : undefined;
+        return { kind, ...base, share: s.alloc * 1000, ...(paceMs !== undefined ? { paceMs } : {}) };
       }
     }
     // Units there, but held for those ahead: the classes above (reserve, expected demand) and,

@@ -40,6 +40,8 @@ export interface RejectReason {
   demand?: number;
   share?: number;
   kept?: number;
+  /** Paced at its share: ms until the pace has put the cost back (the earliest retry). */
+  paceMs?: number;
   /** The subject's tenant ("" for none) and priority rank. */
   subject?: string;
   rank?: number;

@@ -348,6 +348,7 @@ export class Engine {
           const cap = l.algorithm === "token_bucket" ? l.burst : l.limit;
           d.retryAt = Math.max(d.retryAt, alg.availableAt(c, l, Math.min(cap, cost + reason.kept), now));
         }
+        if (reason.paceMs !== undefined) d.retryAt = Math.max(d.retryAt, now + Math.ceil(reason.paceMs));
       }
     }
     return out;

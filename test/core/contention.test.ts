@@ -125,6 +125,26 @@ describe("contention: fair share and priorities in synchronous decisions", () =>
     }
   });
 
+  it("a tenant paced at its fair share is told to retry when its pace has put the cost back", () => {
+    const l = limitDefaults({ algorithm: "fixed_window", limit: 100, windowMs: 1000 });
+    const e = new Engine();
+    const check = (subject: string, now: number) =>
+      e.checkMany([{ key: "g", limit: l, cost: 1, subject }], now, "strict")[0]!;
+    let now = T0 + 100;
+    const paced: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      now += 2.5; // big asks 400/s
+      const d = check("big", now);
+      if (i % 10 === 0) check("small", now); // small asks 40/s
+      if (!d.allowed && d.reason?.kind === "fair_share") paced.push(d.retryAt - now);
+    }
+    expect(paced.length).toBeGreaterThan(50);
+    // The window has room (its shares are paced through it), so "the counter holds the cost"
+    // alone said now: a 1 ms hint while the pace holds big at ~60/s, one unit per ~16 ms.
+    expect(Math.min(...paced)).toBeGreaterThan(0);
+    expect(Math.max(...paced)).toBeGreaterThan(5);
+  });
+
   it("without classes or tenants it is first come, first served as before", () => {
     const l = limitDefaults({ algorithm: "fixed_window", limit: 1000, windowMs: 1000 });
     const r = run(l, [{ rate: 5000 }, { rate: 50 }]);
