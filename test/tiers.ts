@@ -92,6 +92,7 @@ export const GRPC_JS_AGAIN = [
   "test/server/inspect.test.ts",
   "test/server/ops.test.ts",
   "test/server/pool-grpc.test.ts",
+  "test/server/pool-authz.test.ts",
   "test/server/ratelimiter.test.ts",
   "test/server/readme-inference.test.ts",
   "test/server/smoke.test.ts",
