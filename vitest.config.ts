@@ -3,9 +3,10 @@ import { BENCH, CHAOS, E2E, GRPC_JS_AGAIN, INTEGRATION } from "./test/tiers.js";
 
 /** The long chaos scenarios run only when asked for: `vitest run test/chaos...` or SHARDLIMIT_CHAOS=1. */
 const chaos = process.env.SHARDLIMIT_CHAOS === "1" || process.argv.some((a) => a.includes("test/chaos"));
-/** `shardlimit bench --quick` end to end, likewise: SHARDLIMIT_BENCH_TESTS=1 or naming its file. */
+/** The load-test harness end to end (`bench --quick`, `bench sync-compare`), likewise: SHARDLIMIT_BENCH_TESTS=1 or naming a file. */
 const bench =
-  process.env.SHARDLIMIT_BENCH_TESTS === "1" || process.argv.some((a) => a.includes("test/loadtest/bench"));
+  process.env.SHARDLIMIT_BENCH_TESTS === "1" ||
+  process.argv.some((a) => a.includes("test/loadtest/bench") || a.includes("test/loadtest/sync-compare"));
 
 export default defineConfig({
   test: {

@@ -18,7 +18,7 @@ export const E2E = ["test/deploy/image-layout.test.ts", "test/package.test.ts"];
  * `npm test`, which CI keeps under 15 minutes; `npm run test:bench` runs it (vitest.config.ts adds
  * the `bench` project when SHARDLIMIT_BENCH_TESTS=1 or a command line names it).
  */
-export const BENCH = ["test/loadtest/bench.test.ts"];
+export const BENCH = ["test/loadtest/bench.test.ts", "test/loadtest/sync-compare.test.ts"];
 export const INTEGRATION = [
   "test/app/workers.test.ts",
   "test/chaos/cutoff.test.ts",
@@ -44,7 +44,6 @@ export const INTEGRATION = [
   "test/deploy/helm-pods.test.ts",
   "test/deploy/readme-certs.test.ts",
   "test/loadtest/load.test.ts",
-  "test/loadtest/sync-compare.test.ts",
   "test/server/drain.test.ts",
   "test/server/envoy-process.test.ts",
   "test/server/fuzz.test.ts",
