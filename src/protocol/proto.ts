@@ -4,6 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import protobuf from "protobufjs";
+import { decodeEnvoyRequest } from "./fast-decode.js";
 import { decodeReportRequest, encodeReportResponse } from "./report-codec.js";
 
 // 64-bit fields decode to plain numbers: every one of ours stays far below 2^53, and Long objects
@@ -65,8 +66,11 @@ export class MalformedRequest {
  * The server's side of batched ingest, hand-written (protocol/report-codec.ts): the one request
  * that carries hundreds of entries and its answer. Same objects and bytes as protobufjs's.
  */
+const envoyRequestType = root.lookupType("envoy.service.ratelimit.v3.RateLimitRequest");
 const FAST_DECODE: Record<string, (b: Buffer) => unknown> = {
   ".shardlimit.v1.ReportRequest": decodeReportRequest,
+  // ShouldRateLimit's request in its common shape (protocol/fast-decode.ts); protobufjs otherwise.
+  ".envoy.service.ratelimit.v3.RateLimitRequest": (b) => decodeEnvoyRequest(b) ?? envoyRequestType.decode(b),
 };
 const FAST_ENCODE: Record<string, (m: never) => Buffer> = {
   ".shardlimit.v1.ReportResponse": encodeReportResponse,
