@@ -170,7 +170,8 @@ export function metricKeyIn(
 ): string | undefined {
   let level: Level | undefined = root;
   let node: MatchNode | undefined;
-  const named: string[] = [domain];
+  // Built by concatenation, not an array and join: this runs for every descriptor decided.
+  let named = domain;
   // Per entry, the value a shared pattern matched it as (detailed_metric names it so); made only
   // when an entry matched one, and the detailed names only when the rule asks for them.
   let shared: (string | undefined)[] | undefined;
@@ -187,7 +188,7 @@ export function metricKeyIn(
         : how === "wildcard"
           ? node.pattern!
           : "";
-    named.push(value === "" ? e.key : `${e.key}_${value}`);
+    named += value === "" ? `.${e.key}` : `.${e.key}_${value}`;
     if (sharedValue !== undefined) {
       shared ??= [];
       shared[i] = sharedValue;
@@ -195,7 +196,7 @@ export function metricKeyIn(
     level = node.children;
   }
   if (node?.rule === undefined) return undefined;
-  if (!node.rule.detailedMetric) return named.join(".");
+  if (!node.rule.detailedMetric) return named;
   const detailed: string[] = [domain];
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;

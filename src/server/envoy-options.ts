@@ -74,7 +74,8 @@ export function shapeEnvoy(
   let quotaOver = 0;
   let closest: EnvoyDescriptorStatus | undefined;
   let closestRemaining = 0xffff_ffff;
-  const passed: number[] = [];
+  // The descriptors within their limits, for the dynamic metadata only.
+  const passed: number[] | undefined = options.dynamicMetadata && req ? [] : undefined;
   for (let i = 0; i < statuses.length; i++) {
     const st = statuses[i]!;
     const r = plan.active[i];
@@ -92,7 +93,7 @@ export function shapeEnvoy(
         closest = st;
         closestRemaining = 0;
       }
-    } else passed.push(i);
+    } else passed?.push(i);
   }
   let overallCode: number =
     overLimit > 0 || (quota > 0 && quota === quotaOver) ? EnvoyCode.OVER_LIMIT : EnvoyCode.OK;
@@ -108,7 +109,7 @@ export function shapeEnvoy(
       { key: names.reset, value: String(seconds - (Math.floor(nowMs / 1000) % seconds)) },
     ];
   }
-  if (options.dynamicMetadata && req) out.dynamicMetadata = metadataOf(req, plan, passed);
+  if (passed && req) out.dynamicMetadata = metadataOf(req, plan, passed);
   return out;
 }
 

@@ -175,11 +175,24 @@ export function respondEnvoy(
   nowMs = 0,
 ): EnvoyResponse {
   // As envoyproxy/ratelimit answers: no limit -> remaining 0; unlimited -> remaining 2^32-1.
-  const out: EnvoyDescriptorStatus[] = plan.active.map((r) =>
-    r?.rule.unlimited ? { code: EnvoyCode.OK, limitRemaining: 0xffff_ffff } : { code: EnvoyCode.OK },
-  );
-  for (let j = 0; j < plan.limited.length; j++) out[plan.limited[j]!] = statuses[j]!;
   const noLimit = plan.active.length - plan.limited.length;
-  if (noLimit > 0) metrics.decision("envoy", plan.domain, "no_limit", noLimit);
-  return { ...shapeEnvoy(plan.request, plan, out, options, nowMs), statuses: out };
+  let out: EnvoyDescriptorStatus[];
+  if (noLimit === 0) out = statuses.slice();
+  else {
+    out = plan.active.map((r) =>
+      r?.rule.unlimited ? { code: EnvoyCode.OK, limitRemaining: 0xffff_ffff } : { code: EnvoyCode.OK },
+    );
+    for (let j = 0; j < plan.limited.length; j++) out[plan.limited[j]!] = statuses[j]!;
+    metrics.decision("envoy", plan.domain, "no_limit", noLimit);
+  }
+  // shapeEnvoy's object is new each call: the answer is it with the statuses (no spread copy).
+  const shaped: Omit<EnvoyResponse, "statuses"> & { statuses?: EnvoyDescriptorStatus[] } = shapeEnvoy(
+    plan.request,
+    plan,
+    out,
+    options,
+    nowMs,
+  );
+  shaped.statuses = out;
+  return shaped as EnvoyResponse;
 }

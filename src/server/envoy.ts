@@ -87,12 +87,13 @@ export class EnvoyRateLimit {
     const starts: number[] = new Array(indices.length);
     const counts: number[] = new Array(indices.length);
     /** Descriptors a pool over its target shed before any quota is charged (issue 14). */
-    const shed: boolean[] = new Array(indices.length).fill(false);
+    const shed: boolean[] | undefined = pools && new Array(indices.length).fill(false);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;
       starts[j] = items.length;
-      shed[j] = pools?.shed(plan.active[i]!, plan.ranks?.[i], plan.hits[i]!, now) ?? false;
-      counts[j] = shed[j] ? 0 : addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
+      const off = pools?.shed(plan.active[i]!, plan.ranks?.[i], plan.hits[i]!, now) ?? false;
+      if (shed) shed[j] = off;
+      counts[j] = off ? 0 : addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
     }
     if (this.deps.options?.stopChargingWhenOverLimit && indices.length > 1) {
       chargeOnlyOverLimit(engine, items, starts, counts, now);
@@ -103,7 +104,7 @@ export class EnvoyRateLimit {
     const out: EnvoyDescriptorStatus[] = new Array(indices.length);
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;
-      if (shed[j]) {
+      if (shed?.[j]) {
         const rule = plan.active[i]!.rule;
         out[j] = {
           code: EnvoyCode.OVER_LIMIT,
