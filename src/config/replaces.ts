@@ -8,6 +8,8 @@ import type { Resolved } from "./types.js";
  * result still lines up with the request's descriptors.
  */
 export function applyReplaces<T extends Resolved | undefined>(resolved: readonly T[]): (T | undefined)[] {
+  // Most requests match no rule that replaces another: find out without allocating a set.
+  if (!resolved.some((r) => r !== undefined && r.rule.replaces.length > 0)) return [...resolved];
   const replaced = new Set<string>();
   for (const r of resolved) {
     if (r !== undefined) for (const name of r.rule.replaces) replaced.add(name);
