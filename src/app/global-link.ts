@@ -2,7 +2,13 @@ import type { Logger } from "pino";
 import { GrpcTransport } from "../client/grpc-transport.js";
 import { GLOBAL_TIER_CHANNEL_OPTIONS } from "../cluster/global-tier.js";
 import type { Clock } from "../core/clock.js";
-import { channelSecurity, clientTls, type ServerTls, type ServerTlsOptions } from "../security/tls.js";
+import {
+  type ClientTls,
+  channelSecurity,
+  clientTls,
+  type ServerTls,
+  type ServerTlsOptions,
+} from "../security/tls.js";
 import { bearerMetadata, type TokenFile } from "../security/token-file.js";
 import type { GlobalTierSettings } from "./serve.js";
 
@@ -26,26 +32,21 @@ export function globalTierTransport(
   deps: { clock: Clock; log: Logger },
 ): GrpcTransport {
   const metadata = tokenFile && bearerMetadata(tokenFile);
+  return new GrpcTransport({ ...GLOBAL_TIER_CHANNEL_OPTIONS }, linkTls(g, tlsOptions, tls, deps), metadata);
+}
+
+/** The link's TLS, per the order above; undefined for plaintext. */
+function linkTls(
+  g: GlobalTierSettings,
+  tlsOptions: ServerTlsOptions | undefined,
+  tls: ServerTls | undefined,
+  deps: { clock: Clock; log: Logger },
+): ClientTls | undefined {
   if (g.ca !== undefined) {
-    const own = clientTls(
-      {
-        ca: g.ca,
-        cert: tlsOptions?.cert,
-        key: tlsOptions?.key,
-        serverName: g.serverName,
-        pollMs: tlsOptions?.pollMs,
-      },
-      deps,
-    );
-    return new GrpcTransport({ ...GLOBAL_TIER_CHANNEL_OPTIONS }, own, metadata);
+    const { cert, key, pollMs } = tlsOptions ?? {};
+    return clientTls({ ca: g.ca, cert, key, serverName: g.serverName, pollMs }, deps);
   }
-  if (tls !== undefined) {
-    // The server's files, watched by the server's source (closed with the server).
-    return new GrpcTransport(
-      { ...GLOBAL_TIER_CHANNEL_OPTIONS },
-      { ...channelSecurity(tls.source, g.serverName), source: tls.source },
-      metadata,
-    );
-  }
-  return new GrpcTransport({ ...GLOBAL_TIER_CHANNEL_OPTIONS }, undefined, metadata);
+  // The server's files, watched by the server's source (closed with the server).
+  if (tls !== undefined) return { ...channelSecurity(tls.source, g.serverName), source: tls.source };
+  return undefined;
 }
