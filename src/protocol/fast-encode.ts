@@ -12,13 +12,14 @@ import type { CheckResponse, CheckResult, EnvoyDescriptorStatus, EnvoyResponse }
 
 const MAX_U32 = 0xffff_ffff;
 
-/** Bytes of a varint holding `v` (whole, 0 or more). */
+/**
+ * Bytes of a varint holding `v` (whole, 0 to 2^53): a comparison ladder for the common values below
+ * 2^28, per-call on every encoder here, in report-codec.ts and in handoff's chunking.
+ */
 export function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
+  if (v < 0x10000000) return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : 4;
+  let n = 5;
+  for (v = Math.floor(v / 0x800000000); v > 0; v = Math.floor(v / 128)) n++;
   return n;
 }
 

@@ -1,3 +1,4 @@
+import { varintSize } from "./fast-encode.js";
 import type { ItemError } from "./item-errors.js";
 import type { KeyPolicy, ReportEntryMsg, ReportRequest, ReportResponse } from "./messages.js";
 
@@ -221,10 +222,6 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
 const EMPTY = Buffer.alloc(0);
 
 // Encoding. Sizes first (each policy's length prefix needs its size), then one buffer written.
-
-function varintSize(v: number): number {
-  return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
-}
 
 /** uint32 as protobufjs writes it (`value >>> 0`). */
 function u32Size(v: number): number {
