@@ -147,8 +147,9 @@ export class ClusterOwnership implements Ownership {
    * point, or undefined when it may: only while the point is in a range this server gained from
    * `from` (its holder in the generation before) and still waits for. Anything else (a forged
    * handoff, a range not moved, a chunk after the move's `done` or its timeout) changes nothing.
-   * The price: counters a member passes on from a back-to-back move after its own `done`, or sends
-   * past the timeout, are refused too, and rebuilt from gateways as after any timed-out handoff.
+   * The price: counters sent past the timeout are refused too, and rebuilt from gateways as after
+   * any timed-out handoff. (A member passing counters on from a back-to-back move holds its own
+   * `done` to this server until they are sent: `Handoff.passedOn`.)
    * The sender's ranges are sorted once per call, so each counter costs a binary search.
    */
   handoffRefusal(from: string): (point: number) => string | undefined {
@@ -167,6 +168,17 @@ export class ClusterOwnership implements Ownership {
       for (let i = lo - 1; i >= 0; i--) if (point < ranges[i]!.end) return undefined;
       return `point ${point} is in no range this server gained from ${JSON.stringify(from)} and waits for (no move of it is pending)`;
     };
+  }
+
+  /**
+   * When the last range still waiting for `from`'s handoff of `generation` (or earlier) stops
+   * waiting (`Clock.elapsed`), or undefined when none waits.
+   */
+  waitingUntil(from: string, generation: number): number | undefined {
+    let until: number | undefined;
+    for (const p of this.waiting())
+      if (p.from === from && p.generation <= generation) until = Math.max(until ?? 0, p.deadline);
+    return until;
   }
 
   /** Ranges still waiting for a handoff (expired ones dropped). */

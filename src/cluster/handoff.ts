@@ -160,6 +160,8 @@ function listed(counters: readonly CounterSnapshot[], size: number): Batches {
  */
 export class Handoff {
   private readonly sending = new Set<Promise<void>>();
+  /** Counters of back-to-back moves being passed on (see `receive`), by the member they go to. */
+  private readonly passing = new Map<string, Set<Promise<void>>>();
 
   constructor(private readonly opts: HandoffOptions) {}
 
@@ -260,6 +262,12 @@ export class Handoff {
     return p;
   }
 
+  /** Resolves once no counters are being passed on to member `to` (each is sent or given up). */
+  private async passedOn(to: string): Promise<void> {
+    for (let set = this.passing.get(to); set !== undefined && set.size > 0; set = this.passing.get(to))
+      await Promise.all([...set]);
+  }
+
   /** Resolves once no handoff is being sent. */
   async idle(): Promise<void> {
     while (this.sending.size > 0) await Promise.all([...this.sending]);
@@ -326,6 +334,11 @@ export class Handoff {
           // Sent again after a wait, the snapshots age by it (their times are relative).
           const age = clock.elapsed() - takenAt;
           const counters = age > 0 ? part.map((c) => agedSnapshot(c, age)) : part;
+          // The chunk that ends the move waits for counters being passed on to the same member: once
+          // it says done there, that member refuses any chunk of the move still to come (A -> B, then
+          // B -> A at once: B got A's counters after its own move back began; sent after its done,
+          // A refused them and the counts were lost).
+          if (done) await this.passedOn(to.id);
           const req: HandoffRequest = { generation, from: selfId, ranges: wire, counters, done };
           // The pools' backends age by the wait as the counters do.
           if (done && pools.length > 0) req.pools = age > 0 ? pools.map((p) => agedPool(p, age)) : [...pools];
@@ -440,8 +453,18 @@ export class Handoff {
         { from: req.from, to: g.to.id, counters: g.counters.length, generation },
         "handoff: counters of ranges that moved on passed to their owner",
       );
-      // `done` stays false: the new owner's wait for this server's own handoff ends with that one.
-      void this.track(this.sendTo(generation, g.to, [], listed(g.counters, this.opts.slice ?? 500), false));
+      // `done` stays false: the new owner's wait for this server's own handoff ends with that one,
+      // which is held until this is sent (`passedOn`).
+      const passing = this.track(
+        this.sendTo(generation, g.to, [], listed(g.counters, this.opts.slice ?? 500), false),
+      );
+      const set = this.passing.get(g.to.id) ?? new Set<Promise<void>>();
+      this.passing.set(g.to.id, set);
+      set.add(passing);
+      void passing.finally(() => {
+        set.delete(passing);
+        if (set.size === 0 && this.passing.get(g.to.id) === set) this.passing.delete(g.to.id);
+      });
       accepted += g.counters.length;
     }
     this.receivePools(req, refusal);

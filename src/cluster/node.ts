@@ -43,6 +43,11 @@ const GUARD_INTERVAL_MS = 250;
 const READ_EVERY_MS = 1000;
 /** How long a Reclaim waits for the previous owner's answer (a live one answers at once). */
 const RECLAIM_DEADLINE_MS = 1000;
+/**
+ * How long before a wait for a live previous owner's handoff ends its ranges' standby copies are
+ * fetched instead: a Standby call's deadline, and room to put them.
+ */
+const STANDBY_LEAD_MS = 1500;
 
 export interface ClusterOptions {
   /** etcd client URLs. */
@@ -114,6 +119,8 @@ export class ClusterNode {
   /** Channels for asking peers their generation while this server's lease may have expired. */
   private readonly viewClients: PeerPool<RateLimiterRpc>;
   private guardTimer: Timer | undefined;
+  /** Waits for a live previous owner's handoff (`awaitLiveOwner`), cancelled on stop. */
+  private readonly reclaimTimers = new Set<Timer>();
   private probing = false;
   /** The newest generation a peer has reported: this server serves nothing older. */
   private newestSeen = 0;
@@ -307,7 +314,7 @@ export class ClusterNode {
         )
         .then(
           (res) => {
-            if (res.error?.code) takeOver(res.error.message);
+            if (res.error?.code) this.awaitLiveOwner(from, generation, res.error.message, takeOver);
             else
               this.deps.log.info(
                 { from: from.id, generation },
@@ -317,6 +324,34 @@ export class ClusterNode {
           (err: Error) => takeOver(err.message),
         );
     }
+  }
+
+  /**
+   * The previous owner answered a reclaim but refused it: it is registered again (its view catching
+   * up), or holds a newer generation than this server. Either way it is alive and its counters come
+   * by the ordinary handoff once it installs the generation, so the ranges keep waiting for them.
+   * Taking the standby copies at once (as before) served the ranges without the counts charged
+   * since the last copy, then refused the handoff that carried them (the ranges no longer waited):
+   * counts lost on a lease that merely lapsed under load. Should the handoff not come (the owner
+   * skipped this generation, or died), the standby copies are taken shortly before the wait would
+   * end and serve the ranges empty.
+   */
+  private awaitLiveOwner(
+    from: Member,
+    generation: number,
+    answer: string,
+    takeOver: (why: string) => void,
+  ): void {
+    const { clock, log } = this.deps;
+    const deadline = this.ownership.waitingUntil(from.id, generation);
+    log.info({ from: from.id, generation, answer }, "the previous owner is alive: waiting for its handoff");
+    if (deadline === undefined) return;
+    const timer = clock.after(Math.max(0, deadline - clock.elapsed() - STANDBY_LEAD_MS), () => {
+      this.reclaimTimers.delete(timer);
+      if (this.ownership.waitingUntil(from.id, generation) !== undefined)
+        takeOver(`no handoff came from ${from.id} (it answered the reclaim: ${answer})`);
+    });
+    this.reclaimTimers.add(timer);
   }
 
   /**
@@ -656,6 +691,7 @@ export class ClusterNode {
     this.replicator?.stop();
     this.loadTimer?.cancel();
     this.guardTimer?.cancel();
+    for (const t of this.reclaimTimers) t.cancel();
     await this.stack?.stop();
     await this.view.stop();
     await this.membership?.stop();

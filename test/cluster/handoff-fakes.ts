@@ -1,5 +1,6 @@
 import type { CounterStore } from "../../src/cluster/handoff.js";
 import type { CounterSnapshot } from "../../src/core/transfer.js";
+import { keyPoint } from "../../src/keyspace/hash.js";
 
 /** A sliding-window counter's snapshot with `clients` reporting gateways (~40 bytes apiece). */
 export function snapshot(key: string, clients = 1): CounterSnapshot {
@@ -44,5 +45,27 @@ export function listStore(
       put.push(...s);
       return s.length;
     },
+  };
+}
+
+/** Whether `c`'s key falls in one of `ranges`. */
+export function inRanges(c: CounterSnapshot, ranges: readonly { start: number; end: number }[]): boolean {
+  const p = keyPoint(c.key);
+  return ranges.some((r) => p >= r.start && p < r.end);
+}
+
+/** A `takeRanges` that hands out, all in its first batch, what `pick` chooses for the ranges. */
+export function takeOnce(
+  pick: (ranges: readonly { start: number; end: number }[]) => CounterSnapshot[],
+): CounterStore["takeRanges"] {
+  return (ranges) => {
+    let done = false;
+    return {
+      next: () => {
+        if (done) return { counters: [], more: false };
+        done = true;
+        return { counters: pick(ranges), more: false };
+      },
+    };
   };
 }

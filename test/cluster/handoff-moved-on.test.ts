@@ -7,6 +7,7 @@ import { ManualClock } from "../../src/core/clock.js";
 import type { CounterSnapshot } from "../../src/core/transfer.js";
 import { Assignment, type Member } from "../../src/keyspace/assignment.js";
 import { keyPoint } from "../../src/keyspace/hash.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { HandoffRequest } from "../../src/protocol/messages.js";
 import { listStore, snapshot } from "./handoff-fakes.js";
 
@@ -71,5 +72,72 @@ describe("back-to-back moves", () => {
     expect(toC).toHaveLength(2);
     expect(toC[1]).toMatchObject({ generation: 3, from: "b", done: false });
     expect(toC[1]!.counters.map((s) => s.key)).toEqual([key]);
+  });
+
+  it("B's chunk that ends its own move to C waits for A's counters B passes on to C", async () => {
+    // A -> B (generation 2), then B -> C (generation 3). C is behind at first (it answers "retry")
+    // and catches up while both B's own last chunk and the counters B passes on are waiting to be
+    // sent again. C, as a real receiver, takes nothing of the move after its `done`.
+    const clock = new ManualClock();
+    const ownership = new ClusterOwnership({ selfId: "b", clock, handoffTimeoutMs: 3000 });
+    let caughtUp = false;
+    let doneAtC = false;
+    /** What C took, in order: "done" for the chunk ending B's move, keys for counters. */
+    const taken: string[] = [];
+    const c: Pick<PeerRpc, "handoff"> = {
+      handoff: async (r) => {
+        const req = r as HandoffRequest;
+        if (!caughtUp)
+          return {
+            accepted: 0,
+            generation: 2,
+            error: { code: ErrorCode.SLICE_NOT_READY, message: "behind" },
+          };
+        if (doneAtC && req.counters.length > 0)
+          return {
+            accepted: 0,
+            generation: 3,
+            error: { code: ErrorCode.PERMISSION_DENIED, message: "no move pending" },
+          };
+        taken.push(...req.counters.map((s) => s.key));
+        if (req.done) {
+          doneAtC = true;
+          taken.push("done");
+        }
+        return { accepted: req.counters.length, generation: 3 };
+      },
+    };
+    const b = new Handoff({
+      selfId: "b",
+      store: listStore(),
+      ownership,
+      peer: () => c,
+      clock,
+      log,
+      retryMs: 100,
+    });
+    ownership.update(table(1, [0, 1]));
+    ownership.update(table(2, [1, 1]));
+    const own = b.send(ownership.update(table(3, [2, 1]))!);
+    await settle(); // B's own (empty, done) chunk: C is behind; again at 100 ms
+    clock.advance(50);
+    // A's chunk for generation 2 reaches B now: passed on to C (behind too; again at 150 ms).
+    b.receive({
+      generation: 2,
+      from: "a",
+      ranges: [{ start: 0, end: HALF }],
+      counters: [snapshot(key)],
+      done: true,
+    });
+    await settle();
+    caughtUp = true;
+    for (let i = 0; i < 4; i++) {
+      clock.advance(50);
+      await settle();
+      await settle();
+    }
+    await own;
+    // Before: B's own chunk went again at 100 ms and said done; A's counters, at 150 ms, were refused.
+    expect(taken).toEqual([key, "done"]);
   });
 });

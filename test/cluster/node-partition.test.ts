@@ -6,15 +6,17 @@ import type { PeerRpc } from "../../src/cluster/peers.js";
 import { systemClock } from "../../src/core/clock.js";
 import type { CounterSnapshot } from "../../src/core/transfer.js";
 import { keyPoint } from "../../src/keyspace/hash.js";
+import { ErrorCode, itemError } from "../../src/protocol/item-errors.js";
 import type {
   HandoffRequest,
   ReclaimRequest,
+  ReclaimResponse,
   ReplicateRequest,
   StandbyRequest,
 } from "../../src/protocol/messages.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { etcdPerSuite, startProxy } from "./etcd-harness.js";
-import { listStore, snapshot } from "./handoff-fakes.js";
+import { inRanges, listStore, snapshot, takeOnce } from "./handoff-fakes.js";
 
 const log = pino({ level: "silent" });
 const store = listStore();
@@ -33,6 +35,11 @@ describe("a server cut off from etcd", () => {
     stores: { a?: CounterStore; b?: CounterStore } = {},
     /** Set: what every peer answers when asked its generation (a confused or forged peer). */
     forged?: { generation: number },
+    opts: {
+      handoffTimeoutMs?: number;
+      /** What the peer at an address answers a reclaim instead of the node (undefined: the node). */
+      reclaim?: (address: string) => ReclaimResponse | undefined;
+    } = {},
   ) {
     const proxies = {
       a: proxied.a ? await startProxy(suite.etcd().url) : undefined,
@@ -56,7 +63,7 @@ describe("a server cut off from etcd", () => {
       return {
         forward: () => Promise.reject(new Error("unused")),
         handoff: async (req) => n().handoff.receive(req as HandoffRequest),
-        reclaim: async (req) => n().reclaim(req as ReclaimRequest),
+        reclaim: async (req) => opts.reclaim?.(address) ?? n().reclaim(req as ReclaimRequest),
         replicate: async (req) => n().replicate(req as ReplicateRequest),
         standby: async (req) => n().standbyCopies(req as StandbyRequest),
         close() {},
@@ -71,7 +78,7 @@ describe("a server cut off from etcd", () => {
           capacity: 1,
           leaseTtlSeconds: 2,
           assigner,
-          handoffTimeoutMs: 100,
+          handoffTimeoutMs: opts.handoffTimeoutMs ?? 100,
           loadIntervalMs: 0,
           rebalanceIntervalMs: 0,
         },
@@ -135,20 +142,11 @@ describe("a server cut off from etcd", () => {
     // b holds a counter for every key it is asked about; a records what it is given.
     const taken: string[] = [];
     const bStore: CounterStore = {
-      takeRanges: (ranges) => {
-        let done = false;
-        return {
-          next: () => {
-            if (done) return { counters: [], more: false };
-            done = true;
-            const out = held.filter((c) =>
-              ranges.some((r) => keyPoint(c.key) >= r.start && keyPoint(c.key) < r.end),
-            );
-            taken.push(...out.map((c) => c.key));
-            return { counters: out, more: false };
-          },
-        };
-      },
+      takeRanges: takeOnce((ranges) => {
+        const out = held.filter((c) => inRanges(c, ranges));
+        taken.push(...out.map((c) => c.key));
+        return out;
+      }),
       putCounters: (s) => s.length,
     };
     const put: CounterSnapshot[] = [];
@@ -192,6 +190,89 @@ describe("a server cut off from etcd", () => {
       await stop();
     }
   });
+
+  it("a previous owner that refuses the reclaim (registered again) keeps its counts: nobody decides its key without them", async () => {
+    // The counters each node holds, by key (a fake store: take removes, put adds).
+    const held = { a: new Map<string, CounterSnapshot>(), b: new Map<string, CounterSnapshot>() };
+    const store = (m: Map<string, CounterSnapshot>): CounterStore => ({
+      takeRanges: takeOnce((ranges) => {
+        const out = [...m.values()].filter((c) => inRanges(c, ranges));
+        for (const c of out) m.delete(c.key);
+        return out;
+      }),
+      putCounters: (s) => {
+        for (const c of s) m.set(c.key, c);
+        return s.length;
+      },
+    });
+    let refused = 0;
+    const { a, b, key, proxies, stop } = await cluster(
+      "/np7/",
+      { a: false, b: true },
+      { a: store(held.a), b: store(held.b) },
+      undefined,
+      {
+        handoffTimeoutMs: 30_000,
+        // b answers as a server that registered again and whose view is catching up does.
+        reclaim: (address) => {
+          if (address !== "127.0.0.1:2") return undefined;
+          refused++;
+          return {
+            generation: 0,
+            error: itemError(
+              ErrorCode.NOT_OWNER,
+              "this server's registration is live; its counters follow by handoff",
+            ),
+          };
+        },
+      },
+    );
+    const nodes = { a, b };
+    /** Each time a node decided b's key while its counter was elsewhere (or nowhere). */
+    const blind: string[] = [];
+    const look = () => {
+      for (const id of ["a", "b"] as const)
+        if (!held[id].has(key) && nodes[id].ownership.check(key) === "own") blind.push(id);
+    };
+    try {
+      held.b.set(key, snapshot(key));
+      const g = b.ownership.generation();
+      proxies.b!.cut();
+      await waitFor(
+        "a is given b's key and b refuses its reclaim",
+        () => {
+          look();
+          return a.ownership.generation() > g && a.ownership.owns(keyPoint(key)) && refused > 0;
+        },
+        15_000,
+        20,
+      );
+      proxies.b!.restore();
+      // b catches up, registered again: it may hand its counter to a or get its ranges back. Before,
+      // a took the standby copies (none) at once and decided b's key from an empty counter, and a
+      // counter b handed over after a's move back had begun was refused there: the counts were lost.
+      await waitFor(
+        "both on one generation, the key's counter at its owner",
+        () => {
+          look();
+          const owner = a.ownership.ownerOf(key)?.id as "a" | "b" | undefined;
+          return (
+            a.ownership.generation() === b.ownership.generation() &&
+            a.ownership.ready() &&
+            b.ownership.ready() &&
+            owner !== undefined &&
+            held[owner].has(key)
+          );
+        },
+        20_000,
+        20,
+      );
+      expect(blind).toEqual([]);
+    } finally {
+      proxies.b!.restore();
+      await stop();
+    }
+  }, 60_000);
 
   it("a range whose previous owner is gone is served at once (nobody to reclaim from)", async () => {
     const { a, b, key, proxies, stop, stopped } = await cluster("/np4/", { a: false, b: true });
