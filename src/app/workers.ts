@@ -31,7 +31,7 @@ export interface WorkersOptions {
 export interface RunningWorkers {
   /** The supervisor's HTTP port: /healthz, /readyz (every worker ready), /metrics (all, labelled). */
   readonly httpPort: number;
-  /** Each worker's ports as it reported them ("shardlimit serving"). */
+  /** Each worker's ports as it reported them (over IPC, when serving). */
   workers(): { index: number; id: string; pid: number | undefined; grpcPort?: number; httpPort?: number }[];
   /** SIGTERM (or the signal given) to every worker; resolves with the exit code for the whole server. */
   shutdown(signal?: NodeJS.Signals): Promise<number>;
@@ -75,6 +75,16 @@ export async function startWorkers(
   clock: Clock = systemClock,
 ): Promise<RunningWorkers> {
   const standalone = opts.etcd === undefined;
+  const baseId = opts.id ?? `${hostname()}-${opts.grpcPort}`;
+  // Made before the HTTP port opens: a /readyz or /metrics while the private etcd starts sees
+  // workers not yet serving (503), not an array still to be declared.
+  const workers: Worker[] = Array.from({ length: opts.workers }, (_, index) => ({
+    index,
+    restarts: [],
+    restartsTotal: 0,
+    id: `${baseId}-w${index}`,
+    serving: false,
+  }));
   const http = await listenSupervisor(opts, () => workers);
   let etcd: PrivateEtcd | undefined;
   try {
@@ -84,7 +94,6 @@ export async function startWorkers(
     throw err;
   }
   const etcdUrls = opts.etcd ?? [etcd!.url];
-  const baseId = opts.id ?? `${hostname()}-${opts.grpcPort}`;
   const advertise = opts.advertiseAddress?.match(/^(.*):(\d+)$/);
   let stopping = false;
   let fail: (code: number) => void = () => {};
@@ -119,13 +128,17 @@ export async function startWorkers(
     });
     w.child = child;
     w.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-    // The workers' log lines go out as they are (each carries `worker`); the serving line gives the ports.
+    // The workers' log lines go out as they are (each carries `worker`).
     createInterface({ input: child.stdout! }).on("line", (line) => {
       process.stdout.write(`${line}\n`);
-      if (w.serving || !line.includes('"shardlimit serving"')) return;
-      const rec = JSON.parse(line) as { grpcPort?: number; httpPort?: number };
-      w.grpcPort = rec.grpcPort;
-      w.httpPort = rec.httpPort;
+    });
+    // A worker serving says its ports over the IPC channel (src/cli/serve.ts), whatever its
+    // --log-level lets through: not from its log, which `--log-level warn` leaves without them.
+    child.on("message", (m: unknown) => {
+      const ports = (m as { serving?: { grpcPort?: unknown; httpPort?: unknown } } | null)?.serving;
+      if (w.serving || typeof ports?.grpcPort !== "number" || typeof ports.httpPort !== "number") return;
+      w.grpcPort = ports.grpcPort;
+      w.httpPort = ports.httpPort;
       w.serving = true;
       onServing();
     });
@@ -167,14 +180,6 @@ export async function startWorkers(
       );
     });
   };
-
-  const workers: Worker[] = Array.from({ length: opts.workers }, (_, index) => ({
-    index,
-    restarts: [],
-    restartsTotal: 0,
-    id: `${baseId}-w${index}`,
-    serving: false,
-  }));
 
   const shutdown = async (signal: NodeJS.Signals = "SIGTERM"): Promise<number> => {
     stopping = true;

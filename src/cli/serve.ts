@@ -399,6 +399,10 @@ export function serveCommand(): Command {
         process.exitCode = 1;
         return;
       }
+      // A worker of `serve --workers` tells its supervisor its ports over the IPC channel, whatever
+      // --log-level hides (the "shardlimit serving" line is info).
+      if (process.env.SHARDLIMIT_WORKER !== undefined && process.send !== undefined)
+        process.send({ serving: { grpcPort: server.grpcPort, httpPort: server.httpPort } });
       // A signal that came while starting is acted on now.
       if (stopping !== undefined) drainAndExit(server);
     });

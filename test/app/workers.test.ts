@@ -5,6 +5,7 @@ import { connect } from "../../src/protocol/rpc.js";
 import type { Child } from "../../src/testkit/child.js";
 import { ensureBuilt, killAllCli, runCli, spawnCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
+import { freePort } from "../../src/testkit/ports.js";
 import { writeConfig } from "../../src/testkit/serve.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { desc } from "../server/harness.js";
@@ -25,8 +26,11 @@ descriptors:
 const KEYS = Array.from({ length: 16 }, (_, i) => `k${i}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The built CLI: `serve --workers 2` standalone on loopback, every port chosen by the OS. */
-function serveTwoWorkers(config: string): Child {
+/**
+ * The built CLI: `serve --workers 2` standalone on loopback, every port chosen by the OS unless
+ * `httpPort` is given; `extra` flags after.
+ */
+function serveTwoWorkers(config: string, httpPort = 0, extra: string[] = []): Child {
   const loopback = [
     "--grpc-host",
     "127.0.0.1",
@@ -35,9 +39,9 @@ function serveTwoWorkers(config: string): Child {
     "--grpc-port",
     "0",
     "--http-port",
-    "0",
+    String(httpPort),
   ];
-  return spawnCli(["serve", "--config", config, ...loopback, "--workers", "2"], { cli: "built" });
+  return spawnCli(["serve", "--config", config, ...loopback, "--workers", "2", ...extra], { cli: "built" });
 }
 
 /** Two workers serving: the supervisor, its HTTP port, the workers, the private etcd's data dir. */
@@ -298,4 +302,44 @@ describe("serve --workers 2: what ends the whole server", () => {
     await waitFor("the other worker and etcd gone", () => processesWith(dataDir).length === 0, 20_000);
     expect(() => process.kill(other, 0)).toThrow(/ESRCH/);
   }, 120_000);
+});
+
+describe("serve --workers 2: the supervisor's HTTP port from the start, whatever the log level", () => {
+  afterAll(async () => {
+    await killAllCli();
+  });
+
+  it("answers /readyz 503 while the private etcd starts, then 200, with --log-level warn too", async () => {
+    ensureBuilt();
+    const httpPort = await freePort();
+    const p = serveTwoWorkers(writeConfig(CONFIG), httpPort, ["--log-level", "warn"]);
+    let exited = false;
+    void p.exited.then(() => {
+      exited = true;
+    });
+    // Asked from the moment the port opens (before the private etcd is up) until ready: a
+    // supervisor that fails to answer, or never learns its workers' ports, does not get there.
+    const seen = new Set<number>();
+    await waitFor(
+      "/readyz 200",
+      async () => {
+        try {
+          const { status } = await httpGet(`http://127.0.0.1:${httpPort}/readyz`);
+          seen.add(status);
+          return status === 200;
+        } catch {
+          return false; // not listening yet
+        }
+      },
+      60_000,
+      5,
+      () => (exited ? new Error(`the server exited while starting:\n${p.output()}`) : undefined),
+    );
+    expect([...seen].sort()).toEqual([200, 503]);
+    const metrics = (await httpGet(`http://127.0.0.1:${httpPort}/metrics`)).body;
+    expect(metrics).toContain('worker="0"');
+    expect(metrics).toContain('worker="1"');
+    p.child.kill("SIGTERM");
+    expect((await p.exited).code).toBe(0);
+  }, 90_000);
 });
