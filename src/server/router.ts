@@ -96,6 +96,24 @@ export class Router {
   }
 
   /**
+   * Whether a call tried `attempt` times (its items' slices being handed over, or their owner
+   * unreachable) is tried again: `attempts` times, and beyond that, up to four times as many, while
+   * its caller's deadline (`until`, on the clock's `elapsed()`) leaves a wait to spare. A handoff
+   * takes milliseconds, but seconds on a loaded machine; a caller that gave a deadline of seconds
+   * would rather wait for it than be failed after three quick tries (seen under load: Check calls
+   * failing "being handed over" in a rebalance). Envoy's calls, with deadlines of milliseconds, are
+   * answered as before.
+   */
+  private mayRetry(attempt: number, until: number | undefined): boolean {
+    if (attempt < this.attempts) return true;
+    return (
+      until !== undefined &&
+      attempt < this.attempts * 4 &&
+      until - this.deps.clock.elapsed() > this.retryWaitMs
+    );
+  }
+
+  /**
    * `fn` for a request routed with the generation it names: a request from a caller that knows a
    * newer assignment than this server waits (briefly) until this server has it too, so a server
    * whose view lags never serves keys it may no longer own in that generation.
@@ -155,7 +173,10 @@ export class Router {
       // A check that waited is answered as it is (its items were decided, or it ran out of time).
       if (out instanceof Promise) return out;
       const res = out;
-      if (attempt >= this.attempts || !res.results.some((r) => r.error?.code === ErrorCode.SLICE_NOT_READY))
+      if (
+        !res.results.some((r) => r.error?.code === ErrorCode.SLICE_NOT_READY) ||
+        !this.mayRetry(attempt, this.untilOf(call))
+      )
         return res;
       return this.retryNotReady(req, res, attempt, call);
     }
@@ -234,7 +255,10 @@ export class Router {
       lost = err instanceof ForwardLostError ? owner.id : undefined;
       if (err instanceof ForwardExpiredError) return { ...res, generation: ownership.generation() };
     }
-    if (attempt < this.attempts && res.results.some((r) => r.error && serverRetries(r.error.code))) {
+    if (
+      res.results.some((r) => r.error && serverRetries(r.error.code)) &&
+      this.mayRetry(attempt, this.untilOf(call))
+    ) {
       await ownership.changed(this.retryWaitMs);
       // Not again to the owner that may have applied it (see ForwardLostError).
       if (lost === undefined || this.ownerIdOf(req.items[0]!.key) !== lost)
@@ -285,7 +309,8 @@ export class Router {
       const e = results[i]!.error;
       if (e && serverRetries(e.code) && !expired.has(i)) retry.push(i);
     }
-    if (retry.length > 0 && attempt < this.attempts) {
+    const tryAgain = retry.length > 0 && this.mayRetry(attempt, until);
+    if (tryAgain) {
       await ownership.changed(this.retryWaitMs);
       if (lostTo.size > 0) {
         const stay = retry.filter((i) => {
@@ -295,7 +320,7 @@ export class Router {
         retry.splice(0, retry.length, ...stay);
       }
     }
-    if (retry.length > 0 && attempt < this.attempts) {
+    if (retry.length > 0 && tryAgain) {
       const sub = part(req, retry, 0);
       const again = this.groupCheck(sub);
       const res =
@@ -433,7 +458,7 @@ export class Router {
         }),
       );
       if (failed.length === 0) break;
-      if (n >= this.attempts || expired) {
+      if (expired || !this.mayRetry(n, until)) {
         throw new UnavailableError(
           `the owners of ${failed.length} descriptor(s) could not decide them: ${lastError?.message ?? "their slices are being handed over"}`,
         );

@@ -186,6 +186,23 @@ describe("routing Check and ShouldRateLimit to owners", () => {
     expect((await p).results.map((r) => r.remaining)).toEqual([99, 99]);
   });
 
+  it("a handoff slower than three tries: a caller with seconds to wait gets its answer, one without a deadline an error", async () => {
+    const { router, ownership } = setup();
+    ownership.owners.set("d/k=h", "self-not-ready");
+    const patient = router.check(check(["d/k=h"]), {
+      getDeadline: () => Date.now() + 3000,
+      once: () => undefined,
+      removeListener: () => undefined,
+    });
+    const hasty = router.check(check(["d/k=h"]));
+    // Six waits of 50 ms: the call without a deadline gave up after its three tries.
+    await new Promise((r) => setTimeout(r, 300));
+    ownership.bump(() => ownership.owners.set("d/k=h", "self"));
+    expect((await hasty).results[0]!.error?.code).toBe(ErrorCode.SLICE_NOT_READY);
+    // Before: failed as the hasty one, though its caller would wait three seconds.
+    expect((await patient).results[0]).toMatchObject({ allowed: true, remaining: 99 });
+  });
+
   it("when the owner answers not-owner, it tries again after the assignment changes", async () => {
     const { router, ownership, setFail } = setup();
     ownership.owners.set("d/k=m", "b");
