@@ -251,10 +251,11 @@ export class Engine {
     // so two descriptors on one counter cannot both pass on the same remaining units.
     let allFit = true;
     const { tieFails, borrowing, borrowed } = this;
-    tieFails.clear();
-    borrowing.clear();
-    borrowed.clear();
-    this.pending.clear();
+    // Map.clear allocates a new table even for an empty map: these are almost always empty.
+    if (tieFails.size > 0) tieFails.clear();
+    if (borrowing.size > 0) borrowing.clear();
+    if (borrowed.size > 0) borrowed.clear();
+    if (this.pending.size > 0) this.pending.clear();
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!;
       const { key, limit: l, cost, shard } = item;
@@ -294,7 +295,8 @@ export class Engine {
       fits[i] = fit;
       // Only what will be consumed holds units back from later items (a rejected strict item
       // takes nothing; an atomic call with any rejection takes nothing at all).
-      if (fit || l.shadowMode) this.pending.set(c, taken + cost);
+      // Read by later items only: the last one (a single-item call's only one) records nothing.
+      if ((fit || l.shadowMode) && i + 1 < items.length) this.pending.set(c, taken + cost);
       if (!fit && !l.shadowMode) {
         reasons ??= new Array(items.length);
         reasons[i] =
