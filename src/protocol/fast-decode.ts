@@ -29,10 +29,41 @@ function varint(b: Buffer, pos: number, end: number): number {
   return -1;
 }
 
+/**
+ * Short strings read before, by a hash of their bytes: callers send the same few domains, keys and
+ * values call after call, so most are found here, with no string made (a call into C++ each) and
+ * their hash, which V8 keeps in the string, already computed for the Map look-ups that follow.
+ * One string a slot, a newer one replacing it: at most INTERN_SLOTS x INTERN_MAX characters, and
+ * requests that keep missing cost only the hashing.
+ */
+const INTERN_SLOTS = 4096;
+const INTERN_MAX = 64;
+const interned: string[] = new Array<string>(INTERN_SLOTS).fill("");
+
 /** The string at `start..end` if it is all ASCII; undefined otherwise (protobufjs checks UTF-8). */
-function ascii(b: Buffer, start: number, end: number): string | undefined {
-  for (let i = start; i < end; i++) if (b[i]! >= 0x80) return undefined;
-  return b.toString("latin1", start, end);
+export function ascii(b: Buffer, start: number, end: number): string | undefined {
+  const n = end - start;
+  if (n > INTERN_MAX) {
+    for (let i = start; i < end; i++) if (b[i]! >= 0x80) return undefined;
+    return b.toString("latin1", start, end);
+  }
+  // FNV-1a over the bytes, checking each is ASCII.
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    const c = b[i]!;
+    if (c >= 0x80) return undefined;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  const slot = (h ^ n) & (INTERN_SLOTS - 1);
+  const known = interned[slot]!;
+  if (known.length === n) {
+    let i = 0;
+    while (i < n && known.charCodeAt(i) === b[start + i]) i++;
+    if (i === n) return known;
+  }
+  const s = b.toString("latin1", start, end);
+  interned[slot] = s;
+  return s;
 }
 
 function entry(b: Buffer, pos: number, end: number): { key: string; value: string } | undefined {

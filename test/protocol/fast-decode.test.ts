@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkRequestDecoder, decodeEnvoyRequest } from "../../src/protocol/fast-decode.js";
+import { ascii, checkRequestDecoder, decodeEnvoyRequest } from "../../src/protocol/fast-decode.js";
 import type { CheckItemMsg, CheckRequest, EnvoyRequest } from "../../src/protocol/messages.js";
 import {
   ENVOY_RLS_SERVICE,
@@ -181,5 +181,38 @@ describe("checkRequestDecoder", () => {
         reqType.decode(check.requestSerialize({ items: [{ key: "k", cost: 2 }] })) as unknown as CheckRequest,
       ),
     );
+  });
+});
+
+describe("ascii (the decoders' string reader, with its table of short strings)", () => {
+  it("reads every ASCII string as latin1 does, whatever the table held before", () => {
+    // Many more distinct short strings than the table has slots, so strings of one length meet in
+    // a slot; each read twice, so the second read finds what the table kept.
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const bufs: Buffer[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const len = rnd(4) === 0 ? 60 + rnd(10) : rnd(8); // some longer than the table keeps
+      bufs.push(Buffer.from(Array.from({ length: len }, () => 0x61 + rnd(26))));
+    }
+    for (const b of bufs) {
+      for (let twice = 0; twice < 2; twice++) {
+        // Read from inside a larger buffer, as the decoders do.
+        const outer = Buffer.concat([Buffer.from([0x7a]), b, Buffer.from([0x7a])]);
+        expect(ascii(outer, 1, 1 + b.length)).toBe(b.toString("latin1"));
+      }
+    }
+  });
+
+  it("refuses any byte over 0x7f, short or long", () => {
+    expect(ascii(Buffer.from([0x61, 0x80]), 0, 2)).toBeUndefined();
+    expect(ascii(Buffer.from([0xc3, 0xa9]), 0, 2)).toBeUndefined();
+    const long = Buffer.alloc(100, 0x61);
+    long[99] = 0xff;
+    expect(ascii(long, 0, 100)).toBeUndefined();
+    expect(ascii(long, 0, 99)).toBe("a".repeat(99));
   });
 });
