@@ -9,7 +9,7 @@ import type { Resolved } from "./types.js";
  */
 export function applyReplaces<T extends Resolved | undefined>(resolved: readonly T[]): (T | undefined)[] {
   // Most requests match no rule that replaces another: find out without allocating a set.
-  if (!resolved.some((r) => r !== undefined && r.rule.replaces.length > 0)) return [...resolved];
+  if (!resolved.some((r) => r !== undefined && r.rule.replaces.length > 0)) return resolved.slice();
   const replaced = new Set<string>();
   for (const r of resolved) {
     if (r !== undefined) for (const name of r.rule.replaces) replaced.add(name);

@@ -251,10 +251,14 @@ export class Engine {
     // so two descriptors on one counter cannot both pass on the same remaining units.
     let allFit = true;
     const { tieFails, borrowing, borrowed } = this;
-    tieFails.clear();
-    borrowing.clear();
-    borrowed.clear();
-    this.pending.clear();
+    // Map.clear allocates a new table even for an empty map: these are almost always empty.
+    if (tieFails.size > 0) tieFails.clear();
+    if (borrowing.size > 0) borrowing.clear();
+    if (borrowed.size > 0) borrowed.clear();
+    // What earlier items of a short call take from a counter is summed over them (a few
+    // comparisons); a long call keeps it in a Map, which costs a new table each call to clear.
+    const short = items.length <= SHORT_CALL;
+    if (!short && this.pending.size > 0) this.pending.clear();
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!;
       const { key, limit: l, cost, shard } = item;
@@ -269,7 +273,13 @@ export class Engine {
       const alg = RATE_ALGORITHMS[l.algorithm];
       alg.advance(c, l, now);
       counters[i] = c;
-      const taken = this.pending.get(c) ?? 0;
+      let taken = 0;
+      if (!short) taken = this.pending.get(c) ?? 0;
+      else {
+        for (let j = 0; j < i; j++) {
+          if (counters[j] === c && (fits[j] || items[j]!.limit.shadowMode)) taken += items[j]!.cost;
+        }
+      }
       const available = alg.available(c, l, now) - taken;
       let fit: boolean;
       if (c.contention !== undefined || contended(item, l)) {
@@ -294,7 +304,8 @@ export class Engine {
       fits[i] = fit;
       // Only what will be consumed holds units back from later items (a rejected strict item
       // takes nothing; an atomic call with any rejection takes nothing at all).
-      if (fit || l.shadowMode) this.pending.set(c, taken + cost);
+      // Read by later items only: the last one (a single-item call's only one) records nothing.
+      if ((fit || l.shadowMode) && !short && i + 1 < items.length) this.pending.set(c, taken + cost);
       if (!fit && !l.shadowMode) {
         reasons ??= new Array(items.length);
         reasons[i] =
@@ -843,6 +854,8 @@ export class Engine {
 }
 
 const DEFAULT_RANK = PRIORITY_RANK.normal;
+/** Calls of up to this many items sum what earlier items take instead of keeping a Map. */
+const SHORT_CALL = 8;
 
 /**
  * How much of a gateway's reported refund (settled tickets' unused estimates) `c` takes back. A

@@ -1,4 +1,4 @@
-import type { EnvoyDescriptor, EnvoyRequest } from "./messages.js";
+import type { CheckItemMsg, CheckRequest, EnvoyDescriptor, EnvoyRequest } from "./messages.js";
 
 /**
  * A direct decoder of ShouldRateLimit's request (envoy.service.ratelimit.v3.RateLimitRequest) in
@@ -29,10 +29,41 @@ function varint(b: Buffer, pos: number, end: number): number {
   return -1;
 }
 
+/**
+ * Short strings read before, by a hash of their bytes: callers send the same few domains, keys and
+ * values call after call, so most are found here, with no string made (a call into C++ each) and
+ * their hash, which V8 keeps in the string, already computed for the Map look-ups that follow.
+ * One string a slot, a newer one replacing it: at most INTERN_SLOTS x INTERN_MAX characters, and
+ * requests that keep missing cost only the hashing.
+ */
+const INTERN_SLOTS = 4096;
+const INTERN_MAX = 64;
+const interned: string[] = new Array<string>(INTERN_SLOTS).fill("");
+
 /** The string at `start..end` if it is all ASCII; undefined otherwise (protobufjs checks UTF-8). */
-function ascii(b: Buffer, start: number, end: number): string | undefined {
-  for (let i = start; i < end; i++) if (b[i]! >= 0x80) return undefined;
-  return b.toString("latin1", start, end);
+export function ascii(b: Buffer, start: number, end: number): string | undefined {
+  const n = end - start;
+  if (n > INTERN_MAX) {
+    for (let i = start; i < end; i++) if (b[i]! >= 0x80) return undefined;
+    return b.toString("latin1", start, end);
+  }
+  // FNV-1a over the bytes, checking each is ASCII.
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    const c = b[i]!;
+    if (c >= 0x80) return undefined;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  const slot = (h ^ n) & (INTERN_SLOTS - 1);
+  const known = interned[slot]!;
+  if (known.length === n) {
+    let i = 0;
+    while (i < n && known.charCodeAt(i) === b[start + i]) i++;
+    if (i === n) return known;
+  }
+  const s = b.toString("latin1", start, end);
+  interned[slot] = s;
+  return s;
 }
 
 function entry(b: Buffer, pos: number, end: number): { key: string; value: string } | undefined {
@@ -99,4 +130,106 @@ export function decodeEnvoyRequest(b: Buffer): EnvoyRequest | undefined {
     pos = start + len;
   }
   return { domain, descriptors, hitsAddend };
+}
+
+// ---- shardlimit.v1.CheckRequest
+
+/**
+ * The message classes protobufjs decodes a CheckRequest into (its generated constructors: defaults
+ * on the prototype, `items` an own empty array), so the direct decoder's objects are the very kind
+ * protobufjs's are.
+ */
+export interface CheckRequestClasses {
+  request: new () => CheckRequest;
+  item: new () => CheckItemMsg;
+}
+
+/** A one-byte varint at `pos` (0-127), or -1 (a longer varint goes to protobufjs). */
+function small(b: Buffer, pos: number, end: number): number {
+  if (pos >= end) return -1;
+  const c = b[pos]!;
+  return c < 0x80 ? c : -1;
+}
+
+function checkItem(
+  b: Buffer,
+  pos: number,
+  end: number,
+  Item: new () => CheckItemMsg,
+): CheckItemMsg | undefined {
+  const item = new Item();
+  /** Fields written by name, as protobufjs's decoder does (own when set, deleted when default). */
+  const m = item as unknown as Record<string, unknown>;
+  while (pos < end) {
+    const tag = b[pos++]!;
+    if (tag === 0x0a) {
+      const len = varint(b, pos, end);
+      if (len < 0 || at + len > end) return undefined;
+      const s = ascii(b, at, at + len);
+      if (s === undefined) return undefined;
+      if (s.length > 0) m.key = s;
+      else delete m.key;
+      pos = at + len;
+    } else if (tag === 0x11) {
+      if (pos + 8 > end) return undefined;
+      const v = b.readDoubleLE(pos);
+      // As protobufjs: 0 is the default (not kept), -0 is kept.
+      if (!Object.is(v, 0)) m.cost = v;
+      else delete m.cost;
+      pos += 8;
+    } else if (tag === 0x18 || tag === 0x50 || tag === 0x60) {
+      const v = small(b, pos, end);
+      if (v < 0) return undefined;
+      pos++;
+      const field = tag === 0x18 ? "priority" : tag === 0x50 ? "ticket" : "maxWaitMs";
+      if (v !== 0) m[field] = tag === 0x50 ? true : v;
+      else delete m[field];
+    } else {
+      return undefined;
+    }
+  }
+  return item;
+}
+
+/**
+ * A direct decoder of Check's request (shardlimit.v1.CheckRequest) in its common shape: items of
+ * an ASCII key, a cost, and one-byte priority, ticket and max_wait_ms; atomic, explain, a
+ * generation and ticket timeout below 2^28. Fields are set, or left to their defaults, exactly
+ * as protobufjs's generated decoder does. Anything else (unknown fields or wire types, longer
+ * varints, non-ASCII keys, a message cut short) returns undefined: decode it with protobufjs, so
+ * both give the same request or error (test/protocol/fast-decode.test.ts).
+ */
+export function checkRequestDecoder(classes: CheckRequestClasses): (b: Buffer) => CheckRequest | undefined {
+  const { request: Request, item: Item } = classes;
+  return (b) => {
+    const req = new Request();
+    const m = req as unknown as Record<string, unknown>;
+    const end = b.length;
+    let pos = 0;
+    while (pos < end) {
+      const tag = b[pos++]!;
+      if (tag === 0x0a) {
+        const len = varint(b, pos, end);
+        if (len < 0 || at + len > end) return undefined;
+        const start = at;
+        const it = checkItem(b, start, start + len, Item);
+        if (it === undefined) return undefined;
+        req.items.push(it);
+        pos = start + len;
+        continue;
+      }
+      let field: string;
+      if (tag === 0x10) field = "atomic";
+      else if (tag === 0x18) field = "generation";
+      else if (tag === 0x50) field = "ticketTimeoutMs";
+      else if (tag === 0x58) field = "explain";
+      else return undefined;
+      const v = varint(b, pos, end);
+      if (v < 0) return undefined;
+      pos = at;
+      if (v !== 0) m[field] = tag === 0x10 || tag === 0x58 ? true : v;
+      else delete m[field];
+    }
+    return req;
+  };
 }

@@ -68,6 +68,14 @@ function strBytes(s: string): number {
 }
 
 /**
+ * Reused by every answer (encoding is synchronous): the items' sizes, and what `sizeOf` notes for
+ * `write`. Every entry read was written by the same call (sizes for each item; a string's size
+ * only for a string present), so what an earlier answer left there is never read.
+ */
+const SIZES: number[] = [];
+const SCRATCH: number[] = [];
+
+/**
  * A message of a varint in field 1 (`head`) and repeated messages in field 2 (`items`), framed.
  * `sizeOf` gives an item's size, -1 when this encoder leaves it to protobufjs, and may note sizes
  * (of strings) in `scratch` for `write`, which writes the item's fields.
@@ -79,8 +87,8 @@ function frameHeadAndItems<T>(
   sizeOf: (x: T, scratch: number[], i: number) => number,
   write: (out: Out, x: T, scratch: number[], i: number) => void,
 ): Buffer | undefined {
-  const sizes: number[] = new Array(items.length);
-  const scratch: number[] = [];
+  const sizes = SIZES;
+  const scratch = SCRATCH;
   let len = 0;
   if (head != null) {
     if (!headOk(head)) return undefined;

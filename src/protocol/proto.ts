@@ -4,7 +4,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import protobuf from "protobufjs";
-import { decodeEnvoyRequest } from "./fast-decode.js";
+import { checkRequestDecoder, decodeEnvoyRequest } from "./fast-decode.js";
+import type { CheckItemMsg, CheckRequest } from "./messages.js";
 import { decodeReportRequest, encodeReportResponse } from "./report-codec.js";
 
 // 64-bit fields decode to plain numbers: every one of ours stays far below 2^53, and Long objects
@@ -67,10 +68,17 @@ export class MalformedRequest {
  * that carries hundreds of entries and its answer. Same objects and bytes as protobufjs's.
  */
 const envoyRequestType = root.lookupType("envoy.service.ratelimit.v3.RateLimitRequest");
+const checkRequestType = root.lookupType("shardlimit.v1.CheckRequest");
+const decodeCheckRequest = checkRequestDecoder({
+  request: checkRequestType.ctor as unknown as new () => CheckRequest,
+  item: root.lookupType("shardlimit.v1.CheckItem").ctor as unknown as new () => CheckItemMsg,
+});
 const FAST_DECODE: Record<string, (b: Buffer) => unknown> = {
   ".shardlimit.v1.ReportRequest": decodeReportRequest,
   // ShouldRateLimit's request in its common shape (protocol/fast-decode.ts); protobufjs otherwise.
   ".envoy.service.ratelimit.v3.RateLimitRequest": (b) => decodeEnvoyRequest(b) ?? envoyRequestType.decode(b),
+  // Check's request likewise, into protobufjs's own message classes.
+  ".shardlimit.v1.CheckRequest": (b) => decodeCheckRequest(b) ?? checkRequestType.decode(b),
 };
 const FAST_ENCODE: Record<string, (m: never) => Buffer> = {
   ".shardlimit.v1.ReportResponse": encodeReportResponse,

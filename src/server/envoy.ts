@@ -12,7 +12,7 @@ import {
 } from "../protocol/messages.js";
 import { addCharges, countTenant, joined } from "./charges.js";
 import type { EnvoyOptions } from "./envoy-options.js";
-import { type EnvoyPlan, planEnvoy, respondEnvoy } from "./envoy-plan.js";
+import { type EnvoyPlan, type PlanContext, planEnvoy, respondEnvoy } from "./envoy-plan.js";
 import type { DescriptorMetrics } from "./envoy-stats.js";
 import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import type { LimiterMetrics } from "./metrics.js";
@@ -75,8 +75,11 @@ export class EnvoyRateLimit {
 
   /** See planEnvoy. */
   plan(req: EnvoyRequest): EnvoyPlan {
-    return planEnvoy(req, { limits: this.deps.limits, resolve: this.resolve, knownDomain: this.knownDomain });
+    this.planContext ??= { limits: this.deps.limits, resolve: this.resolve, knownDomain: this.knownDomain };
+    return planEnvoy(req, this.planContext);
   }
+  /** planEnvoy's context, made once. */
+  private planContext: PlanContext | undefined;
 
   /** Charges the descriptors at `indices` (limited ones of `plan`) here; their statuses, in order. */
   execute(plan: EnvoyPlan, indices: readonly number[]): EnvoyDescriptorStatus[] {
@@ -86,13 +89,19 @@ export class EnvoyRateLimit {
     const items: CheckItem[] = [];
     const starts: number[] = new Array(indices.length);
     const counts: number[] = new Array(indices.length);
-    /** Descriptors a pool over its target shed before any quota is charged (issue 14). */
-    const shed: boolean[] | undefined = pools && new Array(indices.length).fill(false);
+    /**
+     * Descriptors a pool over its target shed before any quota is charged (issue 14); made on the
+     * first one shed.
+     */
+    let shed: boolean[] | undefined;
     for (let j = 0; j < indices.length; j++) {
       const i = indices[j]!;
       starts[j] = items.length;
       const off = pools?.shed(plan.active[i]!, plan.ranks?.[i], plan.hits[i]!, now) ?? false;
-      if (shed) shed[j] = off;
+      if (off) {
+        shed ??= new Array(indices.length).fill(false);
+        shed[j] = true;
+      }
       counts[j] = off ? 0 : addCharges(items, plan.active[i]!, plan.hits[i]!, plan.ranks?.[i], j);
     }
     if (this.deps.options?.stopChargingWhenOverLimit && indices.length > 1) {

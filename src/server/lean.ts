@@ -54,7 +54,12 @@ interface Handler {
   type: string;
 }
 
-type StreamListener = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => void;
+type StreamListener = (
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  flags: unknown,
+  raw: unknown,
+) => void;
 
 export interface LeanOptions {
   clock: Clock;
@@ -89,15 +94,19 @@ export function installLean(server: grpc.Server, o: LeanOptions): LeanStats {
   for (const h2 of internals.http2Servers.keys()) {
     const inner = h2.listeners("stream") as StreamListener[];
     h2.removeAllListeners("stream");
-    h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
-      const h = table.get(headers[":path"] as string);
-      if (h === undefined || headers[":method"] !== "POST") {
-        for (const l of inner) l.call(h2, stream, headers, ...rest);
-        return;
-      }
-      stats.calls++;
-      serveLean(stream, headers, h, o);
-    });
+    // node:http2 emits `stream` with these four (a rest parameter would be an array per call).
+    h2.on(
+      "stream",
+      (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: unknown, raw: unknown) => {
+        const h = table.get(headers[":path"] as string);
+        if (h === undefined || headers[":method"] !== "POST") {
+          for (const l of inner) l.call(h2, stream, headers, flags, raw);
+          return;
+        }
+        stats.calls++;
+        serveLean(stream, headers, h, o);
+      },
+    );
   }
   return stats;
 }
@@ -152,9 +161,11 @@ class HeaderMetadata implements MetadataLike {
 /**
  * The call object the handlers see (what grpc.ts, check-waits.ts and spans.ts read of a call),
  * which is also the whole state of one lean call: the stream's listeners are shared functions that
- * find it on the stream, so a call allocates this object and no closures.
+ * find it on the stream, so a call allocates this object and no closures. Its `cancelled` event
+ * (grpc-js's calls are EventEmitters) is served by an emitter made only when a handler listens
+ * (a waiting Check), not one per call.
  */
-class LeanCall extends EventEmitter {
+class LeanCall {
   request: unknown;
   cancelled = false;
   /** Answered, failed or cancelled: nothing more is sent. */
@@ -169,6 +180,7 @@ class LeanCall extends EventEmitter {
   /** Whether the handler has been called (cancellation is then told to it). */
   started = false;
   private meta: HeaderMetadata | undefined;
+  private emitter: EventEmitter | undefined = undefined;
   constructor(
     readonly stream: ServerHttp2Stream,
     readonly headers: IncomingHttpHeaders,
@@ -176,8 +188,26 @@ class LeanCall extends EventEmitter {
     readonly o: LeanOptions,
     readonly framer: Framer | undefined,
     readonly deadline: number,
-  ) {
-    super();
+  ) {}
+  on(event: string, fn: (...args: unknown[]) => void): this {
+    this.emitter ??= new EventEmitter();
+    this.emitter.on(event, fn);
+    return this;
+  }
+  once(event: string, fn: (...args: unknown[]) => void): this {
+    this.emitter ??= new EventEmitter();
+    this.emitter.once(event, fn);
+    return this;
+  }
+  removeListener(event: string, fn: (...args: unknown[]) => void): this {
+    this.emitter?.removeListener(event, fn);
+    return this;
+  }
+  emit(event: string, ...args: unknown[]): boolean {
+    return this.emitter?.emit(event, ...args) ?? false;
+  }
+  listenerCount(event: string): number {
+    return this.emitter?.listenerCount(event) ?? 0;
   }
   get metadata(): HeaderMetadata {
     this.meta ??= new HeaderMetadata(this.headers);

@@ -84,6 +84,7 @@ export class Limiter {
   /** The last rejections and gateway policies per key, for `inspect` (bounded). */
   readonly why: WhyLog;
   private readonly clientIds = new Map<string, string>();
+  private readonly checkScratch = new CheckScratch();
 
   constructor(deps: LimiterDeps) {
     this.global = deps.global;
@@ -573,16 +574,8 @@ export class Limiter {
     const ticketsFull = this.tickets.admit(req);
     const now = this.clock.now();
     const results: CheckResult[] = new Array(req.items.length);
-    const items: CheckItem[] = [];
-    const positions: number[] = [];
-    const rules: Resolved[] = [];
-    /** Per resolved item: where its engine items start and how many (a fair-share pair is 2). */
-    const starts: number[] = [];
-    const counts: number[] = [];
-    const costs: number[] = [];
-    const ranks: (number | undefined)[] = [];
-    /** Items no limit applies to: allowed, unless an atomic check they are part of fails. */
-    const noLimit: number[] = [];
+    const scratch = this.checkScratch.cleared();
+    const { items, positions, rules, starts, counts, costs, ranks, noLimit } = scratch;
     let invalid = 0;
     for (let i = 0; i < req.items.length; i++) {
       const it = req.items[i]!;
@@ -689,7 +682,7 @@ export class Limiter {
     if (req.atomic && (atomicFailed || decisions.some((d) => !d.allowed))) {
       for (const i of noLimit) results[i] = { allowed: false };
     }
-    this.tickets.issue(req, results, { items, positions, starts, counts });
+    this.tickets.issue(req, results, scratch);
     return { generation: this.ownership.generation(), results };
   }
 
@@ -870,4 +863,43 @@ export interface ReportCaller {
 
 function reportRefusal(caller: ReportCaller, domains: string): string {
   return `ReportAndGetPolicy refused for identity ${JSON.stringify(caller.identity)} for domain ${domains}`;
+}
+
+/**
+ * The working arrays of `Limiter.check`, reused from call to call instead of eight new ones per
+ * call (and their storage, grown on the first push): `check` runs to its end synchronously, and
+ * nothing it hands them to keeps them (the engine, global shares and tickets read them and copy
+ * what they keep).
+ */
+class CheckScratch {
+  readonly items: CheckItem[] = [];
+  readonly positions: number[] = [];
+  readonly rules: Resolved[] = [];
+  /** Per resolved item: where its engine items start and how many (a fair-share pair is 2). */
+  readonly starts: number[] = [];
+  readonly counts: number[] = [];
+  readonly costs: number[] = [];
+  readonly ranks: (number | undefined)[] = [];
+  /** Items no limit applies to: allowed, unless an atomic check they are part of fails. */
+  readonly noLimit: number[] = [];
+  /** Emptied for a new call. */
+  cleared(): this {
+    emptied(this.items);
+    emptied(this.positions);
+    emptied(this.rules);
+    emptied(this.starts);
+    emptied(this.counts);
+    emptied(this.costs);
+    emptied(this.ranks);
+    emptied(this.noLimit);
+    return this;
+  }
+}
+
+/**
+ * Empties `a` keeping its storage: V8 drops an array's storage when its length is set to 0, so the
+ * next push would allocate it again; popping to empty keeps it (a few items a call).
+ */
+function emptied(a: unknown[]): void {
+  while (a.length > 0) a.pop();
 }

@@ -90,6 +90,14 @@ export class TicketDesk {
    * together, in the order of the items).
    */
   issue(req: CheckRequest, results: CheckResult[], o: CheckOutcome): void {
+    // Most checks ask for no ticket: nothing below is made for them.
+    let asking: number[] | undefined;
+    for (let i = 0; i < req.items.length; i++) {
+      if (req.items[i]!.ticket !== true || results[i]!.allowed !== true) continue;
+      asking ??= [];
+      asking.push(i);
+    }
+    if (asking === undefined) return;
     const timeout = req.ticketTimeoutMs || DEFAULT_TICKET_TIMEOUT_MS;
     const now = this.clock.elapsed();
     /** Resolved item j by position, for the charges of the item at that position. */
@@ -113,11 +121,6 @@ export class TicketDesk {
         });
       }
     };
-    const asking: number[] = [];
-    for (let i = 0; i < req.items.length; i++) {
-      if (req.items[i]!.ticket === true && results[i]!.allowed === true) asking.push(i);
-    }
-    if (asking.length === 0) return;
     this.table.sweep(now, SWEEP_PER_OPEN);
     if (req.atomic) {
       const charges: TicketCharge[] = [];

@@ -55,6 +55,37 @@ describe("engine", () => {
     expect(e.peek("k", l, T0).remaining).toBe(8);
   });
 
+  it("items on shared counters hold units back alike in short calls (summed) and long ones (a Map)", () => {
+    // One block of items, alone (a short call) and four times over (a long one): two counters
+    // interleaved, a rejected item that holds nothing back, and a shadow-mode limit whose items
+    // hold back what they take even when over it.
+    const l = fw(5);
+    const shadow = { ...fw(3), shadowMode: true };
+    const block = [
+      { key: "k0", limit: l, cost: 2 },
+      { key: "s", limit: shadow, cost: 2 },
+      { key: "k0", limit: l, cost: 9 },
+      { key: "s", limit: shadow, cost: 2 },
+      { key: "k0", limit: l, cost: 2 },
+      { key: "s", limit: shadow, cost: 1 },
+    ];
+    for (const times of [1, 4]) {
+      const items = Array.from({ length: times }, () => block).flat();
+      const d = new Engine().checkMany(items, T0, "strict");
+      // What a walk over the items one at a time decides, counter by counter.
+      const left = new Map<string, number>([
+        ["k0", 5],
+        ["s", 3],
+      ]);
+      const want = items.map((it) => {
+        const fits = left.get(it.key)! >= it.cost;
+        if (fits || it.limit.shadowMode) left.set(it.key, left.get(it.key)! - it.cost);
+        return { allowed: fits || it.limit.shadowMode, shadowed: it.limit.shadowMode && !fits };
+      });
+      expect(d.map((x) => ({ allowed: x.allowed, shadowed: x.shadowed }))).toEqual(want);
+    }
+  });
+
   it("unlimited limits create no counter", () => {
     const e = new Engine();
     const l = { ...fw(1), unlimited: true };
