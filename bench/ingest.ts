@@ -6,11 +6,15 @@
  * holds on a shared machine even when the absolute figures move.
  *
  *   npm run bench:ingest [-- --keys 100000 --batch 500 --rounds 7 --profile]   (builds dist/ first)
+ *   npm run bench:ingest -- --before /tmp/old/dist   (another build's handler path in the same rounds)
  *
  * Requests name keys by handle (as gateways do once the server issued them); a second pair of
  * rows repeats it with string keys. `--profile` runs the handler path under the sampling CPU
  * profiler afterwards and prints the top functions; `--alloc` under the sampling heap profiler
- * keeping every sample (young ones too): bytes allocated per entry, and where.
+ * keeping every sample (young ones too): bytes allocated per entry, and where. `--before DIR`
+ * loads a second Limiter from another build (an older commit's `dist/`, with `proto/` beside it),
+ * fed the same requests, and times its handler path in the same rounds, taking turns with the
+ * others: before/after in one process, at the same load.
  */
 
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -45,6 +49,7 @@ const opts = parseArgs({
   profile: false,
   profileSeconds: 4,
   alloc: false,
+  before: "",
 });
 const m = machine();
 console.log(
@@ -53,17 +58,31 @@ console.log(
 );
 
 const { engine, report: handle } = await distLimiter();
+const before = opts.before === "" ? undefined : await distLimiter(undefined, opts.before);
 const clientId = Buffer.from("bench-gw-1");
 let seq = 0;
 
 // The gateway's way: every key by string once, then by the handles the server answered.
 const stringBodies = reportBodies(opts.keys, opts.batch);
-const learned = stringBodies.map(
-  (b) => ReportResponseType.decode(handle(reportRequest(clientId, ++seq, b))) as unknown as ReportResponse,
-);
-for (const r of learned) {
-  const bad = r.policies.filter((p) => p.error !== undefined && p.error !== null).length;
-  if (bad > 0 || r.duplicate) throw new Error(`sanity: ${bad} item errors, duplicate ${r.duplicate}`);
+function learn(h: (b: Buffer) => Buffer): ReportResponse[] {
+  const learned = stringBodies.map(
+    (b) => ReportResponseType.decode(h(reportRequest(clientId, ++seq, b))) as unknown as ReportResponse,
+  );
+  for (const r of learned) {
+    const bad = r.policies.filter((p) => p.error !== undefined && p.error !== null).length;
+    if (bad > 0 || r.duplicate) throw new Error(`sanity: ${bad} item errors, duplicate ${r.duplicate}`);
+  }
+  return learned;
+}
+const learned = learn(handle);
+// The same handles from both (each table numbers keys in the order it met them).
+if (before !== undefined) {
+  const theirs = learn(before.report);
+  if (
+    JSON.stringify(theirs.map((r) => r.policies.map((p) => p.keyHandle))) !==
+    JSON.stringify(learned.map((r) => r.policies.map((p) => p.keyHandle)))
+  )
+    throw new Error("sanity: the two builds issued different key handles");
 }
 const byHandle = handleBodies(learned, opts.batch);
 console.log(`${num(engine.size)} counters; a handle request is ${num(byHandle[0]!.length)} bytes\n`);
@@ -90,6 +109,10 @@ const handlerPath = (b: Buffer) => {
   responseBytes = handle(b).length;
   return opts.batch;
 };
+const beforePath = (b: Buffer) => {
+  before!.report(b);
+  return opts.batch;
+};
 
 interface Row {
   keys: string;
@@ -101,6 +124,12 @@ interface Row {
   handlerPerCpuSec: number;
   cpuRatio: number;
   rounds: number[];
+  /** With `--before`: the other build's handler path, per CPU-second, and its ratio to decode. */
+  beforePerCpuSec?: number;
+  beforeCpuRatio?: number;
+  /** This build's handler path per CPU-second in each round (best, median), and the other's. */
+  cpuRounds: number[];
+  beforeCpuRounds?: number[];
 }
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 function pair(label: string, bodies: Buffer[]): Row {
@@ -110,10 +139,17 @@ function pair(label: string, bodies: Buffer[]): Row {
   const decCpu: number[] = [];
   const handCpu: number[] = [];
   const cpuRatios: number[] = [];
+  const beforeCpu: number[] = [];
+  const beforeRatios: number[] = [];
   for (let r = 0; r <= opts.rounds; r++) {
     const d = timeRound(requests(bodies), decodeOnly);
+    const b = before === undefined ? undefined : timeRound(requests(bodies), beforePath);
     const h = timeRound(requests(bodies), handlerPath);
     if (r === 0) continue; // warm-up
+    if (b !== undefined) {
+      beforeCpu.push(b.cpuPerSec);
+      beforeRatios.push(b.cpuPerSec / d.cpuPerSec);
+    }
     dec.push(d.perSec);
     hand.push(h.perSec);
     ratios.push(h.perSec / d.perSec);
@@ -130,6 +166,14 @@ function pair(label: string, bodies: Buffer[]): Row {
     handlerPerCpuSec: med(handCpu),
     cpuRatio: med(cpuRatios),
     rounds: hand.map(Math.round),
+    cpuRounds: handCpu.map(Math.round),
+    ...(before === undefined
+      ? {}
+      : {
+          beforePerCpuSec: med(beforeCpu),
+          beforeCpuRatio: med(beforeRatios),
+          beforeCpuRounds: beforeCpu.map(Math.round),
+        }),
   };
 }
 
@@ -152,6 +196,28 @@ printTable(
     num(r.decodePerCpuSec),
     num(r.handlerPerCpuSec),
     `${r.cpuRatio.toFixed(3)}x`,
+  ]),
+);
+const best = (xs: number[]) => Math.max(...xs);
+console.log("\nhandler path per CPU-second, best / median of the rounds:");
+printTable(
+  [
+    "keys by",
+    "this build",
+    "ratio",
+    ...(before === undefined ? [] : ["--before build", "ratio", "this / before"]),
+  ],
+  rows.map((r) => [
+    r.keys,
+    `${num(best(r.cpuRounds))} / ${num(r.handlerPerCpuSec)}`,
+    `${r.cpuRatio.toFixed(3)}x`,
+    ...(before === undefined
+      ? []
+      : [
+          `${num(best(r.beforeCpuRounds!))} / ${num(r.beforePerCpuSec!)}`,
+          `${r.beforeCpuRatio!.toFixed(3)}x`,
+          `${(r.handlerPerCpuSec / r.beforePerCpuSec!).toFixed(2)}x`,
+        ]),
   ]),
 );
 const main = rows[0]!;
