@@ -105,14 +105,79 @@ function expect(field: number, wire: number, want: number): void {
   if (wire !== want) fail(`field ${field} has wire type ${wire}, expected ${want}`);
 }
 
-function entry(end: number): ReportEntryMsg {
+/**
+ * Numbers per entry in `DecodedReport.numbers`, and where each sits: the key handle and the five
+ * amounts, in one Float64Array per request rather than an object (and boxed doubles) per entry.
+ */
+export const ENTRY_NUMBERS = 6;
+export const AT_HANDLE = 0;
+export const AT_ADMITTED = 1;
+export const AT_REJECTED = 2;
+export const AT_HELD = 3;
+export const AT_WINDOW_ADMITTED = 4;
+export const AT_REFUNDED = 5;
+
+/**
+ * A `ReportRequest` as the server's decoder gives it: the entries as columns (`keys`, `numbers`),
+ * which the Limiter reads straight, and as objects only when something asks for `entries` (made
+ * once, on first read: authorisation, tracing, tests).
+ */
+export class DecodedReport implements ReportRequest {
+  private list: ReportEntryMsg[] | undefined = undefined;
+
+  constructor(
+    readonly clientId: string,
+    readonly seq: number,
+    readonly generation: number,
+    readonly intervalMs: number,
+    readonly keyEpoch: number,
+    readonly spanMs: number,
+    /** How many entries. */
+    readonly count: number,
+    /** Each entry's key string, "" when it names its key by handle. */
+    readonly keys: string[],
+    /** `ENTRY_NUMBERS` per entry: handle, admitted, rejected, held, window_admitted, refunded. */
+    readonly numbers: Float64Array,
+  ) {}
+
+  get entries(): ReportEntryMsg[] {
+    if (this.list !== undefined) return this.list;
+    const list: ReportEntryMsg[] = new Array(this.count);
+    const v = this.numbers;
+    for (let i = 0, o = 0; i < this.count; i++, o += ENTRY_NUMBERS) {
+      list[i] = {
+        key: this.keys[i]!,
+        keyHandle: v[o + AT_HANDLE]!,
+        admitted: v[o + AT_ADMITTED]!,
+        rejected: v[o + AT_REJECTED]!,
+        held: v[o + AT_HELD]!,
+        windowAdmitted: v[o + AT_WINDOW_ADMITTED]!,
+        refunded: v[o + AT_REFUNDED]!,
+      };
+    }
+    this.list = list;
+    return list;
+  }
+}
+
+/** The entries' numbers while decoding, grown as needed; each request takes a copy of its part. */
+let cols = new Float64Array(ENTRY_NUMBERS * 1024);
+
+/** One entry's fields into `cols` at `o` (zeros where absent), its key string returned. */
+function entry(end: number, o: number): string {
   let key = "";
-  let keyHandle = 0;
-  let admitted = 0;
-  let rejected = 0;
-  let held = 0;
-  let windowAdmitted = 0;
-  let refunded = 0;
+  if (cols.length < o + ENTRY_NUMBERS) {
+    const grown = new Float64Array(2 * cols.length);
+    grown.set(cols);
+    cols = grown;
+  }
+  const c = cols;
+  c[o + AT_HANDLE] = 0;
+  c[o + AT_ADMITTED] = 0;
+  c[o + AT_REJECTED] = 0;
+  c[o + AT_HELD] = 0;
+  c[o + AT_WINDOW_ADMITTED] = 0;
+  c[o + AT_REFUNDED] = 0;
   while (pos < end) {
     const tag = varint(end);
     const field = tag >>> 3;
@@ -127,38 +192,38 @@ function entry(end: number): ReportEntryMsg {
       }
       case 6:
         expect(field, wire, 0);
-        keyHandle = varint(end);
+        c[o + AT_HANDLE] = varint(end);
         break;
       case 2:
         expect(field, wire, 1);
-        admitted = double(end);
+        c[o + AT_ADMITTED] = double(end);
         break;
       case 3:
         expect(field, wire, 1);
-        rejected = double(end);
+        c[o + AT_REJECTED] = double(end);
         break;
       case 4:
         expect(field, wire, 1);
-        held = double(end);
+        c[o + AT_HELD] = double(end);
         break;
       case 5:
         expect(field, wire, 1);
-        windowAdmitted = double(end);
+        c[o + AT_WINDOW_ADMITTED] = double(end);
         break;
       case 10:
         expect(field, wire, 1);
-        refunded = double(end);
+        c[o + AT_REFUNDED] = double(end);
         break;
       default:
         if (field === 0) fail("field number 0");
         skip(wire, end);
     }
   }
-  return { key, keyHandle, admitted, rejected, held, windowAdmitted, refunded };
+  return key;
 }
 
 /** A `ReportRequest` from its bytes; throws ReportDecodeError saying what is wrong. */
-export function decodeReportRequest(bytes: Buffer): ReportRequest {
+export function decodeReportRequest(bytes: Buffer): DecodedReport {
   buf = bytes;
   pos = 0;
   const end = bytes.length;
@@ -168,7 +233,7 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
   let intervalMs = 0;
   let keyEpoch = 0;
   let spanMs = 0;
-  const entries: ReportEntryMsg[] = [];
+  const keys: string[] = [];
   try {
     while (pos < end) {
       const tag = varint(end);
@@ -178,7 +243,7 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
         case 5: {
           expect(field, wire, 2);
           const n = length(end);
-          entries.push(entry(pos + n));
+          keys.push(entry(pos + n, keys.length * ENTRY_NUMBERS));
           break;
         }
         case 1: {
@@ -216,7 +281,19 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
   } finally {
     buf = EMPTY;
   }
-  return { clientId, seq, generation, intervalMs, entries, keyEpoch, spanMs };
+  const numbers = numbersFor(keys.length * ENTRY_NUMBERS);
+  numbers.set(cols.subarray(0, numbers.length));
+  return new DecodedReport(
+    clientId,
+    seq,
+    generation,
+    intervalMs,
+    keyEpoch,
+    spanMs,
+    keys.length,
+    keys,
+    numbers,
+  );
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -328,9 +405,6 @@ function writeString(s: string, bytes: number): void {
 function num(v: number | undefined): v is number {
   return v != null && v !== 0;
 }
-function dbl(v: number | undefined): v is number {
-  return v != null && !Object.is(v, 0);
-}
 function str(v: string | undefined): v is string {
   return v != null && v !== "";
 }
@@ -359,71 +433,231 @@ function writeItemError(e: ItemError): void {
   }
 }
 
-function policySize(p: KeyPolicy): number {
-  let n = 0;
-  if (num(p.kind)) n += 1 + i32Size(p.kind);
-  if (dbl(p.units)) n += 9;
-  if (dbl(p.fraction)) n += 9;
-  if (num(p.validMs)) n += 1 + u32Size(p.validMs);
-  if (dbl(p.remaining)) n += 9;
-  if (dbl(p.limit)) n += 9;
-  if (num(p.resetMs)) n += 1 + u32Size(p.resetMs);
-  if (p.error != null) {
-    const e = itemErrorSize(p.error);
-    n += 1 + varintSize(e) + e;
+/** A KeyPolicy's number fields, in the order of their columns in `PolicyRows.numbers`. */
+const POLICY_FIELDS = [
+  "kind",
+  "units",
+  "fraction",
+  "validMs",
+  "remaining",
+  "limit",
+  "resetMs",
+  "keyHandle",
+  "gateways",
+  "sharePerS",
+] as const satisfies readonly (keyof KeyPolicy)[];
+export const P_KIND = 0;
+export const P_UNITS = 1;
+export const P_FRACTION = 2;
+export const P_VALID_MS = 3;
+export const P_REMAINING = 4;
+export const P_LIMIT = 5;
+export const P_RESET_MS = 6;
+export const P_KEY_HANDLE = 7;
+export const P_GATEWAYS = 8;
+export const P_SHARE_PER_S = 9;
+/** The bit mask of the fields a row has (bit j: `POLICY_FIELDS[j]`), what `policy(i)` gives back. */
+export const P_PRESENT = 10;
+/** Numbers per policy in `PolicyRows.numbers`. */
+export const POLICY_NUMBERS = 11;
+
+/**
+ * Float64Arrays for requests' and answers' columns, cut from shared slabs: one ArrayBuffer (an
+ * allocation outside the heap, counted as external memory) per request and per answer cost more
+ * than the views. A slab is never reused, only dropped once every view into it is gone, so a
+ * view's numbers start at 0 and stay its own.
+ */
+const SLAB_NUMBERS = 1 << 17;
+let slab = new Float64Array(SLAB_NUMBERS);
+let slabUsed = 0;
+function numbersFor(n: number): Float64Array {
+  if (n > SLAB_NUMBERS >> 2) return new Float64Array(n);
+  if (slabUsed + n > SLAB_NUMBERS) {
+    slab = new Float64Array(SLAB_NUMBERS);
+    slabUsed = 0;
   }
-  if (num(p.keyHandle)) n += 1 + u32Size(p.keyHandle);
-  if (num(p.gateways)) n += 1 + u32Size(p.gateways);
-  if (dbl(p.sharePerS)) n += 9;
+  const v = slab.subarray(slabUsed, slabUsed + n);
+  slabUsed += n;
+  return v;
+}
+
+/**
+ * A response's policies as rows of numbers (absent fields 0) and, for the few with one, an item
+ * error: what the Limiter writes for a request that came as columns, and what the encoder reads,
+ * with no object (and boxed doubles) per policy. `policy(i)` gives row i as the KeyPolicy object
+ * it stands for, with the same fields set.
+ */
+export class PolicyRows {
+  readonly numbers: Float64Array;
+  private errors: (ItemError | undefined)[] | undefined = undefined;
+
+  constructor(readonly count: number) {
+    this.numbers = numbersFor(count * POLICY_NUMBERS);
+  }
+
+  /** Row i as `p` says, fields it lacks (undefined or null) left out. */
+  set(i: number, p: KeyPolicy): void {
+    const v = this.numbers;
+    const o = i * POLICY_NUMBERS;
+    let present = 0;
+    for (let j = 0; j < POLICY_FIELDS.length; j++) {
+      const x = p[POLICY_FIELDS[j]!];
+      if (x != null) {
+        v[o + j] = x;
+        present |= 1 << j;
+      } else v[o + j] = 0;
+    }
+    v[o + P_PRESENT] = present;
+    if (p.error != null) {
+      this.errors ??= [];
+      this.errors[i] = p.error;
+    } else if (this.errors !== undefined) this.errors[i] = undefined;
+  }
+
+  /** Sets field `j` (a `P_*` column) of row i. */
+  put(i: number, j: number, x: number): void {
+    const o = i * POLICY_NUMBERS;
+    this.numbers[o + j] = x;
+    this.numbers[o + P_PRESENT] = this.numbers[o + P_PRESENT]! | (1 << j);
+  }
+
+  error(i: number): ItemError | undefined {
+    return this.errors?.[i];
+  }
+
+  /** Row i as a KeyPolicy object. */
+  policy(i: number): KeyPolicy {
+    const v = this.numbers;
+    const o = i * POLICY_NUMBERS;
+    const present = v[o + P_PRESENT]!;
+    const out: KeyPolicy = {};
+    for (let j = 0; j < POLICY_FIELDS.length; j++) if (present & (1 << j)) out[POLICY_FIELDS[j]!] = v[o + j]!;
+    const e = this.errors?.[i];
+    if (e != null) out.error = e;
+    return out;
+  }
+}
+
+/**
+ * The Limiter's answer to a request that came as columns: `policies` made into objects only when
+ * read (tracing, tests), once; the encoder reads `rows`. `policies` is a getter of the class: a
+ * spread copy of an answer would lose it (none is made: the answer goes to the encoder).
+ */
+export class ReportAnswer implements ReportResponse {
+  private list: KeyPolicy[] | undefined = undefined;
+  readonly tooOld: boolean | undefined;
+
+  constructor(
+    readonly generation: number,
+    readonly rows: PolicyRows,
+    readonly duplicate: boolean,
+    readonly keyEpoch: number,
+    readonly configVersion: string,
+    readonly incarnation: string,
+    tooOld: boolean,
+  ) {
+    this.tooOld = tooOld ? true : undefined;
+  }
+
+  get policies(): KeyPolicy[] {
+    if (this.list !== undefined) return this.list;
+    const list: KeyPolicy[] = new Array(this.rows.count);
+    for (let i = 0; i < this.rows.count; i++) list[i] = this.rows.policy(i);
+    this.list = list;
+    return list;
+  }
+}
+
+/** Row `o`'s encoded size (without its tag and length). */
+function policySize(v: Float64Array, o: number, e: ItemError | undefined): number {
+  let n = 0;
+  const kind = v[o + P_KIND]!;
+  if (kind !== 0) n += 1 + i32Size(kind);
+  if (!Object.is(v[o + P_UNITS], 0)) n += 9;
+  if (!Object.is(v[o + P_FRACTION], 0)) n += 9;
+  const validMs = v[o + P_VALID_MS]!;
+  if (validMs !== 0) n += 1 + u32Size(validMs);
+  if (!Object.is(v[o + P_REMAINING], 0)) n += 9;
+  if (!Object.is(v[o + P_LIMIT], 0)) n += 9;
+  const resetMs = v[o + P_RESET_MS]!;
+  if (resetMs !== 0) n += 1 + u32Size(resetMs);
+  if (e != null) {
+    const es = itemErrorSize(e);
+    n += 1 + varintSize(es) + es;
+  }
+  const handle = v[o + P_KEY_HANDLE]!;
+  if (handle !== 0) n += 1 + u32Size(handle);
+  const gateways = v[o + P_GATEWAYS]!;
+  if (gateways !== 0) n += 1 + u32Size(gateways);
+  if (!Object.is(v[o + P_SHARE_PER_S], 0)) n += 9;
   return n;
 }
 
-function writePolicy(p: KeyPolicy): void {
-  if (num(p.kind)) {
+function writePolicy(v: Float64Array, o: number, e: ItemError | undefined): void {
+  const kind = v[o + P_KIND]!;
+  if (kind !== 0) {
     out[at++] = 0x08;
-    writeI32(p.kind);
+    writeI32(kind);
   }
-  if (dbl(p.units)) {
+  let x = v[o + P_UNITS]!;
+  if (!Object.is(x, 0)) {
     out[at++] = 0x11;
-    writeDouble(p.units);
+    writeDouble(x);
   }
-  if (dbl(p.fraction)) {
+  x = v[o + P_FRACTION]!;
+  if (!Object.is(x, 0)) {
     out[at++] = 0x19;
-    writeDouble(p.fraction);
+    writeDouble(x);
   }
-  if (num(p.validMs)) {
+  x = v[o + P_VALID_MS]!;
+  if (x !== 0) {
     out[at++] = 0x20;
-    writeVarint32(p.validMs >>> 0);
+    writeVarint32(x >>> 0);
   }
-  if (dbl(p.remaining)) {
+  x = v[o + P_REMAINING]!;
+  if (!Object.is(x, 0)) {
     out[at++] = 0x29;
-    writeDouble(p.remaining);
+    writeDouble(x);
   }
-  if (dbl(p.limit)) {
+  x = v[o + P_LIMIT]!;
+  if (!Object.is(x, 0)) {
     out[at++] = 0x31;
-    writeDouble(p.limit);
+    writeDouble(x);
   }
-  if (num(p.resetMs)) {
+  x = v[o + P_RESET_MS]!;
+  if (x !== 0) {
     out[at++] = 0x38;
-    writeVarint32(p.resetMs >>> 0);
+    writeVarint32(x >>> 0);
   }
-  if (p.error != null) {
+  if (e != null) {
     out[at++] = 0x42;
-    writeVarint32(itemErrorSize(p.error));
-    writeItemError(p.error);
+    writeVarint32(itemErrorSize(e));
+    writeItemError(e);
   }
-  if (num(p.keyHandle)) {
+  x = v[o + P_KEY_HANDLE]!;
+  if (x !== 0) {
     out[at++] = 0x48;
-    writeVarint32(p.keyHandle >>> 0);
+    writeVarint32(x >>> 0);
   }
-  if (num(p.gateways)) {
+  x = v[o + P_GATEWAYS]!;
+  if (x !== 0) {
     out[at++] = 0x50;
-    writeVarint32(p.gateways >>> 0);
+    writeVarint32(x >>> 0);
   }
-  if (dbl(p.sharePerS)) {
+  x = v[o + P_SHARE_PER_S]!;
+  if (!Object.is(x, 0)) {
     out[at++] = 0x59;
-    writeDouble(p.sharePerS);
+    writeDouble(x);
   }
+}
+
+/** Rows for a response given as objects (the encoder's other callers), grown as needed. */
+let spareRows = new PolicyRows(0);
+function rowsOf(policies: KeyPolicy[]): PolicyRows {
+  if (spareRows.count < policies.length)
+    spareRows = new PolicyRows(Math.max(policies.length, 2 * spareRows.count));
+  for (let i = 0; i < policies.length; i++) spareRows.set(i, policies[i]!);
+  return spareRows;
 }
 
 /** Each policy's size, between the two passes; grown as needed, never shrunk. */
@@ -431,13 +665,15 @@ let sizes = new Uint32Array(1024);
 
 /** A `ReportResponse`'s bytes, the same as protobufjs's encoder writes. */
 export function encodeReportResponse(m: ReportResponse): Buffer {
-  const policies = m.policies;
-  const count = policies != null ? policies.length : 0;
+  const answer = m instanceof ReportAnswer ? m : undefined;
+  const count = answer !== undefined ? answer.rows.count : m.policies != null ? m.policies.length : 0;
+  const rows = answer !== undefined ? answer.rows : count > 0 ? rowsOf(m.policies) : spareRows;
+  const v = rows.numbers;
   if (sizes.length < count) sizes = new Uint32Array(Math.max(count, 2 * sizes.length));
   let n = 0;
   if (num(m.generation)) n += 1 + u64Size(m.generation);
-  for (let i = 0; i < count; i++) {
-    const s = policySize(policies[i]!);
+  for (let i = 0, o = 0; i < count; i++, o += POLICY_NUMBERS) {
+    const s = policySize(v, o, rows.error(i));
     sizes[i] = s;
     n += 1 + varintSize(s) + s;
   }
@@ -456,10 +692,10 @@ export function encodeReportResponse(m: ReportResponse): Buffer {
     b[at++] = 0x08;
     writeU64(m.generation);
   }
-  for (let i = 0; i < count; i++) {
+  for (let i = 0, o = 0; i < count; i++, o += POLICY_NUMBERS) {
     b[at++] = 0x12;
     writeVarint32(sizes[i]!);
-    writePolicy(policies[i]!);
+    writePolicy(v, o, rows.error(i));
   }
   if (bool(m.duplicate)) {
     b[at++] = 0x18;
