@@ -8,6 +8,7 @@
  *   npm run bench:ingest [-- --keys 100000 --batch 500 --rounds 7 --profile]   (builds dist/ first)
  *   npm run bench:ingest -- --before /tmp/old/dist   (another build's handler path in the same rounds)
  *
+ * Each round sends every body at least once and at least 200 requests (small key sets repeat).
  * Requests name keys by handle (as gateways do once the server issued them); a second pair of
  * rows repeats it with string keys. `--profile` runs the handler path under the sampling CPU
  * profiler afterwards and prints the top functions; `--alloc` under the sampling heap profiler
@@ -88,7 +89,17 @@ const byHandle = handleBodies(learned, opts.batch);
 console.log(`${num(engine.size)} counters; a handle request is ${num(byHandle[0]!.length)} bytes\n`);
 
 /** Requests with fresh seqs, built before timing (a real server gets them from the socket). */
-const requests = (bodies: Buffer[]) => bodies.map((b) => reportRequest(clientId, ++seq, b));
+/**
+ * A round sends every body at least once and at least 200 requests in all (a small key set's few
+ * bodies, sent again and again): a round of a few calls is too short to time.
+ */
+const MIN_ROUND_REQUESTS = 200;
+const requests = (bodies: Buffer[]) => {
+  const passes = Math.max(1, Math.ceil(MIN_ROUND_REQUESTS / bodies.length));
+  const out: Buffer[] = [];
+  for (let p = 0; p < passes; p++) for (const b of bodies) out.push(reportRequest(clientId, ++seq, b));
+  return out;
+};
 
 function timeRound(
   bytes: Buffer[],

@@ -19,6 +19,8 @@ export class ReportDecodeError extends Error {}
 const TWO_32 = 4294967296;
 
 let buf: Buffer;
+/** `buf` as a DataView: a double is one load. */
+let view: DataView;
 let pos = 0;
 /** The high 32 bits of the last varint read (`varint` returns the low 32 bits). */
 let hi = 0;
@@ -63,7 +65,7 @@ function length(end: number): number {
 
 function double(end: number): number {
   if (pos + 8 > end) fail("double runs past the end");
-  const v = buf.readDoubleLE(pos);
+  const v = view.getFloat64(pos, true);
   pos += 8;
   return v;
 }
@@ -225,6 +227,7 @@ function entry(end: number, o: number): string {
 /** A `ReportRequest` from its bytes; throws ReportDecodeError saying what is wrong. */
 export function decodeReportRequest(bytes: Buffer): DecodedReport {
   buf = bytes;
+  view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   pos = 0;
   const end = bytes.length;
   let clientId = "";
@@ -280,6 +283,7 @@ export function decodeReportRequest(bytes: Buffer): DecodedReport {
     }
   } finally {
     buf = EMPTY;
+    view = EMPTY_VIEW;
   }
   const numbers = numbersFor(keys.length * ENTRY_NUMBERS);
   numbers.set(cols.subarray(0, numbers.length));
@@ -297,6 +301,7 @@ export function decodeReportRequest(bytes: Buffer): DecodedReport {
 }
 
 const EMPTY = Buffer.alloc(0);
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
 
 // Encoding. Sizes first (each policy's length prefix needs its size), then one buffer written.
 
@@ -313,12 +318,18 @@ function i32Size(v: number): number {
 let out: Buffer;
 let at = 0;
 
-function writeVarint32(v: number): void {
-  while (v > 0x7f) {
-    out[at++] = (v & 0x7f) | 0x80;
-    v >>>= 7;
+/** A uint32's varint at `p` in `b`; returns the position after it. */
+function put32(b: Buffer, p: number, x: number): number {
+  while (x > 0x7f) {
+    b[p++] = (x & 0x7f) | 0x80;
+    x >>>= 7;
   }
-  out[at++] = v;
+  b[p++] = x;
+  return p;
+}
+
+function writeVarint32(v: number): void {
+  at = put32(out, at, v);
 }
 
 function writeVarint64(lo: number, h: number): void {
@@ -371,26 +382,6 @@ function writeU64(v: number): void {
 function writeI32(v: number): void {
   if (v < 0) writeVarint64(v >>> 0, 0xffffffff);
   else writeVarint32(v >>> 0);
-}
-
-const f64 = new Float64Array(1);
-const f64Bytes = new Uint8Array(f64.buffer);
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function writeDouble(v: number): void {
-  f64[0] = v;
-  const b = f64Bytes;
-  if (LITTLE_ENDIAN) {
-    out[at] = b[0]!;
-    out[at + 1] = b[1]!;
-    out[at + 2] = b[2]!;
-    out[at + 3] = b[3]!;
-    out[at + 4] = b[4]!;
-    out[at + 5] = b[5]!;
-    out[at + 6] = b[6]!;
-    out[at + 7] = b[7]!;
-  } else out.writeDoubleLE(v, at);
-  at += 8;
 }
 
 function writeString(s: string, bytes: number): void {
@@ -593,62 +584,86 @@ function policySize(v: Float64Array, o: number, e: ItemError | undefined): numbe
   return n;
 }
 
-function writePolicy(v: Float64Array, o: number, e: ItemError | undefined): void {
+/**
+ * Row `o` written at `p` in `b` (`dv` its DataView: a double is one store); returns the position
+ * after it. Positions are locals here, not the module's `at`: this runs once per policy.
+ */
+function writePolicy(
+  b: Buffer,
+  dv: DataView,
+  p: number,
+  v: Float64Array,
+  o: number,
+  e: ItemError | undefined,
+): number {
   const kind = v[o + P_KIND]!;
-  if (kind !== 0) {
-    out[at++] = 0x08;
+  if (kind > 0) {
+    b[p++] = 0x08;
+    p = put32(b, p, kind >>> 0);
+  } else if (kind !== 0) {
+    b[p++] = 0x08;
+    at = p;
     writeI32(kind);
+    p = at;
   }
   let x = v[o + P_UNITS]!;
   if (!Object.is(x, 0)) {
-    out[at++] = 0x11;
-    writeDouble(x);
+    b[p] = 0x11;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
   }
   x = v[o + P_FRACTION]!;
   if (!Object.is(x, 0)) {
-    out[at++] = 0x19;
-    writeDouble(x);
+    b[p] = 0x19;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
   }
   x = v[o + P_VALID_MS]!;
   if (x !== 0) {
-    out[at++] = 0x20;
-    writeVarint32(x >>> 0);
+    b[p++] = 0x20;
+    p = put32(b, p, x >>> 0);
   }
   x = v[o + P_REMAINING]!;
   if (!Object.is(x, 0)) {
-    out[at++] = 0x29;
-    writeDouble(x);
+    b[p] = 0x29;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
   }
   x = v[o + P_LIMIT]!;
   if (!Object.is(x, 0)) {
-    out[at++] = 0x31;
-    writeDouble(x);
+    b[p] = 0x31;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
   }
   x = v[o + P_RESET_MS]!;
   if (x !== 0) {
-    out[at++] = 0x38;
-    writeVarint32(x >>> 0);
+    b[p++] = 0x38;
+    p = put32(b, p, x >>> 0);
   }
   if (e != null) {
-    out[at++] = 0x42;
-    writeVarint32(itemErrorSize(e));
+    b[p++] = 0x42;
+    p = put32(b, p, itemErrorSize(e));
+    at = p;
     writeItemError(e);
+    p = at;
   }
   x = v[o + P_KEY_HANDLE]!;
   if (x !== 0) {
-    out[at++] = 0x48;
-    writeVarint32(x >>> 0);
+    b[p++] = 0x48;
+    p = put32(b, p, x >>> 0);
   }
   x = v[o + P_GATEWAYS]!;
   if (x !== 0) {
-    out[at++] = 0x50;
-    writeVarint32(x >>> 0);
+    b[p++] = 0x50;
+    p = put32(b, p, x >>> 0);
   }
   x = v[o + P_SHARE_PER_S]!;
   if (!Object.is(x, 0)) {
-    out[at++] = 0x59;
-    writeDouble(x);
+    b[p] = 0x59;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
   }
+  return p;
 }
 
 /** Rows for a response given as objects (the encoder's other callers), grown as needed. */
@@ -692,11 +707,14 @@ export function encodeReportResponse(m: ReportResponse): Buffer {
     b[at++] = 0x08;
     writeU64(m.generation);
   }
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let p = at;
   for (let i = 0, o = 0; i < count; i++, o += POLICY_NUMBERS) {
-    b[at++] = 0x12;
-    writeVarint32(sizes[i]!);
-    writePolicy(v, o, rows.error(i));
+    b[p++] = 0x12;
+    p = put32(b, p, sizes[i]!);
+    p = writePolicy(b, dv, p, v, o, rows.error(i));
   }
+  at = p;
   if (bool(m.duplicate)) {
     b[at++] = 0x18;
     b[at++] = m.duplicate ? 1 : 0;
