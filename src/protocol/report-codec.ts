@@ -303,12 +303,7 @@ export function decodeReportRequest(bytes: Buffer): DecodedReport {
 const EMPTY = Buffer.alloc(0);
 const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
 
-// Encoding. Sizes first (each policy's length prefix needs its size), then one buffer written.
-
-/** uint32 as protobufjs writes it (`value >>> 0`). */
-function u32Size(v: number): number {
-  return varintSize(v >>> 0);
-}
+// Encoding: one pass into a scratch buffer, then the bytes copied out at their length.
 
 /** int32 (enums): a negative value takes ten bytes, sign-extended to 64 bits. */
 function i32Size(v: number): number {
@@ -362,16 +357,6 @@ function words(value: number): number {
   }
   wordHi = h;
   return lo;
-}
-
-/** The bytes of a uint64's varint (protobufjs's LongBits.length). */
-function u64Size(v: number): number {
-  const p0 = words(v);
-  const p1 = ((p0 >>> 28) | (wordHi << 4)) >>> 0;
-  const p2 = wordHi >>> 24;
-  if (p2 !== 0) return p2 < 128 ? 9 : 10;
-  if (p1 !== 0) return p1 < 16384 ? (p1 < 128 ? 5 : 6) : p1 < 2097152 ? 7 : 8;
-  return p0 < 16384 ? (p0 < 128 ? 1 : 2) : p0 < 2097152 ? 3 : 4;
 }
 
 function writeU64(v: number): void {
@@ -559,31 +544,6 @@ export class ReportAnswer implements ReportResponse {
   }
 }
 
-/** Row `o`'s encoded size (without its tag and length). */
-function policySize(v: Float64Array, o: number, e: ItemError | undefined): number {
-  let n = 0;
-  const kind = v[o + P_KIND]!;
-  if (kind !== 0) n += 1 + i32Size(kind);
-  if (!Object.is(v[o + P_UNITS], 0)) n += 9;
-  if (!Object.is(v[o + P_FRACTION], 0)) n += 9;
-  const validMs = v[o + P_VALID_MS]!;
-  if (validMs !== 0) n += 1 + u32Size(validMs);
-  if (!Object.is(v[o + P_REMAINING], 0)) n += 9;
-  if (!Object.is(v[o + P_LIMIT], 0)) n += 9;
-  const resetMs = v[o + P_RESET_MS]!;
-  if (resetMs !== 0) n += 1 + u32Size(resetMs);
-  if (e != null) {
-    const es = itemErrorSize(e);
-    n += 1 + varintSize(es) + es;
-  }
-  const handle = v[o + P_KEY_HANDLE]!;
-  if (handle !== 0) n += 1 + u32Size(handle);
-  const gateways = v[o + P_GATEWAYS]!;
-  if (gateways !== 0) n += 1 + u32Size(gateways);
-  if (!Object.is(v[o + P_SHARE_PER_S], 0)) n += 9;
-  return n;
-}
-
 /**
  * Row `o` written at `p` in `b` (`dv` its DataView: a double is one store); returns the position
  * after it. Positions are locals here, not the module's `at`: this runs once per policy.
@@ -675,8 +635,25 @@ function rowsOf(policies: KeyPolicy[]): PolicyRows {
   return spareRows;
 }
 
-/** Each policy's size, between the two passes; grown as needed, never shrunk. */
-let sizes = new Uint32Array(1024);
+/**
+ * Where a response is written before its bytes are copied out at their exact length: one pass
+ * over the policies, each written with a one-byte length in front (a policy without an item error
+ * is under 128 bytes; a longer one is moved up to make room for its longer length). Grown as
+ * needed, never shrunk.
+ */
+let scratch = Buffer.allocUnsafe(64 * 1024);
+let scratchView = new DataView(scratch.buffer, scratch.byteOffset, scratch.byteLength);
+/** The most a policy row without an item error takes, with its tag and length. */
+const MAX_ROW_BYTES = 2 + 11 + 5 * 9 + 4 * 6;
+
+/** `scratch` with room for `n` bytes past `p`, its first `p` kept. */
+function room(p: number, n: number): void {
+  if (p + n <= scratch.length) return;
+  const grown = Buffer.allocUnsafe(Math.max(2 * scratch.length, p + n));
+  scratch.copy(grown, 0, 0, p);
+  scratch = grown;
+  scratchView = new DataView(grown.buffer, grown.byteOffset, grown.byteLength);
+}
 
 /** A `ReportResponse`'s bytes, the same as protobufjs's encoder writes. */
 export function encodeReportResponse(m: ReportResponse): Buffer {
@@ -684,58 +661,58 @@ export function encodeReportResponse(m: ReportResponse): Buffer {
   const count = answer !== undefined ? answer.rows.count : m.policies != null ? m.policies.length : 0;
   const rows = answer !== undefined ? answer.rows : count > 0 ? rowsOf(m.policies) : spareRows;
   const v = rows.numbers;
-  if (sizes.length < count) sizes = new Uint32Array(Math.max(count, 2 * sizes.length));
-  let n = 0;
-  if (num(m.generation)) n += 1 + u64Size(m.generation);
-  for (let i = 0, o = 0; i < count; i++, o += POLICY_NUMBERS) {
-    const s = policySize(v, o, rows.error(i));
-    sizes[i] = s;
-    n += 1 + varintSize(s) + s;
-  }
-  if (bool(m.duplicate)) n += 2;
-  if (num(m.keyEpoch)) n += 1 + u32Size(m.keyEpoch);
-  const versionBytes = str(m.configVersion) ? Buffer.byteLength(m.configVersion) : -1;
-  if (versionBytes >= 0) n += 1 + varintSize(versionBytes) + versionBytes;
-  const incarnationBytes = str(m.incarnation) ? Buffer.byteLength(m.incarnation) : -1;
-  if (incarnationBytes >= 0) n += 1 + varintSize(incarnationBytes) + incarnationBytes;
-  if (bool(m.tooOld)) n += 2;
-
-  const b = Buffer.allocUnsafe(n);
-  out = b;
+  room(0, 16);
+  out = scratch;
   at = 0;
   if (num(m.generation)) {
-    b[at++] = 0x08;
+    out[at++] = 0x08;
     writeU64(m.generation);
   }
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   let p = at;
   for (let i = 0, o = 0; i < count; i++, o += POLICY_NUMBERS) {
-    b[p++] = 0x12;
-    p = put32(b, p, sizes[i]!);
-    p = writePolicy(b, dv, p, v, o, rows.error(i));
+    const e = rows.error(i);
+    room(p, e != null ? MAX_ROW_BYTES + 16 + itemErrorSize(e) : MAX_ROW_BYTES);
+    const b = scratch;
+    b[p] = 0x12;
+    const start = p + 2;
+    const end = writePolicy(b, scratchView, start, v, o, e);
+    const size = end - start;
+    if (size < 0x80) {
+      b[p + 1] = size;
+      p = end;
+    } else {
+      const lengthBytes = varintSize(size);
+      b.copyWithin(start + lengthBytes - 1, start, end);
+      p = put32(b, p + 1, size) + size;
+    }
   }
+  const versionBytes = str(m.configVersion) ? Buffer.byteLength(m.configVersion) : -1;
+  const incarnationBytes = str(m.incarnation) ? Buffer.byteLength(m.incarnation) : -1;
+  room(p, 32 + Math.max(0, versionBytes) + Math.max(0, incarnationBytes));
+  out = scratch;
   at = p;
   if (bool(m.duplicate)) {
-    b[at++] = 0x18;
-    b[at++] = m.duplicate ? 1 : 0;
+    out[at++] = 0x18;
+    out[at++] = m.duplicate ? 1 : 0;
   }
   if (num(m.keyEpoch)) {
-    b[at++] = 0x20;
+    out[at++] = 0x20;
     writeVarint32(m.keyEpoch >>> 0);
   }
   if (versionBytes >= 0) {
-    b[at++] = 0x2a;
+    out[at++] = 0x2a;
     writeString(m.configVersion, versionBytes);
   }
   if (incarnationBytes >= 0) {
-    b[at++] = 0x32;
+    out[at++] = 0x32;
     writeString(m.incarnation, incarnationBytes);
   }
   if (bool(m.tooOld)) {
-    b[at++] = 0x38;
-    b[at++] = m.tooOld ? 1 : 0;
+    out[at++] = 0x38;
+    out[at++] = m.tooOld ? 1 : 0;
   }
+  const bytes = Buffer.allocUnsafe(at);
+  scratch.copy(bytes, 0, 0, at);
   out = EMPTY;
-  if (at !== n) throw new Error(`ReportResponse encoder wrote ${at} bytes of ${n}`);
-  return b;
+  return bytes;
 }
