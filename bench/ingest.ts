@@ -224,17 +224,22 @@ printTable(
   [
     "keys by",
     "this build, CPU-s",
+    "ratio (CPU)",
     "wall",
-    ...(before === undefined ? [] : ["--before build, CPU-s", "wall", "this / before (best wall)"]),
+    ...(before === undefined
+      ? []
+      : ["--before build, CPU-s", "ratio (CPU)", "wall", "this / before (best wall)"]),
   ],
   rows.map((r) => [
     r.keys,
     `${num(best(r.cpuRounds))} / ${num(r.handlerPerCpuSec)}`,
+    `${r.cpuRatio.toFixed(3)}x`,
     `${num(best(r.rounds))} / ${num(r.handlerPerSec)}`,
     ...(before === undefined
       ? []
       : [
           `${num(best(r.beforeCpuRounds!))} / ${num(r.beforePerCpuSec!)}`,
+          `${r.beforeCpuRatio!.toFixed(3)}x`,
           `${num(best(r.beforeRounds!))} / ${num(med(r.beforeRounds!))}`,
           `${(best(r.rounds) / best(r.beforeRounds!)).toFixed(2)}x`,
         ]),

@@ -109,7 +109,7 @@ function expect(field: number, wire: number, want: number): void {
 
 /**
  * Numbers per entry in `DecodedReport.numbers`, and where each sits: the key handle and the five
- * amounts, in one Float64Array per request rather than an object (and boxed doubles) per entry.
+ * amounts, in one array of doubles per request rather than an object (and boxed doubles) per entry.
  */
 export const ENTRY_NUMBERS = 6;
 export const AT_HANDLE = 0;
@@ -139,7 +139,7 @@ export class DecodedReport implements ReportRequest {
     /** Each entry's key string, "" when it names its key by handle. */
     readonly keys: string[],
     /** `ENTRY_NUMBERS` per entry: handle, admitted, rejected, held, window_admitted, refunded. */
-    readonly numbers: Float64Array,
+    readonly numbers: number[],
   ) {}
 
   get entries(): ReportEntryMsg[] {
@@ -162,17 +162,26 @@ export class DecodedReport implements ReportRequest {
   }
 }
 
+/**
+ * `n` zeros as an array of doubles. Columns are plain arrays of doubles (unboxed, on the JS heap:
+ * young, gone at the next scavenge), not typed arrays: each typed array's buffer lives outside the
+ * heap and counts as external memory, whose growth V8 answers by marking the whole heap (long at a
+ * million counters), and the columns are 17 numbers an entry, new with every request and answer.
+ */
+function zeros(n: number): number[] {
+  while (ZEROS.length < n) ZEROS.push(0);
+  return ZEROS.slice(0, n);
+}
+/** Held as doubles from the start (the literal's 0.5), so every copy is an array of doubles. */
+const ZEROS: number[] = [0.5].fill(0);
+
 /** The entries' numbers while decoding, grown as needed; each request takes a copy of its part. */
-let cols = new Float64Array(ENTRY_NUMBERS * 1024);
+let cols: number[] = zeros(ENTRY_NUMBERS * 1024);
 
 /** One entry's fields into `cols` at `o` (zeros where absent), its key string returned. */
 function entry(end: number, o: number): string {
   let key = "";
-  if (cols.length < o + ENTRY_NUMBERS) {
-    const grown = new Float64Array(2 * cols.length);
-    grown.set(cols);
-    cols = grown;
-  }
+  if (cols.length < o + ENTRY_NUMBERS) cols = cols.concat(zeros(cols.length));
   const c = cols;
   c[o + AT_HANDLE] = 0;
   c[o + AT_ADMITTED] = 0;
@@ -285,8 +294,7 @@ export function decodeReportRequest(bytes: Buffer): DecodedReport {
     buf = EMPTY;
     view = EMPTY_VIEW;
   }
-  const numbers = numbersFor(keys.length * ENTRY_NUMBERS);
-  numbers.set(cols.subarray(0, numbers.length));
+  const numbers = cols.slice(0, keys.length * ENTRY_NUMBERS);
   return new DecodedReport(
     clientId,
     seq,
@@ -438,37 +446,17 @@ export const P_PRESENT = 10;
 export const POLICY_NUMBERS = 11;
 
 /**
- * Float64Arrays for requests' and answers' columns, cut from shared slabs: one ArrayBuffer (an
- * allocation outside the heap, counted as external memory) per request and per answer cost more
- * than the views. A slab is never reused, only dropped once every view into it is gone, so a
- * view's numbers start at 0 and stay its own.
- */
-const SLAB_NUMBERS = 1 << 17;
-let slab = new Float64Array(SLAB_NUMBERS);
-let slabUsed = 0;
-function numbersFor(n: number): Float64Array {
-  if (n > SLAB_NUMBERS >> 2) return new Float64Array(n);
-  if (slabUsed + n > SLAB_NUMBERS) {
-    slab = new Float64Array(SLAB_NUMBERS);
-    slabUsed = 0;
-  }
-  const v = slab.subarray(slabUsed, slabUsed + n);
-  slabUsed += n;
-  return v;
-}
-
-/**
  * A response's policies as rows of numbers (absent fields 0) and, for the few with one, an item
  * error: what the Limiter writes for a request that came as columns, and what the encoder reads,
  * with no object (and boxed doubles) per policy. `policy(i)` gives row i as the KeyPolicy object
  * it stands for, with the same fields set.
  */
 export class PolicyRows {
-  readonly numbers: Float64Array;
+  readonly numbers: number[];
   private errors: (ItemError | undefined)[] | undefined = undefined;
 
   constructor(readonly count: number) {
-    this.numbers = numbersFor(count * POLICY_NUMBERS);
+    this.numbers = zeros(count * POLICY_NUMBERS);
   }
 
   /** Row i as `p` says, fields it lacks (undefined or null) left out. */
@@ -552,7 +540,7 @@ function writePolicy(
   b: Buffer,
   dv: DataView,
   p: number,
-  v: Float64Array,
+  v: number[],
   o: number,
   e: ItemError | undefined,
 ): number {
