@@ -12,10 +12,14 @@ import { BENCH_CONFIG } from "./wire.js";
 const DIST = process.env.BENCH_DIST
   ? pathToFileURL(`${path.resolve(process.env.BENCH_DIST)}/`)
   : new URL("../../dist/", import.meta.url);
-const dist = (f: string) => import(new URL(f, DIST).href);
 
-/** A standalone Limiter on the bench config, and the gRPC codecs of its methods, from dist/. */
-export async function distLimiter(maxCounters?: number) {
+/**
+ * A standalone Limiter on the bench config, and the gRPC codecs of its methods, from dist/ (or
+ * from the build in `distDir`, e.g. an older commit's, to compare two in one process).
+ */
+export async function distLimiter(maxCounters?: number, distDir?: string) {
+  const base = distDir === undefined ? DIST : pathToFileURL(`${path.resolve(distDir)}/`);
+  const dist = (f: string) => import(new URL(f, base).href);
   const { compileSources } = (await dist("config/load.js")) as typeof import("../../src/config/load.js");
   const { systemClock } = (await dist("core/clock.js")) as typeof import("../../src/core/clock.js");
   const { Engine } = (await dist("core/engine.js")) as typeof import("../../src/core/engine.js");

@@ -195,7 +195,9 @@ export class ClientTable {
       return;
     }
     const units = offeredPerMs * intervalMs;
-    s.peak = Math.max(units, s.peak * Math.exp(-Math.max(0, s.lastSeen - s.peakAt) / PEAK_TAU_MS));
+    const since = s.lastSeen - s.peakAt;
+    // exp(-0) is 1: no call for a report in the same ms (Math.exp is a call, and this runs per entry).
+    s.peak = Math.max(units, since > 0 ? s.peak * Math.exp(-since / PEAK_TAU_MS) : s.peak);
     s.peakAt = s.lastSeen;
     let next: number;
     if (s.reports === 0 || offeredPerMs >= s.demand) next = offeredPerMs;
@@ -234,9 +236,16 @@ export class ClientTable {
    */
   offered(units: number, now: number): void {
     const dt = this.rateAt === Number.NEGATIVE_INFINITY ? 0 : now - this.rateAt;
-    this.rate = this.rate * Math.exp(-dt / RATE_TAU_MS) + units / RATE_TAU_MS;
-    this.fast = this.fast * Math.exp(-dt / FAST_TAU_MS) + units / FAST_TAU_MS;
-    this.peak = Math.max(units, this.peak * Math.exp(-dt / PEAK_TAU_MS));
+    if (dt === 0) {
+      // The decays are exp(-0) = 1: the same sums without the three calls.
+      this.rate = this.rate + units / RATE_TAU_MS;
+      this.fast = this.fast + units / FAST_TAU_MS;
+      this.peak = Math.max(units, this.peak);
+    } else {
+      this.rate = this.rate * Math.exp(-dt / RATE_TAU_MS) + units / RATE_TAU_MS;
+      this.fast = this.fast * Math.exp(-dt / FAST_TAU_MS) + units / FAST_TAU_MS;
+      this.peak = Math.max(units, this.peak * Math.exp(-dt / PEAK_TAU_MS));
+    }
     this.rateAt = now;
   }
 
@@ -245,13 +254,16 @@ export class ClientTable {
     if (this.rateAt === Number.NEGATIVE_INFINITY) return 0;
     const dt = now - this.rateAt;
     // The slow average is steady for bursty senders; the fast one sees a surge within a few
-    // reports. The larger of the two errs on the side of rationing.
+    // reports. The larger of the two errs on the side of rationing. Asked in the ms of the last
+    // report (a report's own policy), the decays are 1.
+    if (dt === 0) return Math.max(this.rate, this.fast);
     return Math.max(this.rate * Math.exp(-dt / RATE_TAU_MS), this.fast * Math.exp(-dt / FAST_TAU_MS));
   }
 
   /** The largest single report's offered units lately: how big a burst one gateway brings. */
   peakReport(now: number): number {
     if (this.rateAt === Number.NEGATIVE_INFINITY) return 0;
+    if (now === this.rateAt) return this.peak;
     return this.peak * Math.exp(-(now - this.rateAt) / PEAK_TAU_MS);
   }
 

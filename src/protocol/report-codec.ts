@@ -19,6 +19,8 @@ export class ReportDecodeError extends Error {}
 const TWO_32 = 4294967296;
 
 let buf: Buffer;
+/** `buf` as a DataView: a double is one load. */
+let view: DataView;
 let pos = 0;
 /** The high 32 bits of the last varint read (`varint` returns the low 32 bits). */
 let hi = 0;
@@ -63,7 +65,7 @@ function length(end: number): number {
 
 function double(end: number): number {
   if (pos + 8 > end) fail("double runs past the end");
-  const v = buf.readDoubleLE(pos);
+  const v = view.getFloat64(pos, true);
   pos += 8;
   return v;
 }
@@ -105,14 +107,88 @@ function expect(field: number, wire: number, want: number): void {
   if (wire !== want) fail(`field ${field} has wire type ${wire}, expected ${want}`);
 }
 
-function entry(end: number): ReportEntryMsg {
+/**
+ * Numbers per entry in `DecodedReport.numbers`, and where each sits: the key handle and the five
+ * amounts, in one array of doubles per request rather than an object (and boxed doubles) per entry.
+ */
+export const ENTRY_NUMBERS = 6;
+export const AT_HANDLE = 0;
+export const AT_ADMITTED = 1;
+export const AT_REJECTED = 2;
+export const AT_HELD = 3;
+export const AT_WINDOW_ADMITTED = 4;
+export const AT_REFUNDED = 5;
+
+/**
+ * A `ReportRequest` as the server's decoder gives it: the entries as columns (`keys`, `numbers`),
+ * which the Limiter reads straight, and as objects only when something asks for `entries` (made
+ * once, on first read: authorisation, tracing, tests).
+ */
+export class DecodedReport implements ReportRequest {
+  private list: ReportEntryMsg[] | undefined = undefined;
+
+  constructor(
+    readonly clientId: string,
+    readonly seq: number,
+    readonly generation: number,
+    readonly intervalMs: number,
+    readonly keyEpoch: number,
+    readonly spanMs: number,
+    /** How many entries. */
+    readonly count: number,
+    /** Each entry's key string, "" when it names its key by handle. */
+    readonly keys: string[],
+    /** `ENTRY_NUMBERS` per entry: handle, admitted, rejected, held, window_admitted, refunded. */
+    readonly numbers: number[],
+  ) {}
+
+  get entries(): ReportEntryMsg[] {
+    if (this.list !== undefined) return this.list;
+    const list: ReportEntryMsg[] = new Array(this.count);
+    const v = this.numbers;
+    for (let i = 0, o = 0; i < this.count; i++, o += ENTRY_NUMBERS) {
+      list[i] = {
+        key: this.keys[i]!,
+        keyHandle: v[o + AT_HANDLE]!,
+        admitted: v[o + AT_ADMITTED]!,
+        rejected: v[o + AT_REJECTED]!,
+        held: v[o + AT_HELD]!,
+        windowAdmitted: v[o + AT_WINDOW_ADMITTED]!,
+        refunded: v[o + AT_REFUNDED]!,
+      };
+    }
+    this.list = list;
+    return list;
+  }
+}
+
+/**
+ * `n` zeros as an array of doubles. Columns are plain arrays of doubles (unboxed, on the JS heap:
+ * young, gone at the next scavenge), not typed arrays: each typed array's buffer lives outside the
+ * heap and counts as external memory, whose growth V8 answers by marking the whole heap (long at a
+ * million counters), and the columns are 17 numbers an entry, new with every request and answer.
+ */
+function zeros(n: number): number[] {
+  while (ZEROS.length < n) ZEROS.push(0);
+  return ZEROS.slice(0, n);
+}
+/** Held as doubles from the start (the literal's 0.5), so every copy is an array of doubles. */
+const ZEROS: number[] = [0.5].fill(0);
+
+/** The entries' numbers while decoding, grown as needed; each request takes a copy of its part. */
+let cols: number[] = zeros(ENTRY_NUMBERS * 1024);
+
+/** One entry's fields into `cols` at `o` (zeros where absent), its key string returned. */
+function entry(end: number, o: number): string {
   let key = "";
-  let keyHandle = 0;
-  let admitted = 0;
-  let rejected = 0;
-  let held = 0;
-  let windowAdmitted = 0;
-  let refunded = 0;
+  if (cols.length < o + ENTRY_NUMBERS) cols = cols.concat(zeros(cols.length));
+  const c = cols;
+  c[o + AT_HANDLE] = 0;
+  c[o + AT_ADMITTED] = 0;
+  c[o + AT_REJECTED] = 0;
+  c[o + AT_HELD] = 0;
+  c[o + AT_WINDOW_ADMITTED] = 0;
+  c[o + AT_REFUNDED] = 0;
   while (pos < end) {
     const tag = varint(end);
     const field = tag >>> 3;
@@ -127,39 +203,40 @@ function entry(end: number): ReportEntryMsg {
       }
       case 6:
         expect(field, wire, 0);
-        keyHandle = varint(end);
+        c[o + AT_HANDLE] = varint(end);
         break;
       case 2:
         expect(field, wire, 1);
-        admitted = double(end);
+        c[o + AT_ADMITTED] = double(end);
         break;
       case 3:
         expect(field, wire, 1);
-        rejected = double(end);
+        c[o + AT_REJECTED] = double(end);
         break;
       case 4:
         expect(field, wire, 1);
-        held = double(end);
+        c[o + AT_HELD] = double(end);
         break;
       case 5:
         expect(field, wire, 1);
-        windowAdmitted = double(end);
+        c[o + AT_WINDOW_ADMITTED] = double(end);
         break;
       case 10:
         expect(field, wire, 1);
-        refunded = double(end);
+        c[o + AT_REFUNDED] = double(end);
         break;
       default:
         if (field === 0) fail("field number 0");
         skip(wire, end);
     }
   }
-  return { key, keyHandle, admitted, rejected, held, windowAdmitted, refunded };
+  return key;
 }
 
 /** A `ReportRequest` from its bytes; throws ReportDecodeError saying what is wrong. */
-export function decodeReportRequest(bytes: Buffer): ReportRequest {
+export function decodeReportRequest(bytes: Buffer): DecodedReport {
   buf = bytes;
+  view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   pos = 0;
   const end = bytes.length;
   let clientId = "";
@@ -168,7 +245,7 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
   let intervalMs = 0;
   let keyEpoch = 0;
   let spanMs = 0;
-  const entries: ReportEntryMsg[] = [];
+  const keys: string[] = [];
   try {
     while (pos < end) {
       const tag = varint(end);
@@ -178,7 +255,7 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
         case 5: {
           expect(field, wire, 2);
           const n = length(end);
-          entries.push(entry(pos + n));
+          keys.push(entry(pos + n, keys.length * ENTRY_NUMBERS));
           break;
         }
         case 1: {
@@ -215,18 +292,26 @@ export function decodeReportRequest(bytes: Buffer): ReportRequest {
     }
   } finally {
     buf = EMPTY;
+    view = EMPTY_VIEW;
   }
-  return { clientId, seq, generation, intervalMs, entries, keyEpoch, spanMs };
+  const numbers = cols.slice(0, keys.length * ENTRY_NUMBERS);
+  return new DecodedReport(
+    clientId,
+    seq,
+    generation,
+    intervalMs,
+    keyEpoch,
+    spanMs,
+    keys.length,
+    keys,
+    numbers,
+  );
 }
 
 const EMPTY = Buffer.alloc(0);
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
 
-// Encoding. Sizes first (each policy's length prefix needs its size), then one buffer written.
-
-/** uint32 as protobufjs writes it (`value >>> 0`). */
-function u32Size(v: number): number {
-  return varintSize(v >>> 0);
-}
+// Encoding: one pass into a scratch buffer, then the bytes copied out at their length.
 
 /** int32 (enums): a negative value takes ten bytes, sign-extended to 64 bits. */
 function i32Size(v: number): number {
@@ -236,12 +321,18 @@ function i32Size(v: number): number {
 let out: Buffer;
 let at = 0;
 
-function writeVarint32(v: number): void {
-  while (v > 0x7f) {
-    out[at++] = (v & 0x7f) | 0x80;
-    v >>>= 7;
+/** A uint32's varint at `p` in `b`; returns the position after it. */
+function put32(b: Buffer, p: number, x: number): number {
+  while (x > 0x7f) {
+    b[p++] = (x & 0x7f) | 0x80;
+    x >>>= 7;
   }
-  out[at++] = v;
+  b[p++] = x;
+  return p;
+}
+
+function writeVarint32(v: number): void {
+  at = put32(out, at, v);
 }
 
 function writeVarint64(lo: number, h: number): void {
@@ -276,16 +367,6 @@ function words(value: number): number {
   return lo;
 }
 
-/** The bytes of a uint64's varint (protobufjs's LongBits.length). */
-function u64Size(v: number): number {
-  const p0 = words(v);
-  const p1 = ((p0 >>> 28) | (wordHi << 4)) >>> 0;
-  const p2 = wordHi >>> 24;
-  if (p2 !== 0) return p2 < 128 ? 9 : 10;
-  if (p1 !== 0) return p1 < 16384 ? (p1 < 128 ? 5 : 6) : p1 < 2097152 ? 7 : 8;
-  return p0 < 16384 ? (p0 < 128 ? 1 : 2) : p0 < 2097152 ? 3 : 4;
-}
-
 function writeU64(v: number): void {
   const lo = words(v);
   writeVarint64(lo, wordHi);
@@ -294,26 +375,6 @@ function writeU64(v: number): void {
 function writeI32(v: number): void {
   if (v < 0) writeVarint64(v >>> 0, 0xffffffff);
   else writeVarint32(v >>> 0);
-}
-
-const f64 = new Float64Array(1);
-const f64Bytes = new Uint8Array(f64.buffer);
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function writeDouble(v: number): void {
-  f64[0] = v;
-  const b = f64Bytes;
-  if (LITTLE_ENDIAN) {
-    out[at] = b[0]!;
-    out[at + 1] = b[1]!;
-    out[at + 2] = b[2]!;
-    out[at + 3] = b[3]!;
-    out[at + 4] = b[4]!;
-    out[at + 5] = b[5]!;
-    out[at + 6] = b[6]!;
-    out[at + 7] = b[7]!;
-  } else out.writeDoubleLE(v, at);
-  at += 8;
 }
 
 function writeString(s: string, bytes: number): void {
@@ -327,9 +388,6 @@ function writeString(s: string, bytes: number): void {
 // default, and a default is not written either way.
 function num(v: number | undefined): v is number {
   return v != null && v !== 0;
-}
-function dbl(v: number | undefined): v is number {
-  return v != null && !Object.is(v, 0);
 }
 function str(v: string | undefined): v is string {
   return v != null && v !== "";
@@ -359,129 +417,290 @@ function writeItemError(e: ItemError): void {
   }
 }
 
-function policySize(p: KeyPolicy): number {
-  let n = 0;
-  if (num(p.kind)) n += 1 + i32Size(p.kind);
-  if (dbl(p.units)) n += 9;
-  if (dbl(p.fraction)) n += 9;
-  if (num(p.validMs)) n += 1 + u32Size(p.validMs);
-  if (dbl(p.remaining)) n += 9;
-  if (dbl(p.limit)) n += 9;
-  if (num(p.resetMs)) n += 1 + u32Size(p.resetMs);
-  if (p.error != null) {
-    const e = itemErrorSize(p.error);
-    n += 1 + varintSize(e) + e;
+/** A KeyPolicy's number fields, in the order of their columns in `PolicyRows.numbers`. */
+const POLICY_FIELDS = [
+  "kind",
+  "units",
+  "fraction",
+  "validMs",
+  "remaining",
+  "limit",
+  "resetMs",
+  "keyHandle",
+  "gateways",
+  "sharePerS",
+] as const satisfies readonly (keyof KeyPolicy)[];
+export const P_KIND = 0;
+export const P_UNITS = 1;
+export const P_FRACTION = 2;
+export const P_VALID_MS = 3;
+export const P_REMAINING = 4;
+export const P_LIMIT = 5;
+export const P_RESET_MS = 6;
+export const P_KEY_HANDLE = 7;
+export const P_GATEWAYS = 8;
+export const P_SHARE_PER_S = 9;
+/** The bit mask of the fields a row has (bit j: `POLICY_FIELDS[j]`), what `policy(i)` gives back. */
+export const P_PRESENT = 10;
+/** Numbers per policy in `PolicyRows.numbers`. */
+export const POLICY_NUMBERS = 11;
+
+/**
+ * A response's policies as rows of numbers (absent fields 0) and, for the few with one, an item
+ * error: what the Limiter writes for a request that came as columns, and what the encoder reads,
+ * with no object (and boxed doubles) per policy. `policy(i)` gives row i as the KeyPolicy object
+ * it stands for, with the same fields set.
+ */
+export class PolicyRows {
+  readonly numbers: number[];
+  private errors: (ItemError | undefined)[] | undefined = undefined;
+
+  constructor(readonly count: number) {
+    this.numbers = zeros(count * POLICY_NUMBERS);
   }
-  if (num(p.keyHandle)) n += 1 + u32Size(p.keyHandle);
-  if (num(p.gateways)) n += 1 + u32Size(p.gateways);
-  if (dbl(p.sharePerS)) n += 9;
-  return n;
+
+  /** Row i as `p` says, fields it lacks (undefined or null) left out. */
+  set(i: number, p: KeyPolicy): void {
+    const v = this.numbers;
+    const o = i * POLICY_NUMBERS;
+    let present = 0;
+    for (let j = 0; j < POLICY_FIELDS.length; j++) {
+      const x = p[POLICY_FIELDS[j]!];
+      if (x != null) {
+        v[o + j] = x;
+        present |= 1 << j;
+      } else v[o + j] = 0;
+    }
+    v[o + P_PRESENT] = present;
+    if (p.error != null) {
+      this.errors ??= [];
+      this.errors[i] = p.error;
+    } else if (this.errors !== undefined) this.errors[i] = undefined;
+  }
+
+  /** Sets field `j` (a `P_*` column) of row i. */
+  put(i: number, j: number, x: number): void {
+    const o = i * POLICY_NUMBERS;
+    this.numbers[o + j] = x;
+    this.numbers[o + P_PRESENT] = this.numbers[o + P_PRESENT]! | (1 << j);
+  }
+
+  error(i: number): ItemError | undefined {
+    return this.errors?.[i];
+  }
+
+  /** Row i as a KeyPolicy object. */
+  policy(i: number): KeyPolicy {
+    const v = this.numbers;
+    const o = i * POLICY_NUMBERS;
+    const present = v[o + P_PRESENT]!;
+    const out: KeyPolicy = {};
+    for (let j = 0; j < POLICY_FIELDS.length; j++) if (present & (1 << j)) out[POLICY_FIELDS[j]!] = v[o + j]!;
+    const e = this.errors?.[i];
+    if (e != null) out.error = e;
+    return out;
+  }
 }
 
-function writePolicy(p: KeyPolicy): void {
-  if (num(p.kind)) {
-    out[at++] = 0x08;
-    writeI32(p.kind);
+/**
+ * The Limiter's answer to a request that came as columns: `policies` made into objects only when
+ * read (tracing, tests), once; the encoder reads `rows`. `policies` is a getter of the class: a
+ * spread copy of an answer would lose it (none is made: the answer goes to the encoder).
+ */
+export class ReportAnswer implements ReportResponse {
+  private list: KeyPolicy[] | undefined = undefined;
+  readonly tooOld: boolean | undefined;
+
+  constructor(
+    readonly generation: number,
+    readonly rows: PolicyRows,
+    readonly duplicate: boolean,
+    readonly keyEpoch: number,
+    readonly configVersion: string,
+    readonly incarnation: string,
+    tooOld: boolean,
+  ) {
+    this.tooOld = tooOld ? true : undefined;
   }
-  if (dbl(p.units)) {
-    out[at++] = 0x11;
-    writeDouble(p.units);
-  }
-  if (dbl(p.fraction)) {
-    out[at++] = 0x19;
-    writeDouble(p.fraction);
-  }
-  if (num(p.validMs)) {
-    out[at++] = 0x20;
-    writeVarint32(p.validMs >>> 0);
-  }
-  if (dbl(p.remaining)) {
-    out[at++] = 0x29;
-    writeDouble(p.remaining);
-  }
-  if (dbl(p.limit)) {
-    out[at++] = 0x31;
-    writeDouble(p.limit);
-  }
-  if (num(p.resetMs)) {
-    out[at++] = 0x38;
-    writeVarint32(p.resetMs >>> 0);
-  }
-  if (p.error != null) {
-    out[at++] = 0x42;
-    writeVarint32(itemErrorSize(p.error));
-    writeItemError(p.error);
-  }
-  if (num(p.keyHandle)) {
-    out[at++] = 0x48;
-    writeVarint32(p.keyHandle >>> 0);
-  }
-  if (num(p.gateways)) {
-    out[at++] = 0x50;
-    writeVarint32(p.gateways >>> 0);
-  }
-  if (dbl(p.sharePerS)) {
-    out[at++] = 0x59;
-    writeDouble(p.sharePerS);
+
+  get policies(): KeyPolicy[] {
+    if (this.list !== undefined) return this.list;
+    const list: KeyPolicy[] = new Array(this.rows.count);
+    for (let i = 0; i < this.rows.count; i++) list[i] = this.rows.policy(i);
+    this.list = list;
+    return list;
   }
 }
 
-/** Each policy's size, between the two passes; grown as needed, never shrunk. */
-let sizes = new Uint32Array(1024);
+/**
+ * Row `o` written at `p` in `b` (`dv` its DataView: a double is one store); returns the position
+ * after it. Positions are locals here, not the module's `at`: this runs once per policy.
+ */
+function writePolicy(
+  b: Buffer,
+  dv: DataView,
+  p: number,
+  v: number[],
+  o: number,
+  e: ItemError | undefined,
+): number {
+  const kind = v[o + P_KIND]!;
+  if (kind > 0) {
+    b[p++] = 0x08;
+    p = put32(b, p, kind >>> 0);
+  } else if (kind !== 0) {
+    b[p++] = 0x08;
+    at = p;
+    writeI32(kind);
+    p = at;
+  }
+  let x = v[o + P_UNITS]!;
+  if (!Object.is(x, 0)) {
+    b[p] = 0x11;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
+  }
+  x = v[o + P_FRACTION]!;
+  if (!Object.is(x, 0)) {
+    b[p] = 0x19;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
+  }
+  x = v[o + P_VALID_MS]!;
+  if (x !== 0) {
+    b[p++] = 0x20;
+    p = put32(b, p, x >>> 0);
+  }
+  x = v[o + P_REMAINING]!;
+  if (!Object.is(x, 0)) {
+    b[p] = 0x29;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
+  }
+  x = v[o + P_LIMIT]!;
+  if (!Object.is(x, 0)) {
+    b[p] = 0x31;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
+  }
+  x = v[o + P_RESET_MS]!;
+  if (x !== 0) {
+    b[p++] = 0x38;
+    p = put32(b, p, x >>> 0);
+  }
+  if (e != null) {
+    b[p++] = 0x42;
+    p = put32(b, p, itemErrorSize(e));
+    at = p;
+    writeItemError(e);
+    p = at;
+  }
+  x = v[o + P_KEY_HANDLE]!;
+  if (x !== 0) {
+    b[p++] = 0x48;
+    p = put32(b, p, x >>> 0);
+  }
+  x = v[o + P_GATEWAYS]!;
+  if (x !== 0) {
+    b[p++] = 0x50;
+    p = put32(b, p, x >>> 0);
+  }
+  x = v[o + P_SHARE_PER_S]!;
+  if (!Object.is(x, 0)) {
+    b[p] = 0x59;
+    dv.setFloat64(p + 1, x, true);
+    p += 9;
+  }
+  return p;
+}
+
+/** Rows for a response given as objects (the encoder's other callers), grown as needed. */
+let spareRows = new PolicyRows(0);
+function rowsOf(policies: KeyPolicy[]): PolicyRows {
+  if (spareRows.count < policies.length)
+    spareRows = new PolicyRows(Math.max(policies.length, 2 * spareRows.count));
+  for (let i = 0; i < policies.length; i++) spareRows.set(i, policies[i]!);
+  return spareRows;
+}
+
+/**
+ * Where a response is written before its bytes are copied out at their exact length: one pass
+ * over the policies, each written with a one-byte length in front (a policy without an item error
+ * is under 128 bytes; a longer one is moved up to make room for its longer length). Grown as
+ * needed, never shrunk.
+ */
+let scratch = Buffer.allocUnsafe(64 * 1024);
+let scratchView = new DataView(scratch.buffer, scratch.byteOffset, scratch.byteLength);
+/** The most a policy row without an item error takes, with its tag and length. */
+const MAX_ROW_BYTES = 2 + 11 + 5 * 9 + 4 * 6;
+
+/** `scratch` with room for `n` bytes past `p`, its first `p` kept. */
+function room(p: number, n: number): void {
+  if (p + n <= scratch.length) return;
+  const grown = Buffer.allocUnsafe(Math.max(2 * scratch.length, p + n));
+  scratch.copy(grown, 0, 0, p);
+  scratch = grown;
+  scratchView = new DataView(grown.buffer, grown.byteOffset, grown.byteLength);
+}
 
 /** A `ReportResponse`'s bytes, the same as protobufjs's encoder writes. */
 export function encodeReportResponse(m: ReportResponse): Buffer {
-  const policies = m.policies;
-  const count = policies != null ? policies.length : 0;
-  if (sizes.length < count) sizes = new Uint32Array(Math.max(count, 2 * sizes.length));
-  let n = 0;
-  if (num(m.generation)) n += 1 + u64Size(m.generation);
-  for (let i = 0; i < count; i++) {
-    const s = policySize(policies[i]!);
-    sizes[i] = s;
-    n += 1 + varintSize(s) + s;
-  }
-  if (bool(m.duplicate)) n += 2;
-  if (num(m.keyEpoch)) n += 1 + u32Size(m.keyEpoch);
-  const versionBytes = str(m.configVersion) ? Buffer.byteLength(m.configVersion) : -1;
-  if (versionBytes >= 0) n += 1 + varintSize(versionBytes) + versionBytes;
-  const incarnationBytes = str(m.incarnation) ? Buffer.byteLength(m.incarnation) : -1;
-  if (incarnationBytes >= 0) n += 1 + varintSize(incarnationBytes) + incarnationBytes;
-  if (bool(m.tooOld)) n += 2;
-
-  const b = Buffer.allocUnsafe(n);
-  out = b;
+  const answer = m instanceof ReportAnswer ? m : undefined;
+  const count = answer !== undefined ? answer.rows.count : m.policies != null ? m.policies.length : 0;
+  const rows = answer !== undefined ? answer.rows : count > 0 ? rowsOf(m.policies) : spareRows;
+  const v = rows.numbers;
+  room(0, 16);
+  out = scratch;
   at = 0;
   if (num(m.generation)) {
-    b[at++] = 0x08;
+    out[at++] = 0x08;
     writeU64(m.generation);
   }
-  for (let i = 0; i < count; i++) {
-    b[at++] = 0x12;
-    writeVarint32(sizes[i]!);
-    writePolicy(policies[i]!);
+  let p = at;
+  for (let i = 0, o = 0; i < count; i++, o += POLICY_NUMBERS) {
+    const e = rows.error(i);
+    room(p, e != null ? MAX_ROW_BYTES + 16 + itemErrorSize(e) : MAX_ROW_BYTES);
+    const b = scratch;
+    b[p] = 0x12;
+    const start = p + 2;
+    const end = writePolicy(b, scratchView, start, v, o, e);
+    const size = end - start;
+    if (size < 0x80) {
+      b[p + 1] = size;
+      p = end;
+    } else {
+      const lengthBytes = varintSize(size);
+      b.copyWithin(start + lengthBytes - 1, start, end);
+      p = put32(b, p + 1, size) + size;
+    }
   }
+  const versionBytes = str(m.configVersion) ? Buffer.byteLength(m.configVersion) : -1;
+  const incarnationBytes = str(m.incarnation) ? Buffer.byteLength(m.incarnation) : -1;
+  room(p, 32 + Math.max(0, versionBytes) + Math.max(0, incarnationBytes));
+  out = scratch;
+  at = p;
   if (bool(m.duplicate)) {
-    b[at++] = 0x18;
-    b[at++] = m.duplicate ? 1 : 0;
+    out[at++] = 0x18;
+    out[at++] = m.duplicate ? 1 : 0;
   }
   if (num(m.keyEpoch)) {
-    b[at++] = 0x20;
+    out[at++] = 0x20;
     writeVarint32(m.keyEpoch >>> 0);
   }
   if (versionBytes >= 0) {
-    b[at++] = 0x2a;
+    out[at++] = 0x2a;
     writeString(m.configVersion, versionBytes);
   }
   if (incarnationBytes >= 0) {
-    b[at++] = 0x32;
+    out[at++] = 0x32;
     writeString(m.incarnation, incarnationBytes);
   }
   if (bool(m.tooOld)) {
-    b[at++] = 0x38;
-    b[at++] = m.tooOld ? 1 : 0;
+    out[at++] = 0x38;
+    out[at++] = m.tooOld ? 1 : 0;
   }
+  const bytes = Buffer.allocUnsafe(at);
+  scratch.copy(bytes, 0, 0, at);
   out = EMPTY;
-  if (at !== n) throw new Error(`ReportResponse encoder wrote ${at} bytes of ${n}`);
-  return b;
+  return bytes;
 }

@@ -30,10 +30,23 @@ import type {
   SettleRequest,
   SettleResponse,
 } from "../protocol/messages.js";
+import {
+  AT_ADMITTED,
+  AT_HANDLE,
+  AT_HELD,
+  AT_REFUNDED,
+  AT_REJECTED,
+  AT_WINDOW_ADMITTED,
+  DecodedReport,
+  ENTRY_NUMBERS,
+  P_KEY_HANDLE,
+  PolicyRows,
+  ReportAnswer,
+} from "../protocol/report-codec.js";
 import { addCharges, countTenant, joined, rankOfPriority } from "./charges.js";
 import { chargeShares, type GlobalShares, reportCharged } from "./global-shares.js";
 import { type Inspection, inspect } from "./inspect.js";
-import { keyPolicy, ms } from "./key-policy.js";
+import { keyPolicyRow, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import { PoolDesk } from "./pools.js";
@@ -85,6 +98,17 @@ export class Limiter {
   readonly why: WhyLog;
   private readonly clientIds = new Map<string, string>();
   private readonly checkScratch = new CheckScratch();
+
+  /** The entry being counted when the request came as columns (`DecodedReport`), reused. */
+  private readonly entry: ReportEntryMsg = {
+    key: "",
+    keyHandle: 0,
+    admitted: 0.5,
+    rejected: 0.5,
+    held: 0.5,
+    windowAdmitted: 0.5,
+    refunded: 0.5,
+  };
 
   constructor(deps: LimiterDeps) {
     this.global = deps.global;
@@ -162,7 +186,11 @@ export class Limiter {
     if (!Number.isSafeInteger(req.seq) || req.seq < 1) {
       throw new InvalidArgumentError(`seq must be a positive integer, got ${req.seq}`);
     }
-    checkBatch(this.limits, "report", req.entries.length);
+    // The server's decoder gives the entries as columns: read into one reused entry, no object
+    // per entry (nothing below keeps `e` past its turn).
+    const cols = req instanceof DecodedReport ? req : undefined;
+    const count = cols !== undefined ? cols.count : req.entries.length;
+    checkBatch(this.limits, "report", count);
     const denied = caller === undefined ? undefined : this.deniedEntries(req, caller);
     // The interval sets how long a silent gateway's share and the key's counter are kept (ten
     // intervals): the caller chooses it, so it is bounded. Below the minimum it is taken as the
@@ -186,18 +214,23 @@ export class Limiter {
     // answer says so (too_old), so the client sends the counts again under newer numbers rather
     // than taking them as applied.
     const apply = verdict === "new";
-    const policies: KeyPolicy[] = new Array(req.entries.length);
+    // One row of numbers per entry's policy, no object each (`PolicyRows`).
+    const rows = new PolicyRows(count);
     let domain = "";
     let admittedSum = 0;
     let rejectedSum = 0;
     let applied = 0;
-    for (let i = 0; i < req.entries.length; i++) {
-      const e = req.entries[i]!;
+    const scratch = this.entry;
+    for (let i = 0; i < count; i++) {
+      const e = cols !== undefined ? columnEntry(cols, i, scratch) : req.entries[i]!;
       const refused = denied?.get(i);
       if (refused !== undefined) {
-        policies[i] = this.failItem(
-          "report",
-          itemError(ErrorCode.PERMISSION_DENIED, reportRefusal(caller!, JSON.stringify(refused))),
+        rows.set(
+          i,
+          this.failItem(
+            "report",
+            itemError(ErrorCode.PERMISSION_DENIED, reportRefusal(caller!, JSON.stringify(refused))),
+          ),
         );
         continue;
       }
@@ -208,7 +241,7 @@ export class Limiter {
         amountProblem("window_admitted", e.windowAdmitted, this.limits) ??
         amountProblem("refunded", e.refunded ?? 0, this.limits);
       if (bad !== undefined) {
-        policies[i] = this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad));
+        rows.set(i, this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad)));
         continue;
       }
       const byString = e.key !== "" || !e.keyHandle;
@@ -229,13 +262,16 @@ export class Limiter {
             : this.owned(hit.key, hit.resolved, req.generation);
       }
       if (r === undefined) {
-        policies[i] = byString
-          ? { kind: 1, validMs: NO_LIMIT_VALID_MS, keyHandle: hit!.handle }
-          : { kind: 1, validMs: NO_LIMIT_VALID_MS };
+        rows.set(
+          i,
+          byString
+            ? { kind: 1, validMs: NO_LIMIT_VALID_MS, keyHandle: hit!.handle }
+            : { kind: 1, validMs: NO_LIMIT_VALID_MS },
+        );
         continue;
       }
       if ("code" in r) {
-        policies[i] = this.failItem("report", r);
+        rows.set(i, this.failItem("report", r));
         continue;
       }
       let p: Policy;
@@ -248,7 +284,7 @@ export class Limiter {
         p = this.reportKey(hit!, r, c, clientId, e, apply, interval, now, span);
       } catch (err) {
         if (!(err instanceof CapacityError)) throw err;
-        policies[i] = this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message));
+        rows.set(i, this.failItem("report", itemError(ErrorCode.COUNTERS_EXHAUSTED, err.message)));
         continue;
       }
       this.metrics.policy(p.kind);
@@ -264,23 +300,38 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      const out = keyPolicy(p, this.dividedLimit(r, now), hit!.counter?.clients?.size ?? 1, now);
-      if (byString) out.keyHandle = hit!.handle;
-      policies[i] = out;
+      keyPolicyRow(rows, i, p, this.dividedLimit(r, now), hit!.counter?.clients?.size ?? 1, now);
+      if (byString) rows.put(i, P_KEY_HANDLE, hit!.handle);
     }
     if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);
     // Nothing of it applied (every key refused: not owner, slice not ready...): a retry of this
     // seq is applied as new. Were it a duplicate, its counts would pass for applied and be lost.
     if (apply && applied === 0) this.engine.forgetReport(clientId, req.seq);
-    this.metrics.report(req.entries.length, !apply);
+    this.metrics.report(count, !apply);
+    const generation = this.ownership.generation();
+    const tooOld = verdict === "too_old";
+    // From the wire (the request came as columns): the answer keeps the rows for the encoder.
+    if (cols !== undefined) {
+      return new ReportAnswer(
+        generation,
+        rows,
+        !apply,
+        this.resolver.epoch,
+        this.config.version,
+        this.incarnation,
+        tooOld,
+      );
+    }
+    const policies: KeyPolicy[] = new Array(count);
+    for (let i = 0; i < count; i++) policies[i] = rows.policy(i);
     return {
-      generation: this.ownership.generation(),
+      generation,
       policies,
       duplicate: !apply,
       keyEpoch: this.resolver.epoch,
       configVersion: this.config.version,
       incarnation: this.incarnation,
-      ...(verdict === "too_old" ? { tooOld: true } : {}),
+      ...(tooOld ? { tooOld: true } : {}),
     };
   }
 
@@ -902,4 +953,18 @@ class CheckScratch {
  */
 function emptied(a: unknown[]): void {
   while (a.length > 0) a.pop();
+}
+
+/** Entry `i` of a decoded request, read into `into` (the Limiter's reused entry). */
+function columnEntry(req: DecodedReport, i: number, into: ReportEntryMsg): ReportEntryMsg {
+  const v = req.numbers;
+  const o = i * ENTRY_NUMBERS;
+  into.key = req.keys[i]!;
+  into.keyHandle = v[o + AT_HANDLE]!;
+  into.admitted = v[o + AT_ADMITTED]!;
+  into.rejected = v[o + AT_REJECTED]!;
+  into.held = v[o + AT_HELD]!;
+  into.windowAdmitted = v[o + AT_WINDOW_ADMITTED]!;
+  into.refunded = v[o + AT_REFUNDED]!;
+  return into;
 }

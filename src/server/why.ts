@@ -128,6 +128,8 @@ export class WhyLog {
    * already noted (so the report path of unrestricted keys costs one map look-up).
    */
   policy(key: string, gateway: string, kind: number, units: number, fraction: number, now: number): void {
+    // Nothing noted yet: an ALLOW has nothing to update (and the key's string is not touched).
+    if (kind === PolicyKind.ALLOW && this.keys.size === 0) return;
     let n = this.keys.get(key);
     if (n === undefined) {
       if (kind === PolicyKind.ALLOW) return;

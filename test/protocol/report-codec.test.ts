@@ -113,6 +113,29 @@ describe("the hand-written ReportAndGetPolicy codec", () => {
     );
   });
 
+  it("encodes policies of 128 bytes and more (a long item error) and a growing response as protobufjs", () => {
+    for (const length of [100, 127, 128, 200, 20_000, 70_000]) {
+      const m = {
+        generation: 3,
+        policies: [
+          { kind: 1, validMs: 300, limit: 10 },
+          { error: { code: 4, message: "x".repeat(length) }, kind: -2, units: 1.5 },
+          ...Array.from({ length: 3000 }, (_, i) => ({
+            kind: 3,
+            units: i,
+            fraction: 0.25,
+            keyHandle: i + 1,
+          })),
+        ],
+        keyEpoch: 9,
+        configVersion: "v".repeat(length),
+        incarnation: "abc",
+      };
+      const want = Buffer.from(ResponseType.encode(m).finish());
+      expect(encodeReportResponse(m as never).equals(want), `message of ${length}`).toBe(true);
+    }
+  });
+
   it("skips unknown fields of every wire type, as protobufjs does", () => {
     const known = Buffer.from(
       RequestType.encode({ clientId: "gw", seq: 3, entries: [{ key: "a", admitted: 2 }] }).finish(),

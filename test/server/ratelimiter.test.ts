@@ -3,36 +3,13 @@ import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { CheckItemMsg, ReportEntryMsg } from "../../src/protocol/messages.js";
+import { API_CONFIG as CONFIG } from "./api-config.js";
 import { callError, peek, pick, T0, type TestServer, useTestServer } from "./harness.js";
 
 /** shardlimit's own API (`shardlimit.v1.RateLimiter`) over a real gRPC connection. */
 
 const ALLOW = 1;
 const REJECT_UNTIL = 2;
-
-const CONFIG = `
-domain: api
-descriptors:
-  - key: fw
-    rate_limit: { unit: minute, requests_per_unit: 10 }
-  - key: tb
-    rate_limit: { algorithm: token_bucket, unit: second, requests_per_unit: 10 }
-  - key: sw
-    rate_limit: { algorithm: sliding_window, unit: minute, requests_per_unit: 10 }
-  - key: conc
-    rate_limit: { algorithm: concurrency, requests_per_unit: 2, lease_timeout: 10s }
-  - key: group
-    shard_key: true
-    rate_limit: { unit: minute, requests_per_unit: 5 }
-    descriptors:
-      - key: tenant
-        rate_limit: { unit: minute, requests_per_unit: 3 }
-  - key: free
-    rate_limit: { unlimited: true }
-  - key: shadow
-    shadow_mode: true
-    rate_limit: { unit: minute, requests_per_unit: 1 }
-`;
 
 function entry(key: string, admitted: number, more: Partial<ReportEntryMsg> = {}): Partial<ReportEntryMsg> {
   return { key, admitted, ...more };
