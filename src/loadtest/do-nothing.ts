@@ -68,9 +68,11 @@ export async function listenDoNothing(
 export async function startDoNothing(
   kind: DoNothingKind,
   answers: ReadonlyMap<string, Buffer>,
+  /** Node's own flags for the child (the benches give it the server's heap options). */
+  nodeArgs: readonly string[] = [],
 ): Promise<{ port: number; child: ChildProcess; stop(): Promise<void> }> {
   const arg = JSON.stringify([...answers].map(([p, b]) => [p, b.toString("base64")]));
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), kind, arg], {
+  const child = spawn(process.execPath, [...nodeArgs, fileURLToPath(import.meta.url), kind, arg], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const port = await new Promise<number>((resolve, reject) => {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { HEAP_OPTIONS } from "../app/heap.js";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { openLoop } from "../testkit/open-loop.js";
 import { freePort } from "../testkit/ports.js";
@@ -81,6 +82,15 @@ const LEAN = "shardlimit lean";
 
 const envoyDef = serviceDefinition(ENVOY_RLS_SERVICE).ShouldRateLimit!;
 const checkDef = serviceDefinition(RATE_LIMITER_SERVICE).Check!;
+
+/**
+ * `NODE_OPTIONS` with the server's heap options (`app/heap.ts`): every system runs with them, as
+ * the `shardlimit` command and the image run the server, however the bench itself was started
+ * (`node dist/cli/main.js bench ...` has no such flag of its own to pass on).
+ */
+function withHeapOptions(nodeOptions: string | undefined): string {
+  return [nodeOptions ?? "", ...HEAP_OPTIONS].join(" ").trim();
+}
 
 /** The request bodies (unframed) and a real answer of each, for the do-nothing servers. */
 function requests(): Record<RequestName, { body: Buffer; answer: Buffer }> {
@@ -405,6 +415,7 @@ async function startSystems(o: SyncCompareOptions, answers: Map<string, Buffer>)
         id: x.name.replace(/\W+/g, "-"),
         configPath,
         extraArgs: base === undefined ? x.args : [...x.args, "--grpc-port", String(base)],
+        env: { NODE_OPTIONS: withHeapOptions(process.env.NODE_OPTIONS) },
       });
       await s.start();
       systems.push({
@@ -417,7 +428,7 @@ async function startSystems(o: SyncCompareOptions, answers: Map<string, Buffer>)
     }
     const kinds = o.leanOnly ? (["http2"] as const) : (["grpc-js", "http2"] as const);
     for (const kind of kinds) {
-      const d = await startDoNothing(kind, answers);
+      const d = await startDoNothing(kind, answers, HEAP_OPTIONS);
       systems.push({
         name: `do-nothing ${kind}`,
         urls: [`http://127.0.0.1:${d.port}`],
