@@ -6,17 +6,17 @@
  *
  *   npm run bench:rlqs -- [--rounds 3] [--seconds 20] [--warmup 5]
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { startStack } from "../src/loadtest/stack.js";
 import { RLQS_LIMITS, RLQS_MAPPING, runRlqsLoad } from "../src/testkit/rlqs-load.js";
+import { tempDir } from "../src/testkit/temp-dir.js";
 import { machine, parseArgs, printTable, writeResult } from "./lib/common.js";
 
 const args = parseArgs({ rounds: 3, seconds: 20, warmup: 5, streams: 20, rate: 100, tag: "" });
 const LIMIT = 1000;
 
-const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-")), "rlqs.yaml");
+const file = path.join(tempDir("shardlimit-rlqs-"), "rlqs.yaml");
 writeFileSync(file, RLQS_MAPPING);
 const stack = await startStack({ servers: 3, config: RLQS_LIMITS, extraArgs: ["--rlqs-config", file] });
 const rows: {

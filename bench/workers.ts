@@ -14,18 +14,18 @@
  *   npm run build && npx tsx bench/workers.ts [--seconds 10 --connections 16 --streams 32]
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { connect } from "../src/protocol/rpc.js";
 import { BUILT_CLI, ensureBuilt } from "../src/testkit/cli.js";
+import { tempDir } from "../src/testkit/temp-dir.js";
 import { machine, num, parseArgs, printTable, writeResult } from "./lib/common.js";
 import { BENCH_CONFIG, EnvoyRequestType } from "./lib/wire.js";
 
 const opts = parseArgs({ seconds: 10, warmup: 3, connections: 16, streams: 32 });
 const PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-bench-workers-"));
+const dir = tempDir("shardlimit-bench-workers-");
 
 /** A gRPC-framed ShouldRateLimit body for descriptor f=value, in a file for h2load -d. */
 function body(value: string): string {

@@ -54,6 +54,7 @@ export const INTEGRATION = [
   "test/security/authz-cluster.test.ts",
   "test/sidecar/rlqs-cluster.test.ts",
   "test/testkit/etcd.test.ts",
+  "test/testkit/temp-dir.test.ts",
 ];
 
 /**

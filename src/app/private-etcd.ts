@@ -63,8 +63,10 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
         "-c",
         // The shell's own stderr goes to /dev/null once etcd has the pipe: with this process gone,
         // a word from the shell (a job's "Terminated") on the broken pipe would kill it with
-        // SIGPIPE before it removed the data directory.
-        'dir=$1; shift; exec 3<&0; etcd "$@" </dev/null & pid=$!; exec 2>/dev/null; trap "" PIPE; (read _ <&3; kill $pid) & wait $pid; rc=$?; rm -rf "$dir"; exit $rc',
+        // SIGPIPE before it removed the data directory. It ignores INT, TERM and HUP too (etcd,
+        // started before, does not): a signal to the whole process group (Ctrl-C in a terminal, a
+        // group kill) ends etcd, and the shell still waits for it and removes the directory.
+        'dir=$1; shift; exec 3<&0; etcd "$@" </dev/null & pid=$!; exec 2>/dev/null; trap "" PIPE INT TERM HUP; (read _ <&3; kill $pid) & wait $pid; rc=$?; rm -rf "$dir"; exit $rc',
         "sh",
         dataDir,
         "--name=workers",
@@ -86,10 +88,14 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
     child.once("exit", (code) => resolve(code));
   });
   const removeData = () => rmSync(dataDir, { recursive: true, force: true });
+  // However this process ends short of SIGKILL (process.exit on a path that did not stop etcd, an
+  // uncaught error), the directory goes with it; the shell removes it too once etcd has ended.
+  process.once("exit", removeData);
   const stop = async () => {
     child.stdin?.end();
     await exited.catch(() => null);
     removeData();
+    process.off("exit", removeData);
   };
   let failed: Error | undefined;
   exited.then(
@@ -109,6 +115,7 @@ export async function startPrivateEtcd(clock: Clock, log: Logger): Promise<Priva
   while (!(await healthy(url))) {
     if (failed) {
       removeData();
+      process.off("exit", removeData);
       throw failed;
     }
     if (clock.elapsed() - t0 > ETCD_START_MS) {

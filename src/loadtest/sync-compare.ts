@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir } from "node:os";
+import { rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { HEAP_OPTIONS } from "../app/heap.js";
@@ -8,6 +8,7 @@ import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../p
 import { openLoop } from "../testkit/open-loop.js";
 import { freePort } from "../testkit/ports.js";
 import { serverProcess, waitAllReady, writeConfig } from "../testkit/serve.js";
+import { tempDir } from "../testkit/temp-dir.js";
 import { clockTicks, processCpuSeconds, treeCpuSeconds } from "./cpu.js";
 import { startDoNothing } from "./do-nothing.js";
 import { grpcMessage, H2Client } from "./h2-client.js";
@@ -451,7 +452,7 @@ export async function runSyncCompare(o: SyncCompareOptions): Promise<SyncCompare
   if (o.generator === "h2load" && !h2loadInstalled()) {
     throw new Error("h2load is not installed (Debian: apt-get install nghttp2-client)");
   }
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-sync-"));
+  const dir = tempDir("shardlimit-sync-");
   const closed = useH2load ? h2loadClosed(o, dir) : nodeClosed(o);
   const reqs = requests();
   const names = o.requests ?? (["ShouldRateLimit", "Check"] as const);

@@ -1,8 +1,8 @@
 import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import forge from "node-forge";
+import { tempDir } from "./temp-dir.js";
 
 /**
  * Certificates for tests, made in process with node-forge (RSA keys from node:crypto): a CA,
@@ -85,7 +85,7 @@ function replaceFile(file: string, text: string): void {
 
 /** A new CA (self-signed) in `dir` (a fresh temp dir by default). */
 export function makeCa(name = "shardlimit test CA", dir?: string): TestCa {
-  const where = dir ?? mkdtempSync(path.join(tmpdir(), "shardlimit-certs-"));
+  const where = dir ?? tempDir("shardlimit-certs-");
   const caKey = rsaKey();
   const caCert = forge.pki.createCertificate();
   caCert.publicKey = caKey.publicKey;

@@ -1,12 +1,12 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { Range } from "etcd3";
 import { connectEtcd } from "../cluster/etcd-client.js";
 import { type EtcdAccess, readEtcdAccess } from "../security/etcd-access.js";
 import { type Child, spawnChild, waitReady } from "./child.js";
 import { freePort } from "./ports.js";
+import { tempDir } from "./temp-dir.js";
 
 export interface EtcdProcess {
   /** Client URL, e.g. http://127.0.0.1:PORT. */
@@ -116,7 +116,7 @@ async function enableAuth(
 export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdProcess> {
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const dataDir = mkdtempSync(path.join(tmpdir(), "shardlimit-etcd-"));
+  const dataDir = tempDir("shardlimit-etcd-");
   const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [

@@ -1,9 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { rmSync } from "node:fs";
 import { Redis } from "ioredis";
 import { spawnChild, waitReady } from "./child.js";
 import { freePort } from "./ports.js";
+import { tempDir } from "./temp-dir.js";
 
 export interface RedisProcess {
   readonly url: string;
@@ -15,7 +14,7 @@ export interface RedisProcess {
 /** Debian's `redis-server` on a free loopback port, no persistence, in a temporary dir. */
 export async function startRedis(): Promise<RedisProcess> {
   const port = await freePort();
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-redis-"));
+  const dir = tempDir("shardlimit-redis-");
   const child = spawnChild("redis-server", [
     "--port",
     String(port),

@@ -1,13 +1,13 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Child } from "./child.js";
 import { type CliOptions, spawnCli } from "./cli.js";
 import { freePort } from "./ports.js";
+import { tempDir } from "./temp-dir.js";
 import { waitFor } from "./wait.js";
 
 /** A config file (config.yaml) in a fresh temp dir, or in `dir`. */
-export function writeConfig(yaml: string, dir = mkdtempSync(path.join(tmpdir(), "shardlimit-"))): string {
+export function writeConfig(yaml: string, dir = tempDir("shardlimit-")): string {
   const file = path.join(dir, "config.yaml");
   writeFileSync(file, yaml);
   return file;

@@ -282,6 +282,17 @@ describe("serve --workers 2: what ends the whole server", () => {
     );
   }, 90_000);
 
+  it("Ctrl-C (SIGINT to it, its workers and its private etcd's processes at once) ends them all and removes etcd's data directory", async () => {
+    const { p, workers, dataDir } = await startTwoWorkers();
+    const group = [p.pid, ...workers.map((w) => w.pid), ...processesWith(dataDir)];
+    expect(group.length).toBeGreaterThan(3);
+    for (const pid of group) process.kill(pid, "SIGINT");
+    await p.exited;
+    expect(existsSync(dataDir)).toBe(false);
+    await waitFor("workers and etcd gone", () => processesWith(dataDir).length === 0, 20_000);
+    expect(existsSync(dataDir)).toBe(false);
+  }, 90_000);
+
   it("the sixth crash of one worker within a minute ends everything with exit 1 (the orchestrator restarts it)", async () => {
     const { p, workers, dataDir } = await startTwoWorkers();
     let pid = workers[0]!.pid;

@@ -1,11 +1,11 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { etcdAccessOf } from "../../src/cli/common-options.js";
 import { dialTlsOf, listenerTlsNames, listenerTlsOf } from "../../src/cli/tls-options.js";
 import { OptionsError } from "../../src/core/errors.js";
 import { readEtcdAuthFile } from "../../src/security/etcd-access.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /** The message of the OptionsError `fn` throws. */
 function refusal(fn: () => unknown): string {
@@ -73,7 +73,7 @@ describe("dialling TLS flags (sidecar towards the servers)", () => {
 });
 
 describe("etcd access flags", () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-etcd-auth-"));
+  const dir = tempDir("shardlimit-etcd-auth-");
   const file = (name: string, text: string) => {
     const f = path.join(dir, name);
     writeFileSync(f, text);

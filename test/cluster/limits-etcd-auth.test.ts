@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectEtcd } from "../../src/cluster/etcd-client.js";
@@ -7,6 +6,7 @@ import { readLimits } from "../../src/cluster/limits-store.js";
 import { ensureBuilt, killAllCli, runCli } from "../../src/testkit/cli.js";
 import { type EtcdGrant, type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /**
  * Who may write the limits: the etcd roles README "Limits in etcd" gives, applied exactly as its
@@ -55,7 +55,7 @@ const config = (n: number) =>
 describe("etcd roles for the limits prefix (README)", () => {
   let etcd: EtcdProcess;
   let server: ServerProcess;
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-limits-auth-"));
+  const dir = tempDir("shardlimit-limits-auth-");
   const file = (name: string, text: string) => {
     const f = path.join(dir, name);
     writeFileSync(f, text);

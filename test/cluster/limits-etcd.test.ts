@@ -1,6 +1,5 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,6 +18,7 @@ import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { ensureBuilt, killAllCli, runCli } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { type ServerProcess, serverProcess, waitAllReady } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { waitFor } from "../../src/testkit/wait.js";
 
 /**
@@ -75,7 +75,7 @@ describe("limits in etcd on a three-server cluster", () => {
   let gateway: GatewayLimiter;
   let traffic: ReturnType<typeof setInterval> | undefined;
   const prefix = "/limits-etcd/";
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-limits-"));
+  const dir = tempDir("shardlimit-limits-");
   const file = (name: string, text: string) => {
     const f = path.join(dir, name);
     writeFileSync(f, text);

@@ -1,5 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
@@ -13,6 +12,7 @@ import {
   type Resolved,
   resolveKey,
 } from "../../src/config/index.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /** `fair_share`, `reserve` and `soft` in `rate_limit`, and how a descriptor under a fair-share limit resolves. */
 
@@ -253,7 +253,7 @@ describe("check-config and diff", () => {
     expect(summary).toContain("fair/group/tenant  fixed_window 2000 requests per 1m [soft]");
   });
 
-  const dir = mkdtempSync(join(tmpdir(), "shardlimit-fair-"));
+  const dir = tempDir("shardlimit-fair-");
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   let n = 0;
   const load = (text: string): LimitConfig => {

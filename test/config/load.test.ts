@@ -1,5 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -10,6 +9,7 @@ import {
   loadConfig,
   parseDuration,
 } from "../../src/config/index.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 const GOOD = "test/config/fixtures/good";
 
@@ -147,7 +147,7 @@ describe("examples/config.yaml", () => {
 });
 
 describe("files and directories", () => {
-  const dir = mkdtempSync(join(tmpdir(), "shardlimit-config-"));
+  const dir = tempDir("shardlimit-config-");
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("reads *.yaml and *.yml sorted by name, skipping dotfiles and other files", () => {

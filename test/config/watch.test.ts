@@ -1,9 +1,9 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
 import { type ConfigDiff, ConfigWatcher, type LimitConfig } from "../../src/config/index.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { waitFor } from "../../src/testkit/wait.js";
 
 function limits(domain: string, rps: number): string {
@@ -36,7 +36,7 @@ describe("ConfigWatcher", () => {
   }
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "shardlimit-watch-"));
+    dir = tempDir("shardlimit-watch-");
     swaps = [];
     errors = [];
   });

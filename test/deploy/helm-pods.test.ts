@@ -1,5 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
@@ -7,6 +6,7 @@ import { type Child, spawnChild, waitReady } from "../../src/testkit/child.js";
 import { ensureBuilt, killAllCli, runCli, spawnCli } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { freePort } from "../../src/testkit/ports.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { ensureHelm, FULL, type Manifest, NS, one, render } from "./helm.js";
 
 /**
@@ -23,7 +23,7 @@ let chartEtcd: Child | undefined;
 beforeAll(async () => {
   await ensureHelm();
   ensureBuilt();
-  work = mkdtempSync(path.join(tmpdir(), "shardlimit-pods-"));
+  work = tempDir("shardlimit-pods-");
 }, 240_000);
 afterEach(async () => {
   await killAllCli();

@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
 import { type Child, spawnChild } from "../../src/testkit/child.js";
 import { REPO_ROOT } from "../../src/testkit/cli.js";
 import { freePort } from "../../src/testkit/ports.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { type Image, inRoot, type Layout, layOut, parseDockerfile, readDockerignore } from "./dockerfile.js";
 
 /**
@@ -24,7 +24,7 @@ let layout: Layout;
 let runtimeRoot: string;
 
 beforeAll(() => {
-  work = mkdtempSync(path.join(tmpdir(), "shardlimit-image-"));
+  work = tempDir("shardlimit-image-");
   layout = layOut(image, { context: REPO_ROOT, workDir: work, linkFullInstall: true });
   runtimeRoot = layout.roots.get(String(image.stages.length - 1))!;
 }, 300_000);

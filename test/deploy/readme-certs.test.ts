@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../src/testkit/cli.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /**
  * The README's openssl commands (Production, Certificates), run as written: the certificates they
@@ -29,7 +29,7 @@ let dir: string;
 const file = (name: string) => readFileSync(path.join(dir, name));
 
 beforeAll(() => {
-  dir = mkdtempSync(path.join(tmpdir(), "shardlimit-readme-certs-"));
+  dir = tempDir("shardlimit-readme-certs-");
   const r = spawnSync("bash", ["-euo", "pipefail", "-c", readmeOpensslBlock()], {
     cwd: dir,
     encoding: "utf8",

@@ -1,17 +1,17 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { BenchReport } from "../../src/loadtest/report.js";
 import { BUILT_CLI as CLI, ensureBuilt, REPO_ROOT as REPO } from "../../src/testkit/cli.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /**
  * `shardlimit bench --quick`: every scenario, small, on real etcd, server and redis-server
  * processes over loopback; then its HTML report rendered to PNG in headless Chromium.
  */
 describe("shardlimit bench --quick", () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-bench-test-"));
+  const dir = tempDir("shardlimit-bench-test-");
   const json = path.join(dir, "bench.json");
   const html = path.join(dir, "bench.html");
   let report: BenchReport;

@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
@@ -8,6 +7,7 @@ import { loadAuthFile, matcher, parseAuthFile, tokenNamesUnused } from "../../sr
 import { AuthFileWatcher } from "../../src/security/auth-watch.js";
 import { sha256 } from "../../src/security/identity.js";
 import { REPO_ROOT } from "../../src/testkit/cli.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 const HEX = "a".repeat(64);
 
@@ -154,7 +154,7 @@ describe("the auth file", () => {
 
 describe("the auth file watcher", () => {
   it("swaps in a good new file on reload, keeps the old one on a bad one and says why", () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-auth-")), "auth.yaml");
+    const file = path.join(tempDir("shardlimit-auth-"), "auth.yaml");
     writeFileSync(file, "operators: [{identity: a}]\n");
     const errors: string[] = [];
     let swaps = 0;
@@ -181,7 +181,7 @@ describe("the auth file watcher", () => {
   });
 
   it("will not start on a bad file", () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-auth-")), "auth.yaml");
+    const file = path.join(tempDir("shardlimit-auth-"), "auth.yaml");
     writeFileSync(file, "gateways: [{identity: g}]\n");
     const w = new AuthFileWatcher({ path: file, clock: new ManualClock(), onError: () => {} });
     expect(() => w.start()).toThrow(/gateways\[0\]\.domains/);

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +11,7 @@ import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
 import { freePort } from "../../src/testkit/ports.js";
 import { startProxy } from "../../src/testkit/tcp-proxy.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
 import { callError, startCli } from "../server/harness.js";
@@ -72,7 +72,7 @@ const meta = (token: string) => () => {
 
 describe("serve with a bad auth file", () => {
   it("does not start, and says which file and field", () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-authz-bad-"));
+    const dir = tempDir("shardlimit-authz-bad-");
     const bad = path.join(dir, "auth.yaml");
     writeFileSync(bad, "gateways:\n  - identity: gw\n    domains: []\n");
     const config = path.join(dir, "config.yaml");
@@ -96,7 +96,7 @@ describe("serve with a bad auth file", () => {
 });
 
 describe("a three-server cluster under an auth file, members authenticated by token", () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-authz-cluster-"));
+  const dir = tempDir("shardlimit-authz-cluster-");
   const authFile = path.join(dir, "auth.yaml");
   let h: ClusterHarness;
   const gw: Record<string, RateLimiterRpc[]> = {};

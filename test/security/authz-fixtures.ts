@@ -1,9 +1,9 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { connect, type RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { sha256 } from "../../src/security/identity.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /** Shared by the authorisation tests: a two-domain config, tokens, the auth file, token clients. */
 
@@ -45,7 +45,7 @@ ${extra}`;
 }
 
 export function writeAuth(text: string): string {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-authz-")), "auth.yaml");
+  const file = path.join(tempDir("shardlimit-authz-"), "auth.yaml");
   writeFileSync(file, text);
   return file;
 }

@@ -1,11 +1,11 @@
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.js";
 import { bearerMetadata, TOKEN_RECHECK_MS, TokenFile } from "../../src/security/token-file.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
-const dir = () => mkdtempSync(path.join(tmpdir(), "shardlimit-token-"));
+const dir = () => tempDir("shardlimit-token-");
 
 describe("token files", () => {
   it("are re-read after a rotation once the recheck interval has passed on the clock", () => {

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -13,6 +12,7 @@ import { ErrorCode } from "../../src/protocol/item-errors.js";
 import type { RateLimiterRpc } from "../../src/protocol/rpc.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { writeConfig } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { AUTHZ_CONFIG, authFileText, TOKENS, tokenClient, writeAuth } from "../security/authz-fixtures.js";
 import { callError } from "./harness.js";
 
@@ -187,7 +187,7 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
   });
 
   it("a gateway client with tokenFile learns its domains' limits; without a token it never gets ready", async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-token-"));
+    const dir = tempDir("shardlimit-token-");
     writeFileSync(path.join(dir, "token"), "t-shop\n");
     const servers = [`127.0.0.1:${server.grpcPort}`];
     const limiter = await createLimiter({
@@ -204,7 +204,7 @@ describe("the authorisation file, over gRPC with bearer tokens", () => {
   });
 
   it("a sidecar with a token file serves Envoy from its domains' limits", async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-token-"));
+    const dir = tempDir("shardlimit-token-");
     writeFileSync(path.join(dir, "token"), "t-shop");
     const sidecar = await startSidecar({
       listen: "127.0.0.1:0",

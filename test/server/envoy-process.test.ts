@@ -1,11 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EnvoyDescriptor, EnvoyResponse } from "../../src/protocol/messages.js";
 import { connect } from "../../src/protocol/rpc.js";
 import { ensureBuilt, killAllCli } from "../../src/testkit/cli.js";
 import { type ServerProcess, serverProcess } from "../../src/testkit/serve.js";
+import { removeTempDirs, tempDir } from "../../src/testkit/temp-dir.js";
 import { desc, startCli } from "./harness.js";
 
 /**
@@ -38,12 +38,7 @@ descriptors:
     rate_limit: { unit: minute, requests_per_unit: 1 }
 `;
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(path.join(tmpdir(), "shardlimit-envoy-"));
-  dirs.push(d);
-  return d;
-}
+const envoyDir = () => tempDir("shardlimit-envoy-");
 
 beforeAll(() => {
   ensureBuilt();
@@ -51,7 +46,7 @@ beforeAll(() => {
 
 afterAll(async () => {
   await killAllCli();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  removeTempDirs();
 });
 
 async function rls(address: string, descriptors: EnvoyDescriptor[]): Promise<EnvoyResponse> {
@@ -75,7 +70,7 @@ describe("ShouldRateLimit with envoyproxy/ratelimit's options, from a real serve
   let server: ServerProcess;
 
   beforeAll(async () => {
-    const config = path.join(tempDir(), "config.yaml");
+    const config = path.join(envoyDir(), "config.yaml");
     writeFileSync(config, CONFIG);
     server = await serverProcess({
       id: "envoy-options",
@@ -150,7 +145,7 @@ describe("ShouldRateLimit with envoyproxy/ratelimit's options, from a real serve
 
 describe("global shadow mode and merged domains, from SHARDLIMIT_* environment variables", () => {
   it("merges a domain split across two files and answers OK when over", async () => {
-    const dir = tempDir();
+    const dir = envoyDir();
     writeFileSync(
       path.join(dir, "a.yaml"),
       "domain: edge\ndescriptors:\n  - key: client\n    rate_limit: { unit: minute, requests_per_unit: 1 }\n",

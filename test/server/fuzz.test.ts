@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +8,7 @@ import { ensureBuilt } from "../../src/testkit/cli.js";
 import { type EtcdProcess, startEtcd } from "../../src/testkit/etcd.js";
 import { fuzzServer, MUTATION_KINDS } from "../../src/testkit/fuzz.js";
 import { type ServerProcess, serverProcess, waitAllReady, writeConfig } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /**
  * Every RPC of a real cluster member (its own API, Envoy's, and the server-to-server Peer
@@ -137,7 +137,7 @@ describe("RPC fuzzing of a cluster member", () => {
 });
 
 function authFile(): string {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-fuzz-")), "auth.yaml");
+  const file = path.join(tempDir("shardlimit-fuzz-"), "auth.yaml");
   writeFileSync(file, AUTH);
   return file;
 }

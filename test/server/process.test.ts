@@ -1,12 +1,12 @@
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "../../src/protocol/rpc.js";
 import type { Child as CliProcess } from "../../src/testkit/child.js";
 import { ensureBuilt, killAllCli, REPO_ROOT, runCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { startCli } from "./harness.js";
 
 /**
@@ -19,7 +19,7 @@ const LOOPBACK = ["--grpc-host", "127.0.0.1", "--http-host", "127.0.0.1"];
 
 /** A copy of the example config that a test may overwrite. */
 function exampleCopy(): string {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-proc-")), "config.yaml");
+  const file = path.join(tempDir("shardlimit-proc-"), "config.yaml");
   copyFileSync(EXAMPLE, file);
   return file;
 }

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,6 +7,7 @@ import { RLQS_SERVICE, serviceDefinition } from "../../src/protocol/proto.js";
 import { sha256 } from "../../src/security/identity.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { writeConfig } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 
 /**
  * RLQS under an authorisation file: a stream is a gateway's report, so it needs report rights in
@@ -36,7 +36,7 @@ describe("RLQS under an auth file", () => {
   let server: RunningServer;
   let address: string;
   beforeAll(async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-auth-"));
+    const dir = tempDir("shardlimit-rlqs-auth-");
     writeFileSync(path.join(dir, "rlqs.yaml"), RLQS);
     const auth = path.join(dir, "auth.yaml");
     const token = path.join(dir, "server.token");

@@ -1,10 +1,10 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { killAllCli, runCli } from "../../src/testkit/cli.js";
 import { RLQS_LIMITS, RLQS_MAPPING, runRlqsLoad } from "../../src/testkit/rlqs-load.js";
 import { writeConfig } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
 
 /**
@@ -18,7 +18,7 @@ import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-har
 describe("RLQS through a three-server cluster", () => {
   let h: ClusterHarness;
   beforeAll(async () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-")), "rlqs.yaml");
+    const file = path.join(tempDir("shardlimit-rlqs-"), "rlqs.yaml");
     writeFileSync(file, RLQS_MAPPING);
     h = await startClusterHarness({
       servers: 3,
@@ -56,7 +56,7 @@ describe("RLQS through a three-server cluster", () => {
 
 describe("serve --rlqs-config", () => {
   it("refuses to start on a bad mapping file, naming the file, the field and its line (exit 1)", () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-"));
+    const dir = tempDir("shardlimit-rlqs-");
     const bad = path.join(dir, "rlqs.yaml");
     writeFileSync(bad, "rlqs:\n  mappings:\n    - domain: envoy\n      descriptors: [{ key: tenant }]\n");
     const config = writeConfig(RLQS_LIMITS, dir);

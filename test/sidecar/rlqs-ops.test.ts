@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -8,6 +7,7 @@ import { type RunningServer, startServer } from "../../src/app/serve.js";
 import { makeTestPki, type TestPki } from "../../src/testkit/certs.js";
 import { EnvoyRlqsClient } from "../../src/testkit/rlqs-client.js";
 import { writeConfig } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { waitFor } from "../../src/testkit/wait.js";
 
 /**
@@ -83,7 +83,7 @@ describe("RLQS metrics and --rlqs-config reload", () => {
   const scrape = async () => (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-ops-"));
+    dir = tempDir("shardlimit-rlqs-ops-");
     writeFileSync(path.join(dir, "rlqs.yaml"), rlqs("allow_all"));
     server = await start(dir, lines);
   });
@@ -150,7 +150,7 @@ describe("RLQS under the server's TLS", () => {
   let pki: TestPki;
   const clients: EnvoyRlqsClient[] = [];
   beforeAll(async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-tls-"));
+    const dir = tempDir("shardlimit-rlqs-tls-");
     writeFileSync(path.join(dir, "rlqs.yaml"), rlqs("allow_all"));
     pki = makeTestPki();
     server = await start(dir, [], pki);

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +8,7 @@ import { connect } from "../../src/protocol/rpc.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { EnvoyRlqsClient } from "../../src/testkit/rlqs-client.js";
 import { writeConfig } from "../../src/testkit/serve.js";
+import { tempDir } from "../../src/testkit/temp-dir.js";
 import { waitFor } from "../../src/testkit/wait.js";
 
 /**
@@ -49,7 +49,7 @@ describe("RLQS on one server", () => {
     return c;
   };
   beforeAll(async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "shardlimit-rlqs-"));
+    const dir = tempDir("shardlimit-rlqs-");
     writeFileSync(path.join(dir, "rlqs.yaml"), RLQS);
     server = await startLoopbackServer(writeConfig(LIMITS, dir), {
       rlqsConfigPath: path.join(dir, "rlqs.yaml"),
