@@ -218,7 +218,7 @@ function scenarioCommand(name: ScenarioName, description: string): Command {
 function syncCompareCommand(): Command {
   return new Command("sync-compare")
     .description(
-      "ShouldRateLimit (two descriptors) and Check on shardlimit (lean and grpc-js transports), a do-nothing grpc-js server and a do-nothing node:http2 server: calls/s and server and generator CPU per call in interleaved closed-loop rounds (h2load when installed, else the Node client), then P50/P99/P99.9/max at half of each one's maximum (open loop, Node client)",
+      "ShouldRateLimit (two descriptors) and Check on shardlimit (lean and grpc-js transports), a do-nothing grpc-js server and a do-nothing node:http2 server: calls/s and server and generator CPU per call in interleaved closed-loop rounds (h2load when installed, else the Node client), then P50/P99/P99.9/max at half of each one's maximum (open loop, the same generator)",
     )
     .option("--seconds <s>", "seconds of each closed-loop round", positiveInt, 5)
     .option("--rounds <n>", "interleaved closed-loop rounds (medians and ranges over them)", positiveInt, 3)
@@ -237,7 +237,13 @@ function syncCompareCommand(): Command {
     )
     .option("--clients <n>", "connections", positiveInt, 4)
     .option("--streams <n>", "calls in flight on each connection (closed loop)", positiveInt, 16)
-    .option("--generator <g>", "closed loop: h2load, node, or auto (h2load when installed)", "auto")
+    .option("--generator <g>", "h2load, node, or auto (h2load when installed): closed and open loops", "auto")
+    .option(
+      "--open-connections <n>",
+      "connections of the open loop with h2load (opened 1 ms apart)",
+      positiveInt,
+      16,
+    )
     .option("--request <name>", "only ShouldRateLimit or Check")
     .option(
       "--workers <list>",
@@ -255,6 +261,7 @@ function syncCompareCommand(): Command {
         openRate?: number;
         clients: number;
         streams: number;
+        openConnections: number;
         generator: string;
         request?: string;
         workers?: string;

@@ -42,10 +42,20 @@ describe("bench sync-compare", () => {
         expect(x.half!.errors).toBe(0);
         expect(x.half!.p99Ms).toBeGreaterThan(0);
       }
+      for (const x of r.results.filter((y: { system: string }) => y.system.startsWith("shardlimit"))) {
+        // The open loop in pairs with the do-nothing node:http2 server, in turns, once per round.
+        expect(x.halfRounds).toHaveLength(2);
+        expect(x.baselineRounds).toHaveLength(2);
+        // It ran near the rate asked (h2load's per-connection rate, or the Node client's schedule);
+        // loose: a one-second run that meets a stall of the machine stretches, and a wrong
+        // per-connection rate would be 16 times off.
+        expect(x.half!.achieved).toBeGreaterThan(x.half!.rate * 0.25);
+      }
       expect(r.ratios.map((q) => q.system)).toEqual(["shardlimit lean", "shardlimit grpc-js"]);
       for (const q of r.ratios) {
         expect(q.rate.median).toBeGreaterThan(0);
         expect(q.cpu.median).toBeGreaterThan(0);
+        expect(q.p99Rounds!.median).toBeGreaterThan(0);
       }
       expect(formatSyncCompare(r)).toContain("ratios");
     }, 60_000);
