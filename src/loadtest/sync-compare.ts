@@ -28,11 +28,10 @@ import { BENCH_LIMITS } from "./stack.js";
  *   generator's. Ratios are taken within each round and reported as the median and the range.
  *   CPU per call hardly moves when a neighbour takes cores; calls/s does.
  * - Latency: an open loop at half of each system's median maximum, and the do-nothing node:http2
- *   server at each shardlimit system's half rate, on the same generator as the closed loop. With
- *   h2load, 16 connections opened 1 ms apart (`h2loadOpen`): its `--rps` sends what is due in
- *   bursts on a ~10 ms tick, which with 4 connections made every call queue behind half a burst
- *   (the ~4 ms P50 every system showed); the Node client keeps each call's own time but spins a
- *   core to do it, which at a rate measured with h2load leaves the server one core of two.
+ *   server at each shardlimit system's half rate, in pairs in turns, on the same generator as the
+ *   closed loop (`h2loadOpen`: its `--rps` sends what is due in bursts on a ~10 ms tick, the same
+ *   for every system); the Node client keeps each call's own time but spins a core to do it,
+ *   which at a rate measured with h2load leaves the server one core of two.
  * - Worst call (`worstSeconds` > 0): shardlimit lean and the do-nothing node:http2 server each
  *   in an open loop at one rate for that long; beside their worst calls, the generator's own
  *   worst lateness in sending, which is the machine (the generator process got no CPU), not a server.
@@ -64,7 +63,7 @@ export interface SyncCompareOptions {
   /** Connections, and streams in flight on each (closed loop). */
   clients: number;
   streams: number;
-  /** Connections of the open loop with h2load, opened 1 ms apart (default 16; see `h2loadOpen`). */
+  /** Connections of the open loop with h2load, opened 1 ms apart (default 1; see `h2loadOpen`). */
   openConnections?: number;
   /** Only these requests (default both). */
   requests?: readonly RequestName[];
@@ -354,16 +353,18 @@ type OpenLoop = (
  * Open loop on h2load (`--rps` per connection), which leaves the cores to the servers: the Node
  * client spins a core to keep its schedule, so at half of a maximum measured with h2load the
  * server got one core where it had had two, and queued (P99 of hundreds of ms, do-nothing servers
- * included). h2load's `--rps` sends each connection's due calls in bursts on a ~10 ms tick; its
- * connections are opened 1 ms apart (`-r 1 --rate-period 1ms`), so with 16 of them the bursts are
- * small and spread over the tick rather than all at once. Every system meets the same arrivals.
- * Latencies come from h2load's per-request log (microseconds).
+ * included). h2load's `--rps` sends each connection's due calls in bursts on a ~10 ms tick. One
+ * connection by default (Envoy, too, multiplexes its calls over a few): more of them, even opened
+ * 1 ms apart (`-r 1 --rate-period 1ms`) to spread their bursts, made every system's tail worse on
+ * this machine (the do-nothing node:http2 server at 10,000/s: P99 3 ms on one connection, 7-9 ms on
+ * two to four, 34 ms on sixteen). Every system meets the same arrivals. Latencies come from
+ * h2load's per-request log (microseconds).
  */
 function h2loadOpen(o: SyncCompareOptions, dir: string): OpenLoop {
   return async (urls, pathName, body, rate, seconds) => {
     const f = path.join(dir, "open-body.bin");
     writeFileSync(f, grpcMessage(body));
-    const perUrl = Math.max(1, Math.round((o.openConnections ?? 16) / urls.length));
+    const perUrl = Math.max(1, Math.round((o.openConnections ?? 1) / urls.length));
     const calls = Math.max(1, Math.round((rate * seconds) / urls.length));
     const runs = await Promise.all(
       urls.map(async (url, i) => {
@@ -709,7 +710,7 @@ function latencyLine(label: string, x: LatencyRow): string {
 /** The report as text: per request the systems' medians (and ranges), latencies, then the ratios. */
 export function formatSyncCompare(r: SyncCompareResult): string {
   const lines = [
-    `generator ${r.generator} (closed loop), Node client (open loop); ${r.cpus} CPUs; load average ${r.loadavgBefore.map((x) => f(x)).join(" ")} before, ${r.loadavgAfter.map((x) => f(x)).join(" ")} after`,
+    `generator ${r.generator} (closed and open loops); ${r.cpus} CPUs; load average ${r.loadavgBefore.map((x) => f(x)).join(" ")} before, ${r.loadavgAfter.map((x) => f(x)).join(" ")} after`,
     `${r.rounds} interleaved rounds of ${r.seconds}s, ${r.clients} connections x ${r.streams} streams; median (min-max) over the rounds`,
   ];
   for (const request of new Set(r.results.map((x) => x.request))) {
