@@ -554,40 +554,12 @@ function writePolicy(
     writeI32(kind);
     p = at;
   }
-  let x = v[o + P_UNITS]!;
-  if (!Object.is(x, 0)) {
-    b[p] = 0x11;
-    dv.setFloat64(p + 1, x, true);
-    p += 9;
-  }
-  x = v[o + P_FRACTION]!;
-  if (!Object.is(x, 0)) {
-    b[p] = 0x19;
-    dv.setFloat64(p + 1, x, true);
-    p += 9;
-  }
-  x = v[o + P_VALID_MS]!;
-  if (x !== 0) {
-    b[p++] = 0x20;
-    p = put32(b, p, x >>> 0);
-  }
-  x = v[o + P_REMAINING]!;
-  if (!Object.is(x, 0)) {
-    b[p] = 0x29;
-    dv.setFloat64(p + 1, x, true);
-    p += 9;
-  }
-  x = v[o + P_LIMIT]!;
-  if (!Object.is(x, 0)) {
-    b[p] = 0x31;
-    dv.setFloat64(p + 1, x, true);
-    p += 9;
-  }
-  x = v[o + P_RESET_MS]!;
-  if (x !== 0) {
-    b[p++] = 0x38;
-    p = put32(b, p, x >>> 0);
-  }
+  p = doubleField(b, dv, p, 0x11, v[o + P_UNITS]!);
+  p = doubleField(b, dv, p, 0x19, v[o + P_FRACTION]!);
+  p = u32Field(b, p, 0x20, v[o + P_VALID_MS]!);
+  p = doubleField(b, dv, p, 0x29, v[o + P_REMAINING]!);
+  p = doubleField(b, dv, p, 0x31, v[o + P_LIMIT]!);
+  p = u32Field(b, p, 0x38, v[o + P_RESET_MS]!);
   if (e != null) {
     b[p++] = 0x42;
     p = put32(b, p, itemErrorSize(e));
@@ -595,23 +567,25 @@ function writePolicy(
     writeItemError(e);
     p = at;
   }
-  x = v[o + P_KEY_HANDLE]!;
-  if (x !== 0) {
-    b[p++] = 0x48;
-    p = put32(b, p, x >>> 0);
-  }
-  x = v[o + P_GATEWAYS]!;
-  if (x !== 0) {
-    b[p++] = 0x50;
-    p = put32(b, p, x >>> 0);
-  }
-  x = v[o + P_SHARE_PER_S]!;
-  if (!Object.is(x, 0)) {
-    b[p] = 0x59;
-    dv.setFloat64(p + 1, x, true);
-    p += 9;
-  }
+  p = u32Field(b, p, 0x48, v[o + P_KEY_HANDLE]!);
+  p = u32Field(b, p, 0x50, v[o + P_GATEWAYS]!);
+  p = doubleField(b, dv, p, 0x59, v[o + P_SHARE_PER_S]!);
   return p;
+}
+
+/** A double field (`tag`, then 8 bytes) at `p` unless `x` is +0, as protobufjs leaves it out. */
+function doubleField(b: Buffer, dv: DataView, p: number, tag: number, x: number): number {
+  if (Object.is(x, 0)) return p;
+  b[p] = tag;
+  dv.setFloat64(p + 1, x, true);
+  return p + 9;
+}
+
+/** A uint32 varint field at `p` unless `x` is 0. */
+function u32Field(b: Buffer, p: number, tag: number, x: number): number {
+  if (x === 0) return p;
+  b[p] = tag;
+  return put32(b, p + 1, x >>> 0);
 }
 
 /** Rows for a response given as objects (the encoder's other callers), grown as needed. */
