@@ -262,32 +262,29 @@ function runCounted(cmd: string, args: string[]): Promise<{ out: string; cpuSeco
  * h2load, one thread per URL (a `--workers` system has one port per worker), `clients` connections
  * spread over them, `streams` in flight on each.
  */
+/** h2load's arguments for gRPC calls of `body` (written framed to a file in `dir`), on one thread. */
+function h2loadGrpcArgs(dir: string, body: Buffer): string[] {
+  const f = path.join(dir, "body.bin");
+  writeFileSync(f, grpcMessage(body));
+  return ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", f, "-t", "1"];
+}
+
+/** The calls h2load's summary counts as succeeded, and the rest (failed, errored, timed out). */
+function h2loadCounts(out: string): { ok: number; failed: number } {
+  const m = /(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  if (m === null) throw new Error(`h2load printed no counts:\n${out}`);
+  return { ok: Number(m[1]), failed: Number(m[2]) + Number(m[3]) + Number(m[4]) };
+}
+
 function h2loadClosed(o: SyncCompareOptions, dir: string): ClosedLoop {
-  const failedOf = (out: string) => {
-    const m = /(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
-    return m ? { ok: Number(m[1]), failed: Number(m[2]) + Number(m[3]) + Number(m[4]) } : undefined;
-  };
   return async (urls, pathName, body, seconds) => {
-    const f = path.join(dir, "body.bin");
-    writeFileSync(f, grpcMessage(body));
+    const grpc = h2loadGrpcArgs(dir, body);
     const perUrl = Math.max(1, Math.round(o.clients / urls.length));
     const runs = await Promise.all(
       urls.map((url) =>
         runCounted("h2load", [
-          "-H",
-          "content-type: application/grpc",
-          "-H",
-          "te: trailers",
-          "-d",
-          f,
-          "-t",
-          "1",
-          "-c",
-          String(perUrl),
-          "-m",
-          String(o.streams),
-          "-D",
-          String(seconds),
+          ...grpc,
+          ...["-c", String(perUrl), "-m", String(o.streams), "-D", String(seconds)],
           `${url}${pathName}`,
         ]),
       ),
@@ -296,8 +293,7 @@ function h2loadClosed(o: SyncCompareOptions, dir: string): ClosedLoop {
     let errors = 0;
     let cpu = 0;
     for (const r of runs) {
-      const n = failedOf(r.out);
-      if (n === undefined) throw new Error(`h2load printed no counts:\n${r.out}`);
+      const n = h2loadCounts(r.out);
       calls += n.ok;
       errors += n.failed;
       cpu += r.cpuSeconds;
@@ -362,8 +358,7 @@ type OpenLoop = (
  */
 function h2loadOpen(o: SyncCompareOptions, dir: string): OpenLoop {
   return async (urls, pathName, body, rate, seconds) => {
-    const f = path.join(dir, "open-body.bin");
-    writeFileSync(f, grpcMessage(body));
+    const grpc = h2loadGrpcArgs(dir, body);
     const perUrl = Math.max(1, Math.round((o.openConnections ?? 1) / urls.length));
     const calls = Math.max(1, Math.round((rate * seconds) / urls.length));
     const runs = await Promise.all(
@@ -372,7 +367,7 @@ function h2loadOpen(o: SyncCompareOptions, dir: string): OpenLoop {
         const logFile = path.join(dir, `open-${i}.log`);
         rmSync(logFile, { force: true });
         const r = await runCounted("h2load", [
-          ...["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", f, "-t", "1"],
+          ...grpc,
           ...["-c", String(perUrl), "-m", "100", "--rps", String(rate / urls.length / perUrl)],
           ...["-n", String(calls), "-r", "1", "--rate-period", "1ms", "--log-file", logFile],
           `${url}${pathName}`,
@@ -386,10 +381,9 @@ function h2loadOpen(o: SyncCompareOptions, dir: string): OpenLoop {
     let first = Number.POSITIVE_INFINITY;
     let last = 0;
     for (const r of runs) {
-      const m = /(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(r.out);
-      if (m === null) throw new Error(`h2load printed no counts:\n${r.out}`);
-      ok += Number(m[1]);
-      errors += Number(m[2]) + Number(m[3]) + Number(m[4]);
+      const n = h2loadCounts(r.out);
+      ok += n.ok;
+      errors += n.failed;
       // Each line: start (µs since the epoch), HTTP status, duration (µs).
       for (const line of r.log.split("\n")) {
         const [start, , duration] = line.split("\t").map(Number);
@@ -415,34 +409,25 @@ function h2loadOpen(o: SyncCompareOptions, dir: string): OpenLoop {
 
 /** Open loop on the Node client with a spinning schedule: each call leaves at its own time. */
 function nodeOpen(o: SyncCompareOptions): OpenLoop {
-  return (urls, pathName, body, rate, seconds) => nodeOpenRun(urls, pathName, body, rate, seconds, o.clients);
-}
-
-async function nodeOpenRun(
-  urls: readonly string[],
-  pathName: string,
-  body: Buffer,
-  rate: number,
-  seconds: number,
-  n: number,
-): Promise<LatencyRow> {
-  const clients = await connectAll(urls, n);
-  const out = await openLoop({
-    ratePerSec: rate,
-    seconds,
-    spin: true,
-    call: (i) => clients[i % clients.length]!.callAsync(pathName, body),
-  });
-  for (const c of clients) c.close();
-  return {
-    rate,
-    achieved: Math.round(out.completed / seconds),
-    p50Ms: out.latency.getValueAtPercentile(50) / 1000,
-    p99Ms: out.latency.getValueAtPercentile(99) / 1000,
-    p999Ms: out.latency.getValueAtPercentile(99.9) / 1000,
-    maxMs: out.latency.maxValue / 1000,
-    sendLagMaxMs: out.sendLag.maxValue / 1000,
-    errors: out.errors,
+  return async (urls, pathName, body, rate, seconds) => {
+    const clients = await connectAll(urls, o.clients);
+    const out = await openLoop({
+      ratePerSec: rate,
+      seconds,
+      spin: true,
+      call: (i) => clients[i % clients.length]!.callAsync(pathName, body),
+    });
+    for (const c of clients) c.close();
+    return {
+      rate,
+      achieved: Math.round(out.completed / seconds),
+      p50Ms: out.latency.getValueAtPercentile(50) / 1000,
+      p99Ms: out.latency.getValueAtPercentile(99) / 1000,
+      p999Ms: out.latency.getValueAtPercentile(99.9) / 1000,
+      maxMs: out.latency.maxValue / 1000,
+      sendLagMaxMs: out.sendLag.maxValue / 1000,
+      errors: out.errors,
+    };
   };
 }
 
