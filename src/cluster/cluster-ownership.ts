@@ -1,14 +1,21 @@
 import type { Clock } from "../core/clock.js";
-import { type Assignment, type Move, moves } from "../keyspace/assignment.js";
+import { type Assignment, type Move, moves, rangesOf } from "../keyspace/assignment.js";
 import { keyPoint, pointToWire } from "../keyspace/hash.js";
+import { intersect, type Span, subtract } from "../keyspace/range-set.js";
 import type { ClusterView } from "../protocol/messages.js";
 import type { Owner, Ownership, OwnershipVerdict } from "../server/ownership.js";
+
+/**
+ * `PendingRange.from` of a range whose previous holder this server cannot name: it skipped the
+ * generation that moved it (see `ClusterOwnership.update`). Any member's handoff may fill it.
+ */
+export const ANY_SENDER = "";
 
 /** A range this server was given whose previous owner is alive and will hand its counters over. */
 export interface PendingRange {
   start: number;
   end: number;
-  /** Member id of the previous owner, and its address then. */
+  /** Member id of the previous owner (`ANY_SENDER`: not known), and its address then. */
   from: string;
   fromAddress: string;
   generation: number;
@@ -62,6 +69,8 @@ export class ClusterOwnership implements Ownership {
   private hitsSince = 0;
   /** Set while this server must not decide anything (see `suspend`). */
   private suspended = false;
+  /** Ranges whose counters this server gave away since its assignment was installed (`release`). */
+  private released: Span[] = [];
 
   constructor(private readonly opts: ClusterOwnershipOptions) {}
 
@@ -70,6 +79,13 @@ export class ClusterOwnership implements Ownership {
    * generation is ignored (generations only grow). The previous holder of each range is taken from
    * the assignment this server held if it is the one just before, else from the one the new
    * assignment names as its predecessor.
+   *
+   * A server that skips generations (its watch fell behind; it was cut off from etcd) can own a
+   * range in the new assignment and its predecessor without holding its counters: the range left it
+   * and came back in generations it never saw, or came to it in one (s3 held generation 3, gave a
+   * range up to a reclaim for 4, 5 gave it back, 6 moved nothing: read against 5, it "kept" the
+   * range and served it from nothing while the member that decided it in 4 had its handoff
+   * refused). Such ranges wait for a handoff from whichever member sends one (`ANY_SENDER`).
    */
   update(a: Assignment): OwnershipChange | undefined {
     const held = this.assignment;
@@ -91,7 +107,7 @@ export class ClusterOwnership implements Ownership {
     const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
     // (Only a member carries ranges: `ownsRange` holds for none otherwise.)
     const departed: Move[] = carried
-      .filter((p) => !alive.has(p.from))
+      .filter((p) => p.from !== ANY_SENDER && !alive.has(p.from))
       .map((p) => ({
         start: p.start,
         end: p.end,
@@ -99,7 +115,7 @@ export class ClusterOwnership implements Ownership {
         to: a.members[this.selfIndex]!,
       }));
     const orphaned = [...gained.filter((m) => !alive.has(m.from.id)), ...departed];
-    const fresh = gained
+    const fresh: PendingRange[] = gained
       .filter((m) => this.opts.reclaimOrphans || alive.has(m.from.id))
       .map((m) => ({
         start: m.start,
@@ -109,9 +125,25 @@ export class ClusterOwnership implements Ownership {
         generation: a.generation,
         deadline,
       }));
+    if (held && before) {
+      const kept = intersect(rangesOf(a, self), rangesOf(before, self));
+      const heldNow = subtract(rangesOf(held, self), this.released);
+      for (const r of subtract(kept, heldNow))
+        fresh.push({ ...r, from: ANY_SENDER, fromAddress: "", generation: a.generation, deadline });
+    }
+    this.released = [];
     this.pending = [...carried, ...fresh];
     this.notify();
     return { generation: a.generation, lost, gained, pending: fresh, orphaned };
+  }
+
+  /**
+   * This server gave the counters of `ranges` away (a reclaim for a generation it does not hold
+   * yet): a later assignment that names it their owner without moving them must not take them
+   * for kept (`update`).
+   */
+  release(ranges: readonly Span[]): void {
+    for (const r of ranges) this.released.push({ start: r.start, end: r.end });
   }
 
   private ownsRange(start: number, end: number): boolean {
@@ -135,17 +167,31 @@ export class ClusterOwnership implements Ownership {
     this.notify();
   }
 
-  /** The handoff from member `from` for `generation` (or earlier) is complete. */
-  handoffDone(from: string, generation: number): void {
-    const before = this.pending.length;
-    this.pending = this.pending.filter((p) => p.from !== from || p.generation > generation);
-    if (this.pending.length !== before) this.notify();
+  /**
+   * The handoff from member `from` for `generation` (or earlier) is complete. `ranges`, the ones
+   * it covered, also end the wait of ranges no sender was named for (`ANY_SENDER`).
+   */
+  handoffDone(from: string, generation: number, ranges: readonly Span[] = []): void {
+    let changed = false;
+    const next: PendingRange[] = [];
+    for (const p of this.pending) {
+      if (p.from === from && p.generation <= generation) changed = true;
+      else if (p.from !== ANY_SENDER || ranges.length === 0) next.push(p);
+      else {
+        const rest = subtract([p], ranges);
+        if (rest.length !== 1 || rest[0]!.start !== p.start || rest[0]!.end !== p.end) changed = true;
+        for (const r of rest) next.push({ ...p, start: r.start, end: r.end });
+      }
+    }
+    this.pending = next;
+    if (changed) this.notify();
   }
 
   /**
    * For one Handoff call from member `from`: why it may not hand this server the counter at a
    * point, or undefined when it may: only while the point is in a range this server gained from
-   * `from` (its holder in the generation before) and still waits for. Anything else (a forged
+   * `from` (its holder in the generation before), or from a sender it could not name
+   * (`ANY_SENDER`), and still waits for. Anything else (a forged
    * handoff, a range not moved, a chunk after the move's `done` or its timeout) changes nothing.
    * The price: counters sent past the timeout are refused too, and rebuilt from gateways as after
    * any timed-out handoff. (A member passing counters on from a back-to-back move holds its own
@@ -154,7 +200,7 @@ export class ClusterOwnership implements Ownership {
    */
   handoffRefusal(from: string): (point: number) => string | undefined {
     const ranges = this.waiting()
-      .filter((p) => p.from === from)
+      .filter((p) => p.from === from || p.from === ANY_SENDER)
       .sort((a, b) => a.start - b.start);
     return (point) => {
       let lo = 0;

@@ -469,7 +469,7 @@ export class Handoff {
     }
     this.receivePools(req, refusal);
     this.opts.onReceived?.(req.from, accepted);
-    if (req.done) ownership.handoffDone(req.from, req.generation);
+    if (req.done) ownership.handoffDone(req.from, req.generation, req.ranges);
     return { accepted, generation };
   }
 

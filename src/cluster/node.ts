@@ -440,6 +440,9 @@ export class ClusterNode {
       this.newestSeen = Math.max(this.newestSeen, req.generation);
       this.setSuspended(true, `${req.from} reclaims ranges given to it in generation ${req.generation}`);
     }
+    // Given away: an assignment that names this server their owner again without a move it saw
+    // must wait for their counters, not take what is left here for them (ClusterOwnership.update).
+    own.release(req.ranges);
     void this.handoff.surrender(req.generation, { id: req.from, address: req.address }, req.ranges);
     return { generation };
   }

@@ -246,7 +246,12 @@ describe("chaos: back-to-back drains under load lose and double no counter", () 
         "gateway warnings": gateways.warnings.toJSON(),
         handoffs: cluster.servers.flatMap((s) =>
           s.lines
-            .filter((l) => l.includes("handed slices over") || l.includes("handoff"))
+            .filter(
+              (l) =>
+                l.includes("handed slices over") ||
+                l.includes("handoff") ||
+                l.includes("assignment installed"),
+            )
             .map((l) => `${s.id} ${l.slice(0, 240)}`),
         ),
       },

@@ -174,3 +174,64 @@ describe("a restarted server's own ranges (standby copies)", () => {
     expect(o.check(keyIn(0))).toBe("own");
   });
 });
+
+describe("a server that skipped generations", () => {
+  // The chaos cutoff failure: s3 held generation 3, gave its lower half up to a reclaim for 4
+  // (s1's), 5 gave it back (s1 hands its counters over for 5), 6 moved nothing. s3's view jumped
+  // from 3 to 6: read against 5 the half was "kept", s3 served it from nothing and refused s1's
+  // handoff (1.13-1.43x the limit in the window of s3's return).
+  const members = [m("s1"), m("s2"), m("s3")];
+  const g3 = table(3, members, [2, 1]);
+  const g4 = table(4, [m("s1"), m("s2")], [0, 1], g3);
+  const g5 = table(5, members, [2, 1], g4);
+  const g6 = table(6, members, [2, 1], g5);
+
+  it("a range it gave away and owns again without a move it saw waits for any member's handoff", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "s3", clock, handoffTimeoutMs: 10_000, reclaimOrphans: true });
+    o.update(g3);
+    o.release([{ start: 0, end: HALF }]); // s1's reclaim for generation 4
+    const change = o.update(g6)!;
+    expect(change.gained).toEqual([]);
+    expect(change.pending.map((p) => [p.from, p.start, p.end])).toEqual([["", 0, HALF]]);
+    expect(change.orphaned).toEqual([]);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    // s1's handoff for generation 5 may fill it; a done covering part of it ends that part.
+    expect(o.handoffRefusal("s1")(keyPoint(keyIn(0)))).toBeUndefined();
+    o.handoffDone("s1", 5, [{ start: 0, end: HALF / 2 }]);
+    expect(o.waiting().map((p) => [p.start, p.end])).toEqual([[HALF / 2, HALF]]);
+    o.handoffDone("s2", 5, [{ start: HALF / 2, end: HALF }]);
+    expect(o.waiting()).toEqual([]);
+    expect(o.check(keyIn(0))).toBe("own");
+  });
+
+  it("a range that came to it in a skipped generation waits too; one it kept throughout does not", () => {
+    const clock = new ManualClock();
+    const o = new ClusterOwnership({ selfId: "s1", clock, handoffTimeoutMs: 10_000 });
+    o.update(g3); // s1 owns nothing
+    // 4 gives s1 the lower half (from s3); s1 sees only 6, whose predecessor 5 gave it back to s3:
+    // nothing to wait for. With 4 -> 5 -> a 6 where s1 still owns it, s1 waits for s3's handoff.
+    const g5b = table(5, members, [0, 1], g4);
+    const g6b = table(6, members, [0, 1], g5b);
+    expect(o.update(g6b)!.pending.map((p) => p.from)).toEqual([""]);
+    expect(o.check(keyIn(0))).toBe("not_ready");
+    expect(o.handoffRefusal("s3")(keyPoint(keyIn(0)))).toBeUndefined();
+    clock.advance(10_000);
+    expect(o.check(keyIn(0))).toBe("own");
+
+    const kept = new ClusterOwnership({ selfId: "s2", clock, handoffTimeoutMs: 10_000 });
+    kept.update(g3);
+    expect(kept.update(g6)!.pending).toEqual([]);
+    expect(kept.check(keyIn(1))).toBe("own");
+  });
+
+  it("without a release, consecutive generations name the sender as before", () => {
+    const o = new ClusterOwnership({ selfId: "s3", clock: new ManualClock(), handoffTimeoutMs: 10_000 });
+    o.update(g3);
+    o.release([{ start: 0, end: HALF }]);
+    // Installing 4 consumes the release (the half is lost there); 5 then names s1.
+    expect(o.update(g4)!.lost.map((x) => x.to.id)).toEqual(["s1"]);
+    expect(o.update(g5)!.pending.map((p) => p.from)).toEqual(["s1"]);
+    expect(o.handoffRefusal("s2")(keyPoint(keyIn(0)))).toMatch(/no range this server gained/);
+  });
+});
