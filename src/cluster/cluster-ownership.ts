@@ -1,5 +1,12 @@
 import type { Clock } from "../core/clock.js";
-import { type Assignment, type Move, moves, rangesOf } from "../keyspace/assignment.js";
+import {
+  type Assignment,
+  type Member,
+  type Move,
+  moves,
+  ownersOf,
+  rangesOf,
+} from "../keyspace/assignment.js";
 import { keyPoint, pointToWire } from "../keyspace/hash.js";
 import { intersect, type Span, subtract } from "../keyspace/range-set.js";
 import type { ClusterView } from "../protocol/messages.js";
@@ -21,6 +28,11 @@ export interface PendingRange {
   generation: number;
   /** After this (`Clock.elapsed`) the range is served without the handoff (its counts rebuilt from gateways). */
   deadline: number;
+}
+
+/** A range this server lost while it still waited for its counters, and the member it went to. */
+export interface RelayedRange extends PendingRange {
+  to: Member;
 }
 
 /** What an assignment change means for this server. */
@@ -69,6 +81,12 @@ export class ClusterOwnership implements Ownership {
   private hitsSince = 0;
   /** Set while this server must not decide anything (see `suspend`). */
   private suspended = false;
+  /**
+   * Ranges this server lost while it still waited for their counters (A -> B, then B -> C before
+   * A's handoff reached B): B passes A's counters on to C when they come, and holds the chunk that
+   * ends its own move to C until then (`relayingFor`), else C, done with B, refuses them.
+   */
+  private relaying: RelayedRange[] = [];
   /** Ranges whose counters this server gave away since its assignment was installed (`release`). */
   private released: Span[] = [];
 
@@ -104,8 +122,26 @@ export class ClusterOwnership implements Ownership {
     // Ranges still waiting from an earlier generation keep waiting while this server owns them;
     // those whose sender has left the cluster since are reclaimed from it like fresh orphans (it
     // is dead, or alive and cut off from etcd), rather than waited for until their deadline.
-    const carried = this.pending.filter((p) => this.ownsRange(p.start, p.end));
-    // (Only a member carries ranges: `ownsRange` holds for none otherwise.)
+    // Ranges lost while still waiting move to `relaying`: the counters still coming for them pass on
+    // to their new owner, and this server's own handoff to it waits for them (`relayingFor`).
+    const mine = rangesOf(a, self); // (none unless a member: only a member carries ranges)
+    // (Not this server's own standby restore, `awaitOwn`: those counters come from no handoff.)
+    const coming = (p: PendingRange) => p.from === ANY_SENDER || (p.from !== self && alive.has(p.from));
+    const carried: PendingRange[] = [];
+    // (A range owned again is out of relaying: its counters are taken here, if it waits for them.)
+    const relaying: RelayedRange[] = [];
+    for (const p of this.relaying)
+      if (coming(p)) for (const r of subtract([p], mine)) relaying.push({ ...p, start: r.start, end: r.end });
+    for (const p of this.pending) {
+      for (const r of intersect([p], mine)) carried.push({ ...p, start: r.start, end: r.end });
+      if (!coming(p)) continue;
+      for (const r of subtract([p], mine))
+        for (const o of ownersOf(a, r)) {
+          const { start, end, ...to } = o;
+          relaying.push({ ...p, start, end, to });
+        }
+    }
+    this.relaying = relaying;
     const departed: Move[] = carried
       .filter((p) => p.from !== ANY_SENDER && !alive.has(p.from))
       .map((p) => ({
@@ -126,7 +162,7 @@ export class ClusterOwnership implements Ownership {
         deadline,
       }));
     if (held && before) {
-      const kept = intersect(rangesOf(a, self), rangesOf(before, self));
+      const kept = intersect(mine, rangesOf(before, self));
       const heldNow = subtract(rangesOf(held, self), this.released);
       for (const r of subtract(kept, heldNow))
         fresh.push({ ...r, from: ANY_SENDER, fromAddress: "", generation: a.generation, deadline });
@@ -144,14 +180,6 @@ export class ClusterOwnership implements Ownership {
    */
   release(ranges: readonly Span[]): void {
     for (const r of ranges) this.released.push({ start: r.start, end: r.end });
-  }
-
-  private ownsRange(start: number, end: number): boolean {
-    const a = this.assignment!;
-    for (let i = a.sliceOf(start); i < a.slices && a.starts[i]! < end; i++) {
-      if (a.owners[i] !== this.selfIndex) return false;
-    }
-    return true;
   }
 
   /**
@@ -172,19 +200,34 @@ export class ClusterOwnership implements Ownership {
    * it covered, also end the wait of ranges no sender was named for (`ANY_SENDER`).
    */
   handoffDone(from: string, generation: number, ranges: readonly Span[] = []): void {
-    let changed = false;
-    const next: PendingRange[] = [];
-    for (const p of this.pending) {
-      if (p.from === from && p.generation <= generation) changed = true;
-      else if (p.from !== ANY_SENDER || ranges.length === 0) next.push(p);
-      else {
-        const rest = subtract([p], ranges);
-        if (rest.length !== 1 || rest[0]!.start !== p.start || rest[0]!.end !== p.end) changed = true;
-        for (const r of rest) next.push({ ...p, start: r.start, end: r.end });
-      }
-    }
-    this.pending = next;
-    if (changed) this.notify();
+    const pending = settled(this.pending, from, generation, ranges);
+    const relaying = settled(this.relaying, from, generation, ranges);
+    if (pending === this.pending && relaying === this.relaying) return;
+    this.pending = pending;
+    this.relaying = relaying;
+    this.notify();
+  }
+
+  /**
+   * The ranges overlapping `ranges` that this server lost to member `to` while still waiting for
+   * their counters (until their sender's done, or their deadline). Those coming from `to` do not
+   * count: a range that goes back to the member it came from (A -> B -> A) is A's again, and A, if
+   * it saw itself lose it, keeps or gets back what it sent.
+   */
+  relayingFor(ranges: readonly Span[], to: string): readonly RelayedRange[] {
+    this.expire();
+    return this.relaying.filter((p) => p.to.id === to && p.from !== to && intersect([p], ranges).length > 0);
+  }
+
+  /**
+   * The member this server lost `point` to while still waiting for its counters from `from`:
+   * where they go when they come (that member waits for them from this server, and passes them on
+   * in turn if it lost the range too), or undefined.
+   */
+  relayTo(from: string, point: number): Member | undefined {
+    for (const p of this.relaying)
+      if ((p.from === from || p.from === ANY_SENDER) && point >= p.start && point < p.end) return p.to;
+    return undefined;
   }
 
   /**
@@ -234,11 +277,12 @@ export class ClusterOwnership implements Ownership {
   }
 
   private expire(): void {
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 && this.relaying.length === 0) return;
     const now = this.opts.clock.elapsed();
-    const before = this.pending.length;
+    const before = this.pending.length + this.relaying.length;
     this.pending = this.pending.filter((p) => p.deadline > now);
-    if (this.pending.length !== before) this.notify();
+    this.relaying = this.relaying.filter((p) => p.deadline > now);
+    if (this.pending.length + this.relaying.length !== before) this.notify();
   }
 
   /** Holds a current assignment, is not suspended, and every range it owns is ready. */
@@ -353,4 +397,29 @@ export class ClusterOwnership implements Ownership {
       standalone: false,
     };
   }
+}
+
+/**
+ * `list` without what a done handoff from `from` for `generation` settles: its ranges of that
+ * generation or earlier, and of the ranges no sender was named for, those the handoff covered.
+ * The same array when nothing changed.
+ */
+function settled<T extends PendingRange>(
+  list: T[],
+  from: string,
+  generation: number,
+  ranges: readonly Span[],
+): T[] {
+  let changed = false;
+  const next: T[] = [];
+  for (const p of list) {
+    if (p.from === from && p.generation <= generation) changed = true;
+    else if (p.from !== ANY_SENDER || ranges.length === 0) next.push(p);
+    else {
+      const rest = subtract([p], ranges);
+      if (rest.length !== 1 || rest[0]!.start !== p.start || rest[0]!.end !== p.end) changed = true;
+      for (const r of rest) next.push({ ...p, start: r.start, end: r.end });
+    }
+  }
+  return changed ? next : list;
 }

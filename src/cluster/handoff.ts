@@ -268,6 +268,30 @@ export class Handoff {
       await Promise.all([...set]);
   }
 
+  /**
+   * Waits while counters of `ranges` are still coming to this server from the move before this
+   * one (ClusterOwnership.relayingFor): their sender's done, or their deadline. Resolves to the
+   * milliseconds waited.
+   */
+  private async relayed(to: string, generation: number, ranges: readonly PointRange[]): Promise<number> {
+    const { ownership, clock, log } = this.opts;
+    const started = clock.elapsed();
+    let waiting = ownership.relayingFor(ranges, to);
+    if (waiting.length > 0)
+      log.info(
+        {
+          to,
+          generation,
+          from: [...new Set(waiting.map((p) => `${p.from || "any"}@${p.generation}`))],
+          waitMs: Math.max(...waiting.map((p) => p.deadline)) - started,
+        },
+        "handoff: the last chunk waits for counters of these ranges still coming from their previous owner",
+      );
+    for (; waiting.length > 0; waiting = ownership.relayingFor(ranges, to))
+      await ownership.changed(Math.max(1, Math.max(...waiting.map((p) => p.deadline)) - clock.elapsed()));
+    return clock.elapsed() - started;
+  }
+
   /** Resolves once no handoff is being sent. */
   async idle(): Promise<void> {
     while (this.sending.size > 0) await Promise.all([...this.sending]);
@@ -285,7 +309,7 @@ export class Handoff {
   ): Promise<void> {
     const { selfId, log, clock } = this.opts;
     const yieldTurn = this.opts.yieldTurn ?? nextTurn;
-    const giveUpAt = clock.elapsed() + (this.opts.giveUpMs ?? HANDOFF_GIVE_UP_MS);
+    let giveUpAt = clock.elapsed() + (this.opts.giveUpMs ?? HANDOFF_GIVE_UP_MS);
     const wire = ranges.map((r) => ({ start: r.start, end: r.end }));
     const started = clock.elapsed();
     // The request's other fields, plus room for the varints of `generation` and `done`.
@@ -329,6 +353,9 @@ export class Handoff {
         // Nothing to carry and nothing to mark: no call (the last chunk goes even when empty).
         if (part.length === 0 && !done) continue;
         const takenAt = clock.elapsed();
+        // Counters of these ranges still coming to this server from a move before: the chunk that
+        // ends this move waits for them (they pass on first), and the wait is not retry time.
+        if (done) giveUpAt += await this.relayed(to.id, generation, wire);
         for (;;) {
           let problem: string;
           // Sent again after a wait, the snapshots age by it (their times are relative).
@@ -425,8 +452,10 @@ export class Handoff {
         }
         mine.push(s);
       } else {
-        const owner = ownership.ownerOf(shard);
-        if (owner === undefined || owner.self) {
+        // To the member this server lost the range to while waiting for these counters (it waits
+        // for them from this server), else to the owner now.
+        const owner = ownership.relayTo(req.from, point) ?? ownership.ownerOf(shard);
+        if (owner === undefined || ("self" in owner && owner.self)) {
           refused++;
           continue;
         }

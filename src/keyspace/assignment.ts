@@ -129,6 +129,23 @@ export function rangesOf(a: Assignment, id: string): { start: number; end: numbe
   return out;
 }
 
+/** `span`'s points by their owner in `a`, in order, adjacent ones of one owner merged. */
+export function ownersOf(
+  a: Assignment,
+  span: { start: number; end: number },
+): (Member & { start: number; end: number })[] {
+  const out: (Member & { start: number; end: number })[] = [];
+  for (let i = a.sliceOf(span.start); i < a.slices && a.starts[i]! < span.end; i++) {
+    const owner = a.members[a.owners[i]!]!;
+    const start = Math.max(span.start, a.starts[i]!);
+    const end = Math.min(span.end, a.starts[i]! + a.width(i));
+    const last = out[out.length - 1];
+    if (last && last.id === owner.id && last.end === start) last.end = end;
+    else out.push({ ...owner, start, end });
+  }
+  return out;
+}
+
 /** Fraction of the key space whose owner differs between two assignments (by member id). */
 export function movedFraction(a: Assignment, b: Assignment): number {
   let moved = 0;

@@ -23,6 +23,14 @@ const key = (() => {
   for (let i = 0; ; i++) if (keyPoint(`d/k=${i}`) < HALF) return `d/k=${i}`;
 })();
 const settle = () => new Promise((r) => setImmediate(r));
+/** A's chunk for generation 2 (its move of the lower slice to B), with the key's counter. */
+const aChunk = (): HandoffRequest => ({
+  generation: 2,
+  from: "a",
+  ranges: [{ start: 0, end: HALF }],
+  counters: [snapshot(key)],
+  done: true,
+});
 
 describe("back-to-back moves", () => {
   it("counters handed to B after B already lost the range to C end up at C, once", async () => {
@@ -48,30 +56,61 @@ describe("back-to-back moves", () => {
       log,
     });
     // Generation 2 moves the lower slice A -> B; generation 3 moves it on, B -> C, before A's
-    // counters reach B. B hands C what it holds of the slice (nothing yet).
+    // counters reach B. B's own handoff to C (nothing of its own) would say done at once, and C,
+    // done with B, would refuse what B passes on later: it waits for A's counters first.
     ownership.update(table(1, [0, 1]));
     ownership.update(table(2, [1, 1]));
-    await b.send(ownership.update(table(3, [2, 1]))!);
-    expect(toC).toHaveLength(1);
-    expect(toC[0]!.counters).toEqual([]);
+    const sending = b.send(ownership.update(table(3, [2, 1]))!);
+    await settle();
+    expect(toC).toEqual([]);
 
     // A's chunk for generation 2 arrives late.
-    const res = b.receive({
-      generation: 2,
-      from: "a",
-      ranges: [{ start: 0, end: HALF }],
-      counters: [snapshot(key)],
-      done: true,
-    });
+    const res = b.receive(aChunk());
     expect(res.error?.code ?? 0).toBe(0);
+    await sending;
     await b.idle();
-    await settle();
     expect(put).toEqual([]);
     // B passes them on to the range's owner now, as a handoff of its own that marks nothing ready
-    // at C (C's wait for B's own handoff is decided by B's own `done`).
+    // at C; then B's own chunk ends its move.
     expect(toC).toHaveLength(2);
-    expect(toC[1]).toMatchObject({ generation: 3, from: "b", done: false });
-    expect(toC[1]!.counters.map((s) => s.key)).toEqual([key]);
+    expect(toC[0]).toMatchObject({ generation: 3, from: "b", done: false });
+    expect(toC[0]!.counters.map((s) => s.key)).toEqual([key]);
+    expect(toC[1]).toMatchObject({ generation: 3, from: "b", done: true, counters: [] });
+  });
+
+  it("B's own handoff to C waits for A's counters only until B's wait for them would have ended", async () => {
+    const clock = new ManualClock();
+    const ownership = new ClusterOwnership({ selfId: "b", clock, handoffTimeoutMs: 3000 });
+    const toC: HandoffRequest[] = [];
+    const b = new Handoff({
+      selfId: "b",
+      store: listStore(),
+      ownership,
+      peer: () => ({
+        handoff: async (req) => {
+          toC.push(req as HandoffRequest);
+          return { accepted: 0, generation: 3 };
+        },
+      }),
+      clock,
+      log,
+    });
+    ownership.update(table(1, [0, 1]));
+    clock.advance(1000);
+    ownership.update(table(2, [1, 1])); // B waits for A until 4,000 ms
+    const sending = b.send(ownership.update(table(3, [2, 1]))!);
+    clock.advance(2999);
+    await settle();
+    expect(toC).toEqual([]);
+    clock.advance(1);
+    await sending;
+    expect(toC.map((r) => r.done)).toEqual([true]);
+    // A member that is no longer one sends nothing: nothing to wait for.
+    ownership.update(table(4, [0, 1]));
+    ownership.update(table(5, [1, 1])); // B waits for A...
+    const gone = new Assignment(6, [m("b"), m("c")], Uint32Array.of(0, HALF), Uint16Array.of(1, 0));
+    await b.send(ownership.update(gone)!); // ...who left as B lost the range to C
+    expect(toC.map((r) => r.done)).toEqual([true, true]);
   });
 
   it("B's chunk that ends its own move to C waits for A's counters B passes on to C", async () => {
@@ -122,13 +161,7 @@ describe("back-to-back moves", () => {
     await settle(); // B's own (empty, done) chunk: C is behind; again at 100 ms
     clock.advance(50);
     // A's chunk for generation 2 reaches B now: passed on to C (behind too; again at 150 ms).
-    b.receive({
-      generation: 2,
-      from: "a",
-      ranges: [{ start: 0, end: HALF }],
-      counters: [snapshot(key)],
-      done: true,
-    });
+    b.receive(aChunk());
     await settle();
     caughtUp = true;
     for (let i = 0; i < 4; i++) {
@@ -139,5 +172,40 @@ describe("back-to-back moves", () => {
     await own;
     // Before: B's own chunk went again at 100 ms and said done; A's counters, at 150 ms, were refused.
     expect(taken).toEqual([key, "done"]);
+  });
+
+  it("counters that come after the range moved on twice go to the member B lost it to, not its owner now", async () => {
+    // A -> B (2), B -> C (3), C -> D (4); A's chunk reaches B last. C waits for them from B (and
+    // passes them on to D, who waits for them from C); D would refuse them from B.
+    const clock = new ManualClock();
+    const ownership = new ClusterOwnership({ selfId: "b", clock, handoffTimeoutMs: 3000 });
+    const four = [...members, m("d")];
+    const at = (gen: number, owners: number[]) =>
+      new Assignment(gen, four, Uint32Array.of(0, HALF), Uint16Array.from(owners));
+    const sent: [string, HandoffRequest][] = [];
+    const b = new Handoff({
+      selfId: "b",
+      store: listStore(),
+      ownership,
+      peer: (address) => ({
+        handoff: async (req) => {
+          sent.push([address, req as HandoffRequest]);
+          return { accepted: (req as HandoffRequest).counters.length, generation: 4 };
+        },
+      }),
+      clock,
+      log,
+    });
+    ownership.update(at(1, [0, 1]));
+    ownership.update(at(2, [1, 1]));
+    const toC = b.send(ownership.update(at(3, [2, 1]))!);
+    ownership.update(at(4, [3, 1]));
+    b.receive(aChunk());
+    await toC;
+    await b.idle();
+    expect(sent.map(([to, r]) => [to, r.counters.map((s) => s.key), r.done])).toEqual([
+      ["c:1", [key], false],
+      ["c:1", [], true],
+    ]);
   });
 });
