@@ -224,9 +224,10 @@ export class ClusterOwnership implements Ownership {
    * where they go when they come (that member waits for them from this server, and passes them on
    * in turn if it lost the range too), or undefined.
    */
-  relayTo(from: string, point: number): Member | undefined {
+  relayTo(from: string, point: number): Owner | undefined {
     for (const p of this.relaying)
-      if ((p.from === from || p.from === ANY_SENDER) && point >= p.start && point < p.end) return p.to;
+      if ((p.from === from || p.from === ANY_SENDER) && point >= p.start && point < p.end)
+        return { id: p.to.id, address: p.to.address, self: false }; // (lost: never this server)
     return undefined;
   }
 

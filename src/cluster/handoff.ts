@@ -12,7 +12,7 @@ import { varintSize } from "../protocol/fast-encode.js";
 import { ErrorCode } from "../protocol/item-errors.js";
 import type { HandoffRequest, HandoffResponse } from "../protocol/messages.js";
 import { root } from "../protocol/proto.js";
-import type { ClusterOwnership, OwnershipChange } from "./cluster-ownership.js";
+import type { ClusterOwnership, OwnershipChange, PendingRange } from "./cluster-ownership.js";
 import type { Log } from "./log.js";
 import { PEER_MAX_MESSAGE_BYTES, type PeerRpc } from "./peers.js";
 
@@ -276,6 +276,7 @@ export class Handoff {
   private async relayed(to: string, generation: number, ranges: readonly PointRange[]): Promise<number> {
     const { ownership, clock, log } = this.opts;
     const started = clock.elapsed();
+    const until = (waiting: readonly PendingRange[]) => Math.max(...waiting.map((p) => p.deadline));
     let waiting = ownership.relayingFor(ranges, to);
     if (waiting.length > 0)
       log.info(
@@ -283,12 +284,12 @@ export class Handoff {
           to,
           generation,
           from: [...new Set(waiting.map((p) => `${p.from || "any"}@${p.generation}`))],
-          waitMs: Math.max(...waiting.map((p) => p.deadline)) - started,
+          waitMs: until(waiting) - started,
         },
         "handoff: the last chunk waits for counters of these ranges still coming from their previous owner",
       );
     for (; waiting.length > 0; waiting = ownership.relayingFor(ranges, to))
-      await ownership.changed(Math.max(1, Math.max(...waiting.map((p) => p.deadline)) - clock.elapsed()));
+      await ownership.changed(Math.max(1, until(waiting) - clock.elapsed()));
     return clock.elapsed() - started;
   }
 
@@ -455,7 +456,7 @@ export class Handoff {
         // To the member this server lost the range to while waiting for these counters (it waits
         // for them from this server), else to the owner now.
         const owner = ownership.relayTo(req.from, point) ?? ownership.ownerOf(shard);
-        if (owner === undefined || ("self" in owner && owner.self)) {
+        if (owner === undefined || owner.self) {
           refused++;
           continue;
         }

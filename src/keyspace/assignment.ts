@@ -115,20 +115,6 @@ export function moves(a: Assignment, b: Assignment): Move[] {
   return out;
 }
 
-/** The ranges member `id` owns in `a`, adjacent slices merged. */
-export function rangesOf(a: Assignment, id: string): { start: number; end: number }[] {
-  const out: { start: number; end: number }[] = [];
-  for (let i = 0; i < a.slices; i++) {
-    if (a.members[a.owners[i]!]!.id !== id) continue;
-    const start = a.starts[i]!;
-    const end = start + a.width(i);
-    const last = out[out.length - 1];
-    if (last && last.end === start) last.end = end;
-    else out.push({ start, end });
-  }
-  return out;
-}
-
 /** `span`'s points by their owner in `a`, in order, adjacent ones of one owner merged. */
 export function ownersOf(
   a: Assignment,
@@ -144,6 +130,13 @@ export function ownersOf(
     else out.push({ ...owner, start, end });
   }
   return out;
+}
+
+/** The ranges member `id` owns in `a`, adjacent slices merged. */
+export function rangesOf(a: Assignment, id: string): { start: number; end: number }[] {
+  return ownersOf(a, { start: 0, end: 2 ** 32 })
+    .filter((o) => o.id === id)
+    .map((o) => ({ start: o.start, end: o.end }));
 }
 
 /** Fraction of the key space whose owner differs between two assignments (by member id). */
