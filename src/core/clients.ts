@@ -47,6 +47,7 @@ const DEMAND_DECAY = 0.3;
 const RATE_TAU_MS = 1000;
 const FAST_TAU_MS = 250;
 const PEAK_TAU_MS = 5000;
+// `offered` derives the two faster decays from the slowest by powers: 5000 = 5 x 1000 = 20 x 250.
 /** How long the cached water level may be reused by other clients' reports. */
 const LEVEL_TTL_MS = 10;
 
@@ -87,26 +88,17 @@ export class ClientTable {
   private rateAt = Number.NEGATIVE_INFINITY;
   /** The largest single report's offered units lately (decays over PEAK_TAU_MS). */
   private peak = 0;
-  private level = Number.POSITIVE_INFINITY;
-  private levelCapacity = Number.NaN;
-  /** Demand of the clients at or under `level`, as of `levelAt`. */
-  private free = 0;
-  private levelAt = Number.NEGATIVE_INFINITY;
+  /** The max-min water level, made on the first division among several gateways. */
+  private water: WaterLevel | undefined = undefined;
   private prunedAt = 0;
   /** The staleness the table was last pruned with, so a sweep can prune it the same way. */
   staleMs = 0;
-  /** The gateways past `maxClients`, together; its `demand` and `held` are per member. */
-  private others: ClientShare | undefined = undefined;
-  private othersAt = Number.NEGATIVE_INFINITY;
-  /** Reports, offered units and held units per ms from the folded gateways, smoothed. */
-  private othersReports = 0;
-  private othersOffered = 0;
-  private othersHeldRate = 0;
-  /** The last report interval of a folded gateway (their reports per interval = their number). */
-  private othersSpan = 100;
-  /** The folded gateways' demand and holds together, as counted in sumDemand and sumHeld. */
-  private othersDemand = 0;
-  private othersHeld = 0;
+  /**
+   * The gateways past `maxClients`, together; made on the first one. Kept out of the table
+   * itself: a table is made for every key, and its size is what a million keys keep in memory
+   * and what batched ingest reads per report entry.
+   */
+  private folded: Folded | undefined = undefined;
 
   constructor(readonly maxClients = DEFAULT_MAX_CLIENTS_PER_KEY) {}
 
@@ -117,11 +109,7 @@ export class ClientTable {
 
   /** Gateways reporting the key: the tracked ones, and an estimate of how many are folded. */
   get size(): number {
-    return this.tracked + (this.others !== undefined ? this.othersCount() : 0);
-  }
-
-  private othersCount(): number {
-    return Math.max(1, Math.round(this.othersReports * this.othersSpan));
+    return this.tracked + (this.folded !== undefined ? this.folded.count() : 0);
   }
 
   upsert(clientId: string, now: number): ClientShare {
@@ -132,7 +120,7 @@ export class ClientTable {
       if (s === undefined) {
         s = new ClientShare();
         this.many.set(clientId, s);
-        this.levelAt = Number.NEGATIVE_INFINITY;
+        this.staleLevel();
       }
     } else if (this.sole === undefined) {
       s = this.sole = this.spare?.reset() ?? new ClientShare();
@@ -150,7 +138,7 @@ export class ClientTable {
       ]);
       this.sole = undefined;
       this.soleId = undefined;
-      this.levelAt = Number.NEGATIVE_INFINITY;
+      this.staleLevel();
     }
     s.lastSeen = now;
     return s;
@@ -158,24 +146,17 @@ export class ClientTable {
 
   /** The aggregate share of the gateways past `maxClients`. */
   private fold(now: number): ClientShare {
-    if (this.others === undefined) {
-      this.others = new ClientShare();
-      this.levelAt = Number.NEGATIVE_INFINITY;
+    if (this.folded === undefined) {
+      this.folded = new Folded();
+      this.staleLevel();
     }
-    this.others.lastSeen = now;
-    return this.others;
+    this.folded.share.lastSeen = now;
+    return this.folded.share;
   }
 
-  /** Decays the folded gateways' smoothed rates to `now`. */
-  private decayOthers(now: number, spanMs: number): void {
-    const tau = Math.max(RATE_TAU_MS, 4 * spanMs);
-    if (this.othersAt !== Number.NEGATIVE_INFINITY && now > this.othersAt) {
-      const f = Math.exp(-(now - this.othersAt) / tau);
-      this.othersReports *= f;
-      this.othersOffered *= f;
-      this.othersHeldRate *= f;
-    }
-    this.othersAt = Math.max(this.othersAt, now);
+  /** The cached water level no longer holds (a gateway came or went). */
+  private staleLevel(): void {
+    if (this.water !== undefined) this.water.at = Number.NEGATIVE_INFINITY;
   }
 
   /** Tracked gateways only: the folded ones have no id of their own (a snapshot leaves them out). */
@@ -190,8 +171,8 @@ export class ClientTable {
    * count) is demand that moved away, taken at once so its share goes to where it moved.
    */
   observe(s: ClientShare, offeredPerMs: number, intervalMs: number): void {
-    if (s === this.others) {
-      this.observeOthers(s, offeredPerMs, intervalMs);
+    if (this.folded !== undefined && s === this.folded.share) {
+      this.observeFolded(this.folded, offeredPerMs, intervalMs);
       return;
     }
     const units = offeredPerMs * intervalMs;
@@ -215,17 +196,18 @@ export class ClientTable {
   }
 
   /** One folded gateway's report: its offered rate is added to the aggregate's smoothed totals. */
-  private observeOthers(s: ClientShare, offeredPerMs: number, intervalMs: number): void {
+  private observeFolded(f: Folded, offeredPerMs: number, intervalMs: number): void {
+    const s = f.share;
     const span = Math.max(1, intervalMs);
-    this.decayOthers(s.lastSeen, span);
+    f.decay(s.lastSeen, span);
     const tau = Math.max(RATE_TAU_MS, 4 * span);
-    this.othersSpan = span;
-    this.othersReports += 1 / tau;
-    this.othersOffered += (offeredPerMs * span) / tau;
-    const total = this.othersOffered;
-    this.sumDemand += total - this.othersDemand;
-    this.othersDemand = total;
-    s.demand = total / this.othersCount();
+    f.span = span;
+    f.reports += 1 / tau;
+    f.offered += (offeredPerMs * span) / tau;
+    const total = f.offered;
+    this.sumDemand += total - f.demand;
+    f.demand = total;
+    s.demand = total / f.count();
     s.reports++;
   }
 
@@ -242,9 +224,15 @@ export class ClientTable {
       this.fast = this.fast + units / FAST_TAU_MS;
       this.peak = Math.max(units, this.peak);
     } else {
-      this.rate = this.rate * Math.exp(-dt / RATE_TAU_MS) + units / RATE_TAU_MS;
-      this.fast = this.fast * Math.exp(-dt / FAST_TAU_MS) + units / FAST_TAU_MS;
-      this.peak = Math.max(units, this.peak * Math.exp(-dt / PEAK_TAU_MS));
+      // One exp for the three decays (this runs per report entry): the time constants are
+      // multiples of each other, exp(-dt/1000) = exp(-dt/5000)^5 and exp(-dt/250) = that ^4.
+      const slow = Math.exp(-dt / PEAK_TAU_MS);
+      const s2 = slow * slow;
+      const rateDecay = s2 * s2 * slow;
+      const r2 = rateDecay * rateDecay;
+      this.rate = this.rate * rateDecay + units / RATE_TAU_MS;
+      this.fast = this.fast * (r2 * r2) + units / FAST_TAU_MS;
+      this.peak = Math.max(units, this.peak * slow);
     }
     this.rateAt = now;
   }
@@ -268,15 +256,16 @@ export class ClientTable {
   }
 
   setHeld(s: ClientShare, held: number): void {
-    if (s === this.others) {
+    const f = this.folded;
+    if (f !== undefined && s === f.share) {
       // Each folded gateway reports its own absolute holds: their sum is estimated as the rate
       // of held units reported times the interval (each reports once per interval).
-      this.decayOthers(s.lastSeen, this.othersSpan);
-      this.othersHeldRate += held / Math.max(RATE_TAU_MS, 4 * this.othersSpan);
-      const total = Math.max(held, this.othersHeldRate * this.othersSpan);
-      this.sumHeld += total - this.othersHeld;
-      this.othersHeld = total;
-      s.held = total / this.othersCount();
+      f.decay(s.lastSeen, f.span);
+      f.heldRate += held / Math.max(RATE_TAU_MS, 4 * f.span);
+      const total = Math.max(held, f.heldRate * f.span);
+      this.sumHeld += total - f.held;
+      f.held = total;
+      s.held = total / f.count();
       return;
     }
     this.sumHeld += held - s.held;
@@ -305,18 +294,15 @@ export class ClientTable {
           this.many.delete(id);
           this.sumDemand -= s.demand;
           this.sumHeld -= s.held;
-          this.levelAt = Number.NEGATIVE_INFINITY;
+          this.staleLevel();
         }
       }
     }
-    if (this.others !== undefined && this.others.lastSeen < cutoff) {
-      this.sumDemand -= this.othersDemand;
-      this.sumHeld -= this.othersHeld;
-      this.others = undefined;
-      this.othersAt = Number.NEGATIVE_INFINITY;
-      this.othersReports = this.othersOffered = this.othersHeldRate = 0;
-      this.othersDemand = this.othersHeld = 0;
-      this.levelAt = Number.NEGATIVE_INFINITY;
+    if (this.folded !== undefined && this.folded.share.lastSeen < cutoff) {
+      this.sumDemand -= this.folded.demand;
+      this.sumHeld -= this.folded.held;
+      this.folded = undefined;
+      this.staleLevel();
     }
     if (this.size === 0) {
       // Running sums drift by float rounding; an empty table resets them exactly.
@@ -333,10 +319,11 @@ export class ClientTable {
   fairShare(s: ClientShare, capacity: number, now: number): number {
     const n = this.size;
     if (this.sumDemand <= capacity) return s.demand + (capacity - this.sumDemand) / n;
-    if (this.others === undefined && this.many === undefined) return capacity;
-    this.levelFor(capacity, now);
-    if (s === this.others) return Math.min(this.othersDemand, this.level) / this.othersCount();
-    return Math.min(s.demand, this.level);
+    const f = this.folded;
+    if (f === undefined && this.many === undefined) return capacity;
+    const level = this.levelFor(capacity, now).level;
+    if (f !== undefined && s === f.share) return Math.min(f.demand, level) / f.count();
+    return Math.min(s.demand, level);
   }
 
   /**
@@ -345,26 +332,69 @@ export class ClientTable {
    */
   freeDemand(capacity: number, now: number): number {
     if (this.sumDemand <= capacity) return this.sumDemand;
-    if (this.others === undefined && this.many === undefined) return 0;
-    this.levelFor(capacity, now);
-    return this.free;
+    if (this.folded === undefined && this.many === undefined) return 0;
+    return this.levelFor(capacity, now).free;
   }
 
-  private levelFor(capacity: number, now: number): void {
-    if (now - this.levelAt <= LEVEL_TTL_MS && Math.abs(capacity - this.levelCapacity) <= capacity * 0.02)
-      return;
+  private levelFor(capacity: number, now: number): WaterLevel {
+    this.water ??= new WaterLevel();
+    const w = this.water;
+    if (now - w.at <= LEVEL_TTL_MS && Math.abs(capacity - w.capacity) <= capacity * 0.02) return w;
     const demands: number[] = [];
     if (this.many !== undefined) for (const c of this.many.values()) demands.push(c.demand);
     else if (this.sole !== undefined) demands.push(this.sole.demand);
     // The folded gateways take part as one client; they split its share.
-    if (this.others !== undefined) demands.push(this.othersDemand);
+    if (this.folded !== undefined) demands.push(this.folded.demand);
     const level = waterLevel(demands, capacity);
     let free = 0;
     for (const d of demands) if (d <= level) free += d;
-    this.level = level;
-    this.free = free;
-    this.levelCapacity = capacity;
-    this.levelAt = now;
+    w.level = level;
+    w.free = free;
+    w.capacity = capacity;
+    w.at = now;
+    return w;
+  }
+}
+
+/** A table's max-min water level over its gateways' demands, reused for LEVEL_TTL_MS. */
+class WaterLevel {
+  level = Number.POSITIVE_INFINITY;
+  capacity = Number.NaN;
+  /** Demand of the gateways at or under `level`, as of `at`. */
+  free = 0;
+  at = Number.NEGATIVE_INFINITY;
+}
+
+/** The gateways past a table's `maxClients`, as one aggregate client. */
+class Folded {
+  /** Their entry in the division; its `demand` and `held` are per member. */
+  readonly share = new ClientShare();
+  at = Number.NEGATIVE_INFINITY;
+  /** Reports, offered units and held units per ms from the folded gateways, smoothed. */
+  reports = 0;
+  offered = 0;
+  heldRate = 0;
+  /** The last report interval of a folded gateway (their reports per interval = their number). */
+  span = 100;
+  /** Their demand and holds together, as counted in the table's sumDemand and sumHeld. */
+  demand = 0;
+  held = 0;
+
+  /** How many gateways are folded: the rate of their reports times the interval. */
+  count(): number {
+    return Math.max(1, Math.round(this.reports * this.span));
+  }
+
+  /** Decays the smoothed rates to `now`. */
+  decay(now: number, spanMs: number): void {
+    const tau = Math.max(RATE_TAU_MS, 4 * spanMs);
+    if (this.at !== Number.NEGATIVE_INFINITY && now > this.at) {
+      const f = Math.exp(-(now - this.at) / tau);
+      this.reports *= f;
+      this.offered *= f;
+      this.heldRate *= f;
+    }
+    this.at = Math.max(this.at, now);
   }
 }
 

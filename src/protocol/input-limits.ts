@@ -63,6 +63,50 @@ export function amountProblem(name: string, v: number, limits: InputLimits): str
   return undefined;
 }
 
+/** A report entry's amounts, as the Limiter reads them. */
+export interface EntryAmounts {
+  admitted: number;
+  rejected: number;
+  held: number;
+  windowAdmitted: number;
+  refunded?: number;
+}
+
+/**
+ * Why one of a report entry's five amounts is unacceptable, or undefined. One comparison chain for
+ * the usual entry (every amount a number from 0 to the maximum; NaN fails every comparison), the
+ * named reasons only for one that fails it: this runs once per entry of every report.
+ */
+export function entryAmountProblem(e: EntryAmounts, limits: InputLimits): string | undefined {
+  const max = limits.maxAmount;
+  const refunded = e.refunded ?? 0;
+  if (
+    typeof e.admitted === "number" &&
+    typeof e.rejected === "number" &&
+    typeof e.held === "number" &&
+    typeof e.windowAdmitted === "number" &&
+    typeof refunded === "number" &&
+    e.admitted >= 0 &&
+    e.admitted <= max &&
+    e.rejected >= 0 &&
+    e.rejected <= max &&
+    e.held >= 0 &&
+    e.held <= max &&
+    e.windowAdmitted >= 0 &&
+    e.windowAdmitted <= max &&
+    refunded >= 0 &&
+    refunded <= max
+  )
+    return undefined;
+  return (
+    amountProblem("admitted", e.admitted, limits) ??
+    amountProblem("rejected", e.rejected, limits) ??
+    amountProblem("held", e.held, limits) ??
+    amountProblem("window_admitted", e.windowAdmitted, limits) ??
+    amountProblem("refunded", refunded, limits)
+  );
+}
+
 /** Why a key is unacceptable before it is even parsed, or undefined. */
 export function keyProblem(key: string, limits: InputLimits): string | undefined {
   if (key.length === 0) return "key is empty";

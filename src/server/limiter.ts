@@ -8,7 +8,7 @@ import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError, PermissionDeniedError } from "../core/errors.js";
 import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
-import { amountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
+import { amountProblem, entryAmountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
   AcquireRequest,
@@ -234,12 +234,7 @@ export class Limiter {
         );
         continue;
       }
-      const bad =
-        amountProblem("admitted", e.admitted, this.limits) ??
-        amountProblem("rejected", e.rejected, this.limits) ??
-        amountProblem("held", e.held, this.limits) ??
-        amountProblem("window_admitted", e.windowAdmitted, this.limits) ??
-        amountProblem("refunded", e.refunded ?? 0, this.limits);
+      const bad = entryAmountProblem(e, this.limits);
       if (bad !== undefined) {
         rows.set(i, this.failItem("report", itemError(ErrorCode.INVALID_AMOUNT, bad)));
         continue;
@@ -288,7 +283,8 @@ export class Limiter {
         continue;
       }
       this.metrics.policy(p.kind);
-      this.notePolicy(r, clientId, p, e, span, hit!.counter?.clients?.size ?? 1, now);
+      const gateways = hit!.counter?.clients?.size ?? 1;
+      this.notePolicy(r, clientId, p, e, span, gateways, now);
       if (apply) {
         applied++;
         if (r.rule.domain !== domain) {
@@ -300,7 +296,7 @@ export class Limiter {
         admittedSum += e.admitted;
         rejectedSum += e.rejected;
       }
-      keyPolicyRow(rows, i, p, this.dividedLimit(r, now), hit!.counter?.clients?.size ?? 1, now);
+      keyPolicyRow(rows, i, p, this.dividedLimit(r, now), gateways, now);
       if (byString) rows.put(i, P_KEY_HANDLE, hit!.handle);
     }
     if (domain !== "") this.metrics.reported(domain, admittedSum, rejectedSum);

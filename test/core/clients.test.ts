@@ -69,3 +69,21 @@ describe("a pruned gateway's entry is reused, not reallocated (issue 16, GC at 1
     expect(table.sumDemand).toBe(0);
   });
 });
+
+describe("a key's offered rate", () => {
+  it("decays by exp(-dt/1000) and exp(-dt/250) (derived from one exp), the peak by exp(-dt/5000)", () => {
+    for (const dt of [1, 7, 100, 999, 4321, 60_000]) {
+      const table = new ClientTable();
+      table.offered(400, T0);
+      table.offered(40, T0 + dt);
+      const rate = (400 * Math.exp(-dt / 1000)) / 1000 + 40 / 1000;
+      const fast = (400 * Math.exp(-dt / 250)) / 250 + 40 / 250;
+      const got = table.offeredRate(T0 + dt);
+      expect(got / Math.max(rate, fast), `dt ${dt}`).toBeCloseTo(1, 12);
+      expect(table.peakReport(T0 + dt) / Math.max(40, 400 * Math.exp(-dt / 5000)), `dt ${dt}`).toBeCloseTo(
+        1,
+        12,
+      );
+    }
+  });
+});
