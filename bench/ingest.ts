@@ -7,6 +7,7 @@
  *
  *   npm run bench:ingest [-- --keys 100000 --batch 500 --rounds 7 --profile]   (builds dist/ first)
  *   npm run bench:ingest -- --before /tmp/old/dist   (another build's handler path in the same rounds)
+ *   npm run bench:ingest -- --cluster   (ownership as a cluster member checks it: each key's slice)
  *
  * Each round sends every body at least once and at least 200 requests (small key sets repeat).
  * Requests name keys by handle (as gateways do once the server issued them); a second pair of
@@ -51,15 +52,16 @@ const opts = parseArgs({
   profileSeconds: 4,
   alloc: false,
   before: "",
+  cluster: false,
 });
 const m = machine();
 console.log(
   `ingest benchmark: ${m.cpuModel}, ${m.nproc} CPUs, node ${m.node}, git ${m.git}, load average ${m.loadAvg1m.toFixed(2)}\n` +
-    `one thread, in-process; ${num(opts.keys)} keys in batches of ${opts.batch}, ${opts.rounds} rounds each, taking turns\n`,
+    `one thread, in-process${opts.cluster ? ", as a cluster member" : ""}; ${num(opts.keys)} keys in batches of ${opts.batch}, ${opts.rounds} rounds each, taking turns\n`,
 );
 
-const { engine, report: handle } = await distLimiter();
-const before = opts.before === "" ? undefined : await distLimiter(undefined, opts.before);
+const { engine, report: handle } = await distLimiter(undefined, undefined, opts.cluster);
+const before = opts.before === "" ? undefined : await distLimiter(undefined, opts.before, opts.cluster);
 const clientId = Buffer.from("bench-gw-1");
 let seq = 0;
 

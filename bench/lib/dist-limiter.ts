@@ -17,7 +17,7 @@ const DIST = process.env.BENCH_DIST
  * A standalone Limiter on the bench config, and the gRPC codecs of its methods, from dist/ (or
  * from the build in `distDir`, e.g. an older commit's, to compare two in one process).
  */
-export async function distLimiter(maxCounters?: number, distDir?: string) {
+export async function distLimiter(maxCounters?: number, distDir?: string, cluster = false) {
   const base = distDir === undefined ? DIST : pathToFileURL(`${path.resolve(distDir)}/`);
   const dist = (f: string) => import(new URL(f, base).href);
   const { compileSources } = (await dist("config/load.js")) as typeof import("../../src/config/load.js");
@@ -36,11 +36,27 @@ export async function distLimiter(maxCounters?: number, distDir?: string) {
   )) as typeof import("../../src/server/ownership.js");
 
   const engine = new Engine(maxCounters === undefined ? {} : { maxCounters });
+  // `cluster`: ownership as a cluster member has it (every key's slice looked up in the
+  // assignment), here the one member of a one-slice assignment, so every key is still served.
+  let ownership: import("../../src/server/ownership.js").Ownership = new StandaloneOwnership("bench");
+  if (cluster) {
+    const { ClusterOwnership } = (await dist(
+      "cluster/cluster-ownership.js",
+    )) as typeof import("../../src/cluster/cluster-ownership.js");
+    const { Assignment } = (await dist(
+      "keyspace/assignment.js",
+    )) as typeof import("../../src/keyspace/assignment.js");
+    const member = new ClusterOwnership({ selfId: "bench", clock: systemClock, handoffTimeoutMs: 1000 });
+    member.update(
+      new Assignment(1, [{ id: "bench", address: "bench:1" }], Uint32Array.of(0), Uint16Array.of(0)),
+    );
+    ownership = member;
+  }
   const limiter = new Limiter({
     engine,
     clock: systemClock,
     config: compileSources([{ file: "bench.yaml", text: BENCH_CONFIG }]),
-    ownership: new StandaloneOwnership("bench"),
+    ownership,
     limits: { ...DEFAULT_INPUT_LIMITS },
     metrics: new PromMetrics({ counters: () => engine.size, clients: () => 0, ready: () => true }),
   });

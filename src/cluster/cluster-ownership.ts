@@ -347,8 +347,7 @@ export class ClusterOwnership implements Ownership {
     return { generation: a?.generation ?? 0, ranges };
   }
 
-  check(shardKey: string): OwnershipVerdict {
-    const point = keyPoint(shardKey);
+  check(shardKey: string, point = keyPoint(shardKey)): OwnershipVerdict {
     const a = this.assignment;
     if (a === undefined || this.selfIndex < 0 || this.suspended) return "not_owner";
     const slice = a.sliceOf(point);
@@ -360,10 +359,10 @@ export class ClusterOwnership implements Ownership {
     return "own";
   }
 
-  ownerOf(shardKey: string): Owner | undefined {
+  ownerOf(shardKey: string, point = keyPoint(shardKey)): Owner | undefined {
     const a = this.assignment;
     if (!a) return undefined;
-    const i = a.owners[a.sliceOf(keyPoint(shardKey))]!;
+    const i = a.owners[a.sliceOf(point)]!;
     const m = a.members[i]!;
     return { id: m.id, address: m.address, self: i === this.selfIndex };
   }

@@ -8,6 +8,7 @@ import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError, PermissionDeniedError } from "../core/errors.js";
 import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
+import { keyPoint } from "../keyspace/hash.js";
 import { amountProblem, entryAmountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
@@ -144,16 +145,14 @@ export class Limiter {
   private route(key: string, asked: number): Resolved | undefined | ItemError {
     const bad = keyProblem(key, this.limits);
     if (bad !== undefined) return itemError(ErrorCode.INVALID_KEY, bad);
-    return this.owned(key, this.resolver.resolve(key), asked);
+    return this.owned(this.resolver.lookup(key), asked);
   }
 
   /** Whether this server may decide `r` for a request routed with generation `asked`. */
-  private owned(
-    key: string,
-    r: Resolved | undefined | string,
-    asked: number,
-  ): Resolved | undefined | ItemError {
+  private owned(hit: CachedKey, asked: number): Resolved | undefined | ItemError {
+    const r = hit.resolved;
     if (typeof r === "string") {
+      const key = hit.key;
       return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
     }
     if (r === undefined) return undefined;
@@ -166,7 +165,8 @@ export class Limiter {
         `this server has not confirmed generation ${asked} yet (it serves generation ${generation})`,
       );
     }
-    const verdict = this.ownership.check(r.shardKey);
+    hit.point ??= keyPoint(r.shardKey);
+    const verdict = this.ownership.check(r.shardKey, hit.point);
     if (verdict === "own") return r;
     return verdict === "not_owner"
       ? itemError(ErrorCode.NOT_OWNER, `not the owner of this key in generation ${generation}`)
@@ -245,16 +245,13 @@ export class Limiter {
       if (byString) {
         const badKey = keyProblem(e.key, this.limits);
         hit = badKey === undefined ? this.resolver.lookup(e.key) : undefined;
-        r =
-          hit === undefined
-            ? itemError(ErrorCode.INVALID_KEY, badKey!)
-            : this.owned(hit.key, hit.resolved, req.generation);
+        r = hit === undefined ? itemError(ErrorCode.INVALID_KEY, badKey!) : this.owned(hit, req.generation);
       } else {
         hit = this.resolver.byHandle(req.keyEpoch, e.keyHandle!);
         r =
           hit === undefined
             ? this.unknownHandle(req.keyEpoch, e.keyHandle!)
-            : this.owned(hit.key, hit.resolved, req.generation);
+            : this.owned(hit, req.generation);
       }
       if (r === undefined) {
         rows.set(

@@ -19,9 +19,10 @@ export interface Owner {
 export interface Ownership {
   /** The assignment generation this server serves in (0 standalone). */
   generation(): number;
-  check(shardKey: string): OwnershipVerdict;
-  /** The owner of `shardKey`; undefined while no assignment is known. */
-  ownerOf(shardKey: string): Owner | undefined;
+  /** `point`: `keyPoint(shardKey)`, when the caller keeps it (else it is computed here). */
+  check(shardKey: string, point?: number): OwnershipVerdict;
+  /** The owner of `shardKey` (`point` as for `check`); undefined while no assignment is known. */
+  ownerOf(shardKey: string, point?: number): Owner | undefined;
   /**
    * Resolves at the next change of assignment or readiness, or after `ms`, whichever is first:
    * what a caller that met `not_owner` or `not_ready` waits for before trying again.

@@ -14,6 +14,11 @@ export interface CachedKey {
   parentCounter?: Counter | undefined;
   /** Index + 1 in this table: what gateways may send instead of the key string. */
   readonly handle: number;
+  /**
+   * Where the shard key lands (`keyPoint`), once an ownership check asked: hashing it costs more
+   * than the rest of a report entry's counting, and a cluster member checks every entry.
+   */
+  point: number | undefined;
 }
 
 /**
@@ -46,14 +51,15 @@ export class KeyResolver {
     let hit = this.byKey.get(key);
     if (hit === undefined) {
       const resolved = resolveKey(this.config, key);
-      if (typeof resolved === "string") return { key, resolved, counter: undefined, handle: 0 };
+      if (typeof resolved === "string")
+        return { key, resolved, counter: undefined, handle: 0, point: undefined };
       if (this.entries.length >= this.maxEntries || this.chars + key.length > this.maxChars) {
         this.byKey.clear();
         this.entries = [];
         this.chars = 0;
         this.epoch = this.epoch === 0x7fff_ffff ? 1 : this.epoch + 1;
       }
-      hit = { key, resolved, counter: undefined, handle: this.entries.length + 1 };
+      hit = { key, resolved, counter: undefined, handle: this.entries.length + 1, point: undefined };
       this.entries.push(hit);
       this.byKey.set(key, hit);
       this.chars += key.length;

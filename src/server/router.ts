@@ -7,6 +7,7 @@ import {
   ShardlimitError,
   UnavailableError,
 } from "../core/errors.js";
+import { keyPoint } from "../keyspace/hash.js";
 import { ErrorCode, serverRetries } from "../protocol/item-errors.js";
 import type {
   CheckRequest,
@@ -394,11 +395,13 @@ export class Router {
     let remote: Map<string, [Owner, number[]]> | undefined;
     for (const j of among) {
       const r = plan.active[plan.limited[j]!]!;
-      const owner = ownership.ownerOf(r.shardKey);
+      // Hashed once for both questions (a hash costs more than the rest of this loop).
+      const point = keyPoint(r.shardKey);
+      const owner = ownership.ownerOf(r.shardKey, point);
       if (owner === undefined) {
         waiting.push(j);
       } else if (owner.self) {
-        if (ownership.check(r.shardKey) === "own") local.push(j);
+        if (ownership.check(r.shardKey, point) === "own") local.push(j);
         else waiting.push(j);
       } else {
         remote ??= new Map();
