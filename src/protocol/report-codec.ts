@@ -619,6 +619,28 @@ function room(p: number, n: number): void {
 
 /** A `ReportResponse`'s bytes, the same as protobufjs's encoder writes. */
 export function encodeReportResponse(m: ReportResponse): Buffer {
+  const at = writeReportResponse(m);
+  const bytes = Buffer.allocUnsafe(at);
+  scratch.copy(bytes, 0, 0, at);
+  return bytes;
+}
+
+/**
+ * The same bytes behind gRPC's 5-byte message prefix (uncompressed, length), in one Buffer: what
+ * the lean transport sends. Framing `encodeReportResponse`'s bytes instead made and copied a
+ * response (15 KB for 500 entries) twice.
+ */
+export function frameReportResponse(m: ReportResponse): Buffer {
+  const at = writeReportResponse(m);
+  const frame = Buffer.allocUnsafe(5 + at);
+  frame[0] = 0;
+  frame.writeUInt32BE(at, 1);
+  scratch.copy(frame, 5, 0, at);
+  return frame;
+}
+
+/** Writes `m` into `scratch` from 0; returns its length. */
+function writeReportResponse(m: ReportResponse): number {
   const answer = m instanceof ReportAnswer ? m : undefined;
   const count = answer !== undefined ? answer.rows.count : m.policies != null ? m.policies.length : 0;
   const rows = answer !== undefined ? answer.rows : count > 0 ? rowsOf(m.policies) : spareRows;
@@ -673,8 +695,6 @@ export function encodeReportResponse(m: ReportResponse): Buffer {
     out[at++] = 0x38;
     out[at++] = m.tooOld ? 1 : 0;
   }
-  const bytes = Buffer.allocUnsafe(at);
-  scratch.copy(bytes, 0, 0, at);
   out = EMPTY;
-  return bytes;
+  return at;
 }

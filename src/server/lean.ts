@@ -4,6 +4,7 @@ import { TLSSocket } from "node:tls";
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock, Timer } from "../core/clock.js";
 import { frameCheckResponse, frameEnvoyResponse } from "../protocol/fast-encode.js";
+import { frameReportResponse } from "../protocol/report-codec.js";
 import type { MetadataLike, PeerCertificateLike } from "../security/identity.js";
 
 /**
@@ -287,6 +288,7 @@ type Framer = (m: unknown) => Buffer | undefined;
 const FRAMERS: Record<string, Framer> = {
   "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": frameEnvoyResponse as Framer,
   "/shardlimit.v1.RateLimiter/Check": frameCheckResponse as Framer,
+  "/shardlimit.v1.RateLimiter/ReportAndGetPolicy": frameReportResponse as Framer,
 };
 
 function frameOf(body: Buffer): Buffer {

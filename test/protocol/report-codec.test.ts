@@ -5,6 +5,7 @@ import { root } from "../../src/protocol/proto.js";
 import {
   decodeReportRequest,
   encodeReportResponse,
+  frameReportResponse,
   ReportDecodeError,
 } from "../../src/protocol/report-codec.js";
 
@@ -110,6 +111,18 @@ describe("the hand-written ReportAndGetPolicy codec", () => {
         expect(encodeReportResponse(m as never).equals(want)).toBe(true);
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it("frames every response as gRPC does: a zero byte, the length big-endian, protobufjs's bytes", () => {
+    fc.assert(
+      fc.property(response, (m) => {
+        const body = Buffer.from(ResponseType.encode(m).finish());
+        const head = Buffer.alloc(5);
+        head.writeUInt32BE(body.length, 1);
+        expect(frameReportResponse(m as never).equals(Buffer.concat([head, body]))).toBe(true);
+      }),
+      { numRuns: 300 },
     );
   });
 

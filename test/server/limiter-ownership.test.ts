@@ -7,7 +7,7 @@ import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import { Limiter } from "../../src/server/limiter.js";
 import { noopMetrics } from "../../src/server/metrics.js";
-import type { OwnershipVerdict } from "../../src/server/ownership.js";
+import type { Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
 import { API_CONFIG } from "./api-config.js";
 
@@ -16,19 +16,35 @@ import { API_CONFIG } from "./api-config.js";
  * kept per key (a hash costs more than the counting): the point it passes must be the key's own,
  * for keys sent by string and by handle, or a cluster member would serve or refuse the wrong keys.
  */
-class RecordingOwnership extends StandaloneOwnership {
+class RecordingOwnership implements Ownership {
+  private readonly standalone: StandaloneOwnership;
   asked: [string, number | undefined][] = [];
   refuse = new Set<string>();
-  override check(shardKey: string, point?: number): OwnershipVerdict {
+  constructor(clock: ManualClock) {
+    this.standalone = new StandaloneOwnership("self:1", clock);
+  }
+  check(shardKey: string, point?: number): OwnershipVerdict {
     this.asked.push([shardKey, point]);
     return this.refuse.has(shardKey) ? "not_owner" : "own";
+  }
+  generation() {
+    return this.standalone.generation();
+  }
+  ownerOf() {
+    return this.standalone.ownerOf();
+  }
+  changed(ms: number) {
+    return this.standalone.changed(ms);
+  }
+  view() {
+    return this.standalone.view();
   }
 }
 
 describe("the Limiter's ownership checks", () => {
   it("pass each key's own point, by string, by handle and in Check, and honour the verdict", () => {
     const clock = new ManualClock(1_700_000_000_000);
-    const ownership = new RecordingOwnership("self:1", clock);
+    const ownership = new RecordingOwnership(clock);
     const limiter = new Limiter({
       engine: new Engine(),
       clock,
