@@ -10,7 +10,7 @@ import {
 import { keyPoint, pointToWire } from "../keyspace/hash.js";
 import { intersect, type Span, subtract } from "../keyspace/range-set.js";
 import type { ClusterView } from "../protocol/messages.js";
-import type { Owner, Ownership, OwnershipVerdict } from "../server/ownership.js";
+import type { Owner, Ownership, OwnershipVerdict, Placed } from "../server/ownership.js";
 
 /**
  * `PendingRange.from` of a range whose previous holder this server cannot name: it skipped the
@@ -347,7 +347,8 @@ export class ClusterOwnership implements Ownership {
     return { generation: a?.generation ?? 0, ranges };
   }
 
-  check(shardKey: string, point = keyPoint(shardKey)): OwnershipVerdict {
+  check(shardKey: string, placed?: Placed): OwnershipVerdict {
+    const point = pointOf(shardKey, placed);
     const a = this.assignment;
     if (a === undefined || this.selfIndex < 0 || this.suspended) return "not_owner";
     const slice = a.sliceOf(point);
@@ -359,10 +360,10 @@ export class ClusterOwnership implements Ownership {
     return "own";
   }
 
-  ownerOf(shardKey: string, point = keyPoint(shardKey)): Owner | undefined {
+  ownerOf(shardKey: string, placed?: Placed): Owner | undefined {
     const a = this.assignment;
     if (!a) return undefined;
-    const i = a.owners[a.sliceOf(point)]!;
+    const i = a.owners[a.sliceOf(pointOf(shardKey, placed))]!;
     const m = a.members[i]!;
     return { id: m.id, address: m.address, self: i === this.selfIndex };
   }
@@ -422,4 +423,11 @@ function settled<T extends PendingRange>(
     }
   }
   return changed ? next : list;
+}
+
+/** The key's point, from `placed` when the caller kept it, else hashed (and kept there). */
+function pointOf(shardKey: string, placed: Placed | undefined): number {
+  if (placed === undefined) return keyPoint(shardKey);
+  placed.point ??= keyPoint(shardKey);
+  return placed.point;
 }

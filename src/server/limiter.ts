@@ -8,7 +8,6 @@ import type { Engine } from "../core/engine.js";
 import { InvalidArgumentError, PermissionDeniedError } from "../core/errors.js";
 import { bothPolicies, type Policy, PolicyKind } from "../core/policy.js";
 import { PRIORITIES, PRIORITY_RANK } from "../core/priority.js";
-import { keyPoint } from "../keyspace/hash.js";
 import { amountProblem, entryAmountProblem, type InputLimits, keyProblem } from "../protocol/input-limits.js";
 import { ErrorCode, errorName, type ItemError, itemError } from "../protocol/item-errors.js";
 import type {
@@ -165,8 +164,7 @@ export class Limiter {
         `this server has not confirmed generation ${asked} yet (it serves generation ${generation})`,
       );
     }
-    hit.point ??= keyPoint(r.shardKey);
-    const verdict = this.ownership.check(r.shardKey, hit.point);
+    const verdict = this.ownership.check(r.shardKey, hit);
     if (verdict === "own") return r;
     return verdict === "not_owner"
       ? itemError(ErrorCode.NOT_OWNER, `not the owner of this key in generation ${generation}`)

@@ -19,16 +19,26 @@ export interface Owner {
 export interface Ownership {
   /** The assignment generation this server serves in (0 standalone). */
   generation(): number;
-  /** `point`: `keyPoint(shardKey)`, when the caller keeps it (else it is computed here). */
-  check(shardKey: string, point?: number): OwnershipVerdict;
-  /** The owner of `shardKey` (`point` as for `check`); undefined while no assignment is known. */
-  ownerOf(shardKey: string, point?: number): Owner | undefined;
+  /** `placed`: where the caller keeps the key's point, filled here when it is needed. */
+  check(shardKey: string, placed?: Placed): OwnershipVerdict;
+  /** The owner of `shardKey` (`placed` as for `check`); undefined while no assignment is known. */
+  ownerOf(shardKey: string, placed?: Placed): Owner | undefined;
   /**
    * Resolves at the next change of assignment or readiness, or after `ms`, whichever is first:
    * what a caller that met `not_owner` or `not_ready` waits for before trying again.
    */
   changed(ms: number): Promise<void>;
   view(): ClusterView;
+}
+
+/**
+ * A key's point in the key space (`keyPoint` of its shard key), kept by the caller across checks:
+ * hashing a key costs more than the rest of a report entry's counting, and a cluster member checks
+ * every entry. Undefined until an ownership that places keys by point fills it; a standalone
+ * server never does.
+ */
+export interface Placed {
+  point: number | undefined;
 }
 
 export class StandaloneOwnership implements Ownership {

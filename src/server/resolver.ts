@@ -14,10 +14,7 @@ export interface CachedKey {
   parentCounter?: Counter | undefined;
   /** Index + 1 in this table: what gateways may send instead of the key string. */
   readonly handle: number;
-  /**
-   * Where the shard key lands (`keyPoint`), once an ownership check asked: hashing it costs more
-   * than the rest of a report entry's counting, and a cluster member checks every entry.
-   */
+  /** Where the shard key lands, once a cluster member's ownership check asked (`Placed`). */
   point: number | undefined;
 }
 

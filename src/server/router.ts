@@ -7,7 +7,6 @@ import {
   ShardlimitError,
   UnavailableError,
 } from "../core/errors.js";
-import { keyPoint } from "../keyspace/hash.js";
 import { ErrorCode, serverRetries } from "../protocol/item-errors.js";
 import type {
   CheckRequest,
@@ -25,7 +24,7 @@ import { type CallLike, type CheckWaits, capWaits, DEADLINE_MARGIN_MS, msLeft } 
 import type { EnvoyRateLimit } from "./envoy.js";
 import type { EnvoyPlan } from "./envoy-plan.js";
 import type { Limiter } from "./limiter.js";
-import type { Owner, Ownership } from "./ownership.js";
+import type { Owner, Ownership, Placed } from "./ownership.js";
 
 /**
  * Passes calls on to the server that owns their keys. Rejects with `NotOwnerError` when the
@@ -396,12 +395,12 @@ export class Router {
     for (const j of among) {
       const r = plan.active[plan.limited[j]!]!;
       // Hashed once for both questions (a hash costs more than the rest of this loop).
-      const point = keyPoint(r.shardKey);
-      const owner = ownership.ownerOf(r.shardKey, point);
+      const placed: Placed = { point: undefined };
+      const owner = ownership.ownerOf(r.shardKey, placed);
       if (owner === undefined) {
         waiting.push(j);
       } else if (owner.self) {
-        if (ownership.check(r.shardKey, point) === "own") local.push(j);
+        if (ownership.check(r.shardKey, placed) === "own") local.push(j);
         else waiting.push(j);
       } else {
         remote ??= new Map();

@@ -21,6 +21,18 @@ function keyIn(half: 0 | 1): string {
 }
 
 describe("ownership by generation", () => {
+  it("keeps a key's point where the caller asks, and answers from a kept one without hashing", () => {
+    const o = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
+    o.update(table(1, [m("a"), m("b")], [0, 1]));
+    const placed: { point: number | undefined } = { point: undefined };
+    expect(o.check(keyIn(0), placed)).toBe("own");
+    expect(placed.point).toBe(keyPoint(keyIn(0)));
+    // A kept point is taken as the key's: one in b's half is answered as b's.
+    expect(o.check(keyIn(0), { point: HALF + 1 })).toBe("not_owner");
+    expect(o.ownerOf(keyIn(0), { point: HALF + 1 })?.id).toBe("b");
+    expect(o.ownerOf(keyIn(1), placed)?.id).toBe("a");
+  });
+
   it("owns nothing before an assignment, then exactly its slices", () => {
     const o = new ClusterOwnership({ selfId: "a", clock: new ManualClock(), handoffTimeoutMs: 1000 });
     expect(o.check(keyIn(0))).toBe("not_owner");

@@ -7,7 +7,7 @@ import { DEFAULT_INPUT_LIMITS } from "../../src/protocol/input-limits.js";
 import { ErrorCode } from "../../src/protocol/item-errors.js";
 import { Limiter } from "../../src/server/limiter.js";
 import { noopMetrics } from "../../src/server/metrics.js";
-import type { Ownership, OwnershipVerdict } from "../../src/server/ownership.js";
+import type { Ownership, OwnershipVerdict, Placed } from "../../src/server/ownership.js";
 import { StandaloneOwnership } from "../../src/server/ownership.js";
 import { API_CONFIG } from "./api-config.js";
 
@@ -23,8 +23,12 @@ class RecordingOwnership implements Ownership {
   constructor(clock: ManualClock) {
     this.standalone = new StandaloneOwnership("self:1", clock);
   }
-  check(shardKey: string, point?: number): OwnershipVerdict {
-    this.asked.push([shardKey, point]);
+  check(shardKey: string, placed?: Placed): OwnershipVerdict {
+    // As a cluster member does: the point from the caller's keeping, or hashed and kept there.
+    if (placed !== undefined) {
+      placed.point ??= keyPoint(shardKey);
+      this.asked.push([shardKey, placed.point]);
+    } else this.asked.push([shardKey, undefined]);
     return this.refuse.has(shardKey) ? "not_owner" : "own";
   }
   generation() {
