@@ -13,6 +13,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { HEAP_OPTIONS } from "../src/app/heap.js";
+import { grpcFrame } from "../src/protocol/fast-encode.js";
 import { BUILT_CLI, ensureBuilt } from "../src/testkit/cli.js";
 import { tempDir } from "../src/testkit/temp-dir.js";
 import { machine, num, parseArgs, printTable, writeResult } from "./lib/common.js";
@@ -30,10 +31,7 @@ const request = EnvoyRequestType.encode({
   hitsAddend: 1,
 }).finish();
 const bodyFile = path.join(dir, "body.bin");
-const framed = Buffer.alloc(5 + request.length);
-framed.writeUInt32BE(request.length, 1);
-Buffer.from(request).copy(framed, 5);
-writeFileSync(bodyFile, framed);
+writeFileSync(bodyFile, grpcFrame(request));
 /** The do-nothing server's fixed answer: what shardlimit answers this request. */
 const answer = Buffer.from(
   EnvoyResponseType.encode({

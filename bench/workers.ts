@@ -16,6 +16,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { grpcFrame } from "../src/protocol/fast-encode.js";
 import { connect } from "../src/protocol/rpc.js";
 import { BUILT_CLI, ensureBuilt } from "../src/testkit/cli.js";
 import { tempDir } from "../src/testkit/temp-dir.js";
@@ -33,11 +34,8 @@ function body(value: string): string {
     domain: "bench",
     descriptors: [{ entries: [{ key: "f", value }] }],
   }).finish();
-  const framed = Buffer.alloc(5 + pb.length);
-  framed.writeUInt32BE(pb.length, 1);
-  Buffer.from(pb).copy(framed, 5);
   const file = path.join(dir, `body-${value}`);
-  writeFileSync(file, framed);
+  writeFileSync(file, grpcFrame(pb));
   return file;
 }
 

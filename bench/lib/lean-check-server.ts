@@ -6,7 +6,7 @@
  * compression.
  */
 import http2 from "node:http2";
-import { grpcMessage } from "../../src/loadtest/h2-client.js";
+import { grpcFrame } from "../../src/protocol/fast-encode.js";
 import type { CheckRequest } from "../../src/protocol/messages.js";
 import { RATE_LIMITER_SERVICE, serviceDefinition } from "../../src/protocol/proto.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
@@ -21,7 +21,7 @@ lean.on("stream", (stream) => {
   stream.on("end", () => {
     const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     const req = check.requestDeserialize(buf.subarray(5)) as CheckRequest;
-    respondGrpc(stream, grpcMessage(check.responseSerialize(running.limiter.check(req))));
+    respondGrpc(stream, grpcFrame(check.responseSerialize(running.limiter.check(req))));
   });
 });
 lean.listen(0, "127.0.0.1", () => {

@@ -18,7 +18,7 @@ import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { constants, monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
-import { grpcMessage } from "../../src/loadtest/h2-client.js";
+import { grpcFrame } from "../../src/protocol/fast-encode.js";
 import type { ServerTlsOptions } from "../../src/security/tls.js";
 import { startLoopbackServer } from "../../src/testkit/in-process.js";
 import { rawMethod } from "../../src/testkit/raw-method.js";
@@ -91,7 +91,7 @@ async function rawEcho(setup: EchoSetup) {
   const http2 = await import("node:http2");
   const frames = new Map<string, Buffer>();
   for (const [path, b64] of Object.entries(setup.responses)) {
-    frames.set(path, grpcMessage(Buffer.from(b64, "base64")));
+    frames.set(path, grpcFrame(Buffer.from(b64, "base64")));
   }
   const server = http2.createServer();
   server.on("stream", (stream, headers) => {

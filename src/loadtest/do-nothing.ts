@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
+import { grpcFrame } from "../protocol/fast-encode.js";
 import { rawMethod } from "../testkit/raw-method.js";
 
 /**
@@ -33,12 +34,7 @@ export async function listenDoNothing(
     return { port, close: () => server.forceShutdown() };
   }
   const framed = new Map<string, Buffer>();
-  for (const [path, res] of answers) {
-    const f = Buffer.alloc(5 + res.length);
-    f.writeUInt32BE(res.length, 1);
-    res.copy(f, 5);
-    framed.set(path, f);
-  }
+  for (const [path, res] of answers) framed.set(path, grpcFrame(res));
   const server = http2.createServer();
   server.on("stream", (stream, headers) => {
     const res = framed.get(headers[":path"] as string);

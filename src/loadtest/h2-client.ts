@@ -1,5 +1,6 @@
 import net from "node:net";
 import tls from "node:tls";
+import { grpcFrame } from "../protocol/fast-encode.js";
 /** What the load loops need of a client: send request bytes, get response bytes back. */
 export interface Caller {
   ready(): Promise<void>;
@@ -68,15 +69,6 @@ function headerBlock(authority: string, path: string, secure: boolean): Buffer {
     str("te"),
     str("trailers"),
   ]);
-}
-
-/** A gRPC length-prefixed message: flag 0 (not compressed), 4-byte length, the bytes. */
-export function grpcMessage(body: Uint8Array): Buffer {
-  const msg = Buffer.allocUnsafe(5 + body.length);
-  msg[0] = 0;
-  msg.writeUInt32BE(body.length, 1);
-  msg.set(body, 5);
-  return msg;
 }
 
 type Done = (err: { code: number; details: string } | null, res?: Buffer) => void;
@@ -167,7 +159,7 @@ export class H2Client implements Caller {
     const len = body.length + 5;
     if (len > this.sendWindow || len > this.streamWindow) return false;
     this.sendWindow -= len;
-    const msg = grpcMessage(body);
+    const msg = grpcFrame(body);
     this.push(frame(HEADERS, END_HEADERS, stream, headers));
     for (let off = 0; off < len; off += this.maxFrame) {
       const end = Math.min(len, off + this.maxFrame);

@@ -4,6 +4,7 @@ import { cpus, loadavg } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { HEAP_OPTIONS } from "../app/heap.js";
+import { grpcFrame } from "../protocol/fast-encode.js";
 import { ENVOY_RLS_SERVICE, RATE_LIMITER_SERVICE, serviceDefinition } from "../protocol/proto.js";
 import { latencyHistogram } from "../testkit/histogram.js";
 import { openLoop } from "../testkit/open-loop.js";
@@ -12,7 +13,7 @@ import { serverProcess, waitAllReady, writeConfig } from "../testkit/serve.js";
 import { tempDir } from "../testkit/temp-dir.js";
 import { clockTicks, processCpuSeconds, treeCpuSeconds } from "./cpu.js";
 import { startDoNothing } from "./do-nothing.js";
-import { grpcMessage, H2Client } from "./h2-client.js";
+import { H2Client } from "./h2-client.js";
 import { BENCH_LIMITS } from "./stack.js";
 
 /**
@@ -265,7 +266,7 @@ function runCounted(cmd: string, args: string[]): Promise<{ out: string; cpuSeco
 /** h2load's arguments for gRPC calls of `body` (written framed to a file in `dir`), on one thread. */
 function h2loadGrpcArgs(dir: string, body: Buffer): string[] {
   const f = path.join(dir, "body.bin");
-  writeFileSync(f, grpcMessage(body));
+  writeFileSync(f, grpcFrame(body));
   return ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", f, "-t", "1"];
 }
 

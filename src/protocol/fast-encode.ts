@@ -51,12 +51,27 @@ class Out {
   }
 }
 
-/** A Buffer with the gRPC message prefix (not compressed, `len`), the message to be written after it. */
-function framed(len: number): Out {
+/**
+ * A Buffer for a gRPC length-prefixed message of `len` bytes, its 5-byte prefix written (flag 0,
+ * not compressed; the length, big-endian): the message goes from offset 5.
+ */
+export function grpcPrefixed(len: number): Buffer {
   const buf = Buffer.allocUnsafe(5 + len);
   buf[0] = 0;
   buf.writeUInt32BE(len, 1);
-  const out = new Out(buf);
+  return buf;
+}
+
+/** `body` as a gRPC length-prefixed message. */
+export function grpcFrame(body: Uint8Array): Buffer {
+  const frame = grpcPrefixed(body.length);
+  frame.set(body, 5);
+  return frame;
+}
+
+/** A Buffer with the gRPC message prefix (not compressed, `len`), the message to be written after it. */
+function framed(len: number): Out {
+  const out = new Out(grpcPrefixed(len));
   out.pos = 5;
   return out;
 }

@@ -1,4 +1,4 @@
-import { varintSize } from "./fast-encode.js";
+import { grpcPrefixed, varintSize } from "./fast-encode.js";
 import type { ItemError } from "./item-errors.js";
 import type { KeyPolicy, ReportEntryMsg, ReportRequest, ReportResponse } from "./messages.js";
 
@@ -632,9 +632,7 @@ export function encodeReportResponse(m: ReportResponse): Buffer {
  */
 export function frameReportResponse(m: ReportResponse): Buffer {
   const at = writeReportResponse(m);
-  const frame = Buffer.allocUnsafe(5 + at);
-  frame[0] = 0;
-  frame.writeUInt32BE(at, 1);
+  const frame = grpcPrefixed(at);
   scratch.copy(frame, 5, 0, at);
   return frame;
 }

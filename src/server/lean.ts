@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { TLSSocket } from "node:tls";
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock, Timer } from "../core/clock.js";
-import { frameCheckResponse, frameEnvoyResponse } from "../protocol/fast-encode.js";
+import { frameCheckResponse, frameEnvoyResponse, grpcFrame } from "../protocol/fast-encode.js";
 import { frameReportResponse } from "../protocol/report-codec.js";
 import type { MetadataLike, PeerCertificateLike } from "../security/identity.js";
 
@@ -259,7 +259,7 @@ class LeanCall {
     }
     let frame: Buffer;
     try {
-      frame = this.framer?.(value) ?? frameOf(this.h.serialize(value));
+      frame = this.framer?.(value) ?? grpcFrame(this.h.serialize(value));
     } catch {
       this.finishError(INTERNAL, "Failed to serialize response");
       return;
@@ -290,14 +290,6 @@ const FRAMERS: Record<string, Framer> = {
   "/shardlimit.v1.RateLimiter/Check": frameCheckResponse as Framer,
   "/shardlimit.v1.RateLimiter/ReportAndGetPolicy": frameReportResponse as Framer,
 };
-
-function frameOf(body: Buffer): Buffer {
-  const frame = Buffer.allocUnsafe(5 + body.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(body.length, 1);
-  body.copy(frame, 5);
-  return frame;
-}
 
 // Shared by every call: node:http2 copies header objects it is given.
 const TRAILERS_OK = { "grpc-status": "0" };

@@ -151,8 +151,7 @@ export class Limiter {
   private owned(hit: CachedKey, asked: number): Resolved | undefined | ItemError {
     const r = hit.resolved;
     if (typeof r === "string") {
-      const key = hit.key;
-      return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(key.slice(0, 100))}`);
+      return itemError(ErrorCode.INVALID_KEY, `${r}: ${JSON.stringify(hit.key.slice(0, 100))}`);
     }
     if (r === undefined) return undefined;
     const generation = this.ownership.generation();
