@@ -1,3 +1,5 @@
+import v8 from "node:v8";
+
 /**
  * The V8 heap options the server runs with by default (issue 16, bench/RESULTS.md 16x): a larger
  * young generation than Node 20's default (16 MiB semi-spaces, 64 here), so that at a million counters and
@@ -12,6 +14,31 @@
  */
 export const HEAP_OPTIONS: readonly string[] = ["--max-semi-space-size=64"];
 
+/**
+ * How far V8 lets the old generation grow past what the last mark-compact left live before it
+ * collects again, in percent (`serve --heap-growing-percent`; 0 leaves V8's own factor, which
+ * grows with the heap and reached about 2x here). The server's live heap is larger than a
+ * do-nothing server's (its counters, its config), node:http2's per-call objects fill the old
+ * generation at a steady pace, and with V8's factor the collections came seldom and long: 306 ms,
+ * the worst call of a minute beside it (bench/RESULTS.md 16h). At 30 they come more often and
+ * last 40-50 ms (16i); the CPU they cost at a million counters is measured there too.
+ *
+ * Not a node option: NODE_OPTIONS refuses `--heap-growing-percent`, and the flag is read at every
+ * collection, so the server sets it on itself at start-up (`applyHeapGrowing`).
+ */
+export const DEFAULT_HEAP_GROWING_PERCENT = 30;
+
+let growingPercent = 0;
+
+/** Sets V8's old-generation growing factor for this process (0: V8's own); the start-up log says it. */
+export function applyHeapGrowing(
+  percent: number,
+  setFlags: (flags: string) => void = v8.setFlagsFromString,
+): void {
+  if (percent > 0) setFlags(`--heap-growing-percent=${percent}`);
+  growingPercent = percent;
+}
+
 const SEMI_SPACE = /^--max[-_]semi[-_]space[-_]size(=|$)/;
 
 /**
@@ -21,12 +48,13 @@ const SEMI_SPACE = /^--max[-_]semi[-_]space[-_]size(=|$)/;
 export function heapNote(
   execArgv: readonly string[] = process.execArgv,
   nodeOptions: string = process.env.NODE_OPTIONS ?? "",
-): { semiSpace: string } | { warning: string } {
+): ({ semiSpace: string } | { warning: string }) & { growingPercent: number } {
   // The command line is applied after NODE_OPTIONS, so its option is the one in force.
   const given = [...nodeOptions.split(/\s+/), ...execArgv].filter((a) => SEMI_SPACE.test(a));
   const last = given.at(-1);
-  if (last !== undefined) return { semiSpace: last };
+  if (last !== undefined) return { semiSpace: last, growingPercent };
   return {
+    growingPercent,
     warning:
       `node runs with its default young generation: start the server with ${HEAP_OPTIONS.join(" ")} ` +
       "(the shardlimit command and the image do) for shorter GC pauses at millions of counters",

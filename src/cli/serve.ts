@@ -1,6 +1,7 @@
 import { availableParallelism, hostname } from "node:os";
 import { Command, Option } from "commander";
 import { type Logger, pino } from "pino";
+import { applyHeapGrowing, DEFAULT_HEAP_GROWING_PERCENT } from "../app/heap.js";
 import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
 import { startWorkers } from "../app/workers.js";
 import { DEFAULT_HANDOFF_TIMEOUT_MS } from "../cluster/handoff.js";
@@ -69,6 +70,7 @@ interface ServeFlags extends EtcdAccessFlagValues, EnvoyFlagValues, GlobalTierFl
   limitsRead: "anyone" | "authenticated";
   rlqsConfig?: string;
   workers: number;
+  heapGrowingPercent: number;
 }
 
 export function serveCommand(): Command {
@@ -260,7 +262,18 @@ export function serveCommand(): Command {
         .default(1)
         .argParser(workersOption),
     )
+    .addOption(
+      new Option(
+        "--heap-growing-percent <n>",
+        "how far V8's old generation grows past its live size before the next mark-compact (0: V8's own factor): smaller makes those pauses shorter and more frequent",
+      )
+        .env("SHARDLIMIT_HEAP_GROWING_PERCENT")
+        .default(DEFAULT_HEAP_GROWING_PERCENT)
+        .argParser(intOption("--heap-growing-percent", 0, 1000)),
+    )
     .action(async (flags: ServeFlags) => {
+      // Process-wide, before anything fills the heap; `--workers` children get it from their args.
+      applyHeapGrowing(flags.heapGrowingPercent);
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
       // events, never per call, so blocking writes cost nothing.

@@ -2,7 +2,12 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { HEAP_OPTIONS, heapNote } from "../../src/app/heap.js";
+import {
+  applyHeapGrowing,
+  DEFAULT_HEAP_GROWING_PERCENT,
+  HEAP_OPTIONS,
+  heapNote,
+} from "../../src/app/heap.js";
 import { REPO_ROOT } from "../../src/testkit/cli.js";
 import { parseDockerfile } from "../deploy/dockerfile.js";
 
@@ -15,18 +20,32 @@ describe("the server's default heap options (issue 16)", () => {
     expect(parseDockerfile(read("Dockerfile")).env.NODE_OPTIONS).toBe(opts);
     const semi = /^--max-semi-space-size=(\d+)$/.exec(HEAP_OPTIONS[0]!);
     expect(semi).not.toBeNull();
-    const values = YAML.parse(read("helm/shardlimit/values.yaml")) as { memory: { semiSpaceMi: number } };
+    const values = YAML.parse(read("helm/shardlimit/values.yaml")) as {
+      memory: { semiSpaceMi: number; heapGrowingPercent: number };
+    };
     expect(values.memory.semiSpaceMi).toBe(Number(semi![1]));
+    expect(values.memory.heapGrowingPercent).toBe(DEFAULT_HEAP_GROWING_PERCENT);
   });
 
   it("the start-up log names the semi-space option in force, the command line's over NODE_OPTIONS", () => {
-    expect(heapNote(["--max-semi-space-size=64"], "--max-semi-space-size=8")).toEqual({
+    expect(heapNote(["--max-semi-space-size=64"], "--max-semi-space-size=8")).toMatchObject({
       semiSpace: "--max-semi-space-size=64",
     });
-    expect(heapNote([], "--max-old-space-size=900 --max_semi_space_size=16")).toEqual({
+    expect(heapNote([], "--max-old-space-size=900 --max_semi_space_size=16")).toMatchObject({
       semiSpace: "--max_semi_space_size=16",
     });
     const none = heapNote(["--enable-source-maps"], "--max-old-space-size=900");
     expect("warning" in none && none.warning).toContain(HEAP_OPTIONS[0]);
+  });
+
+  it("the growing factor is set on V8 only when asked for, and the start-up log says which is in force", () => {
+    const set: string[] = [];
+    applyHeapGrowing(0, (f) => set.push(f));
+    expect(set).toEqual([]);
+    expect(heapNote([]).growingPercent).toBe(0);
+    applyHeapGrowing(30, (f) => set.push(f));
+    expect(set).toEqual(["--heap-growing-percent=30"]);
+    expect(heapNote([]).growingPercent).toBe(30);
+    applyHeapGrowing(0, () => {});
   });
 });

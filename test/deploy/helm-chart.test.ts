@@ -87,6 +87,7 @@ describe("the Helm chart", () => {
       name: "NODE_OPTIONS",
       value: "--max-old-space-size=1792 --max-semi-space-size=64",
     });
+    expect(f.get("--heap-growing-percent")).toBe("30");
     const http = c.ports.find((p: Manifest) => p.name === "http");
     expect(http.containerPort).toBe(Number(f.get("--http-port")));
     expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "http" });

@@ -2,6 +2,7 @@ import { copyFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_HEAP_GROWING_PERCENT } from "../../src/app/heap.js";
 import { connect } from "../../src/protocol/rpc.js";
 import type { Child as CliProcess } from "../../src/testkit/child.js";
 import { ensureBuilt, killAllCli, REPO_ROOT, runCli } from "../../src/testkit/cli.js";
@@ -32,6 +33,8 @@ async function serving(p: CliProcess): Promise<{ grpcPort: number; httpPort: num
     svc: "shardlimit",
     mode: "standalone",
     domains: ["api", "messaging", "inference"],
+    // The server set V8's growing factor on itself (src/app/heap.ts).
+    heap: expect.objectContaining({ growingPercent: DEFAULT_HEAP_GROWING_PERCENT }),
   });
   const grpcPort = log.grpcPort as number;
   const httpPort = log.httpPort as number;

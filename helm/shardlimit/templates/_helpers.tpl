@@ -187,6 +187,7 @@ flag is one edit here). Paths are where the volumes below are mounted.
 - --log-level={{ $v.logLevel }}
 - --max-counters={{ include "shardlimit.maxCounters" . }}
 - --shutdown-grace={{ int64 $v.shutdownGraceMs }}
+- --heap-growing-percent={{ int $v.memory.heapGrowingPercent }}
 {{- if eq $v.mode "cluster" }}
 - --etcd={{ include "shardlimit.etcdEndpoints" . }}
 - --prefix={{ $v.prefix }}
