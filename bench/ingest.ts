@@ -8,6 +8,7 @@
  *   npm run bench:ingest [-- --keys 100000 --batch 500 --rounds 7 --profile]   (builds dist/ first)
  *   npm run bench:ingest -- --before /tmp/old/dist   (another build's handler path in the same rounds)
  *   npm run bench:ingest -- --cluster   (ownership as a cluster member checks it: each key's slice)
+ *   npm run bench:ingest -- --order shuffled   (keys in a fixed random order, not the creation order)
  *
  * Each round sends every body at least once and at least 200 requests (small key sets repeat).
  * Requests name keys by handle (as gateways do once the server issued them); a second pair of
@@ -32,6 +33,7 @@ import {
   parseArgs,
   printTable,
   secondsSince,
+  shuffled,
   writeResult,
 } from "./lib/common.js";
 import { type HeapSummary, printProfile, summarizeProfile } from "./lib/cpuprofile.js";
@@ -53,11 +55,19 @@ const opts = parseArgs({
   alloc: false,
   before: "",
   cluster: false,
+  order: "created",
 });
+if (opts.order !== "created" && opts.order !== "shuffled")
+  throw new Error(`--order is created or shuffled, got ${JSON.stringify(opts.order)}`);
+/**
+ * The keys' order in the timed requests: as the server created their counters (the first string
+ * reports), or `shuffled` (a fixed permutation), as another gateway's map would list them.
+ */
+const order = opts.order === "shuffled" ? shuffled([...Array(opts.keys).keys()], 7) : undefined;
 const m = machine();
 console.log(
   `ingest benchmark: ${m.cpuModel}, ${m.nproc} CPUs, node ${m.node}, git ${m.git}, load average ${m.loadAvg1m.toFixed(2)}\n` +
-    `one thread, in-process${opts.cluster ? ", as a cluster member" : ""}; ${num(opts.keys)} keys in batches of ${opts.batch}, ${opts.rounds} rounds each, taking turns\n`,
+    `one thread, in-process${opts.cluster ? ", as a cluster member" : ""}; ${num(opts.keys)} keys in batches of ${opts.batch} (${opts.order} order), ${opts.rounds} rounds each, taking turns\n`,
 );
 
 const { engine, report: handle } = await distLimiter(undefined, undefined, opts.cluster);
@@ -79,8 +89,11 @@ function learn(h: (b: Buffer) => Buffer): ReportResponse[] {
 }
 const learned = learn(handle);
 // Each build's own handles (its key table has its own epoch): the same keys and counts.
-const beforeByHandle = before === undefined ? undefined : handleBodies(learn(before.report), opts.batch);
-const byHandle = handleBodies(learned, opts.batch);
+const beforeByHandle =
+  before === undefined ? undefined : handleBodies(learn(before.report), opts.batch, 100, order);
+const byHandle = handleBodies(learned, opts.batch, 100, order);
+/** The timed string requests: the learning ones, or the same keys in `order`. */
+const timedStrings = order === undefined ? stringBodies : reportBodies(opts.keys, opts.batch, 100, order);
 /** Throws unless a handle request is answered without an item error (e.g. a handle of another table). */
 function answersClean(h: (b: Buffer) => Buffer, body: Buffer): void {
   const r = ReportResponseType.decode(h(reportRequest(clientId, ++seq, body))) as unknown as ReportResponse;
@@ -196,7 +209,7 @@ function pair(label: string, bodies: Buffer[], beforeBodies = bodies): Row {
   };
 }
 
-const rows = [pair("handles", byHandle, beforeByHandle), pair("strings", stringBodies)];
+const rows = [pair("handles", byHandle, beforeByHandle), pair("strings", timedStrings)];
 printTable(
   [
     "keys by",

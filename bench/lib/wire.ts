@@ -56,12 +56,20 @@ export function entryFor(i: number): EntryShape {
   };
 }
 
-/** Bodies of `keys / batch` report requests: chunk c reports keys c*batch .. c*batch+batch-1. */
-export function reportBodies(keys: number, batch: number, intervalMs = 100): Buffer[] {
+/**
+ * Bodies of `keys / batch` report requests: chunk c reports keys c*batch .. c*batch+batch-1, or
+ * with `order` (a permutation of the key indexes) keys order[c*batch] .. in that order.
+ */
+export function reportBodies(
+  keys: number,
+  batch: number,
+  intervalMs = 100,
+  order?: readonly number[],
+): Buffer[] {
   const bodies: Buffer[] = [];
   for (let start = 0; start < keys; start += batch) {
     const entries: EntryShape[] = [];
-    for (let i = start; i < Math.min(keys, start + batch); i++) entries.push(entryFor(i));
+    for (let i = start; i < Math.min(keys, start + batch); i++) entries.push(entryFor(order?.[i] ?? i));
     bodies.push(Buffer.from(ReportRequestType.encode({ intervalMs, entries }).finish()));
   }
   return bodies;
@@ -69,21 +77,31 @@ export function reportBodies(keys: number, batch: number, intervalMs = 100): Buf
 
 /**
  * Bodies that name keys by the handles the server issued: `responses[c]` answered string body `c`
- * (`reportBodies` order), so entry i of chunk c is key c*batch+i with the same counts as before.
+ * (`reportBodies` order without `order`), so key k's handle is entry k%batch of response
+ * floor(k/batch). Entry i of chunk c is key c*batch+i, or with `order` key order[c*batch+i], with
+ * the same counts as by string.
  */
 export function handleBodies(
   responses: { keyEpoch: number; policies: { keyHandle?: number }[] }[],
   batch: number,
   intervalMs = 100,
+  order?: readonly number[],
 ): Buffer[] {
-  return responses.map((res, c) => {
-    const entries = res.policies.map((p, i) => {
-      const { key: _key, ...counts } = entryFor(c * batch + i);
-      if (!p.keyHandle) throw new Error(`no key handle for key ${c * batch + i}`);
-      return { ...counts, keyHandle: p.keyHandle };
-    });
-    return Buffer.from(ReportRequestType.encode({ intervalMs, keyEpoch: res.keyEpoch, entries }).finish());
-  });
+  const keys = responses.reduce((n, r) => n + r.policies.length, 0);
+  const bodies: Buffer[] = [];
+  for (let start = 0; start < keys; start += batch) {
+    const entries = [];
+    for (let j = start; j < Math.min(keys, start + batch); j++) {
+      const k = order?.[j] ?? j;
+      const handle = responses[Math.floor(k / batch)]!.policies[k % batch]!.keyHandle;
+      if (!handle) throw new Error(`no key handle for key ${k}`);
+      const { key: _key, ...counts } = entryFor(k);
+      entries.push({ ...counts, keyHandle: handle });
+    }
+    const keyEpoch = responses[0]!.keyEpoch;
+    bodies.push(Buffer.from(ReportRequestType.encode({ intervalMs, keyEpoch, entries }).finish()));
+  }
+  return bodies;
 }
 
 /** `client_id` (field 1) and `seq` (field 2) of a ReportRequest, to prepend to a body. */

@@ -50,6 +50,7 @@ import { keyPolicyRow, ms } from "./key-policy.js";
 import type { LimiterMetrics } from "./metrics.js";
 import type { Ownership } from "./ownership.js";
 import { PoolDesk } from "./pools.js";
+import { READ_AHEAD_ENTRIES, readAhead } from "./read-ahead.js";
 import { checkBatch, checkId } from "./request-bounds.js";
 import { type CachedKey, KeyResolver } from "./resolver.js";
 import { TicketDesk } from "./tickets.js";
@@ -218,7 +219,13 @@ export class Limiter {
     let rejectedSum = 0;
     let applied = 0;
     const scratch = this.entry;
+    // The next entries' state is read ahead of counting them, a few dozen at a time (read-ahead.ts).
+    let readTo = 0;
     for (let i = 0; i < count; i++) {
+      if (cols !== undefined && i === readTo) {
+        readTo = Math.min(count, i + READ_AHEAD_ENTRIES);
+        readAhead(this.resolver, cols, i, readTo);
+      }
       const e = cols !== undefined ? columnEntry(cols, i, scratch) : req.entries[i]!;
       const refused = denied?.get(i);
       if (refused !== undefined) {

@@ -71,7 +71,11 @@ const report = fc.record({
   repeat: fc.boolean(),
   stepMs: fc.integer({ min: 0, max: 3000 }),
   intervalMs: fc.constantFrom(0, 100, 1000),
-  entries: fc.array(entry, { minLength: 1, maxLength: 30 }),
+  // Now and then past READ_AHEAD_ENTRIES (64) and twice it: the handler reads ahead in chunks.
+  entries: fc.oneof(
+    { weight: 9, arbitrary: fc.array(entry, { minLength: 1, maxLength: 30 }) },
+    { weight: 1, arbitrary: fc.array(entry, { minLength: 60, maxLength: 150, size: "max" }) },
+  ),
 });
 
 describe("the report path from the wire's columns", () => {
