@@ -37,7 +37,13 @@ export default defineConfig({
       { extends: true, test: { name: "integration", include: INTEGRATION } },
       { extends: true, test: { name: "e2e", include: E2E } },
       ...(bench
-        ? [{ extends: true as const, test: { name: "bench", include: BENCH, testTimeout: 300_000 } }]
+        ? [
+            {
+              extends: true as const,
+              // One file at a time: they time the machine.
+              test: { name: "bench", include: BENCH, testTimeout: 300_000, fileParallelism: false },
+            },
+          ]
         : []),
       // One file at a time: each loads the machine, and timing is part of what they judge.
       ...(chaos

@@ -87,6 +87,15 @@ export function handleBodies(
   intervalMs = 100,
   order?: readonly number[],
 ): Buffer[] {
+  // Key k's handle is found by position: every response but the last answered `batch` keys,
+  // and one key table issued them all (a table that started over would have changed epoch).
+  const keyEpoch = responses[0]?.keyEpoch ?? 0;
+  responses.forEach((r, c) => {
+    if (r.keyEpoch !== keyEpoch)
+      throw new Error(`response ${c} has key epoch ${r.keyEpoch}, not ${keyEpoch}`);
+    if (c < responses.length - 1 && r.policies.length !== batch)
+      throw new Error(`response ${c} answered ${r.policies.length} keys, not ${batch}`);
+  });
   const keys = responses.reduce((n, r) => n + r.policies.length, 0);
   const bodies: Buffer[] = [];
   for (let start = 0; start < keys; start += batch) {
@@ -98,7 +107,6 @@ export function handleBodies(
       const { key: _key, ...counts } = entryFor(k);
       entries.push({ ...counts, keyHandle: handle });
     }
-    const keyEpoch = responses[0]!.keyEpoch;
     bodies.push(Buffer.from(ReportRequestType.encode({ intervalMs, keyEpoch, entries }).finish()));
   }
   return bodies;

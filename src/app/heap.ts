@@ -21,7 +21,7 @@ export const HEAP_OPTIONS: readonly string[] = ["--max-semi-space-size=64"];
  * do-nothing server's (its counters, its config), node:http2's per-call objects fill the old
  * generation at a steady pace, and with V8's factor the collections came seldom and long: 306 ms,
  * the worst call of a minute beside it (bench/RESULTS.md 16h). At 30 they come more often and
- * last 40-50 ms (16i); the CPU they cost at a million counters is measured there too.
+ * last 39-54 ms (16i); the CPU they cost at a million counters is measured there too.
  *
  * Not a node option: NODE_OPTIONS refuses `--heap-growing-percent`, and the flag is read at every
  * collection, so the server sets it on itself at start-up (`applyHeapGrowing`).
@@ -30,11 +30,35 @@ export const DEFAULT_HEAP_GROWING_PERCENT = 30;
 
 let growingPercent = 0;
 
-/** Sets V8's old-generation growing factor for this process (0: V8's own); the start-up log says it. */
+const GROWING = /^--heap[-_]growing[-_]percent(?:=(.*))?$/;
+
+/** The `--heap-growing-percent` node was started with (the last one), if any. */
+function growingOnNode(execArgv: readonly string[]): number | undefined {
+  let found: number | undefined;
+  execArgv.forEach((a, i) => {
+    const m = GROWING.exec(a);
+    if (m !== null) found = Number(m[1] ?? execArgv[i + 1]);
+  });
+  return found !== undefined && Number.isFinite(found) ? found : undefined;
+}
+
+/**
+ * Sets V8's old-generation growing factor for this process (0: V8's own); the start-up log says
+ * which is in force. `given`: the operator chose `percent` (flag or environment); else a
+ * `--heap-growing-percent` on node's own command line stands, and only without one the default
+ * is set.
+ */
 export function applyHeapGrowing(
   percent: number,
+  given = true,
+  execArgv: readonly string[] = process.execArgv,
   setFlags: (flags: string) => void = v8.setFlagsFromString,
 ): void {
+  const onNode = given ? undefined : growingOnNode(execArgv);
+  if (onNode !== undefined) {
+    growingPercent = onNode;
+    return;
+  }
   if (percent > 0) setFlags(`--heap-growing-percent=${percent}`);
   growingPercent = percent;
 }

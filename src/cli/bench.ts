@@ -250,6 +250,10 @@ function syncCompareCommand(): Command {
       "also shardlimit lean with serve --workers n, for each n in this comma-separated list",
     )
     .option("--lean-only", "only shardlimit lean (and --workers) against the do-nothing node:http2 server")
+    .option(
+      "--server-args <flags>",
+      'more serve flags for every shardlimit system, space-separated (e.g. "--heap-growing-percent 0"; the servers do not read SHARDLIMIT_* from this environment)',
+    )
     .option("--json <file>", "write the figures as JSON")
     .action(
       async (flags: {
@@ -266,6 +270,7 @@ function syncCompareCommand(): Command {
         request?: string;
         workers?: string;
         leanOnly?: boolean;
+        serverArgs?: string;
         json?: string;
       }) => {
         const fail = (msg: string) => {
@@ -290,6 +295,7 @@ function syncCompareCommand(): Command {
           generator: flags.generator as "auto" | "h2load" | "node",
           requests: flags.request === undefined ? undefined : [flags.request as "ShouldRateLimit" | "Check"],
           workers,
+          serverArgs: flags.serverArgs?.split(/\s+/).filter((a) => a !== ""),
           log: (l) => process.stderr.write(`${l}\n`),
         });
         process.stdout.write(`${formatSyncCompare(r)}\n`);

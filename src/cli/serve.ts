@@ -271,9 +271,13 @@ export function serveCommand(): Command {
         .default(DEFAULT_HEAP_GROWING_PERCENT)
         .argParser(intOption("--heap-growing-percent", 0, 1000)),
     )
-    .action(async (flags: ServeFlags) => {
+    .action(async (flags: ServeFlags, command: Command) => {
       // Process-wide, before anything fills the heap; `--workers` children get it from their args.
-      applyHeapGrowing(flags.heapGrowingPercent);
+      // The default gives way to a --heap-growing-percent on node's own command line.
+      applyHeapGrowing(
+        flags.heapGrowingPercent,
+        command.getOptionValueSource("heapGrowingPercent") !== "default",
+      );
       // Synchronous writes: serve ends with process.exit, which drops what an asynchronous stdout
       // still buffers, i.e. the last lines ("shut down", what a drain left undone). It logs
       // events, never per call, so blocking writes cost nothing.

@@ -72,6 +72,8 @@ export interface SyncCompareOptions {
   workers?: readonly number[];
   /** Only the do-nothing node:http2 server and shardlimit lean (and the workers systems). */
   leanOnly?: boolean;
+  /** More `serve` flags for every shardlimit system (e.g. `--heap-growing-percent 0`). */
+  serverArgs?: readonly string[];
   log?: (line: string) => void;
 }
 
@@ -495,7 +497,11 @@ async function startSystems(o: SyncCompareOptions, answers: Map<string, Buffer>)
       const s = await serverProcess({
         id: x.name.replace(/\W+/g, "-"),
         configPath,
-        extraArgs: base === undefined ? x.args : [...x.args, "--grpc-port", String(base)],
+        extraArgs: [
+          ...x.args,
+          ...(o.serverArgs ?? []),
+          ...(base === undefined ? [] : ["--grpc-port", String(base)]),
+        ],
         env: { NODE_OPTIONS: withHeapOptions(process.env.NODE_OPTIONS) },
       });
       await s.start();

@@ -12,9 +12,10 @@ import type { KeyResolver } from "./resolver.js";
  * counting, with real work between them, waits on each in turn. Changes nothing but `sink`.
  *
  * Entries `from` to `to` (exclusive); the handler reads READ_AHEAD_ENTRIES at a time, so what was
- * read is still in the cache (and the TLB) when it is counted: a whole 500-entry report ahead
- * gained 1.07x, 64 at a time 1.36-1.46x in a shuffled key order and 1.04-1.28x in creation
- * order (same process and heap, alternating; bench/RESULTS.md 16i).
+ * read is still in the cache (and the TLB) when it is counted: a whole 500-entry report read
+ * ahead gained 1.07x, 64 at a time 1.36-1.46x (same process and heap, alternating). Against the
+ * build before it: 1.30-1.46x with keys in a shuffled order, 1.03-1.26x in the order their
+ * counters were made (bench/RESULTS.md 16i).
  */
 export const READ_AHEAD_ENTRIES = 64;
 

@@ -40,12 +40,34 @@ describe("the server's default heap options (issue 16)", () => {
 
   it("the growing factor is set on V8 only when asked for, and the start-up log says which is in force", () => {
     const set: string[] = [];
-    applyHeapGrowing(0, (f) => set.push(f));
+    const record = (f: string) => {
+      set.push(f);
+    };
+    applyHeapGrowing(0, true, [], record);
     expect(set).toEqual([]);
     expect(heapNote([]).growingPercent).toBe(0);
-    applyHeapGrowing(30, (f) => set.push(f));
+    applyHeapGrowing(30, true, [], record);
     expect(set).toEqual(["--heap-growing-percent=30"]);
     expect(heapNote([]).growingPercent).toBe(30);
-    applyHeapGrowing(0, () => {});
+    applyHeapGrowing(0, true, [], () => {});
+  });
+
+  it("the default gives way to a factor on node's own command line; a flag given to serve does not", () => {
+    const set: string[] = [];
+    const record = (f: string) => {
+      set.push(f);
+    };
+    applyHeapGrowing(30, false, ["--max-semi-space-size=64", "--heap-growing-percent=50"], record);
+    expect(set).toEqual([]);
+    expect(heapNote([]).growingPercent).toBe(50);
+    applyHeapGrowing(30, false, ["--heap_growing_percent", "0"], record);
+    expect(set).toEqual([]);
+    expect(heapNote([]).growingPercent).toBe(0);
+    applyHeapGrowing(30, false, ["--max-semi-space-size=64"], record);
+    expect(set).toEqual(["--heap-growing-percent=30"]);
+    applyHeapGrowing(20, true, ["--heap-growing-percent=50"], record);
+    expect(set).toEqual(["--heap-growing-percent=30", "--heap-growing-percent=20"]);
+    expect(heapNote([]).growingPercent).toBe(20);
+    applyHeapGrowing(0, true, [], () => {});
   });
 });
