@@ -160,12 +160,14 @@ export class ClientTable {
   }
 
   /**
-   * The numbers a report reads, summed: loads them into the cache ahead of counting (see
-   * server/read-ahead.ts). Changes nothing.
+   * The numbers a report from `clientId` reads, summed: loads them into the cache ahead of
+   * counting (see server/read-ahead.ts). Changes nothing.
    */
-  readAhead(): number {
+  readAhead(clientId: string): number {
     let sum = this.prunedAt + this.staleMs + this.sumDemand + this.rate + this.fast + this.rateAt + this.peak;
-    const s = this.sole;
+    // Keys reported by several gateways (each of a fleet's replicas reports the hot keys) keep
+    // the shares in a Map: its look-up is the one more link of the chain.
+    const s = this.sole ?? this.many?.get(clientId);
     if (s !== undefined)
       sum += s.demand + s.lastSeen + s.counted + s.refundable + s.carry + s.peak + s.peakAt + s.reports;
     return sum;

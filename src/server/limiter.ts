@@ -224,7 +224,7 @@ export class Limiter {
     for (let i = 0; i < count; i++) {
       if (cols !== undefined && i === readTo) {
         readTo = Math.min(count, i + READ_AHEAD_ENTRIES);
-        readAhead(this.resolver, cols, i, readTo);
+        readAhead(this.resolver, cols, clientId, i, readTo);
       }
       const e = cols !== undefined ? columnEntry(cols, i, scratch) : req.entries[i]!;
       const refused = denied?.get(i);

@@ -4,7 +4,8 @@ import type { KeyResolver } from "./resolver.js";
 
 /**
  * Reads the state of some of the keys a report names by handle, before they are counted: the
- * resolver's entry and what it resolved to, the counter, its gateways' table and their numbers.
+ * resolver's entry and what it resolved to, the counter, its gateways' table and the reporting
+ * gateway's share (in the table's Map when several gateways report the key), and their numbers.
  * Counting a key follows a chain of dependent loads (entry -> counter -> table -> gateway share,
  * and each number in its own heap box), and with keys in an order other than the one their
  * counters were made in, each link is a cache miss. The chains of different keys are
@@ -23,7 +24,13 @@ export const READ_AHEAD_ENTRIES = 64;
 // biome-ignore lint/correctness/noUnusedVariables: never read; the write is what keeps the loads
 let sink = 0;
 
-export function readAhead(resolver: KeyResolver, report: DecodedReport, from: number, to: number): void {
+export function readAhead(
+  resolver: KeyResolver,
+  report: DecodedReport,
+  clientId: string,
+  from: number,
+  to: number,
+): void {
   const v = report.numbers;
   const epoch = report.keyEpoch;
   let sum = 0;
@@ -40,7 +47,7 @@ export function readAhead(resolver: KeyResolver, report: DecodedReport, from: nu
     if (c === undefined) continue;
     sum += c.t + c.x + c.y + c.expiresAt;
     const table = c.clients;
-    if (table !== undefined) sum += table.readAhead();
+    if (table !== undefined) sum += table.readAhead(clientId);
   }
   sink = sum;
 }
