@@ -135,7 +135,7 @@ describe("a cluster of three servers", () => {
     await h.kill("s3", "SIGTERM");
     await h.start("s3");
     expect(await h.settled()).toBeGreaterThan(g);
-  });
+  }, 60_000);
 
   it("the assigner's leader SIGKILLed: another server takes over and reassigns its slices", async () => {
     const status = () =>
@@ -165,7 +165,7 @@ describe("a cluster of three servers", () => {
     for (const key of KEYS) await charge(survivor, key, 1);
     await h.start(leader);
     await h.settled();
-  });
+  }, 60_000);
 
   it("a rolling restart of every server under load loses and doubles no count, with no failed call", async () => {
     const keys = Array.from({ length: 40 }, (_, i) => `api/k=rolling-${i}`);

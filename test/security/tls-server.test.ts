@@ -217,7 +217,12 @@ describe("shardlimit sidecar with TLS both ways", () => {
       () => side.lines.some((l) => l.includes('"listening"')),
       40_000,
       50,
-      () => (side.child.exitCode !== null ? new Error(`sidecar exited: ${side.output()}`) : undefined),
+      () =>
+        side.child.exitCode !== null || side.child.signalCode !== null
+          ? new Error(
+              `sidecar exited (code ${side.child.exitCode}, signal ${side.child.signalCode}): ${side.output()}`,
+            )
+          : undefined,
     );
     port = JSON.parse(side.lines.find((l) => l.includes('"listening"'))!).listening as number;
     envoySec = clientTls(
