@@ -8,6 +8,7 @@ import { httpGet } from "../../src/testkit/http.js";
 import { freePort } from "../../src/testkit/ports.js";
 import { writeConfig } from "../../src/testkit/serve.js";
 import { waitFor } from "../../src/testkit/wait.js";
+import { clearWindowSeconds } from "../../src/testkit/window.js";
 import { desc } from "../server/harness.js";
 
 /**
@@ -17,11 +18,13 @@ import { desc } from "../server/harness.js";
  * again with its counts recovered from its buddy, and SIGTERM stops everything with exit 0.
  */
 
+/** Clear of a fixed-window boundary while this file runs: it asserts exact counts (see clearWindowSeconds). */
+const WINDOW = `${clearWindowSeconds(10 * 60_000)}s`;
 const CONFIG = `
 domain: api
 descriptors:
   - key: m
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 1000 }
 `;
 const KEYS = Array.from({ length: 16 }, (_, i) => `k${i}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { seededRandom } from "../../src/core/random.js";
 import { ownerIn } from "../../src/testkit/cluster-view.js";
 import { waitFor } from "../../src/testkit/wait.js";
+import { clearWindowSeconds } from "../../src/testkit/window.js";
 import {
   AdmittedVia,
   batchedLoad,
@@ -47,6 +48,8 @@ const SAT_LIMIT = 20;
 const EXACT_LIMIT = 1_000_000;
 const EPSILON_BATCHED = 0.15;
 const EPSILON_SYNC = 0.05;
+/** Clear of a fixed-window boundary while this file runs: it asserts exact counts (see clearWindowSeconds). */
+const WINDOW = `${clearWindowSeconds(20 * 60_000)}s`;
 const CONFIG = `
 domain: chaos
 descriptors:
@@ -55,9 +58,9 @@ descriptors:
   - key: s
     rate_limit: { window: 2s, requests_per_unit: ${LIMIT_S} }
   - key: sat
-    rate_limit: { unit: hour, requests_per_unit: ${SAT_LIMIT} }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: ${SAT_LIMIT} }
   - key: exact
-    rate_limit: { unit: hour, requests_per_unit: ${EXACT_LIMIT} }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: ${EXACT_LIMIT} }
 `;
 const B_KEYS = Array.from({ length: 3 }, (_, i) => `chaos/b=key-${i}`);
 const S_KEYS = Array.from({ length: 3 }, (_, i) => `chaos/s=key-${i}`);

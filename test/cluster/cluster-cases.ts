@@ -1,5 +1,6 @@
 import { expect } from "vitest";
 import { waitFor } from "../../src/testkit/wait.js";
+import { clearWindowSeconds } from "../../src/testkit/window.js";
 import type { ClusterHarness } from "./cluster-harness.js";
 
 /**
@@ -8,17 +9,20 @@ import type { ClusterHarness } from "./cluster-harness.js";
  * harness whose config is CLUSTER_CONFIG.
  */
 
+/** Clear of a window boundary for the whole file (fixed windows restart at it: see clearWindowSeconds). */
+const WINDOW = `${clearWindowSeconds(15 * 60_000)}s`;
+
 export const CLUSTER_CONFIG = `
 domain: api
 descriptors:
   - key: k
-    rate_limit: { unit: hour, requests_per_unit: 1000000 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 1000000 }
   - key: group
     shard_key: true
-    rate_limit: { unit: hour, requests_per_unit: 100 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 100 }
     descriptors:
       - key: tenant
-        rate_limit: { unit: hour, requests_per_unit: 60 }
+        rate_limit: { window: ${WINDOW}, requests_per_unit: 60 }
 `;
 
 export const CLUSTER_KEYS = Array.from({ length: 60 }, (_, i) => `api/k=key-${i}`);

@@ -3,6 +3,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Child as CliProcess } from "../../src/testkit/child.js";
 import { BUILT_CLI as CLI, killAllCli, runCli } from "../../src/testkit/cli.js";
+import { clearWindowSeconds } from "../../src/testkit/window.js";
 import { startCli } from "../server/harness.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
 
@@ -12,11 +13,13 @@ import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
  * moved slices keep their counts. `shardlimit status` shows the result.
  */
 
+/** Clear of a fixed-window boundary while this file runs: it asserts exact counts (see clearWindowSeconds). */
+const WINDOW = `${clearWindowSeconds(10 * 60_000)}s`;
 const CONFIG = `
 domain: api
 descriptors:
   - key: k
-    rate_limit: { unit: hour, requests_per_unit: 1000000 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 1000000 }
 `;
 
 describe("load balancing on a live cluster, with a separate assigner", () => {

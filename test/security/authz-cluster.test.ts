@@ -13,6 +13,7 @@ import { freePort } from "../../src/testkit/ports.js";
 import { startProxy } from "../../src/testkit/tcp-proxy.js";
 import { tempDir } from "../../src/testkit/temp-dir.js";
 import { waitFor } from "../../src/testkit/wait.js";
+import { clearWindowSeconds } from "../../src/testkit/window.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
 import { callError, startCli } from "../server/harness.js";
 import { tokenClient } from "./authz-fixtures.js";
@@ -23,17 +24,19 @@ import { tokenClient } from "./authz-fixtures.js";
  * grants; forged peer calls change nothing; the file reloads while serving.
  */
 
+/** Clear of a fixed-window boundary while this file runs: it asserts exact counts (see clearWindowSeconds). */
+const WINDOW = `${clearWindowSeconds(10 * 60_000)}s`;
 const CONFIG = `domain: api
 descriptors:
   - key: k
-    rate_limit: { unit: hour, requests_per_unit: 1000000 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 1000000 }
   - key: conn
     rate_limit: { unit: second, requests_per_unit: 5, algorithm: concurrency }
 ---
 domain: bank
 descriptors:
   - key: k
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 1000 }
 `;
 
 const TOKENS: Record<string, string> = {
