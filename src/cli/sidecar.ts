@@ -37,6 +37,7 @@ interface SidecarFlags extends EnvoyResponseFlagValues {
   servers: string[];
   clientId?: string;
   reportInterval: number;
+  connectTimeout: number;
   httpPort?: number;
   logLevel: string;
   tokenFile?: string;
@@ -75,6 +76,15 @@ export function sidecarCommand(): Command {
         .env("SHARDLIMIT_REPORT_INTERVAL_MS")
         .default(100)
         .argParser(intOption("--report-interval", 10, 60_000)),
+    )
+    .addOption(
+      new Option(
+        "--connect-timeout <ms>",
+        "how long to wait at start-up for a server to hand out the limits and the assignment (then exit 1)",
+      )
+        .env("SHARDLIMIT_CONNECT_TIMEOUT_MS")
+        .default(10_000)
+        .argParser(intOption("--connect-timeout", 100, 600_000)),
     )
     .addOption(
       new Option("--http-port <n>", "serve /metrics, /healthz, /readyz on 127.0.0.1 at this port")
@@ -138,6 +148,7 @@ export function sidecarCommand(): Command {
           tokenFile: flags.tokenFile,
           clientId: flags.clientId ?? `${hostname()}-${process.pid}`,
           reportIntervalMs: flags.reportInterval,
+          connectTimeoutMs: flags.connectTimeout,
           httpPort: flags.httpPort,
           limits: DEFAULT_INPUT_LIMITS,
           log,

@@ -63,20 +63,36 @@ export class Directory {
   whenReady(timeoutMs: number): Promise<void> {
     if (this.ready) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const w = { resolve, reject };
+      // The deadline holds the process (ref): a caller awaiting readiness has nothing else keeping
+      // its loop alive while gRPC backs off between connection attempts (its timers are unref'd),
+      // and a CLI start-up that awaited this then ended with exit code 0 and not a word.
+      const timer = this.opts.clock.after(
+        timeoutMs,
+        () => {
+          const i = this.readyWaiters.indexOf(w);
+          if (i < 0) return;
+          this.readyWaiters.splice(i, 1);
+          reject(
+            new NotReadyError(
+              `no server among ${this.opts.servers.join(", ")} answered with ${
+                this.ports.limits.config ? "an assignment" : "the limits"
+              } within ${timeoutMs} ms`,
+            ),
+          );
+        },
+        { ref: true },
+      );
+      const w = {
+        resolve: () => {
+          timer.cancel();
+          resolve();
+        },
+        reject: (e: Error) => {
+          timer.cancel();
+          reject(e);
+        },
+      };
       this.readyWaiters.push(w);
-      this.opts.clock.after(timeoutMs, () => {
-        const i = this.readyWaiters.indexOf(w);
-        if (i < 0) return;
-        this.readyWaiters.splice(i, 1);
-        reject(
-          new NotReadyError(
-            `no server among ${this.opts.servers.join(", ")} answered with ${
-              this.ports.limits.config ? "an assignment" : "the limits"
-            } within ${timeoutMs} ms`,
-          ),
-        );
-      });
     });
   }
 

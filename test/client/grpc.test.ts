@@ -194,4 +194,33 @@ describe("shardlimit sidecar (Envoy's ShouldRateLimit from local state)", () => 
     expect(scope.status).not.toBe(0);
     expect(scope.stderr).toMatch(/--host-guard-cpu-scope/);
   });
+
+  it("waits --connect-timeout for servers that never answer, then exits 1 saying so", () => {
+    // It once exited 0 at once and without a word: while gRPC backed off between attempts nothing
+    // held the event loop (gRPC's timers and the wait's own deadline were unref'd).
+    const t0 = Date.now();
+    const r = runCli([
+      "sidecar",
+      "--listen",
+      "127.0.0.1:0",
+      "--servers",
+      "127.0.0.1:1",
+      "--connect-timeout",
+      "1500",
+    ]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/no server among 127\.0\.0\.1:1 answered with the limits within 1500 ms/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
+    const bad = runCli([
+      "sidecar",
+      "--listen",
+      "127.0.0.1:0",
+      "--servers",
+      "127.0.0.1:1",
+      "--connect-timeout",
+      "5",
+    ]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--connect-timeout/);
+  });
 });
