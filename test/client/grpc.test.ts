@@ -184,9 +184,12 @@ describe("shardlimit sidecar (Envoy's ShouldRateLimit from local state)", () => 
     guarded.close();
   }, 40_000);
 
+  /** `shardlimit sidecar` run to its end against a port where nothing listens. */
+  const sidecarToNowhere = (...flags: string[]) =>
+    runCli(["sidecar", "--listen", "127.0.0.1:0", "--servers", "127.0.0.1:1", ...flags]);
+
   it("refuses a bad --host-guard-* value, naming the flag", () => {
-    const sidecar = (...flags: string[]) =>
-      runCli(["sidecar", "--listen", "127.0.0.1:0", "--servers", "127.0.0.1:1", ...flags]);
+    const sidecar = sidecarToNowhere;
     const r = sidecar("--host-guard-cpu", "0");
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/--host-guard-cpu must be a number above 0 and at most 1024, got "0"/);
@@ -199,27 +202,11 @@ describe("shardlimit sidecar (Envoy's ShouldRateLimit from local state)", () => 
     // It once exited 0 at once and without a word: while gRPC backed off between attempts nothing
     // held the event loop (gRPC's timers and the wait's own deadline were unref'd).
     const t0 = Date.now();
-    const r = runCli([
-      "sidecar",
-      "--listen",
-      "127.0.0.1:0",
-      "--servers",
-      "127.0.0.1:1",
-      "--connect-timeout",
-      "1500",
-    ]);
+    const r = sidecarToNowhere("--connect-timeout", "1500");
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/no server among 127\.0\.0\.1:1 answered with the limits within 1500 ms/);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
-    const bad = runCli([
-      "sidecar",
-      "--listen",
-      "127.0.0.1:0",
-      "--servers",
-      "127.0.0.1:1",
-      "--connect-timeout",
-      "5",
-    ]);
+    const bad = sidecarToNowhere("--connect-timeout", "5");
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/--connect-timeout/);
   });
