@@ -55,6 +55,12 @@ interface Handler {
   type: string;
 }
 
+/** A hot method: its grpc-js handler and, for the hot answers, a direct encoder. */
+interface LeanMethod {
+  h: Handler;
+  framer: Framer | undefined;
+}
+
 type StreamListener = (
   stream: ServerHttp2Stream,
   headers: IncomingHttpHeaders,
@@ -86,10 +92,12 @@ export function installLean(server: grpc.Server, o: LeanOptions): LeanStats {
   if (!(internals.http2Servers instanceof Map) || !(internals.handlers instanceof Map)) {
     throw new Error("the lean transport does not know this grpc-js version's Server internals");
   }
-  const table = new Map<string, Handler>();
+  // The framer is found with the handler: a look-up by the request's own :path string (a fresh
+  // string every call) costs a hash each time.
+  const table = new Map<string, LeanMethod>();
   for (const path of o.paths ?? LEAN_PATHS) {
     const h = internals.handlers.get(path);
-    if (h !== undefined && h.type === "unary") table.set(path, h);
+    if (h !== undefined && h.type === "unary") table.set(path, { h, framer: FRAMERS[path] });
   }
   const stats: LeanStats = { calls: 0 };
   for (const h2 of internals.http2Servers.keys()) {
@@ -99,13 +107,13 @@ export function installLean(server: grpc.Server, o: LeanOptions): LeanStats {
     h2.on(
       "stream",
       (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: unknown, raw: unknown) => {
-        const h = table.get(headers[":path"] as string);
-        if (h === undefined || headers[":method"] !== "POST") {
+        const m = table.get(headers[":path"] as string);
+        if (m === undefined || headers[":method"] !== "POST") {
           for (const l of inner) l.call(h2, stream, headers, flags, raw);
           return;
         }
         stats.calls++;
-        serveLean(stream, headers, h, o);
+        serveLean(stream, headers, m, o);
       },
     );
   }
@@ -377,7 +385,7 @@ function onEnd(this: LeanStream): void {
 function serveLean(
   stream: ServerHttp2Stream,
   headers: IncomingHttpHeaders,
-  h: Handler,
+  m: LeanMethod,
   o: LeanOptions,
 ): void {
   const contentType = headers["content-type"];
@@ -403,7 +411,7 @@ function serveLean(
   const timeoutMs = rawTimeout === undefined ? undefined : parseGrpcTimeout(rawTimeout as string);
   const deadline =
     timeoutMs === undefined || Number.isNaN(timeoutMs) ? Number.POSITIVE_INFINITY : o.clock.now() + timeoutMs;
-  const c = new LeanCall(stream, headers, h, o, FRAMERS[headers[":path"] as string], deadline);
+  const c = new LeanCall(stream, headers, m.h, o, m.framer, deadline);
   if (timeoutMs !== undefined && Number.isNaN(timeoutMs)) {
     c.finishError(INTERNAL, `malformed grpc-timeout header "${String(rawTimeout)}"`);
     return;
