@@ -62,6 +62,8 @@ export class Directory {
   /** Resolves once the limits and the assignment are known; rejects after `timeoutMs`. */
   whenReady(timeoutMs: number): Promise<void> {
     if (this.ready) return Promise.resolve();
+    // Nothing would settle a wait added after close(): its deadline would hold the process.
+    if (this.closed) return Promise.reject(new NotReadyError("the limiter was closed"));
     return new Promise((resolve, reject) => {
       // The deadline holds the process (ref): a caller awaiting readiness has nothing else keeping
       // its loop alive while gRPC backs off between connection attempts (its timers are unref'd),

@@ -4,6 +4,7 @@ import type { GatewayLimiter } from "../../src/client/gateway-limiter.js";
 import { killAllCli } from "../../src/testkit/cli.js";
 import { httpGet } from "../../src/testkit/http.js";
 import { waitFor } from "../../src/testkit/wait.js";
+import { clearWindowSeconds } from "../../src/testkit/window.js";
 import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-harness.js";
 
 /**
@@ -13,11 +14,14 @@ import { type ClusterHarness, startClusterHarness } from "../cluster/cluster-har
  * totals, so the new owner (which starts empty) does not hand out the window a second time.
  */
 
+/** Clear of a fixed-window boundary while this file runs: it asserts exact counts (see clearWindowSeconds). */
+const WINDOW = `${clearWindowSeconds(10 * 60_000)}s`;
+
 const CONFIG = `
 domain: api
 descriptors:
   - key: m
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
+    rate_limit: { window: ${WINDOW}, requests_per_unit: 1000 }
 `;
 const KEYS = Array.from({ length: 24 }, (_, i) => `api/m=k${i}`);
 

@@ -61,6 +61,14 @@ describe("GatewayLimiter: start-up", () => {
     await expect(p).rejects.toBeInstanceOf(NotReadyError);
     await expect(p).rejects.toThrow(/a:1/);
   });
+
+  it("whenReady on a closed limiter rejects at once, and close settles a wait in progress", async () => {
+    const { limiter } = setup({}, [A], { [A]: "fail" });
+    const waiting = limiter.whenReady(60_000);
+    limiter.close();
+    await expect(waiting).rejects.toThrow(/closed/);
+    await expect(limiter.whenReady(60_000)).rejects.toThrow(/closed/);
+  });
 });
 
 describe("GatewayLimiter: deciding and reporting", () => {

@@ -204,6 +204,8 @@ describe("shardlimit sidecar with TLS both ways", () => {
   beforeAll(async () => {
     const side = startCli([
       ...["sidecar", "--listen", "127.0.0.1:0", "--servers", server.address, "--log-level", "warn"],
+      // As long as this test waits for it (a busy machine), not the 10 s default.
+      ...["--connect-timeout", "40000"],
       // Towards the server: mutual TLS with the client certificate.
       ...["--tls-ca", pki.ca.caFile, "--tls-cert", pki.client.cert, "--tls-key", pki.client.key],
       // Its Envoy port: TLS, client certificates required.
