@@ -8,6 +8,7 @@
  * machine's (or the server's queue behind it). Systems take turns round by round.
  *
  *   npm run build && npx tsx bench/gc-tail.ts [--seconds 60 --rps 3000 --rounds 1 --flags "--heap-growing-percent=50"]
+ *     [--serverArgs "--heap-growing-percent 100"]   (serve flags for shardlimit alone)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -19,7 +20,7 @@ import { tempDir } from "../src/testkit/temp-dir.js";
 import { machine, num, parseArgs, printTable, writeResult } from "./lib/common.js";
 import { BENCH_CONFIG, EnvoyRequestType, EnvoyResponseType } from "./lib/wire.js";
 
-const opts = parseArgs({ seconds: 60, rps: 3000, warmup: 3, rounds: 1, flags: "" });
+const opts = parseArgs({ seconds: 60, rps: 3000, warmup: 3, rounds: 1, flags: "", serverArgs: "" });
 const PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 const dir = tempDir("shardlimit-bench-gc-tail-");
 /** `--flags "..."`: more node/V8 flags for both systems (e.g. a heap growing factor to try). */
@@ -76,6 +77,8 @@ const SYSTEMS: Record<string, () => Promise<Server>> = {
         "serve",
         ...["--config", config, "--transport", "lean", "--log-level", "info"],
         ...["--grpc-host", "127.0.0.1", "--http-host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0"],
+        // `--serverArgs "..."`: more serve flags for shardlimit only (e.g. --heap-growing-percent 100).
+        ...opts.serverArgs.split(" ").filter((f) => f !== ""),
       ],
       (line) => {
         if (!line.startsWith("{")) return undefined;
