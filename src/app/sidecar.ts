@@ -53,6 +53,9 @@ export interface RunningSidecar {
   stop(): Promise<void>;
 }
 
+/** How long a sidecar waits at start-up for a server to hand out the limits and the assignment. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
 export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar> {
   const { log } = opts;
   const clock = opts.clock ?? systemClock;
@@ -66,7 +69,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<RunningSidecar
     clientId: opts.clientId,
     reportIntervalMs: opts.reportIntervalMs,
     registry,
-    connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+    connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     clock,
     tokenFile: opts.tokenFile,
     ...(opts.hostGuard ? { hostGuard: opts.hostGuard } : {}),

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { startSidecar } from "../app/sidecar.js";
+import { DEFAULT_CONNECT_TIMEOUT_MS, startSidecar } from "../app/sidecar.js";
 import type { HostGuardOptions } from "../client/host-guard.js";
 import { DEFAULT_INPUT_LIMITS } from "../protocol/input-limits.js";
 import { logLevelFlag } from "./common-options.js";
@@ -83,7 +83,7 @@ export function sidecarCommand(): Command {
         "how long to wait at start-up for a server to hand out the limits and the assignment (then exit 1)",
       )
         .env("SHARDLIMIT_CONNECT_TIMEOUT_MS")
-        .default(10_000)
+        .default(DEFAULT_CONNECT_TIMEOUT_MS)
         .argParser(intOption("--connect-timeout", 100, 600_000)),
     )
     .addOption(
