@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { poolShardKey } from "../../src/config/types.js";
+import { ErrorCode } from "../../src/protocol/item-errors.js";
 import { spawnCli } from "../../src/testkit/cli.js";
 import { waitFor } from "../../src/testkit/wait.js";
 import { type ClusterHarness, startClusterHarness } from "./cluster-harness.js";
@@ -34,12 +35,21 @@ describe("pools in a cluster", () => {
     const view = await h.view("s1");
     const owner = h.ownerIn(view, poolShardKey("gpu"));
     const other = h.servers.find((s) => s.id !== owner)!.id;
-    const forwarded = await h.server(other).rpc.reportPool({
-      pool: "gpu",
-      backend: "b1",
-      utilisation: 1,
-      capacity: 100,
-      generation: view.generation,
+    const reportOnce = () =>
+      h.server(other).rpc.reportPool({
+        pool: "gpu",
+        backend: "b1",
+        utilisation: 1,
+        capacity: 100,
+        generation: view.generation,
+      });
+    // A backend reports again on SLICE_NOT_READY (the code table's clientRetries): right after
+    // start-up the pool's slice may still be on its way to its owner (a fresh-clone CI run met it).
+    let forwarded = await reportOnce();
+    await waitFor("the pool's owner to have its slice", async () => {
+      if (forwarded.error?.code !== ErrorCode.SLICE_NOT_READY) return true;
+      forwarded = await reportOnce();
+      return false;
     });
     // The owner's answer (the pool's state), not NOT_OWNER; an unknown pool is refused there too.
     expect(forwarded.error).toBeFalsy();
