@@ -116,8 +116,18 @@ describe("shardlimit serve --workers 2 (standalone)", () => {
       "/readyz 200",
       async () => (await httpGet(`http://127.0.0.1:${httpPort}/readyz`)).status === 200,
     );
-    const metrics = (await httpGet(`http://127.0.0.1:${httpPort}/metrics`)).body;
-    const slices = perWorker(metrics, "shardlimit_slices_owned");
+    // A worker is ready as a member before the assigner has given it slices (it forwards until
+    // then): a fresh-clone CI run read the metrics in that moment, with one worker at 0 slices.
+    let slices: number[] = [];
+    await waitFor(
+      "both workers to own slices",
+      async () => {
+        const metrics = (await httpGet(`http://127.0.0.1:${httpPort}/metrics`)).body;
+        slices = perWorker(metrics, "shardlimit_slices_owned");
+        return slices.length === 2 && slices.every((n) => n > 0);
+      },
+      20_000,
+    );
     expect(slices).toHaveLength(2);
     expect(slices[0]).toBeGreaterThan(0);
     expect(slices[1]).toBeGreaterThan(0);
