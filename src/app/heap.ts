@@ -84,3 +84,24 @@ export function heapNote(
       "(the shardlimit command and the image do) for shorter GC pauses at millions of counters",
   };
 }
+
+const POOL_SIZE = /^--v8[-_]pool[-_]size(=|$)/;
+
+/**
+ * Node's flags for each of `serve --workers N`'s processes beyond the supervisor's own: a V8
+ * thread pool of cores / N threads (at least 1) unless the operator set `--v8-pool-size`. Node's
+ * default pool is 4 threads per process whatever the machine, and the GC's helper threads of N
+ * workers then take the cores from each other's main threads: on 2 cores, one worker used 1.19
+ * cores (its main thread and GC helpers) and two workers served 15-17k calls a core-second against
+ * one worker's 19-21k; with one pool thread each, 17-18k (bench/RESULTS.md 16k).
+ */
+export function workerNodeFlags(
+  workers: number,
+  cores: number,
+  execArgv: readonly string[] = process.execArgv,
+  nodeOptions: string = process.env.NODE_OPTIONS ?? "",
+): string[] {
+  if (workers <= 1) return [];
+  if ([...nodeOptions.split(/\s+/), ...execArgv].some((a) => POOL_SIZE.test(a))) return [];
+  return [`--v8-pool-size=${Math.max(1, Math.floor(cores / workers))}`];
+}

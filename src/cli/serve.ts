@@ -1,7 +1,7 @@
 import { availableParallelism, hostname } from "node:os";
 import { Command, Option } from "commander";
 import { type Logger, pino } from "pino";
-import { applyHeapGrowing, DEFAULT_HEAP_GROWING_PERCENT } from "../app/heap.js";
+import { applyHeapGrowing, DEFAULT_HEAP_GROWING_PERCENT, workerNodeFlags } from "../app/heap.js";
 import { DEFAULT_DRAIN_TIMEOUT_MS, startServer } from "../app/serve.js";
 import { startWorkers } from "../app/workers.js";
 import { DEFAULT_HANDOFF_TIMEOUT_MS } from "../cluster/handoff.js";
@@ -459,7 +459,14 @@ async function superviseWorkers(flags: ServeFlags, log: Logger): Promise<void> {
     running = await startWorkers(
       {
         workers: flags.workers,
-        command: { exec: process.execPath, args: [...process.execArgv, ...process.argv.slice(1)] },
+        command: {
+          exec: process.execPath,
+          args: [
+            ...process.execArgv,
+            ...workerNodeFlags(flags.workers, availableParallelism()),
+            ...process.argv.slice(1),
+          ],
+        },
         grpcHost: flags.grpcHost,
         grpcPort: flags.grpcPort,
         httpHost: flags.httpHost,

@@ -7,6 +7,7 @@ import {
   DEFAULT_HEAP_GROWING_PERCENT,
   HEAP_OPTIONS,
   heapNote,
+  workerNodeFlags,
 } from "../../src/app/heap.js";
 import { REPO_ROOT } from "../../src/testkit/cli.js";
 import { parseDockerfile } from "../deploy/dockerfile.js";
@@ -69,5 +70,20 @@ describe("the server's default heap options (issue 16)", () => {
     expect(set).toEqual(["--heap-growing-percent=30", "--heap-growing-percent=20"]);
     expect(heapNote([]).growingPercent).toBe(20);
     applyHeapGrowing(0, true, [], () => {});
+  });
+});
+
+describe("the V8 thread pool of serve --workers' processes", () => {
+  it("is the cores shared out among the workers, at least one thread each", () => {
+    expect(workerNodeFlags(2, 2, [], "")).toEqual(["--v8-pool-size=1"]);
+    expect(workerNodeFlags(2, 8, [], "")).toEqual(["--v8-pool-size=4"]);
+    expect(workerNodeFlags(3, 8, [], "")).toEqual(["--v8-pool-size=2"]);
+    expect(workerNodeFlags(16, 8, [], "")).toEqual(["--v8-pool-size=1"]);
+  });
+  it("leaves one process, and a pool size the operator chose (flag or NODE_OPTIONS), alone", () => {
+    expect(workerNodeFlags(1, 2, [], "")).toEqual([]);
+    expect(workerNodeFlags(2, 2, ["--v8-pool-size=3"], "")).toEqual([]);
+    expect(workerNodeFlags(2, 2, ["--v8-pool-size", "3"], "")).toEqual([]);
+    expect(workerNodeFlags(2, 2, [], "--max-semi-space-size=64 --v8_pool_size=2")).toEqual([]);
   });
 });

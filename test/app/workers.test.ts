@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLimiter } from "../../src/client/create.js";
 import { connect } from "../../src/protocol/rpc.js";
@@ -131,6 +132,13 @@ describe("shardlimit serve --workers 2 (standalone)", () => {
     expect(slices).toHaveLength(2);
     expect(slices[0]).toBeGreaterThan(0);
     expect(slices[1]).toBeGreaterThan(0);
+  });
+
+  it("each worker runs with its share of the cores as its V8 thread pool", () => {
+    const pool = `--v8-pool-size=${Math.max(1, Math.floor(availableParallelism() / 2))}`;
+    for (const w of workers) {
+      expect(readFileSync(`/proc/${w.pid}/cmdline`, "utf8").split("\0")).toContain(pool);
+    }
   });
 
   it("Check counts exactly across workers, whichever one is called", async () => {
