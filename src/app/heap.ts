@@ -9,8 +9,8 @@ import v8 from "node:v8";
  * Every default run gets them: the `shardlimit` command (its first line runs
  * `node --max-semi-space-size=...`), the image (`NODE_OPTIONS` in the Dockerfile, and in the Helm
  * chart, which sets NODE_OPTIONS for the old generation too), and `serve --workers` children
- * (they inherit the supervisor's node options). test/app/heap.test.ts keeps those places in step
- * with this list.
+ * (they inherit the supervisor's node options, and get a V8 thread pool of their share of the
+ * cores: `workerNodeFlags`). test/app/heap.test.ts keeps those places in step with this list.
  */
 export const HEAP_OPTIONS: readonly string[] = ["--max-semi-space-size=64"];
 
