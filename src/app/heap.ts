@@ -66,6 +66,14 @@ export function applyHeapGrowing(
 const SEMI_SPACE = /^--max[-_]semi[-_]space[-_]size(=|$)/;
 
 /**
+ * Node's own flags of this process matching `flag`, in the order node applies them: NODE_OPTIONS
+ * first, then the command line (so the last one is the one in force).
+ */
+function nodeFlagsGiven(flag: RegExp, execArgv: readonly string[], nodeOptions: string): string[] {
+  return [...nodeOptions.split(/\s+/), ...execArgv].filter((a) => flag.test(a));
+}
+
+/**
  * The start-up log's note on the young generation: the semi-space option in force (from the
  * command line, else NODE_OPTIONS), or a warning that the process runs without one.
  */
@@ -73,8 +81,7 @@ export function heapNote(
   execArgv: readonly string[] = process.execArgv,
   nodeOptions: string = process.env.NODE_OPTIONS ?? "",
 ): ({ semiSpace: string } | { warning: string }) & { growingPercent: number } {
-  // The command line is applied after NODE_OPTIONS, so its option is the one in force.
-  const given = [...nodeOptions.split(/\s+/), ...execArgv].filter((a) => SEMI_SPACE.test(a));
+  const given = nodeFlagsGiven(SEMI_SPACE, execArgv, nodeOptions);
   const last = given.at(-1);
   if (last !== undefined) return { semiSpace: last, growingPercent };
   return {
@@ -91,9 +98,9 @@ const POOL_SIZE = /^--v8[-_]pool[-_]size(=|$)/;
  * Node's flags for each of `serve --workers N`'s processes beyond the supervisor's own: a V8
  * thread pool of cores / N threads (at least 1) unless the operator set `--v8-pool-size`. Node's
  * default pool is 4 threads per process whatever the machine, and the GC's helper threads of N
- * workers then take the cores from each other's main threads: on 2 cores, one worker used 1.19
- * cores (its main thread and GC helpers) and two workers served 15-17k calls a core-second against
- * one worker's 19-21k; with one pool thread each, 17-18k (bench/RESULTS.md 16k).
+ * workers then take the cores from each other's main threads: on 2 cores, one worker used 1.13-1.19
+ * cores (its main thread and GC helpers), and two workers served 29.0k calls/s with pools of 4
+ * against 32.5k with pools of 1 (medians of three interleaved runs, bench/RESULTS.md 16k).
  */
 export function workerNodeFlags(
   workers: number,
@@ -102,6 +109,6 @@ export function workerNodeFlags(
   nodeOptions: string = process.env.NODE_OPTIONS ?? "",
 ): string[] {
   if (workers <= 1) return [];
-  if ([...nodeOptions.split(/\s+/), ...execArgv].some((a) => POOL_SIZE.test(a))) return [];
+  if (nodeFlagsGiven(POOL_SIZE, execArgv, nodeOptions).length > 0) return [];
   return [`--v8-pool-size=${Math.max(1, Math.floor(cores / workers))}`];
 }

@@ -319,7 +319,8 @@ function sendOk(this: ServerHttp2Stream): void {
  * calls until the next full collection (they survive the young generation's collections and are
  * promoted, as in a do-nothing server), and whatever they still point to goes with them: the call,
  * its request and its bytes promoted 0.98 KB a call where a do-nothing server promotes 0.57
- * (`--trace-gc-nvp`, bench/RESULTS.md 16k). Dropped here, the call dies young.
+ * (`--trace-gc-nvp`, bench/RESULTS.md 16k). Dropped here, the call dies young; its request and
+ * bytes are dropped from it too, as a waiting handler or the deadline timer may still hold the call.
  */
 function onClose(this: LeanStream): void {
   const c = this[CALL];
